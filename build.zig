@@ -1,0 +1,40 @@
+//! Builds the shim: libmlxb.so, C++ against the MLX headers of the wheel whose libmlx.so it links.
+//!
+//! libmlx.so from PyPI is built by gcc against libstdc++ with the C++11 string ABI, and its API
+//! passes std::string/std::vector/std::optional across the boundary. So the shim is compiled with
+//! zig's clang against the system libstdc++ headers (not zig's bundled libc++), with
+//! _GLIBCXX_USE_CXX11_ABI=1, and links the system libstdc++.so.6 by path: naming "stdc++" as a
+//! system library would make zig substitute its own libc++.
+const std = @import("std");
+
+pub fn build(b: *std.Build) void {
+    const target = b.standardTargetOptions(.{});
+    const optimize = b.standardOptimizeOption(.{});
+    const mlx = b.option([]const u8, "mlx", "MLX prefix holding include/ and lib/libmlx.so (the wheel's mlx/ folder)") orelse
+        @panic("pass -Dmlx=<prefix>; scripts/setup.sh does");
+    const gcc_version = b.option([]const u8, "gcc-version", "libstdc++ header version under /usr/include/c++") orelse "12";
+    const multiarch = b.option([]const u8, "multiarch", "Debian multiarch triple") orelse "x86_64-linux-gnu";
+
+    const module = b.createModule(.{
+        .target = target,
+        .optimize = optimize,
+        .link_libc = true,
+        .link_libcpp = false,
+    });
+    module.addIncludePath(b.path("shim"));
+    module.addIncludePath(.{ .cwd_relative = b.fmt("/usr/include/c++/{s}", .{gcc_version}) });
+    module.addIncludePath(.{ .cwd_relative = b.fmt("/usr/include/{s}/c++/{s}", .{ multiarch, gcc_version }) });
+    module.addSystemIncludePath(.{ .cwd_relative = b.fmt("{s}/include", .{mlx}) });
+    module.addCSourceFiles(.{
+        .root = b.path("shim"),
+        .files = &.{ "error.cpp", "array.cpp", "ops.cpp", "fast.cpp" },
+        .flags = &.{ "-std=c++20", "-nostdinc++", "-D_GLIBCXX_USE_CXX11_ABI=1", "-fvisibility=hidden", "-fno-sanitize=undefined", "-Wall" },
+    });
+    module.addObjectFile(.{ .cwd_relative = b.fmt("{s}/lib/libmlx.so", .{mlx}) });
+    module.addObjectFile(.{ .cwd_relative = b.fmt("/usr/lib/{s}/libstdc++.so.6", .{multiarch}) });
+    module.addObjectFile(.{ .cwd_relative = b.fmt("/lib/{s}/libgcc_s.so.1", .{multiarch}) });
+    module.addRPath(.{ .cwd_relative = b.fmt("{s}/lib", .{mlx}) });
+
+    const lib = b.addLibrary(.{ .name = "mlxb", .linkage = .dynamic, .root_module = module });
+    b.installArtifact(lib);
+}

@@ -1,0 +1,153 @@
+// Array lifetime, queries, evaluation and host transfer.
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+#include "internal.h"
+
+using namespace mlxb;
+
+namespace {
+
+// Indexed by mlx_dtype (mlx-c's order).
+const mx::Dtype kDtypes[] = {
+    mx::bool_,   mx::uint8,   mx::uint16,  mx::uint32, mx::uint64,
+    mx::int8,    mx::int16,   mx::int32,   mx::int64,  mx::float16,
+    mx::float32, mx::float64, mx::bfloat16, mx::complex64,
+};
+constexpr int kDtypeCount = sizeof(kDtypes) / sizeof(kDtypes[0]);
+
+} // namespace
+
+mx::Dtype mlxb::to_dtype(int dtype) {
+  if (dtype < 0 || dtype >= kDtypeCount) throw ArgumentError("unknown dtype code " + std::to_string(dtype));
+  return kDtypes[dtype];
+}
+
+int mlxb::from_dtype(mx::Dtype dtype) {
+  for (int i = 0; i < kDtypeCount; i++) {
+    if (kDtypes[i] == dtype) return i;
+  }
+  throw std::runtime_error("dtype without a code");
+}
+
+extern "C" {
+
+const char* mlx_version_string(void) {
+  static const std::string v = mx::version();
+  return v.c_str();
+}
+
+int mlx_default_device_is_gpu(void) {
+  return mx::default_device() == mx::Device::gpu ? 1 : 0;
+}
+
+int mlx_set_default_device_gpu(int use_gpu) {
+  return guard([&] {
+    mx::Device d = use_gpu ? mx::Device::gpu : mx::Device::cpu;
+    if (!mx::is_available(d)) throw std::runtime_error(use_gpu ? "no GPU device available in this MLX build" : "CPU device unavailable");
+    mx::set_default_device(d);
+  });
+}
+
+int mlx_array_new_data(mlx_array* out, const void* data, size_t nbytes, const int32_t* shape, int ndim, int dtype) {
+  return guard([&] {
+    auto dt = to_dtype(dtype);
+    auto s = shape_of(shape, ndim);
+    size_t count = 1;
+    for (auto d : s) {
+      if (d < 0) throw ArgumentError("negative dimension in shape");
+      count *= static_cast<size_t>(d);
+    }
+    if (count * dt.size() != nbytes) {
+      throw ArgumentError("data has " + std::to_string(nbytes) + " bytes but shape needs " + std::to_string(count * dt.size()));
+    }
+    if (nbytes > 0 && data == nullptr) throw ArgumentError("data pointer is null");
+    // Copy into an MLX-owned buffer: the host memory belongs to a JS object whose lifetime we do not control.
+    void* copy = std::malloc(nbytes > 0 ? nbytes : 1);
+    if (copy == nullptr) throw std::bad_alloc();
+    if (nbytes > 0) std::memcpy(copy, data, nbytes);
+    put(out, mx::array(copy, std::move(s), dt, [](void* p) { std::free(p); }));
+  });
+}
+
+int mlx_array_new_float(mlx_array* out, float value, int dtype) {
+  return guard([&] { put(out, mx::array(value, to_dtype(dtype))); });
+}
+
+int mlx_array_new_int(mlx_array* out, int32_t value) {
+  return guard([&] { put(out, mx::array(value, mx::int32)); });
+}
+
+int mlx_array_free(mlx_array a) {
+  delete static_cast<mx::array*>(a);
+  return 0;
+}
+
+int mlx_array_ndim(int* out, mlx_array a) {
+  return guard([&] { *out = static_cast<int>(arr(a, "a").ndim()); });
+}
+
+int mlx_array_shape(int32_t* out, mlx_array a) {
+  return guard([&] {
+    const auto& s = arr(a, "a").shape();
+    std::copy(s.begin(), s.end(), out);
+  });
+}
+
+int mlx_array_dtype(int* out, mlx_array a) {
+  return guard([&] { *out = from_dtype(arr(a, "a").dtype()); });
+}
+
+int mlx_array_size(size_t* out, mlx_array a) {
+  return guard([&] { *out = arr(a, "a").size(); });
+}
+
+int mlx_array_nbytes(size_t* out, mlx_array a) {
+  return guard([&] { *out = arr(a, "a").nbytes(); });
+}
+
+int mlx_array_eval(mlx_array a) {
+  return guard([&] { mx::eval(arr(a, "a")); });
+}
+
+int mlx_eval(const mlx_array* arrays, int count) {
+  return guard([&] {
+    std::vector<mx::array> xs;
+    xs.reserve(count);
+    for (int i = 0; i < count; i++) xs.push_back(arr(arrays[i], "arrays[i]"));
+    mx::eval(std::move(xs));
+  });
+}
+
+int mlx_array_to_host(void* dst, size_t nbytes, mlx_array a) {
+  return guard([&] {
+    mx::array x = arr(a, "a");
+    if (x.nbytes() != nbytes) {
+      throw ArgumentError("destination has " + std::to_string(nbytes) + " bytes, array has " + std::to_string(x.nbytes()));
+    }
+    x.eval();
+    if (!x.flags().row_contiguous) {
+      x = mx::contiguous(x);
+      x.eval();
+    }
+    if (nbytes > 0) std::memcpy(dst, x.data<uint8_t>(), nbytes);
+  });
+}
+
+int mlx_bench_copy_bandwidth(double* out, size_t nbytes, int repeats) {
+  return guard([&] {
+    auto src = mx::ones({static_cast<int>(nbytes / 4)}, mx::float32);
+    src.eval();
+    // One warm-up, then time `repeats` full copies (each reads and writes nbytes).
+    mx::eval(mx::copy(src + 0.0f));
+    auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < repeats; i++) {
+      mx::eval(mx::copy(src + static_cast<float>(i)));
+    }
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    *out = 2.0 * static_cast<double>(nbytes) * repeats / seconds;
+  });
+}
+
+} // extern "C"

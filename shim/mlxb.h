@@ -1,0 +1,142 @@
+/* mlx-bun: the whole C ABI of the shim, one flat header.
+ *
+ * Conventions (mlx-c's, so the names read the same):
+ * - every function returns an int status: 0 on success, non-zero on error, and then
+ *   mlx_last_error() returns the message of the C++ exception that was caught;
+ * - results are written through out-pointers (the first argument);
+ * - an mlx_array is an opaque handle owned by the caller until mlx_array_free;
+ * - "optional" array arguments accept NULL;
+ * - shapes, axes and strides are int32 arrays with an explicit length.
+ * Everything runs on MLX's default stream (the default device's). */
+#ifndef MLXB_H
+#define MLXB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The shim builds with hidden visibility; this header is the exported surface. */
+#pragma GCC visibility push(default)
+
+typedef void* mlx_array;
+
+/* Same order as mlx-c's mlx_dtype. */
+typedef enum {
+  MLX_BOOL = 0,
+  MLX_UINT8,
+  MLX_UINT16,
+  MLX_UINT32,
+  MLX_UINT64,
+  MLX_INT8,
+  MLX_INT16,
+  MLX_INT32,
+  MLX_INT64,
+  MLX_FLOAT16,
+  MLX_FLOAT32,
+  MLX_FLOAT64,
+  MLX_BFLOAT16,
+  MLX_COMPLEX64,
+} mlx_dtype;
+
+/* ---- errors, version, device ---- */
+const char* mlx_last_error(void);
+const char* mlx_version_string(void);
+/* 1 when the default device is a GPU, else 0. */
+int mlx_default_device_is_gpu(void);
+/* Select the GPU (1) or CPU (0) as the default device. */
+int mlx_set_default_device_gpu(int use_gpu);
+
+/* ---- arrays ---- */
+/* Copies nbytes of host data (must equal prod(shape) * itemsize(dtype)). */
+int mlx_array_new_data(mlx_array* out, const void* data, size_t nbytes, const int32_t* shape, int ndim, int dtype);
+int mlx_array_new_float(mlx_array* out, float value, int dtype);
+int mlx_array_new_int(mlx_array* out, int32_t value);
+int mlx_array_free(mlx_array a);
+int mlx_array_ndim(int* out, mlx_array a);
+/* Writes ndim entries. */
+int mlx_array_shape(int32_t* out, mlx_array a);
+int mlx_array_dtype(int* out, mlx_array a);
+int mlx_array_size(size_t* out, mlx_array a);
+int mlx_array_nbytes(size_t* out, mlx_array a);
+int mlx_array_eval(mlx_array a);
+int mlx_eval(const mlx_array* arrays, int count);
+/* Evaluates, then copies the row-major contents (nbytes must match) into dst. */
+int mlx_array_to_host(void* dst, size_t nbytes, mlx_array a);
+/* Copies one memory-bandwidth-sized buffer n times on the default device; writes bytes/s. */
+int mlx_bench_copy_bandwidth(double* out, size_t nbytes, int repeats);
+
+/* ---- core ops ---- */
+int mlx_add(mlx_array* out, mlx_array a, mlx_array b);
+int mlx_subtract(mlx_array* out, mlx_array a, mlx_array b);
+int mlx_multiply(mlx_array* out, mlx_array a, mlx_array b);
+int mlx_divide(mlx_array* out, mlx_array a, mlx_array b);
+int mlx_maximum(mlx_array* out, mlx_array a, mlx_array b);
+int mlx_power(mlx_array* out, mlx_array a, mlx_array b);
+int mlx_greater(mlx_array* out, mlx_array a, mlx_array b);
+int mlx_where(mlx_array* out, mlx_array condition, mlx_array a, mlx_array b);
+int mlx_matmul(mlx_array* out, mlx_array a, mlx_array b);
+/* out = c + a @ b (c broadcast), MLX's addmm with alpha = beta = 1. */
+int mlx_addmm(mlx_array* out, mlx_array c, mlx_array a, mlx_array b);
+
+int mlx_rsqrt(mlx_array* out, mlx_array a);
+int mlx_sqrt(mlx_array* out, mlx_array a);
+int mlx_exp(mlx_array* out, mlx_array a);
+int mlx_log(mlx_array* out, mlx_array a);
+int mlx_negative(mlx_array* out, mlx_array a);
+int mlx_square(mlx_array* out, mlx_array a);
+int mlx_tanh(mlx_array* out, mlx_array a);
+int mlx_sigmoid(mlx_array* out, mlx_array a);
+int mlx_erf(mlx_array* out, mlx_array a);
+int mlx_cos(mlx_array* out, mlx_array a);
+int mlx_sin(mlx_array* out, mlx_array a);
+/* x * sigmoid(x) */
+int mlx_silu(mlx_array* out, mlx_array a);
+/* approximate = 0: exact erf form; 1: tanh approximation ("gelu_new"). */
+int mlx_gelu(mlx_array* out, mlx_array a, int approximate);
+
+int mlx_astype(mlx_array* out, mlx_array a, int dtype);
+int mlx_reshape(mlx_array* out, mlx_array a, const int32_t* shape, int ndim);
+int mlx_transpose(mlx_array* out, mlx_array a, const int32_t* axes, int naxes);
+int mlx_slice(mlx_array* out, mlx_array a, const int32_t* start, const int32_t* stop, const int32_t* strides, int ndim);
+int mlx_slice_update(mlx_array* out, mlx_array src, mlx_array update, const int32_t* start, const int32_t* stop, const int32_t* strides, int ndim);
+int mlx_concatenate(mlx_array* out, const mlx_array* arrays, int count, int axis);
+int mlx_take(mlx_array* out, mlx_array a, mlx_array indices, int axis);
+int mlx_repeat(mlx_array* out, mlx_array a, int repeats, int axis);
+int mlx_softmax(mlx_array* out, mlx_array a, int axis, int precise);
+int mlx_mean(mlx_array* out, mlx_array a, const int32_t* axes, int naxes, int keepdims);
+int mlx_sum(mlx_array* out, mlx_array a, const int32_t* axes, int naxes, int keepdims);
+int mlx_max(mlx_array* out, mlx_array a, const int32_t* axes, int naxes, int keepdims);
+int mlx_argmax(mlx_array* out, mlx_array a, int axis, int keepdims);
+int mlx_arange(mlx_array* out, double start, double stop, double step, int dtype);
+
+/* ---- fast ops ---- */
+int mlx_fast_rms_norm(mlx_array* out, mlx_array x, mlx_array weight, float eps);
+int mlx_fast_layer_norm(mlx_array* out, mlx_array x, mlx_array weight, mlx_array bias, float eps);
+/* base is ignored when freqs is given (then pass NaN). */
+int mlx_fast_rope(mlx_array* out, mlx_array x, int dims, int traditional, float base, float scale, int offset, mlx_array freqs);
+/* offset: an int32 array, a scalar or one position per batch element. */
+int mlx_fast_rope_dynamic(mlx_array* out, mlx_array x, int dims, int traditional, float base, float scale, mlx_array offset, mlx_array freqs);
+/* mask_mode: "" (none or mask array), "causal"; mask may be NULL, boolean or additive. */
+int mlx_fast_scaled_dot_product_attention(mlx_array* out, mlx_array q, mlx_array k, mlx_array v, float scale, const char* mask_mode, mlx_array mask);
+/* silu(gate) * up in one call. */
+int mlx_fast_swiglu(mlx_array* out, mlx_array gate, mlx_array up);
+
+/* ---- memory ---- */
+int mlx_get_active_memory(size_t* out);
+int mlx_get_peak_memory(size_t* out);
+int mlx_reset_peak_memory(void);
+int mlx_get_cache_memory(size_t* out);
+int mlx_set_memory_limit(size_t* previous, size_t limit);
+int mlx_set_cache_limit(size_t* previous, size_t limit);
+int mlx_clear_cache(void);
+
+#pragma GCC visibility pop
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

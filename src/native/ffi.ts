@@ -1,0 +1,168 @@
+// The dlopen symbol table of the shim (shim/mlxb.h) and where the library is found.
+//
+// Every shim function returns an int status and writes results through out-pointers; `check`
+// turns a non-zero status into an Error carrying the message of the C++ exception the shim caught.
+import { dlopen, FFIType, type Pointer } from "bun:ffi";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+
+const { ptr: P, i32, f32, f64, u64, cstring } = FFIType;
+
+// Argument lists; every function returns i32 (status) unless listed in `returning`.
+const symbols = {
+  mlx_last_error: [],
+  mlx_version_string: [],
+  mlx_default_device_is_gpu: [],
+  mlx_set_default_device_gpu: [i32],
+
+  mlx_array_new_data: [P, P, u64, P, i32, i32],
+  mlx_array_new_float: [P, f32, i32],
+  mlx_array_new_int: [P, i32],
+  mlx_array_free: [P],
+  mlx_array_ndim: [P, P],
+  mlx_array_shape: [P, P],
+  mlx_array_dtype: [P, P],
+  mlx_array_size: [P, P],
+  mlx_array_nbytes: [P, P],
+  mlx_array_eval: [P],
+  mlx_eval: [P, i32],
+  mlx_array_to_host: [P, u64, P],
+  mlx_bench_copy_bandwidth: [P, u64, i32],
+
+  mlx_add: [P, P, P],
+  mlx_subtract: [P, P, P],
+  mlx_multiply: [P, P, P],
+  mlx_divide: [P, P, P],
+  mlx_maximum: [P, P, P],
+  mlx_power: [P, P, P],
+  mlx_greater: [P, P, P],
+  mlx_where: [P, P, P, P],
+  mlx_matmul: [P, P, P],
+  mlx_addmm: [P, P, P, P],
+
+  mlx_rsqrt: [P, P],
+  mlx_sqrt: [P, P],
+  mlx_exp: [P, P],
+  mlx_log: [P, P],
+  mlx_negative: [P, P],
+  mlx_square: [P, P],
+  mlx_tanh: [P, P],
+  mlx_sigmoid: [P, P],
+  mlx_erf: [P, P],
+  mlx_cos: [P, P],
+  mlx_sin: [P, P],
+  mlx_silu: [P, P],
+  mlx_gelu: [P, P, i32],
+
+  mlx_astype: [P, P, i32],
+  mlx_reshape: [P, P, P, i32],
+  mlx_transpose: [P, P, P, i32],
+  mlx_slice: [P, P, P, P, P, i32],
+  mlx_slice_update: [P, P, P, P, P, P, i32],
+  mlx_concatenate: [P, P, i32, i32],
+  mlx_take: [P, P, P, i32],
+  mlx_repeat: [P, P, i32, i32],
+  mlx_softmax: [P, P, i32, i32],
+  mlx_mean: [P, P, P, i32, i32],
+  mlx_sum: [P, P, P, i32, i32],
+  mlx_max: [P, P, P, i32, i32],
+  mlx_argmax: [P, P, i32, i32],
+  mlx_arange: [P, f64, f64, f64, i32],
+
+  mlx_fast_rms_norm: [P, P, P, f32],
+  mlx_fast_layer_norm: [P, P, P, P, f32],
+  mlx_fast_rope: [P, P, i32, i32, f32, f32, i32, P],
+  mlx_fast_rope_dynamic: [P, P, i32, i32, f32, f32, P, P],
+  mlx_fast_scaled_dot_product_attention: [P, P, P, P, f32, cstring, P],
+  mlx_fast_swiglu: [P, P, P],
+
+  mlx_get_active_memory: [P],
+  mlx_get_peak_memory: [P],
+  mlx_reset_peak_memory: [],
+  mlx_get_cache_memory: [P],
+  mlx_set_memory_limit: [P, u64],
+  mlx_set_cache_limit: [P, u64],
+  mlx_clear_cache: [],
+} as const;
+
+const returning: Partial<Record<keyof typeof symbols, FFIType>> = {
+  mlx_last_error: cstring,
+  mlx_version_string: cstring,
+};
+
+type Table = { [K in keyof typeof symbols]: { args: (typeof symbols)[K]; returns: FFIType } };
+
+function table(): Table {
+  const out = {} as Record<string, { args: readonly FFIType[]; returns: FFIType }>;
+  for (const [name, args] of Object.entries(symbols)) {
+    out[name] = { args, returns: returning[name as keyof typeof symbols] ?? i32 };
+  }
+  return out as Table;
+}
+
+/** Candidate locations of libmlxb.so, first match wins. */
+export function libraryCandidates(): string[] {
+  const fromEnv = process.env.MLXB_LIBRARY;
+  const repoRoot = join(import.meta.dir, "..", "..");
+  return [...(fromEnv ? [fromEnv] : []), join(repoRoot, "zig-out", "lib", "libmlxb.so")];
+}
+
+// biome-ignore lint: the symbol functions are typed loosely on purpose; ops.ts wraps each one.
+type Native = Record<keyof typeof symbols, (...args: any[]) => any>;
+
+let loaded: Native | undefined;
+let loadError: Error | undefined;
+
+/** Loads the shim once; throws an Error telling how to build it when it cannot be loaded. */
+export function native(): Native {
+  if (loaded) return loaded;
+  if (loadError) throw loadError;
+  const candidates = libraryCandidates();
+  const path = candidates.find((p) => existsSync(p));
+  try {
+    if (!path) throw new Error(`libmlxb.so not found (looked at ${candidates.join(", ")}); run \`bash scripts/setup.sh\``);
+    loaded = dlopen(path, table()).symbols as unknown as Native;
+    return loaded;
+  } catch (e) {
+    loadError = new Error(`cannot load the MLX shim: ${(e as Error).message}`);
+    throw loadError;
+  }
+}
+
+/** Whether the shim loads, and why not. */
+export function nativeStatus(): { available: boolean; reason: string } {
+  try {
+    native();
+    return { available: true, reason: "shim loaded" };
+  } catch (e) {
+    return { available: false, reason: (e as Error).message };
+  }
+}
+
+export function lastError(): string {
+  return String(native().mlx_last_error());
+}
+
+/** Throws an Error naming the operation when a shim call failed. `what` may be a function so that
+ * a costly description (shapes, names) is only built on failure. */
+export function check(status: number, what: string | (() => string)): void {
+  if (status !== 0) throw new Error(`${typeof what === "string" ? what : what()}: ${lastError()}`);
+}
+
+// Out-pointer scratch: calls are synchronous and single-threaded, so one buffer serves all of them.
+// Read it right after the call that wrote it: any other shim call (a shape query) overwrites it.
+const scratch = new ArrayBuffer(64);
+export const outWords = new Uint32Array(scratch);
+export const outI32 = new Int32Array(scratch);
+export const outF64 = new Float64Array(scratch);
+export const outU64 = new BigUint64Array(scratch);
+
+/** Reads the pointer an out-parameter call wrote into `outWords`. */
+export function outPointer(): Pointer {
+  return (outWords[0]! + outWords[1]! * 0x100000000) as Pointer;
+}
+
+/** Reads a size_t an out-parameter call wrote into `outWords`. */
+export function outSize(): number {
+  return outWords[0]! + outWords[1]! * 0x100000000;
+}

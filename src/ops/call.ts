@@ -1,0 +1,35 @@
+// The one place that turns a shim call into a Tensor: argument checks, status check, wrapping.
+import type { Pointer } from "bun:ffi";
+import { check, native, outPointer, outWords } from "../native/ffi.ts";
+import { Tensor } from "../tensor.ts";
+
+export type Native = ReturnType<typeof native>;
+
+/** The handle of argument `arg` of `op`, with an Error naming both if it was disposed. */
+export function handleOf(t: Tensor, op: string, arg: string): Pointer {
+  if (!(t instanceof Tensor)) throw new TypeError(`${op}: argument '${arg}' is not a Tensor`);
+  if (t.disposed) throw new Error(`${op}: argument '${arg}' (${t.name ?? "tensor"}) was used after dispose()`);
+  return t.handle;
+}
+
+export function optionalHandleOf(t: Tensor | null | undefined, op: string, arg: string): Pointer | null {
+  return t == null ? null : handleOf(t, op, arg);
+}
+
+/** Runs a shim function whose first argument is the out-handle, and wraps the result. */
+export function call(op: string | (() => string), invoke: (lib: Native, out: Uint32Array) => number): Tensor {
+  check(invoke(native(), outWords), op);
+  return new Tensor(outPointer());
+}
+
+/** int32 array argument (shape, axes) for the shim, null when empty. */
+export function ints(values: readonly number[]): Int32Array | null {
+  return values.length > 0 ? Int32Array.from(values) : null;
+}
+
+/** Normalises a possibly negative axis against ndim, with an Error naming the op. */
+export function axisOf(axis: number, ndim: number, op: string): number {
+  const a = axis < 0 ? axis + ndim : axis;
+  if (!Number.isInteger(a) || a < 0 || a >= ndim) throw new Error(`${op}: axis ${axis} out of range for ${ndim} dimensions`);
+  return a;
+}

@@ -1,0 +1,171 @@
+// Plain MLX ops over Tensor. Each returns a new Tensor the caller owns.
+import { check, native } from "../native/ffi.ts";
+import type { DType } from "../tensor.ts";
+import { dtypeCode, Tensor } from "../tensor.ts";
+import { call, handleOf, ints, type Native } from "./call.ts";
+
+type BinaryName = "mlx_add" | "mlx_subtract" | "mlx_multiply" | "mlx_divide" | "mlx_maximum" | "mlx_power" | "mlx_greater" | "mlx_matmul";
+type UnaryName = "mlx_rsqrt" | "mlx_sqrt" | "mlx_exp" | "mlx_log" | "mlx_negative" | "mlx_square" | "mlx_tanh" | "mlx_sigmoid" | "mlx_erf" | "mlx_cos" | "mlx_sin" | "mlx_silu";
+
+/** A binary op; a number operand becomes a scalar of the tensor operand's dtype. */
+function binary(symbol: BinaryName, op: string) {
+  return (a: Tensor | number, b: Tensor | number): Tensor => {
+    if (typeof a === "number" && typeof b === "number") throw new Error(`${op}: at least one operand must be a Tensor`);
+    using sa = typeof a === "number" ? Tensor.scalar(a, (b as Tensor).dtype) : undefined;
+    using sb = typeof b === "number" ? Tensor.scalar(b, (a as Tensor).dtype) : undefined;
+    const ha = handleOf(sa ?? (a as Tensor), op, "a");
+    const hb = handleOf(sb ?? (b as Tensor), op, "b");
+    return call(op, (lib: Native, out) => lib[symbol](out, ha, hb));
+  };
+}
+
+function unary(symbol: UnaryName, op: string) {
+  return (a: Tensor): Tensor => {
+    const h = handleOf(a, op, "a");
+    return call(op, (lib, out) => lib[symbol](out, h));
+  };
+}
+
+export const add = binary("mlx_add", "add");
+export const subtract = binary("mlx_subtract", "subtract");
+export const multiply = binary("mlx_multiply", "multiply");
+export const divide = binary("mlx_divide", "divide");
+export const maximum = binary("mlx_maximum", "maximum");
+export const power = binary("mlx_power", "power");
+export const greater = binary("mlx_greater", "greater");
+export const matmul = binary("mlx_matmul", "matmul");
+
+export const rsqrt = unary("mlx_rsqrt", "rsqrt");
+export const sqrt = unary("mlx_sqrt", "sqrt");
+export const exp = unary("mlx_exp", "exp");
+export const log = unary("mlx_log", "log");
+export const negative = unary("mlx_negative", "negative");
+export const square = unary("mlx_square", "square");
+export const tanh = unary("mlx_tanh", "tanh");
+export const sigmoid = unary("mlx_sigmoid", "sigmoid");
+export const erf = unary("mlx_erf", "erf");
+export const cos = unary("mlx_cos", "cos");
+export const sin = unary("mlx_sin", "sin");
+/** x * sigmoid(x) */
+export const silu = unary("mlx_silu", "silu");
+
+/** GELU; `approximate` uses the tanh form (HF "gelu_new"/"gelu_pytorch_tanh"). */
+export function gelu(a: Tensor, approximate = false): Tensor {
+  const h = handleOf(a, "gelu", "a");
+  return call("gelu", (lib, out) => lib.mlx_gelu(out, h, approximate ? 1 : 0));
+}
+
+export function where(condition: Tensor, a: Tensor, b: Tensor): Tensor {
+  const hc = handleOf(condition, "where", "condition");
+  const ha = handleOf(a, "where", "a");
+  const hb = handleOf(b, "where", "b");
+  return call("where", (lib, out) => lib.mlx_where(out, hc, ha, hb));
+}
+
+/** c + a @ b */
+export function addmm(c: Tensor, a: Tensor, b: Tensor): Tensor {
+  const hc = handleOf(c, "addmm", "c");
+  const ha = handleOf(a, "addmm", "a");
+  const hb = handleOf(b, "addmm", "b");
+  return call("addmm", (lib, out) => lib.mlx_addmm(out, hc, ha, hb));
+}
+
+export function astype(a: Tensor, dtype: DType): Tensor {
+  const h = handleOf(a, "astype", "a");
+  const code = dtypeCode(dtype);
+  return call(() => `astype(${dtype})`, (lib, out) => lib.mlx_astype(out, h, code));
+}
+
+export function reshape(a: Tensor, shape: readonly number[]): Tensor {
+  const h = handleOf(a, "reshape", "a");
+  return call(() => `reshape(${a.describe()} -> [${shape.join(",")}])`, (lib, out) => lib.mlx_reshape(out, h, ints(shape), shape.length));
+}
+
+/** Permutes axes; default reverses them. */
+export function transpose(a: Tensor, axes?: readonly number[]): Tensor {
+  const h = handleOf(a, "transpose", "a");
+  const perm = axes ?? a.shape.map((_, i) => a.ndim - 1 - i);
+  return call(() => `transpose(${a.describe()}, [${perm.join(",")}])`, (lib, out) => lib.mlx_transpose(out, h, ints(perm), perm.length));
+}
+
+/** Strided slice over every axis: start/stop/strides have one entry per dimension. */
+export function slice(a: Tensor, start: readonly number[], stop: readonly number[], strides?: readonly number[]): Tensor {
+  const h = handleOf(a, "slice", "a");
+  const step = strides ?? start.map(() => 1);
+  if (start.length !== a.ndim || stop.length !== a.ndim || step.length !== a.ndim) {
+    throw new Error(`slice: start/stop/strides need ${a.ndim} entries for ${a.describe()}`);
+  }
+  return call(() => `slice(${a.describe()})`, (lib, out) => lib.mlx_slice(out, h, ints(start), ints(stop), ints(step), start.length));
+}
+
+/** Returns `src` with `src[start:stop:strides] = update`. */
+export function sliceUpdate(src: Tensor, update: Tensor, start: readonly number[], stop: readonly number[], strides?: readonly number[]): Tensor {
+  const hs = handleOf(src, "sliceUpdate", "src");
+  const hu = handleOf(update, "sliceUpdate", "update");
+  const step = strides ?? start.map(() => 1);
+  if (start.length !== src.ndim || stop.length !== src.ndim || step.length !== src.ndim) {
+    throw new Error(`sliceUpdate: start/stop/strides need ${src.ndim} entries for ${src.describe()}`);
+  }
+  return call(() => `sliceUpdate(${src.describe()}, ${update.describe()})`, (lib, out) =>
+    lib.mlx_slice_update(out, hs, hu, ints(start), ints(stop), ints(step), start.length),
+  );
+}
+
+export function concatenate(arrays: readonly Tensor[], axis = 0): Tensor {
+  if (arrays.length === 0) throw new Error("concatenate: no arrays");
+  const handles = new BigUint64Array(arrays.length);
+  arrays.forEach((t, i) => {
+    handles[i] = BigInt(handleOf(t, "concatenate", `arrays[${i}]`));
+  });
+  return call("concatenate", (lib, out) => lib.mlx_concatenate(out, handles, arrays.length, axis));
+}
+
+/** Gathers `indices` along `axis` (embedding lookup: take(table, ids, 0)). */
+export function take(a: Tensor, indices: Tensor, axis = 0): Tensor {
+  const ha = handleOf(a, "take", "a");
+  const hi = handleOf(indices, "take", "indices");
+  return call("take", (lib, out) => lib.mlx_take(out, ha, hi, axis));
+}
+
+/** Repeats each element `repeats` times along `axis` (numpy/torch repeat_interleave). */
+export function repeat(a: Tensor, repeats: number, axis: number): Tensor {
+  const h = handleOf(a, "repeat", "a");
+  return call("repeat", (lib, out) => lib.mlx_repeat(out, h, repeats, axis));
+}
+
+export function softmax(a: Tensor, axis = -1, precise = false): Tensor {
+  const h = handleOf(a, "softmax", "a");
+  return call("softmax", (lib, out) => lib.mlx_softmax(out, h, axis, precise ? 1 : 0));
+}
+
+type ReduceName = "mlx_mean" | "mlx_sum" | "mlx_max";
+function reduction(symbol: ReduceName, op: string) {
+  return (a: Tensor, axes: number | readonly number[] = [], keepdims = false): Tensor => {
+    const h = handleOf(a, op, "a");
+    const list = typeof axes === "number" ? [axes] : axes.length > 0 ? axes : a.shape.map((_, i) => i);
+    return call(op, (lib, out) => lib[symbol](out, h, ints(list), list.length, keepdims ? 1 : 0));
+  };
+}
+
+export const mean = reduction("mlx_mean", "mean");
+export const sum = reduction("mlx_sum", "sum");
+export const max = reduction("mlx_max", "max");
+
+export function argmax(a: Tensor, axis = -1, keepdims = false): Tensor {
+  const h = handleOf(a, "argmax", "a");
+  return call("argmax", (lib, out) => lib.mlx_argmax(out, h, axis, keepdims ? 1 : 0));
+}
+
+export function arange(start: number, stop: number, step = 1, dtype: DType = "float32"): Tensor {
+  const code = dtypeCode(dtype);
+  return call("arange", (lib, out) => lib.mlx_arange(out, start, stop, step, code));
+}
+
+/** Evaluates several tensors in one graph run. */
+export function evalAll(tensors: readonly Tensor[]): void {
+  const handles = new BigUint64Array(tensors.length);
+  tensors.forEach((t, i) => {
+    handles[i] = BigInt(handleOf(t, "evalAll", `tensors[${i}]`));
+  });
+  check(native().mlx_eval(handles, tensors.length), "evalAll");
+}

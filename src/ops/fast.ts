@@ -1,0 +1,72 @@
+// MLX fast ops (mlx::core::fast) and the fused SwiGLU.
+import type { Tensor } from "../tensor.ts";
+import { call, handleOf, optionalHandleOf } from "./call.ts";
+
+/** x * rsqrt(mean(x^2, -1) + eps) * weight, over the last axis. */
+export function rmsNorm(x: Tensor, weight: Tensor | null, eps: number): Tensor {
+  const hx = handleOf(x, "rmsNorm", "x");
+  const hw = optionalHandleOf(weight, "rmsNorm", "weight");
+  return call("rmsNorm", (lib, out) => lib.mlx_fast_rms_norm(out, hx, hw, eps));
+}
+
+/** Layer norm over the last axis, with optional weight and bias. */
+export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps: number): Tensor {
+  const hx = handleOf(x, "layerNorm", "x");
+  const hw = optionalHandleOf(weight, "layerNorm", "weight");
+  const hb = optionalHandleOf(bias, "layerNorm", "bias");
+  return call("layerNorm", (lib, out) => lib.mlx_fast_layer_norm(out, hx, hw, hb, eps));
+}
+
+export interface RopeOptions {
+  /** Feature dimensions rotated (the first `dims` of the last axis). */
+  dims: number;
+  /** false: rotate-half layout (HF weights); true: interleaved pairs. */
+  traditional?: boolean;
+  /** Base frequency; ignored when `freqs` is given. */
+  base?: number;
+  scale?: number;
+  /** Position of the first token: a number, or an int32 tensor (scalar or one per batch element). */
+  offset?: number | Tensor;
+  /** Precomputed inverse frequencies (dims / 2 values), e.g. llama3 scaling. */
+  freqs?: Tensor | null;
+}
+
+/** Rotary position embedding over x of shape [..., seq, headDim]. */
+export function rope(x: Tensor, options: RopeOptions): Tensor {
+  const hx = handleOf(x, "rope", "x");
+  const { dims, traditional = false, scale = 1, offset = 0 } = options;
+  const hf = optionalHandleOf(options.freqs, "rope", "freqs");
+  const base = hf ? Number.NaN : (options.base ?? 10000);
+  if (typeof offset === "number") {
+    return call("rope", (lib, out) => lib.mlx_fast_rope(out, hx, dims, traditional ? 1 : 0, base, scale, offset, hf));
+  }
+  const ho = handleOf(offset, "rope", "offset");
+  return call("rope", (lib, out) => lib.mlx_fast_rope_dynamic(out, hx, dims, traditional ? 1 : 0, base, scale, ho, hf));
+}
+
+export interface AttentionOptions {
+  /** Usually 1 / sqrt(headDim). */
+  scale: number;
+  /** "causal", or an additive (float) / boolean (true = attend) mask broadcastable to the scores. */
+  mask?: "causal" | Tensor | null;
+}
+
+/** softmax(q k^T * scale + mask) v, q: [B, Hq, Tq, D], k/v: [B, Hkv, Tk, D]; Hq a multiple of Hkv (GQA). */
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions): Tensor {
+  const hq = handleOf(q, "scaledDotProductAttention", "q");
+  const hk = handleOf(k, "scaledDotProductAttention", "k");
+  const hv = handleOf(v, "scaledDotProductAttention", "v");
+  const { mask } = options;
+  const mode = mask === "causal" ? "causal" : "";
+  const hm = mask && mask !== "causal" ? handleOf(mask, "scaledDotProductAttention", "mask") : null;
+  return call("scaledDotProductAttention", (lib, out) =>
+    lib.mlx_fast_scaled_dot_product_attention(out, hq, hk, hv, options.scale, Buffer.from(`${mode}\0`), hm),
+  );
+}
+
+/** silu(gate) * up in one call. */
+export function swiglu(gate: Tensor, up: Tensor): Tensor {
+  const hg = handleOf(gate, "swiglu", "gate");
+  const hu = handleOf(up, "swiglu", "up");
+  return call("swiglu", (lib, out) => lib.mlx_fast_swiglu(out, hg, hu));
+}

@@ -1,0 +1,215 @@
+// Tensor: an owned handle to an MLX array (lazy until evaluated or read).
+import type { Pointer } from "bun:ffi";
+import { check, native, outI32, outPointer, outSize, outWords } from "./native/ffi.ts";
+
+/** Same order as mlx_dtype in shim/mlxb.h. */
+export const DTYPES = [
+  "bool",
+  "uint8",
+  "uint16",
+  "uint32",
+  "uint64",
+  "int8",
+  "int16",
+  "int32",
+  "int64",
+  "float16",
+  "float32",
+  "float64",
+  "bfloat16",
+  "complex64",
+] as const;
+export type DType = (typeof DTYPES)[number];
+
+const ITEM_SIZE: Record<DType, number> = {
+  bool: 1, uint8: 1, uint16: 2, uint32: 4, uint64: 8, int8: 1, int16: 2, int32: 4, int64: 8,
+  float16: 2, float32: 4, float64: 8, bfloat16: 2, complex64: 8,
+};
+
+export function itemSize(dtype: DType): number {
+  return ITEM_SIZE[dtype];
+}
+
+export function dtypeCode(dtype: DType): number {
+  const code = DTYPES.indexOf(dtype);
+  if (code < 0) throw new Error(`unknown dtype '${dtype}' (valid: ${DTYPES.join(", ")})`);
+  return code;
+}
+
+type HostArray = Float32Array | Float64Array | Int32Array | Uint32Array | Uint8Array | Int8Array | Uint16Array | Int16Array | Float16Array | BigInt64Array | BigUint64Array;
+
+const HOST_DTYPE = new Map<Function, DType>([
+  [Float32Array, "float32"],
+  [Float64Array, "float64"],
+  [Int32Array, "int32"],
+  [Uint32Array, "uint32"],
+  [Uint8Array, "uint8"],
+  [Int8Array, "int8"],
+  [Uint16Array, "uint16"],
+  [Int16Array, "int16"],
+  [Float16Array, "float16"],
+  [BigInt64Array, "int64"],
+  [BigUint64Array, "uint64"],
+]);
+
+// The safety net for tensors nobody disposed: frees the native handle when the wrapper is collected.
+const finalizer = new FinalizationRegistry<Pointer>((handle) => {
+  native().mlx_array_free(handle);
+});
+
+let liveTensors = 0;
+
+/** Number of tensors created and not yet disposed (or collected). For leak tests. */
+export function liveTensorCount(): number {
+  return liveTensors;
+}
+
+export class Tensor {
+  #handle: Pointer | null;
+  #shape: readonly number[] | undefined;
+  #dtype: DType | undefined;
+  /** Optional label used in error messages (a weight path, say). */
+  name: string | undefined;
+
+  /** Wraps a handle the caller owns; the Tensor takes ownership. */
+  constructor(handle: Pointer, name?: string) {
+    this.#handle = handle;
+    this.name = name;
+    liveTensors++;
+    finalizer.register(this, handle, this);
+  }
+
+  /** Creates a tensor by copying host data. Typed arrays carry their dtype; `dtype` may narrow to
+   * float16/bfloat16 (the conversion runs in MLX). */
+  static from(data: HostArray | number[], shape?: readonly number[], dtype?: DType): Tensor {
+    const host = Array.isArray(data) ? Float32Array.from(data) : data;
+    const hostDtype = HOST_DTYPE.get(host.constructor);
+    if (!hostDtype) throw new Error(`Tensor.from: unsupported host array type ${host.constructor.name}`);
+    const dims = shape ?? [host.length];
+    const count = dims.reduce((a, b) => a * b, 1);
+    if (count !== host.length) {
+      throw new Error(`Tensor.from: shape [${dims.join(", ")}] holds ${count} elements but data has ${host.length}`);
+    }
+    const t = Tensor.fromBytes(new Uint8Array(host.buffer, host.byteOffset, host.byteLength), dims, hostDtype);
+    if (!dtype || dtype === hostDtype) return t;
+    using source = t;
+    return source.astype(dtype);
+  }
+
+  /** Creates a tensor from raw little-endian bytes of `dtype` (e.g. bfloat16 weights). */
+  static fromBytes(bytes: Uint8Array, shape: readonly number[], dtype: DType): Tensor {
+    const shapeArray = Int32Array.from(shape);
+    const status = native().mlx_array_new_data(outWords, bytes.byteLength > 0 ? bytes : null, bytes.byteLength, shapeArray.length > 0 ? shapeArray : null, shape.length, dtypeCode(dtype));
+    check(status, "Tensor.fromBytes");
+    return new Tensor(outPointer());
+  }
+
+  static scalar(value: number, dtype: DType = "float32"): Tensor {
+    if (dtype === "int32") {
+      check(native().mlx_array_new_int(outWords, value), "Tensor.scalar");
+    } else {
+      check(native().mlx_array_new_float(outWords, value, dtypeCode(dtype)), "Tensor.scalar");
+    }
+    return new Tensor(outPointer());
+  }
+
+  /** The native handle; throws if this tensor was disposed. */
+  get handle(): Pointer {
+    if (this.#handle === null) throw new Error(`Tensor${this.name ? ` '${this.name}'` : ""} used after dispose()`);
+    return this.#handle;
+  }
+
+  get disposed(): boolean {
+    return this.#handle === null;
+  }
+
+  get shape(): readonly number[] {
+    if (this.#shape === undefined) {
+      const lib = native();
+      check(lib.mlx_array_ndim(outI32, this.handle), "Tensor.shape");
+      const dims = new Int32Array(outI32[0]!);
+      if (dims.length > 0) check(lib.mlx_array_shape(dims, this.handle), "Tensor.shape");
+      this.#shape = Object.freeze(Array.from(dims));
+    }
+    return this.#shape;
+  }
+
+  get ndim(): number {
+    return this.shape.length;
+  }
+
+  get size(): number {
+    return this.shape.reduce((a, b) => a * b, 1);
+  }
+
+  get dtype(): DType {
+    if (this.#dtype === undefined) {
+      check(native().mlx_array_dtype(outI32, this.handle), "Tensor.dtype");
+      this.#dtype = DTYPES[outI32[0]!]!;
+    }
+    return this.#dtype;
+  }
+
+  get nbytes(): number {
+    check(native().mlx_array_nbytes(outWords, this.handle), "Tensor.nbytes");
+    return outSize();
+  }
+
+  astype(dtype: DType): Tensor {
+    check(native().mlx_astype(outWords, this.handle, dtypeCode(dtype)), () => `astype(${this.describe()}, ${dtype})`);
+    return new Tensor(outPointer());
+  }
+
+  /** Runs the pending computation. */
+  eval(): this {
+    check(native().mlx_array_eval(this.handle), () => `eval(${this.describe()})`);
+    return this;
+  }
+
+  /** Copies the raw row-major bytes to the host (evaluating first). */
+  toBytes(): Uint8Array {
+    const bytes = new Uint8Array(this.size * itemSize(this.dtype));
+    check(native().mlx_array_to_host(bytes.byteLength > 0 ? bytes : null, bytes.byteLength, this.handle), () => `toBytes(${this.describe()})`);
+    return bytes;
+  }
+
+  /** Values as float32 (converted in MLX for other dtypes). */
+  toFloat32Array(): Float32Array {
+    if (this.dtype === "float32") return new Float32Array(this.toBytes().buffer);
+    using converted = this.astype("float32");
+    return new Float32Array(converted.toBytes().buffer);
+  }
+
+  /** Values as int32 (converted in MLX for other dtypes). */
+  toInt32Array(): Int32Array {
+    if (this.dtype === "int32") return new Int32Array(this.toBytes().buffer);
+    using converted = this.astype("int32");
+    return new Int32Array(converted.toBytes().buffer);
+  }
+
+  /** The single value of a one-element tensor. */
+  item(): number {
+    if (this.size !== 1) throw new Error(`item() needs one element, ${this.describe()} has ${this.size}`);
+    return this.toFloat32Array()[0]!;
+  }
+
+  /** Frees the native array now. Idempotent. */
+  dispose(): void {
+    if (this.#handle === null) return;
+    finalizer.unregister(this);
+    native().mlx_array_free(this.#handle);
+    this.#handle = null;
+    liveTensors--;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** A short label for messages: the name when set, else the shape and dtype. */
+  describe(): string {
+    if (this.name) return `'${this.name}'`;
+    if (this.#handle === null) return "<disposed tensor>";
+    return `tensor[${this.shape.join(",")}] ${this.dtype}`;
+  }
+}

@@ -55,11 +55,12 @@ const HOST_DTYPE = new Map<Function, DType>([
 // The safety net for tensors nobody disposed: frees the native handle when the wrapper is collected.
 const finalizer = new FinalizationRegistry<Pointer>((handle) => {
   native().mlx_array_free(handle);
+  liveTensors--;
 });
 
 let liveTensors = 0;
 
-/** Number of tensors created and not yet disposed (or collected). For leak tests. */
+/** Number of tensors whose native array is alive (not disposed, not collected). For leak tests. */
 export function liveTensorCount(): number {
   return liveTensors;
 }

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Writes test/fixtures/data/ with the Python oracles (mlx, mlx-lm from the setup's venv).
+# Skipped when the scripts and the oracle versions are unchanged since the last run.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="$ROOT/.cache/venv/bin/python"
+DATA="$ROOT/test/fixtures/data"
+key="$(cat "$ROOT"/scripts/fixtures/*.py | sha256sum | cut -c1-16)-$("$PY" -c 'import mlx.core as mx; print(mx.__version__)')"
+if [ -f "$DATA/.stamp" ] && [ "$(cat "$DATA/.stamp")" = "$key" ]; then exit 0; fi
+rm -rf "$DATA"
+mkdir -p "$DATA"
+cd "$ROOT/scripts/fixtures"
+for script in ops.py; do
+  "$PY" "$script"
+done
+echo "$key" > "$DATA/.stamp"

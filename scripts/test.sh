@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The README's test command: install everything (idempotent), regenerate oracle fixtures when their
+# scripts or the MLX version changed, then run the whole bun:test suite.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$ROOT/scripts/setup.sh"
+bash "$ROOT/scripts/fixtures.sh"
+cd "$ROOT"
+exec "$ROOT/.cache/bin/bun" test "$@"

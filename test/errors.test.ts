@@ -1,0 +1,48 @@
+// Bad input gives a clear Error naming what is at fault, and the process carries on.
+import { describe, expect, test } from "bun:test";
+import { fast, ops, Tensor } from "../src/index.ts";
+
+const matrix = () => Tensor.from(new Float32Array(6).fill(1), [2, 3]);
+
+describe("errors", () => {
+  test("shape mismatch carries MLX's message and the op name", () => {
+    using a = matrix();
+    using b = Tensor.from([1, 2], [2]);
+    expect(() => ops.add(a, b)).toThrow(/^add: .*broadcast.*\(2,3\).*\(2\)/);
+    expect(() => ops.matmul(a, a)).toThrow(/^matmul: /);
+    using w = Tensor.from(new Float32Array(5));
+    expect(() => fast.rmsNorm(a, w, 1e-5)).toThrow(/^rmsNorm: .*weight/i);
+  });
+
+  test("a disposed tensor is rejected by name before reaching MLX", () => {
+    const a = matrix();
+    a.name = "layers.0.weight";
+    a.dispose();
+    a.dispose(); // idempotent
+    using b = matrix();
+    expect(() => ops.add(a, b)).toThrow("add: argument 'a' (layers.0.weight) was used after dispose()");
+    expect(() => a.shape).toThrow("Tensor 'layers.0.weight' used after dispose()");
+  });
+
+  test("wrong dtype is an Error", () => {
+    using table = matrix();
+    using floatIds = Tensor.from([0.5, 1.5]);
+    expect(() => ops.take(table, floatIds, 0).eval()).toThrow(/^take: .*(integer|dtype)/i);
+    expect(() => ops.astype(table, "float128" as never)).toThrow("unknown dtype 'float128'");
+  });
+
+  test("host data that does not fill the shape is rejected", () => {
+    expect(() => Tensor.from([1, 2, 3], [2, 2])).toThrow("Tensor.from: shape [2, 2] holds 4 elements but data has 3");
+    expect(() => Tensor.fromBytes(new Uint8Array(7), [2], "float32")).toThrow(/data has 7 bytes but shape needs 8/);
+    expect(() => ops.slice(matrix(), [0], [1])).toThrow("slice: start/stop/strides need 2 entries");
+  });
+
+  test("the process survives and keeps computing after errors", () => {
+    using a = matrix();
+    for (let i = 0; i < 100; i++) {
+      expect(() => ops.reshape(a, [4, 4])).toThrow(/^reshape\(tensor\[2,3\] float32 -> \[4,4\]\): /);
+    }
+    using s = ops.sum(a);
+    expect(s.item()).toBe(6);
+  });
+});

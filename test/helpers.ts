@@ -1,0 +1,30 @@
+// Loading oracle fixtures (written by scripts/fixtures/*.py) and comparing tensors.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { type DType, Tensor } from "../src/index.ts";
+
+export interface EncodedArray {
+  shape: number[];
+  dtype: DType;
+  data: string;
+}
+
+export function fixture<T>(name: string): T {
+  const path = join(import.meta.dir, "fixtures", "data", name);
+  return JSON.parse(readFileSync(path, "utf8")) as T;
+}
+
+export function decode(a: EncodedArray): Tensor {
+  const bytes = Buffer.from(a.data, "base64");
+  return Tensor.fromBytes(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), a.shape, a.dtype);
+}
+
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    if (!(d <= worst)) worst = Number.isNaN(d) ? Number.POSITIVE_INFINITY : d;
+  }
+  return worst;
+}

@@ -1,0 +1,68 @@
+// Every core and fast op against Python MLX on the same inputs (scripts/fixtures/ops.py).
+import { describe, expect, test } from "bun:test";
+import { fast, ops, type Tensor } from "../src/index.ts";
+import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
+
+interface Case {
+  name: string;
+  op: string;
+  inputs: Record<string, EncodedArray>;
+  params: Record<string, any>;
+  expected: EncodedArray;
+  tol: number;
+}
+
+type Run = (x: Record<string, Tensor>, p: Record<string, any>) => Tensor;
+
+const runners: Record<string, Run> = {
+  add: (x) => ops.add(x.a!, x.b!),
+  subtract: (x) => ops.subtract(x.a!, x.b!),
+  multiply: (x) => ops.multiply(x.a!, x.b!),
+  divide: (x) => ops.divide(x.a!, x.b!),
+  matmul: (x) => ops.matmul(x.a!, x.b!),
+  reshape: (x, p) => ops.reshape(x.a!, p.shape),
+  transpose: (x, p) => ops.transpose(x.a!, p.axes),
+  slice: (x, p) => ops.slice(x.a!, p.start, p.stop, p.strides),
+  slice_update: (x, p) => ops.sliceUpdate(x.src!, x.update!, p.start, p.stop),
+  concatenate: (x, p) => ops.concatenate([x.a!, x.b!], p.axis),
+  take: (x, p) => ops.take(x.a!, x.indices!, p.axis),
+  softmax: (x, p) => ops.softmax(x.a!, p.axis),
+  mean: (x, p) => ops.mean(x.a!, p.axes, p.keepdims),
+  sum: (x, p) => ops.sum(x.a!, p.axes, p.keepdims),
+  rsqrt: (x) => ops.rsqrt(x.a!),
+  exp: (x) => ops.exp(x.a!),
+  silu: (x) => ops.silu(x.a!),
+  gelu: (x, p) => ops.gelu(x.a!, p.approximate),
+  astype: (x, p) => ops.astype(x.a!, p.dtype),
+  argmax: (x, p) => ops.argmax(x.a!, p.axis),
+  rms_norm: (x, p) => fast.rmsNorm(x.x!, x.weight ?? null, p.eps),
+  layer_norm: (x, p) => fast.layerNorm(x.x!, x.weight ?? null, x.bias ?? null, p.eps),
+  rope: (x, p) =>
+    fast.rope(x.x!, { dims: p.dims, traditional: p.traditional, base: p.base, scale: p.scale, offset: x.offset ?? p.offset, freqs: x.freqs }),
+  sdpa: (x, p) => fast.scaledDotProductAttention(x.q!, x.k!, x.v!, { scale: p.scale, mask: x.mask ?? p.mask }),
+  swiglu: (x) => fast.swiglu(x.gate!, x.up!),
+};
+
+const { cases, mlx_version } = fixture<{ cases: Case[]; mlx_version: string }>("ops.json");
+
+describe(`ops vs Python MLX ${mlx_version}`, () => {
+  test("every op in the shim has a fixture case", () => {
+    const covered = new Set(cases.map((c) => c.op));
+    for (const op of Object.keys(runners)) expect(covered.has(op)).toBe(true);
+  });
+
+  for (const c of cases) {
+    test(`${c.name} (tol ${c.tol})`, () => {
+      const run = runners[c.op];
+      if (!run) throw new Error(`no runner for op '${c.op}'`);
+      const inputs = Object.fromEntries(Object.entries(c.inputs).map(([k, v]) => [k, decode(v)]));
+      using expected = decode(c.expected);
+      using got = run(inputs, c.params);
+      expect(got.shape).toEqual(expected.shape);
+      expect(got.dtype).toBe(expected.dtype);
+      const err = maxAbsDiff(got.toFloat32Array(), expected.toFloat32Array());
+      expect(err).toBeLessThanOrEqual(c.tol);
+      for (const t of Object.values(inputs)) t.dispose();
+    });
+  }
+});

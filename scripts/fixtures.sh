@@ -10,7 +10,7 @@ if [ -f "$DATA/.stamp" ] && [ "$(cat "$DATA/.stamp")" = "$key" ]; then exit 0; f
 rm -rf "$DATA"
 mkdir -p "$DATA"
 cd "$ROOT/scripts/fixtures"
-for script in ops.py; do
+for script in $(ls *.py | grep -v "^common.py$"); do
   "$PY" "$script"
 done
 echo "$key" > "$DATA/.stamp"

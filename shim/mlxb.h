@@ -124,6 +124,14 @@ int mlx_fast_scaled_dot_product_attention(mlx_array* out, mlx_array q, mlx_array
 /* silu(gate) * up in one call. */
 int mlx_fast_swiglu(mlx_array* out, mlx_array gate, mlx_array up);
 
+/* ---- quantization (mode: "affine", "mxfp4", "mxfp8", "nvfp4") ---- */
+/* Writes the packed weights, the scales and, for affine, the biases (else *biases = NULL).
+ * group_size / bits <= 0 take MLX's default for the mode. */
+int mlx_quantize(mlx_array* wq, mlx_array* scales, mlx_array* biases, mlx_array w, int group_size, int bits, const char* mode);
+/* dtype < 0: MLX's default output dtype (the scales' dtype). */
+int mlx_dequantize(mlx_array* out, mlx_array wq, mlx_array scales, mlx_array biases, int group_size, int bits, const char* mode, int dtype);
+int mlx_quantized_matmul(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, int transpose, int group_size, int bits, const char* mode);
+
 /* ---- memory ---- */
 int mlx_get_active_memory(size_t* out);
 int mlx_get_peak_memory(size_t* out);

@@ -76,6 +76,10 @@ const symbols = {
   mlx_fast_scaled_dot_product_attention: [P, P, P, P, f32, cstring, P],
   mlx_fast_swiglu: [P, P, P],
 
+  mlx_quantize: [P, P, P, P, i32, i32, P],
+  mlx_dequantize: [P, P, P, P, i32, i32, P, i32],
+  mlx_quantized_matmul: [P, P, P, P, P, i32, i32, i32, P],
+
   mlx_get_active_memory: [P],
   mlx_get_peak_memory: [P],
   mlx_reset_peak_memory: [],

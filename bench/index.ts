@@ -1,0 +1,24 @@
+// `bun run bench [name...]`: runs the named benchmarks (default: all), prints tables and writes
+// bench/results/<timestamp>.json so runs can be compared.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { deviceInfo } from "../src/index.ts";
+
+const benches: Record<string, () => Promise<{ run: () => unknown }>> = {
+  overhead: () => import("./overhead.ts"),
+};
+
+const names = process.argv.slice(2);
+for (const n of names) {
+  if (!benches[n]) throw new Error(`unknown bench '${n}' (valid: ${Object.keys(benches).join(", ")})`);
+}
+const results: Record<string, unknown> = { device: deviceInfo(), date: new Date().toISOString() };
+for (const name of names.length > 0 ? names : Object.keys(benches)) {
+  const bench = await benches[name]!();
+  results[name] = await bench.run();
+}
+const dir = join(import.meta.dir, "results");
+mkdirSync(dir, { recursive: true });
+const file = join(dir, `${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
+writeFileSync(file, JSON.stringify(results, null, 2));
+console.log(`\nresults: ${file}`);

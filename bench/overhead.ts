@@ -1,0 +1,33 @@
+// FFI/host overhead: ns per call of a trivial op (no eval) and of building a 30-op graph,
+// mlx-bun vs Python MLX on the same libmlx.so, same machine, one after the other.
+import { ops, Tensor } from "../src/index.ts";
+import { runPeer } from "./peer.ts";
+import { type Sample, table, timeNs } from "./stats.ts";
+
+export function run(): Record<string, Sample | number> {
+  using a = Tensor.from(new Float32Array(256).fill(1), [16, 16]).eval();
+  using b = Tensor.from(new Float32Array(256).fill(1), [16, 16]).eval();
+  const add = timeNs(() => ops.add(a, b).dispose(), 20000);
+  const graph30 = timeNs(() => {
+    let x = ops.add(a, b);
+    for (let i = 0; i < 10; i++) {
+      const y = i === 0 ? x : ops.add(x, b);
+      if (i > 0) x.dispose();
+      const z = ops.multiply(y, b);
+      y.dispose();
+      x = ops.exp(z);
+      z.dispose();
+    }
+    x.dispose();
+  }, 2000);
+  const peer = runPeer("overhead.py") as { add: Sample; graph30: Sample };
+  table(
+    "FFI/host overhead (ns per call, no eval; median, spread = (p90-p10)/median)",
+    ["what", "mlx-bun", "python mlx", "ratio py/bun", "spread bun", "spread py"],
+    [
+      ["add(a, b) + free", add.median, peer.add.median, peer.add.median / add.median, add.spread, peer.add.spread],
+      ["30-op graph build", graph30.median, peer.graph30.median, peer.graph30.median / graph30.median, graph30.spread, peer.graph30.spread],
+    ],
+  );
+  return { add, graph30, pythonAdd: peer.add, pythonGraph30: peer.graph30 };
+}

@@ -1,0 +1,78 @@
+// Quantize / dequantize / quantized matmul over MLX's modes.
+import { check, native } from "../native/ffi.ts";
+import { dtypeCode, type DType, Tensor } from "../tensor.ts";
+import { call, handleOf, optionalHandleOf } from "./call.ts";
+
+export const QUANT_MODES = ["affine", "mxfp4", "mxfp8", "nvfp4"] as const;
+export type QuantMode = (typeof QUANT_MODES)[number];
+
+export interface QuantParams {
+  groupSize: number;
+  bits: number;
+  mode: QuantMode;
+}
+
+/** MLX's defaults per mode (group size, bits). */
+const DEFAULTS: Record<QuantMode, { groupSize: number; bits: number }> = {
+  affine: { groupSize: 64, bits: 4 },
+  mxfp4: { groupSize: 32, bits: 4 },
+  mxfp8: { groupSize: 32, bits: 8 },
+  nvfp4: { groupSize: 16, bits: 4 },
+};
+
+/** Fills in the mode's defaults; rejects unknown modes with the list of valid ones. */
+export function quantParams(p: Partial<QuantParams> = {}): QuantParams {
+  const mode = p.mode ?? "affine";
+  if (!QUANT_MODES.includes(mode)) throw new Error(`unknown quantization mode '${mode}' (valid: ${QUANT_MODES.join(", ")})`);
+  return { mode, groupSize: p.groupSize ?? DEFAULTS[mode].groupSize, bits: p.bits ?? DEFAULTS[mode].bits };
+}
+
+/** A packed weight: `weight` (uint32), `scales`, and `biases` for the affine mode. */
+export interface QuantizedWeight {
+  weight: Tensor;
+  scales: Tensor;
+  biases: Tensor | null;
+}
+
+const cstr = (s: string) => Buffer.from(`${s}\0`);
+
+/** Quantizes `w` along its last axis (which must be divisible by the group size). */
+export function quantize(w: Tensor, params: Partial<QuantParams> = {}): QuantizedWeight {
+  const { groupSize, bits, mode } = quantParams(params);
+  const hw = handleOf(w, "quantize", "w");
+  const out = new BigUint64Array(3);
+  check(native().mlx_quantize(out.subarray(0, 1), out.subarray(1, 2), out.subarray(2, 3), hw, groupSize, bits, cstr(mode)), () => `quantize(${w.describe()}, ${mode} ${bits}-bit group ${groupSize})`);
+  const wrap = (i: number) => (out[i] === 0n ? null : new Tensor(Number(out[i]) as never));
+  return { weight: wrap(0)!, scales: wrap(1)!, biases: wrap(2) };
+}
+
+export function dequantize(q: QuantizedWeight, params: Partial<QuantParams> = {}, dtype?: DType): Tensor {
+  const { groupSize, bits, mode } = quantParams(params);
+  const hw = handleOf(q.weight, "dequantize", "weight");
+  const hs = handleOf(q.scales, "dequantize", "scales");
+  const hb = optionalHandleOf(q.biases, "dequantize", "biases");
+  const code = dtype ? dtypeCode(dtype) : -1;
+  return call(() => `dequantize(${q.weight.describe()}, ${mode} ${bits}-bit group ${groupSize})`, (lib, o) =>
+    lib.mlx_dequantize(o, hw, hs, hb, groupSize, bits, cstr(mode), code),
+  );
+}
+
+/** x @ dequantize(w)^T (transpose, the Linear layout) or x @ dequantize(w). */
+export function quantizedMatmul(x: Tensor, q: QuantizedWeight, params: Partial<QuantParams> & { transpose?: boolean } = {}): Tensor {
+  const { groupSize, bits, mode } = quantParams(params);
+  const transpose = params.transpose ?? true;
+  const hx = handleOf(x, "quantizedMatmul", "x");
+  const hw = handleOf(q.weight, "quantizedMatmul", "weight");
+  const hs = handleOf(q.scales, "quantizedMatmul", "scales");
+  const hb = optionalHandleOf(q.biases, "quantizedMatmul", "biases");
+  return call(() => `quantizedMatmul(${x.describe()}, ${q.weight.describe()}, ${mode} ${bits}-bit group ${groupSize})`, (lib, o) =>
+    lib.mlx_quantized_matmul(o, hx, hw, hs, hb, transpose ? 1 : 0, groupSize, bits, cstr(mode)),
+  );
+}
+
+export function disposeQuantized(q: QuantizedWeight): void {
+  q.weight.dispose();
+  q.scales.dispose();
+  q.biases?.dispose();
+}
+

@@ -1,0 +1,69 @@
+// quantize / dequantize / quantizedMatmul against Python MLX (scripts/fixtures/quant.py).
+import { describe, expect, test } from "bun:test";
+import { quant, type Tensor } from "../src/index.ts";
+import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
+
+interface Case {
+  mode: quant.QuantMode;
+  groupSize: number;
+  bits: number;
+  weight: EncodedArray;
+  scales: EncodedArray;
+  biases: EncodedArray | null;
+  dequantized: EncodedArray;
+  matmul: EncodedArray;
+  matmulNoTranspose: EncodedArray;
+  roundTripMaxError: number;
+}
+
+const data = fixture<{ w: EncodedArray; x: EncodedArray; xt: EncodedArray; cases: Case[] }>("quant.json");
+
+function sameBytes(got: Tensor, expected: Tensor): void {
+  expect(got.shape).toEqual(expected.shape);
+  expect(got.dtype).toBe(expected.dtype);
+  expect(Buffer.compare(got.toBytes(), expected.toBytes())).toBe(0);
+}
+
+describe("quantization vs Python MLX", () => {
+  const w = decode(data.w);
+  const x = decode(data.x);
+  const xt = decode(data.xt);
+
+  for (const c of data.cases) {
+    const params = { mode: c.mode, groupSize: c.groupSize, bits: c.bits };
+    test(`${c.mode} ${c.bits}-bit group ${c.groupSize}`, () => {
+      const q = quant.quantize(w, params);
+      try {
+        sameBytes(q.weight, decode(c.weight));
+        sameBytes(q.scales, decode(c.scales));
+        if (c.biases) sameBytes(q.biases!, decode(c.biases));
+        else expect(q.biases).toBeNull();
+
+        using deq = quant.dequantize(q, params);
+        expect(maxAbsDiff(deq.toFloat32Array(), decode(c.dequantized).toFloat32Array())).toBeLessThanOrEqual(1e-5);
+        using y = quant.quantizedMatmul(x, q, params);
+        expect(maxAbsDiff(y.toFloat32Array(), decode(c.matmul).toFloat32Array())).toBeLessThanOrEqual(1e-5);
+        using yt = quant.quantizedMatmul(xt, q, { ...params, transpose: false });
+        expect(maxAbsDiff(yt.toFloat32Array(), decode(c.matmulNoTranspose).toFloat32Array())).toBeLessThanOrEqual(1e-5);
+
+        // Round trip: our error equals the one Python MLX measured on the same weight.
+        const err = maxAbsDiff(deq.toFloat32Array(), w.toFloat32Array());
+        expect(Math.abs(err - c.roundTripMaxError)).toBeLessThanOrEqual(1e-7);
+      } finally {
+        quant.disposeQuantized(q);
+      }
+    });
+  }
+
+  test("defaults per mode", () => {
+    expect(quant.quantParams()).toEqual({ mode: "affine", groupSize: 64, bits: 4 });
+    expect(quant.quantParams({ mode: "nvfp4" })).toEqual({ mode: "nvfp4", groupSize: 16, bits: 4 });
+    expect(quant.quantParams({ mode: "mxfp8" })).toEqual({ mode: "mxfp8", groupSize: 32, bits: 8 });
+  });
+
+  test("unsupported combinations give MLX's message; unknown modes list the valid ones", () => {
+    expect(() => quant.quantize(w, { bits: 7 })).toThrow(/quantize\(tensor\[64,256\] float32, affine 7-bit group 64\): .*bits 7 is not supported/);
+    expect(() => quant.quantize(w, { mode: "mxfp4", groupSize: 64 })).toThrow(/quantize\(.*mxfp4.*\): /);
+    expect(() => quant.quantize(w, { mode: "int4" as never })).toThrow("unknown quantization mode 'int4' (valid: affine, mxfp4, mxfp8, nvfp4)");
+  });
+});

@@ -132,6 +132,14 @@ int mlx_quantize(mlx_array* wq, mlx_array* scales, mlx_array* biases, mlx_array 
 int mlx_dequantize(mlx_array* out, mlx_array wq, mlx_array scales, mlx_array biases, int group_size, int bits, const char* mode, int dtype);
 int mlx_quantized_matmul(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, int transpose, int group_size, int bits, const char* mode);
 
+/* ---- files: a read-only, copy-on-write mapping whose bytes back arrays without a copy ---- */
+typedef void* mlx_file_map;
+int mlx_file_map_open(mlx_file_map* out, size_t* size, const char* path);
+/* Drops the caller's reference; arrays made from the mapping keep it alive until they are freed. */
+int mlx_file_map_close(mlx_file_map map);
+/* An array over bytes [offset, offset + nbytes) of the mapping (copied only if misaligned). */
+int mlx_array_new_mapped(mlx_array* out, mlx_file_map map, size_t offset, size_t nbytes, const int32_t* shape, int ndim, int dtype);
+
 /* ---- memory ---- */
 int mlx_get_active_memory(size_t* out);
 int mlx_get_peak_memory(size_t* out);

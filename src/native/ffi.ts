@@ -80,6 +80,10 @@ const symbols = {
   mlx_dequantize: [P, P, P, P, i32, i32, P, i32],
   mlx_quantized_matmul: [P, P, P, P, P, i32, i32, i32, P],
 
+  mlx_file_map_open: [P, P, cstring],
+  mlx_file_map_close: [P],
+  mlx_array_new_mapped: [P, P, u64, u64, P, i32, i32],
+
   mlx_get_active_memory: [P],
   mlx_get_peak_memory: [P],
   mlx_reset_peak_memory: [],

@@ -1,0 +1,86 @@
+// MLX-format checkpoints: config.json + model*.safetensors (+ model.safetensors.index.json).
+// Quantized layers stay packed (`.weight` uint32 + `.scales` [+ `.biases`]).
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseQuantConfig, type QuantConfig, quantizationFor } from "../quant/config.ts";
+import { packedTriple, type WeightMap } from "../quant/weights.ts";
+import { loadSafetensors } from "./safetensors.ts";
+
+export interface Checkpoint {
+  dir: string;
+  /** config.json as parsed. */
+  config: Record<string, unknown>;
+  quantization: QuantConfig | null;
+  weights: WeightMap;
+  /** Frees every weight. */
+  dispose(): void;
+}
+
+function readJson(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    throw new Error(`${path}: cannot read (${(e as Error).message})`);
+  }
+  try {
+    const value = JSON.parse(text);
+    if (value === null || typeof value !== "object" || Array.isArray(value)) throw new Error("not a JSON object");
+    return value;
+  } catch (e) {
+    throw new Error(`${path}: invalid JSON (${(e as Error).message})`);
+  }
+}
+
+/** The weight files of a checkpoint directory, from the index when there is one. */
+function weightFiles(dir: string): { files: string[]; expected: Map<string, string> | null } {
+  const indexPath = join(dir, "model.safetensors.index.json");
+  if (existsSync(indexPath)) {
+    const map = readJson(indexPath).weight_map;
+    if (map === null || typeof map !== "object") throw new Error(`${indexPath}: 'weight_map' missing`);
+    const expected = new Map(Object.entries(map as Record<string, string>));
+    return { files: [...new Set(expected.values())].sort(), expected };
+  }
+  const files = readdirSync(dir).filter((f) => /^model.*\.safetensors$/.test(f)).sort();
+  if (files.length === 0) throw new Error(`${dir}: no model*.safetensors files`);
+  return { files, expected: null };
+}
+
+/** Loads a checkpoint directory. Weight data is mapped, not copied, on the CPU. */
+export function loadCheckpoint(dir: string, onProgress?: (loaded: number, total: number) => void): Checkpoint {
+  const config = readJson(join(dir, "config.json"));
+  const quantization = parseQuantConfig(config);
+  const { files, expected } = weightFiles(dir);
+  const weights: WeightMap = new Map();
+  const dispose = () => {
+    for (const t of weights.values()) t.dispose();
+    weights.clear();
+  };
+  try {
+    for (const [i, file] of files.entries()) {
+      const { tensors } = loadSafetensors(join(dir, file));
+      for (const [name, t] of tensors) {
+        if (weights.has(name)) throw new Error(`${join(dir, file)}: tensor '${name}' appears in more than one shard`);
+        if (expected && expected.get(name) !== file) {
+          throw new Error(`${join(dir, file)}: tensor '${name}' is not listed for this file in model.safetensors.index.json`);
+        }
+        weights.set(name, t);
+      }
+      onProgress?.(i + 1, files.length);
+    }
+    for (const name of expected?.keys() ?? []) {
+      if (!weights.has(name)) throw new Error(`${dir}: tensor '${name}' listed in the index is missing from ${expected!.get(name)}`);
+    }
+    for (const key of weights.keys()) {
+      if (!key.endsWith(".scales")) continue;
+      const module = key.slice(0, -".scales".length);
+      const p = quantizationFor(quantization, module);
+      if (!p) throw new Error(`${dir}: '${key}' is packed but config.json's quantization leaves '${module}' dense`);
+      packedTriple(weights, module, p);
+    }
+  } catch (e) {
+    dispose();
+    throw e;
+  }
+  return { dir, config, quantization, weights, dispose };
+}

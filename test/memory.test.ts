@@ -1,0 +1,25 @@
+// MLX allocator statistics and limits through the shim.
+import { expect, test } from "bun:test";
+import { memory, ops, Tensor } from "../src/index.ts";
+
+test("active/peak/cache memory follow an allocation; limits round-trip; clearCache empties the cache", () => {
+  memory.clearCache();
+  memory.resetPeak();
+  const before = memory.active();
+  const bytes = 4 * 1024 * 1024;
+  const big = Tensor.from(new Float32Array(bytes / 4).fill(1), [bytes / 4]);
+  const doubled = ops.multiply(big, 2).eval();
+  expect(memory.active()).toBeGreaterThanOrEqual(before + bytes);
+  expect(memory.peak()).toBeGreaterThanOrEqual(memory.active());
+  doubled.dispose();
+  big.dispose();
+  expect(memory.active()).toBeLessThanOrEqual(before);
+  expect(memory.cache()).toBeGreaterThan(0); // freed MLX buffers are kept for reuse
+  memory.clearCache();
+  expect(memory.cache()).toBe(0);
+
+  const previous = memory.setLimit(1 << 30);
+  expect(memory.setLimit(previous)).toBe(1 << 30);
+  const previousCache = memory.setCacheLimit(1 << 20);
+  expect(memory.setCacheLimit(previousCache)).toBe(1 << 20);
+});

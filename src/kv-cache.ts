@@ -1,0 +1,69 @@
+// Preallocated per-layer K/V buffers [B, heads, maxLength, headDim], the number of positions
+// written (offset), and an optional key mask [B, maxLength] for padded batches.
+import type { Value } from "./graph/run.ts";
+import { type DType, Tensor } from "./tensor.ts";
+
+export interface CacheShape {
+  layers: number;
+  batch: number;
+  heads: number;
+  headDim: number;
+  maxLength: number;
+  dtype?: DType;
+}
+
+export class KVCache {
+  readonly shape: CacheShape;
+  #layers: [Tensor, Tensor][];
+  offset = 0;
+  /** 1 where a key may be attended, 0 for padding; null when every position is real. */
+  keyMask: Tensor | null = null;
+
+  constructor(shape: CacheShape) {
+    this.shape = shape;
+    const { layers, batch, heads, maxLength, headDim, dtype = "float32" } = shape;
+    const zeros = new Float32Array(batch * heads * maxLength * headDim);
+    const buffer = () => Tensor.from(zeros, [batch, heads, maxLength, headDim], dtype);
+    this.#layers = Array.from({ length: layers }, () => [buffer(), buffer()]);
+  }
+
+  /** The graph's `cache` feed. */
+  feed(): Value {
+    return this.#layers;
+  }
+
+  /** Takes the graph's updated cache after `length` new positions were written. */
+  advance(updated: Value, length: number): void {
+    if (!Array.isArray(updated) || updated.length !== this.#layers.length) throw new Error("KVCache.advance: updated cache has the wrong layout");
+    const next = updated as [Tensor, Tensor][];
+    for (const [i, [k, v]] of this.#layers.entries()) {
+      if (next[i]![0] !== k) k.dispose();
+      if (next[i]![1] !== v) v.dispose();
+    }
+    this.#layers = next;
+    this.offset += length;
+  }
+
+  /** Sets the key mask from per-example valid lengths of left-padded prompts of `length` tokens. */
+  setLeftPadding(padding: readonly number[]): void {
+    const { batch, maxLength } = this.shape;
+    if (padding.length !== batch) throw new Error(`KVCache.setLeftPadding: ${padding.length} entries for batch ${batch}`);
+    const host = new Int32Array(batch * maxLength).fill(1);
+    for (let b = 0; b < batch; b++) host.fill(0, b * maxLength, b * maxLength + padding[b]!);
+    this.keyMask?.dispose();
+    this.keyMask = Tensor.from(host, [batch, maxLength]);
+  }
+
+  /** All tensors, for one eval per step. */
+  tensors(): Tensor[] {
+    return this.#layers.flat();
+  }
+
+  dispose(): void {
+    for (const [k, v] of this.#layers) {
+      k.dispose();
+      v.dispose();
+    }
+    this.keyMask?.dispose();
+  }
+}

@@ -1,0 +1,107 @@
+// HF / mlx-lm config.json -> the fields the graph builders use, with errors naming the key.
+export interface RopeScaling {
+  type: "none" | "linear" | "llama3" | "dynamic";
+  factor: number;
+  lowFreqFactor?: number;
+  highFreqFactor?: number;
+  originalMaxPositions?: number;
+}
+
+export interface ModelConfig {
+  modelType: string;
+  hiddenSize: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  intermediateSize: number;
+  vocabSize: number;
+  normEps: number;
+  ropeTheta: number;
+  /** Rotated dims per head (Phi's partial rotary), headDim otherwise. */
+  ropeDims: number;
+  ropeScaling: RopeScaling;
+  tieEmbeddings: boolean;
+  attentionBias: boolean;
+  eosTokenIds: number[];
+}
+
+function required(raw: Record<string, unknown>, key: string): number {
+  const v = raw[key];
+  if (typeof v !== "number" || !Number.isFinite(v)) throw new Error(`config.json: '${key}' must be a number, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function optional(raw: Record<string, unknown>, key: string, fallback: number): number {
+  return raw[key] === undefined || raw[key] === null ? fallback : required(raw, key);
+}
+
+function ropeScaling(raw: Record<string, unknown>): RopeScaling {
+  const block = raw.rope_scaling as Record<string, unknown> | null | undefined;
+  if (!block) return { type: "none", factor: 1 };
+  const type = String(block.rope_type ?? block.type ?? "default");
+  const factor = typeof block.factor === "number" ? block.factor : 1;
+  if (type === "default") return { type: "none", factor: 1 };
+  if (type === "linear" || type === "dynamic") return { type, factor };
+  if (type === "llama3") {
+    return {
+      type,
+      factor,
+      lowFreqFactor: required(block, "low_freq_factor"),
+      highFreqFactor: required(block, "high_freq_factor"),
+      originalMaxPositions: required(block, "original_max_position_embeddings"),
+    };
+  }
+  throw new Error(`config.json: rope_scaling type '${type}' is not supported (none, linear, llama3, dynamic)`);
+}
+
+export function parseModelConfig(raw: Record<string, unknown>): ModelConfig {
+  const modelType = String(raw.model_type ?? "");
+  if (!modelType) throw new Error("config.json: 'model_type' missing");
+  const hiddenSize = required(raw, "hidden_size");
+  const heads = required(raw, "num_attention_heads");
+  const headDim = optional(raw, "head_dim", hiddenSize / heads);
+  const eos = raw.eos_token_id;
+  return {
+    modelType,
+    hiddenSize,
+    layers: required(raw, "num_hidden_layers"),
+    heads,
+    kvHeads: optional(raw, "num_key_value_heads", heads),
+    headDim,
+    intermediateSize: required(raw, "intermediate_size"),
+    vocabSize: required(raw, "vocab_size"),
+    normEps: optional(raw, "rms_norm_eps", 1e-6),
+    ropeTheta: optional(raw, "rope_theta", 10000),
+    ropeDims: Math.round(headDim * optional(raw, "partial_rotary_factor", 1)),
+    ropeScaling: ropeScaling(raw),
+    tieEmbeddings: Boolean(raw.tie_word_embeddings ?? false),
+    attentionBias: Boolean(raw.attention_bias ?? false),
+    eosTokenIds: Array.isArray(eos) ? (eos as number[]) : typeof eos === "number" ? [eos] : [],
+  };
+}
+
+/** Inverse frequencies of rotary embeddings (dims / 2 values): base frequencies, llama3's banded
+ * rescaling, or linear scaling. Dynamic NTK falls back to base frequencies (documented limit). */
+export function inverseFrequencies(config: ModelConfig): Float32Array {
+  const { ropeDims: dims, ropeTheta: base, ropeScaling: s } = config;
+  const out = new Float32Array(dims / 2);
+  for (let i = 0; i < dims / 2; i++) {
+    // Computed in float32 steps as mlx-lm does, so the tables match.
+    const period = Math.fround(base ** Math.fround((2 * i) / dims));
+    let p = period;
+    if (s.type === "linear") p = Math.fround(period * s.factor);
+    if (s.type === "llama3") {
+      const wavelength = 2 * Math.PI * period;
+      const lowWavelength = s.originalMaxPositions! / s.lowFreqFactor!;
+      const highWavelength = s.originalMaxPositions! / s.highFreqFactor!;
+      if (wavelength > lowWavelength) p = period * s.factor;
+      else if (wavelength > highWavelength) {
+        const smooth = (s.originalMaxPositions! / wavelength - s.lowFreqFactor!) / (s.highFreqFactor! - s.lowFreqFactor!);
+        p = period / ((1 - smooth) / s.factor + smooth);
+      }
+    }
+    out[i] = 1 / p;
+  }
+  return out;
+}

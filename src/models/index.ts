@@ -1,0 +1,91 @@
+// Loading a model from a checkpoint directory and running its graph one step at a time.
+import type { Graph } from "../graph/graph.ts";
+import { runGraph } from "../graph/run.ts";
+import { type Checkpoint, loadCheckpoint } from "../io/checkpoint.ts";
+import { KVCache } from "../kv-cache.ts";
+import { evalAll } from "../ops/core.ts";
+import type { WeightMap } from "../quant/weights.ts";
+import { Tensor } from "../tensor.ts";
+import { inverseFrequencies, type ModelConfig, parseModelConfig } from "./config.ts";
+import type { DecoderOptions } from "./decoder.ts";
+import { buildLlama } from "./llama.ts";
+import { buildQwen3 } from "./qwen3.ts";
+
+type Builder = (config: ModelConfig, options: DecoderOptions) => Graph;
+
+const BUILDERS: Record<string, Builder> = {
+  llama: buildLlama,
+  mistral: buildLlama,
+  qwen2: buildLlama,
+  qwen3: buildQwen3,
+};
+
+export const ARCHITECTURES = Object.keys(BUILDERS);
+
+export interface Model {
+  config: ModelConfig;
+  checkpoint: Checkpoint;
+  /** The checkpoint's weights plus derived tables (rotary frequencies). */
+  weights: WeightMap;
+  /** Heads stored per layer in the cache (all query heads: GQA repeats before the cache update). */
+  cacheHeads: number;
+  graph(logits: "last" | "all"): Graph;
+  dispose(): void;
+}
+
+export function loadModel(dir: string, onProgress?: (loaded: number, total: number) => void): Model {
+  const checkpoint = loadCheckpoint(dir, onProgress);
+  try {
+    const config = parseModelConfig(checkpoint.config);
+    const builder = BUILDERS[config.modelType];
+    if (!builder) throw new Error(`${dir}: model_type '${config.modelType}' is not supported (supported: ${ARCHITECTURES.join(", ")})`);
+    const frequencies = Tensor.from(inverseFrequencies(config), [config.ropeDims / 2], "float32");
+    const weights: WeightMap = new Map(checkpoint.weights).set("rotary.inverse_frequencies", frequencies);
+    const graphs = new Map<string, Graph>();
+    return {
+      config,
+      checkpoint,
+      weights,
+      cacheHeads: config.heads,
+      graph(logits) {
+        if (!graphs.has(logits)) graphs.set(logits, builder(config, { logits }));
+        return graphs.get(logits)!;
+      },
+      dispose() {
+        frequencies.dispose();
+        checkpoint.dispose();
+      },
+    };
+  } catch (e) {
+    checkpoint.dispose();
+    throw e;
+  }
+}
+
+export function createCache(model: Model, batch: number, maxLength: number): KVCache {
+  const { layers, headDim } = model.config;
+  return new KVCache({ layers, batch, heads: model.cacheHeads, headDim, maxLength });
+}
+
+/** One forward pass over ids [B, T] (int32) at the cache's offset; updates the cache and
+ * evaluates logits and cache together (one MLX eval). Returns logits [B, T or 1, vocab]. */
+export function forward(model: Model, ids: Tensor, cache: KVCache | null, logits: "last" | "all" = "last"): Tensor {
+  const [batch, length] = ids.shape as [number, number];
+  const offset = cache?.offset ?? 0;
+  const host = new Int32Array(batch * length);
+  for (let b = 0; b < batch; b++) for (let t = 0; t < length; t++) host[b * length + t] = offset + t;
+  using positions = Tensor.from(host, [batch, length]);
+  const out = runGraph(model.graph(logits), {
+    weights: model.weights,
+    quantization: model.checkpoint.quantization,
+    feeds: { ids, positions, cache: cache?.feed() ?? null, offset, keyMask: cache?.keyMask ?? null },
+  });
+  const result = out.logits as Tensor;
+  if (cache) {
+    cache.advance(out.cache ?? null, length);
+    evalAll([result, ...cache.tensors()]);
+  } else {
+    result.eval();
+  }
+  return result;
+}

@@ -32,6 +32,29 @@ MLX_PREFIX="$SITE/mlx"
 [ -f "$MLX_PREFIX/include/mlx/mlx.h" ] || { echo "setup: MLX headers missing under $MLX_PREFIX" >&2; exit 1; }
 ln -sfn "$MLX_PREFIX" "$CACHE/mlx"
 
+# 1b. The mlx-cpu wheel bundles the reference (netlib) BLAS: ~5 GFLOP/s for sgemm on this machine.
+# Debian's OpenBLAS is ABI-compatible; point the wheel's bundled sonames at it (~165 GFLOP/s). This
+# changes the venv only, and Python MLX (oracle, benchmark peer) and mlx-bun share that libmlx.so.
+# MLXB_REFERENCE_BLAS=1 keeps the bundled BLAS.
+OPENBLAS=/usr/lib/x86_64-linux-gnu/openblas-pthread
+LIBS="$SITE/mlx_cpu.libs"
+if [ "${MLXB_REFERENCE_BLAS:-0}" != 1 ]; then
+  if [ ! -f "$OPENBLAS/libblas.so.3" ]; then
+    log "OpenBLAS from Debian (libopenblas0-pthread)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas0-pthread; } >/dev/null 2>&1 ||
+      log "warning: could not install OpenBLAS; MLX keeps its bundled reference BLAS (slow matmul)"
+  fi
+  if [ -f "$OPENBLAS/libblas.so.3" ]; then
+    for pair in "libblas-*.so.*:libblas.so.3" "liblapack-*.so.*:liblapack.so.3"; do
+      for bundled in $LIBS/${pair%%:*}; do
+        [ -e "$bundled" ] || continue
+        [ -L "$bundled" ] || mv "$bundled" "$bundled.reference"
+        ln -sfn "$OPENBLAS/${pair##*:}" "$bundled"
+      done
+    done
+  fi
+fi
+
 # 2. Bun from npm (the package carries the binary in an optional dependency).
 BUN_DIR="$CACHE/bun"
 if [ ! -x "$BUN_DIR/node_modules/.bin/bun" ] || [ ! -f "$BUN_DIR/.stamp-$BUN_VERSION" ]; then
@@ -57,6 +80,14 @@ if [ ! -f "$ROOT/node_modules/.stamp" ] || [ "$ROOT/package.json" -nt "$ROOT/nod
   touch "$ROOT/node_modules/.stamp"
 fi
 
-# 4. The shim.
+# 4. The default model (demo only; see README): made once, ~4 minutes on 2 cores.
+if [ "${MLXB_SKIP_DEFAULT_MODEL:-0}" != 1 ] && [ ! -f "$CACHE/models/default/config.json" ]; then
+  log "default model: training a small Llama on Python's docstrings (scripts/make_default_model.py)"
+  rm -rf "$CACHE/models/default.tmp"
+  "$VENV/bin/python" "$ROOT/scripts/make_default_model.py" "$CACHE/models/default.tmp" >&2
+  mv "$CACHE/models/default.tmp" "$CACHE/models/default"
+fi
+
+# 5. The shim.
 log "zig build (shim against $MLX_PREFIX)"
 (cd "$ROOT" && ZIG_GLOBAL_CACHE_DIR="$CACHE/zig-global" zig build -Doptimize=ReleaseFast -Dmlx="$MLX_PREFIX")

@@ -1,33 +1,54 @@
-// The demo: until model loading lands, it runs each fast op on random inputs and prints the result.
-import { deviceInfo, fast, ops, Tensor } from "./index.ts";
+// The demo: load a model (default: the one scripts/setup.sh makes) and stream generated text.
+//   bun run src/cli.ts [--model DIR] [--prompt TEXT] [--max-tokens N] [--temperature T] [--top-p P] [--seed S]
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { generate, type GenerationStats } from "./generate.ts";
+import { deviceInfo } from "./native/device.ts";
+import { loadModel } from "./models/index.ts";
+import { Tokenizer } from "./tokenizer.ts";
 
-function random(shape: number[]): Tensor {
-  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-  for (let i = 0; i < data.length; i++) data[i] = Math.sin(i * 12.9898) * 0.5;
-  return Tensor.from(data, shape);
-}
+const DEFAULT_MODEL = join(import.meta.dir, "..", ".cache", "models", "default");
 
-function show(label: string, t: Tensor): void {
-  const values = Array.from(t.toFloat32Array().slice(0, 4), (v) => v.toFixed(4)).join(", ");
-  console.log(`${label.padEnd(34)} [${t.shape.join(",")}] ${t.dtype}  ${values}, ...`);
+const { values } = parseArgs({
+  options: {
+    model: { type: "string", default: DEFAULT_MODEL },
+    prompt: { type: "string", default: "Return a new list containing" },
+    "max-tokens": { type: "string", default: "48" },
+    temperature: { type: "string", default: "0" },
+    "top-p": { type: "string", default: "1" },
+    seed: { type: "string", default: "0" },
+  },
+});
+
+function progress(loaded: number, total: number): void {
+  const width = 24;
+  const filled = Math.round((loaded / total) * width);
+  process.stderr.write(`\rloading ${values.model} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${loaded}/${total} files`);
+  if (loaded === total) process.stderr.write("\n");
 }
 
 const { device, mlxVersion } = deviceInfo();
-console.log(`mlx-bun on MLX ${mlxVersion} (${device})`);
-using x = random([1, 8, 64]);
-using w = random([64]);
-using b = random([64]);
-using q = random([1, 8, 8, 64]);
-using kv = random([1, 2, 8, 64]);
-using norm = fast.rmsNorm(x, w, 1e-5);
-using ln = fast.layerNorm(x, w, b, 1e-5);
-using roped = fast.rope(q, { dims: 64, base: 10000, offset: 3 });
-using attention = fast.scaledDotProductAttention(roped, kv, kv, { scale: 1 / 8, mask: "causal" });
-using gated = fast.swiglu(x, norm);
-using next = ops.argmax(attention, -1);
-show("rms_norm", norm);
-show("layer_norm (weight+bias)", ln);
-show("rope (offset 3)", roped);
-show("sdpa (causal, GQA 8q/2kv heads)", attention);
-show("swiglu", gated);
-show("argmax", next);
+const model = loadModel(values.model!, progress);
+const tokenizer = Tokenizer.fromDir(values.model!);
+const quant = model.checkpoint.quantization?.global;
+console.error(
+  `${model.config.modelType}, ${model.config.layers} layers, hidden ${model.config.hiddenSize}` +
+    `${quant ? `, ${quant.bits}-bit ${quant.mode}` : ""}; MLX ${mlxVersion} on ${device}`,
+);
+process.stdout.write(values.prompt!);
+const stats: Partial<GenerationStats> = {};
+for await (const chunk of generate(model, tokenizer, values.prompt!, {
+  maxTokens: Number(values["max-tokens"]),
+  temperature: Number(values.temperature),
+  topP: Number(values["top-p"]),
+  seed: Number(values.seed),
+}, stats)) {
+  process.stdout.write(chunk.text);
+}
+process.stdout.write("\n");
+const { promptTokens = 0, generatedTokens = 0, prefillSeconds = 0, decodeSeconds = 0, finishReason } = stats;
+console.error(
+  `prompt ${promptTokens} tokens at ${(promptTokens / prefillSeconds).toFixed(1)} tokens/s; ` +
+    `generated ${generatedTokens} tokens at ${((generatedTokens - 1) / decodeSeconds).toFixed(1)} tokens/s (${finishReason})`,
+);
+model.dispose();

@@ -1,0 +1,145 @@
+// Text generation: prefill, then one forward (one MLX eval) per decoded token; greedy, temperature
+// and top-p sampling with a seed; stop tokens and strings; streaming as an async iterator.
+import { createCache, forward, type Model } from "./models/index.ts";
+import { Tensor } from "./tensor.ts";
+import type { Tokenizer } from "./tokenizer.ts";
+
+export interface GenerateOptions {
+  maxTokens?: number;
+  /** 0 (default): greedy. */
+  temperature?: number;
+  /** Nucleus sampling: keep the smallest set of tokens whose probability reaches topP. */
+  topP?: number;
+  seed?: number;
+  /** Extra ids that end generation (the model's and tokenizer's eos are always included). */
+  stopTokens?: number[];
+  /** Strings that end generation; the text stops before them. */
+  stopStrings?: string[];
+}
+
+export interface GenerationChunk {
+  token: number;
+  /** New text since the previous chunk (empty while a multi-byte character is incomplete). */
+  text: string;
+  /** Set on the closing chunk of a stop token: `token` is the stop token (not generated text) and
+   * `text` is whatever was held back. */
+  stop?: true;
+}
+
+export interface GenerationStats {
+  promptTokens: number;
+  generatedTokens: number;
+  prefillSeconds: number;
+  decodeSeconds: number;
+  finishReason: "stop" | "length";
+}
+
+/** mulberry32: small, seedable, good enough for sampling. */
+function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Picks the next token from last-position logits. */
+export function sample(logits: Float32Array, temperature: number, topP: number, next: () => number): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
+  if (temperature <= 0) return best;
+  const probabilities = new Float64Array(logits.length);
+  let total = 0;
+  for (let i = 0; i < logits.length; i++) {
+    probabilities[i] = Math.exp((logits[i]! - logits[best]!) / temperature);
+    total += probabilities[i]!;
+  }
+  let order = Array.from(probabilities.keys());
+  if (topP < 1) {
+    order.sort((a, b) => probabilities[b]! - probabilities[a]!);
+    let kept = 0;
+    let mass = 0;
+    while (kept < order.length && mass < topP * total) mass += probabilities[order[kept++]!]!;
+    order = order.slice(0, kept);
+    total = mass;
+  }
+  let r = next() * total;
+  for (const i of order) {
+    r -= probabilities[i]!;
+    if (r <= 0) return i;
+  }
+  return order[order.length - 1]!;
+}
+
+/** Streams generated tokens with their text. `stats` is filled in as generation proceeds. */
+export async function* generate(
+  model: Model,
+  tokenizer: Tokenizer,
+  prompt: string | number[],
+  options: GenerateOptions = {},
+  stats?: Partial<GenerationStats>,
+): AsyncGenerator<GenerationChunk> {
+  const { maxTokens = 64, temperature = 0, topP = 1, seed = 0, stopStrings = [] } = options;
+  const promptIds = typeof prompt === "string" ? tokenizer.encode(prompt) : prompt;
+  if (promptIds.length === 0) throw new Error("generate: the prompt encodes to no tokens");
+  const stop = new Set([...model.config.eosTokenIds, ...tokenizer.eosTokenIds, ...(options.stopTokens ?? [])]);
+  const next = random(seed);
+  const cache = createCache(model, 1, promptIds.length + maxTokens);
+  const generated: number[] = [];
+  let emitted = "";
+  Object.assign(stats ?? {}, { promptTokens: promptIds.length, generatedTokens: 0, finishReason: "length" });
+  let logits: Tensor | undefined;
+  try {
+    let start = performance.now();
+    using ids = Tensor.from(Int32Array.from(promptIds), [1, promptIds.length]);
+    logits = forward(model, ids, cache);
+    if (stats) stats.prefillSeconds = (performance.now() - start) / 1000;
+    start = performance.now();
+    for (let i = 0; i < maxTokens; i++) {
+      const token = sample(logits.toFloat32Array(), temperature, topP, next);
+      logits.dispose();
+      if (stop.has(token)) {
+        if (stats) stats.finishReason = "stop";
+        const rest = tokenizer.decode(generated).slice(emitted.length);
+        if (rest) yield { token, text: rest, stop: true };
+        return;
+      }
+      generated.push(token);
+      if (stats) stats.generatedTokens = generated.length;
+      let text = tokenizer.decode(generated);
+      const hit = stopStrings.map((s) => text.indexOf(s, Math.max(0, emitted.length - s.length))).filter((at) => at >= 0);
+      if (hit.length > 0) text = text.slice(0, Math.min(...hit));
+      // Hold back an incomplete multi-byte character while a later token may complete it.
+      const last = hit.length > 0 || i === maxTokens - 1;
+      const ready = text.endsWith("\uFFFD") && !last ? emitted : text;
+      yield { token, text: ready.slice(emitted.length) };
+      emitted = ready;
+      if (hit.length > 0) {
+        if (stats) stats.finishReason = "stop";
+        return;
+      }
+      if (i === maxTokens - 1) return;
+      using step = Tensor.from(new Int32Array([token]), [1, 1]);
+      logits = forward(model, step, cache);
+      if (stats) stats.decodeSeconds = (performance.now() - start) / 1000;
+    }
+  } finally {
+    logits?.dispose(); // still set when the consumer stopped early
+    cache.dispose();
+  }
+}
+
+/** Generates to completion; returns the text and stats. */
+export async function generateText(model: Model, tokenizer: Tokenizer, prompt: string | number[], options: GenerateOptions = {}) {
+  const stats: Partial<GenerationStats> = {};
+  let text = "";
+  const tokens: number[] = [];
+  for await (const chunk of generate(model, tokenizer, prompt, options, stats)) {
+    text += chunk.text;
+    if (!chunk.stop) tokens.push(chunk.token);
+  }
+  return { text, tokens, stats: stats as GenerationStats };
+}

@@ -114,6 +114,18 @@ export const kernels: Record<string, Kernel> = {
     const [a, b] = inputs.length === 1 ? list(inputs[0]!, "multiply input") : inputs;
     return core.multiply(tensor(a!, "a"), tensor(b!, "b"));
   },
+  /** Equal parts along an axis (GPT-2's fused q/k/v): a container. */
+  split: ([x], node) => {
+    const t = tensor(x!, "x");
+    const parts = node.attrs.parts as number;
+    const axis = ((node.attrs.axis as number) + t.ndim) % t.ndim;
+    const size = t.shape[axis]! / parts;
+    return Array.from({ length: parts }, (_, i) => {
+      const start = t.shape.map((_, a) => (a === axis ? i * size : 0));
+      const stop = t.shape.map((d, a) => (a === axis ? (i + 1) * size : d));
+      return core.slice(t, start, stop);
+    });
+  },
   scale: ([x], node) => core.multiply(tensor(x!, "x"), node.attrs.factor as number),
   matmul: ([a, b]) => core.matmul(tensor(a!, "a"), tensor(b!, "b")),
   reshape: ([x], node) => {

@@ -26,6 +26,16 @@ export interface ModelConfig {
   eosTokenIds: number[];
 }
 
+/** The first of `keys` present (HF names differ by family: hidden_size / n_embd, ...). */
+function first(raw: Record<string, unknown>, keys: string[], fallback?: number): number {
+  const key = keys.find((k) => raw[k] !== undefined && raw[k] !== null);
+  if (key === undefined) {
+    if (fallback !== undefined) return fallback;
+    throw new Error(`config.json: none of ${keys.map((k) => `'${k}'`).join(", ")} is set`);
+  }
+  return required(raw, key);
+}
+
 function required(raw: Record<string, unknown>, key: string): number {
   const v = raw[key];
   if (typeof v !== "number" || !Number.isFinite(v)) throw new Error(`config.json: '${key}' must be a number, got ${JSON.stringify(v)}`);
@@ -58,20 +68,20 @@ function ropeScaling(raw: Record<string, unknown>): RopeScaling {
 export function parseModelConfig(raw: Record<string, unknown>): ModelConfig {
   const modelType = String(raw.model_type ?? "");
   if (!modelType) throw new Error("config.json: 'model_type' missing");
-  const hiddenSize = required(raw, "hidden_size");
-  const heads = required(raw, "num_attention_heads");
+  const hiddenSize = first(raw, ["hidden_size", "n_embd"]);
+  const heads = first(raw, ["num_attention_heads", "n_head"]);
   const headDim = optional(raw, "head_dim", hiddenSize / heads);
   const eos = raw.eos_token_id;
   return {
     modelType,
     hiddenSize,
-    layers: required(raw, "num_hidden_layers"),
+    layers: first(raw, ["num_hidden_layers", "n_layer"]),
     heads,
     kvHeads: optional(raw, "num_key_value_heads", heads),
     headDim,
-    intermediateSize: required(raw, "intermediate_size"),
+    intermediateSize: first(raw, ["intermediate_size", "n_inner"], 4 * hiddenSize),
     vocabSize: required(raw, "vocab_size"),
-    normEps: optional(raw, "rms_norm_eps", 1e-6),
+    normEps: first(raw, ["rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon"], 1e-5),
     ropeTheta: optional(raw, "rope_theta", 10000),
     ropeDims: Math.round(headDim * optional(raw, "partial_rotary_factor", 1)),
     ropeScaling: ropeScaling(raw),

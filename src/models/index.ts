@@ -7,20 +7,23 @@ import { evalAll } from "../ops/core.ts";
 import type { WeightMap } from "../quant/weights.ts";
 import { Tensor } from "../tensor.ts";
 import { inverseFrequencies, type ModelConfig, parseModelConfig } from "./config.ts";
-import type { DecoderOptions } from "./decoder.ts";
-import { buildLlama } from "./llama.ts";
-import { buildQwen3 } from "./qwen3.ts";
+import { buildDecoder, type DecoderSpec } from "./decoder.ts";
+import { gemmaSpec } from "./gemma.ts";
+import { gpt2Spec } from "./gpt2.ts";
+import { llamaSpec, qwen3Spec } from "./llama.ts";
+import { phiSpec } from "./phi.ts";
 
-type Builder = (config: ModelConfig, options: DecoderOptions) => Graph;
-
-const BUILDERS: Record<string, Builder> = {
-  llama: buildLlama,
-  mistral: buildLlama,
-  qwen2: buildLlama,
-  qwen3: buildQwen3,
+const SPECS: Record<string, (config: ModelConfig) => DecoderSpec> = {
+  llama: (c) => llamaSpec(c.tieEmbeddings),
+  mistral: (c) => llamaSpec(c.tieEmbeddings),
+  qwen2: (c) => llamaSpec(c.tieEmbeddings),
+  qwen3: (c) => qwen3Spec(c.tieEmbeddings),
+  gemma: gemmaSpec,
+  phi: phiSpec,
+  gpt2: gpt2Spec,
 };
 
-export const ARCHITECTURES = Object.keys(BUILDERS);
+export const ARCHITECTURES = Object.keys(SPECS);
 
 export interface Model {
   config: ModelConfig;
@@ -37,8 +40,8 @@ export function loadModel(dir: string, onProgress?: (loaded: number, total: numb
   const checkpoint = loadCheckpoint(dir, onProgress);
   try {
     const config = parseModelConfig(checkpoint.config);
-    const builder = BUILDERS[config.modelType];
-    if (!builder) throw new Error(`${dir}: model_type '${config.modelType}' is not supported (supported: ${ARCHITECTURES.join(", ")})`);
+    const specOf = SPECS[config.modelType];
+    if (!specOf) throw new Error(`${dir}: model_type '${config.modelType}' is not supported (supported: ${ARCHITECTURES.join(", ")})`);
     const frequencies = Tensor.from(inverseFrequencies(config), [config.ropeDims / 2], "float32");
     const weights: WeightMap = new Map(checkpoint.weights).set("rotary.inverse_frequencies", frequencies);
     const graphs = new Map<string, Graph>();
@@ -48,7 +51,7 @@ export function loadModel(dir: string, onProgress?: (loaded: number, total: numb
       weights,
       cacheHeads: config.heads,
       graph(logits) {
-        if (!graphs.has(logits)) graphs.set(logits, builder(config, { logits }));
+        if (!graphs.has(logits)) graphs.set(logits, buildDecoder(config, specOf(config), { logits }));
         return graphs.get(logits)!;
       },
       dispose() {

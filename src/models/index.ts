@@ -12,6 +12,7 @@ import { gemmaSpec } from "./gemma.ts";
 import { gpt2Spec } from "./gpt2.ts";
 import { llamaSpec, qwen3Spec } from "./llama.ts";
 import { phiSpec } from "./phi.ts";
+import { buildBert } from "./bert.ts";
 
 const SPECS: Record<string, (config: ModelConfig) => DecoderSpec> = {
   llama: (c) => llamaSpec(c.tieEmbeddings),
@@ -23,15 +24,20 @@ const SPECS: Record<string, (config: ModelConfig) => DecoderSpec> = {
   gpt2: gpt2Spec,
 };
 
-export const ARCHITECTURES = Object.keys(SPECS);
+const ENCODERS: Record<string, (config: ModelConfig) => Graph> = { bert: buildBert };
+
+export const ARCHITECTURES = [...Object.keys(SPECS), ...Object.keys(ENCODERS)];
 
 export interface Model {
+  /** Decoders generate through a KV cache (forward); encoders (BERT) return hidden states (encode). */
+  kind: "decoder" | "encoder";
   config: ModelConfig;
   checkpoint: Checkpoint;
   /** The checkpoint's weights plus derived tables (rotary frequencies). */
   weights: WeightMap;
   /** Heads stored per layer in the cache (all query heads: GQA repeats before the cache update). */
   cacheHeads: number;
+  /** The model's graph (built once per variant); encoders ignore `logits`. */
   graph(logits: "last" | "all"): Graph;
   dispose(): void;
 }
@@ -41,18 +47,21 @@ export function loadModel(dir: string, onProgress?: (loaded: number, total: numb
   try {
     const config = parseModelConfig(checkpoint.config);
     const specOf = SPECS[config.modelType];
-    if (!specOf) throw new Error(`${dir}: model_type '${config.modelType}' is not supported (supported: ${ARCHITECTURES.join(", ")})`);
+    const encoder = ENCODERS[config.modelType];
+    if (!specOf && !encoder) throw new Error(`${dir}: model_type '${config.modelType}' is not supported (supported: ${ARCHITECTURES.join(", ")})`);
     const frequencies = Tensor.from(inverseFrequencies(config), [config.ropeDims / 2], "float32");
     const weights: WeightMap = new Map(checkpoint.weights).set("rotary.inverse_frequencies", frequencies);
     const graphs = new Map<string, Graph>();
     return {
+      kind: encoder ? "encoder" : "decoder",
       config,
       checkpoint,
       weights,
       cacheHeads: config.heads,
       graph(logits) {
-        if (!graphs.has(logits)) graphs.set(logits, buildDecoder(config, specOf(config), { logits }));
-        return graphs.get(logits)!;
+        const key = encoder ? "encoder" : logits;
+        if (!graphs.has(key)) graphs.set(key, encoder ? encoder(config) : buildDecoder(config, specOf!(config), { logits }));
+        return graphs.get(key)!;
       },
       dispose() {
         frequencies.dispose();
@@ -70,14 +79,33 @@ export function createCache(model: Model, batch: number, maxLength: number): KVC
   return new KVCache({ layers, batch, heads: model.cacheHeads, headDim, maxLength });
 }
 
+/** Runs an encoder over ids [B, T]: last hidden states [B, T, hidden]. */
+export function encode(model: Model, ids: Tensor, options: { tokenTypes?: Tensor; keyMask?: Tensor } = {}): Tensor {
+  if (model.kind !== "encoder") throw new Error(`encode: ${model.config.modelType} is a decoder; use forward`);
+  const [batch, length] = ids.shape as [number, number];
+  using positions = positionsFrom(batch, length, 0);
+  using zeros = options.tokenTypes ? null : Tensor.from(new Int32Array(batch * length), [batch, length]);
+  const out = runGraph(model.graph("all"), {
+    weights: model.weights,
+    quantization: model.checkpoint.quantization,
+    feeds: { ids, positions, tokenTypes: options.tokenTypes ?? zeros, keyMask: options.keyMask ?? null },
+  });
+  return (out.hidden as Tensor).eval();
+}
+
+function positionsFrom(batch: number, length: number, offset: number): Tensor {
+  const host = new Int32Array(batch * length);
+  for (let b = 0; b < batch; b++) for (let t = 0; t < length; t++) host[b * length + t] = offset + t;
+  return Tensor.from(host, [batch, length]);
+}
+
 /** One forward pass over ids [B, T] (int32) at the cache's offset; updates the cache and
  * evaluates logits and cache together (one MLX eval). Returns logits [B, T or 1, vocab]. */
 export function forward(model: Model, ids: Tensor, cache: KVCache | null, logits: "last" | "all" = "last"): Tensor {
+  if (model.kind !== "decoder") throw new Error(`forward: ${model.config.modelType} is an encoder; use encode`);
   const [batch, length] = ids.shape as [number, number];
   const offset = cache?.offset ?? 0;
-  const host = new Int32Array(batch * length);
-  for (let b = 0; b < batch; b++) for (let t = 0; t < length; t++) host[b * length + t] = offset + t;
-  using positions = Tensor.from(host, [batch, length]);
+  using positions = positionsFrom(batch, length, offset);
   const out = runGraph(model.graph(logits), {
     weights: model.weights,
     quantization: model.checkpoint.quantization,

@@ -18,9 +18,12 @@ export class KVCache {
   offset = 0;
   /** 1 where a key may be attended, 0 for padding; null when every position is real. */
   keyMask: Tensor | null = null;
+  /** Left padding per example (positions count from the first real token). */
+  padding: number[];
 
   constructor(shape: CacheShape) {
     this.shape = shape;
+    this.padding = new Array(shape.batch).fill(0);
     const { layers, batch, heads, maxLength, headDim, dtype = "float32" } = shape;
     const zeros = new Float32Array(batch * heads * maxLength * headDim);
     const buffer = () => Tensor.from(zeros, [batch, heads, maxLength, headDim], dtype);
@@ -44,7 +47,7 @@ export class KVCache {
     this.offset += length;
   }
 
-  /** Sets the key mask from per-example valid lengths of left-padded prompts of `length` tokens. */
+  /** Marks the first `padding[b]` positions of example b as padding (left-padded prompts). */
   setLeftPadding(padding: readonly number[]): void {
     const { batch, maxLength } = this.shape;
     if (padding.length !== batch) throw new Error(`KVCache.setLeftPadding: ${padding.length} entries for batch ${batch}`);
@@ -52,6 +55,7 @@ export class KVCache {
     for (let b = 0; b < batch; b++) host.fill(0, b * maxLength, b * maxLength + padding[b]!);
     this.keyMask?.dispose();
     this.keyMask = Tensor.from(host, [batch, maxLength]);
+    this.padding = [...padding];
   }
 
   /** All tensors, for one eval per step. */

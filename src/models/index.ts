@@ -93,9 +93,12 @@ export function encode(model: Model, ids: Tensor, options: { tokenTypes?: Tensor
   return (out.hidden as Tensor).eval();
 }
 
-function positionsFrom(batch: number, length: number, offset: number): Tensor {
+/** Positions offset + t, counted from each example's first real token when left-padded. */
+function positionsFrom(batch: number, length: number, offset: number, padding?: readonly number[]): Tensor {
   const host = new Int32Array(batch * length);
-  for (let b = 0; b < batch; b++) for (let t = 0; t < length; t++) host[b * length + t] = offset + t;
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t < length; t++) host[b * length + t] = Math.max(0, offset + t - (padding?.[b] ?? 0));
+  }
   return Tensor.from(host, [batch, length]);
 }
 
@@ -105,7 +108,7 @@ export function forward(model: Model, ids: Tensor, cache: KVCache | null, logits
   if (model.kind !== "decoder") throw new Error(`forward: ${model.config.modelType} is an encoder; use encode`);
   const [batch, length] = ids.shape as [number, number];
   const offset = cache?.offset ?? 0;
-  using positions = positionsFrom(batch, length, offset);
+  using positions = positionsFrom(batch, length, offset, cache?.padding);
   const out = runGraph(model.graph(logits), {
     weights: model.weights,
     quantization: model.checkpoint.quantization,

@@ -6,7 +6,7 @@ import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
 
 test("bert hidden states match within 1e-4, key padding mask honoured", () => {
   const f = fixture<Record<"ids" | "tokenTypes" | "keyMask" | "hidden", EncodedArray>>("bert.json");
-  const model = loadModel(join(import.meta.dir, "fixtures", "data", "models", "bert"));
+  const model = loadModel(join(import.meta.dir, "fixtures", "data", "encoders", "bert"));
   expect(model.kind).toBe("encoder");
   const ids = decode(f.ids);
   using hidden = encode(model, ids, { tokenTypes: decode(f.tokenTypes), keyMask: decode(f.keyMask) });

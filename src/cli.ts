@@ -1,5 +1,6 @@
 // The demo: load a model (default: the one scripts/setup.sh makes) and stream generated text.
-//   bun run src/cli.ts [--model DIR] [--prompt TEXT] [--max-tokens N] [--temperature T] [--top-p P] [--seed S]
+//   bun run src/cli.ts [--model DIR] [--prompt TEXT] [--chat] [--max-tokens N] [--temperature T] [--top-p P] [--seed S]
+// --chat wraps the prompt as a user message with the tokenizer's chat template.
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { generate, type GenerationStats } from "./generate.ts";
@@ -17,6 +18,7 @@ const { values } = parseArgs({
     temperature: { type: "string", default: "0" },
     "top-p": { type: "string", default: "1" },
     seed: { type: "string", default: "0" },
+    chat: { type: "boolean", default: false },
   },
 });
 
@@ -35,9 +37,10 @@ console.error(
   `${model.config.modelType}, ${model.config.layers} layers, hidden ${model.config.hiddenSize}` +
     `${quant ? `, ${quant.bits}-bit ${quant.mode}` : ""}; MLX ${mlxVersion} on ${device}`,
 );
-process.stdout.write(values.prompt!);
+const prompt = values.chat ? tokenizer.encode(tokenizer.applyChatTemplate([{ role: "user", content: values.prompt! }]), false) : values.prompt!;
+process.stdout.write(values.chat ? "" : values.prompt!);
 const stats: Partial<GenerationStats> = {};
-for await (const chunk of generate(model, tokenizer, values.prompt!, {
+for await (const chunk of generate(model, tokenizer, prompt, {
   maxTokens: Number(values["max-tokens"]),
   temperature: Number(values.temperature),
   topP: Number(values["top-p"]),

@@ -13,11 +13,11 @@ const DEFAULT_MODEL = join(import.meta.dir, "..", ".cache", "models", "default")
 const { values } = parseArgs({
   options: {
     model: { type: "string", default: DEFAULT_MODEL },
-    prompt: { type: "string", default: "Return a new list containing" },
+    prompt: { type: "string", default: "This module provides" },
     "max-tokens": { type: "string", default: "48" },
-    temperature: { type: "string", default: "0" },
-    "top-p": { type: "string", default: "1" },
-    seed: { type: "string", default: "0" },
+    temperature: { type: "string", default: "0.7" },
+    "top-p": { type: "string", default: "0.9" },
+    seed: { type: "string", default: "1" },
     chat: { type: "boolean", default: false },
   },
 });

@@ -6,6 +6,9 @@ import { deviceInfo } from "../src/index.ts";
 
 const benches: Record<string, () => Promise<{ run: () => unknown }>> = {
   overhead: () => import("./overhead.ts"),
+  "fast-ops": () => import("./fast-ops.ts"),
+  quant: () => import("./quant.ts"),
+  decode: () => import("./decode.ts"),
 };
 
 const names = process.argv.slice(2);

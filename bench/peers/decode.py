@@ -1,0 +1,18 @@
+"""mlx_lm.generate's prefill and decode tokens/s on a checkpoint, same prompt ids and token count.
+Usage: decode.py DIR PROMPT_IDS_JSON MAX_TOKENS REPEATS"""
+import json
+import sys
+
+import mlx.core as mx
+from mlx_lm import load
+from mlx_lm.generate import stream_generate
+
+path, prompt, max_tokens, repeats = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+model, tokenizer = load(path)
+runs = []
+for _ in range(repeats + 1):
+    last = None
+    for last in stream_generate(model, tokenizer, mx.array(prompt), max_tokens=max_tokens):
+        pass
+    runs.append({"prefill": last.prompt_tps, "decode": last.generation_tps, "tokens": last.generation_tokens})
+print(json.dumps(runs[1:]))

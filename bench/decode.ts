@@ -36,7 +36,7 @@ async function ours(dir: string, prompt: number[]) {
   const runs: { prefill: number; decode: number }[] = [];
   for (let r = 0; r <= REPEATS; r++) {
     const stats: Partial<GenerationStats> = {};
-    for await (const _ of generate(model, tokenizer, prompt, { maxTokens: MAX_TOKENS, stopTokens: [], temperature: 0 }, stats)) {
+    for await (const _ of generate(model, tokenizer, prompt, { maxTokens: MAX_TOKENS, ignoreEos: true, temperature: 0 }, stats)) {
     }
     if (r > 0) runs.push({ prefill: stats.promptTokens! / stats.prefillSeconds!, decode: (stats.generatedTokens! - 1) / stats.decodeSeconds! });
   }

@@ -15,6 +15,8 @@ export interface GenerateOptions {
   stopTokens?: number[];
   /** Strings that end generation; the text stops before them. */
   stopStrings?: string[];
+  /** Generate past end-of-sequence tokens (benchmarks: a fixed token count). */
+  ignoreEos?: boolean;
 }
 
 export interface GenerationChunk {
@@ -85,7 +87,8 @@ export async function* generate(
   const { maxTokens = 64, temperature = 0, topP = 1, seed = 0, stopStrings = [] } = options;
   const promptIds = typeof prompt === "string" ? tokenizer.encode(prompt) : prompt;
   if (promptIds.length === 0) throw new Error("generate: the prompt encodes to no tokens");
-  const stop = new Set([...model.config.eosTokenIds, ...tokenizer.eosTokenIds, ...(options.stopTokens ?? [])]);
+  const eos = options.ignoreEos ? [] : [...model.config.eosTokenIds, ...tokenizer.eosTokenIds];
+  const stop = new Set([...eos, ...(options.stopTokens ?? [])]);
   const next = random(seed);
   const cache = createCache(model, 1, promptIds.length + maxTokens);
   const generated: number[] = [];

@@ -9,6 +9,7 @@ from mlx_lm.generate import stream_generate
 
 path, prompt, max_tokens, repeats = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 model, tokenizer = load(path)
+tokenizer.eos_token_ids = []  # a fixed token count, as the mlx-bun side (ignoreEos)
 runs = []
 for _ in range(repeats + 1):
     last = None

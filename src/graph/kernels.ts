@@ -2,6 +2,7 @@
 // (rms_norm, apply_rotary_embedding, attention_weights, ...) are written out of plain ops here so
 // that the rewriter's fused replacements can be proven equal to them.
 import * as core from "../ops/core.ts";
+import * as fast from "../ops/fast.ts";
 import { dequantize } from "../ops/quant.ts";
 import { quantizationFor } from "../quant/config.ts";
 import { linear } from "../quant/linear.ts";
@@ -68,9 +69,9 @@ function applyRotary(x: Tensor, cos: Tensor, sin: Tensor, dims: number): Tensor 
   return core.concatenate([kept, pass], -1);
 }
 
-/** Additive mask [B or 1, 1, T, S]: key j is visible to query i (absolute offset + i) when
+/** Additive mask [B or 1, 1, T, S] (exported for the fused attention kernel): key j is visible to query i (absolute offset + i) when
  * j <= offset + i (if causal) and keyMask[b, j] is set. */
-function attentionMask(batch: number, queries: number, keys: number, offset: number, causal: boolean, keyMask: Tensor | null): Tensor | null {
+export function attentionMask(batch: number, queries: number, keys: number, offset: number, causal: boolean, keyMask: Tensor | null): Tensor | null {
   let mask: Tensor | null = null;
   if (causal) {
     const host = new Float32Array(queries * keys);
@@ -218,6 +219,43 @@ export const kernels: Record<string, Kernel> = {
     const repeats = node.attrs.repeats as number;
     return repeats === 1 ? x! : core.repeat(tensor(x!, "x"), repeats, node.attrs.axis as number);
   },
+
+  // ---- fused replacements made by the rewriter (src/rewrite/) ----
+  fast_rms_norm: ([x, weight], node) => fast.rmsNorm(tensor(x!, "x"), tensor(weight!, "weight"), node.attrs.eps as number),
+  fast_layer_norm: ([x, weight, bias], node) =>
+    fast.layerNorm(tensor(x!, "x"), weight ? tensor(weight, "weight") : null, bias ? tensor(bias, "bias") : null, node.attrs.eps as number),
+  /** MLX rope on q and k from each example's first position (positions assumed sequential). */
+  fast_rope: ([q, k, positions, periods], node) => {
+    const p = tensor(positions!, "positions");
+    const [batch] = p.shape as [number, number];
+    using first = core.slice(p, [0, 0], [batch, 1]);
+    using offset = core.reshape(first, [batch]);
+    const options = {
+      dims: node.attrs.dims as number,
+      base: node.attrs.base as number,
+      scale: node.attrs.scale as number,
+      offset,
+      freqs: periods ? tensor(periods, "periods") : null,
+    };
+    return [fast.rope(tensor(q!, "q"), options), fast.rope(tensor(k!, "k"), options)];
+  },
+  /** MLX sdpa; inputs q, k, v, keyMask | null, offset. Pure "causal" when the keys are exactly the
+   * positions written so far and nothing is padded; otherwise the combined additive mask. */
+  fast_sdpa: ([q, k, v, keyMask, offset], node) => {
+    const query = tensor(q!, "q");
+    const key = tensor(k!, "k");
+    const [batch, , queries] = query.shape as [number, number, number, number];
+    const keys = key.shape[2]!;
+    const at = num(offset!, "offset");
+    const causal = Boolean(node.attrs.causal);
+    const scale = node.attrs.scale as number;
+    if (keyMask === null && (!causal || keys === at + queries)) {
+      return fast.scaledDotProductAttention(query, key, tensor(v!, "v"), { scale, mask: causal && queries > 1 ? "causal" : null });
+    }
+    using mask = attentionMask(batch, queries, keys, at, causal, keyMask === null ? null : tensor(keyMask!, "keyMask"));
+    return fast.scaledDotProductAttention(query, key, tensor(v!, "v"), { scale, mask });
+  },
+  fast_swiglu: ([gate, up]) => fast.swiglu(tensor(gate!, "gate"), tensor(up!, "up")),
 
   /** Writes k, v [B,H,T,D] at `offset` into the layer's preallocated buffers: [keys, values]. */
   update_attention_cache: ([k, v, layerCache, offset]) => {

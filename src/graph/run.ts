@@ -44,7 +44,8 @@ export function runGraph(graph: Graph, context: RunContext, table: Record<string
       } catch (e) {
         throw new Error(`graph node ${id} ${node.op}${node.name ? ` '${node.name}'` : ""}: ${(e as Error).message}`);
       }
-      collect(result, made);
+      // Constants belong to the graph (made once, at build or rewrite time), not to the run.
+      if (node.op !== "constant") collect(result, made);
     }
     values.set(id, result);
     return result;

@@ -93,8 +93,7 @@ export function parseModelConfig(raw: Record<string, unknown>): ModelConfig {
 
 /** Inverse frequencies of rotary embeddings (dims / 2 values): base frequencies, llama3's banded
  * rescaling, or linear scaling. Dynamic NTK falls back to base frequencies (documented limit). */
-export function inverseFrequencies(config: ModelConfig): Float32Array {
-  const { ropeDims: dims, ropeTheta: base, ropeScaling: s } = config;
+export function inverseFrequencies(dims: number, base: number, s: RopeScaling): Float32Array {
   const out = new Float32Array(dims / 2);
   for (let i = 0; i < dims / 2; i++) {
     // Computed in float32 steps as mlx-lm does, so the tables match.

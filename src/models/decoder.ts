@@ -79,7 +79,7 @@ export function buildDecoder(config: ModelConfig, spec: DecoderSpec, options: De
       k = b.op("rms_norm", [k, b.param(`${p}.${spec.qkNorm.k}.weight`)], { eps, shift: 0 }, `${p}.${spec.qkNorm.k}`);
     }
     if (spec.positions.kind === "rope") {
-      const rotated = b.op("apply_rotary_embedding", [q, k, positions, frequencies], { dims: config.ropeDims }, `${p}.rotary`);
+      const rotated = b.op("apply_rotary_embedding", [q, k, positions, frequencies], { dims: config.ropeDims, base: config.ropeTheta, scaling: config.ropeScaling }, `${p}.rotary`);
       q = b.op("get", [rotated], { index: 0 });
       k = b.op("get", [rotated], { index: 1 });
     }

@@ -49,7 +49,7 @@ export function loadModel(dir: string, onProgress?: (loaded: number, total: numb
     const specOf = SPECS[config.modelType];
     const encoder = ENCODERS[config.modelType];
     if (!specOf && !encoder) throw new Error(`${dir}: model_type '${config.modelType}' is not supported (supported: ${ARCHITECTURES.join(", ")})`);
-    const frequencies = Tensor.from(inverseFrequencies(config), [config.ropeDims / 2], "float32");
+    const frequencies = Tensor.from(inverseFrequencies(config.ropeDims, config.ropeTheta, config.ropeScaling), [config.ropeDims / 2], "float32");
     const weights: WeightMap = new Map(checkpoint.weights).set("rotary.inverse_frequencies", frequencies);
     const graphs = new Map<string, Graph>();
     return {
@@ -74,18 +74,19 @@ export function loadModel(dir: string, onProgress?: (loaded: number, total: numb
   }
 }
 
-export function createCache(model: Model, batch: number, maxLength: number): KVCache {
+/** `heads`: kvHeads for graphs rewritten with gqa_cache_fix; all query heads otherwise. */
+export function createCache(model: Model, batch: number, maxLength: number, heads = model.cacheHeads): KVCache {
   const { layers, headDim } = model.config;
-  return new KVCache({ layers, batch, heads: model.cacheHeads, headDim, maxLength });
+  return new KVCache({ layers, batch, heads, headDim, maxLength });
 }
 
 /** Runs an encoder over ids [B, T]: last hidden states [B, T, hidden]. */
-export function encode(model: Model, ids: Tensor, options: { tokenTypes?: Tensor; keyMask?: Tensor } = {}): Tensor {
+export function encode(model: Model, ids: Tensor, options: { tokenTypes?: Tensor; keyMask?: Tensor; graph?: Graph } = {}): Tensor {
   if (model.kind !== "encoder") throw new Error(`encode: ${model.config.modelType} is a decoder; use forward`);
   const [batch, length] = ids.shape as [number, number];
   using positions = positionsFrom(batch, length, 0);
   using zeros = options.tokenTypes ? null : Tensor.from(new Int32Array(batch * length), [batch, length]);
-  const out = runGraph(model.graph("all"), {
+  const out = runGraph(options.graph ?? model.graph("all"), {
     weights: model.weights,
     quantization: model.checkpoint.quantization,
     feeds: { ids, positions, tokenTypes: options.tokenTypes ?? zeros, keyMask: options.keyMask ?? null },
@@ -103,13 +104,14 @@ function positionsFrom(batch: number, length: number, offset: number, padding?: 
 }
 
 /** One forward pass over ids [B, T] (int32) at the cache's offset; updates the cache and
- * evaluates logits and cache together (one MLX eval). Returns logits [B, T or 1, vocab]. */
-export function forward(model: Model, ids: Tensor, cache: KVCache | null, logits: "last" | "all" = "last"): Tensor {
+ * evaluates logits and cache together (one MLX eval). Returns logits [B, T or 1, vocab].
+ * `graph` overrides the model's own (a rewritten one, say). */
+export function forward(model: Model, ids: Tensor, cache: KVCache | null, logits: "last" | "all" = "last", graph?: Graph): Tensor {
   if (model.kind !== "decoder") throw new Error(`forward: ${model.config.modelType} is an encoder; use encode`);
   const [batch, length] = ids.shape as [number, number];
   const offset = cache?.offset ?? 0;
   using positions = positionsFrom(batch, length, offset, cache?.padding);
-  const out = runGraph(model.graph(logits), {
+  const out = runGraph(graph ?? model.graph(logits), {
     weights: model.weights,
     quantization: model.checkpoint.quantization,
     feeds: { ids, positions, cache: cache?.feed() ?? null, offset, keyMask: cache?.keyMask ?? null },

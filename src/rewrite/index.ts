@@ -1,0 +1,37 @@
+// rewrite(graph, { only }): swaps matched subgraphs for fused MLX ops without changing results
+// (test/rewrite.test.ts proves it per architecture and per rewriter).
+import type { Graph } from "../graph/graph.ts";
+import { attnWeights, gqaCacheFix, sdpa } from "./attention.ts";
+import { Rewriting } from "./match.ts";
+import { layerNorm, rmsNorm } from "./norms.ts";
+import { rotaryEmbedding } from "./rotary.ts";
+import { dropout, ifPresent, swiglu } from "./structure.ts";
+
+/** In application order. */
+export const REWRITERS = {
+  dropout,
+  if_present: ifPresent,
+  rms_norm: rmsNorm,
+  layer_norm: layerNorm,
+  rotary_embedding: rotaryEmbedding,
+  swiglu,
+  gqa_cache_fix: gqaCacheFix,
+  sdpa,
+  attn_weights: attnWeights,
+} as const;
+
+export type RewriterName = keyof typeof REWRITERS;
+
+/** All but gqa_cache_fix (it changes the cache layout the caller allocates). */
+export const DEFAULT_REWRITERS: RewriterName[] = (Object.keys(REWRITERS) as RewriterName[]).filter((k) => k !== "gqa_cache_fix");
+
+export function rewrite(graph: Graph, options: { only?: string[] } = {}): Graph {
+  const only = options.only ?? DEFAULT_REWRITERS;
+  const unknown = only.filter((k) => !(k in REWRITERS));
+  if (unknown.length > 0) {
+    throw new Error(`rewrite: unknown rewriter(s) ${unknown.join(", ")} (valid: ${Object.keys(REWRITERS).join(", ")})`);
+  }
+  const g = new Rewriting(graph);
+  for (const [name, apply] of Object.entries(REWRITERS)) if (only.includes(name)) apply(g);
+  return g.finish();
+}

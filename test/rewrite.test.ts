@@ -1,0 +1,124 @@
+// Every rewriter, alone and all together, leaves results unchanged: for each architecture, logits of a
+// prefill and 32 greedy decode steps through the KV cache equal the unrewritten graph's (<= 1e-4) and
+// the greedy tokens are identical. Node counts before/after are printed.
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { type Graph, GraphBuilder, opCounts } from "../src/graph/graph.ts";
+import { ops, Tensor } from "../src/index.ts";
+import { createCache, encode, forward, loadModel, type Model } from "../src/models/index.ts";
+import { DEFAULT_REWRITERS, REWRITERS, rewrite } from "../src/rewrite/index.ts";
+import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
+
+const STEPS = 32;
+const TOLERANCE = 1e-4;
+const cases = fixture<Record<string, { prompt: EncodedArray }>>("models.json");
+
+/** Greedy decoding through the cache; per-step logits and the tokens. */
+function greedy(model: Model, prompt: number[], graphs: { prefill?: Graph; decode?: Graph }, heads?: number) {
+  const cache = createCache(model, 1, prompt.length + STEPS + 1, heads);
+  const logits: Float32Array[] = [];
+  const tokens: number[] = [];
+  let ids = Tensor.from(Int32Array.from(prompt), [1, prompt.length]);
+  for (let s = 0; s <= STEPS; s++) {
+    using out = forward(model, ids, cache, "last", s === 0 ? graphs.prefill : graphs.decode);
+    ids.dispose();
+    logits.push(out.toFloat32Array());
+    using next = ops.argmax(out, -1);
+    tokens.push(next.toInt32Array()[0]!);
+    ids = Tensor.from(new Int32Array([tokens[s]!]), [1, 1]);
+  }
+  ids.dispose();
+  cache.dispose();
+  return { logits, tokens };
+}
+
+const variants: [string, string[]][] = [...Object.keys(REWRITERS).map((k): [string, string[]] => [k, [k]]), ["default", DEFAULT_REWRITERS], ["all", Object.keys(REWRITERS)]];
+
+for (const name of Object.keys(cases)) {
+  describe(`rewrite: ${name}`, () => {
+    const model = loadModel(join(import.meta.dir, "fixtures", "data", "models", name));
+    const prompt = Array.from(decode(cases[name]!.prompt).toInt32Array());
+    const plain = greedy(model, prompt, {});
+    const before = model.graph("last").nodes.length;
+
+    for (const [label, only] of variants) {
+      test(`${label}: ${STEPS} greedy steps equal the plain graph`, () => {
+        const graph = rewrite(model.graph("last"), { only });
+        const heads = only.includes("gqa_cache_fix") ? model.config.kvHeads : undefined;
+        const got = greedy(model, prompt, { prefill: graph, decode: graph }, heads);
+        for (let s = 0; s <= STEPS; s++) {
+          const err = maxAbsDiff(got.logits[s]!, plain.logits[s]!);
+          if (err > TOLERANCE) throw new Error(`step ${s}: max abs err ${err}`);
+        }
+        expect(got.tokens).toEqual(plain.tokens);
+        console.log(`  ${name} ${label}: ${before} -> ${graph.nodes.length} nodes`);
+      });
+    }
+  });
+}
+
+describe("rewrite: bert (encoder)", () => {
+  test("layer_norm, sdpa, dropout leave hidden states unchanged", () => {
+    const f = fixture<Record<"ids" | "tokenTypes" | "keyMask", EncodedArray>>("bert.json");
+    const model = loadModel(join(import.meta.dir, "fixtures", "data", "encoders", "bert"));
+    const inputs = { tokenTypes: decode(f.tokenTypes), keyMask: decode(f.keyMask) };
+    using plain = encode(model, decode(f.ids), inputs);
+    const graph = rewrite(model.graph("all"), { only: ["layer_norm", "sdpa", "dropout"] });
+    expect(opCounts(graph).fast_sdpa).toBe(model.config.layers);
+    expect(opCounts(graph).layer_norm).toBeUndefined();
+    using fused = encode(model, decode(f.ids), { ...inputs, graph });
+    expect(maxAbsDiff(fused.toFloat32Array(), plain.toFloat32Array())).toBeLessThanOrEqual(TOLERANCE);
+  });
+});
+
+describe("rewrite: what each rewriter replaces, and what it leaves", () => {
+  const counts = (model: string, only: string[]) => {
+    const m = loadModel(join(import.meta.dir, "fixtures", "data", "models", model));
+    return opCounts(rewrite(m.graph("last"), { only }));
+  };
+
+  test("matches are replaced", () => {
+    expect(counts("llama", ["rms_norm"])).toMatchObject({ fast_rms_norm: 5 });
+    expect(counts("llama", ["rms_norm"]).rms_norm).toBeUndefined();
+    expect(counts("qwen3", ["swiglu"])).toMatchObject({ fast_swiglu: 2 });
+    expect(counts("llama", ["rotary_embedding"])).toMatchObject({ fast_rope: 2 });
+    expect(counts("phi", ["layer_norm"])).toMatchObject({ fast_layer_norm: 3 });
+    const sdpa = counts("llama", ["sdpa"]);
+    expect(sdpa).toMatchObject({ fast_sdpa: 2 });
+    expect(sdpa.attention_weights).toBeUndefined();
+    expect(counts("llama", ["dropout"]).dropout).toBeUndefined();
+    expect(counts("llama", ["if_present"]).if_present).toBeUndefined();
+    // gqa_cache_fix moves the repeats after the cache; with sdpa they disappear (native GQA).
+    expect(counts("llama", ["gqa_cache_fix"]).repeat_interleave).toBe(4);
+    expect(counts("llama", ["gqa_cache_fix", "sdpa"]).repeat_interleave).toBeUndefined();
+    expect(counts("llama", ["sdpa"]).repeat_interleave).toBe(4); // before the cache: still there
+  });
+
+  test("skip rules: rms_norm shift != 0, gated GELU is not SwiGLU", () => {
+    const gemma = counts("gemma", ["rms_norm", "swiglu"]);
+    expect(gemma.fast_rms_norm).toBeUndefined();
+    expect(gemma.rms_norm).toBe(5);
+    expect(gemma.fast_swiglu).toBeUndefined();
+  });
+
+  test("skip rules: layer_norm off the last axis, sdpa with dropout or a window", () => {
+    const b = new GraphBuilder();
+    const x = b.input("x");
+    const norm = b.op("layer_norm", [x, b.param("w"), b.param("b")], { eps: 1e-5, axis: 1 });
+    const w1 = b.op("attention_weights", [x, x, b.input("mask"), b.input("offset")], { scale: 1, causal: true });
+    const dropped = b.op("attention_output", [b.op("dropout", [w1], { rate: 0.1 }), x]);
+    const w2 = b.op("attention_weights", [x, x, b.input("mask"), b.input("offset")], { scale: 1, causal: true, window_size: 4 });
+    const windowed = b.op("attention_output", [w2, x]);
+    const graph = b.build({ norm, dropped, windowed });
+    const after = opCounts(rewrite(graph, { only: ["layer_norm", "sdpa"] }));
+    expect(after).toMatchObject({ layer_norm: 1, attention_weights: 2, attention_output: 2 });
+    expect(after.fast_sdpa).toBeUndefined();
+  });
+
+  test("unknown rewriter names list the valid ones", () => {
+    const m = new GraphBuilder();
+    expect(() => rewrite(m.build({ x: m.input("x") }), { only: ["rms_norm", "fuse_all"] })).toThrow(
+      /rewrite: unknown rewriter\(s\) fuse_all \(valid: dropout, if_present, rms_norm, layer_norm, rotary_embedding, swiglu, gqa_cache_fix, sdpa, attn_weights\)/,
+    );
+  });
+});

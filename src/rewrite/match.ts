@@ -1,5 +1,5 @@
 // Helpers shared by the rewriters: a mutable copy of a graph, lookups, and rewiring.
-import type { Attrs, Graph, Node } from "../graph/graph.ts";
+import { type Attrs, type Graph, type Node, reachable } from "../graph/graph.ts";
 
 /** A graph being rewritten: nodes may be replaced in place, appended, or bypassed. */
 export class Rewriting {
@@ -45,17 +45,8 @@ export class Rewriting {
 
   /** The rewritten graph with unreachable nodes pruned and ids renumbered. */
   finish(): Graph {
-    const seen = new Uint8Array(this.nodes.length);
-    const stack = Object.values(this.outputs);
-    while (stack.length > 0) {
-      const id = stack.pop()!;
-      if (seen[id]) continue;
-      seen[id] = 1;
-      stack.push(...this.nodes[id]!.inputs);
-    }
-    const renumber = new Map<number, number>();
-    const kept = this.nodes.filter((n) => seen[n.id]);
-    kept.forEach((n, i) => renumber.set(n.id, i));
+    const kept = reachable({ nodes: this.nodes, outputs: this.outputs }).map((id) => this.nodes[id]!);
+    const renumber = new Map(kept.map((n, i) => [n.id, i]));
     const nodes = kept.map((n, i) => ({ ...n, id: i, inputs: n.inputs.map((x) => renumber.get(x)!) }));
     const outputs = Object.fromEntries(Object.entries(this.outputs).map(([k, v]) => [k, renumber.get(v)!]));
     return { nodes, outputs };

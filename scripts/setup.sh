@@ -65,7 +65,6 @@ if [ ! -x "$BUN_DIR/node_modules/.bin/bun" ] || [ ! -f "$BUN_DIR/.stamp-$BUN_VER
 fi
 mkdir -p "$CACHE/bin"
 ln -sfn "$BUN_DIR/node_modules/.bin/bun" "$CACHE/bin/bun"
-ln -sfn "$VENV/bin/python-zig" "$CACHE/bin/zig" 2>/dev/null || true
 cat > "$CACHE/bin/zig" <<ZIG
 #!/usr/bin/env bash
 exec "$VENV/bin/python" -m ziglang "\$@"

@@ -162,8 +162,6 @@ export function check(status: number, what: string | (() => string)): void {
 const scratch = new ArrayBuffer(64);
 export const outWords = new Uint32Array(scratch);
 export const outI32 = new Int32Array(scratch);
-export const outF64 = new Float64Array(scratch);
-export const outU64 = new BigUint64Array(scratch);
 
 /** Reads the pointer an out-parameter call wrote into `outWords`. */
 export function outPointer(): Pointer {

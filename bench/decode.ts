@@ -65,7 +65,7 @@ export async function run(): Promise<Record<string, unknown>> {
   }
   table(
     `End to end, greedy, ${PROMPT_TOKENS}-token prompt, ${MAX_TOKENS} tokens (tokens/s); copy bandwidth ${(bandwidth / 1e9).toFixed(1)} GB/s; ` +
-      "bound = bandwidth / weight bytes read per token. mlx-bun runs the unrewritten (decomposed) graph.",
+      "bound = bandwidth / weight bytes read per token. mlx-bun runs its default (rewritten) graph.",
     ["model, phase", "mlx-bun", "mlx-lm", "ratio bun/lm", "bound", "spread bun", "spread lm"],
     rows,
   );

@@ -38,6 +38,41 @@ int mlx_fast_scaled_dot_product_attention(mlx_array* out, mlx_array q, mlx_array
   });
 }
 
+int mlx_fast_kv_cache_attention(mlx_array* out, mlx_array* k_cache_out, mlx_array* v_cache_out, mlx_array q_, mlx_array k_, mlx_array v_, mlx_array k_cache, mlx_array v_cache, int offset, float scale, mlx_array key_mask) {
+  return guard([&] {
+    const auto& q = arr(q_, "q");
+    const auto& k = arr(k_, "k");
+    const auto& kc = arr(k_cache, "k_cache");
+    if (k.ndim() != 4 || kc.ndim() != 4) throw ArgumentError("k and k_cache must be [B, H, T, D]");
+    int batch = k.shape(0), heads = k.shape(1), length = k.shape(2), dim = k.shape(3);
+    int end = offset + length;
+    if (offset < 0 || end > kc.shape(2)) throw ArgumentError("offset + length exceeds the cache length");
+    mx::Shape start{0, 0, offset, 0}, stop{batch, heads, end, dim};
+    auto keys_all = mx::slice_update(kc, k, start, stop);
+    auto values_all = mx::slice_update(arr(v_cache, "v_cache"), arr(v_, "v"), start, stop);
+    mx::Shape head{0, 0, 0, 0}, upto{batch, heads, end, dim};
+    auto keys = mx::slice(keys_all, head, upto);
+    auto values = mx::slice(values_all, head, upto);
+    std::optional<mx::array> mask;
+    std::string mode;
+    if (key_mask == nullptr) {
+      // Keys are exactly [0, offset + T): MLX's bottom-right-aligned causal mask is the right one.
+      if (q.shape(2) > 1) mode = "causal";
+    } else {
+      auto visible = mx::slice(arr(key_mask, "key_mask"), {0, 0}, {batch, end});
+      auto allowed = mx::reshape(mx::not_equal(visible, mx::array(0, visible.dtype())), {batch, 1, 1, end});
+      int queries = q.shape(2);
+      auto rows = mx::reshape(mx::add(mx::arange(queries), mx::array(offset)), {queries, 1});
+      auto causal = mx::greater_equal(rows, mx::reshape(mx::arange(end), {1, end}));
+      mask = mx::logical_and(allowed, causal);
+    }
+    auto attended = mx::fast::scaled_dot_product_attention(q, keys, values, scale, mode, mask);
+    put(out, attended);
+    put(k_cache_out, keys_all);
+    put(v_cache_out, values_all);
+  });
+}
+
 int mlx_fast_swiglu(mlx_array* out, mlx_array gate, mlx_array up) {
   return guard([&] {
     const auto& g = arr(gate, "gate");

@@ -121,6 +121,10 @@ int mlx_fast_rope(mlx_array* out, mlx_array x, int dims, int traditional, float 
 int mlx_fast_rope_dynamic(mlx_array* out, mlx_array x, int dims, int traditional, float base, float scale, mlx_array offset, mlx_array freqs);
 /* mask_mode: "" (none or mask array), "causal"; mask may be NULL, boolean or additive. */
 int mlx_fast_scaled_dot_product_attention(mlx_array* out, mlx_array q, mlx_array k, mlx_array v, float scale, const char* mask_mode, mlx_array mask);
+/* KV-cache attention in one call: writes k, v [B,Hkv,T,D] at `offset` into the caches [B,Hkv,S,D],
+ * attends q [B,H,T,D] causally over positions [0, offset + T) (GQA when H > Hkv), honouring
+ * key_mask [B,S] (nonzero = attend; NULL = none). Writes the output and the updated caches. */
+int mlx_fast_kv_cache_attention(mlx_array* out, mlx_array* k_cache_out, mlx_array* v_cache_out, mlx_array q, mlx_array k, mlx_array v, mlx_array k_cache, mlx_array v_cache, int offset, float scale, mlx_array key_mask);
 /* silu(gate) * up in one call. */
 int mlx_fast_swiglu(mlx_array* out, mlx_array gate, mlx_array up);
 

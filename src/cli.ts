@@ -1,6 +1,7 @@
 // The demo: load a model (default: the one scripts/setup.sh makes) and stream generated text.
 //   bun run src/cli.ts [--model DIR] [--prompt TEXT] [--chat] [--max-tokens N] [--temperature T] [--top-p P] [--seed S]
-// --chat wraps the prompt as a user message with the tokenizer's chat template.
+// --chat wraps the prompt as a user message with the tokenizer's chat template; --no-rewrite runs the
+// plain graph instead of the one rewritten with fused MLX ops.
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { generate, type GenerationStats } from "./generate.ts";
@@ -19,6 +20,7 @@ const { values } = parseArgs({
     "top-p": { type: "string", default: "0.9" },
     seed: { type: "string", default: "1" },
     chat: { type: "boolean", default: false },
+    "no-rewrite": { type: "boolean", default: false },
   },
 });
 
@@ -45,6 +47,7 @@ for await (const chunk of generate(model, tokenizer, prompt, {
   temperature: Number(values.temperature),
   topP: Number(values["top-p"]),
   seed: Number(values.seed),
+  rewrite: !values["no-rewrite"],
 }, stats)) {
   process.stdout.write(chunk.text);
 }

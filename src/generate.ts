@@ -1,6 +1,6 @@
 // Text generation: prefill, then one forward (one MLX eval) per decoded token; greedy, temperature
 // and top-p sampling with a seed; stop tokens and strings; streaming as an async iterator.
-import { createCache, forward, type Model } from "./models/index.ts";
+import { createCache, forward, type Model, rewrittenGraph } from "./models/index.ts";
 import { Tensor } from "./tensor.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
@@ -17,6 +17,9 @@ export interface GenerateOptions {
   stopStrings?: string[];
   /** Generate past end-of-sequence tokens (benchmarks: a fixed token count). */
   ignoreEos?: boolean;
+  /** Run the graph rewritten with fused MLX ops (default: the default rewriters); false: the plain
+   * graph; a list: those rewriters (with gqa_cache_fix the cache holds kv heads). */
+  rewrite?: boolean | string[];
 }
 
 export interface GenerationChunk {
@@ -90,7 +93,10 @@ export async function* generate(
   const eos = options.ignoreEos ? [] : [...model.config.eosTokenIds, ...tokenizer.eosTokenIds];
   const stop = new Set([...eos, ...(options.stopTokens ?? [])]);
   const next = random(seed);
-  const cache = createCache(model, 1, promptIds.length + maxTokens);
+  const only = options.rewrite === false ? null : Array.isArray(options.rewrite) ? options.rewrite : undefined;
+  const graph = only === null ? undefined : rewrittenGraph(model, "last", only);
+  const heads = only?.includes("gqa_cache_fix") ? model.config.kvHeads : undefined;
+  const cache = createCache(model, 1, promptIds.length + maxTokens, heads);
   const generated: number[] = [];
   let emitted = "";
   Object.assign(stats ?? {}, { promptTokens: promptIds.length, generatedTokens: 0, finishReason: "length" });
@@ -98,7 +104,7 @@ export async function* generate(
   try {
     let start = performance.now();
     using ids = Tensor.from(Int32Array.from(promptIds), [1, promptIds.length]);
-    logits = forward(model, ids, cache);
+    logits = forward(model, ids, cache, "last", graph);
     if (stats) stats.prefillSeconds = (performance.now() - start) / 1000;
     start = performance.now();
     for (let i = 0; i < maxTokens; i++) {
@@ -126,7 +132,7 @@ export async function* generate(
       }
       if (i === maxTokens - 1) return;
       using step = Tensor.from(new Int32Array([token]), [1, 1]);
-      logits = forward(model, step, cache);
+      logits = forward(model, step, cache, "last", graph);
       if (stats) stats.decodeSeconds = (performance.now() - start) / 1000;
     }
   } finally {

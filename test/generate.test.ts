@@ -81,3 +81,12 @@ describe("sample", () => {
     expect([...kept].sort()).toEqual([1, 2]);
   });
 });
+
+describe("generate: rewriting", () => {
+  test("rewritten (default), plain and all-rewriters graphs generate mlx-lm's tokens", async () => {
+    for (const rewrite of [true, false, ["native_attention", "gqa_cache_fix", "rms_norm", "swiglu", "rotary_embedding"]]) {
+      const { tokens } = await generateText(model, tokenizer, promptIds, { maxTokens: expected.length, rewrite });
+      expect(tokens).toEqual(expected);
+    }
+  });
+});

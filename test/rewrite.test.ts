@@ -92,6 +92,14 @@ describe("rewrite: what each rewriter replaces, and what it leaves", () => {
     expect(counts("llama", ["gqa_cache_fix"]).repeat_interleave).toBe(4);
     expect(counts("llama", ["gqa_cache_fix", "sdpa"]).repeat_interleave).toBeUndefined();
     expect(counts("llama", ["sdpa"]).repeat_interleave).toBe(4); // before the cache: still there
+    const native = counts("llama", ["native_attention", "nullify_block_cache"]);
+    expect(native).toMatchObject({ native_attention: 2 });
+    expect(native.attention_weights).toBeUndefined();
+    expect(native.update_attention_cache).toBeUndefined();
+    expect(native.put_block_cache).toBeUndefined();
+    expect(native.if_present).toBeUndefined();
+    // Alone, nullify_block_cache finds no native attention and keeps the cache plumbing.
+    expect(counts("llama", ["nullify_block_cache"]).put_block_cache).toBe(2);
   });
 
   test("skip rules: rms_norm shift != 0, gated GELU is not SwiGLU", () => {
@@ -118,7 +126,41 @@ describe("rewrite: what each rewriter replaces, and what it leaves", () => {
   test("unknown rewriter names list the valid ones", () => {
     const m = new GraphBuilder();
     expect(() => rewrite(m.build({ x: m.input("x") }), { only: ["rms_norm", "fuse_all"] })).toThrow(
-      /rewrite: unknown rewriter\(s\) fuse_all \(valid: dropout, if_present, rms_norm, layer_norm, rotary_embedding, swiglu, gqa_cache_fix, sdpa, attn_weights\)/,
+      /rewrite: unknown rewriter\(s\) fuse_all \(valid: dropout, if_present, rms_norm, layer_norm, rotary_embedding, swiglu, gqa_cache_fix, native_attention, sdpa, attn_weights, nullify_block_cache\)/,
     );
   });
+});
+
+describe("rewrite: left-padded batches", () => {
+  /** Prefill of two left-padded prompts and 4 decode steps; logits per step. */
+  function padded(model: Model, graph: Graph | undefined, heads?: number): Float32Array[] {
+    const prompt = Array.from(decode(cases.qwen3!.prompt).toInt32Array());
+    const width = prompt.length;
+    const cache = createCache(model, 2, width + 5, heads);
+    cache.setLeftPadding([0, 3]);
+    const host = new Int32Array(2 * width);
+    host.set(prompt, 0);
+    host.set(prompt.slice(3), width + 3);
+    let ids = Tensor.from(host, [2, width]);
+    const out: Float32Array[] = [];
+    for (let s = 0; s <= 4; s++) {
+      using logits = forward(model, ids, cache, "last", graph);
+      ids.dispose();
+      out.push(logits.toFloat32Array());
+      ids = Tensor.from(new Int32Array([s + 1, s + 1]), [2, 1]);
+    }
+    ids.dispose();
+    cache.dispose();
+    return out;
+  }
+
+  for (const name of ["qwen3", "gpt2"]) {
+    test.each([["default", DEFAULT_REWRITERS], ["all", Object.keys(REWRITERS)]])(`${name} %s: equal to the plain graph`, (_, only) => {
+      const model = loadModel(join(import.meta.dir, "fixtures", "data", "models", name));
+      const plain = padded(model, undefined);
+      const heads = (only as string[]).includes("gqa_cache_fix") ? model.config.kvHeads : undefined;
+      const fused = padded(model, rewrite(model.graph("last"), { only: only as string[] }), heads);
+      for (let s = 0; s < plain.length; s++) expect(maxAbsDiff(fused[s]!, plain[s]!)).toBeLessThanOrEqual(TOLERANCE);
+    });
+  }
 });

@@ -224,12 +224,15 @@ export const kernels: Record<string, Kernel> = {
   fast_rms_norm: ([x, weight], node) => fast.rmsNorm(tensor(x!, "x"), tensor(weight!, "weight"), node.attrs.eps as number),
   fast_layer_norm: ([x, weight, bias], node) =>
     fast.layerNorm(tensor(x!, "x"), weight ? tensor(weight, "weight") : null, bias ? tensor(bias, "bias") : null, node.attrs.eps as number),
-  /** MLX rope on q and k from each example's first position (positions assumed sequential). */
+  /** MLX rope on q and k; each example's offset is taken from its last position, which is real even
+   * in a left-padded prompt (padding slots carry clamped positions), so positions are assumed
+   * sequential over the real tokens. */
   fast_rope: ([q, k, positions, periods], node) => {
     const p = tensor(positions!, "positions");
-    const [batch] = p.shape as [number, number];
-    using first = core.slice(p, [0, 0], [batch, 1]);
-    using offset = core.reshape(first, [batch]);
+    const [batch, length] = p.shape as [number, number];
+    using last = core.slice(p, [0, length - 1], [batch, length]);
+    using flat = core.reshape(last, [batch]);
+    using offset = core.subtract(flat, length - 1);
     const options = {
       dims: node.attrs.dims as number,
       base: node.attrs.base as number,
@@ -256,6 +259,23 @@ export const kernels: Record<string, Kernel> = {
     return fast.scaledDotProductAttention(query, key, tensor(v!, "v"), { scale, mask });
   },
   fast_swiglu: ([gate, up]) => fast.swiglu(tensor(gate!, "gate"), tensor(up!, "up")),
+  /** Cache update + causal attention in one shim call: [output, layer cache]. The KV cache owns its
+   * buffers, so the layer's container is updated in place and the buffers it held are freed here;
+   * put_block_cache then has nothing left to do (nullify_block_cache). */
+  native_attention: ([q, k, v, layerCache, keyMask, offset], node) => {
+    const pair = list(layerCache!, "layer cache");
+    const [keys, values] = [tensor(pair[0]!, "key cache"), tensor(pair[1]!, "value cache")];
+    const result = fast.kvCacheAttention(tensor(q!, "q"), tensor(k!, "k"), tensor(v!, "v"), { keys, values }, {
+      offset: num(offset!, "offset"),
+      scale: node.attrs.scale as number,
+      keyMask: keyMask === null ? null : tensor(keyMask!, "keyMask"),
+    });
+    keys.dispose();
+    values.dispose();
+    pair[0] = result.keys;
+    pair[1] = result.values;
+    return [result.output, pair];
+  },
 
   /** Writes k, v [B,H,T,D] at `offset` into the layer's preallocated buffers: [keys, values]. */
   update_attention_cache: ([k, v, layerCache, offset]) => {

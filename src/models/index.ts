@@ -3,6 +3,7 @@ import type { Graph } from "../graph/graph.ts";
 import { runGraph } from "../graph/run.ts";
 import { type Checkpoint, loadCheckpoint } from "../io/checkpoint.ts";
 import { KVCache } from "../kv-cache.ts";
+import { DEFAULT_REWRITERS, rewrite } from "../rewrite/index.ts";
 import { evalAll } from "../ops/core.ts";
 import type { WeightMap } from "../quant/weights.ts";
 import { Tensor } from "../tensor.ts";
@@ -72,6 +73,17 @@ export function loadModel(dir: string, onProgress?: (loaded: number, total: numb
     checkpoint.dispose();
     throw e;
   }
+}
+
+const rewritten = new WeakMap<Model, Map<string, Graph>>();
+
+/** The model's graph rewritten with `only` (default rewriters when omitted), built once per model. */
+export function rewrittenGraph(model: Model, logits: "last" | "all", only: string[] = DEFAULT_REWRITERS): Graph {
+  let graphs = rewritten.get(model);
+  if (!graphs) rewritten.set(model, (graphs = new Map()));
+  const key = `${logits}:${only.join(",")}`;
+  if (!graphs.has(key)) graphs.set(key, rewrite(model.graph(logits), { only }));
+  return graphs.get(key)!;
 }
 
 /** `heads`: kvHeads for graphs rewritten with gqa_cache_fix; all query heads otherwise. */

@@ -75,6 +75,7 @@ const symbols = {
   mlx_fast_rope_dynamic: [P, P, i32, i32, f32, f32, P, P],
   mlx_fast_scaled_dot_product_attention: [P, P, P, P, f32, cstring, P],
   mlx_fast_swiglu: [P, P, P],
+  mlx_fast_kv_cache_attention: [P, P, P, P, P, P, P, P, i32, f32, P],
 
   mlx_quantize: [P, P, P, P, i32, i32, P],
   mlx_dequantize: [P, P, P, P, i32, i32, P, i32],

@@ -1,5 +1,6 @@
 // MLX fast ops (mlx::core::fast) and the fused SwiGLU.
-import type { Tensor } from "../tensor.ts";
+import { check, native } from "../native/ffi.ts";
+import { Tensor } from "../tensor.ts";
 import { call, handleOf, optionalHandleOf } from "./call.ts";
 
 /** x * rsqrt(mean(x^2, -1) + eps) * weight, over the last axis. */
@@ -62,6 +63,25 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, optio
   return call("scaledDotProductAttention", (lib, out) =>
     lib.mlx_fast_scaled_dot_product_attention(out, hq, hk, hv, options.scale, Buffer.from(`${mode}\0`), hm),
   );
+}
+
+/** KV-cache attention in one shim call: writes k, v [B,Hkv,T,D] at `offset` into the caches, attends q
+ * causally over [0, offset + T) with an optional key mask [B, S] (nonzero = attend). Returns the
+ * output and the updated caches, all owned by the caller. */
+export function kvCacheAttention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  cache: { keys: Tensor; values: Tensor },
+  options: { offset: number; scale: number; keyMask?: Tensor | null },
+): { output: Tensor; keys: Tensor; values: Tensor } {
+  const op = "kvCacheAttention";
+  const args = [handleOf(q, op, "q"), handleOf(k, op, "k"), handleOf(v, op, "v"), handleOf(cache.keys, op, "cache.keys"), handleOf(cache.values, op, "cache.values")];
+  const mask = optionalHandleOf(options.keyMask, op, "keyMask");
+  const out = new BigUint64Array(3);
+  check(native().mlx_fast_kv_cache_attention(out.subarray(0, 1), out.subarray(1, 2), out.subarray(2, 3), ...args, options.offset, options.scale, mask), op);
+  const [output, keys, values] = Array.from(out, (h) => new Tensor(Number(h) as never));
+  return { output: output!, keys: keys!, values: values! };
 }
 
 /** silu(gate) * up in one call. */

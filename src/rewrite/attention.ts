@@ -56,3 +56,35 @@ export function gqaCacheFix(g: Rewriting): void {
   for (const w of g.withOp("attention_weights")) g.replace(w.id, w.op, [w.inputs[0]!, repeated(w.inputs[1]!), ...w.inputs.slice(2)], w.attrs);
   for (const o of g.withOp("attention_output")) g.replace(o.id, o.op, [o.inputs[0]!, repeated(o.inputs[1]!)], o.attrs);
 }
+
+/** Causal self-attention over the cache and its update -> one native_attention call (shim
+ * kv-cache attention): writes the new K/V at the offset and attends over [0, offset + t). Needs the
+ * cache present (rewrite adds if_present). */
+export function nativeAttention(g: Rewriting): void {
+  const through = (id: number) => (g.node(id).op === "repeat_interleave" ? g.node(id).inputs[0]! : id);
+  for (const out of g.withOp("attention_output")) {
+    let weights = g.input(out, 0);
+    if (weights.op === "dropout" && ((weights.attrs.rate as number) ?? 0) === 0) weights = g.input(weights, 0);
+    if (weights.op !== "attention_weights" || !weights.attrs.causal || weights.attrs.window_size) continue;
+    const keys = g.node(through(weights.inputs[1]!));
+    const values = g.node(through(out.inputs[1]!));
+    if (keys.op !== "get" || values.op !== "get" || keys.inputs[0] !== values.inputs[0]) continue;
+    const update = g.input(keys, 0);
+    if (update.op !== "update_attention_cache") continue;
+    const [k, v, layerCache] = update.inputs as [number, number, number];
+    const [q, , mask, offset] = weights.inputs as [number, number, number, number];
+    const call = g.append("native_attention", [q, k, v, layerCache, mask, offset], { scale: weights.attrs.scale }, out.name);
+    g.replace(out.id, "get", [call], { index: 0 });
+    g.bypass(update.id, g.append("get", [call], { index: 1 }));
+  }
+}
+
+/** put_block_cache -> identity where the layer cache comes from native_attention, which updated the
+ * KV cache in place: the cache plumbing around it is pruned. Elsewhere it stays (it carries the
+ * updated buffers). */
+export function nullifyBlockCache(g: Rewriting): void {
+  for (const n of g.withOp("put_block_cache")) {
+    const layer = g.input(n, 1);
+    if (layer.op === "get" && g.input(layer, 0).op === "native_attention") g.bypass(n.id, n.inputs[0]!);
+  }
+}

@@ -1,7 +1,7 @@
 // rewrite(graph, { only }): swaps matched subgraphs for fused MLX ops without changing results
 // (test/rewrite.test.ts proves it per architecture and per rewriter).
 import type { Graph } from "../graph/graph.ts";
-import { attnWeights, gqaCacheFix, sdpa } from "./attention.ts";
+import { attnWeights, gqaCacheFix, nativeAttention, nullifyBlockCache, sdpa } from "./attention.ts";
 import { Rewriting } from "./match.ts";
 import { layerNorm, rmsNorm } from "./norms.ts";
 import { rotaryEmbedding } from "./rotary.ts";
@@ -16,8 +16,10 @@ export const REWRITERS = {
   rotary_embedding: rotaryEmbedding,
   swiglu,
   gqa_cache_fix: gqaCacheFix,
+  native_attention: nativeAttention,
   sdpa,
   attn_weights: attnWeights,
+  nullify_block_cache: nullifyBlockCache,
 } as const;
 
 export type RewriterName = keyof typeof REWRITERS;
@@ -31,7 +33,9 @@ export function rewrite(graph: Graph, options: { only?: string[] } = {}): Graph 
   if (unknown.length > 0) {
     throw new Error(`rewrite: unknown rewriter(s) ${unknown.join(", ")} (valid: ${Object.keys(REWRITERS).join(", ")})`);
   }
+  // native_attention implies if_present: it needs the cache.
+  const enabled = new Set(only.includes("native_attention") ? [...only, "if_present"] : only);
   const g = new Rewriting(graph);
-  for (const [name, apply] of Object.entries(REWRITERS)) if (only.includes(name)) apply(g);
+  for (const [name, apply] of Object.entries(REWRITERS)) if (enabled.has(name)) apply(g);
   return g.finish();
 }

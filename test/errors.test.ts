@@ -37,6 +37,14 @@ describe("errors", () => {
     expect(() => ops.slice(matrix(), [0], [1])).toThrow("slice: start/stop/strides need 2 entries");
   });
 
+  test("kv-cache attention past the end of the cache is an Error", () => {
+    using q = Tensor.from(new Float32Array(2 * 4), [1, 2, 1, 4]);
+    using cache = Tensor.from(new Float32Array(2 * 3 * 4), [1, 2, 3, 4]);
+    expect(() => fast.kvCacheAttention(q, q, q, { keys: cache, values: cache }, { offset: 3, scale: 0.5 })).toThrow(
+      "kvCacheAttention: offset + length exceeds the cache length",
+    );
+  });
+
   test("the process survives and keeps computing after errors", () => {
     using a = matrix();
     for (let i = 0; i < 100; i++) {

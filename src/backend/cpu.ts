@@ -347,49 +347,67 @@ export function rope(x: CpuTensor, dims: number, positions: Int32Array, inverseF
   return new CpuTensor(out, x.shape);
 }
 
-/** softmax(q k^T * scale + mask) v with q [B,Hq,T,D], k/v [B,Hkv,S,D] (GQA: Hq a multiple of Hkv).
- * Causal: query t (absolute offset + t) sees keys s <= offset + t. keyMask [B,S]: 0 hides a key. */
-export function attention(
-  q: CpuTensor,
-  k: CpuTensor,
-  v: CpuTensor,
-  options: { scale: number; causal: boolean; offset?: number; keyMask?: Int32Array | null },
-): CpuTensor {
+export interface AttentionOptions {
+  scale: number;
+  causal: boolean;
+  /** Absolute position of the first query (cached positions before it). */
+  offset?: number;
+  /** [B, S]: 0 hides a key. */
+  keyMask?: Int32Array | null;
+}
+
+/** softmax(q k^T * scale + mask) with q [B,H,T,D], k [B,Hkv,S,D] (H a multiple of Hkv: GQA).
+ * Causal: query t (absolute offset + t) sees keys s <= offset + t. Returns [B,H,T,S]. */
+export function attentionWeights(q: CpuTensor, k: CpuTensor, options: AttentionOptions): CpuTensor {
   const [batch, heads, length, dim] = q.shape as [number, number, number, number];
   const [, kvHeads, keys] = k.shape as [number, number, number, number];
   if (heads % kvHeads !== 0) throw new Error(`attention: ${heads} query heads not a multiple of ${kvHeads} kv heads`);
   const group = heads / kvHeads;
   const offset = options.offset ?? 0;
-  const out = new Float32Array(q.size);
-  const scores = new Float64Array(keys);
+  const out = new Float32Array(batch * heads * length * keys);
   for (let b = 0; b < batch; b++) {
     for (let h = 0; h < heads; h++) {
-      const kvBase = (b * kvHeads + Math.floor(h / group)) * keys * dim;
+      const kBase = (b * kvHeads + Math.floor(h / group)) * keys * dim;
       for (let t = 0; t < length; t++) {
         const qBase = ((b * heads + h) * length + t) * dim;
+        const row = out.subarray(((b * heads + h) * length + t) * keys, ((b * heads + h) * length + t + 1) * keys);
         let max = Number.NEGATIVE_INFINITY;
         for (let s = 0; s < keys; s++) {
           const visible = (!options.causal || s <= offset + t) && (!options.keyMask || options.keyMask[b * keys + s] !== 0);
-          if (!visible) {
-            scores[s] = Number.NEGATIVE_INFINITY;
-            continue;
+          let score = Number.NEGATIVE_INFINITY;
+          if (visible) {
+            let dot = 0;
+            for (let d = 0; d < dim; d++) dot += q.data[qBase + d]! * k.data[kBase + s * dim + d]!;
+            score = dot * options.scale;
           }
-          let dot = 0;
-          for (let d = 0; d < dim; d++) dot += q.data[qBase + d]! * k.data[kvBase + s * dim + d]!;
-          scores[s] = dot * options.scale;
-          max = Math.max(max, scores[s]!);
+          row[s] = score;
+          max = Math.max(max, score);
         }
         let total = 0;
-        for (let s = 0; s < keys; s++) total += scores[s] = Math.exp(scores[s]! - max);
-        for (let s = 0; s < keys; s++) {
-          const w = scores[s]! / total;
-          if (w === 0) continue;
-          for (let d = 0; d < dim; d++) out[qBase + d]! += w * v.data[kvBase + s * dim + d]!;
-        }
+        for (let s = 0; s < keys; s++) total += row[s] = Math.exp(row[s]! - max);
+        for (let s = 0; s < keys; s++) row[s]! /= total;
       }
     }
   }
-  return new CpuTensor(out, q.shape);
+  return new CpuTensor(out, [batch, heads, length, keys]);
+}
+
+/** Repeats each head `repeats` times along axis 1 of [B, H, S, D] (GQA's repeat_interleave). */
+export function repeatHeads(x: CpuTensor, repeats: number): CpuTensor {
+  if (repeats === 1) return x;
+  const [b, h, s, d] = x.shape as [number, number, number, number];
+  const out = new Float32Array(b * h * repeats * s * d);
+  for (let bh = 0; bh < b * h; bh++) {
+    const block = x.data.subarray(bh * s * d, (bh + 1) * s * d);
+    for (let r = 0; r < repeats; r++) out.set(block, (bh * repeats + r) * s * d);
+  }
+  return new CpuTensor(out, [b, h * repeats, s, d]);
+}
+
+/** softmax(q k^T * scale + mask) v, GQA without materialising repeats in the weights. */
+export function attention(q: CpuTensor, k: CpuTensor, v: CpuTensor, options: AttentionOptions): CpuTensor {
+  const weights = attentionWeights(q, k, options);
+  return matmul(weights, repeatHeads(v, q.shape[1]! / v.shape[1]!));
 }
 
 export function swiglu(gate: CpuTensor, up: CpuTensor): CpuTensor {

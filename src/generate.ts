@@ -1,5 +1,6 @@
 // Text generation: prefill, then one forward (one MLX eval) per decoded token; greedy, temperature
 // and top-p sampling with a seed; stop tokens and strings; streaming as an async iterator.
+import { type BackendKind, selectBackend } from "./backend/dispatch.ts";
 import { createCache, forward, type Model, rewrittenGraph } from "./models/index.ts";
 import { Tensor } from "./tensor.ts";
 import type { Tokenizer } from "./tokenizer.ts";
@@ -20,6 +21,9 @@ export interface GenerateOptions {
   /** Run the graph rewritten with fused MLX ops (default: the default rewriters); false: the plain
    * graph; a list: those rewriters (with gqa_cache_fix the cache holds kv heads). */
   rewrite?: boolean | string[];
+  /** "mlx" (default; ops failing on MLX fall back to the CPU one by one), "cpu" (the pure-TS
+   * reference), or "auto" (MLX when it loads and the model fits memory). */
+  backend?: BackendKind | string;
 }
 
 export interface GenerationChunk {
@@ -96,7 +100,9 @@ export async function* generate(
   const only = options.rewrite === false ? null : Array.isArray(options.rewrite) ? options.rewrite : undefined;
   const graph = only === null ? undefined : rewrittenGraph(model, "last", only);
   const heads = only?.includes("gqa_cache_fix") ? model.config.kvHeads : undefined;
-  const cache = createCache(model, 1, promptIds.length + maxTokens, heads);
+  const modelBytes = [...model.checkpoint.weights.values()].reduce((n, t) => n + t.nbytes, 0);
+  const backend = selectBackend(options.backend ?? "mlx", modelBytes);
+  const cache = createCache(model, 1, promptIds.length + maxTokens, heads, backend.name === "cpu");
   const generated: number[] = [];
   let emitted = "";
   Object.assign(stats ?? {}, { promptTokens: promptIds.length, generatedTokens: 0, finishReason: "length" });
@@ -104,7 +110,7 @@ export async function* generate(
   try {
     let start = performance.now();
     using ids = Tensor.from(Int32Array.from(promptIds), [1, promptIds.length]);
-    logits = forward(model, ids, cache, "last", graph);
+    logits = forward(model, ids, cache, "last", graph, backend);
     if (stats) stats.prefillSeconds = (performance.now() - start) / 1000;
     start = performance.now();
     for (let i = 0; i < maxTokens; i++) {
@@ -132,7 +138,7 @@ export async function* generate(
       }
       if (i === maxTokens - 1) return;
       using step = Tensor.from(new Int32Array([token]), [1, 1]);
-      logits = forward(model, step, cache, "last", graph);
+      logits = forward(model, step, cache, "last", graph, backend);
       if (stats) stats.decodeSeconds = (performance.now() - start) / 1000;
     }
   } finally {

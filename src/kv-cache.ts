@@ -1,5 +1,6 @@
 // Preallocated per-layer K/V buffers [B, heads, maxLength, headDim], the number of positions
 // written (offset), and an optional key mask [B, maxLength] for padded batches.
+import { CpuTensor } from "./backend/cpu.ts";
 import type { Value } from "./graph/run.ts";
 import { type DType, Tensor } from "./tensor.ts";
 
@@ -10,11 +11,16 @@ export interface CacheShape {
   headDim: number;
   maxLength: number;
   dtype?: DType;
+  /** Buffers on the host (CPU reference backend) instead of MLX. */
+  host?: boolean;
 }
+
+type Buffer = Tensor | CpuTensor;
+const free = (t: Buffer) => (t instanceof Tensor ? t.dispose() : undefined);
 
 export class KVCache {
   readonly shape: CacheShape;
-  #layers: [Tensor, Tensor][];
+  #layers: [Buffer, Buffer][];
   offset = 0;
   /** 1 where a key may be attended, 0 for padding; null when every position is real. */
   keyMask: Tensor | null = null;
@@ -25,8 +31,9 @@ export class KVCache {
     this.shape = shape;
     this.padding = new Array(shape.batch).fill(0);
     const { layers, batch, heads, maxLength, headDim, dtype = "float32" } = shape;
+    const dims = [batch, heads, maxLength, headDim];
     const zeros = new Float32Array(batch * heads * maxLength * headDim);
-    const buffer = () => Tensor.from(zeros, [batch, heads, maxLength, headDim], dtype);
+    const buffer = (): Buffer => (shape.host ? new CpuTensor(new Float32Array(zeros.length), dims) : Tensor.from(zeros, dims, dtype));
     this.#layers = Array.from({ length: layers }, () => [buffer(), buffer()]);
   }
 
@@ -38,10 +45,10 @@ export class KVCache {
   /** Takes the graph's updated cache after `length` new positions were written. */
   advance(updated: Value, length: number): void {
     if (!Array.isArray(updated) || updated.length !== this.#layers.length) throw new Error("KVCache.advance: updated cache has the wrong layout");
-    const next = updated as [Tensor, Tensor][];
+    const next = updated as [Buffer, Buffer][];
     for (const [i, [k, v]] of this.#layers.entries()) {
-      if (next[i]![0] !== k) k.dispose();
-      if (next[i]![1] !== v) v.dispose();
+      if (next[i]![0] !== k) free(k);
+      if (next[i]![1] !== v) free(v);
     }
     this.#layers = next;
     this.offset += length;
@@ -58,15 +65,15 @@ export class KVCache {
     this.padding = [...padding];
   }
 
-  /** All tensors, for one eval per step. */
+  /** The MLX tensors, for one eval per step (none on the host backend). */
   tensors(): Tensor[] {
-    return this.#layers.flat();
+    return this.#layers.flat().filter((t): t is Tensor => t instanceof Tensor);
   }
 
   dispose(): void {
     for (const [k, v] of this.#layers) {
-      k.dispose();
-      v.dispose();
+      free(k);
+      free(v);
     }
     this.keyMask?.dispose();
   }

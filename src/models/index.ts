@@ -1,4 +1,6 @@
 // Loading a model from a checkpoint directory and running its graph one step at a time.
+import { CpuTensor } from "../backend/cpu.ts";
+import type { Backend } from "../backend/dispatch.ts";
 import type { Graph } from "../graph/graph.ts";
 import { runGraph } from "../graph/run.ts";
 import { type Checkpoint, loadCheckpoint } from "../io/checkpoint.ts";
@@ -86,10 +88,11 @@ export function rewrittenGraph(model: Model, logits: "last" | "all", only: strin
   return graphs.get(key)!;
 }
 
-/** `heads`: kvHeads for graphs rewritten with gqa_cache_fix; all query heads otherwise. */
-export function createCache(model: Model, batch: number, maxLength: number, heads = model.cacheHeads): KVCache {
+/** `heads`: kvHeads for graphs rewritten with gqa_cache_fix; all query heads otherwise.
+ * `host`: buffers for the CPU reference backend. */
+export function createCache(model: Model, batch: number, maxLength: number, heads = model.cacheHeads, host = false): KVCache {
   const { layers, headDim } = model.config;
-  return new KVCache({ layers, batch, heads, headDim, maxLength });
+  return new KVCache({ layers, batch, heads, headDim, maxLength, host });
 }
 
 /** Runs an encoder over ids [B, T]: last hidden states [B, T, hidden]. */
@@ -117,8 +120,15 @@ function positionsFrom(batch: number, length: number, offset: number, padding?: 
 
 /** One forward pass over ids [B, T] (int32) at the cache's offset; updates the cache and
  * evaluates logits and cache together (one MLX eval). Returns logits [B, T or 1, vocab].
- * `graph` overrides the model's own (a rewritten one, say). */
-export function forward(model: Model, ids: Tensor, cache: KVCache | null, logits: "last" | "all" = "last", graph?: Graph): Tensor {
+ * `graph` overrides the model's own (a rewritten one, say); `backend` picks the kernels (default MLX). */
+export function forward(
+  model: Model,
+  ids: Tensor,
+  cache: KVCache | null,
+  logits: "last" | "all" = "last",
+  graph?: Graph,
+  backend?: Backend,
+): Tensor {
   if (model.kind !== "decoder") throw new Error(`forward: ${model.config.modelType} is an encoder; use encode`);
   const [batch, length] = ids.shape as [number, number];
   const offset = cache?.offset ?? 0;
@@ -127,8 +137,9 @@ export function forward(model: Model, ids: Tensor, cache: KVCache | null, logits
     weights: model.weights,
     quantization: model.checkpoint.quantization,
     feeds: { ids, positions, cache: cache?.feed() ?? null, offset, keyMask: cache?.keyMask ?? null },
-  });
-  const result = out.logits as Tensor;
+  }, backend?.kernels);
+  const raw = out.logits!;
+  const result = raw instanceof CpuTensor ? Tensor.from(raw.data, [...raw.shape]) : (raw as Tensor);
   if (cache) {
     cache.advance(out.cache ?? null, length);
     evalAll([result, ...cache.tensors()]);

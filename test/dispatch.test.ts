@@ -1,0 +1,74 @@
+// Backend kinds, the auto memory rule, per-op fallback, and generation on each backend.
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { parseBackendKind, selectBackend, support, withFallback } from "../src/backend/dispatch.ts";
+import { kernels } from "../src/graph/kernels.ts";
+import { generateText } from "../src/generate.ts";
+import { Tensor } from "../src/index.ts";
+import { forward, loadModel } from "../src/models/index.ts";
+import { Tokenizer } from "../src/tokenizer.ts";
+import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
+
+const GIB = 2 ** 30;
+const cases = fixture<Record<string, { prompt: EncodedArray; tokens: number[] }>>("models.json");
+const dir = (name: string) => join(import.meta.dir, "fixtures", "data", "models", name);
+
+describe("backend kinds and support()", () => {
+  test("kinds parse case-insensitively; unknown ones list the valid values", () => {
+    expect(parseBackendKind("CPU")).toBe("cpu");
+    expect(parseBackendKind(" Mlx ")).toBe("mlx");
+    expect(parseBackendKind("AUTO")).toBe("auto");
+    expect(() => parseBackendKind("gpu")).toThrow("unknown backend 'gpu' (valid: cpu, mlx, auto)");
+  });
+
+  test("auto: MLX when the model x 1.5 fits total RAM - 2 GiB, else CPU with how to force MLX", () => {
+    const loaded = { available: true, reason: "shim loaded" };
+    expect(support("auto", 4 * GIB, 16 * GIB, loaded)).toMatchObject({ backend: "mlx", available: true });
+    const big = support("auto", 10 * GIB, 16 * GIB, loaded);
+    expect(big.backend).toBe("cpu");
+    expect(big.reason).toContain("model needs 15.0 GiB (1.5 x 10.0 GiB) but 14.0 GiB is usable");
+    expect(big.reason).toContain('backend: "mlx"');
+    const missing = { available: false, reason: "libmlxb.so not found" };
+    expect(support("auto", 1, 16 * GIB, missing)).toMatchObject({ backend: "cpu", available: true });
+    expect(support("mlx", 1, 16 * GIB, missing)).toEqual({ available: false, backend: "mlx", reason: "libmlxb.so not found" });
+    expect(support("cpu")).toMatchObject({ backend: "cpu", available: true });
+  });
+
+  test("selectBackend logs one info line when auto falls back to the CPU", () => {
+    const lines: string[] = [];
+    expect(selectBackend("auto", 1e15, (l) => lines.push(l)).name).toBe("cpu");
+    expect(lines.length).toBe(1);
+    expect(selectBackend("Auto", 1000, (l) => lines.push(l)).name).toBe("mlx");
+    expect(lines.length).toBe(1);
+  });
+});
+
+describe("per-op fallback", () => {
+  test("an op failing on MLX runs on the CPU with one warning per op kind; results unchanged", () => {
+    const model = loadModel(dir("qwen3"));
+    const prompt = decode(cases.qwen3!.prompt);
+    using expected = forward(model, prompt, null, "all");
+    const broken = { ...kernels, rms_norm: () => { throw new Error("injected MLX failure"); } };
+    const warnings: string[] = [];
+    const backend = { name: "mlx" as const, kernels: withFallback(broken, undefined, (w) => warnings.push(w)) };
+    using got = forward(model, prompt, null, "all", undefined, backend);
+    expect(maxAbsDiff(got.toFloat32Array(), expected.toFloat32Array())).toBeLessThanOrEqual(1e-4);
+    using again = forward(model, prompt, null, "all", undefined, backend);
+    expect(warnings).toEqual(["mlx-bun: op 'rms_norm' failed on MLX (injected MLX failure); running it on the CPU backend"]);
+    expect(Tensor.from([1]).size).toBe(1); // the process carries on
+  });
+});
+
+describe("generate on every backend", () => {
+  for (const name of Object.keys(cases)) {
+    test(`${name}: cpu, mlx and auto generate mlx-lm's greedy tokens`, async () => {
+      const model = loadModel(dir(name));
+      const tokenizer = Tokenizer.fromDir(dir(name));
+      const prompt = Array.from(decode(cases[name]!.prompt).toInt32Array());
+      for (const backend of ["cpu", "mlx", "auto"]) {
+        const { tokens } = await generateText(model, tokenizer, prompt, { maxTokens: 8, backend, ignoreEos: true });
+        expect(tokens).toEqual(cases[name]!.tokens.slice(0, 8));
+      }
+    });
+  }
+});

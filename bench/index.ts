@@ -10,6 +10,7 @@ const benches: Record<string, () => Promise<{ run: () => unknown }>> = {
   quant: () => import("./quant.ts"),
   decode: () => import("./decode.ts"),
   rewrite: () => import("./rewrite.ts"),
+  backends: () => import("./backends.ts"),
 };
 
 const names = process.argv.slice(2);

@@ -1,7 +1,11 @@
 // Text generation: prefill, then one forward (one MLX eval) per decoded token; greedy, temperature
 // and top-p sampling with a seed; stop tokens and strings; streaming as an async iterator.
 import { type BackendKind, selectBackend } from "./backend/dispatch.ts";
-import { createCache, forward, type Model, rewrittenGraph } from "./models/index.ts";
+import { createCache, forward, type Model, rewrittenGraph, tokenIds } from "./models/index.ts";
+
+function modelBytes(model: Model): number {
+  return [...model.checkpoint.weights.values()].reduce((n, t) => n + t.nbytes, 0);
+}
 import { Tensor } from "./tensor.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
@@ -100,8 +104,10 @@ export async function* generate(
   const only = options.rewrite === false ? null : Array.isArray(options.rewrite) ? options.rewrite : undefined;
   const graph = only === null ? undefined : rewrittenGraph(model, "last", only);
   const heads = only?.includes("gqa_cache_fix") ? model.config.kvHeads : undefined;
-  const modelBytes = [...model.checkpoint.weights.values()].reduce((n, t) => n + t.nbytes, 0);
-  const backend = selectBackend(options.backend ?? "mlx", modelBytes);
+  const backend = options.backend === undefined ? model.backend : selectBackend(options.backend, modelBytes(model));
+  if (backend.name === "mlx" && model.backend.name === "cpu") {
+    throw new Error("generate: this model's weights were loaded for the CPU backend; load it with { backend: \"mlx\" } to run on MLX");
+  }
   const cache = createCache(model, 1, promptIds.length + maxTokens, heads, backend.name === "cpu");
   const generated: number[] = [];
   let emitted = "";
@@ -109,7 +115,7 @@ export async function* generate(
   let logits: Tensor | undefined;
   try {
     let start = performance.now();
-    using ids = Tensor.from(Int32Array.from(promptIds), [1, promptIds.length]);
+    using ids = tokenIds(model, promptIds, [1, promptIds.length]);
     logits = forward(model, ids, cache, "last", graph, backend);
     if (stats) stats.prefillSeconds = (performance.now() - start) / 1000;
     start = performance.now();
@@ -137,7 +143,7 @@ export async function* generate(
         return;
       }
       if (i === maxTokens - 1) return;
-      using step = Tensor.from(new Int32Array([token]), [1, 1]);
+      using step = tokenIds(model, [token], [1, 1]);
       logits = forward(model, step, cache, "last", graph, backend);
       if (stats) stats.decodeSeconds = (performance.now() - start) / 1000;
     }

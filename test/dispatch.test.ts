@@ -72,3 +72,20 @@ describe("generate on every backend", () => {
     });
   }
 });
+
+describe("the CPU backend without MLX", () => {
+  for (const name of Object.keys(cases)) {
+    test(`${name}: host-loaded weights generate mlx-lm's tokens and create no MLX array`, async () => {
+      const { liveTensorCount } = await import("../src/index.ts");
+      const model = loadModel(dir(name), undefined, { backend: "cpu" });
+      expect(model.backend.name).toBe("cpu");
+      const tokenizer = Tokenizer.fromDir(dir(name));
+      const prompt = Array.from(decode(cases[name]!.prompt).toInt32Array());
+      const before = liveTensorCount();
+      const { tokens } = await generateText(model, tokenizer, prompt, { maxTokens: 8, ignoreEos: true });
+      expect(liveTensorCount()).toBe(before);
+      expect(tokens).toEqual(cases[name]!.tokens.slice(0, 8));
+      await expect(generateText(model, tokenizer, prompt, { maxTokens: 1, backend: "mlx" })).rejects.toThrow("loaded for the CPU backend");
+    });
+  }
+});

@@ -2,6 +2,7 @@
 // Weights stay MLX tensors in the model's map; each is read to the host (dequantized when packed) once
 // and cached by identity. Token ids and positions arrive as MLX int32 tensors or CpuTensors.
 import type { Node } from "../graph/graph.ts";
+import type { HostTensor } from "../io/host.ts";
 import type { Kernel } from "../graph/kernels.ts";
 import type { RunContext, Value } from "../graph/run.ts";
 import { quantizationFor } from "../quant/config.ts";
@@ -10,10 +11,10 @@ import { Tensor } from "../tensor.ts";
 import * as cpu from "./cpu.ts";
 import { CpuTensor } from "./cpu.ts";
 
-const hostWeights = new WeakMap<Tensor, CpuTensor>();
+const hostWeights = new WeakMap<Tensor | HostTensor, CpuTensor>();
 
-/** A weight (or any MLX tensor) on the host, once per tensor. */
-export function toCpu(t: Tensor): CpuTensor {
+/** A weight (an MLX tensor, or a HostTensor loaded without the shim) as float32 on the host, once per tensor. */
+export function toCpu(t: Tensor | HostTensor): CpuTensor {
   let host = hostWeights.get(t);
   if (!host) {
     host = new CpuTensor(t.toFloat32Array(), [...t.shape]);
@@ -36,7 +37,8 @@ function denseWeight(context: RunContext, module: string): CpuTensor {
   let host = hostWeights.get(triple.weight);
   if (!host) {
     const rows = triple.weight.shape[0]!;
-    host = cpu.dequantizeAffine(new Uint32Array(triple.weight.toBytes().buffer), toCpu(triple.scales), toCpu(triple.biases!), rows, p.groupSize, p.bits);
+    const packed = new Uint32Array(triple.weight.toBytes().slice().buffer); // own, aligned copy
+    host = cpu.dequantizeAffine(packed, toCpu(triple.scales), toCpu(triple.biases!), rows, p.groupSize, p.bits);
     hostWeights.set(triple.weight, host);
   }
   return host;

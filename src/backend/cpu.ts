@@ -21,6 +21,15 @@ export class CpuTensor {
   get size(): number {
     return this.data.length;
   }
+
+  toFloat32Array(): Float32Array {
+    return this.data;
+  }
+
+  /** Host memory is garbage collected; present so callers treat both backends alike. */
+  dispose(): void {}
+
+  [Symbol.dispose](): void {}
 }
 
 function stridesOf(shape: readonly number[]): number[] {

@@ -1,9 +1,10 @@
 // MLX-format checkpoints: config.json + model*.safetensors (+ model.safetensors.index.json).
 // Quantized layers stay packed (`.weight` uint32 + `.scales` [+ `.biases`]).
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { parseQuantConfig, type QuantConfig, quantizationFor } from "../quant/config.ts";
 import { packedTriple, type WeightMap } from "../quant/weights.ts";
+import { loadSafetensorsHost } from "./host.ts";
 import { loadSafetensors } from "./safetensors.ts";
 
 export interface Checkpoint {
@@ -46,8 +47,14 @@ function weightFiles(dir: string): { files: string[]; expected: Map<string, stri
   return { files, expected: null };
 }
 
-/** Loads a checkpoint directory. Weight data is mapped, not copied, on the CPU. */
-export function loadCheckpoint(dir: string, onProgress?: (loaded: number, total: number) => void): Checkpoint {
+/** Bytes of the weight files (for choosing a backend before loading). */
+export function checkpointBytes(dir: string): number {
+  return weightFiles(dir).files.reduce((n, f) => n + statSync(join(dir, f)).size, 0);
+}
+
+/** Loads a checkpoint directory. Weight data is mapped into MLX arrays without a copy; with `host`,
+ * read into host memory instead (the CPU reference backend, no native library needed). */
+export function loadCheckpoint(dir: string, onProgress?: (loaded: number, total: number) => void, host = false): Checkpoint {
   const config = readJson(join(dir, "config.json"));
   const quantization = parseQuantConfig(config);
   const { files, expected } = weightFiles(dir);
@@ -58,7 +65,7 @@ export function loadCheckpoint(dir: string, onProgress?: (loaded: number, total:
   };
   try {
     for (const [i, file] of files.entries()) {
-      const { tensors } = loadSafetensors(join(dir, file));
+      const { tensors } = host ? loadSafetensorsHost(join(dir, file)) : loadSafetensors(join(dir, file));
       for (const [name, t] of tensors) {
         if (weights.has(name)) throw new Error(`${join(dir, file)}: tensor '${name}' appears in more than one shard`);
         if (expected && expected.get(name) !== file) {

@@ -1,9 +1,10 @@
 // Loading a model from a checkpoint directory and running its graph one step at a time.
 import { CpuTensor } from "../backend/cpu.ts";
-import type { Backend } from "../backend/dispatch.ts";
+import { type Backend, type BackendKind, selectBackend } from "../backend/dispatch.ts";
+import { HostTensor } from "../io/host.ts";
 import type { Graph } from "../graph/graph.ts";
 import { runGraph } from "../graph/run.ts";
-import { type Checkpoint, loadCheckpoint } from "../io/checkpoint.ts";
+import { type Checkpoint, checkpointBytes, loadCheckpoint } from "../io/checkpoint.ts";
 import { KVCache } from "../kv-cache.ts";
 import { DEFAULT_REWRITERS, rewrite } from "../rewrite/index.ts";
 import { evalAll } from "../ops/core.ts";
@@ -38,6 +39,8 @@ export interface Model {
   checkpoint: Checkpoint;
   /** The checkpoint's weights plus derived tables (rotary frequencies). */
   weights: WeightMap;
+  /** Where it runs: MLX (weights mapped into MLX arrays) or the CPU reference (weights on the host). */
+  backend: Backend;
   /** Heads stored per layer in the cache (all query heads: GQA repeats before the cache update). */
   cacheHeads: number;
   /** The model's graph (built once per variant); encoders ignore `logits`. */
@@ -45,18 +48,26 @@ export interface Model {
   dispose(): void;
 }
 
-export function loadModel(dir: string, onProgress?: (loaded: number, total: number) => void): Model {
-  const checkpoint = loadCheckpoint(dir, onProgress);
+/** Loads a model for a backend kind (default "auto": MLX when the shim loads and the model fits
+ * memory, else the CPU reference backend, whose weights are read without the native library). */
+export function loadModel(dir: string, onProgress?: (loaded: number, total: number) => void, options: { backend?: BackendKind | string } = {}): Model {
+  const backend = selectBackend(options.backend ?? "auto", checkpointBytes(dir));
+  const host = backend.name === "cpu";
+  const checkpoint = loadCheckpoint(dir, onProgress, host);
   try {
     const config = parseModelConfig(checkpoint.config);
     const specOf = SPECS[config.modelType];
     const encoder = ENCODERS[config.modelType];
     if (!specOf && !encoder) throw new Error(`${dir}: model_type '${config.modelType}' is not supported (supported: ${ARCHITECTURES.join(", ")})`);
-    const frequencies = Tensor.from(inverseFrequencies(config.ropeDims, config.ropeTheta, config.ropeScaling), [config.ropeDims / 2], "float32");
+    const inverse = inverseFrequencies(config.ropeDims, config.ropeTheta, config.ropeScaling);
+    const frequencies = host
+      ? new HostTensor(new Uint8Array(inverse.buffer), [inverse.length], "float32", "rotary.inverse_frequencies")
+      : Tensor.from(inverse, [inverse.length], "float32");
     const weights: WeightMap = new Map(checkpoint.weights).set("rotary.inverse_frequencies", frequencies);
     const graphs = new Map<string, Graph>();
     return {
       kind: encoder ? "encoder" : "decoder",
+      backend,
       config,
       checkpoint,
       weights,
@@ -99,7 +110,7 @@ export function createCache(model: Model, batch: number, maxLength: number, head
 export function encode(model: Model, ids: Tensor, options: { tokenTypes?: Tensor; keyMask?: Tensor; graph?: Graph } = {}): Tensor {
   if (model.kind !== "encoder") throw new Error(`encode: ${model.config.modelType} is a decoder; use forward`);
   const [batch, length] = ids.shape as [number, number];
-  using positions = positionsFrom(batch, length, 0);
+  using positions = positionsFrom(batch, length, 0) as Tensor;
   using zeros = options.tokenTypes ? null : Tensor.from(new Int32Array(batch * length), [batch, length]);
   const out = runGraph(options.graph ?? model.graph("all"), {
     weights: model.weights,
@@ -110,12 +121,17 @@ export function encode(model: Model, ids: Tensor, options: { tokenTypes?: Tensor
 }
 
 /** Positions offset + t, counted from each example's first real token when left-padded. */
-function positionsFrom(batch: number, length: number, offset: number, padding?: readonly number[]): Tensor {
+function positionsFrom(batch: number, length: number, offset: number, padding?: readonly number[], onHost = false): Tensor | CpuTensor {
   const host = new Int32Array(batch * length);
   for (let b = 0; b < batch; b++) {
     for (let t = 0; t < length; t++) host[b * length + t] = Math.max(0, offset + t - (padding?.[b] ?? 0));
   }
-  return Tensor.from(host, [batch, length]);
+  return onHost ? new CpuTensor(Float32Array.from(host), [batch, length]) : Tensor.from(host, [batch, length]);
+}
+
+/** Token ids [B, T] for the model's backend. */
+export function tokenIds(model: Model, ids: readonly number[], shape: number[]): Tensor | CpuTensor {
+  return model.backend.name === "cpu" ? new CpuTensor(Float32Array.from(ids), shape) : Tensor.from(Int32Array.from(ids), shape);
 }
 
 /** One forward pass over ids [B, T] (int32) at the cache's offset; updates the cache and
@@ -123,22 +139,28 @@ function positionsFrom(batch: number, length: number, offset: number, padding?: 
  * `graph` overrides the model's own (a rewritten one, say); `backend` picks the kernels (default MLX). */
 export function forward(
   model: Model,
-  ids: Tensor,
+  ids: Tensor | CpuTensor,
   cache: KVCache | null,
   logits: "last" | "all" = "last",
   graph?: Graph,
-  backend?: Backend,
+  backend: Backend = model.backend,
 ): Tensor {
   if (model.kind !== "decoder") throw new Error(`forward: ${model.config.modelType} is an encoder; use encode`);
   const [batch, length] = ids.shape as [number, number];
   const offset = cache?.offset ?? 0;
-  using positions = positionsFrom(batch, length, offset, cache?.padding);
+  const onHost = backend.name === "cpu";
+  using positions = positionsFrom(batch, length, offset, cache?.padding, onHost);
   const out = runGraph(graph ?? model.graph(logits), {
     weights: model.weights,
     quantization: model.checkpoint.quantization,
     feeds: { ids, positions, cache: cache?.feed() ?? null, offset, keyMask: cache?.keyMask ?? null },
-  }, backend?.kernels);
+  }, backend.kernels);
   const raw = out.logits!;
+  if (onHost) {
+    cache?.advance(out.cache ?? null, length);
+    // Host logits: the same read surface (shape, toFloat32Array, dispose) as a Tensor.
+    return raw as unknown as Tensor;
+  }
   const result = raw instanceof CpuTensor ? Tensor.from(raw.data, [...raw.shape]) : (raw as Tensor);
   if (cache) {
     cache.advance(out.cache ?? null, length);

@@ -1,10 +1,13 @@
 // Quantize / dequantize whole weight maps: `<path>.weight` (+ `.scales` [+ `.biases`]).
 // Tensors carried over unchanged are the same objects as in the input; inputs are never disposed.
 import { dequantize, type QuantParams, quantize } from "../ops/quant.ts";
+import type { HostTensor } from "../io/host.ts";
 import type { Tensor } from "../tensor.ts";
 import { type QuantConfig, quantizationFor } from "./config.ts";
 
-export type WeightMap = Map<string, Tensor>;
+/** Weights are MLX tensors, or host tensors when loaded for the CPU reference backend alone (the
+ * quantize/dequantize transforms below need MLX tensors). */
+export type WeightMap = Map<string, Tensor | HostTensor>;
 
 /** Decides whether a `.weight` the config would quantize is quantized (e.g. only Linear layers). */
 export type Eligible = (path: string, weight: Tensor) => boolean;

@@ -1,7 +1,7 @@
 // The demo: load a model (default: the one scripts/setup.sh makes) and stream generated text.
 //   bun run src/cli.ts [--model DIR] [--prompt TEXT] [--chat] [--max-tokens N] [--temperature T] [--top-p P] [--seed S]
 // --chat wraps the prompt as a user message with the tokenizer's chat template; --no-rewrite runs the
-// plain graph instead of the one rewritten with fused MLX ops.
+// plain graph instead of the one rewritten with fused MLX ops; --backend mlx|cpu|auto (default auto).
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { generate, type GenerationStats } from "./generate.ts";
@@ -21,6 +21,7 @@ const { values } = parseArgs({
     seed: { type: "string", default: "1" },
     chat: { type: "boolean", default: false },
     "no-rewrite": { type: "boolean", default: false },
+    backend: { type: "string", default: "auto" },
   },
 });
 
@@ -31,13 +32,14 @@ function progress(loaded: number, total: number): void {
   if (loaded === total) process.stderr.write("\n");
 }
 
-const { device, mlxVersion } = deviceInfo();
-const model = loadModel(values.model!, progress);
+const model = loadModel(values.model!, progress, { backend: values.backend });
 const tokenizer = Tokenizer.fromDir(values.model!);
 const quant = model.checkpoint.quantization?.global;
+const { device, mlxVersion } = model.backend.name === "mlx" ? deviceInfo() : { device: "", mlxVersion: "" };
 console.error(
   `${model.config.modelType}, ${model.config.layers} layers, hidden ${model.config.hiddenSize}` +
-    `${quant ? `, ${quant.bits}-bit ${quant.mode}` : ""}; MLX ${mlxVersion} on ${device}`,
+    `${quant ? `, ${quant.bits}-bit ${quant.mode}` : ""}; ` +
+    (model.backend.name === "mlx" ? `MLX ${mlxVersion} on ${device}` : "CPU reference backend"),
 );
 const prompt = values.chat ? tokenizer.encode(tokenizer.applyChatTemplate([{ role: "user", content: values.prompt! }]), false) : values.prompt!;
 process.stdout.write(values.chat ? "" : values.prompt!);

@@ -3,7 +3,7 @@
 // and cached by identity. Token ids and positions arrive as MLX int32 tensors or CpuTensors.
 import type { Node } from "../graph/graph.ts";
 import type { HostTensor } from "../io/host.ts";
-import type { Kernel } from "../graph/kernels.ts";
+import { type Kernel, list, num, reshapeTarget, structuralKernels } from "../graph/kernels.ts";
 import type { RunContext, Value } from "../graph/run.ts";
 import { quantizationFor } from "../quant/config.ts";
 import { packedTriple } from "../quant/weights.ts";
@@ -56,15 +56,6 @@ function ints(v: Value, what: string): { data: Int32Array; shape: number[] } {
   return { data: Int32Array.from(c.data), shape: [...c.shape] };
 }
 
-function list(v: Value, what: string): Value[] {
-  if (!Array.isArray(v)) throw new Error(`${what} is not a container`);
-  return v;
-}
-
-function num(v: Value, what: string): number {
-  if (typeof v !== "number") throw new Error(`${what} is not a number`);
-  return v;
-}
 
 function linear(x: CpuTensor, context: RunContext, module: string): CpuTensor {
   const w = denseWeight(context, module);
@@ -100,11 +91,7 @@ function fastRopeFrequencies(node: Node, periods: Value | undefined): Float32Arr
 }
 
 export const cpuKernels: Record<string, Kernel> = {
-  input: (_, node, { feeds }) => {
-    const value = feeds[node.name!];
-    if (value === undefined) throw new Error(`no feed named '${node.name}'`);
-    return value;
-  },
+  ...structuralKernels,
   param: (_, node, { weights }) => {
     const w = weights.get(node.name!);
     if (!w) throw new Error(`missing weight '${node.name}'`);
@@ -114,8 +101,6 @@ export const cpuKernels: Record<string, Kernel> = {
     const v = (node.attrs.value as Value) ?? null;
     return v instanceof Tensor ? toCpu(v) : v;
   },
-  container: (inputs) => inputs,
-  get: (inputs, node) => (inputs[0] === null ? null : (list(inputs[0]!, "get input")[node.attrs.index as number] ?? null)),
   add: ([a, b]) => cpu.add(t(a!, "a"), t(b!, "b")),
   subtract: ([a, b]) => cpu.subtract(t(a!, "a"), t(b!, "b")),
   multiply: (inputs) => {
@@ -126,7 +111,7 @@ export const cpuKernels: Record<string, Kernel> = {
   matmul: ([a, b]) => cpu.matmul(t(a!, "a"), t(b!, "b")),
   reshape: ([x], node) => {
     const c = t(x!, "x");
-    return cpu.reshape(c, (node.attrs.shape as number[]).map((d, i) => (d === 0 ? c.shape[i]! : d)));
+    return cpu.reshape(c, reshapeTarget(c.shape, node.attrs.shape as number[]));
   },
   transpose: ([x], node) => cpu.transpose(t(x!, "x"), node.attrs.axes as number[]),
   softmax: ([x]) => cpu.softmax(t(x!, "x")),
@@ -159,7 +144,6 @@ export const cpuKernels: Record<string, Kernel> = {
   apply_rotary_embedding: ([q, k, positions, frequencies], node) => rotary(q!, k!, positions!, node.attrs.dims as number, t(frequencies!, "frequencies").data),
   fast_rope: ([q, k, positions, periods], node) => rotary(q!, k!, positions!, node.attrs.dims as number, fastRopeFrequencies(node, periods)),
   attention_weights: ([q, k, keyMask, offset], node) => cpu.attentionWeights(t(q!, "q"), t(k!, "k"), attentionOptions(keyMask!, offset!, node)),
-  dropout: ([x]) => x!,
   attention_output: ([weights, v]) => cpu.matmul(t(weights!, "weights"), t(v!, "v")),
   fast_sdpa: ([q, k, v, keyMask, offset], node) => cpu.attention(t(q!, "q"), t(k!, "k"), t(v!, "v"), attentionOptions(keyMask!, offset!, node)),
   fast_swiglu: ([gate, up]) => cpu.swiglu(t(gate!, "gate"), t(up!, "up")),
@@ -181,11 +165,5 @@ export const cpuKernels: Record<string, Kernel> = {
     const [keyBuffer, valueBuffer] = list(layerCache!, "layer cache");
     const at = num(offset!, "offset");
     return [cpu.sliceUpdate(t(keyBuffer!, "key cache"), t(k!, "k"), [0, 0, at, 0]), cpu.sliceUpdate(t(valueBuffer!, "value cache"), t(v!, "v"), [0, 0, at, 0])];
-  },
-  put_block_cache: ([cache, layerCache], node) => {
-    if (cache === null) return null;
-    const next = [...list(cache!, "cache")];
-    next[node.attrs.index as number] = layerCache!;
-    return next;
   },
 };

@@ -18,19 +18,19 @@ function tensor(v: Value, what: string): Tensor {
   return v;
 }
 
-function num(v: Value, what: string): number {
+export function num(v: Value, what: string): number {
   if (typeof v !== "number") throw new Error(`${what} is not a number`);
   return v;
 }
 
-function list(v: Value, what: string): Value[] {
+export function list(v: Value, what: string): Value[] {
   if (!Array.isArray(v)) throw new Error(`${what} is not a container`);
   return v;
 }
 
 /** Reshape target where 0 copies the input's dimension at that axis (as ONNX's Reshape). */
-function target(x: Tensor, shape: number[]): number[] {
-  return shape.map((d, i) => (d === 0 ? x.shape[i]! : d));
+export function reshapeTarget(input: readonly number[], shape: number[]): number[] {
+  return shape.map((d, i) => (d === 0 ? input[i]! : d));
 }
 
 function rotateHalf(x: Tensor): Tensor {
@@ -91,22 +91,35 @@ export function attentionMask(batch: number, queries: number, keys: number, offs
   return mask;
 }
 
-export const kernels: Record<string, Kernel> = {
+/** Kernels that only move values around: the same on every backend. */
+export const structuralKernels: Record<string, Kernel> = {
   input: (_, node, { feeds }) => {
     const value = feeds[node.name!];
     if (value === undefined) throw new Error(`no feed named '${node.name}'`);
     return value;
   },
+  container: (inputs) => inputs,
+  /** Element `index` of a container; null passes through (no cache). */
+  get: (inputs, node) => (inputs[0] === null ? null : (list(inputs[0]!, "get input")[node.attrs.index as number] ?? null)),
+  /** Inference: identity. */
+  dropout: ([x]) => x!,
+  /** The whole cache with layer `index` replaced (null stays null: no cache). */
+  put_block_cache: ([cache, layerCache], node) => {
+    if (cache === null) return null;
+    const next = [...list(cache!, "cache")];
+    next[node.attrs.index as number] = layerCache!;
+    return next;
+  },
+};
+
+export const kernels: Record<string, Kernel> = {
+  ...structuralKernels,
   param: (_, node, { weights }) => {
     const w = weights.get(node.name!);
     if (!w) throw new Error(`missing weight '${node.name}'`);
     return w;
   },
   constant: (_, node) => (node.attrs.value as Value) ?? null,
-
-  container: (inputs) => inputs,
-  /** Element `index` of a container; null passes through (no cache). */
-  get: (inputs, node) => (inputs[0] === null ? null : (list(inputs[0]!, "get input")[node.attrs.index as number] ?? null)),
 
   add: ([a, b]) => core.add(tensor(a!, "a"), tensor(b!, "b")),
   subtract: ([a, b]) => core.subtract(tensor(a!, "a"), tensor(b!, "b")),
@@ -131,7 +144,7 @@ export const kernels: Record<string, Kernel> = {
   matmul: ([a, b]) => core.matmul(tensor(a!, "a"), tensor(b!, "b")),
   reshape: ([x], node) => {
     const t = tensor(x!, "x");
-    return core.reshape(t, target(t, node.attrs.shape as number[]));
+    return core.reshape(t, reshapeTarget(t.shape, node.attrs.shape as number[]));
   },
   transpose: ([x], node) => core.transpose(tensor(x!, "x"), node.attrs.axes as number[]),
   softmax: ([x], node) => core.softmax(tensor(x!, "x"), (node.attrs.axis as number) ?? -1, true),
@@ -212,8 +225,6 @@ export const kernels: Record<string, Kernel> = {
     using masked = mask ? core.add(scores, mask) : null;
     return core.softmax(masked ?? scores, -1, true);
   },
-  /** Inference: identity. */
-  dropout: ([x]) => x!,
   attention_output: ([weights, v]) => core.matmul(tensor(weights!, "weights"), tensor(v!, "v")),
   repeat_interleave: ([x], node) => {
     const repeats = node.attrs.repeats as number;
@@ -287,12 +298,5 @@ export const kernels: Record<string, Kernel> = {
       return core.sliceUpdate(buffer, update, [0, 0, at, 0], [b, h, at + length, d]);
     };
     return [write(tensor(keyBuffer!, "key cache"), tensor(k!, "k")), write(tensor(valueBuffer!, "value cache"), tensor(v!, "v"))];
-  },
-  /** The whole cache with layer `index` replaced (null stays null: no cache). */
-  put_block_cache: ([cache, layerCache], node) => {
-    if (cache === null) return null;
-    const next = [...list(cache!, "cache")];
-    next[node.attrs.index as number] = layerCache!;
-    return next;
   },
 };

@@ -3,7 +3,7 @@
 // and cached by identity. Token ids and positions arrive as MLX int32 tensors or CpuTensors.
 import type { Node } from "../graph/graph.ts";
 import type { HostTensor } from "../io/host.ts";
-import { type Kernel, list, num, reshapeTarget, structuralKernels } from "../graph/kernels.ts";
+import { type Kernel, lastPositionBounds, list, num, reshapeTarget, splitBounds, structuralKernels } from "../graph/kernels.ts";
 import type { RunContext, Value } from "../graph/run.ts";
 import { quantizationFor } from "../quant/config.ts";
 import { packedTriple } from "../quant/weights.ts";
@@ -119,16 +119,11 @@ export const cpuKernels: Record<string, Kernel> = {
   gelu: ([x], node) => cpu.gelu(t(x!, "x"), Boolean(node.attrs.approximate)),
   last_position: ([x]) => {
     const c = t(x!, "x");
-    const [b, length, d] = c.shape as [number, number, number];
-    return cpu.slice(c, [0, length - 1, 0], [b, length, d]);
+    return cpu.slice(c, ...lastPositionBounds(c.shape));
   },
   split: ([x], node) => {
     const c = t(x!, "x");
-    const parts = node.attrs.parts as number;
-    const size = c.shape[c.ndim - 1]! / parts;
-    return Array.from({ length: parts }, (_, i) =>
-      cpu.slice(c, c.shape.map((_, a) => (a === c.ndim - 1 ? i * size : 0)), c.shape.map((d, a) => (a === c.ndim - 1 ? (i + 1) * size : d))),
-    );
+    return splitBounds(c.shape, node.attrs.parts as number, node.attrs.axis as number).map(([start, stop]) => cpu.slice(c, start, stop));
   },
   dense: ([x], node, context) => linear(t(x!, "x"), context, node.name!),
   embedding: ([ids], node, context) => {

@@ -28,6 +28,22 @@ export function list(v: Value, what: string): Value[] {
   return v;
 }
 
+/** [start, stop] of each of `parts` equal slices of `shape` along `axis` (split). */
+export function splitBounds(shape: readonly number[], parts: number, axis: number): [number[], number[]][] {
+  const a = (axis + shape.length) % shape.length;
+  const size = shape[a]! / parts;
+  return Array.from({ length: parts }, (_, i) => [
+    shape.map((_, d) => (d === a ? i * size : 0)),
+    shape.map((n, d) => (d === a ? (i + 1) * size : n)),
+  ]);
+}
+
+/** [start, stop] of the last position of [B, T, D]. */
+export function lastPositionBounds(shape: readonly number[]): [number[], number[]] {
+  const [b, length, d] = shape as [number, number, number];
+  return [[0, length - 1, 0], [b, length, d]];
+}
+
 /** Reshape target where 0 copies the input's dimension at that axis (as ONNX's Reshape). */
 export function reshapeTarget(input: readonly number[], shape: number[]): number[] {
   return shape.map((d, i) => (d === 0 ? input[i]! : d));
@@ -131,14 +147,7 @@ export const kernels: Record<string, Kernel> = {
   /** Equal parts along an axis (GPT-2's fused q/k/v): a container. */
   split: ([x], node) => {
     const t = tensor(x!, "x");
-    const parts = node.attrs.parts as number;
-    const axis = ((node.attrs.axis as number) + t.ndim) % t.ndim;
-    const size = t.shape[axis]! / parts;
-    return Array.from({ length: parts }, (_, i) => {
-      const start = t.shape.map((_, a) => (a === axis ? i * size : 0));
-      const stop = t.shape.map((d, a) => (a === axis ? (i + 1) * size : d));
-      return core.slice(t, start, stop);
-    });
+    return splitBounds(t.shape, node.attrs.parts as number, node.attrs.axis as number).map(([start, stop]) => core.slice(t, start, stop));
   },
   scale: ([x], node) => core.multiply(tensor(x!, "x"), node.attrs.factor as number),
   matmul: ([a, b]) => core.matmul(tensor(a!, "a"), tensor(b!, "b")),
@@ -153,8 +162,7 @@ export const kernels: Record<string, Kernel> = {
   /** Last position only: [B, T, D] -> [B, 1, D]. */
   last_position: ([x]) => {
     const t = tensor(x!, "x");
-    const [b, length, d] = t.shape as [number, number, number];
-    return core.slice(t, [0, length - 1, 0], [b, length, d]);
+    return core.slice(t, ...lastPositionBounds(t.shape));
   },
 
   /** x W^T + b, packed layers through quantizedMatmul. */

@@ -32,8 +32,9 @@ export class KVCache {
     this.padding = new Array(shape.batch).fill(0);
     const { layers, batch, heads, maxLength, headDim, dtype = "float32" } = shape;
     const dims = [batch, heads, maxLength, headDim];
-    const zeros = new Float32Array(batch * heads * maxLength * headDim);
-    const buffer = (): Buffer => (shape.host ? new CpuTensor(new Float32Array(zeros.length), dims) : Tensor.from(zeros, dims, dtype));
+    const count = batch * heads * maxLength * headDim;
+    const zeros = shape.host ? null : new Float32Array(count);
+    const buffer = (): Buffer => (zeros ? Tensor.from(zeros, dims, dtype) : new CpuTensor(new Float32Array(count), dims));
     this.#layers = Array.from({ length: layers }, () => [buffer(), buffer()]);
   }
 

@@ -38,8 +38,10 @@ describe("backend kinds and support()", () => {
     const lines: string[] = [];
     expect(selectBackend("auto", 1e15, (l) => lines.push(l)).name).toBe("cpu");
     expect(lines.length).toBe(1);
+    expect(selectBackend(" AUTO ", 1e15, (l) => lines.push(l)).name).toBe("cpu");
+    expect(lines.length).toBe(2);
     expect(selectBackend("Auto", 1000, (l) => lines.push(l)).name).toBe("mlx");
-    expect(lines.length).toBe(1);
+    expect(lines.length).toBe(2);
   });
 });
 

@@ -97,8 +97,9 @@ export function withFallback(
 
 /** The backend for a kind and model size; throws when MLX is requested but cannot load. */
 export function selectBackend(kind: BackendKind | string, modelBytes = 0, log: (message: string) => void = console.info): Backend {
-  const s = support(parseBackendKind(kind), modelBytes);
+  const parsed = parseBackendKind(kind);
+  const s = support(parsed, modelBytes);
   if (!s.available) throw new Error(`backend 'mlx' requested but unavailable: ${s.reason}`);
-  if (kind === "auto" && s.backend === "cpu") log(`mlx-bun: ${s.reason}`);
+  if (parsed === "auto" && s.backend === "cpu") log(`mlx-bun: ${s.reason}`);
   return s.backend === "cpu" ? { name: "cpu", kernels: cpuKernels } : { name: "mlx", kernels: withFallback() };
 }

@@ -1,12 +1,13 @@
 // Safetensors header limits, corrupt and truncated files (fuzzed), and round trips read by Python MLX.
-import { describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ops, Tensor } from "../src/index.ts";
 import { loadSafetensors, parseHeader, saveSafetensors } from "../src/io/safetensors.ts";
 
 const work = mkdtempSync(join(tmpdir(), "mlxb-st-"));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 function file(header: unknown, data = new Uint8Array(0), lengthOverride?: bigint): Uint8Array {
   const json = new TextEncoder().encode(typeof header === "string" ? header : JSON.stringify(header));

@@ -5,7 +5,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="$ROOT/.cache/venv/bin/python"
 DATA="$ROOT/test/fixtures/data"
-blas="$(readlink "$ROOT"/.cache/mlx/../mlx_cpu.libs/libblas-*.so.* || echo reference)"
+blas="$(readlink "$ROOT"/.cache/mlx/../mlx_*.libs/libblas-*.so.* || echo reference)"
 key="$(cat "$ROOT"/scripts/fixtures/*.py | sha256sum | cut -c1-16)-$("$PY" -c 'import mlx.core as mx; print(mx.__version__)')-$blas"
 if [ -f "$DATA/.stamp" ] && [ "$(cat "$DATA/.stamp")" = "$key" ]; then exit 0; fi
 rm -rf "$DATA"

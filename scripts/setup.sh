@@ -3,27 +3,37 @@
 # headers it ships), a Python venv holding the oracles (mlx, mlx-lm), then `zig build` of the shim.
 # Everything lands under .cache/ (ignored). A second run only checks stamps and rebuilds the shim
 # if its sources changed (zig's own cache makes that cheap).
+#
+# MLXB_MLX=cuda13 installs MLX's CUDA build (PyPI mlx-cuda-13 and the NVIDIA libraries it needs)
+# instead of mlx-cpu, for a Linux machine with an NVIDIA GPU and driver; the shim is then built
+# against that libmlx.so and MLX runs on the GPU by default. Default: MLXB_MLX=cpu.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="$ROOT/.cache"
-MLX_VERSION=0.32.4
-MLX_LM_VERSION=0.32.2
-ZIG_VERSION=0.17.1
-BUN_VERSION=1.4.4
+source "$ROOT/scripts/versions.sh"
+TARGET="${MLXB_MLX:-cpu}"
+case "$TARGET" in
+  cpu) MLX_WHEEL=mlx-cpu ;;
+  cuda13) MLX_WHEEL=mlx-cuda-13 ;;
+  *) echo "setup: MLXB_MLX must be cpu or cuda13 (got '$TARGET')" >&2; exit 1 ;;
+esac
 mkdir -p "$CACHE"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # 1. Python venv: oracles + the libmlx.so that the shim links against + zig.
 VENV="$CACHE/venv"
-PY_STAMP="$VENV/.stamp-$MLX_VERSION-$MLX_LM_VERSION-$ZIG_VERSION"
+PY_STAMP="$VENV/.stamp-$TARGET-$MLX_VERSION-$MLX_LM_VERSION-$ZIG_VERSION"
 if [ ! -f "$PY_STAMP" ]; then
-  log "python venv: mlx[cpu]==$MLX_VERSION mlx-lm==$MLX_LM_VERSION ziglang==$ZIG_VERSION"
+  log "python venv: mlx==$MLX_VERSION $MLX_WHEEL==$MLX_VERSION mlx-lm==$MLX_LM_VERSION ziglang==$ZIG_VERSION"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip
+  # Both wheels install mlx/lib/libmlx.so: a target switch removes the other one first.
+  "$VENV/bin/pip" uninstall -q -y mlx-cpu mlx-cuda-13 >/dev/null 2>&1 || true
   "$VENV/bin/pip" install -q --disable-pip-version-check \
-    "mlx==$MLX_VERSION" "mlx-cpu==$MLX_VERSION" "mlx-lm==$MLX_LM_VERSION" "ziglang==$ZIG_VERSION" numpy
+    "mlx==$MLX_VERSION" "$MLX_WHEEL==$MLX_VERSION" "mlx-lm==$MLX_LM_VERSION" "ziglang==$ZIG_VERSION" numpy
+  rm -f "$VENV"/.stamp-*
   touch "$PY_STAMP"
 fi
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
@@ -37,7 +47,7 @@ ln -sfn "$MLX_PREFIX" "$CACHE/mlx"
 # changes the venv only, and Python MLX (oracle, benchmark peer) and mlx-bun share that libmlx.so.
 # MLXB_REFERENCE_BLAS=1 keeps the bundled BLAS.
 OPENBLAS=/usr/lib/x86_64-linux-gnu/openblas-pthread
-LIBS="$SITE/mlx_cpu.libs"
+LIBS="$SITE/$(echo "$MLX_WHEEL" | tr - _).libs"
 if [ "${MLXB_REFERENCE_BLAS:-0}" != 1 ]; then
   if [ ! -f "$OPENBLAS/libblas.so.3" ]; then
     log "OpenBLAS from Debian (libopenblas0-pthread)"

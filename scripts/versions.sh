@@ -1,0 +1,5 @@
+# Exact versions of everything the scripts install (sourced by setup.sh and gpu/pack.sh).
+MLX_VERSION=0.32.4
+MLX_LM_VERSION=0.32.2
+ZIG_VERSION=0.17.1
+BUN_VERSION=1.4.4

@@ -6,7 +6,7 @@ import { generate, type GenerationStats } from "../src/generate.ts";
 import { check, native } from "../src/native/ffi.ts";
 import { loadModel } from "../src/models/index.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
-import { runPeer } from "./peer.ts";
+import { PEER_PYTHON, runPeer } from "./peer.ts";
 import { summarize, table } from "./stats.ts";
 
 const ROOT = join(import.meta.dir, "..");
@@ -23,8 +23,7 @@ function copyBandwidth(): number {
 function ensureBenchModel(): string {
   const dir = join(ROOT, ".cache", "models", "qwen3-0.6b-shape-4bit");
   if (!existsSync(join(dir, "config.json"))) {
-    const python = join(ROOT, ".cache", "venv", "bin", "python");
-    const made = Bun.spawnSync([python, join(import.meta.dir, "peers", "make_bench_model.py"), dir, join(ROOT, ".cache", "models", "default")]);
+    const made = Bun.spawnSync([PEER_PYTHON, join(import.meta.dir, "peers", "make_bench_model.py"), dir, join(ROOT, ".cache", "models", "default")]);
     if (made.exitCode !== 0) throw new Error(`make_bench_model.py failed: ${made.stderr}`);
   }
   return dir;

@@ -2,6 +2,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <variant>
 
 #include "internal.h"
 
@@ -47,6 +48,22 @@ int mlx_set_default_device_gpu(int use_gpu) {
     mx::Device d = use_gpu ? mx::Device::gpu : mx::Device::cpu;
     if (!mx::is_available(d)) throw std::runtime_error(use_gpu ? "no GPU device available in this MLX build" : "CPU device unavailable");
     mx::set_default_device(d);
+  });
+}
+
+int mlx_default_device_info(char* name, size_t cap, uint64_t* total_memory) {
+  return guard([&] {
+    if (name == nullptr || cap == 0 || total_memory == nullptr) throw ArgumentError("out-pointer is null");
+    const auto& info = mx::device_info(mx::default_device());
+    std::string device_name = "unknown";
+    *total_memory = 0;
+    for (const auto& [key, value] : info) {
+      if (key == "device_name" && std::holds_alternative<std::string>(value)) device_name = std::get<std::string>(value);
+      if ((key == "total_memory" || key == "memory_size") && std::holds_alternative<size_t>(value)) *total_memory = std::get<size_t>(value);
+    }
+    size_t n = std::min(device_name.size(), cap - 1);
+    std::memcpy(name, device_name.data(), n);
+    name[n] = '\0';
   });
 }
 

@@ -48,6 +48,9 @@ const char* mlx_version_string(void);
 int mlx_default_device_is_gpu(void);
 /* Select the GPU (1) or CPU (0) as the default device. */
 int mlx_set_default_device_gpu(int use_gpu);
+/* The default device's name (NUL-terminated, cut to cap bytes) and its total memory in bytes
+ * (0 where MLX does not report one, as for the CPU). */
+int mlx_default_device_info(char* name, size_t cap, uint64_t* total_memory);
 
 /* ---- arrays ---- */
 /* Copies nbytes of host data (must equal prod(shape) * itemsize(dtype)). */

@@ -35,11 +35,11 @@ function progress(loaded: number, total: number): void {
 const model = loadModel(values.model!, progress, { backend: values.backend });
 const tokenizer = Tokenizer.fromDir(values.model!);
 const quant = model.checkpoint.quantization?.global;
-const { device, mlxVersion } = model.backend.name === "mlx" ? deviceInfo() : { device: "", mlxVersion: "" };
+const info = model.backend.name === "mlx" ? deviceInfo() : undefined;
 console.error(
   `${model.config.modelType}, ${model.config.layers} layers, hidden ${model.config.hiddenSize}` +
     `${quant ? `, ${quant.bits}-bit ${quant.mode}` : ""}; ` +
-    (model.backend.name === "mlx" ? `MLX ${mlxVersion} on ${device}` : "CPU reference backend"),
+    (info ? `MLX ${info.mlxVersion} on ${info.device} (${info.name})` : "CPU reference backend"),
 );
 const prompt = values.chat ? tokenizer.encode(tokenizer.applyChatTemplate([{ role: "user", content: values.prompt! }]), false) : values.prompt!;
 process.stdout.write(values.chat ? "" : values.prompt!);

@@ -3,6 +3,7 @@ import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer } from "../src/tokenizer.ts";
+import { ORACLE_PYTHON } from "./helpers.ts";
 
 const TEMPLATE =
   "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}" +
@@ -17,7 +18,7 @@ test("applyChatTemplate renders like jinja2", () => {
   ];
   const ours = tokenizer.applyChatTemplate(messages);
   const python = Bun.spawnSync([
-    join(import.meta.dir, "..", ".cache", "venv", "bin", "python"),
+    ORACLE_PYTHON,
     "-c",
     "import jinja2, json, sys; t = jinja2.Environment().from_string(sys.argv[1]); sys.stdout.write(t.render(messages=json.loads(sys.argv[2]), add_generation_prompt=True))",
     TEMPLATE,

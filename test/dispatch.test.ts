@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { parseBackendKind, selectBackend, support, withFallback } from "../src/backend/dispatch.ts";
 import { kernels } from "../src/graph/kernels.ts";
 import { generateText } from "../src/generate.ts";
-import { Tensor } from "../src/index.ts";
+import { deviceInfo, setDevice, Tensor } from "../src/index.ts";
 import { forward, loadModel } from "../src/models/index.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
 import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
@@ -22,16 +22,49 @@ describe("backend kinds and support()", () => {
   });
 
   test("auto: MLX when the model x 1.5 fits total RAM - 2 GiB, else CPU with how to force MLX", () => {
-    const loaded = { available: true, reason: "shim loaded" };
-    expect(support("auto", 4 * GIB, 16 * GIB, loaded)).toMatchObject({ backend: "mlx", available: true });
-    const big = support("auto", 10 * GIB, 16 * GIB, loaded);
+    const cpu = { device: "cpu" as const, name: "AMD EPYC", memoryBytes: 0 };
+    const loaded = { native: { available: true, reason: "shim loaded" }, ramBytes: 16 * GIB, device: cpu };
+    expect(support("auto", 4 * GIB, loaded)).toMatchObject({ backend: "mlx", available: true, device: "cpu" });
+    const big = support("auto", 10 * GIB, loaded);
     expect(big.backend).toBe("cpu");
-    expect(big.reason).toContain("model needs 15.0 GiB (1.5 x 10.0 GiB) but 14.0 GiB is usable");
+    expect(big.reason).toContain("model needs 15.0 GiB (1.5 x 10.0 GiB) but 14.0 GiB of RAM is usable");
     expect(big.reason).toContain('backend: "mlx"');
-    const missing = { available: false, reason: "libmlxb.so not found" };
-    expect(support("auto", 1, 16 * GIB, missing)).toMatchObject({ backend: "cpu", available: true });
-    expect(support("mlx", 1, 16 * GIB, missing)).toEqual({ available: false, backend: "mlx", reason: "libmlxb.so not found" });
-    expect(support("cpu")).toMatchObject({ backend: "cpu", available: true });
+    const missing = { native: { available: false, reason: "libmlxb.so not found" }, ramBytes: 16 * GIB };
+    expect(support("auto", 1, missing)).toMatchObject({ backend: "cpu", available: true });
+    expect(support("mlx", 1, missing)).toEqual({ available: false, backend: "mlx", device: "none", reason: "libmlxb.so not found" });
+    expect(support("cpu")).toMatchObject({ backend: "cpu", available: true, device: "cpu" });
+  });
+
+  test("auto on a GPU measures the model against the GPU's memory, not RAM", () => {
+    const gpu = { device: "gpu" as const, name: "NVIDIA H100 80GB HBM3", memoryBytes: 80 * GIB };
+    const host = { native: { available: true, reason: "shim loaded" }, ramBytes: 16 * GIB, device: gpu };
+    expect(support("auto", 20 * GIB, host)).toMatchObject({ backend: "mlx", device: "gpu: NVIDIA H100 80GB HBM3" });
+    const huge = support("auto", 60 * GIB, host);
+    expect(huge.backend).toBe("cpu");
+    expect(huge.reason).toContain("but 78.0 GiB of GPU memory is usable");
+  });
+
+  test("support() reports this machine's MLX device", () => {
+    const info = deviceInfo();
+    expect(support("mlx").device).toBe(info.device === "gpu" ? `gpu: ${info.name}` : "cpu");
+    expect(info.name.length).toBeGreaterThan(0);
+    expect(info.mlxVersion).toMatch(/^\d+\.\d+\.\d+/);
+  });
+
+  test("setDevice switches MLX's default device, or says this build has no GPU", () => {
+    const start = deviceInfo().device;
+    expect(() => setDevice("tpu" as "gpu")).toThrow("setDevice: unknown device 'tpu' (valid: gpu, cpu)");
+    setDevice("cpu");
+    expect(deviceInfo().device).toBe("cpu");
+    using a = Tensor.from([1, 2, 3]);
+    expect([...a.toFloat32Array()]).toEqual([1, 2, 3]);
+    if (start === "gpu") {
+      setDevice("gpu");
+      expect(deviceInfo().device).toBe("gpu");
+    } else {
+      expect(() => setDevice("gpu")).toThrow("setDevice('gpu'): no GPU device available in this MLX build");
+      expect(deviceInfo().device).toBe("cpu");
+    }
   });
 
   test("selectBackend logs one info line when auto falls back to the CPU", () => {

@@ -9,6 +9,10 @@ export interface EncodedArray {
   data: string;
 }
 
+/** The oracle venv's Python (scripts/setup.sh), or MLXB_PYTHON where the oracle lives elsewhere
+ * (the lent GPU machine: scripts/gpu/device.sh). */
+export const ORACLE_PYTHON = process.env.MLXB_PYTHON ?? join(import.meta.dir, "..", ".cache", "venv", "bin", "python");
+
 export function fixture<T>(name: string): T {
   const path = join(import.meta.dir, "fixtures", "data", name);
   return JSON.parse(readFileSync(path, "utf8")) as T;

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ops, Tensor } from "../src/index.ts";
 import { loadSafetensors, parseHeader, saveSafetensors } from "../src/io/safetensors.ts";
+import { ORACLE_PYTHON } from "./helpers.ts";
 
 const work = mkdtempSync(join(tmpdir(), "mlxb-st-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -89,7 +90,7 @@ describe("safetensors data", () => {
     const values = new Float32Array([1.5, -2, 3.25, 0, 7, 1e-3]);
     saveSafetensors(path, new Map([["a", Tensor.from(values, [2, 3])], ["b", Tensor.from(values, [6], "bfloat16")], ["c", Tensor.from(new Uint8Array([1, 2, 255]), [3])]]), { format: "mlx" });
     const py = Bun.spawnSync([
-      join(import.meta.dir, "..", ".cache", "venv", "bin", "python"), "-c",
+      ORACLE_PYTHON, "-c",
       `import mlx.core as mx, sys, json
 d, meta = mx.load(sys.argv[1], return_metadata=True)
 print(json.dumps({k: [str(v.dtype), v.shape, v.astype(mx.float32).tolist()] for k, v in d.items()} | {"meta": meta}))

@@ -5,6 +5,7 @@ import { totalmem } from "node:os";
 import type { Kernel } from "../graph/kernels.ts";
 import { kernels as mlxKernels } from "../graph/kernels.ts";
 import type { Value } from "../graph/run.ts";
+import { type DeviceInfo, deviceInfo } from "../native/device.ts";
 import { nativeStatus } from "../native/ffi.ts";
 import { Tensor } from "../tensor.ts";
 import { CpuTensor } from "./cpu.ts";
@@ -30,27 +31,48 @@ export function parseBackendKind(value: string): BackendKind {
 export interface Support {
   available: boolean;
   backend: "cpu" | "mlx";
+  /** Where the backend runs: "cpu", or MLX's default device ("gpu: NVIDIA H100 80GB HBM3", "cpu"). */
+  device: string;
   reason: string;
+}
+
+/** What support() decides from: the shim, host RAM and, when the shim loads, MLX's default device. */
+export interface Host {
+  native: { available: boolean; reason: string };
+  ramBytes: number;
+  device?: Pick<DeviceInfo, "device" | "name" | "memoryBytes">;
+}
+
+export function currentHost(): Host {
+  const status = nativeStatus();
+  return { native: status, ramBytes: totalmem(), device: status.available ? deviceInfo() : undefined };
 }
 
 const GIB = 2 ** 30;
 
 /** The backend a kind resolves to for a model of `modelBytes`, and why. `auto`: MLX when the shim
- * loads and modelBytes x 1.5 <= total RAM - 2 GiB, else CPU. Sizes can be injected for tests. */
-export function support(kind: BackendKind, modelBytes = 0, totalBytes = totalmem(), native = nativeStatus()): Support {
-  if (kind === "cpu") return { available: true, backend: "cpu", reason: "CPU reference backend requested" };
-  if (kind === "mlx") return { available: native.available, backend: "mlx", reason: native.reason };
-  if (!native.available) return { available: true, backend: "cpu", reason: `MLX unavailable (${native.reason}); using the CPU reference backend` };
-  const budget = totalBytes - 2 * GIB;
+ * loads and modelBytes x 1.5 <= the memory of MLX's device - 2 GiB (a GPU's own memory, else RAM),
+ * else the CPU reference backend. The host can be injected for tests. */
+export function support(kind: BackendKind, modelBytes = 0, host: Host = currentHost()): Support {
+  if (kind === "cpu") return { available: true, backend: "cpu", device: "cpu", reason: "CPU reference backend requested" };
+  const { native, device } = host;
+  const where = device ? (device.device === "gpu" ? `gpu: ${device.name}` : "cpu") : "none";
+  if (kind === "mlx") return { available: native.available, backend: "mlx", device: where, reason: native.reason };
+  if (!native.available) {
+    return { available: true, backend: "cpu", device: "cpu", reason: `MLX unavailable (${native.reason}); using the CPU reference backend` };
+  }
+  const gpuMemory = device?.device === "gpu" && device.memoryBytes > 0;
+  const budget = (gpuMemory ? device.memoryBytes : host.ramBytes) - 2 * GIB;
   if (modelBytes * 1.5 > budget) {
     const need = ((modelBytes * 1.5) / GIB).toFixed(1);
     return {
       available: true,
       backend: "cpu",
-      reason: `model needs ${need} GiB (1.5 x ${(modelBytes / GIB).toFixed(1)} GiB) but ${(budget / GIB).toFixed(1)} GiB is usable; using the CPU backend (pass backend: "mlx" to force MLX)`,
+      device: "cpu",
+      reason: `model needs ${need} GiB (1.5 x ${(modelBytes / GIB).toFixed(1)} GiB) but ${(budget / GIB).toFixed(1)} GiB of ${gpuMemory ? "GPU memory" : "RAM"} is usable; using the CPU backend (pass backend: "mlx" to force MLX)`,
     };
   }
-  return { available: true, backend: "mlx", reason: "MLX shim loaded and the model fits memory" };
+  return { available: true, backend: "mlx", device: where, reason: `MLX shim loaded and the model fits ${gpuMemory ? "GPU memory" : "RAM"}` };
 }
 
 function hasHostTensor(v: Value): boolean {

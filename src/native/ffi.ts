@@ -14,6 +14,7 @@ const symbols = {
   mlx_version_string: [],
   mlx_default_device_is_gpu: [],
   mlx_set_default_device_gpu: [i32],
+  mlx_default_device_info: [P, u64, P],
 
   mlx_array_new_data: [P, P, u64, P, i32, i32],
   mlx_array_new_float: [P, f32, i32],

@@ -1,5 +1,5 @@
 // A linear layer by module path over a weight map: quantizedMatmul for packed layers, else matmul.
-import { deviceInfo } from "../native/device.ts";
+import { onGpu } from "../native/device.ts";
 import { add, matmul, transpose } from "../ops/core.ts";
 import { dequantize, quantizedMatmul } from "../ops/quant.ts";
 import type { Tensor } from "../tensor.ts";
@@ -11,8 +11,6 @@ import { packedTriple, type WeightMap } from "./weights.ts";
  * this many rows (prefill) dequantize the weight for the call; decode keeps quantizedMatmul. */
 export const CPU_DEQUANTIZE_ROWS = 4;
 
-let onCpu: boolean | undefined;
-
 /** y = x W^T (+ b) for the layer at `module` ("model.layers.0.self_attn.q_proj"). */
 export function linear(x: Tensor, weights: WeightMap, module: string, quantization: QuantConfig | null): Tensor {
   const bias = weights.get(`${module}.bias`);
@@ -21,9 +19,8 @@ export function linear(x: Tensor, weights: WeightMap, module: string, quantizati
     const p = quantizationFor(quantization, module);
     if (!p) throw new Error(`linear: '${module}' is packed but the quantization config leaves it dense`);
     const triple = packedTriple(weights, module, p);
-    onCpu ??= deviceInfo().device === "cpu";
     const rows = x.size / x.shape[x.ndim - 1]!;
-    if (onCpu && rows >= CPU_DEQUANTIZE_ROWS) {
+    if (rows >= CPU_DEQUANTIZE_ROWS && !onGpu()) {
       using dense = dequantize(triple, p);
       using denseT = transpose(dense);
       y = matmul(x, denseT);

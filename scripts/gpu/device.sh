@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs on the lent GPU machine, in the copy of the repo: unpacks what pack.sh made into /tmp/mlxb-gpu
+# (.gpu/payload.tar.xz, and .gpu/fixtures.tar.xz where carried) unless that same file is unpacked
+# already (a warm machine keeps /tmp), points Bun, the shim, Python and MLX at it, then runs the given
+# command in the repo root. README, "GPU".
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BASE=/tmp/mlxb-gpu
+
+# unpack FILE DIR: extracts FILE into DIR unless DIR/.stamp already names it.
+unpack() {
+  local stamp
+  stamp="$(cksum < "$1")"
+  [ "$(cat "$2/.stamp" 2>/dev/null)" = "$stamp" ] && return
+  rm -rf "$2"
+  mkdir -p "$2"
+  python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1], "r:xz").extractall(sys.argv[2], filter="tar")' "$1" "$2"
+  echo "$stamp" > "$2/.stamp"
+}
+if [ -f "$ROOT/.gpu/payload.tar.xz" ]; then unpack "$ROOT/.gpu/payload.tar.xz" "$BASE/main"; fi
+if [ -f "$ROOT/.gpu/fixtures.tar.xz" ]; then unpack "$ROOT/.gpu/fixtures.tar.xz" "$BASE/fixtures"; fi
+[ -f "$BASE/main/.stamp" ] || { echo "device.sh: nothing unpacked: carry .gpu (made by scripts/gpu/pack.sh)" >&2; exit 1; }
+GPU="$BASE/main"
+
+# libmlx.so looks for the CUDA libraries in site/../nvidia (its RPATH): the machine's PyTorch has them.
+NVIDIA="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(os.path.dirname(torch.__file__)), "nvidia"))')"
+ln -sfn "$NVIDIA" "$GPU/site/nvidia"
+
+ln -sfn "$GPU/repo/node_modules" "$ROOT/node_modules"
+mkdir -p "$ROOT/.cache/models" "$ROOT/test/fixtures"
+ln -sfn "$GPU/repo/default-model" "$ROOT/.cache/models/default"
+if [ -d "$BASE/fixtures/data" ]; then ln -sfn "$BASE/fixtures/data" "$ROOT/test/fixtures/data"; fi
+
+export PATH="$GPU/bin:$PATH"
+export PYTHONPATH="$GPU/site${PYTHONPATH:+:$PYTHONPATH}"
+export MLXB_PYTHON="$(command -v python3)"
+export MLXB_LIBRARY="$GPU/shim/lib/libmlxb.so"
+if [ -z "${CUDA_HOME:-}" ] && [ -d /usr/local/cuda ]; then export CUDA_HOME=/usr/local/cuda; fi
+cd "$ROOT"
+exec "$@"

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Packs what a run on the lent GPU machine needs into .gpu/payload.tar.xz (README, "GPU"). That
+# machine has no network and takes 64 MiB of files per call, so the payload holds, xz'd:
+#   site/   MLX's CUDA build (PyPI mlx-cuda-13, the version setup.sh pins) with libmlx.so stripped of
+#           its symbol table and its machine code for other GPU architectures zeroed
+#           (prune_fatbin.py; default sm_90, the H100/H200), plus Python mlx and mlx-lm for the
+#           machine's python3 (the benchmark peer and the oracle of a few tests)
+#   bin/    Bun;   shim/  libmlxb.so built here against that libmlx.so
+#   repo/   node_modules and the default model (both ignored by git)
+# The oracle fixtures (for `bun test` there) do not fit beside it: they go to .gpu/fixtures.tar.xz,
+# which a second call carries alone while the machine is still warm.
+# The CUDA libraries themselves (cuBLAS, cuDNN, NVRTC, NCCL, ...) are the machine's, from its PyTorch.
+# Env: MLXB_GPU_SM (default 90), MLXB_GPU_PYTHON (the machine's python3 version, default 3.12).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+source "$ROOT/scripts/versions.sh"
+SM="${MLXB_GPU_SM:-90}"
+PYVER="${MLXB_GPU_PYTHON:-3.12}"
+CACHE="$ROOT/.cache"
+WHEELS="$CACHE/gpu/wheels"
+STAGE="$CACHE/gpu/stage"
+OUT="$ROOT/.gpu/payload.tar.xz"
+FIXTURES="$ROOT/.gpu/fixtures.tar.xz"
+LIMIT=$((60 * 2 ** 20)) # leaves room under the 64 MiB per call for the tracked files
+log() { printf '[gpu-pack] %s\n' "$*" >&2; }
+command -v strip >/dev/null || { echo "gpu-pack: needs strip (binutils)" >&2; exit 1; }
+
+bash "$ROOT/scripts/setup.sh"
+bash "$ROOT/scripts/fixtures.sh"
+export PATH="$CACHE/bin:$PATH"
+
+log "wheels: mlx-cuda-13, mlx (cp$PYVER), mlx-lm"
+mkdir -p "$WHEELS"
+"$CACHE/venv/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+  --python-version "$PYVER" --implementation cp --platform manylinux_2_35_x86_64 -d "$WHEELS" \
+  "mlx-cuda-13==$MLX_VERSION" "mlx==$MLX_VERSION" "mlx-lm==$MLX_LM_VERSION"
+
+log "staging in $STAGE"
+rm -rf "$STAGE"
+mkdir -p "$STAGE/site" "$STAGE/bin" "$STAGE/repo"
+for wheel in "mlx_cuda_13-$MLX_VERSION-"*.whl "mlx-$MLX_VERSION-cp${PYVER/./}-"*.whl "mlx_lm-$MLX_LM_VERSION-"*.whl; do
+  unzip -q -o "$WHEELS"/$wheel -d "$STAGE/site"
+done
+LIB="$STAGE/site/mlx/lib/libmlx.so"
+strip --strip-unneeded "$LIB"
+"$CACHE/venv/bin/python" "$ROOT/scripts/gpu/prune_fatbin.py" "$LIB" "$SM"
+
+log "shim against the CUDA libmlx.so"
+(cd "$ROOT" && ZIG_GLOBAL_CACHE_DIR="$CACHE/zig-global" zig build -Doptimize=ReleaseFast -Dmlx="$STAGE/site/mlx" --prefix "$STAGE/shim")
+
+cp "$(readlink -f "$CACHE/bin/bun")" "$STAGE/bin/bun"
+cp -r "$ROOT/node_modules" "$STAGE/repo/node_modules"
+cp -r "$CACHE/models/default" "$STAGE/repo/default-model"
+
+log "compressing"
+mkdir -p "$(dirname "$OUT")"
+tar -C "$STAGE" -cf - . | xz -T0 -9 > "$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+tar -C "$ROOT/test/fixtures" -cf - data | xz -T0 -9 > "$FIXTURES.tmp"
+mv "$FIXTURES.tmp" "$FIXTURES"
+log "$FIXTURES: $(($(stat -c %s "$FIXTURES") / 2 ** 20)) MiB"
+size=$(stat -c %s "$OUT")
+log "$OUT: $((size / 2 ** 20)) MiB"
+if [ "$size" -gt "$LIMIT" ]; then
+  echo "gpu-pack: payload is $size bytes, over the $LIMIT that leave room for the tree in a 64 MiB call" >&2
+  exit 1
+fi

@@ -35,6 +35,7 @@ export PATH="$GPU/bin:$PATH"
 export PYTHONPATH="$GPU/site${PYTHONPATH:+:$PYTHONPATH}"
 export MLXB_PYTHON="$(command -v python3)"
 export MLXB_LIBRARY="$GPU/shim/lib/libmlxb.so"
+export LD_LIBRARY_PATH="$GPU/site/mlx/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if [ -z "${CUDA_HOME:-}" ] && [ -d /usr/local/cuda ]; then export CUDA_HOME=/usr/local/cuda; fi
 cd "$ROOT"
 exec "$@"

@@ -137,6 +137,15 @@ int mlx_eval(const mlx_array* arrays, int count) {
   });
 }
 
+int mlx_async_eval(const mlx_array* arrays, int count) {
+  return guard([&] {
+    std::vector<mx::array> xs;
+    xs.reserve(count);
+    for (int i = 0; i < count; i++) xs.push_back(arr(arrays[i], "arrays[i]"));
+    mx::async_eval(std::move(xs));
+  });
+}
+
 int mlx_array_to_host(void* dst, size_t nbytes, mlx_array a) {
   return guard([&] {
     mx::array x = arr(a, "a");

@@ -66,6 +66,8 @@ int mlx_array_size(size_t* out, mlx_array a);
 int mlx_array_nbytes(size_t* out, mlx_array a);
 int mlx_array_eval(mlx_array a);
 int mlx_eval(const mlx_array* arrays, int count);
+/* Starts evaluating the arrays and returns at once; reading one (to_host, eval) waits for it. */
+int mlx_async_eval(const mlx_array* arrays, int count);
 /* Evaluates, then copies the row-major contents (nbytes must match) into dst. */
 int mlx_array_to_host(void* dst, size_t nbytes, mlx_array a);
 /* Copies one memory-bandwidth-sized buffer n times on the default device; writes bytes/s. */

@@ -1,13 +1,15 @@
-// Text generation: prefill, then one forward (one MLX eval) per decoded token; greedy, temperature
-// and top-p sampling with a seed; stop tokens and strings; streaming as an async iterator.
+// Text generation: prefill, then one forward per decoded token; greedy, temperature and top-p
+// sampling with a seed; stop tokens and strings; streaming as an async iterator.
+import type { CpuTensor } from "./backend/cpu.ts";
 import { type BackendKind, selectBackend } from "./backend/dispatch.ts";
 import { createCache, forward, type Model, rewrittenGraph, tokenIds } from "./models/index.ts";
+import { argmax, asyncEval } from "./ops/core.ts";
+import type { Tensor } from "./tensor.ts";
+import type { Tokenizer } from "./tokenizer.ts";
 
 function modelBytes(model: Model): number {
   return [...model.checkpoint.weights.values()].reduce((n, t) => n + t.nbytes, 0);
 }
-import { Tensor } from "./tensor.ts";
-import type { Tokenizer } from "./tokenizer.ts";
 
 export interface GenerateOptions {
   maxTokens?: number;
@@ -109,19 +111,43 @@ export async function* generate(
     throw new Error("generate: this model's weights were loaded for the CPU backend; load it with { backend: \"mlx\" } to run on MLX");
   }
   const cache = createCache(model, 1, promptIds.length + maxTokens, heads, backend.name === "cpu");
+  // Greedy decoding on MLX picks each token on the device and queues the next step before reading it
+  // (as mlx-lm does): building step t+1's graph on the host overlaps the device computing step t.
+  // Otherwise each step's logits are evaluated, read and sampled on the host.
+  const onDevice = temperature <= 0 && backend.name === "mlx";
+  const launch = (ids: Tensor | CpuTensor): Tensor => {
+    const logits = forward(model, ids, cache, "last", graph, backend, onDevice);
+    if (!onDevice) return logits;
+    using last = logits;
+    const token = argmax(last, -1); // [1, 1]: the next step's ids
+    asyncEval([token, ...cache.tensors()]);
+    return token;
+  };
+  const read = (pending: Tensor) => (onDevice ? pending.item() : sample(pending.toFloat32Array(), temperature, topP, next));
   const generated: number[] = [];
   let emitted = "";
   Object.assign(stats ?? {}, { promptTokens: promptIds.length, generatedTokens: 0, finishReason: "length" });
-  let logits: Tensor | undefined;
+  let pending: Tensor | undefined;
+  let upcoming: Tensor | undefined;
   try {
-    let start = performance.now();
-    using ids = tokenIds(model, promptIds, [1, promptIds.length]);
-    logits = forward(model, ids, cache, "last", graph, backend);
-    if (stats) stats.prefillSeconds = (performance.now() - start) / 1000;
-    start = performance.now();
+    const start = performance.now();
+    let decodeStart = start;
+    {
+      using ids = tokenIds(model, promptIds, [1, promptIds.length]);
+      pending = launch(ids);
+    }
     for (let i = 0; i < maxTokens; i++) {
-      const token = sample(logits.toFloat32Array(), temperature, topP, next);
-      logits.dispose();
+      const more = i < maxTokens - 1;
+      if (onDevice && more) upcoming = launch(pending);
+      const token = read(pending);
+      pending.dispose();
+      pending = undefined;
+      if (i === 0) {
+        decodeStart = performance.now();
+        if (stats) stats.prefillSeconds = (decodeStart - start) / 1000;
+      } else if (stats) {
+        stats.decodeSeconds = (performance.now() - decodeStart) / 1000;
+      }
       if (stop.has(token)) {
         if (stats) stats.finishReason = "stop";
         const rest = tokenizer.decode(generated).slice(emitted.length);
@@ -134,21 +160,25 @@ export async function* generate(
       const hit = stopStrings.map((s) => text.indexOf(s, Math.max(0, emitted.length - s.length))).filter((at) => at >= 0);
       if (hit.length > 0) text = text.slice(0, Math.min(...hit));
       // Hold back an incomplete multi-byte character while a later token may complete it.
-      const last = hit.length > 0 || i === maxTokens - 1;
-      const ready = text.endsWith("\uFFFD") && !last ? emitted : text;
+      const ready = text.endsWith("\uFFFD") && hit.length === 0 && more ? emitted : text;
       yield { token, text: ready.slice(emitted.length) };
       emitted = ready;
       if (hit.length > 0) {
         if (stats) stats.finishReason = "stop";
         return;
       }
-      if (i === maxTokens - 1) return;
-      using step = tokenIds(model, [token], [1, 1]);
-      logits = forward(model, step, cache, "last", graph, backend);
-      if (stats) stats.decodeSeconds = (performance.now() - start) / 1000;
+      if (!more) return;
+      if (!onDevice) {
+        using ids = tokenIds(model, [token], [1, 1]);
+        upcoming = launch(ids);
+      }
+      pending = upcoming;
+      upcoming = undefined;
     }
   } finally {
-    logits?.dispose(); // still set when the consumer stopped early
+    // Still set when the consumer stopped early or a stop ended generation with a step queued.
+    pending?.dispose();
+    upcoming?.dispose();
     cache.dispose();
   }
 }

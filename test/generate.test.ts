@@ -3,6 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { generate, generateText, sample } from "../src/generate.ts";
+import { liveTensorCount } from "../src/index.ts";
 import { loadModel } from "../src/models/index.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
 import { decode, type EncodedArray, fixture } from "./helpers.ts";
@@ -57,10 +58,16 @@ describe("generate", () => {
     expect((await run(3, 1e-9)).tokens).toEqual(expected.slice(0, 12));
   });
 
-  test("stopping the stream early frees the step's tensors", async () => {
+  test("stopping early, by the consumer or a stop token, frees every tensor of the generation", async () => {
+    const before = liveTensorCount();
     let seen = 0;
     for await (const _ of generate(model, tokenizer, promptIds, { maxTokens: 16 })) if (++seen === 3) break;
     expect(seen).toBe(3);
+    expect(liveTensorCount()).toBe(before);
+    const stopAt = expected.findIndex((t, i) => i > 0 && expected.indexOf(t) === i);
+    await generateText(model, tokenizer, promptIds, { maxTokens: 16, stopTokens: [expected[stopAt]!] });
+    await generateText(model, tokenizer, promptIds, { maxTokens: 4, temperature: 0.8 });
+    expect(liveTensorCount()).toBe(before);
   });
 });
 

@@ -1,4 +1,5 @@
-"""mlx_lm.generate's prefill and decode tokens/s on a checkpoint, same prompt ids and token count.
+"""mlx_lm.generate's prefill and decode tokens/s on a checkpoint, same prompt ids and token count,
+and the greedy tokens of its last run.
 Usage: decode.py DIR PROMPT_IDS_JSON MAX_TOKENS REPEATS"""
 import json
 import sys
@@ -10,10 +11,10 @@ from mlx_lm.generate import stream_generate
 path, prompt, max_tokens, repeats = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 model, tokenizer = load(path)
 tokenizer.eos_token_ids = []  # a fixed token count, as the mlx-bun side (ignoreEos)
-runs = []
+runs, tokens = [], []
 for _ in range(repeats + 1):
-    last = None
+    tokens = []
     for last in stream_generate(model, tokenizer, mx.array(prompt), max_tokens=max_tokens):
-        pass
-    runs.append({"prefill": last.prompt_tps, "decode": last.generation_tps, "tokens": last.generation_tokens})
-print(json.dumps(runs[1:]))
+        tokens.append(last.token)
+    runs.append({"prefill": last.prompt_tps, "decode": last.generation_tps})
+print(json.dumps({"runs": runs[1:], "tokens": tokens}))

@@ -134,9 +134,10 @@ export function tokenIds(model: Model, ids: readonly number[], shape: number[]):
   return model.backend.name === "cpu" ? new CpuTensor(Float32Array.from(ids), shape) : Tensor.from(Int32Array.from(ids), shape);
 }
 
-/** One forward pass over ids [B, T] (int32) at the cache's offset; updates the cache and
+/** One forward pass over ids [B, T] (integers) at the cache's offset; updates the cache and
  * evaluates logits and cache together (one MLX eval). Returns logits [B, T or 1, vocab].
- * `graph` overrides the model's own (a rewritten one, say); `backend` picks the kernels (default MLX). */
+ * `graph` overrides the model's own (a rewritten one, say); `backend` picks the kernels (default MLX).
+ * With `lazy` (MLX only) nothing is evaluated: the caller evaluates the logits and cache.tensors(). */
 export function forward(
   model: Model,
   ids: Tensor | CpuTensor,
@@ -144,6 +145,7 @@ export function forward(
   logits: "last" | "all" = "last",
   graph?: Graph,
   backend: Backend = model.backend,
+  lazy = false,
 ): Tensor {
   if (model.kind !== "decoder") throw new Error(`forward: ${model.config.modelType} is an encoder; use encode`);
   const [batch, length] = ids.shape as [number, number];
@@ -162,11 +164,7 @@ export function forward(
     return raw as unknown as Tensor;
   }
   const result = raw instanceof CpuTensor ? Tensor.from(raw.data, [...raw.shape]) : (raw as Tensor);
-  if (cache) {
-    cache.advance(out.cache ?? null, length);
-    evalAll([result, ...cache.tensors()]);
-  } else {
-    result.eval();
-  }
+  cache?.advance(out.cache ?? null, length);
+  if (!lazy) evalAll([result, ...(cache?.tensors() ?? [])]);
   return result;
 }

@@ -27,6 +27,7 @@ const symbols = {
   mlx_array_nbytes: [P, P],
   mlx_array_eval: [P],
   mlx_eval: [P, i32],
+  mlx_async_eval: [P, i32],
   mlx_array_to_host: [P, u64, P],
   mlx_bench_copy_bandwidth: [P, u64, i32],
 

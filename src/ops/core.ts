@@ -161,11 +161,21 @@ export function arange(start: number, stop: number, step = 1, dtype: DType = "fl
   return call("arange", (lib, out) => lib.mlx_arange(out, start, stop, step, code));
 }
 
-/** Evaluates several tensors in one graph run. */
-export function evalAll(tensors: readonly Tensor[]): void {
+function handlesOf(tensors: readonly Tensor[], op: string): BigUint64Array {
   const handles = new BigUint64Array(tensors.length);
   tensors.forEach((t, i) => {
-    handles[i] = BigInt(handleOf(t, "evalAll", `tensors[${i}]`));
+    handles[i] = BigInt(handleOf(t, op, `tensors[${i}]`));
   });
-  check(native().mlx_eval(handles, tensors.length), "evalAll");
+  return handles;
+}
+
+/** Evaluates several tensors in one graph run. */
+export function evalAll(tensors: readonly Tensor[]): void {
+  check(native().mlx_eval(handlesOf(tensors, "evalAll"), tensors.length), "evalAll");
+}
+
+/** Starts evaluating the tensors and returns at once (host work can overlap the device's); reading
+ * one of them, or anything computed from them, waits for the result. */
+export function asyncEval(tensors: readonly Tensor[]): void {
+  check(native().mlx_async_eval(handlesOf(tensors, "asyncEval"), tensors.length), "asyncEval");
 }

@@ -2,7 +2,9 @@
 // prefill logits at every position and 16 greedy decode steps through the KV cache.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { createCache, forward, loadModel } from "../src/models/index.ts";
+import { generateText } from "../src/generate.ts";
+import { createCache, forward, loadModel, rewrittenGraph } from "../src/models/index.ts";
+import { Tokenizer } from "../src/tokenizer.ts";
 import { ops, Tensor } from "../src/index.ts";
 import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
 
@@ -91,6 +93,39 @@ describe("padded batches", () => {
     }
     ids.dispose();
     cache.dispose();
+    model.dispose();
+  });
+});
+
+describe("bfloat16 4-bit qwen3 (the dtype of released MLX checkpoints) vs mlx-lm", () => {
+  const c = fixture<Record<string, { prompt: EncodedArray; tokens: number[]; steps: EncodedArray[]; cache_dtype: string }>>("models-bf16.json")["qwen3-bf16"]!;
+  const dir = join(import.meta.dir, "fixtures", "data", "models", "qwen3-bf16");
+
+  test("activations and the KV cache stay bfloat16; mlx-lm's greedy tokens; logits within 2 bf16 ulps of 4", async () => {
+    const model = loadModel(dir, undefined, { backend: "mlx" });
+    expect(model.dtype).toBe("bfloat16");
+    expect(c.cache_dtype).toBe("mlx.core.bfloat16");
+    const graph = rewrittenGraph(model, "last");
+    const cache = createCache(model, 1, 7 + c.tokens.length);
+    let logits = forward(model, decode(c.prompt), cache, "last", graph);
+    expect(cache.tensors().every((t) => t.dtype === "bfloat16")).toBe(true);
+    const tokens: number[] = [];
+    for (const [i, step] of c.steps.entries()) {
+      expect(logits.dtype).toBe("bfloat16");
+      const err = maxAbsDiff(logits.toFloat32Array(), decode(step).toFloat32Array());
+      if (err > 0.0625) throw new Error(`step ${i}: max abs err ${err}`);
+      if (i === c.tokens.length) break;
+      using next = ops.argmax(logits, -1);
+      tokens.push(next.toInt32Array()[0]!);
+      logits.dispose();
+      using ids = Tensor.from(new Int32Array([tokens[i]!]), [1, 1]);
+      logits = forward(model, ids, cache, "last", graph);
+    }
+    logits.dispose();
+    cache.dispose();
+    expect(tokens).toEqual(c.tokens);
+    const { tokens: generated } = await generateText(model, Tokenizer.fromDir(dir), Array.from(decode(c.prompt).toInt32Array()), { maxTokens: c.tokens.length });
+    expect(generated).toEqual(c.tokens);
     model.dispose();
   });
 });

@@ -9,7 +9,7 @@ import { KVCache } from "../kv-cache.ts";
 import { DEFAULT_REWRITERS, rewrite } from "../rewrite/index.ts";
 import { evalAll } from "../ops/core.ts";
 import type { WeightMap } from "../quant/weights.ts";
-import { Tensor } from "../tensor.ts";
+import { type DType, Tensor } from "../tensor.ts";
 import { inverseFrequencies, type ModelConfig, parseModelConfig } from "./config.ts";
 import { buildDecoder, type DecoderSpec } from "./decoder.ts";
 import { gemmaSpec } from "./gemma.ts";
@@ -43,6 +43,9 @@ export interface Model {
   backend: Backend;
   /** Heads stored per layer in the cache (all query heads: GQA repeats before the cache update). */
   cacheHeads: number;
+  /** The activations' dtype on MLX, and the KV cache's: the floating dtype that most of the
+   * checkpoint's values have (bfloat16 for most released MLX checkpoints). */
+  dtype: DType;
   /** The model's graph (built once per variant); encoders ignore `logits`. */
   graph(logits: "last" | "all"): Graph;
   dispose(): void;
@@ -72,6 +75,7 @@ export function loadModel(dir: string, onProgress?: (loaded: number, total: numb
       checkpoint,
       weights,
       cacheHeads: config.heads,
+      dtype: activationDtype(checkpoint.weights),
       graph(logits) {
         const key = encoder ? "encoder" : logits;
         if (!graphs.has(key)) graphs.set(key, encoder ? encoder(config) : buildDecoder(config, specOf!(config), { logits }));
@@ -86,6 +90,16 @@ export function loadModel(dir: string, onProgress?: (loaded: number, total: numb
     checkpoint.dispose();
     throw e;
   }
+}
+
+const FLOATING: readonly DType[] = ["float32", "float16", "bfloat16", "float64"];
+
+function activationDtype(weights: Checkpoint["weights"]): DType {
+  const counts = new Map<DType, number>();
+  for (const w of weights.values()) {
+    if (FLOATING.includes(w.dtype)) counts.set(w.dtype, (counts.get(w.dtype) ?? 0) + w.size);
+  }
+  return [...counts].sort((a, b) => b[1] - a[1])[0]?.[0] ?? "float32";
 }
 
 const rewritten = new WeakMap<Model, Map<string, Graph>>();
@@ -103,7 +117,7 @@ export function rewrittenGraph(model: Model, logits: "last" | "all", only: strin
  * `host`: buffers for the CPU reference backend. */
 export function createCache(model: Model, batch: number, maxLength: number, heads = model.cacheHeads, host = false): KVCache {
   const { layers, headDim } = model.config;
-  return new KVCache({ layers, batch, heads, headDim, maxLength, host });
+  return new KVCache({ layers, batch, heads, headDim, maxLength, host, dtype: model.dtype });
 }
 
 /** Runs an encoder over ids [B, T]: last hidden states [B, T, hidden]. */

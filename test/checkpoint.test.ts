@@ -3,6 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { loadCheckpoint } from "../src/io/checkpoint.ts";
+import { ops } from "../src/index.ts";
 import { linear } from "../src/quant/linear.ts";
 import { quantizeWeights } from "../src/quant/weights.ts";
 import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
@@ -33,6 +34,20 @@ describe("loadCheckpoint (mlx-lm 4-bit llama)", () => {
       const err = maxAbsDiff(y.toFloat32Array(), decode(output).toFloat32Array());
       if (err > 1e-5) throw new Error(`${path}: max abs err ${err}`);
     }
+  });
+
+  test("linear re-resolves a layer whose tensors or quantization changed in the map", () => {
+    const path = "model.layers.1.mlp.down_proj"; // dense in this checkpoint
+    const weights = new Map(ckpt.weights);
+    using before = linear(xDown, weights, path, ckpt.quantization);
+    using doubled = ops.multiply(weights.get(`${path}.weight`)!, 2);
+    weights.set(`${path}.weight`, doubled);
+    using after = linear(xDown, weights, path, ckpt.quantization);
+    expect(maxAbsDiff(after.toFloat32Array(), before.toFloat32Array().map((v) => 2 * v))).toBeLessThanOrEqual(1e-5);
+    weights.delete(`${path}.weight`);
+    expect(() => linear(xDown, weights, path, ckpt.quantization)).toThrow(`linear: no weight '${path}.weight'`);
+    const packed = "model.layers.0.self_attn.q_proj";
+    expect(() => linear(x, ckpt.weights, packed, null)).toThrow(`linear: '${packed}' is packed but the quantization config leaves it dense`);
   });
 
   test("the sharded copy with an index loads the same tensors", () => {

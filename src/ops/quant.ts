@@ -34,7 +34,9 @@ export interface QuantizedWeight {
   biases: Tensor | null;
 }
 
-const cstr = (s: string) => Buffer.from(`${s}\0`);
+/** NUL-terminated mode names for the shim, made once (a decode step passes one per linear). */
+const MODE_NAMES = new Map<string, Buffer>(QUANT_MODES.map((m) => [m, Buffer.from(`${m}\0`)]));
+const cstr = (mode: string) => MODE_NAMES.get(mode) ?? Buffer.from(`${mode}\0`);
 
 /** Quantizes `w` along its last axis (which must be divisible by the group size). */
 export function quantize(w: Tensor, params: Partial<QuantParams> = {}): QuantizedWeight {

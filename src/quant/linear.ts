@@ -3,7 +3,7 @@ import { onGpu } from "../native/device.ts";
 import { add, matmul, transpose } from "../ops/core.ts";
 import { dequantize, quantizedMatmul } from "../ops/quant.ts";
 import type { Tensor } from "../tensor.ts";
-import { type QuantConfig, quantizationFor } from "./config.ts";
+import { type QuantConfig, type QuantParams, quantizationFor } from "./config.ts";
 import { packedTriple, type WeightMap } from "./weights.ts";
 
 /** MLX's CPU quantized matmul is a plain loop: at 512 rows x 4096 x 4096 it takes 8.4 s where
@@ -11,26 +11,53 @@ import { packedTriple, type WeightMap } from "./weights.ts";
  * this many rows (prefill) dequantize the weight for the call; decode keeps quantizedMatmul. */
 export const CPU_DEQUANTIZE_ROWS = 4;
 
+/** A layer's tensors and quantization, resolved and checked once per weight map. */
+interface Layer {
+  weight: Tensor;
+  scales: Tensor | undefined;
+  bias: Tensor | undefined;
+  quantization: QuantConfig | null;
+  packed: { triple: ReturnType<typeof packedTriple>; params: QuantParams } | null;
+}
+
+const layers = new WeakMap<WeightMap, Map<string, Layer>>();
+
+/** The layer at `module`, from the cache while the map still holds the same tensors. */
+function layerOf(weights: WeightMap, module: string, quantization: QuantConfig | null): Layer {
+  let known = layers.get(weights);
+  if (!known) layers.set(weights, (known = new Map()));
+  const weight = weights.get(`${module}.weight`);
+  const scales = weights.get(`${module}.scales`);
+  const bias = weights.get(`${module}.bias`);
+  const hit = known.get(module);
+  if (hit && hit.weight === weight && hit.scales === scales && hit.bias === bias && hit.quantization === quantization) return hit;
+  if (!weight) throw new Error(`linear: no weight '${module}.weight'`);
+  let packed: Layer["packed"] = null;
+  if (scales) {
+    const params = quantizationFor(quantization, module);
+    if (!params) throw new Error(`linear: '${module}' is packed but the quantization config leaves it dense`);
+    packed = { triple: packedTriple(weights, module, params), params };
+  }
+  const layer = { weight, scales, bias, quantization, packed };
+  known.set(module, layer);
+  return layer;
+}
+
 /** y = x W^T (+ b) for the layer at `module` ("model.layers.0.self_attn.q_proj"). */
 export function linear(x: Tensor, weights: WeightMap, module: string, quantization: QuantConfig | null): Tensor {
-  const bias = weights.get(`${module}.bias`);
+  const { weight, bias, packed } = layerOf(weights, module, quantization);
   let y: Tensor;
-  if (weights.has(`${module}.scales`)) {
-    const p = quantizationFor(quantization, module);
-    if (!p) throw new Error(`linear: '${module}' is packed but the quantization config leaves it dense`);
-    const triple = packedTriple(weights, module, p);
+  if (packed) {
     const rows = x.size / x.shape[x.ndim - 1]!;
     if (rows >= CPU_DEQUANTIZE_ROWS && !onGpu()) {
-      using dense = dequantize(triple, p);
+      using dense = dequantize(packed.triple, packed.params);
       using denseT = transpose(dense);
       y = matmul(x, denseT);
     } else {
-      y = quantizedMatmul(x, triple, { ...p, transpose: true });
+      y = quantizedMatmul(x, packed.triple, { ...packed.params, transpose: true });
     }
   } else {
-    const w = weights.get(`${module}.weight`);
-    if (!w) throw new Error(`linear: no weight '${module}.weight'`);
-    using wt = transpose(w);
+    using wt = transpose(weight);
     y = matmul(x, wt);
   }
   if (!bias) return y;

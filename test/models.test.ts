@@ -101,7 +101,7 @@ describe("bfloat16 4-bit qwen3 (the dtype of released MLX checkpoints) vs mlx-lm
   const c = fixture<Record<string, { prompt: EncodedArray; tokens: number[]; steps: EncodedArray[]; cache_dtype: string }>>("models-bf16.json")["qwen3-bf16"]!;
   const dir = join(import.meta.dir, "fixtures", "data", "models", "qwen3-bf16");
 
-  test("activations and the KV cache stay bfloat16; mlx-lm's greedy tokens; logits within 2 bf16 ulps of 4", async () => {
+  test("activations and the KV cache stay bfloat16; mlx-lm's greedy tokens; logits within 4 bf16 ulps at magnitude 4", async () => {
     const model = loadModel(dir, undefined, { backend: "mlx" });
     expect(model.dtype).toBe("bfloat16");
     expect(c.cache_dtype).toBe("mlx.core.bfloat16");
@@ -112,8 +112,10 @@ describe("bfloat16 4-bit qwen3 (the dtype of released MLX checkpoints) vs mlx-lm
     const tokens: number[] = [];
     for (const [i, step] of c.steps.entries()) {
       expect(logits.dtype).toBe("bfloat16");
+      // bf16 rounding differs between MLX's CPU and GPU kernels (the fixture is mlx-lm on the CPU):
+      // 0.0625 at most here, 0.072 by step 13 on an H100, so 4 ulps (0.125) at magnitude 4.
       const err = maxAbsDiff(logits.toFloat32Array(), decode(step).toFloat32Array());
-      if (err > 0.0625) throw new Error(`step ${i}: max abs err ${err}`);
+      if (err > 0.125) throw new Error(`step ${i}: max abs err ${err}`);
       if (i === c.tokens.length) break;
       using next = ops.argmax(logits, -1);
       tokens.push(next.toInt32Array()[0]!);

@@ -105,12 +105,11 @@ export async function* generate(
   const next = random(seed);
   const only = options.rewrite === false ? null : Array.isArray(options.rewrite) ? options.rewrite : undefined;
   const graph = only === null ? undefined : rewrittenGraph(model, "last", only);
-  const heads = only?.includes("gqa_cache_fix") ? model.config.kvHeads : undefined;
   const backend = options.backend === undefined ? model.backend : selectBackend(options.backend, modelBytes(model));
   if (backend.name === "mlx" && model.backend.name === "cpu") {
     throw new Error("generate: this model's weights were loaded for the CPU backend; load it with { backend: \"mlx\" } to run on MLX");
   }
-  const cache = createCache(model, 1, promptIds.length + maxTokens, heads, backend.name === "cpu");
+  const cache = createCache(model, 1, promptIds.length + maxTokens, graph ?? model.graph("last"), backend.name === "cpu");
   // Greedy decoding on MLX picks each token on the device and queues the next step before reading it
   // (as mlx-lm does): building step t+1's graph on the host overlaps the device computing step t.
   // Otherwise each step's logits are evaluated, read and sampled on the host.

@@ -17,7 +17,8 @@ const cases = fixture<Record<string, { prompt: EncodedArray }>>("models.json");
 function cpuGreedy(model: Model, graph: Graph, prompt: number[]): { logits: Float32Array[]; tokens: number[] } {
   const { layers, headDim } = model.config;
   const maxLength = prompt.length + STEPS + 1;
-  const zeros = () => new CpuTensor(new Float32Array(model.cacheHeads * maxLength * headDim), [1, model.cacheHeads, maxLength, headDim]);
+  const heads = graph.cacheHeads === "kv" ? model.config.kvHeads : model.cacheHeads;
+  const zeros = () => new CpuTensor(new Float32Array(heads * maxLength * headDim), [1, heads, maxLength, headDim]);
   let cache: Value = Array.from({ length: layers }, () => [zeros(), zeros()]);
   let offset = 0;
   let ids = prompt;
@@ -43,7 +44,7 @@ function cpuGreedy(model: Model, graph: Graph, prompt: number[]): { logits: Floa
 }
 
 function mlxGreedy(model: Model, graph: Graph | undefined, prompt: number[]) {
-  const cache = createCache(model, 1, prompt.length + STEPS + 1);
+  const cache = createCache(model, 1, prompt.length + STEPS + 1, graph ?? model.graph("last"));
   const logits: Float32Array[] = [];
   const tokens: number[] = [];
   let ids = prompt;

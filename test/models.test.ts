@@ -106,7 +106,7 @@ describe("bfloat16 4-bit qwen3 (the dtype of released MLX checkpoints) vs mlx-lm
     expect(model.dtype).toBe("bfloat16");
     expect(c.cache_dtype).toBe("mlx.core.bfloat16");
     const graph = rewrittenGraph(model, "last");
-    const cache = createCache(model, 1, 7 + c.tokens.length);
+    const cache = createCache(model, 1, 7 + c.tokens.length, graph);
     let logits = forward(model, decode(c.prompt), cache, "last", graph);
     expect(cache.tensors().every((t) => t.dtype === "bfloat16")).toBe(true);
     const tokens: number[] = [];

@@ -102,6 +102,24 @@ describe("rewrite: what each rewriter replaces, and what it leaves", () => {
     expect(counts("llama", ["nullify_block_cache"]).put_block_cache).toBe(2);
   });
 
+  test("gqa_cache_fix marks the graph; createCache then holds kv heads (default), else query heads", () => {
+    const m = loadModel(join(import.meta.dir, "fixtures", "data", "models", "llama"));
+    const fixed = rewrite(m.graph("last"));
+    expect(fixed.cacheHeads).toBe("kv");
+    expect(rewrite(m.graph("last"), { only: ["native_attention"] }).cacheHeads).toBeUndefined();
+    const heads = (graph: Parameters<typeof createCache>[3]) => {
+      const cache = createCache(m, 1, 8, graph);
+      const n = cache.tensors()[0]!.shape[1];
+      cache.dispose();
+      return n;
+    };
+    expect([m.config.kvHeads, m.config.heads]).toEqual([2, 4]);
+    expect(heads(fixed)).toBe(2);
+    expect(heads(m.graph("last"))).toBe(4);
+    expect(heads(undefined)).toBe(4);
+    expect(heads(3)).toBe(3);
+  });
+
   test("skip rules: rms_norm shift != 0, gated GELU is not SwiGLU", () => {
     const gemma = counts("gemma", ["rms_norm", "swiglu"]);
     expect(gemma.fast_rms_norm).toBeUndefined();

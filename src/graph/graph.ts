@@ -17,6 +17,9 @@ export interface Graph {
   nodes: Node[];
   /** Output name -> node id. */
   outputs: Record<string, number>;
+  /** What a KV cache for this graph holds per layer: all query heads (the plain graphs repeat GQA
+   * keys/values before the cache update), or only the kv heads (after gqa_cache_fix). */
+  cacheHeads?: "query" | "kv";
 }
 
 /** Builds a graph; every method returns the new node's id. */

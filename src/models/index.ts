@@ -113,11 +113,13 @@ export function rewrittenGraph(model: Model, logits: "last" | "all", only: strin
   return graphs.get(key)!;
 }
 
-/** `heads`: kvHeads for graphs rewritten with gqa_cache_fix; all query heads otherwise.
+/** `heads`: a number, or the graph the cache will serve (kv heads after gqa_cache_fix, else all
+ * query heads; the model's own graph when omitted).
  * `host`: buffers for the CPU reference backend. */
-export function createCache(model: Model, batch: number, maxLength: number, heads = model.cacheHeads, host = false): KVCache {
+export function createCache(model: Model, batch: number, maxLength: number, heads: number | Graph = model.cacheHeads, host = false): KVCache {
   const { layers, headDim } = model.config;
-  return new KVCache({ layers, batch, heads, headDim, maxLength, host, dtype: model.dtype });
+  const count = typeof heads === "number" ? heads : heads.cacheHeads === "kv" ? model.config.kvHeads : model.cacheHeads;
+  return new KVCache({ layers, batch, heads: count, headDim, maxLength, host, dtype: model.dtype });
 }
 
 /** Runs an encoder over ids [B, T]: last hidden states [B, T, hidden]. */

@@ -40,6 +40,7 @@ export function gqaCacheFix(g: Rewriting): void {
     if (k?.op !== "repeat_interleave" || v?.op !== "repeat_interleave") continue;
     g.replace(n.id, n.op, [k.inputs[0]!, v.inputs[0]!, ...n.inputs.slice(2)], n.attrs);
     repeats.set(n.id, k.attrs);
+    g.cacheHeads = "kv";
   }
   // The keys/values attention reads: get(if_present(cache, update, container)) or get(update).
   const repeatOf = (id: number): Attrs | undefined => {

@@ -24,8 +24,9 @@ export const REWRITERS = {
 
 export type RewriterName = keyof typeof REWRITERS;
 
-/** All but gqa_cache_fix (it changes the cache layout the caller allocates). */
-export const DEFAULT_REWRITERS: RewriterName[] = (Object.keys(REWRITERS) as RewriterName[]).filter((k) => k !== "gqa_cache_fix");
+/** Every rewriter. gqa_cache_fix changes what the KV cache holds (kv heads, as mlx-lm's cache):
+ * the rewritten graph says so in `cacheHeads`, and createCache(model, ..., graph) follows it. */
+export const DEFAULT_REWRITERS: RewriterName[] = Object.keys(REWRITERS) as RewriterName[];
 
 export function rewrite(graph: Graph, options: { only?: string[] } = {}): Graph {
   const only = options.only ?? DEFAULT_REWRITERS;

@@ -5,8 +5,10 @@ import { type Attrs, type Graph, type Node, reachable } from "../graph/graph.ts"
 export class Rewriting {
   readonly nodes: Node[];
   readonly outputs: Record<string, number>;
+  cacheHeads: Graph["cacheHeads"];
 
   constructor(graph: Graph) {
+    this.cacheHeads = graph.cacheHeads;
     this.nodes = graph.nodes.map((n) => ({ ...n, inputs: [...n.inputs], attrs: { ...n.attrs } }));
     this.outputs = { ...graph.outputs };
   }
@@ -49,6 +51,6 @@ export class Rewriting {
     const renumber = new Map(kept.map((n, i) => [n.id, i]));
     const nodes = kept.map((n, i) => ({ ...n, id: i, inputs: n.inputs.map((x) => renumber.get(x)!) }));
     const outputs = Object.fromEntries(Object.entries(this.outputs).map(([k, v]) => [k, renumber.get(v)!]));
-    return { nodes, outputs };
+    return { nodes, outputs, ...(this.cacheHeads ? { cacheHeads: this.cacheHeads } : {}) };
   }
 }

@@ -116,6 +116,8 @@ int mlx_sum(mlx_array* out, mlx_array a, const int32_t* axes, int naxes, int kee
 int mlx_max(mlx_array* out, mlx_array a, const int32_t* axes, int naxes, int keepdims);
 int mlx_argmax(mlx_array* out, mlx_array a, int axis, int keepdims);
 int mlx_arange(mlx_array* out, double start, double stop, double step, int dtype);
+/* Zeros made on the default device (no host data travels). */
+int mlx_zeros(mlx_array* out, const int32_t* shape, int ndim, int dtype);
 
 /* ---- fast ops ---- */
 int mlx_fast_rms_norm(mlx_array* out, mlx_array x, mlx_array weight, float eps);

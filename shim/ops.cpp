@@ -134,4 +134,14 @@ int mlx_arange(mlx_array* out, double start, double stop, double step, int dtype
   return guard([&] { put(out, mx::arange(start, stop, step, to_dtype(dtype))); });
 }
 
+int mlx_zeros(mlx_array* out, const int32_t* shape, int ndim, int dtype) {
+  return guard([&] {
+    auto s = shape_of(shape, ndim);
+    for (auto d : s) {
+      if (d < 0) throw ArgumentError("negative dimension in shape");
+    }
+    put(out, mx::zeros(s, to_dtype(dtype)));
+  });
+}
+
 } // extern "C"

@@ -2,6 +2,7 @@
 // written (offset), and an optional key mask [B, maxLength] for padded batches.
 import { CpuTensor } from "./backend/cpu.ts";
 import type { Value } from "./graph/run.ts";
+import { zeros } from "./ops/core.ts";
 import { type DType, Tensor } from "./tensor.ts";
 
 export interface CacheShape {
@@ -33,8 +34,7 @@ export class KVCache {
     const { layers, batch, heads, maxLength, headDim, dtype = "float32" } = shape;
     const dims = [batch, heads, maxLength, headDim];
     const count = batch * heads * maxLength * headDim;
-    const zeros = shape.host ? null : new Float32Array(count);
-    const buffer = (): Buffer => (zeros ? Tensor.from(zeros, dims, dtype) : new CpuTensor(new Float32Array(count), dims));
+    const buffer = (): Buffer => (shape.host ? new CpuTensor(new Float32Array(count), dims) : zeros(dims, dtype));
     this.#layers = Array.from({ length: layers }, () => [buffer(), buffer()]);
   }
 

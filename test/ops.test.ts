@@ -66,3 +66,14 @@ describe(`ops vs Python MLX ${mlx_version}`, () => {
     });
   }
 });
+
+describe("zeros", () => {
+  test("made on the device in the asked dtype; a negative dimension is an Error naming the call", () => {
+    using z = ops.zeros([2, 3], "bfloat16");
+    expect(z.shape).toEqual([2, 3]);
+    expect(z.dtype).toBe("bfloat16");
+    expect([...z.toFloat32Array()]).toEqual([0, 0, 0, 0, 0, 0]);
+    expect(() => ops.zeros([2, -1])).toThrow("zeros([2,-1], float32)");
+    expect(() => ops.zeros([2, -1])).toThrow("negative dimension in shape");
+  });
+});

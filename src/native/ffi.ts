@@ -70,6 +70,7 @@ const symbols = {
   mlx_max: [P, P, P, i32, i32],
   mlx_argmax: [P, P, i32, i32],
   mlx_arange: [P, f64, f64, f64, i32],
+  mlx_zeros: [P, P, i32, i32],
 
   mlx_fast_rms_norm: [P, P, P, f32],
   mlx_fast_layer_norm: [P, P, P, P, f32],

@@ -161,6 +161,12 @@ export function arange(start: number, stop: number, step = 1, dtype: DType = "fl
   return call("arange", (lib, out) => lib.mlx_arange(out, start, stop, step, code));
 }
 
+/** Zeros of a shape, made on MLX's device (nothing copied from the host). */
+export function zeros(shape: readonly number[], dtype: DType = "float32"): Tensor {
+  const code = dtypeCode(dtype);
+  return call(() => `zeros([${shape.join(",")}], ${dtype})`, (lib, out) => lib.mlx_zeros(out, ints(shape), shape.length, code));
+}
+
 function handlesOf(tensors: readonly Tensor[], op: string): BigUint64Array {
   const handles = new BigUint64Array(tensors.length);
   tensors.forEach((t, i) => {

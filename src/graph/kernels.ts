@@ -153,7 +153,9 @@ export const kernels: Record<string, Kernel> = {
   matmul: ([a, b]) => core.matmul(tensor(a!, "a"), tensor(b!, "b")),
   reshape: ([x], node) => {
     const t = tensor(x!, "x");
-    return core.reshape(t, reshapeTarget(t.shape, node.attrs.shape as number[]));
+    const target = node.attrs.shape as number[];
+    // A 0 keeps the input's dimension: only then is the input's shape needed.
+    return core.reshape(t, target.includes(0) ? reshapeTarget(t.shape, target) : target);
   },
   transpose: ([x], node) => core.transpose(tensor(x!, "x"), node.attrs.axes as number[]),
   softmax: ([x], node) => core.softmax(tensor(x!, "x"), (node.attrs.axis as number) ?? -1, true),

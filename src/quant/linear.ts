@@ -17,7 +17,7 @@ interface Layer {
   scales: Tensor | undefined;
   bias: Tensor | undefined;
   quantization: QuantConfig | null;
-  packed: { triple: ReturnType<typeof packedTriple>; params: QuantParams } | null;
+  packed: { triple: ReturnType<typeof packedTriple>; params: QuantParams & { transpose: true } } | null;
 }
 
 const layers = new WeakMap<WeightMap, Map<string, Layer>>();
@@ -36,7 +36,7 @@ function layerOf(weights: WeightMap, module: string, quantization: QuantConfig |
   if (scales) {
     const params = quantizationFor(quantization, module);
     if (!params) throw new Error(`linear: '${module}' is packed but the quantization config leaves it dense`);
-    packed = { triple: packedTriple(weights, module, params), params };
+    packed = { triple: packedTriple(weights, module, params), params: { ...params, transpose: true } };
   }
   const layer = { weight, scales, bias, quantization, packed };
   known.set(module, layer);
@@ -48,13 +48,12 @@ export function linear(x: Tensor, weights: WeightMap, module: string, quantizati
   const { weight, bias, packed } = layerOf(weights, module, quantization);
   let y: Tensor;
   if (packed) {
-    const rows = x.size / x.shape[x.ndim - 1]!;
-    if (rows >= CPU_DEQUANTIZE_ROWS && !onGpu()) {
+    if (!onGpu() && x.size / x.shape[x.ndim - 1]! >= CPU_DEQUANTIZE_ROWS) {
       using dense = dequantize(packed.triple, packed.params);
       using denseT = transpose(dense);
       y = matmul(x, denseT);
     } else {
-      y = quantizedMatmul(x, packed.triple, { ...packed.params, transpose: true });
+      y = quantizedMatmul(x, packed.triple, packed.params);
     }
   } else {
     using wt = transpose(weight);

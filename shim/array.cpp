@@ -129,21 +129,11 @@ int mlx_array_eval(mlx_array a) {
 }
 
 int mlx_eval(const mlx_array* arrays, int count) {
-  return guard([&] {
-    std::vector<mx::array> xs;
-    xs.reserve(count);
-    for (int i = 0; i < count; i++) xs.push_back(arr(arrays[i], "arrays[i]"));
-    mx::eval(std::move(xs));
-  });
+  return guard([&] { mx::eval(arrays_of(arrays, count)); });
 }
 
 int mlx_async_eval(const mlx_array* arrays, int count) {
-  return guard([&] {
-    std::vector<mx::array> xs;
-    xs.reserve(count);
-    for (int i = 0; i < count; i++) xs.push_back(arr(arrays[i], "arrays[i]"));
-    mx::async_eval(std::move(xs));
-  });
+  return guard([&] { mx::async_eval(arrays_of(arrays, count)); });
 }
 
 int mlx_array_to_host(void* dst, size_t nbytes, mlx_array a) {

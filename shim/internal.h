@@ -55,6 +55,14 @@ inline mx::Shape shape_of(const int32_t* values, int n) {
   return mx::Shape(values, values + n);
 }
 
+inline std::vector<mx::array> arrays_of(const mlx_array* handles, int count) {
+  if (count < 0 || (count > 0 && handles == nullptr)) throw ArgumentError("arrays pointer is null");
+  std::vector<mx::array> xs;
+  xs.reserve(count);
+  for (int i = 0; i < count; i++) xs.push_back(arr(handles[i], "arrays[i]"));
+  return xs;
+}
+
 inline std::vector<int> ints_of(const int32_t* values, int n) {
   if (n < 0 || (n > 0 && values == nullptr)) throw ArgumentError("axes pointer is null");
   return std::vector<int>(values, values + n);

@@ -94,12 +94,7 @@ int mlx_slice_update(mlx_array* out, mlx_array src_, mlx_array update_, const in
 }
 
 int mlx_concatenate(mlx_array* out, const mlx_array* arrays, int count, int axis) {
-  return guard([&] {
-    std::vector<mx::array> xs;
-    xs.reserve(count);
-    for (int i = 0; i < count; i++) xs.push_back(arr(arrays[i], "arrays[i]"));
-    put(out, mx::concatenate(std::move(xs), axis));
-  });
+  return guard([&] { put(out, mx::concatenate(arrays_of(arrays, count), axis)); });
 }
 
 int mlx_take(mlx_array* out, mlx_array a_, mlx_array indices_, int axis) {

@@ -109,7 +109,7 @@ export async function* generate(
   if (backend.name === "mlx" && model.backend.name === "cpu") {
     throw new Error("generate: this model's weights were loaded for the CPU backend; load it with { backend: \"mlx\" } to run on MLX");
   }
-  const cache = createCache(model, 1, promptIds.length + maxTokens, graph ?? model.graph("last"), backend.name === "cpu");
+  const cache = createCache(model, 1, promptIds.length + maxTokens, graph, backend.name === "cpu");
   // Greedy decoding on MLX picks each token on the device and queues the next step before reading it
   // (as mlx-lm does): building step t+1's graph on the host overlaps the device computing step t.
   // Otherwise each step's logits are evaluated, read and sampled on the host.

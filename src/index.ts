@@ -12,7 +12,7 @@ export { loadSafetensors, saveSafetensors } from "./io/safetensors.ts";
 export { parseQuantConfig, quantizationFor, type QuantConfig } from "./quant/config.ts";
 export { dequantizeWeights, quantizeParams, quantizeWeights, type WeightMap } from "./quant/weights.ts";
 export { linear } from "./quant/linear.ts";
-export { ARCHITECTURES, createCache, encode, forward, loadModel, type Model } from "./models/index.ts";
+export { ARCHITECTURES, cacheHeadsFor, createCache, encode, forward, loadModel, type Model } from "./models/index.ts";
 export { KVCache } from "./kv-cache.ts";
 export { Tokenizer, type ChatMessage } from "./tokenizer.ts";
 export { generate, generateText, type GenerateOptions, type GenerationChunk, type GenerationStats } from "./generate.ts";

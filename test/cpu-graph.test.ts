@@ -7,7 +7,7 @@ import { cpuKernels } from "../src/backend/cpu-kernels.ts";
 import type { Graph } from "../src/graph/graph.ts";
 import { runGraph, type Value } from "../src/graph/run.ts";
 import { Tensor } from "../src/index.ts";
-import { createCache, forward, loadModel, type Model, rewrittenGraph } from "../src/models/index.ts";
+import { cacheHeadsFor, createCache, forward, loadModel, type Model, rewrittenGraph } from "../src/models/index.ts";
 import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
 
 const STEPS = 8;
@@ -17,7 +17,7 @@ const cases = fixture<Record<string, { prompt: EncodedArray }>>("models.json");
 function cpuGreedy(model: Model, graph: Graph, prompt: number[]): { logits: Float32Array[]; tokens: number[] } {
   const { layers, headDim } = model.config;
   const maxLength = prompt.length + STEPS + 1;
-  const heads = graph.cacheHeads === "kv" ? model.config.kvHeads : model.cacheHeads;
+  const heads = cacheHeadsFor(model, graph);
   const zeros = () => new CpuTensor(new Float32Array(heads * maxLength * headDim), [1, heads, maxLength, headDim]);
   let cache: Value = Array.from({ length: layers }, () => [zeros(), zeros()]);
   let offset = 0;
@@ -44,7 +44,7 @@ function cpuGreedy(model: Model, graph: Graph, prompt: number[]): { logits: Floa
 }
 
 function mlxGreedy(model: Model, graph: Graph | undefined, prompt: number[]) {
-  const cache = createCache(model, 1, prompt.length + STEPS + 1, graph ?? model.graph("last"));
+  const cache = createCache(model, 1, prompt.length + STEPS + 1, graph);
   const logits: Float32Array[] = [];
   const tokens: number[] = [];
   let ids = prompt;

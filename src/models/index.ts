@@ -41,8 +41,6 @@ export interface Model {
   weights: WeightMap;
   /** Where it runs: MLX (weights mapped into MLX arrays) or the CPU reference (weights on the host). */
   backend: Backend;
-  /** Heads stored per layer in the cache (all query heads: GQA repeats before the cache update). */
-  cacheHeads: number;
   /** The activations' dtype on MLX, and the KV cache's: the floating dtype that most of the
    * checkpoint's values have (bfloat16 for most released MLX checkpoints). */
   dtype: DType;
@@ -74,7 +72,6 @@ export function loadModel(dir: string, onProgress?: (loaded: number, total: numb
       config,
       checkpoint,
       weights,
-      cacheHeads: config.heads,
       dtype: activationDtype(checkpoint.weights),
       graph(logits) {
         const key = encoder ? "encoder" : logits;
@@ -113,12 +110,17 @@ export function rewrittenGraph(model: Model, logits: "last" | "all", only: strin
   return graphs.get(key)!;
 }
 
-/** `heads`: a number, or the graph the cache will serve (kv heads after gqa_cache_fix, else all
- * query heads; the model's own graph when omitted).
+/** Heads a KV cache serving `graph` holds per layer: the kv heads after gqa_cache_fix, else all
+ * query heads (the plain graphs repeat GQA keys/values before the cache update). */
+export function cacheHeadsFor(model: Model, graph: Graph): number {
+  return graph.cacheHeads === "kv" ? model.config.kvHeads : model.config.heads;
+}
+
+/** `heads`: a number, or the graph the cache will serve (the model's plain graph when omitted).
  * `host`: buffers for the CPU reference backend. */
-export function createCache(model: Model, batch: number, maxLength: number, heads: number | Graph = model.cacheHeads, host = false): KVCache {
+export function createCache(model: Model, batch: number, maxLength: number, heads: number | Graph = model.graph("last"), host = false): KVCache {
   const { layers, headDim } = model.config;
-  const count = typeof heads === "number" ? heads : heads.cacheHeads === "kv" ? model.config.kvHeads : model.cacheHeads;
+  const count = typeof heads === "number" ? heads : cacheHeadsFor(model, heads);
   return new KVCache({ layers, batch, heads: count, headDim, maxLength, host, dtype: model.dtype });
 }
 

@@ -34,9 +34,10 @@ export interface QuantizedWeight {
   biases: Tensor | null;
 }
 
-/** NUL-terminated mode names for the shim, made once (a decode step passes one per linear). */
+/** NUL-terminated mode names for the shim, made once (a decode step passes one per linear); every
+ * caller passes a mode quantParams has validated. */
 const MODE_NAMES = new Map<string, Buffer>(QUANT_MODES.map((m) => [m, Buffer.from(`${m}\0`)]));
-const cstr = (mode: string) => MODE_NAMES.get(mode) ?? Buffer.from(`${mode}\0`);
+const cstr = (mode: QuantMode) => MODE_NAMES.get(mode)!;
 
 /** Quantizes `w` along its last axis (which must be divisible by the group size). */
 export function quantize(w: Tensor, params: Partial<QuantParams> = {}): QuantizedWeight {

@@ -70,12 +70,9 @@ int mlx_default_device_info(char* name, size_t cap, uint64_t* total_memory) {
 int mlx_array_new_data(mlx_array* out, const void* data, size_t nbytes, const int32_t* shape, int ndim, int dtype) {
   return guard([&] {
     auto dt = to_dtype(dtype);
-    auto s = shape_of(shape, ndim);
+    auto s = dims_of(shape, ndim);
     size_t count = 1;
-    for (auto d : s) {
-      if (d < 0) throw ArgumentError("negative dimension in shape");
-      count *= static_cast<size_t>(d);
-    }
+    for (auto d : s) count *= static_cast<size_t>(d);
     if (count * dt.size() != nbytes) {
       throw ArgumentError("data has " + std::to_string(nbytes) + " bytes but shape needs " + std::to_string(count * dt.size()));
     }

@@ -55,6 +55,15 @@ inline mx::Shape shape_of(const int32_t* values, int n) {
   return mx::Shape(values, values + n);
 }
 
+// The shape of a new array: no negative dimension.
+inline mx::Shape dims_of(const int32_t* values, int n) {
+  auto s = shape_of(values, n);
+  for (auto d : s) {
+    if (d < 0) throw ArgumentError("negative dimension in shape");
+  }
+  return s;
+}
+
 inline std::vector<mx::array> arrays_of(const mlx_array* handles, int count) {
   if (count < 0 || (count > 0 && handles == nullptr)) throw ArgumentError("arrays pointer is null");
   std::vector<mx::array> xs;

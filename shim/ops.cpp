@@ -131,11 +131,7 @@ int mlx_arange(mlx_array* out, double start, double stop, double step, int dtype
 
 int mlx_zeros(mlx_array* out, const int32_t* shape, int ndim, int dtype) {
   return guard([&] {
-    auto s = shape_of(shape, ndim);
-    for (auto d : s) {
-      if (d < 0) throw ArgumentError("negative dimension in shape");
-    }
-    put(out, mx::zeros(s, to_dtype(dtype)));
+    put(out, mx::zeros(dims_of(shape, ndim), to_dtype(dtype)));
   });
 }
 

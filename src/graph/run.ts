@@ -26,7 +26,6 @@ export function runGraph(graph: Graph, context: RunContext, table: Record<string
   const made = new Set<Tensor>();
   const borrowed = new Set<Tensor>();
   for (const feed of Object.values(context.feeds)) collect(feed, borrowed);
-  for (const w of context.weights.values()) borrowed.add(w);
 
   const evaluate = (id: number): Value => {
     if (values.has(id)) return values.get(id)!;
@@ -44,8 +43,10 @@ export function runGraph(graph: Graph, context: RunContext, table: Record<string
       } catch (e) {
         throw new Error(`graph node ${id} ${node.op}${node.name ? ` '${node.name}'` : ""}: ${(e as Error).message}`);
       }
-      // Constants belong to the graph (made once, at build or rewrite time), not to the run.
-      if (node.op !== "constant") collect(result, made);
+      // Weights reach a run only through param nodes (borrowed, like the feeds; not a loop over the
+      // whole weight map each run); constants belong to the graph (made at build or rewrite time).
+      if (node.op === "param") collect(result, borrowed);
+      else if (node.op !== "constant") collect(result, made);
     }
     values.set(id, result);
     return result;

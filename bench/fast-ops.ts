@@ -1,8 +1,6 @@
 // Each fast op vs its decomposed equivalent (the graph kernels the rewriter replaces), on MLX,
 // decode (1 token) and prefill (512 tokens) shapes. Times include one eval of the result.
-import { kernels } from "../src/graph/kernels.ts";
-import type { Node } from "../src/graph/graph.ts";
-import type { RunContext, Value } from "../src/graph/run.ts";
+import { type AttrsOf, MLX_KERNELS, type MlxTypes, type OpName, type RunContext, type Value } from "../src/graph/ops.ts";
 import { fast, Tensor } from "../src/index.ts";
 import { type Sample, table, timeNs } from "./stats.ts";
 
@@ -19,22 +17,23 @@ function random(shape: number[]): Tensor {
   return Tensor.from(data, shape).eval();
 }
 
-const context: RunContext = { weights: new Map(), quantization: null, feeds: {} };
-function kernel(op: string, inputs: Value[], attrs: Record<string, unknown> = {}): Value {
-  return kernels[op]!(inputs, { id: 0, op, inputs: [], attrs } as Node, context);
+type TensorValue = Value<Tensor>;
+const context: RunContext<MlxTypes> = { weights: new Map(), quantization: null, feeds: {}, cache: null };
+function kernel<K extends OpName>(op: K, inputs: TensorValue[], attrs: AttrsOf<K>): TensorValue {
+  return (MLX_KERNELS[op] as (inputs: TensorValue[], attrs: AttrsOf<K>, context: RunContext<MlxTypes>) => TensorValue)(inputs, attrs, context);
 }
 
-function disposeValue(v: Value): void {
+function disposeValue(v: TensorValue): void {
   if (v instanceof Tensor) v.dispose();
   else if (Array.isArray(v)) v.forEach(disposeValue);
 }
 
 /** ns per call of `make` + eval of what it returns. */
-function time(make: () => Value): Sample {
+function time(make: () => TensorValue): Sample {
   return timeNs(() => {
     const v = make();
     const all: Tensor[] = [];
-    const walk = (x: Value) => (x instanceof Tensor ? all.push(x) : Array.isArray(x) ? x.forEach(walk) : undefined);
+    const walk = (x: TensorValue) => (x instanceof Tensor ? all.push(x) : Array.isArray(x) ? x.forEach(walk) : undefined);
     walk(v);
     for (const t of all) t.eval();
     disposeValue(v);
@@ -57,20 +56,20 @@ export function run(): Record<string, unknown> {
     const positions = Tensor.from(Int32Array.from({ length: tokens }, (_, i) => CONTEXT - tokens + i), [1, tokens]);
     const inverse = Tensor.from(Float32Array.from({ length: HEAD_DIM / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / HEAD_DIM)));
     const offset = CONTEXT - tokens;
-    const pairs: [string, () => Value, () => Value][] = [
+    const pairs: [string, () => TensorValue, () => TensorValue][] = [
       ["rms_norm", () => fast.rmsNorm(x, w, 1e-5), () => kernel("rms_norm", [x, w], { eps: 1e-5, shift: 0 })],
-      ["layer_norm", () => fast.layerNorm(x, w, bias, 1e-5), () => kernel("layer_norm", [x, w, bias], { eps: 1e-5 })],
+      ["layer_norm", () => fast.layerNorm(x, w, bias, 1e-5), () => kernel("layer_norm", [x, w, bias], { eps: 1e-5, axis: -1 })],
       [
         "rope (q and k)",
         () => [fast.rope(q, { dims: HEAD_DIM, base: 10000, offset }), fast.rope(k, { dims: HEAD_DIM, base: 10000, offset })],
-        () => kernel("apply_rotary_embedding", [q, k, positions, inverse], { dims: HEAD_DIM }),
+        () => kernel("apply_rotary_embedding", [q, k, positions, inverse], { dims: HEAD_DIM, base: 10000, scaling: { type: "none", factor: 1 } }),
       ],
       [
         "sdpa (GQA 16/4, causal)",
         () => fast.scaledDotProductAttention(q, keys, keys, { scale: HEAD_DIM ** -0.5, mask: tokens === 1 ? null : "causal" }),
         () => {
           const weights = kernel("attention_weights", [q, repeatedKeys, null, offset], { scale: HEAD_DIM ** -0.5, causal: true }) as Tensor;
-          const out = kernel("attention_output", [weights, repeatedKeys]);
+          const out = kernel("attention_output", [weights, repeatedKeys], {});
           weights.dispose();
           return out;
         },
@@ -79,8 +78,8 @@ export function run(): Record<string, unknown> {
         "swiglu",
         () => fast.swiglu(gate, up),
         () => {
-          const activated = kernel("silu", [gate]);
-          const out = kernel("multiply", [[up, activated]]);
+          const activated = kernel("silu", [gate], {});
+          const out = kernel("multiply", [[up, activated]], {});
           disposeValue(activated);
           return out;
         },

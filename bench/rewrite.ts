@@ -17,7 +17,7 @@ export async function run(): Promise<Record<string, unknown>> {
   const prompt = Array.from({ length: 32 }, (_, i) => (i * 37) % 1000);
   const variants: [string, boolean | string[]][] = [
     ["plain graph", false],
-    ...Object.keys(REWRITERS).map((k): [string, string[]] => [k, k === "gqa_cache_fix" ? [k, "sdpa"] : [k]]),
+    ...Object.keys(REWRITERS).map((k): [string, string[]] => [k, [k]]),
     ["default", DEFAULT_REWRITERS],
     ["all", Object.keys(REWRITERS)],
   ];
@@ -35,7 +35,7 @@ export async function run(): Promise<Record<string, unknown>> {
     const s = summarize(speeds);
     baseline ||= s.median;
     const perLayerUs = 1e6 / s.median / model.config.layers;
-    rows.push([label === "gqa_cache_fix" ? "gqa_cache_fix (+sdpa)" : label, s.median, perLayerUs, s.median / baseline, s.spread]);
+    rows.push([label, s.median, perLayerUs, s.median / baseline, s.spread]);
     results[label] = { ...s, perLayerUs };
   }
   table(

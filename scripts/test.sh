@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The README's test command: install everything (idempotent), regenerate oracle fixtures when their
-# scripts or the MLX version changed, then run the whole bun:test suite.
+# scripts or the MLX version changed, type-check (tsc --noEmit, strict), then run the whole bun:test suite.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MLXB_SKIP_DEFAULT_MODEL=1 bash "$ROOT/scripts/setup.sh"
 bash "$ROOT/scripts/fixtures.sh"
 cd "$ROOT"
+# Our sources ship to users as .ts: strict type-check of src/, test/ and bench/ before the tests.
+"$ROOT/node_modules/.bin/tsc" --noEmit -p "$ROOT/tsconfig.json"
+echo "[test] tsc --noEmit: no type errors" >&2
 exec "$ROOT/.cache/bin/bun" test --timeout 60000 "$@"

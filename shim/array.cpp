@@ -10,12 +10,10 @@ using namespace mlxb;
 
 namespace {
 
-// Indexed by mlx_dtype (mlx-c's order).
-const mx::Dtype kDtypes[] = {
-    mx::bool_,   mx::uint8,   mx::uint16,  mx::uint32, mx::uint64,
-    mx::int8,    mx::int16,   mx::int32,   mx::int64,  mx::float16,
-    mx::float32, mx::float64, mx::bfloat16, mx::complex64,
-};
+// Indexed by mlx_dtype: the header's table.
+#define MLXB_DTYPE_MLX(code, name, mlx_name, bytes) mx::mlx_name,
+const mx::Dtype kDtypes[] = {MLXB_DTYPES(MLXB_DTYPE_MLX)};
+#undef MLXB_DTYPE_MLX
 constexpr int kDtypeCount = sizeof(kDtypes) / sizeof(kDtypes[0]);
 
 } // namespace

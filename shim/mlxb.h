@@ -23,23 +23,28 @@ extern "C" {
 
 typedef void* mlx_array;
 
-/* Same order as mlx-c's mlx_dtype. */
-typedef enum {
-  MLX_BOOL = 0,
-  MLX_UINT8,
-  MLX_UINT16,
-  MLX_UINT32,
-  MLX_UINT64,
-  MLX_INT8,
-  MLX_INT16,
-  MLX_INT32,
-  MLX_INT64,
-  MLX_FLOAT16,
-  MLX_FLOAT32,
-  MLX_FLOAT64,
-  MLX_BFLOAT16,
-  MLX_COMPLEX64,
-} mlx_dtype;
+/* The one dtype table: X(enum name, mlx-bun name, MLX C++ name, bytes per element), in mlx-c's
+ * order (the enum's values). array.cpp maps codes to MLX dtypes from it; src/dtype.ts is checked
+ * against it by test/ffi.test.ts. */
+#define MLXB_DTYPES(X)                          \
+  X(MLX_BOOL, bool, bool_, 1)                   \
+  X(MLX_UINT8, uint8, uint8, 1)                 \
+  X(MLX_UINT16, uint16, uint16, 2)              \
+  X(MLX_UINT32, uint32, uint32, 4)              \
+  X(MLX_UINT64, uint64, uint64, 8)              \
+  X(MLX_INT8, int8, int8, 1)                    \
+  X(MLX_INT16, int16, int16, 2)                 \
+  X(MLX_INT32, int32, int32, 4)                 \
+  X(MLX_INT64, int64, int64, 8)                 \
+  X(MLX_FLOAT16, float16, float16, 2)           \
+  X(MLX_FLOAT32, float32, float32, 4)           \
+  X(MLX_FLOAT64, float64, float64, 8)           \
+  X(MLX_BFLOAT16, bfloat16, bfloat16, 2)        \
+  X(MLX_COMPLEX64, complex64, complex64, 8)
+
+#define MLXB_DTYPE_ENUM(code, name, mlx_name, bytes) code,
+typedef enum { MLXB_DTYPES(MLXB_DTYPE_ENUM) } mlx_dtype;
+#undef MLXB_DTYPE_ENUM
 
 /* ---- errors, version, device ---- */
 const char* mlx_last_error(void);

@@ -32,10 +32,10 @@ function progress(loaded: number, total: number): void {
   if (loaded === total) process.stderr.write("\n");
 }
 
-const model = loadModel(values.model!, progress, { backend: values.backend });
+const model = loadModel(values.model!, { backend: values.backend, onProgress: progress });
 const tokenizer = Tokenizer.fromDir(values.model!);
 const quant = model.checkpoint.quantization?.global;
-const info = model.backend.name === "mlx" ? deviceInfo() : undefined;
+const info = model.backend === "mlx" ? deviceInfo() : undefined;
 console.error(
   `${model.config.modelType}, ${model.config.layers} layers, hidden ${model.config.hiddenSize}` +
     `${quant ? `, ${quant.bits}-bit ${quant.mode}` : ""}; ` +

@@ -1,15 +1,9 @@
 // Text generation: prefill, then one forward per decoded token; greedy, temperature and top-p
 // sampling with a seed; stop tokens and strings; streaming as an async iterator.
-import type { CpuTensor } from "./backend/cpu.ts";
-import { type BackendKind, selectBackend } from "./backend/dispatch.ts";
+import type { TensorData } from "./dtype.ts";
 import { createCache, forward, type Model, rewrittenGraph, tokenIds } from "./models/index.ts";
 import { argmax, asyncEval } from "./ops/core.ts";
-import type { Tensor } from "./tensor.ts";
 import type { Tokenizer } from "./tokenizer.ts";
-
-function modelBytes(model: Model): number {
-  return [...model.checkpoint.weights.values()].reduce((n, t) => n + t.nbytes, 0);
-}
 
 export interface GenerateOptions {
   maxTokens?: number;
@@ -25,11 +19,8 @@ export interface GenerateOptions {
   /** Generate past end-of-sequence tokens (benchmarks: a fixed token count). */
   ignoreEos?: boolean;
   /** Run the graph rewritten with fused MLX ops (default: the default rewriters); false: the plain
-   * graph; a list: those rewriters (with gqa_cache_fix the cache holds kv heads). */
+   * graph; a list: those rewriters. (The backend is the model's: see loadModel.) */
   rewrite?: boolean | string[];
-  /** "mlx" (default; ops failing on MLX fall back to the CPU one by one), "cpu" (the pure-TS
-   * reference), or "auto" (MLX when it loads and the model fits memory). */
-  backend?: BackendKind | string;
 }
 
 export interface GenerationChunk {
@@ -105,29 +96,24 @@ export async function* generate(
   const next = random(seed);
   const only = options.rewrite === false ? null : Array.isArray(options.rewrite) ? options.rewrite : undefined;
   const graph = only === null ? undefined : rewrittenGraph(model, "last", only);
-  const backend = options.backend === undefined ? model.backend : selectBackend(options.backend, modelBytes(model));
-  if (backend.name === "mlx" && model.backend.name === "cpu") {
-    throw new Error("generate: this model's weights were loaded for the CPU backend; load it with { backend: \"mlx\" } to run on MLX");
-  }
-  const cache = createCache(model, 1, promptIds.length + maxTokens, graph, backend.name === "cpu");
+  const cache = createCache(model, 1, promptIds.length + maxTokens);
   // Greedy decoding on MLX picks each token on the device and queues the next step before reading it
   // (as mlx-lm does): building step t+1's graph on the host overlaps the device computing step t.
   // Otherwise each step's logits are evaluated, read and sampled on the host.
-  const onDevice = temperature <= 0 && backend.name === "mlx";
-  const launch = (ids: Tensor | CpuTensor): Tensor => {
-    const logits = forward(model, ids, cache, "last", graph, backend, onDevice);
-    if (!onDevice) return logits;
-    using last = logits;
+  const onDevice = temperature <= 0 && model.backend === "mlx";
+  const launch = (ids: TensorData): TensorData => {
+    if (!onDevice || model.backend !== "mlx") return forward(model, ids, { cache, graph });
+    using last = forward(model, ids, { cache, graph, lazy: true });
     const token = argmax(last, -1); // [1, 1]: the next step's ids
     asyncEval([token, ...cache.tensors()]);
     return token;
   };
-  const read = (pending: Tensor) => (onDevice ? pending.item() : sample(pending.toFloat32Array(), temperature, topP, next));
+  const read = (pending: TensorData) => (onDevice ? pending.toInt32Array()[0]! : sample(pending.toFloat32Array(), temperature, topP, next));
   const generated: number[] = [];
   let emitted = "";
   Object.assign(stats ?? {}, { promptTokens: promptIds.length, generatedTokens: 0, finishReason: "length" });
-  let pending: Tensor | undefined;
-  let upcoming: Tensor | undefined;
+  let pending: TensorData | undefined;
+  let upcoming: TensorData | undefined;
   try {
     const start = performance.now();
     let decodeStart = start;
@@ -137,9 +123,10 @@ export async function* generate(
     }
     for (let i = 0; i < maxTokens; i++) {
       const more = i < maxTokens - 1;
-      if (onDevice && more) upcoming = launch(pending);
-      const token = read(pending);
-      pending.dispose();
+      const current: TensorData = pending!;
+      if (onDevice && more) upcoming = launch(current);
+      const token = read(current);
+      current.dispose();
       pending = undefined;
       if (i === 0) {
         decodeStart = performance.now();

@@ -1,5 +1,6 @@
 // Public API (re-exports only).
-export { Tensor, DTYPES, type DType, liveTensorCount, itemSize } from "./tensor.ts";
+export { DTYPES, type DType, itemSize, type TensorData } from "./dtype.ts";
+export { Tensor, liveTensorCount } from "./tensor.ts";
 export * as ops from "./ops/core.ts";
 export * as fast from "./ops/fast.ts";
 export * as quant from "./ops/quant.ts";
@@ -12,8 +13,23 @@ export { loadSafetensors, saveSafetensors } from "./io/safetensors.ts";
 export { parseQuantConfig, quantizationFor, type QuantConfig } from "./quant/config.ts";
 export { dequantizeWeights, quantizeParams, quantizeWeights, type WeightMap } from "./quant/weights.ts";
 export { linear } from "./quant/linear.ts";
-export { ARCHITECTURES, cacheHeadsFor, createCache, encode, forward, loadModel, type Model } from "./models/index.ts";
-export { KVCache } from "./kv-cache.ts";
+export {
+  ARCHITECTURES,
+  createCache,
+  type CpuModel,
+  encode,
+  type EncodeOptions,
+  forward,
+  type ForwardOptions,
+  type LoadOptions,
+  loadModel,
+  type MlxModel,
+  type Model,
+} from "./models/index.ts";
+export { type CacheShape, HostKVCache, KVCache } from "./kv-cache.ts";
+export { CpuTensor } from "./ops/cpu.ts";
 export { Tokenizer, type ChatMessage } from "./tokenizer.ts";
 export { generate, generateText, type GenerateOptions, type GenerationChunk, type GenerationStats } from "./generate.ts";
-export { rewrite, REWRITERS, DEFAULT_REWRITERS } from "./rewrite/index.ts";
+export { rewrite, REWRITERS, DEFAULT_REWRITERS, type RewriterName } from "./rewrite/index.ts";
+export { type Graph, GraphBuilder, type Node, opCounts } from "./graph/graph.ts";
+export { OPS, type OpName } from "./graph/ops.ts";

@@ -1,40 +1,8 @@
 // Tensor: an owned handle to an MLX array (lazy until evaluated or read).
 import type { Pointer } from "bun:ffi";
+import { DTYPES, type DType, dtypeCode, itemSize, type TensorData } from "./dtype.ts";
 import { check, native, outI32, outPointer, outSize, outWords } from "./native/ffi.ts";
 
-/** Same order as mlx_dtype in shim/mlxb.h. */
-export const DTYPES = [
-  "bool",
-  "uint8",
-  "uint16",
-  "uint32",
-  "uint64",
-  "int8",
-  "int16",
-  "int32",
-  "int64",
-  "float16",
-  "float32",
-  "float64",
-  "bfloat16",
-  "complex64",
-] as const;
-export type DType = (typeof DTYPES)[number];
-
-const ITEM_SIZE: Record<DType, number> = {
-  bool: 1, uint8: 1, uint16: 2, uint32: 4, uint64: 8, int8: 1, int16: 2, int32: 4, int64: 8,
-  float16: 2, float32: 4, float64: 8, bfloat16: 2, complex64: 8,
-};
-
-export function itemSize(dtype: DType): number {
-  return ITEM_SIZE[dtype];
-}
-
-export function dtypeCode(dtype: DType): number {
-  const code = DTYPES.indexOf(dtype);
-  if (code < 0) throw new Error(`unknown dtype '${dtype}' (valid: ${DTYPES.join(", ")})`);
-  return code;
-}
 
 type HostArray = Float32Array | Float64Array | Int32Array | Uint32Array | Uint8Array | Int8Array | Uint16Array | Int16Array | Float16Array | BigInt64Array | BigUint64Array;
 
@@ -65,7 +33,7 @@ export function liveTensorCount(): number {
   return liveTensors;
 }
 
-export class Tensor {
+export class Tensor implements TensorData {
   #handle: Pointer | null;
   #shape: readonly number[] | undefined;
   #dtype: DType | undefined;

@@ -1,7 +1,7 @@
 // The pure-TypeScript CPU reference ops against MLX on the same inputs (MLX is itself checked against
 // Python MLX in ops.test.ts), so either side drifting fails here.
 import { describe, expect, test } from "bun:test";
-import * as cpu from "../src/backend/cpu.ts";
+import * as cpu from "../src/ops/cpu.ts";
 import { fast, ops, quant, Tensor } from "../src/index.ts";
 import { maxAbsDiff } from "./helpers.ts";
 

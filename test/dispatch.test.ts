@@ -2,10 +2,12 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { parseBackendKind, selectBackend, support, withFallback } from "../src/backend/dispatch.ts";
-import { kernels } from "../src/graph/kernels.ts";
+import { MLX_KERNELS } from "../src/graph/ops.ts";
+import { runGraph } from "../src/graph/run.ts";
 import { generateText } from "../src/generate.ts";
 import { deviceInfo, setDevice, Tensor } from "../src/index.ts";
-import { forward, loadModel } from "../src/models/index.ts";
+import { KVCache } from "../src/kv-cache.ts";
+import { forward, loadModel, tokenIds } from "../src/models/index.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
 import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
 
@@ -69,26 +71,33 @@ describe("backend kinds and support()", () => {
 
   test("selectBackend logs one info line when auto falls back to the CPU", () => {
     const lines: string[] = [];
-    expect(selectBackend("auto", 1e15, (l) => lines.push(l)).name).toBe("cpu");
+    expect(selectBackend("auto", 1e15, (l) => lines.push(l))).toBe("cpu");
     expect(lines.length).toBe(1);
-    expect(selectBackend(" AUTO ", 1e15, (l) => lines.push(l)).name).toBe("cpu");
+    expect(selectBackend(" AUTO ", 1e15, (l) => lines.push(l))).toBe("cpu");
     expect(lines.length).toBe(2);
-    expect(selectBackend("Auto", 1000, (l) => lines.push(l)).name).toBe("mlx");
+    expect(selectBackend("Auto", 1000, (l) => lines.push(l))).toBe("mlx");
     expect(lines.length).toBe(2);
   });
 });
 
 describe("per-op fallback", () => {
   test("an op failing on MLX runs on the CPU with one warning per op kind; results unchanged", () => {
-    const model = loadModel(dir("qwen3"));
+    const model = loadModel(dir("qwen3"), { backend: "mlx" });
     const prompt = decode(cases.qwen3!.prompt);
-    using expected = forward(model, prompt, null, "all");
-    const broken = { ...kernels, rms_norm: () => { throw new Error("injected MLX failure"); } };
+    using expected = forward(model, prompt, { logits: "all" });
+    const broken = { ...MLX_KERNELS, rms_norm: () => { throw new Error("injected MLX failure"); } };
     const warnings: string[] = [];
-    const backend = { name: "mlx" as const, kernels: withFallback(broken, undefined, (w) => warnings.push(w)) };
-    using got = forward(model, prompt, null, "all", undefined, backend);
+    const kernels = withFallback(broken, undefined, (w) => warnings.push(w));
+    const run = () => {
+      const positions = Tensor.from(Int32Array.from({ length: prompt.shape[1]! }, (_, i) => i), [1, prompt.shape[1]!]);
+      const feeds = { ids: prompt, positions, offset: 0, keyMask: null };
+      const out = runGraph(model.graph("all"), kernels, { weights: model.weights, quantization: model.checkpoint.quantization, feeds, cache: null });
+      positions.dispose();
+      return out.logits as Tensor;
+    };
+    using got = run();
     expect(maxAbsDiff(got.toFloat32Array(), expected.toFloat32Array())).toBeLessThanOrEqual(1e-4);
-    using again = forward(model, prompt, null, "all", undefined, backend);
+    using again = run();
     expect(warnings).toEqual(["mlx-bun: op 'rms_norm' failed on MLX (injected MLX failure); running it on the CPU backend"]);
     expect(Tensor.from([1]).size).toBe(1); // the process carries on
   });
@@ -96,13 +105,15 @@ describe("per-op fallback", () => {
 
 describe("generate on every backend", () => {
   for (const name of Object.keys(cases)) {
-    test(`${name}: cpu, mlx and auto generate mlx-lm's greedy tokens`, async () => {
-      const model = loadModel(dir(name));
+    test(`${name}: models loaded for cpu, mlx and auto generate mlx-lm's greedy tokens`, async () => {
       const tokenizer = Tokenizer.fromDir(dir(name));
       const prompt = Array.from(decode(cases[name]!.prompt).toInt32Array());
       for (const backend of ["cpu", "mlx", "auto"]) {
-        const { tokens } = await generateText(model, tokenizer, prompt, { maxTokens: 8, backend, ignoreEos: true });
+        const model = loadModel(dir(name), { backend });
+        expect(model.backend).toBe(backend === "cpu" ? "cpu" : "mlx");
+        const { tokens } = await generateText(model, tokenizer, prompt, { maxTokens: 8, ignoreEos: true });
         expect(tokens).toEqual(cases[name]!.tokens.slice(0, 8));
+        model.dispose();
       }
     });
   }
@@ -112,15 +123,18 @@ describe("the CPU backend without MLX", () => {
   for (const name of Object.keys(cases)) {
     test(`${name}: host-loaded weights generate mlx-lm's tokens and create no MLX array`, async () => {
       const { liveTensorCount } = await import("../src/index.ts");
-      const model = loadModel(dir(name), undefined, { backend: "cpu" });
-      expect(model.backend.name).toBe("cpu");
+      const model = loadModel(dir(name), { backend: "cpu" });
+      expect(model.backend).toBe("cpu");
       const tokenizer = Tokenizer.fromDir(dir(name));
       const prompt = Array.from(decode(cases[name]!.prompt).toInt32Array());
       const before = liveTensorCount();
       const { tokens } = await generateText(model, tokenizer, prompt, { maxTokens: 8, ignoreEos: true });
       expect(liveTensorCount()).toBe(before);
       expect(tokens).toEqual(cases[name]!.tokens.slice(0, 8));
-      await expect(generateText(model, tokenizer, prompt, { maxTokens: 1, backend: "mlx" })).rejects.toThrow("loaded for the CPU backend");
+      // The backend is the model's: an MLX cache cannot serve it.
+      const { layers, kvHeads, headDim } = model.config;
+      using mlxCache = new KVCache({ layers, batch: 1, heads: kvHeads, headDim, maxLength: 8 });
+      expect(() => forward(model, tokenIds(model, [1], [1, 1]), { cache: mlxCache })).toThrow("forward: the cache was made for the mlx backend, the model runs on cpu");
     });
   }
 });

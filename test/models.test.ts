@@ -21,11 +21,11 @@ const TOLERANCE = 1e-4;
 
 for (const [name, c] of Object.entries(cases)) {
   describe(`${name}${c.quantized ? " (4-bit)" : ""} vs mlx-lm`, () => {
-    const model = loadModel(join(import.meta.dir, "fixtures", "data", "models", name));
+    const model = loadModel(join(import.meta.dir, "fixtures", "data", "models", name), { backend: "mlx" });
     const prompt = decode(c.prompt);
 
     test(`prefill logits at every position within ${TOLERANCE}`, () => {
-      using logits = forward(model, prompt, null, "all");
+      using logits = forward(model, prompt, { logits: "all" });
       const expected = decode(c.prefill);
       expect(logits.shape).toEqual(expected.shape);
       expect(maxAbsDiff(logits.toFloat32Array(), expected.toFloat32Array())).toBeLessThanOrEqual(TOLERANCE);
@@ -33,7 +33,7 @@ for (const [name, c] of Object.entries(cases)) {
 
     test(`${c.tokens.length} greedy decode steps: same tokens, logits within ${TOLERANCE}`, () => {
       const cache = createCache(model, 1, prompt.shape[1]! + c.tokens.length);
-      let logits = forward(model, prompt, cache);
+      let logits = forward(model, prompt, { cache });
       const tokens: number[] = [];
       for (const [i, step] of c.steps.entries()) {
         using next = ops.argmax(logits, -1);
@@ -41,7 +41,7 @@ for (const [name, c] of Object.entries(cases)) {
         tokens.push(token);
         logits.dispose();
         using ids = Tensor.from(new Int32Array([token]), [1, 1]);
-        logits = forward(model, ids, cache);
+        logits = forward(model, ids, { cache });
         const err = maxAbsDiff(logits.toFloat32Array(), decode(step).toFloat32Array());
         if (err > TOLERANCE) throw new Error(`step ${i}: max abs err ${err}`);
       }
@@ -55,7 +55,7 @@ for (const [name, c] of Object.entries(cases)) {
 describe("padded batches", () => {
   // qwen3 checks the key mask; gpt2's learned positions also check that positions skip the padding.
   test.each(["qwen3", "gpt2"])("%s: left-padded prompts in one batch give each prompt's own logits (prefill and decode)", (name) => {
-    const model = loadModel(join(import.meta.dir, "fixtures", "data", "models", name));
+    const model = loadModel(join(import.meta.dir, "fixtures", "data", "models", name), { backend: "mlx" });
     const prompt = Array.from(decode(cases[name]!.prompt).toInt32Array());
     const prompts = [prompt, prompt.slice(3)];
     const steps = 4;
@@ -64,7 +64,7 @@ describe("padded batches", () => {
       const out: Float32Array[] = [];
       let ids = Tensor.from(Int32Array.from(p), [1, p.length]);
       for (let s = 0; s <= steps; s++) {
-        using logits = forward(model, ids, cache);
+        using logits = forward(model, ids, { cache });
         ids.dispose();
         out.push(logits.toFloat32Array());
         ids = Tensor.from(new Int32Array([s + 1]), [1, 1]);
@@ -82,7 +82,7 @@ describe("padded batches", () => {
     let ids = Tensor.from(host, [2, width]);
     const vocab = model.config.vocabSize;
     for (let s = 0; s <= steps; s++) {
-      using logits = forward(model, ids, cache);
+      using logits = forward(model, ids, { cache });
       ids.dispose();
       const both = logits.toFloat32Array();
       for (let b = 0; b < 2; b++) {
@@ -102,12 +102,12 @@ describe("bfloat16 4-bit qwen3 (the dtype of released MLX checkpoints) vs mlx-lm
   const dir = join(import.meta.dir, "fixtures", "data", "models", "qwen3-bf16");
 
   test("activations and the KV cache stay bfloat16; mlx-lm's greedy tokens; logits within 4 bf16 ulps at magnitude 4", async () => {
-    const model = loadModel(dir, undefined, { backend: "mlx" });
+    const model = loadModel(dir, { backend: "mlx" });
     expect(model.dtype).toBe("bfloat16");
     expect(c.cache_dtype).toBe("mlx.core.bfloat16");
     const graph = rewrittenGraph(model, "last");
-    const cache = createCache(model, 1, 7 + c.tokens.length, graph);
-    let logits = forward(model, decode(c.prompt), cache, "last", graph);
+    const cache = createCache(model, 1, 7 + c.tokens.length);
+    let logits = forward(model, decode(c.prompt), { cache, graph });
     expect(cache.tensors().every((t) => t.dtype === "bfloat16")).toBe(true);
     const tokens: number[] = [];
     for (const [i, step] of c.steps.entries()) {
@@ -121,7 +121,7 @@ describe("bfloat16 4-bit qwen3 (the dtype of released MLX checkpoints) vs mlx-lm
       tokens.push(next.toInt32Array()[0]!);
       logits.dispose();
       using ids = Tensor.from(new Int32Array([tokens[i]!]), [1, 1]);
-      logits = forward(model, ids, cache, "last", graph);
+      logits = forward(model, ids, { cache, graph });
     }
     logits.dispose();
     cache.dispose();

@@ -5,7 +5,7 @@ import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { type Graph, GraphBuilder, opCounts } from "../src/graph/graph.ts";
 import { ops, Tensor } from "../src/index.ts";
-import { createCache, encode, forward, loadModel, type Model } from "../src/models/index.ts";
+import { createCache, encode, forward, loadModel, type MlxModel } from "../src/models/index.ts";
 import { DEFAULT_REWRITERS, REWRITERS, rewrite } from "../src/rewrite/index.ts";
 import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
 
@@ -14,13 +14,13 @@ const TOLERANCE = 1e-4;
 const cases = fixture<Record<string, { prompt: EncodedArray }>>("models.json");
 
 /** Greedy decoding through the cache; per-step logits and the tokens. */
-function greedy(model: Model, prompt: number[], graphs: { prefill?: Graph; decode?: Graph }, heads?: number) {
-  const cache = createCache(model, 1, prompt.length + STEPS + 1, heads);
+function greedy(model: MlxModel, prompt: number[], graphs: { prefill?: Graph; decode?: Graph }) {
+  const cache = createCache(model, 1, prompt.length + STEPS + 1);
   const logits: Float32Array[] = [];
   const tokens: number[] = [];
   let ids = Tensor.from(Int32Array.from(prompt), [1, prompt.length]);
   for (let s = 0; s <= STEPS; s++) {
-    using out = forward(model, ids, cache, "last", s === 0 ? graphs.prefill : graphs.decode);
+    using out = forward(model, ids, { cache, graph: s === 0 ? graphs.prefill : graphs.decode });
     ids.dispose();
     logits.push(out.toFloat32Array());
     using next = ops.argmax(out, -1);
@@ -36,7 +36,7 @@ const variants: [string, string[]][] = [...Object.keys(REWRITERS).map((k): [stri
 
 for (const name of Object.keys(cases)) {
   describe(`rewrite: ${name}`, () => {
-    const model = loadModel(join(import.meta.dir, "fixtures", "data", "models", name));
+    const model = loadModel(join(import.meta.dir, "fixtures", "data", "models", name), { backend: "mlx" });
     const prompt = Array.from(decode(cases[name]!.prompt).toInt32Array());
     const plain = greedy(model, prompt, {});
     const before = model.graph("last").nodes.length;
@@ -44,8 +44,7 @@ for (const name of Object.keys(cases)) {
     for (const [label, only] of variants) {
       test(`${label}: ${STEPS} greedy steps equal the plain graph`, () => {
         const graph = rewrite(model.graph("last"), { only });
-        const heads = only.includes("gqa_cache_fix") ? model.config.kvHeads : undefined;
-        const got = greedy(model, prompt, { prefill: graph, decode: graph }, heads);
+        const got = greedy(model, prompt, { prefill: graph, decode: graph });
         for (let s = 0; s <= STEPS; s++) {
           const err = maxAbsDiff(got.logits[s]!, plain.logits[s]!);
           if (err > TOLERANCE) throw new Error(`step ${s}: max abs err ${err}`);
@@ -60,7 +59,7 @@ for (const name of Object.keys(cases)) {
 describe("rewrite: bert (encoder)", () => {
   test("layer_norm, sdpa, dropout leave hidden states unchanged", () => {
     const f = fixture<Record<"ids" | "tokenTypes" | "keyMask", EncodedArray>>("bert.json");
-    const model = loadModel(join(import.meta.dir, "fixtures", "data", "encoders", "bert"));
+    const model = loadModel(join(import.meta.dir, "fixtures", "data", "encoders", "bert"), { backend: "mlx" });
     const inputs = { tokenTypes: decode(f.tokenTypes), keyMask: decode(f.keyMask) };
     using plain = encode(model, decode(f.ids), inputs);
     const graph = rewrite(model.graph("all"), { only: ["layer_norm", "sdpa", "dropout"] });
@@ -73,7 +72,7 @@ describe("rewrite: bert (encoder)", () => {
 
 describe("rewrite: what each rewriter replaces, and what it leaves", () => {
   const counts = (model: string, only: string[]) => {
-    const m = loadModel(join(import.meta.dir, "fixtures", "data", "models", model));
+    const m = loadModel(join(import.meta.dir, "fixtures", "data", "models", model), { backend: "cpu" });
     return opCounts(rewrite(m.graph("last"), { only }));
   };
 
@@ -87,37 +86,31 @@ describe("rewrite: what each rewriter replaces, and what it leaves", () => {
     expect(sdpa).toMatchObject({ fast_sdpa: 2 });
     expect(sdpa.attention_weights).toBeUndefined();
     expect(counts("llama", ["dropout"]).dropout).toBeUndefined();
-    expect(counts("llama", ["if_present"]).if_present).toBeUndefined();
-    // gqa_cache_fix moves the repeats after the cache; with sdpa they disappear (native GQA).
-    expect(counts("llama", ["gqa_cache_fix"]).repeat_interleave).toBe(4);
-    expect(counts("llama", ["gqa_cache_fix", "sdpa"]).repeat_interleave).toBeUndefined();
-    expect(counts("llama", ["sdpa"]).repeat_interleave).toBe(4); // before the cache: still there
-    const native = counts("llama", ["native_attention", "nullify_block_cache"]);
+    // The cache holds kv heads; the plain graph repeats what it returns (GQA), sdpa drops the repeats.
+    expect(counts("llama", []).repeat_interleave).toBe(4);
+    expect(counts("llama", ["sdpa"]).repeat_interleave).toBeUndefined();
+    const native = counts("llama", ["native_attention"]);
     expect(native).toMatchObject({ native_attention: 2 });
     expect(native.attention_weights).toBeUndefined();
-    expect(native.update_attention_cache).toBeUndefined();
-    expect(native.put_block_cache).toBeUndefined();
-    expect(native.if_present).toBeUndefined();
-    // Alone, nullify_block_cache finds no native attention and keeps the cache plumbing.
-    expect(counts("llama", ["nullify_block_cache"]).put_block_cache).toBe(2);
+    expect(native.cache_update).toBeUndefined();
+    expect(native.repeat_interleave).toBeUndefined();
   });
 
-  test("gqa_cache_fix marks the graph; createCache then holds kv heads (default), else query heads", () => {
-    const m = loadModel(join(import.meta.dir, "fixtures", "data", "models", "llama"));
-    const fixed = rewrite(m.graph("last"));
-    expect(fixed.cacheHeads).toBe("kv");
-    expect(rewrite(m.graph("last"), { only: ["native_attention"] }).cacheHeads).toBeUndefined();
-    const heads = (graph: Parameters<typeof createCache>[3]) => {
-      const cache = createCache(m, 1, 8, graph);
-      const n = cache.tensors()[0]!.shape[1];
-      cache.dispose();
-      return n;
-    };
+  test("the KV cache holds kv heads for plain and rewritten graphs alike", () => {
+    const m = loadModel(join(import.meta.dir, "fixtures", "data", "models", "llama"), { backend: "mlx" });
     expect([m.config.kvHeads, m.config.heads]).toEqual([2, 4]);
-    expect(heads(fixed)).toBe(2);
-    expect(heads(m.graph("last"))).toBe(4);
-    expect(heads(undefined)).toBe(4);
-    expect(heads(3)).toBe(3);
+    using cache = createCache(m, 1, 8);
+    expect(cache.tensors()[0]!.shape).toEqual([1, 2, 8, m.config.headDim]);
+  });
+
+  test("a rewritten graph runs without a cache (one pass from position 0), equal to the plain graph", () => {
+    const m = loadModel(join(import.meta.dir, "fixtures", "data", "models", "qwen3"), { backend: "mlx" });
+    const prompt = decode(cases.qwen3!.prompt);
+    using plain = forward(m, prompt, { logits: "all" });
+    for (const only of [DEFAULT_REWRITERS, ["sdpa"], ["native_attention"]]) {
+      using fused = forward(m, prompt, { logits: "all", graph: rewrite(m.graph("all"), { only }) });
+      expect(maxAbsDiff(fused.toFloat32Array(), plain.toFloat32Array())).toBeLessThanOrEqual(TOLERANCE);
+    }
   });
 
   test("skip rules: rms_norm shift != 0, gated GELU is not SwiGLU", () => {
@@ -129,12 +122,13 @@ describe("rewrite: what each rewriter replaces, and what it leaves", () => {
 
   test("skip rules: layer_norm off the last axis, sdpa with dropout or a window", () => {
     const b = new GraphBuilder();
+    const o = b.ops;
     const x = b.input("x");
-    const norm = b.op("layer_norm", [x, b.param("w"), b.param("b")], { eps: 1e-5, axis: 1 });
-    const w1 = b.op("attention_weights", [x, x, b.input("mask"), b.input("offset")], { scale: 1, causal: true });
-    const dropped = b.op("attention_output", [b.op("dropout", [w1], { rate: 0.1 }), x]);
-    const w2 = b.op("attention_weights", [x, x, b.input("mask"), b.input("offset")], { scale: 1, causal: true, window_size: 4 });
-    const windowed = b.op("attention_output", [w2, x]);
+    const norm = o.layer_norm([x, b.param("w"), b.param("b")], { eps: 1e-5, axis: 1 });
+    const w1 = o.attention_weights([x, x, b.input("mask"), b.input("offset")], { scale: 1, causal: true });
+    const dropped = o.attention_output([o.dropout([w1], { rate: 0.1 }), x]);
+    const w2 = o.attention_weights([x, x, b.input("mask"), b.input("offset")], { scale: 1, causal: true, window: 4 });
+    const windowed = o.attention_output([w2, x]);
     const graph = b.build({ norm, dropped, windowed });
     const after = opCounts(rewrite(graph, { only: ["layer_norm", "sdpa"] }));
     expect(after).toMatchObject({ layer_norm: 1, attention_weights: 2, attention_output: 2 });
@@ -144,17 +138,17 @@ describe("rewrite: what each rewriter replaces, and what it leaves", () => {
   test("unknown rewriter names list the valid ones", () => {
     const m = new GraphBuilder();
     expect(() => rewrite(m.build({ x: m.input("x") }), { only: ["rms_norm", "fuse_all"] })).toThrow(
-      /rewrite: unknown rewriter\(s\) fuse_all \(valid: dropout, if_present, rms_norm, layer_norm, rotary_embedding, swiglu, gqa_cache_fix, native_attention, sdpa, attn_weights, nullify_block_cache\)/,
+      /rewrite: unknown rewriter\(s\) fuse_all \(valid: dropout, rms_norm, layer_norm, rotary_embedding, swiglu, native_attention, sdpa, attn_weights\)/,
     );
   });
 });
 
 describe("rewrite: left-padded batches", () => {
   /** Prefill of two left-padded prompts and 4 decode steps; logits per step. */
-  function padded(model: Model, graph: Graph | undefined, heads?: number): Float32Array[] {
+  function padded(model: MlxModel, graph: Graph | undefined): Float32Array[] {
     const prompt = Array.from(decode(cases.qwen3!.prompt).toInt32Array());
     const width = prompt.length;
-    const cache = createCache(model, 2, width + 5, heads);
+    const cache = createCache(model, 2, width + 5);
     cache.setLeftPadding([0, 3]);
     const host = new Int32Array(2 * width);
     host.set(prompt, 0);
@@ -162,7 +156,7 @@ describe("rewrite: left-padded batches", () => {
     let ids = Tensor.from(host, [2, width]);
     const out: Float32Array[] = [];
     for (let s = 0; s <= 4; s++) {
-      using logits = forward(model, ids, cache, "last", graph);
+      using logits = forward(model, ids, { cache, graph });
       ids.dispose();
       out.push(logits.toFloat32Array());
       ids = Tensor.from(new Int32Array([s + 1, s + 1]), [2, 1]);
@@ -174,10 +168,9 @@ describe("rewrite: left-padded batches", () => {
 
   for (const name of ["qwen3", "gpt2"]) {
     test.each([["default", DEFAULT_REWRITERS], ["all", Object.keys(REWRITERS)]])(`${name} %s: equal to the plain graph`, (_, only) => {
-      const model = loadModel(join(import.meta.dir, "fixtures", "data", "models", name));
+      const model = loadModel(join(import.meta.dir, "fixtures", "data", "models", name), { backend: "mlx" });
       const plain = padded(model, undefined);
-      const heads = (only as string[]).includes("gqa_cache_fix") ? model.config.kvHeads : undefined;
-      const fused = padded(model, rewrite(model.graph("last"), { only: only as string[] }), heads);
+      const fused = padded(model, rewrite(model.graph("last"), { only: only as string[] }));
       for (let s = 0; s < plain.length; s++) expect(maxAbsDiff(fused[s]!, plain[s]!)).toBeLessThanOrEqual(TOLERANCE);
     });
   }

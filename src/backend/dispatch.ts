@@ -1,23 +1,16 @@
-// Backend selection and per-op fallback. A backend is a kernel table for the graph executor:
-// `mlx` (graph/kernels.ts), `cpu` (cpu-kernels.ts), or `mlx` with each op that fails on MLX retried on
-// the CPU (one warning per op kind). `auto` picks MLX when the shim loads and the model fits memory.
+// Backend selection (once, at loadModel) and per-op fallback. A backend is one column of the op table
+// (graph/ops.ts): `mlx` (each op that fails on MLX retried on the CPU, one warning per op kind) or
+// `cpu` (the pure-TS reference). `auto` picks MLX when the shim loads and the model fits memory.
 import { totalmem } from "node:os";
-import type { Kernel } from "../graph/kernels.ts";
-import { kernels as mlxKernels } from "../graph/kernels.ts";
-import type { Value } from "../graph/run.ts";
+import type { TensorData } from "../dtype.ts";
+import { CPU_KERNELS, type CpuTypes, type Kernel, type KernelTable, MLX_KERNELS, type MlxTypes, type OpName, type RunContext, type Value } from "../graph/ops.ts";
 import { type DeviceInfo, deviceInfo } from "../native/device.ts";
 import { nativeStatus } from "../native/ffi.ts";
+import { CpuTensor } from "../ops/cpu.ts";
 import { Tensor } from "../tensor.ts";
-import { CpuTensor } from "./cpu.ts";
-import { cpuKernels } from "./cpu-kernels.ts";
 
 export const BACKEND_KINDS = ["cpu", "mlx", "auto"] as const;
 export type BackendKind = (typeof BACKEND_KINDS)[number];
-
-export interface Backend {
-  name: "cpu" | "mlx";
-  kernels: Record<string, Kernel>;
-}
 
 /** Parses "CPU", "mlx", "Auto", ... with an Error listing the valid values. */
 export function parseBackendKind(value: string): BackendKind {
@@ -75,53 +68,68 @@ export function support(kind: BackendKind, modelBytes = 0, host: Host = currentH
   return { available: true, backend: "mlx", device: where, reason: `MLX shim loaded and the model fits ${gpuMemory ? "GPU memory" : "RAM"}` };
 }
 
-function hasHostTensor(v: Value): boolean {
-  return v instanceof CpuTensor || (Array.isArray(v) && v.some(hasHostTensor));
-}
-
-function toCpuValue(v: Value): Value {
+function toCpuValue(v: Value<Tensor>): Value<CpuTensor> {
   if (v instanceof Tensor) return new CpuTensor(v.toFloat32Array(), [...v.shape]);
-  return Array.isArray(v) ? v.map(toCpuValue) : v;
+  return Array.isArray(v) ? v.map(toCpuValue) : (v as number | null);
 }
 
-function toMlxValue(v: Value): Value {
+function toMlxValue(v: Value<CpuTensor>): Value<Tensor> {
   if (v instanceof CpuTensor) return Tensor.from(v.data, [...v.shape]);
-  return Array.isArray(v) ? v.map(toMlxValue) : v;
+  return Array.isArray(v) ? v.map(toMlxValue) : (v as number | null);
+}
+
+/** The MLX run context as the CPU kernels see it: the same weights (read to the host on use), the
+ * cache's updates made on its own buffers and read back. */
+function cpuContext(context: RunContext<MlxTypes>): RunContext<CpuTypes> {
+  const { cache } = context;
+  return {
+    weights: context.weights as ReadonlyMap<string, TensorData>,
+    quantization: context.quantization,
+    feeds: Object.fromEntries(Object.entries(context.feeds).map(([k, v]) => [k, toCpuValue(v)])),
+    cache: cache && {
+      updateAndFetch(layer, keys, values) {
+        using k = Tensor.from(keys.data, [...keys.shape], "float32");
+        using v = Tensor.from(values.data, [...values.shape], "float32");
+        const [allKeys, allValues] = cache.updateAndFetch(layer, k, v);
+        using kk = allKeys;
+        using vv = allValues;
+        return [toCpuValue(kk) as CpuTensor, toCpuValue(vv) as CpuTensor];
+      },
+    },
+  };
 }
 
 /** MLX kernels whose failures fall back, per op, to the CPU kernels (one warning per op kind). */
 export function withFallback(
-  primary: Record<string, Kernel> = mlxKernels,
-  fallback: Record<string, Kernel> = cpuKernels,
+  primary: KernelTable<MlxTypes> = MLX_KERNELS,
+  fallback: KernelTable<CpuTypes> = CPU_KERNELS,
   warn: (message: string) => void = console.warn,
-): Record<string, Kernel> {
+): KernelTable<MlxTypes> {
   const warned = new Set<string>();
-  const table: Record<string, Kernel> = {};
-  for (const [op, kernel] of Object.entries(primary)) {
-    table[op] = (inputs, node, context) => {
-      const needsUpload = inputs.some(hasHostTensor);
+  const table: Partial<Record<OpName, Kernel<unknown, MlxTypes>>> = {};
+  for (const op of Object.keys(primary) as OpName[]) {
+    const kernel = primary[op] as Kernel<unknown, MlxTypes>;
+    const cpuKernel = fallback[op] as Kernel<unknown, CpuTypes>;
+    table[op] = (inputs, attrs, context) => {
       try {
-        return kernel(needsUpload ? inputs.map(toMlxValue) : inputs, node, context);
+        return kernel(inputs, attrs, context);
       } catch (e) {
-        const cpuKernel = fallback[op];
-        // native_attention updates the KV cache's own containers in place; a CPU retry would update copies.
-        if (!cpuKernel || op === "native_attention") throw e;
         if (!warned.has(op)) {
           warned.add(op);
           warn(`mlx-bun: op '${op}' failed on MLX (${(e as Error).message}); running it on the CPU backend`);
         }
-        return toMlxValue(cpuKernel(inputs.map(toCpuValue), node, context));
+        return toMlxValue(cpuKernel(inputs.map(toCpuValue), attrs, cpuContext(context)));
       }
     };
   }
-  return table;
+  return table as KernelTable<MlxTypes>;
 }
 
 /** The backend for a kind and model size; throws when MLX is requested but cannot load. */
-export function selectBackend(kind: BackendKind | string, modelBytes = 0, log: (message: string) => void = console.info): Backend {
+export function selectBackend(kind: BackendKind | string, modelBytes = 0, log: (message: string) => void = console.info): "cpu" | "mlx" {
   const parsed = parseBackendKind(kind);
   const s = support(parsed, modelBytes);
   if (!s.available) throw new Error(`backend 'mlx' requested but unavailable: ${s.reason}`);
   if (parsed === "auto" && s.backend === "cpu") log(`mlx-bun: ${s.reason}`);
-  return s.backend === "cpu" ? { name: "cpu", kernels: cpuKernels } : { name: "mlx", kernels: withFallback() };
+  return s.backend;
 }

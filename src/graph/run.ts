@@ -1,66 +1,55 @@
-// The graph executor: evaluates, on demand and once each, the nodes the requested outputs need.
-// Only the taken branch of an if_present runs. Tensors made during a run and not returned are
-// disposed when it ends (MLX keeps what the lazy graph still needs).
-import type { QuantConfig } from "../quant/config.ts";
-import type { WeightMap } from "../quant/weights.ts";
-import { Tensor } from "../tensor.ts";
-import type { Graph, Node } from "./graph.ts";
-import { type Kernel, kernels } from "./kernels.ts";
+// The graph executor: runs the nodes the outputs need, in topological order (the plan is resolved
+// once per graph), through one backend's kernel table. Tensors made during a run and not returned
+// are disposed when it ends (MLX keeps what the lazy graph still needs); weights and feeds are
+// borrowed.
+import type { TensorData } from "../dtype.ts";
+import { type Graph, reachable } from "./graph.ts";
+import type { BackendTypes, Kernel, KernelTable, RunContext, Value } from "./ops.ts";
 
-/** What flows along edges: tensors, host numbers (offsets), containers, or nothing (no cache). */
-export type Value = Tensor | number | Value[] | null;
+const plans = new WeakMap<Graph, number[]>();
 
-export interface RunContext {
-  weights: WeightMap;
-  quantization: QuantConfig | null;
-  feeds: Record<string, Value>;
+function planOf(graph: Graph): number[] {
+  let plan = plans.get(graph);
+  if (!plan) plans.set(graph, (plan = reachable(graph)));
+  return plan;
 }
 
-function collect(value: Value, into: Set<Tensor>): void {
-  if (value instanceof Tensor) into.add(value);
-  else if (Array.isArray(value)) for (const v of value) collect(v, into);
+function isTensor<T>(v: Value<T>): v is T {
+  return v !== null && typeof v === "object" && !Array.isArray(v);
 }
 
-export function runGraph(graph: Graph, context: RunContext, table: Record<string, Kernel> = kernels): Record<string, Value> {
-  const values = new Map<number, Value>();
-  const made = new Set<Tensor>();
-  const borrowed = new Set<Tensor>();
-  for (const feed of Object.values(context.feeds)) collect(feed, borrowed);
+function collect<T>(value: Value<T> | undefined, into: T[]): void {
+  if (value === undefined) return;
+  if (isTensor(value)) into.push(value);
+  else if (Array.isArray(value)) for (const v of value as readonly Value<T>[]) collect(v, into);
+}
 
-  const evaluate = (id: number): Value => {
-    if (values.has(id)) return values.get(id)!;
-    const node: Node = graph.nodes[id]!;
-    let result: Value;
-    if (node.op === "if_present") {
-      const present = evaluate(node.inputs[0]!) !== null;
-      result = evaluate(node.inputs[present ? 1 : 2]!);
-    } else {
-      const kernel = table[node.op];
-      if (!kernel) throw new Error(`graph node ${id} (${node.name ?? node.op}): no kernel for op '${node.op}'`);
-      const inputs = node.inputs.map(evaluate);
+export function runGraph<B extends BackendTypes>(graph: Graph, kernels: KernelTable<B>, context: RunContext<B>): Record<string, Value<B["tensor"]>> {
+  type T = B["tensor"];
+  const values: Value<T>[] = new Array(graph.nodes.length);
+  const made: T[] = [];
+  const borrowed: T[] = [];
+  const outputs: Record<string, Value<T>> = {};
+  try {
+    for (const id of planOf(graph)) {
+      const node = graph.nodes[id]!;
+      const inputs = node.inputs.map((i) => values[i]!);
+      const kernel = kernels[node.op] as Kernel<unknown, B>;
+      let result: Value<T>;
       try {
-        result = kernel(inputs, node, context);
+        result = kernel(inputs, node.attrs, context);
       } catch (e) {
         throw new Error(`graph node ${id} ${node.op}${node.name ? ` '${node.name}'` : ""}: ${(e as Error).message}`);
       }
-      // Weights reach a run only through param nodes (borrowed, like the feeds; not a loop over the
-      // whole weight map each run); constants belong to the graph (made at build or rewrite time).
-      if (node.op === "param") collect(result, borrowed);
-      else if (node.op !== "constant") collect(result, made);
+      values[id] = result;
+      // Weights and feeds belong to the caller; everything else a kernel returns is this run's.
+      collect(result, node.op === "param" || node.op === "input" ? borrowed : made);
     }
-    values.set(id, result);
-    return result;
-  };
-
-  const outputs: Record<string, Value> = {};
-  const kept = new Set<Tensor>();
-  try {
-    for (const [name, id] of Object.entries(graph.outputs)) {
-      outputs[name] = evaluate(id);
-      collect(outputs[name]!, kept);
-    }
+    for (const [name, id] of Object.entries(graph.outputs)) outputs[name] = values[id]!;
   } finally {
-    for (const t of made) if (!kept.has(t) && !borrowed.has(t)) t.dispose();
+    for (const v of Object.values(outputs)) collect(v, borrowed);
+    const kept = new Set<T>(borrowed);
+    for (const t of made) if (!kept.has(t)) (t as TensorData).dispose();
   }
   return outputs;
 }

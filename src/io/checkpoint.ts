@@ -3,16 +3,19 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { parseQuantConfig, type QuantConfig, quantizationFor } from "../quant/config.ts";
-import { packedTriple, type WeightMap } from "../quant/weights.ts";
-import { loadSafetensorsHost } from "./host.ts";
+import type { TensorData } from "../dtype.ts";
+import { packedTriple } from "../quant/weights.ts";
+import type { Tensor } from "../tensor.ts";
+import { type HostTensor, loadSafetensorsHost } from "./host.ts";
 import { loadSafetensors } from "./safetensors.ts";
 
-export interface Checkpoint {
+/** W: MLX tensors (mapped from the files), or host tensors (read without the native library). */
+export interface Checkpoint<W extends TensorData = Tensor> {
   dir: string;
   /** config.json as parsed. */
   config: Record<string, unknown>;
   quantization: QuantConfig | null;
-  weights: WeightMap;
+  weights: Map<string, W>;
   /** Frees every weight. */
   dispose(): void;
 }
@@ -54,11 +57,13 @@ export function checkpointBytes(dir: string): number {
 
 /** Loads a checkpoint directory. Weight data is mapped into MLX arrays without a copy; with `host`,
  * read into host memory instead (the CPU reference backend, no native library needed). */
-export function loadCheckpoint(dir: string, onProgress?: (loaded: number, total: number) => void, host = false): Checkpoint {
+export function loadCheckpoint(dir: string, onProgress?: (loaded: number, total: number) => void, host?: false): Checkpoint<Tensor>;
+export function loadCheckpoint(dir: string, onProgress: ((loaded: number, total: number) => void) | undefined, host: true): Checkpoint<HostTensor>;
+export function loadCheckpoint(dir: string, onProgress?: (loaded: number, total: number) => void, host = false): Checkpoint<Tensor | HostTensor> {
   const config = readJson(join(dir, "config.json"));
   const quantization = parseQuantConfig(config);
   const { files, expected } = weightFiles(dir);
-  const weights: WeightMap = new Map();
+  const weights = new Map<string, Tensor | HostTensor>();
   const dispose = () => {
     for (const t of weights.values()) t.dispose();
     weights.clear();

@@ -1,12 +1,12 @@
 // Weights read into host memory without the native library: what the CPU reference backend runs on
 // when the MLX shim cannot load. Same header validation as the mapped loader (safetensors.ts).
 import { readFileSync } from "node:fs";
-import { type DType, itemSize } from "../tensor.ts";
+import { type DType, itemSize, type TensorData } from "../dtype.ts";
 import { parseHeader } from "./safetensors.ts";
 
 /** A tensor's raw bytes on the host, with the slice of Tensor's API that checkpoint loading and the
  * CPU kernels read (shape, dtype, bytes, float32 values). */
-export class HostTensor {
+export class HostTensor implements TensorData {
   readonly bytes: Uint8Array;
   readonly shape: readonly number[];
   readonly dtype: DType;

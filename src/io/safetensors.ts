@@ -1,7 +1,8 @@
 // Safetensors: header parsing with hard limits in TS; tensor data mapped by the shim (no copy on CPU).
 import { closeSync, fstatSync, openSync, readSync, writeFileSync } from "node:fs";
 import { check, native, outPointer, outWords } from "../native/ffi.ts";
-import { type DType, dtypeCode, itemSize, Tensor } from "../tensor.ts";
+import { type DType, dtypeCode, itemSize } from "../dtype.ts";
+import { Tensor } from "../tensor.ts";
 
 /** Safetensors dtype names we accept, and the MLX dtype each becomes. */
 const DTYPES: Record<string, DType> = {

@@ -1,22 +1,25 @@
-// Loading a model from a checkpoint directory and running its graph one step at a time.
-import { CpuTensor } from "../backend/cpu.ts";
-import { type Backend, type BackendKind, selectBackend } from "../backend/dispatch.ts";
-import { HostTensor } from "../io/host.ts";
+// Loading a model from a checkpoint directory (the backend is chosen here, once) and running its
+// graph one step at a time.
+import { selectBackend, withFallback, type BackendKind } from "../backend/dispatch.ts";
+import type { DType, TensorData } from "../dtype.ts";
 import type { Graph } from "../graph/graph.ts";
+import { CPU_KERNELS } from "../graph/ops.ts";
+import { inverseFrequencies } from "../graph/rotary.ts";
 import { runGraph } from "../graph/run.ts";
 import { type Checkpoint, checkpointBytes, loadCheckpoint } from "../io/checkpoint.ts";
-import { KVCache } from "../kv-cache.ts";
-import { DEFAULT_REWRITERS, rewrite } from "../rewrite/index.ts";
+import { HostTensor } from "../io/host.ts";
+import { HostKVCache, KVCache } from "../kv-cache.ts";
 import { evalAll } from "../ops/core.ts";
-import type { WeightMap } from "../quant/weights.ts";
-import { type DType, Tensor } from "../tensor.ts";
-import { inverseFrequencies, type ModelConfig, parseModelConfig } from "./config.ts";
+import { CpuTensor } from "../ops/cpu.ts";
+import { DEFAULT_REWRITERS, rewrite } from "../rewrite/index.ts";
+import { Tensor } from "../tensor.ts";
+import { buildBert } from "./bert.ts";
+import { type ModelConfig, parseModelConfig } from "./config.ts";
 import { buildDecoder, type DecoderSpec } from "./decoder.ts";
 import { gemmaSpec } from "./gemma.ts";
 import { gpt2Spec } from "./gpt2.ts";
 import { llamaSpec, qwen3Spec } from "./llama.ts";
 import { phiSpec } from "./phi.ts";
-import { buildBert } from "./bert.ts";
 
 const SPECS: Record<string, (config: ModelConfig) => DecoderSpec> = {
   llama: (c) => llamaSpec(c.tieEmbeddings),
@@ -32,15 +35,10 @@ const ENCODERS: Record<string, (config: ModelConfig) => Graph> = { bert: buildBe
 
 export const ARCHITECTURES = [...Object.keys(SPECS), ...Object.keys(ENCODERS)];
 
-export interface Model {
+interface ModelBase {
   /** Decoders generate through a KV cache (forward); encoders (BERT) return hidden states (encode). */
   kind: "decoder" | "encoder";
   config: ModelConfig;
-  checkpoint: Checkpoint;
-  /** The checkpoint's weights plus derived tables (rotary frequencies). */
-  weights: WeightMap;
-  /** Where it runs: MLX (weights mapped into MLX arrays) or the CPU reference (weights on the host). */
-  backend: Backend;
   /** The activations' dtype on MLX, and the KV cache's: the floating dtype that most of the
    * checkpoint's values have (bfloat16 for most released MLX checkpoints). */
   dtype: DType;
@@ -49,35 +47,75 @@ export interface Model {
   dispose(): void;
 }
 
-/** Loads a model for a backend kind (default "auto": MLX when the shim loads and the model fits
- * memory, else the CPU reference backend, whose weights are read without the native library). */
-export function loadModel(dir: string, onProgress?: (loaded: number, total: number) => void, options: { backend?: BackendKind | string } = {}): Model {
+/** Weights mapped into MLX arrays; runs on MLX (ops that fail there fall back to the CPU one by one). */
+export interface MlxModel extends ModelBase {
+  backend: "mlx";
+  checkpoint: Checkpoint<Tensor>;
+  /** The checkpoint's weights plus derived tables (rotary frequencies). */
+  weights: ReadonlyMap<string, Tensor>;
+}
+
+/** Weights read into host memory; runs on the pure-TypeScript CPU reference (no native library). */
+export interface CpuModel extends ModelBase {
+  backend: "cpu";
+  checkpoint: Checkpoint<HostTensor>;
+  weights: ReadonlyMap<string, TensorData>;
+}
+
+export type Model = MlxModel | CpuModel;
+
+export interface LoadOptions {
+  /** "auto" (default): MLX when the shim loads and 1.5 x the model fits memory, else "cpu". */
+  backend?: BackendKind | string;
+  onProgress?: (loaded: number, total: number) => void;
+}
+
+function architecture(dir: string, config: ModelConfig): { spec?: DecoderSpec; encoder?: (config: ModelConfig) => Graph } {
+  const specOf = SPECS[config.modelType];
+  const encoder = ENCODERS[config.modelType];
+  if (!specOf && !encoder) throw new Error(`${dir}: model_type '${config.modelType}' is not supported (supported: ${ARCHITECTURES.join(", ")})`);
+  return specOf ? { spec: specOf(config) } : { encoder: encoder! };
+}
+
+function graphs(config: ModelConfig, arch: ReturnType<typeof architecture>): (logits: "last" | "all") => Graph {
+  const built = new Map<string, Graph>();
+  return (logits) => {
+    const key = arch.encoder ? "encoder" : logits;
+    if (!built.has(key)) built.set(key, arch.encoder ? arch.encoder(config) : buildDecoder(config, arch.spec!, { logits }));
+    return built.get(key)!;
+  };
+}
+
+/** Loads a model, choosing its backend once (see LoadOptions.backend). */
+export function loadModel(dir: string, options: LoadOptions & { backend: "mlx" }): MlxModel;
+export function loadModel(dir: string, options: LoadOptions & { backend: "cpu" }): CpuModel;
+export function loadModel(dir: string, options?: LoadOptions): Model;
+export function loadModel(dir: string, options: LoadOptions = {}): Model {
   const backend = selectBackend(options.backend ?? "auto", checkpointBytes(dir));
-  const host = backend.name === "cpu";
-  const checkpoint = loadCheckpoint(dir, onProgress, host);
+  if (backend === "cpu") {
+    const checkpoint = loadCheckpoint(dir, options.onProgress, true);
+    const config = parseModelConfig(checkpoint.config);
+    const arch = architecture(dir, config);
+    const inverse = inverseFrequencies(config.ropeDims, config.ropeTheta, config.ropeScaling);
+    const frequencies = new HostTensor(new Uint8Array(inverse.buffer), [inverse.length], "float32", "rotary.inverse_frequencies");
+    const weights = new Map<string, TensorData>(checkpoint.weights).set("rotary.inverse_frequencies", frequencies);
+    return { kind: arch.encoder ? "encoder" : "decoder", backend, config, checkpoint, weights, dtype: activationDtype(checkpoint.weights), graph: graphs(config, arch), dispose: () => checkpoint.dispose() };
+  }
+  const checkpoint = loadCheckpoint(dir, options.onProgress);
   try {
     const config = parseModelConfig(checkpoint.config);
-    const specOf = SPECS[config.modelType];
-    const encoder = ENCODERS[config.modelType];
-    if (!specOf && !encoder) throw new Error(`${dir}: model_type '${config.modelType}' is not supported (supported: ${ARCHITECTURES.join(", ")})`);
+    const arch = architecture(dir, config);
     const inverse = inverseFrequencies(config.ropeDims, config.ropeTheta, config.ropeScaling);
-    const frequencies = host
-      ? new HostTensor(new Uint8Array(inverse.buffer), [inverse.length], "float32", "rotary.inverse_frequencies")
-      : Tensor.from(inverse, [inverse.length], "float32");
-    const weights: WeightMap = new Map(checkpoint.weights).set("rotary.inverse_frequencies", frequencies);
-    const graphs = new Map<string, Graph>();
+    const frequencies = Tensor.from(inverse, [inverse.length], "float32");
+    const weights = new Map(checkpoint.weights).set("rotary.inverse_frequencies", frequencies);
     return {
-      kind: encoder ? "encoder" : "decoder",
+      kind: arch.encoder ? "encoder" : "decoder",
       backend,
       config,
       checkpoint,
       weights,
       dtype: activationDtype(checkpoint.weights),
-      graph(logits) {
-        const key = encoder ? "encoder" : logits;
-        if (!graphs.has(key)) graphs.set(key, encoder ? encoder(config) : buildDecoder(config, specOf!(config), { logits }));
-        return graphs.get(key)!;
-      },
+      graph: graphs(config, arch),
       dispose() {
         frequencies.dispose();
         checkpoint.dispose();
@@ -91,7 +129,7 @@ export function loadModel(dir: string, onProgress?: (loaded: number, total: numb
 
 const FLOATING: readonly DType[] = ["float32", "float16", "bfloat16", "float64"];
 
-function activationDtype(weights: Checkpoint["weights"]): DType {
+function activationDtype(weights: ReadonlyMap<string, TensorData>): DType {
   const counts = new Map<DType, number>();
   for (const w of weights.values()) {
     if (FLOATING.includes(w.dtype)) counts.set(w.dtype, (counts.get(w.dtype) ?? 0) + w.size);
@@ -110,79 +148,131 @@ export function rewrittenGraph(model: Model, logits: "last" | "all", only: strin
   return graphs.get(key)!;
 }
 
-/** Heads a KV cache serving `graph` holds per layer: the kv heads after gqa_cache_fix, else all
- * query heads (the plain graphs repeat GQA keys/values before the cache update). */
-export function cacheHeadsFor(model: Model, graph: Graph): number {
-  return graph.cacheHeads === "kv" ? model.config.kvHeads : model.config.heads;
-}
-
-/** `heads`: a number, or the graph the cache will serve (the model's plain graph when omitted).
- * `host`: buffers for the CPU reference backend. */
-export function createCache(model: Model, batch: number, maxLength: number, heads: number | Graph = model.graph("last"), host = false): KVCache {
-  const { layers, headDim } = model.config;
-  const count = typeof heads === "number" ? heads : cacheHeadsFor(model, heads);
-  return new KVCache({ layers, batch, heads: count, headDim, maxLength, host, dtype: model.dtype });
-}
-
-/** Runs an encoder over ids [B, T]: last hidden states [B, T, hidden]. */
-export function encode(model: Model, ids: Tensor, options: { tokenTypes?: Tensor; keyMask?: Tensor; graph?: Graph } = {}): Tensor {
-  if (model.kind !== "encoder") throw new Error(`encode: ${model.config.modelType} is a decoder; use forward`);
-  const [batch, length] = ids.shape as [number, number];
-  using positions = positionsFrom(batch, length, 0) as Tensor;
-  using zeros = options.tokenTypes ? null : Tensor.from(new Int32Array(batch * length), [batch, length]);
-  const out = runGraph(options.graph ?? model.graph("all"), {
-    weights: model.weights,
-    quantization: model.checkpoint.quantization,
-    feeds: { ids, positions, tokenTypes: options.tokenTypes ?? zeros, keyMask: options.keyMask ?? null },
-  });
-  return (out.hidden as Tensor).eval();
+/** A KV cache for `batch` sequences of up to `maxLength` positions, on the model's backend, holding
+ * its kv heads in its activation dtype. */
+export function createCache(model: MlxModel, batch: number, maxLength: number): KVCache;
+export function createCache(model: CpuModel, batch: number, maxLength: number): HostKVCache;
+export function createCache(model: Model, batch: number, maxLength: number): KVCache | HostKVCache;
+export function createCache(model: Model, batch: number, maxLength: number): KVCache | HostKVCache {
+  const { layers, kvHeads: heads, headDim } = model.config;
+  const shape = { layers, batch, heads, headDim, maxLength, dtype: model.dtype };
+  return model.backend === "mlx" ? new KVCache(shape) : new HostKVCache({ ...shape, dtype: "float32" });
 }
 
 /** Positions offset + t, counted from each example's first real token when left-padded. */
-function positionsFrom(batch: number, length: number, offset: number, padding?: readonly number[], onHost = false): Tensor | CpuTensor {
+function positionsFrom(batch: number, length: number, offset: number, padding?: readonly number[]): Int32Array {
   const host = new Int32Array(batch * length);
   for (let b = 0; b < batch; b++) {
     for (let t = 0; t < length; t++) host[b * length + t] = Math.max(0, offset + t - (padding?.[b] ?? 0));
   }
-  return onHost ? new CpuTensor(Float32Array.from(host), [batch, length]) : Tensor.from(host, [batch, length]);
+  return host;
 }
 
-/** Token ids [B, T] for the model's backend. */
-export function tokenIds(model: Model, ids: readonly number[], shape: number[]): Tensor | CpuTensor {
-  return model.backend.name === "cpu" ? new CpuTensor(Float32Array.from(ids), shape) : Tensor.from(Int32Array.from(ids), shape);
+/** Integer ids [B, T] on the model's backend. */
+export function tokenIds(model: MlxModel, ids: readonly number[], shape: readonly number[]): Tensor;
+export function tokenIds(model: Model, ids: readonly number[], shape: readonly number[]): Tensor | CpuTensor;
+export function tokenIds(model: Model, ids: readonly number[], shape: readonly number[]): Tensor | CpuTensor {
+  return model.backend === "cpu" ? new CpuTensor(Float32Array.from(ids), shape) : Tensor.from(Int32Array.from(ids), shape);
 }
 
-/** One forward pass over ids [B, T] (integers) at the cache's offset; updates the cache and
- * evaluates logits and cache together (one MLX eval). Returns logits [B, T or 1, vocab].
- * `graph` overrides the model's own (a rewritten one, say); `backend` picks the kernels (default MLX).
- * With `lazy` (MLX only) nothing is evaluated: the caller evaluates the logits and cache.tensors(). */
-export function forward(
-  model: Model,
-  ids: Tensor | CpuTensor,
-  cache: KVCache | null,
-  logits: "last" | "all" = "last",
-  graph?: Graph,
-  backend: Backend = model.backend,
-  lazy = false,
-): Tensor {
-  if (model.kind !== "decoder") throw new Error(`forward: ${model.config.modelType} is an encoder; use encode`);
+/** A tensor of integers on the MLX backend (copied there when it is a host tensor). */
+function onMlx(t: TensorData): { tensor: Tensor; owned: boolean } {
+  return t instanceof Tensor ? { tensor: t, owned: false } : { tensor: Tensor.from(t.toInt32Array(), [...t.shape]), owned: true };
+}
+
+function onHost(t: TensorData): CpuTensor {
+  return t instanceof CpuTensor ? t : new CpuTensor(Float32Array.from(t.toInt32Array()), [...t.shape]);
+}
+
+/** Runs an encoder over ids [B, T]: last hidden states [B, T, hidden]. keyMask: [B, T], 1 = real token. */
+export function encode(model: MlxModel, ids: TensorData, options?: EncodeOptions): Tensor;
+export function encode(model: CpuModel, ids: TensorData, options?: EncodeOptions): CpuTensor;
+export function encode(model: Model, ids: TensorData, options?: EncodeOptions): Tensor | CpuTensor;
+export function encode(model: Model, ids: TensorData, options: EncodeOptions = {}): Tensor | CpuTensor {
+  if (model.kind !== "encoder") throw new Error(`encode: ${model.config.modelType} is a decoder; use forward`);
   const [batch, length] = ids.shape as [number, number];
-  const offset = cache?.offset ?? 0;
-  const onHost = backend.name === "cpu";
-  using positions = positionsFrom(batch, length, offset, cache?.padding, onHost);
-  const out = runGraph(graph ?? model.graph(logits), {
-    weights: model.weights,
-    quantization: model.checkpoint.quantization,
-    feeds: { ids, positions, cache: cache?.feed() ?? null, offset, keyMask: cache?.keyMask ?? null },
-  }, backend.kernels);
-  const raw = out.logits!;
-  if (onHost) {
-    cache?.advance(out.cache ?? null, length);
-    // Host logits: the same read surface (shape, toFloat32Array, dispose) as a Tensor.
-    return raw as unknown as Tensor;
+  const positions = positionsFrom(batch, length, 0);
+  const graph = options.graph ?? model.graph("all");
+  const types = options.tokenTypes ?? new CpuTensor(new Float32Array(batch * length), [batch, length]);
+  if (model.backend === "cpu") {
+    const feeds = { ids: onHost(ids), positions: new CpuTensor(Float32Array.from(positions), [batch, length]), tokenTypes: onHost(types), keyMask: options.keyMask ? onHost(options.keyMask) : null };
+    const out = runGraph(graph, CPU_KERNELS, { weights: model.weights, quantization: model.checkpoint.quantization, feeds, cache: null });
+    return out.hidden as CpuTensor;
   }
-  const result = raw instanceof CpuTensor ? Tensor.from(raw.data, [...raw.shape]) : (raw as Tensor);
-  cache?.advance(out.cache ?? null, length);
-  if (!lazy) evalAll([result, ...(cache?.tensors() ?? [])]);
-  return result;
+  const inputs = [ids, Tensor.from(positions, [batch, length]), types, ...(options.keyMask ? [options.keyMask] : [])].map(onMlx);
+  try {
+    const [idsT, positionsT, typesT, maskT] = inputs.map((i) => i.tensor) as [Tensor, Tensor, Tensor, Tensor | undefined];
+    const feeds = { ids: idsT, positions: positionsT, tokenTypes: typesT, keyMask: maskT ?? null };
+    const out = runGraph(graph, mlxKernels(), { weights: model.weights, quantization: model.checkpoint.quantization, feeds, cache: null });
+    return (out.hidden as Tensor).eval();
+  } finally {
+    inputs[1]!.tensor.dispose();
+    for (const i of inputs) if (i.owned) i.tensor.dispose();
+  }
+}
+
+export interface EncodeOptions {
+  /** Token type ids [B, T] (zeros when omitted). */
+  tokenTypes?: TensorData;
+  /** [B, T]: 1 = real token, 0 = padding. */
+  keyMask?: TensorData;
+  /** A rewritten graph to run instead of the model's. */
+  graph?: Graph;
+}
+
+export interface ForwardOptions {
+  /** The KV cache to read and extend (created for this model), or none: one pass from position 0. */
+  cache?: KVCache | HostKVCache | null;
+  /** Logits for the last position (default) or every position. */
+  logits?: "last" | "all";
+  /** A graph to run instead of the model's (a rewritten one, say). */
+  graph?: Graph;
+  /** MLX only: evaluate nothing; the caller evaluates the logits and cache.tensors(). */
+  lazy?: boolean;
+}
+
+let mlxTable: ReturnType<typeof withFallback> | undefined;
+
+/** The MLX kernels with per-op CPU fallback (made once). */
+function mlxKernels(): ReturnType<typeof withFallback> {
+  return (mlxTable ??= withFallback());
+}
+
+/** One forward pass over integer ids [B, T] at the cache's offset; the cache is extended. Returns
+ * logits [B, T or 1, vocab] on the model's backend (evaluated on MLX unless `lazy`). */
+export function forward(model: MlxModel, ids: TensorData, options?: ForwardOptions): Tensor;
+export function forward(model: CpuModel, ids: TensorData, options?: ForwardOptions): CpuTensor;
+export function forward(model: Model, ids: TensorData, options?: ForwardOptions): Tensor | CpuTensor;
+export function forward(model: Model, ids: TensorData, options: ForwardOptions = {}): Tensor | CpuTensor {
+  if (model.kind !== "decoder") throw new Error(`forward: ${model.config.modelType} is an encoder; use encode`);
+  if (ids.ndim !== 2) throw new Error(`forward: ids must be [batch, length], got [${ids.shape.join(", ")}]`);
+  const [batch, length] = ids.shape as [number, number];
+  const { cache = null, logits = "last" } = options;
+  if (cache && cache.backend !== model.backend) throw new Error(`forward: the cache was made for the ${cache.backend} backend, the model runs on ${model.backend}`);
+  if (cache && cache.shape.batch !== batch) throw new Error(`forward: ids have batch ${batch}, the cache ${cache.shape.batch}`);
+  const offset = cache?.offset ?? 0;
+  const positions = positionsFrom(batch, length, offset, cache?.padding);
+  const graph = options.graph ?? model.graph(logits);
+  const base = { quantization: model.checkpoint.quantization };
+  if (model.backend === "cpu") {
+    const hostCache = cache as HostKVCache | null;
+    const feeds = { ids: onHost(ids), positions: new CpuTensor(Float32Array.from(positions), [batch, length]), offset, keyMask: hostCache?.keyMask(offset + length) ?? null };
+    const out = runGraph(graph, CPU_KERNELS, { ...base, weights: model.weights, feeds, cache: hostCache });
+    hostCache?.advance(length);
+    return out.logits as CpuTensor;
+  }
+  const mlxCache = cache as KVCache | null;
+  const input = onMlx(ids);
+  using positionsT = Tensor.from(positions, [batch, length]);
+  using keyMask = mlxCache?.keyMask(offset + length) ?? null;
+  try {
+    const feeds = { ids: input.tensor, positions: positionsT, offset, keyMask };
+    const out = runGraph(graph, mlxKernels(), { ...base, weights: model.weights, feeds, cache: mlxCache });
+    mlxCache?.advance(length);
+    const result = out.logits as Tensor;
+    if (!options.lazy) evalAll([result, ...(mlxCache?.tensors() ?? [])]);
+    return result;
+  } finally {
+    if (input.owned) input.tensor.dispose();
+  }
 }

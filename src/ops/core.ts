@@ -1,7 +1,7 @@
 // Plain MLX ops over Tensor. Each returns a new Tensor the caller owns.
 import { check, native } from "../native/ffi.ts";
-import type { DType } from "../tensor.ts";
-import { dtypeCode, Tensor } from "../tensor.ts";
+import { dtypeCode, type DType } from "../dtype.ts";
+import { Tensor } from "../tensor.ts";
 import { call, handleOf, ints, type Native } from "./call.ts";
 
 type BinaryName = "mlx_add" | "mlx_subtract" | "mlx_multiply" | "mlx_divide" | "mlx_maximum" | "mlx_power" | "mlx_greater" | "mlx_matmul";

@@ -1,6 +1,7 @@
 // Quantize / dequantize / quantized matmul over MLX's modes.
 import { check, native } from "../native/ffi.ts";
-import { dtypeCode, type DType, Tensor } from "../tensor.ts";
+import { dtypeCode, type DType } from "../dtype.ts";
+import { Tensor } from "../tensor.ts";
 import { call, handleOf, optionalHandleOf } from "./call.ts";
 
 export const QUANT_MODES = ["affine", "mxfp4", "mxfp8", "nvfp4"] as const;

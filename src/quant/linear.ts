@@ -1,10 +1,10 @@
 // A linear layer by module path over a weight map: quantizedMatmul for packed layers, else matmul.
 import { onGpu } from "../native/device.ts";
 import { add, matmul, transpose } from "../ops/core.ts";
-import { dequantize, quantizedMatmul } from "../ops/quant.ts";
+import { dequantize, type QuantParams, quantizedMatmul } from "../ops/quant.ts";
 import type { Tensor } from "../tensor.ts";
-import { type QuantConfig, type QuantParams, quantizationFor } from "./config.ts";
-import { packedTriple, type WeightMap } from "./weights.ts";
+import { type QuantConfig, quantizationFor } from "./config.ts";
+import { packedTriple } from "./weights.ts";
 
 /** MLX's CPU quantized matmul is a plain loop: at 512 rows x 4096 x 4096 it takes 8.4 s where
  * dequantizing and a BLAS matmul take ~0.1 s (bench/quant.ts). So on the CPU, inputs of at least
@@ -17,13 +17,13 @@ interface Layer {
   scales: Tensor | undefined;
   bias: Tensor | undefined;
   quantization: QuantConfig | null;
-  packed: { triple: ReturnType<typeof packedTriple>; params: QuantParams & { transpose: true } } | null;
+  packed: { triple: { weight: Tensor; scales: Tensor; biases: Tensor | null }; params: QuantParams & { transpose: true } } | null;
 }
 
-const layers = new WeakMap<WeightMap, Map<string, Layer>>();
+const layers = new WeakMap<ReadonlyMap<string, Tensor>, Map<string, Layer>>();
 
 /** The layer at `module`, from the cache while the map still holds the same tensors. */
-function layerOf(weights: WeightMap, module: string, quantization: QuantConfig | null): Layer {
+function layerOf(weights: ReadonlyMap<string, Tensor>, module: string, quantization: QuantConfig | null): Layer {
   let known = layers.get(weights);
   if (!known) layers.set(weights, (known = new Map()));
   const weight = weights.get(`${module}.weight`);
@@ -44,7 +44,7 @@ function layerOf(weights: WeightMap, module: string, quantization: QuantConfig |
 }
 
 /** y = x W^T (+ b) for the layer at `module` ("model.layers.0.self_attn.q_proj"). */
-export function linear(x: Tensor, weights: WeightMap, module: string, quantization: QuantConfig | null): Tensor {
+export function linear(x: Tensor, weights: ReadonlyMap<string, Tensor>, module: string, quantization: QuantConfig | null): Tensor {
   const { weight, bias, packed } = layerOf(weights, module, quantization);
   let y: Tensor;
   if (packed) {

@@ -1,13 +1,13 @@
 // Quantize / dequantize whole weight maps: `<path>.weight` (+ `.scales` [+ `.biases`]).
 // Tensors carried over unchanged are the same objects as in the input; inputs are never disposed.
 import { dequantize, type QuantParams, quantize } from "../ops/quant.ts";
-import type { HostTensor } from "../io/host.ts";
+import type { TensorData } from "../dtype.ts";
 import type { Tensor } from "../tensor.ts";
 import { type QuantConfig, quantizationFor } from "./config.ts";
 
-/** Weights are MLX tensors, or host tensors when loaded for the CPU reference backend alone (the
- * quantize/dequantize transforms below need MLX tensors). */
-export type WeightMap = Map<string, Tensor | HostTensor>;
+/** MLX weights by path (the transforms below run on MLX). Host-loaded weights (the CPU reference
+ * backend) are a Map<string, TensorData>: packedTriple checks either. */
+export type WeightMap = Map<string, Tensor>;
 
 /** Decides whether a `.weight` the config would quantize is quantized (e.g. only Linear layers). */
 export type Eligible = (path: string, weight: Tensor) => boolean;
@@ -25,7 +25,7 @@ function unquantizable(weight: Tensor, p: QuantParams): string | null {
 }
 
 /** Checks a packed triple and returns its parts; errors name the key at fault. */
-export function packedTriple(map: WeightMap, module: string, p: QuantParams): { weight: Tensor; scales: Tensor; biases: Tensor | null } {
+export function packedTriple<W extends TensorData>(map: ReadonlyMap<string, W>, module: string, p: QuantParams): { weight: W; scales: W; biases: W | null } {
   const weight = map.get(`${module}.weight`);
   const scales = map.get(`${module}.scales`);
   const biases = map.get(`${module}.biases`) ?? null;
@@ -35,7 +35,7 @@ export function packedTriple(map: WeightMap, module: string, p: QuantParams): { 
   if (p.mode !== "affine" && biases) throw new Error(`'${module}.biases' present but mode ${p.mode} has no biases`);
   if (weight.dtype !== "uint32") throw new Error(`'${module}.weight' is packed as ${weight.dtype}, expected uint32`);
   if (weight.ndim !== scales.ndim) throw new Error(`'${module}.scales' has rank ${scales.ndim} but '${module}.weight' has rank ${weight.ndim}`);
-  const lead = (t: Tensor) => t.shape.slice(0, -1).join(",");
+  const lead = (t: TensorData) => t.shape.slice(0, -1).join(",");
   if (lead(weight) !== lead(scales)) {
     throw new Error(`'${module}.scales' leading dims [${lead(scales)}] differ from '${module}.weight' [${lead(weight)}]`);
   }

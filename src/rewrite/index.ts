@@ -1,31 +1,27 @@
 // rewrite(graph, { only }): swaps matched subgraphs for fused MLX ops without changing results
 // (test/rewrite.test.ts proves it per architecture and per rewriter).
 import type { Graph } from "../graph/graph.ts";
-import { attnWeights, gqaCacheFix, nativeAttention, nullifyBlockCache, sdpa } from "./attention.ts";
+import { attnWeights, nativeAttention, sdpa } from "./attention.ts";
 import { Rewriting } from "./match.ts";
 import { layerNorm, rmsNorm } from "./norms.ts";
 import { rotaryEmbedding } from "./rotary.ts";
-import { dropout, ifPresent, swiglu } from "./structure.ts";
+import { dropout, swiglu } from "./structure.ts";
 
 /** In application order. */
 export const REWRITERS = {
   dropout,
-  if_present: ifPresent,
   rms_norm: rmsNorm,
   layer_norm: layerNorm,
   rotary_embedding: rotaryEmbedding,
   swiglu,
-  gqa_cache_fix: gqaCacheFix,
   native_attention: nativeAttention,
   sdpa,
   attn_weights: attnWeights,
-  nullify_block_cache: nullifyBlockCache,
 } as const;
 
 export type RewriterName = keyof typeof REWRITERS;
 
-/** Every rewriter. gqa_cache_fix changes what the KV cache holds (kv heads, as mlx-lm's cache):
- * the rewritten graph says so in `cacheHeads`, and createCache(model, ..., graph) follows it. */
+/** Every rewriter (none changes what the KV cache holds: it always holds kv heads). */
 export const DEFAULT_REWRITERS: RewriterName[] = Object.keys(REWRITERS) as RewriterName[];
 
 export function rewrite(graph: Graph, options: { only?: string[] } = {}): Graph {
@@ -34,8 +30,7 @@ export function rewrite(graph: Graph, options: { only?: string[] } = {}): Graph 
   if (unknown.length > 0) {
     throw new Error(`rewrite: unknown rewriter(s) ${unknown.join(", ")} (valid: ${Object.keys(REWRITERS).join(", ")})`);
   }
-  // native_attention implies if_present: it needs the cache.
-  const enabled = new Set(only.includes("native_attention") ? [...only, "if_present"] : only);
+  const enabled = new Set(only);
   const g = new Rewriting(graph);
   for (const [name, apply] of Object.entries(REWRITERS)) if (enabled.has(name)) apply(g);
   return g.finish();

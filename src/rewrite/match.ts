@@ -1,15 +1,18 @@
-// Helpers shared by the rewriters: a mutable copy of a graph, lookups, and rewiring.
-import { type Attrs, type Graph, type Node, reachable } from "../graph/graph.ts";
+// Helpers shared by the rewriters: a mutable copy of a graph, typed lookups, and rewiring.
+import { type Graph, type Node, type NodeOf, reachable } from "../graph/graph.ts";
+import type { AttrsOf, OpName } from "../graph/ops.ts";
+
+function makeNode<K extends OpName>(id: number, op: K, inputs: number[], attrs: AttrsOf<K>, name?: string): Node {
+  return (name === undefined ? { id, op, inputs, attrs } : { id, op, inputs, attrs, name }) as Node;
+}
 
 /** A graph being rewritten: nodes may be replaced in place, appended, or bypassed. */
 export class Rewriting {
   readonly nodes: Node[];
   readonly outputs: Record<string, number>;
-  cacheHeads: Graph["cacheHeads"];
 
   constructor(graph: Graph) {
-    this.cacheHeads = graph.cacheHeads;
-    this.nodes = graph.nodes.map((n) => ({ ...n, inputs: [...n.inputs], attrs: { ...n.attrs } }));
+    this.nodes = graph.nodes.map((n) => ({ ...n, inputs: [...n.inputs] }) as Node);
     this.outputs = { ...graph.outputs };
   }
 
@@ -22,15 +25,14 @@ export class Rewriting {
     return this.nodes[node.inputs[index]!]!;
   }
 
-  /** Replaces node `id` by a new op over new inputs (its consumers see the new value). */
-  replace(id: number, op: string, inputs: number[], attrs: Attrs = {}): void {
-    const old = this.nodes[id]!;
-    this.nodes[id] = old.name === undefined ? { id, op, inputs, attrs } : { id, op, inputs, attrs, name: old.name };
+  /** Replaces node `id` by a new op over new inputs (its consumers see the new value; its name stays). */
+  replace<K extends OpName>(id: number, op: K, inputs: number[], attrs: AttrsOf<K>): void {
+    this.nodes[id] = makeNode(id, op, inputs, attrs, this.nodes[id]!.name);
   }
 
-  append(op: string, inputs: number[], attrs: Attrs = {}, name?: string): number {
+  append<K extends OpName>(op: K, inputs: number[], attrs: AttrsOf<K>, name?: string): number {
     const id = this.nodes.length;
-    this.nodes.push(name === undefined ? { id, op, inputs, attrs } : { id, op, inputs, attrs, name });
+    this.nodes.push(makeNode(id, op, inputs, attrs, name));
     return id;
   }
 
@@ -41,16 +43,33 @@ export class Rewriting {
   }
 
   /** Nodes with `op`, in id order (a snapshot: rewriting while iterating is safe). */
-  withOp(op: string): Node[] {
-    return this.nodes.filter((n) => n.op === op);
+  withOp<K extends OpName>(op: K): NodeOf<K>[] {
+    return this.nodes.filter((n): n is NodeOf<K> & Node => n.op === op);
+  }
+
+  /** The node feeding `id` through a GQA repeat, if any: the kv-head tensor before the repeat. */
+  unrepeated(id: number): number {
+    const n = this.node(id);
+    return n.op === "repeat_interleave" ? n.inputs[0]! : id;
+  }
+
+  /** The attention_weights node of an attention_output (through an inference-time dropout), or
+   * null when it has none or the dropout drops. */
+  weightsOf(output: NodeOf<"attention_output">): NodeOf<"attention_weights"> | null {
+    let weights = this.input(output as Node, 0);
+    if (weights.op === "dropout") {
+      if (weights.attrs.rate > 0) return null;
+      weights = this.input(weights, 0);
+    }
+    return weights.op === "attention_weights" ? weights : null;
   }
 
   /** The rewritten graph with unreachable nodes pruned and ids renumbered. */
   finish(): Graph {
     const kept = reachable({ nodes: this.nodes, outputs: this.outputs }).map((id) => this.nodes[id]!);
     const renumber = new Map(kept.map((n, i) => [n.id, i]));
-    const nodes = kept.map((n, i) => ({ ...n, id: i, inputs: n.inputs.map((x) => renumber.get(x)!) }));
+    const nodes = kept.map((n, i) => ({ ...n, id: i, inputs: n.inputs.map((x) => renumber.get(x)!) }) as Node);
     const outputs = Object.fromEntries(Object.entries(this.outputs).map(([k, v]) => [k, renumber.get(v)!]));
-    return { nodes, outputs, ...(this.cacheHeads ? { cacheHeads: this.cacheHeads } : {}) };
+    return { nodes, outputs };
   }
 }

@@ -1,14 +1,9 @@
-// Rewrites that remove structure inference does not need: dropout, cache conditionals, SwiGLU.
+// Rewrites that remove structure inference does not need: dropout, SwiGLU's container.
 import type { Rewriting } from "./match.ts";
 
 /** dropout -> identity (inference only). */
 export function dropout(g: Rewriting): void {
   for (const n of g.withOp("dropout")) g.bypass(n.id, n.inputs[0]!);
-}
-
-/** if_present -> its cache-present branch (the graph then needs a cache fed). */
-export function ifPresent(g: Rewriting): void {
-  for (const n of g.withOp("if_present")) g.bypass(n.id, n.inputs[1]!);
 }
 
 /** multiply(container(up, silu(gate))) -> fast swiglu(gate, up); other multiplies stay as they are. */
@@ -19,6 +14,6 @@ export function swiglu(g: Rewriting): void {
     if (pair.op !== "container" || pair.inputs.length !== 2) continue;
     const activation = g.input(pair, 1);
     if (activation.op !== "silu") continue;
-    g.replace(n.id, "fast_swiglu", [activation.inputs[0]!, pair.inputs[0]!]);
+    g.replace(n.id, "fast_swiglu", [activation.inputs[0]!, pair.inputs[0]!], {});
   }
 }

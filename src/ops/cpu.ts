@@ -1,11 +1,13 @@
-// The CPU reference backend: plain TypeScript over Float32Array, written to be read and trusted rather
+// The CPU reference ops: plain TypeScript over Float32Array, written to be read and trusted rather
 // than to be fast (typed-array loops, no per-element allocation). It is the fallback when MLX cannot
 // run an op and the second oracle in tests.
+import type { TensorData } from "../dtype.ts";
 
-/** A row-major float32 tensor. */
-export class CpuTensor {
+/** A row-major float32 tensor on the host. */
+export class CpuTensor implements TensorData {
   readonly data: Float32Array;
   readonly shape: readonly number[];
+  readonly dtype = "float32" as const;
 
   constructor(data: Float32Array, shape: readonly number[]) {
     const size = shape.reduce((a, b) => a * b, 1);
@@ -22,11 +24,23 @@ export class CpuTensor {
     return this.data.length;
   }
 
+  get nbytes(): number {
+    return this.data.byteLength;
+  }
+
+  toBytes(): Uint8Array {
+    return new Uint8Array(this.data.buffer, this.data.byteOffset, this.data.byteLength);
+  }
+
   toFloat32Array(): Float32Array {
     return this.data;
   }
 
-  /** Host memory is garbage collected; present so callers treat both backends alike. */
+  toInt32Array(): Int32Array {
+    return Int32Array.from(this.data);
+  }
+
+  /** Host memory is garbage collected; present so callers treat every tensor kind alike. */
   dispose(): void {}
 
   [Symbol.dispose](): void {}

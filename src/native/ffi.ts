@@ -9,7 +9,7 @@ import { join } from "node:path";
 const { ptr: P, i32, f32, f64, u64, cstring } = FFIType;
 
 // Argument lists; every function returns i32 (status) unless listed in `returning`.
-const symbols = {
+export const symbols = {
   mlx_last_error: [],
   mlx_version_string: [],
   mlx_default_device_is_gpu: [],
@@ -80,9 +80,9 @@ const symbols = {
   mlx_fast_swiglu: [P, P, P],
   mlx_fast_kv_cache_attention: [P, P, P, P, P, P, P, P, i32, f32, P],
 
-  mlx_quantize: [P, P, P, P, i32, i32, P],
-  mlx_dequantize: [P, P, P, P, i32, i32, P, i32],
-  mlx_quantized_matmul: [P, P, P, P, P, i32, i32, i32, P],
+  mlx_quantize: [P, P, P, P, i32, i32, cstring],
+  mlx_dequantize: [P, P, P, P, i32, i32, cstring, i32],
+  mlx_quantized_matmul: [P, P, P, P, P, i32, i32, i32, cstring],
 
   mlx_file_map_open: [P, P, cstring],
   mlx_file_map_close: [P],
@@ -97,7 +97,7 @@ const symbols = {
   mlx_clear_cache: [],
 } as const;
 
-const returning: Partial<Record<keyof typeof symbols, FFIType>> = {
+export const returning: Partial<Record<keyof typeof symbols, FFIType>> = {
   mlx_last_error: cstring,
   mlx_version_string: cstring,
 };

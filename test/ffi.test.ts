@@ -1,0 +1,47 @@
+// The FFI symbol table (src/native/ffi.ts) and the dtype list (src/dtype.ts) against the one header
+// they describe, shim/mlxb.h: every declared function is bound with matching argument and return
+// types, nothing else is bound, and the dtypes follow the header's MLXB_DTYPES table.
+import { expect, test } from "bun:test";
+import { FFIType } from "bun:ffi";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { DTYPES, itemSize } from "../src/dtype.ts";
+import { returning, symbols } from "../src/native/ffi.ts";
+
+const header = readFileSync(join(import.meta.dir, "..", "shim", "mlxb.h"), "utf8").replace(/\/\*[\s\S]*?\*\//g, "");
+
+/** The FFI type a C parameter or return type is bound with. */
+function ffiType(cType: string): FFIType {
+  const t = cType.replace(/\s+/g, " ").trim();
+  if (t === "const char*") return FFIType.cstring;
+  if (t.endsWith("*") || t === "mlx_array" || t === "mlx_file_map") return FFIType.ptr;
+  const scalars: Record<string, FFIType> = { int: FFIType.i32, int32_t: FFIType.i32, float: FFIType.f32, double: FFIType.f64, size_t: FFIType.u64, uint64_t: FFIType.u64 };
+  const scalar = scalars[t];
+  if (scalar === undefined) throw new Error(`mlxb.h: no FFI mapping for C type '${t}'`);
+  return scalar;
+}
+
+/** Declared functions: name -> [return type, parameter types]. */
+function declarations(): Map<string, { returns: FFIType; args: FFIType[] }> {
+  const out = new Map<string, { returns: FFIType; args: FFIType[] }>();
+  for (const m of header.matchAll(/^\s*([A-Za-z_][\w\s]*?\**)\s*\b(mlx_\w+)\s*\(([^)]*)\)\s*;/gm)) {
+    const [, returns, name, params] = m as unknown as [string, string, string, string];
+    const args = params.trim() === "void" || params.trim() === "" ? [] : params.split(",").map((p) => ffiType(p.trim().replace(/\s*\b\w+$/, "").replace(/\s+\*/g, "*")));
+    out.set(name, { returns: ffiType(returns.replace(/\s+\*/g, "*")), args });
+  }
+  return out;
+}
+
+test("every function in shim/mlxb.h is bound in ffi.ts with the header's argument and return types", () => {
+  const declared = declarations();
+  expect(declared.size).toBeGreaterThan(70);
+  const bound = new Map(Object.entries(symbols).map(([name, args]) => [name, { returns: returning[name as keyof typeof symbols] ?? FFIType.i32, args: [...args] as FFIType[] }]));
+  expect([...bound.keys()].sort()).toEqual([...declared.keys()].sort());
+  for (const [name, expected] of declared) expect({ name, ...bound.get(name)! }).toEqual({ name, ...expected });
+});
+
+test("src/dtype.ts follows the header's MLXB_DTYPES table (order = the enum's codes, item sizes)", () => {
+  const rows = [...header.matchAll(/X\((MLX_\w+), (\w+), (\w+), (\d+)\)/g)].map((m) => ({ name: m[2]!, bytes: Number(m[4]) }));
+  expect(rows.map((r) => r.name)).toEqual([...DTYPES]);
+  for (const r of rows) expect(itemSize(r.name as (typeof DTYPES)[number])).toBe(r.bytes);
+});

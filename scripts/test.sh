@@ -8,5 +8,6 @@ bash "$ROOT/scripts/fixtures.sh"
 cd "$ROOT"
 # Our sources ship to users as .ts: strict type-check of src/, test/ and bench/ before the tests.
 "$ROOT/node_modules/.bin/tsc" --noEmit -p "$ROOT/tsconfig.json"
-echo "[test] tsc --noEmit: no type errors" >&2
+"$ROOT/node_modules/.bin/tsc" --noEmit -p "$ROOT/tsconfig.src.json"
+echo "[test] tsc --noEmit (tsconfig.json, tsconfig.src.json): no type errors" >&2
 exec "$ROOT/.cache/bin/bun" test --timeout 60000 "$@"

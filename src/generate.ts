@@ -6,21 +6,21 @@ import { argmax, asyncEval } from "./ops/core.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 export interface GenerateOptions {
-  maxTokens?: number;
+  maxTokens?: number | undefined;
   /** 0 (default): greedy. */
-  temperature?: number;
+  temperature?: number | undefined;
   /** Nucleus sampling: keep the smallest set of tokens whose probability reaches topP. */
-  topP?: number;
-  seed?: number;
+  topP?: number | undefined;
+  seed?: number | undefined;
   /** Extra ids that end generation (the model's and tokenizer's eos are always included). */
-  stopTokens?: number[];
+  stopTokens?: number[] | undefined;
   /** Strings that end generation; the text stops before them. */
-  stopStrings?: string[];
+  stopStrings?: string[] | undefined;
   /** Generate past end-of-sequence tokens (benchmarks: a fixed token count). */
-  ignoreEos?: boolean;
+  ignoreEos?: boolean | undefined;
   /** Run the graph rewritten with fused MLX ops (default: the default rewriters); false: the plain
    * graph; a list: those rewriters. (The backend is the model's: see loadModel.) */
-  rewrite?: boolean | string[];
+  rewrite?: boolean | string[] | undefined;
 }
 
 export interface GenerationChunk {

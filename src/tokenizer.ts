@@ -20,8 +20,8 @@ export class Tokenizer {
   constructor(tokenizerJson: object, config: Record<string, unknown> = {}) {
     this.#inner = new HfTokenizer(tokenizerJson, config);
     this.#config = config;
-    this.#template = typeof config.chat_template === "string" ? new Template(config.chat_template) : null;
-    const eos = typeof config.eos_token === "string" ? config.eos_token : (config.eos_token as { content?: string } | undefined)?.content;
+    this.#template = typeof config["chat_template"] === "string" ? new Template(config["chat_template"]) : null;
+    const eos = typeof config["eos_token"] === "string" ? config["eos_token"] : (config["eos_token"] as { content?: string } | undefined)?.content;
     const eosId = eos === undefined ? undefined : this.#inner.token_to_id(eos);
     this.eosTokenIds = eosId === undefined ? [] : [eosId];
   }
@@ -52,8 +52,8 @@ export class Tokenizer {
     return this.#template.render({
       messages,
       add_generation_prompt: true,
-      bos_token: this.#config.bos_token ?? "",
-      eos_token: this.#config.eos_token ?? "",
+      bos_token: this.#config["bos_token"] ?? "",
+      eos_token: this.#config["eos_token"] ?? "",
     });
   }
 }

@@ -130,4 +130,28 @@ describe("bfloat16 4-bit qwen3 (the dtype of released MLX checkpoints) vs mlx-lm
     expect(generated).toEqual(c.tokens);
     model.dispose();
   });
+
+  test("the plain graph keeps bfloat16 too (mlx-lm's dtype): logits and cache; logits within 4 bf16 ulps fed mlx-lm's tokens", () => {
+    const model = loadModel(dir, { backend: "mlx" });
+    const cache = createCache(model, 1, 7 + c.tokens.length);
+    let logits = forward(model, decode(c.prompt), { cache });
+    const agree: boolean[] = [];
+    for (const [i, step] of c.steps.entries()) {
+      expect(logits.dtype).toBe("bfloat16");
+      const err = maxAbsDiff(logits.toFloat32Array(), decode(step).toFloat32Array());
+      if (err > 0.125) throw new Error(`step ${i}: max abs err ${err}`);
+      if (i === c.tokens.length) break;
+      using next = ops.argmax(logits, -1);
+      agree.push(next.toInt32Array()[0] === c.tokens[i]);
+      logits.dispose();
+      // Teacher-forced: mlx-lm's token, so one near-tie in bf16 cannot send the comparison off course.
+      using ids = Tensor.from(new Int32Array([c.tokens[i]!]), [1, 1]);
+      logits = forward(model, ids, { cache });
+    }
+    logits.dispose();
+    expect(cache.tensors().every((t) => t.dtype === "bfloat16")).toBe(true);
+    cache.dispose();
+    console.log(`  bf16 plain graph: greedy choice equals mlx-lm's at ${agree.filter(Boolean).length}/${agree.length} steps`);
+    model.dispose();
+  });
 });

@@ -33,7 +33,7 @@ export interface Support {
 export interface Host {
   native: { available: boolean; reason: string };
   ramBytes: number;
-  device?: Pick<DeviceInfo, "device" | "name" | "memoryBytes">;
+  device?: Pick<DeviceInfo, "device" | "name" | "memoryBytes"> | undefined;
 }
 
 export function currentHost(): Host {

@@ -40,7 +40,7 @@ function readJson(path: string): Record<string, unknown> {
 function weightFiles(dir: string): { files: string[]; expected: Map<string, string> | null } {
   const indexPath = join(dir, "model.safetensors.index.json");
   if (existsSync(indexPath)) {
-    const map = readJson(indexPath).weight_map;
+    const map = readJson(indexPath)["weight_map"];
     if (map === null || typeof map !== "object") throw new Error(`${indexPath}: 'weight_map' missing`);
     const expected = new Map(Object.entries(map as Record<string, string>));
     return { files: [...new Set(expected.values())].sort(), expected };

@@ -41,10 +41,10 @@ function optional(raw: Record<string, unknown>, key: string, fallback: number): 
 }
 
 function ropeScaling(raw: Record<string, unknown>): RopeScaling {
-  const block = raw.rope_scaling as Record<string, unknown> | null | undefined;
+  const block = raw["rope_scaling"] as Record<string, unknown> | null | undefined;
   if (!block) return { type: "none", factor: 1 };
-  const type = String(block.rope_type ?? block.type ?? "default");
-  const factor = typeof block.factor === "number" ? block.factor : 1;
+  const type = String(block["rope_type"] ?? block["type"] ?? "default");
+  const factor = typeof block["factor"] === "number" ? block["factor"] : 1;
   if (type === "default") return { type: "none", factor: 1 };
   if (type === "linear" || type === "dynamic") return { type, factor };
   if (type === "llama3") {
@@ -60,12 +60,12 @@ function ropeScaling(raw: Record<string, unknown>): RopeScaling {
 }
 
 export function parseModelConfig(raw: Record<string, unknown>): ModelConfig {
-  const modelType = String(raw.model_type ?? "");
+  const modelType = String(raw["model_type"] ?? "");
   if (!modelType) throw new Error("config.json: 'model_type' missing");
   const hiddenSize = first(raw, ["hidden_size", "n_embd"]);
   const heads = first(raw, ["num_attention_heads", "n_head"]);
   const headDim = optional(raw, "head_dim", hiddenSize / heads);
-  const eos = raw.eos_token_id;
+  const eos = raw["eos_token_id"];
   return {
     modelType,
     hiddenSize,
@@ -79,8 +79,8 @@ export function parseModelConfig(raw: Record<string, unknown>): ModelConfig {
     ropeTheta: optional(raw, "rope_theta", 10000),
     ropeDims: Math.round(headDim * optional(raw, "partial_rotary_factor", 1)),
     ropeScaling: ropeScaling(raw),
-    tieEmbeddings: Boolean(raw.tie_word_embeddings ?? false),
-    attentionBias: Boolean(raw.attention_bias ?? false),
+    tieEmbeddings: Boolean(raw["tie_word_embeddings"] ?? false),
+    attentionBias: Boolean(raw["attention_bias"] ?? false),
     eosTokenIds: Array.isArray(eos) ? (eos as number[]) : typeof eos === "number" ? [eos] : [],
   };
 }

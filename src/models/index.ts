@@ -66,8 +66,8 @@ export type Model = MlxModel | CpuModel;
 
 export interface LoadOptions {
   /** "auto" (default): MLX when the shim loads and 1.5 x the model fits memory, else "cpu". */
-  backend?: BackendKind | string;
-  onProgress?: (loaded: number, total: number) => void;
+  backend?: BackendKind | string | undefined;
+  onProgress?: (loaded: number, total: number) => void | undefined;
 }
 
 function architecture(dir: string, config: ModelConfig): { spec?: DecoderSpec; encoder?: (config: ModelConfig) => Graph } {
@@ -197,14 +197,14 @@ export function encode(model: Model, ids: TensorData, options: EncodeOptions = {
   if (model.backend === "cpu") {
     const feeds = { ids: onHost(ids), positions: new CpuTensor(Float32Array.from(positions), [batch, length]), tokenTypes: onHost(types), keyMask: options.keyMask ? onHost(options.keyMask) : null };
     const out = runGraph(graph, CPU_KERNELS, { weights: model.weights, quantization: model.checkpoint.quantization, feeds, cache: null });
-    return out.hidden as CpuTensor;
+    return out["hidden"] as CpuTensor;
   }
   const inputs = [ids, Tensor.from(positions, [batch, length]), types, ...(options.keyMask ? [options.keyMask] : [])].map(onMlx);
   try {
     const [idsT, positionsT, typesT, maskT] = inputs.map((i) => i.tensor) as [Tensor, Tensor, Tensor, Tensor | undefined];
     const feeds = { ids: idsT, positions: positionsT, tokenTypes: typesT, keyMask: maskT ?? null };
     const out = runGraph(graph, mlxKernels(), { weights: model.weights, quantization: model.checkpoint.quantization, feeds, cache: null });
-    return (out.hidden as Tensor).eval();
+    return (out["hidden"] as Tensor).eval();
   } finally {
     inputs[1]!.tensor.dispose();
     for (const i of inputs) if (i.owned) i.tensor.dispose();
@@ -213,22 +213,22 @@ export function encode(model: Model, ids: TensorData, options: EncodeOptions = {
 
 export interface EncodeOptions {
   /** Token type ids [B, T] (zeros when omitted). */
-  tokenTypes?: TensorData;
+  tokenTypes?: TensorData | undefined;
   /** [B, T]: 1 = real token, 0 = padding. */
-  keyMask?: TensorData;
+  keyMask?: TensorData | undefined;
   /** A rewritten graph to run instead of the model's. */
-  graph?: Graph;
+  graph?: Graph | undefined;
 }
 
 export interface ForwardOptions {
   /** The KV cache to read and extend (created for this model), or none: one pass from position 0. */
-  cache?: KVCache | HostKVCache | null;
+  cache?: KVCache | HostKVCache | null | undefined;
   /** Logits for the last position (default) or every position. */
-  logits?: "last" | "all";
+  logits?: "last" | "all" | undefined;
   /** A graph to run instead of the model's (a rewritten one, say). */
-  graph?: Graph;
+  graph?: Graph | undefined;
   /** MLX only: evaluate nothing; the caller evaluates the logits and cache.tensors(). */
-  lazy?: boolean;
+  lazy?: boolean | undefined;
 }
 
 let mlxTable: ReturnType<typeof withFallback> | undefined;
@@ -259,7 +259,7 @@ export function forward(model: Model, ids: TensorData, options: ForwardOptions =
     const feeds = { ids: onHost(ids), positions: new CpuTensor(Float32Array.from(positions), [batch, length]), offset, keyMask: hostCache?.keyMask(offset + length) ?? null };
     const out = runGraph(graph, CPU_KERNELS, { ...base, weights: model.weights, feeds, cache: hostCache });
     hostCache?.advance(length);
-    return out.logits as CpuTensor;
+    return out["logits"] as CpuTensor;
   }
   const mlxCache = cache as KVCache | null;
   const input = onMlx(ids);
@@ -269,7 +269,7 @@ export function forward(model: Model, ids: TensorData, options: ForwardOptions =
     const feeds = { ids: input.tensor, positions: positionsT, offset, keyMask };
     const out = runGraph(graph, mlxKernels(), { ...base, weights: model.weights, feeds, cache: mlxCache });
     mlxCache?.advance(length);
-    const result = out.logits as Tensor;
+    const result = out["logits"] as Tensor;
     if (!options.lazy) evalAll([result, ...(mlxCache?.tensors() ?? [])]);
     return result;
   } finally {

@@ -114,7 +114,7 @@ function table(): Table {
 
 /** Candidate locations of libmlxb.so, first match wins. */
 export function libraryCandidates(): string[] {
-  const fromEnv = process.env.MLXB_LIBRARY;
+  const fromEnv = process.env["MLXB_LIBRARY"];
   const repoRoot = join(import.meta.dir, "..", "..");
   return [...(fromEnv ? [fromEnv] : []), join(repoRoot, "zig-out", "lib", "libmlxb.so")];
 }

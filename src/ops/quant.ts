@@ -21,8 +21,11 @@ const DEFAULTS: Record<QuantMode, { groupSize: number; bits: number }> = {
   nvfp4: { groupSize: 16, bits: 4 },
 };
 
+/** Some of the parameters; an absent or undefined one takes the mode's default. */
+export type QuantParamsInput = { [K in keyof QuantParams]?: QuantParams[K] | undefined };
+
 /** Fills in the mode's defaults; rejects unknown modes with the list of valid ones. */
-export function quantParams(p: Partial<QuantParams> = {}): QuantParams {
+export function quantParams(p: QuantParamsInput = {}): QuantParams {
   const mode = p.mode ?? "affine";
   if (!QUANT_MODES.includes(mode)) throw new Error(`unknown quantization mode '${mode}' (valid: ${QUANT_MODES.join(", ")})`);
   return { mode, groupSize: p.groupSize ?? DEFAULTS[mode].groupSize, bits: p.bits ?? DEFAULTS[mode].bits };
@@ -41,7 +44,7 @@ const MODE_NAMES = new Map<string, Buffer>(QUANT_MODES.map((m) => [m, Buffer.fro
 const cstr = (mode: QuantMode) => MODE_NAMES.get(mode)!;
 
 /** Quantizes `w` along its last axis (which must be divisible by the group size). */
-export function quantize(w: Tensor, params: Partial<QuantParams> = {}): QuantizedWeight {
+export function quantize(w: Tensor, params: QuantParamsInput = {}): QuantizedWeight {
   const { groupSize, bits, mode } = quantParams(params);
   const hw = handleOf(w, "quantize", "w");
   const out = new BigUint64Array(3);
@@ -50,7 +53,7 @@ export function quantize(w: Tensor, params: Partial<QuantParams> = {}): Quantize
   return { weight: wrap(0)!, scales: wrap(1)!, biases: wrap(2) };
 }
 
-export function dequantize(q: QuantizedWeight, params: Partial<QuantParams> = {}, dtype?: DType): Tensor {
+export function dequantize(q: QuantizedWeight, params: QuantParamsInput = {}, dtype?: DType): Tensor {
   const { groupSize, bits, mode } = quantParams(params);
   const hw = handleOf(q.weight, "dequantize", "weight");
   const hs = handleOf(q.scales, "dequantize", "scales");
@@ -62,7 +65,7 @@ export function dequantize(q: QuantizedWeight, params: Partial<QuantParams> = {}
 }
 
 /** x @ dequantize(w)^T (transpose, the Linear layout) or x @ dequantize(w). */
-export function quantizedMatmul(x: Tensor, q: QuantizedWeight, params: Partial<QuantParams> & { transpose?: boolean } = {}): Tensor {
+export function quantizedMatmul(x: Tensor, q: QuantizedWeight, params: QuantParamsInput & { transpose?: boolean | undefined } = {}): Tensor {
   const { groupSize, bits, mode } = quantParams(params);
   const transpose = params.transpose ?? true;
   const hx = handleOf(x, "quantizedMatmul", "x");

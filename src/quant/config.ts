@@ -18,7 +18,7 @@ function params(raw: Record<string, unknown>, where: string, fallback: QuantPara
     if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) throw new Error(`${where}.${key} must be a positive integer, got ${JSON.stringify(v)}`);
     return v;
   };
-  const mode = raw.mode;
+  const mode = raw["mode"];
   if (mode !== undefined && typeof mode !== "string") throw new Error(`${where}.mode must be a string, got ${JSON.stringify(mode)}`);
   try {
     return quantParams({
@@ -34,7 +34,7 @@ function params(raw: Record<string, unknown>, where: string, fallback: QuantPara
 /** Parses the block from a whole config.json object (`quantization`, else `quantization_config`).
  * Returns null when the checkpoint is not quantized. Unknown scalar keys (quant_method, ...) are ignored. */
 export function parseQuantConfig(config: Record<string, unknown>): QuantConfig | null {
-  const key = config.quantization !== undefined ? "quantization" : "quantization_config";
+  const key = config["quantization"] !== undefined ? "quantization" : "quantization_config";
   const block = config[key];
   if (block === undefined || block === null) return null;
   if (typeof block !== "object" || Array.isArray(block)) throw new Error(`config.json: '${key}' must be an object`);

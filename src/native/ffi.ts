@@ -172,6 +172,11 @@ export function outPointer(): Pointer {
   return (outWords[0]! + outWords[1]! * 0x100000000) as Pointer;
 }
 
+/** A handle written as a 64-bit word into a BigUint64Array out-parameter (several outputs). */
+export function pointerFromWord(word: bigint): Pointer {
+  return Number(word) as Pointer;
+}
+
 /** Reads a size_t an out-parameter call wrote into `outWords`. */
 export function outSize(): number {
   return outWords[0]! + outWords[1]! * 0x100000000;

@@ -1,5 +1,5 @@
 // MLX fast ops (mlx::core::fast) and the fused SwiGLU.
-import { check, native } from "../native/ffi.ts";
+import { check, native, pointerFromWord } from "../native/ffi.ts";
 import { Tensor } from "../tensor.ts";
 import { call, handleOf, optionalHandleOf } from "./call.ts";
 
@@ -80,7 +80,7 @@ export function kvCacheAttention(
   const mask = optionalHandleOf(options.keyMask, op, "keyMask");
   const out = new BigUint64Array(3);
   check(native().mlx_fast_kv_cache_attention(out.subarray(0, 1), out.subarray(1, 2), out.subarray(2, 3), ...args, options.offset, options.scale, mask), op);
-  const [output, keys, values] = Array.from(out, (h) => new Tensor(Number(h) as never));
+  const [output, keys, values] = Array.from(out, (h) => new Tensor(pointerFromWord(h)));
   return { output: output!, keys: keys!, values: values! };
 }
 

@@ -1,5 +1,5 @@
 // Quantize / dequantize / quantized matmul over MLX's modes.
-import { check, native } from "../native/ffi.ts";
+import { check, native, pointerFromWord } from "../native/ffi.ts";
 import { dtypeCode, type DType } from "../dtype.ts";
 import { Tensor } from "../tensor.ts";
 import { call, handleOf, optionalHandleOf } from "./call.ts";
@@ -49,7 +49,7 @@ export function quantize(w: Tensor, params: QuantParamsInput = {}): QuantizedWei
   const hw = handleOf(w, "quantize", "w");
   const out = new BigUint64Array(3);
   check(native().mlx_quantize(out.subarray(0, 1), out.subarray(1, 2), out.subarray(2, 3), hw, groupSize, bits, cstr(mode)), () => `quantize(${w.describe()}, ${mode} ${bits}-bit group ${groupSize})`);
-  const wrap = (i: number) => (out[i] === 0n ? null : new Tensor(Number(out[i]) as never));
+  const wrap = (i: number) => (out[i] === 0n ? null : new Tensor(pointerFromWord(out[i]!)));
   return { weight: wrap(0)!, scales: wrap(1)!, biases: wrap(2) };
 }
 

@@ -2,9 +2,11 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <unordered_set>
 #include <variant>
 
 #include "internal.h"
+#include "mlx/primitives.h"
 
 using namespace mlxb;
 
@@ -79,19 +81,20 @@ int mlx_array_new_data(mlx_array* out, const void* data, size_t nbytes, const in
     void* copy = std::malloc(nbytes > 0 ? nbytes : 1);
     if (copy == nullptr) throw std::bad_alloc();
     if (nbytes > 0) std::memcpy(copy, data, nbytes);
-    put(out, mx::array(copy, std::move(s), dt, [](void* p) { std::free(p); }));
+    store(out, mx::array(copy, std::move(s), dt, [](void* p) { std::free(p); }));
   });
 }
 
 int mlx_array_new_float(mlx_array* out, float value, int dtype) {
-  return guard([&] { put(out, mx::array(value, to_dtype(dtype))); });
+  return guard([&] { store(out, mx::array(value, to_dtype(dtype))); });
 }
 
 int mlx_array_new_int(mlx_array* out, int32_t value) {
-  return guard([&] { put(out, mx::array(value, mx::int32)); });
+  return guard([&] { store(out, mx::array(value, mx::int32)); });
 }
 
 int mlx_array_free(mlx_array a) {
+  if (recording != nullptr) forget_handle(a);
   delete static_cast<mx::array*>(a);
   return 0;
 }
@@ -133,6 +136,7 @@ int mlx_async_eval(const mlx_array* arrays, int count) {
 
 int mlx_array_to_host(void* dst, size_t nbytes, mlx_array a) {
   return guard([&] {
+    if (recording != nullptr) record_unsupported("the recorded step read an array to the host");
     mx::array x = arr(a, "a");
     if (x.nbytes() != nbytes) {
       throw ArgumentError("destination has " + std::to_string(nbytes) + " bytes, array has " + std::to_string(x.nbytes()));
@@ -143,6 +147,29 @@ int mlx_array_to_host(void* dst, size_t nbytes, mlx_array a) {
       x.eval();
     }
     if (nbytes > 0) std::memcpy(dst, x.data<uint8_t>(), nbytes);
+  });
+}
+
+int mlx_graph_primitives(int* out, const mlx_array* arrays, int count) {
+  return guard([&] {
+    // Primitives still to run behind the arrays: each unevaluated node once (a multi-output
+    // primitive once for all its outputs), as mx::eval would schedule them.
+    std::unordered_set<std::uintptr_t> seen_arrays;
+    std::unordered_set<std::uintptr_t> seen_primitives;
+    std::vector<mx::array> stack = arrays_of(arrays, count);
+    int primitives = 0;
+    while (!stack.empty()) {
+      mx::array a = stack.back();
+      stack.pop_back();
+      if (!seen_arrays.insert(a.id()).second) continue;
+      if (!a.has_primitive() || a.status() != mx::array::Status::unscheduled) continue;
+      if (seen_primitives.insert(a.primitive_id()).second) {
+        primitives++;
+        if (std::getenv("MLXB_DEBUG_PRIMITIVES")) fprintf(stderr, "%s\n", a.primitive().name());
+      }
+      for (const auto& input : a.inputs()) stack.push_back(input);
+    }
+    *out = primitives;
   });
 }
 

@@ -1,6 +1,8 @@
 // Helpers shared by the shim's translation units: handle conversion and the exception fence.
 #pragma once
 
+#include <functional>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -41,10 +43,59 @@ inline std::optional<mx::array> optional_arr(mlx_array h) {
   return *static_cast<mx::array*>(h);
 }
 
-inline int put(mlx_array* out, mx::array value) {
+// ---- recording (tape.cpp): a tape records the ops of one step so the shim can replay them ----
+
+using Arrays = std::vector<mx::array>;
+using OpFn = std::function<Arrays(const Arrays&)>;
+
+struct Tape;
+// The tape recording on this thread, or null.
+extern thread_local Tape* recording;
+// Appends an op to the recording tape: its inputs (handles), outputs (new handles) and how to run it.
+void record(const std::vector<mlx_array>& inputs, const std::vector<mlx_array>& outputs, OpFn fn);
+// Marks the recording tape unusable, saying why (an op without replay support, a host read, ...).
+void record_unsupported(const std::string& why);
+// A handle freed while recording may be reused by a later array: the tape forgets it.
+void forget_handle(mlx_array h);
+
+// Writes a new handle without recording anything (results of emit, and host-made constants).
+inline void store(mlx_array* out, mx::array value) {
   if (out == nullptr) throw ArgumentError("out-pointer is null");
   *out = new mx::array(std::move(value));
+}
+
+// Writes a result of an op that cannot be replayed (a recording tape becomes unusable).
+inline int put(mlx_array* out, mx::array value) {
+  if (recording != nullptr) record_unsupported("an op without replay support ran during the recorded step");
+  store(out, std::move(value));
   return 0;
+}
+
+// Runs an op on the arrays behind `inputs` (non-null handles, in order), writes its results to
+// `outputs`, and appends it to the recording tape, if any. `fn` must depend only on its inputs and
+// on values it captured (attributes); tape replays call it again with other arrays.
+inline void emit(std::initializer_list<mlx_array*> outputs, std::vector<mlx_array> inputs, OpFn fn) {
+  Arrays xs;
+  xs.reserve(inputs.size());
+  for (auto h : inputs) {
+    if (h == nullptr) throw ArgumentError("array argument is null");
+    xs.push_back(*static_cast<mx::array*>(h));
+  }
+  Arrays results = fn(xs);
+  if (results.size() != outputs.size()) throw std::logic_error("emit: result count differs from outputs");
+  std::vector<mlx_array> handles;
+  size_t i = 0;
+  for (auto out : outputs) {
+    store(out, std::move(results[i++]));
+    handles.push_back(*out);
+  }
+  if (recording != nullptr) record(inputs, handles, std::move(fn));
+}
+
+// One output.
+template <typename F>
+inline void emit1(mlx_array* out, std::vector<mlx_array> inputs, F fn) {
+  emit({out}, std::move(inputs), [fn](const Arrays& x) { return Arrays{fn(x)}; });
 }
 
 mx::Dtype to_dtype(int dtype);

@@ -75,6 +75,8 @@ int mlx_eval(const mlx_array* arrays, int count);
 int mlx_async_eval(const mlx_array* arrays, int count);
 /* Evaluates, then copies the row-major contents (nbytes must match) into dst. */
 int mlx_array_to_host(void* dst, size_t nbytes, mlx_array a);
+/* The number of primitives not yet evaluated behind the arrays (what an eval of them would run). */
+int mlx_graph_primitives(int* out, const mlx_array* arrays, int count);
 /* Copies one memory-bandwidth-sized buffer n times on the default device; writes bytes/s. */
 int mlx_bench_copy_bandwidth(double* out, size_t nbytes, int repeats);
 
@@ -133,12 +135,45 @@ int mlx_fast_rope(mlx_array* out, mlx_array x, int dims, int traditional, float 
 int mlx_fast_rope_dynamic(mlx_array* out, mlx_array x, int dims, int traditional, float base, float scale, mlx_array offset, mlx_array freqs);
 /* mask_mode: "" (none or mask array), "causal"; mask may be NULL, boolean or additive. */
 int mlx_fast_scaled_dot_product_attention(mlx_array* out, mlx_array q, mlx_array k, mlx_array v, float scale, const char* mask_mode, mlx_array mask);
+/* silu(gate) * up in one call. */
+int mlx_fast_swiglu(mlx_array* out, mlx_array gate, mlx_array up);
+
 /* KV-cache attention in one call: writes k, v [B,Hkv,T,D] at `offset` into the caches [B,Hkv,S,D],
  * attends q [B,H,T,D] causally over positions [0, offset + T) (GQA when H > Hkv), honouring
  * key_mask [B,S] (nonzero = attend; NULL = none). Writes the output and the updated caches. */
 int mlx_fast_kv_cache_attention(mlx_array* out, mlx_array* k_cache_out, mlx_array* v_cache_out, mlx_array q, mlx_array k, mlx_array v, mlx_array k_cache, mlx_array v_cache, int offset, float scale, mlx_array key_mask);
-/* silu(gate) * up in one call. */
-int mlx_fast_swiglu(mlx_array* out, mlx_array gate, mlx_array up);
+
+/* ---- KV cache: per layer, key and value buffers [B, H, max_length, D] made on the device, and the
+ * number of positions written (the offset; advance it after each forward) ---- */
+typedef void* mlx_kv_cache;
+int mlx_kv_cache_new(mlx_kv_cache* out, int layers, int batch, int heads, int max_length, int head_dim, int dtype);
+int mlx_kv_cache_free(mlx_kv_cache cache);
+int mlx_kv_cache_offset(int* out, mlx_kv_cache cache);
+int mlx_kv_cache_advance(mlx_kv_cache cache, int positions);
+/* Sets the offset (later writes start there). */
+int mlx_kv_cache_seek(mlx_kv_cache cache, int offset);
+/* The layer's current buffers (whole length). */
+int mlx_kv_cache_layer(mlx_array* keys, mlx_array* values, mlx_kv_cache cache, int layer);
+/* Writes k, v [B, H, T, D] at the offset and returns every key and value so far, [B, H, offset + T, D]. */
+int mlx_kv_cache_update_fetch(mlx_array* keys, mlx_array* values, mlx_kv_cache cache, int layer, mlx_array k, mlx_array v);
+/* update_fetch and causal attention of q [B, Hq, T, D] over the result (GQA when Hq > H), honouring
+ * key_mask [B, >= offset + T] (nonzero = attend; NULL = none). */
+int mlx_kv_cache_attention(mlx_array* out, mlx_kv_cache cache, int layer, mlx_array q, mlx_array k, mlx_array v, float scale, mlx_array key_mask);
+
+/* ---- record and replay: the ops of one step, replayed with new inputs in one call ---- */
+typedef void* mlx_tape;
+/* Starts recording every op this thread runs (one tape at a time). */
+int mlx_tape_record_begin(mlx_tape* out);
+/* Declares `a` the next input: replays take their own array in its place. */
+int mlx_tape_input(mlx_tape tape, mlx_array a);
+/* Stops recording, naming the outputs; an error (the tape stays unusable) when the step ran an op the
+ * tape cannot replay or read an array to the host. */
+int mlx_tape_record_end(mlx_tape tape, const mlx_array* outputs, int count);
+/* Runs the recorded ops on new inputs; writes new handles for the outputs. Ops on a KV cache act on
+ * the cache as it stands (its offset now). */
+int mlx_tape_run(mlx_array* outputs, int count, mlx_tape tape, const mlx_array* inputs, int input_count);
+int mlx_tape_size(int* ops, mlx_tape tape);
+int mlx_tape_free(mlx_tape tape);
 
 /* ---- quantization (mode: "affine", "mxfp4", "mxfp8", "nvfp4") ---- */
 /* Writes the packed weights, the scales and, for affine, the biases (else *biases = NULL).

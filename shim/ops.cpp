@@ -3,21 +3,28 @@
 
 using namespace mlxb;
 
-#define MLXB_BINARY(name, expr)                                   \
-  int mlx_##name(mlx_array* out, mlx_array a_, mlx_array b_) {   \
-    return guard([&] {                                            \
-      const auto& a = arr(a_, "a");                               \
-      const auto& b = arr(b_, "b");                               \
-      put(out, expr);                                             \
-    });                                                           \
+#define MLXB_BINARY(name, expr)                                             \
+  int mlx_##name(mlx_array* out, mlx_array a_, mlx_array b_) {             \
+    return guard([&] {                                                      \
+      arr(a_, "a");                                                         \
+      arr(b_, "b");                                                         \
+      emit1(out, {a_, b_}, [](const Arrays& x) {                            \
+        const auto& a = x[0];                                               \
+        const auto& b = x[1];                                               \
+        return expr;                                                        \
+      });                                                                   \
+    });                                                                     \
   }
 
-#define MLXB_UNARY(name, expr)                                    \
-  int mlx_##name(mlx_array* out, mlx_array a_) {                 \
-    return guard([&] {                                            \
-      const auto& a = arr(a_, "a");                               \
-      put(out, expr);                                             \
-    });                                                           \
+#define MLXB_UNARY(name, expr)                                              \
+  int mlx_##name(mlx_array* out, mlx_array a_) {                           \
+    return guard([&] {                                                      \
+      arr(a_, "a");                                                         \
+      emit1(out, {a_}, [](const Arrays& x) {                                \
+        const auto& a = x[0];                                               \
+        return expr;                                                        \
+      });                                                                   \
+    });                                                                     \
   }
 
 extern "C" {
@@ -47,82 +54,133 @@ MLXB_UNARY(silu, mx::multiply(a, mx::sigmoid(a)))
 
 int mlx_gelu(mlx_array* out, mlx_array a_, int approximate) {
   return guard([&] {
-    const auto& x = arr(a_, "a");
-    auto dt = x.dtype();
-    if (approximate) {
-      // mlx.nn.gelu_approx: 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
-      auto inner = mx::multiply(mx::array(0.7978845608f, dt), mx::add(x, mx::multiply(mx::array(0.044715f, dt), mx::power(x, mx::array(3.0f, dt)))));
-      put(out, mx::multiply(mx::multiply(mx::array(0.5f, dt), x), mx::add(mx::array(1.0f, dt), mx::tanh(inner))));
-    } else {
+    arr(a_, "a");
+    emit1(out, {a_}, [approximate](const Arrays& in) {
+      const auto& x = in[0];
+      auto dt = x.dtype();
+      if (approximate) {
+        // mlx.nn.gelu_approx: 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
+        auto inner = mx::multiply(mx::array(0.7978845608f, dt), mx::add(x, mx::multiply(mx::array(0.044715f, dt), mx::power(x, mx::array(3.0f, dt)))));
+        return mx::multiply(mx::multiply(mx::array(0.5f, dt), x), mx::add(mx::array(1.0f, dt), mx::tanh(inner)));
+      }
       // mlx.nn.gelu: x * (1 + erf(x / sqrt(2))) / 2
       auto e = mx::erf(mx::divide(x, mx::array(1.4142135623730951f, dt)));
-      put(out, mx::divide(mx::multiply(x, mx::add(mx::array(1.0f, dt), e)), mx::array(2.0f, dt)));
-    }
+      return mx::divide(mx::multiply(x, mx::add(mx::array(1.0f, dt), e)), mx::array(2.0f, dt));
+    });
   });
 }
 
 int mlx_where(mlx_array* out, mlx_array c_, mlx_array a_, mlx_array b_) {
-  return guard([&] { put(out, mx::where(arr(c_, "condition"), arr(a_, "a"), arr(b_, "b"))); });
+  return guard([&] {
+    arr(c_, "condition"), arr(a_, "a"), arr(b_, "b");
+    emit1(out, {c_, a_, b_}, [](const Arrays& x) { return mx::where(x[0], x[1], x[2]); });
+  });
 }
 
 int mlx_addmm(mlx_array* out, mlx_array c_, mlx_array a_, mlx_array b_) {
-  return guard([&] { put(out, mx::addmm(arr(c_, "c"), arr(a_, "a"), arr(b_, "b"))); });
+  return guard([&] {
+    arr(c_, "c"), arr(a_, "a"), arr(b_, "b");
+    emit1(out, {c_, a_, b_}, [](const Arrays& x) { return mx::addmm(x[0], x[1], x[2]); });
+  });
 }
 
 int mlx_astype(mlx_array* out, mlx_array a_, int dtype) {
-  return guard([&] { put(out, mx::astype(arr(a_, "a"), to_dtype(dtype))); });
+  return guard([&] {
+    arr(a_, "a");
+    auto dt = to_dtype(dtype);
+    emit1(out, {a_}, [dt](const Arrays& x) { return mx::astype(x[0], dt); });
+  });
 }
 
 int mlx_reshape(mlx_array* out, mlx_array a_, const int32_t* shape, int ndim) {
-  return guard([&] { put(out, mx::reshape(arr(a_, "a"), shape_of(shape, ndim))); });
+  return guard([&] {
+    arr(a_, "a");
+    auto s = shape_of(shape, ndim);
+    emit1(out, {a_}, [s](const Arrays& x) { return mx::reshape(x[0], s); });
+  });
 }
 
 int mlx_transpose(mlx_array* out, mlx_array a_, const int32_t* axes, int naxes) {
-  return guard([&] { put(out, mx::transpose(arr(a_, "a"), ints_of(axes, naxes))); });
+  return guard([&] {
+    arr(a_, "a");
+    auto ax = ints_of(axes, naxes);
+    emit1(out, {a_}, [ax](const Arrays& x) { return mx::transpose(x[0], ax); });
+  });
 }
 
 int mlx_slice(mlx_array* out, mlx_array a_, const int32_t* start, const int32_t* stop, const int32_t* strides, int ndim) {
   return guard([&] {
-    put(out, mx::slice(arr(a_, "a"), shape_of(start, ndim), shape_of(stop, ndim), shape_of(strides, ndim)));
+    arr(a_, "a");
+    auto from = shape_of(start, ndim), to = shape_of(stop, ndim), step = shape_of(strides, ndim);
+    emit1(out, {a_}, [from, to, step](const Arrays& x) { return mx::slice(x[0], from, to, step); });
   });
 }
 
 int mlx_slice_update(mlx_array* out, mlx_array src_, mlx_array update_, const int32_t* start, const int32_t* stop, const int32_t* strides, int ndim) {
   return guard([&] {
-    put(out, mx::slice_update(arr(src_, "src"), arr(update_, "update"), shape_of(start, ndim), shape_of(stop, ndim), shape_of(strides, ndim)));
+    arr(src_, "src"), arr(update_, "update");
+    auto from = shape_of(start, ndim), to = shape_of(stop, ndim), step = shape_of(strides, ndim);
+    emit1(out, {src_, update_}, [from, to, step](const Arrays& x) { return mx::slice_update(x[0], x[1], from, to, step); });
   });
 }
 
 int mlx_concatenate(mlx_array* out, const mlx_array* arrays, int count, int axis) {
-  return guard([&] { put(out, mx::concatenate(arrays_of(arrays, count), axis)); });
+  return guard([&] {
+    arrays_of(arrays, count);
+    emit1(out, std::vector<mlx_array>(arrays, arrays + count), [axis](const Arrays& x) { return mx::concatenate(x, axis); });
+  });
 }
 
 int mlx_take(mlx_array* out, mlx_array a_, mlx_array indices_, int axis) {
-  return guard([&] { put(out, mx::take(arr(a_, "a"), arr(indices_, "indices"), axis)); });
+  return guard([&] {
+    arr(a_, "a"), arr(indices_, "indices");
+    emit1(out, {a_, indices_}, [axis](const Arrays& x) { return mx::take(x[0], x[1], axis); });
+  });
 }
 
 int mlx_repeat(mlx_array* out, mlx_array a_, int repeats, int axis) {
-  return guard([&] { put(out, mx::repeat(arr(a_, "a"), repeats, axis)); });
+  return guard([&] {
+    arr(a_, "a");
+    emit1(out, {a_}, [repeats, axis](const Arrays& x) { return mx::repeat(x[0], repeats, axis); });
+  });
 }
 
 int mlx_softmax(mlx_array* out, mlx_array a_, int axis, int precise) {
-  return guard([&] { put(out, mx::softmax(arr(a_, "a"), std::vector<int>{axis}, precise != 0)); });
+  return guard([&] {
+    arr(a_, "a");
+    emit1(out, {a_}, [axis, precise](const Arrays& x) { return mx::softmax(x[0], std::vector<int>{axis}, precise != 0); });
+  });
 }
 
 int mlx_mean(mlx_array* out, mlx_array a_, const int32_t* axes, int naxes, int keepdims) {
-  return guard([&] { put(out, mx::mean(arr(a_, "a"), ints_of(axes, naxes), keepdims != 0)); });
+  return guard([&] {
+    arr(a_, "a");
+    auto ax = ints_of(axes, naxes);
+    emit1(out, {a_}, [ax, keepdims](const Arrays& x) { return mx::mean(x[0], ax, keepdims != 0); });
+  });
 }
 
 int mlx_sum(mlx_array* out, mlx_array a_, const int32_t* axes, int naxes, int keepdims) {
-  return guard([&] { put(out, mx::sum(arr(a_, "a"), ints_of(axes, naxes), keepdims != 0)); });
+  return guard([&] {
+    arr(a_, "a");
+    auto ax = ints_of(axes, naxes);
+    emit1(out, {a_}, [ax, keepdims](const Arrays& x) { return mx::sum(x[0], ax, keepdims != 0); });
+  });
 }
 
 int mlx_max(mlx_array* out, mlx_array a_, const int32_t* axes, int naxes, int keepdims) {
-  return guard([&] { put(out, mx::max(arr(a_, "a"), ints_of(axes, naxes), keepdims != 0)); });
+  return guard([&] {
+    arr(a_, "a");
+    auto ax = ints_of(axes, naxes);
+    emit1(out, {a_}, [ax, keepdims](const Arrays& x) { return mx::max(x[0], ax, keepdims != 0); });
+  });
 }
 
 int mlx_argmax(mlx_array* out, mlx_array a_, int axis, int keepdims) {
-  return guard([&] { put(out, mx::argmax(arr(a_, "a"), axis, keepdims != 0)); });
+  return guard([&] {
+    arr(a_, "a");
+    emit1(out, {a_}, [axis, keepdims](const Arrays& x) { return mx::argmax(x[0], axis, keepdims != 0); });
+  });
 }
 
 int mlx_arange(mlx_array* out, double start, double stop, double step, int dtype) {

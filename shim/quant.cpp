@@ -31,15 +31,24 @@ int mlx_quantize(mlx_array* wq, mlx_array* scales, mlx_array* biases, mlx_array 
 
 int mlx_dequantize(mlx_array* out, mlx_array wq, mlx_array scales, mlx_array biases, int group_size, int bits, const char* mode, int dtype) {
   return guard([&] {
+    arr(wq, "wq"), arr(scales, "scales");
     std::optional<mx::Dtype> dt;
     if (dtype >= 0) dt = to_dtype(dtype);
-    put(out, mx::dequantize(arr(wq, "wq"), arr(scales, "scales"), optional_arr(biases), positive(group_size), positive(bits), mode_of(mode), std::nullopt, dt));
+    auto m = mode_of(mode);
+    auto g = positive(group_size), b = positive(bits);
+    if (biases == nullptr) return emit1(out, {wq, scales}, [=](const Arrays& a) { return mx::dequantize(a[0], a[1], std::nullopt, g, b, m, std::nullopt, dt); });
+    emit1(out, {wq, scales, biases}, [=](const Arrays& a) { return mx::dequantize(a[0], a[1], a[2], g, b, m, std::nullopt, dt); });
   });
 }
 
 int mlx_quantized_matmul(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, int transpose, int group_size, int bits, const char* mode) {
   return guard([&] {
-    put(out, mx::quantized_matmul(arr(x, "x"), arr(wq, "wq"), arr(scales, "scales"), optional_arr(biases), transpose != 0, positive(group_size), positive(bits), mode_of(mode)));
+    arr(x, "x"), arr(wq, "wq"), arr(scales, "scales");
+    auto m = mode_of(mode);
+    auto g = positive(group_size), b = positive(bits);
+    bool t = transpose != 0;
+    if (biases == nullptr) return emit1(out, {x, wq, scales}, [=](const Arrays& a) { return mx::quantized_matmul(a[0], a[1], a[2], std::nullopt, t, g, b, m); });
+    emit1(out, {x, wq, scales, biases}, [=](const Arrays& a) { return mx::quantized_matmul(a[0], a[1], a[2], a[3], t, g, b, m); });
   });
 }
 

@@ -2,7 +2,10 @@
 // sampling with a seed; stop tokens and strings; streaming as an async iterator.
 import type { TensorData } from "./dtype.ts";
 import { createCache, forward, type Model, rewrittenGraph, tokenIds } from "./models/index.ts";
-import { argmax, asyncEval } from "./ops/core.ts";
+import { KVCache } from "./kv-cache.ts";
+import { DecodeTape } from "./models/replay.ts";
+import { argmax, asyncEval, evalAll } from "./ops/core.ts";
+import { Tensor } from "./tensor.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 export interface GenerateOptions {
@@ -21,6 +24,9 @@ export interface GenerateOptions {
   /** Run the graph rewritten with fused MLX ops (default: the default rewriters); false: the plain
    * graph; a list: those rewriters. (The backend is the model's: see loadModel.) */
   rewrite?: boolean | string[] | undefined;
+  /** MLX: record the first decode step in the shim and replay it for the rest (default true);
+   * false runs every step through the TypeScript executor. */
+  replay?: boolean | undefined;
 }
 
 export interface GenerationChunk {
@@ -38,6 +44,13 @@ export interface GenerationStats {
   prefillSeconds: number;
   decodeSeconds: number;
   finishReason: "stop" | "length";
+}
+
+let replayWarned = false;
+function warnReplayFallback(reason: string): void {
+  if (replayWarned) return;
+  replayWarned = true;
+  console.warn(`mlx-bun: decode steps run without replay (${reason})`);
 }
 
 /** mulberry32: small, seedable, good enough for sampling. */
@@ -101,12 +114,30 @@ export async function* generate(
   // (as mlx-lm does): building step t+1's graph on the host overlaps the device computing step t.
   // Otherwise each step's logits are evaluated, read and sampled on the host.
   const onDevice = temperature <= 0 && model.backend === "mlx";
+  // Decode steps on MLX are recorded once in the shim and replayed (models/replay.ts).
+  const tape =
+    model.backend === "mlx" && cache instanceof KVCache && options.replay !== false
+      ? new DecodeTape(model, cache, graph ?? model.graph("last"), { output: onDevice ? "argmax" : "logits", onFallback: warnReplayFallback })
+      : null;
+  let prefilled = false;
   const launch = (ids: TensorData): TensorData => {
-    if (!onDevice || model.backend !== "mlx") return forward(model, ids, { cache, graph });
-    using last = forward(model, ids, { cache, graph, lazy: true });
-    const token = argmax(last, -1); // [1, 1]: the next step's ids
-    asyncEval([token, ...cache.tensors()]);
-    return token;
+    if (model.backend !== "mlx") return forward(model, ids, { cache, graph });
+    let out: Tensor;
+    if (tape && prefilled && ids instanceof Tensor) {
+      out = tape.step(ids);
+    } else {
+      const logits = forward(model, ids, { cache, graph, lazy: true });
+      if (onDevice) {
+        using last = logits;
+        out = argmax(last, -1); // [1, 1]: the next step's ids
+      } else {
+        out = logits;
+      }
+    }
+    prefilled = true;
+    if (onDevice) asyncEval([out]);
+    else evalAll([out]);
+    return out;
   };
   const read = (pending: TensorData) => (onDevice ? pending.toInt32Array()[0]! : sample(pending.toFloat32Array(), temperature, topP, next));
   const generated: number[] = [];
@@ -165,6 +196,7 @@ export async function* generate(
     // Still set when the consumer stopped early or a stop ended generation with a step queued.
     pending?.dispose();
     upcoming?.dispose();
+    tape?.dispose();
     cache.dispose();
   }
 }

@@ -2,13 +2,15 @@
 // [B, kvHeads, maxLength, headDim]; attention hands each layer's new keys and values to
 // updateAndFetch, which writes them at the offset and returns every key and value so far (exact
 // length, so attention needs no mask at decode). The offset advances after each forward; left
-// padding of a batch is a key mask. KVCache holds MLX buffers, HostKVCache the CPU reference's.
-import type { DType, TensorData } from "./dtype.ts";
+// padding of a batch is a key mask. KVCache's MLX buffers live in the shim (so a recorded decode step
+// can replay against them); HostKVCache holds the CPU reference's.
+import type { Pointer } from "bun:ffi";
+import { type DType, dtypeCode, type TensorData } from "./dtype.ts";
 import type { AttentionCache } from "./graph/ops.ts";
-import * as core from "./ops/core.ts";
+import { check, native, pointerFromWord } from "./native/ffi.ts";
+import { call, handleOf, optionalHandleOf } from "./ops/call.ts";
 import * as cpu from "./ops/cpu.ts";
 import { CpuTensor } from "./ops/cpu.ts";
-import * as fast from "./ops/fast.ts";
 import { Tensor } from "./tensor.ts";
 
 export interface CacheShape {
@@ -21,51 +23,37 @@ export interface CacheShape {
   dtype?: DType;
 }
 
-/** Offset, padding and bounds shared by both kinds of cache. */
+/** Shape, offset and padding, shared by both kinds of cache. */
 abstract class CacheBase<T extends TensorData> implements AttentionCache<T> {
   readonly shape: Required<CacheShape>;
   /** Positions written (by earlier forwards). */
   offset = 0;
   /** Left padding per example (positions count from the first real token). */
   padding: number[];
-  protected layers: [T, T][];
 
-  constructor(shape: CacheShape, buffer: (dims: number[], dtype: DType) => T) {
+  constructor(shape: CacheShape) {
     const { layers, batch, heads, headDim, maxLength, dtype = "float32" } = shape;
     for (const [key, value] of Object.entries({ layers, batch, heads, headDim, maxLength })) {
       if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`KV cache: ${key} must be a positive integer, got ${value}`);
     }
     this.shape = { layers, batch, heads, headDim, maxLength, dtype };
     this.padding = new Array(batch).fill(0);
-    const dims = [batch, heads, maxLength, headDim];
-    this.layers = Array.from({ length: layers }, () => [buffer(dims, dtype), buffer(dims, dtype)]);
   }
 
-  protected abstract write(buffer: T, update: T, at: number): T;
-  protected abstract upTo(buffer: T, end: number): T;
-  protected abstract free(buffer: T): void;
+  abstract updateAndFetch(layer: number, keys: T, values: T): [T, T];
+  abstract dispose(): void;
 
   /** The end position after writing `length` more, checked against the buffers. */
   protected endAfter(layer: number, length: number): number {
-    if (!Number.isInteger(layer) || layer < 0 || layer >= this.layers.length) throw new Error(`KV cache: no layer ${layer} (cache has ${this.layers.length})`);
+    if (!Number.isInteger(layer) || layer < 0 || layer >= this.shape.layers) throw new Error(`KV cache: no layer ${layer} (cache has ${this.shape.layers})`);
     const end = this.offset + length;
     if (end > this.shape.maxLength) throw new Error(`KV cache of length ${this.shape.maxLength} cannot hold ${end} positions`);
     return end;
   }
 
-  updateAndFetch(layer: number, keys: T, values: T): [T, T] {
-    const end = this.endAfter(layer, keys.shape[2]!);
-    const pair = this.layers[layer]!;
-    for (const [i, update] of [keys, values].entries()) {
-      const old = pair[i]!;
-      pair[i] = this.write(old, update, this.offset);
-      this.free(old);
-    }
-    return [this.upTo(pair[0], end), this.upTo(pair[1], end)];
-  }
-
   /** Called by forward after the graph ran over `length` new positions. */
   advance(length: number): void {
+    this.endAfter(0, length);
     this.offset += length;
   }
 
@@ -85,49 +73,56 @@ abstract class CacheBase<T extends TensorData> implements AttentionCache<T> {
     return mask;
   }
 
-  dispose(): void {
-    for (const [k, v] of this.layers) {
-      this.free(k);
-      this.free(v);
-    }
-  }
-
   [Symbol.dispose](): void {
     this.dispose();
   }
 }
 
-/** MLX buffers, made on the device. */
+/** MLX buffers, held by the shim (mlx_kv_cache): recorded decode steps replay against it. */
 export class KVCache extends CacheBase<Tensor> {
   readonly backend = "mlx";
+  #handle: Pointer | null;
 
   constructor(shape: CacheShape) {
-    super(shape, (dims, dtype) => core.zeros(dims, dtype));
+    super(shape);
+    const { layers, batch, heads, maxLength, headDim, dtype } = this.shape;
+    const out = new BigUint64Array(1);
+    check(native().mlx_kv_cache_new(out, layers, batch, heads, maxLength, headDim, dtypeCode(dtype)), "KVCache");
+    this.#handle = pointerFromWord(out[0]!);
   }
 
-  protected write(buffer: Tensor, update: Tensor, at: number): Tensor {
-    const [b, h, length, d] = update.shape as [number, number, number, number];
-    return core.sliceUpdate(buffer, update, [0, 0, at, 0], [b, h, at + length, d]);
+  /** The shim's cache; throws after dispose. */
+  get handle(): Pointer {
+    if (this.#handle === null) throw new Error("KVCache used after dispose()");
+    return this.#handle;
   }
 
-  protected upTo(buffer: Tensor, end: number): Tensor {
-    const { batch, heads, headDim } = this.shape;
-    return core.slice(buffer, [0, 0, 0, 0], [batch, heads, end, headDim]);
-  }
-
-  protected free(buffer: Tensor): void {
-    buffer.dispose();
+  updateAndFetch(layer: number, keys: Tensor, values: Tensor): [Tensor, Tensor] {
+    this.endAfter(layer, keys.shape[2]!);
+    const out = new BigUint64Array(2);
+    const status = native().mlx_kv_cache_update_fetch(out.subarray(0, 1), out.subarray(1, 2), this.handle, layer, handleOf(keys, "updateAndFetch", "keys"), handleOf(values, "updateAndFetch", "values"));
+    check(status, "KVCache.updateAndFetch");
+    return [new Tensor(pointerFromWord(out[0]!)), new Tensor(pointerFromWord(out[1]!))];
   }
 
   /** Update and causal attention in one shim call (the native_attention op). */
   attend(layer: number, q: Tensor, keys: Tensor, values: Tensor, options: { scale: number; keyMask: Tensor | null }): Tensor {
     this.endAfter(layer, keys.shape[2]!);
-    const pair = this.layers[layer]!;
-    const result = fast.kvCacheAttention(q, keys, values, { keys: pair[0], values: pair[1] }, { offset: this.offset, scale: options.scale, keyMask: options.keyMask });
-    pair[0].dispose();
-    pair[1].dispose();
-    this.layers[layer] = [result.keys, result.values];
-    return result.output;
+    const [hq, hk, hv] = [handleOf(q, "attend", "q"), handleOf(keys, "attend", "keys"), handleOf(values, "attend", "values")];
+    const mask = optionalHandleOf(options.keyMask, "attend", "keyMask");
+    return call("KVCache.attend", (lib, out) => lib.mlx_kv_cache_attention(out, this.handle, layer, hq, hk, hv, options.scale, mask));
+  }
+
+  override advance(length: number): void {
+    super.advance(length);
+    check(native().mlx_kv_cache_advance(this.handle, length), "KVCache.advance");
+  }
+
+  /** Moves the offset to `offset` (<= the current one): later writes overwrite from there. */
+  seek(offset: number): void {
+    if (!Number.isInteger(offset) || offset < 0 || offset > this.offset) throw new Error(`KVCache.seek: offset ${offset} out of range [0, ${this.offset}]`);
+    check(native().mlx_kv_cache_seek(this.handle, offset), "KVCache.seek");
+    this.offset = offset;
   }
 
   /** The key mask as an MLX tensor [B, length], or null. */
@@ -136,30 +131,45 @@ export class KVCache extends CacheBase<Tensor> {
     return host && Tensor.from(host, [this.shape.batch, length]);
   }
 
-  /** The buffers, for one eval per step. */
+  /** Each layer's key and value buffers (new tensors the caller disposes). */
   tensors(): Tensor[] {
-    return this.layers.flat();
+    const all: Tensor[] = [];
+    for (let l = 0; l < this.shape.layers; l++) {
+      const out = new BigUint64Array(2);
+      check(native().mlx_kv_cache_layer(out.subarray(0, 1), out.subarray(1, 2), this.handle, l), "KVCache.tensors");
+      all.push(new Tensor(pointerFromWord(out[0]!)), new Tensor(pointerFromWord(out[1]!)));
+    }
+    return all;
+  }
+
+  dispose(): void {
+    if (this.#handle === null) return;
+    native().mlx_kv_cache_free(this.#handle);
+    this.#handle = null;
   }
 }
 
 /** Host buffers for the CPU reference backend. */
 export class HostKVCache extends CacheBase<CpuTensor> {
   readonly backend = "cpu";
+  #layers: [CpuTensor, CpuTensor][];
 
   constructor(shape: CacheShape) {
-    super(shape, (dims) => new CpuTensor(new Float32Array(dims.reduce((a, b) => a * b, 1)), dims));
+    super(shape);
+    const { layers, batch, heads, maxLength, headDim } = this.shape;
+    const dims = [batch, heads, maxLength, headDim];
+    const buffer = () => new CpuTensor(new Float32Array(batch * heads * maxLength * headDim), dims);
+    this.#layers = Array.from({ length: layers }, () => [buffer(), buffer()]);
   }
 
-  protected write(buffer: CpuTensor, update: CpuTensor, at: number): CpuTensor {
-    return cpu.sliceUpdate(buffer, update, [0, 0, at, 0]);
-  }
-
-  protected upTo(buffer: CpuTensor, end: number): CpuTensor {
+  updateAndFetch(layer: number, keys: CpuTensor, values: CpuTensor): [CpuTensor, CpuTensor] {
+    const end = this.endAfter(layer, keys.shape[2]!);
+    const pair = this.#layers[layer]!;
+    pair[0] = cpu.sliceUpdate(pair[0], keys, [0, 0, this.offset, 0]);
+    pair[1] = cpu.sliceUpdate(pair[1], values, [0, 0, this.offset, 0]);
     const { batch, heads, headDim } = this.shape;
-    return cpu.slice(buffer, [0, 0, 0, 0], [batch, heads, end, headDim]);
+    return [cpu.slice(pair[0], [0, 0, 0, 0], [batch, heads, end, headDim]), cpu.slice(pair[1], [0, 0, 0, 0], [batch, heads, end, headDim])];
   }
-
-  protected free(): void {}
 
   keyMask(length: number): CpuTensor | null {
     const host = this.keyMaskHost(length);
@@ -169,4 +179,6 @@ export class HostKVCache extends CacheBase<CpuTensor> {
   tensors(): Tensor[] {
     return [];
   }
+
+  dispose(): void {}
 }

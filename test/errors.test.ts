@@ -41,7 +41,7 @@ describe("errors", () => {
     using q = Tensor.from(new Float32Array(2 * 4), [1, 2, 1, 4]);
     using cache = Tensor.from(new Float32Array(2 * 3 * 4), [1, 2, 3, 4]);
     expect(() => fast.kvCacheAttention(q, q, q, { keys: cache, values: cache }, { offset: 3, scale: 0.5 })).toThrow(
-      "kvCacheAttention: offset + length exceeds the cache length",
+      "kvCacheAttention: KV cache of length 3 cannot hold 4 positions",
     );
   });
 

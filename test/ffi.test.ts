@@ -10,11 +10,14 @@ import { returning, symbols } from "../src/native/ffi.ts";
 
 const header = readFileSync(join(import.meta.dir, "..", "shim", "mlxb.h"), "utf8").replace(/\/\*[\s\S]*?\*\//g, "");
 
+/** Opaque handle types (`typedef void* mlx_array;`, ...). */
+const HANDLES = new Set([...header.matchAll(/typedef void\* (\w+);/g)].map((m) => m[1]!));
+
 /** The FFI type a C parameter or return type is bound with. */
 function ffiType(cType: string): FFIType {
   const t = cType.replace(/\s+/g, " ").trim();
   if (t === "const char*") return FFIType.cstring;
-  if (t.endsWith("*") || t === "mlx_array" || t === "mlx_file_map") return FFIType.ptr;
+  if (t.endsWith("*") || HANDLES.has(t)) return FFIType.ptr;
   const scalars: Record<string, FFIType> = { int: FFIType.i32, int32_t: FFIType.i32, float: FFIType.f32, double: FFIType.f64, size_t: FFIType.u64, uint64_t: FFIType.u64 };
   const scalar = scalars[t];
   if (scalar === undefined) throw new Error(`mlxb.h: no FFI mapping for C type '${t}'`);

@@ -231,6 +231,35 @@ export interface ForwardOptions {
   lazy?: boolean | undefined;
 }
 
+/** Feeds of one MLX forward over ids [B, T] at the cache's offset: positions (from each example's
+ * first real token) and the key mask (padded batches only), as new tensors. */
+export function mlxFeeds(ids: Tensor, cache: KVCache | null): { positions: Tensor; keyMask: Tensor | null; offset: number } {
+  const [batch, length] = ids.shape as [number, number];
+  const offset = cache?.offset ?? 0;
+  return {
+    positions: Tensor.from(positionsFrom(batch, length, offset, cache?.padding), [batch, length]),
+    keyMask: cache?.keyMask(offset + length) ?? null,
+    offset,
+  };
+}
+
+/** Runs the graph on MLX (lazily) and advances the cache; returns the logits. */
+export function runMlx(model: MlxModel, graph: Graph, ids: Tensor, cache: KVCache | null, feeds = mlxFeeds(ids, cache)): Tensor {
+  try {
+    const out = runGraph(graph, mlxKernels(), {
+      weights: model.weights,
+      quantization: model.checkpoint.quantization,
+      feeds: { ids, positions: feeds.positions, offset: feeds.offset, keyMask: feeds.keyMask },
+      cache,
+    });
+    cache?.advance(ids.shape[1]!);
+    return out["logits"] as Tensor;
+  } finally {
+    feeds.positions.dispose();
+    feeds.keyMask?.dispose();
+  }
+}
+
 let mlxTable: ReturnType<typeof withFallback> | undefined;
 
 /** The MLX kernels with per-op CPU fallback (made once). */
@@ -261,16 +290,11 @@ export function forward(model: Model, ids: TensorData, options: ForwardOptions =
     hostCache?.advance(length);
     return out["logits"] as CpuTensor;
   }
-  const mlxCache = cache as KVCache | null;
   const input = onMlx(ids);
-  using positionsT = Tensor.from(positions, [batch, length]);
-  using keyMask = mlxCache?.keyMask(offset + length) ?? null;
   try {
-    const feeds = { ids: input.tensor, positions: positionsT, offset, keyMask };
-    const out = runGraph(graph, mlxKernels(), { ...base, weights: model.weights, feeds, cache: mlxCache });
-    mlxCache?.advance(length);
-    const result = out["logits"] as Tensor;
-    if (!options.lazy) evalAll([result, ...(mlxCache?.tensors() ?? [])]);
+    const result = runMlx(model, graph, input.tensor, cache as KVCache | null);
+    // The cache's buffers are in the logits' graph: evaluating the logits evaluates them.
+    if (!options.lazy) evalAll([result]);
     return result;
   } finally {
     if (input.owned) input.tensor.dispose();

@@ -29,6 +29,7 @@ export const symbols = {
   mlx_eval: [P, i32],
   mlx_async_eval: [P, i32],
   mlx_array_to_host: [P, u64, P],
+  mlx_graph_primitives: [P, P, i32],
   mlx_bench_copy_bandwidth: [P, u64, i32],
 
   mlx_add: [P, P, P],
@@ -79,6 +80,22 @@ export const symbols = {
   mlx_fast_scaled_dot_product_attention: [P, P, P, P, f32, cstring, P],
   mlx_fast_swiglu: [P, P, P],
   mlx_fast_kv_cache_attention: [P, P, P, P, P, P, P, P, i32, f32, P],
+
+  mlx_kv_cache_new: [P, i32, i32, i32, i32, i32, i32],
+  mlx_kv_cache_free: [P],
+  mlx_kv_cache_offset: [P, P],
+  mlx_kv_cache_advance: [P, i32],
+  mlx_kv_cache_seek: [P, i32],
+  mlx_kv_cache_layer: [P, P, P, i32],
+  mlx_kv_cache_update_fetch: [P, P, P, i32, P, P],
+  mlx_kv_cache_attention: [P, P, i32, P, P, P, f32, P],
+
+  mlx_tape_record_begin: [P],
+  mlx_tape_input: [P, P],
+  mlx_tape_record_end: [P, P, i32],
+  mlx_tape_run: [P, i32, P, P, i32],
+  mlx_tape_size: [P, P],
+  mlx_tape_free: [P],
 
   mlx_quantize: [P, P, P, P, i32, i32, cstring],
   mlx_dequantize: [P, P, P, P, i32, i32, cstring, i32],

@@ -185,3 +185,10 @@ export function evalAll(tensors: readonly Tensor[]): void {
 export function asyncEval(tensors: readonly Tensor[]): void {
   check(native().mlx_async_eval(handlesOf(tensors, "asyncEval"), tensors.length), "asyncEval");
 }
+
+/** How many MLX primitives evaluating the tensors would run (nodes not yet evaluated). */
+export function pendingPrimitives(tensors: readonly Tensor[]): number {
+  const out = new Int32Array(1);
+  check(native().mlx_graph_primitives(out, handlesOf(tensors, "pendingPrimitives"), tensors.length), "pendingPrimitives");
+  return out[0]!;
+}

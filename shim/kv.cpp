@@ -1,0 +1,171 @@
+// The KV cache as an object of the shim: per layer, key and value buffers [B, H, S, D] and the number
+// of positions written. Attention updates it through update_fetch / attention, whose recorded steps
+// read the offset when they run, so a replayed step writes where the cache stands then.
+#include <memory>
+
+#include "internal.h"
+
+using namespace mlxb;
+
+namespace {
+
+struct KVCache {
+  std::vector<mx::array> keys, values;
+  int batch, heads, max_length, head_dim;
+  int offset = 0;
+};
+using CacheRef = std::shared_ptr<KVCache>;
+
+CacheRef& cache_of(mlx_kv_cache c) {
+  if (c == nullptr) throw ArgumentError("cache argument is null");
+  return *static_cast<CacheRef*>(c);
+}
+
+int layer_index(const KVCache& c, int layer) {
+  if (layer < 0 || layer >= static_cast<int>(c.keys.size())) {
+    throw ArgumentError("layer " + std::to_string(layer) + " out of range for a cache of " + std::to_string(c.keys.size()) + " layers");
+  }
+  return layer;
+}
+
+// k, v [B, H, T, D] written at `offset` of the buffers; returns the updated buffers and the keys and
+// values [0, offset + T).
+struct Updated {
+  mx::array keys_all, values_all, keys, values;
+};
+
+Updated write(const mx::array& kc, const mx::array& vc, const mx::array& k, const mx::array& v, int offset) {
+  if (k.ndim() != 4 || kc.ndim() != 4) throw ArgumentError("k and the key cache must be [B, H, T, D]");
+  int batch = k.shape(0), heads = k.shape(1), length = k.shape(2), dim = k.shape(3);
+  if (batch != kc.shape(0) || heads != kc.shape(1) || dim != kc.shape(3)) {
+    throw ArgumentError("k [" + std::to_string(batch) + ", " + std::to_string(heads) + ", T, " + std::to_string(dim) + "] does not fit the cache");
+  }
+  int end = offset + length;
+  if (offset < 0 || end > kc.shape(2)) {
+    throw ArgumentError("KV cache of length " + std::to_string(kc.shape(2)) + " cannot hold " + std::to_string(end) + " positions");
+  }
+  mx::Shape start{0, 0, offset, 0}, stop{batch, heads, end, dim};
+  auto keys_all = mx::slice_update(kc, k, start, stop);
+  auto values_all = mx::slice_update(vc, v, start, stop);
+  mx::Shape head{0, 0, 0, 0}, upto{batch, heads, end, dim};
+  return {keys_all, values_all, mx::slice(keys_all, head, upto), mx::slice(values_all, head, upto)};
+}
+
+// Causal attention of q [B, Hq, T, D] over keys/values [B, H, offset + T, D] (GQA when Hq > H),
+// honouring key_mask [B, >= offset + T] (nonzero = attend) when given.
+mx::array attend(const mx::array& q, const Updated& u, int offset, float scale, const std::optional<mx::array>& key_mask) {
+  int batch = u.keys.shape(0), end = u.keys.shape(2);
+  if (!key_mask) {
+    // Keys are exactly [0, offset + T): MLX's bottom-right-aligned causal mask is the right one.
+    return mx::fast::scaled_dot_product_attention(q, u.keys, u.values, scale, q.shape(2) > 1 ? "causal" : "", std::nullopt);
+  }
+  auto visible = mx::slice(*key_mask, {0, 0}, {batch, end});
+  auto allowed = mx::reshape(mx::not_equal(visible, mx::array(0, visible.dtype())), {batch, 1, 1, end});
+  int queries = q.shape(2);
+  auto rows = mx::reshape(mx::add(mx::arange(queries), mx::array(offset)), {queries, 1});
+  auto causal = mx::greater_equal(rows, mx::reshape(mx::arange(end), {1, end}));
+  return mx::fast::scaled_dot_product_attention(q, u.keys, u.values, scale, "", mx::logical_and(allowed, causal));
+}
+
+} // namespace
+
+extern "C" {
+
+int mlx_fast_kv_cache_attention(mlx_array* out, mlx_array* k_cache_out, mlx_array* v_cache_out, mlx_array q, mlx_array k, mlx_array v, mlx_array k_cache, mlx_array v_cache, int offset, float scale, mlx_array key_mask) {
+  return guard([&] {
+    arr(q, "q"), arr(k, "k"), arr(v, "v"), arr(k_cache, "k_cache"), arr(v_cache, "v_cache");
+    bool masked = key_mask != nullptr;
+    std::vector<mlx_array> inputs{q, k, v, k_cache, v_cache};
+    if (masked) inputs.push_back(key_mask);
+    emit({out, k_cache_out, v_cache_out}, inputs, [=](const Arrays& a) {
+      auto u = write(a[3], a[4], a[1], a[2], offset);
+      auto mask = masked ? std::optional<mx::array>(a[5]) : std::nullopt;
+      return Arrays{attend(a[0], u, offset, scale, mask), u.keys_all, u.values_all};
+    });
+  });
+}
+
+int mlx_kv_cache_new(mlx_kv_cache* out, int layers, int batch, int heads, int max_length, int head_dim, int dtype) {
+  return guard([&] {
+    if (out == nullptr) throw ArgumentError("out-pointer is null");
+    if (layers <= 0 || batch <= 0 || heads <= 0 || max_length <= 0 || head_dim <= 0) throw ArgumentError("cache dimensions must be positive");
+    auto c = std::make_shared<KVCache>();
+    c->batch = batch, c->heads = heads, c->max_length = max_length, c->head_dim = head_dim;
+    auto dt = to_dtype(dtype);
+    for (int l = 0; l < layers; l++) {
+      c->keys.push_back(mx::zeros({batch, heads, max_length, head_dim}, dt));
+      c->values.push_back(mx::zeros({batch, heads, max_length, head_dim}, dt));
+    }
+    *out = new CacheRef(std::move(c));
+  });
+}
+
+int mlx_kv_cache_free(mlx_kv_cache c) {
+  delete static_cast<CacheRef*>(c);
+  return 0;
+}
+
+int mlx_kv_cache_offset(int* out, mlx_kv_cache c) {
+  return guard([&] { *out = cache_of(c)->offset; });
+}
+
+int mlx_kv_cache_advance(mlx_kv_cache c, int positions) {
+  return guard([&] {
+    auto& cache = *cache_of(c);
+    if (positions < 0 || cache.offset + positions > cache.max_length) {
+      throw ArgumentError("advancing by " + std::to_string(positions) + " leaves the cache of length " + std::to_string(cache.max_length));
+    }
+    cache.offset += positions;
+  });
+}
+
+int mlx_kv_cache_seek(mlx_kv_cache c, int offset) {
+  return guard([&] {
+    auto& cache = *cache_of(c);
+    if (offset < 0 || offset > cache.max_length) throw ArgumentError("offset " + std::to_string(offset) + " out of range for a cache of length " + std::to_string(cache.max_length));
+    cache.offset = offset;
+  });
+}
+
+int mlx_kv_cache_layer(mlx_array* keys, mlx_array* values, mlx_kv_cache c, int layer) {
+  return guard([&] {
+    auto& cache = *cache_of(c);
+    int l = layer_index(cache, layer);
+    store(keys, cache.keys[l]);
+    store(values, cache.values[l]);
+  });
+}
+
+int mlx_kv_cache_update_fetch(mlx_array* keys, mlx_array* values, mlx_kv_cache c, int layer, mlx_array k, mlx_array v) {
+  return guard([&] {
+    arr(k, "k"), arr(v, "v");
+    CacheRef cache = cache_of(c);
+    int l = layer_index(*cache, layer);
+    emit({keys, values}, {k, v}, [cache, l](const Arrays& a) {
+      auto u = write(cache->keys[l], cache->values[l], a[0], a[1], cache->offset);
+      cache->keys[l] = u.keys_all;
+      cache->values[l] = u.values_all;
+      return Arrays{u.keys, u.values};
+    });
+  });
+}
+
+int mlx_kv_cache_attention(mlx_array* out, mlx_kv_cache c, int layer, mlx_array q, mlx_array k, mlx_array v, float scale, mlx_array key_mask) {
+  return guard([&] {
+    arr(q, "q"), arr(k, "k"), arr(v, "v");
+    CacheRef cache = cache_of(c);
+    int l = layer_index(*cache, layer);
+    bool masked = key_mask != nullptr;
+    std::vector<mlx_array> inputs{q, k, v};
+    if (masked) inputs.push_back(key_mask);
+    emit({out}, inputs, [cache, l, scale, masked](const Arrays& a) {
+      auto u = write(cache->keys[l], cache->values[l], a[1], a[2], cache->offset);
+      cache->keys[l] = u.keys_all;
+      cache->values[l] = u.values_all;
+      auto mask = masked ? std::optional<mx::array>(a[3]) : std::nullopt;
+      return Arrays{attend(a[0], u, cache->offset, scale, mask)};
+    });
+  });
+}
+
+} // extern "C"

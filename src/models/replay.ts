@@ -1,0 +1,145 @@
+// Decode steps recorded once in the shim and replayed: the host work of a step becomes one shim call
+// (plus its positions) instead of one per op. The first decode step runs normally while the shim
+// records every op it makes (mlx_tape_*); the second is run both ways once and the results compared
+// bit for bit, so a graph whose step is not a pure function of its inputs and the cache (a host value
+// baked into an op) falls back to running normally; later steps replay. Ops on the KV cache act on the
+// cache as it stands, so replays write at the current offset.
+import type { Pointer } from "bun:ffi";
+import type { Graph } from "../graph/graph.ts";
+import type { KVCache } from "../kv-cache.ts";
+import { check, native, pointerFromWord } from "../native/ffi.ts";
+import { handleOf } from "../ops/call.ts";
+import { argmax } from "../ops/core.ts";
+import { Tensor } from "../tensor.ts";
+import { type MlxModel, mlxFeeds, runMlx } from "./index.ts";
+
+type State = "record" | "verify" | "replay" | "off";
+
+export interface DecodeTapeOptions {
+  /** "logits" (default): last-position logits; "argmax": the next ids [B, 1] picked on the device. */
+  output?: "logits" | "argmax";
+  /** Called once if the step cannot be replayed (then every step runs normally). */
+  onFallback?: (reason: string) => void;
+}
+
+/** One decode step (ids [B, 1] in) of an MLX model over a KV cache, replayed after the first. */
+export class DecodeTape {
+  readonly model: MlxModel;
+  readonly cache: KVCache;
+  readonly graph: Graph;
+  readonly output: "logits" | "argmax";
+  #onFallback: (reason: string) => void;
+  #state: State = "record";
+  #tape: Pointer | null = null;
+  /** Ops in the recorded step (0 until recorded). */
+  recordedOps = 0;
+
+  constructor(model: MlxModel, cache: KVCache, graph: Graph, options: DecodeTapeOptions = {}) {
+    this.model = model;
+    this.cache = cache;
+    this.graph = graph;
+    this.output = options.output ?? "logits";
+    this.#onFallback = options.onFallback ?? (() => {});
+  }
+
+  /** Whether steps now replay the recording. */
+  get replaying(): boolean {
+    return this.#state === "replay";
+  }
+
+  /** Runs one step lazily and advances the cache: the logits or the next ids (the caller evaluates). */
+  step(ids: Tensor): Tensor {
+    switch (this.#state) {
+      case "record":
+        return this.#record(ids);
+      case "verify":
+        return this.#verify(ids);
+      case "replay":
+        return this.#replay(ids);
+      case "off":
+        return this.#plain(ids, mlxFeeds(ids, this.cache));
+    }
+  }
+
+  #plain(ids: Tensor, feeds: ReturnType<typeof mlxFeeds>): Tensor {
+    const logits = runMlx(this.model, this.graph, ids, this.cache, feeds);
+    if (this.output === "logits") return logits;
+    using last = logits;
+    return argmax(last, -1);
+  }
+
+  #record(ids: Tensor): Tensor {
+    const feeds = mlxFeeds(ids, this.cache);
+    const lib = native();
+    const out = new BigUint64Array(1);
+    check(lib.mlx_tape_record_begin(out), "DecodeTape: record");
+    this.#tape = pointerFromWord(out[0]!);
+    let result: Tensor;
+    try {
+      for (const input of [ids, feeds.positions, feeds.keyMask]) {
+        if (input) check(lib.mlx_tape_input(this.#tape, handleOf(input, "DecodeTape", "input")), "DecodeTape: input");
+      }
+      result = this.#plain(ids, feeds);
+    } catch (e) {
+      this.#stop();
+      throw e;
+    }
+    const status = lib.mlx_tape_record_end(this.#tape, BigUint64Array.of(BigInt(result.handle)), 1);
+    if (status !== 0) {
+      this.#stop(`${String(lib.mlx_last_error())}`);
+      return result;
+    }
+    const size = new Int32Array(1);
+    check(lib.mlx_tape_size(size, this.#tape), "DecodeTape: size");
+    this.recordedOps = size[0]!;
+    this.#state = "verify";
+    return result;
+  }
+
+  #replay(ids: Tensor, feeds = mlxFeeds(ids, this.cache)): Tensor {
+    try {
+      const inputs = [ids, feeds.positions, ...(feeds.keyMask ? [feeds.keyMask] : [])];
+      const handles = BigUint64Array.from(inputs, (t) => BigInt(handleOf(t, "DecodeTape", "input")));
+      const out = new BigUint64Array(1);
+      check(native().mlx_tape_run(out, 1, this.#tape, handles, handles.length), "DecodeTape: replay");
+      this.cache.advance(ids.shape[1]!);
+      return new Tensor(pointerFromWord(out[0]!));
+    } finally {
+      feeds.positions.dispose();
+      feeds.keyMask?.dispose();
+    }
+  }
+
+  /** The first replay, checked against a normal run of the same step (both write the same keys and
+   * values at the same offset, so the cache ends as after one step). */
+  #verify(ids: Tensor): Tensor {
+    const offset = this.cache.offset;
+    const replayed = this.#replay(ids);
+    this.cache.seek(offset);
+    const reference = this.#plain(ids, mlxFeeds(ids, this.cache));
+    const same = Buffer.compare(replayed.toBytes(), reference.toBytes()) === 0;
+    if (same) {
+      this.#state = "replay";
+      reference.dispose();
+      return replayed;
+    }
+    replayed.dispose();
+    this.#stop("a replayed step differs from the step run normally (a host value baked into an op?)");
+    return reference;
+  }
+
+  #stop(reason?: string): void {
+    if (this.#tape !== null) native().mlx_tape_free(this.#tape);
+    this.#tape = null;
+    this.#state = "off";
+    if (reason) this.#onFallback(reason);
+  }
+
+  dispose(): void {
+    this.#stop();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}

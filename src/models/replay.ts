@@ -114,17 +114,25 @@ export class DecodeTape {
    * values at the same offset, so the cache ends as after one step). */
   #verify(ids: Tensor): Tensor {
     const offset = this.cache.offset;
-    const replayed = this.#replay(ids);
+    let replayed: Tensor | null = null;
+    let failure = "a replayed step differs from the step run normally (a host value baked into an op?)";
+    try {
+      replayed = this.#replay(ids);
+      replayed.eval();
+    } catch (e) {
+      failure = `the replayed step failed: ${(e as Error).message}`;
+      replayed?.dispose();
+      replayed = null;
+    }
     this.cache.seek(offset);
     const reference = this.#plain(ids, mlxFeeds(ids, this.cache));
-    const same = Buffer.compare(replayed.toBytes(), reference.toBytes()) === 0;
-    if (same) {
+    if (replayed && Buffer.compare(replayed.toBytes(), reference.toBytes()) === 0) {
       this.#state = "replay";
       reference.dispose();
       return replayed;
     }
-    replayed.dispose();
-    this.#stop("a replayed step differs from the step run normally (a host value baked into an op?)");
+    replayed?.dispose();
+    this.#stop(failure);
     return reference;
   }
 

@@ -1,0 +1,92 @@
+// Decode steps recorded in the shim and replayed (models/replay.ts, shim/tape.cpp) give the same
+// results as running each step through the executor: bit for bit on every decoder fixture, plain and
+// rewritten graphs; a step that cannot be replayed falls back (and says why) with unchanged results.
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import type { Graph } from "../src/graph/graph.ts";
+import { check, native, pointerFromWord } from "../src/native/ffi.ts";
+import { createCache, forward, loadModel, type MlxModel, rewrittenGraph } from "../src/models/index.ts";
+import { DecodeTape } from "../src/models/replay.ts";
+import { ops, Tensor } from "../src/index.ts";
+import { decode, type EncodedArray, fixture } from "./helpers.ts";
+
+const STEPS = 12;
+const cases = fixture<Record<string, { prompt: EncodedArray }>>("models.json");
+
+/** Prefill, then STEPS greedy steps of `width` ids each: through a tape, or forward per step. */
+function steps(model: MlxModel, graph: Graph, prompt: Tensor, replay: boolean, width = 1, onFallback?: (r: string) => void) {
+  const cache = createCache(model, 1, prompt.shape[1]! + STEPS * width + 1);
+  const tape = replay ? new DecodeTape(model, cache, graph, { onFallback }) : null;
+  let logits = forward(model, prompt, { cache, graph });
+  const out: Uint8Array[] = [];
+  for (let s = 0; s < STEPS; s++) {
+    using next = ops.argmax(logits, -1);
+    const token = next.toInt32Array()[0]!;
+    logits.dispose();
+    using ids = Tensor.from(new Int32Array(width).fill(token), [1, width]);
+    logits = tape ? tape.step(ids) : forward(model, ids, { cache, graph, lazy: true });
+    out.push(logits.toBytes());
+  }
+  logits.dispose();
+  const replaying = tape?.replaying ?? false;
+  tape?.dispose();
+  cache.dispose();
+  return { out, replaying };
+}
+
+for (const name of Object.keys(cases)) {
+  describe(`replay: ${name}`, () => {
+    const model = loadModel(join(import.meta.dir, "fixtures", "data", "models", name), { backend: "mlx" });
+    const prompt = decode(cases[name]!.prompt);
+    for (const [label, graph] of [["plain", model.graph("last")], ["rewritten", rewrittenGraph(model, "last")]] as const) {
+      test(`${label}: ${STEPS} replayed steps equal the executor's, bit for bit`, () => {
+        const reference = steps(model, graph, prompt, false);
+        const replayed = steps(model, graph, prompt, true);
+        expect(replayed.replaying).toBe(true);
+        for (let s = 0; s < STEPS; s++) expect(Buffer.compare(replayed.out[s]!, reference.out[s]!)).toBe(0);
+      });
+    }
+  });
+}
+
+describe("replay: steps that cannot be replayed", () => {
+  test("the plain graph's two-token steps bake a host-made causal mask: the first replay fails its check, steps run normally", () => {
+    const model = loadModel(join(import.meta.dir, "fixtures", "data", "models", "llama"), { backend: "mlx" });
+    const prompt = decode(cases.llama!.prompt);
+    const reasons: string[] = [];
+    const reference = steps(model, model.graph("last"), prompt, false, 2);
+    const replayed = steps(model, model.graph("last"), prompt, true, 2, (r) => reasons.push(r));
+    expect(replayed.replaying).toBe(false);
+    expect(reasons.length).toBe(1);
+    for (let s = 0; s < STEPS; s++) expect(Buffer.compare(replayed.out[s]!, reference.out[s]!)).toBe(0);
+  });
+
+  test("the shim's tape: inputs are replaced, other arrays are constants, a host read makes the recording unusable", () => {
+    const lib = native();
+    const handle = (t: Tensor) => BigInt(t.handle);
+    using x = Tensor.from(new Float32Array([1, 2]));
+    using c = Tensor.from(new Float32Array([10, 20]));
+    const out = new BigUint64Array(1);
+    check(lib.mlx_tape_record_begin(out), "record");
+    const tape = pointerFromWord(out[0]!);
+    check(lib.mlx_tape_input(tape, x.handle), "input");
+    using y = ops.add(x, c);
+    check(lib.mlx_tape_record_end(tape, BigUint64Array.of(handle(y)), 1), "end");
+    using x2 = Tensor.from(new Float32Array([5, 6]));
+    check(lib.mlx_tape_run(out, 1, tape, BigUint64Array.of(handle(x2)), 1), "run");
+    using replayed = new Tensor(pointerFromWord(out[0]!));
+    expect(Array.from(replayed.toFloat32Array())).toEqual([15, 26]);
+    expect(lib.mlx_tape_run(out, 1, tape, BigUint64Array.of(handle(x2), handle(x2)), 2)).not.toBe(0);
+    expect(String(lib.mlx_last_error())).toContain("the tape takes 1 inputs, got 2");
+    lib.mlx_tape_free(tape);
+
+    check(lib.mlx_tape_record_begin(out), "record");
+    const second = pointerFromWord(out[0]!);
+    using z = ops.multiply(x, c);
+    z.toFloat32Array();
+    expect(lib.mlx_tape_record_end(second, BigUint64Array.of(handle(z)), 1)).not.toBe(0);
+    expect(String(lib.mlx_last_error())).toContain("the step cannot be replayed: the recorded step read an array to the host");
+    lib.mlx_tape_free(second);
+    expect(Tensor.from([1]).size).toBe(1); // nothing left recording
+  });
+});

@@ -1,18 +1,26 @@
 // End-to-end prefill and decode tokens/s, mlx-bun vs mlx_lm.generate on the same checkpoint and prompt
-// ids, greedy, same token count; plus copy bandwidth measured in the shim and the bound it implies.
+// ids, greedy, same token count, for a short and a long case; plus where a decode step's time goes
+// on each side (host build, the async eval call, the wait for the token, primitives per step), and
+// copy bandwidth measured in the shim with the bound it implies.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { generate, type GenerationStats } from "../src/generate.ts";
 import { check, native } from "../src/native/ffi.ts";
-import { loadModel } from "../src/models/index.ts";
+import { createCache, forward, loadModel, type MlxModel, rewrittenGraph } from "../src/models/index.ts";
+import { DecodeTape } from "../src/models/replay.ts";
+import { argmax, asyncEval, pendingPrimitives } from "../src/ops/core.ts";
+import { Tensor } from "../src/tensor.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
 import { PEER_PYTHON, runPeer } from "./peer.ts";
 import { summarize, table } from "./stats.ts";
 
 const ROOT = join(import.meta.dir, "..");
-const PROMPT_TOKENS = 128;
-const MAX_TOKENS = 32;
-const REPEATS = 3;
+/** Prompt tokens, generated tokens, timed repeats (after one warm-up). */
+const CASES = [
+  { name: "short", prompt: 128, tokens: 32, repeats: 3 },
+  { name: "long", prompt: 1024, tokens: 256, repeats: 1 },
+] as const;
+const BREAKDOWN_STEPS = 64;
 
 function copyBandwidth(): number {
   const out = new Float64Array(1);
@@ -39,15 +47,15 @@ function benchModel(name: string): string {
   return dir;
 }
 
-async function ours(dir: string, prompt: number[]) {
-  const model = loadModel(dir);
+async function ours(dir: string, prompt: number[], maxTokens: number, repeats: number) {
+  const model = loadModel(dir, { backend: "mlx" });
   const tokenizer = Tokenizer.fromDir(dir);
   const runs: { prefill: number; decode: number }[] = [];
   let tokens: number[] = [];
-  for (let r = 0; r <= REPEATS; r++) {
+  for (let r = 0; r <= repeats; r++) {
     const stats: Partial<GenerationStats> = {};
     tokens = [];
-    for await (const chunk of generate(model, tokenizer, prompt, { maxTokens: MAX_TOKENS, ignoreEos: true, temperature: 0 }, stats)) {
+    for await (const chunk of generate(model, tokenizer, prompt, { maxTokens, ignoreEos: true, temperature: 0 }, stats)) {
       tokens.push(chunk.token);
     }
     if (r > 0) runs.push({ prefill: stats.promptTokens! / stats.prefillSeconds!, decode: (stats.generatedTokens! - 1) / stats.decodeSeconds! });
@@ -57,36 +65,103 @@ async function ours(dir: string, prompt: number[]) {
   return { runs, bytes, tokens };
 }
 
+interface Breakdown {
+  buildMs: number;
+  evalCallMs: number;
+  waitMs: number;
+  primitives: number;
+}
+
+/** generate's greedy decode loop by hand, timed in three parts per step (means after a warm-up). */
+function stepBreakdown(model: MlxModel, prompt: number[], replay: boolean): Breakdown {
+  const graph = rewrittenGraph(model, "last");
+  const run = (count: (t: Tensor) => void) => {
+    using cache = createCache(model, 1, prompt.length + BREAKDOWN_STEPS + 2);
+    using tape = new DecodeTape(model, cache, graph, { output: "argmax" });
+    const step = (ids: Tensor) => (replay ? tape.step(ids) : argmax(forward(model, ids, { cache, graph, lazy: true }), -1));
+    let pending: Tensor;
+    {
+      using ids = Tensor.from(Int32Array.from(prompt), [1, prompt.length]);
+      using logits = forward(model, ids, { cache, graph, lazy: true });
+      pending = argmax(logits, -1);
+      asyncEval([pending]);
+    }
+    const warmup = 4;
+    let [build, evalCall, wait] = [0, 0, 0];
+    for (let i = 0; i < BREAKDOWN_STEPS; i++) {
+      const t0 = performance.now();
+      const next = step(pending);
+      const t1 = performance.now();
+      if (i === warmup) count(next);
+      asyncEval([next]);
+      const t2 = performance.now();
+      pending.toInt32Array();
+      const t3 = performance.now();
+      pending.dispose();
+      pending = next;
+      if (i >= warmup) [build, evalCall, wait] = [build + t1 - t0, evalCall + t2 - t1, wait + t3 - t2];
+    }
+    pending.toInt32Array();
+    pending.dispose();
+    const n = BREAKDOWN_STEPS - warmup;
+    return { buildMs: build / n, evalCallMs: evalCall / n, waitMs: wait / n };
+  };
+  let primitives = 0;
+  // Counting walks the step's graph: a run of its own, so the timed run does not pay for it.
+  run((t) => (primitives = pendingPrimitives([t])));
+  return { ...run(() => {}), primitives };
+}
+
 export async function run(): Promise<Record<string, unknown>> {
   const bandwidth = copyBandwidth();
   const results: Record<string, unknown> = { copyBandwidthGBs: bandwidth / 1e9 };
   const rows: (string | number)[][] = [];
+  const steps: (string | number)[][] = [];
   for (const dir of MODELS.map(benchModel)) {
-    const prompt = Array.from({ length: PROMPT_TOKENS }, (_, i) => (i * 37) % 1000);
-    const mine = await ours(dir, prompt);
-    const peer = runPeer("decode.py", [dir, JSON.stringify(prompt), String(MAX_TOKENS), String(REPEATS)]) as {
-      runs: { prefill: number; decode: number }[];
-      tokens: number[];
-    };
-    let same = 0;
-    while (same < MAX_TOKENS && mine.tokens[same] === peer.tokens[same]) same++;
-    const pick = (runs: { prefill: number; decode: number }[], key: "prefill" | "decode") => summarize(runs.map((r) => r[key]));
     const name = dir.split("/").pop()!;
-    const bound = bandwidth / mine.bytes;
-    for (const key of ["prefill", "decode"] as const) {
-      const a = pick(mine.runs, key);
-      const b = pick(peer.runs, key);
-      const decode = key === "decode";
-      rows.push([`${name} ${key}`, a.median, b.median, a.median / b.median, decode ? bound : "-", decode ? `${same}/${MAX_TOKENS}` : "-", a.spread, b.spread]);
-      results[`${name} ${key}`] = { mlxBun: a, mlxLm: b, boundTokensPerSecond: decode ? bound : undefined, sameGreedyTokens: decode ? same : undefined };
+    for (const c of CASES) {
+      const prompt = Array.from({ length: c.prompt }, (_, i) => (i * 37) % 1000);
+      const mine = await ours(dir, prompt, c.tokens, c.repeats);
+      const peer = runPeer("decode.py", [dir, JSON.stringify(prompt), String(c.tokens), String(c.repeats)]) as {
+        runs: { prefill: number; decode: number }[];
+        tokens: number[];
+      };
+      let same = 0;
+      while (same < c.tokens && mine.tokens[same] === peer.tokens[same]) same++;
+      const pick = (runs: { prefill: number; decode: number }[], key: "prefill" | "decode") => summarize(runs.map((r) => r[key]));
+      const bound = bandwidth / mine.bytes;
+      for (const key of ["prefill", "decode"] as const) {
+        const a = pick(mine.runs, key);
+        const b = pick(peer.runs, key);
+        const decode = key === "decode";
+        const label = `${name} ${c.name} ${key}`;
+        rows.push([label, a.median, b.median, a.median / b.median, decode ? bound : "-", decode ? `${same}/${c.tokens}` : "-", a.spread, b.spread]);
+        results[label] = { mlxBun: a, mlxLm: b, boundTokensPerSecond: decode ? bound : undefined, sameGreedyTokens: decode ? same : undefined };
+      }
     }
+    const prompt = Array.from({ length: 128 }, (_, i) => (i * 37) % 1000);
+    const model = loadModel(dir, { backend: "mlx" });
+    const replayed = stepBreakdown(model, prompt, true);
+    const executor = stepBreakdown(model, prompt, false);
+    model.dispose();
+    const lm = runPeer("step.py", [dir, JSON.stringify(prompt), String(BREAKDOWN_STEPS)]) as Breakdown;
+    for (const [who, b] of [["mlx-bun (replay)", replayed], ["mlx-bun (executor)", executor], ["mlx-lm", lm]] as const) {
+      const total = b.buildMs + b.evalCallMs + b.waitMs;
+      steps.push([`${name} ${who}`, b.buildMs, b.evalCallMs, b.waitMs, total, 1000 / total, b.primitives, b.buildMs / lm.buildMs]);
+    }
+    results[`${name} step`] = { replayed, executor, mlxLm: lm };
   }
   table(
-    `End to end, greedy, ${PROMPT_TOKENS}-token prompt, ${MAX_TOKENS} tokens (tokens/s); copy bandwidth ${(bandwidth / 1e9).toFixed(1)} GB/s; ` +
+    `End to end, greedy (tokens/s): short = 128-token prompt, 32 tokens; long = 1024-token prompt, 256 tokens. Copy bandwidth ${(bandwidth / 1e9).toFixed(1)} GB/s; ` +
       "bound = bandwidth / weight bytes read per token; same = leading greedy tokens equal to mlx-lm's. " +
-      "mlx-bun runs its default (rewritten) graph.",
-    ["model, phase", "mlx-bun", "mlx-lm", "ratio bun/lm", "bound", "same", "spread bun", "spread lm"],
+      "mlx-bun runs its default (rewritten) graph with replayed decode steps.",
+    ["model, case, phase", "mlx-bun", "mlx-lm", "ratio bun/lm", "bound", "same", "spread bun", "spread lm"],
     rows,
+  );
+  table(
+    `One decode step (ms, mean of ${BREAKDOWN_STEPS - 4} after 4; 128-token prompt): host build, the async eval call, the wait for the token; primitives per step`,
+    ["model, who", "build", "eval call", "wait", "total", "tok/s", "primitives", "build / lm"],
+    steps,
   );
   return results;
 }

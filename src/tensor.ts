@@ -20,6 +20,31 @@ const HOST_DTYPE = new Map<Function, DType>([
   [BigUint64Array, "uint64"],
 ]);
 
+const HOST_INTEGER_DTYPES = new Set<DType>(["int32", "uint32", "int16", "uint16", "int8", "uint8", "bool"]);
+
+/** Values of an integer dtype that int32 holds (uint32 as argmax returns: indices < 2^31), read on
+ * the host; null for other dtypes. */
+function hostIntegers(bytes: Uint8Array, dtype: DType): ArrayLike<number> | null {
+  const { buffer, byteOffset, byteLength } = bytes;
+  switch (dtype) {
+    case "int32":
+      return new Int32Array(buffer, byteOffset, byteLength / 4);
+    case "uint32":
+      return new Uint32Array(buffer, byteOffset, byteLength / 4);
+    case "int16":
+      return new Int16Array(buffer, byteOffset, byteLength / 2);
+    case "uint16":
+      return new Uint16Array(buffer, byteOffset, byteLength / 2);
+    case "int8":
+      return new Int8Array(buffer, byteOffset, byteLength);
+    case "uint8":
+    case "bool":
+      return bytes;
+    default:
+      return null;
+  }
+}
+
 // The safety net for tensors nobody disposed: frees the native handle when the wrapper is collected.
 const finalizer = new FinalizationRegistry<Pointer>((handle) => {
   native().mlx_array_free(handle);
@@ -151,7 +176,10 @@ export class Tensor implements TensorData {
 
   /** Values as int32 (converted in MLX for other dtypes). */
   toInt32Array(): Int32Array {
-    if (this.dtype === "int32") return new Int32Array(this.toBytes().buffer);
+    // Narrow integer types convert on the host: an MLX astype would queue behind whatever the stream
+    // is computing (reading step t's token would wait for step t+1).
+    const values = HOST_INTEGER_DTYPES.has(this.dtype) ? hostIntegers(this.toBytes(), this.dtype) : null;
+    if (values) return Int32Array.from(values);
     using converted = this.astype("int32");
     return new Int32Array(converted.toBytes().buffer);
   }

@@ -46,6 +46,44 @@ export interface GenerationStats {
   finishReason: "stop" | "length";
 }
 
+/** Text of a growing token list, decoding a short window per token (vLLM's incremental
+ * detokenization): the text of the tokens since `prefix` past that of [prefix, read), released once
+ * it does not end in an incomplete character. */
+class TextStream {
+  readonly #tokenizer: Tokenizer;
+  readonly #tokens: number[] = [];
+  #prefix = 0;
+  #read = 0;
+
+  constructor(tokenizer: Tokenizer) {
+    this.#tokenizer = tokenizer;
+  }
+
+  #pending(): { before: string; after: string } {
+    return {
+      before: this.#tokenizer.decode(this.#tokens.slice(this.#prefix, this.#read)),
+      after: this.#tokenizer.decode(this.#tokens.slice(this.#prefix)),
+    };
+  }
+
+  /** Adds a token; returns the text it completes ("" while a character is incomplete). */
+  push(token: number): string {
+    this.#tokens.push(token);
+    const { before, after } = this.#pending();
+    if (after.length <= before.length || after.endsWith("\uFFFD")) return "";
+    this.#prefix = this.#read;
+    this.#read = this.#tokens.length;
+    return after.slice(before.length);
+  }
+
+  /** The text held back, released as it is. */
+  flush(): string {
+    const { before, after } = this.#pending();
+    this.#prefix = this.#read = this.#tokens.length;
+    return after.slice(before.length);
+  }
+}
+
 let replayWarned = false;
 function warnReplayFallback(reason: string): void {
   if (replayWarned) return;
@@ -141,7 +179,9 @@ export async function* generate(
   };
   const read = (pending: TensorData) => (onDevice ? pending.toInt32Array()[0]! : sample(pending.toFloat32Array(), temperature, topP, next));
   const generated: number[] = [];
-  let emitted = "";
+  const stream = new TextStream(tokenizer);
+  /** The text released so far. */
+  let text = "";
   Object.assign(stats ?? {}, { promptTokens: promptIds.length, generatedTokens: 0, finishReason: "length" });
   let pending: TensorData | undefined;
   let upcoming: TensorData | undefined;
@@ -167,19 +207,18 @@ export async function* generate(
       }
       if (stop.has(token)) {
         if (stats) stats.finishReason = "stop";
-        const rest = tokenizer.decode(generated).slice(emitted.length);
+        const rest = stream.flush();
         if (rest) yield { token, text: rest, stop: true };
         return;
       }
       generated.push(token);
       if (stats) stats.generatedTokens = generated.length;
-      let text = tokenizer.decode(generated);
-      const hit = stopStrings.map((s) => text.indexOf(s, Math.max(0, emitted.length - s.length))).filter((at) => at >= 0);
-      if (hit.length > 0) text = text.slice(0, Math.min(...hit));
-      // Hold back an incomplete multi-byte character while a later token may complete it.
-      const ready = text.endsWith("\uFFFD") && hit.length === 0 && more ? emitted : text;
-      yield { token, text: ready.slice(emitted.length) };
-      emitted = ready;
+      // An incomplete multi-byte character is held back while a later token may complete it.
+      const from = text.length;
+      text += stream.push(token) + (more ? "" : stream.flush());
+      const hit = stopStrings.map((s) => text.indexOf(s, Math.max(0, from - s.length + 1))).filter((at) => at >= 0);
+      const end = hit.length > 0 ? Math.max(from, Math.min(...hit)) : text.length;
+      yield { token, text: text.slice(from, end) };
       if (hit.length > 0) {
         if (stats) stats.finishReason = "stop";
         return;

@@ -43,6 +43,7 @@ export class Tokenizer {
   }
 
   decode(ids: readonly number[], skipSpecialTokens = true): string {
+    if (ids.length === 0) return "";
     return this.#inner.decode([...ids], { skip_special_tokens: skipSpecialTokens });
   }
 

@@ -19,7 +19,7 @@ export interface NodeOf<K extends OpName> {
 export type Node = { [K in OpName]: NodeOf<K> }[OpName];
 
 export interface Graph {
-  /** In insertion order, which is a topological order. */
+  /** Built graphs list nodes in a topological order; rewritten ones are renumbered into one. */
   readonly nodes: readonly Node[];
   /** Output name -> node id. */
   readonly outputs: Readonly<Record<string, number>>;
@@ -84,17 +84,32 @@ export class GraphBuilder {
   }
 }
 
-/** Ids of the nodes reachable from the outputs, in topological order. */
+/** Ids of the nodes reachable from the outputs, in a topological order (every node after its
+ * inputs; a rewriter may append a node that an earlier one consumes). */
 export function reachable(graph: Graph): number[] {
-  const seen = new Uint8Array(graph.nodes.length);
-  const stack = Object.values(graph.outputs);
-  while (stack.length > 0) {
-    const id = stack.pop()!;
-    if (seen[id]) continue;
-    seen[id] = 1;
-    stack.push(...graph.nodes[id]!.inputs);
+  const state = new Uint8Array(graph.nodes.length); // 0 new, 1 inputs pending, 2 placed
+  const order: number[] = [];
+  const stack: number[] = [];
+  for (const root of Object.values(graph.outputs)) {
+    stack.push(root);
+    while (stack.length > 0) {
+      const id = stack[stack.length - 1]!;
+      if (state[id] === 2) {
+        stack.pop();
+      } else if (state[id] === 1) {
+        state[id] = 2;
+        order.push(id);
+        stack.pop();
+      } else {
+        state[id] = 1;
+        for (const input of graph.nodes[id]!.inputs) {
+          if (state[input] === 1) throw new Error(`graph: node ${input} feeds itself (a cycle)`);
+          if (state[input] === 0) stack.push(input);
+        }
+      }
+    }
   }
-  return graph.nodes.filter((n) => seen[n.id]).map((n) => n.id);
+  return order;
 }
 
 /** Counts of nodes by op among the reachable ones. */

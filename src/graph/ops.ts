@@ -411,24 +411,39 @@ export const OPS = {
     mlx: ([x, weight, bias], { eps }) => fast.layerNorm(mlx(x, "x"), optional(weight, mlx, "weight"), optional(bias, mlx, "bias"), eps),
     cpu: ([x, weight, bias], { eps }) => cpu.layerNorm(host(x, "x"), optional(weight, host, "weight"), optional(bias, host, "bias"), eps),
   }),
-  /** MLX rope on q and k: a container [q, k]. Each example's offset is taken from its last position,
-   * which is real even in a left-padded prompt (padding slots carry clamped positions), so positions
-   * are assumed sequential over the real tokens. */
-  fast_rope: op<FastRopeAttrs>()({
-    inputs: ["q", "k", "positions"],
-    mlx: ([q, k, positions], attrs) => {
+  /** Each example's first position [B] from positions [B, T]: its last position - (T - 1). The last
+   * position is real even in a left-padded prompt (padding slots carry clamped positions), so
+   * positions are assumed sequential over the real tokens. One per graph, shared by every fast_rope. */
+  rope_offset: op()({
+    inputs: ["positions"],
+    mlx: ([positions]) => {
       const p = mlx(positions, "positions");
       const [batch, length] = p.shape as [number, number];
       using last = core.slice(p, [0, length - 1], [batch, length]);
       using flat = core.reshape(last, [batch]);
-      using offset = core.subtract(flat, length - 1);
+      return core.subtract(flat, length - 1);
+    },
+    cpu: ([positions]) => {
+      const p = host(positions, "positions");
+      const [batch, length] = p.shape as [number, number];
+      return new CpuTensor(Float32Array.from({ length: batch }, (_, b) => p.data[b * length + length - 1]! - (length - 1)), [batch]);
+    },
+  }),
+  /** MLX rope on q and k [B, H, T, D] from each example's offset [B] (rope_offset): a container [q, k]. */
+  fast_rope: op<FastRopeAttrs>()({
+    inputs: ["q", "k", "offsets"],
+    mlx: ([q, k, offsets], attrs) => {
+      const offset = mlx(offsets, "offsets");
       const options = { dims: attrs.dims, base: attrs.base, scale: attrs.scale, offset, freqs: attrs.periods ? periodsTensor(attrs.periods) : null };
       return [fast.rope(mlx(q, "q"), options), fast.rope(mlx(k, "k"), options)];
     },
-    cpu: ([q, k, positions], attrs) => {
-      const p = hostInts(positions, "positions");
+    cpu: ([q, k, offsets], attrs) => {
+      const query = host(q, "q");
+      const [batch, , length] = query.shape as [number, number, number];
+      const first = host(offsets, "offsets").data;
+      const p = Int32Array.from({ length: batch * length }, (_, i) => first[Math.floor(i / length)]! + (i % length));
       const inverse = ropeFrequencies(attrs);
-      return [cpu.rope(host(q, "q"), attrs.dims, p, inverse), cpu.rope(host(k, "k"), attrs.dims, p, inverse)];
+      return [cpu.rope(query, attrs.dims, p, inverse), cpu.rope(host(k, "k"), attrs.dims, p, inverse)];
     },
   }),
   /** MLX sdpa over q [B, H, T, D] and k, v [B, Hkv, S, D] (GQA native). Pure "causal" (or no mask

@@ -7,15 +7,19 @@ import { inverseFrequencies } from "../graph/rotary.ts";
 import type { Rewriting } from "./match.ts";
 
 export function rotaryEmbedding(g: Rewriting): void {
+  // One offset computation per positions input, shared by every layer's rope.
+  const offsets = new Map<number, number>();
   for (const n of g.withOp("apply_rotary_embedding")) {
     const { dims, base, scaling } = n.attrs;
     const [q, k, positions] = n.inputs as [number, number, number];
+    if (!offsets.has(positions)) offsets.set(positions, g.append("rope_offset", [positions], {}, "rotary.offsets"));
+    const offset = offsets.get(positions)!;
     if (scaling.type === "llama3") {
       const periods = inverseFrequencies(dims, base, scaling).map((f) => 1 / f);
-      g.replace(n.id, "fast_rope", [q, k, positions], { dims, base, scale: 1, periods });
+      g.replace(n.id, "fast_rope", [q, k, offset], { dims, base, scale: 1, periods });
     } else {
       const scale = scaling.type === "linear" ? 1 / scaling.factor : 1;
-      g.replace(n.id, "fast_rope", [q, k, positions], { dims, base, scale, periods: null });
+      g.replace(n.id, "fast_rope", [q, k, offset], { dims, base, scale, periods: null });
     }
   }
 }

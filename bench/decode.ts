@@ -6,10 +6,8 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { generate, type GenerationStats } from "../src/generate.ts";
 import { check, native } from "../src/native/ffi.ts";
-import { createCache, forward, loadModel, type MlxModel, rewrittenGraph } from "../src/models/index.ts";
-import { DecodeTape } from "../src/models/replay.ts";
-import { argmax, asyncEval, pendingPrimitives } from "../src/ops/core.ts";
-import { Tensor } from "../src/tensor.ts";
+import { loadModel } from "../src/models/index.ts";
+import { BREAKDOWN_STEPS, type Breakdown, stepBreakdown } from "./step.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
 import { PEER_PYTHON, runPeer } from "./peer.ts";
 import { summarize, table } from "./stats.ts";
@@ -20,9 +18,8 @@ const CASES = [
   { name: "short", prompt: 128, tokens: 32, repeats: 3 },
   { name: "long", prompt: 1024, tokens: 256, repeats: 1 },
 ] as const;
-const BREAKDOWN_STEPS = 64;
 
-function copyBandwidth(): number {
+export function copyBandwidth(): number {
   const out = new Float64Array(1);
   check(native().mlx_bench_copy_bandwidth(out, 256 * 2 ** 20, 10), "copy bandwidth");
   return out[0]!;
@@ -30,10 +27,10 @@ function copyBandwidth(): number {
 
 /** The models to run: MLXB_BENCH_MODELS, comma-separated: "default", or a shape of
  * make_bench_model.py with an optional ":bf16" (qwen3-0.6b, qwen3-8b:bf16, ...). */
-const MODELS = (process.env.MLXB_BENCH_MODELS ?? "default,qwen3-0.6b").split(",").map((m) => m.trim());
+export const MODELS = (process.env.MLXB_BENCH_MODELS ?? "default,qwen3-0.6b").split(",").map((m) => m.trim());
 
 /** A checkpoint directory: the default model, or a 4-bit random-weight one made on first use. */
-function benchModel(name: string): string {
+export function benchModel(name: string): string {
   if (name === "default") return join(ROOT, ".cache", "models", "default");
   const [shape, dtype] = name.split(":");
   if (dtype !== undefined && dtype !== "bf16") throw new Error(`bench model '${name}': the only dtype suffix is ':bf16'`);
@@ -63,53 +60,6 @@ async function ours(dir: string, prompt: number[], maxTokens: number, repeats: n
   const bytes = [...model.checkpoint.weights.values()].reduce((n, t) => n + t.nbytes, 0);
   model.dispose();
   return { runs, bytes, tokens };
-}
-
-interface Breakdown {
-  buildMs: number;
-  evalCallMs: number;
-  waitMs: number;
-  primitives: number;
-}
-
-/** generate's greedy decode loop by hand, timed in three parts per step (means after a warm-up). */
-function stepBreakdown(model: MlxModel, prompt: number[], replay: boolean): Breakdown {
-  const graph = rewrittenGraph(model, "last");
-  const run = (count: (t: Tensor) => void) => {
-    using cache = createCache(model, 1, prompt.length + BREAKDOWN_STEPS + 2);
-    using tape = new DecodeTape(model, cache, graph, { output: "argmax" });
-    const step = (ids: Tensor) => (replay ? tape.step(ids) : argmax(forward(model, ids, { cache, graph, lazy: true }), -1));
-    let pending: Tensor;
-    {
-      using ids = Tensor.from(Int32Array.from(prompt), [1, prompt.length]);
-      using logits = forward(model, ids, { cache, graph, lazy: true });
-      pending = argmax(logits, -1);
-      asyncEval([pending]);
-    }
-    const warmup = 4;
-    let [build, evalCall, wait] = [0, 0, 0];
-    for (let i = 0; i < BREAKDOWN_STEPS; i++) {
-      const t0 = performance.now();
-      const next = step(pending);
-      const t1 = performance.now();
-      if (i === warmup) count(next);
-      asyncEval([next]);
-      const t2 = performance.now();
-      pending.toInt32Array();
-      const t3 = performance.now();
-      pending.dispose();
-      pending = next;
-      if (i >= warmup) [build, evalCall, wait] = [build + t1 - t0, evalCall + t2 - t1, wait + t3 - t2];
-    }
-    pending.toInt32Array();
-    pending.dispose();
-    const n = BREAKDOWN_STEPS - warmup;
-    return { buildMs: build / n, evalCallMs: evalCall / n, waitMs: wait / n };
-  };
-  let primitives = 0;
-  // Counting walks the step's graph: a run of its own, so the timed run does not pay for it.
-  run((t) => (primitives = pendingPrimitives([t])));
-  return { ...run(() => {}), primitives };
 }
 
 export async function run(): Promise<Record<string, unknown>> {

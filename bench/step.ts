@@ -1,0 +1,89 @@
+// Where a decode step's time goes: generate's greedy loop by hand, each step split into the host
+// build, the async eval call and the wait for the token, for mlx-bun (replayed steps and the
+// TypeScript executor) and mlx-lm's own loop (peers/step.py), in alternating rounds so that drift on
+// a shared machine shows; plus primitives per step. Also printed by the decode bench (one round).
+import { createCache, forward, loadModel, type MlxModel, rewrittenGraph } from "../src/models/index.ts";
+import { DecodeTape } from "../src/models/replay.ts";
+import { argmax, asyncEval, pendingPrimitives } from "../src/ops/core.ts";
+import { Tensor } from "../src/tensor.ts";
+import { benchModel, MODELS } from "./decode.ts";
+import { runPeer } from "./peer.ts";
+import { table } from "./stats.ts";
+
+export const BREAKDOWN_STEPS = 64;
+const ROUNDS = Number(process.env.MLXB_STEP_ROUNDS ?? 3);
+
+export interface Breakdown {
+  buildMs: number;
+  evalCallMs: number;
+  waitMs: number;
+  primitives: number;
+}
+
+/** generate's greedy decode loop by hand, timed in three parts per step (means after a warm-up). */
+export function stepBreakdown(model: MlxModel, prompt: number[], replay: boolean): Breakdown {
+  const graph = rewrittenGraph(model, "last");
+  const run = (count: (t: Tensor) => void) => {
+    using cache = createCache(model, 1, prompt.length + BREAKDOWN_STEPS + 2);
+    using tape = new DecodeTape(model, cache, graph, { output: "argmax" });
+    const step = (ids: Tensor) => (replay ? tape.step(ids) : argmax(forward(model, ids, { cache, graph, lazy: true }), -1));
+    let pending: Tensor;
+    {
+      using ids = Tensor.from(Int32Array.from(prompt), [1, prompt.length]);
+      using logits = forward(model, ids, { cache, graph, lazy: true });
+      pending = argmax(logits, -1);
+      asyncEval([pending]);
+    }
+    const warmup = 4;
+    let [build, evalCall, wait] = [0, 0, 0];
+    for (let i = 0; i < BREAKDOWN_STEPS; i++) {
+      const t0 = performance.now();
+      const next = step(pending);
+      const t1 = performance.now();
+      if (i === warmup) count(next);
+      asyncEval([next]);
+      const t2 = performance.now();
+      pending.toInt32Array();
+      const t3 = performance.now();
+      pending.dispose();
+      pending = next;
+      if (i >= warmup) [build, evalCall, wait] = [build + t1 - t0, evalCall + t2 - t1, wait + t3 - t2];
+    }
+    pending.toInt32Array();
+    pending.dispose();
+    const n = BREAKDOWN_STEPS - warmup;
+    return { buildMs: build / n, evalCallMs: evalCall / n, waitMs: wait / n };
+  };
+  let primitives = 0;
+  // Counting walks the step's graph: a run of its own, so the timed run does not pay for it.
+  run((t) => (primitives = pendingPrimitives([t])));
+  return { ...run(() => {}), primitives };
+}
+
+export async function run(): Promise<Record<string, unknown>> {
+  const results: Record<string, unknown> = {};
+  const rows: (string | number)[][] = [];
+  for (const dir of MODELS.map(benchModel)) {
+    const name = dir.split("/").pop()!;
+    const prompt = Array.from({ length: 128 }, (_, i) => (i * 37) % 1000);
+    const model = loadModel(dir, { backend: "mlx" });
+    const rounds: Record<string, Breakdown>[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      const lm = runPeer("step.py", [dir, JSON.stringify(prompt), String(BREAKDOWN_STEPS)]) as Breakdown;
+      const round = { "mlx-bun (replay)": stepBreakdown(model, prompt, true), "mlx-bun (executor)": stepBreakdown(model, prompt, false), "mlx-lm": lm };
+      rounds.push(round);
+      for (const [who, b] of Object.entries(round)) {
+        const total = b.buildMs + b.evalCallMs + b.waitMs;
+        rows.push([`${name} ${who} #${r + 1}`, b.buildMs, b.evalCallMs, b.waitMs, total, 1000 / total, b.primitives, b.buildMs / lm.buildMs]);
+      }
+    }
+    model.dispose();
+    results[name] = rounds;
+  }
+  table(
+    `One decode step (ms, mean of ${BREAKDOWN_STEPS - 4} after 4; 128-token prompt), ${ROUNDS} alternating rounds: host build, the async eval call, the wait for the token; primitives per step`,
+    ["model, who, round", "build", "eval call", "wait", "total", "tok/s", "primitives", "build / lm"],
+    rows,
+  );
+  return results;
+}

@@ -27,6 +27,38 @@ using namespace mlxb;
     });                                                                     \
   }
 
+namespace {
+
+template <typename T>
+void check_range(const mx::array& indices, int64_t size) {
+  const T* values = indices.data<T>();
+  for (size_t i = 0; i < indices.size(); i++) {
+    auto v = static_cast<int64_t>(values[i]);
+    if (v < -size || v >= size) {
+      throw ArgumentError("index " + std::to_string(v) + " out of range for an axis of size " + std::to_string(size));
+    }
+  }
+}
+
+// Bounds of integer indices already on the host ([-size, size), numpy's); lazy ones are not read.
+void check_indices(const mx::array& indices, int64_t size) {
+  if (!mx::issubdtype(indices.dtype(), mx::integer)) throw ArgumentError("indices must be integers");
+  if (indices.status() != mx::array::Status::available || !indices.flags().row_contiguous || indices.data<void>() == nullptr) return;
+  switch (indices.dtype().val()) {
+    case mx::Dtype::Val::int8: return check_range<int8_t>(indices, size);
+    case mx::Dtype::Val::int16: return check_range<int16_t>(indices, size);
+    case mx::Dtype::Val::int32: return check_range<int32_t>(indices, size);
+    case mx::Dtype::Val::int64: return check_range<int64_t>(indices, size);
+    case mx::Dtype::Val::uint8: return check_range<uint8_t>(indices, size);
+    case mx::Dtype::Val::uint16: return check_range<uint16_t>(indices, size);
+    case mx::Dtype::Val::uint32: return check_range<uint32_t>(indices, size);
+    case mx::Dtype::Val::uint64: return check_range<uint64_t>(indices, size);
+    default: return;
+  }
+}
+
+} // namespace
+
 extern "C" {
 
 MLXB_BINARY(add, mx::add(a, b))
@@ -133,7 +165,14 @@ int mlx_concatenate(mlx_array* out, const mlx_array* arrays, int count, int axis
 
 int mlx_take(mlx_array* out, mlx_array a_, mlx_array indices_, int axis) {
   return guard([&] {
-    arr(a_, "a"), arr(indices_, "indices");
+    const auto& a = arr(a_, "a");
+    const auto& indices = arr(indices_, "indices");
+    if (a.ndim() == 0) throw ArgumentError("take from a scalar");
+    int ax = axis < 0 ? axis + a.ndim() : axis;
+    if (ax < 0 || ax >= static_cast<int>(a.ndim())) throw ArgumentError("axis " + std::to_string(axis) + " out of range for " + std::to_string(a.ndim()) + " dimensions");
+    // MLX does not bound-check gathers (an index past the end reads or faults anywhere): indices
+    // whose values are on the host already (made from host data, or evaluated) are checked here.
+    check_indices(indices, a.shape(ax));
     emit1(out, {a_, indices_}, [axis](const Arrays& x) { return mx::take(x[0], x[1], axis); });
   });
 }

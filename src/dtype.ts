@@ -38,6 +38,21 @@ export function dtypeCode(dtype: DType): number {
   return code;
 }
 
+/** MLX's largest dimension (int32). */
+export const MAX_DIMENSION = 2 ** 31 - 1;
+
+/** `shape` when every dimension is an integer in [0, 2^31 - 1] (MLX's int32 dimensions); an Error
+ * naming `what` otherwise (a 2^32 + 1 would wrap to 1 on the way to MLX). */
+export function checkedShape(shape: readonly number[], what: string): readonly number[] {
+  if (!Array.isArray(shape)) throw new Error(`${what}: shape must be an array of integers, got ${JSON.stringify(shape)}`);
+  for (const d of shape) {
+    if (typeof d !== "number" || !Number.isInteger(d) || d < 0 || d > MAX_DIMENSION) {
+      throw new Error(`${what}: shape [${shape.join(", ")}] has dimension ${d}; dimensions are integers in [0, ${MAX_DIMENSION}]`);
+    }
+  }
+  return shape;
+}
+
 /** What every tensor kind offers to code that only reads: shape, dtype, sizes, host copies. */
 export interface TensorData {
   readonly shape: readonly number[];

@@ -27,6 +27,49 @@ export interface GenerateOptions {
   /** MLX: record the first decode step in the shim and replay it for the rest (default true);
    * false runs every step through the TypeScript executor. */
   replay?: boolean | undefined;
+  /** Allow prompt + maxTokens past the model's max_position_embeddings (default false: an Error). */
+  exceedContext?: boolean | undefined;
+}
+
+const OPTION_NAMES = ["maxTokens", "temperature", "topP", "seed", "stopTokens", "stopStrings", "ignoreEos", "rewrite", "replay", "exceedContext"] as const;
+
+function fail(option: string, range: string, value: unknown): never {
+  throw new Error(`generate: ${option} must be ${range}, got ${typeof value === "string" ? JSON.stringify(value) : String(value)}`);
+}
+
+/** The options with their defaults, each checked: an Error names the option and the accepted range. */
+export function checkedOptions(options: GenerateOptions) {
+  if (options === null || typeof options !== "object") fail("options", "an object", options);
+  for (const key of Object.keys(options)) {
+    if (!(OPTION_NAMES as readonly string[]).includes(key)) throw new Error(`generate: unknown option '${key}' (valid: ${OPTION_NAMES.join(", ")})`);
+  }
+  const { maxTokens = 64, temperature = 0, topP = 1, seed = 0, stopTokens = [], stopStrings = [] } = options;
+  if (!Number.isSafeInteger(maxTokens) || maxTokens < 1) fail("maxTokens", "a positive integer", maxTokens);
+  if (typeof temperature !== "number" || !Number.isFinite(temperature) || temperature < 0) fail("temperature", "a finite number >= 0", temperature);
+  if (typeof topP !== "number" || !(topP > 0 && topP <= 1)) fail("topP", "a number in (0, 1]", topP);
+  if (!Number.isSafeInteger(seed)) fail("seed", "an integer", seed);
+  if (!Array.isArray(stopTokens) || !stopTokens.every((t) => Number.isSafeInteger(t) && t >= 0)) fail("stopTokens", "an array of token ids (integers >= 0)", stopTokens);
+  if (!Array.isArray(stopStrings) || !stopStrings.every((s) => typeof s === "string" && s.length > 0)) fail("stopStrings", "an array of non-empty strings", stopStrings);
+  for (const flag of ["ignoreEos", "replay", "exceedContext"] as const) {
+    if (options[flag] !== undefined && typeof options[flag] !== "boolean") fail(flag, "a boolean", options[flag]);
+  }
+  const { rewrite } = options;
+  if (rewrite !== undefined && typeof rewrite !== "boolean" && !(Array.isArray(rewrite) && rewrite.every((r) => typeof r === "string"))) {
+    fail("rewrite", "a boolean or a list of rewriter names", rewrite);
+  }
+  return { maxTokens, temperature, topP, seed, stopTokens, stopStrings };
+}
+
+/** Prompt ids: integers in [0, vocabulary) (an out-of-range id would read past the embedding table). */
+function checkedPromptIds(ids: readonly number[], vocabulary: number): readonly number[] {
+  if (!Array.isArray(ids)) throw new Error("generate: the prompt must be a string or an array of token ids");
+  if (ids.length === 0) throw new Error("generate: the prompt encodes to no tokens");
+  for (const [i, id] of ids.entries()) {
+    if (!Number.isInteger(id) || id < 0 || id >= vocabulary) {
+      throw new Error(`generate: prompt token ${i} is ${id}; token ids are integers in [0, ${vocabulary}) for this model`);
+    }
+  }
+  return ids;
 }
 
 export interface GenerationChunk {
@@ -105,6 +148,7 @@ function random(seed: number): () => number {
 
 /** Picks the next token from last-position logits. */
 export function sample(logits: Float32Array, temperature: number, topP: number, next: () => number): number {
+  for (const v of logits) if (!Number.isFinite(v)) throw new Error("generate: the model's logits are not finite (NaN or infinity); generation stopped");
   let best = 0;
   for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
   if (temperature <= 0) return best;
@@ -139,11 +183,17 @@ export async function* generate(
   options: GenerateOptions = {},
   stats?: Partial<GenerationStats>,
 ): AsyncGenerator<GenerationChunk> {
-  const { maxTokens = 64, temperature = 0, topP = 1, seed = 0, stopStrings = [] } = options;
-  const promptIds = typeof prompt === "string" ? tokenizer.encode(prompt) : prompt;
-  if (promptIds.length === 0) throw new Error("generate: the prompt encodes to no tokens");
+  const { maxTokens, temperature, topP, seed, stopTokens, stopStrings } = checkedOptions(options);
+  const promptIds = checkedPromptIds(typeof prompt === "string" ? tokenizer.encode(prompt) : prompt, model.config.vocabSize);
+  const context = model.config.maxPositions;
+  if (context !== undefined && promptIds.length + maxTokens > context && !options.exceedContext) {
+    throw new Error(
+      `generate: prompt (${promptIds.length} tokens) + maxTokens (${maxTokens}) exceeds the model's context of ${context} positions ` +
+        "(max_position_embeddings); lower maxTokens, or pass exceedContext: true to go past it",
+    );
+  }
   const eos = options.ignoreEos ? [] : [...model.config.eosTokenIds, ...tokenizer.eosTokenIds];
-  const stop = new Set([...eos, ...(options.stopTokens ?? [])]);
+  const stop = new Set([...eos, ...stopTokens]);
   const next = random(seed);
   const only = options.rewrite === false ? null : Array.isArray(options.rewrite) ? options.rewrite : undefined;
   const graph = only === null ? undefined : rewrittenGraph(model, "last", only);

@@ -1,6 +1,6 @@
 // Tensor: an owned handle to an MLX array (lazy until evaluated or read).
 import type { Pointer } from "bun:ffi";
-import { DTYPES, type DType, dtypeCode, itemSize, type TensorData } from "./dtype.ts";
+import { checkedShape, DTYPES, type DType, dtypeCode, itemSize, type TensorData } from "./dtype.ts";
 import { check, native, outI32, outPointer, outSize, outWords } from "./native/ffi.ts";
 
 
@@ -79,7 +79,7 @@ export class Tensor implements TensorData {
     const host = Array.isArray(data) ? Float32Array.from(data) : data;
     const hostDtype = HOST_DTYPE.get(host.constructor);
     if (!hostDtype) throw new Error(`Tensor.from: unsupported host array type ${host.constructor.name}`);
-    const dims = shape ?? [host.length];
+    const dims = checkedShape(shape ?? [host.length], "Tensor.from");
     const count = dims.reduce((a, b) => a * b, 1);
     if (count !== host.length) {
       throw new Error(`Tensor.from: shape [${dims.join(", ")}] holds ${count} elements but data has ${host.length}`);
@@ -92,6 +92,7 @@ export class Tensor implements TensorData {
 
   /** Creates a tensor from raw little-endian bytes of `dtype` (e.g. bfloat16 weights). */
   static fromBytes(bytes: Uint8Array, shape: readonly number[], dtype: DType): Tensor {
+    checkedShape(shape, "Tensor.fromBytes");
     const shapeArray = Int32Array.from(shape);
     const status = native().mlx_array_new_data(outWords, bytes.byteLength > 0 ? bytes : null, bytes.byteLength, shapeArray.length > 0 ? shapeArray : null, shape.length, dtypeCode(dtype));
     check(status, "Tensor.fromBytes");

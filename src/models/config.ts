@@ -18,6 +18,8 @@ export interface ModelConfig {
   tieEmbeddings: boolean;
   attentionBias: boolean;
   eosTokenIds: number[];
+  /** The positions the model was trained for (max_position_embeddings / n_positions), if given. */
+  maxPositions: number | undefined;
 }
 
 /** The first of `keys` present (HF names differ by family: hidden_size / n_embd, ...). */
@@ -82,5 +84,6 @@ export function parseModelConfig(raw: Record<string, unknown>): ModelConfig {
     tieEmbeddings: Boolean(raw["tie_word_embeddings"] ?? false),
     attentionBias: Boolean(raw["attention_bias"] ?? false),
     eosTokenIds: Array.isArray(eos) ? (eos as number[]) : typeof eos === "number" ? [eos] : [],
+    maxPositions: ["max_position_embeddings", "n_positions", "n_ctx"].some((k) => raw[k] != null) ? first(raw, ["max_position_embeddings", "n_positions", "n_ctx"]) : undefined,
   };
 }

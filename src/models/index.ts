@@ -1,7 +1,8 @@
 // Loading a model from a checkpoint directory (the backend is chosen here, once) and running its
 // graph one step at a time.
 import { selectBackend, withFallback, type BackendKind } from "../backend/dispatch.ts";
-import type { DType, TensorData } from "../dtype.ts";
+import { type DType, itemSize, type TensorData } from "../dtype.ts";
+import { checkAllocation } from "../native/device.ts";
 import type { Graph } from "../graph/graph.ts";
 import { CPU_KERNELS } from "../graph/ops.ts";
 import { inverseFrequencies } from "../graph/rotary.ts";
@@ -156,6 +157,11 @@ export function createCache(model: Model, batch: number, maxLength: number): KVC
 export function createCache(model: Model, batch: number, maxLength: number): KVCache | HostKVCache {
   const { layers, kvHeads: heads, headDim } = model.config;
   const shape = { layers, batch, heads, headDim, maxLength, dtype: model.dtype };
+  for (const [key, value] of Object.entries({ batch, maxLength })) {
+    if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`createCache: ${key} must be a positive integer, got ${value}`);
+  }
+  const itemBytes = model.backend === "mlx" ? itemSize(model.dtype) : 4;
+  checkAllocation(`a KV cache of ${layers} layers x ${batch} x ${heads} heads x ${maxLength} positions x ${headDim}`, 2 * layers * batch * heads * maxLength * headDim * itemBytes, model.backend === "mlx" ? "mlx" : "host");
   return model.backend === "mlx" ? new KVCache(shape) : new HostKVCache({ ...shape, dtype: "float32" });
 }
 

@@ -22,8 +22,14 @@ export function call(op: string | (() => string), invoke: (lib: Native, out: Uin
   return new Tensor(outPointer());
 }
 
-/** int32 array argument (shape, axes) for the shim, null when empty. */
+/** int32 array argument (shape, axes, bounds) for the shim, null when empty; an Error for a value
+ * int32 cannot hold (Int32Array.from would wrap 2^32 + 1 to 1). */
 export function ints(values: readonly number[]): Int32Array | null {
+  for (const v of values) {
+    if (typeof v !== "number" || !Number.isInteger(v) || v < -(2 ** 31) || v > 2 ** 31 - 1) {
+      throw new Error(`[${values.join(", ")}]: ${v} is not an integer MLX can take (int32)`);
+    }
+  }
   return values.length > 0 ? Int32Array.from(values) : null;
 }
 

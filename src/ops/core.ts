@@ -1,6 +1,7 @@
 // Plain MLX ops over Tensor. Each returns a new Tensor the caller owns.
 import { check, native } from "../native/ffi.ts";
-import { dtypeCode, type DType } from "../dtype.ts";
+import { checkedShape, dtypeCode, type DType, itemSize } from "../dtype.ts";
+import { checkAllocation } from "../native/device.ts";
 import { Tensor } from "../tensor.ts";
 import { call, handleOf, ints, type Native } from "./call.ts";
 
@@ -164,6 +165,7 @@ export function arange(start: number, stop: number, step = 1, dtype: DType = "fl
 /** Zeros of a shape, made on MLX's device (nothing copied from the host). */
 export function zeros(shape: readonly number[], dtype: DType = "float32"): Tensor {
   const code = dtypeCode(dtype);
+  checkAllocation(`zeros([${shape.join(", ")}], ${dtype})`, checkedShape(shape, "zeros").reduce((a, b) => a * b, 1) * itemSize(dtype));
   return call(() => `zeros([${shape.join(",")}], ${dtype})`, (lib, out) => lib.mlx_zeros(out, ints(shape), shape.length, code));
 }
 

@@ -74,6 +74,5 @@ describe("zeros", () => {
     expect(z.dtype).toBe("bfloat16");
     expect([...z.toFloat32Array()]).toEqual([0, 0, 0, 0, 0, 0]);
     expect(() => ops.zeros([2, -1])).toThrow("zeros: shape [2, -1] has dimension -1");
-    expect(() => ops.zeros([2, -1])).toThrow("negative dimension in shape");
   });
 });

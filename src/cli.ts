@@ -1,62 +1,123 @@
 // The demo: load a model (default: the one scripts/setup.sh makes) and stream generated text.
 //   bun run src/cli.ts [--model DIR] [--prompt TEXT] [--chat] [--max-tokens N] [--temperature T] [--top-p P] [--seed S]
-// --chat wraps the prompt as a user message with the tokenizer's chat template; --no-rewrite runs the
-// plain graph instead of the one rewritten with fused MLX ops; --backend mlx|cpu|auto (default auto).
+// Usage errors print one line and exit 2; errors while running print one line and exit 1.
+import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { generate, type GenerationStats } from "./generate.ts";
-import { deviceInfo } from "./native/device.ts";
 import { loadModel } from "./models/index.ts";
+import { deviceInfo } from "./native/device.ts";
 import { Tokenizer } from "./tokenizer.ts";
 
 const DEFAULT_MODEL = join(import.meta.dir, "..", ".cache", "models", "default");
 
-const { values } = parseArgs({
-  options: {
-    model: { type: "string", default: DEFAULT_MODEL },
-    prompt: { type: "string", default: "This module provides" },
-    "max-tokens": { type: "string", default: "48" },
-    temperature: { type: "string", default: "0.7" },
-    "top-p": { type: "string", default: "0.9" },
-    seed: { type: "string", default: "1" },
-    chat: { type: "boolean", default: false },
-    "no-rewrite": { type: "boolean", default: false },
-    backend: { type: "string", default: "auto" },
-  },
-});
+const USAGE = `usage: bun run src/cli.ts [options]
+  --model DIR          MLX-format checkpoint directory (config.json, model*.safetensors, tokenizer.json)
+                       (default: the model scripts/setup.sh makes)
+  --prompt TEXT        text to continue (default: "This module provides")
+  --chat               wrap the prompt as a user message with the tokenizer's chat template
+  --max-tokens N       tokens to generate, an integer >= 1 (default 48)
+  --temperature T      sampling temperature, >= 0; 0 is greedy (default 0.7)
+  --top-p P            nucleus sampling mass, in (0, 1] (default 0.9)
+  --seed S             sampling seed, an integer (default 1)
+  --backend KIND       mlx | cpu | auto (default auto)
+  --no-rewrite         run the plain graph instead of the one rewritten with fused MLX ops
+  --help               this text`;
 
-function progress(loaded: number, total: number): void {
-  const width = 24;
-  const filled = Math.round((loaded / total) * width);
-  process.stderr.write(`\rloading ${values.model} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${loaded}/${total} files`);
-  if (loaded === total) process.stderr.write("\n");
+class UsageError extends Error {}
+
+function numberFlag(name: string, text: string, check: (v: number) => boolean, range: string): number {
+  const value = Number(text);
+  if (text.trim() === "" || !Number.isFinite(value) || !check(value)) throw new UsageError(`--${name} must be ${range}, got '${text}'`);
+  return value;
 }
 
-const model = loadModel(values.model!, { backend: values.backend, onProgress: progress });
-const tokenizer = Tokenizer.fromDir(values.model!);
-const quant = model.checkpoint.quantization?.global;
-const info = model.backend === "mlx" ? deviceInfo() : undefined;
-console.error(
-  `${model.config.modelType}, ${model.config.layers} layers, hidden ${model.config.hiddenSize}` +
-    `${quant ? `, ${quant.bits}-bit ${quant.mode}` : ""}; ` +
-    (info ? `MLX ${info.mlxVersion} on ${info.device} (${info.name})` : "CPU reference backend"),
-);
-const prompt = values.chat ? tokenizer.encode(tokenizer.applyChatTemplate([{ role: "user", content: values.prompt! }]), false) : values.prompt!;
-process.stdout.write(values.chat ? "" : values.prompt!);
-const stats: Partial<GenerationStats> = {};
-for await (const chunk of generate(model, tokenizer, prompt, {
-  maxTokens: Number(values["max-tokens"]),
-  temperature: Number(values.temperature),
-  topP: Number(values["top-p"]),
-  seed: Number(values.seed),
-  rewrite: !values["no-rewrite"],
-}, stats)) {
-  process.stdout.write(chunk.text);
+function parse(argv: string[]) {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      options: {
+        model: { type: "string", default: DEFAULT_MODEL },
+        prompt: { type: "string", default: "This module provides" },
+        "max-tokens": { type: "string", default: "48" },
+        temperature: { type: "string", default: "0.7" },
+        "top-p": { type: "string", default: "0.9" },
+        seed: { type: "string", default: "1" },
+        chat: { type: "boolean", default: false },
+        "no-rewrite": { type: "boolean", default: false },
+        backend: { type: "string", default: "auto" },
+        help: { type: "boolean", default: false },
+      },
+    });
+  } catch (e) {
+    throw new UsageError((e as Error).message.split("\n")[0]!);
+  }
+  const v = parsed.values;
+  const model = v.model!;
+  if (!v.help && !(existsSync(model) && statSync(model).isDirectory())) throw new UsageError(`model directory not found: ${model}`);
+  if (!v.help && !existsSync(join(model, "config.json"))) throw new UsageError(`${model} is not a model directory (no config.json)`);
+  if (!["mlx", "cpu", "auto"].includes(v.backend!.trim().toLowerCase())) throw new UsageError(`--backend must be mlx, cpu or auto, got '${v.backend}'`);
+  return {
+    help: v.help!,
+    model,
+    prompt: v.prompt!,
+    chat: v.chat!,
+    rewrite: !v["no-rewrite"],
+    backend: v.backend!,
+    maxTokens: numberFlag("max-tokens", v["max-tokens"]!, (n) => Number.isSafeInteger(n) && n >= 1, "an integer >= 1"),
+    temperature: numberFlag("temperature", v.temperature!, (n) => n >= 0, "a number >= 0"),
+    topP: numberFlag("top-p", v["top-p"]!, (n) => n > 0 && n <= 1, "a number in (0, 1]"),
+    seed: numberFlag("seed", v.seed!, Number.isSafeInteger, "an integer"),
+  };
 }
-process.stdout.write("\n");
-const { promptTokens = 0, generatedTokens = 0, prefillSeconds = 0, decodeSeconds = 0, finishReason } = stats;
-console.error(
-  `prompt ${promptTokens} tokens at ${(promptTokens / prefillSeconds).toFixed(1)} tokens/s; ` +
-    `generated ${generatedTokens} tokens at ${((generatedTokens - 1) / decodeSeconds).toFixed(1)} tokens/s (${finishReason})`,
-);
-model.dispose();
+
+async function main(argv: string[]): Promise<void> {
+  const args = parse(argv);
+  if (args.help) {
+    console.log(USAGE);
+    return;
+  }
+  const progress = (loaded: number, total: number) => {
+    const width = 24;
+    const filled = Math.round((loaded / total) * width);
+    process.stderr.write(`\rloading ${args.model} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${loaded}/${total} files`);
+    if (loaded === total) process.stderr.write("\n");
+  };
+  const model = loadModel(args.model, { backend: args.backend, onProgress: progress });
+  try {
+    const tokenizer = Tokenizer.fromDir(args.model);
+    const quant = model.checkpoint.quantization?.global;
+    const info = model.backend === "mlx" ? deviceInfo() : undefined;
+    console.error(
+      `${model.config.modelType}, ${model.config.layers} layers, hidden ${model.config.hiddenSize}` +
+        `${quant ? `, ${quant.bits}-bit ${quant.mode}` : ""}; ` +
+        (info ? `MLX ${info.mlxVersion} on ${info.device} (${info.name})` : "CPU reference backend"),
+    );
+    const prompt = args.chat ? tokenizer.encode(tokenizer.applyChatTemplate([{ role: "user", content: args.prompt }]), false) : args.prompt;
+    const stats: Partial<GenerationStats> = {};
+    const options = { maxTokens: args.maxTokens, temperature: args.temperature, topP: args.topP, seed: args.seed, rewrite: args.rewrite };
+    // The prompt is echoed once generation is under way (a rejected request prints only the error).
+    let echoed = args.chat;
+    for await (const chunk of generate(model, tokenizer, prompt, options, stats)) {
+      if (!echoed) process.stdout.write(args.prompt);
+      echoed = true;
+      process.stdout.write(chunk.text);
+    }
+    process.stdout.write("\n");
+    const { promptTokens = 0, generatedTokens = 0, prefillSeconds = 0, decodeSeconds = 0, finishReason } = stats;
+    const rate = (tokens: number, seconds: number) => (seconds > 0 && tokens > 0 ? `${(tokens / seconds).toFixed(1)} tokens/s` : "-");
+    console.error(`prompt ${promptTokens} tokens at ${rate(promptTokens, prefillSeconds)}; generated ${generatedTokens} tokens at ${rate(generatedTokens - 1, decodeSeconds)} (${finishReason})`);
+  } finally {
+    model.dispose();
+  }
+}
+
+try {
+  await main(process.argv.slice(2));
+} catch (e) {
+  const usage = e instanceof UsageError;
+  console.error(`mlx-bun: ${(e as Error).message}${usage ? " (--help lists the options)" : ""}`);
+  process.exit(usage ? 2 : 1);
+}

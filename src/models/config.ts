@@ -68,7 +68,7 @@ export function parseModelConfig(raw: Record<string, unknown>): ModelConfig {
   const heads = first(raw, ["num_attention_heads", "n_head"]);
   const headDim = optional(raw, "head_dim", hiddenSize / heads);
   const eos = raw["eos_token_id"];
-  return {
+  const config: ModelConfig = {
     modelType,
     hiddenSize,
     layers: first(raw, ["num_hidden_layers", "n_layer"]),
@@ -86,4 +86,31 @@ export function parseModelConfig(raw: Record<string, unknown>): ModelConfig {
     eosTokenIds: Array.isArray(eos) ? (eos as number[]) : typeof eos === "number" ? [eos] : [],
     maxPositions: ["max_position_embeddings", "n_positions", "n_ctx"].some((k) => raw[k] != null) ? first(raw, ["max_position_embeddings", "n_positions", "n_ctx"]) : undefined,
   };
+  return checkedConfig(config, raw["head_dim"] != null);
+}
+
+/** Sizes must be positive integers that fit together; an Error names the key (as config.json spells it). */
+function checkedConfig(c: ModelConfig, explicitHeadDim: boolean): ModelConfig {
+  const sizes: [string, number | undefined][] = [
+    ["hidden_size", c.hiddenSize],
+    ["num_hidden_layers", c.layers],
+    ["num_attention_heads", c.heads],
+    ["num_key_value_heads", c.kvHeads],
+    ["head_dim", c.headDim],
+    ["intermediate_size", c.intermediateSize],
+    ["vocab_size", c.vocabSize],
+    ["max_position_embeddings", c.maxPositions],
+  ];
+  for (const [key, value] of sizes) {
+    if (value !== undefined && (!Number.isSafeInteger(value) || value <= 0 || value > 2 ** 31 - 1)) {
+      throw new Error(`config.json: '${key}' must be a positive integer, got ${value}`);
+    }
+  }
+  if (c.heads % c.kvHeads !== 0) throw new Error(`config.json: num_attention_heads (${c.heads}) must be a multiple of num_key_value_heads (${c.kvHeads})`);
+  if (!explicitHeadDim && c.hiddenSize % c.heads !== 0) throw new Error(`config.json: hidden_size (${c.hiddenSize}) must be a multiple of num_attention_heads (${c.heads})`);
+  if (!(c.normEps > 0) || !Number.isFinite(c.normEps)) throw new Error(`config.json: the norm epsilon must be a positive number, got ${c.normEps}`);
+  if (!(c.ropeTheta > 0) || !Number.isFinite(c.ropeTheta)) throw new Error(`config.json: 'rope_theta' must be a positive number, got ${c.ropeTheta}`);
+  if (c.ropeDims <= 0 || c.ropeDims > c.headDim || c.ropeDims % 2 !== 0) throw new Error(`config.json: rotary dims ${c.ropeDims} (head_dim x partial_rotary_factor) must be even and in (0, head_dim]`);
+  for (const id of c.eosTokenIds) if (!Number.isSafeInteger(id) || id < 0) throw new Error(`config.json: 'eos_token_id' holds ${JSON.stringify(id)}, not a token id`);
+  return c;
 }

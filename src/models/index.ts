@@ -87,6 +87,41 @@ function graphs(config: ModelConfig, arch: ReturnType<typeof architecture>): (lo
   };
 }
 
+/** Checkpoint tensors no graph reads that are known to be harmless (HF buffers, BERT's pooler). */
+const IGNORABLE = [/\.rotary_emb\.inv_freq$/, /\.attn\.(masked_)?bias$/, /(^|\.)position_ids$/, /^pooler\./];
+
+/** Every weight the graph reads exists, and every checkpoint tensor is read by it (or ignorable):
+ * a config whose layer count or names do not match its weights is an Error, not a smaller model. */
+function checkWeights(dir: string, graph: Graph, weights: ReadonlyMap<string, TensorData>, checkpointKeys: Iterable<string>, config: ModelConfig): void {
+  const used = new Set<string>();
+  const missing: string[] = [];
+  const need = (key: string, required: boolean) => {
+    used.add(key);
+    if (required && !weights.has(key)) missing.push(key);
+  };
+  for (const node of graph.nodes) {
+    if (node.op === "param") need(node.attrs.path, true);
+    if (node.op === "dense" || node.op === "embedding") {
+      need(`${node.attrs.module}.weight`, true);
+      for (const part of ["bias", "scales", "biases"]) need(`${node.attrs.module}.${part}`, false);
+    }
+    if (node.op === "embedding") {
+      const rows = weights.get(`${node.attrs.module}.weight`)?.shape[0];
+      const isVocab = graph.nodes.some((n) => n.op === "input" && n.attrs.feed === "ids" && node.inputs[0] === n.id);
+      if (isVocab && rows !== undefined && rows < config.vocabSize) {
+        throw new Error(`${dir}: '${node.attrs.module}.weight' has ${rows} rows but config.json's vocab_size is ${config.vocabSize}`);
+      }
+    }
+  }
+  if (missing.length > 0) {
+    throw new Error(`${dir}: ${missing.length} weight(s) the model needs are missing (num_hidden_layers ${config.layers}): ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ", ..." : ""}`);
+  }
+  const unused = [...checkpointKeys].filter((k) => !used.has(k) && !IGNORABLE.some((p) => p.test(k)));
+  if (unused.length > 0) {
+    throw new Error(`${dir}: ${unused.length} checkpoint tensor(s) the model never reads (does num_hidden_layers (${config.layers}) match the weights?): ${unused.slice(0, 5).join(", ")}${unused.length > 5 ? ", ..." : ""}`);
+  }
+}
+
 /** Loads a model, choosing its backend once (see LoadOptions.backend). */
 export function loadModel(dir: string, options: LoadOptions & { backend: "mlx" }): MlxModel;
 export function loadModel(dir: string, options: LoadOptions & { backend: "cpu" }): CpuModel;
@@ -100,7 +135,9 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
     const inverse = inverseFrequencies(config.ropeDims, config.ropeTheta, config.ropeScaling);
     const frequencies = new HostTensor(new Uint8Array(inverse.buffer), [inverse.length], "float32", "rotary.inverse_frequencies");
     const weights = new Map<string, TensorData>(checkpoint.weights).set("rotary.inverse_frequencies", frequencies);
-    return { kind: arch.encoder ? "encoder" : "decoder", backend, config, checkpoint, weights, dtype: activationDtype(checkpoint.weights), graph: graphs(config, arch), dispose: () => checkpoint.dispose() };
+    const graph = graphs(config, arch);
+    checkWeights(dir, graph("all"), weights, checkpoint.weights.keys(), config);
+    return { kind: arch.encoder ? "encoder" : "decoder", backend, config, checkpoint, weights, dtype: activationDtype(checkpoint.weights), graph, dispose: () => checkpoint.dispose() };
   }
   const checkpoint = loadCheckpoint(dir, options.onProgress);
   try {
@@ -109,6 +146,13 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
     const inverse = inverseFrequencies(config.ropeDims, config.ropeTheta, config.ropeScaling);
     const frequencies = Tensor.from(inverse, [inverse.length], "float32");
     const weights = new Map(checkpoint.weights).set("rotary.inverse_frequencies", frequencies);
+    const graph = graphs(config, arch);
+    try {
+      checkWeights(dir, graph("all"), weights, checkpoint.weights.keys(), config);
+    } catch (e) {
+      frequencies.dispose();
+      throw e;
+    }
     return {
       kind: arch.encoder ? "encoder" : "decoder",
       backend,
@@ -116,7 +160,7 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
       checkpoint,
       weights,
       dtype: activationDtype(checkpoint.weights),
-      graph: graphs(config, arch),
+      graph,
       dispose() {
         frequencies.dispose();
         checkpoint.dispose();

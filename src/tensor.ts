@@ -53,6 +53,45 @@ const finalizer = new FinalizationRegistry<Pointer>((handle) => {
 
 let liveTensors = 0;
 
+/** Tensors made inside each active tidy() scope, innermost last. */
+const scopes: Tensor[][] = [];
+
+/** Tensors (at any depth of arrays and plain objects) in a value. */
+function tensorsIn(value: unknown, into: Set<Tensor>): Set<Tensor> {
+  if (value instanceof Tensor) into.add(value);
+  else if (Array.isArray(value)) for (const v of value) tensorsIn(v, into);
+  else if (value !== null && typeof value === "object" && Object.getPrototypeOf(value) === Object.prototype) {
+    for (const v of Object.values(value)) tensorsIn(v, into);
+  }
+  return into;
+}
+
+/** Runs `fn` and disposes every Tensor made while it ran except those it returns (in arrays or
+ * plain objects too), which pass to the enclosing tidy, if any (as TF.js's tidy). `fn` must be
+ * synchronous. */
+export function tidy<T>(fn: () => T): T {
+  const made: Tensor[] = [];
+  scopes.push(made);
+  let result: T;
+  try {
+    result = fn();
+  } catch (e) {
+    scopes.pop();
+    for (const t of made) t.dispose();
+    throw e;
+  }
+  scopes.pop();
+  if (result instanceof Promise) {
+    for (const t of made) t.dispose();
+    throw new Error("tidy: fn must be synchronous (it returned a Promise)");
+  }
+  const kept = tensorsIn(result, new Set());
+  for (const t of made) if (!kept.has(t)) t.dispose();
+  const outer = scopes[scopes.length - 1];
+  if (outer) for (const t of kept) if (made.includes(t)) outer.push(t);
+  return result;
+}
+
 /** Number of tensors whose native array is alive (not disposed, not collected). For leak tests. */
 export function liveTensorCount(): number {
   return liveTensors;
@@ -71,6 +110,7 @@ export class Tensor implements TensorData {
     this.name = name;
     liveTensors++;
     finalizer.register(this, handle, this);
+    scopes[scopes.length - 1]?.push(this);
   }
 
   /** Creates a tensor by copying host data. Typed arrays carry their dtype; `dtype` may narrow to

@@ -54,3 +54,27 @@ describe("errors", () => {
     expect(s.item()).toBe(6);
   });
 });
+
+describe("tidy", () => {
+  test("disposes what the callback made except what it returns; nested scopes hand results out", async () => {
+    const { tidy, liveTensorCount } = await import("../src/index.ts");
+    const before = liveTensorCount();
+    const kept = tidy(() => {
+      const a = Tensor.from([1, 2, 3]);
+      const b = ops.multiply(a, 2);
+      const inner = tidy(() => {
+        const c = ops.add(b, 1);
+        ops.add(c, 1); // dropped
+        return { c };
+      });
+      return [inner.c, ops.add(inner.c, a)];
+    });
+    expect(liveTensorCount()).toBe(before + 2);
+    expect(Array.from(kept[0]!.toFloat32Array())).toEqual([3, 5, 7]);
+    expect(Array.from(kept[1]!.toFloat32Array())).toEqual([4, 7, 10]);
+    for (const t of kept) t.dispose();
+    expect(liveTensorCount()).toBe(before);
+    expect(() => tidy(() => { Tensor.from([1]); throw new Error("boom"); })).toThrow("boom");
+    expect(liveTensorCount()).toBe(before);
+  });
+});

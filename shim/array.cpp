@@ -150,6 +150,10 @@ int mlx_array_to_host(void* dst, size_t nbytes, mlx_array a) {
   });
 }
 
+int mlx_array_available(int* out, mlx_array a) {
+  return guard([&] { *out = arr(a, "a").status() == mx::array::Status::available ? 1 : 0; });
+}
+
 int mlx_graph_primitives(int* out, const mlx_array* arrays, int count) {
   return guard([&] {
     // Primitives still to run behind the arrays: each unevaluated node once (a multi-output

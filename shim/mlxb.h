@@ -75,6 +75,8 @@ int mlx_eval(const mlx_array* arrays, int count);
 int mlx_async_eval(const mlx_array* arrays, int count);
 /* Evaluates, then copies the row-major contents (nbytes must match) into dst. */
 int mlx_array_to_host(void* dst, size_t nbytes, mlx_array a);
+/* 1 when the array's values exist (made from host data, or evaluated), else 0 (lazy). */
+int mlx_array_available(int* out, mlx_array a);
 /* The number of primitives not yet evaluated behind the arrays (what an eval of them would run). */
 int mlx_graph_primitives(int* out, const mlx_array* arrays, int count);
 /* Copies one memory-bandwidth-sized buffer n times on the default device; writes bytes/s. */

@@ -195,6 +195,12 @@ export class Tensor implements TensorData {
     return new Tensor(outPointer());
   }
 
+  /** Whether the values exist already (made from host data, or evaluated): reading them waits for nothing. */
+  get available(): boolean {
+    check(native().mlx_array_available(outI32, this.handle), "Tensor.available");
+    return outI32[0] === 1;
+  }
+
   /** Runs the pending computation. */
   eval(): this {
     check(native().mlx_array_eval(this.handle), () => `eval(${this.describe()})`);

@@ -234,6 +234,18 @@ function onHost(t: TensorData): CpuTensor {
   return t instanceof CpuTensor ? t : new CpuTensor(Float32Array.from(t.toInt32Array()), [...t.shape]);
 }
 
+/** Token ids whose values are on the host (a host tensor, or an MLX one made from host data) are
+ * integers in [0, vocabulary): MLX would wrap a negative id and read past the table for a large one.
+ * Ids computed on the device (an argmax) are in range by construction and are not read. */
+function checkIds(ids: TensorData, vocabulary: number): void {
+  if (ids instanceof Tensor && !ids.available) return;
+  const integral = !["float16", "float32", "float64", "bfloat16"].includes(ids.dtype);
+  const values = integral ? ids.toInt32Array() : ids.toFloat32Array();
+  for (const [i, id] of values.entries()) {
+    if (!Number.isInteger(id) || id < 0 || id >= vocabulary) throw new Error(`forward: ids[${i}] is ${id}; token ids are integers in [0, ${vocabulary})`);
+  }
+}
+
 /** Runs an encoder over ids [B, T]: last hidden states [B, T, hidden]. keyMask: [B, T], 1 = real token. */
 export function encode(model: MlxModel, ids: TensorData, options?: EncodeOptions): Tensor;
 export function encode(model: CpuModel, ids: TensorData, options?: EncodeOptions): CpuTensor;
@@ -325,6 +337,7 @@ export function forward(model: Model, ids: TensorData, options?: ForwardOptions)
 export function forward(model: Model, ids: TensorData, options: ForwardOptions = {}): Tensor | CpuTensor {
   if (model.kind !== "decoder") throw new Error(`forward: ${model.config.modelType} is an encoder; use encode`);
   if (ids.ndim !== 2) throw new Error(`forward: ids must be [batch, length], got [${ids.shape.join(", ")}]`);
+  checkIds(ids, model.config.vocabSize);
   const [batch, length] = ids.shape as [number, number];
   const { cache = null, logits = "last" } = options;
   if (cache && cache.backend !== model.backend) throw new Error(`forward: the cache was made for the ${cache.backend} backend, the model runs on ${model.backend}`);

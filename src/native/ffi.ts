@@ -29,6 +29,7 @@ export const symbols = {
   mlx_eval: [P, i32],
   mlx_async_eval: [P, i32],
   mlx_array_to_host: [P, u64, P],
+  mlx_array_available: [P, P],
   mlx_graph_primitives: [P, P, i32],
   mlx_bench_copy_bandwidth: [P, u64, i32],
 

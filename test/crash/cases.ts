@@ -1,0 +1,198 @@
+// Hostile and careless calls through the public API, one per child process (test/crash.test.ts):
+// each either throws an Error (expect "error") or completes (expect "ok"); none may end the process
+// by a signal. Checkpoint cases copy the llama fixture into a temporary directory and damage it.
+import { cpSync, mkdtempSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createCache, forward, generateText, loadModel, ops, Tensor, Tokenizer } from "../../src/index.ts";
+
+export interface Case {
+  name: string;
+  expect: "error" | "ok";
+  run: () => unknown;
+}
+
+const FIXTURE = join(import.meta.dir, "..", "fixtures", "data", "models", "llama");
+const VOCAB = 320;
+
+/** A copy of the llama fixture with config.json changed by `edit` (and `damage` applied after). */
+function brokenCopy(edit: (config: Record<string, unknown>) => void, damage?: (dir: string) => void): string {
+  const dir = mkdtempSync(join(tmpdir(), "mlxb-crash-"));
+  cpSync(FIXTURE, dir, { recursive: true });
+  const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
+  edit(config);
+  writeFileSync(join(dir, "config.json"), JSON.stringify(config));
+  damage?.(dir);
+  return dir;
+}
+
+async function generateWith(options: Record<string, unknown>, prompt: string | number[] = [1, 2, 3]) {
+  const model = loadModel(FIXTURE, { backend: "mlx" });
+  return generateText(model, Tokenizer.fromDir(FIXTURE), prompt, { maxTokens: 2, ...options } as never);
+}
+
+async function generateOnCpu(options: Record<string, unknown>, prompt: number[]) {
+  const model = loadModel(FIXTURE, { backend: "cpu" });
+  return generateText(model, Tokenizer.fromDir(FIXTURE), prompt, { maxTokens: 2, ...options } as never);
+}
+
+const cases: Case[] = [];
+const add = (name: string, expect: Case["expect"], run: () => unknown) => cases.push({ name, expect, run });
+
+// ---- gathers: indices past the table, from the host ----
+for (const index of [5, 6, 1e9, 2 ** 31 - 1, -6, -1e9, -(2 ** 31)]) {
+  add(`take index ${index} from 5 rows`, "error", () => ops.take(Tensor.from(new Float32Array(10), [5, 2]), Tensor.from(Int32Array.of(index)), 0).eval());
+}
+for (const index of [0, 4, -1, -5]) add(`take index ${index} from 5 rows`, "ok", () => ops.take(Tensor.from(new Float32Array(10), [5, 2]), Tensor.from(Int32Array.of(index)), 0).eval());
+add("take with float indices", "error", () => ops.take(Tensor.from(new Float32Array(10), [5, 2]), Tensor.from(Float32Array.of(1)), 0).eval());
+add("take on axis 3 of a matrix", "error", () => ops.take(Tensor.from(new Float32Array(10), [5, 2]), Tensor.from(Int32Array.of(0)), 3).eval());
+
+// ---- shapes and allocations ----
+for (const shape of [[2 ** 32 + 1], [-1], [1.5], [Number.NaN], [Number.POSITIVE_INFINITY], [2 ** 31], [3, -2], [2, 2, 2 ** 40]]) {
+  add(`Tensor.from shape [${shape}]`, "error", () => Tensor.from(new Float32Array(1), shape));
+  add(`zeros [${shape}]`, "error", () => ops.zeros(shape).eval());
+}
+for (const shape of [[1e6, 1e6], [2 ** 31 - 1, 2 ** 31 - 1], [2 ** 20, 2 ** 20, 16]]) add(`zeros [${shape}] past memory`, "error", () => ops.zeros(shape).eval());
+add("Tensor.from with 3 values for shape [2, 2]", "error", () => Tensor.from([1, 2, 3], [2, 2]));
+add("Tensor.from of a string", "error", () => Tensor.from("abc" as never));
+add("Tensor.from of null", "error", () => Tensor.from(null as never));
+for (const shape of [[2 ** 32 + 4], [-7, 2], [3, 3], [1.5, 4]]) add(`reshape [4] to [${shape}]`, "error", () => ops.reshape(Tensor.from([1, 2, 3, 4]), shape).eval());
+for (const axes of [[0, 0], [2, 0], [-3, 0], [0]]) add(`transpose axes [${axes}]`, "error", () => ops.transpose(Tensor.from(new Float32Array(4), [2, 2]), axes).eval());
+add("matmul of mismatched shapes", "error", () => ops.matmul(Tensor.from(new Float32Array(6), [2, 3]), Tensor.from(new Float32Array(6), [2, 3])).eval());
+add("a disposed tensor", "error", () => {
+  const t = Tensor.from([1]);
+  t.dispose();
+  return ops.add(t, t);
+});
+add("concatenate nothing", "error", () => ops.concatenate([]).eval());
+
+// ---- generation options ----
+const badOptions: [string, unknown][] = [
+  ["maxTokens", 0], ["maxTokens", -1], ["maxTokens", 1.5], ["maxTokens", Number.NaN], ["maxTokens", 1e9], ["maxTokens", Number.POSITIVE_INFINITY], ["maxTokens", "abc"], ["maxTokens", 2 ** 53],
+  ["temperature", Number.NaN], ["temperature", -1], ["temperature", Number.POSITIVE_INFINITY], ["temperature", "x"], ["temperature", null],
+  ["topP", 0], ["topP", -0.1], ["topP", 1.5], ["topP", Number.NaN], ["topP", "1"],
+  ["seed", 1.5], ["seed", Number.NaN], ["seed", "7"],
+  ["stopTokens", [-1]], ["stopTokens", ["a"]], ["stopTokens", 5], ["stopStrings", [""]], ["stopStrings", [1]], ["stopStrings", "x"],
+  ["rewrite", "yes"], ["rewrite", ["fuse_all"]], ["replay", 1], ["ignoreEos", "no"], ["max_tokens", 5],
+];
+for (const [key, value] of badOptions) add(`generate ${key}: ${String(value)}`, "error", () => generateWith({ [key]: value }));
+for (const [key, value] of [["maxTokens", 3], ["temperature", 0.5], ["topP", 0.5], ["topP", 1], ["seed", -3], ["stopStrings", ["zz"]], ["rewrite", false], ["replay", false]] as [string, unknown][]) {
+  add(`generate ${key}: ${String(value)}`, "ok", () => generateWith({ [key]: value }));
+}
+add("generate past the context without opt-in", "error", () => generateWith({ maxTokens: 600 }));
+add("generate past the context with exceedContext", "ok", () => generateWith({ maxTokens: 2, exceedContext: true }, Array.from({ length: 511 }, (_, i) => i % VOCAB)));
+
+// ---- prompt ids ----
+for (const ids of [[VOCAB], [VOCAB + 1], [1e9], [-1], [1.5], [Number.NaN], [2 ** 31], [], [1, 2, Number.POSITIVE_INFINITY]]) {
+  add(`generate from ids [${ids}] (MLX)`, "error", () => generateWith({}, ids));
+  add(`generate from ids [${ids}] (CPU)`, "error", () => generateOnCpu({}, ids));
+}
+add("generate from a number", "error", () => generateWith({}, 5 as never));
+add("generate from an empty string", "error", () => generateWith({}, ""));
+for (const id of [0, VOCAB - 1]) add(`generate from id ${id}`, "ok", () => generateWith({}, [id]));
+
+// ---- forward and caches by hand ----
+const mlxModel = () => loadModel(FIXTURE, { backend: "mlx" });
+add("forward ids of rank 1", "error", () => forward(mlxModel(), Tensor.from(Int32Array.of(1, 2))));
+add("forward ids past the vocabulary", "error", () => forward(mlxModel(), Tensor.from(Int32Array.of(1, VOCAB + 7), [1, 2])).eval());
+add("forward negative ids", "error", () => forward(mlxModel(), Tensor.from(Int32Array.of(-4), [1, 1])).eval());
+add("forward past the cache", "error", () => {
+  const m = mlxModel();
+  const cache = createCache(m, 1, 2);
+  return forward(m, Tensor.from(Int32Array.of(1, 2, 3), [1, 3]), { cache });
+});
+add("forward with a cache of another batch", "error", () => {
+  const m = mlxModel();
+  return forward(m, Tensor.from(Int32Array.of(1, 2), [2, 1]), { cache: createCache(m, 1, 8) });
+});
+for (const [batch, length] of [[0, 8], [1, 0], [1, 1e12], [1e6, 1e6], [-1, 4], [1.5, 4], [1, Number.NaN]]) {
+  add(`createCache batch ${batch}, length ${length}`, "error", () => createCache(mlxModel(), batch!, length!));
+}
+add("setLeftPadding of the wrong length", "error", () => createCache(mlxModel(), 2, 8).setLeftPadding([1]));
+add("setLeftPadding past the cache", "error", () => createCache(mlxModel(), 1, 8).setLeftPadding([9]));
+
+// ---- configs that do not match their weights, and broken files ----
+const configEdits: [string, (c: Record<string, unknown>) => void][] = [
+  ["num_hidden_layers -1", (c) => (c["num_hidden_layers"] = -1)],
+  ["num_hidden_layers 0", (c) => (c["num_hidden_layers"] = 0)],
+  ["num_hidden_layers 1 (of 2)", (c) => (c["num_hidden_layers"] = 1)],
+  ["num_hidden_layers 3 (of 2)", (c) => (c["num_hidden_layers"] = 3)],
+  ["num_hidden_layers 10000", (c) => (c["num_hidden_layers"] = 10000)],
+  ["num_hidden_layers 1.5", (c) => (c["num_hidden_layers"] = 1.5)],
+  ["num_hidden_layers '2'", (c) => (c["num_hidden_layers"] = "2")],
+  ["num_attention_heads 0", (c) => (c["num_attention_heads"] = 0)],
+  ["num_attention_heads 3", (c) => (c["num_attention_heads"] = 3)],
+  ["num_key_value_heads 3", (c) => (c["num_key_value_heads"] = 3)],
+  ["num_key_value_heads -2", (c) => (c["num_key_value_heads"] = -2)],
+  ["hidden_size 0", (c) => (c["hidden_size"] = 0)],
+  ["hidden_size 2^40", (c) => (c["hidden_size"] = 2 ** 40)],
+  ["vocab_size 0", (c) => (c["vocab_size"] = 0)],
+  ["vocab_size larger than the table", (c) => (c["vocab_size"] = 100000)],
+  ["rms_norm_eps -1", (c) => (c["rms_norm_eps"] = -1)],
+  ["rope_theta 0", (c) => (c["rope_theta"] = 0)],
+  ["partial_rotary_factor 3", (c) => (c["partial_rotary_factor"] = 3)],
+  ["max_position_embeddings -5", (c) => (c["max_position_embeddings"] = -5)],
+  ["model_type unknown", (c) => (c["model_type"] = "transformer9000")],
+  ["model_type missing", (c) => delete c["model_type"]],
+  ["quantization bits 3 (weights are 4-bit)", (c) => (c["quantization"] = { group_size: 32, bits: 3, mode: "affine" })],
+  ["quantization mode nvfp4 (weights are affine)", (c) => (c["quantization"] = { group_size: 16, bits: 4, mode: "nvfp4" })],
+  ["quantization group 64 (weights use 32)", (c) => (c["quantization"] = { group_size: 64, bits: 4, mode: "affine" })],
+  ["quantization removed", (c) => {
+    delete c["quantization"];
+    delete c["quantization_config"];
+  }],
+  ["eos_token_id -3", (c) => (c["eos_token_id"] = -3)],
+];
+for (const backend of ["mlx", "cpu"] as const) {
+  for (const [name, edit] of configEdits) add(`load (${backend}) with ${name}`, "error", () => loadModel(brokenCopy(edit), { backend }));
+}
+const fileDamage: [string, (dir: string) => void][] = [
+  ["the weights truncated to 10 bytes", (d) => truncateSync(join(d, "model.safetensors"), 10)],
+  ["the weights truncated by half", (d) => truncateSync(join(d, "model.safetensors"), Math.floor(readFileSync(join(d, "model.safetensors")).length / 2))],
+  ["an empty weights file", (d) => writeFileSync(join(d, "model.safetensors"), "")],
+  ["a garbled header length", (d) => {
+    const bytes = readFileSync(join(d, "model.safetensors"));
+    bytes.writeBigUInt64LE(2n ** 62n, 0);
+    writeFileSync(join(d, "model.safetensors"), bytes);
+  }],
+  ["a garbled header", (d) => {
+    const bytes = readFileSync(join(d, "model.safetensors"));
+    bytes.fill(0x7b, 8, 40);
+    writeFileSync(join(d, "model.safetensors"), bytes);
+  }],
+  ["config.json not JSON", (d) => writeFileSync(join(d, "config.json"), "{ nope")],
+  ["config.json an array", (d) => writeFileSync(join(d, "config.json"), "[1, 2]")],
+  ["the index naming a missing shard", (d) => writeFileSync(join(d, "model.safetensors.index.json"), JSON.stringify({ weight_map: { "model.norm.weight": "model-00002.safetensors" } }))],
+];
+for (const backend of ["mlx", "cpu"] as const) {
+  for (const [name, damage] of fileDamage) add(`load (${backend}) with ${name}`, "error", () => loadModel(brokenCopy(() => {}, damage), { backend }));
+}
+add("load a directory that does not exist", "error", () => loadModel("/nonexistent/model"));
+add("load a file instead of a directory", "error", () => loadModel(join(FIXTURE, "config.json")));
+add("load with backend 'gpu9'", "error", () => loadModel(FIXTURE, { backend: "gpu9" }));
+add("load the fixture (control)", "ok", () => loadModel(FIXTURE, { backend: "mlx" }).dispose());
+add("load the fixture on the CPU (control)", "ok", () => loadModel(FIXTURE, { backend: "cpu" }).dispose());
+
+export default cases;
+
+/** CLI invocations (run as `bun src/cli.ts ...args`): usage errors exit 2, runtime errors 1. */
+export const CLI_CASES: { args: string[]; exit: number }[] = [
+  { args: ["--help"], exit: 0 },
+  { args: ["--max-tokens", "abc"], exit: 2 },
+  { args: ["--max-tokens", "0"], exit: 2 },
+  { args: ["--max-tokens", "-4"], exit: 2 },
+  { args: ["--max-tokens", "1.5"], exit: 2 },
+  { args: ["--max-tokens", ""], exit: 2 },
+  { args: ["--temperature", "-1"], exit: 2 },
+  { args: ["--temperature", "NaN"], exit: 2 },
+  { args: ["--top-p", "0"], exit: 2 },
+  { args: ["--top-p", "2"], exit: 2 },
+  { args: ["--seed", "1.5"], exit: 2 },
+  { args: ["--backend", "tpu"], exit: 2 },
+  { args: ["--model", "/nonexistent/dir"], exit: 2 },
+  { args: ["--model", FIXTURE + "/config.json"], exit: 2 },
+  { args: ["--bogus"], exit: 2 },
+  { args: ["positional"], exit: 2 },
+  { args: ["--model", FIXTURE, "--max-tokens", "1000000000"], exit: 1 },
+  { args: ["--model", FIXTURE, "--max-tokens", "2"], exit: 0 },
+];

@@ -1,6 +1,6 @@
 // Public API (re-exports only).
 export { DTYPES, type DType, itemSize, type TensorData } from "./dtype.ts";
-export { Tensor, liveTensorCount, tidy } from "./tensor.ts";
+export { Tensor, liveTensorCount, setFinalizerBound, tidy } from "./tensor.ts";
 export * as ops from "./ops/core.ts";
 export * as fast from "./ops/fast.ts";
 export * as quant from "./ops/quant.ts";

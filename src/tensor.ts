@@ -45,11 +45,52 @@ function hostIntegers(bytes: Uint8Array, dtype: DType): ArrayLike<number> | null
   }
 }
 
-// The safety net for tensors nobody disposed: frees the native handle when the wrapper is collected.
-const finalizer = new FinalizationRegistry<Pointer>((handle) => {
-  native().mlx_array_free(handle);
+/** A tensor's native side: freed once, by dispose(), the finalizer, or a sweep. */
+interface Cell {
+  handle: Pointer;
+  /** Host bytes copied in by Tensor.from (outside MLX's allocator, so counted here). */
+  hostBytes: number;
+  ref: WeakRef<Tensor>;
+  freed: boolean;
+}
+
+function release(cell: Cell): void {
+  if (cell.freed) return;
+  cell.freed = true;
+  native().mlx_array_free(cell.handle);
   liveTensors--;
-});
+  hostBytes -= cell.hostBytes;
+}
+
+// The safety net for tensors nobody disposed: frees the native handle when the wrapper is collected.
+// A synchronous loop gives finalizers no turn, so past `finalizerBound` bytes (MLX's active memory +
+// host copies) construction forces a collection and frees the collected tensors' handles itself.
+const finalizer = new FinalizationRegistry<Cell>(release);
+let cells: Cell[] = [];
+let hostBytes = 0;
+let madeSinceCheck = 0;
+const CHECK_EVERY = 64;
+let finalizerBound = 4 * 2 ** 30;
+
+/** Sets the bytes (MLX active memory + host copies) past which forgotten tensors are collected
+ * synchronously; returns the previous bound. */
+export function setFinalizerBound(bytes: number): number {
+  if (!(bytes > 0)) throw new Error(`setFinalizerBound: bytes must be positive, got ${bytes}`);
+  const previous = finalizerBound;
+  finalizerBound = bytes;
+  return previous;
+}
+
+function sweepIfOverBound(): void {
+  madeSinceCheck = 0;
+  cells = cells.filter((c) => !c.freed);
+  const active = new BigUint64Array(1);
+  check(native().mlx_get_active_memory(active), "memory check");
+  if (Number(active[0]) + hostBytes <= finalizerBound) return;
+  Bun.gc(true);
+  for (const c of cells) if (c.ref.deref() === undefined) release(c);
+  cells = cells.filter((c) => !c.freed);
+}
 
 let liveTensors = 0;
 
@@ -99,6 +140,7 @@ export function liveTensorCount(): number {
 
 export class Tensor implements TensorData {
   #handle: Pointer | null;
+  #cell: Cell;
   #shape: readonly number[] | undefined;
   #dtype: DType | undefined;
   /** Optional label used in error messages (a weight path, say). */
@@ -109,8 +151,11 @@ export class Tensor implements TensorData {
     this.#handle = handle;
     this.name = name;
     liveTensors++;
-    finalizer.register(this, handle, this);
+    this.#cell = { handle, hostBytes: 0, ref: new WeakRef(this), freed: false };
+    finalizer.register(this, this.#cell, this);
+    cells.push(this.#cell);
     scopes[scopes.length - 1]?.push(this);
+    if (++madeSinceCheck >= CHECK_EVERY) sweepIfOverBound();
   }
 
   /** Creates a tensor by copying host data. Typed arrays carry their dtype; `dtype` may narrow to
@@ -136,7 +181,10 @@ export class Tensor implements TensorData {
     const shapeArray = Int32Array.from(shape);
     const status = native().mlx_array_new_data(outWords, bytes.byteLength > 0 ? bytes : null, bytes.byteLength, shapeArray.length > 0 ? shapeArray : null, shape.length, dtypeCode(dtype));
     check(status, "Tensor.fromBytes");
-    return new Tensor(outPointer());
+    const t = new Tensor(outPointer());
+    t.#cell.hostBytes = bytes.byteLength;
+    hostBytes += bytes.byteLength;
+    return t;
   }
 
   static scalar(value: number, dtype: DType = "float32"): Tensor {
@@ -241,9 +289,8 @@ export class Tensor implements TensorData {
   dispose(): void {
     if (this.#handle === null) return;
     finalizer.unregister(this);
-    native().mlx_array_free(this.#handle);
+    release(this.#cell);
     this.#handle = null;
-    liveTensors--;
   }
 
   [Symbol.dispose](): void {

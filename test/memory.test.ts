@@ -25,3 +25,23 @@ test("active/peak/cache memory follow an allocation; limits round-trip; clearCac
   const previousCache = memory.setCacheLimit(1 << 20);
   expect(memory.setCacheLimit(previousCache)).toBe(1 << 20);
 });
+
+test("a synchronous loop that never disposes stays under the finalizer bound: forgotten tensors are collected in the loop", async () => {
+  const { setFinalizerBound } = await import("../src/index.ts");
+  const previous = setFinalizerBound(64 * 2 ** 20);
+  try {
+    Bun.gc(true);
+    const rssBefore = process.memoryUsage().rss;
+    const chunk = new Float32Array(2 ** 20).fill(1); // 4 MiB
+    let peak = 0;
+    for (let i = 0; i < 400; i++) {
+      // 1.6 GiB of host copies and 1.6 GiB of results, none disposed, no await: finalizers get no turn.
+      ops.multiply(Tensor.from(chunk), 2).eval();
+      if (i % 50 === 0) peak = Math.max(peak, process.memoryUsage().rss - rssBefore);
+    }
+    peak = Math.max(peak, process.memoryUsage().rss - rssBefore);
+    expect(peak).toBeLessThan(800 * 2 ** 20);
+  } finally {
+    setFinalizerBound(previous);
+  }
+}, 120_000);

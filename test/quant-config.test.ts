@@ -1,6 +1,6 @@
 // mlx-lm's `quantization` block and the weight-map transforms built on it.
 import { describe, expect, test } from "bun:test";
-import { quant, Tensor } from "../src/index.ts";
+import { ops, quant, Tensor } from "../src/index.ts";
 import { parseQuantConfig, quantizationFor } from "../src/quant/config.ts";
 import { dequantizeWeights, quantizeParams, quantizeWeights, type WeightMap } from "../src/quant/weights.ts";
 import { maxAbsDiff } from "./helpers.ts";
@@ -103,6 +103,10 @@ describe("quantizeWeights / dequantizeWeights", () => {
     expect(() => dequantizeWeights(wrongRank, config)).toThrow("'a.scales' has rank 1 but 'a.weight' has rank 2");
     const wrongGroups = new Map(q).set("a.scales", random([128, 3], 7)).set("a.biases", random([128, 3], 8));
     expect(() => dequantizeWeights(wrongGroups, config)).toThrow("'a.scales' has 3 groups but 'a.weight' unpacks to 128 features");
+    const intScales = new Map(q).set("a.scales", ops.astype(q.get("a.scales")!, "uint8"));
+    expect(() => dequantizeWeights(intScales, config)).toThrow("'a.scales' is uint8, but affine quantization stores float16, bfloat16 or float32 scales");
+    const mixed = new Map(q).set("a.biases", ops.astype(q.get("a.biases")!, "float16"));
+    expect(() => dequantizeWeights(mixed, config)).toThrow("'a.biases' is float16 but 'a.scales' is float32");
     const skipped = new Map(q).set("b.skip.scales", random([128, 2], 9));
     expect(() => quantizeWeights(skipped, config)).toThrow("'b.skip.scales' present but the config leaves 'b.skip' unquantized");
   });

@@ -34,6 +34,12 @@ export function packedTriple<W extends TensorData>(map: ReadonlyMap<string, W>, 
   if (p.mode === "affine" && !biases) throw new Error(`'${module}.biases' is missing (affine quantization needs biases)`);
   if (p.mode !== "affine" && biases) throw new Error(`'${module}.biases' present but mode ${p.mode} has no biases`);
   if (weight.dtype !== "uint32") throw new Error(`'${module}.weight' is packed as ${weight.dtype}, expected uint32`);
+  // affine: float scales and biases of one dtype; the fp4/fp8 modes: uint8 (e8m0 / e4m3) scales.
+  const floating = ["float16", "bfloat16", "float32"];
+  if (p.mode === "affine" ? !floating.includes(scales.dtype) : scales.dtype !== "uint8") {
+    throw new Error(`'${module}.scales' is ${scales.dtype}, but ${p.mode} quantization stores ${p.mode === "affine" ? "float16, bfloat16 or float32" : "uint8"} scales`);
+  }
+  if (biases && biases.dtype !== scales.dtype) throw new Error(`'${module}.biases' is ${biases.dtype} but '${module}.scales' is ${scales.dtype}`);
   if (weight.ndim !== scales.ndim) throw new Error(`'${module}.scales' has rank ${scales.ndim} but '${module}.weight' has rank ${weight.ndim}`);
   const lead = (t: TensorData) => t.shape.slice(0, -1).join(",");
   if (lead(weight) !== lead(scales)) {

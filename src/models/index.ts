@@ -4,7 +4,7 @@ import { selectBackend, withFallback, type BackendKind } from "../backend/dispat
 import { type DType, itemSize, type TensorData } from "../dtype.ts";
 import { checkAllocation } from "../native/device.ts";
 import type { Graph } from "../graph/graph.ts";
-import { CPU_KERNELS } from "../graph/ops.ts";
+import { CPU_KERNELS, MLX_KERNELS } from "../graph/ops.ts";
 import { inverseFrequencies } from "../graph/rotary.ts";
 import { runGraph } from "../graph/run.ts";
 import { type Checkpoint, checkpointBytes, loadCheckpoint } from "../io/checkpoint.ts";
@@ -13,7 +13,7 @@ import { HostKVCache, KVCache } from "../kv-cache.ts";
 import { evalAll } from "../ops/core.ts";
 import { CpuTensor } from "../ops/cpu.ts";
 import { DEFAULT_REWRITERS, rewrite } from "../rewrite/index.ts";
-import { Tensor } from "../tensor.ts";
+import { Tensor, tidy } from "../tensor.ts";
 import { buildBert } from "./bert.ts";
 import { type ModelConfig, parseModelConfig } from "./config.ts";
 import { buildDecoder, type DecoderSpec } from "./decoder.ts";
@@ -122,6 +122,36 @@ function checkWeights(dir: string, graph: Graph, weights: ReadonlyMap<string, Te
   }
 }
 
+/** Builds one forward over a single token on MLX without evaluating it: MLX checks every op's shapes
+ * as it is made, so a weight whose shape does not fit the config (or the graph) is an Error here,
+ * naming its layer, rather than at the first generate. Costs graph construction only. */
+function checkShapes(dir: string, graph: Graph, weights: ReadonlyMap<string, Tensor>, quantization: Checkpoint["quantization"]): void {
+  const feeds = tidy(() => ({
+    ids: Tensor.from(Int32Array.of(0), [1, 1]),
+    positions: Tensor.from(Int32Array.of(0), [1, 1]),
+    tokenTypes: Tensor.from(Int32Array.of(0), [1, 1]),
+  }));
+  try {
+    tidy(() => runGraph(graph, MLX_KERNELS, { weights, quantization, feeds: { ...feeds, offset: 0, keyMask: null }, cache: null }));
+  } catch (e) {
+    throw new Error(`${dir}: the weights do not fit config.json: ${(e as Error).message}`);
+  } finally {
+    for (const t of Object.values(feeds)) t.dispose();
+  }
+}
+
+/** checkShapes for the CPU backend: its kernels compute as they go, so this runs one token (work the
+ * first forward would do: packed weights are dequantized once and kept). */
+function checkShapesOnHost(dir: string, graph: Graph, weights: ReadonlyMap<string, TensorData>, quantization: Checkpoint["quantization"]): void {
+  const zero = () => new CpuTensor(new Float32Array(1), [1, 1]);
+  const feeds = { ids: zero(), positions: zero(), tokenTypes: zero(), offset: 0, keyMask: null };
+  try {
+    runGraph(graph, CPU_KERNELS, { weights, quantization, feeds, cache: null });
+  } catch (e) {
+    throw new Error(`${dir}: the weights do not fit config.json: ${(e as Error).message}`);
+  }
+}
+
 /** Loads a model, choosing its backend once (see LoadOptions.backend). */
 export function loadModel(dir: string, options: LoadOptions & { backend: "mlx" }): MlxModel;
 export function loadModel(dir: string, options: LoadOptions & { backend: "cpu" }): CpuModel;
@@ -137,6 +167,7 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
     const weights = new Map<string, TensorData>(checkpoint.weights).set("rotary.inverse_frequencies", frequencies);
     const graph = graphs(config, arch);
     checkWeights(dir, graph("all"), weights, checkpoint.weights.keys(), config);
+    checkShapesOnHost(dir, graph("last"), weights, checkpoint.quantization);
     return { kind: arch.encoder ? "encoder" : "decoder", backend, config, checkpoint, weights, dtype: activationDtype(checkpoint.weights), graph, dispose: () => checkpoint.dispose() };
   }
   const checkpoint = loadCheckpoint(dir, options.onProgress);
@@ -149,6 +180,7 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
     const graph = graphs(config, arch);
     try {
       checkWeights(dir, graph("all"), weights, checkpoint.weights.keys(), config);
+      checkShapes(dir, graph("last"), weights, checkpoint.quantization);
     } catch (e) {
       frequencies.dispose();
       throw e;

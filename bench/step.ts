@@ -4,7 +4,7 @@
 // a shared machine shows; plus primitives per step. Also printed by the decode bench (one round).
 import { createCache, forward, loadModel, type MlxModel, rewrittenGraph } from "../src/models/index.ts";
 import { DecodeTape } from "../src/models/replay.ts";
-import { argmax, asyncEval, pendingPrimitives } from "../src/ops/core.ts";
+import { argmax, asyncEval, max, pendingPrimitives } from "../src/ops/core.ts";
 import { Tensor } from "../src/tensor.ts";
 import { benchModel, MODELS } from "./decode.ts";
 import { runPeer } from "./peer.ts";
@@ -23,40 +23,44 @@ export interface Breakdown {
 /** generate's greedy decode loop by hand, timed in three parts per step (means after a warm-up). */
 export function stepBreakdown(model: MlxModel, prompt: number[], replay: boolean): Breakdown {
   const graph = rewrittenGraph(model, "last");
-  const run = (count: (t: Tensor) => void) => {
+  const run = (count: (ts: Tensor[]) => void) => {
     using cache = createCache(model, 1, prompt.length + BREAKDOWN_STEPS + 2);
     using tape = new DecodeTape(model, cache, graph, { output: "argmax" });
-    const step = (ids: Tensor) => (replay ? tape.step(ids) : argmax(forward(model, ids, { cache, graph, lazy: true }), -1));
-    let pending: Tensor;
+    // As generate: the next ids and the largest logit (its finiteness check) per step.
+    const pick = (logits: Tensor) => {
+      using last = logits;
+      return [argmax(last, -1), max(last, [-1])];
+    };
+    const step = (ids: Tensor) => (replay ? tape.step(ids) : pick(forward(model, ids, { cache, graph, lazy: true })));
+    let pending: Tensor[];
     {
       using ids = Tensor.from(Int32Array.from(prompt), [1, prompt.length]);
-      using logits = forward(model, ids, { cache, graph, lazy: true });
-      pending = argmax(logits, -1);
-      asyncEval([pending]);
+      pending = pick(forward(model, ids, { cache, graph, lazy: true }));
+      asyncEval(pending);
     }
     const warmup = 4;
     let [build, evalCall, wait] = [0, 0, 0];
     for (let i = 0; i < BREAKDOWN_STEPS; i++) {
       const t0 = performance.now();
-      const next = step(pending);
+      const next = step(pending[0]!);
       const t1 = performance.now();
       if (i === warmup) count(next);
-      asyncEval([next]);
+      asyncEval(next);
       const t2 = performance.now();
-      pending.toInt32Array();
+      pending[0]!.toInt32Array();
+      pending[1]!.toFloat32Array();
       const t3 = performance.now();
-      pending.dispose();
+      for (const t of pending) t.dispose();
       pending = next;
       if (i >= warmup) [build, evalCall, wait] = [build + t1 - t0, evalCall + t2 - t1, wait + t3 - t2];
     }
-    pending.toInt32Array();
-    pending.dispose();
+    for (const t of pending) t.dispose();
     const n = BREAKDOWN_STEPS - warmup;
     return { buildMs: build / n, evalCallMs: evalCall / n, waitMs: wait / n };
   };
   let primitives = 0;
   // Counting walks the step's graph: a run of its own, so the timed run does not pay for it.
-  run((t) => (primitives = pendingPrimitives([t])));
+  run((ts) => (primitives = pendingPrimitives(ts)));
   return { ...run(() => {}), primitives };
 }
 

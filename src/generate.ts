@@ -4,7 +4,7 @@ import type { TensorData } from "./dtype.ts";
 import { createCache, forward, type Model, rewrittenGraph, tokenIds } from "./models/index.ts";
 import { KVCache } from "./kv-cache.ts";
 import { DecodeTape } from "./models/replay.ts";
-import { argmax, asyncEval, evalAll } from "./ops/core.ts";
+import { argmax, asyncEval, evalAll, max } from "./ops/core.ts";
 import { Tensor } from "./tensor.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
@@ -208,33 +208,47 @@ export async function* generate(
       ? new DecodeTape(model, cache, graph ?? model.graph("last"), { output: onDevice ? "argmax" : "logits", onFallback: warnReplayFallback })
       : null;
   let prefilled = false;
-  const launch = (ids: TensorData): TensorData => {
-    if (model.backend !== "mlx") return forward(model, ids, { cache, graph });
-    let out: Tensor;
+  /** A launched step: its logits (host sampling), or on the device its next ids and the largest logit
+   * (NaN or infinite when the logits are not finite). */
+  interface Launched {
+    out: TensorData;
+    peak: Tensor | null;
+  }
+  const launch = (ids: TensorData): Launched => {
+    if (model.backend !== "mlx") return { out: forward(model, ids, { cache, graph }), peak: null };
+    let outs: Tensor[];
     if (tape && prefilled && ids instanceof Tensor) {
-      out = tape.step(ids);
+      outs = tape.step(ids);
     } else {
       const logits = forward(model, ids, { cache, graph, lazy: true });
       if (onDevice) {
         using last = logits;
-        out = argmax(last, -1); // [1, 1]: the next step's ids
+        outs = [argmax(last, -1), max(last, [-1])]; // [1, 1]: the next step's ids, and the peak
       } else {
-        out = logits;
+        outs = [logits];
       }
     }
     prefilled = true;
-    if (onDevice) asyncEval([out]);
-    else evalAll([out]);
-    return out;
+    if (onDevice) asyncEval(outs);
+    else evalAll(outs);
+    return { out: outs[0]!, peak: outs[1] ?? null };
   };
-  const read = (pending: TensorData) => (onDevice ? pending.toInt32Array()[0]! : sample(pending.toFloat32Array(), temperature, topP, next));
+  const read = ({ out, peak }: Launched) => {
+    if (!onDevice) return sample(out.toFloat32Array(), temperature, topP, next);
+    if (peak && !Number.isFinite(peak.toFloat32Array()[0])) throw new Error("generate: the model's logits are not finite (NaN or infinity); generation stopped");
+    return out.toInt32Array()[0]!;
+  };
+  const release = (l: Launched | undefined) => {
+    l?.out.dispose();
+    l?.peak?.dispose();
+  };
   const generated: number[] = [];
   const stream = new TextStream(tokenizer);
   /** The text released so far. */
   let text = "";
   Object.assign(stats ?? {}, { promptTokens: promptIds.length, generatedTokens: 0, finishReason: "length" });
-  let pending: TensorData | undefined;
-  let upcoming: TensorData | undefined;
+  let pending: Launched | undefined;
+  let upcoming: Launched | undefined;
   try {
     const start = performance.now();
     let decodeStart = start;
@@ -244,11 +258,15 @@ export async function* generate(
     }
     for (let i = 0; i < maxTokens; i++) {
       const more = i < maxTokens - 1;
-      const current: TensorData = pending!;
-      if (onDevice && more) upcoming = launch(current);
-      const token = read(current);
-      current.dispose();
+      const current: Launched = pending!;
+      if (onDevice && more) upcoming = launch(current.out);
       pending = undefined;
+      let token: number;
+      try {
+        token = read(current);
+      } finally {
+        release(current);
+      }
       if (i === 0) {
         decodeStart = performance.now();
         if (stats) stats.prefillSeconds = (decodeStart - start) / 1000;
@@ -283,8 +301,8 @@ export async function* generate(
     }
   } finally {
     // Still set when the consumer stopped early or a stop ended generation with a step queued.
-    pending?.dispose();
-    upcoming?.dispose();
+    release(pending);
+    release(upcoming);
     tape?.dispose();
     cache.dispose();
   }

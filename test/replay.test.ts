@@ -24,7 +24,7 @@ function steps(model: MlxModel, graph: Graph, prompt: Tensor, replay: boolean, w
     const token = next.toInt32Array()[0]!;
     logits.dispose();
     using ids = Tensor.from(new Int32Array(width).fill(token), [1, width]);
-    logits = tape ? tape.step(ids) : forward(model, ids, { cache, graph, lazy: true });
+    logits = tape ? tape.step(ids)[0]! : forward(model, ids, { cache, graph, lazy: true });
     out.push(logits.toBytes());
   }
   logits.dispose();

@@ -9,14 +9,15 @@ import type { Graph } from "../graph/graph.ts";
 import type { KVCache } from "../kv-cache.ts";
 import { check, native, pointerFromWord } from "../native/ffi.ts";
 import { handleOf } from "../ops/call.ts";
-import { argmax } from "../ops/core.ts";
+import { argmax, max } from "../ops/core.ts";
 import { Tensor } from "../tensor.ts";
 import { type MlxModel, mlxFeeds, runMlx } from "./index.ts";
 
 type State = "record" | "verify" | "replay" | "off";
 
 export interface DecodeTapeOptions {
-  /** "logits" (default): last-position logits; "argmax": the next ids [B, 1] picked on the device. */
+  /** "logits" (default): [last-position logits]; "argmax": [the next ids [B, 1] picked on the device,
+   * the largest logit per row [B, 1] (to tell non-finite logits)]. */
   output?: "logits" | "argmax";
   /** Called once if the step cannot be replayed (then every step runs normally). */
   onFallback?: (reason: string) => void;
@@ -47,8 +48,8 @@ export class DecodeTape {
     return this.#state === "replay";
   }
 
-  /** Runs one step lazily and advances the cache: the logits or the next ids (the caller evaluates). */
-  step(ids: Tensor): Tensor {
+  /** Runs one step lazily and advances the cache: its outputs (see `output`; the caller evaluates). */
+  step(ids: Tensor): Tensor[] {
     switch (this.#state) {
       case "record":
         return this.#record(ids);
@@ -61,20 +62,20 @@ export class DecodeTape {
     }
   }
 
-  #plain(ids: Tensor, feeds: ReturnType<typeof mlxFeeds>): Tensor {
+  #plain(ids: Tensor, feeds: ReturnType<typeof mlxFeeds>): Tensor[] {
     const logits = runMlx(this.model, this.graph, ids, this.cache, feeds);
-    if (this.output === "logits") return logits;
+    if (this.output === "logits") return [logits];
     using last = logits;
-    return argmax(last, -1);
+    return [argmax(last, -1), max(last, [-1])];
   }
 
-  #record(ids: Tensor): Tensor {
+  #record(ids: Tensor): Tensor[] {
     const feeds = mlxFeeds(ids, this.cache);
     const lib = native();
     const out = new BigUint64Array(1);
     check(lib.mlx_tape_record_begin(out), "DecodeTape: record");
     this.#tape = pointerFromWord(out[0]!);
-    let result: Tensor;
+    let result: Tensor[];
     try {
       for (const input of [ids, feeds.positions, feeds.keyMask]) {
         if (input) check(lib.mlx_tape_input(this.#tape, handleOf(input, "DecodeTape", "input")), "DecodeTape: input");
@@ -84,7 +85,7 @@ export class DecodeTape {
       this.#stop();
       throw e;
     }
-    const status = lib.mlx_tape_record_end(this.#tape, BigUint64Array.of(BigInt(result.handle)), 1);
+    const status = lib.mlx_tape_record_end(this.#tape, BigUint64Array.from(result, (t) => BigInt(t.handle)), result.length);
     if (status !== 0) {
       this.#stop(`${String(lib.mlx_last_error())}`);
       return result;
@@ -96,14 +97,14 @@ export class DecodeTape {
     return result;
   }
 
-  #replay(ids: Tensor, feeds = mlxFeeds(ids, this.cache)): Tensor {
+  #replay(ids: Tensor, feeds = mlxFeeds(ids, this.cache)): Tensor[] {
     try {
       const inputs = [ids, feeds.positions, ...(feeds.keyMask ? [feeds.keyMask] : [])];
       const handles = BigUint64Array.from(inputs, (t) => BigInt(handleOf(t, "DecodeTape", "input")));
-      const out = new BigUint64Array(1);
-      check(native().mlx_tape_run(out, 1, this.#tape, handles, handles.length), "DecodeTape: replay");
+      const out = new BigUint64Array(this.output === "logits" ? 1 : 2);
+      check(native().mlx_tape_run(out, out.length, this.#tape, handles, handles.length), "DecodeTape: replay");
       this.cache.advance(ids.shape[1]!);
-      return new Tensor(pointerFromWord(out[0]!));
+      return Array.from(out, (h) => new Tensor(pointerFromWord(h)));
     } finally {
       feeds.positions.dispose();
       feeds.keyMask?.dispose();
@@ -112,26 +113,26 @@ export class DecodeTape {
 
   /** The first replay, checked against a normal run of the same step (both write the same keys and
    * values at the same offset, so the cache ends as after one step). */
-  #verify(ids: Tensor): Tensor {
+  #verify(ids: Tensor): Tensor[] {
     const offset = this.cache.offset;
-    let replayed: Tensor | null = null;
+    let replayed: Tensor[] | null = null;
     let failure = "a replayed step differs from the step run normally (a host value baked into an op?)";
     try {
       replayed = this.#replay(ids);
-      replayed.eval();
+      for (const t of replayed) t.eval();
     } catch (e) {
       failure = `the replayed step failed: ${(e as Error).message}`;
-      replayed?.dispose();
+      for (const t of replayed ?? []) t.dispose();
       replayed = null;
     }
     this.cache.seek(offset);
     const reference = this.#plain(ids, mlxFeeds(ids, this.cache));
-    if (replayed && Buffer.compare(replayed.toBytes(), reference.toBytes()) === 0) {
+    if (replayed && replayed.every((t, i) => Buffer.compare(t.toBytes(), reference[i]!.toBytes()) === 0)) {
       this.#state = "replay";
-      reference.dispose();
+      for (const t of reference) t.dispose();
       return replayed;
     }
-    replayed?.dispose();
+    for (const t of replayed ?? []) t.dispose();
     this.#stop(failure);
     return reference;
   }

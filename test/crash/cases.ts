@@ -171,6 +171,24 @@ const fileDamage: [string, (dir: string) => void][] = [
 for (const backend of ["mlx", "cpu"] as const) {
   for (const [name, damage] of fileDamage) add(`load (${backend}) with ${name}`, "error", () => loadModel(brokenCopy(() => {}, damage), { backend }));
 }
+/** The fixture with model.norm.weight (float32) overwritten by NaN: every logit is NaN. */
+function nanCopy(): string {
+  return brokenCopy(() => {}, (dir) => {
+    const path = join(dir, "model.safetensors");
+    const bytes = readFileSync(path);
+    const headerLength = Number(bytes.readBigUInt64LE(0));
+    const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString("utf8"));
+    const [begin, end] = header["model.norm.weight"].data_offsets as [number, number];
+    for (let at = 8 + headerLength + begin; at < 8 + headerLength + end; at += 4) bytes.writeFloatLE(Number.NaN, at);
+    writeFileSync(path, bytes);
+  });
+}
+for (const [label, backend, temperature] of [["greedy on MLX", "mlx", 0], ["sampled on MLX", "mlx", 0.7], ["greedy on the CPU", "cpu", 0]] as const) {
+  add(`generate with NaN logits, ${label}`, "error", async () => {
+    const dir = nanCopy();
+    return generateText(loadModel(dir, { backend }), Tokenizer.fromDir(dir), [1, 2, 3], { maxTokens: 3, temperature });
+  });
+}
 add("load a directory that does not exist", "error", () => loadModel("/nonexistent/model"));
 add("load a file instead of a directory", "error", () => loadModel(join(FIXTURE, "config.json")));
 add("load with backend 'gpu9'", "error", () => loadModel(FIXTURE, { backend: "gpu9" }));

@@ -170,7 +170,7 @@ export class Tensor implements TensorData {
       throw new Error(`Tensor.from: shape [${dims.join(", ")}] holds ${count} elements but data has ${host.length}`);
     }
     const t = Tensor.fromBytes(new Uint8Array(host.buffer, host.byteOffset, host.byteLength), dims, hostDtype);
-    if (!dtype || dtype === hostDtype) return t;
+    if (dtype === undefined || dtype === hostDtype) return t;
     using source = t;
     return source.astype(dtype);
   }

@@ -47,6 +47,20 @@ for (const index of [0, 4, -1, -5]) add(`take index ${index} from 5 rows`, "ok",
 add("take with float indices", "error", () => ops.take(Tensor.from(new Float32Array(10), [5, 2]), Tensor.from(Float32Array.of(1)), 0).eval());
 add("take on axis 3 of a matrix", "error", () => ops.take(Tensor.from(new Float32Array(10), [5, 2]), Tensor.from(Int32Array.of(0)), 3).eval());
 
+// Random ids past the table (seeded: the same cases every run).
+let state = 12345;
+const random = () => (state = (Math.imul(state, 1103515245) + 12345) >>> 0) / 2 ** 32;
+for (let i = 0; i < 8; i++) {
+  const id = 5 + Math.floor(random() * (2 ** 31 - 6));
+  add(`take random index ${id} from 5 rows`, "error", () => ops.take(Tensor.from(new Float32Array(10), [5, 2]), Tensor.from(Int32Array.of(1, id, 2)), 0).eval());
+  add(`generate from random id ${id}`, "error", () => generateWith({}, [1, id]));
+}
+
+// ---- dtypes ----
+for (const dtype of ["float8", "int4", "", "FLOAT32"]) add(`Tensor.from as dtype '${dtype}'`, "error", () => Tensor.from([1, 2], [2], dtype as never));
+for (const dtype of ["float16", "bfloat16", "int8", "uint32", "bool"]) add(`Tensor.from as dtype ${dtype}`, "ok", () => Tensor.from([1, 2], [2], dtype as never).eval());
+add("astype to an unknown dtype", "error", () => ops.astype(Tensor.from([1]), "half" as never));
+
 // ---- shapes and allocations ----
 for (const shape of [[2 ** 32 + 1], [-1], [1.5], [Number.NaN], [Number.POSITIVE_INFINITY], [2 ** 31], [3, -2], [2, 2, 2 ** 40]]) {
   add(`Tensor.from shape [${shape}]`, "error", () => Tensor.from(new Float32Array(1), shape));

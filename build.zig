@@ -14,6 +14,9 @@ pub fn build(b: *std.Build) void {
         @panic("pass -Dmlx=<prefix>; scripts/setup.sh does");
     const gcc_version = b.option([]const u8, "gcc-version", "libstdc++ header version under /usr/include/c++") orelse "12";
     const multiarch = b.option([]const u8, "multiarch", "Debian multiarch triple") orelse "x86_64-linux-gnu";
+    // Where the shim looks for libmlx.so at run time: the wheel's lib/ by absolute path (a dev
+    // checkout), or a path relative to the shim ($ORIGIN/...) for a runtime that may move.
+    const rpath = b.option([]const u8, "rpath", "runtime search path for libmlx.so (default: <mlx>/lib)");
 
     const module = b.createModule(.{
         .target = target,
@@ -33,7 +36,7 @@ pub fn build(b: *std.Build) void {
     module.addObjectFile(.{ .cwd_relative = b.fmt("{s}/lib/libmlx.so", .{mlx}) });
     module.addObjectFile(.{ .cwd_relative = b.fmt("/usr/lib/{s}/libstdc++.so.6", .{multiarch}) });
     module.addObjectFile(.{ .cwd_relative = b.fmt("/lib/{s}/libgcc_s.so.1", .{multiarch}) });
-    module.addRPath(.{ .cwd_relative = b.fmt("{s}/lib", .{mlx}) });
+    module.addRPath(.{ .cwd_relative = rpath orelse b.fmt("{s}/lib", .{mlx}) });
 
     const lib = b.addLibrary(.{ .name = "mlxb", .linkage = .dynamic, .root_module = module });
     b.installArtifact(lib);

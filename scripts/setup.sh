@@ -57,6 +57,7 @@ if [ "${MLXB_REFERENCE_BLAS:-0}" != 1 ]; then
   if [ -f "$OPENBLAS/libblas.so.3" ]; then
     for pair in "libblas-*.so.*:libblas.so.3" "liblapack-*.so.*:liblapack.so.3"; do
       for bundled in $LIBS/${pair%%:*}; do
+        case "$bundled" in *.reference*) continue ;; esac # the bundled library, set aside earlier
         [ -e "$bundled" ] || continue
         [ -L "$bundled" ] || mv "$bundled" "$bundled.reference"
         ln -sfn "$OPENBLAS/${pair##*:}" "$bundled"
@@ -75,6 +76,7 @@ if [ ! -x "$BUN_DIR/node_modules/.bin/bun" ] || [ ! -f "$BUN_DIR/.stamp-$BUN_VER
 fi
 mkdir -p "$CACHE/bin"
 ln -sfn "$BUN_DIR/node_modules/.bin/bun" "$CACHE/bin/bun"
+ln -sfn "$BUN_DIR/node_modules/.bin/bunx" "$CACHE/bin/bunx"
 cat > "$CACHE/bin/zig" <<ZIG
 #!/usr/bin/env bash
 exec "$VENV/bin/python" -m ziglang "\$@"

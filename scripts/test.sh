@@ -10,4 +10,6 @@ cd "$ROOT"
 "$ROOT/node_modules/.bin/tsc" --noEmit -p "$ROOT/tsconfig.json"
 "$ROOT/node_modules/.bin/tsc" --noEmit -p "$ROOT/tsconfig.src.json"
 echo "[test] tsc --noEmit (tsconfig.json, tsconfig.src.json): no type errors" >&2
+# The install path: pack, bun add into a fresh project, mlx-bun setup, run, type-check.
+bash "$ROOT/scripts/consumer-test.sh"
 exec "$ROOT/.cache/bin/bun" test --timeout 60000 "$@"

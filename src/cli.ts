@@ -1,6 +1,6 @@
-// The demo: load a model (default: the one scripts/setup.sh makes) and stream generated text.
-//   bun run src/cli.ts [--model DIR] [--prompt TEXT] [--chat] [--max-tokens N] [--temperature T] [--top-p P] [--seed S]
-// Usage errors print one line and exit 2; errors while running print one line and exit 1.
+// `mlx-bun generate` (and the demo, `bun run src/cli.ts`): load a model (default: the one
+// scripts/setup.sh makes in a checkout) and stream generated text. Usage errors print one line and
+// exit 2; errors while running print one line and exit 1.
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -11,7 +11,7 @@ import { Tokenizer } from "./tokenizer.ts";
 
 const DEFAULT_MODEL = join(import.meta.dir, "..", ".cache", "models", "default");
 
-const USAGE = `usage: bun run src/cli.ts [options]
+const USAGE = `usage: mlx-bun generate [options]   (in a checkout: bun run src/cli.ts [options])
   --model DIR          MLX-format checkpoint directory (config.json, model*.safetensors, tokenizer.json)
                        (default: the model scripts/setup.sh makes)
   --prompt TEXT        text to continue (default: "This module provides")
@@ -24,7 +24,7 @@ const USAGE = `usage: bun run src/cli.ts [options]
   --no-rewrite         run the plain graph instead of the one rewritten with fused MLX ops
   --help               this text`;
 
-class UsageError extends Error {}
+export class UsageError extends Error {}
 
 function numberFlag(name: string, text: string, check: (v: number) => boolean, range: string): number {
   const value = Number(text);
@@ -73,7 +73,7 @@ function parse(argv: string[]) {
   };
 }
 
-async function main(argv: string[]): Promise<void> {
+export async function main(argv: string[]): Promise<void> {
   const args = parse(argv);
   if (args.help) {
     console.log(USAGE);
@@ -114,10 +114,15 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-try {
-  await main(process.argv.slice(2));
-} catch (e) {
-  const usage = e instanceof UsageError;
-  console.error(`mlx-bun: ${(e as Error).message}${usage ? " (--help lists the options)" : ""}`);
-  process.exit(usage ? 2 : 1);
+/** Runs `command` and exits as the CLI does: one line and 2 for usage errors, 1 for others. */
+export async function runCommand(command: () => Promise<void> | void): Promise<void> {
+  try {
+    await command();
+  } catch (e) {
+    const usage = e instanceof UsageError;
+    console.error(`mlx-bun: ${(e as Error).message}${usage ? " (--help lists the options)" : ""}`);
+    process.exit(usage ? 2 : 1);
+  }
 }
+
+if (import.meta.main) await runCommand(() => main(process.argv.slice(2)));

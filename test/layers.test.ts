@@ -19,7 +19,7 @@ const LAYERS: string[][] = [
   ["backend"],
   ["models", "tokenizer.ts"],
   ["generate.ts"],
-  ["cli.ts", "index.ts"],
+  ["cli.ts", "index.ts", "setup.ts", "bin.ts"],
 ];
 
 function files(dir: string): string[] {

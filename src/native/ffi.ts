@@ -5,6 +5,7 @@
 import { dlopen, FFIType, type Pointer } from "bun:ffi";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { runtimeLibrary } from "./runtime.ts";
 
 const { ptr: P, i32, f32, f64, u64, cstring } = FFIType;
 
@@ -130,11 +131,12 @@ function table(): Table {
   return out as Table;
 }
 
-/** Candidate locations of libmlxb.so, first match wins. */
+/** Candidate locations of libmlxb.so, first match wins: $MLXB_LIBRARY, a dev checkout's build
+ * output, then the runtimes `mlx-bun setup` installs (the CUDA one first). */
 export function libraryCandidates(): string[] {
   const fromEnv = process.env["MLXB_LIBRARY"];
   const repoRoot = join(import.meta.dir, "..", "..");
-  return [...(fromEnv ? [fromEnv] : []), join(repoRoot, "zig-out", "lib", "libmlxb.so")];
+  return [...(fromEnv ? [fromEnv] : []), join(repoRoot, "zig-out", "lib", "libmlxb.so"), runtimeLibrary("cuda13"), runtimeLibrary("cpu")];
 }
 
 // biome-ignore lint: the symbol functions are typed loosely on purpose; ops.ts wraps each one.
@@ -148,15 +150,18 @@ export function native(): Native {
   if (loaded) return loaded;
   if (loadError) throw loadError;
   const candidates = libraryCandidates();
-  const path = candidates.find((p) => existsSync(p));
-  try {
-    if (!path) throw new Error(`libmlxb.so not found (looked at ${candidates.join(", ")}); run \`bash scripts/setup.sh\``);
-    loaded = dlopen(path, table()).symbols as unknown as Native;
-    return loaded;
-  } catch (e) {
-    loadError = new Error(`cannot load the MLX shim: ${(e as Error).message}`);
-    throw loadError;
+  const failures: string[] = [];
+  for (const path of candidates.filter((p) => existsSync(p))) {
+    try {
+      loaded = dlopen(path, table()).symbols as unknown as Native;
+      return loaded;
+    } catch (e) {
+      failures.push(`${path}: ${(e as Error).message}`);
+    }
   }
+  const tried = failures.length > 0 ? failures.join("; ") : `none of ${candidates.join(", ")} exists`;
+  loadError = new Error(`cannot load the MLX shim (${tried}); run \`bunx mlx-bun setup\` (in a checkout: \`bash scripts/setup.sh\`), or set MLXB_LIBRARY`);
+  throw loadError;
 }
 
 /** Whether the shim loads, and why not. */

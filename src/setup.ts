@@ -1,0 +1,122 @@
+// `mlx-bun setup`: installs the runtime a project that depends on mlx-bun needs — MLX's shared library
+// (the pinned PyPI wheel: mlx-cpu, or mlx-cuda-13 for an NVIDIA GPU) and the shim built against it by
+// Zig (PyPI ziglang) — into a per-user, versioned cache directory, relocatable: the shim finds
+// libmlx.so relative to itself. No Python environment is left behind: pip only downloads wheels.
+import { spawnSync } from "node:child_process";
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { RUNTIME_TARGETS, type RuntimeTarget, runtimeDir, runtimeHome, versions } from "./native/runtime.ts";
+
+const PACKAGE_ROOT = join(import.meta.dir, "..");
+
+function log(message: string): void {
+  process.stderr.write(`[mlx-bun setup] ${message}\n`);
+}
+
+function run(command: string, args: string[], what: string): void {
+  const result = spawnSync(command, args, { stdio: ["ignore", "inherit", "pipe"] });
+  if (result.error || result.status !== 0) {
+    const detail = result.error ? result.error.message : result.stderr.toString().trim().split("\n").slice(-5).join("\n");
+    throw new Error(`${what} failed (${command} ${args.slice(0, 3).join(" ")} ...): ${detail}`);
+  }
+}
+
+/** python3 with pip: the only prerequisite besides a C++ runtime. */
+function python(): string {
+  for (const candidate of [process.env["MLXB_SETUP_PYTHON"], "python3"]) {
+    if (!candidate) continue;
+    const probe = spawnSync(candidate, ["-m", "pip", "--version"], { stdio: "ignore" });
+    if (probe.status === 0) return candidate;
+  }
+  throw new Error("python3 with pip is needed to download MLX's wheels (Debian: apt-get install python3-pip), or set MLXB_SETUP_PYTHON");
+}
+
+/** The C++ runtime the shim links: libstdc++ and libgcc_s from the system (Debian: libstdc++6). */
+function cxxRuntime(): { stdcxx: string; gcc: string; headers: string } {
+  const multiarch = "x86_64-linux-gnu";
+  const stdcxx = `/usr/lib/${multiarch}/libstdc++.so.6`;
+  const gcc = `/lib/${multiarch}/libgcc_s.so.1`;
+  const headersRoot = "/usr/include/c++";
+  if (!existsSync(stdcxx) || !existsSync(gcc)) throw new Error(`the C++ runtime is missing (${stdcxx}, ${gcc}; Debian: apt-get install libstdc++6)`);
+  const versionsFound = existsSync(headersRoot) ? readdirSync(headersRoot).filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a)) : [];
+  if (versionsFound.length === 0) throw new Error(`libstdc++ headers are missing under ${headersRoot} (Debian: apt-get install libstdc++-12-dev)`);
+  return { stdcxx, gcc, headers: versionsFound[0]! };
+}
+
+/** cuda13 when asked for, or when an NVIDIA driver is present; else cpu. With the reason. */
+export function chooseTarget(requested?: string): { target: RuntimeTarget; why: string } {
+  const asked = requested ?? process.env["MLXB_MLX"];
+  if (asked !== undefined) {
+    if (!(RUNTIME_TARGETS as readonly string[]).includes(asked)) throw new Error(`unknown target '${asked}' (valid: ${RUNTIME_TARGETS.join(", ")})`);
+    return { target: asked as RuntimeTarget, why: "asked for" };
+  }
+  if (existsSync("/proc/driver/nvidia/version")) return { target: "cuda13", why: "an NVIDIA driver is present (/proc/driver/nvidia/version)" };
+  return { target: "cpu", why: "no NVIDIA driver found (pass --cuda for MLX's CUDA build)" };
+}
+
+/** Installs the runtime for `target` unless it is there already; returns the shim's path. */
+export function setup(options: { target?: string; force?: boolean } = {}): string {
+  const { target, why } = chooseTarget(options.target);
+  const pins = versions();
+  const dir = runtimeDir(target);
+  const library = join(dir, "lib", "libmlxb.so");
+  const stamp = join(dir, ".complete");
+  log(`target ${target}: ${why}`);
+  if (existsSync(stamp) && existsSync(library) && !options.force) {
+    log(`already installed: ${dir}`);
+    return library;
+  }
+  const py = python();
+  const cxx = cxxRuntime();
+  const work = `${dir}.tmp-${process.pid}`;
+  rmSync(work, { recursive: true, force: true });
+  mkdirSync(join(work, "wheels"), { recursive: true });
+  const wheel = target === "cpu" ? "mlx-cpu" : "mlx-cuda-13";
+  log(`downloading ${wheel}==${pins["MLX_VERSION"]} and ziglang==${pins["ZIG_VERSION"]} (pip, wheels only)`);
+  const pip = ["-m", "pip", "download", "-q", "--disable-pip-version-check", "--only-binary=:all:", "-d", join(work, "wheels")];
+  run(py, [...pip, "--no-deps", `${wheel}==${pins["MLX_VERSION"]}`, `ziglang==${pins["ZIG_VERSION"]}`], "downloading wheels");
+  if (target === "cuda13") run(py, [...pip, `${wheel}==${pins["MLX_VERSION"]}`], "downloading the CUDA libraries");
+  log("unpacking");
+  const site = join(work, "site");
+  for (const file of readdirSync(join(work, "wheels")).filter((f) => f.endsWith(".whl"))) {
+    run(py, ["-m", "zipfile", "-e", join(work, "wheels", file), site], `unpacking ${file}`);
+  }
+  rmSync(join(work, "wheels"), { recursive: true, force: true });
+  const mlx = join(site, "mlx");
+  if (!existsSync(join(mlx, "lib", "libmlx.so")) || !existsSync(join(mlx, "include", "mlx", "mlx.h"))) throw new Error(`the ${wheel} wheel did not hold mlx/lib/libmlx.so and its headers`);
+  const zig = join(site, "ziglang", "zig");
+  run("chmod", ["+x", zig], "making zig executable");
+  // The mlx-cpu wheel bundles the reference BLAS (~5 GFLOP/s here); Debian's OpenBLAS, when installed,
+  // takes its place (~165 GFLOP/s): the same sonames, linked.
+  const openblas = "/usr/lib/x86_64-linux-gnu/openblas-pthread";
+  const bundled = join(site, "mlx_cpu.libs");
+  if (target === "cpu" && existsSync(join(openblas, "libblas.so.3")) && existsSync(bundled)) {
+    for (const file of readdirSync(bundled)) {
+      const kind = file.startsWith("libblas-") ? "libblas.so.3" : file.startsWith("liblapack-") ? "liblapack.so.3" : null;
+      if (!kind) continue;
+      renameSync(join(bundled, file), join(bundled, `${file}.reference`));
+      symlinkSync(join(openblas, kind), join(bundled, file));
+    }
+    log("BLAS: Debian's OpenBLAS in place of the wheel's reference BLAS");
+  } else if (target === "cpu") {
+    log("BLAS: the wheel's reference BLAS (slow matmul on the CPU; Debian's libopenblas0-pthread speeds it up, then run setup --force)");
+  }
+  log("building the shim (zig build)");
+  const build = join(work, "build");
+  cpSync(join(PACKAGE_ROOT, "shim"), join(build, "shim"), { recursive: true });
+  cpSync(join(PACKAGE_ROOT, "build.zig"), join(build, "build.zig"));
+  const zigArgs = ["build", "-Doptimize=ReleaseFast", `-Dmlx=${mlx}`, "-Drpath=$ORIGIN/../site/mlx/lib", `-Dgcc-version=${cxx.headers}`, "--prefix", work];
+  const built = spawnSync(zig, zigArgs, { cwd: build, stdio: ["ignore", "inherit", "pipe"], env: { ...process.env, ZIG_GLOBAL_CACHE_DIR: join(build, ".zig-global") } });
+  if (built.status !== 0) throw new Error(`zig build of the shim failed: ${built.stderr?.toString().trim().split("\n").slice(-8).join("\n")}`);
+  rmSync(build, { recursive: true, force: true });
+  writeFileSync(join(work, ".complete"), `${wheel}==${pins["MLX_VERSION"]} ziglang==${pins["ZIG_VERSION"]}\n`);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(runtimeHome(), { recursive: true });
+  renameSync(work, dir);
+  // The shim must load from where it now lies (its RUNPATH is relative).
+  const probe = `const { dlopen, FFIType } = require("bun:ffi"); dlopen(${JSON.stringify(library)}, { mlx_version_string: { args: [], returns: FFIType.cstring } })`;
+  const check = spawnSync(process.execPath, ["-e", probe], { stdio: ["ignore", "ignore", "pipe"] });
+  if (check.status !== 0 && target === "cpu") throw new Error(`the installed shim does not load: ${check.stderr.toString().trim()}`);
+  log(`installed ${dir}`);
+  return library;
+}

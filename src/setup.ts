@@ -3,7 +3,7 @@
 // Zig (PyPI ziglang) — into a per-user, versioned cache directory, relocatable: the shim finds
 // libmlx.so relative to itself. No Python environment is left behind: pip only downloads wheels.
 import { spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { RUNTIME_TARGETS, type RuntimeTarget, runtimeDir, runtimeHome, versions } from "./native/runtime.ts";
 

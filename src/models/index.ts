@@ -374,14 +374,13 @@ export function forward(model: Model, ids: TensorData, options: ForwardOptions =
   const { cache = null, logits = "last" } = options;
   if (cache && cache.backend !== model.backend) throw new Error(`forward: the cache was made for the ${cache.backend} backend, the model runs on ${model.backend}`);
   if (cache && cache.shape.batch !== batch) throw new Error(`forward: ids have batch ${batch}, the cache ${cache.shape.batch}`);
-  const offset = cache?.offset ?? 0;
-  const positions = positionsFrom(batch, length, offset, cache?.padding);
   const graph = options.graph ?? model.graph(logits);
-  const base = { quantization: model.checkpoint.quantization };
   if (model.backend === "cpu") {
     const hostCache = cache as HostKVCache | null;
-    const feeds = { ids: onHost(ids), positions: new CpuTensor(Float32Array.from(positions), [batch, length]), offset, keyMask: hostCache?.keyMask(offset + length) ?? null };
-    const out = runGraph(graph, CPU_KERNELS, { ...base, weights: model.weights, feeds, cache: hostCache });
+    const offset = hostCache?.offset ?? 0;
+    const positions = new CpuTensor(Float32Array.from(positionsFrom(batch, length, offset, hostCache?.padding)), [batch, length]);
+    const feeds = { ids: onHost(ids), positions, offset, keyMask: hostCache?.keyMask(offset + length) ?? null };
+    const out = runGraph(graph, CPU_KERNELS, { quantization: model.checkpoint.quantization, weights: model.weights, feeds, cache: hostCache });
     hostCache?.advance(length);
     return out["logits"] as CpuTensor;
   }

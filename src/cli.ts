@@ -20,6 +20,9 @@ const USAGE = `usage: mlx-bun generate [options]   (in a checkout: bun run src/c
   --temperature T      sampling temperature, >= 0; 0 is greedy (default 0.7)
   --top-p P            nucleus sampling mass, in (0, 1] (default 0.9)
   --seed S             sampling seed, an integer (default 1)
+  --top-k K            keep the K most probable tokens, an integer >= 0 (default 0: off)
+  --min-p P            drop tokens below P x the top probability, in [0, 1] (default 0: off)
+  --repetition-penalty R  mlx-lm's sign-aware penalty on the last 20 tokens, >= 0 (default 0: off)
   --backend KIND       mlx | cpu | auto (default auto)
   --no-rewrite         run the plain graph instead of the one rewritten with fused MLX ops
   --help               this text`;
@@ -45,6 +48,9 @@ function parse(argv: string[]) {
         temperature: { type: "string", default: "0.7" },
         "top-p": { type: "string", default: "0.9" },
         seed: { type: "string", default: "1" },
+        "top-k": { type: "string", default: "0" },
+        "min-p": { type: "string", default: "0" },
+        "repetition-penalty": { type: "string", default: "0" },
         chat: { type: "boolean", default: false },
         "no-rewrite": { type: "boolean", default: false },
         backend: { type: "string", default: "auto" },
@@ -70,6 +76,9 @@ function parse(argv: string[]) {
     temperature: numberFlag("temperature", v.temperature!, (n) => n >= 0, "a number >= 0"),
     topP: numberFlag("top-p", v["top-p"]!, (n) => n > 0 && n <= 1, "a number in (0, 1]"),
     seed: numberFlag("seed", v.seed!, Number.isSafeInteger, "an integer"),
+    topK: numberFlag("top-k", v["top-k"]!, (n) => Number.isSafeInteger(n) && n >= 0, "an integer >= 0"),
+    minP: numberFlag("min-p", v["min-p"]!, (n) => n >= 0 && n <= 1, "a number in [0, 1]"),
+    repetitionPenalty: numberFlag("repetition-penalty", v["repetition-penalty"]!, (n) => n >= 0, "a number >= 0"),
   };
 }
 
@@ -97,7 +106,8 @@ export async function main(argv: string[]): Promise<void> {
     );
     const prompt = args.chat ? tokenizer.encode(tokenizer.applyChatTemplate([{ role: "user", content: args.prompt }]), false) : args.prompt;
     const stats: Partial<GenerationStats> = {};
-    const options = { maxTokens: args.maxTokens, temperature: args.temperature, topP: args.topP, seed: args.seed, rewrite: args.rewrite };
+    const { maxTokens, temperature, topP, seed, topK, minP, repetitionPenalty, rewrite } = args;
+    const options = { maxTokens, temperature, topP, seed, topK, minP, repetitionPenalty, rewrite };
     // The prompt is echoed once generation is under way (a rejected request prints only the error).
     let echoed = args.chat;
     for await (const chunk of generate(model, tokenizer, prompt, options, stats)) {

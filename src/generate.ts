@@ -5,6 +5,7 @@ import { createCache, forward, type Model, rewrittenGraph, tokenIds } from "./mo
 import { KVCache } from "./kv-cache.ts";
 import { DecodeTape } from "./models/replay.ts";
 import { argmax, asyncEval, evalAll, max } from "./ops/core.ts";
+import { argmaxOf, DEFAULT_SAMPLING, draw, logSoftmax, processes, processLogits, samplingDistribution, type SamplingOptions } from "./sampling.ts";
 import { Tensor } from "./tensor.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
@@ -29,9 +30,34 @@ export interface GenerateOptions {
   replay?: boolean | undefined;
   /** Allow prompt + maxTokens past the model's max_position_embeddings (default false: an Error). */
   exceedContext?: boolean | undefined;
+  /** Keep the topK most probable tokens (0, default: off). */
+  topK?: number | undefined;
+  /** Drop tokens less probable than minP x the top token's probability (0, default: off). */
+  minP?: number | undefined;
+  /** Tokens min-p keeps at least (default 1). */
+  minTokensToKeep?: number | undefined;
+  /** Sign-aware multiplicative penalty on tokens seen recently (1 or 0, default: off), mlx-lm's. */
+  repetitionPenalty?: number | undefined;
+  /** Tokens the repetition penalty looks back over (default 20). */
+  repetitionContextSize?: number | undefined;
+  /** Subtracted once from the logits of recently seen tokens (default 0). */
+  presencePenalty?: number | undefined;
+  presenceContextSize?: number | undefined;
+  /** Subtracted per recent occurrence (default 0). */
+  frequencyPenalty?: number | undefined;
+  frequencyContextSize?: number | undefined;
+  /** Added to the logits of these token ids. */
+  logitBias?: Readonly<Record<number, number>> | undefined;
+  /** Report each token's log-probability and this many most probable alternatives (0 to 20); the
+   * log-probabilities are those after the processors (penalties, bias), before the sampler, as mlx-lm's. */
+  logprobs?: number | undefined;
 }
 
-const OPTION_NAMES = ["maxTokens", "temperature", "topP", "seed", "stopTokens", "stopStrings", "ignoreEos", "rewrite", "replay", "exceedContext"] as const;
+const OPTION_NAMES = [
+  "maxTokens", "temperature", "topP", "seed", "stopTokens", "stopStrings", "ignoreEos", "rewrite", "replay", "exceedContext",
+  "topK", "minP", "minTokensToKeep", "repetitionPenalty", "repetitionContextSize", "presencePenalty", "presenceContextSize",
+  "frequencyPenalty", "frequencyContextSize", "logitBias", "logprobs",
+] as const;
 
 function fail(option: string, range: string, value: unknown): never {
   throw new Error(`generate: ${option} must be ${range}, got ${typeof value === "string" ? JSON.stringify(value) : String(value)}`);
@@ -57,7 +83,29 @@ export function checkedOptions(options: GenerateOptions) {
   if (rewrite !== undefined && typeof rewrite !== "boolean" && !(Array.isArray(rewrite) && rewrite.every((r) => typeof r === "string"))) {
     fail("rewrite", "a boolean or a list of rewriter names", rewrite);
   }
-  return { maxTokens, temperature, topP, seed, stopTokens, stopStrings };
+  const d = DEFAULT_SAMPLING;
+  const { topK = d.topK, minP = d.minP, minTokensToKeep = d.minTokensToKeep, repetitionPenalty = d.repetitionPenalty, presencePenalty = d.presencePenalty, frequencyPenalty = d.frequencyPenalty } = options;
+  const { repetitionContextSize = d.repetitionContextSize, presenceContextSize = d.presenceContextSize, frequencyContextSize = d.frequencyContextSize, logitBias = d.logitBias } = options;
+  if (!Number.isSafeInteger(topK) || topK < 0) fail("topK", "an integer >= 0 (0: off)", topK);
+  if (typeof minP !== "number" || !(minP >= 0 && minP <= 1)) fail("minP", "a number in [0, 1]", minP);
+  if (!Number.isSafeInteger(minTokensToKeep) || minTokensToKeep < 1) fail("minTokensToKeep", "an integer >= 1", minTokensToKeep);
+  if (typeof repetitionPenalty !== "number" || !Number.isFinite(repetitionPenalty) || repetitionPenalty < 0) fail("repetitionPenalty", "a finite number >= 0", repetitionPenalty);
+  for (const [name, value] of [["presencePenalty", presencePenalty], ["frequencyPenalty", frequencyPenalty]] as const) {
+    if (typeof value !== "number" || !Number.isFinite(value)) fail(name, "a finite number", value);
+  }
+  for (const [name, value] of [["repetitionContextSize", repetitionContextSize], ["presenceContextSize", presenceContextSize], ["frequencyContextSize", frequencyContextSize]] as const) {
+    if (!Number.isSafeInteger(value) || value < 1) fail(name, "an integer >= 1", value);
+  }
+  if (logitBias === null || typeof logitBias !== "object" || Array.isArray(logitBias)) fail("logitBias", "an object of token id -> finite bias", logitBias);
+  for (const [id, bias] of Object.entries(logitBias)) {
+    if (!/^\d+$/.test(id) || typeof bias !== "number" || !Number.isFinite(bias)) fail("logitBias", "an object of token id -> finite bias", `${id}: ${bias}`);
+  }
+  const { logprobs } = options;
+  if (logprobs !== undefined && (!Number.isSafeInteger(logprobs) || logprobs < 0 || logprobs > 20)) fail("logprobs", "an integer in [0, 20]", logprobs);
+  const sampling: SamplingOptions = {
+    temperature, topP, topK, minP, minTokensToKeep, repetitionPenalty, repetitionContextSize, presencePenalty, presenceContextSize, frequencyPenalty, frequencyContextSize, logitBias,
+  };
+  return { maxTokens, temperature, topP, seed, stopTokens, stopStrings, sampling, logprobs };
 }
 
 /** Prompt ids: integers in [0, vocabulary) (an out-of-range id would read past the embedding table). */
@@ -72,8 +120,16 @@ function checkedPromptIds(ids: readonly number[], vocabulary: number): readonly 
   return ids;
 }
 
+export interface TokenLogprob {
+  token: number;
+  logprob: number;
+}
+
 export interface GenerationChunk {
   token: number;
+  /** With `logprobs`: the token's log-probability and the most probable alternatives. */
+  logprob?: number;
+  topLogprobs?: TokenLogprob[];
   /** New text since the previous chunk (empty while a multi-byte character is incomplete). */
   text: string;
   /** Set on the closing chunk of a stop token: `token` is the stop token (not generated text) and
@@ -146,33 +202,13 @@ function random(seed: number): () => number {
   };
 }
 
-/** Picks the next token from last-position logits. */
+/** Picks the next token from last-position logits: greedy at temperature 0, else a draw from
+ * softmax(top-p-filtered log-probabilities / temperature), as mlx-lm's sampler. */
 export function sample(logits: Float32Array, temperature: number, topP: number, next: () => number): number {
   for (const v of logits) if (!Number.isFinite(v)) throw new Error("generate: the model's logits are not finite (NaN or infinity); generation stopped");
-  let best = 0;
-  for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
-  if (temperature <= 0) return best;
-  const probabilities = new Float64Array(logits.length);
-  let total = 0;
-  for (let i = 0; i < logits.length; i++) {
-    probabilities[i] = Math.exp((logits[i]! - logits[best]!) / temperature);
-    total += probabilities[i]!;
-  }
-  let order = Array.from(probabilities.keys());
-  if (topP < 1) {
-    order.sort((a, b) => probabilities[b]! - probabilities[a]!);
-    let kept = 0;
-    let mass = 0;
-    while (kept < order.length && mass < topP * total) mass += probabilities[order[kept++]!]!;
-    order = order.slice(0, kept);
-    total = mass;
-  }
-  let r = next() * total;
-  for (const i of order) {
-    r -= probabilities[i]!;
-    if (r <= 0) return i;
-  }
-  return order[order.length - 1]!;
+  const logprobs = logSoftmax(logits);
+  if (temperature <= 0) return argmaxOf(logprobs);
+  return draw(samplingDistribution(logprobs, { ...DEFAULT_SAMPLING, temperature, topP }), next);
 }
 
 /** Streams generated tokens with their text. `stats` is filled in as generation proceeds. */
@@ -183,7 +219,7 @@ export async function* generate(
   options: GenerateOptions = {},
   stats?: Partial<GenerationStats>,
 ): AsyncGenerator<GenerationChunk> {
-  const { maxTokens, temperature, topP, seed, stopTokens, stopStrings } = checkedOptions(options);
+  const { maxTokens, temperature, seed, stopTokens, stopStrings, sampling, logprobs } = checkedOptions(options);
   const promptIds = checkedPromptIds(typeof prompt === "string" ? tokenizer.encode(prompt) : prompt, model.config.vocabSize);
   const context = model.config.maxPositions;
   if (context !== undefined && promptIds.length + maxTokens > context && !options.exceedContext) {
@@ -201,7 +237,8 @@ export async function* generate(
   // Greedy decoding on MLX picks each token on the device and queues the next step before reading it
   // (as mlx-lm does): building step t+1's graph on the host overlaps the device computing step t.
   // Otherwise each step's logits are evaluated, read and sampled on the host.
-  const onDevice = temperature <= 0 && model.backend === "mlx";
+  // Processors and log-probabilities need the logits on the host; plain greedy does not.
+  const onDevice = temperature <= 0 && model.backend === "mlx" && !processes(sampling) && logprobs === undefined;
   // Decode steps on MLX are recorded once in the shim and replayed (models/replay.ts).
   const tape =
     model.backend === "mlx" && cache instanceof KVCache && options.replay !== false
@@ -233,10 +270,20 @@ export async function* generate(
     else evalAll(outs);
     return { out: outs[0]!, peak: outs[1] ?? null };
   };
-  const read = ({ out, peak }: Launched) => {
-    if (!onDevice) return sample(out.toFloat32Array(), temperature, topP, next);
-    if (peak && !Number.isFinite(peak.toFloat32Array()[0])) throw new Error("generate: the model's logits are not finite (NaN or infinity); generation stopped");
-    return out.toInt32Array()[0]!;
+  /** The token a step picked, with its log-probabilities when asked for. */
+  const read = ({ out, peak }: Launched): { token: number; logprob?: number; topLogprobs?: TokenLogprob[] } => {
+    if (onDevice) {
+      if (peak && !Number.isFinite(peak.toFloat32Array()[0])) throw new Error("generate: the model's logits are not finite (NaN or infinity); generation stopped");
+      return { token: out.toInt32Array()[0]! };
+    }
+    const logits = out.toFloat32Array();
+    for (const v of logits) if (!Number.isFinite(v)) throw new Error("generate: the model's logits are not finite (NaN or infinity); generation stopped");
+    if (Object.keys(sampling.logitBias).some((id) => Number(id) >= logits.length)) throw new Error(`generate: logitBias names a token id past the vocabulary (${logits.length})`);
+    const lp = logSoftmax(processLogits(logits, [...promptIds, ...generated], sampling));
+    const token = temperature <= 0 ? argmaxOf(lp) : draw(samplingDistribution(lp, sampling), next);
+    if (logprobs === undefined) return { token };
+    const topLogprobs = Array.from(lp.keys()).sort((a, b) => lp[b]! - lp[a]!).slice(0, logprobs).map((t) => ({ token: t, logprob: lp[t]! }));
+    return { token, logprob: lp[token]!, topLogprobs };
   };
   const release = (l: Launched | undefined) => {
     l?.out.dispose();
@@ -261,12 +308,14 @@ export async function* generate(
       const current: Launched = pending!;
       if (onDevice && more) upcoming = launch(current.out);
       pending = undefined;
-      let token: number;
+      let picked: ReturnType<typeof read>;
       try {
-        token = read(current);
+        picked = read(current);
       } finally {
         release(current);
       }
+      const { token } = picked;
+      const scores = picked.logprob === undefined ? {} : { logprob: picked.logprob, topLogprobs: picked.topLogprobs! };
       if (i === 0) {
         decodeStart = performance.now();
         if (stats) stats.prefillSeconds = (decodeStart - start) / 1000;
@@ -286,7 +335,7 @@ export async function* generate(
       text += stream.push(token) + (more ? "" : stream.flush());
       const hit = stopStrings.map((s) => text.indexOf(s, Math.max(0, from - s.length + 1))).filter((at) => at >= 0);
       const end = hit.length > 0 ? Math.max(from, Math.min(...hit)) : text.length;
-      yield { token, text: text.slice(from, end) };
+      yield { token, text: text.slice(from, end), ...scores };
       if (hit.length > 0) {
         if (stats) stats.finishReason = "stop";
         return;

@@ -18,7 +18,7 @@ const LAYERS: string[][] = [
   ["rewrite", "kv-cache.ts"],
   ["backend"],
   ["models", "tokenizer.ts"],
-  ["generate.ts"],
+  ["generate.ts", "sampling.ts"],
   ["cli.ts", "index.ts", "setup.ts", "bin.ts"],
 ];
 

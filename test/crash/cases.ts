@@ -88,9 +88,15 @@ const badOptions: [string, unknown][] = [
   ["seed", 1.5], ["seed", Number.NaN], ["seed", "7"],
   ["stopTokens", [-1]], ["stopTokens", ["a"]], ["stopTokens", 5], ["stopStrings", [""]], ["stopStrings", [1]], ["stopStrings", "x"],
   ["rewrite", "yes"], ["rewrite", ["fuse_all"]], ["replay", 1], ["ignoreEos", "no"], ["max_tokens", 5],
+  ["topK", -1], ["topK", 1.5], ["minP", 2], ["minP", -0.1], ["minTokensToKeep", 0], ["repetitionPenalty", -1], ["repetitionPenalty", Number.NaN],
+  ["presencePenalty", Number.NaN], ["frequencyPenalty", Number.POSITIVE_INFINITY], ["frequencyContextSize", 0], ["repetitionContextSize", 1.5],
+  ["logitBias", { "-1": 1 }], ["logitBias", { "3": Number.NaN }], ["logitBias", [1]], ["logitBias", { [VOCAB]: 1 }], ["logprobs", 21], ["logprobs", -1], ["logprobs", 1.5],
 ];
 for (const [key, value] of badOptions) add(`generate ${key}: ${String(value)}`, "error", () => generateWith({ [key]: value }));
-for (const [key, value] of [["maxTokens", 3], ["temperature", 0.5], ["topP", 0.5], ["topP", 1], ["seed", -3], ["stopStrings", ["zz"]], ["rewrite", false], ["replay", false]] as [string, unknown][]) {
+for (const [key, value] of [
+  ["maxTokens", 3], ["temperature", 0.5], ["topP", 0.5], ["topP", 1], ["seed", -3], ["stopStrings", ["zz"]], ["rewrite", false], ["replay", false],
+  ["topK", 5], ["minP", 0.1], ["repetitionPenalty", 1.2], ["presencePenalty", 0.5], ["logitBias", { "3": 5 }], ["logprobs", 3],
+] as [string, unknown][]) {
   add(`generate ${key}: ${String(value)}`, "ok", () => generateWith({ [key]: value }));
 }
 add("generate past the context without opt-in", "error", () => generateWith({ maxTokens: 600 }));
@@ -224,6 +230,10 @@ export const CLI_CASES: { args: string[]; exit: number }[] = [
   { args: ["--top-p", "0"], exit: 2 },
   { args: ["--top-p", "2"], exit: 2 },
   { args: ["--seed", "1.5"], exit: 2 },
+  { args: ["--top-k", "-2"], exit: 2 },
+  { args: ["--min-p", "1.5"], exit: 2 },
+  { args: ["--repetition-penalty", "x"], exit: 2 },
+  { args: ["--model", FIXTURE, "--max-tokens", "3", "--top-k", "5", "--min-p", "0.05", "--repetition-penalty", "1.3"], exit: 0 },
   { args: ["--backend", "tpu"], exit: 2 },
   { args: ["--model", "/nonexistent/dir"], exit: 2 },
   { args: ["--model", FIXTURE + "/config.json"], exit: 2 },

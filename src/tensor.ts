@@ -63,14 +63,17 @@ function release(cell: Cell): void {
 }
 
 // The safety net for tensors nobody disposed: frees the native handle when the wrapper is collected.
-// A synchronous loop gives finalizers no turn, so past `finalizerBound` bytes (MLX's active memory +
-// host copies) construction forces a collection and frees the collected tensors' handles itself.
+// A synchronous loop gives finalizers no turn, so once memory (MLX's active memory + host copies) has
+// grown by `finalizerBound` bytes since the last sweep, construction forces a collection and frees
+// the collected tensors' handles itself. Growth, not the total: a loaded model's weights are alive.
 const finalizer = new FinalizationRegistry<Cell>(release);
 let cells: Cell[] = [];
 let hostBytes = 0;
 let madeSinceCheck = 0;
 const CHECK_EVERY = 64;
 let finalizerBound = 4 * 2 ** 30;
+/** Memory in use after the last sweep. */
+let baseline = 0;
 
 /** Sets the bytes (MLX active memory + host copies) past which forgotten tensors are collected
  * synchronously; returns the previous bound. */
@@ -81,15 +84,21 @@ export function setFinalizerBound(bytes: number): number {
   return previous;
 }
 
-function sweepIfOverBound(): void {
-  madeSinceCheck = 0;
-  cells = cells.filter((c) => !c.freed);
+function memoryInUse(): number {
   const active = new BigUint64Array(1);
   check(native().mlx_get_active_memory(active), "memory check");
-  if (Number(active[0]) + hostBytes <= finalizerBound) return;
+  return Number(active[0]) + hostBytes;
+}
+
+function sweepIfOverBound(): void {
+  madeSinceCheck = 0;
+  // Disposed tensors leave their cells behind: drop them once they outnumber the live ones.
+  if (cells.length > 2 * liveTensors + 4096) cells = cells.filter((c) => !c.freed);
+  if (memoryInUse() <= baseline + finalizerBound) return;
   Bun.gc(true);
   for (const c of cells) if (c.ref.deref() === undefined) release(c);
   cells = cells.filter((c) => !c.freed);
+  baseline = memoryInUse();
 }
 
 let liveTensors = 0;

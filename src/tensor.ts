@@ -273,7 +273,16 @@ export class Tensor implements TensorData {
 
   /** Values as float32 (converted in MLX for other dtypes). */
   toFloat32Array(): Float32Array {
-    if (this.dtype === "float32") return new Float32Array(this.toBytes().buffer);
+    const dtype = this.dtype;
+    if (dtype === "float32") return new Float32Array(this.toBytes().buffer);
+    // Half types convert on the host (exactly): an MLX astype would queue behind whatever the stream
+    // is computing, as for integers.
+    if (dtype === "bfloat16") {
+      const halves = new Uint16Array(this.toBytes().buffer);
+      const words = Uint32Array.from(halves, (h) => h << 16);
+      return new Float32Array(words.buffer);
+    }
+    if (dtype === "float16") return Float32Array.from(new Float16Array(this.toBytes().buffer));
     using converted = this.astype("float32");
     return new Float32Array(converted.toBytes().buffer);
   }

@@ -1,6 +1,6 @@
 // Every core and fast op against Python MLX on the same inputs (scripts/fixtures/ops.py).
 import { describe, expect, test } from "bun:test";
-import { fast, ops, type Tensor } from "../src/index.ts";
+import { fast, ops, Tensor } from "../src/index.ts";
 import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
 
 interface Case {
@@ -74,5 +74,16 @@ describe("zeros", () => {
     expect(z.dtype).toBe("bfloat16");
     expect([...z.toFloat32Array()]).toEqual([0, 0, 0, 0, 0, 0]);
     expect(() => ops.zeros([2, -1])).toThrow("zeros: shape [2, -1] has dimension -1");
+  });
+});
+
+describe("reading half-precision tensors", () => {
+  test("bfloat16 and float16 convert on the host exactly as MLX's astype does", () => {
+    const src = Float32Array.from([0, 1, -1, 3.140625, 65504, -0.0001, 1e-8, 3.4e38, Number.NEGATIVE_INFINITY, Number.NaN, 0.333]);
+    for (const dtype of ["bfloat16", "float16"] as const) {
+      using t = Tensor.from(src, [src.length], dtype);
+      using viaMlx = ops.astype(t, "float32");
+      expect(Buffer.compare(Buffer.from(t.toFloat32Array().buffer), Buffer.from(viaMlx.toFloat32Array().buffer))).toBe(0);
+    }
   });
 });

@@ -174,7 +174,6 @@ int mlx_tape_record_end(mlx_tape tape, const mlx_array* outputs, int count);
 /* Runs the recorded ops on new inputs; writes new handles for the outputs. Ops on a KV cache act on
  * the cache as it stands (its offset now). */
 int mlx_tape_run(mlx_array* outputs, int count, mlx_tape tape, const mlx_array* inputs, int input_count);
-int mlx_tape_size(int* ops, mlx_tape tape);
 int mlx_tape_free(mlx_tape tape);
 
 /* ---- quantization (mode: "affine", "mxfp4", "mxfp8", "nvfp4") ---- */

@@ -128,10 +128,6 @@ int mlx_tape_run(mlx_array* outputs, int count, mlx_tape t, const mlx_array* inp
   });
 }
 
-int mlx_tape_size(int* ops, mlx_tape t) {
-  return guard([&] { *ops = static_cast<int>(tape_of(t).steps.size()); });
-}
-
 int mlx_tape_free(mlx_tape t) {
   auto* tape = static_cast<Tape*>(t);
   if (recording == tape) recording = nullptr;

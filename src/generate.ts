@@ -1,7 +1,7 @@
 // Text generation: prefill, then one forward per decoded token; greedy, temperature and top-p
 // sampling with a seed; stop tokens and strings; streaming as an async iterator.
 import type { TensorData } from "./dtype.ts";
-import { createCache, forward, type Model, rewrittenGraph, tokenIds } from "./models/index.ts";
+import { checkTokenIds, createCache, forward, type Model, rewrittenGraph, tokenIds } from "./models/index.ts";
 import { KVCache } from "./kv-cache.ts";
 import { DecodeTape } from "./models/replay.ts";
 import { argmax, asyncEval, evalAll, max } from "./ops/core.ts";
@@ -112,11 +112,7 @@ export function checkedOptions(options: GenerateOptions) {
 function checkedPromptIds(ids: readonly number[], vocabulary: number): readonly number[] {
   if (!Array.isArray(ids)) throw new Error("generate: the prompt must be a string or an array of token ids");
   if (ids.length === 0) throw new Error("generate: the prompt encodes to no tokens");
-  for (const [i, id] of ids.entries()) {
-    if (!Number.isInteger(id) || id < 0 || id >= vocabulary) {
-      throw new Error(`generate: prompt token ${i} is ${id}; token ids are integers in [0, ${vocabulary}) for this model`);
-    }
-  }
+  checkTokenIds(ids, vocabulary, "generate: prompt token");
   return ids;
 }
 
@@ -202,10 +198,17 @@ function random(seed: number): () => number {
   };
 }
 
+/** Non-finite logits (NaN or infinity, or their largest value when picked on the device) stop generation. */
+function checkFinite(values: ArrayLike<number>): void {
+  for (let i = 0; i < values.length; i++) {
+    if (!Number.isFinite(values[i]!)) throw new Error("generate: the model's logits are not finite (NaN or infinity); generation stopped");
+  }
+}
+
 /** Picks the next token from last-position logits: greedy at temperature 0, else a draw from
  * softmax(top-p-filtered log-probabilities / temperature), as mlx-lm's sampler. */
 export function sample(logits: Float32Array, temperature: number, topP: number, next: () => number): number {
-  for (const v of logits) if (!Number.isFinite(v)) throw new Error("generate: the model's logits are not finite (NaN or infinity); generation stopped");
+  checkFinite(logits);
   const logprobs = logSoftmax(logits);
   if (temperature <= 0) return argmaxOf(logprobs);
   return draw(samplingDistribution(logprobs, { ...DEFAULT_SAMPLING, temperature, topP }), next);
@@ -273,11 +276,11 @@ export async function* generate(
   /** The token a step picked, with its log-probabilities when asked for. */
   const read = ({ out, peak }: Launched): { token: number; logprob?: number; topLogprobs?: TokenLogprob[] } => {
     if (onDevice) {
-      if (peak && !Number.isFinite(peak.toFloat32Array()[0])) throw new Error("generate: the model's logits are not finite (NaN or infinity); generation stopped");
+      if (peak) checkFinite(peak.toFloat32Array());
       return { token: out.toInt32Array()[0]! };
     }
     const logits = out.toFloat32Array();
-    for (const v of logits) if (!Number.isFinite(v)) throw new Error("generate: the model's logits are not finite (NaN or infinity); generation stopped");
+    checkFinite(logits);
     if (Object.keys(sampling.logitBias).some((id) => Number(id) >= logits.length)) throw new Error(`generate: logitBias names a token id past the vocabulary (${logits.length})`);
     const lp = logSoftmax(processLogits(logits, [...promptIds, ...generated], sampling));
     const token = temperature <= 0 ? argmaxOf(lp) : draw(samplingDistribution(lp, sampling), next);

@@ -107,7 +107,8 @@ function checkWeights(dir: string, graph: Graph, weights: ReadonlyMap<string, Te
     }
     if (node.op === "embedding") {
       const rows = weights.get(`${node.attrs.module}.weight`)?.shape[0];
-      const isVocab = graph.nodes.some((n) => n.op === "input" && n.attrs.feed === "ids" && node.inputs[0] === n.id);
+      const source = graph.nodes[node.inputs[0]!];
+      const isVocab = source?.op === "input" && source.attrs.feed === "ids";
       if (isVocab && rows !== undefined && rows < config.vocabSize) {
         throw new Error(`${dir}: '${node.attrs.module}.weight' has ${rows} rows but config.json's vocab_size is ${config.vocabSize}`);
       }
@@ -272,9 +273,14 @@ function onHost(t: TensorData): CpuTensor {
 function checkIds(ids: TensorData, vocabulary: number): void {
   if (ids instanceof Tensor && !ids.available) return;
   const integral = !["float16", "float32", "float64", "bfloat16"].includes(ids.dtype);
-  const values = integral ? ids.toInt32Array() : ids.toFloat32Array();
-  for (const [i, id] of values.entries()) {
-    if (!Number.isInteger(id) || id < 0 || id >= vocabulary) throw new Error(`forward: ids[${i}] is ${id}; token ids are integers in [0, ${vocabulary})`);
+  checkTokenIds(integral ? ids.toInt32Array() : ids.toFloat32Array(), vocabulary, "forward: ids");
+}
+
+/** Every value an integer in [0, vocabulary): an Error naming `what` and the first one that is not. */
+export function checkTokenIds(values: ArrayLike<number>, vocabulary: number, what: string): void {
+  for (let i = 0; i < values.length; i++) {
+    const id = values[i]!;
+    if (!Number.isInteger(id) || id < 0 || id >= vocabulary) throw new Error(`${what}[${i}] is ${id}; token ids are integers in [0, ${vocabulary}) for this model`);
   }
 }
 

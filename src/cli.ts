@@ -29,7 +29,7 @@ const USAGE = `usage: mlx-bun generate [options]   (in a checkout: bun run src/c
 
 export class UsageError extends Error {}
 
-function numberFlag(name: string, text: string, check: (v: number) => boolean, range: string): number {
+export function numberFlag(name: string, text: string, check: (v: number) => boolean, range: string): number {
   const value = Number(text);
   if (text.trim() === "" || !Number.isFinite(value) || !check(value)) throw new UsageError(`--${name} must be ${range}, got '${text}'`);
   return value;

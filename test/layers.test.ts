@@ -18,8 +18,8 @@ const LAYERS: string[][] = [
   ["rewrite", "kv-cache.ts"],
   ["backend"],
   ["models", "tokenizer.ts"],
-  ["generate.ts", "sampling.ts"],
-  ["cli.ts", "index.ts", "setup.ts", "bin.ts"],
+  ["generate.ts", "sampling.ts", "embed.ts"],
+  ["cli.ts", "embed-cli.ts", "index.ts", "setup.ts", "bin.ts"],
 ];
 
 function files(dir: string): string[] {

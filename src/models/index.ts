@@ -87,12 +87,22 @@ function graphs(config: ModelConfig, arch: ReturnType<typeof architecture>): (lo
   };
 }
 
-/** Checkpoint tensors no graph reads that are known to be harmless (HF buffers, BERT's pooler). */
-const IGNORABLE = [/\.rotary_emb\.inv_freq$/, /\.attn\.(masked_)?bias$/, /(^|\.)position_ids$/, /^pooler\./];
+/** Checkpoint tensors no graph reads that are known to be harmless (HF buffers, BERT's pooler and
+ * its pre-training heads). */
+const IGNORABLE = [/\.rotary_emb\.inv_freq$/, /\.attn\.(masked_)?bias$/, /(^|\.)position_ids$/, /^pooler\./, /^cls\./];
+
+/** Hugging Face saves BERT under a `bert.` prefix when a head is attached (BertForMaskedLM, ...):
+ * the encoder's weights are named without it. */
+function encoderNames<W>(weights: ReadonlyMap<string, W>): Map<string, W> {
+  const prefixed = [...weights.keys()].some((k) => k.startsWith("bert."));
+  return new Map([...weights].map(([k, w]) => [prefixed && k.startsWith("bert.") ? k.slice("bert.".length) : k, w]));
+}
 
 /** Every weight the graph reads exists, and every checkpoint tensor is read by it (or ignorable):
- * a config whose layer count or names do not match its weights is an Error, not a smaller model. */
-function checkWeights(dir: string, graph: Graph, weights: ReadonlyMap<string, TensorData>, checkpointKeys: Iterable<string>, config: ModelConfig): void {
+ * a config whose layer count or names do not match its weights is an Error, not a smaller model.
+ * Decoders' dense biases are optional (Qwen2 has them on q/k/v only); an encoder (BERT) has one on
+ * every dense layer. */
+function checkWeights(dir: string, graph: Graph, weights: ReadonlyMap<string, TensorData>, checkpointKeys: Iterable<string>, config: ModelConfig, biases: "required" | "optional"): void {
   const used = new Set<string>();
   const missing: string[] = [];
   const need = (key: string, required: boolean) => {
@@ -103,7 +113,8 @@ function checkWeights(dir: string, graph: Graph, weights: ReadonlyMap<string, Te
     if (node.op === "param") need(node.attrs.path, true);
     if (node.op === "dense" || node.op === "embedding") {
       need(`${node.attrs.module}.weight`, true);
-      for (const part of ["bias", "scales", "biases"]) need(`${node.attrs.module}.${part}`, false);
+      need(`${node.attrs.module}.bias`, biases === "required" && node.op === "dense");
+      for (const part of ["scales", "biases"]) need(`${node.attrs.module}.${part}`, false);
     }
     if (node.op === "embedding") {
       const rows = weights.get(`${node.attrs.module}.weight`)?.shape[0];
@@ -165,9 +176,10 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
     const arch = architecture(dir, config);
     const inverse = inverseFrequencies(config.ropeDims, config.ropeTheta, config.ropeScaling);
     const frequencies = new HostTensor(new Uint8Array(inverse.buffer), [inverse.length], "float32", "rotary.inverse_frequencies");
-    const weights = new Map<string, TensorData>(checkpoint.weights).set("rotary.inverse_frequencies", frequencies);
+    const named = arch.encoder ? encoderNames<TensorData>(checkpoint.weights) : new Map<string, TensorData>(checkpoint.weights);
+    const weights = new Map(named).set("rotary.inverse_frequencies", frequencies);
     const graph = graphs(config, arch);
-    checkWeights(dir, graph("all"), weights, checkpoint.weights.keys(), config);
+    checkWeights(dir, graph("all"), weights, named.keys(), config, arch.encoder ? "required" : "optional");
     checkShapesOnHost(dir, graph("last"), weights, checkpoint.quantization);
     return { kind: arch.encoder ? "encoder" : "decoder", backend, config, checkpoint, weights, dtype: activationDtype(checkpoint.weights), graph, dispose: () => checkpoint.dispose() };
   }
@@ -177,10 +189,11 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
     const arch = architecture(dir, config);
     const inverse = inverseFrequencies(config.ropeDims, config.ropeTheta, config.ropeScaling);
     const frequencies = Tensor.from(inverse, [inverse.length], "float32");
-    const weights = new Map(checkpoint.weights).set("rotary.inverse_frequencies", frequencies);
+    const named = arch.encoder ? encoderNames(checkpoint.weights) : new Map(checkpoint.weights);
+    const weights = new Map(named).set("rotary.inverse_frequencies", frequencies);
     const graph = graphs(config, arch);
     try {
-      checkWeights(dir, graph("all"), weights, checkpoint.weights.keys(), config);
+      checkWeights(dir, graph("all"), weights, named.keys(), config, arch.encoder ? "required" : "optional");
       checkShapes(dir, graph("last"), weights, checkpoint.quantization);
     } catch (e) {
       frequencies.dispose();
@@ -270,10 +283,10 @@ function onHost(t: TensorData): CpuTensor {
 /** Token ids whose values are on the host (a host tensor, or an MLX one made from host data) are
  * integers in [0, vocabulary): MLX would wrap a negative id and read past the table for a large one.
  * Ids computed on the device (an argmax) are in range by construction and are not read. */
-function checkIds(ids: TensorData, vocabulary: number): void {
+function checkIds(ids: TensorData, vocabulary: number, what = "forward: ids"): void {
   if (ids instanceof Tensor && !ids.available) return;
   const integral = !["float16", "float32", "float64", "bfloat16"].includes(ids.dtype);
-  checkTokenIds(integral ? ids.toInt32Array() : ids.toFloat32Array(), vocabulary, "forward: ids");
+  checkTokenIds(integral ? ids.toInt32Array() : ids.toFloat32Array(), vocabulary, what);
 }
 
 /** Every value an integer in [0, vocabulary): an Error naming `what` and the first one that is not. */
@@ -290,7 +303,7 @@ export function encode(model: CpuModel, ids: TensorData, options?: EncodeOptions
 export function encode(model: Model, ids: TensorData, options?: EncodeOptions): Tensor | CpuTensor;
 export function encode(model: Model, ids: TensorData, options: EncodeOptions = {}): Tensor | CpuTensor {
   if (model.kind !== "encoder") throw new Error(`encode: ${model.config.modelType} is a decoder; use forward`);
-  const [batch, length] = ids.shape as [number, number];
+  const [batch, length] = checkEncoderInputs(model, ids, options);
   const positions = positionsFrom(batch, length, 0);
   const graph = options.graph ?? model.graph("all");
   const types = options.tokenTypes ?? new CpuTensor(new Float32Array(batch * length), [batch, length]);
@@ -309,6 +322,31 @@ export function encode(model: Model, ids: TensorData, options: EncodeOptions = {
     inputs[1]!.tensor.dispose();
     for (const i of inputs) if (i.owned) i.tensor.dispose();
   }
+}
+
+/** ids [B, T] in the vocabulary, T within the position table, token types in the type table, key
+ * mask of the same shape: the embedding gathers would otherwise read past their tables. */
+function checkEncoderInputs(model: Model, ids: TensorData, options: EncodeOptions): [number, number] {
+  if (ids.shape.length !== 2 || ids.shape.some((d) => d < 1)) throw new Error(`encode: ids must be [batch, length] with both >= 1, got [${ids.shape.join(", ")}]`);
+  const [batch, length] = ids.shape as [number, number];
+  const positions = model.weights.get("embeddings.position_embeddings.weight")?.shape[0];
+  if (positions !== undefined && length > positions) {
+    throw new Error(`encode: ${length} tokens per row, but this model has ${positions} positions (max_position_embeddings); cut the input (embed() truncates)`);
+  }
+  checkIds(ids, model.config.vocabSize, "encode: ids");
+  for (const [name, t] of [["tokenTypes", options.tokenTypes], ["keyMask", options.keyMask]] as const) {
+    if (t !== undefined && (t.shape.length !== 2 || t.shape[0] !== batch || t.shape[1] !== length)) {
+      throw new Error(`encode: ${name} must have the ids' shape [${batch}, ${length}], got [${t.shape.join(", ")}]`);
+    }
+  }
+  const types = model.weights.get("embeddings.token_type_embeddings.weight")?.shape[0];
+  if (options.tokenTypes !== undefined && types !== undefined) checkIds(options.tokenTypes, types, "encode: tokenTypes");
+  if (options.keyMask !== undefined && !(options.keyMask instanceof Tensor && !options.keyMask.available)) {
+    const mask = options.keyMask.toFloat32Array();
+    const bad = mask.findIndex((v) => v !== 0 && v !== 1);
+    if (bad >= 0) throw new Error(`encode: keyMask[${bad}] is ${mask[bad]}; the key mask holds 1 (real token) or 0 (padding)`);
+  }
+  return [batch, length];
 }
 
 export interface EncodeOptions {

@@ -1,12 +1,12 @@
 // Decode tokens/s of the default model on the CPU reference backend vs MLX (same graph, greedy).
 import { join } from "node:path";
 import { generate, type GenerationStats } from "../src/generate.ts";
-import { loadModel } from "../src/models/index.ts";
+import { DEFAULT_MODEL_DIR, loadModel } from "../src/models/index.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
 import { summarize, table } from "./stats.ts";
 
 export async function run(): Promise<Record<string, unknown>> {
-  const dir = join(import.meta.dir, "..", ".cache", "models", "default");
+  const dir = DEFAULT_MODEL_DIR;
   const tokenizer = Tokenizer.fromDir(dir);
   const prompt = Array.from({ length: 16 }, (_, i) => (i * 37) % 1000);
   const results: Record<string, unknown> = {};

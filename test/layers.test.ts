@@ -19,7 +19,7 @@ const LAYERS: string[][] = [
   ["backend"],
   ["models", "tokenizer.ts"],
   ["generate.ts", "sampling.ts", "embed.ts"],
-  ["cli.ts", "embed-cli.ts", "index.ts", "setup.ts", "bin.ts"],
+  ["cli.ts", "embed-cli.ts", "server.ts", "serve-cli.ts", "index.ts", "setup.ts", "bin.ts"],
 ];
 
 function files(dir: string): string[] {

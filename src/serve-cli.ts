@@ -1,0 +1,60 @@
+// `mlx-bun serve`: the OpenAI-compatible server (src/server.ts) on a model directory.
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { numberFlag, UsageError } from "./cli.ts";
+import { DEFAULT_MODEL_DIR } from "./models/index.ts";
+import { serve } from "./server.ts";
+
+const USAGE = `usage: mlx-bun serve [options]
+  --model DIR          MLX-format checkpoint directory (default: the shipped default model)
+  --host HOST          address to listen on (default 127.0.0.1)
+  --port N             port (default 8080; 0 picks a free one)
+  --backend KIND       mlx | cpu | auto (default auto)
+  --max-concurrent N   generations advanced together, a token each in turn (default 4)
+  --max-queue N        requests waiting for a slot before 429s (default 64)
+  --help               this text
+Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET / (chat page).`;
+
+export async function main(argv: string[]): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      options: {
+        model: { type: "string", default: DEFAULT_MODEL_DIR },
+        host: { type: "string", default: "127.0.0.1" },
+        port: { type: "string", default: "8080" },
+        backend: { type: "string", default: "auto" },
+        "max-concurrent": { type: "string", default: "4" },
+        "max-queue": { type: "string", default: "64" },
+        help: { type: "boolean", default: false },
+      },
+    });
+  } catch (e) {
+    throw new UsageError((e as Error).message.split("\n")[0]!);
+  }
+  const v = parsed.values;
+  if (v.help) {
+    console.log(USAGE);
+    return;
+  }
+  if (!existsSync(join(v.model!, "config.json"))) throw new UsageError(`${v.model} is not a model directory (no config.json)`);
+  if (!["mlx", "cpu", "auto"].includes(v.backend!.trim().toLowerCase())) throw new UsageError(`--backend must be mlx, cpu or auto, got '${v.backend}'`);
+  const server = serve({
+    model: v.model!,
+    host: v.host!,
+    port: numberFlag("port", v.port!, (n) => Number.isSafeInteger(n) && n >= 0 && n <= 65535, "an integer in [0, 65535]"),
+    backend: v.backend!,
+    maxConcurrent: numberFlag("max-concurrent", v["max-concurrent"]!, (n) => Number.isSafeInteger(n) && n >= 1, "an integer >= 1"),
+    maxQueue: numberFlag("max-queue", v["max-queue"]!, (n) => Number.isSafeInteger(n) && n >= 0, "an integer >= 0"),
+  });
+  console.error(`mlx-bun: serving '${server.modelId}' at ${server.url} (OpenAI API under ${server.url}/v1; chat page at ${server.url}/)`);
+  const stop = async () => {
+    await server.stop();
+    process.exit(0);
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+}

@@ -1,0 +1,455 @@
+// An OpenAI-compatible HTTP server on Bun.serve: POST /v1/chat/completions and /v1/completions
+// (server-sent events with `stream: true`), GET /v1/models, GET /health, and a chat page at /.
+// Requests are served by one model; generations run interleaved token by token, round robin over
+// up to `maxConcurrent` active requests (each with its own KV cache), the rest wait in a FIFO queue
+// of `maxQueue` (beyond it: 429). A request whose client goes away is dropped, its cache freed.
+import { basename, join } from "node:path";
+import { generate, type GenerateOptions, type GenerationChunk, type GenerationStats, type TokenLogprob } from "./generate.ts";
+import { loadModel, type Model } from "./models/index.ts";
+import { type ChatMessage, Tokenizer } from "./tokenizer.ts";
+
+export interface ServeOptions {
+  /** Checkpoint directory. */
+  model: string;
+  host?: string | undefined;
+  /** 0 picks a free port (default 8080). */
+  port?: number | undefined;
+  backend?: string | undefined;
+  /** The name clients pass as "model" (default: the directory's name). */
+  modelId?: string | undefined;
+  /** Request bodies larger than this are refused with 413 (default 1 MiB). */
+  maxBodyBytes?: number | undefined;
+  /** Generations advanced together, one token each in turn (default 4). */
+  maxConcurrent?: number | undefined;
+  /** Requests waiting for a slot; more are refused with 429 (default 64). */
+  maxQueue?: number | undefined;
+  /** max_tokens when a request gives none (default 512, less when the context is shorter). */
+  defaultMaxTokens?: number | undefined;
+}
+
+export interface Server {
+  /** http://host:port */
+  url: string;
+  port: number;
+  modelId: string;
+  /** Requests generating now, and waiting. */
+  load(): { active: number; waiting: number };
+  /** Stops accepting, ends every generation and frees the model. */
+  stop(): Promise<void>;
+}
+
+/** An Error that becomes an OpenAI error object with this HTTP status. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly param: string | null = null,
+    readonly type = status >= 500 ? "server_error" : "invalid_request_error",
+    readonly code: string | null = null,
+  ) {
+    super(message);
+  }
+}
+
+function errorResponse(e: unknown): Response {
+  const error = e instanceof HttpError ? e : new HttpError(400, (e as Error).message ?? String(e));
+  return Response.json({ error: { message: error.message, type: error.type, param: error.param, code: error.code } }, { status: error.status });
+}
+
+// ---- request parsing ----
+
+type Body = Record<string, unknown>;
+
+function optionalNumber(body: Body, key: string, check: (v: number) => boolean, range: string): number | undefined {
+  const v = body[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isFinite(v) || !check(v)) throw new HttpError(400, `'${key}' must be ${range}, got ${JSON.stringify(v)}`, key);
+  return v;
+}
+
+const isInteger = (min: number, max = Number.MAX_SAFE_INTEGER) => (v: number) => Number.isSafeInteger(v) && v >= min && v <= max;
+
+/** The generation options both endpoints share (OpenAI names, plus the library's samplers). */
+function samplingOptions(body: Body): GenerateOptions {
+  const n = optionalNumber(body, "n", isInteger(1), "an integer >= 1");
+  if (n !== undefined && n !== 1) throw new HttpError(400, "'n' must be 1: one completion per request", "n");
+  const stop = body["stop"];
+  let stopStrings: string[] | undefined;
+  if (typeof stop === "string") stopStrings = [stop];
+  else if (Array.isArray(stop) && stop.length <= 4 && stop.every((s) => typeof s === "string")) stopStrings = stop as string[];
+  else if (stop !== undefined && stop !== null) throw new HttpError(400, "'stop' must be a string or a list of up to 4 strings", "stop");
+  const bias = body["logit_bias"];
+  let logitBias: Record<number, number> | undefined;
+  if (bias !== undefined && bias !== null) {
+    if (typeof bias !== "object" || Array.isArray(bias)) throw new HttpError(400, "'logit_bias' must map token ids to numbers", "logit_bias");
+    logitBias = {};
+    for (const [id, value] of Object.entries(bias)) {
+      if (!/^\d+$/.test(id) || typeof value !== "number" || !(value >= -100 && value <= 100)) {
+        throw new HttpError(400, `'logit_bias' maps token ids to numbers in [-100, 100], got ${JSON.stringify(id)}: ${JSON.stringify(value)}`, "logit_bias");
+      }
+      logitBias[Number(id)] = value;
+    }
+  }
+  const options: GenerateOptions = {
+    maxTokens: optionalNumber(body, "max_completion_tokens", isInteger(1), "an integer >= 1") ?? optionalNumber(body, "max_tokens", isInteger(1), "an integer >= 1"),
+    temperature: optionalNumber(body, "temperature", (v) => v >= 0 && v <= 2, "a number in [0, 2]") ?? 1,
+    topP: optionalNumber(body, "top_p", (v) => v > 0 && v <= 1, "a number in (0, 1]"),
+    seed: optionalNumber(body, "seed", Number.isSafeInteger, "an integer") ?? Math.floor(Math.random() * 2 ** 31),
+    stopStrings,
+    topK: optionalNumber(body, "top_k", isInteger(0), "an integer >= 0"),
+    minP: optionalNumber(body, "min_p", (v) => v >= 0 && v <= 1, "a number in [0, 1]"),
+    repetitionPenalty: optionalNumber(body, "repetition_penalty", (v) => v >= 0, "a number >= 0"),
+    presencePenalty: optionalNumber(body, "presence_penalty", (v) => v >= -2 && v <= 2, "a number in [-2, 2]"),
+    frequencyPenalty: optionalNumber(body, "frequency_penalty", (v) => v >= -2 && v <= 2, "a number in [-2, 2]"),
+    logitBias,
+  };
+  return options;
+}
+
+function messageText(message: unknown, i: number): ChatMessage {
+  const param = `messages[${i}]`;
+  if (typeof message !== "object" || message === null) throw new HttpError(400, `'${param}' must be an object`, param);
+  const { role, content } = message as { role?: unknown; content?: unknown };
+  if (role !== "system" && role !== "user" && role !== "assistant" && role !== "developer") {
+    throw new HttpError(400, `'${param}.role' must be system, developer, user or assistant, got ${JSON.stringify(role)}`, `${param}.role`);
+  }
+  let text: string;
+  if (typeof content === "string") text = content;
+  else if (Array.isArray(content) && content.every((p) => typeof p === "object" && p !== null && (p as { type?: unknown }).type === "text" && typeof (p as { text?: unknown }).text === "string")) {
+    text = content.map((p) => (p as { text: string }).text).join("");
+  } else {
+    throw new HttpError(400, `'${param}.content' must be a string or a list of text parts`, `${param}.content`);
+  }
+  return { role: role === "developer" ? "system" : role, content: text };
+}
+
+/** The prompt of a chat request: the tokenizer's chat template, or, for a model without one, the
+ * messages as "role: content" lines followed by "assistant:". */
+function chatPrompt(tokenizer: Tokenizer, messages: ChatMessage[]): string {
+  if (tokenizer.hasChatTemplate) return tokenizer.applyChatTemplate(messages);
+  return `${messages.map((m) => `${m.role}: ${m.content}`).join("\n")}\nassistant:`;
+}
+
+// ---- the scheduler: round robin over active generations ----
+
+interface Job {
+  iterator: AsyncGenerator<GenerationChunk>;
+  /** Each chunk, then done() or fail() once. */
+  onChunk(chunk: GenerationChunk): void;
+  done(): void;
+  fail(e: unknown): void;
+  aborted: boolean;
+}
+
+class Scheduler {
+  readonly active: Job[] = [];
+  readonly waiting: Job[] = [];
+  #running = false;
+  #stopped = false;
+
+  constructor(
+    readonly maxConcurrent: number,
+    readonly maxQueue: number,
+  ) {}
+
+  submit(job: Job): void {
+    if (this.#stopped) throw new HttpError(503, "the server is stopping", null, "server_error");
+    if (this.active.length >= this.maxConcurrent && this.waiting.length >= this.maxQueue) {
+      throw new HttpError(429, `the server is busy: ${this.active.length} generating, ${this.waiting.length} waiting`, null, "rate_limit_error");
+    }
+    this.waiting.push(job);
+    if (!this.#running) void this.#run();
+  }
+
+  async #run(): Promise<void> {
+    this.#running = true;
+    try {
+      while (this.active.length > 0 || this.waiting.length > 0) {
+        while (this.active.length < this.maxConcurrent && this.waiting.length > 0) this.active.push(this.waiting.shift()!);
+        for (const job of [...this.active]) await this.#advance(job);
+        // Let the event loop deliver what was written and take new requests between rounds.
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    } finally {
+      this.#running = false;
+    }
+  }
+
+  async #advance(job: Job): Promise<void> {
+    const finish = async (end: () => void) => {
+      this.active.splice(this.active.indexOf(job), 1);
+      await job.iterator.return(undefined).catch(() => {});
+      end();
+    };
+    if (job.aborted || this.#stopped) return finish(() => job.fail(new HttpError(499, "the client went away")));
+    try {
+      const next = await job.iterator.next();
+      if (next.done) return finish(() => job.done());
+      job.onChunk(next.value);
+    } catch (e) {
+      await finish(() => job.fail(e));
+    }
+  }
+
+  /** Ends every generation (their caches are freed) and refuses new ones. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const job of this.waiting.splice(0)) job.fail(new HttpError(503, "the server stopped", null, "server_error"));
+    while (this.#running) await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
+
+// ---- responses ----
+
+interface Completion {
+  kind: "chat" | "text";
+  prompt: string;
+  options: GenerateOptions;
+  /** Chat: top_logprobs (or 0) when logprobs are asked for; text: the logprobs count. */
+  logprobs: number | undefined;
+  stream: boolean;
+  includeUsage: boolean;
+}
+
+function parseCompletion(kind: "chat" | "text", body: Body, tokenizer: Tokenizer): Completion {
+  const options = samplingOptions(body);
+  let prompt: string;
+  let logprobs: number | undefined;
+  if (kind === "chat") {
+    const messages = body["messages"];
+    if (!Array.isArray(messages) || messages.length === 0) throw new HttpError(400, "'messages' must be a non-empty list", "messages");
+    prompt = chatPrompt(tokenizer, messages.map(messageText));
+    const wanted = body["logprobs"];
+    if (wanted !== undefined && wanted !== null && typeof wanted !== "boolean") throw new HttpError(400, "'logprobs' must be a boolean", "logprobs");
+    const top = optionalNumber(body, "top_logprobs", isInteger(0, 20), "an integer in [0, 20]");
+    if (top !== undefined && wanted !== true) throw new HttpError(400, "'top_logprobs' needs 'logprobs': true", "top_logprobs");
+    logprobs = wanted === true ? (top ?? 0) : undefined;
+  } else {
+    const p = body["prompt"];
+    if (typeof p === "string") prompt = p;
+    else if (Array.isArray(p) && p.length === 1 && typeof p[0] === "string") prompt = p[0];
+    else throw new HttpError(400, "'prompt' must be a string (or a list of one string)", "prompt");
+    logprobs = optionalNumber(body, "logprobs", isInteger(0, 20), "an integer in [0, 20]");
+  }
+  const stream = body["stream"];
+  if (stream !== undefined && stream !== null && typeof stream !== "boolean") throw new HttpError(400, "'stream' must be a boolean", "stream");
+  const streamOptions = body["stream_options"];
+  const includeUsage = typeof streamOptions === "object" && streamOptions !== null && (streamOptions as { include_usage?: unknown }).include_usage === true;
+  return { kind, prompt, options: { ...options, ...(logprobs !== undefined ? { logprobs } : {}) }, logprobs, stream: stream === true, includeUsage };
+}
+
+interface TokenScore {
+  token: string;
+  logprob: number;
+  bytes: number[];
+}
+
+/** Accumulated logprobs in both of OpenAI's shapes. */
+class Logprobs {
+  readonly chat: (TokenScore & { top_logprobs: TokenScore[] })[] = [];
+  readonly text = { tokens: [] as string[], token_logprobs: [] as number[], top_logprobs: [] as Record<string, number>[], text_offset: [] as number[] };
+  #offset = 0;
+
+  constructor(readonly tokenizer: Tokenizer) {}
+
+  #score(t: TokenLogprob): TokenScore {
+    const token = this.tokenizer.decode([t.token], false);
+    return { token, logprob: t.logprob, bytes: [...new TextEncoder().encode(token)] };
+  }
+
+  add(chunk: GenerationChunk): { chat: Logprobs["chat"]; text: Logprobs["text"] } | null {
+    if (chunk.logprob === undefined) return null;
+    const top = (chunk.topLogprobs ?? []).map((t) => this.#score(t));
+    const own = this.#score({ token: chunk.token, logprob: chunk.logprob });
+    const chat = { ...own, top_logprobs: top };
+    this.chat.push(chat);
+    const text = { tokens: [own.token], token_logprobs: [own.logprob], top_logprobs: [Object.fromEntries(top.map((t) => [t.token, t.logprob]))], text_offset: [this.#offset] };
+    this.#offset += chunk.text.length;
+    for (const key of ["tokens", "token_logprobs", "top_logprobs", "text_offset"] as const) (this.text[key] as unknown[]).push(...text[key]);
+    return { chat: [chat], text };
+  }
+}
+
+export function serve(options: ServeOptions): Server {
+  const model: Model = loadModel(options.model, { backend: options.backend });
+  const tokenizer = Tokenizer.fromDir(options.model);
+  const modelId = options.modelId ?? basename(options.model.replace(/\/+$/, ""));
+  const maxBodyBytes = options.maxBodyBytes ?? 2 ** 20;
+  const scheduler = new Scheduler(options.maxConcurrent ?? 4, options.maxQueue ?? 64);
+  const created = Math.floor(Date.now() / 1000);
+  const context = model.config.maxPositions;
+  const chatPage = Bun.file(join(import.meta.dir, "chat.html"));
+
+  /** maxTokens within the context: the request's, else the default, less when the prompt is long. */
+  function budget(c: Completion): { promptIds: number[]; maxTokens: number } {
+    const promptIds = tokenizer.encode(c.prompt);
+    const room = context === undefined ? Infinity : context - promptIds.length;
+    if (room < 1) throw new HttpError(400, `the prompt is ${promptIds.length} tokens; this model's context is ${context}`, c.kind === "chat" ? "messages" : "prompt", "invalid_request_error", "context_length_exceeded");
+    const asked = c.options.maxTokens;
+    if (asked !== undefined && asked > room) {
+      throw new HttpError(400, `the prompt (${promptIds.length} tokens) + max_tokens (${asked}) exceeds this model's context of ${context}`, "max_tokens", "invalid_request_error", "context_length_exceeded");
+    }
+    return { promptIds, maxTokens: asked ?? Math.min(options.defaultMaxTokens ?? 512, room) };
+  }
+
+  async function complete(kind: "chat" | "text", request: Request): Promise<Response> {
+    const body = await readBody(request, maxBodyBytes);
+    if (body["model"] !== undefined && body["model"] !== modelId) {
+      throw new HttpError(404, `The model '${String(body["model"])}' does not exist (this server has '${modelId}')`, "model", "invalid_request_error", "model_not_found");
+    }
+    const c = parseCompletion(kind, body, tokenizer);
+    const { promptIds, maxTokens } = budget(c);
+    const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${crypto.randomUUID()}`;
+    const stats: Partial<GenerationStats> = {};
+    const iterator = generate(model, tokenizer, promptIds, { ...c.options, maxTokens }, stats);
+    const usage = () => ({ prompt_tokens: promptIds.length, completion_tokens: stats.generatedTokens ?? 0, total_tokens: promptIds.length + (stats.generatedTokens ?? 0) });
+    const logprobs = new Logprobs(tokenizer);
+    const base = { id, created: Math.floor(Date.now() / 1000), model: modelId };
+    const object = kind === "chat" ? (c.stream ? "chat.completion.chunk" : "chat.completion") : "text_completion";
+    const choiceOf = (text: string, scores: ReturnType<Logprobs["add"]>, finish: string | null) =>
+      kind === "chat"
+        ? { index: 0, [c.stream ? "delta" : "message"]: c.stream ? (text ? { content: text } : {}) : { role: "assistant", content: text, refusal: null }, logprobs: scores ? { content: scores.chat, refusal: null } : null, finish_reason: finish }
+        : { index: 0, text, logprobs: scores ? scores.text : null, finish_reason: finish };
+
+    if (!c.stream) {
+      let text = "";
+      await new Promise<void>((resolve, reject) => {
+        const job: Job = { iterator, aborted: false, onChunk: (chunk) => ((text += chunk.text), logprobs.add(chunk)), done: resolve, fail: reject };
+        request.signal.addEventListener("abort", () => (job.aborted = true));
+        scheduler.submit(job);
+      });
+      const scores = c.logprobs === undefined ? null : { chat: logprobs.chat, text: logprobs.text };
+      return Response.json({ ...base, object, choices: [choiceOf(text, scores, stats.finishReason ?? "length")], usage: usage(), system_fingerprint: null });
+    }
+
+    // Streaming: the first chunk (or the error) decides the status, then server-sent events.
+    const encoder = new TextEncoder();
+    let controller!: ReadableStreamDefaultController<Uint8Array>;
+    const events: Uint8Array[] = [];
+    let started: ((error: unknown) => void) | null = null;
+    const first = new Promise<unknown>((resolve) => (started = resolve));
+    const send = (payload: unknown) => {
+      const bytes = encoder.encode(`data: ${typeof payload === "string" ? payload : JSON.stringify(payload)}\n\n`);
+      if (controller) controller.enqueue(bytes);
+      else events.push(bytes);
+    };
+    const chunkOf = (choice: unknown, extra: object = {}) => ({ ...base, object, choices: [choice], system_fingerprint: null, ...extra });
+    if (kind === "chat") send(chunkOf({ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }));
+    const job: Job = {
+      iterator,
+      aborted: false,
+      onChunk(chunk) {
+        const scores = logprobs.add(chunk);
+        if (chunk.text || scores) send(chunkOf(choiceOf(chunk.text, scores, null)));
+        started?.(null);
+        started = null;
+      },
+      done() {
+        send(chunkOf(choiceOf("", null, stats.finishReason ?? "length")));
+        if (c.includeUsage) send({ ...base, object, choices: [], usage: usage() });
+        send("[DONE]");
+        started?.(null);
+        started = null;
+        close();
+      },
+      fail(e) {
+        if (started) {
+          started(e);
+          started = null;
+          return;
+        }
+        // Mid-stream: an error event, then the end of the stream.
+        if (!job.aborted) send({ error: { message: (e as Error).message, type: "server_error", param: null, code: null } });
+        close();
+      },
+    };
+    const close = () => {
+      try {
+        controller?.close();
+      } catch {}
+    };
+    request.signal.addEventListener("abort", () => (job.aborted = true));
+    scheduler.submit(job);
+    const error = await first;
+    if (error) throw error;
+    const stream = new ReadableStream<Uint8Array>({
+      start(c) {
+        controller = c;
+        for (const bytes of events.splice(0)) c.enqueue(bytes);
+        if (!scheduler.active.includes(job) && !scheduler.waiting.includes(job)) close();
+      },
+      cancel() {
+        job.aborted = true;
+      },
+    });
+    return new Response(stream, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" } });
+  }
+
+  const routes: Record<string, Partial<Record<string, (request: Request) => Promise<Response> | Response>>> = {
+    "/health": { GET: () => Response.json({ status: "ok", model: modelId, generating: scheduler.active.length, waiting: scheduler.waiting.length }) },
+    "/v1/models": { GET: () => Response.json({ object: "list", data: [{ id: modelId, object: "model", created, owned_by: "mlx-bun" }] }) },
+    "/v1/chat/completions": { POST: (r) => complete("chat", r) },
+    "/v1/completions": { POST: (r) => complete("text", r) },
+    "/": { GET: () => new Response(chatPage, { headers: { "content-type": "text/html; charset=utf-8" } }) },
+  };
+
+  let server: ReturnType<typeof Bun.serve>;
+  try {
+    server = Bun.serve({
+      hostname: options.host ?? "127.0.0.1",
+      port: options.port ?? 8080,
+      maxRequestBodySize: maxBodyBytes,
+      idleTimeout: 0,
+      async fetch(request) {
+        const path = new URL(request.url).pathname.replace(/\/+$/, "") || "/";
+        const route = routes[path];
+        if (!route) return errorResponse(new HttpError(404, `no route ${path}`));
+        const handler = route[request.method];
+        if (!handler) return errorResponse(new HttpError(405, `${request.method} is not allowed on ${path} (allowed: ${Object.keys(route).join(", ")})`));
+        try {
+          return await handler(request);
+        } catch (e) {
+          return errorResponse(e);
+        }
+      },
+      error(e) {
+        return errorResponse(new HttpError(500, e.message));
+      },
+    });
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return {
+    url: `http://${server.hostname}:${server.port}`,
+    port: server.port!,
+    modelId,
+    load: () => ({ active: scheduler.active.length, waiting: scheduler.waiting.length }),
+    async stop() {
+      await server.stop(true);
+      await scheduler.stop();
+      model.dispose();
+    },
+  };
+}
+
+/** The request's JSON object body, at most `limit` bytes. */
+async function readBody(request: Request, limit: number): Promise<Body> {
+  const declared = Number(request.headers.get("content-length") ?? "0");
+  if (declared > limit) throw new HttpError(413, `the request body is ${declared} bytes; the limit is ${limit}`);
+  let text: string;
+  try {
+    text = await request.text();
+  } catch (e) {
+    throw new HttpError(400, `could not read the request body (${(e as Error).message})`);
+  }
+  if (text.length > limit) throw new HttpError(413, `the request body is over the ${limit}-byte limit`);
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (e) {
+    throw new HttpError(400, `the request body is not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw new HttpError(400, "the request body must be a JSON object");
+  return body as Body;
+}

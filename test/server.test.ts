@@ -1,0 +1,200 @@
+// The OpenAI-compatible server on 127.0.0.1, driven by the official `openai` client (chat,
+// completions, streaming, errors) and by raw requests for the hostile cases. Model: the shipped
+// default model on MLX.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import OpenAI from "openai";
+import { DEFAULT_MODEL_DIR, generateText, liveTensorCount, loadModel, serve, type Server, Tokenizer } from "../src/index.ts";
+
+const NO_EOS = { "0": -100 }; // logit_bias that keeps the default model from ending early
+
+let server: Server;
+let client: OpenAI;
+beforeAll(() => {
+  server = serve({ model: DEFAULT_MODEL_DIR, port: 0, backend: "mlx", maxConcurrent: 4, maxQueue: 8 });
+  client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "unused", maxRetries: 0 });
+});
+afterAll(() => server.stop());
+
+/** Waits until the server has no generation active or waiting. */
+async function idle(): Promise<void> {
+  for (let i = 0; i < 500 && (server.load().active > 0 || server.load().waiting > 0); i++) await Bun.sleep(10);
+  expect(server.load()).toEqual({ active: 0, waiting: 0 });
+}
+
+describe("the openai client", () => {
+  test("models and health", async () => {
+    const models = await client.models.list();
+    expect(models.data.map((m) => m.id)).toEqual(["default-model"]);
+    const health = await (await fetch(`${server.url}/health`)).json();
+    expect(health).toMatchObject({ status: "ok", model: "default-model" });
+  });
+
+  test("greedy completion equals the library's greedy generation, with usage and logprobs", async () => {
+    const completion = await client.completions.create({ model: "default-model", prompt: "The ship sailed", max_tokens: 12, temperature: 0, logprobs: 3, logit_bias: NO_EOS });
+    const model = loadModel(DEFAULT_MODEL_DIR, { backend: "mlx" });
+    const tokenizer = Tokenizer.fromDir(DEFAULT_MODEL_DIR);
+    const expected = await generateText(model, tokenizer, "The ship sailed", { maxTokens: 12, logitBias: { 0: -100 } });
+    model.dispose();
+    const choice = completion.choices[0]!;
+    expect(completion.id).toStartWith("cmpl-");
+    expect(completion.object).toBe("text_completion");
+    expect(choice.text).toBe(expected.text);
+    expect(choice.finish_reason).toBe("length");
+    const promptTokens = tokenizer.encode("The ship sailed").length;
+    expect(completion.usage).toEqual({ prompt_tokens: promptTokens, completion_tokens: 12, total_tokens: promptTokens + 12 });
+    expect(choice.logprobs!.tokens!.join("")).toBe(expected.text);
+    for (const [i, top] of choice.logprobs!.top_logprobs!.entries()) {
+      // Up to 3: OpenAI's completions format keys alternatives by text, so two that decode alike merge.
+      expect(Object.keys(top!).length).toBeGreaterThanOrEqual(1);
+      expect(Object.keys(top!).length).toBeLessThanOrEqual(3);
+      expect(Math.max(...Object.values(top!))).toBeCloseTo(choice.logprobs!.token_logprobs![i]!, 6); // greedy: the top one
+    }
+  });
+
+  test("chat completion, whole and streamed (same seed, same text)", async () => {
+    const request = { model: "default-model", messages: [{ role: "user" as const, content: "Tell me about rivers." }], max_tokens: 16, seed: 7, logit_bias: NO_EOS };
+    const whole = await client.chat.completions.create(request);
+    expect(whole.object).toBe("chat.completion");
+    expect(whole.choices[0]!.message.role).toBe("assistant");
+    expect(whole.choices[0]!.finish_reason).toBe("length");
+    expect(whole.usage!.completion_tokens).toBe(16);
+    const stream = await client.chat.completions.create({ ...request, stream: true, stream_options: { include_usage: true } });
+    let text = "";
+    let finish: string | null = null;
+    let usage: OpenAI.CompletionUsage | undefined;
+    for await (const chunk of stream) {
+      expect(chunk.object).toBe("chat.completion.chunk");
+      text += chunk.choices[0]?.delta.content ?? "";
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+      usage = chunk.usage ?? usage;
+    }
+    expect(text).toBe(whole.choices[0]!.message.content!);
+    expect(finish).toBe("length");
+    expect(usage).toEqual(whole.usage!);
+  });
+
+  test("stop strings, chat logprobs", async () => {
+    const chat = await client.chat.completions.create({
+      model: "default-model", messages: [{ role: "user", content: "Water" }], max_tokens: 20, temperature: 0, logprobs: true, top_logprobs: 2, stop: ["."],
+      logit_bias: NO_EOS,
+    });
+    const choice = chat.choices[0]!;
+    expect(choice.message.content).not.toContain(".");
+    expect(choice.logprobs!.content!.length).toBeGreaterThan(0);
+    expect(choice.logprobs!.content![0]!.top_logprobs.length).toBe(2);
+  });
+
+  test("errors come back as OpenAI error objects", async () => {
+    const err = async (p: Promise<unknown>) => {
+      try {
+        await p;
+      } catch (e) {
+        return e as InstanceType<typeof OpenAI.APIError>;
+      }
+      throw new Error("no error");
+    };
+    const unknown = await err(client.chat.completions.create({ model: "gpt-9", messages: [{ role: "user", content: "hi" }] }));
+    expect([unknown.status, unknown.code]).toEqual([404, "model_not_found"]);
+    const hot = await err(client.completions.create({ model: "default-model", prompt: "x", temperature: 5 }));
+    expect([hot.status, hot.param]).toEqual([400, "temperature"]);
+    const long = await err(client.completions.create({ model: "default-model", prompt: "word ".repeat(1100) }));
+    expect([long.status, long.code]).toEqual([400, "context_length_exceeded"]);
+    const tooMany = await err(client.completions.create({ model: "default-model", prompt: "x", max_tokens: 2000 }));
+    expect([tooMany.status, tooMany.code]).toEqual([400, "context_length_exceeded"]);
+    const n = await err(client.completions.create({ model: "default-model", prompt: "x", n: 2 }));
+    expect([n.status, n.param]).toEqual([400, "n"]);
+  });
+});
+
+describe("hostile requests", () => {
+  const post = (path: string, body: string, headers: Record<string, string> = {}) =>
+    fetch(`${server.url}${path}`, { method: "POST", body, headers: { "content-type": "application/json", ...headers } });
+
+  test.each([
+    ["malformed JSON", "/v1/chat/completions", "{", 400, "not valid JSON"],
+    ["a JSON array", "/v1/completions", "[1]", 400, "must be a JSON object"],
+    ["messages of the wrong type", "/v1/chat/completions", '{"messages": "hi"}', 400, "'messages' must be a non-empty list"],
+    ["a message without a role", "/v1/chat/completions", '{"messages": [{"content": "hi"}]}', 400, "'messages[0].role'"],
+    ["a prompt of the wrong type", "/v1/completions", '{"prompt": 3}', 400, "'prompt' must be a string"],
+    ["max_tokens of the wrong type", "/v1/completions", '{"prompt": "x", "max_tokens": "ten"}', 400, "'max_tokens' must be an integer >= 1"],
+    ["a bad logit_bias", "/v1/completions", '{"prompt": "x", "logit_bias": {"abc": 1}}', 400, "'logit_bias'"],
+    ["a logit_bias past the vocabulary", "/v1/completions", '{"prompt": "x", "logit_bias": {"99999": 1}, "max_tokens": 2}', 400, "logitBias"],
+    ["stream of the wrong type", "/v1/completions", '{"prompt": "x", "stream": "yes"}', 400, "'stream' must be a boolean"],
+  ])("%s -> %d", async (_, path, body, status, message) => {
+    const response = await post(path, body);
+    expect(response.status).toBe(status);
+    const { error } = (await response.json()) as { error: { message: string; type: string } };
+    expect(error.message).toContain(message);
+    expect(error.type).toBe("invalid_request_error");
+  });
+
+  test("an oversized body is 413, an unknown route 404, a wrong method 405", async () => {
+    const big = await post("/v1/completions", JSON.stringify({ prompt: "x".repeat(2 ** 21) }));
+    expect(big.status).toBe(413);
+    expect((await fetch(`${server.url}/v2/nothing`)).status).toBe(404);
+    const wrong = await fetch(`${server.url}/v1/chat/completions`);
+    expect(wrong.status).toBe(405);
+    expect(((await wrong.json()) as { error: { message: string } }).error.message).toContain("allowed: POST");
+    const page = await fetch(`${server.url}/`);
+    expect(page.headers.get("content-type")).toContain("text/html");
+    expect(await page.text()).toContain("/v1/chat/completions");
+  });
+
+  test("a client that disconnects mid-stream stops its generation and frees its cache", async () => {
+    await idle();
+    const before = liveTensorCount();
+    const abort = new AbortController();
+    const response = await fetch(`${server.url}/v1/completions`, {
+      method: "POST",
+      body: JSON.stringify({ prompt: "The ship sailed", max_tokens: 900, stream: true, logit_bias: NO_EOS }),
+      signal: abort.signal,
+    });
+    const reader = response.body!.getReader();
+    await reader.read();
+    expect(server.load().active).toBe(1);
+    abort.abort();
+    await idle();
+    expect(liveTensorCount()).toBe(before);
+    // The server carries on.
+    const after = await client.completions.create({ model: "default-model", prompt: "Water", max_tokens: 4, logit_bias: NO_EOS });
+    expect(after.usage!.completion_tokens).toBe(4);
+  });
+});
+
+describe("concurrency", () => {
+  test("concurrent streams are served round robin: each gets its first tokens before any finishes", async () => {
+    await idle();
+    const start = performance.now();
+    const runs = await Promise.all(
+      [0, 1, 2, 3].map(async (i) => {
+        const stream = await client.completions.create({ model: "default-model", prompt: `Request ${i}: the river`, max_tokens: 24, stream: true, logit_bias: NO_EOS, seed: i });
+        let first = 0;
+        let text = "";
+        for await (const chunk of stream) {
+          if (!first && chunk.choices[0]?.text) first = performance.now() - start;
+          text += chunk.choices[0]?.text ?? "";
+        }
+        return { first, end: performance.now() - start, text };
+      }),
+    );
+    const lastFirst = Math.max(...runs.map((r) => r.first));
+    const firstEnd = Math.min(...runs.map((r) => r.end));
+    expect(lastFirst).toBeLessThan(firstEnd);
+    for (const r of runs) expect(r.text.length).toBeGreaterThan(0);
+  });
+
+  test("past maxConcurrent + maxQueue requests get 429", async () => {
+    const small = serve({ model: DEFAULT_MODEL_DIR, port: 0, backend: "mlx", maxConcurrent: 1, maxQueue: 0 });
+    try {
+      const body = JSON.stringify({ prompt: "The ship sailed", max_tokens: 60, logit_bias: NO_EOS });
+      const first = fetch(`${small.url}/v1/completions`, { method: "POST", body });
+      for (let i = 0; i < 200 && small.load().active === 0; i++) await Bun.sleep(5);
+      const second = await fetch(`${small.url}/v1/completions`, { method: "POST", body });
+      expect(second.status).toBe(429);
+      expect(((await second.json()) as { error: { type: string } }).error.type).toBe("rate_limit_error");
+      expect((await first).status).toBe(200);
+    } finally {
+      await small.stop();
+    }
+  });
+});

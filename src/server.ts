@@ -257,13 +257,15 @@ class Logprobs {
     return { token, logprob: t.logprob, bytes: [...new TextEncoder().encode(token)] };
   }
 
+  /** Adds a token's scores (none without logprobs). Alternatives that decode to the same text share
+   * a key in the completions format: the most probable one is kept. */
   add(chunk: GenerationChunk): { chat: Logprobs["chat"]; text: Logprobs["text"] } | null {
     if (chunk.logprob === undefined) return null;
     const top = (chunk.topLogprobs ?? []).map((t) => this.#score(t));
     const own = this.#score({ token: chunk.token, logprob: chunk.logprob });
-    const chat = { ...own, top_logprobs: top };
+    const chat = { ...own, top_logprobs: [...top] };
     this.chat.push(chat);
-    const text = { tokens: [own.token], token_logprobs: [own.logprob], top_logprobs: [Object.fromEntries(top.map((t) => [t.token, t.logprob]))], text_offset: [this.#offset] };
+    const text = { tokens: [own.token], token_logprobs: [own.logprob], top_logprobs: [Object.fromEntries(top.reverse().map((t) => [t.token, t.logprob]))], text_offset: [this.#offset] };
     this.#offset += chunk.text.length;
     for (const key of ["tokens", "token_logprobs", "top_logprobs", "text_offset"] as const) (this.text[key] as unknown[]).push(...text[key]);
     return { chat: [chat], text };

@@ -13,6 +13,7 @@ const benches: Record<string, () => Promise<{ run: () => unknown }>> = {
   rewrite: () => import("./rewrite.ts"),
   backends: () => import("./backends.ts"),
   embed: () => import("./embed.ts"),
+  serve: () => import("./serve.ts"),
 };
 
 const names = process.argv.slice(2);

@@ -14,6 +14,7 @@ const benches: Record<string, () => Promise<{ run: () => unknown }>> = {
   backends: () => import("./backends.ts"),
   embed: () => import("./embed.ts"),
   serve: () => import("./serve.ts"),
+  "prompt-cache": () => import("./prompt-cache.ts"),
 };
 
 const names = process.argv.slice(2);

@@ -7,6 +7,7 @@ import { parseArgs } from "node:util";
 import { generate, type GenerationStats } from "./generate.ts";
 import { DEFAULT_MODEL_DIR, loadModel } from "./models/index.ts";
 import { deviceInfo } from "./native/device.ts";
+import { PromptCache } from "./prompt-cache.ts";
 import { Tokenizer } from "./tokenizer.ts";
 
 
@@ -22,6 +23,8 @@ const USAGE = `usage: mlx-bun generate [options]   (in a checkout: bun run src/c
   --top-k K            keep the K most probable tokens, an integer >= 0 (default 0: off)
   --min-p P            drop tokens below P x the top probability, in [0, 1] (default 0: off)
   --repetition-penalty R  mlx-lm's sign-aware penalty on the last 20 tokens, >= 0 (default 0: off)
+  --prompt-cache FILE  continue from a prompt cache file (if it exists) and save the cache there after:
+                       a later run whose prompt starts with this one's prompt + output prefills only the rest
   --backend KIND       mlx | cpu | auto (default auto)
   --no-rewrite         run the plain graph instead of the one rewritten with fused MLX ops
   --help               this text`;
@@ -53,6 +56,7 @@ function parse(argv: string[]) {
         chat: { type: "boolean", default: false },
         "no-rewrite": { type: "boolean", default: false },
         backend: { type: "string", default: "auto" },
+        "prompt-cache": { type: "string" },
         help: { type: "boolean", default: false },
       },
     });
@@ -71,6 +75,7 @@ function parse(argv: string[]) {
     chat: v.chat!,
     rewrite: !v["no-rewrite"],
     backend: v.backend!,
+    promptCache: v["prompt-cache"],
     maxTokens: numberFlag("max-tokens", v["max-tokens"]!, (n) => Number.isSafeInteger(n) && n >= 1, "an integer >= 1"),
     temperature: numberFlag("temperature", v.temperature!, (n) => n >= 0, "a number >= 0"),
     topP: numberFlag("top-p", v["top-p"]!, (n) => n > 0 && n <= 1, "a number in (0, 1]"),
@@ -106,7 +111,8 @@ export async function main(argv: string[]): Promise<void> {
     const prompt = args.chat ? tokenizer.encode(tokenizer.applyChatTemplate([{ role: "user", content: args.prompt }]), false) : args.prompt;
     const stats: Partial<GenerationStats> = {};
     const { maxTokens, temperature, topP, seed, topK, minP, repetitionPenalty, rewrite } = args;
-    const options = { maxTokens, temperature, topP, seed, topK, minP, repetitionPenalty, rewrite };
+    const promptCache = args.promptCache === undefined ? undefined : existsSync(args.promptCache) ? PromptCache.load(model, args.promptCache) : new PromptCache(model);
+    const options = { maxTokens, temperature, topP, seed, topK, minP, repetitionPenalty, rewrite, ...(promptCache ? { promptCache } : {}) };
     // The prompt is echoed once generation is under way (a rejected request prints only the error).
     let echoed = args.chat;
     for await (const chunk of generate(model, tokenizer, prompt, options, stats)) {
@@ -117,6 +123,11 @@ export async function main(argv: string[]): Promise<void> {
     process.stdout.write("\n");
     const { promptTokens = 0, generatedTokens = 0, prefillSeconds = 0, decodeSeconds = 0, finishReason } = stats;
     const rate = (tokens: number, seconds: number) => (seconds > 0 && tokens > 0 ? `${(tokens / seconds).toFixed(1)} tokens/s` : "-");
+    if (promptCache) {
+      promptCache.save(args.promptCache!);
+      promptCache.dispose();
+      console.error(`prompt cache: ${stats.cachedTokens} tokens reused, ${promptCache.tokens.length} saved to ${args.promptCache}`);
+    }
     console.error(`prompt ${promptTokens} tokens at ${rate(promptTokens, prefillSeconds)}; generated ${generatedTokens} tokens at ${rate(generatedTokens - 1, decodeSeconds)} (${finishReason})`);
   } finally {
     model.dispose();

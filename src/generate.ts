@@ -6,6 +6,7 @@ import { KVCache } from "./kv-cache.ts";
 import { DecodeTape } from "./models/replay.ts";
 import { argmax, asyncEval, evalAll, max } from "./ops/core.ts";
 import { argmaxOf, DEFAULT_SAMPLING, draw, logSoftmax, processes, processLogits, samplingDistribution, type SamplingOptions } from "./sampling.ts";
+import { PromptCache } from "./prompt-cache.ts";
 import { Tensor } from "./tensor.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
@@ -51,12 +52,15 @@ export interface GenerateOptions {
   /** Report each token's log-probability and this many most probable alternatives (0 to 20); the
    * log-probabilities are those after the processors (penalties, bias), before the sampler, as mlx-lm's. */
   logprobs?: number | undefined;
+  /** A conversation's cache kept across calls: only the prompt past the longest common token prefix
+   * with what it holds is prefilled, and it holds prompt + generated tokens afterwards. */
+  promptCache?: PromptCache | undefined;
 }
 
 const OPTION_NAMES = [
   "maxTokens", "temperature", "topP", "seed", "stopTokens", "stopStrings", "ignoreEos", "rewrite", "replay", "exceedContext",
   "topK", "minP", "minTokensToKeep", "repetitionPenalty", "repetitionContextSize", "presencePenalty", "presenceContextSize",
-  "frequencyPenalty", "frequencyContextSize", "logitBias", "logprobs",
+  "frequencyPenalty", "frequencyContextSize", "logitBias", "logprobs", "promptCache",
 ] as const;
 
 function fail(option: string, range: string, value: unknown): never {
@@ -135,6 +139,8 @@ export interface GenerationChunk {
 
 export interface GenerationStats {
   promptTokens: number;
+  /** Prompt tokens a promptCache already held (not prefilled again). */
+  cachedTokens: number;
   generatedTokens: number;
   prefillSeconds: number;
   decodeSeconds: number;
@@ -236,7 +242,14 @@ export async function* generate(
   const next = random(seed);
   const only = options.rewrite === false ? null : Array.isArray(options.rewrite) ? options.rewrite : undefined;
   const graph = only === null ? undefined : rewrittenGraph(model, "last", only);
-  const cache = createCache(model, 1, promptIds.length + maxTokens);
+  const { promptCache } = options;
+  if (promptCache !== undefined && (!(promptCache instanceof PromptCache) || promptCache.model !== model)) fail("promptCache", "a PromptCache made for this model", promptCache);
+  const reused = promptCache?.reusable(promptIds) ?? 0;
+  if (promptCache && promptIds.length + maxTokens > promptCache.maxLength) {
+    throw new Error(`generate: prompt (${promptIds.length} tokens) + maxTokens (${maxTokens}) exceeds the prompt cache's ${promptCache.maxLength} positions`);
+  }
+  promptCache?.rewind(reused);
+  const cache = promptCache?.cache ?? createCache(model, 1, promptIds.length + maxTokens);
   // Greedy decoding on MLX picks each token on the device and queues the next step before reading it
   // (as mlx-lm does): building step t+1's graph on the host overlaps the device computing step t.
   // Otherwise each step's logits are evaluated, read and sampled on the host.
@@ -296,14 +309,16 @@ export async function* generate(
   const stream = new TextStream(tokenizer);
   /** The text released so far. */
   let text = "";
-  Object.assign(stats ?? {}, { promptTokens: promptIds.length, generatedTokens: 0, finishReason: "length" });
+  Object.assign(stats ?? {}, { promptTokens: promptIds.length, cachedTokens: reused, generatedTokens: 0, finishReason: "length" });
+  /** Every token in the order the cache takes them (the prompt, then each one picked). */
+  const history = [...promptIds];
   let pending: Launched | undefined;
   let upcoming: Launched | undefined;
   try {
     const start = performance.now();
     let decodeStart = start;
     {
-      using ids = tokenIds(model, promptIds, [1, promptIds.length]);
+      using ids = tokenIds(model, promptIds.slice(reused), [1, promptIds.length - reused]);
       pending = launch(ids);
     }
     for (let i = 0; i < maxTokens; i++) {
@@ -318,6 +333,7 @@ export async function* generate(
         release(current);
       }
       const { token } = picked;
+      history.push(token);
       const scores = picked.logprob === undefined ? {} : { logprob: picked.logprob, topLogprobs: picked.topLogprobs! };
       if (i === 0) {
         decodeStart = performance.now();
@@ -356,7 +372,8 @@ export async function* generate(
     release(pending);
     release(upcoming);
     tape?.dispose();
-    cache.dispose();
+    if (promptCache) promptCache.record(history);
+    else cache.dispose();
   }
 }
 

@@ -36,3 +36,4 @@ export { rewrite, REWRITERS, DEFAULT_REWRITERS, type RewriterName } from "./rewr
 export { type Graph, GraphBuilder, type Node, opCounts } from "./graph/graph.ts";
 export { OPS, type OpName } from "./graph/ops.ts";
 export { HttpError, serve, type Server, type ServeOptions } from "./server.ts";
+export { PROMPT_CACHE_FORMAT, PromptCache } from "./prompt-cache.ts";

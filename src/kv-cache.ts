@@ -57,6 +57,12 @@ abstract class CacheBase<T extends TensorData> implements AttentionCache<T> {
     this.offset += length;
   }
 
+  /** Moves the offset back to `offset` (<= the current one): later writes overwrite from there. */
+  seek(offset: number): void {
+    if (!Number.isInteger(offset) || offset < 0 || offset > this.offset) throw new Error(`KV cache seek: offset ${offset} out of range [0, ${this.offset}]`);
+    this.offset = offset;
+  }
+
   /** Marks the first `padding[b]` positions of example b as padding (left-padded prompts). */
   setLeftPadding(padding: readonly number[]): void {
     const { batch, maxLength } = this.shape;
@@ -118,11 +124,9 @@ export class KVCache extends CacheBase<Tensor> {
     check(native().mlx_kv_cache_advance(this.handle, length), "KVCache.advance");
   }
 
-  /** Moves the offset to `offset` (<= the current one): later writes overwrite from there. */
-  seek(offset: number): void {
-    if (!Number.isInteger(offset) || offset < 0 || offset > this.offset) throw new Error(`KVCache.seek: offset ${offset} out of range [0, ${this.offset}]`);
+  override seek(offset: number): void {
+    super.seek(offset);
     check(native().mlx_kv_cache_seek(this.handle, offset), "KVCache.seek");
-    this.offset = offset;
   }
 
   /** The key mask as an MLX tensor [B, length], or null. */

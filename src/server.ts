@@ -2,8 +2,11 @@
 // (server-sent events with `stream: true`), GET /v1/models, GET /health, and a chat page at /.
 // Requests are served by one model; generations run interleaved token by token, round robin over
 // up to `maxConcurrent` active requests (each with its own KV cache), the rest wait in a FIFO queue
-// of `maxQueue` (beyond it: 429). A request whose client goes away is dropped, its cache freed.
+// of `maxQueue` (beyond it: 429). A request whose client goes away is dropped, its cache freed. The
+// KV caches of recent requests are kept (PromptCachePool): a prompt that continues one of them is
+// prefilled only past the shared prefix.
 import { basename, join } from "node:path";
+import { PromptCache } from "./prompt-cache.ts";
 import { generate, type GenerateOptions, type GenerationChunk, type GenerationStats, type TokenLogprob } from "./generate.ts";
 import { loadModel, type Model } from "./models/index.ts";
 import { type ChatMessage, Tokenizer } from "./tokenizer.ts";
@@ -25,6 +28,8 @@ export interface ServeOptions {
   maxQueue?: number | undefined;
   /** max_tokens when a request gives none (default 512, less when the context is shorter). */
   defaultMaxTokens?: number | undefined;
+  /** Recent conversations' KV caches kept for reuse (default 4; 0: none). */
+  promptCaches?: number | undefined;
 }
 
 export interface Server {
@@ -128,6 +133,53 @@ function messageText(message: unknown, i: number): ChatMessage {
 function chatPrompt(tokenizer: Tokenizer, messages: ChatMessage[]): string {
   if (tokenizer.hasChatTemplate) return tokenizer.applyChatTemplate(messages);
   return `${messages.map((m) => `${m.role}: ${m.content}`).join("\n")}\nassistant:`;
+}
+
+// ---- prompt caches kept across requests ----
+
+/** The KV caches of recent requests, at most `size` kept while unused: a request takes the one that
+ * shares the longest token prefix with its prompt (generate then prefills only the rest), or the
+ * least recently used one, or a new one; it comes back when the generation ends. */
+class PromptCachePool {
+  readonly #free: PromptCache[] = [];
+
+  constructor(
+    readonly model: Model,
+    readonly size: number,
+    readonly length: number,
+  ) {}
+
+  take(ids: readonly number[], maxTokens: number): PromptCache | undefined {
+    if (this.size === 0 || ids.length + maxTokens > this.length) return undefined;
+    let best = -1;
+    let shared = 0;
+    this.#free.forEach((cache, i) => {
+      const n = cache.reusable(ids);
+      if (n > shared) [best, shared] = [i, n];
+    });
+    if (best >= 0) return this.#free.splice(best, 1)[0];
+    if (this.#free.length >= this.size) return this.#free.shift();
+    return new PromptCache(this.model, this.length);
+  }
+
+  give(cache: PromptCache): void {
+    this.#free.push(cache);
+    while (this.#free.length > this.size) this.#free.shift()!.dispose();
+  }
+
+  dispose(): void {
+    for (const cache of this.#free.splice(0)) cache.dispose();
+  }
+}
+
+/** generate() with a pooled prompt cache, taken when the generation starts and given back when it ends. */
+async function* pooledGenerate(pool: PromptCachePool, model: Model, tokenizer: Tokenizer, ids: number[], options: GenerateOptions, stats: Partial<GenerationStats>): AsyncGenerator<GenerationChunk> {
+  const promptCache = pool.take(ids, options.maxTokens ?? 0);
+  try {
+    yield* generate(model, tokenizer, ids, { ...options, ...(promptCache ? { promptCache } : {}) }, stats);
+  } finally {
+    if (promptCache) pool.give(promptCache);
+  }
 }
 
 // ---- the scheduler: round robin over active generations ----
@@ -278,6 +330,7 @@ export function serve(options: ServeOptions): Server {
   const modelId = options.modelId ?? basename(options.model.replace(/\/+$/, ""));
   const maxBodyBytes = options.maxBodyBytes ?? 2 ** 20;
   const scheduler = new Scheduler(options.maxConcurrent ?? 4, options.maxQueue ?? 64);
+  const pool = new PromptCachePool(model, options.promptCaches ?? 4, Math.min(model.config.maxPositions ?? 4096, 8192));
   const created = Math.floor(Date.now() / 1000);
   const context = model.config.maxPositions;
   const chatPage = Bun.file(join(import.meta.dir, "chat.html"));
@@ -303,8 +356,13 @@ export function serve(options: ServeOptions): Server {
     const { promptIds, maxTokens } = budget(c);
     const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${crypto.randomUUID()}`;
     const stats: Partial<GenerationStats> = {};
-    const iterator = generate(model, tokenizer, promptIds, { ...c.options, maxTokens }, stats);
-    const usage = () => ({ prompt_tokens: promptIds.length, completion_tokens: stats.generatedTokens ?? 0, total_tokens: promptIds.length + (stats.generatedTokens ?? 0) });
+    const iterator = pooledGenerate(pool, model, tokenizer, promptIds, { ...c.options, maxTokens }, stats);
+    const usage = () => ({
+      prompt_tokens: promptIds.length,
+      completion_tokens: stats.generatedTokens ?? 0,
+      total_tokens: promptIds.length + (stats.generatedTokens ?? 0),
+      prompt_tokens_details: { cached_tokens: stats.cachedTokens ?? 0 },
+    });
     const logprobs = new Logprobs(tokenizer);
     const base = { id, created: Math.floor(Date.now() / 1000), model: modelId };
     const object = kind === "chat" ? (c.stream ? "chat.completion.chunk" : "chat.completion") : "text_completion";
@@ -430,6 +488,7 @@ export function serve(options: ServeOptions): Server {
     async stop() {
       await server.stop(true);
       await scheduler.stop();
+      pool.dispose();
       model.dispose();
     },
   };

@@ -15,6 +15,7 @@ const benches: Record<string, () => Promise<{ run: () => unknown }>> = {
   embed: () => import("./embed.ts"),
   serve: () => import("./serve.ts"),
   "prompt-cache": () => import("./prompt-cache.ts"),
+  batch: () => import("./batch.ts"),
 };
 
 const names = process.argv.slice(2);

@@ -113,7 +113,7 @@ export function checkedOptions(options: GenerateOptions) {
 }
 
 /** Prompt ids: integers in [0, vocabulary) (an out-of-range id would read past the embedding table). */
-function checkedPromptIds(ids: readonly number[], vocabulary: number): readonly number[] {
+export function checkedPromptIds(ids: readonly number[], vocabulary: number): readonly number[] {
   if (!Array.isArray(ids)) throw new Error("generate: the prompt must be a string or an array of token ids");
   if (ids.length === 0) throw new Error("generate: the prompt encodes to no tokens");
   checkTokenIds(ids, vocabulary, "generate: prompt token");
@@ -150,7 +150,7 @@ export interface GenerationStats {
 /** Text of a growing token list, decoding a short window per token (vLLM's incremental
  * detokenization): the text of the tokens since `prefix` past that of [prefix, read), released once
  * it does not end in an incomplete character. */
-class TextStream {
+export class TextStream {
   readonly #tokenizer: Tokenizer;
   readonly #tokens: number[] = [];
   #prefix = 0;
@@ -193,7 +193,7 @@ function warnReplayFallback(reason: string): void {
 }
 
 /** mulberry32: small, seedable, good enough for sampling. */
-function random(seed: number): () => number {
+export function random(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -205,7 +205,7 @@ function random(seed: number): () => number {
 }
 
 /** Non-finite logits (NaN or infinity, or their largest value when picked on the device) stop generation. */
-function checkFinite(values: ArrayLike<number>): void {
+export function checkFinite(values: ArrayLike<number>): void {
   for (let i = 0; i < values.length; i++) {
     if (!Number.isFinite(values[i]!)) throw new Error("generate: the model's logits are not finite (NaN or infinity); generation stopped");
   }

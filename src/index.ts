@@ -37,3 +37,4 @@ export { type Graph, GraphBuilder, type Node, opCounts } from "./graph/graph.ts"
 export { OPS, type OpName } from "./graph/ops.ts";
 export { HttpError, serve, type Server, type ServeOptions } from "./server.ts";
 export { PROMPT_CACHE_FORMAT, PromptCache } from "./prompt-cache.ts";
+export { type BatchChunk, type BatchStats, generateBatch, generateBatchText } from "./batch.ts";

@@ -16,6 +16,7 @@ const benches: Record<string, () => Promise<{ run: () => unknown }>> = {
   serve: () => import("./serve.ts"),
   "prompt-cache": () => import("./prompt-cache.ts"),
   batch: () => import("./batch.ts"),
+  speculative: () => import("./speculative.ts"),
 };
 
 const names = process.argv.slice(2);

@@ -38,3 +38,4 @@ export { OPS, type OpName } from "./graph/ops.ts";
 export { HttpError, serve, type Server, type ServeOptions } from "./server.ts";
 export { PROMPT_CACHE_FORMAT, PromptCache } from "./prompt-cache.ts";
 export { type BatchChunk, type BatchStats, generateBatch, generateBatchText } from "./batch.ts";
+export { type SpeculativeOptions, type SpeculativeStats, speculativeGenerate } from "./speculative.ts";

@@ -8,6 +8,7 @@ import { generate, type GenerationStats } from "./generate.ts";
 import { DEFAULT_MODEL_DIR, loadModel } from "./models/index.ts";
 import { deviceInfo } from "./native/device.ts";
 import { PromptCache } from "./prompt-cache.ts";
+import { speculativeGenerate } from "./speculative.ts";
 import { Tokenizer } from "./tokenizer.ts";
 
 
@@ -25,6 +26,8 @@ const USAGE = `usage: mlx-bun generate [options]   (in a checkout: bun run src/c
   --repetition-penalty R  mlx-lm's sign-aware penalty on the last 20 tokens, >= 0 (default 0: off)
   --prompt-cache FILE  continue from a prompt cache file (if it exists) and save the cache there after:
                        a later run whose prompt starts with this one's prompt + output prefills only the rest
+  --draft-model DIR    speculative decoding with this draft model (same tokenizer; needs --temperature 0)
+  --num-draft N        tokens the draft proposes per round, an integer in [1, 64] (default 4)
   --backend KIND       mlx | cpu | auto (default auto)
   --no-rewrite         run the plain graph instead of the one rewritten with fused MLX ops
   --help               this text`;
@@ -57,6 +60,8 @@ function parse(argv: string[]) {
         "no-rewrite": { type: "boolean", default: false },
         backend: { type: "string", default: "auto" },
         "prompt-cache": { type: "string" },
+        "draft-model": { type: "string" },
+        "num-draft": { type: "string", default: "4" },
         help: { type: "boolean", default: false },
       },
     });
@@ -68,6 +73,11 @@ function parse(argv: string[]) {
   if (!v.help && !(existsSync(model) && statSync(model).isDirectory())) throw new UsageError(`model directory not found: ${model}`);
   if (!v.help && !existsSync(join(model, "config.json"))) throw new UsageError(`${model} is not a model directory (no config.json)`);
   if (!["mlx", "cpu", "auto"].includes(v.backend!.trim().toLowerCase())) throw new UsageError(`--backend must be mlx, cpu or auto, got '${v.backend}'`);
+  if (v["draft-model"] !== undefined) {
+    if (!existsSync(join(v["draft-model"], "config.json"))) throw new UsageError(`--draft-model: ${v["draft-model"]} is not a model directory (no config.json)`);
+    if (Number(v.temperature) !== 0) throw new UsageError("--draft-model decodes greedily: pass --temperature 0");
+    if (v["prompt-cache"] !== undefined) throw new UsageError("--draft-model and --prompt-cache exclude each other");
+  }
   return {
     help: v.help!,
     model,
@@ -76,6 +86,8 @@ function parse(argv: string[]) {
     rewrite: !v["no-rewrite"],
     backend: v.backend!,
     promptCache: v["prompt-cache"],
+    draftModel: v["draft-model"],
+    numDraft: numberFlag("num-draft", v["num-draft"]!, (n) => Number.isSafeInteger(n) && n >= 1 && n <= 64, "an integer in [1, 64]"),
     maxTokens: numberFlag("max-tokens", v["max-tokens"]!, (n) => Number.isSafeInteger(n) && n >= 1, "an integer >= 1"),
     temperature: numberFlag("temperature", v.temperature!, (n) => n >= 0, "a number >= 0"),
     topP: numberFlag("top-p", v["top-p"]!, (n) => n > 0 && n <= 1, "a number in (0, 1]"),
@@ -115,12 +127,17 @@ export async function main(argv: string[]): Promise<void> {
     const options = { maxTokens, temperature, topP, seed, topK, minP, repetitionPenalty, rewrite, ...(promptCache ? { promptCache } : {}) };
     // The prompt is echoed once generation is under way (a rejected request prints only the error).
     let echoed = args.chat;
-    for await (const chunk of generate(model, tokenizer, prompt, options, stats)) {
+    const draft = args.draftModel === undefined ? undefined : loadModel(args.draftModel, { backend: model.backend });
+    const chunks = draft
+      ? speculativeGenerate(model, draft, tokenizer, prompt, { maxTokens, rewrite, numDraftTokens: args.numDraft }, stats)
+      : generate(model, tokenizer, prompt, options, stats);
+    for await (const chunk of chunks) {
       if (!echoed) process.stdout.write(args.prompt);
       echoed = true;
       process.stdout.write(chunk.text);
     }
     process.stdout.write("\n");
+    draft?.dispose();
     const { promptTokens = 0, generatedTokens = 0, prefillSeconds = 0, decodeSeconds = 0, finishReason } = stats;
     const rate = (tokens: number, seconds: number) => (seconds > 0 && tokens > 0 ? `${(tokens / seconds).toFixed(1)} tokens/s` : "-");
     if (promptCache) {

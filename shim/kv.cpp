@@ -13,6 +13,10 @@ struct KVCache {
   std::vector<mx::array> keys, values;
   int batch, heads, max_length, head_dim;
   int offset = 0;
+  // Rotating (mlx-lm's RotatingKVCache): >= 0 once set: when full, position p goes to slot
+  // keep + (p - max_length) % (max_length - keep), so the first `keep` positions and the latest
+  // ones stay; the offset keeps counting positions.
+  int keep = -1;
 };
 using CacheRef = std::shared_ptr<KVCache>;
 
@@ -51,10 +55,24 @@ Updated write(const mx::array& kc, const mx::array& vc, const mx::array& k, cons
   return {keys_all, values_all, mx::slice(keys_all, head, upto), mx::slice(values_all, head, upto)};
 }
 
+// write() at the cache's offset, or for a full rotating cache at the slot the position rotates to;
+// then the keys and values returned are every slot.
+Updated write_cache(KVCache& c, int l, const mx::array& k, const mx::array& v) {
+  int length = k.ndim() == 4 ? k.shape(2) : 0;
+  if (c.keep < 0 || c.offset + length <= c.max_length) return write(c.keys[l], c.values[l], k, v, c.offset);
+  if (length != 1) {
+    throw ArgumentError("a rotating KV cache of " + std::to_string(c.max_length) + " positions at offset " + std::to_string(c.offset) + " takes one position at a time once full, got " + std::to_string(length));
+  }
+  int slot = c.keep + (c.offset - c.max_length) % (c.max_length - c.keep);
+  auto u = write(c.keys[l], c.values[l], k, v, slot);
+  return {u.keys_all, u.values_all, u.keys_all, u.values_all};
+}
+
 // Causal attention of q [B, Hq, T, D] over keys/values [B, H, offset + T, D] (GQA when Hq > H),
 // honouring key_mask [B, >= offset + T] (nonzero = attend) when given.
 mx::array attend(const mx::array& q, const Updated& u, int offset, float scale, const std::optional<mx::array>& key_mask) {
   int batch = u.keys.shape(0), end = u.keys.shape(2);
+  if (!key_mask && q.shape(2) == 1) return mx::fast::scaled_dot_product_attention(q, u.keys, u.values, scale, "", std::nullopt);
   if (!key_mask) {
     // Keys are exactly [0, offset + T): MLX's bottom-right-aligned causal mask is the right one.
     return mx::fast::scaled_dot_product_attention(q, u.keys, u.values, scale, q.shape(2) > 1 ? "causal" : "", std::nullopt);
@@ -112,7 +130,7 @@ int mlx_kv_cache_offset(int* out, mlx_kv_cache c) {
 int mlx_kv_cache_advance(mlx_kv_cache c, int positions) {
   return guard([&] {
     auto& cache = *cache_of(c);
-    if (positions < 0 || cache.offset + positions > cache.max_length) {
+    if (positions < 0 || (cache.keep < 0 && cache.offset + positions > cache.max_length)) {
       throw ArgumentError("advancing by " + std::to_string(positions) + " leaves the cache of length " + std::to_string(cache.max_length));
     }
     cache.offset += positions;
@@ -124,6 +142,14 @@ int mlx_kv_cache_seek(mlx_kv_cache c, int offset) {
     auto& cache = *cache_of(c);
     if (offset < 0 || offset > cache.max_length) throw ArgumentError("offset " + std::to_string(offset) + " out of range for a cache of length " + std::to_string(cache.max_length));
     cache.offset = offset;
+  });
+}
+
+int mlx_kv_cache_rotate(mlx_kv_cache c, int keep) {
+  return guard([&] {
+    auto& cache = *cache_of(c);
+    if (keep < 0 || keep >= cache.max_length) throw ArgumentError("keep " + std::to_string(keep) + " out of range [0, " + std::to_string(cache.max_length) + ")");
+    cache.keep = keep;
   });
 }
 
@@ -142,7 +168,7 @@ int mlx_kv_cache_update_fetch(mlx_array* keys, mlx_array* values, mlx_kv_cache c
     CacheRef cache = cache_of(c);
     int l = layer_index(*cache, layer);
     emit({keys, values}, {k, v}, [cache, l](const Arrays& a) {
-      auto u = write(cache->keys[l], cache->values[l], a[0], a[1], cache->offset);
+      auto u = write_cache(*cache, l, a[0], a[1]);
       cache->keys[l] = u.keys_all;
       cache->values[l] = u.values_all;
       return Arrays{u.keys, u.values};
@@ -159,7 +185,7 @@ int mlx_kv_cache_attention(mlx_array* out, mlx_kv_cache c, int layer, mlx_array 
     std::vector<mlx_array> inputs{q, k, v};
     if (masked) inputs.push_back(key_mask);
     emit({out}, inputs, [cache, l, scale, masked](const Arrays& a) {
-      auto u = write(cache->keys[l], cache->values[l], a[1], a[2], cache->offset);
+      auto u = write_cache(*cache, l, a[1], a[2]);
       cache->keys[l] = u.keys_all;
       cache->values[l] = u.values_all;
       auto mask = masked ? std::optional<mx::array>(a[3]) : std::nullopt;

@@ -154,6 +154,10 @@ int mlx_kv_cache_offset(int* out, mlx_kv_cache cache);
 int mlx_kv_cache_advance(mlx_kv_cache cache, int positions);
 /* Sets the offset (later writes start there). */
 int mlx_kv_cache_seek(mlx_kv_cache cache, int offset);
+/* Makes the cache rotating, as mlx-lm's RotatingKVCache: once max_length positions are written, each
+ * new one (one at a time) overwrites the oldest slot after the first `keep`, and update_fetch returns
+ * every slot; the offset keeps counting positions. */
+int mlx_kv_cache_rotate(mlx_kv_cache cache, int keep);
 /* The layer's current buffers (whole length). */
 int mlx_kv_cache_layer(mlx_array* keys, mlx_array* values, mlx_kv_cache cache, int layer);
 /* Writes k, v [B, H, T, D] at the offset and returns every key and value so far, [B, H, offset + T, D]. */

@@ -3,7 +3,7 @@
 // own sampler state (seeded as a single generate with the same seed), stops, text stream and
 // finish reason, and gives the tokens it would alone (up to the float rounding of a batched matmul).
 import { checkedOptions, checkedPromptIds, checkFinite, type GenerateOptions, type GenerationChunk, random, TextStream, type TokenLogprob } from "./generate.ts";
-import { createCache, forward, type Model, rewrittenGraph, tokenIds } from "./models/index.ts";
+import { forward, generationCache, type Model, rewrittenGraph, tokenIds } from "./models/index.ts";
 import { KVCache } from "./kv-cache.ts";
 import { DecodeTape } from "./models/replay.ts";
 import { argmaxOf, draw, logSoftmax, processLogits, samplingDistribution } from "./sampling.ts";
@@ -64,7 +64,7 @@ export async function* generateBatch(
   const pad = tokenizer.padTokenId ?? model.config.eosTokenIds[0] ?? 0;
   const only = options.rewrite === false ? null : Array.isArray(options.rewrite) ? options.rewrite : undefined;
   const graph = only === null ? model.graph("last") : rewrittenGraph(model, "last", only);
-  const cache = createCache(model, batch, longest + maxTokens);
+  const cache = generationCache(model, batch, longest, longest + maxTokens, options.maxKvSize);
   const padding = ids.map((p) => longest - p.length);
   cache.setLeftPadding(padding);
   const tape = model.backend === "mlx" && cache instanceof KVCache && options.replay !== false ? new DecodeTape(model, cache, graph, { output: "logits" }) : null;

@@ -1,7 +1,7 @@
 // Text generation: prefill, then one forward per decoded token; greedy, temperature and top-p
 // sampling with a seed; stop tokens and strings; streaming as an async iterator.
 import type { TensorData } from "./dtype.ts";
-import { checkTokenIds, createCache, forward, type Model, rewrittenGraph, tokenIds } from "./models/index.ts";
+import { checkTokenIds, forward, generationCache, type Model, rewrittenGraph, tokenIds } from "./models/index.ts";
 import { KVCache } from "./kv-cache.ts";
 import { DecodeTape } from "./models/replay.ts";
 import { argmax, asyncEval, evalAll, max } from "./ops/core.ts";
@@ -55,12 +55,15 @@ export interface GenerateOptions {
   /** A conversation's cache kept across calls: only the prompt past the longest common token prefix
    * with what it holds is prefilled, and it holds prompt + generated tokens afterwards. */
   promptCache?: PromptCache | undefined;
+  /** Bound the KV cache to this many positions (mlx-lm's max_kv_size): past it, a rotating cache
+   * keeps the first 4 and the latest ones. An integer > 4; the prompt must fit. */
+  maxKvSize?: number | undefined;
 }
 
 const OPTION_NAMES = [
   "maxTokens", "temperature", "topP", "seed", "stopTokens", "stopStrings", "ignoreEos", "rewrite", "replay", "exceedContext",
   "topK", "minP", "minTokensToKeep", "repetitionPenalty", "repetitionContextSize", "presencePenalty", "presenceContextSize",
-  "frequencyPenalty", "frequencyContextSize", "logitBias", "logprobs", "promptCache",
+  "frequencyPenalty", "frequencyContextSize", "logitBias", "logprobs", "promptCache", "maxKvSize",
 ] as const;
 
 function fail(option: string, range: string, value: unknown): never {
@@ -104,12 +107,13 @@ export function checkedOptions(options: GenerateOptions) {
   for (const [id, bias] of Object.entries(logitBias)) {
     if (!/^\d+$/.test(id) || typeof bias !== "number" || !Number.isFinite(bias)) fail("logitBias", "an object of token id -> finite bias", `${id}: ${bias}`);
   }
-  const { logprobs } = options;
+  const { logprobs, maxKvSize } = options;
+  if (maxKvSize !== undefined && (!Number.isSafeInteger(maxKvSize) || maxKvSize <= 4)) fail("maxKvSize", "an integer > 4", maxKvSize);
   if (logprobs !== undefined && (!Number.isSafeInteger(logprobs) || logprobs < 0 || logprobs > 20)) fail("logprobs", "an integer in [0, 20]", logprobs);
   const sampling: SamplingOptions = {
     temperature, topP, topK, minP, minTokensToKeep, repetitionPenalty, repetitionContextSize, presencePenalty, presenceContextSize, frequencyPenalty, frequencyContextSize, logitBias,
   };
-  return { maxTokens, temperature, topP, seed, stopTokens, stopStrings, sampling, logprobs };
+  return { maxTokens, temperature, topP, seed, stopTokens, stopStrings, sampling, logprobs, maxKvSize };
 }
 
 /** Prompt ids: integers in [0, vocabulary) (an out-of-range id would read past the embedding table). */
@@ -228,7 +232,7 @@ export async function* generate(
   options: GenerateOptions = {},
   stats?: Partial<GenerationStats>,
 ): AsyncGenerator<GenerationChunk> {
-  const { maxTokens, temperature, seed, stopTokens, stopStrings, sampling, logprobs } = checkedOptions(options);
+  const { maxTokens, temperature, seed, stopTokens, stopStrings, sampling, logprobs, maxKvSize } = checkedOptions(options);
   const promptIds = checkedPromptIds(typeof prompt === "string" ? tokenizer.encode(prompt) : prompt, model.config.vocabSize);
   const context = model.config.maxPositions;
   if (context !== undefined && promptIds.length + maxTokens > context && !options.exceedContext) {
@@ -245,11 +249,14 @@ export async function* generate(
   const { promptCache } = options;
   if (promptCache !== undefined && (!(promptCache instanceof PromptCache) || promptCache.model !== model)) fail("promptCache", "a PromptCache made for this model", promptCache);
   const reused = promptCache?.reusable(promptIds) ?? 0;
+  if (promptCache && (maxKvSize !== undefined || (model.config.slidingWindow ?? Infinity) < promptIds.length + maxTokens)) {
+    throw new Error("generate: a promptCache holds every position; it does not combine with maxKvSize or a generation past the model's sliding window");
+  }
   if (promptCache && promptIds.length + maxTokens > promptCache.maxLength) {
     throw new Error(`generate: prompt (${promptIds.length} tokens) + maxTokens (${maxTokens}) exceeds the prompt cache's ${promptCache.maxLength} positions`);
   }
   promptCache?.rewind(reused);
-  const cache = promptCache?.cache ?? createCache(model, 1, promptIds.length + maxTokens);
+  const cache = promptCache?.cache ?? generationCache(model, 1, promptIds.length, promptIds.length + maxTokens, maxKvSize);
   // Greedy decoding on MLX picks each token on the device and queues the next step before reading it
   // (as mlx-lm does): building step t+1's graph on the host overlaps the device computing step t.
   // Otherwise each step's logits are evaluated, read and sampled on the host.

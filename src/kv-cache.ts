@@ -21,11 +21,18 @@ export interface CacheShape {
   headDim: number;
   maxLength: number;
   dtype?: DType;
+  /** Rotating (mlx-lm's RotatingKVCache): once maxLength positions are written, each new position
+   * (one at a time) overwrites the oldest slot after the first `keep`; attention then sees the first
+   * `keep` positions and the latest maxLength - keep. Bounded memory for long generations, and a
+   * sliding window (keep 0). */
+  keep?: number | undefined;
 }
 
 /** Shape, offset and padding, shared by both kinds of cache. */
 abstract class CacheBase<T extends TensorData> implements AttentionCache<T> {
-  readonly shape: Required<CacheShape>;
+  readonly shape: Required<Omit<CacheShape, "keep">>;
+  /** Set for a rotating cache (see CacheShape.keep). */
+  readonly keep: number | undefined;
   /** Positions written (by earlier forwards). */
   offset = 0;
   /** Left padding per example (positions count from the first real token). */
@@ -38,6 +45,9 @@ abstract class CacheBase<T extends TensorData> implements AttentionCache<T> {
     }
     this.shape = { layers, batch, heads, headDim, maxLength, dtype };
     this.padding = new Array(batch).fill(0);
+    const { keep } = shape;
+    if (keep !== undefined && (!Number.isSafeInteger(keep) || keep < 0 || keep >= maxLength)) throw new Error(`KV cache: keep must be an integer in [0, ${maxLength}), got ${keep}`);
+    this.keep = keep;
   }
 
   abstract updateAndFetch(layer: number, keys: T, values: T): [T, T];
@@ -47,7 +57,9 @@ abstract class CacheBase<T extends TensorData> implements AttentionCache<T> {
   protected endAfter(layer: number, length: number): number {
     if (!Number.isInteger(layer) || layer < 0 || layer >= this.shape.layers) throw new Error(`KV cache: no layer ${layer} (cache has ${this.shape.layers})`);
     const end = this.offset + length;
-    if (end > this.shape.maxLength) throw new Error(`KV cache of length ${this.shape.maxLength} cannot hold ${end} positions`);
+    if (end <= this.shape.maxLength) return end;
+    if (this.keep === undefined) throw new Error(`KV cache of length ${this.shape.maxLength} cannot hold ${end} positions`);
+    if (length !== 1) throw new Error(`a rotating KV cache of ${this.shape.maxLength} positions at offset ${this.offset} takes one position at a time once full, got ${length}`);
     return end;
   }
 
@@ -60,6 +72,7 @@ abstract class CacheBase<T extends TensorData> implements AttentionCache<T> {
   /** Moves the offset back to `offset` (<= the current one): later writes overwrite from there. */
   seek(offset: number): void {
     if (!Number.isInteger(offset) || offset < 0 || offset > this.offset) throw new Error(`KV cache seek: offset ${offset} out of range [0, ${this.offset}]`);
+    if (this.keep !== undefined && this.offset > this.shape.maxLength && offset < this.offset) throw new Error("KV cache seek: a rotating cache that has rotated cannot go back");
     this.offset = offset;
   }
 
@@ -68,6 +81,7 @@ abstract class CacheBase<T extends TensorData> implements AttentionCache<T> {
     const { batch, maxLength } = this.shape;
     if (padding.length !== batch) throw new Error(`KVCache.setLeftPadding: ${padding.length} entries for batch ${batch}`);
     for (const p of padding) if (!Number.isInteger(p) || p < 0 || p >= maxLength) throw new Error(`KVCache.setLeftPadding: padding ${p} out of range [0, ${maxLength})`);
+    if (this.keep !== undefined && padding.some((p) => p > 0)) throw new Error("KVCache.setLeftPadding: a rotating cache takes no padding");
     this.padding = [...padding];
   }
 
@@ -95,6 +109,7 @@ export class KVCache extends CacheBase<Tensor> {
     const out = new BigUint64Array(1);
     check(native().mlx_kv_cache_new(out, layers, batch, heads, maxLength, headDim, dtypeCode(dtype)), "KVCache");
     this.#handle = pointerFromWord(out[0]!);
+    if (this.keep !== undefined) check(native().mlx_kv_cache_rotate(this.#handle, this.keep), "KVCache: rotate");
   }
 
   /** The shim's cache; throws after dispose. */
@@ -169,10 +184,14 @@ export class HostKVCache extends CacheBase<CpuTensor> {
   updateAndFetch(layer: number, keys: CpuTensor, values: CpuTensor): [CpuTensor, CpuTensor] {
     const end = this.endAfter(layer, keys.shape[2]!);
     const pair = this.#layers[layer]!;
-    pair[0] = cpu.sliceUpdate(pair[0], keys, [0, 0, this.offset, 0]);
-    pair[1] = cpu.sliceUpdate(pair[1], values, [0, 0, this.offset, 0]);
-    const { batch, heads, headDim } = this.shape;
-    return [cpu.slice(pair[0], [0, 0, 0, 0], [batch, heads, end, headDim]), cpu.slice(pair[1], [0, 0, 0, 0], [batch, heads, end, headDim])];
+    const { batch, heads, headDim, maxLength } = this.shape;
+    // A full rotating cache: the position's slot, and every slot is returned (as the shim's).
+    const full = end > maxLength;
+    const slot = full ? this.keep! + ((this.offset - maxLength) % (maxLength - this.keep!)) : this.offset;
+    pair[0] = cpu.sliceUpdate(pair[0], keys, [0, 0, slot, 0]);
+    pair[1] = cpu.sliceUpdate(pair[1], values, [0, 0, slot, 0]);
+    const upto = full ? maxLength : end;
+    return [cpu.slice(pair[0], [0, 0, 0, 0], [batch, heads, upto, headDim]), cpu.slice(pair[1], [0, 0, 0, 0], [batch, heads, upto, headDim])];
   }
 
   keyMask(length: number): CpuTensor | null {

@@ -55,6 +55,9 @@ export async function* speculativeGenerate(
   const promptIds = [...checkedPromptIds(typeof prompt === "string" ? tokenizer.encode(prompt) : prompt, target.config.vocabSize)];
   const context = target.config.maxPositions;
   const length = promptIds.length + maxTokens + numDraftTokens + 1;
+  if ([target, draft].some((m) => (m.config.slidingWindow ?? Infinity) < length)) {
+    throw new Error("speculativeGenerate: generations past a model's sliding window are not supported (rejected tokens cannot be rolled back out of a rotating cache)");
+  }
   if (context !== undefined && promptIds.length + maxTokens > context && !rest.exceedContext) {
     throw new Error(`speculativeGenerate: prompt (${promptIds.length} tokens) + maxTokens (${maxTokens}) exceeds the target's context of ${context} positions`);
   }

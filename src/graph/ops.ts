@@ -458,7 +458,9 @@ export const OPS = {
       const keys = key.shape[2]!;
       const at = num(offset, "offset");
       const padding = optional(keyMask, mlx, "keyMask");
-      if (padding === null && (!causal || keys === at + queries)) {
+      // Keys end at the query's position (a single query sees every key the cache returns, a
+      // rotating cache's slots included): no mask needed, MLX's fast path.
+      if (padding === null && (!causal || keys === at + queries || queries === 1)) {
         return fast.scaledDotProductAttention(query, key, mlx(v, "v"), { scale, mask: causal && queries > 1 ? "causal" : null });
       }
       using mask = attentionMask(batch, queries, keys, at, causal, padding, query.dtype);

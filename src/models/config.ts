@@ -20,6 +20,10 @@ export interface ModelConfig {
   eosTokenIds: number[];
   /** The positions the model was trained for (max_position_embeddings / n_positions), if given. */
   maxPositions: number | undefined;
+  /** Attention sees only the latest this many positions: `sliding_window` of a Mistral config (as
+   * Hugging Face applies it), or of any config whose `layer_types` are all "sliding_attention" (as
+   * mlx-lm does); undefined otherwise. */
+  slidingWindow: number | undefined;
 }
 
 /** The first of `keys` present (HF names differ by family: hidden_size / n_embd, ...). */
@@ -61,6 +65,21 @@ function ropeScaling(raw: Record<string, unknown>): RopeScaling {
   throw new Error(`config.json: rope_scaling type '${type}' is not supported (none, linear, llama3, dynamic)`);
 }
 
+function slidingWindow(raw: Record<string, unknown>, modelType: string): number | undefined {
+  const types = raw["layer_types"];
+  if (types !== undefined && types !== null) {
+    if (!Array.isArray(types) || !types.every((t) => t === "full_attention" || t === "sliding_attention")) {
+      throw new Error(`config.json: 'layer_types' must list "full_attention" / "sliding_attention", got ${JSON.stringify(types)}`);
+    }
+    const sliding = types.filter((t) => t === "sliding_attention").length;
+    if (sliding > 0 && sliding < types.length) throw new Error("config.json: 'layer_types' mixes full and sliding attention layers, which is not supported");
+    if (sliding === 0) return undefined;
+  } else if (modelType !== "mistral") {
+    return undefined;
+  }
+  return raw["sliding_window"] == null ? undefined : required(raw, "sliding_window");
+}
+
 export function parseModelConfig(raw: Record<string, unknown>): ModelConfig {
   const modelType = String(raw["model_type"] ?? "");
   if (!modelType) throw new Error("config.json: 'model_type' missing");
@@ -85,6 +104,7 @@ export function parseModelConfig(raw: Record<string, unknown>): ModelConfig {
     attentionBias: Boolean(raw["attention_bias"] ?? false),
     eosTokenIds: Array.isArray(eos) ? (eos as number[]) : typeof eos === "number" ? [eos] : [],
     maxPositions: ["max_position_embeddings", "n_positions", "n_ctx"].some((k) => raw[k] != null) ? first(raw, ["max_position_embeddings", "n_positions", "n_ctx"]) : undefined,
+    slidingWindow: slidingWindow(raw, modelType),
   };
   return checkedConfig(config, raw["head_dim"] != null);
 }
@@ -100,6 +120,7 @@ function checkedConfig(c: ModelConfig, explicitHeadDim: boolean): ModelConfig {
     ["intermediate_size", c.intermediateSize],
     ["vocab_size", c.vocabSize],
     ["max_position_embeddings", c.maxPositions],
+    ["sliding_window", c.slidingWindow],
   ];
   for (const [key, value] of sizes) {
     if (value !== undefined && (!Number.isSafeInteger(value) || value <= 0 || value > 2 ** 31 - 1)) {

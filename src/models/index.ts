@@ -244,20 +244,40 @@ export function rewrittenGraph(model: Model, logits: "last" | "all", only: strin
   return graphs.get(key)!;
 }
 
+export interface CacheOptions {
+  /** A rotating cache of maxLength slots keeping the first `keep` positions (see CacheShape.keep). */
+  keep?: number | undefined;
+}
+
 /** A KV cache for `batch` sequences of up to `maxLength` positions, on the model's backend, holding
  * its kv heads in its activation dtype. */
-export function createCache(model: MlxModel, batch: number, maxLength: number): KVCache;
-export function createCache(model: CpuModel, batch: number, maxLength: number): HostKVCache;
-export function createCache(model: Model, batch: number, maxLength: number): KVCache | HostKVCache;
-export function createCache(model: Model, batch: number, maxLength: number): KVCache | HostKVCache {
+export function createCache(model: MlxModel, batch: number, maxLength: number, options?: CacheOptions): KVCache;
+export function createCache(model: CpuModel, batch: number, maxLength: number, options?: CacheOptions): HostKVCache;
+export function createCache(model: Model, batch: number, maxLength: number, options?: CacheOptions): KVCache | HostKVCache;
+export function createCache(model: Model, batch: number, maxLength: number, options: CacheOptions = {}): KVCache | HostKVCache {
   const { layers, kvHeads: heads, headDim } = model.config;
-  const shape = { layers, batch, heads, headDim, maxLength, dtype: model.dtype };
+  const shape = { layers, batch, heads, headDim, maxLength, dtype: model.dtype, keep: options.keep };
   for (const [key, value] of Object.entries({ batch, maxLength })) {
     if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`createCache: ${key} must be a positive integer, got ${value}`);
   }
   const itemBytes = model.backend === "mlx" ? itemSize(model.dtype) : 4;
   checkAllocation(`a KV cache of ${layers} layers x ${batch} x ${heads} heads x ${maxLength} positions x ${headDim}`, 2 * layers * batch * heads * maxLength * headDim * itemBytes, model.backend === "mlx" ? "mlx" : "host");
   return model.backend === "mlx" ? new KVCache(shape) : new HostKVCache({ ...shape, dtype: "float32" });
+}
+
+/** The KV cache a generation of `length` positions (`promptLength` of them the prompt) needs: a plain
+ * one, or past the model's sliding window or `maxKvSize` a rotating one of that size (keeping the
+ * first 4 positions for maxKvSize, as mlx-lm's max_kv_size does; none for a window). The prompt must
+ * fit the rotating cache. */
+export function generationCache(model: Model, batch: number, promptLength: number, length: number, maxKvSize?: number): KVCache | HostKVCache {
+  const window = model.config.slidingWindow;
+  const bound = Math.min(window ?? Infinity, maxKvSize ?? Infinity);
+  if (length <= bound) return createCache(model, batch, length);
+  const byWindow = window !== undefined && window === bound;
+  if (promptLength > bound) {
+    throw new Error(`the prompt (${promptLength} tokens) is longer than ${byWindow ? `the model's sliding window (${window})` : `maxKvSize (${maxKvSize})`}; a rotating cache takes a prompt that fits it`);
+  }
+  return createCache(model, batch, bound, { keep: byWindow ? 0 : 4 });
 }
 
 /** Positions offset + t, counted from each example's first real token when left-padded. */

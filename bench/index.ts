@@ -17,6 +17,7 @@ const benches: Record<string, () => Promise<{ run: () => unknown }>> = {
   "prompt-cache": () => import("./prompt-cache.ts"),
   batch: () => import("./batch.ts"),
   speculative: () => import("./speculative.ts"),
+  "kv-cache": () => import("./kv-cache.ts"),
 };
 
 const names = process.argv.slice(2);

@@ -17,6 +17,11 @@ struct KVCache {
   // keep + (p - max_length) % (max_length - keep), so the first `keep` positions and the latest
   // ones stay; the offset keeps counting positions.
   int keep = -1;
+  // Quantized (mlx-lm's QuantizedKVCache) when bits > 0: per layer the keys and values stored as
+  // mx::quantize's (packed, scales, biases) over head_dim in groups of `group`; the dense buffers
+  // are gone.
+  int bits = 0, group = 64;
+  std::vector<std::vector<mx::array>> qkeys, qvalues;
 };
 using CacheRef = std::shared_ptr<KVCache>;
 
@@ -55,9 +60,35 @@ Updated write(const mx::array& kc, const mx::array& vc, const mx::array& k, cons
   return {keys_all, values_all, mx::slice(keys_all, head, upto), mx::slice(values_all, head, upto)};
 }
 
+// Quantizes k, v [B, H, T, D] into the layer's buffers at the offset; returns the keys and values
+// [0, offset + T) as stored (dequantized), except for the first write (the prompt), which attends at
+// full precision as mlx-lm's prefill does before its cache is quantized.
+Updated write_quantized(KVCache& c, int l, const mx::array& k, const mx::array& v) {
+  if (k.ndim() != 4) throw ArgumentError("k must be [B, H, T, D]");
+  int length = k.shape(2), end = c.offset + length;
+  if (end > c.max_length) throw ArgumentError("KV cache of length " + std::to_string(c.max_length) + " cannot hold " + std::to_string(end) + " positions");
+  auto store = [&](std::vector<mx::array>& buffers, const mx::array& x) {
+    auto parts = mx::quantize(x, c.group, c.bits, "affine");
+    std::vector<mx::array> fetched;
+    for (size_t i = 0; i < buffers.size(); i++) {
+      auto& b = buffers[i];
+      mx::Shape start{0, 0, c.offset, 0}, stop{b.shape(0), b.shape(1), end, b.shape(3)};
+      b = mx::slice_update(b, parts.at(i), start, stop);
+      fetched.push_back(mx::slice(b, {0, 0, 0, 0}, stop));
+    }
+    return mx::dequantize(fetched[0], fetched[1], fetched[2], c.group, c.bits, "affine", std::nullopt, x.dtype());
+  };
+  bool prompt = c.offset == 0;
+  auto keys = store(c.qkeys[l], k);
+  auto values = store(c.qvalues[l], v);
+  if (prompt) return {k, v, k, v};
+  return {keys, values, keys, values};
+}
+
 // write() at the cache's offset, or for a full rotating cache at the slot the position rotates to;
-// then the keys and values returned are every slot.
+// then the keys and values returned are every slot. A quantized cache: write_quantized().
 Updated write_cache(KVCache& c, int l, const mx::array& k, const mx::array& v) {
+  if (c.bits > 0) return write_quantized(c, l, k, v);
   int length = k.ndim() == 4 ? k.shape(2) : 0;
   if (c.keep < 0 || c.offset + length <= c.max_length) return write(c.keys[l], c.values[l], k, v, c.offset);
   if (length != 1) {
@@ -153,6 +184,29 @@ int mlx_kv_cache_rotate(mlx_kv_cache c, int keep) {
   });
 }
 
+int mlx_kv_cache_quantize(mlx_kv_cache c, int bits, int group) {
+  return guard([&] {
+    auto& cache = *cache_of(c);
+    if (bits != 4 && bits != 8) throw ArgumentError("bits must be 4 or 8, got " + std::to_string(bits));
+    if (group <= 0 || cache.head_dim % group != 0) throw ArgumentError("group " + std::to_string(group) + " must divide head_dim " + std::to_string(cache.head_dim));
+    if (cache.offset != 0) throw ArgumentError("a KV cache is quantized while empty");
+    if (cache.keep >= 0) throw ArgumentError("a rotating KV cache cannot be quantized");
+    cache.bits = bits, cache.group = group;
+    auto dt = cache.keys.at(0).dtype();
+    int packed = cache.head_dim * bits / 32, groups = cache.head_dim / group;
+    cache.qkeys.clear(), cache.qvalues.clear();
+    for (size_t l = 0; l < cache.keys.size(); l++) {
+      for (auto* q : {&cache.qkeys, &cache.qvalues}) {
+        q->push_back({mx::zeros({cache.batch, cache.heads, cache.max_length, packed}, mx::uint32), mx::zeros({cache.batch, cache.heads, cache.max_length, groups}, dt),
+                      mx::zeros({cache.batch, cache.heads, cache.max_length, groups}, dt)});
+      }
+      // The dense buffers are not used any more: keep empty placeholders.
+      cache.keys[l] = mx::zeros({0}, dt);
+      cache.values[l] = mx::zeros({0}, dt);
+    }
+  });
+}
+
 int mlx_kv_cache_layer(mlx_array* keys, mlx_array* values, mlx_kv_cache c, int layer) {
   return guard([&] {
     auto& cache = *cache_of(c);
@@ -169,8 +223,7 @@ int mlx_kv_cache_update_fetch(mlx_array* keys, mlx_array* values, mlx_kv_cache c
     int l = layer_index(*cache, layer);
     emit({keys, values}, {k, v}, [cache, l](const Arrays& a) {
       auto u = write_cache(*cache, l, a[0], a[1]);
-      cache->keys[l] = u.keys_all;
-      cache->values[l] = u.values_all;
+      if (cache->bits == 0) cache->keys[l] = u.keys_all, cache->values[l] = u.values_all;
       return Arrays{u.keys, u.values};
     });
   });
@@ -186,8 +239,7 @@ int mlx_kv_cache_attention(mlx_array* out, mlx_kv_cache c, int layer, mlx_array 
     if (masked) inputs.push_back(key_mask);
     emit({out}, inputs, [cache, l, scale, masked](const Arrays& a) {
       auto u = write_cache(*cache, l, a[1], a[2]);
-      cache->keys[l] = u.keys_all;
-      cache->values[l] = u.values_all;
+      if (cache->bits == 0) cache->keys[l] = u.keys_all, cache->values[l] = u.values_all;
       auto mask = masked ? std::optional<mx::array>(a[3]) : std::nullopt;
       return Arrays{attend(a[0], u, cache->offset, scale, mask)};
     });

@@ -158,6 +158,10 @@ int mlx_kv_cache_seek(mlx_kv_cache cache, int offset);
  * new one (one at a time) overwrites the oldest slot after the first `keep`, and update_fetch returns
  * every slot; the offset keeps counting positions. */
 int mlx_kv_cache_rotate(mlx_kv_cache cache, int keep);
+/* Makes an empty cache quantized (bits 4 or 8, groups of `group` along head_dim), as mlx-lm's
+ * QuantizedKVCache: keys and values are stored quantized and update_fetch returns them dequantized
+ * (the first write, a prompt, is attended at full precision). */
+int mlx_kv_cache_quantize(mlx_kv_cache cache, int bits, int group);
 /* The layer's current buffers (whole length). */
 int mlx_kv_cache_layer(mlx_array* keys, mlx_array* values, mlx_kv_cache cache, int layer);
 /* Writes k, v [B, H, T, D] at the offset and returns every key and value so far, [B, H, offset + T, D]. */

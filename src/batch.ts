@@ -64,7 +64,7 @@ export async function* generateBatch(
   const pad = tokenizer.padTokenId ?? model.config.eosTokenIds[0] ?? 0;
   const only = options.rewrite === false ? null : Array.isArray(options.rewrite) ? options.rewrite : undefined;
   const graph = only === null ? model.graph("last") : rewrittenGraph(model, "last", only);
-  const cache = generationCache(model, batch, longest, longest + maxTokens, options.maxKvSize);
+  const cache = generationCache(model, batch, longest, longest + maxTokens, options);
   const padding = ids.map((p) => longest - p.length);
   cache.setLeftPadding(padding);
   const tape = model.backend === "mlx" && cache instanceof KVCache && options.replay !== false ? new DecodeTape(model, cache, graph, { output: "logits" }) : null;

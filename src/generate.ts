@@ -58,12 +58,18 @@ export interface GenerateOptions {
   /** Bound the KV cache to this many positions (mlx-lm's max_kv_size): past it, a rotating cache
    * keeps the first 4 and the latest ones. An integer > 4; the prompt must fit. */
   maxKvSize?: number | undefined;
+  /** Store the KV cache quantized at 4 or 8 bits (mlx-lm's kv_bits with quantized_kv_start 0; MLX
+   * only): the prompt but its last token is attended at full precision, every later step over the
+   * quantized keys and values. */
+  kvBits?: number | undefined;
+  /** Group size of kvBits's quantization along head_dim (default 64). */
+  kvGroupSize?: number | undefined;
 }
 
 const OPTION_NAMES = [
   "maxTokens", "temperature", "topP", "seed", "stopTokens", "stopStrings", "ignoreEos", "rewrite", "replay", "exceedContext",
   "topK", "minP", "minTokensToKeep", "repetitionPenalty", "repetitionContextSize", "presencePenalty", "presenceContextSize",
-  "frequencyPenalty", "frequencyContextSize", "logitBias", "logprobs", "promptCache", "maxKvSize",
+  "frequencyPenalty", "frequencyContextSize", "logitBias", "logprobs", "promptCache", "maxKvSize", "kvBits", "kvGroupSize",
 ] as const;
 
 function fail(option: string, range: string, value: unknown): never {
@@ -256,7 +262,8 @@ export async function* generate(
     throw new Error(`generate: prompt (${promptIds.length} tokens) + maxTokens (${maxTokens}) exceeds the prompt cache's ${promptCache.maxLength} positions`);
   }
   promptCache?.rewind(reused);
-  const cache = promptCache?.cache ?? generationCache(model, 1, promptIds.length, promptIds.length + maxTokens, maxKvSize);
+  if (promptCache && options.kvBits !== undefined) throw new Error("generate: kvBits does not combine with promptCache");
+  const cache = promptCache?.cache ?? generationCache(model, 1, promptIds.length, promptIds.length + maxTokens, { maxKvSize, kvBits: options.kvBits, kvGroupSize: options.kvGroupSize });
   // Greedy decoding on MLX picks each token on the device and queues the next step before reading it
   // (as mlx-lm does): building step t+1's graph on the host overlaps the device computing step t.
   // Otherwise each step's logits are evaluated, read and sampled on the host.
@@ -324,8 +331,15 @@ export async function* generate(
   try {
     const start = performance.now();
     let decodeStart = start;
+    // A quantized cache: mlx-lm prefills the prompt but its last token at full precision, then
+    // quantizes the cache and runs the last token over it.
+    const split = options.kvBits !== undefined && promptIds.length - reused > 1 ? promptIds.length - 1 : reused;
+    if (split > reused) {
+      using head = tokenIds(model, promptIds.slice(reused, split), [1, split - reused]);
+      forward(model, head, { cache, graph }).dispose();
+    }
     {
-      using ids = tokenIds(model, promptIds.slice(reused), [1, promptIds.length - reused]);
+      using ids = tokenIds(model, promptIds.slice(split), [1, promptIds.length - split]);
       pending = launch(ids);
     }
     for (let i = 0; i < maxTokens; i++) {

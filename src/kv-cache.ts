@@ -26,11 +26,15 @@ export interface CacheShape {
    * `keep` positions and the latest maxLength - keep. Bounded memory for long generations, and a
    * sliding window (keep 0). */
   keep?: number | undefined;
+  /** Quantized (mlx-lm's QuantizedKVCache, MLX only): keys and values stored at 4 or 8 bits in groups
+   * of kvGroupSize (default 64) along head_dim, attended as stored. */
+  kvBits?: number | undefined;
+  kvGroupSize?: number | undefined;
 }
 
 /** Shape, offset and padding, shared by both kinds of cache. */
 abstract class CacheBase<T extends TensorData> implements AttentionCache<T> {
-  readonly shape: Required<Omit<CacheShape, "keep">>;
+  readonly shape: Required<Omit<CacheShape, "keep" | "kvBits" | "kvGroupSize">>;
   /** Set for a rotating cache (see CacheShape.keep). */
   readonly keep: number | undefined;
   /** Positions written (by earlier forwards). */
@@ -101,6 +105,8 @@ abstract class CacheBase<T extends TensorData> implements AttentionCache<T> {
 /** MLX buffers, held by the shim (mlx_kv_cache): recorded decode steps replay against it. */
 export class KVCache extends CacheBase<Tensor> {
   readonly backend = "mlx";
+  /** Whether keys and values are stored quantized (CacheShape.kvBits). */
+  readonly quantized: boolean;
   #handle: Pointer | null;
 
   constructor(shape: CacheShape) {
@@ -110,6 +116,13 @@ export class KVCache extends CacheBase<Tensor> {
     check(native().mlx_kv_cache_new(out, layers, batch, heads, maxLength, headDim, dtypeCode(dtype)), "KVCache");
     this.#handle = pointerFromWord(out[0]!);
     if (this.keep !== undefined) check(native().mlx_kv_cache_rotate(this.#handle, this.keep), "KVCache: rotate");
+    if (shape.kvBits !== undefined) {
+      const { kvBits, kvGroupSize = 64 } = shape;
+      if (kvBits !== 4 && kvBits !== 8) throw new Error(`KV cache: kvBits must be 4 or 8, got ${kvBits}`);
+      if (!Number.isSafeInteger(kvGroupSize) || kvGroupSize <= 0 || headDim % kvGroupSize !== 0) throw new Error(`KV cache: kvGroupSize must divide head_dim ${headDim}, got ${kvGroupSize}`);
+      check(native().mlx_kv_cache_quantize(this.#handle, kvBits, kvGroupSize), "KVCache: quantize");
+    }
+    this.quantized = shape.kvBits !== undefined;
   }
 
   /** The shim's cache; throws after dispose. */
@@ -175,6 +188,7 @@ export class HostKVCache extends CacheBase<CpuTensor> {
 
   constructor(shape: CacheShape) {
     super(shape);
+    if (shape.kvBits !== undefined) throw new Error("KV cache: a quantized KV cache needs the MLX backend");
     const { layers, batch, heads, maxLength, headDim } = this.shape;
     const dims = [batch, heads, maxLength, headDim];
     const buffer = () => new CpuTensor(new Float32Array(batch * heads * maxLength * headDim), dims);

@@ -247,6 +247,9 @@ export function rewrittenGraph(model: Model, logits: "last" | "all", only: strin
 export interface CacheOptions {
   /** A rotating cache of maxLength slots keeping the first `keep` positions (see CacheShape.keep). */
   keep?: number | undefined;
+  /** A quantized cache (MLX only; see CacheShape.kvBits). */
+  kvBits?: number | undefined;
+  kvGroupSize?: number | undefined;
 }
 
 /** A KV cache for `batch` sequences of up to `maxLength` positions, on the model's backend, holding
@@ -256,7 +259,7 @@ export function createCache(model: CpuModel, batch: number, maxLength: number, o
 export function createCache(model: Model, batch: number, maxLength: number, options?: CacheOptions): KVCache | HostKVCache;
 export function createCache(model: Model, batch: number, maxLength: number, options: CacheOptions = {}): KVCache | HostKVCache {
   const { layers, kvHeads: heads, headDim } = model.config;
-  const shape = { layers, batch, heads, headDim, maxLength, dtype: model.dtype, keep: options.keep };
+  const shape = { layers, batch, heads, headDim, maxLength, dtype: model.dtype, keep: options.keep, kvBits: options.kvBits, kvGroupSize: options.kvGroupSize };
   for (const [key, value] of Object.entries({ batch, maxLength })) {
     if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`createCache: ${key} must be a positive integer, got ${value}`);
   }
@@ -269,10 +272,12 @@ export function createCache(model: Model, batch: number, maxLength: number, opti
  * one, or past the model's sliding window or `maxKvSize` a rotating one of that size (keeping the
  * first 4 positions for maxKvSize, as mlx-lm's max_kv_size does; none for a window). The prompt must
  * fit the rotating cache. */
-export function generationCache(model: Model, batch: number, promptLength: number, length: number, maxKvSize?: number): KVCache | HostKVCache {
+export function generationCache(model: Model, batch: number, promptLength: number, length: number, options: { maxKvSize?: number | undefined; kvBits?: number | undefined; kvGroupSize?: number | undefined } = {}): KVCache | HostKVCache {
+  const { maxKvSize, kvBits, kvGroupSize } = options;
   const window = model.config.slidingWindow;
   const bound = Math.min(window ?? Infinity, maxKvSize ?? Infinity);
-  if (length <= bound) return createCache(model, batch, length);
+  if (length <= bound) return createCache(model, batch, length, { kvBits, kvGroupSize });
+  if (kvBits !== undefined) throw new Error("a quantized KV cache does not rotate: kvBits does not combine with maxKvSize or a generation past the model's sliding window");
   const byWindow = window !== undefined && window === bound;
   if (promptLength > bound) {
     throw new Error(`the prompt (${promptLength} tokens) is longer than ${byWindow ? `the model's sliding window (${window})` : `maxKvSize (${maxKvSize})`}; a rotating cache takes a prompt that fits it`);

@@ -89,6 +89,7 @@ export const symbols = {
   mlx_kv_cache_advance: [P, i32],
   mlx_kv_cache_seek: [P, i32],
   mlx_kv_cache_rotate: [P, i32],
+  mlx_kv_cache_quantize: [P, i32, i32],
   mlx_kv_cache_layer: [P, P, P, i32],
   mlx_kv_cache_update_fetch: [P, P, P, i32, P, P],
   mlx_kv_cache_attention: [P, P, i32, P, P, P, f32, P],

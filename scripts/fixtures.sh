@@ -14,7 +14,8 @@ if [ -f "$DATA/.stamp" ] && [ "$(cat "$DATA/.stamp")" = "$key" ]; then exit 0; f
 rm -rf "$DATA"
 mkdir -p "$DATA"
 cd "$ROOT/scripts/fixtures"
-for script in $(ls *.py | grep -v "^common.py$"); do
+# models.py first: later scripts (kv_variants.py) read the checkpoints it writes.
+for script in models.py $(ls *.py | grep -v -e "^common.py$" -e "^models.py$"); do
   "$PY" "$script"
 done
 echo "$key" > "$DATA/.stamp"

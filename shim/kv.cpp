@@ -63,26 +63,50 @@ Updated write(const mx::array& kc, const mx::array& vc, const mx::array& k, cons
 // Quantizes k, v [B, H, T, D] into the layer's buffers at the offset; returns the keys and values
 // [0, offset + T) as stored (dequantized), except for the first write (the prompt), which attends at
 // full precision as mlx-lm's prefill does before its cache is quantized.
-Updated write_quantized(KVCache& c, int l, const mx::array& k, const mx::array& v) {
-  if (k.ndim() != 4) throw ArgumentError("k must be [B, H, T, D]");
-  int length = k.shape(2), end = c.offset + length;
+// Quantizes x [B, H, T, D] into the buffers (packed, scales, biases) at the cache's offset; returns
+// the stored [0, offset + T) of each.
+std::vector<mx::array> store_quantized(KVCache& c, std::vector<mx::array>& buffers, const mx::array& x) {
+  if (x.ndim() != 4) throw ArgumentError("k and v must be [B, H, T, D]");
+  int end = c.offset + x.shape(2);
   if (end > c.max_length) throw ArgumentError("KV cache of length " + std::to_string(c.max_length) + " cannot hold " + std::to_string(end) + " positions");
-  auto store = [&](std::vector<mx::array>& buffers, const mx::array& x) {
-    auto parts = mx::quantize(x, c.group, c.bits, "affine");
-    std::vector<mx::array> fetched;
-    for (size_t i = 0; i < buffers.size(); i++) {
-      auto& b = buffers[i];
-      mx::Shape start{0, 0, c.offset, 0}, stop{b.shape(0), b.shape(1), end, b.shape(3)};
-      b = mx::slice_update(b, parts.at(i), start, stop);
-      fetched.push_back(mx::slice(b, {0, 0, 0, 0}, stop));
-    }
-    return mx::dequantize(fetched[0], fetched[1], fetched[2], c.group, c.bits, "affine", std::nullopt, x.dtype());
-  };
+  auto parts = mx::quantize(x, c.group, c.bits, "affine");
+  std::vector<mx::array> fetched;
+  for (size_t i = 0; i < buffers.size(); i++) {
+    auto& b = buffers[i];
+    mx::Shape start{0, 0, c.offset, 0}, stop{b.shape(0), b.shape(1), end, b.shape(3)};
+    b = mx::slice_update(b, parts.at(i), start, stop);
+    fetched.push_back(mx::slice(b, {0, 0, 0, 0}, stop));
+  }
+  return fetched;
+}
+
+Updated write_quantized(KVCache& c, int l, const mx::array& k, const mx::array& v) {
   bool prompt = c.offset == 0;
-  auto keys = store(c.qkeys[l], k);
-  auto values = store(c.qvalues[l], v);
+  auto dequantized = [&](const std::vector<mx::array>& q, const mx::array& like) {
+    return mx::dequantize(q[0], q[1], q[2], c.group, c.bits, "affine", std::nullopt, like.dtype());
+  };
+  auto keys = dequantized(store_quantized(c, c.qkeys[l], k), k);
+  auto values = dequantized(store_quantized(c, c.qvalues[l], v), v);
   if (prompt) return {k, v, k, v};
   return {keys, values, keys, values};
+}
+
+// mlx-lm's quantized_scaled_dot_product_attention for one query position: q [B, Hq, 1, D] over
+// quantized keys and values [B, H, S, .] (GQA when Hq > H), with quantized matmuls.
+mx::array quantized_attention(const mx::array& q, const std::vector<mx::array>& k, const std::vector<mx::array>& v, float scale, int group, int bits) {
+  int batch = q.shape(0), heads = q.shape(1), length = q.shape(2), dim = q.shape(3), kv_heads = k[0].shape(1);
+  int repeats = heads / kv_heads;
+  auto queries = mx::multiply(q, mx::array(scale, q.dtype()));
+  std::vector<mx::array> keys = k, values = v;
+  if (repeats > 1) {
+    queries = mx::reshape(queries, {batch, kv_heads, repeats, length, dim});
+    for (auto& x : keys) x = mx::expand_dims(x, -3);
+    for (auto& x : values) x = mx::expand_dims(x, -3);
+  }
+  auto scores = mx::quantized_matmul(queries, keys[0], keys[1], keys[2], true, group, bits, "affine");
+  scores = mx::softmax(scores, std::vector<int>{-1}, true);
+  auto out = mx::quantized_matmul(scores, values[0], values[1], values[2], false, group, bits, "affine");
+  return repeats > 1 ? mx::reshape(out, {batch, heads, length, dim}) : out;
 }
 
 // write() at the cache's offset, or for a full rotating cache at the slot the position rotates to;
@@ -238,6 +262,12 @@ int mlx_kv_cache_attention(mlx_array* out, mlx_kv_cache c, int layer, mlx_array 
     std::vector<mlx_array> inputs{q, k, v};
     if (masked) inputs.push_back(key_mask);
     emit({out}, inputs, [cache, l, scale, masked](const Arrays& a) {
+      if (cache->bits > 0 && cache->offset > 0 && a[0].shape(2) == 1 && !masked) {
+        // A decode step over a quantized cache: attention through quantized matmuls, as mlx-lm.
+        auto keys = store_quantized(*cache, cache->qkeys[l], a[1]);
+        auto values = store_quantized(*cache, cache->qvalues[l], a[2]);
+        return Arrays{quantized_attention(a[0], keys, values, scale, cache->group, cache->bits)};
+      }
       auto u = write_cache(*cache, l, a[1], a[2]);
       if (cache->bits == 0) cache->keys[l] = u.keys_all, cache->values[l] = u.values_all;
       auto mask = masked ? std::optional<mx::array>(a[3]) : std::nullopt;

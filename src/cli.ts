@@ -26,6 +26,8 @@ const USAGE = `usage: mlx-bun generate [options]   (in a checkout: bun run src/c
   --repetition-penalty R  mlx-lm's sign-aware penalty on the last 20 tokens, >= 0 (default 0: off)
   --prompt-cache FILE  continue from a prompt cache file (if it exists) and save the cache there after:
                        a later run whose prompt starts with this one's prompt + output prefills only the rest
+  --max-kv-size N      bound the KV cache to N positions (rotating; the first 4 kept), an integer > 4
+  --kv-bits B          store the KV cache quantized at 4 or 8 bits (MLX)
   --draft-model DIR    speculative decoding with this draft model (same tokenizer; needs --temperature 0)
   --num-draft N        tokens the draft proposes per round, an integer in [1, 64] (default 4)
   --backend KIND       mlx | cpu | auto (default auto)
@@ -61,6 +63,8 @@ function parse(argv: string[]) {
         backend: { type: "string", default: "auto" },
         "prompt-cache": { type: "string" },
         "draft-model": { type: "string" },
+        "max-kv-size": { type: "string" },
+        "kv-bits": { type: "string" },
         "num-draft": { type: "string", default: "4" },
         help: { type: "boolean", default: false },
       },
@@ -87,6 +91,8 @@ function parse(argv: string[]) {
     backend: v.backend!,
     promptCache: v["prompt-cache"],
     draftModel: v["draft-model"],
+    maxKvSize: v["max-kv-size"] === undefined ? undefined : numberFlag("max-kv-size", v["max-kv-size"], (n) => Number.isSafeInteger(n) && n > 4, "an integer > 4"),
+    kvBits: v["kv-bits"] === undefined ? undefined : numberFlag("kv-bits", v["kv-bits"], (n) => n === 4 || n === 8, "4 or 8"),
     numDraft: numberFlag("num-draft", v["num-draft"]!, (n) => Number.isSafeInteger(n) && n >= 1 && n <= 64, "an integer in [1, 64]"),
     maxTokens: numberFlag("max-tokens", v["max-tokens"]!, (n) => Number.isSafeInteger(n) && n >= 1, "an integer >= 1"),
     temperature: numberFlag("temperature", v.temperature!, (n) => n >= 0, "a number >= 0"),
@@ -124,7 +130,7 @@ export async function main(argv: string[]): Promise<void> {
     const stats: Partial<GenerationStats> = {};
     const { maxTokens, temperature, topP, seed, topK, minP, repetitionPenalty, rewrite } = args;
     const promptCache = args.promptCache === undefined ? undefined : existsSync(args.promptCache) ? PromptCache.load(model, args.promptCache) : new PromptCache(model);
-    const options = { maxTokens, temperature, topP, seed, topK, minP, repetitionPenalty, rewrite, ...(promptCache ? { promptCache } : {}) };
+    const options = { maxTokens, temperature, topP, seed, topK, minP, repetitionPenalty, rewrite, maxKvSize: args.maxKvSize, kvBits: args.kvBits, ...(promptCache ? { promptCache } : {}) };
     // The prompt is echoed once generation is under way (a rejected request prints only the error).
     let echoed = args.chat;
     const draft = args.draftModel === undefined ? undefined : loadModel(args.draftModel, { backend: model.backend });

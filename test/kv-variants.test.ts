@@ -3,7 +3,7 @@
 // well past the bound on MLX and the CPU reference; quantized caches (kvBits 4 and 8) on MLX.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { createCache, DEFAULT_MODEL_DIR, forward, generateText, loadModel, Tensor, Tokenizer } from "../src/index.ts";
+import { createCache, DEFAULT_MODEL_DIR, forward, generateText, type Graph, loadModel, rewrite, Tensor, Tokenizer } from "../src/index.ts";
 import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
 
 const f = fixture<{ prompt: number[]; qwen3: { maxKvSize: number; tokens: number[]; unbounded: number[] }; mistral: { slidingWindow: number; tokens: number[]; unbounded: number[] } }>("kv_variants.json");
@@ -47,12 +47,12 @@ describe("quantized KV cache (kvBits, MLX)", () => {
   const q = fixture<{ quantized: Record<"plain" | "4" | "8", { tokens: number[]; logprobs: EncodedArray }> & { prompt: number[] } }>("kv_variants.json").quantized;
 
   /** Log-probabilities of the token after the prompt, through a cache made with `options`. */
-  function firstLogprobs(model: ReturnType<typeof loadModel>, options: { kvBits?: number }): Float32Array {
+  function firstLogprobs(model: ReturnType<typeof loadModel>, options: { kvBits?: number }, graph?: Graph): Float32Array {
     const cache = createCache(model, 1, 64, options);
     const head = Tensor.from(Int32Array.from(q.prompt.slice(0, -1)), [1, q.prompt.length - 1]);
     const last = Tensor.from(Int32Array.of(q.prompt.at(-1)!), [1, 1]);
-    forward(model, head, { cache }).dispose();
-    using logits = forward(model, last, { cache });
+    forward(model, head, { cache, graph }).dispose();
+    using logits = forward(model, last, { cache, graph });
     for (const t of [head, last]) t.dispose();
     cache.dispose();
     const x = logits.toFloat32Array();
@@ -66,10 +66,14 @@ describe("quantized KV cache (kvBits, MLX)", () => {
     const tokenizer = Tokenizer.fromDir(DEFAULT_MODEL_DIR);
     const plain = firstLogprobs(model, {});
     expect(maxAbsDiff(plain, decode(q.plain.logprobs).toFloat32Array())).toBeLessThanOrEqual(1e-3);
+    // The plain graph attends over the dequantized cache; the rewritten one (native_attention, what
+    // generate runs) through quantized matmuls, as mlx-lm.
+    const rewritten = rewrite(model.graph("last"));
     for (const bits of [4, 8] as const) {
       const ours = firstLogprobs(model, { kvBits: bits });
       const want = decode(q[bits].logprobs).toFloat32Array();
       expect(maxAbsDiff(ours, want)).toBeLessThanOrEqual(1e-3);
+      expect(maxAbsDiff(firstLogprobs(model, { kvBits: bits }, rewritten), want)).toBeLessThanOrEqual(1e-3);
       // The quantized cache changes the result measurably (more at 4 bits than at 8).
       expect(maxAbsDiff(ours, plain)).toBeGreaterThan(bits === 4 ? 1e-2 : 1e-4);
       const { tokens } = await generateText(model, tokenizer, q.prompt, { maxTokens: q[bits].tokens.length, ignoreEos: true, kvBits: bits });

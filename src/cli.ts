@@ -3,7 +3,7 @@
 // exit 2; errors while running print one line and exit 1.
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { generate, type GenerationStats } from "./generate.ts";
 import { DEFAULT_MODEL_DIR, loadModel } from "./models/index.ts";
 import { deviceInfo } from "./native/device.ts";
@@ -42,36 +42,36 @@ export function numberFlag(name: string, text: string, check: (v: number) => boo
   return value;
 }
 
-function parse(argv: string[]) {
-  let parsed;
+/** parseArgs (strict) with its errors as one-line UsageErrors; every CLI parses its flags here. */
+export function flags<const O extends ParseArgsOptionsConfig>(argv: string[], options: O, allowPositionals = false) {
   try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      options: {
-        model: { type: "string", default: DEFAULT_MODEL_DIR },
-        prompt: { type: "string", default: "The ship sailed" },
-        "max-tokens": { type: "string", default: "48" },
-        temperature: { type: "string", default: "0.7" },
-        "top-p": { type: "string", default: "0.9" },
-        seed: { type: "string", default: "1" },
-        "top-k": { type: "string", default: "0" },
-        "min-p": { type: "string", default: "0" },
-        "repetition-penalty": { type: "string", default: "0" },
-        chat: { type: "boolean", default: false },
-        "no-rewrite": { type: "boolean", default: false },
-        backend: { type: "string", default: "auto" },
-        "prompt-cache": { type: "string" },
-        "draft-model": { type: "string" },
-        "max-kv-size": { type: "string" },
-        "kv-bits": { type: "string" },
-        "num-draft": { type: "string", default: "4" },
-        help: { type: "boolean", default: false },
-      },
-    });
+    return parseArgs({ args: argv, strict: true, allowPositionals, options });
   } catch (e) {
     throw new UsageError((e as Error).message.split("\n")[0]!);
   }
+}
+
+function parse(argv: string[]) {
+  const parsed = flags(argv, {
+    model: { type: "string", default: DEFAULT_MODEL_DIR },
+    prompt: { type: "string", default: "The ship sailed" },
+    "max-tokens": { type: "string", default: "48" },
+    temperature: { type: "string", default: "0.7" },
+    "top-p": { type: "string", default: "0.9" },
+    seed: { type: "string", default: "1" },
+    "top-k": { type: "string", default: "0" },
+    "min-p": { type: "string", default: "0" },
+    "repetition-penalty": { type: "string", default: "0" },
+    chat: { type: "boolean", default: false },
+    "no-rewrite": { type: "boolean", default: false },
+    backend: { type: "string", default: "auto" },
+    "prompt-cache": { type: "string" },
+    "draft-model": { type: "string" },
+    "max-kv-size": { type: "string" },
+    "kv-bits": { type: "string" },
+    "num-draft": { type: "string", default: "4" },
+    help: { type: "boolean", default: false },
+  });
   const v = parsed.values;
   const model = v.model!;
   if (!v.help && !(existsSync(model) && statSync(model).isDirectory())) throw new UsageError(`model directory not found: ${model}`);

@@ -2,8 +2,7 @@
 // JSON lines, or with --query the texts ranked by cosine similarity to the query (semantic search).
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
-import { numberFlag, UsageError } from "./cli.ts";
+import { flags, numberFlag, UsageError } from "./cli.ts";
 import { cosineSimilarity, embed, type EmbedOptions, POOLINGS, type Pooling } from "./embed.ts";
 import { loadModel } from "./models/index.ts";
 import { embeddingModelDir } from "./setup.ts";
@@ -28,26 +27,20 @@ const USAGE = `usage: mlx-bun embed [options] [TEXT ...]   (no TEXT: one text pe
 Without --query: one JSON object a line, {"index", "tokens", "truncated", "embedding"}.`;
 
 function parse(argv: string[]) {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: true,
-      options: {
-        model: { type: "string" },
-        query: { type: "string" },
-        pooling: { type: "string" },
-        normalize: { type: "string" },
-        "max-length": { type: "string" },
-        "batch-size": { type: "string" },
-        backend: { type: "string", default: "auto" },
-        help: { type: "boolean", default: false },
-      },
-    });
-  } catch (e) {
-    throw new UsageError((e as Error).message.split("\n")[0]!);
-  }
+  const parsed = flags(
+    argv,
+    {
+      model: { type: "string" },
+      query: { type: "string" },
+      pooling: { type: "string" },
+      normalize: { type: "string" },
+      "max-length": { type: "string" },
+      "batch-size": { type: "string" },
+      backend: { type: "string", default: "auto" },
+      help: { type: "boolean", default: false },
+    },
+    true,
+  );
   const v = parsed.values;
   const options: EmbedOptions = {};
   if (v.pooling !== undefined) {

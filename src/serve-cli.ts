@@ -1,8 +1,7 @@
 // `mlx-bun serve`: the OpenAI-compatible server (src/server.ts) on a model directory.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
-import { numberFlag, UsageError } from "./cli.ts";
+import { flags, numberFlag, UsageError } from "./cli.ts";
 import { DEFAULT_MODEL_DIR } from "./models/index.ts";
 import { serve } from "./server.ts";
 
@@ -17,24 +16,18 @@ const USAGE = `usage: mlx-bun serve [options]
 Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET / (chat page).`;
 
 export async function main(argv: string[]): Promise<void> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      options: {
-        model: { type: "string", default: DEFAULT_MODEL_DIR },
-        host: { type: "string", default: "127.0.0.1" },
-        port: { type: "string", default: "8080" },
-        backend: { type: "string", default: "auto" },
-        "max-concurrent": { type: "string", default: "4" },
-        "max-queue": { type: "string", default: "64" },
-        help: { type: "boolean", default: false },
-      },
-    });
-  } catch (e) {
-    throw new UsageError((e as Error).message.split("\n")[0]!);
-  }
+  const parsed = flags(
+    argv,
+    {
+      model: { type: "string", default: DEFAULT_MODEL_DIR },
+      host: { type: "string", default: "127.0.0.1" },
+      port: { type: "string", default: "8080" },
+      backend: { type: "string", default: "auto" },
+      "max-concurrent": { type: "string", default: "4" },
+      "max-queue": { type: "string", default: "64" },
+      help: { type: "boolean", default: false },
+    },
+  );
   const v = parsed.values;
   if (v.help) {
     console.log(USAGE);

@@ -1,6 +1,6 @@
 // Where an installed runtime (MLX's library + the shim, made by `mlx-bun setup`, src/setup.ts) lives:
 // a per-user, versioned cache directory.
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 
@@ -20,9 +20,26 @@ export function runtimeHome(): string {
   return env["MLXB_HOME"] ?? join(env["XDG_CACHE_HOME"] ?? join(homedir(), ".cache"), "mlx-bun");
 }
 
-/** The directory of one runtime: the pinned MLX version and the target. */
+let shimHashMemo: string | undefined;
+
+/** A short hash of the shim's sources (shim/*, build.zig): a runtime built from other sources (an
+ * older mlx-bun, whose shim lacks a function this one calls) is never loaded. */
+export function shimHash(): string {
+  if (shimHashMemo === undefined) {
+    const hasher = new Bun.CryptoHasher("sha256");
+    const shim = join(PACKAGE_ROOT, "shim");
+    for (const file of [...readdirSync(shim).sort().map((f) => join(shim, f)), join(PACKAGE_ROOT, "build.zig")]) {
+      hasher.update(file.slice(PACKAGE_ROOT.length));
+      hasher.update(readFileSync(file));
+    }
+    shimHashMemo = hasher.digest("hex").slice(0, 10);
+  }
+  return shimHashMemo;
+}
+
+/** The directory of one runtime: the pinned MLX version, the target and the shim's sources. */
 export function runtimeDir(target: RuntimeTarget): string {
-  return join(runtimeHome(), `mlx-${versions()["MLX_VERSION"]}-${target}`);
+  return join(runtimeHome(), `mlx-${versions()["MLX_VERSION"]}-${target}-${shimHash()}`);
 }
 
 /** The shim of an installed runtime. */

@@ -170,6 +170,19 @@ int mlx_kv_cache_update_fetch(mlx_array* keys, mlx_array* values, mlx_kv_cache c
  * key_mask [B, >= offset + T] (nonzero = attend; NULL = none). */
 int mlx_kv_cache_attention(mlx_array* out, mlx_kv_cache cache, int layer, mlx_array q, mlx_array k, mlx_array v, float scale, mlx_array key_mask);
 
+/* ---- distributed: a process group and its collectives ---- */
+typedef void* mlx_group;
+/* MLX's distributed init: backend "ring", "nccl", "mpi" or "any"; strict = fail rather than return a
+ * group of one when no backend can start (the ring reads MLX_RANK and MLX_HOSTFILE). */
+int mlx_distributed_init(mlx_group* out, const char* backend, int strict);
+int mlx_distributed_free(mlx_group group);
+int mlx_distributed_rank(int* out, mlx_group group);
+int mlx_distributed_size(int* out, mlx_group group);
+/* The sum of x over the group's processes (every process gets it). */
+int mlx_distributed_all_sum(mlx_array* out, mlx_array x, mlx_group group);
+/* x of every process, concatenated along the first axis in rank order. */
+int mlx_distributed_all_gather(mlx_array* out, mlx_array x, mlx_group group);
+
 /* ---- record and replay: the ops of one step, replayed with new inputs in one call ---- */
 typedef void* mlx_tape;
 /* Starts recording every op this thread runs (one tape at a time). */

@@ -4,6 +4,7 @@
 // OpenAI-compatible server (src/serve-cli.ts).
 import { main as generate, runCommand, UsageError } from "./cli.ts";
 import { main as embed } from "./embed-cli.ts";
+import { launch } from "./launch.ts";
 import { main as serve } from "./serve-cli.ts";
 import { installEmbeddingModel, setup } from "./setup.ts";
 
@@ -16,6 +17,7 @@ const USAGE = `usage: mlx-bun <command> [options]
   generate [options]                 stream text from a model (mlx-bun generate --help)
   embed [options] [TEXT ...]         sentence embeddings, or --query search (mlx-bun embed --help)
   serve [options]                    OpenAI-compatible HTTP server (mlx-bun serve --help)
+  launch -n N -- COMMAND ...         run COMMAND as N ranks of one MLX process group (ring, 127.0.0.1)
   help                               this text`;
 
 async function main(argv: string[]): Promise<void> {
@@ -36,13 +38,21 @@ async function main(argv: string[]): Promise<void> {
       return embed(rest);
     case "serve":
       return serve(rest);
+    case "launch": {
+      const split = rest.indexOf("--");
+      if (rest[0] !== "-n" || split !== 2) throw new UsageError("launch: usage is mlx-bun launch -n N -- COMMAND ...");
+      const ranks = Number(rest[1]);
+      if (!Number.isSafeInteger(ranks) || ranks < 1 || ranks > 64) throw new UsageError(`launch: -n must be an integer in [1, 64], got '${rest[1]}'`);
+      process.exitCode = await launch(ranks, rest.slice(3));
+      return;
+    }
     case "help":
     case "--help":
     case undefined:
       console.log(USAGE);
       return;
     default:
-      throw new UsageError(`unknown command '${command}' (setup, generate, embed, serve, help)`);
+      throw new UsageError(`unknown command '${command}' (setup, generate, embed, serve, launch, help)`);
   }
 }
 

@@ -15,11 +15,11 @@ const LAYERS: string[][] = [
   ["quant"],
   ["io"],
   ["graph"],
-  ["rewrite", "kv-cache.ts"],
+  ["rewrite", "kv-cache.ts", "distributed.ts"],
   ["backend"],
   ["models", "tokenizer.ts"],
   ["generate.ts", "sampling.ts", "embed.ts", "prompt-cache.ts", "batch.ts", "speculative.ts"],
-  ["cli.ts", "embed-cli.ts", "server.ts", "serve-cli.ts", "index.ts", "setup.ts", "bin.ts"],
+  ["cli.ts", "embed-cli.ts", "server.ts", "serve-cli.ts", "launch.ts", "index.ts", "setup.ts", "bin.ts"],
 ];
 
 function files(dir: string): string[] {

@@ -39,5 +39,5 @@ export { HttpError, serve, type Server, type ServeOptions } from "./server.ts";
 export { PROMPT_CACHE_FORMAT, PromptCache } from "./prompt-cache.ts";
 export { type BatchChunk, type BatchStats, generateBatch, generateBatchText } from "./batch.ts";
 export { type SpeculativeOptions, type SpeculativeStats, speculativeGenerate } from "./speculative.ts";
-export { DISTRIBUTED_BACKENDS, type DistributedBackend, Group } from "./distributed.ts";
+export { DISTRIBUTED_BACKENDS, type DistributedBackend, Group } from "./ops/distributed.ts";
 export { launch } from "./launch.ts";

@@ -15,7 +15,7 @@ const LAYERS: string[][] = [
   ["quant"],
   ["io"],
   ["graph"],
-  ["rewrite", "kv-cache.ts", "distributed.ts"],
+  ["rewrite", "kv-cache.ts"],
   ["backend"],
   ["models", "tokenizer.ts"],
   ["generate.ts", "sampling.ts", "embed.ts", "prompt-cache.ts", "batch.ts", "speculative.ts"],

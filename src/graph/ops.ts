@@ -13,6 +13,7 @@ import { dequantize } from "../ops/quant.ts";
 import { type QuantConfig, quantizationFor } from "../quant/config.ts";
 import { linear } from "../quant/linear.ts";
 import { packedTriple } from "../quant/weights.ts";
+import type { Group } from "../ops/distributed.ts";
 import { Tensor } from "../tensor.ts";
 import { cpuLinear, denseWeight, toCpu } from "./cpu-weights.ts";
 import { attentionMask, rotaryTables, applyRotary } from "./plain.ts";
@@ -51,6 +52,8 @@ export interface RunContext<B extends BackendTypes> {
   feeds: Readonly<Record<string, Value<B["tensor"]>>>;
   /** null: no cache (one forward over the whole sequence from position 0). */
   cache: AttentionCache<B["tensor"]> | null;
+  /** The process group of a tensor-parallel model (all_sum), if any. */
+  group?: Group | null | undefined;
 }
 
 export type Kernel<A, B extends BackendTypes> = (inputs: readonly Value<B["tensor"]>[], attrs: A, context: RunContext<B>) => Value<B["tensor"]>;
@@ -365,6 +368,18 @@ export const OPS = {
   }),
   /** The layer's keys and values so far: [keys, values]. Writes k, v [B, kvHeads, T, D] into the
    * KV cache at its offset when there is one; without a cache, k and v themselves. */
+  /** The sum of x over the model's process group: after a projection whose input features are split
+   * across the ranks (tensor parallelism, mlx-lm's sharded-to-all). */
+  all_sum: op()({
+    inputs: ["x"],
+    mlx: ([x], _, { group }) => {
+      if (!group) throw new Error("all_sum: this graph is tensor-parallel; run it with its model's process group");
+      return group.allSum(mlx(x, "x"));
+    },
+    cpu: () => {
+      throw new Error("all_sum: tensor-parallel models run on the MLX backend");
+    },
+  }),
   cache_update: op<{ layer: number }>()({
     inputs: ["k", "v"],
     mlx: ([k, v], { layer }, { cache }) => {

@@ -34,6 +34,9 @@ export interface DecoderSpec {
 export interface DecoderOptions {
   /** Logits for the last position only (decode) or every position. */
   logits?: "last" | "all";
+  /** Tensor-parallel: the attention output and MLP down projections read a rank's share of their
+   * input features, so their outputs are summed over the process group (all_sum). */
+  sharded?: boolean;
 }
 
 /** Feeds: ids [B,T] int32, positions [B,T] int32, offset (number of cached positions), keyMask
@@ -89,7 +92,8 @@ export function buildDecoder(config: ModelConfig, spec: DecoderSpec, options: De
     const dropped = o.dropout([weights], { rate: 0 });
     const attended = o.attention_output([dropped, values], {}, `${p}.attention`);
     const merged = o.reshape([o.transpose([attended], { axes: [0, 2, 1, 3] })], { shape: [0, 0, heads * headDim] });
-    const attention = dense(merged, `${p}.${spec.output}`);
+    const projected = dense(merged, `${p}.${spec.output}`);
+    const attention = options.sharded ? o.all_sum([projected], {}, `${p}.${spec.output}.sum`) : projected;
 
     const residual = spec.mlpNorm ? o.add([x, attention]) : x;
     const h2 = spec.mlpNorm ? norm(residual, `${p}.${spec.mlpNorm}`) : h;
@@ -102,7 +106,8 @@ export function buildDecoder(config: ModelConfig, spec: DecoderSpec, options: De
     } else {
       hidden = o.gelu([dense(h2, `${p}.${m.up}`)], { approximate: true });
     }
-    const mlp = dense(hidden, `${p}.${m.down}`);
+    const down = dense(hidden, `${p}.${m.down}`);
+    const mlp = options.sharded ? o.all_sum([down], {}, `${p}.${m.down}.sum`) : down;
     x = spec.mlpNorm ? o.add([residual, mlp]) : o.add([o.add([attention, mlp]), x]);
   }
   x = norm(x, spec.finalNorm);

@@ -11,7 +11,8 @@ import { runGraph } from "../graph/run.ts";
 import { type Checkpoint, checkpointBytes, loadCheckpoint } from "../io/checkpoint.ts";
 import { HostTensor } from "../io/host.ts";
 import { HostKVCache, KVCache } from "../kv-cache.ts";
-import { evalAll } from "../ops/core.ts";
+import { evalAll, slice } from "../ops/core.ts";
+import type { Group } from "../ops/distributed.ts";
 import { CpuTensor } from "../ops/cpu.ts";
 import { DEFAULT_REWRITERS, rewrite } from "../rewrite/index.ts";
 import { Tensor, tidy } from "../tensor.ts";
@@ -57,8 +58,11 @@ interface ModelBase {
 export interface MlxModel extends ModelBase {
   backend: "mlx";
   checkpoint: Checkpoint<Tensor>;
-  /** The checkpoint's weights plus derived tables (rotary frequencies). */
+  /** The checkpoint's weights plus derived tables (rotary frequencies); a tensor-parallel rank's
+   * share of the sharded projections. */
   weights: ReadonlyMap<string, Tensor>;
+  /** The process group of a tensor-parallel model (LoadOptions.group). */
+  group: Group | null;
 }
 
 /** Weights read into host memory; runs on the pure-TypeScript CPU reference (no native library). */
@@ -74,6 +78,10 @@ export interface LoadOptions {
   /** "auto" (default): MLX when the shim loads and 1.5 x the model fits memory, else "cpu". */
   backend?: BackendKind | string | undefined;
   onProgress?: (loaded: number, total: number) => void | undefined;
+  /** Tensor parallelism over this process group (MLX; decoders with separate q/k/v): each rank keeps
+   * its share of the heads and MLP features, as mlx-lm's shard_linear; outputs are summed with
+   * all_sum. Start the ranks with `mlx-bun launch`. */
+  group?: Group | undefined;
 }
 
 function architecture(dir: string, config: ModelConfig): { spec?: DecoderSpec; encoder?: (config: ModelConfig) => Graph } {
@@ -83,13 +91,56 @@ function architecture(dir: string, config: ModelConfig): { spec?: DecoderSpec; e
   return specOf ? { spec: specOf(config) } : { encoder: encoder! };
 }
 
-function graphs(config: ModelConfig, arch: ReturnType<typeof architecture>): (logits: "last" | "all") => Graph {
+function graphs(config: ModelConfig, arch: ReturnType<typeof architecture>, sharded = false): (logits: "last" | "all") => Graph {
   const built = new Map<string, Graph>();
   return (logits) => {
     const key = arch.encoder ? "encoder" : logits;
-    if (!built.has(key)) built.set(key, arch.encoder ? arch.encoder(config) : buildDecoder(config, arch.spec!, { logits }));
+    if (!built.has(key)) built.set(key, arch.encoder ? arch.encoder(config) : buildDecoder(config, arch.spec!, { logits, sharded }));
     return built.get(key)!;
   };
+}
+
+/** A tensor-parallel rank's config: its share of the heads, kv heads and MLP features. */
+function shardedConfig(dir: string, config: ModelConfig, spec: DecoderSpec | undefined, group: Group): ModelConfig {
+  if (!spec) throw new Error(`${dir}: tensor parallelism shards decoders; ${config.modelType} is an encoder`);
+  if ("fused" in spec.qkv) throw new Error(`${dir}: tensor parallelism needs separate q/k/v projections (${config.modelType} fuses them)`);
+  const n = group.size;
+  for (const [key, value] of [["num_attention_heads", config.heads], ["num_key_value_heads", config.kvHeads], ["intermediate_size", config.intermediateSize]] as const) {
+    if (value % n !== 0) throw new Error(`${dir}: ${key} (${value}) must be a multiple of the ${n} ranks for tensor parallelism`);
+  }
+  return { ...config, heads: config.heads / n, kvHeads: config.kvHeads / n, intermediateSize: config.intermediateSize / n };
+}
+
+/** Replaces, in `weights`, the projections with this rank's share (mlx-lm's shard_linear): q/k/v,
+ * gate and up by output rows ("all-to-sharded"); the attention output and down projections by input
+ * columns ("sharded-to-all", whole quantization groups per rank; a bias there would be summed once per
+ * rank, so it is refused). The slices made are pushed to `made` (the model frees them). */
+function shardWeights(dir: string, weights: Map<string, Tensor>, config: ModelConfig, spec: DecoderSpec, group: Group, made: Tensor[]): void {
+  const n = group.size;
+  const r = group.rank;
+  const qkv = spec.qkv as { q: string; k: string; v: string };
+  const split = (key: string, axis: 0 | 1) => {
+    const t = weights.get(key);
+    if (!t) return;
+    const size = t.shape[axis]!;
+    if (size % n !== 0) throw new Error(`${dir}: '${key}' has ${size} ${axis === 0 ? "rows" : "columns"}, not a multiple of the ${n} ranks (whole quantization groups per rank)`);
+    const start = t.shape.map(() => 0);
+    const stop = [...t.shape];
+    start[axis] = (r * size) / n;
+    stop[axis] = ((r + 1) * size) / n;
+    const part = slice(t, start, stop);
+    made.push(part);
+    weights.set(key, part);
+  };
+  for (let l = 0; l < config.layers; l++) {
+    const p = spec.layer(l);
+    const byOutput = [qkv.q, qkv.k, qkv.v, spec.mlp.up, ...(spec.mlp.kind === "gated" ? [spec.mlp.gate] : [])];
+    for (const m of byOutput) for (const part of ["weight", "scales", "biases", "bias"]) split(`${p}.${m}.${part}`, 0);
+    for (const m of [spec.output, spec.mlp.down]) {
+      if (weights.has(`${p}.${m}.bias`)) throw new Error(`${dir}: '${p}.${m}.bias' cannot be sharded by input features (it would be added once per rank)`);
+      for (const part of ["weight", "scales", "biases"]) split(`${p}.${m}.${part}`, 1);
+    }
+  }
 }
 
 /** Checkpoint tensors no graph reads that are known to be harmless (HF buffers, BERT's pooler and
@@ -142,14 +193,14 @@ function checkWeights(dir: string, graph: Graph, weights: ReadonlyMap<string, Te
 /** Builds one forward over a single token on MLX without evaluating it: MLX checks every op's shapes
  * as it is made, so a weight whose shape does not fit the config (or the graph) is an Error here,
  * naming its layer, rather than at the first generate. Costs graph construction only. */
-function checkShapes(dir: string, graph: Graph, weights: ReadonlyMap<string, Tensor>, quantization: Checkpoint["quantization"]): void {
+function checkShapes(dir: string, graph: Graph, weights: ReadonlyMap<string, Tensor>, quantization: Checkpoint["quantization"], group: Group | null = null): void {
   const feeds = tidy(() => ({
     ids: Tensor.from(Int32Array.of(0), [1, 1]),
     positions: Tensor.from(Int32Array.of(0), [1, 1]),
     tokenTypes: Tensor.from(Int32Array.of(0), [1, 1]),
   }));
   try {
-    tidy(() => runGraph(graph, MLX_KERNELS, { weights, quantization, feeds: { ...feeds, offset: 0, keyMask: null }, cache: null }));
+    tidy(() => runGraph(graph, MLX_KERNELS, { weights, quantization, feeds: { ...feeds, offset: 0, keyMask: null }, cache: null, group }));
   } catch (e) {
     throw new Error(`${dir}: the weights do not fit config.json: ${(e as Error).message}`);
   } finally {
@@ -175,6 +226,8 @@ export function loadModel(dir: string, options: LoadOptions & { backend: "cpu" }
 export function loadModel(dir: string, options?: LoadOptions): Model;
 export function loadModel(dir: string, options: LoadOptions = {}): Model {
   const backend = selectBackend(options.backend ?? "auto", checkpointBytes(dir));
+  const group = options.group && options.group.size > 1 ? options.group : null;
+  if (group && backend === "cpu") throw new Error(`${dir}: tensor parallelism (options.group) runs on the MLX backend`);
   if (backend === "cpu") {
     const checkpoint = loadCheckpoint(dir, options.onProgress, true);
     const config = parseModelConfig(checkpoint.config);
@@ -189,17 +242,20 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
     return { kind: arch.encoder ? "encoder" : "decoder", backend, config, checkpoint, weights, dtype: activationDtype(checkpoint.weights), graph, dispose: () => checkpoint.dispose() };
   }
   const checkpoint = loadCheckpoint(dir, options.onProgress);
+  const shards: Tensor[] = [];
   try {
-    const config = parseModelConfig(checkpoint.config);
-    const arch = architecture(dir, config);
+    const full = parseModelConfig(checkpoint.config);
+    const arch = architecture(dir, full);
+    const config = group ? shardedConfig(dir, full, arch.spec, group) : full;
     const inverse = inverseFrequencies(config.ropeDims, config.ropeTheta, config.ropeScaling);
     const frequencies = Tensor.from(inverse, [inverse.length], "float32");
     const named = arch.encoder ? encoderNames(checkpoint.weights) : new Map(checkpoint.weights);
+    if (group) shardWeights(dir, named, full, arch.spec!, group, shards);
     const weights = new Map(named).set("rotary.inverse_frequencies", frequencies);
-    const graph = graphs(config, arch);
+    const graph = graphs(config, arch, group !== null);
     try {
       checkWeights(dir, graph("all"), weights, named.keys(), config, arch.encoder ? "required" : "optional");
-      checkShapes(dir, graph("last"), weights, checkpoint.quantization);
+      checkShapes(dir, graph("last"), weights, checkpoint.quantization, group);
     } catch (e) {
       frequencies.dispose();
       throw e;
@@ -212,12 +268,15 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
       weights,
       dtype: activationDtype(checkpoint.weights),
       graph,
+      group,
       dispose() {
         frequencies.dispose();
+        for (const t of shards) t.dispose();
         checkpoint.dispose();
       },
     };
   } catch (e) {
+    for (const t of shards) t.dispose();
     checkpoint.dispose();
     throw e;
   }
@@ -419,6 +478,7 @@ export function runMlx(model: MlxModel, graph: Graph, ids: Tensor, cache: KVCach
       quantization: model.checkpoint.quantization,
       feeds: { ids, positions: feeds.positions, offset: feeds.offset, keyMask: feeds.keyMask },
       cache,
+      group: model.group,
     });
     cache?.advance(ids.shape[1]!);
     return out["logits"] as Tensor;

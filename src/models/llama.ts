@@ -1,4 +1,4 @@
-// Llama, and the architectures that share its graph: Mistral (its sliding window is not applied)
+// Llama, and the architectures that share its graph: Mistral (its sliding window: config.slidingWindow)
 // and Qwen2 (q/k/v biases, picked up from the weights). Qwen3 adds per-head q/k norms.
 import type { DecoderSpec } from "./decoder.ts";
 

@@ -2,9 +2,9 @@
 // GPUs; `mlx-bun launch` starts the processes with the environment MLX reads) and the collectives a
 // sharded forward needs. Collectives are lazy MLX ops like any other.
 import type { Pointer } from "bun:ffi";
-import { check, native, pointerFromWord } from "./native/ffi.ts";
-import { call, handleOf } from "./ops/call.ts";
-import type { Tensor } from "./tensor.ts";
+import { check, native, pointerFromWord } from "../native/ffi.ts";
+import { call, handleOf } from "./call.ts";
+import type { Tensor } from "../tensor.ts";
 
 export const DISTRIBUTED_BACKENDS = ["any", "ring", "nccl", "mpi"] as const;
 export type DistributedBackend = (typeof DISTRIBUTED_BACKENDS)[number];

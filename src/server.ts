@@ -324,7 +324,25 @@ class Logprobs {
   }
 }
 
+/** Each numeric option an integer in its range: an Error naming it (a zero maxConcurrent would queue
+ * every request forever). */
+function checkServeOptions(options: ServeOptions): void {
+  const ranges: [keyof ServeOptions, number, number][] = [
+    ["port", 0, 65535],
+    ["maxBodyBytes", 1, 2 ** 31],
+    ["maxConcurrent", 1, 1024],
+    ["maxQueue", 0, 1 << 20],
+    ["defaultMaxTokens", 1, 2 ** 31],
+    ["promptCaches", 0, 1024],
+  ];
+  for (const [key, min, max] of ranges) {
+    const v = options[key];
+    if (v !== undefined && (typeof v !== "number" || !Number.isSafeInteger(v) || v < min || v > max)) throw new Error(`serve: ${key} must be an integer in [${min}, ${max}], got ${String(v)}`);
+  }
+}
+
 export function serve(options: ServeOptions): Server {
+  checkServeOptions(options);
   const model: Model = loadModel(options.model, { backend: options.backend });
   const tokenizer = Tokenizer.fromDir(options.model);
   const modelId = options.modelId ?? basename(options.model.replace(/\/+$/, ""));

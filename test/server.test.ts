@@ -196,6 +196,11 @@ describe("concurrency", () => {
     for (const r of runs) expect(r.text.length).toBeGreaterThan(0);
   });
 
+  test("serve options are checked", () => {
+    expect(() => serve({ model: DEFAULT_MODEL_DIR, maxConcurrent: 0 })).toThrow("serve: maxConcurrent must be an integer in [1, 1024], got 0");
+    expect(() => serve({ model: DEFAULT_MODEL_DIR, port: 70000 })).toThrow("serve: port must be an integer in [0, 65535]");
+  });
+
   test("past maxConcurrent + maxQueue requests get 429", async () => {
     const small = serve({ model: DEFAULT_MODEL_DIR, port: 0, backend: "mlx", maxConcurrent: 1, maxQueue: 0 });
     try {

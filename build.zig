@@ -30,7 +30,7 @@ pub fn build(b: *std.Build) void {
     module.addSystemIncludePath(.{ .cwd_relative = b.fmt("{s}/include", .{mlx}) });
     module.addCSourceFiles(.{
         .root = b.path("shim"),
-        .files = &.{ "error.cpp", "array.cpp", "ops.cpp", "fast.cpp", "kv.cpp", "quant.cpp", "io.cpp", "tape.cpp", "distributed.cpp" },
+        .files = &.{ "error.cpp", "array.cpp", "ops.cpp", "fast.cpp", "kv.cpp", "quant.cpp", "qmv_cpu.cpp", "io.cpp", "tape.cpp", "distributed.cpp" },
         .flags = &.{ "-std=c++20", "-nostdinc++", "-D_GLIBCXX_USE_CXX11_ABI=1", "-fvisibility=hidden", "-fno-sanitize=undefined", "-Wall" },
     });
     module.addObjectFile(.{ .cwd_relative = b.fmt("{s}/lib/libmlx.so", .{mlx}) });

@@ -128,4 +128,9 @@ inline std::vector<int> ints_of(const int32_t* values, int n) {
   return std::vector<int>(values, values + n);
 }
 
+/** mx::quantized_matmul, or on the CPU for a few float32 rows against 4-bit affine weights a faster
+ * kernel of ours (qmv_cpu.cpp). */
+mx::array qmv_cpu_or(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
+                     std::optional<int> group_size, std::optional<int> bits, const std::string& mode);
+
 } // namespace mlxb

@@ -1,0 +1,199 @@
+// A CPU kernel for the decode-time quantized matmul: x [..., K] (float32, a few rows) times a 4-bit
+// affine weight [N, K] (packed uint32, float32 scales and biases, group size a multiple of 8), as
+// mx::quantized_matmul(x, w, scales, biases, transpose=true). MLX's CPU quantized matmul runs at
+// under 1 GB/s on x86 (a decode step of a 29M-parameter model: 20 ms); this one reads the packed
+// weights with AVX2 (7-9x MLX's on this machine's 2-core EPYC for decode-sized matmuls). It is an MLX
+// primitive (QuantizedMatvecCpu) built by qmv_cpu() in place of QuantizedMatmul when the inputs fit;
+// anything else (other devices, dtypes, modes, bit widths, many rows) keeps MLX's op.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cpuid.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "mlx/allocator.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/primitives.h"
+
+using namespace mlxb;
+
+namespace {
+
+/** Rows of x up to which this kernel is used (decode: 1; small batches). */
+constexpr int MAX_ROWS = 8;
+
+struct Problem {
+  const float* x;
+  const uint32_t* w;
+  const float* scales;
+  const float* biases;
+  float* out;
+  int rows, n, k, group;
+};
+
+/** out[r, j] for j in [begin, end): sum over groups of scale * (q . x) + bias * sum(x). The q . x
+ * products stay in vector registers, scaled per group; one horizontal sum per output. */
+__attribute__((target("avx2,fma"))) void matvec_avx2(const Problem& p, const float* group_sums, int begin, int end) {
+  const int groups = p.k / p.group;
+  const int words = p.k / 8;
+  const int per_group = p.group / 8;
+  const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  const __m256i low = _mm256_set1_epi32(0xF);
+  for (int r = 0; r < p.rows; r++) {
+    const float* x = p.x + static_cast<size_t>(r) * p.k;
+    const float* sums = group_sums + static_cast<size_t>(r) * groups;
+    for (int j = begin; j < end; j++) {
+      const uint32_t* w = p.w + static_cast<size_t>(j) * words;
+      const float* s = p.scales + static_cast<size_t>(j) * groups;
+      const float* b = p.biases + static_cast<size_t>(j) * groups;
+      __m256 total = _mm256_setzero_ps();
+      float offset = 0;
+      for (int g = 0; g < groups; g++) {
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        const uint32_t* wg = w + g * per_group;
+        const float* xg = x + g * p.group;
+        int word = 0;
+        for (; word + 1 < per_group; word += 2) {
+          __m256i q0 = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(wg[word])), shifts), low);
+          __m256i q1 = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(wg[word + 1])), shifts), low);
+          acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q0), _mm256_loadu_ps(xg + word * 8), acc0);
+          acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q1), _mm256_loadu_ps(xg + word * 8 + 8), acc1);
+        }
+        for (; word < per_group; word++) {
+          __m256i q0 = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(wg[word])), shifts), low);
+          acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q0), _mm256_loadu_ps(xg + word * 8), acc0);
+        }
+        total = _mm256_fmadd_ps(_mm256_add_ps(acc0, acc1), _mm256_set1_ps(s[g]), total);
+        offset += b[g] * sums[g];
+      }
+      __m128 half = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
+      half = _mm_add_ps(half, _mm_movehl_ps(half, half));
+      half = _mm_add_ss(half, _mm_shuffle_ps(half, half, 1));
+      p.out[static_cast<size_t>(r) * p.n + j] = _mm_cvtss_f32(half) + offset;
+    }
+  }
+}
+
+void matvec_scalar(const Problem& p, const float* group_sums, int begin, int end) {
+  const int groups = p.k / p.group;
+  const int words = p.k / 8;
+  for (int r = 0; r < p.rows; r++) {
+    const float* x = p.x + static_cast<size_t>(r) * p.k;
+    for (int j = begin; j < end; j++) {
+      const uint32_t* w = p.w + static_cast<size_t>(j) * words;
+      float total = 0;
+      for (int g = 0; g < groups; g++) {
+        float dot = 0;
+        for (int i = g * p.group; i < (g + 1) * p.group; i++) dot += static_cast<float>((w[i / 8] >> (4 * (i % 8))) & 0xF) * x[i];
+        total += p.scales[static_cast<size_t>(j) * groups + g] * dot + p.biases[static_cast<size_t>(j) * groups + g] * group_sums[static_cast<size_t>(r) * groups + g];
+      }
+      p.out[static_cast<size_t>(r) * p.n + j] = total;
+    }
+  }
+}
+
+/** AVX2 and FMA usable: CPUID says so and the OS saves the YMM registers (XGETBV). */
+bool has_avx2() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  bool fma = c & (1u << 12), osxsave = c & (1u << 27);
+  if (!fma || !osxsave) return false;
+  unsigned lo, hi;
+  __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if ((lo & 6) != 6) return false;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  return b & (1u << 5);
+}
+
+void matvec(const Problem& p) {
+  const int groups = p.k / p.group;
+  std::vector<float> sums(static_cast<size_t>(p.rows) * groups);
+  for (int r = 0; r < p.rows; r++) {
+    for (int g = 0; g < groups; g++) {
+      float s = 0;
+      for (int i = g * p.group; i < (g + 1) * p.group; i++) s += p.x[static_cast<size_t>(r) * p.k + i];
+      sums[static_cast<size_t>(r) * groups + g] = s;
+    }
+  }
+  static const bool avx2 = has_avx2();
+  if (avx2) matvec_avx2(p, sums.data(), 0, p.n);
+  else matvec_scalar(p, sums.data(), 0, p.n);
+}
+
+/** The array's elements in row-major order: its own data when it is row-contiguous, else copied into
+ * `copy` following its strides. */
+template <typename T>
+const T* row_major(const mx::array& a, std::vector<T>& copy) {
+  if (a.flags().row_contiguous) return a.data<T>();
+  copy.resize(a.size());
+  const T* base = a.data<T>();
+  const auto& shape = a.shape();
+  const auto& strides = a.strides();
+  for (size_t i = 0; i < a.size(); i++) {
+    size_t rest = i;
+    int64_t at = 0;
+    for (int d = static_cast<int>(shape.size()) - 1; d >= 0; d--) {
+      at += static_cast<int64_t>(rest % shape[d]) * strides[d];
+      rest /= shape[d];
+    }
+    copy[i] = base[at];
+  }
+  return copy.data();
+}
+
+class QuantizedMatvecCpu : public mx::UnaryPrimitive {
+ public:
+  QuantizedMatvecCpu(mx::Stream stream, int group) : mx::UnaryPrimitive(stream), group_(group) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    auto& encoder = mx::cpu::get_command_encoder(stream());
+    for (const auto& a : inputs) encoder.set_input_array(a);
+    encoder.set_output_array(out);
+    const int k = static_cast<int>(inputs[0].shape(-1));
+    const int n = static_cast<int>(out.shape(-1));
+    const int rows = static_cast<int>(inputs[0].size() / k);
+    encoder.dispatch([x = mx::array::unsafe_weak_copy(inputs[0]), w = mx::array::unsafe_weak_copy(inputs[1]), scales = mx::array::unsafe_weak_copy(inputs[2]),
+                      biases = mx::array::unsafe_weak_copy(inputs[3]), out = mx::array::unsafe_weak_copy(out), rows, n, k, group = group_]() mutable {
+      // Inputs in row-major order (the weights always are; x may be a strided view).
+      std::vector<float> xs, ss, bs;
+      std::vector<uint32_t> ws;
+      matvec({row_major<float>(x, xs), row_major<uint32_t>(w, ws), row_major<float>(scales, ss), row_major<float>(biases, bs), out.data<float>(), rows, n, k, group});
+    });
+  }
+
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("QuantizedMatvecCpu runs on the CPU only");
+  }
+
+  const char* name() const override {
+    return "QuantizedMatvecCpu";
+  }
+
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return group_ == static_cast<const QuantizedMatvecCpu&>(other).group_;
+  }
+
+ private:
+  int group_;
+};
+
+} // namespace
+
+/** x @ dequantize(w)^T on the CPU by QuantizedMatvecCpu when the inputs fit it (see the file's
+ * comment), else MLX's quantized_matmul; the same result either way (to float rounding). */
+mx::array mlxb::qmv_cpu_or(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
+                           std::optional<int> group_size, std::optional<int> bits, const std::string& mode) {
+  auto stream = mx::default_stream(mx::default_device());
+  const int group = group_size.value_or(64);
+  const bool fits = stream.device == mx::Device::cpu && biases && transpose && bits.value_or(4) == 4 && mode == "affine" && group % 8 == 0 &&
+                    x.dtype() == mx::float32 && w.dtype() == mx::uint32 && scales.dtype() == mx::float32 && biases->dtype() == mx::float32 && x.ndim() >= 1 &&
+                    w.ndim() == 2 && scales.ndim() == 2 && biases->shape() == scales.shape() && x.shape(-1) == w.shape(1) * 8 && x.shape(-1) % group == 0 &&
+                    scales.shape(0) == w.shape(0) && scales.shape(1) == x.shape(-1) / group && x.size() / x.shape(-1) <= MAX_ROWS;
+
+  if (!fits) return mx::quantized_matmul(x, w, scales, biases, transpose, group_size, bits, mode);
+  auto shape = x.shape();
+  shape.back() = w.shape(0);
+  return mx::array(shape, mx::float32, std::make_shared<QuantizedMatvecCpu>(stream, group), {x, w, scales, *biases});
+}

@@ -6,7 +6,7 @@ import { checkedOptions, checkedPromptIds, checkFinite, type GenerateOptions, ty
 import { forward, generationCache, type Model, rewrittenGraph, tokenIds } from "./models/index.ts";
 import { KVCache } from "./kv-cache.ts";
 import { DecodeTape } from "./models/replay.ts";
-import { argmaxOf, draw, logSoftmax, processLogits, samplingDistribution } from "./sampling.ts";
+import { argmaxOf, draw, logSoftmax, mostProbable, processLogits, samplingDistribution } from "./sampling.ts";
 import { Tensor } from "./tensor.ts";
 import type { TensorData } from "./dtype.ts";
 import type { Tokenizer } from "./tokenizer.ts";
@@ -30,7 +30,6 @@ interface Row {
   prompt: readonly number[];
   generated: number[];
   stream: TextStream;
-  text: string;
   next: () => number;
   finish: "stop" | "length" | null;
 }
@@ -68,7 +67,7 @@ export async function* generateBatch(
   const padding = ids.map((p) => longest - p.length);
   cache.setLeftPadding(padding);
   const tape = model.backend === "mlx" && cache instanceof KVCache && options.replay !== false ? new DecodeTape(model, cache, graph, { output: "logits" }) : null;
-  const rows: Row[] = ids.map((prompt) => ({ prompt, generated: [], stream: new TextStream(tokenizer), text: "", next: random(seed), finish: null }));
+  const rows: Row[] = ids.map((prompt) => ({ prompt, generated: [], stream: new TextStream(tokenizer), next: random(seed), finish: null }));
   Object.assign(stats ?? {}, { promptTokens: ids.map((p) => p.length), generatedTokens: rows.map(() => 0), finishReasons: rows.map(() => "length" as const) });
   const step = (feed: number[], length: number): TensorData => {
     using input = tokenIds(model, feed, [batch, length]);
@@ -103,7 +102,7 @@ export async function* generateBatch(
         const token = temperature <= 0 ? argmaxOf(lp) : draw(samplingDistribution(lp, sampling), row.next);
         feed[index] = token;
         const scores: { logprob?: number; topLogprobs?: TokenLogprob[] } =
-          logprobs === undefined ? {} : { logprob: lp[token]!, topLogprobs: Array.from(lp.keys()).sort((a, b) => lp[b]! - lp[a]!).slice(0, logprobs).map((t) => ({ token: t, logprob: lp[t]! })) };
+          logprobs === undefined ? {} : { logprob: lp[token]!, topLogprobs: mostProbable(lp, logprobs) };
         if (stop.has(token)) {
           row.finish = "stop";
           yield { index, token, text: row.stream.flush(), stop: true, finishReason: "stop" };
@@ -111,13 +110,10 @@ export async function* generateBatch(
         }
         row.generated.push(token);
         const last = row.generated.length === maxTokens;
-        const from = row.text.length;
-        row.text += row.stream.push(token) + (last ? row.stream.flush() : "");
-        const hit = stopStrings.map((s) => row.text.indexOf(s, Math.max(0, from - s.length + 1))).filter((at) => at >= 0);
-        const end = hit.length > 0 ? Math.max(from, Math.min(...hit)) : row.text.length;
-        if (hit.length > 0) row.finish = "stop";
+        const piece = row.stream.append(token, last, stopStrings);
+        if (piece.stopped) row.finish = "stop";
         else if (last) row.finish = "length";
-        yield { index, token, text: row.text.slice(from, end), ...scores, ...(row.finish ? { finishReason: row.finish } : {}) };
+        yield { index, token, text: piece.text, ...scores, ...(row.finish ? { finishReason: row.finish } : {}) };
       }
       if (stats) {
         stats.generatedTokens = rows.map((r) => r.generated.length);

@@ -5,7 +5,7 @@ import { checkTokenIds, forward, generationCache, type Model, rewrittenGraph, to
 import { KVCache } from "./kv-cache.ts";
 import { DecodeTape } from "./models/replay.ts";
 import { argmax, asyncEval, evalAll, max } from "./ops/core.ts";
-import { argmaxOf, DEFAULT_SAMPLING, draw, logSoftmax, processes, processLogits, samplingDistribution, type SamplingOptions } from "./sampling.ts";
+import { argmaxOf, DEFAULT_SAMPLING, mostProbable, draw, logSoftmax, processes, processLogits, samplingDistribution, type SamplingOptions } from "./sampling.ts";
 import { PromptCache } from "./prompt-cache.ts";
 import { Tensor } from "./tensor.ts";
 import type { Tokenizer } from "./tokenizer.ts";
@@ -165,6 +165,8 @@ export class TextStream {
   readonly #tokens: number[] = [];
   #prefix = 0;
   #read = 0;
+  /** The text released so far (by append). */
+  #text = "";
 
   constructor(tokenizer: Tokenizer) {
     this.#tokenizer = tokenizer;
@@ -192,6 +194,16 @@ export class TextStream {
     const { before, after } = this.#pending();
     this.#prefix = this.#read = this.#tokens.length;
     return after.slice(before.length);
+  }
+
+  /** Adds a generated token (`last`: flush what is held back too): the new text, cut before the first
+   * stop string that now appears in the whole text, and whether one did. */
+  append(token: number, last: boolean, stopStrings: readonly string[]): { text: string; stopped: boolean } {
+    const from = this.#text.length;
+    this.#text += this.push(token) + (last ? this.flush() : "");
+    const hit = stopStrings.map((s) => this.#text.indexOf(s, Math.max(0, from - s.length + 1))).filter((at) => at >= 0);
+    const end = hit.length > 0 ? Math.max(from, Math.min(...hit)) : this.#text.length;
+    return { text: this.#text.slice(from, end), stopped: hit.length > 0 };
   }
 }
 
@@ -312,8 +324,7 @@ export async function* generate(
     const lp = logSoftmax(processLogits(logits, [...promptIds, ...generated], sampling));
     const token = temperature <= 0 ? argmaxOf(lp) : draw(samplingDistribution(lp, sampling), next);
     if (logprobs === undefined) return { token };
-    const topLogprobs = Array.from(lp.keys()).sort((a, b) => lp[b]! - lp[a]!).slice(0, logprobs).map((t) => ({ token: t, logprob: lp[t]! }));
-    return { token, logprob: lp[token]!, topLogprobs };
+    return { token, logprob: lp[token]!, topLogprobs: mostProbable(lp, logprobs) };
   };
   const release = (l: Launched | undefined) => {
     l?.out.dispose();
@@ -321,8 +332,6 @@ export async function* generate(
   };
   const generated: number[] = [];
   const stream = new TextStream(tokenizer);
-  /** The text released so far. */
-  let text = "";
   Object.assign(stats ?? {}, { promptTokens: promptIds.length, cachedTokens: reused, generatedTokens: 0, finishReason: "length" });
   /** Every token in the order the cache takes them (the prompt, then each one picked). */
   const history = [...promptIds];
@@ -371,12 +380,9 @@ export async function* generate(
       generated.push(token);
       if (stats) stats.generatedTokens = generated.length;
       // An incomplete multi-byte character is held back while a later token may complete it.
-      const from = text.length;
-      text += stream.push(token) + (more ? "" : stream.flush());
-      const hit = stopStrings.map((s) => text.indexOf(s, Math.max(0, from - s.length + 1))).filter((at) => at >= 0);
-      const end = hit.length > 0 ? Math.max(from, Math.min(...hit)) : text.length;
-      yield { token, text: text.slice(from, end), ...scores };
-      if (hit.length > 0) {
+      const piece = stream.append(token, !more, stopStrings);
+      yield { token, text: piece.text, ...scores };
+      if (piece.stopped) {
         if (stats) stats.finishReason = "stop";
         return;
       }

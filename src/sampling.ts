@@ -127,6 +127,14 @@ export function draw(probabilities: Float64Array, next: () => number): number {
   return last;
 }
 
+/** The n most probable tokens of log-probabilities, most probable first. */
+export function mostProbable(logprobs: Float64Array, n: number): { token: number; logprob: number }[] {
+  return Array.from(logprobs.keys())
+    .sort((a, b) => logprobs[b]! - logprobs[a]!)
+    .slice(0, n)
+    .map((token) => ({ token, logprob: logprobs[token]! }));
+}
+
 /** The index of the largest value. */
 export function argmaxOf(values: ArrayLike<number>): number {
   let best = 0;

@@ -6,6 +6,7 @@
 import { checkedOptions, checkedPromptIds, checkFinite, type GenerateOptions, type GenerationChunk, type GenerationStats, TextStream } from "./generate.ts";
 import { createCache, forward, type Model, rewrittenGraph, tokenIds } from "./models/index.ts";
 import type { HostKVCache, KVCache } from "./kv-cache.ts";
+import { argmaxOf } from "./sampling.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 export interface SpeculativeOptions extends GenerateOptions {
@@ -19,17 +20,6 @@ export interface SpeculativeStats extends GenerationStats {
   acceptedTokens: number;
   /** Target forwards after the prefill (one per round). */
   rounds: number;
-}
-
-/** Greedy ids of each row of logits [1, T, V] (or [1, V]). */
-function argmaxRows(logits: Float32Array, vocabulary: number): number[] {
-  const rows: number[] = [];
-  for (let r = 0; r < logits.length / vocabulary; r++) {
-    let best = 0;
-    for (let i = 1; i < vocabulary; i++) if (logits[r * vocabulary + i]! > logits[r * vocabulary + best]!) best = i;
-    rows.push(best);
-  }
-  return rows;
 }
 
 /** Streams the target's greedy generation, sped up by the draft's proposals. Options are generate's
@@ -66,7 +56,6 @@ export async function* speculativeGenerate(
   const graphs = (m: Model, logits: "last" | "all") => (only === null ? m.graph(logits) : rewrittenGraph(m, logits, only));
   const targetCache = createCache(target, 1, length);
   const draftCache = createCache(draft, 1, length);
-  const vocabulary = target.config.vocabSize;
   /** Runs `ids` through a model and cache; the greedy next id after each of them ("all") or the last. */
   const step = (model: Model, cache: KVCache | HostKVCache, ids: number[], logits: "last" | "all"): number[] => {
     const input = tokenIds(model, ids, [1, ids.length]);
@@ -75,12 +64,12 @@ export async function* speculativeGenerate(
     out.dispose();
     input.dispose();
     checkFinite(values);
-    return argmaxRows(values, values.length / (logits === "all" ? ids.length : 1));
+    const vocabulary = values.length / (logits === "all" ? ids.length : 1);
+    return Array.from({ length: values.length / vocabulary }, (_, r) => argmaxOf(values.subarray(r * vocabulary, (r + 1) * vocabulary)));
   };
   Object.assign(stats ?? {}, { promptTokens: promptIds.length, cachedTokens: 0, generatedTokens: 0, finishReason: "length", draftTokens: 0, acceptedTokens: 0, rounds: 0 });
   const history = [...promptIds];
   const stream = new TextStream(tokenizer);
-  let text = "";
   let generated = 0;
   /** Emits one token; false when generation is over. */
   const emit = function* (token: number): Generator<GenerationChunk, boolean> {
@@ -93,12 +82,10 @@ export async function* speculativeGenerate(
     generated++;
     if (stats) stats.generatedTokens = generated;
     const last = generated === maxTokens;
-    const from = text.length;
-    text += stream.push(token) + (last ? stream.flush() : "");
-    const hit = stopStrings.map((s) => text.indexOf(s, Math.max(0, from - s.length + 1))).filter((at) => at >= 0);
-    yield { token, text: text.slice(from, hit.length > 0 ? Math.max(from, Math.min(...hit)) : text.length) };
-    if (hit.length > 0 && stats) stats.finishReason = "stop";
-    return hit.length === 0 && !last;
+    const piece = stream.append(token, last, stopStrings);
+    yield { token, text: piece.text };
+    if (piece.stopped && stats) stats.finishReason = "stop";
+    return !piece.stopped && !last;
   };
   try {
     const start = performance.now();

@@ -51,8 +51,11 @@ using OpFn = std::function<Arrays(const Arrays&)>;
 struct Tape;
 // The tape recording on this thread, or null.
 extern thread_local Tape* recording;
-// Appends an op to the recording tape: its inputs (handles), outputs (new handles) and how to run it.
-void record(const std::vector<mlx_array>& inputs, const std::vector<mlx_array>& outputs, OpFn fn);
+// Appends an op to the recording tape: its inputs (handles and arrays), outputs (new handles and
+// arrays) and how to run it. A pure op (its graph a function of its inputs' shapes and dtypes) is
+// also recorded as the MLX nodes it made, which replays rebuild directly while the input shapes
+// stay the same; an op on state (the KV cache) runs `fn` again on every replay.
+void record(const std::vector<mlx_array>& inputs, const Arrays& xs, const std::vector<mlx_array>& outputs, const Arrays& results, OpFn fn, bool pure);
 // Marks the recording tape unusable, saying why (an op without replay support, a host read, ...).
 void record_unsupported(const std::string& why);
 // A handle freed while recording may be reused by a later array: the tape forgets it.
@@ -73,8 +76,9 @@ inline int put(mlx_array* out, mx::array value) {
 
 // Runs an op on the arrays behind `inputs` (non-null handles, in order), writes its results to
 // `outputs`, and appends it to the recording tape, if any. `fn` must depend only on its inputs and
-// on values it captured (attributes); tape replays call it again with other arrays.
-inline void emit(std::initializer_list<mlx_array*> outputs, std::vector<mlx_array> inputs, OpFn fn) {
+// on values it captured (attributes), unless `pure` is false (ops on the KV cache); tape replays
+// rebuild a pure op's nodes, or call `fn` again with other arrays.
+inline void emit(const std::vector<mlx_array*>& outputs, std::vector<mlx_array> inputs, OpFn fn, bool pure = true) {
   Arrays xs;
   xs.reserve(inputs.size());
   for (auto h : inputs) {
@@ -86,10 +90,10 @@ inline void emit(std::initializer_list<mlx_array*> outputs, std::vector<mlx_arra
   std::vector<mlx_array> handles;
   size_t i = 0;
   for (auto out : outputs) {
-    store(out, std::move(results[i++]));
+    store(out, results[i++]);
     handles.push_back(*out);
   }
-  if (recording != nullptr) record(inputs, handles, std::move(fn));
+  if (recording != nullptr) record(inputs, xs, handles, results, std::move(fn), pure);
 }
 
 // One output.

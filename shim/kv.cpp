@@ -249,7 +249,7 @@ int mlx_kv_cache_update_fetch(mlx_array* keys, mlx_array* values, mlx_kv_cache c
       auto u = write_cache(*cache, l, a[0], a[1]);
       if (cache->bits == 0) cache->keys[l] = u.keys_all, cache->values[l] = u.values_all;
       return Arrays{u.keys, u.values};
-    });
+    }, /* pure */ false);
   });
 }
 
@@ -272,7 +272,7 @@ int mlx_kv_cache_attention(mlx_array* out, mlx_kv_cache c, int layer, mlx_array 
       if (cache->bits == 0) cache->keys[l] = u.keys_all, cache->values[l] = u.values_all;
       auto mask = masked ? std::optional<mx::array>(a[3]) : std::nullopt;
       return Arrays{attend(a[0], u, cache->offset, scale, mask)};
-    });
+    }, /* pure */ false);
   });
 }
 

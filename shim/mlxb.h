@@ -117,6 +117,8 @@ int mlx_transpose(mlx_array* out, mlx_array a, const int32_t* axes, int naxes);
 int mlx_slice(mlx_array* out, mlx_array a, const int32_t* start, const int32_t* stop, const int32_t* strides, int ndim);
 int mlx_slice_update(mlx_array* out, mlx_array src, mlx_array update, const int32_t* start, const int32_t* stop, const int32_t* strides, int ndim);
 int mlx_concatenate(mlx_array* out, const mlx_array* arrays, int count, int axis);
+/* `count` parts of a along axis, cut before each of the count - 1 ascending indices (one primitive). */
+int mlx_split(mlx_array* outs, int count, mlx_array a, const int32_t* indices, int axis);
 int mlx_take(mlx_array* out, mlx_array a, mlx_array indices, int axis);
 int mlx_repeat(mlx_array* out, mlx_array a, int repeats, int axis);
 int mlx_softmax(mlx_array* out, mlx_array a, int axis, int precise);
@@ -195,6 +197,9 @@ int mlx_tape_record_end(mlx_tape tape, const mlx_array* outputs, int count);
 /* Runs the recorded ops on new inputs; writes new handles for the outputs. Ops on a KV cache act on
  * the cache as it stands (its offset now). */
 int mlx_tape_run(mlx_array* outputs, int count, mlx_tape tape, const mlx_array* inputs, int input_count);
+/* Of the last run: ops rebuilt from the nodes they made when recorded (pure ops whose inputs kept
+ * their shapes and dtypes) and ops that ran their function again (the KV cache's, or new shapes). */
+int mlx_tape_last_run(int* rebuilt, int* called, mlx_tape tape);
 int mlx_tape_free(mlx_tape tape);
 
 /* ---- quantization (mode: "affine", "mxfp4", "mxfp8", "nvfp4") ---- */

@@ -163,6 +163,22 @@ int mlx_concatenate(mlx_array* out, const mlx_array* arrays, int count, int axis
   });
 }
 
+int mlx_split(mlx_array* outs, int count, mlx_array a_, const int32_t* indices, int axis) {
+  return guard([&] {
+    const auto& a = arr(a_, "a");
+    if (outs == nullptr || count < 1) throw ArgumentError("split: out-pointers are null or fewer than one");
+    int ax = axis < 0 ? axis + a.ndim() : axis;
+    if (ax < 0 || ax >= static_cast<int>(a.ndim())) throw ArgumentError("axis " + std::to_string(axis) + " out of range for " + std::to_string(a.ndim()) + " dimensions");
+    auto at = shape_of(indices, count - 1);
+    for (int i = 0; i < count - 1; i++) {
+      if (at[i] < (i == 0 ? 0 : at[i - 1]) || at[i] > a.shape(ax)) throw ArgumentError("split indices must be ascending within the axis");
+    }
+    std::vector<mlx_array*> outputs;
+    for (int i = 0; i < count; i++) outputs.push_back(&outs[i]);
+    emit(outputs, {a_}, [at, ax](const Arrays& x) { return mx::split(x[0], at, ax); });
+  });
+}
+
 int mlx_take(mlx_array* out, mlx_array a_, mlx_array indices_, int axis) {
   return guard([&] {
     const auto& a = arr(a_, "a");

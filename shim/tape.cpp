@@ -1,6 +1,7 @@
 // Record and replay: a tape records the ops of one step as they run (each op's inputs by slot, its
-// attributes inside the closure emit() received) and replays them with new inputs, so a decode step
-// costs one shim call instead of one per op. Arrays a recorded op reads that the step did not make
+// attributes inside the closure emit() received, and for pure ops the MLX nodes they made) and
+// replays them with new inputs, so a decode step costs one shim call instead of one per op, and most
+// ops cost one array construction per node instead of an MLX op call. Arrays a recorded op reads that the step did not make
 // and that are not declared inputs are constants of the tape (weights, scalars).
 #include <unordered_map>
 
@@ -8,10 +9,111 @@
 
 using namespace mlxb;
 
+namespace {
+
+// Where a rebuilt node's input comes from: the op's inputs, arrays it captured, or earlier nodes.
+struct Ref {
+  enum Kind : uint8_t { input, constant, node } kind;
+  int index;   // into the op's inputs, its constants, or its nodes
+  int output;  // which output of a node
+};
+
+// The MLX nodes one pure op made, in dependency order, with their primitives, shapes and dtypes:
+// rebuilt by constructing arrays directly (no op-level shape inference or checks), as MLX's compile
+// replays its tape. Valid while the op's inputs have the recorded shapes and dtypes.
+struct Nodes {
+  struct Node {
+    std::shared_ptr<mx::Primitive> primitive;
+    std::vector<Ref> inputs;
+    std::vector<mx::Shape> shapes;
+    std::vector<mx::Dtype> dtypes;
+  };
+  std::vector<Node> nodes;
+  std::vector<mx::array> constants;
+  std::vector<Ref> outputs;
+  std::vector<mx::Shape> input_shapes;
+  std::vector<mx::Dtype> input_dtypes;
+};
+
+// The nodes behind `results` down to `xs` (by identity); evaluated arrays and arrays without a
+// primitive are constants.
+Nodes nodes_of(const Arrays& xs, const Arrays& results) {
+  Nodes plan;
+  std::unordered_map<std::uintptr_t, Ref> known;
+  for (size_t i = 0; i < xs.size(); i++) {
+    known.emplace(xs[i].id(), Ref{Ref::input, static_cast<int>(i), 0});
+    plan.input_shapes.push_back(xs[i].shape());
+    plan.input_dtypes.push_back(xs[i].dtype());
+  }
+  // Iterative post-order walk: a node is emitted after its inputs.
+  std::vector<std::pair<mx::array, bool>> stack;
+  for (auto it = results.rbegin(); it != results.rend(); ++it) stack.emplace_back(*it, false);
+  while (!stack.empty()) {
+    auto [a, expanded] = stack.back();
+    stack.pop_back();
+    if (known.count(a.id()) != 0) continue;
+    if (!a.has_primitive() || a.status() != mx::array::Status::unscheduled) {
+      known.emplace(a.id(), Ref{Ref::constant, static_cast<int>(plan.constants.size()), 0});
+      plan.constants.push_back(a);
+      continue;
+    }
+    if (!expanded) {
+      stack.emplace_back(a, true);
+      for (auto in = a.inputs().rbegin(); in != a.inputs().rend(); ++in) {
+        if (known.count(in->id()) == 0) stack.emplace_back(*in, false);
+      }
+      continue;
+    }
+    Nodes::Node node{a.primitive_ptr(), {}, {}, {}};
+    for (const auto& in : a.inputs()) node.inputs.push_back(known.at(in.id()));
+    auto outputs = a.outputs();
+    int index = static_cast<int>(plan.nodes.size());
+    for (size_t j = 0; j < outputs.size(); j++) {
+      node.shapes.push_back(outputs[j].shape());
+      node.dtypes.push_back(outputs[j].dtype());
+      known.emplace(outputs[j].id(), Ref{Ref::node, index, static_cast<int>(j)});
+    }
+    plan.nodes.push_back(std::move(node));
+  }
+  for (const auto& r : results) plan.outputs.push_back(known.at(r.id()));
+  return plan;
+}
+
+// The op's results rebuilt from its nodes over new inputs, or nothing when their shapes or dtypes
+// differ from the recorded ones.
+std::optional<Arrays> rebuild(const Nodes& plan, const Arrays& xs) {
+  for (size_t i = 0; i < xs.size(); i++) {
+    if (xs[i].dtype() != plan.input_dtypes[i] || xs[i].shape() != plan.input_shapes[i]) return std::nullopt;
+  }
+  std::vector<Arrays> made;
+  made.reserve(plan.nodes.size());
+  auto value = [&](const Ref& r) -> const mx::array& {
+    if (r.kind == Ref::input) return xs[r.index];
+    if (r.kind == Ref::constant) return plan.constants[r.index];
+    return made[r.index][r.output];
+  };
+  Arrays inputs;
+  for (const auto& node : plan.nodes) {
+    inputs.clear();
+    for (const auto& r : node.inputs) inputs.push_back(value(r));
+    if (node.shapes.size() == 1) {
+      made.push_back(Arrays{mx::array(node.shapes[0], node.dtypes[0], node.primitive, inputs)});
+    } else {
+      made.push_back(mx::array::make_arrays(node.shapes, node.dtypes, node.primitive, inputs));
+    }
+  }
+  Arrays results;
+  for (const auto& r : plan.outputs) results.push_back(value(r));
+  return results;
+}
+
+} // namespace
+
 struct mlxb::Tape {
   struct Step {
     OpFn fn;
     std::vector<int> inputs, outputs;
+    std::optional<Nodes> nodes;  // pure ops
   };
   std::vector<Step> steps;
   std::vector<std::pair<int, mx::array>> constants;
@@ -20,6 +122,7 @@ struct mlxb::Tape {
   std::unordered_map<mlx_array, int> slot_of;  // while recording
   std::string unsupported;
   bool finished = false;
+  int rebuilt = 0, called = 0;  // of the last run
 };
 
 thread_local mlxb::Tape* mlxb::recording = nullptr;
@@ -42,9 +145,9 @@ int slot_for(Tape& t, mlx_array h) {
 
 } // namespace
 
-void mlxb::record(const std::vector<mlx_array>& inputs, const std::vector<mlx_array>& outputs, OpFn fn) {
+void mlxb::record(const std::vector<mlx_array>& inputs, const Arrays& xs, const std::vector<mlx_array>& outputs, const Arrays& results, OpFn fn, bool pure) {
   Tape& t = *recording;
-  Tape::Step step{std::move(fn), {}, {}};
+  Tape::Step step{std::move(fn), {}, {}, pure ? std::optional<Nodes>(nodes_of(xs, results)) : std::nullopt};
   for (auto h : inputs) step.inputs.push_back(slot_for(t, h));
   for (auto h : outputs) {
     int slot = t.slots++;
@@ -104,7 +207,7 @@ int mlx_tape_record_end(mlx_tape t, const mlx_array* outputs, int count) {
 
 int mlx_tape_run(mlx_array* outputs, int count, mlx_tape t, const mlx_array* inputs, int input_count) {
   return guard([&] {
-    const Tape& tape = tape_of(t);
+    Tape& tape = tape_of(t);
     if (!tape.finished || !tape.unsupported.empty()) throw ArgumentError("the tape holds no complete recording");
     if (recording != nullptr) throw ArgumentError("cannot replay while a tape records");
     if (input_count != static_cast<int>(tape.inputs.size())) {
@@ -117,14 +220,28 @@ int mlx_tape_run(mlx_array* outputs, int count, mlx_tape t, const mlx_array* inp
     for (const auto& [slot, value] : tape.constants) env[slot] = value;
     auto given = arrays_of(inputs, input_count);
     for (size_t i = 0; i < given.size(); i++) env[tape.inputs[i]] = given[i];
+    // MLXB_TAPE_CALLS=1: every op through its function (to compare the two ways of replaying).
+    static const bool slow = std::getenv("MLXB_TAPE_CALLS") != nullptr;
+    tape.rebuilt = tape.called = 0;
     Arrays xs;
     for (const auto& step : tape.steps) {
       xs.clear();
       for (int slot : step.inputs) xs.push_back(*env[slot]);
-      auto results = step.fn(xs);
+      std::optional<Arrays> rebuilt;
+      if (step.nodes && !slow) rebuilt = rebuild(*step.nodes, xs);
+      (rebuilt ? tape.rebuilt : tape.called)++;
+      auto results = rebuilt ? std::move(*rebuilt) : step.fn(xs);
       for (size_t j = 0; j < results.size(); j++) env[step.outputs[j]] = std::move(results[j]);
     }
     for (int i = 0; i < count; i++) store(&outputs[i], *env[tape.outputs[i]]);
+  });
+}
+
+int mlx_tape_last_run(int* rebuilt, int* called, mlx_tape t) {
+  return guard([&] {
+    if (rebuilt == nullptr || called == nullptr) throw ArgumentError("out-pointer is null");
+    const Tape& tape = tape_of(t);
+    *rebuilt = tape.rebuilt, *called = tape.called;
   });
 }
 

@@ -61,7 +61,7 @@ describe("replay: steps that cannot be replayed", () => {
     for (let s = 0; s < STEPS; s++) expect(Buffer.compare(replayed.out[s]!, reference.out[s]!)).toBe(0);
   });
 
-  test("the shim's tape: inputs are replaced, other arrays are constants, a host read makes the recording unusable", () => {
+  test("the shim's tape: inputs are replaced, other arrays are constants, pure ops are rebuilt while their input shapes hold, a host read makes the recording unusable", () => {
     const lib = native();
     const handle = (t: Tensor) => BigInt(t.handle);
     using x = Tensor.from(new Float32Array([1, 2]));
@@ -76,6 +76,16 @@ describe("replay: steps that cannot be replayed", () => {
     check(lib.mlx_tape_run(out, 1, tape, BigUint64Array.of(handle(x2)), 1), "run");
     using replayed = new Tensor(pointerFromWord(out[0]!));
     expect(Array.from(replayed.toFloat32Array())).toEqual([15, 26]);
+    // The add was rebuilt from its recorded node; an input of another shape runs the op again.
+    const counts = new Int32Array(2);
+    check(lib.mlx_tape_last_run(counts.subarray(0, 1), counts.subarray(1), tape), "last run");
+    expect(Array.from(counts)).toEqual([1, 0]);
+    using x3 = Tensor.from(new Float32Array([7]));
+    check(lib.mlx_tape_run(out, 1, tape, BigUint64Array.of(handle(x3)), 1), "run");
+    using broadcast = new Tensor(pointerFromWord(out[0]!));
+    expect(Array.from(broadcast.toFloat32Array())).toEqual([17, 27]);
+    check(lib.mlx_tape_last_run(counts.subarray(0, 1), counts.subarray(1), tape), "last run");
+    expect(Array.from(counts)).toEqual([0, 1]);
     expect(lib.mlx_tape_run(out, 1, tape, BigUint64Array.of(handle(x2), handle(x2)), 2)).not.toBe(0);
     expect(String(lib.mlx_last_error())).toContain("the tape takes 1 inputs, got 2");
     lib.mlx_tape_free(tape);

@@ -94,6 +94,27 @@ describe("rewrite: what each rewriter replaces, and what it leaves", () => {
     expect(native.attention_weights).toBeUndefined();
     expect(native.cache_update).toBeUndefined();
     expect(native.repeat_interleave).toBeUndefined();
+    // q, k, v on one input and gate, up on another: two fused ops per layer; o_proj, down_proj, the
+    // head stay. Phi's parallel block reads one input for q, k, v and fc1; GPT-2's c_attn is fused.
+    expect(counts("llama", ["fused_projections"])).toMatchObject({ dense_fused: 4, dense: 5 });
+    expect(counts("phi", ["fused_projections"])).toMatchObject({ dense_fused: 2, dense: 5 });
+    expect(counts("gpt2", ["fused_projections"]).dense_fused).toBeUndefined();
+  });
+
+  test("fused projections: the loader makes one weight per group, the layers' own tensors become views of it", () => {
+    const m = loadModel(join(import.meta.dir, "fixtures", "data", "models", "qwen3"), { backend: "mlx" });
+    const p = "model.layers.0.self_attn";
+    const fused = m.weights.get(`${p}.q_proj+${p}.k_proj+${p}.v_proj.weight`)!;
+    const q = m.weights.get(`${p}.q_proj.weight`)!;
+    const v = m.weights.get(`${p}.v_proj.weight`)!;
+    expect(fused.shape[0]).toBe(q.shape[0]! + m.weights.get(`${p}.k_proj.weight`)!.shape[0]! + v.shape[0]!);
+    const rows = (t: Tensor, from: number, to: number) => ops.slice(t, [from, 0], [to, t.shape[1]!]);
+    using head = rows(fused, 0, q.shape[0]!);
+    using tail = rows(fused, fused.shape[0]! - v.shape[0]!, fused.shape[0]!);
+    expect(Buffer.compare(head.toBytes(), q.toBytes())).toBe(0);
+    expect(Buffer.compare(tail.toBytes(), v.toBytes())).toBe(0);
+    expect(m.checkpoint.weights.get(`${p}.q_proj.weight`)).toBe(q);
+    m.dispose();
   });
 
   test("the KV cache holds kv heads for plain and rewritten graphs alike", () => {
@@ -138,7 +159,7 @@ describe("rewrite: what each rewriter replaces, and what it leaves", () => {
   test("unknown rewriter names list the valid ones", () => {
     const m = new GraphBuilder();
     expect(() => rewrite(m.build({ x: m.input("x") }), { only: ["rms_norm", "fuse_all"] })).toThrow(
-      /rewrite: unknown rewriter\(s\) fuse_all \(valid: dropout, rms_norm, layer_norm, rotary_embedding, swiglu, native_attention, sdpa, attn_weights\)/,
+      /rewrite: unknown rewriter\(s\) fuse_all \(valid: dropout, rms_norm, layer_norm, rotary_embedding, swiglu, fused_projections, native_attention, sdpa, attn_weights\)/,
     );
   });
 });

@@ -11,7 +11,7 @@ import { CpuTensor } from "../ops/cpu.ts";
 import * as fast from "../ops/fast.ts";
 import { dequantize } from "../ops/quant.ts";
 import { type QuantConfig, quantizationFor } from "../quant/config.ts";
-import { linear } from "../quant/linear.ts";
+import { fusedLinear, linear } from "../quant/linear.ts";
 import { packedTriple } from "../quant/weights.ts";
 import type { Group } from "../ops/distributed.ts";
 import { Tensor } from "../tensor.ts";
@@ -230,6 +230,14 @@ export const OPS = {
     inputs: ["x"],
     mlx: ([x], { module }, { weights, quantization }) => linear(mlx(x, "x"), weights, module, quantization),
     cpu: ([x], { module }, context) => cpuLinear(host(x, "x"), context.weights, module, context.quantization),
+  }),
+  /** Several dense layers over one input (the fused_projections rewrite): on MLX one matmul over
+   * their fused weight when the loader made it (fuseLinears), outputs split; one dense each on the
+   * CPU and for layers that could not be fused. A container of the outputs, in `modules` order. */
+  dense_fused: op<{ modules: readonly string[] }>()({
+    inputs: ["x"],
+    mlx: ([x], { modules }, { weights, quantization }) => fusedLinear(mlx(x, "x"), weights, modules, quantization),
+    cpu: ([x], { modules }, context) => modules.map((m) => cpuLinear(host(x, "x"), context.weights, m, context.quantization)),
   }),
   /** Rows of the embedding table at `module` (packed tables: gather, then dequantize the rows). */
   embedding: op<{ module: string }>()({

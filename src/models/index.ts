@@ -11,6 +11,7 @@ import { runGraph } from "../graph/run.ts";
 import { type Checkpoint, checkpointBytes, loadCheckpoint } from "../io/checkpoint.ts";
 import { HostTensor } from "../io/host.ts";
 import { HostKVCache, KVCache } from "../kv-cache.ts";
+import { fuseLinears } from "../quant/linear.ts";
 import { evalAll, slice } from "../ops/core.ts";
 import type { Group } from "../ops/distributed.ts";
 import { CpuTensor } from "../ops/cpu.ts";
@@ -260,6 +261,7 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
       frequencies.dispose();
       throw e;
     }
+    fuseProjections(weights, graph, checkpoint, shards);
     return {
       kind: arch.encoder ? "encoder" : "decoder",
       backend,
@@ -279,6 +281,20 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
     for (const t of shards) t.dispose();
     checkpoint.dispose();
     throw e;
+  }
+}
+
+/** The layers the fused_projections rewrite groups (q, k, v; gate and up) get one weight each
+ * (fuseLinears); the checkpoint's own tensors for them become views of it and are freed. */
+function fuseProjections(weights: Map<string, Tensor>, graph: (logits: "last" | "all") => Graph, checkpoint: Checkpoint<Tensor>, made: Tensor[]): void {
+  const groups = new Map<string, readonly string[]>();
+  for (const logits of ["last", "all"] as const) {
+    for (const n of rewrite(graph(logits)).nodes) if (n.op === "dense_fused") groups.set(n.attrs.modules.join("+"), n.attrs.modules);
+  }
+  const replaced = fuseLinears(weights, [...groups.values()], checkpoint.quantization, made);
+  for (const [key, original] of replaced) {
+    if (checkpoint.weights.get(key) === original) checkpoint.weights.set(key, weights.get(key)!);
+    original.dispose();
   }
 }
 

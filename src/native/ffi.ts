@@ -65,6 +65,7 @@ export const symbols = {
   mlx_slice: [P, P, P, P, P, i32],
   mlx_slice_update: [P, P, P, P, P, P, i32],
   mlx_concatenate: [P, P, i32, i32],
+  mlx_split: [P, i32, P, P, i32],
   mlx_take: [P, P, P, i32],
   mlx_repeat: [P, P, i32, i32],
   mlx_softmax: [P, P, i32, i32],
@@ -104,6 +105,7 @@ export const symbols = {
   mlx_tape_input: [P, P],
   mlx_tape_record_end: [P, P, i32],
   mlx_tape_run: [P, i32, P, P, i32],
+  mlx_tape_last_run: [P, P, P],
   mlx_tape_free: [P],
 
   mlx_quantize: [P, P, P, P, i32, i32, cstring],

@@ -1,9 +1,9 @@
 // Plain MLX ops over Tensor. Each returns a new Tensor the caller owns.
-import { check, native } from "../native/ffi.ts";
+import { check, native, pointerFromWord } from "../native/ffi.ts";
 import { checkedShape, dtypeCode, type DType, itemSize } from "../dtype.ts";
 import { checkAllocation } from "../native/device.ts";
 import { Tensor } from "../tensor.ts";
-import { call, handleOf, ints, type Native } from "./call.ts";
+import { axisOf, call, handleOf, ints, type Native } from "./call.ts";
 
 type BinaryName = "mlx_add" | "mlx_subtract" | "mlx_multiply" | "mlx_divide" | "mlx_maximum" | "mlx_power" | "mlx_greater" | "mlx_matmul";
 type UnaryName = "mlx_rsqrt" | "mlx_sqrt" | "mlx_exp" | "mlx_log" | "mlx_negative" | "mlx_square" | "mlx_tanh" | "mlx_sigmoid" | "mlx_erf" | "mlx_cos" | "mlx_sin" | "mlx_silu";
@@ -119,6 +119,20 @@ export function concatenate(arrays: readonly Tensor[], axis = 0): Tensor {
     handles[i] = BigInt(handleOf(t, "concatenate", `arrays[${i}]`));
   });
   return call("concatenate", (lib, out) => lib.mlx_concatenate(out, handles, arrays.length, axis));
+}
+
+/** `a` cut along `axis` into parts of the given sizes (one MLX Split: views, no copy). */
+export function split(a: Tensor, sizes: readonly number[], axis = -1): Tensor[] {
+  const ax = axisOf(axis, a.ndim, "split");
+  const total = sizes.reduce((n, s) => n + s, 0);
+  if (sizes.some((s) => !Number.isInteger(s) || s < 0) || total !== a.shape[ax]) {
+    throw new Error(`split: sizes [${sizes.join(", ")}] do not add up to axis ${axis} of ${a.describe()}`);
+  }
+  const cuts = sizes.slice(0, -1).map((_, i) => sizes.slice(0, i + 1).reduce((n, s) => n + s, 0));
+  const out = new BigUint64Array(sizes.length);
+  const h = handleOf(a, "split", "a");
+  check(native().mlx_split(out, sizes.length, h, ints(cuts), ax), () => `split(${a.describe()})`);
+  return Array.from(out, (w) => new Tensor(pointerFromWord(w)));
 }
 
 /** Gathers `indices` along `axis` (embedding lookup: take(table, ids, 0)). */

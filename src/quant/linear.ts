@@ -1,6 +1,6 @@
 // A linear layer by module path over a weight map: quantizedMatmul for packed layers, else matmul.
 import { onGpu } from "../native/device.ts";
-import { add, matmul, transpose } from "../ops/core.ts";
+import { add, concatenate, matmul, slice, split, transpose } from "../ops/core.ts";
 import { dequantize, type QuantParams, quantizedMatmul } from "../ops/quant.ts";
 import type { Tensor } from "../tensor.ts";
 import { type QuantConfig, quantizationFor } from "./config.ts";
@@ -22,8 +22,9 @@ interface Layer {
 
 const layers = new WeakMap<ReadonlyMap<string, Tensor>, Map<string, Layer>>();
 
-/** The layer at `module`, from the cache while the map still holds the same tensors. */
-function layerOf(weights: ReadonlyMap<string, Tensor>, module: string, quantization: QuantConfig | null): Layer {
+/** The layer at `module`, from the cache while the map still holds the same tensors. A fused
+ * layer (fuseLinears) is quantized as its first member (`paramsOf`). */
+function layerOf(weights: ReadonlyMap<string, Tensor>, module: string, quantization: QuantConfig | null, paramsOf = module): Layer {
   let known = layers.get(weights);
   if (!known) layers.set(weights, (known = new Map()));
   const weight = weights.get(`${module}.weight`);
@@ -34,7 +35,7 @@ function layerOf(weights: ReadonlyMap<string, Tensor>, module: string, quantizat
   if (!weight) throw new Error(`linear: no weight '${module}.weight'`);
   let packed: Layer["packed"] = null;
   if (scales) {
-    const params = quantizationFor(quantization, module);
+    const params = quantizationFor(quantization, paramsOf);
     if (!params) throw new Error(`linear: '${module}' is packed but the quantization config leaves it dense`);
     packed = { triple: packedTriple(weights, module, params), params: { ...params, transpose: true } };
   }
@@ -44,8 +45,8 @@ function layerOf(weights: ReadonlyMap<string, Tensor>, module: string, quantizat
 }
 
 /** y = x W^T (+ b) for the layer at `module` ("model.layers.0.self_attn.q_proj"). */
-export function linear(x: Tensor, weights: ReadonlyMap<string, Tensor>, module: string, quantization: QuantConfig | null): Tensor {
-  const { weight, bias, packed } = layerOf(weights, module, quantization);
+export function linear(x: Tensor, weights: ReadonlyMap<string, Tensor>, module: string, quantization: QuantConfig | null, paramsOf = module): Tensor {
+  const { weight, bias, packed } = layerOf(weights, module, quantization, paramsOf);
   let y: Tensor;
   if (packed) {
     if (!onGpu() && x.size / x.shape[x.ndim - 1]! >= CPU_DEQUANTIZE_ROWS) {
@@ -62,4 +63,70 @@ export function linear(x: Tensor, weights: ReadonlyMap<string, Tensor>, module: 
   if (!bias) return y;
   using unbiased = y;
   return add(unbiased, bias);
+}
+
+/** The weight-map name of several layers fused into one (rows concatenated in this order). */
+export function fusedName(modules: readonly string[]): string {
+  return modules.join("+");
+}
+
+const PARTS = ["weight", "scales", "biases", "bias"] as const;
+
+/** Whether `modules` can be one matmul: all present, all packed alike (same quantization, dtypes)
+ * or all dense, biased alike, over the same input features. */
+function fusable(weights: ReadonlyMap<string, Tensor>, modules: readonly string[], quantization: QuantConfig | null): boolean {
+  const first = modules[0]!;
+  const params = JSON.stringify(quantizationFor(quantization, first));
+  const signature = (m: string) =>
+    PARTS.map((part) => {
+      const t = weights.get(`${m}.${part}`);
+      return t ? `${part}:${t.dtype}:${t.shape.slice(1).join("x")}` : "";
+    }).join("|");
+  const reference = signature(first);
+  return (
+    weights.has(`${first}.weight`) &&
+    modules.every((m) => weights.has(`${m}.weight`) && signature(m) === reference && JSON.stringify(quantizationFor(quantization, m)) === params)
+  );
+}
+
+/** Fuses the layers of each group into one weight (`fusedName`, rows concatenated) so that fusedLinear
+ * runs them as one matmul; each member's tensors become row slices of the fused ones (views, so the
+ * weights need not be held twice). The fused tensors and views are appended to `made` (the caller
+ * disposes them); returns the member tensors replaced, by key (the caller frees or keeps them).
+ * Groups that cannot be fused are left as they are. */
+export function fuseLinears(weights: Map<string, Tensor>, groups: readonly (readonly string[])[], quantization: QuantConfig | null, made: Tensor[]): Map<string, Tensor> {
+  const replaced = new Map<string, Tensor>();
+  for (const modules of groups) {
+    const name = fusedName(modules);
+    if (weights.has(`${name}.weight`) || !fusable(weights, modules, quantization)) continue;
+    for (const part of PARTS) {
+      const members = modules.map((m) => weights.get(`${m}.${part}`));
+      if (members.some((t) => t === undefined)) continue;
+      const tensors = members as Tensor[];
+      const fused = concatenate(tensors, 0);
+      fused.eval();
+      made.push(fused);
+      weights.set(`${name}.${part}`, fused);
+      let row = 0;
+      modules.forEach((m, i) => {
+        const t = tensors[i]!;
+        const view = slice(fused, [row, ...t.shape.slice(1).map(() => 0)], [row + t.shape[0]!, ...t.shape.slice(1)]);
+        view.eval();
+        made.push(view);
+        replaced.set(`${m}.${part}`, t);
+        weights.set(`${m}.${part}`, view);
+        row += t.shape[0]!;
+      });
+    }
+  }
+  return replaced;
+}
+
+/** The layers `modules` over one input: one matmul over their fused weight when fuseLinears made it
+ * (outputs split along the last axis), else one linear each. */
+export function fusedLinear(x: Tensor, weights: ReadonlyMap<string, Tensor>, modules: readonly string[], quantization: QuantConfig | null): Tensor[] {
+  const name = fusedName(modules);
+  if (!weights.has(`${name}.weight`)) return modules.map((m) => linear(x, weights, m, quantization));
+  using y = linear(x, weights, name, quantization, modules[0]);
+  return split(y, modules.map((m) => weights.get(`${m}.weight`)!.shape[0]!), -1);
 }

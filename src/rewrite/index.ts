@@ -5,7 +5,7 @@ import { attnWeights, nativeAttention, sdpa } from "./attention.ts";
 import { Rewriting } from "./match.ts";
 import { layerNorm, rmsNorm } from "./norms.ts";
 import { rotaryEmbedding } from "./rotary.ts";
-import { dropout, swiglu } from "./structure.ts";
+import { dropout, fusedProjections, swiglu } from "./structure.ts";
 
 /** In application order. */
 export const REWRITERS = {
@@ -14,6 +14,7 @@ export const REWRITERS = {
   layer_norm: layerNorm,
   rotary_embedding: rotaryEmbedding,
   swiglu,
+  fused_projections: fusedProjections,
   native_attention: nativeAttention,
   sdpa,
   attn_weights: attnWeights,

@@ -262,7 +262,10 @@ int mlx_kv_cache_attention(mlx_array* out, mlx_kv_cache c, int layer, mlx_array 
     std::vector<mlx_array> inputs{q, k, v};
     if (masked) inputs.push_back(key_mask);
     emit({out}, inputs, [cache, l, scale, masked](const Arrays& a) {
-      if (cache->bits > 0 && cache->offset > 0 && a[0].shape(2) == 1 && !masked) {
+      // MLX's CUDA quantized matmul has no kernel for most attention shapes ("No implementation for
+      // problem shape 1x20x64x8" on the H100), so on the GPU attention reads the dequantized cache.
+      bool cpu = mx::default_device() == mx::Device::cpu;
+      if (cache->bits > 0 && cache->offset > 0 && a[0].shape(2) == 1 && !masked && cpu) {
         // A decode step over a quantized cache: attention through quantized matmuls, as mlx-lm.
         auto keys = store_quantized(*cache, cache->qkeys[l], a[1]);
         auto values = store_quantized(*cache, cache->qvalues[l], a[2]);

@@ -1,8 +1,9 @@
 // Record and replay: a tape records the ops of one step as they run (each op's inputs by slot, its
 // attributes inside the closure emit() received, and for pure ops the MLX nodes they made) and
 // replays them with new inputs, so a decode step costs one shim call instead of one per op, and most
-// ops cost one array construction per node instead of an MLX op call. Arrays a recorded op reads that the step did not make
-// and that are not declared inputs are constants of the tape (weights, scalars).
+// ops cost one array construction per node instead of an MLX op call. Arrays a recorded op reads
+// that the step did not make and that are not declared inputs are constants of the tape (weights,
+// scalars).
 #include <unordered_map>
 
 #include "internal.h"

@@ -287,11 +287,9 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
 /** The layers the fused_projections rewrite groups (q, k, v; gate and up) get one weight each
  * (fuseLinears); the checkpoint's own tensors for them become views of it and are freed. */
 function fuseProjections(weights: Map<string, Tensor>, graph: (logits: "last" | "all") => Graph, checkpoint: Checkpoint<Tensor>, made: Tensor[]): void {
-  const groups = new Map<string, readonly string[]>();
-  for (const logits of ["last", "all"] as const) {
-    for (const n of rewrite(graph(logits)).nodes) if (n.op === "dense_fused") groups.set(n.attrs.modules.join("+"), n.attrs.modules);
-  }
-  const replaced = fuseLinears(weights, [...groups.values()], checkpoint.quantization, made);
+  // Both graphs group the same layers; fuseLinears skips a group fused already.
+  const groups = (["last", "all"] as const).flatMap((logits) => rewrite(graph(logits)).nodes.flatMap((n) => (n.op === "dense_fused" ? [n.attrs.modules] : [])));
+  const replaced = fuseLinears(weights, groups, checkpoint.quantization, made);
   for (const [key, original] of replaced) {
     if (checkpoint.weights.get(key) === original) checkpoint.weights.set(key, weights.get(key)!);
     original.dispose();

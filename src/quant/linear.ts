@@ -83,10 +83,7 @@ function fusable(weights: ReadonlyMap<string, Tensor>, modules: readonly string[
       return t ? `${part}:${t.dtype}:${t.shape.slice(1).join("x")}` : "";
     }).join("|");
   const reference = signature(first);
-  return (
-    weights.has(`${first}.weight`) &&
-    modules.every((m) => weights.has(`${m}.weight`) && signature(m) === reference && JSON.stringify(quantizationFor(quantization, m)) === params)
-  );
+  return modules.every((m) => weights.has(`${m}.weight`) && signature(m) === reference && JSON.stringify(quantizationFor(quantization, m)) === params);
 }
 
 /** Fuses the layers of each group into one weight (`fusedName`, rows concatenated) so that fusedLinear

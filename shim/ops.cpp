@@ -84,21 +84,31 @@ MLXB_UNARY(sin, mx::sin(a))
 // mlx.nn.silu
 MLXB_UNARY(silu, mx::multiply(a, mx::sigmoid(a)))
 
+// GELU compiled into one primitive (elementwise, so shapeless: one trace serves every shape), as
+// mlx.nn's compiled gelu and gelu_approx.
+static mx::array gelu_of(const mx::array& x, bool approximate) {
+  auto dt = x.dtype();
+  if (approximate) {
+    // mlx.nn.gelu_approx: 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
+    auto inner = mx::multiply(mx::array(0.7978845608f, dt), mx::add(x, mx::multiply(mx::array(0.044715f, dt), mx::power(x, mx::array(3.0f, dt)))));
+    return mx::multiply(mx::multiply(mx::array(0.5f, dt), x), mx::add(mx::array(1.0f, dt), mx::tanh(inner)));
+  }
+  // mlx.nn.gelu: x * (1 + erf(x / sqrt(2))) / 2
+  auto e = mx::erf(mx::divide(x, mx::array(1.4142135623730951f, dt)));
+  return mx::divide(mx::multiply(x, mx::add(mx::array(1.0f, dt), e)), mx::array(2.0f, dt));
+}
+
+static const auto& compiled_gelu(bool approximate) {
+  using Fn = std::function<std::vector<mx::array>(const std::vector<mx::array>&)>;
+  static const Fn exact = mx::compile([](const std::vector<mx::array>& x) { return std::vector<mx::array>{gelu_of(x[0], false)}; }, /* shapeless */ true);
+  static const Fn approx = mx::compile([](const std::vector<mx::array>& x) { return std::vector<mx::array>{gelu_of(x[0], true)}; }, /* shapeless */ true);
+  return approximate ? approx : exact;
+}
+
 int mlx_gelu(mlx_array* out, mlx_array a_, int approximate) {
   return guard([&] {
     arr(a_, "a");
-    emit1(out, {a_}, [approximate](const Arrays& in) {
-      const auto& x = in[0];
-      auto dt = x.dtype();
-      if (approximate) {
-        // mlx.nn.gelu_approx: 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
-        auto inner = mx::multiply(mx::array(0.7978845608f, dt), mx::add(x, mx::multiply(mx::array(0.044715f, dt), mx::power(x, mx::array(3.0f, dt)))));
-        return mx::multiply(mx::multiply(mx::array(0.5f, dt), x), mx::add(mx::array(1.0f, dt), mx::tanh(inner)));
-      }
-      // mlx.nn.gelu: x * (1 + erf(x / sqrt(2))) / 2
-      auto e = mx::erf(mx::divide(x, mx::array(1.4142135623730951f, dt)));
-      return mx::divide(mx::multiply(x, mx::add(mx::array(1.0f, dt), e)), mx::array(2.0f, dt));
-    });
+    emit1(out, {a_}, [approximate](const Arrays& in) { return compiled_gelu(approximate != 0)(in).at(0); });
   });
 }
 

@@ -11,7 +11,7 @@ import { ops, Tensor } from "../src/index.ts";
 import { decode, type EncodedArray, fixture } from "./helpers.ts";
 
 const STEPS = 12;
-const cases = fixture<Record<string, { prompt: EncodedArray }>>("models.json");
+const cases = fixture<Record<string, { prompt: EncodedArray; decode_step_primitives: number }>>("models.json");
 
 /** Prefill, then STEPS greedy steps of `width` ids each: through a tape, or forward per step. */
 function steps(model: MlxModel, graph: Graph, prompt: Tensor, replay: boolean, width = 1, onFallback?: (r: string) => void) {
@@ -46,6 +46,31 @@ for (const name of Object.keys(cases)) {
         for (let s = 0; s < STEPS; s++) expect(Buffer.compare(replayed.out[s]!, reference.out[s]!)).toBe(0);
       });
     }
+
+    test("a replayed greedy step (as generate runs it) has no more MLX primitives than mlx-lm's step on this device", () => {
+      const graph = rewrittenGraph(model, "last");
+      using cache = createCache(model, 1, prompt.shape[1]! + 4);
+      using tape = new DecodeTape(model, cache, graph, { output: "argmax" });
+      let next: Tensor;
+      {
+        using logits = forward(model, prompt, { cache, graph });
+        next = ops.argmax(logits, -1);
+      }
+      // Step 1 records, step 2 checks the replay, step 3 is a replay as every later step.
+      let primitives = 0;
+      for (let s = 0; s < 3; s++) {
+        const [picked, largest] = tape.step(next);
+        next.dispose();
+        if (s === 2) primitives = ops.pendingPrimitives([picked!, largest!]);
+        largest!.eval();
+        largest!.dispose();
+        next = picked!;
+      }
+      next.dispose();
+      expect(tape.replaying).toBe(true);
+      expect(primitives).toBeGreaterThan(0);
+      expect(primitives).toBeLessThanOrEqual(cases[name]!.decode_step_primitives);
+    });
   });
 }
 

@@ -317,7 +317,8 @@ export const OPS = {
     inputs: ["x"],
     mlx: ([x], { parts, axis }) => {
       const t = mlx(x, "x");
-      return splitBounds(t.shape, parts, axis).map(([start, stop]) => core.slice(t, start, stop));
+      const size = t.shape[(axis + t.ndim) % t.ndim]! / parts;
+      return core.split(t, Array.from({ length: parts }, () => size), axis);
     },
     cpu: ([x], { parts, axis }) => {
       const t = host(x, "x");

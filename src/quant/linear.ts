@@ -1,6 +1,6 @@
 // A linear layer by module path over a weight map: quantizedMatmul for packed layers, else matmul.
 import { onGpu } from "../native/device.ts";
-import { add, concatenate, matmul, slice, split, transpose } from "../ops/core.ts";
+import { add, addmm, concatenate, matmul, slice, split, transpose } from "../ops/core.ts";
 import { dequantize, type QuantParams, quantizedMatmul } from "../ops/quant.ts";
 import type { Tensor } from "../tensor.ts";
 import { type QuantConfig, quantizationFor } from "./config.ts";
@@ -58,6 +58,8 @@ export function linear(x: Tensor, weights: ReadonlyMap<string, Tensor>, module: 
     }
   } else {
     using wt = transpose(weight);
+    // One primitive for product and bias, as mlx.nn.Linear.
+    if (bias) return addmm(bias, x, wt);
     y = matmul(x, wt);
   }
   if (!bias) return y;

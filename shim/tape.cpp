@@ -12,11 +12,11 @@ using namespace mlxb;
 
 namespace {
 
-// Where a rebuilt node's input comes from: the op's inputs, arrays it captured, or earlier nodes.
+// Where a rebuilt node's input comes from: the op's inputs, arrays it captured, or earlier nodes'
+// outputs (numbered across the op's nodes, in order).
 struct Ref {
   enum Kind : uint8_t { input, constant, node } kind;
-  int index;   // into the op's inputs, its constants, or its nodes
-  int output;  // which output of a node
+  int index;  // into the op's inputs, its constants, or its nodes' outputs
 };
 
 // The MLX nodes one pure op made, in dependency order, with their primitives, shapes and dtypes:
@@ -34,6 +34,7 @@ struct Nodes {
   std::vector<Ref> outputs;
   std::vector<mx::Shape> input_shapes;
   std::vector<mx::Dtype> input_dtypes;
+  int node_outputs = 0;
 };
 
 // The nodes behind `results` down to `xs` (by identity); evaluated arrays and arrays without a
@@ -42,7 +43,7 @@ Nodes nodes_of(const Arrays& xs, const Arrays& results) {
   Nodes plan;
   std::unordered_map<std::uintptr_t, Ref> known;
   for (size_t i = 0; i < xs.size(); i++) {
-    known.emplace(xs[i].id(), Ref{Ref::input, static_cast<int>(i), 0});
+    known.emplace(xs[i].id(), Ref{Ref::input, static_cast<int>(i)});
     plan.input_shapes.push_back(xs[i].shape());
     plan.input_dtypes.push_back(xs[i].dtype());
   }
@@ -54,7 +55,7 @@ Nodes nodes_of(const Arrays& xs, const Arrays& results) {
     stack.pop_back();
     if (known.count(a.id()) != 0) continue;
     if (!a.has_primitive() || a.status() != mx::array::Status::unscheduled) {
-      known.emplace(a.id(), Ref{Ref::constant, static_cast<int>(plan.constants.size()), 0});
+      known.emplace(a.id(), Ref{Ref::constant, static_cast<int>(plan.constants.size())});
       plan.constants.push_back(a);
       continue;
     }
@@ -67,12 +68,10 @@ Nodes nodes_of(const Arrays& xs, const Arrays& results) {
     }
     Nodes::Node node{a.primitive_ptr(), {}, {}, {}};
     for (const auto& in : a.inputs()) node.inputs.push_back(known.at(in.id()));
-    auto outputs = a.outputs();
-    int index = static_cast<int>(plan.nodes.size());
-    for (size_t j = 0; j < outputs.size(); j++) {
-      node.shapes.push_back(outputs[j].shape());
-      node.dtypes.push_back(outputs[j].dtype());
-      known.emplace(outputs[j].id(), Ref{Ref::node, index, static_cast<int>(j)});
+    for (const auto& out : a.outputs()) {
+      node.shapes.push_back(out.shape());
+      node.dtypes.push_back(out.dtype());
+      known.emplace(out.id(), Ref{Ref::node, plan.node_outputs++});
     }
     plan.nodes.push_back(std::move(node));
   }
@@ -80,32 +79,31 @@ Nodes nodes_of(const Arrays& xs, const Arrays& results) {
   return plan;
 }
 
-// The op's results rebuilt from its nodes over new inputs, or nothing when their shapes or dtypes
-// differ from the recorded ones.
-std::optional<Arrays> rebuild(const Nodes& plan, const Arrays& xs) {
+// The op's results rebuilt from its nodes over its inputs `xs` (pointers: no reference counting),
+// appended to `results`; false (nothing appended) when the inputs' shapes or dtypes differ from the
+// recorded ones. `made` is scratch space for the nodes' outputs.
+bool rebuild(const Nodes& plan, const std::vector<const mx::array*>& xs, Arrays& made, Arrays& results) {
   for (size_t i = 0; i < xs.size(); i++) {
-    if (xs[i].dtype() != plan.input_dtypes[i] || xs[i].shape() != plan.input_shapes[i]) return std::nullopt;
+    if (xs[i]->dtype() != plan.input_dtypes[i] || xs[i]->shape() != plan.input_shapes[i]) return false;
   }
-  std::vector<Arrays> made;
-  made.reserve(plan.nodes.size());
+  made.clear();
   auto value = [&](const Ref& r) -> const mx::array& {
-    if (r.kind == Ref::input) return xs[r.index];
+    if (r.kind == Ref::input) return *xs[r.index];
     if (r.kind == Ref::constant) return plan.constants[r.index];
-    return made[r.index][r.output];
+    return made[r.index];
   };
-  Arrays inputs;
   for (const auto& node : plan.nodes) {
-    inputs.clear();
+    Arrays inputs;
+    inputs.reserve(node.inputs.size());
     for (const auto& r : node.inputs) inputs.push_back(value(r));
     if (node.shapes.size() == 1) {
-      made.push_back(Arrays{mx::array(node.shapes[0], node.dtypes[0], node.primitive, inputs)});
+      made.emplace_back(node.shapes[0], node.dtypes[0], node.primitive, std::move(inputs));
     } else {
-      made.push_back(mx::array::make_arrays(node.shapes, node.dtypes, node.primitive, inputs));
+      for (auto& out : mx::array::make_arrays(node.shapes, node.dtypes, node.primitive, std::move(inputs))) made.push_back(std::move(out));
     }
   }
-  Arrays results;
   for (const auto& r : plan.outputs) results.push_back(value(r));
-  return results;
+  return true;
 }
 
 } // namespace
@@ -217,22 +215,36 @@ int mlx_tape_run(mlx_array* outputs, int count, mlx_tape t, const mlx_array* inp
     if (count != static_cast<int>(tape.outputs.size())) {
       throw ArgumentError("the tape makes " + std::to_string(tape.outputs.size()) + " outputs, asked for " + std::to_string(count));
     }
-    std::vector<std::optional<mx::array>> env(tape.slots);
-    for (const auto& [slot, value] : tape.constants) env[slot] = value;
+    // Each slot's array by pointer: constants and inputs where they are, op results in `values`.
     auto given = arrays_of(inputs, input_count);
-    for (size_t i = 0; i < given.size(); i++) env[tape.inputs[i]] = given[i];
+    std::vector<const mx::array*> env(tape.slots, nullptr);
+    for (const auto& [slot, value] : tape.constants) env[slot] = &value;
+    for (size_t i = 0; i < given.size(); i++) env[tape.inputs[i]] = &given[i];
+    std::vector<std::optional<mx::array>> values(tape.slots);
     // MLXB_TAPE_CALLS=1: every op through its function (to compare the two ways of replaying).
     static const bool slow = std::getenv("MLXB_TAPE_CALLS") != nullptr;
     tape.rebuilt = tape.called = 0;
-    Arrays xs;
+    std::vector<const mx::array*> xs;
+    Arrays made, results;
     for (const auto& step : tape.steps) {
       xs.clear();
-      for (int slot : step.inputs) xs.push_back(*env[slot]);
-      std::optional<Arrays> rebuilt;
-      if (step.nodes && !slow) rebuilt = rebuild(*step.nodes, xs);
-      (rebuilt ? tape.rebuilt : tape.called)++;
-      auto results = rebuilt ? std::move(*rebuilt) : step.fn(xs);
-      for (size_t j = 0; j < results.size(); j++) env[step.outputs[j]] = std::move(results[j]);
+      for (int slot : step.inputs) xs.push_back(env[slot]);
+      results.clear();
+      bool rebuilt = step.nodes && !slow && rebuild(*step.nodes, xs, made, results);
+      if (rebuilt) {
+        tape.rebuilt++;
+      } else {
+        tape.called++;
+        Arrays args;
+        args.reserve(xs.size());
+        for (const auto* x : xs) args.push_back(*x);
+        results = step.fn(args);
+      }
+      for (size_t j = 0; j < results.size(); j++) {
+        int slot = step.outputs[j];
+        values[slot] = std::move(results[j]);
+        env[slot] = &*values[slot];
+      }
     }
     for (int i = 0; i < count; i++) store(&outputs[i], *env[tape.outputs[i]]);
   });

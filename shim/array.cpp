@@ -157,20 +157,19 @@ int mlx_array_available(int* out, mlx_array a) {
 int mlx_graph_primitives(int* out, const mlx_array* arrays, int count) {
   return guard([&] {
     // Primitives still to run behind the arrays: each unevaluated node once (a multi-output
-    // primitive once for all its outputs), as mx::eval would schedule them.
-    std::unordered_set<std::uintptr_t> seen_arrays;
-    std::unordered_set<std::uintptr_t> seen_primitives;
+    // primitive once for all its outputs), as mx::eval would schedule them. Nodes are told apart by
+    // their arrays, not their primitives: compiled functions and replayed tapes share one primitive
+    // object between nodes.
+    std::unordered_set<std::uintptr_t> seen;
     std::vector<mx::array> stack = arrays_of(arrays, count);
     int primitives = 0;
     while (!stack.empty()) {
       mx::array a = stack.back();
       stack.pop_back();
-      if (!seen_arrays.insert(a.id()).second) continue;
+      if (!seen.insert(a.id()).second) continue;
       if (!a.has_primitive() || a.status() != mx::array::Status::unscheduled) continue;
-      if (seen_primitives.insert(a.primitive_id()).second) {
-        primitives++;
-        if (std::getenv("MLXB_DEBUG_PRIMITIVES")) fprintf(stderr, "%s\n", a.primitive().name());
-      }
+      for (const auto& sibling : a.siblings()) seen.insert(sibling.id());
+      primitives++;
       for (const auto& input : a.inputs()) stack.push_back(input);
     }
     *out = primitives;

@@ -87,3 +87,19 @@ describe("reading half-precision tensors", () => {
     }
   });
 });
+
+describe("pendingPrimitives", () => {
+  test("counts each unevaluated node once: a multi-output node once, compiled nodes sharing one primitive each", () => {
+    using a = Tensor.from(new Float32Array([1, 2, 3, 4]));
+    using b = Tensor.from(new Float32Array([5, 6, 7, 8]));
+    using x = fast.swiglu(a, b);
+    using y = fast.swiglu(b, a); // a compile-cache hit: same primitive object, another node
+    using sum = ops.add(x, y);
+    expect(ops.pendingPrimitives([sum])).toBe(3);
+    const parts = ops.split(sum, [1, 3]);
+    expect(ops.pendingPrimitives(parts)).toBe(4);
+    sum.eval();
+    expect(ops.pendingPrimitives(parts)).toBe(1);
+    for (const p of parts) p.dispose();
+  });
+});

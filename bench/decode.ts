@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { generate, type GenerationStats } from "../src/generate.ts";
 import { check, native } from "../src/native/ffi.ts";
 import { DEFAULT_MODEL_DIR, loadModel } from "../src/models/index.ts";
-import { BREAKDOWN_STEPS, type Breakdown, stepBreakdown } from "./step.ts";
+import { BREAKDOWN_STEPS, type Breakdown, kindRows, stepBreakdown } from "./step.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
 import { PEER_PYTHON, runPeer } from "./peer.ts";
 import { summarize, table } from "./stats.ts";
@@ -67,6 +67,7 @@ export async function run(): Promise<Record<string, unknown>> {
   const results: Record<string, unknown> = { copyBandwidthGBs: bandwidth / 1e9 };
   const rows: (string | number)[][] = [];
   const steps: (string | number)[][] = [];
+  const kinds: (string | number)[][] = [];
   for (const dir of MODELS.map(benchModel)) {
     const name = dir.split("/").pop()!;
     for (const c of CASES) {
@@ -89,17 +90,20 @@ export async function run(): Promise<Record<string, unknown>> {
         results[label] = { mlxBun: a, mlxLm: b, boundTokensPerSecond: decode ? bound : undefined, sameGreedyTokens: decode ? same : undefined };
       }
     }
-    const prompt = Array.from({ length: 128 }, (_, i) => (i * 37) % 1000);
     const model = loadModel(dir, { backend: "mlx" });
-    const replayed = stepBreakdown(model, prompt, true);
-    const executor = stepBreakdown(model, prompt, false);
-    model.dispose();
-    const lm = runPeer("step.py", [dir, JSON.stringify(prompt), String(BREAKDOWN_STEPS)]) as Breakdown;
-    for (const [who, b] of [["mlx-bun (replay)", replayed], ["mlx-bun (executor)", executor], ["mlx-lm", lm]] as const) {
-      const total = b.buildMs + b.evalCallMs + b.waitMs;
-      steps.push([`${name} ${who}`, b.buildMs, b.evalCallMs, b.waitMs, total, 1000 / total, b.primitives, b.buildMs / lm.buildMs]);
+    for (const c of CASES) {
+      const prompt = Array.from({ length: c.prompt }, (_, i) => (i * 37) % 1000);
+      const replayed = stepBreakdown(model, prompt, true);
+      const executor = stepBreakdown(model, prompt, false);
+      const lm = runPeer("step.py", [dir, JSON.stringify(prompt), String(BREAKDOWN_STEPS)]) as Breakdown;
+      for (const [who, b] of [["mlx-bun (replay)", replayed], ["mlx-bun (executor)", executor], ["mlx-lm", lm]] as const) {
+        const total = b.buildMs + b.evalCallMs + b.waitMs;
+        steps.push([`${name} ${c.name} ${who}`, b.buildMs, b.evalCallMs, b.waitMs, total, 1000 / total, b.primitives, b.buildMs / lm.buildMs]);
+      }
+      results[`${name} ${c.name} step`] = { replayed, executor, mlxLm: lm };
+      if (c.name === "short") kinds.push(...kindRows(name, replayed, lm));
     }
-    results[`${name} step`] = { replayed, executor, mlxLm: lm };
+    model.dispose();
   }
   table(
     `End to end, greedy (tokens/s): short = 128-token prompt, 32 tokens; long = 1024-token prompt, 256 tokens. Copy bandwidth ${(bandwidth / 1e9).toFixed(1)} GB/s; ` +
@@ -109,9 +113,10 @@ export async function run(): Promise<Record<string, unknown>> {
     rows,
   );
   table(
-    `One decode step (ms, mean of ${BREAKDOWN_STEPS - 4} after 4; 128-token prompt): host build, the async eval call, the wait for the token; primitives per step`,
+    `One decode step (ms, mean of ${BREAKDOWN_STEPS - 4} after 4; after the short case's 128-token prompt or the long case's 1024): host build, the async eval call, the wait for the token; primitives per step`,
     ["model, who", "build", "eval call", "wait", "total", "tok/s", "primitives", "build / lm"],
     steps,
   );
+  table("Primitives per decode step by kind, where mlx-bun's (replay) and mlx-lm's counts differ (short case)", ["model, primitive", "mlx-bun", "mlx-lm"], kinds);
   return results;
 }

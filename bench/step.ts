@@ -4,7 +4,7 @@
 // a shared machine shows; plus primitives per step. Also printed by the decode bench (one round).
 import { createCache, forward, loadModel, type MlxModel, rewrittenGraph } from "../src/models/index.ts";
 import { DecodeTape } from "../src/models/replay.ts";
-import { argmax, asyncEval, max, pendingPrimitives } from "../src/ops/core.ts";
+import { argmax, asyncEval, max, pendingPrimitiveKinds } from "../src/ops/core.ts";
 import { Tensor } from "../src/tensor.ts";
 import { benchModel, MODELS } from "./decode.ts";
 import { runPeer } from "./peer.ts";
@@ -18,6 +18,8 @@ export interface Breakdown {
   evalCallMs: number;
   waitMs: number;
   primitives: number;
+  /** Primitives per step by MLX's names. */
+  kinds: Record<string, number>;
 }
 
 /** generate's greedy decode loop by hand, timed in three parts per step (means after a warm-up). */
@@ -58,10 +60,16 @@ export function stepBreakdown(model: MlxModel, prompt: number[], replay: boolean
     const n = BREAKDOWN_STEPS - warmup;
     return { buildMs: build / n, evalCallMs: evalCall / n, waitMs: wait / n };
   };
-  let primitives = 0;
+  let kinds: Record<string, number> = {};
   // Counting walks the step's graph: a run of its own, so the timed run does not pay for it.
-  run((ts) => (primitives = pendingPrimitives(ts)));
-  return { ...run(() => {}), primitives };
+  run((ts) => (kinds = Object.fromEntries(pendingPrimitiveKinds(ts))));
+  return { ...run(() => {}), primitives: Object.values(kinds).reduce((n, k) => n + k, 0), kinds };
+}
+
+/** Rows of the primitive kinds whose counts per step differ between mlx-bun and mlx-lm. */
+export function kindRows(label: string, ours: Breakdown, lm: Breakdown): (string | number)[][] {
+  const names = [...new Set([...Object.keys(ours.kinds), ...Object.keys(lm.kinds)])].sort();
+  return names.filter((k) => ours.kinds[k] !== lm.kinds[k]).map((k) => [`${label} ${k}`, ours.kinds[k] ?? 0, lm.kinds[k] ?? 0]);
 }
 
 export async function run(): Promise<Record<string, unknown>> {

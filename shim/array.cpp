@@ -154,25 +154,44 @@ int mlx_array_available(int* out, mlx_array a) {
   return guard([&] { *out = arr(a, "a").status() == mx::array::Status::available ? 1 : 0; });
 }
 
+} // extern "C"
+
+// Each primitive still to run behind the arrays, once per node (a multi-output primitive once for
+// all its outputs), as mx::eval would schedule them. Nodes are told apart by their arrays, not their
+// primitives: compiled functions and replayed tapes share one primitive object between nodes.
+template <typename F>
+static void for_each_pending(const mlx_array* arrays, int count, F visit) {
+  std::unordered_set<std::uintptr_t> seen;
+  std::vector<mx::array> stack = arrays_of(arrays, count);
+  while (!stack.empty()) {
+    mx::array a = stack.back();
+    stack.pop_back();
+    if (!seen.insert(a.id()).second) continue;
+    if (!a.has_primitive() || a.status() != mx::array::Status::unscheduled) continue;
+    for (const auto& sibling : a.siblings()) seen.insert(sibling.id());
+    visit(a.primitive());
+    for (const auto& input : a.inputs()) stack.push_back(input);
+  }
+}
+
+extern "C" {
+
 int mlx_graph_primitives(int* out, const mlx_array* arrays, int count) {
   return guard([&] {
-    // Primitives still to run behind the arrays: each unevaluated node once (a multi-output
-    // primitive once for all its outputs), as mx::eval would schedule them. Nodes are told apart by
-    // their arrays, not their primitives: compiled functions and replayed tapes share one primitive
-    // object between nodes.
-    std::unordered_set<std::uintptr_t> seen;
-    std::vector<mx::array> stack = arrays_of(arrays, count);
+    if (out == nullptr) throw ArgumentError("out-pointer is null");
     int primitives = 0;
-    while (!stack.empty()) {
-      mx::array a = stack.back();
-      stack.pop_back();
-      if (!seen.insert(a.id()).second) continue;
-      if (!a.has_primitive() || a.status() != mx::array::Status::unscheduled) continue;
-      for (const auto& sibling : a.siblings()) seen.insert(sibling.id());
-      primitives++;
-      for (const auto& input : a.inputs()) stack.push_back(input);
-    }
+    for_each_pending(arrays, count, [&](mx::Primitive&) { primitives++; });
     *out = primitives;
+  });
+}
+
+int mlx_graph_primitive_names(char* out, size_t cap, size_t* needed, const mlx_array* arrays, int count) {
+  return guard([&] {
+    if (needed == nullptr) throw ArgumentError("needed is null");
+    std::string names;
+    for_each_pending(arrays, count, [&](mx::Primitive& p) { names.append(p.name()).push_back('\n'); });
+    *needed = names.size() + 1;
+    if (out != nullptr && cap >= names.size() + 1) std::memcpy(out, names.c_str(), names.size() + 1);
   });
 }
 

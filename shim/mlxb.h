@@ -79,6 +79,9 @@ int mlx_array_to_host(void* dst, size_t nbytes, mlx_array a);
 int mlx_array_available(int* out, mlx_array a);
 /* The number of primitives not yet evaluated behind the arrays (what an eval of them would run). */
 int mlx_graph_primitives(int* out, const mlx_array* arrays, int count);
+/* Those primitives' names, one per line; writes the bytes needed (with the NUL) to *needed and the
+ * names to out when cap is enough (out may be null to ask the size). */
+int mlx_graph_primitive_names(char* out, size_t cap, size_t* needed, const mlx_array* arrays, int count);
 /* Copies one memory-bandwidth-sized buffer n times on the default device; writes bytes/s. */
 int mlx_bench_copy_bandwidth(double* out, size_t nbytes, int repeats);
 

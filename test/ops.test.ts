@@ -103,3 +103,14 @@ describe("pendingPrimitives", () => {
     for (const p of parts) p.dispose();
   });
 });
+
+describe("pendingPrimitiveKinds", () => {
+  test("names the primitives pendingPrimitives counts", () => {
+    using a = Tensor.from(new Float32Array([1, 2, 3, 4]));
+    using e = ops.exp(a);
+    using sum = ops.add(e, a);
+    expect(ops.pendingPrimitiveKinds([sum])).toEqual(new Map([["Add", 1], ["Exp", 1]]));
+    sum.eval();
+    expect(ops.pendingPrimitiveKinds([sum]).size).toBe(0);
+  });
+});

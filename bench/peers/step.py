@@ -1,8 +1,9 @@
 """mlx-lm's decode step, timed as bench/decode.ts times mlx-bun's: the loop of
 mlx_lm.generate.generate_step (model call, last-position logits, logprobs, greedy pick, async_eval,
 then reading the previous token), split into host build, the async_eval call, and the wait for the
-token; plus the primitives one step runs (counted from mx.export_to_dot).
+token; plus the primitives one step runs, by kind (from mx.export_to_dot).
 Usage: step.py DIR PROMPT_IDS_JSON STEPS"""
+import collections
 import io
 import json
 import re
@@ -23,16 +24,16 @@ def step(y, cache):
     return mx.argmax(logprobs, axis=-1)
 
 
-def primitives(y):
+def primitive_kinds(y):
     dot = io.StringIO()
     mx.export_to_dot(dot, y)
-    return len(re.findall(r'\[label ="', dot.getvalue()))
+    return collections.Counter(re.findall(r'\[label ="([^"]*)"', dot.getvalue()))
 
 
 cache = make_prompt_cache(model)
 y = step(mx.array(prompt), cache)
 mx.eval(y)
-counted = primitives(step(y, cache))
+kinds = primitive_kinds(step(y, cache))
 cache = make_prompt_cache(model)
 y = step(mx.array(prompt), cache)
 mx.async_eval(y)
@@ -50,4 +51,4 @@ for i in range(steps):
         build, evalcall, wait = build + t1 - t0, evalcall + t2 - t1, wait + t3 - t2
     y = nxt
 n = steps - warmup
-print(json.dumps({"buildMs": 1e3 * build / n, "evalCallMs": 1e3 * evalcall / n, "waitMs": 1e3 * wait / n, "primitives": counted}))
+print(json.dumps({"buildMs": 1e3 * build / n, "evalCallMs": 1e3 * evalcall / n, "waitMs": 1e3 * wait / n, "primitives": sum(kinds.values()), "kinds": kinds}))

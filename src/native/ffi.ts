@@ -32,6 +32,7 @@ export const symbols = {
   mlx_array_to_host: [P, u64, P],
   mlx_array_available: [P, P],
   mlx_graph_primitives: [P, P, i32],
+  mlx_graph_primitive_names: [P, u64, P, P, i32],
   mlx_bench_copy_bandwidth: [P, u64, i32],
 
   mlx_add: [P, P, P],

@@ -209,3 +209,17 @@ export function pendingPrimitives(tensors: readonly Tensor[]): number {
   check(native().mlx_graph_primitives(out, handlesOf(tensors, "pendingPrimitives"), tensors.length), "pendingPrimitives");
   return out[0]!;
 }
+
+/** Those primitives by kind (MLX's primitive names, "QuantizedMatmul", "RMSNorm", ...): counts. */
+export function pendingPrimitiveKinds(tensors: readonly Tensor[]): Map<string, number> {
+  const handles = handlesOf(tensors, "pendingPrimitiveKinds");
+  const needed = new BigUint64Array(1);
+  check(native().mlx_graph_primitive_names(null, 0, needed, handles, tensors.length), "pendingPrimitiveKinds");
+  const text = new Uint8Array(Number(needed[0]!));
+  check(native().mlx_graph_primitive_names(text, text.length, needed, handles, tensors.length), "pendingPrimitiveKinds");
+  const kinds = new Map<string, number>();
+  for (const name of new TextDecoder().decode(text.subarray(0, text.length - 1)).split("\n")) {
+    if (name) kinds.set(name, (kinds.get(name) ?? 0) + 1);
+  }
+  return kinds;
+}

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { type Graph, GraphBuilder, opCounts } from "../src/graph/graph.ts";
 import { ops, Tensor } from "../src/index.ts";
 import { createCache, encode, forward, loadModel, type MlxModel } from "../src/models/index.ts";
-import { DEFAULT_REWRITERS, REWRITERS, rewrite } from "../src/rewrite/index.ts";
+import { DEFAULT_REWRITERS, REWRITERS, rewrite, singlePositionGraph } from "../src/rewrite/index.ts";
 import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
 
 const STEPS = 32;
@@ -53,6 +53,22 @@ for (const name of Object.keys(cases)) {
         console.log(`  ${name} ${label}: ${before} -> ${graph.nodes.length} nodes`);
       });
     }
+
+    test(`single-position graph: ${STEPS} one-token steps equal the general graph's bit for bit, heads split and merged by one reshape each`, () => {
+      const general = rewrite(model.graph("last"));
+      const single = singlePositionGraph(general);
+      const reference = greedy(model, prompt, { prefill: general, decode: general });
+      const got = greedy(model, prompt, { prefill: general, decode: single });
+      for (let s = 0; s <= STEPS; s++) expect(maxAbsDiff(got.logits[s]!, reference.logits[s]!)).toBe(0);
+      expect(got.tokens).toEqual(reference.tokens);
+      // q, k, v split and the output merged: a reshape + transpose pair each, now one reshape.
+      expect(general.nodes.length - single.nodes.length).toBe(4 * model.config.layers);
+      expect(opCounts(single)["transpose"] ?? 0).toBe(0);
+      // More than one position: the reshapes cannot hold them, and say so.
+      using cache = createCache(model, 1, prompt.length + 1);
+      using ids = Tensor.from(Int32Array.from(prompt), [1, prompt.length]);
+      expect(() => forward(model, ids, { cache, graph: single })).toThrow(/reshape/);
+    });
   });
 }
 

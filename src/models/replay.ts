@@ -9,6 +9,7 @@ import type { Pointer } from "bun:ffi";
 import type { Graph } from "../graph/graph.ts";
 import type { KVCache } from "../kv-cache.ts";
 import { check, native, pointerFromWord } from "../native/ffi.ts";
+import { singlePositionGraph } from "../rewrite/index.ts";
 import { handleOf } from "../ops/call.ts";
 import { argmax, max } from "../ops/core.ts";
 import { Tensor } from "../tensor.ts";
@@ -61,8 +62,8 @@ export class DecodeTape {
     }
   }
 
-  #plain(ids: Tensor, feeds: ReturnType<typeof mlxFeeds>): Tensor[] {
-    const logits = runMlx(this.model, this.graph, ids, this.cache, feeds);
+  #plain(ids: Tensor, feeds: ReturnType<typeof mlxFeeds>, graph = this.graph): Tensor[] {
+    const logits = runMlx(this.model, graph, ids, this.cache, feeds);
     if (this.output === "logits") return [logits];
     using last = logits;
     return [argmax(last, -1), max(last, [-1])];
@@ -79,7 +80,9 @@ export class DecodeTape {
       for (const input of [ids, feeds.positions, feeds.keyMask]) {
         if (input) check(lib.mlx_tape_input(this.#tape, handleOf(input, "DecodeTape", "input")), "DecodeTape: input");
       }
-      result = this.#plain(ids, feeds);
+      // A one-token step records the graph specialized to one position (fewer nodes); the check of
+      // the first replay runs the general graph.
+      result = this.#plain(ids, feeds, ids.shape[1] === 1 ? singlePosition(this.graph) : this.graph);
     } catch (e) {
       this.#stop();
       throw e;
@@ -149,6 +152,15 @@ export class DecodeTape {
   [Symbol.dispose](): void {
     this.dispose();
   }
+}
+
+const singlePositionGraphs = new WeakMap<Graph, Graph>();
+
+/** singlePositionGraph(graph), made once per graph. */
+function singlePosition(graph: Graph): Graph {
+  let made = singlePositionGraphs.get(graph);
+  if (!made) singlePositionGraphs.set(graph, (made = singlePositionGraph(graph)));
+  return made;
 }
 
 /** Mantissa bits of the floating dtypes a step outputs. */

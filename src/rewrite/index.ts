@@ -5,7 +5,7 @@ import { attnWeights, nativeAttention, sdpa } from "./attention.ts";
 import { Rewriting } from "./match.ts";
 import { layerNorm, rmsNorm } from "./norms.ts";
 import { rotaryEmbedding } from "./rotary.ts";
-import { dropout, fusedProjections, swiglu } from "./structure.ts";
+import { dropout, fusedProjections, singlePositionHeads, swiglu } from "./structure.ts";
 
 /** In application order. */
 export const REWRITERS = {
@@ -34,5 +34,14 @@ export function rewrite(graph: Graph, options: { only?: string[] } = {}): Graph 
   const enabled = new Set(only);
   const g = new Rewriting(graph);
   for (const [name, apply] of Object.entries(REWRITERS)) if (enabled.has(name)) apply(g);
+  return g.finish();
+}
+
+/** A rewritten graph for steps of one position (decode): head splits and merges as single reshapes
+ * (singlePositionHeads). Equal to `graph` for T = 1 only; DecodeTape records its one-token steps
+ * with it and checks the first replay against `graph` run normally. */
+export function singlePositionGraph(graph: Graph): Graph {
+  const g = new Rewriting(graph);
+  singlePositionHeads(g);
   return g.finish();
 }

@@ -36,3 +36,26 @@ export function fusedProjections(g: Rewriting): void {
     layers.forEach((n, index) => g.replace(n.id, "get", [fused], { index }));
   }
 }
+
+const SWAP_12 = [0, 2, 1, 3];
+const isSwap12 = (axes: readonly number[]) => axes.length === 4 && axes.every((a, i) => a === SWAP_12[i]);
+
+/** For graphs run one position at a time only (T = 1, decode steps): splitting heads (reshape
+ * [B, T, n*d] -> [B, T, n, d], then swap axes 1 and 2) and merging them back (the swap, then reshape
+ * to [B, T, n*d]) only move an axis of size 1, so each pair is one reshape: [B, n, 1, d] and
+ * [B, 1, n*d]. Wrong for T > 1 (the reshape then fails on its element count). */
+export function singlePositionHeads(g: Rewriting): void {
+  for (const n of g.withOp("transpose")) {
+    const source = g.input(n, 0);
+    if (!isSwap12(n.attrs.axes) || source.op !== "reshape") continue;
+    const [b, t, heads, dim] = source.attrs.shape;
+    if (source.attrs.shape.length !== 4 || b !== 0 || t !== 0) continue;
+    g.replace(n.id, "reshape", [source.inputs[0]!], { shape: [0, heads!, 1, dim!] });
+  }
+  for (const n of g.withOp("reshape")) {
+    const source = g.input(n, 0);
+    const [b, t, width] = n.attrs.shape;
+    if (source.op !== "transpose" || !isSwap12(source.attrs.axes) || n.attrs.shape.length !== 3 || b !== 0 || t !== 0) continue;
+    g.replace(n.id, "reshape", [source.inputs[0]!], { shape: [0, 1, width!] });
+  }
+}

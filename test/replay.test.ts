@@ -47,7 +47,9 @@ for (const name of Object.keys(cases)) {
       });
     }
 
-    test("a replayed greedy step (as generate runs it) has no more MLX primitives than mlx-lm's step on this device", () => {
+    // The fixture's count is made on the CPU, where MLX's fast ops run as decomposed graphs; on the
+    // GPU ours are single primitives, so there the bound is looser.
+    test("a replayed greedy step (as generate runs it) has no more MLX primitives than mlx-lm's step", () => {
       const graph = rewrittenGraph(model, "last");
       using cache = createCache(model, 1, prompt.shape[1]! + 4);
       using tape = new DecodeTape(model, cache, graph, { output: "argmax" });

@@ -17,6 +17,9 @@ pub fn build(b: *std.Build) void {
     // Where the shim looks for libmlx.so at run time: the wheel's lib/ by absolute path (a dev
     // checkout), or a path relative to the shim ($ORIGIN/...) for a runtime that may move.
     const rpath = b.option([]const u8, "rpath", "runtime search path for libmlx.so (default: <mlx>/lib)");
+    // Against MLX's CUDA build: adds the CUDA matvec kernel (shim/qmv_cuda.cpp), which calls the
+    // CUDA backend that build's libmlx.so exports.
+    const cuda = b.option(bool, "cuda", "the libmlx.so is MLX's CUDA build (adds shim/qmv_cuda.cpp)") orelse false;
 
     const module = b.createModule(.{
         .target = target,
@@ -28,11 +31,14 @@ pub fn build(b: *std.Build) void {
     module.addIncludePath(.{ .cwd_relative = b.fmt("/usr/include/c++/{s}", .{gcc_version}) });
     module.addIncludePath(.{ .cwd_relative = b.fmt("/usr/include/{s}/c++/{s}", .{ multiarch, gcc_version }) });
     module.addSystemIncludePath(.{ .cwd_relative = b.fmt("{s}/include", .{mlx}) });
+    const flags: []const []const u8 = &.{ "-std=c++20", "-nostdinc++", "-D_GLIBCXX_USE_CXX11_ABI=1", "-fvisibility=hidden", "-fno-sanitize=undefined", "-Wall" };
+    const cuda_flags: []const []const u8 = &.{ "-std=c++20", "-nostdinc++", "-D_GLIBCXX_USE_CXX11_ABI=1", "-fvisibility=hidden", "-fno-sanitize=undefined", "-Wall", "-DMLXB_CUDA=1" };
     module.addCSourceFiles(.{
         .root = b.path("shim"),
         .files = &.{ "error.cpp", "array.cpp", "ops.cpp", "fast.cpp", "kv.cpp", "quant.cpp", "qmv_cpu.cpp", "io.cpp", "tape.cpp", "distributed.cpp" },
-        .flags = &.{ "-std=c++20", "-nostdinc++", "-D_GLIBCXX_USE_CXX11_ABI=1", "-fvisibility=hidden", "-fno-sanitize=undefined", "-Wall" },
+        .flags = if (cuda) cuda_flags else flags,
     });
+    if (cuda) module.addCSourceFiles(.{ .root = b.path("shim"), .files = &.{"qmv_cuda.cpp"}, .flags = cuda_flags });
     module.addObjectFile(.{ .cwd_relative = b.fmt("{s}/lib/libmlx.so", .{mlx}) });
     module.addObjectFile(.{ .cwd_relative = b.fmt("/usr/lib/{s}/libstdc++.so.6", .{multiarch}) });
     module.addObjectFile(.{ .cwd_relative = b.fmt("/lib/{s}/libgcc_s.so.1", .{multiarch}) });

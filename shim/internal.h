@@ -137,4 +137,9 @@ inline std::vector<int> ints_of(const int32_t* values, int n) {
 mx::array qmv_cpu_or(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
                      std::optional<int> group_size, std::optional<int> bits, const std::string& mode);
 
+/** mx::quantized_matmul, or on the GPU of a CUDA build for a few rows against 4-bit affine weights a
+ * faster kernel of ours (qmv_cuda.cpp; only built with -Dcuda=true). */
+mx::array qmv_cuda_or(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
+                      std::optional<int> group_size, std::optional<int> bits, const std::string& mode);
+
 } // namespace mlxb

@@ -48,7 +48,12 @@ int mlx_quantized_matmul(mlx_array* out, mlx_array x, mlx_array wq, mlx_array sc
     auto g = positive(group_size), b = positive(bits);
     bool t = transpose != 0;
     if (biases == nullptr) return emit1(out, {x, wq, scales}, [=](const Arrays& a) { return mx::quantized_matmul(a[0], a[1], a[2], std::nullopt, t, g, b, m); });
-    emit1(out, {x, wq, scales, biases}, [=](const Arrays& a) { return qmv_cpu_or(a[0], a[1], a[2], a[3], t, g, b, m); });
+    emit1(out, {x, wq, scales, biases}, [=](const Arrays& a) {
+#ifdef MLXB_CUDA
+      if (mx::default_device() == mx::Device::gpu) return qmv_cuda_or(a[0], a[1], a[2], a[3], t, g, b, m);
+#endif
+      return qmv_cpu_or(a[0], a[1], a[2], a[3], t, g, b, m);
+    });
   });
 }
 

@@ -1,8 +1,20 @@
-// The CPU kernel for decode-sized 4-bit matmuls (shim/qmv_cpu.cpp, used in place of MLX's
-// QuantizedMatmul on the CPU for <= 8 float32 rows) against MLX's own dequantize + matmul: relative
-// error <= 1e-5, strided inputs, and the shapes it does not take (9 rows, 8 bits) left to MLX.
+// The decode-sized 4-bit matmul kernels of the shim against MLX's own dequantize + matmul: on the
+// CPU shim/qmv_cpu.cpp (<= 8 float32 rows), on a CUDA GPU shim/qmv_cuda.cpp (<= 8 rows of float32,
+// bfloat16 or float16). Each case also checks which primitive ran, so a silent fallback to MLX's
+// QuantizedMatmul fails the test; relative error <= 1e-5 in float32, strided inputs, and the shapes
+// they do not take (9 rows, 8 bits) left to MLX.
 import { expect, test } from "bun:test";
-import { ops, quant, Tensor } from "../src/index.ts";
+import { deviceInfo, ops, quant, Tensor } from "../src/index.ts";
+
+/** The shim's kernel for these inputs on this machine's default device, or MLX's QuantizedMatmul.
+ * On the GPU of Linux (MLX's CUDA build) the CUDA kernel; Metal has none of ours. */
+const onCuda = deviceInfo().device === "gpu" && process.platform === "linux";
+function expectedKind(rows: number, bits: number, dtype: string): string {
+  if (rows > 8 || bits !== 4) return "QuantizedMatmul";
+  if (onCuda) return "QuantizedMatvecCuda";
+  if (deviceInfo().device === "cpu" && dtype === "float32") return "QuantizedMatvecCpu";
+  return "QuantizedMatmul";
+}
 
 function random(n: number, seed: number): Float32Array {
   let s = seed;
@@ -28,6 +40,7 @@ test.each([
   const q = quant.quantize(w, { groupSize, bits });
   using x = Tensor.from(random(rows * features, 11), [rows, features]);
   using got = quant.quantizedMatmul(x, q, { groupSize, bits });
+  expect([...ops.pendingPrimitiveKinds([got]).keys()]).toContain(expectedKind(rows, bits, "float32"));
   using dense = quant.dequantize(q, { groupSize, bits });
   using wt = ops.transpose(dense, [1, 0]);
   using want = ops.matmul(x, wt);
@@ -43,6 +56,37 @@ test("a strided x (a transposed view) gives the same result as its contiguous co
   using copy = Tensor.from(strided.toFloat32Array(), [2, 128]);
   using a = quant.quantizedMatmul(strided, q);
   using b = quant.quantizedMatmul(copy, q);
-  expect(Array.from(a.toFloat32Array())).toEqual(Array.from(b.toFloat32Array()));
+  // The CUDA primitive hands a strided x to MLX's kernel: the same result up to float rounding.
+  expect(relativeError(a.toFloat32Array(), b.toFloat32Array())).toBeLessThanOrEqual(1e-5);
+  quant.disposeQuantized(q);
+});
+
+// Half precision: x, scales and biases in the model's dtype, as a bfloat16/float16 checkpoint has
+// them. The reference is float32 math on the same half-precision values; the output is rounded once
+// to the dtype (bfloat16 keeps 8 significant bits, float16 11), so the bound is that rounding of the
+// largest output, with room for float32 accumulation order.
+test.skipIf(!onCuda).each([
+  ["bfloat16", 1, 4096, 1024, 64, 2 ** -8],
+  ["bfloat16", 2, 517, 512, 32, 2 ** -8],
+  ["bfloat16", 5, 300, 1024, 128, 2 ** -8],
+  ["float16", 1, 1024, 2048, 64, 2 ** -10],
+  ["float16", 8, 64, 256, 64, 2 ** -10],
+] as const)("CUDA: %s, rows %d, out %d, in %d, group %d: equal to float32 math on the same values", (dtype, rows, out, features, groupSize, bound) => {
+  using w32 = Tensor.from(random(out * features, 13), [out, features]);
+  using w = ops.astype(w32, dtype);
+  const q = quant.quantize(w, { groupSize, bits: 4 });
+  using x32 = Tensor.from(random(rows * features, 17), [rows, features]);
+  using x = ops.astype(x32, dtype);
+  using got = quant.quantizedMatmul(x, q, { groupSize, bits: 4 });
+  expect([...ops.pendingPrimitiveKinds([got]).keys()]).toContain("QuantizedMatvecCuda");
+  expect(got.dtype).toBe(dtype);
+  using got32 = ops.astype(got, "float32");
+  using scales = ops.astype(q.scales, "float32");
+  using biases = ops.astype(q.biases!, "float32");
+  using dense = quant.dequantize({ weight: q.weight, scales, biases }, { groupSize, bits: 4 });
+  using wt = ops.transpose(dense, [1, 0]);
+  using xf = ops.astype(x, "float32");
+  using want = ops.matmul(xf, wt);
+  expect(relativeError(got32.toFloat32Array(), want.toFloat32Array())).toBeLessThanOrEqual(bound);
   quant.disposeQuantized(q);
 });

@@ -50,7 +50,7 @@ strip --strip-unneeded "$LIB"
 "$CACHE/venv/bin/python" "$ROOT/scripts/gpu/prune_fatbin.py" "$LIB" "$SM"
 
 log "shim against the CUDA libmlx.so"
-(cd "$ROOT" && ZIG_GLOBAL_CACHE_DIR="$CACHE/zig-global" zig build -Doptimize=ReleaseFast -Dmlx="$STAGE/site/mlx" --prefix "$STAGE/shim")
+(cd "$ROOT" && ZIG_GLOBAL_CACHE_DIR="$CACHE/zig-global" zig build -Doptimize=ReleaseFast -Dmlx="$STAGE/site/mlx" -Dcuda=true --prefix "$STAGE/shim")
 
 cp "$(readlink -f "$CACHE/bin/bun")" "$STAGE/bin/bun"
 # The runtime's node_modules: the type checker and type packages (~40 MB) stay here.

@@ -1,0 +1,349 @@
+// A CUDA kernel for the decode-time quantized matmul: x [..., K] (1 to 8 rows; float32, bfloat16 or
+// float16) times a 4-bit affine weight [N, K] (packed uint32, scales and biases of x's dtype, group
+// 32, 64 or 128), as mx::quantized_matmul(x, w, scales, biases, transpose=true). MLX's CUDA qmv
+// reads the weights at ~0.8-1.0 TB/s on an H100 (one 8-byte load per lane in flight), which is most
+// of a large model's decode step. This one (qmv_cuda_source.h) keeps several 16-byte loads per lane
+// in flight. It is an MLX primitive (QuantizedMatvecCuda) built by qmv_cuda_or() in place of
+// QuantizedMatmul when the inputs fit; its eval_gpu adds one kernel node to MLX's command encoder
+// (MLX's CUDA graph) like MLX's own primitives. The kernel is compiled by NVRTC on first use; if that
+// fails, MLX's op is used. MLXB_QMV=mlx turns it off (for comparisons).
+//
+// Built only against MLX's CUDA libmlx.so (zig build -Dcuda=true): it calls the CUDA backend that
+// libmlx.so exports (the command encoder) and the driver and NVRTC libraries libmlx.so loads.
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+
+#include "internal.h"
+#include "mlx/allocator.h"
+#include "mlx/primitives.h"
+#include "qmv_cuda_source.h"
+
+// The part of MLX's CUDA backend used here, declared as libmlx.so exports it: its own headers need
+// the CUDA toolkit's and fmt's, which the wheel does not ship. dim3 is CUDA's (three unsigned ints,
+// passed by value); CudaBuffer is the struct MLX's CUDA allocator keeps behind every Buffer.
+#pragma GCC visibility push(default)
+struct dim3 {
+  unsigned x, y, z;
+};
+struct CUfunc_st;
+namespace mlx::core::cu {
+struct CudaBuffer {
+  void* data;
+  size_t size;
+  int device; // -1: managed memory
+};
+class Device {
+ public:
+  void make_current();
+};
+Device& device(int index);
+class CommandEncoder {
+ public:
+  void set_input_array(const array& arr);
+  void set_output_array(const array& arr);
+  void add_kernel_node_raw(CUfunc_st* func, dim3 grid, dim3 block, dim3 cluster, uint32_t smem_bytes, void** params);
+};
+CommandEncoder& get_command_encoder(Stream s);
+} // namespace mlx::core::cu
+#pragma GCC visibility pop
+
+using namespace mlxb;
+namespace cu = mlx::core::cu;
+
+namespace {
+
+constexpr int MAX_ROWS = 8;
+
+/** The CUDA driver and NVRTC entry points used, from the libraries libmlx.so has loaded. */
+struct Cuda {
+  using Result = int;
+  Result (*cuDeviceGet)(int*, int);
+  Result (*cuDeviceGetAttribute)(int*, int, int);
+  Result (*cuModuleLoadData)(void**, const void*);
+  Result (*cuModuleGetFunction)(CUfunc_st**, void*, const char*);
+  Result (*cuMemAllocAsync)(uintptr_t*, size_t, void*);
+  Result (*cuStreamSynchronize)(void*);
+  Result (*cuMemFree)(uintptr_t);
+  Result (*cuDevicePrimaryCtxRetain)(void**, int);
+  Result (*cuCtxSetCurrent)(void*);
+  Result (*nvrtcCreateProgram)(void**, const char*, const char*, int, const char**, const char**);
+  Result (*nvrtcCompileProgram)(void*, int, const char**);
+  Result (*nvrtcGetProgramLogSize)(void*, size_t*);
+  Result (*nvrtcGetProgramLog)(void*, char*);
+  Result (*nvrtcGetCUBINSize)(void*, size_t*);
+  Result (*nvrtcGetCUBIN)(void*, char*);
+  Result (*nvrtcDestroyProgram)(void**);
+  bool ok = false;
+};
+
+template <typename F>
+bool bind(void* lib, const char* name, F& fn) {
+  fn = lib ? reinterpret_cast<F>(dlsym(lib, name)) : nullptr;
+  return fn != nullptr;
+}
+
+const Cuda& cuda() {
+  static const Cuda api = [] {
+    Cuda c{};
+    void* driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+    if (!driver) driver = dlopen("libcuda.so.1", RTLD_NOW);
+    void* nvrtc = dlopen("libnvrtc.so.13", RTLD_NOW | RTLD_NOLOAD);
+    if (!nvrtc) nvrtc = dlopen("libnvrtc.so.13", RTLD_NOW);
+    c.ok = bind(driver, "cuDeviceGet", c.cuDeviceGet) && bind(driver, "cuDeviceGetAttribute", c.cuDeviceGetAttribute) &&
+           bind(driver, "cuModuleLoadData", c.cuModuleLoadData) && bind(driver, "cuModuleGetFunction", c.cuModuleGetFunction) &&
+           bind(driver, "cuMemAllocAsync", c.cuMemAllocAsync) && bind(driver, "cuStreamSynchronize", c.cuStreamSynchronize) &&
+           bind(driver, "cuMemFree_v2", c.cuMemFree) && bind(driver, "cuDevicePrimaryCtxRetain", c.cuDevicePrimaryCtxRetain) &&
+           bind(driver, "cuCtxSetCurrent", c.cuCtxSetCurrent) && bind(nvrtc, "nvrtcCreateProgram", c.nvrtcCreateProgram) &&
+           bind(nvrtc, "nvrtcCompileProgram", c.nvrtcCompileProgram) && bind(nvrtc, "nvrtcGetProgramLogSize", c.nvrtcGetProgramLogSize) &&
+           bind(nvrtc, "nvrtcGetProgramLog", c.nvrtcGetProgramLog) && bind(nvrtc, "nvrtcGetCUBINSize", c.nvrtcGetCUBINSize) &&
+           bind(nvrtc, "nvrtcGetCUBIN", c.nvrtcGetCUBIN) && bind(nvrtc, "nvrtcDestroyProgram", c.nvrtcDestroyProgram);
+    return c;
+  }();
+  return api;
+}
+
+void check(int result, const char* what) {
+  if (result != 0) throw std::runtime_error(std::string("qmv_cuda: ") + what + " failed (CUDA error " + std::to_string(result) + ")");
+}
+
+/** The launch shape of a kernel variant: output rows per warp, chunk steps per load batch, warps
+ * per block. */
+struct Shape {
+  int rows_per_warp, unroll, warps;
+};
+
+/** Rows of x decide the shape. One row (decode): 4 output rows per warp, measured best of six
+ * shapes on an H200 (2-2.6 TB/s for the 8B shapes' large matrices, bfloat16). More rows: fewer output
+ * rows per warp, so that no variant spills registers (checked with ptxas -v for every rows count).
+ * MLXB_QMV_SHAPE="R,U,W" overrides it (tuning). */
+Shape shape_for(int rows) {
+  static const char* forced = std::getenv("MLXB_QMV_SHAPE");
+  if (forced) {
+    Shape s{};
+    if (std::sscanf(forced, "%d,%d,%d", &s.rows_per_warp, &s.unroll, &s.warps) == 3 && s.rows_per_warp > 0 && s.unroll > 0 && s.warps > 0) return s;
+  }
+  if (rows == 1) return {4, 1, 4};
+  if (rows == 2) return {2, 1, 4};
+  return {1, 1, 4};
+}
+
+struct Kernel {
+  CUfunc_st* function = nullptr;
+  Shape shape{};
+};
+
+int dtype_code(mx::Dtype t) {
+  if (t == mx::float32) return 0;
+  if (t == mx::bfloat16) return 1;
+  return 2;
+}
+
+/** The compiled variant for (dtype, group, rows) on the device, compiled on first use; a null
+ * function when NVRTC or the driver refuses it (reported once on stderr). */
+Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows) {
+  static std::mutex mutex;
+  static std::map<std::tuple<int, int, int, int>, Kernel> kernels;
+  static bool warned = false;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto key = std::make_tuple(device_index, dtype_code(dtype), group, rows);
+  if (auto it = kernels.find(key); it != kernels.end()) return it->second;
+  Kernel k{nullptr, shape_for(rows)};
+  const Cuda& c = cuda();
+  std::string failure;
+  if (!c.ok) failure = "the CUDA driver or NVRTC library is not loaded";
+  else {
+    cu::device(device_index).make_current();
+    int device = 0, major = 0, minor = 0;
+    check(c.cuDeviceGet(&device, device_index), "cuDeviceGet");
+    check(c.cuDeviceGetAttribute(&major, 75, device), "compute capability"); // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+    check(c.cuDeviceGetAttribute(&minor, 76, device), "compute capability");
+    std::string source = "#define DTYPE " + std::to_string(dtype_code(dtype)) + "\n#define GROUP " + std::to_string(group) + "\n#define ROWS " +
+                         std::to_string(rows) + "\n#define R " + std::to_string(k.shape.rows_per_warp) + "\n#define U " + std::to_string(k.shape.unroll) +
+                         "\n#define WARPS " + std::to_string(k.shape.warps) + "\n" + QMV_CUDA_SOURCE;
+    std::string arch = "-arch=sm_" + std::to_string(major) + std::to_string(minor);
+    const char* options[] = {arch.c_str(), "-default-device"};
+    void* program = nullptr;
+    check(c.nvrtcCreateProgram(&program, source.c_str(), "mlxb_qmv.cu", 0, nullptr, nullptr), "nvrtcCreateProgram");
+    if (c.nvrtcCompileProgram(program, 2, options) != 0) {
+      size_t size = 0;
+      c.nvrtcGetProgramLogSize(program, &size);
+      std::string log(size, '\0');
+      c.nvrtcGetProgramLog(program, log.data());
+      failure = "NVRTC: " + log;
+    } else {
+      size_t size = 0;
+      c.nvrtcGetCUBINSize(program, &size);
+      std::string cubin(size, '\0');
+      c.nvrtcGetCUBIN(program, cubin.data());
+      void* module = nullptr;
+      if (c.cuModuleLoadData(&module, cubin.data()) != 0 || c.cuModuleGetFunction(&k.function, module, "mlxb_qmv") != 0) {
+        k.function = nullptr;
+        failure = "loading the compiled kernel failed";
+      }
+    }
+    c.nvrtcDestroyProgram(&program);
+  }
+  if (!k.function && !warned) {
+    warned = true;
+    std::fprintf(stderr, "mlx-bun: the CUDA 4-bit matvec kernel is unavailable (%s); using MLX's quantized_matmul\n", failure.c_str());
+  }
+  kernels[key] = k;
+  return k;
+}
+
+/** Device memory for the kernel's outputs: MLX's allocator does not export its device-memory entry
+ * (its exported malloc gives managed memory), so outputs come from a pool of device buffers of
+ * their own, from the device's default memory pool (as MLX's are). A buffer goes back to the pool
+ * when MLX releases the array, which it does after the GPU work using it has completed. If MLX
+ * moved it to managed memory (a host read of the array), it is freed instead. */
+class OutputPool {
+ public:
+  mx::allocator::Data take(int device_index, size_t bytes) {
+    const size_t size = (bytes + 255) / 256 * 256;
+    cu::CudaBuffer* buffer = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto& free = free_[{device_index, size}];
+      if (!free.empty()) {
+        buffer = free.back();
+        free.pop_back();
+      }
+    }
+    if (!buffer) {
+      const Cuda& c = cuda();
+      uintptr_t data = 0;
+      check(c.cuMemAllocAsync(&data, size, nullptr), "cuMemAllocAsync");
+      check(c.cuStreamSynchronize(nullptr), "cuStreamSynchronize");
+      buffer = new cu::CudaBuffer{reinterpret_cast<void*>(data), size, device_index};
+    }
+    return mx::allocator::Data(mx::allocator::Buffer(buffer), [this](mx::allocator::Buffer b) { give_back(static_cast<cu::CudaBuffer*>(b.ptr())); });
+  }
+
+ private:
+  void give_back(cu::CudaBuffer* buffer) {
+    if (buffer->device < 0) {
+      // MLX moved it to managed memory (and freed the device memory itself).
+      const Cuda& c = cuda();
+      static void* context = nullptr;
+      if (!context) c.cuDevicePrimaryCtxRetain(&context, 0);
+      c.cuCtxSetCurrent(context);
+      c.cuMemFree(reinterpret_cast<uintptr_t>(buffer->data));
+      delete buffer;
+      return;
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_[{buffer->device, buffer->size}].push_back(buffer);
+  }
+
+  std::mutex mutex_;
+  std::map<std::pair<int, size_t>, std::vector<cu::CudaBuffer*>> free_;
+};
+
+OutputPool& output_pool() {
+  static OutputPool* pool = new OutputPool(); // outlives the arrays released at exit
+  return *pool;
+}
+
+/** The array's data on the device (MLX's gpu_ptr). */
+void* device_pointer(const mx::array& a) {
+  return static_cast<char*>(static_cast<cu::CudaBuffer*>(a.buffer().ptr())->data) + a.offset();
+}
+
+bool aligned16(const mx::array& a) {
+  return reinterpret_cast<uintptr_t>(device_pointer(a)) % 16 == 0;
+}
+
+class QuantizedMatvecCuda : public mx::UnaryPrimitive {
+ public:
+  QuantizedMatvecCuda(mx::Stream stream, int group, Kernel kernel, std::shared_ptr<mx::Primitive> fallback)
+      : mx::UnaryPrimitive(stream), group_(group), kernel_(kernel), fallback_(std::move(fallback)) {}
+
+  void eval_cpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("QuantizedMatvecCuda runs on the GPU only");
+  }
+
+  void eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto& x = inputs[0];
+    // Layouts the kernel does not read (strided or misaligned views) go to MLX's own primitive,
+    // which copies them; in a decode graph the inputs are contiguous.
+    bool plain = true;
+    for (const auto& a : inputs) plain = plain && a.flags().row_contiguous;
+    if (!plain || !aligned16(x) || !aligned16(inputs[1])) {
+      std::vector<mx::array> outputs{out}; // shares out's data: filling it fills out
+      fallback_->eval_gpu(inputs, outputs);
+      return;
+    }
+    auto& encoder = cu::get_command_encoder(stream());
+    out.set_data(output_pool().take(stream().device.index, out.nbytes()));
+    for (const auto& a : inputs) encoder.set_input_array(a);
+    encoder.set_output_array(out);
+    void* xp = device_pointer(x);
+    void* wp = device_pointer(inputs[1]);
+    void* sp = device_pointer(inputs[2]);
+    void* bp = device_pointer(inputs[3]);
+    void* op = device_pointer(out);
+    int n = static_cast<int>(out.shape(-1));
+    int k = static_cast<int>(x.shape(-1));
+    void* params[] = {&xp, &wp, &sp, &bp, &op, &n, &k};
+    const Shape& s = kernel_.shape;
+    const unsigned rows_per_block = static_cast<unsigned>(s.rows_per_warp * s.warps);
+    encoder.add_kernel_node_raw(kernel_.function, dim3{(static_cast<unsigned>(n) + rows_per_block - 1) / rows_per_block, 1, 1},
+                                dim3{static_cast<unsigned>(32 * s.warps), 1, 1}, dim3{1, 1, 1}, 0, params);
+  }
+
+  const char* name() const override {
+    return "QuantizedMatvecCuda";
+  }
+
+  bool is_equivalent(const mx::Primitive& other) const override {
+    const auto& o = static_cast<const QuantizedMatvecCuda&>(other);
+    return group_ == o.group_ && kernel_.function == o.kernel_.function;
+  }
+
+ private:
+  int group_;
+  Kernel kernel_;
+  std::shared_ptr<mx::Primitive> fallback_; // MLX's QuantizedMatmul for the same parameters
+};
+
+/** MLX's QuantizedMatmul primitive for these inputs (libmlx.so does not export its constructor, so
+ * it is taken from the node mx::quantized_matmul builds), one per stream and group size. */
+std::shared_ptr<mx::Primitive> mlx_primitive(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases, int group,
+                                             const mx::Stream& stream) {
+  static std::mutex mutex;
+  static std::map<std::tuple<int, int, int>, std::shared_ptr<mx::Primitive>> primitives;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto& p = primitives[{static_cast<int>(stream.device.type), stream.index, group}];
+  if (!p) p = mx::quantized_matmul(x, w, scales, biases, true, group, 4, "affine").primitive_ptr();
+  return p;
+}
+
+} // namespace
+
+mx::array mlxb::qmv_cuda_or(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
+                            std::optional<int> group_size, std::optional<int> bits, const std::string& mode) {
+  static const bool off = [] {
+    const char* v = std::getenv("MLXB_QMV");
+    return v && std::string(v) == "mlx";
+  }();
+  auto stream = mx::default_stream(mx::default_device());
+  const int group = group_size.value_or(64);
+  const auto t = x.dtype();
+  const bool fits = !off && stream.device == mx::Device::gpu && biases && transpose && bits.value_or(4) == 4 && mode == "affine" &&
+                    (group == 32 || group == 64 || group == 128) && (t == mx::float32 || t == mx::bfloat16 || t == mx::float16) &&
+                    w.dtype() == mx::uint32 && scales.dtype() == t && biases->dtype() == t && x.ndim() >= 1 && w.ndim() == 2 && scales.ndim() == 2 &&
+                    biases->shape() == scales.shape() && x.shape(-1) == w.shape(1) * 8 && x.shape(-1) % group == 0 && scales.shape(0) == w.shape(0) &&
+                    scales.shape(1) == x.shape(-1) / group && x.size() > 0 && x.size() / x.shape(-1) <= MAX_ROWS && w.shape(0) > 0;
+  if (!fits) return mx::quantized_matmul(x, w, scales, biases, transpose, group_size, bits, mode);
+  const int rows = static_cast<int>(x.size() / x.shape(-1));
+  Kernel kernel = kernel_for(stream.device.index, t, group, rows);
+  if (!kernel.function) return mx::quantized_matmul(x, w, scales, biases, transpose, group_size, bits, mode);
+  auto shape = x.shape();
+  shape.back() = w.shape(0);
+  return mx::array(shape, t, std::make_shared<QuantizedMatvecCuda>(stream, group, kernel, mlx_primitive(x, w, scales, *biases, group, stream)),
+                   {x, w, scales, *biases});
+}

@@ -81,8 +81,19 @@ int mlx_fast_swiglu(mlx_array* out, mlx_array gate, mlx_array up) {
   });
 }
 
+/** Bytes the shim's own kernels hold outside MLX's allocator (the CUDA matvec's outputs): in use
+ * (counted as active) or idle (counted as cache). */
+static size_t own_bytes(bool in_use) {
+#ifdef MLXB_CUDA
+  return qmv_cuda_bytes(in_use);
+#else
+  (void)in_use;
+  return 0;
+#endif
+}
+
 int mlx_get_active_memory(size_t* out) {
-  return guard([&] { *out = mx::get_active_memory(); });
+  return guard([&] { *out = mx::get_active_memory() + own_bytes(true); });
 }
 int mlx_get_peak_memory(size_t* out) {
   return guard([&] { *out = mx::get_peak_memory(); });
@@ -91,7 +102,7 @@ int mlx_reset_peak_memory(void) {
   return guard([&] { mx::reset_peak_memory(); });
 }
 int mlx_get_cache_memory(size_t* out) {
-  return guard([&] { *out = mx::get_cache_memory(); });
+  return guard([&] { *out = mx::get_cache_memory() + own_bytes(false); });
 }
 int mlx_set_memory_limit(size_t* previous, size_t limit) {
   return guard([&] { *previous = mx::set_memory_limit(limit); });
@@ -100,7 +111,12 @@ int mlx_set_cache_limit(size_t* previous, size_t limit) {
   return guard([&] { *previous = mx::set_cache_limit(limit); });
 }
 int mlx_clear_cache(void) {
-  return guard([&] { mx::clear_cache(); });
+  return guard([&] {
+    mx::clear_cache();
+#ifdef MLXB_CUDA
+    qmv_cuda_release();
+#endif
+  });
 }
 
 } // extern "C"

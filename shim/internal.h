@@ -141,5 +141,8 @@ mx::array qmv_cpu_or(const mx::array& x, const mx::array& w, const mx::array& sc
  * faster kernel of ours (qmv_cuda.cpp; only built with -Dcuda=true). */
 mx::array qmv_cuda_or(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
                       std::optional<int> group_size, std::optional<int> bits, const std::string& mode);
+/** Bytes of qmv_cuda.cpp's output buffers in use (in_use) or idle in its pool; freeing the idle ones. */
+size_t qmv_cuda_bytes(bool in_use);
+void qmv_cuda_release();
 
 } // namespace mlxb

@@ -68,6 +68,7 @@ struct Cuda {
   Result (*cuMemAllocAsync)(uintptr_t*, size_t, void*);
   Result (*cuStreamSynchronize)(void*);
   Result (*cuMemFree)(uintptr_t);
+  Result (*cuMemFreeAsync)(uintptr_t, void*);
   Result (*cuDevicePrimaryCtxRetain)(void**, int);
   Result (*cuCtxSetCurrent)(void*);
   Result (*nvrtcCreateProgram)(void**, const char*, const char*, int, const char**, const char**);
@@ -96,7 +97,7 @@ const Cuda& cuda() {
     c.ok = bind(driver, "cuDeviceGet", c.cuDeviceGet) && bind(driver, "cuDeviceGetAttribute", c.cuDeviceGetAttribute) &&
            bind(driver, "cuModuleLoadData", c.cuModuleLoadData) && bind(driver, "cuModuleGetFunction", c.cuModuleGetFunction) &&
            bind(driver, "cuMemAllocAsync", c.cuMemAllocAsync) && bind(driver, "cuStreamSynchronize", c.cuStreamSynchronize) &&
-           bind(driver, "cuMemFree_v2", c.cuMemFree) && bind(driver, "cuDevicePrimaryCtxRetain", c.cuDevicePrimaryCtxRetain) &&
+           bind(driver, "cuMemFree_v2", c.cuMemFree) && bind(driver, "cuMemFreeAsync", c.cuMemFreeAsync) && bind(driver, "cuDevicePrimaryCtxRetain", c.cuDevicePrimaryCtxRetain) &&
            bind(driver, "cuCtxSetCurrent", c.cuCtxSetCurrent) && bind(nvrtc, "nvrtcCreateProgram", c.nvrtcCreateProgram) &&
            bind(nvrtc, "nvrtcCompileProgram", c.nvrtcCompileProgram) && bind(nvrtc, "nvrtcGetProgramLogSize", c.nvrtcGetProgramLogSize) &&
            bind(nvrtc, "nvrtcGetProgramLog", c.nvrtcGetProgramLog) && bind(nvrtc, "nvrtcGetCUBINSize", c.nvrtcGetCUBINSize) &&
@@ -199,7 +200,9 @@ Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows) {
  * (its exported malloc gives managed memory), so outputs come from a pool of device buffers of
  * their own, from the device's default memory pool (as MLX's are). A buffer goes back to the pool
  * when MLX releases the array, which it does after the GPU work using it has completed. If MLX
- * moved it to managed memory (a host read of the array), it is freed instead. */
+ * moved it to managed memory (a host read of the array), it is freed instead. The shim's memory
+ * functions count these bytes with MLX's (in use: active; idle: cache) and clear_cache frees the
+ * idle ones. */
 class OutputPool {
  public:
   mx::allocator::Data take(int device_index, size_t bytes) {
@@ -211,36 +214,76 @@ class OutputPool {
       if (!free.empty()) {
         buffer = free.back();
         free.pop_back();
+        idle_ -= size;
       }
+      in_use_ += size;
     }
     if (!buffer) {
       const Cuda& c = cuda();
       uintptr_t data = 0;
-      check(c.cuMemAllocAsync(&data, size, nullptr), "cuMemAllocAsync");
-      check(c.cuStreamSynchronize(nullptr), "cuStreamSynchronize");
+      int result = c.cuMemAllocAsync(&data, size, nullptr);
+      if (result == 0) result = c.cuStreamSynchronize(nullptr);
+      if (result != 0) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        in_use_ -= size;
+      }
+      check(result, "allocating the matvec's output (cuMemAllocAsync)");
       buffer = new cu::CudaBuffer{reinterpret_cast<void*>(data), size, device_index};
     }
     return mx::allocator::Data(mx::allocator::Buffer(buffer), [this](mx::allocator::Buffer b) { give_back(static_cast<cu::CudaBuffer*>(b.ptr())); });
   }
 
+  /** Frees the idle buffers (none of them is used by queued GPU work). */
+  void release() {
+    std::map<std::pair<int, size_t>, std::vector<cu::CudaBuffer*>> idle;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (idle_ == 0) return; // nothing made, or all in use: no CUDA call (there may be no context)
+      idle.swap(free_);
+      idle_ = 0;
+    }
+    const Cuda& c = cuda();
+    for (auto& [key, buffers] : idle) {
+      for (auto* buffer : buffers) {
+        check(c.cuMemFreeAsync(reinterpret_cast<uintptr_t>(buffer->data), nullptr), "cuMemFreeAsync");
+        delete buffer;
+      }
+    }
+    check(c.cuStreamSynchronize(nullptr), "cuStreamSynchronize");
+  }
+
+  size_t bytes(bool in_use) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return in_use ? in_use_ : idle_;
+  }
+
  private:
   void give_back(cu::CudaBuffer* buffer) {
-    if (buffer->device < 0) {
-      // MLX moved it to managed memory (and freed the device memory itself).
-      const Cuda& c = cuda();
-      static void* context = nullptr;
-      if (!context) c.cuDevicePrimaryCtxRetain(&context, 0);
-      c.cuCtxSetCurrent(context);
-      c.cuMemFree(reinterpret_cast<uintptr_t>(buffer->data));
-      delete buffer;
-      return;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      in_use_ -= buffer->size;
+      if (buffer->device >= 0) {
+        free_[{buffer->device, buffer->size}].push_back(buffer);
+        idle_ += buffer->size;
+        return;
+      }
     }
-    std::lock_guard<std::mutex> lock(mutex_);
-    free_[{buffer->device, buffer->size}].push_back(buffer);
+    // MLX moved it to managed memory (and freed the device memory itself): free that, on a thread
+    // (MLX's completion worker) that may have no context current.
+    const Cuda& c = cuda();
+    static void* context = [&c] {
+      void* ctx = nullptr;
+      c.cuDevicePrimaryCtxRetain(&ctx, 0);
+      return ctx;
+    }();
+    c.cuCtxSetCurrent(context);
+    c.cuMemFree(reinterpret_cast<uintptr_t>(buffer->data));
+    delete buffer;
   }
 
   std::mutex mutex_;
   std::map<std::pair<int, size_t>, std::vector<cu::CudaBuffer*>> free_;
+  size_t in_use_ = 0, idle_ = 0;
 };
 
 OutputPool& output_pool() {
@@ -346,4 +389,12 @@ mx::array mlxb::qmv_cuda_or(const mx::array& x, const mx::array& w, const mx::ar
   shape.back() = w.shape(0);
   return mx::array(shape, t, std::make_shared<QuantizedMatvecCuda>(stream, group, kernel, mlx_primitive(x, w, scales, *biases, group, stream)),
                    {x, w, scales, *biases});
+}
+
+size_t mlxb::qmv_cuda_bytes(bool in_use) {
+  return output_pool().bytes(in_use);
+}
+
+void mlxb::qmv_cuda_release() {
+  output_pool().release();
 }

@@ -4,7 +4,7 @@
 // QuantizedMatmul fails the test; relative error <= 1e-5 in float32, strided inputs, and the shapes
 // they do not take (9 rows, 8 bits) left to MLX.
 import { expect, test } from "bun:test";
-import { deviceInfo, ops, quant, Tensor } from "../src/index.ts";
+import { deviceInfo, memory, ops, quant, Tensor } from "../src/index.ts";
 
 /** The shim's kernel for these inputs on this machine's default device, or MLX's QuantizedMatmul.
  * On the GPU of Linux (MLX's CUDA build) the CUDA kernel; Metal has none of ours. */
@@ -88,5 +88,28 @@ test.skipIf(!onCuda).each([
   using xf = ops.astype(x, "float32");
   using want = ops.matmul(xf, wt);
   expect(relativeError(got32.toFloat32Array(), want.toFloat32Array())).toBeLessThanOrEqual(bound);
+  quant.disposeQuantized(q);
+});
+
+// The CUDA kernel's outputs come from the shim's own pool of device buffers (MLX's allocator does not
+// export device allocation): they count as MLX's do (in use: active, idle: cache), and clearCache
+// frees the idle ones.
+test.skipIf(!onCuda)("CUDA: the matvec's output buffers count in memory.active/cache, and clearCache frees them", async () => {
+  using w = Tensor.from(random(4096 * 256, 19), [4096, 256]);
+  const q = quant.quantize(w, { groupSize: 64, bits: 4 });
+  using x = Tensor.from(random(256, 23), [1, 256]);
+  ops.evalAll([x, q.weight, q.scales, q.biases!]);
+  memory.clearCache();
+  const active = memory.active();
+  const out = quant.quantizedMatmul(x, q);
+  expect([...ops.pendingPrimitiveKinds([out]).keys()]).toContain("QuantizedMatvecCuda");
+  out.eval();
+  expect(memory.active()).toBeGreaterThanOrEqual(active + 4096 * 4);
+  out.dispose();
+  // MLX releases a buffer once the GPU work using it has completed, a moment later.
+  for (let i = 0; i < 200 && memory.cache() < 4096 * 4; i++) await Bun.sleep(5);
+  expect(memory.cache()).toBeGreaterThanOrEqual(4096 * 4);
+  memory.clearCache();
+  expect(memory.cache()).toBe(0);
   quant.disposeQuantized(q);
 });

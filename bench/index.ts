@@ -8,6 +8,7 @@ const benches: Record<string, () => Promise<{ run: () => unknown }>> = {
   overhead: () => import("./overhead.ts"),
   "fast-ops": () => import("./fast-ops.ts"),
   quant: () => import("./quant.ts"),
+  matvec: () => import("./matvec.ts"),
   decode: () => import("./decode.ts"),
   step: () => import("./step.ts"),
   rewrite: () => import("./rewrite.ts"),

@@ -132,6 +132,10 @@ inline std::vector<int> ints_of(const int32_t* values, int n) {
   return std::vector<int>(values, values + n);
 }
 
+/** MLXB_QMV=mlx: the shim's own matvec kernels (CPU and CUDA) are not used, MLX's quantized_matmul
+ * is (comparisons: bench matvec). Read once. */
+bool own_matvec_off();
+
 /** mx::quantized_matmul, or on the CPU for a few float32 rows against 4-bit affine weights a faster
  * kernel of ours (qmv_cpu.cpp). */
 mx::array qmv_cpu_or(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,

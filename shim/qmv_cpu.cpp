@@ -4,11 +4,13 @@
 // under 1 GB/s on x86 (a decode step of a 29M-parameter model: 20 ms); this one reads the packed
 // weights with AVX2 (7-9x MLX's on this machine's 2-core EPYC for decode-sized matmuls). It is an MLX
 // primitive (QuantizedMatvecCpu) built by qmv_cpu() in place of QuantizedMatmul when the inputs fit;
-// anything else (other devices, dtypes, modes, bit widths, many rows) keeps MLX's op.
+// anything else (other devices, dtypes, modes, bit widths, many rows) keeps MLX's op. MLXB_QMV=mlx
+// turns it off (for comparisons), as the CUDA one.
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cpuid.h>
+#include <cstdlib>
 #include <unistd.h>
 
 #include "internal.h"
@@ -181,13 +183,21 @@ class QuantizedMatvecCpu : public mx::UnaryPrimitive {
 
 } // namespace
 
+bool mlxb::own_matvec_off() {
+  static const bool off = [] {
+    const char* v = std::getenv("MLXB_QMV");
+    return v != nullptr && std::string(v) == "mlx";
+  }();
+  return off;
+}
+
 /** x @ dequantize(w)^T on the CPU by QuantizedMatvecCpu when the inputs fit it (see the file's
  * comment), else MLX's quantized_matmul; the same result either way (to float rounding). */
 mx::array mlxb::qmv_cpu_or(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
                            std::optional<int> group_size, std::optional<int> bits, const std::string& mode) {
   auto stream = mx::default_stream(mx::default_device());
   const int group = group_size.value_or(64);
-  const bool fits = stream.device == mx::Device::cpu && biases && transpose && bits.value_or(4) == 4 && mode == "affine" && group % 8 == 0 &&
+  const bool fits = !own_matvec_off() && stream.device == mx::Device::cpu && biases && transpose && bits.value_or(4) == 4 && mode == "affine" && group % 8 == 0 &&
                     x.dtype() == mx::float32 && w.dtype() == mx::uint32 && scales.dtype() == mx::float32 && biases->dtype() == mx::float32 && x.ndim() >= 1 &&
                     w.ndim() == 2 && scales.ndim() == 2 && biases->shape() == scales.shape() && x.shape(-1) == w.shape(1) * 8 && x.shape(-1) % group == 0 &&
                     scales.shape(0) == w.shape(0) && scales.shape(1) == x.shape(-1) / group && x.size() / x.shape(-1) <= MAX_ROWS;

@@ -369,10 +369,7 @@ std::shared_ptr<mx::Primitive> mlx_primitive(const mx::array& x, const mx::array
 
 mx::array mlxb::qmv_cuda_or(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
                             std::optional<int> group_size, std::optional<int> bits, const std::string& mode) {
-  static const bool off = [] {
-    const char* v = std::getenv("MLXB_QMV");
-    return v && std::string(v) == "mlx";
-  }();
+  const bool off = own_matvec_off();
   auto stream = mx::default_stream(mx::default_device());
   const int group = group_size.value_or(64);
   const auto t = x.dtype();

@@ -143,8 +143,47 @@ int dtype_code(mx::Dtype t) {
   return 2;
 }
 
+/** Compiles the variant for (dtype, group, rows, shape) for the device's architecture and loads it;
+ * throws with NVRTC's log or the driver's error. */
+CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, const Shape& shape) {
+  const Cuda& c = cuda();
+  if (!c.ok) throw std::runtime_error("the CUDA driver or NVRTC library is not loaded");
+  cu::device(device_index).make_current();
+  int device = 0, major = 0, minor = 0;
+  check(c.cuDeviceGet(&device, device_index), "cuDeviceGet");
+  check(c.cuDeviceGetAttribute(&major, 75, device), "compute capability"); // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+  check(c.cuDeviceGetAttribute(&minor, 76, device), "compute capability"); // ..._MINOR
+  std::string source = "#define DTYPE " + std::to_string(dtype_code(dtype)) + "\n#define GROUP " + std::to_string(group) + "\n#define ROWS " +
+                       std::to_string(rows) + "\n#define R " + std::to_string(shape.rows_per_warp) + "\n#define U " + std::to_string(shape.unroll) +
+                       "\n#define WARPS " + std::to_string(shape.warps) + "\n" + QMV_CUDA_SOURCE;
+  std::string arch = "-arch=sm_" + std::to_string(major) + std::to_string(minor);
+  const char* options[] = {arch.c_str(), "-default-device"};
+  void* program = nullptr;
+  check(c.nvrtcCreateProgram(&program, source.c_str(), "mlxb_qmv.cu", 0, nullptr, nullptr), "nvrtcCreateProgram");
+  std::string cubin, failure;
+  if (c.nvrtcCompileProgram(program, 2, options) != 0) {
+    size_t size = 0;
+    c.nvrtcGetProgramLogSize(program, &size);
+    std::string log(size, '\0');
+    c.nvrtcGetProgramLog(program, log.data());
+    failure = "NVRTC (" + arch + "): " + log;
+  } else {
+    size_t size = 0;
+    c.nvrtcGetCUBINSize(program, &size);
+    cubin.resize(size);
+    c.nvrtcGetCUBIN(program, cubin.data());
+  }
+  c.nvrtcDestroyProgram(&program);
+  if (!failure.empty()) throw std::runtime_error(failure);
+  void* module = nullptr;
+  CUfunc_st* function = nullptr;
+  check(c.cuModuleLoadData(&module, cubin.data()), "cuModuleLoadData");
+  check(c.cuModuleGetFunction(&function, module, "mlxb_qmv"), "cuModuleGetFunction");
+  return function;
+}
+
 /** The compiled variant for (dtype, group, rows) on the device, compiled on first use; a null
- * function when NVRTC or the driver refuses it (reported once on stderr). */
+ * function when that fails (reported once on stderr; the caller then uses MLX's op). */
 Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows) {
   static std::mutex mutex;
   static std::map<std::tuple<int, int, int, int>, Kernel> kernels;
@@ -153,44 +192,11 @@ Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows) {
   auto key = std::make_tuple(device_index, dtype_code(dtype), group, rows);
   if (auto it = kernels.find(key); it != kernels.end()) return it->second;
   Kernel k{nullptr, shape_for(rows)};
-  const Cuda& c = cuda();
-  std::string failure;
-  if (!c.ok) failure = "the CUDA driver or NVRTC library is not loaded";
-  else {
-    cu::device(device_index).make_current();
-    int device = 0, major = 0, minor = 0;
-    check(c.cuDeviceGet(&device, device_index), "cuDeviceGet");
-    check(c.cuDeviceGetAttribute(&major, 75, device), "compute capability"); // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
-    check(c.cuDeviceGetAttribute(&minor, 76, device), "compute capability");
-    std::string source = "#define DTYPE " + std::to_string(dtype_code(dtype)) + "\n#define GROUP " + std::to_string(group) + "\n#define ROWS " +
-                         std::to_string(rows) + "\n#define R " + std::to_string(k.shape.rows_per_warp) + "\n#define U " + std::to_string(k.shape.unroll) +
-                         "\n#define WARPS " + std::to_string(k.shape.warps) + "\n" + QMV_CUDA_SOURCE;
-    std::string arch = "-arch=sm_" + std::to_string(major) + std::to_string(minor);
-    const char* options[] = {arch.c_str(), "-default-device"};
-    void* program = nullptr;
-    check(c.nvrtcCreateProgram(&program, source.c_str(), "mlxb_qmv.cu", 0, nullptr, nullptr), "nvrtcCreateProgram");
-    if (c.nvrtcCompileProgram(program, 2, options) != 0) {
-      size_t size = 0;
-      c.nvrtcGetProgramLogSize(program, &size);
-      std::string log(size, '\0');
-      c.nvrtcGetProgramLog(program, log.data());
-      failure = "NVRTC: " + log;
-    } else {
-      size_t size = 0;
-      c.nvrtcGetCUBINSize(program, &size);
-      std::string cubin(size, '\0');
-      c.nvrtcGetCUBIN(program, cubin.data());
-      void* module = nullptr;
-      if (c.cuModuleLoadData(&module, cubin.data()) != 0 || c.cuModuleGetFunction(&k.function, module, "mlxb_qmv") != 0) {
-        k.function = nullptr;
-        failure = "loading the compiled kernel failed";
-      }
-    }
-    c.nvrtcDestroyProgram(&program);
-  }
-  if (!k.function && !warned) {
+  try {
+    k.function = compile(device_index, dtype, group, rows, k.shape);
+  } catch (const std::exception& e) {
+    if (!warned) std::fprintf(stderr, "mlx-bun: the CUDA 4-bit matvec kernel is unavailable (%s); using MLX's quantized_matmul\n", e.what());
     warned = true;
-    std::fprintf(stderr, "mlx-bun: the CUDA 4-bit matvec kernel is unavailable (%s); using MLX's quantized_matmul\n", failure.c_str());
   }
   kernels[key] = k;
   return k;

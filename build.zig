@@ -31,14 +31,15 @@ pub fn build(b: *std.Build) void {
     module.addIncludePath(.{ .cwd_relative = b.fmt("/usr/include/c++/{s}", .{gcc_version}) });
     module.addIncludePath(.{ .cwd_relative = b.fmt("/usr/include/{s}/c++/{s}", .{ multiarch, gcc_version }) });
     module.addSystemIncludePath(.{ .cwd_relative = b.fmt("{s}/include", .{mlx}) });
-    const flags: []const []const u8 = &.{ "-std=c++20", "-nostdinc++", "-D_GLIBCXX_USE_CXX11_ABI=1", "-fvisibility=hidden", "-fno-sanitize=undefined", "-Wall" };
-    const cuda_flags: []const []const u8 = &.{ "-std=c++20", "-nostdinc++", "-D_GLIBCXX_USE_CXX11_ABI=1", "-fvisibility=hidden", "-fno-sanitize=undefined", "-Wall", "-DMLXB_CUDA=1" };
+    const cpu_flags = [_][]const u8{ "-std=c++20", "-nostdinc++", "-D_GLIBCXX_USE_CXX11_ABI=1", "-fvisibility=hidden", "-fno-sanitize=undefined", "-Wall" };
+    const cuda_flags = cpu_flags ++ [_][]const u8{"-DMLXB_CUDA=1"};
+    const flags: []const []const u8 = if (cuda) &cuda_flags else &cpu_flags;
     module.addCSourceFiles(.{
         .root = b.path("shim"),
         .files = &.{ "error.cpp", "array.cpp", "ops.cpp", "fast.cpp", "kv.cpp", "quant.cpp", "qmv_cpu.cpp", "io.cpp", "tape.cpp", "distributed.cpp" },
-        .flags = if (cuda) cuda_flags else flags,
+        .flags = flags,
     });
-    if (cuda) module.addCSourceFiles(.{ .root = b.path("shim"), .files = &.{"qmv_cuda.cpp"}, .flags = cuda_flags });
+    if (cuda) module.addCSourceFiles(.{ .root = b.path("shim"), .files = &.{"qmv_cuda.cpp"}, .flags = flags });
     module.addObjectFile(.{ .cwd_relative = b.fmt("{s}/lib/libmlx.so", .{mlx}) });
     module.addObjectFile(.{ .cwd_relative = b.fmt("/usr/lib/{s}/libstdc++.so.6", .{multiarch}) });
     module.addObjectFile(.{ .cwd_relative = b.fmt("/lib/{s}/libgcc_s.so.1", .{multiarch}) });

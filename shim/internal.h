@@ -136,6 +136,17 @@ inline std::vector<int> ints_of(const int32_t* values, int n) {
  * is (comparisons: bench matvec). Read once. */
 bool own_matvec_off();
 
+/** What both of the shim's matvec kernels take, besides their own dtype, group and device checks:
+ * x [..., K] with 1..max_rows rows, w [N, K/8] uint32, scales and biases [N, K/group] (biases
+ * present), transposed, 4-bit affine; and MLXB_QMV not set to mlx. */
+inline bool matvec_fits(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose, int group,
+                        std::optional<int> bits, const std::string& mode, int max_rows) {
+  return !own_matvec_off() && biases && transpose && bits.value_or(4) == 4 && mode == "affine" && group > 0 && w.dtype() == mx::uint32 && x.ndim() >= 1 &&
+         w.ndim() == 2 && scales.ndim() == 2 && biases->shape() == scales.shape() && x.shape(-1) > 0 && x.shape(-1) == w.shape(1) * 8 &&
+         x.shape(-1) % group == 0 && w.shape(0) > 0 && scales.shape(0) == w.shape(0) && scales.shape(1) == x.shape(-1) / group && x.size() > 0 &&
+         x.size() / x.shape(-1) <= static_cast<size_t>(max_rows);
+}
+
 /** mx::quantized_matmul, or on the CPU for a few float32 rows against 4-bit affine weights a faster
  * kernel of ours (qmv_cpu.cpp). */
 mx::array qmv_cpu_or(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,

@@ -197,10 +197,8 @@ mx::array mlxb::qmv_cpu_or(const mx::array& x, const mx::array& w, const mx::arr
                            std::optional<int> group_size, std::optional<int> bits, const std::string& mode) {
   auto stream = mx::default_stream(mx::default_device());
   const int group = group_size.value_or(64);
-  const bool fits = !own_matvec_off() && stream.device == mx::Device::cpu && biases && transpose && bits.value_or(4) == 4 && mode == "affine" && group % 8 == 0 &&
-                    x.dtype() == mx::float32 && w.dtype() == mx::uint32 && scales.dtype() == mx::float32 && biases->dtype() == mx::float32 && x.ndim() >= 1 &&
-                    w.ndim() == 2 && scales.ndim() == 2 && biases->shape() == scales.shape() && x.shape(-1) == w.shape(1) * 8 && x.shape(-1) % group == 0 &&
-                    scales.shape(0) == w.shape(0) && scales.shape(1) == x.shape(-1) / group && x.size() / x.shape(-1) <= MAX_ROWS;
+  const bool fits = stream.device == mx::Device::cpu && matvec_fits(x, w, scales, biases, transpose, group, bits, mode, MAX_ROWS) && group % 8 == 0 &&
+                    x.dtype() == mx::float32 && scales.dtype() == mx::float32 && biases->dtype() == mx::float32;
 
   if (!fits) return mx::quantized_matmul(x, w, scales, biases, transpose, group_size, bits, mode);
   auto shape = x.shape();

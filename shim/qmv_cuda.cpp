@@ -120,12 +120,15 @@ struct Shape {
 /** Rows of x decide the shape. One row (decode): 4 output rows per warp, measured best of six
  * shapes on an H200 (2-2.6 TB/s for the 8B shapes' large matrices, bfloat16). More rows: fewer output
  * rows per warp, so that no variant spills registers (checked with ptxas -v for every rows count).
- * MLXB_QMV_SHAPE="R,U,W" overrides it (tuning). */
+ * MLXB_QMV_SHAPE="R,U,W" overrides it (tuning; R and U 1-8, W 1-32, else ignored). */
 Shape shape_for(int rows) {
   static const char* forced = std::getenv("MLXB_QMV_SHAPE");
   if (forced) {
     Shape s{};
-    if (std::sscanf(forced, "%d,%d,%d", &s.rows_per_warp, &s.unroll, &s.warps) == 3 && s.rows_per_warp > 0 && s.unroll > 0 && s.warps > 0) return s;
+    // Bounded so that a block stays launchable (<= 1024 threads) and the registers plausible.
+    if (std::sscanf(forced, "%d,%d,%d", &s.rows_per_warp, &s.unroll, &s.warps) == 3 && s.rows_per_warp > 0 && s.rows_per_warp <= 8 && s.unroll > 0 &&
+        s.unroll <= 8 && s.warps > 0 && s.warps <= 32)
+      return s;
   }
   if (rows == 1) return {4, 1, 4};
   if (rows == 2) return {2, 1, 4};
@@ -375,15 +378,12 @@ std::shared_ptr<mx::Primitive> mlx_primitive(const mx::array& x, const mx::array
 
 mx::array mlxb::qmv_cuda_or(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
                             std::optional<int> group_size, std::optional<int> bits, const std::string& mode) {
-  const bool off = own_matvec_off();
   auto stream = mx::default_stream(mx::default_device());
   const int group = group_size.value_or(64);
   const auto t = x.dtype();
-  const bool fits = !off && stream.device == mx::Device::gpu && biases && transpose && bits.value_or(4) == 4 && mode == "affine" &&
-                    (group == 32 || group == 64 || group == 128) && (t == mx::float32 || t == mx::bfloat16 || t == mx::float16) &&
-                    w.dtype() == mx::uint32 && scales.dtype() == t && biases->dtype() == t && x.ndim() >= 1 && w.ndim() == 2 && scales.ndim() == 2 &&
-                    biases->shape() == scales.shape() && x.shape(-1) == w.shape(1) * 8 && x.shape(-1) % group == 0 && scales.shape(0) == w.shape(0) &&
-                    scales.shape(1) == x.shape(-1) / group && x.size() > 0 && x.size() / x.shape(-1) <= MAX_ROWS && w.shape(0) > 0;
+  const bool fits = stream.device == mx::Device::gpu && matvec_fits(x, w, scales, biases, transpose, group, bits, mode, MAX_ROWS) &&
+                    (group == 32 || group == 64 || group == 128) && (t == mx::float32 || t == mx::bfloat16 || t == mx::float16) && scales.dtype() == t &&
+                    biases->dtype() == t;
   if (!fits) return mx::quantized_matmul(x, w, scales, biases, transpose, group_size, bits, mode);
   const int rows = static_cast<int>(x.size() / x.shape(-1));
   Kernel kernel = kernel_for(stream.device.index, t, group, rows);

@@ -11,6 +11,22 @@ std::optional<int> positive(int v) {
 std::string mode_of(const char* mode) {
   return mode ? mode : "affine";
 }
+
+/** x @ dequantize(w)(^T): MLX's quantized_matmul, or one of the shim's matvec kernels where they fit.
+ * MLX's kernels divide by zero on an empty x or w (no rows, no outputs, or an empty inner axis), so
+ * then the product is zeros of the shape MLX infers (an empty sum is 0), without its kernel. */
+mx::array quantized_product(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool t,
+                            std::optional<int> g, std::optional<int> b, const std::string& m) {
+  if (x.size() == 0 || w.size() == 0) {
+    auto shaped = mx::quantized_matmul(x, w, scales, biases, t, g, b, m); // validates and infers the shape
+    return mx::zeros(shaped.shape(), shaped.dtype());
+  }
+  if (!biases) return mx::quantized_matmul(x, w, scales, std::nullopt, t, g, b, m);
+#ifdef MLXB_CUDA
+  if (mx::default_device() == mx::Device::gpu) return qmv_cuda_or(x, w, scales, biases, t, g, b, m);
+#endif
+  return qmv_cpu_or(x, w, scales, biases, t, g, b, m);
+}
 } // namespace
 
 extern "C" {
@@ -47,13 +63,8 @@ int mlx_quantized_matmul(mlx_array* out, mlx_array x, mlx_array wq, mlx_array sc
     auto m = mode_of(mode);
     auto g = positive(group_size), b = positive(bits);
     bool t = transpose != 0;
-    if (biases == nullptr) return emit1(out, {x, wq, scales}, [=](const Arrays& a) { return mx::quantized_matmul(a[0], a[1], a[2], std::nullopt, t, g, b, m); });
-    emit1(out, {x, wq, scales, biases}, [=](const Arrays& a) {
-#ifdef MLXB_CUDA
-      if (mx::default_device() == mx::Device::gpu) return qmv_cuda_or(a[0], a[1], a[2], a[3], t, g, b, m);
-#endif
-      return qmv_cpu_or(a[0], a[1], a[2], a[3], t, g, b, m);
-    });
+    if (biases == nullptr) return emit1(out, {x, wq, scales}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], std::nullopt, t, g, b, m); });
+    emit1(out, {x, wq, scales, biases}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], a[3], t, g, b, m); });
   });
 }
 

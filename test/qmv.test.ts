@@ -113,3 +113,18 @@ test.skipIf(!onCuda)("CUDA: the matvec's output buffers count in memory.active/c
   expect(memory.cache()).toBe(0);
   quant.disposeQuantized(q);
 });
+
+// MLX's kernels divide by zero (SIGFPE) on an empty x or w; the shim returns the product's value,
+// zeros (an empty sum) of the shape MLX infers, without running them.
+test.each([
+  ["no rows", [0, 64], 4, 64, [0, 4]],
+  ["no outputs", [1, 64], 0, 64, [1, 0]],
+  ["an empty inner axis", [1, 0], 4, 0, [1, 4]],
+] as const)("an empty operand (%s) gives zeros of the product's shape", (_, xShape, n, k, shape) => {
+  using w = Tensor.from(new Uint32Array((n * k) / 8), [n, k / 8]);
+  using s = Tensor.from(new Float32Array((n * k) / 64).fill(1), [n, k / 64]);
+  using x = Tensor.from(new Float32Array(xShape[0] * xShape[1]).fill(1), [...xShape]);
+  using got = quant.quantizedMatmul(x, { weight: w, scales: s, biases: s });
+  expect(got.shape).toEqual([...shape]);
+  expect(Array.from(got.toFloat32Array())).toEqual(new Array(shape[0] * shape[1]).fill(0));
+});

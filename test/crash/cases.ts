@@ -4,7 +4,7 @@
 import { cpSync, mkdtempSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createCache, forward, generateText, loadModel, ops, Tensor, Tokenizer } from "../../src/index.ts";
+import { createCache, forward, generateText, loadModel, ops, quant, Tensor, Tokenizer } from "../../src/index.ts";
 
 export interface Case {
   name: string;
@@ -44,6 +44,13 @@ for (const index of [5, 6, 1e9, 2 ** 31 - 1, -6, -1e9, -(2 ** 31)]) {
   add(`take index ${index} from 5 rows`, "error", () => ops.take(Tensor.from(new Float32Array(10), [5, 2]), Tensor.from(Int32Array.of(index)), 0).eval());
 }
 for (const index of [0, 4, -1, -5]) add(`take index ${index} from 5 rows`, "ok", () => ops.take(Tensor.from(new Float32Array(10), [5, 2]), Tensor.from(Int32Array.of(index)), 0).eval());
+// MLX's quantized matmul divides by zero on an empty operand; the shim answers zeros of the shape.
+for (const [label, x, n, k] of [["no rows", [0, 64], 4, 64], ["no outputs", [1, 64], 0, 64], ["an empty inner axis", [1, 0], 4, 0]] as const) {
+  add(`quantizedMatmul with ${label}`, "ok", () => {
+    const q = { weight: Tensor.from(new Uint32Array((n * k) / 8), [n, k / 8]), scales: Tensor.from(new Float32Array((n * k) / 64), [n, k / 64]) };
+    return quant.quantizedMatmul(Tensor.from(new Float32Array(x[0] * x[1]), [...x]), { ...q, biases: q.scales }).toFloat32Array();
+  });
+}
 add("take with float indices", "error", () => ops.take(Tensor.from(new Float32Array(10), [5, 2]), Tensor.from(Float32Array.of(1)), 0).eval());
 add("take on axis 3 of a matrix", "error", () => ops.take(Tensor.from(new Float32Array(10), [5, 2]), Tensor.from(Int32Array.of(0)), 3).eval());
 

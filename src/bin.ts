@@ -4,7 +4,7 @@
 // OpenAI-compatible server (src/serve-cli.ts).
 import { main as generate, runCommand, UsageError } from "./cli.ts";
 import { main as embed } from "./embed-cli.ts";
-import { launch } from "./launch.ts";
+import { LAUNCH_BACKENDS, type LaunchBackend, launch } from "./launch.ts";
 import { main as serve } from "./serve-cli.ts";
 import { installEmbeddingModel, setup } from "./setup.ts";
 
@@ -17,7 +17,9 @@ const USAGE = `usage: mlx-bun <command> [options]
   generate [options]                 stream text from a model (mlx-bun generate --help)
   embed [options] [TEXT ...]         sentence embeddings, or --query search (mlx-bun embed --help)
   serve [options]                    OpenAI-compatible HTTP server (mlx-bun serve --help)
-  launch -n N -- COMMAND ...         run COMMAND as N ranks of one MLX process group (ring, 127.0.0.1)
+  launch -n N [--backend ring|nccl] -- COMMAND ...
+                                     run COMMAND as N ranks of one MLX process group on this machine
+                                     (ring over 127.0.0.1 for CPUs, the default; nccl: one GPU per rank)
   help                               this text`;
 
 async function main(argv: string[]): Promise<void> {
@@ -40,10 +42,19 @@ async function main(argv: string[]): Promise<void> {
       return serve(rest);
     case "launch": {
       const split = rest.indexOf("--");
-      if (rest[0] !== "-n" || split !== 2) throw new UsageError("launch: usage is mlx-bun launch -n N -- COMMAND ...");
+      const usage = "launch: usage is mlx-bun launch -n N [--backend ring|nccl] -- COMMAND ...";
+      if (rest[0] !== "-n" || (split !== 2 && split !== 4)) throw new UsageError(usage);
       const ranks = Number(rest[1]);
       if (!Number.isSafeInteger(ranks) || ranks < 1 || ranks > 64) throw new UsageError(`launch: -n must be an integer in [1, 64], got '${rest[1]}'`);
-      process.exitCode = await launch(ranks, rest.slice(3));
+      let backend: LaunchBackend = "ring";
+      if (split === 4) {
+        if (rest[2] !== "--backend") throw new UsageError(usage);
+        const named = LAUNCH_BACKENDS.find((b) => b === rest[3]);
+        if (!named) throw new UsageError(`launch: --backend must be one of ${LAUNCH_BACKENDS.join(", ")}, got '${rest[3]}'`);
+        backend = named;
+      }
+      if (split === rest.length - 1) throw new UsageError("launch: no command after --");
+      process.exitCode = await launch(ranks, rest.slice(split + 1), { backend });
       return;
     }
     case "help":

@@ -1,7 +1,11 @@
-// `mlx-bun launch -n N [--backend ring] -- COMMAND ...`: starts N copies of a command as the ranks of
-// one MLX process group on this machine. For the ring backend each rank gets MLX_RANK and
-// MLX_HOSTFILE (a JSON list of one 127.0.0.1:port per rank, free ports picked here); output lines are
-// prefixed with the rank. Exits with the first failing rank's code (the others are stopped).
+// `mlx-bun launch -n N [--backend ring|nccl] -- COMMAND ...`: starts N copies of a command as the
+// ranks of one MLX process group on this machine. Every rank gets MLX_RANK and MLX_WORLD_SIZE. Ring
+// (CPUs): MLX_HOSTFILE, a JSON list of one 127.0.0.1:port per rank, free ports picked here. NCCL
+// (CUDA GPUs, MLX's CUDA build): NCCL_HOST_IP=127.0.0.1 and one free NCCL_PORT for the bootstrap, and
+// CUDA_VISIBLE_DEVICES naming one GPU per rank (rank i gets the i-th of the caller's
+// CUDA_VISIBLE_DEVICES, else GPU i), as MLX's own launcher does, so that each rank's MLX device 0 is
+// its GPU. Output lines are prefixed with the rank. Exits with the first failing rank's code (the
+// others are stopped).
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -26,18 +30,34 @@ async function prefixed(stream: ReadableStream<Uint8Array>, rank: number, out: N
   if (pending) out.write(`[${rank}] ${pending}\n`);
 }
 
+export const LAUNCH_BACKENDS = ["ring", "nccl"] as const;
+export type LaunchBackend = (typeof LAUNCH_BACKENDS)[number];
+
+/** The environment MLX reads for each rank, besides the caller's (see the file's comment); for the
+ * ring, writes its hostfile at `hostfile`. */
+function rankEnvironments(ranks: number, backend: LaunchBackend, hostfile: string): Record<string, string>[] {
+  const common = { MLX_WORLD_SIZE: String(ranks) };
+  if (backend === "ring") {
+    writeFileSync(hostfile, JSON.stringify(freePorts(ranks).map((port) => [`127.0.0.1:${port}`])));
+    return Array.from({ length: ranks }, (_, rank) => ({ ...common, MLX_RANK: String(rank), MLX_HOSTFILE: hostfile }));
+  }
+  const visible = process.env.CUDA_VISIBLE_DEVICES;
+  const gpus = visible !== undefined && visible.trim() !== "" ? visible.split(",").map((d) => d.trim()) : Array.from({ length: ranks }, (_, i) => String(i));
+  if (gpus.length < ranks) throw new Error(`launch: ${ranks} NCCL ranks need ${ranks} GPUs, CUDA_VISIBLE_DEVICES names ${gpus.length} (${visible})`);
+  const port = String(freePorts(1)[0]);
+  return Array.from({ length: ranks }, (_, rank) => ({ ...common, MLX_RANK: String(rank), NCCL_HOST_IP: "127.0.0.1", NCCL_PORT: port, CUDA_VISIBLE_DEVICES: gpus[rank]! }));
+}
+
 /** Runs `command` as `ranks` processes of one group; resolves to the exit code. */
-export async function launch(ranks: number, command: string[], options: { backend?: "ring" } = {}): Promise<number> {
+export async function launch(ranks: number, command: string[], options: { backend?: LaunchBackend } = {}): Promise<number> {
   if (!Number.isSafeInteger(ranks) || ranks < 1 || ranks > 64) throw new Error(`launch: the rank count must be an integer in [1, 64], got ${ranks}`);
   if (command.length === 0) throw new Error("launch: no command to run");
-  if ((options.backend ?? "ring") !== "ring") throw new Error("launch: only the ring backend is launched here");
+  const backend = options.backend ?? "ring";
+  if (!LAUNCH_BACKENDS.includes(backend)) throw new Error(`launch: backend must be one of ${LAUNCH_BACKENDS.join(", ")}, got '${backend}'`);
   const dir = mkdtempSync(join(tmpdir(), "mlxb-launch-"));
-  const hostfile = join(dir, "hosts.json");
-  writeFileSync(hostfile, JSON.stringify(freePorts(ranks).map((port) => [`127.0.0.1:${port}`])));
   try {
-    const children = Array.from({ length: ranks }, (_, rank) =>
-      Bun.spawn(command, { env: { ...process.env, MLX_RANK: String(rank), MLX_HOSTFILE: hostfile, MLX_WORLD_SIZE: String(ranks) }, stdout: "pipe", stderr: "pipe" }),
-    );
+    const environments = rankEnvironments(ranks, backend, join(dir, "hosts.json"));
+    const children = environments.map((env) => Bun.spawn(command, { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" }));
     const streams = children.flatMap((child, rank) => [prefixed(child.stdout, rank, process.stdout), prefixed(child.stderr, rank, process.stderr)]);
     let code = 0;
     await Promise.all(

@@ -27,6 +27,40 @@ test("launch: bad use is a usage error; a failing rank's code is returned", asyn
   expect(failing.exitCode).toBe(3);
 });
 
+// NCCL needs GPUs; what is tested here is the environment each rank gets, which MLX's NCCL backend
+// reads (mlx/distributed/nccl: NCCL_HOST_IP, NCCL_PORT, MLX_RANK, MLX_WORLD_SIZE) plus one GPU per
+// rank, as MLX's own launcher gives it.
+test("launch --backend nccl: each rank gets its rank, the world size, one bootstrap address, and its own GPU", () => {
+  const bin = join(import.meta.dir, "..", "src", "bin.ts");
+  const show = "console.log(JSON.stringify(Object.fromEntries(['MLX_RANK','MLX_WORLD_SIZE','NCCL_HOST_IP','NCCL_PORT','CUDA_VISIBLE_DEVICES','MLX_HOSTFILE'].map((k) => [k, process.env[k] ?? null]))))";
+  const run = (visible: string | undefined, ranks: number) => {
+    const env: Record<string, string | undefined> = { ...process.env, CUDA_VISIBLE_DEVICES: visible };
+    if (visible === undefined) delete env.CUDA_VISIBLE_DEVICES;
+    return Bun.spawnSync([process.execPath, bin, "launch", "-n", String(ranks), "--backend", "nccl", "--", process.execPath, "-e", show], { env, stdout: "pipe", stderr: "pipe" });
+  };
+  for (const [visible, gpus] of [[undefined, ["0", "1"]], ["4,5", ["4", "5"]]] as const) {
+    const done = run(visible, 2);
+    expect(done.exitCode).toBe(0);
+    const rows = done.stdout.toString().trim().split("\n").map((line) => JSON.parse(line.replace(/^\[\d+\] /, "")) as Record<string, string | null>);
+    rows.sort((a, b) => Number(a.MLX_RANK) - Number(b.MLX_RANK));
+    expect(rows.map((r) => r.MLX_RANK)).toEqual(["0", "1"]);
+    expect(rows.map((r) => r.CUDA_VISIBLE_DEVICES)).toEqual([...gpus]);
+    for (const r of rows) {
+      expect(r.MLX_WORLD_SIZE).toBe("2");
+      expect(r.NCCL_HOST_IP).toBe("127.0.0.1");
+      expect(Number(r.NCCL_PORT)).toBeGreaterThan(0);
+      expect(r.NCCL_PORT).toBe(rows[0]!.NCCL_PORT!);
+      expect(r.MLX_HOSTFILE).toBeNull();
+    }
+  }
+  const short = run("0,1", 3);
+  expect(short.exitCode).toBe(1);
+  expect(short.stderr.toString()).toContain("3 NCCL ranks need 3 GPUs, CUDA_VISIBLE_DEVICES names 2");
+  const unknown = Bun.spawnSync([process.execPath, bin, "launch", "-n", "2", "--backend", "tcp", "--", "true"], { stderr: "pipe" });
+  expect(unknown.exitCode).toBe(2);
+  expect(unknown.stderr.toString()).toContain("--backend must be one of ring, nccl, got 'tcp'");
+});
+
 /** Rows printed by test/distributed/generate.ts for `dir`, alone or as `ranks` ranks. */
 async function generateRows(dir: string, ranks: number) {
   const script = [process.execPath, join(import.meta.dir, "distributed", "generate.ts"), dir];

@@ -41,7 +41,7 @@ function rankEnvironments(ranks: number, backend: LaunchBackend, hostfile: strin
     writeFileSync(hostfile, JSON.stringify(freePorts(ranks).map((port) => [`127.0.0.1:${port}`])));
     return Array.from({ length: ranks }, (_, rank) => ({ ...common, MLX_RANK: String(rank), MLX_HOSTFILE: hostfile }));
   }
-  const visible = process.env.CUDA_VISIBLE_DEVICES;
+  const visible = process.env["CUDA_VISIBLE_DEVICES"];
   const gpus = visible !== undefined && visible.trim() !== "" ? visible.split(",").map((d) => d.trim()) : Array.from({ length: ranks }, (_, i) => String(i));
   if (gpus.length < ranks) throw new Error(`launch: ${ranks} NCCL ranks need ${ranks} GPUs, CUDA_VISIBLE_DEVICES names ${gpus.length} (${visible})`);
   const port = String(freePorts(1)[0]);

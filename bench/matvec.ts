@@ -26,19 +26,21 @@ function random(n: number, seed: number, scale: number): Float32Array {
   return Float32Array.from({ length: n }, () => (((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) - 0.5) * scale);
 }
 
-/** Shapes (out x in): a GPU gets the qwen3-8b/0.6b projections and lm_heads in bfloat16; the CPU a
- * small model's in float32 (the CPU kernel's dtype). */
-function cases(): { dtype: "bfloat16" | "float32"; shapes: [number, number][]; bytesOfCopies: number } {
+/** (dtype, out, in): a GPU gets the qwen3-8b/0.6b projections and lm_heads in bfloat16; the CPU a
+ * small model's in float32 and bfloat16. */
+function cases(): { shapes: ["bfloat16" | "float32", number, number][]; bytesOfCopies: number } {
   if (deviceInfo().device === "gpu") {
-    return { dtype: "bfloat16", shapes: [[6144, 4096], [4096, 4096], [24576, 4096], [4096, 12288], [151936, 4096], [4096, 1024], [151936, 1024]], bytesOfCopies: 200e6 };
+    const shapes: [number, number][] = [[6144, 4096], [4096, 4096], [24576, 4096], [4096, 12288], [151936, 4096], [4096, 1024], [151936, 1024]];
+    return { shapes: shapes.map(([n, k]) => ["bfloat16", n, k]), bytesOfCopies: 200e6 };
   }
-  return { dtype: "float32", shapes: [[1536, 512], [8192, 512], [512, 1536], [32000, 512]], bytesOfCopies: 64e6 };
+  const shapes: [number, number][] = [[1536, 512], [8192, 512], [512, 1536], [32000, 512]];
+  return { shapes: (["float32", "bfloat16"] as const).flatMap((dtype) => shapes.map(([n, k]): ["bfloat16" | "float32", number, number] => [dtype, n, k])), bytesOfCopies: 64e6 };
 }
 
 function measure(): Row[] {
-  const { dtype, shapes, bytesOfCopies } = cases();
+  const { shapes, bytesOfCopies } = cases();
   const rows: Row[] = [];
-  for (const [n, k] of shapes) {
+  for (const [dtype, n, k] of shapes) {
     const bytes = n * k * 0.5 + n * (k / GROUP) * 2 * (dtype === "float32" ? 4 : 2);
     const copies = Math.max(2, Math.ceil(bytesOfCopies / bytes));
     using w32 = Tensor.from(random(n * k, 7, 0.1), [n, k]);

@@ -147,8 +147,8 @@ inline bool matvec_fits(const mx::array& x, const mx::array& w, const mx::array&
          x.size() / x.shape(-1) <= static_cast<size_t>(max_rows);
 }
 
-/** mx::quantized_matmul, or on the CPU for a few float32 rows against 4-bit affine weights a faster
- * kernel of ours (qmv_cpu.cpp). */
+/** mx::quantized_matmul, or on the CPU for a few rows (float32, bfloat16, float16) against 4-bit
+ * affine weights a faster kernel of ours (qmv_cpu.cpp). */
 mx::array qmv_cpu_or(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
                      std::optional<int> group_size, std::optional<int> bits, const std::string& mode);
 

@@ -1,16 +1,18 @@
-// A CPU kernel for the decode-time quantized matmul: x [..., K] (float32, a few rows) times a 4-bit
-// affine weight [N, K] (packed uint32, float32 scales and biases, group size a multiple of 8), as
-// mx::quantized_matmul(x, w, scales, biases, transpose=true). MLX's CPU quantized matmul runs at
-// under 1 GB/s on x86 (a decode step of a 29M-parameter model: 20 ms); this one reads the packed
-// weights with AVX2 (7-9x MLX's on this machine's 2-core EPYC for decode-sized matmuls). It is an MLX
-// primitive (QuantizedMatvecCpu) built by qmv_cpu() in place of QuantizedMatmul when the inputs fit;
-// anything else (other devices, dtypes, modes, bit widths, many rows) keeps MLX's op. MLXB_QMV=mlx
-// turns it off (for comparisons), as the CUDA one.
+// A CPU kernel for the decode-time quantized matmul: x [..., K] (a few rows; float32, bfloat16 or
+// float16) times a 4-bit affine weight [N, K] (packed uint32, scales and biases of x's dtype, group
+// size a multiple of 8), as mx::quantized_matmul(x, w, scales, biases, transpose=true). MLX's CPU
+// quantized matmul runs at under 1 GB/s on x86 (a decode step of a 29M-parameter model: 20 ms); this
+// one reads the packed weights with AVX2 (7-13x MLX's on this machine's 2-core EPYC for decode-sized
+// matmuls). Arithmetic is float32 (half-precision x is widened once, scales and biases as they are
+// read, the output rounded once). It is an MLX primitive (QuantizedMatvecCpu) built by qmv_cpu_or()
+// in place of QuantizedMatmul when the inputs fit; anything else (other devices, dtypes, modes, bit
+// widths, many rows) keeps MLX's op. MLXB_QMV=mlx turns it off (for comparisons), as the CUDA one.
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cpuid.h>
 #include <cstdlib>
+#include <type_traits>
 #include <unistd.h>
 
 #include "internal.h"
@@ -25,18 +27,21 @@ namespace {
 /** Rows of x up to which this kernel is used (decode: 1; small batches). */
 constexpr int MAX_ROWS = 8;
 
+/** S: the scales' and biases' element type (float, mx::bfloat16_t or mx::float16_t). */
+template <typename S>
 struct Problem {
   const float* x;
   const uint32_t* w;
-  const float* scales;
-  const float* biases;
+  const S* scales;
+  const S* biases;
   float* out;
   int rows, n, k, group;
 };
 
 /** out[r, j] for j in [begin, end): sum over groups of scale * (q . x) + bias * sum(x). The q . x
  * products stay in vector registers, scaled per group; one horizontal sum per output. */
-__attribute__((target("avx2,fma"))) void matvec_avx2(const Problem& p, const float* group_sums, int begin, int end) {
+template <typename S>
+__attribute__((target("avx2,fma"))) void matvec_avx2(const Problem<S>& p, const float* group_sums, int begin, int end) {
   const int groups = p.k / p.group;
   const int words = p.k / 8;
   const int per_group = p.group / 8;
@@ -47,8 +52,8 @@ __attribute__((target("avx2,fma"))) void matvec_avx2(const Problem& p, const flo
     const float* sums = group_sums + static_cast<size_t>(r) * groups;
     for (int j = begin; j < end; j++) {
       const uint32_t* w = p.w + static_cast<size_t>(j) * words;
-      const float* s = p.scales + static_cast<size_t>(j) * groups;
-      const float* b = p.biases + static_cast<size_t>(j) * groups;
+      const S* s = p.scales + static_cast<size_t>(j) * groups;
+      const S* b = p.biases + static_cast<size_t>(j) * groups;
       __m256 total = _mm256_setzero_ps();
       float offset = 0;
       for (int g = 0; g < groups; g++) {
@@ -66,8 +71,8 @@ __attribute__((target("avx2,fma"))) void matvec_avx2(const Problem& p, const flo
           __m256i q0 = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(wg[word])), shifts), low);
           acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q0), _mm256_loadu_ps(xg + word * 8), acc0);
         }
-        total = _mm256_fmadd_ps(_mm256_add_ps(acc0, acc1), _mm256_set1_ps(s[g]), total);
-        offset += b[g] * sums[g];
+        total = _mm256_fmadd_ps(_mm256_add_ps(acc0, acc1), _mm256_set1_ps(static_cast<float>(s[g])), total);
+        offset += static_cast<float>(b[g]) * sums[g];
       }
       __m128 half = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
       half = _mm_add_ps(half, _mm_movehl_ps(half, half));
@@ -77,7 +82,8 @@ __attribute__((target("avx2,fma"))) void matvec_avx2(const Problem& p, const flo
   }
 }
 
-void matvec_scalar(const Problem& p, const float* group_sums, int begin, int end) {
+template <typename S>
+void matvec_scalar(const Problem<S>& p, const float* group_sums, int begin, int end) {
   const int groups = p.k / p.group;
   const int words = p.k / 8;
   for (int r = 0; r < p.rows; r++) {
@@ -88,7 +94,8 @@ void matvec_scalar(const Problem& p, const float* group_sums, int begin, int end
       for (int g = 0; g < groups; g++) {
         float dot = 0;
         for (int i = g * p.group; i < (g + 1) * p.group; i++) dot += static_cast<float>((w[i / 8] >> (4 * (i % 8))) & 0xF) * x[i];
-        total += p.scales[static_cast<size_t>(j) * groups + g] * dot + p.biases[static_cast<size_t>(j) * groups + g] * group_sums[static_cast<size_t>(r) * groups + g];
+        total += static_cast<float>(p.scales[static_cast<size_t>(j) * groups + g]) * dot +
+                 static_cast<float>(p.biases[static_cast<size_t>(j) * groups + g]) * group_sums[static_cast<size_t>(r) * groups + g];
       }
       p.out[static_cast<size_t>(r) * p.n + j] = total;
     }
@@ -108,7 +115,8 @@ bool has_avx2() {
   return b & (1u << 5);
 }
 
-void matvec(const Problem& p) {
+template <typename S>
+void matvec(const Problem<S>& p) {
   const int groups = p.k / p.group;
   std::vector<float> sums(static_cast<size_t>(p.rows) * groups);
   for (int r = 0; r < p.rows; r++) {
@@ -158,11 +166,33 @@ class QuantizedMatvecCpu : public mx::UnaryPrimitive {
     const int rows = static_cast<int>(inputs[0].size() / k);
     encoder.dispatch([x = mx::array::unsafe_weak_copy(inputs[0]), w = mx::array::unsafe_weak_copy(inputs[1]), scales = mx::array::unsafe_weak_copy(inputs[2]),
                       biases = mx::array::unsafe_weak_copy(inputs[3]), out = mx::array::unsafe_weak_copy(out), rows, n, k, group = group_]() mutable {
-      // Inputs in row-major order (the weights always are; x may be a strided view).
-      std::vector<float> xs, ss, bs;
-      std::vector<uint32_t> ws;
-      matvec({row_major<float>(x, xs), row_major<uint32_t>(w, ws), row_major<float>(scales, ss), row_major<float>(biases, bs), out.data<float>(), rows, n, k, group});
+      if (x.dtype() == mx::float32) run<float>(x, w, scales, biases, out, rows, n, k, group);
+      else if (x.dtype() == mx::bfloat16) run<mx::bfloat16_t>(x, w, scales, biases, out, rows, n, k, group);
+      else run<mx::float16_t>(x, w, scales, biases, out, rows, n, k, group);
     });
+  }
+
+  /** The product with x, scales, biases and out of element type T: inputs read in row-major order
+   * (the weights always are; x may be a strided view), half-precision x widened to float once, the
+   * float result rounded to T once. */
+  template <typename T>
+  static void run(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases, mx::array& out, int rows, int n, int k, int group) {
+    std::vector<T> xs, ss, bs;
+    std::vector<uint32_t> ws;
+    const T* xt = row_major<T>(x, xs);
+    Problem<T> p{nullptr, row_major<uint32_t>(w, ws), row_major<T>(scales, ss), row_major<T>(biases, bs), nullptr, rows, n, k, group};
+    if constexpr (std::is_same_v<T, float>) {
+      p.x = xt;
+      p.out = out.data<float>();
+      matvec(p);
+    } else {
+      std::vector<float> xf(xt, xt + static_cast<size_t>(rows) * k), of(static_cast<size_t>(rows) * n);
+      p.x = xf.data();
+      p.out = of.data();
+      matvec(p);
+      T* o = out.data<T>();
+      for (size_t i = 0; i < of.size(); i++) o[i] = static_cast<T>(of[i]);
+    }
   }
 
   void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
@@ -197,11 +227,12 @@ mx::array mlxb::qmv_cpu_or(const mx::array& x, const mx::array& w, const mx::arr
                            std::optional<int> group_size, std::optional<int> bits, const std::string& mode) {
   auto stream = mx::default_stream(mx::default_device());
   const int group = group_size.value_or(64);
+  const auto t = x.dtype();
   const bool fits = stream.device == mx::Device::cpu && matvec_fits(x, w, scales, biases, transpose, group, bits, mode, MAX_ROWS) && group % 8 == 0 &&
-                    x.dtype() == mx::float32 && scales.dtype() == mx::float32 && biases->dtype() == mx::float32;
+                    (t == mx::float32 || t == mx::bfloat16 || t == mx::float16) && scales.dtype() == t && biases->dtype() == t;
 
   if (!fits) return mx::quantized_matmul(x, w, scales, biases, transpose, group_size, bits, mode);
   auto shape = x.shape();
   shape.back() = w.shape(0);
-  return mx::array(shape, mx::float32, std::make_shared<QuantizedMatvecCpu>(stream, group), {x, w, scales, *biases});
+  return mx::array(shape, t, std::make_shared<QuantizedMatvecCpu>(stream, group), {x, w, scales, *biases});
 }

@@ -144,7 +144,7 @@ class Helper {
   void loop() {
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
-      wake_.wait(lock, [this] { return pending_ && job_; });
+      wake_.wait(lock, [this] { return pending_; });
       auto job = job_;
       lock.unlock();
       job();

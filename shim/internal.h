@@ -147,15 +147,16 @@ inline bool matvec_fits(const mx::array& x, const mx::array& w, const mx::array&
          x.size() / x.shape(-1) <= static_cast<size_t>(max_rows);
 }
 
-/** mx::quantized_matmul, or on the CPU for a few rows (float32, bfloat16, float16) against 4-bit
- * affine weights a faster kernel of ours (qmv_cpu.cpp). */
-mx::array qmv_cpu_or(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
-                     std::optional<int> group_size, std::optional<int> bits, const std::string& mode);
+/** x @ dequantize(w)^T (+ addend, rounded as a separate add would be: the product is rounded to
+ * x's dtype first) by the CPU kernel of ours (qmv_cpu.cpp) when the inputs fit it: a few rows
+ * (float32, bfloat16, float16) against 4-bit affine weights; else nullopt. `addend`, when given, has
+ * the product's shape and dtype. */
+std::optional<mx::array> qmv_cpu(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
+                                 std::optional<int> group_size, std::optional<int> bits, const std::string& mode, const std::optional<mx::array>& addend);
 
-/** mx::quantized_matmul, or on the GPU of a CUDA build for a few rows against 4-bit affine weights a
- * faster kernel of ours (qmv_cuda.cpp; only built with -Dcuda=true). */
-mx::array qmv_cuda_or(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
-                      std::optional<int> group_size, std::optional<int> bits, const std::string& mode);
+/** The same on the GPU of a CUDA build (qmv_cuda.cpp; only built with -Dcuda=true). */
+std::optional<mx::array> qmv_cuda(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
+                                  std::optional<int> group_size, std::optional<int> bits, const std::string& mode, const std::optional<mx::array>& addend);
 /** Bytes of qmv_cuda.cpp's output buffers in use (in_use) or idle in its pool; freeing the idle ones. */
 size_t qmv_cuda_bytes(bool in_use);
 void qmv_cuda_release();

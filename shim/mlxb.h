@@ -212,6 +212,10 @@ int mlx_quantize(mlx_array* wq, mlx_array* scales, mlx_array* biases, mlx_array 
 /* dtype < 0: MLX's default output dtype (the scales' dtype). */
 int mlx_dequantize(mlx_array* out, mlx_array wq, mlx_array scales, mlx_array biases, int group_size, int bits, const char* mode, int dtype);
 int mlx_quantized_matmul(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, int transpose, int group_size, int bits, const char* mode);
+/* x @ dequantize(wq)(^T) + addend as one op: the decode-time matvec kernels add it in their epilogue
+ * (the product rounded to x's dtype first, as a separate add), else quantized_matmul, then add. */
+int mlx_quantized_matmul_add(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, mlx_array addend, int transpose, int group_size,
+                             int bits, const char* mode);
 
 /* ---- files: a read-only, copy-on-write mapping whose bytes back arrays without a copy ---- */
 typedef void* mlx_file_map;

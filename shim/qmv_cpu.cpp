@@ -4,9 +4,10 @@
 // quantized matmul runs at under 1 GB/s on x86 (a decode step of a 29M-parameter model: 20 ms); this
 // one reads the packed weights with AVX2 (7-13x MLX's on this machine's 2-core EPYC for decode-sized
 // matmuls). Arithmetic is float32 (half-precision x is widened once, scales and biases as they are
-// read, the output rounded once). It is an MLX primitive (QuantizedMatvecCpu) built by qmv_cpu_or()
-// in place of QuantizedMatmul when the inputs fit; anything else (other devices, dtypes, modes, bit
-// widths, many rows) keeps MLX's op. MLXB_QMV=mlx turns it off (for comparisons), as the CUDA one.
+// read, the output rounded once). It is an MLX primitive (QuantizedMatvecCpu) built by qmv_cpu()
+// in place of QuantizedMatmul when the inputs fit (and of the add after it, given an addend);
+// anything else (other devices, dtypes, modes, bit widths, many rows) keeps MLX's op. MLXB_QMV=mlx
+// turns it off (for comparisons), as the CUDA one.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -223,6 +224,8 @@ const T* row_major(const mx::array& a, std::vector<T>& copy) {
   return copy.data();
 }
 
+/** x @ dequantize(w)^T, plus a fifth input (the addend, the product's shape and dtype) when there is
+ * one: added to the product rounded to the output dtype, as a separate add would. */
 class QuantizedMatvecCpu : public mx::UnaryPrimitive {
  public:
   QuantizedMatvecCpu(mx::Stream stream, int group) : mx::UnaryPrimitive(stream), group_(group) {}
@@ -235,34 +238,41 @@ class QuantizedMatvecCpu : public mx::UnaryPrimitive {
     const int k = static_cast<int>(inputs[0].shape(-1));
     const int n = static_cast<int>(out.shape(-1));
     const int rows = static_cast<int>(inputs[0].size() / k);
+    std::optional<mx::array> addend;
+    if (inputs.size() > 4) addend = mx::array::unsafe_weak_copy(inputs[4]);
     encoder.dispatch([x = mx::array::unsafe_weak_copy(inputs[0]), w = mx::array::unsafe_weak_copy(inputs[1]), scales = mx::array::unsafe_weak_copy(inputs[2]),
-                      biases = mx::array::unsafe_weak_copy(inputs[3]), out = mx::array::unsafe_weak_copy(out), rows, n, k, group = group_]() mutable {
-      if (x.dtype() == mx::float32) run<float>(x, w, scales, biases, out, rows, n, k, group);
-      else if (x.dtype() == mx::bfloat16) run<mx::bfloat16_t>(x, w, scales, biases, out, rows, n, k, group);
-      else run<mx::float16_t>(x, w, scales, biases, out, rows, n, k, group);
+                      biases = mx::array::unsafe_weak_copy(inputs[3]), addend, out = mx::array::unsafe_weak_copy(out), rows, n, k, group = group_]() mutable {
+      if (x.dtype() == mx::float32) run<float>(x, w, scales, biases, addend, out, rows, n, k, group);
+      else if (x.dtype() == mx::bfloat16) run<mx::bfloat16_t>(x, w, scales, biases, addend, out, rows, n, k, group);
+      else run<mx::float16_t>(x, w, scales, biases, addend, out, rows, n, k, group);
     });
   }
 
   /** The product with x, scales, biases and out of element type T: inputs read in row-major order
    * (the weights always are; x may be a strided view), half-precision x widened to float once, the
-   * float result rounded to T once. */
+   * float result rounded to T once (then the addend added, and rounded again). */
   template <typename T>
-  static void run(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases, mx::array& out, int rows, int n, int k, int group) {
-    std::vector<T> xs, ss, bs;
+  static void run(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases, const std::optional<mx::array>& addend, mx::array& out,
+                  int rows, int n, int k, int group) {
+    std::vector<T> xs, ss, bs, as;
     std::vector<uint32_t> ws;
     const T* xt = row_major<T>(x, xs);
     Problem<T> p{nullptr, row_major<uint32_t>(w, ws), row_major<T>(scales, ss), row_major<T>(biases, bs), nullptr, rows, n, k, group};
+    const T* at = addend ? row_major<T>(*addend, as) : nullptr;
+    T* o = out.data<T>();
+    const size_t size = static_cast<size_t>(rows) * n;
     if constexpr (std::is_same_v<T, float>) {
       p.x = xt;
-      p.out = out.data<float>();
+      p.out = o;
       matvec(p);
+      if (at) for (size_t i = 0; i < size; i++) o[i] += at[i];
     } else {
-      std::vector<float> xf(xt, xt + static_cast<size_t>(rows) * k), of(static_cast<size_t>(rows) * n);
+      std::vector<float> xf(xt, xt + static_cast<size_t>(rows) * k), of(size);
       p.x = xf.data();
       p.out = of.data();
       matvec(p);
-      T* o = out.data<T>();
-      for (size_t i = 0; i < of.size(); i++) o[i] = static_cast<T>(of[i]);
+      if (at) for (size_t i = 0; i < size; i++) o[i] = static_cast<T>(static_cast<float>(static_cast<T>(of[i])) + static_cast<float>(at[i]));
+      else for (size_t i = 0; i < size; i++) o[i] = static_cast<T>(of[i]);
     }
   }
 
@@ -292,18 +302,17 @@ bool mlxb::own_matvec_off() {
   return off;
 }
 
-/** x @ dequantize(w)^T on the CPU by QuantizedMatvecCpu when the inputs fit it (see the file's
- * comment), else MLX's quantized_matmul; the same result either way (to float rounding). */
-mx::array mlxb::qmv_cpu_or(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
-                           std::optional<int> group_size, std::optional<int> bits, const std::string& mode) {
+std::optional<mx::array> mlxb::qmv_cpu(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
+                                       std::optional<int> group_size, std::optional<int> bits, const std::string& mode, const std::optional<mx::array>& addend) {
   auto stream = mx::default_stream(mx::default_device());
   const int group = group_size.value_or(64);
   const auto t = x.dtype();
   const bool fits = stream.device == mx::Device::cpu && matvec_fits(x, w, scales, biases, transpose, group, bits, mode, MAX_ROWS) && group % 8 == 0 &&
                     (t == mx::float32 || t == mx::bfloat16 || t == mx::float16) && scales.dtype() == t && biases->dtype() == t;
-
-  if (!fits) return mx::quantized_matmul(x, w, scales, biases, transpose, group_size, bits, mode);
+  if (!fits) return std::nullopt;
   auto shape = x.shape();
   shape.back() = w.shape(0);
-  return mx::array(shape, t, std::make_shared<QuantizedMatvecCpu>(stream, group), {x, w, scales, *biases});
+  std::vector<mx::array> inputs{x, w, scales, *biases};
+  if (addend) inputs.push_back(*addend);
+  return mx::array(shape, t, std::make_shared<QuantizedMatvecCpu>(stream, group), std::move(inputs));
 }

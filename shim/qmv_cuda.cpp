@@ -3,9 +3,9 @@
 // 32, 64 or 128), as mx::quantized_matmul(x, w, scales, biases, transpose=true). MLX's CUDA qmv
 // reads the weights at ~0.8-1.0 TB/s on an H100 (one 8-byte load per lane in flight), which is most
 // of a large model's decode step. This one (qmv_cuda_source.h) keeps several 16-byte loads per lane
-// in flight. It is an MLX primitive (QuantizedMatvecCuda) built by qmv_cuda_or() in place of
-// QuantizedMatmul when the inputs fit; its eval_gpu adds one kernel node to MLX's command encoder
-// (MLX's CUDA graph) like MLX's own primitives. The kernel is compiled by NVRTC on first use; if that
+// in flight. It is an MLX primitive (QuantizedMatvecCuda) built by qmv_cuda() in place of
+// QuantizedMatmul when the inputs fit (and of the add after it, given an addend); its eval_gpu adds
+// one kernel node to MLX's command encoder (MLX's CUDA graph) like MLX's own primitives. The kernel is compiled by NVRTC on first use; if that
 // fails, MLX's op is used. MLXB_QMV=mlx turns it off (for comparisons).
 //
 // Built only against MLX's CUDA libmlx.so (zig build -Dcuda=true): it calls the CUDA backend that
@@ -14,6 +14,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <mutex>
 
@@ -46,6 +47,7 @@ class CommandEncoder {
   void set_input_array(const array& arr);
   void set_output_array(const array& arr);
   void add_kernel_node_raw(CUfunc_st* func, dim3 grid, dim3 block, dim3 cluster, uint32_t smem_bytes, void** params);
+  void add_completed_handler(std::function<void()> task);
 };
 CommandEncoder& get_command_encoder(Stream s);
 } // namespace mlx::core::cu
@@ -146,9 +148,9 @@ int dtype_code(mx::Dtype t) {
   return 2;
 }
 
-/** Compiles the variant for (dtype, group, rows, shape) for the device's architecture and loads it;
+/** Compiles the variant for (dtype, group, rows, add, shape) for the device's architecture and loads it;
  * throws with NVRTC's log or the driver's error. */
-CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, const Shape& shape) {
+CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, bool add, const Shape& shape) {
   const Cuda& c = cuda();
   if (!c.ok) throw std::runtime_error("the CUDA driver or NVRTC library is not loaded");
   cu::device(device_index).make_current();
@@ -158,7 +160,7 @@ CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, const
   check(c.cuDeviceGetAttribute(&minor, 76, device), "compute capability"); // ..._MINOR
   std::string source = "#define DTYPE " + std::to_string(dtype_code(dtype)) + "\n#define GROUP " + std::to_string(group) + "\n#define ROWS " +
                        std::to_string(rows) + "\n#define R " + std::to_string(shape.rows_per_warp) + "\n#define U " + std::to_string(shape.unroll) +
-                       "\n#define WARPS " + std::to_string(shape.warps) + "\n" + QMV_CUDA_SOURCE;
+                       "\n#define WARPS " + std::to_string(shape.warps) + "\n#define ADD " + std::to_string(add ? 1 : 0) + "\n" + QMV_CUDA_SOURCE;
   std::string arch = "-arch=sm_" + std::to_string(major) + std::to_string(minor);
   const char* options[] = {arch.c_str(), "-default-device"};
   void* program = nullptr;
@@ -185,18 +187,18 @@ CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, const
   return function;
 }
 
-/** The compiled variant for (dtype, group, rows) on the device, compiled on first use; a null
+/** The compiled variant for (dtype, group, rows, add) on the device, compiled on first use; a null
  * function when that fails (reported once on stderr; the caller then uses MLX's op). */
-Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows) {
+Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool add) {
   static std::mutex mutex;
-  static std::map<std::tuple<int, int, int, int>, Kernel> kernels;
+  static std::map<std::tuple<int, int, int, int, bool>, Kernel> kernels;
   static bool warned = false;
   std::lock_guard<std::mutex> lock(mutex);
-  auto key = std::make_tuple(device_index, dtype_code(dtype), group, rows);
+  auto key = std::make_tuple(device_index, dtype_code(dtype), group, rows, add);
   if (auto it = kernels.find(key); it != kernels.end()) return it->second;
   Kernel k{nullptr, shape_for(rows)};
   try {
-    k.function = compile(device_index, dtype, group, rows, k.shape);
+    k.function = compile(device_index, dtype, group, rows, add, k.shape);
   } catch (const std::exception& e) {
     if (!warned) std::fprintf(stderr, "mlx-bun: the CUDA 4-bit matvec kernel is unavailable (%s); using MLX's quantized_matmul\n", e.what());
     warned = true;
@@ -309,10 +311,13 @@ bool aligned16(const mx::array& a) {
   return reinterpret_cast<uintptr_t>(device_pointer(a)) % 16 == 0;
 }
 
+/** x @ dequantize(w)^T, plus a fifth input (the addend, the product's shape and dtype) when there is
+ * one (the kernel's ADD variant). */
 class QuantizedMatvecCuda : public mx::UnaryPrimitive {
  public:
-  QuantizedMatvecCuda(mx::Stream stream, int group, Kernel kernel, std::shared_ptr<mx::Primitive> fallback)
-      : mx::UnaryPrimitive(stream), group_(group), kernel_(kernel), fallback_(std::move(fallback)) {}
+  /** fallback: MLX's QuantizedMatmul for the same parameters; add: MLX's Add, for an addend. */
+  QuantizedMatvecCuda(mx::Stream stream, int group, Kernel kernel, std::shared_ptr<mx::Primitive> fallback, std::shared_ptr<mx::Primitive> add)
+      : mx::UnaryPrimitive(stream), group_(group), kernel_(kernel), fallback_(std::move(fallback)), add_(std::move(add)) {}
 
   void eval_cpu(const std::vector<mx::array>&, mx::array&) override {
     throw std::runtime_error("QuantizedMatvecCuda runs on the GPU only");
@@ -320,16 +325,27 @@ class QuantizedMatvecCuda : public mx::UnaryPrimitive {
 
   void eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto& x = inputs[0];
-    // Layouts the kernel does not read (strided or misaligned views) go to MLX's own primitive,
-    // which copies them; in a decode graph the inputs are contiguous.
+    const bool add = inputs.size() > 4;
+    auto& encoder = cu::get_command_encoder(stream());
+    // Layouts the kernel does not read (strided or misaligned views) go to MLX's own primitives,
+    // which copy them; in a decode graph the inputs are contiguous.
     bool plain = true;
     for (const auto& a : inputs) plain = plain && a.flags().row_contiguous;
     if (!plain || !aligned16(x) || !aligned16(inputs[1])) {
-      std::vector<mx::array> outputs{out}; // shares out's data: filling it fills out
-      fallback_->eval_gpu(inputs, outputs);
+      std::vector<mx::array> product{inputs.begin(), inputs.begin() + 4};
+      if (!add) {
+        std::vector<mx::array> outputs{out}; // shares out's data: filling it fills out
+        fallback_->eval_gpu(product, outputs);
+        return;
+      }
+      // The product into a temporary, kept until the GPU is done with it, then MLX's add.
+      std::vector<mx::array> temporary{mx::array(out.shape(), out.dtype(), nullptr, {})};
+      fallback_->eval_gpu(product, temporary);
+      std::vector<mx::array> outputs{out};
+      add_->eval_gpu({temporary[0], inputs[4]}, outputs);
+      encoder.add_completed_handler([kept = temporary[0]]() {});
       return;
     }
-    auto& encoder = cu::get_command_encoder(stream());
     out.set_data(output_pool().take(stream().device.index, out.nbytes()));
     for (const auto& a : inputs) encoder.set_input_array(a);
     encoder.set_output_array(out);
@@ -337,10 +353,11 @@ class QuantizedMatvecCuda : public mx::UnaryPrimitive {
     void* wp = device_pointer(inputs[1]);
     void* sp = device_pointer(inputs[2]);
     void* bp = device_pointer(inputs[3]);
+    void* ap = add ? device_pointer(inputs[4]) : nullptr;
     void* op = device_pointer(out);
     int n = static_cast<int>(out.shape(-1));
     int k = static_cast<int>(x.shape(-1));
-    void* params[] = {&xp, &wp, &sp, &bp, &op, &n, &k};
+    void* params[] = {&xp, &wp, &sp, &bp, &ap, &op, &n, &k};
     const Shape& s = kernel_.shape;
     const unsigned rows_per_block = static_cast<unsigned>(s.rows_per_warp * s.warps);
     encoder.add_kernel_node_raw(kernel_.function, dim3{(static_cast<unsigned>(n) + rows_per_block - 1) / rows_per_block, 1, 1},
@@ -359,39 +376,45 @@ class QuantizedMatvecCuda : public mx::UnaryPrimitive {
  private:
   int group_;
   Kernel kernel_;
-  std::shared_ptr<mx::Primitive> fallback_; // MLX's QuantizedMatmul for the same parameters
+  std::shared_ptr<mx::Primitive> fallback_, add_;
 };
 
-/** MLX's QuantizedMatmul primitive for these inputs (libmlx.so does not export its constructor, so
- * it is taken from the node mx::quantized_matmul builds), one per stream and group size. */
-std::shared_ptr<mx::Primitive> mlx_primitive(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases, int group,
-                                             const mx::Stream& stream) {
+/** MLX's QuantizedMatmul primitive for these inputs, and its Add (libmlx.so does not export their
+ * constructors, so they are taken from the nodes mx::quantized_matmul and mx::add build), one per
+ * stream and group size. */
+std::pair<std::shared_ptr<mx::Primitive>, std::shared_ptr<mx::Primitive>> mlx_primitives(const mx::array& x, const mx::array& w, const mx::array& scales,
+                                                                                          const mx::array& biases, int group, const mx::Stream& stream) {
   static std::mutex mutex;
-  static std::map<std::tuple<int, int, int>, std::shared_ptr<mx::Primitive>> primitives;
+  static std::map<std::tuple<int, int, int>, std::pair<std::shared_ptr<mx::Primitive>, std::shared_ptr<mx::Primitive>>> primitives;
   std::lock_guard<std::mutex> lock(mutex);
   auto& p = primitives[{static_cast<int>(stream.device.type), stream.index, group}];
-  if (!p) p = mx::quantized_matmul(x, w, scales, biases, true, group, 4, "affine").primitive_ptr();
+  if (!p.first) {
+    auto product = mx::quantized_matmul(x, w, scales, biases, true, group, 4, "affine");
+    p = {product.primitive_ptr(), mx::add(product, product).primitive_ptr()};
+  }
   return p;
 }
 
 } // namespace
 
-mx::array mlxb::qmv_cuda_or(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
-                            std::optional<int> group_size, std::optional<int> bits, const std::string& mode) {
+std::optional<mx::array> mlxb::qmv_cuda(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
+                                        std::optional<int> group_size, std::optional<int> bits, const std::string& mode, const std::optional<mx::array>& addend) {
   auto stream = mx::default_stream(mx::default_device());
   const int group = group_size.value_or(64);
   const auto t = x.dtype();
   const bool fits = stream.device == mx::Device::gpu && matvec_fits(x, w, scales, biases, transpose, group, bits, mode, MAX_ROWS) &&
                     (group == 32 || group == 64 || group == 128) && (t == mx::float32 || t == mx::bfloat16 || t == mx::float16) && scales.dtype() == t &&
                     biases->dtype() == t;
-  if (!fits) return mx::quantized_matmul(x, w, scales, biases, transpose, group_size, bits, mode);
+  if (!fits) return std::nullopt;
   const int rows = static_cast<int>(x.size() / x.shape(-1));
-  Kernel kernel = kernel_for(stream.device.index, t, group, rows);
-  if (!kernel.function) return mx::quantized_matmul(x, w, scales, biases, transpose, group_size, bits, mode);
+  Kernel kernel = kernel_for(stream.device.index, t, group, rows, addend.has_value());
+  if (!kernel.function) return std::nullopt;
   auto shape = x.shape();
   shape.back() = w.shape(0);
-  return mx::array(shape, t, std::make_shared<QuantizedMatvecCuda>(stream, group, kernel, mlx_primitive(x, w, scales, *biases, group, stream)),
-                   {x, w, scales, *biases});
+  auto [fallback, add] = mlx_primitives(x, w, scales, *biases, group, stream);
+  std::vector<mx::array> inputs{x, w, scales, *biases};
+  if (addend) inputs.push_back(*addend);
+  return mx::array(shape, t, std::make_shared<QuantizedMatvecCuda>(stream, group, kernel, std::move(fallback), std::move(add)), std::move(inputs));
 }
 
 size_t mlxb::qmv_cuda_bytes(bool in_use) {

@@ -11,6 +11,8 @@
 // mantissa bits of 1.0f), so a chunk's dot product a = sum (1 + q/16) x and the chunk's sum of x, xs,
 // give sum q x = 16 (a - xs); with the chunk's scale s and bias b the chunk adds
 // 16 s a + (b - 16 s) xs. All arithmetic is float32; x, scales, biases and out are DTYPE.
+// ADD 1: out = the product rounded to DTYPE, plus addend[m, j] (DTYPE, out's shape), rounded again:
+// what a separate add of the rounded product would give.
 #pragma once
 
 namespace mlxb {
@@ -80,7 +82,7 @@ __device__ __forceinline__ float dot8(u32 word, const float* x, float a) {
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
 mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict__ scales, const T* __restrict__ biases,
-         T* __restrict__ out, int n, int k) {
+         const T* __restrict__ addend, T* __restrict__ out, int n, int k) {
   const int lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * R;
   if (row0 >= n) return;
@@ -142,7 +144,13 @@ mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict
       float v = acc[m][r];
 #pragma unroll
       for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, offset);
-      if (lane == 0 && row0 + r < n) out[(size_t)m * n + row0 + r] = from_float(v);
+      if (lane == 0 && row0 + r < n) {
+        const size_t at = (size_t)m * n + row0 + r;
+#if ADD
+        v = to_float(from_float(v)) + to_float(addend[at]);
+#endif
+        out[at] = from_float(v);
+      }
     }
 }
 )CUDA";

@@ -12,20 +12,32 @@ std::string mode_of(const char* mode) {
   return mode ? mode : "affine";
 }
 
-/** x @ dequantize(w)(^T): MLX's quantized_matmul, or one of the shim's matvec kernels where they fit.
- * MLX's kernels divide by zero on an empty x or w (no rows, no outputs, or an empty inner axis), so
- * then the product is zeros of the shape MLX infers (an empty sum is 0), without its kernel. */
+/** x @ dequantize(w)(^T) (+ addend): one of the shim's matvec kernels where they fit (the addend
+ * added in the kernel when it has the product's shape and dtype), else MLX's quantized_matmul (and
+ * add). MLX's kernels divide by zero on an empty x or w (no rows, no outputs, or an empty inner axis),
+ * so then the product is zeros of the shape MLX infers (an empty sum is 0), without its kernel. */
 mx::array quantized_product(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool t,
-                            std::optional<int> g, std::optional<int> b, const std::string& m) {
+                            std::optional<int> g, std::optional<int> b, const std::string& m, const std::optional<mx::array>& addend = std::nullopt) {
+  auto plus = [&](mx::array y) { return addend ? mx::add(y, *addend) : y; };
   if (x.size() == 0 || w.size() == 0) {
     auto shaped = mx::quantized_matmul(x, w, scales, biases, t, g, b, m); // validates and infers the shape
-    return mx::zeros(shaped.shape(), shaped.dtype());
+    return plus(mx::zeros(shaped.shape(), shaped.dtype()));
   }
-  if (!biases) return mx::quantized_matmul(x, w, scales, std::nullopt, t, g, b, m);
+  if (biases) {
+    // The addend goes into the kernel when it is exactly the product's shape and dtype.
+    auto shape = x.shape();
+    shape.back() = w.shape(0);
+    bool inside = t && addend && addend->shape() == shape && addend->dtype() == x.dtype();
+    auto kernel_addend = inside ? addend : std::nullopt;
 #ifdef MLXB_CUDA
-  if (mx::default_device() == mx::Device::gpu) return qmv_cuda_or(x, w, scales, biases, t, g, b, m);
+    auto ours = mx::default_device() == mx::Device::gpu ? qmv_cuda(x, w, scales, biases, t, g, b, m, kernel_addend)
+                                                         : qmv_cpu(x, w, scales, biases, t, g, b, m, kernel_addend);
+#else
+    auto ours = qmv_cpu(x, w, scales, biases, t, g, b, m, kernel_addend);
 #endif
-  return qmv_cpu_or(x, w, scales, biases, t, g, b, m);
+    if (ours) return inside ? *ours : plus(*ours);
+  }
+  return plus(mx::quantized_matmul(x, w, scales, biases, t, g, b, m));
 }
 } // namespace
 
@@ -65,6 +77,20 @@ int mlx_quantized_matmul(mlx_array* out, mlx_array x, mlx_array wq, mlx_array sc
     bool t = transpose != 0;
     if (biases == nullptr) return emit1(out, {x, wq, scales}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], std::nullopt, t, g, b, m); });
     emit1(out, {x, wq, scales, biases}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], a[3], t, g, b, m); });
+  });
+}
+
+int mlx_quantized_matmul_add(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, mlx_array addend, int transpose, int group_size,
+                             int bits, const char* mode) {
+  return guard([&] {
+    arr(x, "x"), arr(wq, "wq"), arr(scales, "scales"), arr(addend, "addend");
+    auto m = mode_of(mode);
+    auto g = positive(group_size), b = positive(bits);
+    bool t = transpose != 0;
+    if (biases == nullptr) {
+      return emit1(out, {x, wq, scales, addend}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], std::nullopt, t, g, b, m, a[3]); });
+    }
+    emit1(out, {x, wq, scales, biases, addend}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], a[3], t, g, b, m, a[4]); });
   });
 }
 

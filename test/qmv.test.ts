@@ -127,3 +127,58 @@ test.each([
   expect(got.shape).toEqual([...shape]);
   expect(Array.from(got.toFloat32Array())).toEqual(new Array(shape[0] * shape[1]).fill(0));
 });
+
+// quantizedMatmulAdd: the kernels add the addend as they write the product, rounded to the dtype
+// first as the separate add rounds it, so the one op equals quantizedMatmul, then add, bit for bit.
+// Its primitives are the kernel's alone (no Add); an addend the kernel does not take (broadcast, other
+// dtype) gets MLX's add after the kernel, a strided x MLX's product and add.
+test.each([
+  ["float32", 1, 1536, 512, 64],
+  ["float32", 3, 300, 1024, 128],
+  ["bfloat16", 1, 4096, 1024, 64],
+  ["bfloat16", 2, 517, 512, 32],
+  ["float16", 8, 64, 256, 64],
+] as const)("quantizedMatmulAdd %s, rows %d, out %d, in %d, group %d: one op, equal to quantizedMatmul then add bit for bit", (dtype, rows, out, features, groupSize) => {
+  using w32 = Tensor.from(random(out * features, 29), [out, features]);
+  using w = ops.astype(w32, dtype);
+  const q = quant.quantize(w, { groupSize, bits: 4 });
+  using x32 = Tensor.from(random(rows * features, 31), [rows, features]);
+  using x = ops.astype(x32, dtype);
+  using r32 = Tensor.from(random(rows * out, 37), [rows, out]);
+  using r = ops.astype(r32, dtype);
+  using got = quant.quantizedMatmulAdd(x, q, r, { groupSize, bits: 4 });
+  const kinds = [...ops.pendingPrimitiveKinds([got]).keys()];
+  if (ourKernel !== null) {
+    expect(kinds).toContain(ourKernel);
+    expect(kinds).not.toContain("Add");
+  }
+  using product = quant.quantizedMatmul(x, q, { groupSize, bits: 4 });
+  using want = ops.add(product, r);
+  expect(got.dtype).toBe(dtype);
+  expect(Buffer.compare(got.toBytes(), want.toBytes())).toBe(0);
+  quant.disposeQuantized(q);
+});
+
+test("quantizedMatmulAdd: a broadcast addend, a strided x, and a wrong addend", () => {
+  using w = Tensor.from(random(96 * 128, 41), [96, 128]);
+  const q = quant.quantize(w, { groupSize: 64, bits: 4 });
+  using x = Tensor.from(random(2 * 128, 43), [2, 128]);
+  using row = Tensor.from(random(96, 47), [96]);
+  using product = quant.quantizedMatmul(x, q);
+  // Broadcast: the kernel's product, then MLX's add.
+  using broadcast = quant.quantizedMatmulAdd(x, q, row);
+  using wantBroadcast = ops.add(product, row);
+  expect(Buffer.compare(broadcast.toBytes(), wantBroadcast.toBytes())).toBe(0);
+  // A strided x with a full addend: the same values as its contiguous copy's.
+  using r = Tensor.from(random(2 * 96, 53), [2, 96]);
+  using base = Tensor.from(random(128 * 2, 59), [128, 2]);
+  using strided = ops.transpose(base, [1, 0]);
+  using copy = Tensor.from(strided.toFloat32Array(), [2, 128]);
+  using a = quant.quantizedMatmulAdd(strided, q, r);
+  using b = quant.quantizedMatmulAdd(copy, q, r);
+  expect(relativeError(a.toFloat32Array(), b.toFloat32Array())).toBeLessThanOrEqual(1e-5);
+  // An addend that does not broadcast to the product: an Error naming the op, the process lives on.
+  using wrong = Tensor.from(random(3 * 5, 61), [3, 5]);
+  expect(() => quant.quantizedMatmulAdd(x, q, wrong)).toThrow(/quantizedMatmulAdd/);
+  quant.disposeQuantized(q);
+});

@@ -115,6 +115,10 @@ describe("rewrite: what each rewriter replaces, and what it leaves", () => {
     expect(counts("llama", ["fused_projections"])).toMatchObject({ dense_fused: 4, dense: 5 });
     expect(counts("phi", ["fused_projections"])).toMatchObject({ dense_fused: 2, dense: 5 });
     expect(counts("gpt2", ["fused_projections"]).dense_fused).toBeUndefined();
+    // A residual added to a layer's output (o_proj, down_proj): one dense_add each. Phi's parallel
+    // block adds its attention output to its MLP output (one dense_add), then the residual (an add).
+    expect(counts("llama", ["dense_residual"])).toMatchObject({ dense_add: 4, dense: 11 });
+    expect(counts("phi", ["dense_residual"])).toMatchObject({ dense_add: 2, add: 2 });
   });
 
   test("fused projections: the loader makes one weight per group, the layers' own tensors become views of it", () => {
@@ -175,7 +179,7 @@ describe("rewrite: what each rewriter replaces, and what it leaves", () => {
   test("unknown rewriter names list the valid ones", () => {
     const m = new GraphBuilder();
     expect(() => rewrite(m.build({ x: m.input("x") }), { only: ["rms_norm", "fuse_all"] })).toThrow(
-      /rewrite: unknown rewriter\(s\) fuse_all \(valid: dropout, rms_norm, layer_norm, rotary_embedding, swiglu, fused_projections, native_attention, sdpa, attn_weights\)/,
+      /rewrite: unknown rewriter\(s\) fuse_all \(valid: dropout, rms_norm, layer_norm, rotary_embedding, swiglu, fused_projections, dense_residual, native_attention, sdpa, attn_weights\)/,
     );
   });
 });

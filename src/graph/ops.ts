@@ -11,7 +11,7 @@ import { CpuTensor } from "../ops/cpu.ts";
 import * as fast from "../ops/fast.ts";
 import { dequantize } from "../ops/quant.ts";
 import { type QuantConfig, quantizationFor } from "../quant/config.ts";
-import { fusedLinear, linear } from "../quant/linear.ts";
+import { fusedLinear, linear, linearAdd } from "../quant/linear.ts";
 import { packedTriple } from "../quant/weights.ts";
 import type { Group } from "../ops/distributed.ts";
 import { Tensor } from "../tensor.ts";
@@ -230,6 +230,16 @@ export const OPS = {
     inputs: ["x"],
     mlx: ([x], { module }, { weights, quantization }) => linear(mlx(x, "x"), weights, module, quantization),
     cpu: ([x], { module }, context) => cpuLinear(host(x, "x"), context.weights, module, context.quantization),
+  }),
+  /** dense(x) + addend (the dense_residual rewrite: a residual added to a layer's output): on MLX
+   * one op for packed layers (linearAdd), the same values as the two. */
+  dense_add: op<{ module: string }>()({
+    inputs: ["x", "addend"],
+    mlx: ([x, addend], { module }, { weights, quantization }) => linearAdd(mlx(x, "x"), mlx(addend, "addend"), weights, module, quantization),
+    cpu: ([x, addend], { module }, context) => {
+      const y = cpuLinear(host(x, "x"), context.weights, module, context.quantization);
+      return cpu.add(y, host(addend, "addend"));
+    },
   }),
   /** Several dense layers over one input (the fused_projections rewrite): on MLX one matmul over
    * their fused weight when the loader made it (fuseLinears), outputs split; one dense each on the

@@ -77,6 +77,22 @@ export function quantizedMatmul(x: Tensor, q: QuantizedWeight, params: QuantPara
   );
 }
 
+/** quantizedMatmul(x, q, params) + addend as one op: the shim's decode-time matvec kernels (a few
+ * rows, 4-bit affine) add it as they write the product, rounded to x's dtype first as a separate add
+ * would round it, so the result equals the two ops'; otherwise the two ops run. */
+export function quantizedMatmulAdd(x: Tensor, q: QuantizedWeight, addend: Tensor, params: QuantParamsInput & { transpose?: boolean | undefined } = {}): Tensor {
+  const { groupSize, bits, mode } = quantParams(params);
+  const transpose = params.transpose ?? true;
+  const hx = handleOf(x, "quantizedMatmulAdd", "x");
+  const hw = handleOf(q.weight, "quantizedMatmulAdd", "weight");
+  const hs = handleOf(q.scales, "quantizedMatmulAdd", "scales");
+  const hb = optionalHandleOf(q.biases, "quantizedMatmulAdd", "biases");
+  const ha = handleOf(addend, "quantizedMatmulAdd", "addend");
+  return call(() => `quantizedMatmulAdd(${x.describe()}, ${q.weight.describe()}, ${addend.describe()}, ${mode} ${bits}-bit group ${groupSize})`, (lib, o) =>
+    lib.mlx_quantized_matmul_add(o, hx, hw, hs, hb, ha, transpose ? 1 : 0, groupSize, bits, cstr(mode)),
+  );
+}
+
 export function disposeQuantized(q: QuantizedWeight): void {
   q.weight.dispose();
   q.scales.dispose();

@@ -1,7 +1,7 @@
 // A linear layer by module path over a weight map: quantizedMatmul for packed layers, else matmul.
 import { onGpu } from "../native/device.ts";
 import { add, addmm, concatenate, matmul, slice, split, transpose } from "../ops/core.ts";
-import { dequantize, type QuantParams, quantizedMatmul } from "../ops/quant.ts";
+import { dequantize, type QuantParams, quantizedMatmul, quantizedMatmulAdd } from "../ops/quant.ts";
 import type { Tensor } from "../tensor.ts";
 import { type QuantConfig, quantizationFor } from "./config.ts";
 import { packedTriple } from "./weights.ts";
@@ -65,6 +65,17 @@ export function linear(x: Tensor, weights: ReadonlyMap<string, Tensor>, module: 
   if (!bias) return y;
   using unbiased = y;
   return add(unbiased, bias);
+}
+
+/** linear(x, ...) + addend: for a packed layer without a bias, one op (quantizedMatmulAdd: the
+ * decode-time kernels add it as they write, with the same result); otherwise linear, then add. */
+export function linearAdd(x: Tensor, addend: Tensor, weights: ReadonlyMap<string, Tensor>, module: string, quantization: QuantConfig | null): Tensor {
+  const { bias, packed } = layerOf(weights, module, quantization);
+  if (packed && !bias && (onGpu() || x.size / x.shape[x.ndim - 1]! < CPU_DEQUANTIZE_ROWS)) {
+    return quantizedMatmulAdd(x, packed.triple, addend, packed.params);
+  }
+  using y = linear(x, weights, module, quantization);
+  return add(y, addend);
 }
 
 /** The weight-map name of several layers fused into one (rows concatenated in this order). */

@@ -5,7 +5,7 @@ import { attnWeights, nativeAttention, sdpa } from "./attention.ts";
 import { Rewriting } from "./match.ts";
 import { layerNorm, rmsNorm } from "./norms.ts";
 import { rotaryEmbedding } from "./rotary.ts";
-import { dropout, fusedProjections, singlePositionHeads, swiglu } from "./structure.ts";
+import { denseResidual, dropout, fusedProjections, singlePositionHeads, swiglu } from "./structure.ts";
 
 /** In application order. */
 export const REWRITERS = {
@@ -15,6 +15,7 @@ export const REWRITERS = {
   rotary_embedding: rotaryEmbedding,
   swiglu,
   fused_projections: fusedProjections,
+  dense_residual: denseResidual,
   native_attention: nativeAttention,
   sdpa,
   attn_weights: attnWeights,

@@ -42,6 +42,14 @@ export class Rewriting {
     for (const k of Object.keys(this.outputs)) if (this.outputs[k] === from) this.outputs[k] = to;
   }
 
+  /** How many times each node's value is used (as an input, counted per input, or as an output). */
+  useCounts(): number[] {
+    const uses = this.nodes.map(() => 0);
+    for (const n of this.nodes) for (const i of n.inputs) uses[i]!++;
+    for (const id of Object.values(this.outputs)) uses[id]!++;
+    return uses;
+  }
+
   /** Nodes with `op`, in id order (a snapshot: rewriting while iterating is safe). */
   withOp<K extends OpName>(op: K): NodeOf<K>[] {
     return this.nodes.filter((n): n is NodeOf<K> & Node => n.op === op);

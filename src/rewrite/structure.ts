@@ -37,6 +37,21 @@ export function fusedProjections(g: Rewriting): void {
   }
 }
 
+/** add(r, dense(x)) where that add is the dense's only use -> dense_add(x, r): on MLX one op for a
+ * packed layer (the decode-time matvec kernels add the residual as they write the product, rounded as
+ * the separate add rounds it). Either operand order (float addition commutes). */
+export function denseResidual(g: Rewriting): void {
+  const uses = g.useCounts();
+  for (const n of g.withOp("add")) {
+    for (const side of [1, 0]) {
+      const layer = g.input(n, side);
+      if (layer.op !== "dense" || uses[layer.id] !== 1) continue;
+      g.replace(n.id, "dense_add", [layer.inputs[0]!, n.inputs[1 - side]!], { module: layer.attrs.module });
+      break;
+    }
+  }
+}
+
 const SWAP_12 = [0, 2, 1, 3];
 const isSwap12 = (axes: readonly number[]) => axes.length === 4 && axes.every((a, i) => a === SWAP_12[i]);
 

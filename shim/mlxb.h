@@ -118,6 +118,8 @@ int mlx_astype(mlx_array* out, mlx_array a, int dtype);
 int mlx_reshape(mlx_array* out, mlx_array a, const int32_t* shape, int ndim);
 int mlx_transpose(mlx_array* out, mlx_array a, const int32_t* axes, int naxes);
 int mlx_slice(mlx_array* out, mlx_array a, const int32_t* start, const int32_t* stop, const int32_t* strides, int ndim);
+/* a row-major copy of a (a view's own buffer); a itself when it already is row-major. */
+int mlx_contiguous(mlx_array* out, mlx_array a);
 int mlx_slice_update(mlx_array* out, mlx_array src, mlx_array update, const int32_t* start, const int32_t* stop, const int32_t* strides, int ndim);
 int mlx_concatenate(mlx_array* out, const mlx_array* arrays, int count, int axis);
 /* `count` parts of a along axis, cut before each of the count - 1 ascending indices (one primitive). */

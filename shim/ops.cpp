@@ -158,6 +158,13 @@ int mlx_slice(mlx_array* out, mlx_array a_, const int32_t* start, const int32_t*
   });
 }
 
+int mlx_contiguous(mlx_array* out, mlx_array a_) {
+  return guard([&] {
+    arr(a_, "a");
+    emit1(out, {a_}, [](const Arrays& x) { return mx::contiguous(x[0]); });
+  });
+}
+
 int mlx_slice_update(mlx_array* out, mlx_array src_, mlx_array update_, const int32_t* start, const int32_t* stop, const int32_t* strides, int ndim) {
   return guard([&] {
     arr(src_, "src"), arr(update_, "update");

@@ -118,3 +118,14 @@ describe("pendingPrimitiveKinds", () => {
     expect(ops.pendingPrimitiveKinds([sum]).size).toBe(0);
   });
 });
+
+describe("contiguous", () => {
+  test("a column slice becomes a row-major copy with the same values (one Contiguous node)", () => {
+    using a = Tensor.from(Float32Array.from({ length: 24 }, (_, i) => i), [4, 6]);
+    using view = ops.slice(a, [0, 2], [4, 5]);
+    using copy = ops.contiguous(view);
+    expect([...ops.pendingPrimitiveKinds([copy]).keys()]).toContain("Contiguous");
+    expect(copy.shape).toEqual([4, 3]);
+    expect(Array.from(copy.toFloat32Array())).toEqual([2, 3, 4, 8, 9, 10, 14, 15, 16, 20, 21, 22]);
+  });
+});

@@ -12,7 +12,7 @@ import { type Checkpoint, checkpointBytes, loadCheckpoint } from "../io/checkpoi
 import { HostTensor } from "../io/host.ts";
 import { HostKVCache, KVCache } from "../kv-cache.ts";
 import { fuseLinears } from "../quant/linear.ts";
-import { evalAll, slice } from "../ops/core.ts";
+import { contiguous, evalAll, slice } from "../ops/core.ts";
 import type { Group } from "../ops/distributed.ts";
 import { CpuTensor } from "../ops/cpu.ts";
 import { DEFAULT_REWRITERS, rewrite } from "../rewrite/index.ts";
@@ -129,7 +129,10 @@ function shardWeights(dir: string, weights: Map<string, Tensor>, config: ModelCo
     const stop = [...t.shape];
     start[axis] = (r * size) / n;
     stop[axis] = ((r + 1) * size) / n;
-    const part = slice(t, start, stop);
+    // A copy of its own: MLX's CUDA matmuls take row-contiguous weights only (a column slice is not).
+    using view = slice(t, start, stop);
+    const part = contiguous(view);
+    part.eval();
     made.push(part);
     weights.set(key, part);
   };

@@ -64,6 +64,7 @@ export const symbols = {
   mlx_reshape: [P, P, P, i32],
   mlx_transpose: [P, P, P, i32],
   mlx_slice: [P, P, P, P, P, i32],
+  mlx_contiguous: [P, P],
   mlx_slice_update: [P, P, P, P, P, P, i32],
   mlx_concatenate: [P, P, i32, i32],
   mlx_split: [P, i32, P, P, i32],

@@ -99,6 +99,12 @@ export function slice(a: Tensor, start: readonly number[], stop: readonly number
   return call(() => `slice(${a.describe()})`, (lib, out) => lib.mlx_slice(out, h, ints(start), ints(stop), ints(step), start.length));
 }
 
+/** A row-major copy of `a` (a view gets a buffer of its own, so it no longer holds its source's). */
+export function contiguous(a: Tensor): Tensor {
+  const h = handleOf(a, "contiguous", "a");
+  return call(() => `contiguous(${a.describe()})`, (lib, out) => lib.mlx_contiguous(out, h));
+}
+
 /** Returns `src` with `src[start:stop:strides] = update`. */
 export function sliceUpdate(src: Tensor, update: Tensor, start: readonly number[], stop: readonly number[], strides?: readonly number[]): Tensor {
   const hs = handleOf(src, "sliceUpdate", "src");

@@ -68,7 +68,10 @@ async function generateRows(dir: string, ranks: number) {
   const child = Bun.spawn(command, { stdout: "pipe", stderr: "pipe" });
   const [out, err, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
   if (code !== 0) throw new Error(`exit ${code}: ${err}`);
-  return out.trim().split("\n").map((line) => JSON.parse(line.replace(/^\[\d+\] /, "")) as { rank: number; size: number; heads: number; tokens: number[]; logits: number[] });
+  return out
+    .trim()
+    .split("\n")
+    .map((line) => JSON.parse(line.replace(/^\[\d+\] /, "")) as { rank: number; size: number; heads: number; tokens: number[]; logits: number[]; bytes: number; projectionBytes: number });
 }
 
 for (const name of ["llama", "qwen3"]) {
@@ -81,6 +84,9 @@ for (const name of ["llama", "qwen3"]) {
       expect([r.size, r.heads]).toEqual([2, single!.heads / 2]);
       expect(r.tokens).toEqual(single!.tokens);
       expect(Math.max(...r.logits.map((v, i) => Math.abs(v - single!.logits[i]!)))).toBeLessThanOrEqual(1e-4);
+      // Each rank holds half of the projections and none of the full ones.
+      expect(r.projectionBytes).toBe(single!.projectionBytes / 2);
+      expect(r.bytes).toBe(single!.bytes - single!.projectionBytes / 2);
     }
   }, 60_000);
 }

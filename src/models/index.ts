@@ -254,7 +254,17 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
     const inverse = inverseFrequencies(config.ropeDims, config.ropeTheta, config.ropeScaling);
     const frequencies = Tensor.from(inverse, [inverse.length], "float32");
     const named = arch.encoder ? encoderNames(checkpoint.weights) : new Map(checkpoint.weights);
-    if (group) shardWeights(dir, named, full, arch.spec!, group, shards);
+    if (group) {
+      shardWeights(dir, named, full, arch.spec!, group, shards);
+      // The full projections are not kept: a rank holds its share (the point of sharding a model too
+      // large for one device).
+      for (const [key, part] of named) {
+        const original = checkpoint.weights.get(key);
+        if (original === undefined || original === part) continue;
+        checkpoint.weights.set(key, part);
+        original.dispose();
+      }
+    }
     const weights = new Map(named).set("rotary.inverse_frequencies", frequencies);
     const graph = graphs(config, arch, group !== null);
     try {

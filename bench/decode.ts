@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { generate, type GenerationStats } from "../src/generate.ts";
 import { check, native } from "../src/native/ffi.ts";
 import { DEFAULT_MODEL_DIR, loadModel } from "../src/models/index.ts";
-import { BREAKDOWN_STEPS, type Breakdown, kindRows, stepBreakdown } from "./step.ts";
+import { BREAKDOWN_STEPS, type Breakdown, kindRows, STEP_COLUMNS, stepBreakdown, stepColumns } from "./step.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
 import { PEER_PYTHON, runPeer } from "./peer.ts";
 import { summarize, table } from "./stats.ts";
@@ -97,8 +97,7 @@ export async function run(): Promise<Record<string, unknown>> {
       const executor = stepBreakdown(model, prompt, false);
       const lm = runPeer("step.py", [dir, JSON.stringify(prompt), String(BREAKDOWN_STEPS)]) as Breakdown;
       for (const [who, b] of [["mlx-bun (replay)", replayed], ["mlx-bun (executor)", executor], ["mlx-lm", lm]] as const) {
-        const total = b.buildMs + b.evalCallMs + b.waitMs;
-        steps.push([`${name} ${c.name} ${who}`, b.buildMs, b.evalCallMs, b.waitMs, total, 1000 / total, b.primitives, b.buildMs / lm.buildMs]);
+        steps.push([`${name} ${c.name} ${who}`, ...stepColumns(b, lm)]);
       }
       results[`${name} ${c.name} step`] = { replayed, executor, mlxLm: lm };
       if (c.name === "short") kinds.push(...kindRows(name, replayed, lm));
@@ -114,7 +113,7 @@ export async function run(): Promise<Record<string, unknown>> {
   );
   table(
     `One decode step (ms, mean of ${BREAKDOWN_STEPS - 4} after 4; after the short case's 128-token prompt or the long case's 1024): host build, the async eval call, the wait for the token; primitives per step`,
-    ["model, who", "build", "eval call", "wait", "total", "tok/s", "primitives", "build / lm"],
+    ["model, who", ...STEP_COLUMNS],
     steps,
   );
   table("Primitives per decode step by kind, where mlx-bun's (replay) and mlx-lm's counts differ (short case)", ["model, primitive", "mlx-bun", "mlx-lm"], kinds);

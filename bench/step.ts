@@ -8,13 +8,15 @@ import { argmax, asyncEval, max, pendingPrimitiveKinds } from "../src/ops/core.t
 import { Tensor } from "../src/tensor.ts";
 import { benchModel, MODELS } from "./decode.ts";
 import { runPeer } from "./peer.ts";
-import { table } from "./stats.ts";
+import { summarize, table } from "./stats.ts";
 
 export const BREAKDOWN_STEPS = 64;
 const ROUNDS = Number(process.env.MLXB_STEP_ROUNDS ?? 3);
 
 export interface Breakdown {
   buildMs: number;
+  /** The median step's build (a pause in one step moves the mean, not this). */
+  buildMedianMs: number;
   evalCallMs: number;
   waitMs: number;
   primitives: number;
@@ -42,6 +44,7 @@ export function stepBreakdown(model: MlxModel, prompt: number[], replay: boolean
     }
     const warmup = 4;
     let [build, evalCall, wait] = [0, 0, 0];
+    const builds: number[] = [];
     for (let i = 0; i < BREAKDOWN_STEPS; i++) {
       const t0 = performance.now();
       const next = step(pending[0]!);
@@ -54,16 +57,26 @@ export function stepBreakdown(model: MlxModel, prompt: number[], replay: boolean
       const t3 = performance.now();
       for (const t of pending) t.dispose();
       pending = next;
-      if (i >= warmup) [build, evalCall, wait] = [build + t1 - t0, evalCall + t2 - t1, wait + t3 - t2];
+      if (i >= warmup) {
+        [build, evalCall, wait] = [build + t1 - t0, evalCall + t2 - t1, wait + t3 - t2];
+        builds.push(t1 - t0);
+      }
     }
     for (const t of pending) t.dispose();
     const n = BREAKDOWN_STEPS - warmup;
-    return { buildMs: build / n, evalCallMs: evalCall / n, waitMs: wait / n };
+    return { buildMs: build / n, buildMedianMs: summarize(builds).median, evalCallMs: evalCall / n, waitMs: wait / n };
   };
   let kinds: Record<string, number> = {};
   // Counting walks the step's graph: a run of its own, so the timed run does not pay for it.
   run((ts) => (kinds = Object.fromEntries(pendingPrimitiveKinds(ts))));
   return { ...run(() => {}), primitives: Object.values(kinds).reduce((n, k) => n + k, 0), kinds };
+}
+
+/** The step table's columns (after the row's label), for a breakdown and mlx-lm's of the same run. */
+export const STEP_COLUMNS = ["build", "eval call", "wait", "total", "tok/s", "primitives", "build / lm", "build median", "median / lm"];
+export function stepColumns(b: Breakdown, lm: Breakdown): number[] {
+  const total = b.buildMs + b.evalCallMs + b.waitMs;
+  return [b.buildMs, b.evalCallMs, b.waitMs, total, 1000 / total, b.primitives, b.buildMs / lm.buildMs, b.buildMedianMs, b.buildMedianMs / lm.buildMedianMs];
 }
 
 /** Rows of the primitive kinds whose counts per step differ between mlx-bun and mlx-lm. */
@@ -85,8 +98,7 @@ export async function run(): Promise<Record<string, unknown>> {
       const round = { "mlx-bun (replay)": stepBreakdown(model, prompt, true), "mlx-bun (executor)": stepBreakdown(model, prompt, false), "mlx-lm": lm };
       rounds.push(round);
       for (const [who, b] of Object.entries(round)) {
-        const total = b.buildMs + b.evalCallMs + b.waitMs;
-        rows.push([`${name} ${who} #${r + 1}`, b.buildMs, b.evalCallMs, b.waitMs, total, 1000 / total, b.primitives, b.buildMs / lm.buildMs]);
+        rows.push([`${name} ${who} #${r + 1}`, ...stepColumns(b, lm)]);
       }
     }
     model.dispose();
@@ -94,7 +106,7 @@ export async function run(): Promise<Record<string, unknown>> {
   }
   table(
     `One decode step (ms, mean of ${BREAKDOWN_STEPS - 4} after 4; 128-token prompt), ${ROUNDS} alternating rounds: host build, the async eval call, the wait for the token; primitives per step`,
-    ["model, who, round", "build", "eval call", "wait", "total", "tok/s", "primitives", "build / lm"],
+    ["model, who, round", ...STEP_COLUMNS],
     rows,
   );
   return results;

@@ -1,7 +1,7 @@
 """mlx-lm's decode step, timed as bench/decode.ts times mlx-bun's: the loop of
 mlx_lm.generate.generate_step (model call, last-position logits, logprobs, greedy pick, async_eval,
 then reading the previous token), split into host build, the async_eval call, and the wait for the
-token; plus the primitives one step runs, by kind (from mx.export_to_dot).
+token (means; the build's median too); plus the primitives one step runs, by kind (from mx.export_to_dot).
 Usage: step.py DIR PROMPT_IDS_JSON STEPS"""
 import collections
 import io
@@ -38,6 +38,7 @@ cache = make_prompt_cache(model)
 y = step(mx.array(prompt), cache)
 mx.async_eval(y)
 build = evalcall = wait = 0.0
+builds = []
 warmup = 4
 for i in range(steps):
     t0 = time.perf_counter()
@@ -49,6 +50,9 @@ for i in range(steps):
     t3 = time.perf_counter()
     if i >= warmup:
         build, evalcall, wait = build + t1 - t0, evalcall + t2 - t1, wait + t3 - t2
+        builds.append(t1 - t0)
     y = nxt
 n = steps - warmup
-print(json.dumps({"buildMs": 1e3 * build / n, "evalCallMs": 1e3 * evalcall / n, "waitMs": 1e3 * wait / n, "primitives": sum(kinds.values()), "kinds": kinds}))
+builds.sort()
+median = (builds[(n - 1) // 2] + builds[n // 2]) / 2
+print(json.dumps({"buildMs": 1e3 * build / n, "buildMedianMs": 1e3 * median, "evalCallMs": 1e3 * evalcall / n, "waitMs": 1e3 * wait / n, "primitives": sum(kinds.values()), "kinds": kinds}))

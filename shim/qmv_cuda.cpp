@@ -5,8 +5,9 @@
 // of a large model's decode step. This one (qmv_cuda_source.h) keeps several 16-byte loads per lane
 // in flight. It is an MLX primitive (QuantizedMatvecCuda) built by qmv_cuda() in place of
 // QuantizedMatmul when the inputs fit (and of the add after it, given an addend); its eval_gpu adds
-// one kernel node to MLX's command encoder (MLX's CUDA graph) like MLX's own primitives. The kernel is compiled by NVRTC on first use; if that
-// fails, MLX's op is used. MLXB_QMV=mlx turns it off (for comparisons).
+// one kernel node to MLX's command encoder (MLX's CUDA graph) like MLX's own primitives. The kernel
+// is compiled by NVRTC on first use; if that fails, MLX's op is used. MLXB_QMV=mlx turns it off (for
+// comparisons).
 //
 // Built only against MLX's CUDA libmlx.so (zig build -Dcuda=true): it calls the CUDA backend that
 // libmlx.so exports (the command encoder) and the driver and NVRTC libraries libmlx.so loads.
@@ -148,8 +149,8 @@ int dtype_code(mx::Dtype t) {
   return 2;
 }
 
-/** Compiles the variant for (dtype, group, rows, add, shape) for the device's architecture and loads it;
- * throws with NVRTC's log or the driver's error. */
+/** Compiles the variant for (dtype, group, rows, add, shape) for the device's architecture and loads
+ * it; throws with NVRTC's log or the driver's error. */
 CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, bool add, const Shape& shape) {
   const Cuda& c = cuda();
   if (!c.ok) throw std::runtime_error("the CUDA driver or NVRTC library is not loaded");

@@ -64,32 +64,34 @@ export function dequantize(q: QuantizedWeight, params: QuantParamsInput = {}, dt
   );
 }
 
+type ProductParams = QuantParamsInput & { transpose?: boolean | undefined };
+
 /** x @ dequantize(w)^T (transpose, the Linear layout) or x @ dequantize(w). */
-export function quantizedMatmul(x: Tensor, q: QuantizedWeight, params: QuantParamsInput & { transpose?: boolean | undefined } = {}): Tensor {
-  const { groupSize, bits, mode } = quantParams(params);
-  const transpose = params.transpose ?? true;
-  const hx = handleOf(x, "quantizedMatmul", "x");
-  const hw = handleOf(q.weight, "quantizedMatmul", "weight");
-  const hs = handleOf(q.scales, "quantizedMatmul", "scales");
-  const hb = optionalHandleOf(q.biases, "quantizedMatmul", "biases");
-  return call(() => `quantizedMatmul(${x.describe()}, ${q.weight.describe()}, ${mode} ${bits}-bit group ${groupSize})`, (lib, o) =>
-    lib.mlx_quantized_matmul(o, hx, hw, hs, hb, transpose ? 1 : 0, groupSize, bits, cstr(mode)),
-  );
+export function quantizedMatmul(x: Tensor, q: QuantizedWeight, params: ProductParams = {}): Tensor {
+  return quantizedProduct("quantizedMatmul", x, q, null, params);
 }
 
 /** quantizedMatmul(x, q, params) + addend as one op: the shim's decode-time matvec kernels (a few
  * rows, 4-bit affine) add it as they write the product, rounded to x's dtype first as a separate add
  * would round it, so the result equals the two ops'; otherwise the two ops run. */
-export function quantizedMatmulAdd(x: Tensor, q: QuantizedWeight, addend: Tensor, params: QuantParamsInput & { transpose?: boolean | undefined } = {}): Tensor {
+export function quantizedMatmulAdd(x: Tensor, q: QuantizedWeight, addend: Tensor, params: ProductParams = {}): Tensor {
+  return quantizedProduct("quantizedMatmulAdd", x, q, addend, params);
+}
+
+/** The shim call behind both (`op` names the caller in errors). */
+function quantizedProduct(op: string, x: Tensor, q: QuantizedWeight, addend: Tensor | null, params: ProductParams): Tensor {
   const { groupSize, bits, mode } = quantParams(params);
-  const transpose = params.transpose ?? true;
-  const hx = handleOf(x, "quantizedMatmulAdd", "x");
-  const hw = handleOf(q.weight, "quantizedMatmulAdd", "weight");
-  const hs = handleOf(q.scales, "quantizedMatmulAdd", "scales");
-  const hb = optionalHandleOf(q.biases, "quantizedMatmulAdd", "biases");
-  const ha = handleOf(addend, "quantizedMatmulAdd", "addend");
-  return call(() => `quantizedMatmulAdd(${x.describe()}, ${q.weight.describe()}, ${addend.describe()}, ${mode} ${bits}-bit group ${groupSize})`, (lib, o) =>
-    lib.mlx_quantized_matmul_add(o, hx, hw, hs, hb, ha, transpose ? 1 : 0, groupSize, bits, cstr(mode)),
+  const transpose = (params.transpose ?? true) ? 1 : 0;
+  const hx = handleOf(x, op, "x");
+  const hw = handleOf(q.weight, op, "weight");
+  const hs = handleOf(q.scales, op, "scales");
+  const hb = optionalHandleOf(q.biases, op, "biases");
+  const ha = addend ? handleOf(addend, op, "addend") : null;
+  const describe = () => `${op}(${[x, q.weight, ...(addend ? [addend] : [])].map((t) => t.describe()).join(", ")}, ${mode} ${bits}-bit group ${groupSize})`;
+  return call(describe, (lib, o) =>
+    ha === null
+      ? lib.mlx_quantized_matmul(o, hx, hw, hs, hb, transpose, groupSize, bits, cstr(mode))
+      : lib.mlx_quantized_matmul_add(o, hx, hw, hs, hb, ha, transpose, groupSize, bits, cstr(mode)),
   );
 }
 

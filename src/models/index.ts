@@ -115,8 +115,10 @@ function shardedConfig(dir: string, config: ModelConfig, spec: DecoderSpec | und
 /** Replaces, in `weights`, the projections with this rank's share (mlx-lm's shard_linear): q/k/v,
  * gate and up by output rows ("all-to-sharded"); the attention output and down projections by input
  * columns ("sharded-to-all", whole quantization groups per rank; a bias there would be summed once per
- * rank, so it is refused). The slices made are pushed to `made` (the model frees them). */
-function shardWeights(dir: string, weights: Map<string, Tensor>, config: ModelConfig, spec: DecoderSpec, group: Group, made: Tensor[]): void {
+ * rank, so it is refused). The shares made (copies) are pushed to `made` (the model frees them); returns
+ * the tensors they replaced, by key. */
+function shardWeights(dir: string, weights: Map<string, Tensor>, config: ModelConfig, spec: DecoderSpec, group: Group, made: Tensor[]): Map<string, Tensor> {
+  const replaced = new Map<string, Tensor>();
   const n = group.size;
   const r = group.rank;
   const qkv = spec.qkv as { q: string; k: string; v: string };
@@ -134,6 +136,7 @@ function shardWeights(dir: string, weights: Map<string, Tensor>, config: ModelCo
     const part = contiguous(view);
     part.eval();
     made.push(part);
+    replaced.set(key, t);
     weights.set(key, part);
   };
   for (let l = 0; l < config.layers; l++) {
@@ -145,6 +148,7 @@ function shardWeights(dir: string, weights: Map<string, Tensor>, config: ModelCo
       for (const part of ["weight", "scales", "biases"]) split(`${p}.${m}.${part}`, 1);
     }
   }
+  return replaced;
 }
 
 /** Checkpoint tensors no graph reads that are known to be harmless (HF buffers, BERT's pooler and
@@ -254,17 +258,9 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
     const inverse = inverseFrequencies(config.ropeDims, config.ropeTheta, config.ropeScaling);
     const frequencies = Tensor.from(inverse, [inverse.length], "float32");
     const named = arch.encoder ? encoderNames(checkpoint.weights) : new Map(checkpoint.weights);
-    if (group) {
-      shardWeights(dir, named, full, arch.spec!, group, shards);
-      // The full projections are not kept: a rank holds its share (the point of sharding a model too
-      // large for one device).
-      for (const [key, part] of named) {
-        const original = checkpoint.weights.get(key);
-        if (original === undefined || original === part) continue;
-        checkpoint.weights.set(key, part);
-        original.dispose();
-      }
-    }
+    // The full projections are not kept: a rank holds its share (the point of sharding a model too
+    // large for one device).
+    if (group) replaceInCheckpoint(checkpoint, named, shardWeights(dir, named, full, arch.spec!, group, shards));
     const weights = new Map(named).set("rotary.inverse_frequencies", frequencies);
     const graph = graphs(config, arch, group !== null);
     try {
@@ -302,7 +298,12 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
 function fuseProjections(weights: Map<string, Tensor>, graph: (logits: "last" | "all") => Graph, checkpoint: Checkpoint<Tensor>, made: Tensor[]): void {
   // Both graphs group the same layers; fuseLinears skips a group fused already.
   const groups = (["last", "all"] as const).flatMap((logits) => rewrite(graph(logits)).nodes.flatMap((n) => (n.op === "dense_fused" ? [n.attrs.modules] : [])));
-  const replaced = fuseLinears(weights, groups, checkpoint.quantization, made);
+  replaceInCheckpoint(checkpoint, weights, fuseLinears(weights, groups, checkpoint.quantization, made));
+}
+
+/** The checkpoint's tensors `replaced` (by key: the originals) become those of `weights`, and the
+ * originals are freed. */
+function replaceInCheckpoint(checkpoint: Checkpoint<Tensor>, weights: ReadonlyMap<string, Tensor>, replaced: ReadonlyMap<string, Tensor>): void {
   for (const [key, original] of replaced) {
     if (checkpoint.weights.get(key) === original) checkpoint.weights.set(key, weights.get(key)!);
     original.dispose();

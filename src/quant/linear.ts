@@ -44,12 +44,18 @@ function layerOf(weights: ReadonlyMap<string, Tensor>, module: string, quantizat
   return layer;
 }
 
+/** Whether a packed layer's product with x dequantizes the weight (the CPU at CPU_DEQUANTIZE_ROWS
+ * rows or more) instead of running quantizedMatmul. */
+function dequantizesFor(x: Tensor): boolean {
+  return !onGpu() && x.size / x.shape[x.ndim - 1]! >= CPU_DEQUANTIZE_ROWS;
+}
+
 /** y = x W^T (+ b) for the layer at `module` ("model.layers.0.self_attn.q_proj"). */
 export function linear(x: Tensor, weights: ReadonlyMap<string, Tensor>, module: string, quantization: QuantConfig | null, paramsOf = module): Tensor {
   const { weight, bias, packed } = layerOf(weights, module, quantization, paramsOf);
   let y: Tensor;
   if (packed) {
-    if (!onGpu() && x.size / x.shape[x.ndim - 1]! >= CPU_DEQUANTIZE_ROWS) {
+    if (dequantizesFor(x)) {
       using dense = dequantize(packed.triple, packed.params);
       using denseT = transpose(dense);
       y = matmul(x, denseT);
@@ -71,7 +77,7 @@ export function linear(x: Tensor, weights: ReadonlyMap<string, Tensor>, module: 
  * decode-time kernels add it as they write, with the same result); otherwise linear, then add. */
 export function linearAdd(x: Tensor, addend: Tensor, weights: ReadonlyMap<string, Tensor>, module: string, quantization: QuantConfig | null): Tensor {
   const { bias, packed } = layerOf(weights, module, quantization);
-  if (packed && !bias && (onGpu() || x.size / x.shape[x.ndim - 1]! < CPU_DEQUANTIZE_ROWS)) {
+  if (packed && !bias && !dequantizesFor(x)) {
     return quantizedMatmulAdd(x, packed.triple, addend, packed.params);
   }
   using y = linear(x, weights, module, quantization);

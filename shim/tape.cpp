@@ -1,9 +1,10 @@
 // Record and replay: a tape records the ops of one step as they run (each op's inputs by slot, its
 // attributes inside the closure emit() received, and for pure ops the MLX nodes they made) and
 // replays them with new inputs, so a decode step costs one shim call instead of one per op, and most
-// ops cost one array construction per node instead of an MLX op call. Arrays a recorded op reads
-// that the step did not make and that are not declared inputs are constants of the tape (weights,
-// scalars).
+// ops cost one array construction per node instead of an MLX op call. Each run of consecutive pure
+// ops is merged into one plan when the recording ends: one shape check and one pass over its nodes
+// instead of one per op. Arrays a recorded op reads that the step did not make and that are not
+// declared inputs are constants of the tape (weights, scalars).
 #include <unordered_map>
 
 #include "internal.h"
@@ -114,14 +115,30 @@ struct mlxb::Tape {
     std::vector<int> inputs, outputs;
     std::optional<Nodes> nodes;  // pure ops
   };
+  // What a replay runs: consecutive pure steps merged into one plan (one shape check and one pass
+  // over their nodes), or one step that is not pure. Steps [first, last) of `steps`.
+  struct Segment {
+    size_t first, last;
+    std::vector<int> inputs, outputs;  // slots read from before the segment, and read after it
+    std::optional<Nodes> nodes;        // the merged plan of pure steps
+  };
   std::vector<Step> steps;
+  std::vector<Segment> segments;
   std::vector<std::pair<int, mx::array>> constants;
   std::vector<int> inputs, outputs;
   int slots = 0;
   std::unordered_map<mlx_array, int> slot_of;  // while recording
   std::string unsupported;
   bool finished = false;
-  int rebuilt = 0, called = 0;  // of the last run
+  int rebuilt = 0, called = 0;  // steps, of the last run
+  // A run's working space, kept between runs (allocated afresh, it cost a fifth of a replay on the CPU)
+  // and emptied after each: each slot's array by pointer (`env`: constants and inputs where they are,
+  // results in `values`), the arrays a segment reads (`xs`), its nodes' outputs (`made`), its results.
+  struct Scratch {
+    std::vector<const mx::array*> env, xs;
+    std::vector<std::optional<mx::array>> values;
+    Arrays made, results;
+  } scratch;
 };
 
 thread_local mlxb::Tape* mlxb::recording = nullptr;
@@ -140,6 +157,74 @@ int slot_for(Tape& t, mlx_array h) {
   t.constants.emplace_back(slot, *static_cast<mx::array*>(h));
   t.slot_of.emplace(h, slot);
   return slot;
+}
+
+// Steps [first, last) (all pure) as one plan: their nodes in order, an input of a step that an
+// earlier step of the range made read from that step's node, other inputs becoming the segment's.
+// Outputs: the slots the range makes that `needed` says are read after it.
+Tape::Segment merged(const Tape& t, size_t first, size_t last, const std::vector<bool>& needed) {
+  Tape::Segment seg{first, last, {}, {}, Nodes{}};
+  Nodes& plan = *seg.nodes;
+  std::unordered_map<int, Ref> made;         // slot -> where the merged plan has it
+  std::unordered_map<int, int> input_index;  // slot -> index among the segment's inputs
+  for (size_t s = first; s < last; s++) {
+    const auto& step = t.steps[s];
+    const Nodes& nodes = *step.nodes;
+    std::vector<Ref> from_input;  // the step's input i, in the merged plan
+    for (size_t i = 0; i < step.inputs.size(); i++) {
+      int slot = step.inputs[i];
+      if (auto it = made.find(slot); it != made.end()) {
+        from_input.push_back(it->second);
+        continue;
+      }
+      auto [it, added] = input_index.emplace(slot, static_cast<int>(seg.inputs.size()));
+      if (added) {
+        seg.inputs.push_back(slot);
+        plan.input_shapes.push_back(nodes.input_shapes[i]);
+        plan.input_dtypes.push_back(nodes.input_dtypes[i]);
+      }
+      from_input.push_back(Ref{Ref::input, it->second});
+    }
+    int constant_base = static_cast<int>(plan.constants.size()), node_base = plan.node_outputs;
+    auto remap = [&](const Ref& r) -> Ref {
+      if (r.kind == Ref::input) return from_input[r.index];
+      if (r.kind == Ref::constant) return Ref{Ref::constant, r.index + constant_base};
+      return Ref{Ref::node, r.index + node_base};
+    };
+    plan.constants.insert(plan.constants.end(), nodes.constants.begin(), nodes.constants.end());
+    for (const auto& node : nodes.nodes) {
+      Nodes::Node copy = node;
+      for (auto& r : copy.inputs) r = remap(r);
+      plan.nodes.push_back(std::move(copy));
+    }
+    plan.node_outputs += nodes.node_outputs;
+    for (size_t j = 0; j < step.outputs.size(); j++) made[step.outputs[j]] = remap(nodes.outputs[j]);
+  }
+  for (size_t s = first; s < last; s++) {
+    for (int slot : t.steps[s].outputs) {
+      if (!needed[slot]) continue;
+      seg.outputs.push_back(slot);
+      plan.outputs.push_back(made.at(slot));
+    }
+  }
+  return seg;
+}
+
+// The recording's segments: runs of pure steps merged, other steps alone. Built from the end, so
+// that what later segments read is known when a run is merged.
+std::vector<Tape::Segment> segments_of(const Tape& t) {
+  std::vector<bool> needed(t.slots, false);  // read by the segments made so far or the outputs
+  for (int slot : t.outputs) needed[slot] = true;
+  std::vector<Tape::Segment> reversed;
+  size_t end = t.steps.size();  // where the segment made last begins
+  for (size_t s = end; s-- > 0;) {
+    const auto& step = t.steps[s];
+    if (step.nodes && s > 0 && t.steps[s - 1].nodes) continue;  // not the start of a run
+    reversed.push_back(step.nodes ? merged(t, s, end, needed) : Tape::Segment{s, s + 1, step.inputs, step.outputs, std::nullopt});
+    for (int slot : reversed.back().inputs) needed[slot] = true;
+    end = s;
+  }
+  return {reversed.rbegin(), reversed.rend()};
 }
 
 } // namespace
@@ -201,6 +286,7 @@ int mlx_tape_record_end(mlx_tape t, const mlx_array* outputs, int count) {
       tape.outputs.push_back(it->second);
     }
     tape.slot_of.clear();
+    tape.segments = segments_of(tape);
   });
 }
 
@@ -215,35 +301,57 @@ int mlx_tape_run(mlx_array* outputs, int count, mlx_tape t, const mlx_array* inp
     if (count != static_cast<int>(tape.outputs.size())) {
       throw ArgumentError("the tape makes " + std::to_string(tape.outputs.size()) + " outputs, asked for " + std::to_string(count));
     }
-    // Each slot's array by pointer: constants and inputs where they are, op results in `values`.
     auto given = arrays_of(inputs, input_count);
-    std::vector<const mx::array*> env(tape.slots, nullptr);
+    auto& [env, xs, values, made, results] = tape.scratch;
+    // The run's arrays are let go at the end (they live on in the graph made), also on an error.
+    struct Release {
+      Tape::Scratch& s;
+      ~Release() {
+        for (auto& v : s.values) v.reset();
+        s.made.clear(), s.results.clear();
+      }
+    } release{tape.scratch};
+    env.assign(tape.slots, nullptr);
+    values.resize(tape.slots);
     for (const auto& [slot, value] : tape.constants) env[slot] = &value;
     for (size_t i = 0; i < given.size(); i++) env[tape.inputs[i]] = &given[i];
-    std::vector<std::optional<mx::array>> values(tape.slots);
+    auto read = [&](const std::vector<int>& slots) {
+      xs.clear();
+      for (int slot : slots) xs.push_back(env[slot]);
+      results.clear();
+    };
+    auto keep = [&](const std::vector<int>& slots) {
+      for (size_t j = 0; j < results.size(); j++) {
+        values[slots[j]] = std::move(results[j]);
+        env[slots[j]] = &*values[slots[j]];
+      }
+    };
     // MLXB_TAPE_CALLS=1: every op through its function (to compare the two ways of replaying).
     static const bool slow = std::getenv("MLXB_TAPE_CALLS") != nullptr;
     tape.rebuilt = tape.called = 0;
-    std::vector<const mx::array*> xs;
-    Arrays made, results;
-    for (const auto& step : tape.steps) {
-      xs.clear();
-      for (int slot : step.inputs) xs.push_back(env[slot]);
-      results.clear();
-      bool rebuilt = step.nodes && !slow && rebuild(*step.nodes, xs, made, results);
-      if (rebuilt) {
-        tape.rebuilt++;
-      } else {
-        tape.called++;
-        Arrays args;
-        args.reserve(xs.size());
-        for (const auto* x : xs) args.push_back(*x);
-        results = step.fn(args);
+    for (const auto& seg : tape.segments) {
+      if (seg.nodes && !slow) {
+        read(seg.inputs);
+        if (rebuild(*seg.nodes, xs, made, results)) {
+          tape.rebuilt += static_cast<int>(seg.last - seg.first);
+          keep(seg.outputs);
+          continue;
+        }
       }
-      for (size_t j = 0; j < results.size(); j++) {
-        int slot = step.outputs[j];
-        values[slot] = std::move(results[j]);
-        env[slot] = &*values[slot];
+      // Step by step: rebuilt where its inputs' shapes hold, else its function called.
+      for (size_t s = seg.first; s < seg.last; s++) {
+        const auto& step = tape.steps[s];
+        read(step.inputs);
+        if (step.nodes && !slow && rebuild(*step.nodes, xs, made, results)) {
+          tape.rebuilt++;
+        } else {
+          tape.called++;
+          Arrays args;
+          args.reserve(xs.size());
+          for (const auto* x : xs) args.push_back(*x);
+          results = step.fn(args);
+        }
+        keep(step.outputs);
       }
     }
     for (int i = 0; i < count; i++) store(&outputs[i], *env[tape.outputs[i]]);

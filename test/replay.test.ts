@@ -126,4 +126,34 @@ describe("replay: steps that cannot be replayed", () => {
     lib.mlx_tape_free(second);
     expect(Tensor.from([1]).size).toBe(1); // nothing left recording
   });
+
+  test("a run of pure ops replays as one plan (an intermediate that is also an output, an input read twice); another shape replays op by op, rebuilding where shapes hold", () => {
+    const lib = native();
+    const handle = (t: Tensor) => BigInt(t.handle);
+    using x = Tensor.from(new Float32Array([1, 2]));
+    using c = Tensor.from(new Float32Array([10, 20]));
+    const out = new BigUint64Array(2);
+    check(lib.mlx_tape_record_begin(out), "record");
+    const tape = pointerFromWord(out[0]!);
+    check(lib.mlx_tape_input(tape, x.handle), "input");
+    using a = ops.add(x, c); // x + c
+    using b = ops.multiply(a, x); // (x + c) * x
+    using d = ops.subtract(b, a); // (x + c) * (x - 1)
+    check(lib.mlx_tape_record_end(tape, BigUint64Array.of(handle(d), handle(a)), 2), "end");
+    const run = (values: number[]) => {
+      using input = Tensor.from(new Float32Array(values));
+      check(lib.mlx_tape_run(out, 2, tape, BigUint64Array.of(handle(input)), 1), "run");
+      using first = new Tensor(pointerFromWord(out[0]!));
+      using second = new Tensor(pointerFromWord(out[1]!));
+      const counts = new Int32Array(2);
+      check(lib.mlx_tape_last_run(counts.subarray(0, 1), counts.subarray(1), tape), "last run");
+      return { d: Array.from(first.toFloat32Array()), a: Array.from(second.toFloat32Array()), counts: Array.from(counts) };
+    };
+    expect(run([3, 4])).toEqual({ d: [26, 72], a: [13, 24], counts: [3, 0] });
+    // x of another shape: the merged plan does not fit; op by op, the add and the multiply (which read
+    // x) are called, the subtract (its inputs as recorded) is rebuilt.
+    expect(run([5])).toEqual({ d: [60, 100], a: [15, 25], counts: [1, 2] });
+    expect(run([0, -1])).toEqual({ d: [-10, -38], a: [10, 19], counts: [3, 0] });
+    lib.mlx_tape_free(tape);
+  });
 });

@@ -218,6 +218,11 @@ int mlx_quantized_matmul(mlx_array* out, mlx_array x, mlx_array wq, mlx_array sc
  * (the product rounded to x's dtype first, as a separate add), else quantized_matmul, then add. */
 int mlx_quantized_matmul_add(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, mlx_array addend, int transpose, int group_size,
                              int bits, const char* mode);
+/* x @ dequantize(wq)(^T) as `count` arrays: output i has shape dims[sum(ranks[:i]) ..][:ranks[i]] and
+ * takes the next size(i) / rows columns of each row of the product (a split along the last axis,
+ * each part reshaped). For one row of x, one node whose outputs are views of the product. */
+int mlx_quantized_matmul_split(mlx_array* outs, int count, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, const int32_t* ranks,
+                               const int32_t* dims, int transpose, int group_size, int bits, const char* mode);
 
 /* ---- files: a read-only, copy-on-write mapping whose bytes back arrays without a copy ---- */
 typedef void* mlx_file_map;

@@ -1,5 +1,7 @@
 // Quantize / dequantize / quantized_matmul.
 #include "internal.h"
+#include "mlx/backend/common/utils.h"
+#include "mlx/primitives.h"
 
 using namespace mlxb;
 
@@ -38,6 +40,83 @@ mx::array quantized_product(const mx::array& x, const mx::array& w, const mx::ar
     if (ours) return inside ? *ours : plus(*ours);
   }
   return plus(mx::quantized_matmul(x, w, scales, biases, t, g, b, m));
+}
+
+/** A product node's result as several arrays: output i is the product's elements [offsets[i],
+ * offsets[i] + its size) in its own shape, a view of the one buffer the product's primitive fills
+ * (run as it would run alone). For a one-row product these are column ranges, so this is one node
+ * where a split and reshapes would be several: the fused q, k and v projections in their heads'
+ * shapes. */
+class SplitProduct : public mx::Primitive {
+ public:
+  SplitProduct(mx::Stream stream, std::shared_ptr<mx::Primitive> product, mx::Shape shape, std::vector<int64_t> offsets)
+      : mx::Primitive(stream), product_(std::move(product)), shape_(std::move(shape)), offsets_(std::move(offsets)) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+    run(inputs, outputs, false);
+  }
+  void eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+    run(inputs, outputs, true);
+  }
+  const char* name() const override {
+    return "SplitProduct";
+  }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    const auto& o = static_cast<const SplitProduct&>(other);
+    return product_->is_equivalent(*o.product_) && shape_ == o.shape_ && offsets_ == o.offsets_;
+  }
+
+ private:
+  void run(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs, bool gpu) {
+    std::vector<mx::array> product{mx::array(shape_, outputs[0].dtype(), nullptr, {})};
+    if (gpu) {
+      product_->eval_gpu(inputs, product);
+    } else {
+      product_->eval_cpu(inputs, product);
+    }
+    for (size_t i = 0; i < outputs.size(); i++) {
+      auto& out = outputs[i];
+      mx::Strides strides(out.ndim(), 1);
+      for (int d = static_cast<int>(out.ndim()) - 2; d >= 0; d--) strides[d] = strides[d + 1] * out.shape(d + 1);
+      auto [size, row, col] = mx::check_contiguity(out.shape(), strides);
+      auto flags = product[0].flags();
+      flags.row_contiguous = row, flags.col_contiguous = col, flags.contiguous = true;
+      out.copy_shared_buffer(product[0], strides, flags, size, offsets_[i]);
+    }
+  }
+
+  std::shared_ptr<mx::Primitive> product_;
+  mx::Shape shape_;
+  std::vector<int64_t> offsets_;
+};
+
+/** quantized_product(x, ...) as arrays of `shapes` (in order, their sizes adding up to the
+ * product's): for one row of x, one SplitProduct node over the product's own; else the product
+ * split along its last axis and each part reshaped. */
+Arrays quantized_product_split(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool t,
+                               std::optional<int> g, std::optional<int> b, const std::string& m, const std::vector<mx::Shape>& shapes) {
+  auto product = quantized_product(x, w, scales, biases, t, g, b, m);
+  const int64_t width = product.shape(-1), rows = product.size() / std::max<int64_t>(width, 1);
+  mx::Shape cuts;
+  int64_t at = 0;
+  for (size_t i = 0; i < shapes.size(); i++) {
+    int64_t size = 1;
+    for (int d : shapes[i]) size *= d;
+    if (rows == 0 || size % rows != 0) throw ArgumentError("output " + std::to_string(i) + " does not take whole rows of the product");
+    at += size / rows;
+    if (i + 1 < shapes.size()) cuts.push_back(static_cast<int>(at));
+  }
+  if (at != width) throw ArgumentError("the outputs take " + std::to_string(at) + " of the product's " + std::to_string(width) + " columns per row");
+  if (rows == 1 && product.has_primitive() && x.size() > 0) {
+    std::vector<int64_t> offsets{0};
+    for (int c : cuts) offsets.push_back(c);
+    std::vector<mx::Dtype> dtypes(shapes.size(), product.dtype());
+    auto primitive = std::make_shared<SplitProduct>(product.primitive().stream(), product.primitive_ptr(), product.shape(), std::move(offsets));
+    return mx::array::make_arrays(shapes, dtypes, primitive, product.inputs());
+  }
+  auto parts = mx::split(product, cuts, -1);
+  for (size_t i = 0; i < parts.size(); i++) parts[i] = mx::reshape(parts[i], shapes[i]);
+  return parts;
 }
 } // namespace
 
@@ -91,6 +170,29 @@ int mlx_quantized_matmul_add(mlx_array* out, mlx_array x, mlx_array wq, mlx_arra
       return emit1(out, {x, wq, scales, addend}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], std::nullopt, t, g, b, m, a[3]); });
     }
     emit1(out, {x, wq, scales, biases, addend}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], a[3], t, g, b, m, a[4]); });
+  });
+}
+
+int mlx_quantized_matmul_split(mlx_array* outs, int count, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, const int32_t* ranks,
+                               const int32_t* dims, int transpose, int group_size, int bits, const char* mode) {
+  return guard([&] {
+    arr(x, "x"), arr(wq, "wq"), arr(scales, "scales");
+    if (outs == nullptr || count < 1) throw ArgumentError("quantized_matmul_split: out-pointers are null or fewer than one");
+    auto rank = ints_of(ranks, count);
+    std::vector<mx::Shape> shapes;
+    size_t at = 0;
+    for (int r : rank) {
+      if (r < 0) throw ArgumentError("quantized_matmul_split: a negative rank");
+      shapes.push_back(dims_of(dims + at, r));
+      at += r;
+    }
+    auto m = mode_of(mode);
+    auto g = positive(group_size), b = positive(bits);
+    bool t = transpose != 0;
+    std::vector<mlx_array*> outputs;
+    for (int i = 0; i < count; i++) outputs.push_back(&outs[i]);
+    if (biases == nullptr) return emit(outputs, {x, wq, scales}, [=](const Arrays& a) { return quantized_product_split(a[0], a[1], a[2], std::nullopt, t, g, b, m, shapes); });
+    emit(outputs, {x, wq, scales, biases}, [=](const Arrays& a) { return quantized_product_split(a[0], a[1], a[2], a[3], t, g, b, m, shapes); });
   });
 }
 

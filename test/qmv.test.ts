@@ -182,3 +182,51 @@ test("quantizedMatmulAdd: a broadcast addend, a strided x, and a wrong addend", 
   expect(() => quant.quantizedMatmulAdd(x, q, wrong)).toThrow(/quantizedMatmulAdd/);
   quant.disposeQuantized(q);
 });
+
+// quantizedMatmulSplit: the product's columns as several tensors, each in its own shape (the fused q,
+// k and v projections in their heads' shapes). For one row, one node (SplitProduct) around the
+// product's own primitive, whose outputs are views of its buffer; for more rows, the product split
+// and reshaped. Either way the values are quantizedMatmul's, split and reshaped, bit for bit.
+test.each([
+  ["float32", 1, 4],
+  ["bfloat16", 1, 4],
+  ["float32", 1, 8], // MLX's QuantizedMatmul inside the node
+  ["float32", 3, 4],
+] as const)("quantizedMatmulSplit %s, rows %d, %d bits: equal to quantizedMatmul, split, reshape", (dtype, rows, bits) => {
+  using w32 = Tensor.from(random(160 * 256, 67), [160, 256]);
+  using w = ops.astype(w32, dtype);
+  const q = quant.quantize(w, { groupSize: 64, bits });
+  using x32 = Tensor.from(random(rows * 256, 71), [rows, 256]);
+  using x = ops.astype(x32, dtype);
+  ops.evalAll([x, q.weight, q.scales, q.biases!]);
+  const shapes = rows === 1 ? [[1, 6, 1, 16], [1, 2, 1, 16], [1, 32]] : [[rows, 6, 16], [rows, 2, 16], [rows, 32]];
+  const got = quant.quantizedMatmulSplit(x, q, shapes, { groupSize: 64, bits });
+  const kinds = [...ops.pendingPrimitiveKinds(got).keys()];
+  if (rows === 1) {
+    expect(kinds).toContain("SplitProduct");
+    expect(ops.pendingPrimitives(got)).toBe(1);
+  } else {
+    expect(kinds).toContain("Split");
+  }
+  using product = quant.quantizedMatmul(x, q, { groupSize: 64, bits });
+  const parts = ops.split(product, [96, 32, 32], -1);
+  got.forEach((t, i) => {
+    using want = ops.reshape(parts[i]!, shapes[i]!);
+    expect(t.shape).toEqual(shapes[i]!);
+    expect(t.dtype).toBe(dtype);
+    expect(Buffer.compare(t.toBytes(), want.toBytes())).toBe(0);
+  });
+  for (const t of [...got, ...parts]) t.dispose();
+  quant.disposeQuantized(q);
+});
+
+test("quantizedMatmulSplit: shapes that do not add up to the product, or do not take whole rows, are Errors naming the op", () => {
+  using w = Tensor.from(random(64 * 128, 73), [64, 128]);
+  const q = quant.quantize(w, { groupSize: 64, bits: 4 });
+  using x = Tensor.from(random(2 * 128, 79), [2, 128]);
+  expect(() => quant.quantizedMatmulSplit(x, q, [[2, 32], [2, 16]])).toThrow(/quantizedMatmulSplit.*48 of the product's 64 columns/);
+  expect(() => quant.quantizedMatmulSplit(x, q, [[3, 21], [2, 32]])).toThrow(/quantizedMatmulSplit.*output 0 does not take whole rows/);
+  expect(() => quant.quantizedMatmulSplit(x, q, [[2, -32], [2, 64]])).toThrow(/quantizedMatmulSplit/);
+  expect(() => quant.quantizedMatmulSplit(x, q, [])).toThrow(/no output shapes/);
+  quant.disposeQuantized(q);
+});

@@ -243,11 +243,27 @@ export const OPS = {
   }),
   /** Several dense layers over one input (the fused_projections rewrite): on MLX one matmul over
    * their fused weight when the loader made it (fuseLinears), outputs split; one dense each on the
-   * CPU and for layers that could not be fused. A container of the outputs, in `modules` order. */
-  dense_fused: op<{ modules: readonly string[] }>()({
+   * CPU and for layers that could not be fused. A container of the outputs, in `modules` order;
+   * output i reshaped to shapes[i] where that is given (0 keeps the output's dimension, as reshape;
+   * the single-position graph folds the heads' reshapes in: projectionShapes). */
+  dense_fused: op<{ modules: readonly string[]; shapes?: readonly (readonly number[] | null)[] }>()({
     inputs: ["x"],
-    mlx: ([x], { modules }, { weights, quantization }) => fusedLinear(mlx(x, "x"), weights, modules, quantization),
-    cpu: ([x], { modules }, context) => modules.map((m) => cpuLinear(host(x, "x"), context.weights, m, context.quantization)),
+    mlx: ([x], { modules, shapes }, { weights, quantization }) => {
+      const t = mlx(x, "x");
+      if (!shapes) return fusedLinear(t, weights, modules, quantization);
+      const lead = t.shape.slice(0, -1);
+      const targets = modules.map((m, i) => {
+        const shape = shapes[i];
+        return shape ? reshapeTarget([...lead, weights.get(`${m}.weight`)!.shape[0]!], shape) : null;
+      });
+      return fusedLinear(t, weights, modules, quantization, targets);
+    },
+    cpu: ([x], { modules, shapes }, context) =>
+      modules.map((m, i) => {
+        const y = cpuLinear(host(x, "x"), context.weights, m, context.quantization);
+        const shape = shapes?.[i];
+        return shape ? cpu.reshape(y, reshapeTarget(y.shape, shape)) : y;
+      }),
   }),
   /** Rows of the embedding table at `module` (packed tables: gather, then dequantize the rows). */
   embedding: op<{ module: string }>()({

@@ -154,6 +154,7 @@ export function gelu(a: CpuTensor, approximate = false): CpuTensor {
 export function reshape(a: CpuTensor, shape: readonly number[]): CpuTensor {
   const known = shape.filter((d) => d !== -1).reduce((x, y) => x * y, 1);
   const resolved = shape.map((d) => (d === -1 ? a.size / known : d));
+  if (resolved.reduce((x, y) => x * y, 1) !== a.size) throw new Error(`reshape: cannot reshape [${a.shape.join(", ")}] into [${shape.join(", ")}]`);
   return new CpuTensor(a.data, resolved);
 }
 

@@ -78,6 +78,32 @@ export function quantizedMatmulAdd(x: Tensor, q: QuantizedWeight, addend: Tensor
   return quantizedProduct("quantizedMatmulAdd", x, q, addend, params);
 }
 
+/** quantizedMatmul(x, q, params) as several tensors: the product's last axis split into parts, part i
+ * of shape shapes[i] (a reshape of its columns; the sizes must take whole rows, adding up to the
+ * product's). For one row of x (a decode step), one MLX node whose outputs are views of the product:
+ * the same values as split and reshape, with fewer nodes. */
+export function quantizedMatmulSplit(x: Tensor, q: QuantizedWeight, shapes: readonly (readonly number[])[], params: ProductParams = {}): Tensor[] {
+  const { groupSize, bits, mode } = quantParams(params);
+  const transpose = (params.transpose ?? true) ? 1 : 0;
+  const op = "quantizedMatmulSplit";
+  if (shapes.length === 0) throw new Error(`${op}: no output shapes`);
+  for (const s of shapes) {
+    if (s.some((d) => !Number.isInteger(d) || d < 0)) throw new Error(`${op}: output shape [${s.join(", ")}] has a dimension that is not a non-negative integer`);
+  }
+  const hx = handleOf(x, op, "x");
+  const hw = handleOf(q.weight, op, "weight");
+  const hs = handleOf(q.scales, op, "scales");
+  const hb = optionalHandleOf(q.biases, op, "biases");
+  const out = new BigUint64Array(shapes.length);
+  const ranks = Int32Array.from(shapes, (s) => s.length);
+  const dims = Int32Array.from(shapes.flat());
+  check(
+    native().mlx_quantized_matmul_split(out, shapes.length, hx, hw, hs, hb, ranks, dims.length > 0 ? dims : null, transpose, groupSize, bits, cstr(mode)),
+    () => `${op}(${x.describe()}, ${q.weight.describe()}, ${mode} ${bits}-bit group ${groupSize}, into ${shapes.map((s) => `[${s.join(", ")}]`).join(" ")})`,
+  );
+  return Array.from(out, (w) => new Tensor(pointerFromWord(w)));
+}
+
 /** The shim call behind both (`op` names the caller in errors). */
 function quantizedProduct(op: string, x: Tensor, q: QuantizedWeight, addend: Tensor | null, params: ProductParams): Tensor {
   const { groupSize, bits, mode } = quantParams(params);

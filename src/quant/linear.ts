@@ -1,7 +1,7 @@
 // A linear layer by module path over a weight map: quantizedMatmul for packed layers, else matmul.
 import { onGpu } from "../native/device.ts";
-import { add, addmm, concatenate, matmul, slice, split, transpose } from "../ops/core.ts";
-import { dequantize, type QuantParams, quantizedMatmul, quantizedMatmulAdd } from "../ops/quant.ts";
+import { add, addmm, concatenate, matmul, reshape, slice, split, transpose } from "../ops/core.ts";
+import { dequantize, type QuantParams, quantizedMatmul, quantizedMatmulAdd, quantizedMatmulSplit } from "../ops/quant.ts";
 import type { Tensor } from "../tensor.ts";
 import { type QuantConfig, quantizationFor } from "./config.ts";
 import { packedTriple } from "./weights.ts";
@@ -139,10 +139,30 @@ export function fuseLinears(weights: Map<string, Tensor>, groups: readonly (read
 }
 
 /** The layers `modules` over one input: one matmul over their fused weight when fuseLinears made it
- * (outputs split along the last axis), else one linear each. */
-export function fusedLinear(x: Tensor, weights: ReadonlyMap<string, Tensor>, modules: readonly string[], quantization: QuantConfig | null): Tensor[] {
+ * (outputs split along the last axis), else one linear each; output i reshaped to shapes[i] where
+ * given. A packed fused layer without bias is one op (quantizedMatmulSplit: for one row, one MLX node
+ * for the product, the split and the reshapes). */
+export function fusedLinear(
+  x: Tensor,
+  weights: ReadonlyMap<string, Tensor>,
+  modules: readonly string[],
+  quantization: QuantConfig | null,
+  shapes: readonly (readonly number[] | null)[] = [],
+): Tensor[] {
   const name = fusedName(modules);
-  if (!weights.has(`${name}.weight`)) return modules.map((m) => linear(x, weights, m, quantization));
+  const shaped = (y: Tensor, i: number) => {
+    const shape = shapes[i];
+    if (!shape) return y;
+    using unshaped = y;
+    return reshape(unshaped, shape);
+  };
+  if (!weights.has(`${name}.weight`)) return modules.map((m, i) => shaped(linear(x, weights, m, quantization), i));
+  const widths = modules.map((m) => weights.get(`${m}.weight`)!.shape[0]!);
+  const { bias, packed } = layerOf(weights, name, quantization, modules[0]);
+  if (packed && !bias && !dequantizesFor(x)) {
+    const lead = x.shape.slice(0, -1);
+    return quantizedMatmulSplit(x, packed.triple, widths.map((w, i) => shapes[i] ?? [...lead, w]), packed.params);
+  }
   using y = linear(x, weights, name, quantization, modules[0]);
-  return split(y, modules.map((m) => weights.get(`${m}.weight`)!.shape[0]!), -1);
+  return split(y, widths, -1).map(shaped);
 }

@@ -5,7 +5,7 @@ import { attnWeights, nativeAttention, sdpa } from "./attention.ts";
 import { Rewriting } from "./match.ts";
 import { layerNorm, rmsNorm } from "./norms.ts";
 import { rotaryEmbedding } from "./rotary.ts";
-import { denseResidual, dropout, fusedProjections, singlePositionHeads, swiglu } from "./structure.ts";
+import { denseResidual, dropout, fusedProjections, projectionShapes, singlePositionHeads, swiglu } from "./structure.ts";
 
 /** In application order. */
 export const REWRITERS = {
@@ -39,10 +39,14 @@ export function rewrite(graph: Graph, options: { only?: string[] } = {}): Graph 
 }
 
 /** A rewritten graph for steps of one position (decode): head splits and merges as single reshapes
- * (singlePositionHeads). Equal to `graph` for T = 1 only; DecodeTape records its one-token steps
- * with it and checks the first replay against `graph` run normally. */
+ * (singlePositionHeads), those of fused projections made by the projection itself
+ * (projectionShapes). Equal to `graph` for T = 1 only; DecodeTape records its one-token steps with
+ * it and checks the first replay against `graph` run normally. */
 export function singlePositionGraph(graph: Graph): Graph {
-  const g = new Rewriting(graph);
-  singlePositionHeads(g);
-  return g.finish();
+  const heads = new Rewriting(graph);
+  singlePositionHeads(heads);
+  // Pruned first: the reshapes singlePositionHeads replaced still count as uses until then.
+  const projections = new Rewriting(heads.finish());
+  projectionShapes(projections);
+  return projections.finish();
 }

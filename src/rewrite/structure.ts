@@ -37,6 +37,25 @@ export function fusedProjections(g: Rewriting): void {
   }
 }
 
+/** get(dense_fused, i) whose only use is a reshape (no -1 in its shape) -> the dense_fused makes
+ * output i in that shape (its `shapes`): on MLX, for one row (decode), the fused product, its split
+ * and the reshapes are one node (quantizedMatmulSplit). Run on the single-position graph, after
+ * singlePositionHeads has made the heads' reshapes. */
+export function projectionShapes(g: Rewriting): void {
+  const uses = g.useCounts();
+  const reshapeOf = new Map<number, NodeOf<"reshape">>(); // by the node it reshapes
+  for (const n of g.withOp("reshape")) reshapeOf.set(n.inputs[0]!, n);
+  for (const get of g.withOp("get")) {
+    const fused = g.input(get, 0);
+    const reshape = reshapeOf.get(get.id);
+    if (fused.op !== "dense_fused" || uses[get.id] !== 1 || !reshape || reshape.attrs.shape.some((d) => d < 0)) continue;
+    const shapes = fused.attrs.modules.map((_, i) => fused.attrs.shapes?.[i] ?? null);
+    shapes[get.attrs.index] = reshape.attrs.shape;
+    g.replace(fused.id, "dense_fused", fused.inputs, { ...fused.attrs, shapes });
+    g.bypass(reshape.id, get.id);
+  }
+}
+
 /** add(r, dense(x)) where that add is the dense's only use -> dense_add(x, r): on MLX one op for a
  * packed layer (the decode-time matvec kernels add the residual as they write the product, rounded as
  * the separate add rounds it). Either operand order (float addition commutes). */

@@ -16,7 +16,7 @@ const ROOT = join(import.meta.dir, "..");
 /** Prompt tokens, generated tokens, timed repeats (after one warm-up). */
 const CASES = [
   { name: "short", prompt: 128, tokens: 32, repeats: 3 },
-  { name: "long", prompt: 1024, tokens: 256, repeats: 1 },
+  { name: "long", prompt: 1024, tokens: 256, repeats: 3 },
 ] as const;
 
 export function copyBandwidth(): number {

@@ -83,17 +83,12 @@ export function quantizedMatmulAdd(x: Tensor, q: QuantizedWeight, addend: Tensor
  * product's). For one row of x (a decode step), one MLX node whose outputs are views of the product:
  * the same values as split and reshape, with fewer nodes. */
 export function quantizedMatmulSplit(x: Tensor, q: QuantizedWeight, shapes: readonly (readonly number[])[], params: ProductParams = {}): Tensor[] {
-  const { groupSize, bits, mode } = quantParams(params);
-  const transpose = (params.transpose ?? true) ? 1 : 0;
   const op = "quantizedMatmulSplit";
   if (shapes.length === 0) throw new Error(`${op}: no output shapes`);
   for (const s of shapes) {
     if (s.some((d) => !Number.isInteger(d) || d < 0)) throw new Error(`${op}: output shape [${s.join(", ")}] has a dimension that is not a non-negative integer`);
   }
-  const hx = handleOf(x, op, "x");
-  const hw = handleOf(q.weight, op, "weight");
-  const hs = handleOf(q.scales, op, "scales");
-  const hb = optionalHandleOf(q.biases, op, "biases");
+  const { groupSize, bits, mode, transpose, hx, hw, hs, hb } = productOperands(op, x, q, params);
   const out = new BigUint64Array(shapes.length);
   const ranks = Int32Array.from(shapes, (s) => s.length);
   const dims = Int32Array.from(shapes.flat());
@@ -104,14 +99,21 @@ export function quantizedMatmulSplit(x: Tensor, q: QuantizedWeight, shapes: read
   return Array.from(out, (w) => new Tensor(pointerFromWord(w)));
 }
 
-/** The shim call behind both (`op` names the caller in errors). */
-function quantizedProduct(op: string, x: Tensor, q: QuantizedWeight, addend: Tensor | null, params: ProductParams): Tensor {
+/** The parameters and handles every quantized product passes to the shim (`op` names the caller in
+ * errors). */
+function productOperands(op: string, x: Tensor, q: QuantizedWeight, params: ProductParams) {
   const { groupSize, bits, mode } = quantParams(params);
   const transpose = (params.transpose ?? true) ? 1 : 0;
   const hx = handleOf(x, op, "x");
   const hw = handleOf(q.weight, op, "weight");
   const hs = handleOf(q.scales, op, "scales");
   const hb = optionalHandleOf(q.biases, op, "biases");
+  return { groupSize, bits, mode, transpose, hx, hw, hs, hb };
+}
+
+/** The shim call behind quantizedMatmul and quantizedMatmulAdd. */
+function quantizedProduct(op: string, x: Tensor, q: QuantizedWeight, addend: Tensor | null, params: ProductParams): Tensor {
+  const { groupSize, bits, mode, transpose, hx, hw, hs, hb } = productOperands(op, x, q, params);
   const ha = addend ? handleOf(addend, op, "addend") : null;
   const describe = () => `${op}(${[x, q.weight, ...(addend ? [addend] : [])].map((t) => t.describe()).join(", ")}, ${mode} ${bits}-bit group ${groupSize})`;
   return call(describe, (lib, o) =>

@@ -17,9 +17,9 @@ pub fn build(b: *std.Build) void {
     // Where the shim looks for libmlx.so at run time: the wheel's lib/ by absolute path (a dev
     // checkout), or a path relative to the shim ($ORIGIN/...) for a runtime that may move.
     const rpath = b.option([]const u8, "rpath", "runtime search path for libmlx.so (default: <mlx>/lib)");
-    // Against MLX's CUDA build: adds the CUDA matvec kernel (shim/qmv_cuda.cpp), which calls the
-    // CUDA backend that build's libmlx.so exports.
-    const cuda = b.option(bool, "cuda", "the libmlx.so is MLX's CUDA build (adds shim/qmv_cuda.cpp)") orelse false;
+    // Against MLX's CUDA build: adds the shim's CUDA kernels (shim/cuda.h: the matvec, the KV cache
+    // write), which call the CUDA backend that build's libmlx.so exports.
+    const cuda = b.option(bool, "cuda", "the libmlx.so is MLX's CUDA build (adds the shim's CUDA kernels)") orelse false;
 
     const module = b.createModule(.{
         .target = target,
@@ -39,7 +39,7 @@ pub fn build(b: *std.Build) void {
         .files = &.{ "error.cpp", "array.cpp", "ops.cpp", "fast.cpp", "kv.cpp", "quant.cpp", "qmv_cpu.cpp", "io.cpp", "tape.cpp", "distributed.cpp" },
         .flags = flags,
     });
-    if (cuda) module.addCSourceFiles(.{ .root = b.path("shim"), .files = &.{"qmv_cuda.cpp"}, .flags = flags });
+    if (cuda) module.addCSourceFiles(.{ .root = b.path("shim"), .files = &.{ "cuda.cpp", "qmv_cuda.cpp", "kv_cuda.cpp" }, .flags = flags });
     module.addObjectFile(.{ .cwd_relative = b.fmt("{s}/lib/libmlx.so", .{mlx}) });
     module.addObjectFile(.{ .cwd_relative = b.fmt("/usr/lib/{s}/libstdc++.so.6", .{multiarch}) });
     module.addObjectFile(.{ .cwd_relative = b.fmt("/lib/{s}/libgcc_s.so.1", .{multiarch}) });

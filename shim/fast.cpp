@@ -81,11 +81,11 @@ int mlx_fast_swiglu(mlx_array* out, mlx_array gate, mlx_array up) {
   });
 }
 
-/** Bytes the shim's own kernels hold outside MLX's allocator (the CUDA matvec's outputs): in use
+/** Bytes the shim's own kernels hold outside MLX's allocator (outputs of its GPU primitives): in use
  * (counted as active) or idle (counted as cache). */
 static size_t own_bytes(bool in_use) {
 #ifdef MLXB_CUDA
-  return qmv_cuda_bytes(in_use);
+  return device_buffer_bytes(in_use);
 #else
   (void)in_use;
   return 0;
@@ -114,7 +114,7 @@ int mlx_clear_cache(void) {
   return guard([&] {
     mx::clear_cache();
 #ifdef MLXB_CUDA
-    qmv_cuda_release();
+    device_buffers_release();
 #endif
   });
 }

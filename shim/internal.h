@@ -157,8 +157,13 @@ std::optional<mx::array> qmv_cpu(const mx::array& x, const mx::array& w, const m
 /** The same on the GPU of a CUDA build (qmv_cuda.cpp; only built with -Dcuda=true). */
 std::optional<mx::array> qmv_cuda(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
                                   std::optional<int> group_size, std::optional<int> bits, const std::string& mode, const std::optional<mx::array>& addend);
-/** Bytes of qmv_cuda.cpp's output buffers in use (in_use) or idle in its pool; freeing the idle ones. */
-size_t qmv_cuda_bytes(bool in_use);
-void qmv_cuda_release();
+/** Bytes of the device buffers holding the outputs of the shim's GPU primitives (cuda.h's
+ * device_buffer) in use (in_use) or idle in their pool; freeing the idle ones. CUDA build only. */
+size_t device_buffer_bytes(bool in_use);
+void device_buffers_release();
+/** Copies src (4-D, any strides, broadcast too) into dst (4-D, of src's itemsize) as dst's elements
+ * at + sum c_k dst.strides(k) for each index c of src's shape: one kernel node on the stream's
+ * command encoder. CUDA build only (kv_cuda.cpp). */
+void strided_copy_cuda(const mx::Stream& stream, const mx::array& src, const mx::array& dst, int64_t at);
 
 } // namespace mlxb

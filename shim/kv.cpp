@@ -1,9 +1,14 @@
 // The KV cache as an object of the shim: per layer, key and value buffers [B, H, S, D] and the number
 // of positions written. Attention updates it through update_fetch / attention, whose recorded steps
 // read the offset when they run, so a replayed step writes where the cache stands then.
+#include <cstring>
 #include <memory>
 
 #include "internal.h"
+#include "mlx/allocator.h"
+#include "mlx/backend/common/utils.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/primitives.h"
 
 using namespace mlxb;
 
@@ -43,21 +48,146 @@ struct Updated {
   mx::array keys_all, values_all, keys, values;
 };
 
+// dst's elements at + sum c_k dst.strides(k) = src's at index c, for every index c of src's shape
+// (4-D; src of any strides, broadcast too). On the host, inside a CPU task.
+void strided_copy_host(const mx::array& src, mx::array& dst, int64_t at) {
+  const size_t item = src.itemsize();
+  const auto* from = src.data<char>();
+  auto* to = dst.data<char>();
+  const bool rows = src.strides(3) == 1 && dst.strides(3) == 1;  // whole rows of the last axis at once
+  for (int a = 0; a < src.shape(0); a++) {
+    for (int b = 0; b < src.shape(1); b++) {
+      for (int c = 0; c < src.shape(2); c++) {
+        const int64_t s = a * src.strides(0) + b * src.strides(1) + c * src.strides(2);
+        const int64_t d = at + a * dst.strides(0) + b * dst.strides(1) + c * dst.strides(2);
+        if (rows) {
+          std::memcpy(to + d * item, from + s * item, src.shape(3) * item);
+          continue;
+        }
+        for (int e = 0; e < src.shape(3); e++) std::memcpy(to + (d + e * dst.strides(3)) * item, from + (s + e * src.strides(3)) * item, item);
+      }
+    }
+  }
+}
+
+// Keys and values written into a layer's buffers as one MLX node: inputs (key buffer, value buffer
+// [B, H, S, D], k, v [B, H, T, D] of the buffers' dtype), outputs (the updated buffers, and their
+// positions [0, offset + T) as views of them), what two slice_update and two slice ops make as four
+// nodes. A buffer nothing else holds is updated in place, as MLX's SliceUpdate does; else copied
+// first. Its node is built directly (no op call), so the cache write of a replayed decode step costs
+// one array construction.
+class CacheWrite : public mx::Primitive {
+ public:
+  CacheWrite(mx::Stream stream, int offset) : mx::Primitive(stream), offset_(offset) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+    release_sibling_inputs(inputs, outputs);
+    auto& encoder = mx::cpu::get_command_encoder(stream());
+    struct Copy {
+      mx::array src, dst;
+      int64_t at;
+    };
+    std::vector<Copy> copies;
+    for (int j = 0; j < 2; j++) {
+      const auto &buffer = inputs[j], &update = inputs[2 + j];
+      auto& all = outputs[j];
+      if (in_place(buffer)) {
+        all.copy_shared_buffer(buffer);
+      } else {
+        all.set_data(mx::allocator::malloc(all.nbytes()));
+        copies.push_back({mx::array::unsafe_weak_copy(buffer), mx::array::unsafe_weak_copy(all), 0});
+      }
+      copies.push_back({mx::array::unsafe_weak_copy(update), mx::array::unsafe_weak_copy(all), offset_ * all.strides(2)});
+      view(outputs[2 + j], all);
+      encoder.set_input_array(buffer);
+      encoder.set_input_array(update);
+      encoder.set_output_array(all);
+    }
+    encoder.dispatch([copies = std::move(copies)]() mutable {
+      for (auto& c : copies) strided_copy_host(c.src, c.dst, c.at);
+    });
+  }
+
+  void eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+#ifdef MLXB_CUDA
+    release_sibling_inputs(inputs, outputs);
+    for (int j = 0; j < 2; j++) {
+      const auto &buffer = inputs[j], &update = inputs[2 + j];
+      auto& all = outputs[j];
+      if (in_place(buffer)) {
+        all.copy_shared_buffer(buffer);
+      } else {
+        // MLX's allocator (unified memory on CUDA), so that the next write can update it in place.
+        all.set_data(mx::allocator::malloc(all.nbytes()));
+        strided_copy_cuda(stream(), buffer, all, 0);
+      }
+      strided_copy_cuda(stream(), update, all, offset_ * all.strides(2));
+      view(outputs[2 + j], all);
+    }
+#else
+    (void)inputs, (void)outputs;
+    throw std::runtime_error("KVCacheWrite: no GPU implementation in this build of the shim");
+#endif
+  }
+
+  const char* name() const override {
+    return "KVCacheWrite";
+  }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return offset_ == static_cast<const CacheWrite&>(other).offset_;
+  }
+
+ private:
+  // Each output of a node holds its own copy of the node's inputs (make_arrays); all but the one MLX
+  // evaluates it through (`inputs`) are let go here, as MLX's detach after the eval would, so that a
+  // buffer nothing else holds is donatable.
+  static void release_sibling_inputs(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+    for (auto& out : outputs) {
+      if (&out.inputs() != &inputs && !out.is_tracer()) out.inputs().clear();
+    }
+  }
+
+  // Whether the buffer's memory can become the output's: held by this node alone, and row-major.
+  static bool in_place(const mx::array& buffer) {
+    return buffer.is_donatable() && buffer.flags().row_contiguous && buffer.size() == buffer.data_size();
+  }
+
+  // out: positions [0, out.shape(2)) of all (row-major), sharing its memory (as MLX's Slice).
+  static void view(mx::array& out, const mx::array& all) {
+    const auto& strides = all.strides();
+    int64_t end = 1;
+    for (int k = 0; k < 4; k++) {
+      if (all.shape(k) > 1) end += (out.shape(k) - 1) * strides[k];
+    }
+    auto [size, row, col] = mx::check_contiguity(out.shape(), strides);
+    auto flags = all.flags();
+    flags.row_contiguous = row, flags.col_contiguous = col, flags.contiguous = size == static_cast<size_t>(end);
+    out.copy_shared_buffer(all, strides, flags, static_cast<size_t>(end), 0);
+  }
+
+  int offset_;
+};
+
 Updated write(const mx::array& kc, const mx::array& vc, const mx::array& k, const mx::array& v, int offset) {
-  if (k.ndim() != 4 || kc.ndim() != 4) throw ArgumentError("k and the key cache must be [B, H, T, D]");
-  int batch = k.shape(0), heads = k.shape(1), length = k.shape(2), dim = k.shape(3);
-  if (batch != kc.shape(0) || heads != kc.shape(1) || dim != kc.shape(3)) {
-    throw ArgumentError("k [" + std::to_string(batch) + ", " + std::to_string(heads) + ", T, " + std::to_string(dim) + "] does not fit the cache");
+  if (k.ndim() != 4 || kc.ndim() != 4 || v.ndim() != 4 || vc.ndim() != 4) throw ArgumentError("k, v and the cache buffers must be [B, H, T, D]");
+  int batch = k.shape(0), heads = k.shape(1), length = k.shape(2);
+  for (const auto& [x, c, name] : {std::tuple{&k, &kc, "k"}, std::tuple{&v, &vc, "v"}}) {
+    if (x->shape(0) != c->shape(0) || x->shape(1) != c->shape(1) || x->shape(3) != c->shape(3) || x->shape(2) != length) {
+      throw ArgumentError(std::string(name) + " [" + std::to_string(x->shape(0)) + ", " + std::to_string(x->shape(1)) + ", " + std::to_string(x->shape(2)) + ", " +
+                          std::to_string(x->shape(3)) + "] does not fit the cache");
+    }
   }
   int end = offset + length;
-  if (offset < 0 || end > kc.shape(2)) {
+  if (offset < 0 || end > kc.shape(2) || end > vc.shape(2)) {
     throw ArgumentError("KV cache of length " + std::to_string(kc.shape(2)) + " cannot hold " + std::to_string(end) + " positions");
   }
-  mx::Shape start{0, 0, offset, 0}, stop{batch, heads, end, dim};
-  auto keys_all = mx::slice_update(kc, k, start, stop);
-  auto values_all = mx::slice_update(vc, v, start, stop);
-  mx::Shape head{0, 0, 0, 0}, upto{batch, heads, end, dim};
-  return {keys_all, values_all, mx::slice(keys_all, head, upto), mx::slice(values_all, head, upto)};
+  auto keys = k.dtype() == kc.dtype() ? k : mx::astype(k, kc.dtype());
+  auto values = v.dtype() == vc.dtype() ? v : mx::astype(v, vc.dtype());
+  auto stream = mx::default_stream(mx::default_device());
+  auto out = mx::array::make_arrays({kc.shape(), vc.shape(), {batch, heads, end, kc.shape(3)}, {batch, heads, end, vc.shape(3)}},
+                                    {kc.dtype(), vc.dtype(), kc.dtype(), vc.dtype()}, std::make_shared<CacheWrite>(stream, offset),
+                                    {kc, vc, std::move(keys), std::move(values)});
+  return {out[0], out[1], out[2], out[3]};
 }
 
 // Quantizes k, v [B, H, T, D] into the layer's buffers at the offset; returns the keys and values
@@ -139,6 +269,40 @@ mx::array attend(const mx::array& q, const Updated& u, int offset, float scale, 
   auto causal = mx::greater_equal(rows, mx::reshape(mx::arange(end), {1, end}));
   return mx::fast::scaled_dot_product_attention(q, u.keys, u.values, scale, "", mx::logical_and(allowed, causal));
 }
+
+// One-query attention without a mask, as attend() makes it, remembering the node MLX's op made when
+// that is one node over (q, keys, values): the GPU's fused attention, whose kernel is chosen by the
+// query's and heads' shapes, not by the number of keys (MLX's supports_sdpa_vector; cuDNN is chosen
+// when it runs). Later calls whose shapes differ only in that number build the node directly instead
+// of calling the op (a replayed decode step's attention, one per layer). On the CPU the op makes
+// several nodes; every call then goes to it.
+class DecodeAttention {
+ public:
+  mx::array operator()(const mx::array& q, const Updated& u, float scale) {
+    if (primitive_ && q.shape() == q_shape_ && q.dtype() == dtype_ && u.keys.dtype() == dtype_ && u.values.dtype() == dtype_ &&
+        same_but_length(u.keys, key_shape_) && same_but_length(u.values, value_shape_)) {
+      return mx::array(out_shape_, dtype_, primitive_, {q, u.keys, u.values});
+    }
+    auto out = mx::fast::scaled_dot_product_attention(q, u.keys, u.values, scale, "", std::nullopt);
+    primitive_.reset();
+    const auto& in = out.inputs();
+    if (out.has_primitive() && out.siblings().empty() && in.size() == 3 && in[0].id() == q.id() && in[1].id() == u.keys.id() && in[2].id() == u.values.id() &&
+        u.keys.dtype() == q.dtype() && u.values.dtype() == q.dtype() && out.dtype() == q.dtype()) {
+      primitive_ = out.primitive_ptr();
+      q_shape_ = q.shape(), key_shape_ = u.keys.shape(), value_shape_ = u.values.shape(), out_shape_ = out.shape(), dtype_ = out.dtype();
+    }
+    return out;
+  }
+
+ private:
+  static bool same_but_length(const mx::array& x, const mx::Shape& shape) {
+    return x.ndim() == 4 && x.shape(0) == shape[0] && x.shape(1) == shape[1] && x.shape(3) == shape[3];
+  }
+
+  std::shared_ptr<mx::Primitive> primitive_;
+  mx::Shape q_shape_, key_shape_, value_shape_, out_shape_;
+  mx::Dtype dtype_ = mx::float32;
+};
 
 } // namespace
 
@@ -261,7 +425,8 @@ int mlx_kv_cache_attention(mlx_array* out, mlx_kv_cache c, int layer, mlx_array 
     bool masked = key_mask != nullptr;
     std::vector<mlx_array> inputs{q, k, v};
     if (masked) inputs.push_back(key_mask);
-    emit({out}, inputs, [cache, l, scale, masked](const Arrays& a) {
+    auto decode = std::make_shared<DecodeAttention>();
+    emit({out}, inputs, [cache, l, scale, masked, decode](const Arrays& a) {
       // MLX's CUDA quantized matmul has no kernel for most attention shapes ("No implementation for
       // problem shape 1x20x64x8" on the H100), so on the GPU attention reads the dequantized cache.
       bool cpu = mx::default_device() == mx::Device::cpu;
@@ -273,6 +438,7 @@ int mlx_kv_cache_attention(mlx_array* out, mlx_kv_cache c, int layer, mlx_array 
       }
       auto u = write_cache(*cache, l, a[1], a[2]);
       if (cache->bits == 0) cache->keys[l] = u.keys_all, cache->values[l] = u.values_all;
+      if (!masked && a[0].shape(2) == 1) return Arrays{(*decode)(a[0], u, scale)};
       auto mask = masked ? std::optional<mx::array>(a[3]) : std::nullopt;
       return Arrays{attend(a[0], u, cache->offset, scale, mask)};
     }, /* pure */ false);

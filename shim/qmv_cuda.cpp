@@ -9,110 +9,21 @@
 // is compiled by NVRTC on first use; if that fails, MLX's op is used. MLXB_QMV=mlx turns it off (for
 // comparisons).
 //
-// Built only against MLX's CUDA libmlx.so (zig build -Dcuda=true): it calls the CUDA backend that
-// libmlx.so exports (the command encoder) and the driver and NVRTC libraries libmlx.so loads.
-#include <dlfcn.h>
-
+// Built only against MLX's CUDA libmlx.so (zig build -Dcuda=true), on the plumbing of cuda.h.
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
 #include <map>
 #include <mutex>
 
-#include "internal.h"
-#include "mlx/allocator.h"
+#include "cuda.h"
 #include "mlx/primitives.h"
 #include "qmv_cuda_source.h"
 
-// The part of MLX's CUDA backend used here, declared as libmlx.so exports it: its own headers need
-// the CUDA toolkit's and fmt's, which the wheel does not ship. dim3 is CUDA's (three unsigned ints,
-// passed by value); CudaBuffer is the struct MLX's CUDA allocator keeps behind every Buffer.
-#pragma GCC visibility push(default)
-struct dim3 {
-  unsigned x, y, z;
-};
-struct CUfunc_st;
-namespace mlx::core::cu {
-struct CudaBuffer {
-  void* data;
-  size_t size;
-  int device; // -1: managed memory
-};
-class Device {
- public:
-  void make_current();
-};
-Device& device(int index);
-class CommandEncoder {
- public:
-  void set_input_array(const array& arr);
-  void set_output_array(const array& arr);
-  void add_kernel_node_raw(CUfunc_st* func, dim3 grid, dim3 block, dim3 cluster, uint32_t smem_bytes, void** params);
-  void add_completed_handler(std::function<void()> task);
-};
-CommandEncoder& get_command_encoder(Stream s);
-} // namespace mlx::core::cu
-#pragma GCC visibility pop
-
 using namespace mlxb;
-namespace cu = mlx::core::cu;
 
 namespace {
 
 constexpr int MAX_ROWS = 8;
-
-/** The CUDA driver and NVRTC entry points used, from the libraries libmlx.so has loaded. */
-struct Cuda {
-  using Result = int;
-  Result (*cuDeviceGet)(int*, int);
-  Result (*cuDeviceGetAttribute)(int*, int, int);
-  Result (*cuModuleLoadData)(void**, const void*);
-  Result (*cuModuleGetFunction)(CUfunc_st**, void*, const char*);
-  Result (*cuMemAllocAsync)(uintptr_t*, size_t, void*);
-  Result (*cuStreamSynchronize)(void*);
-  Result (*cuMemFree)(uintptr_t);
-  Result (*cuMemFreeAsync)(uintptr_t, void*);
-  Result (*cuDevicePrimaryCtxRetain)(void**, int);
-  Result (*cuCtxSetCurrent)(void*);
-  Result (*nvrtcCreateProgram)(void**, const char*, const char*, int, const char**, const char**);
-  Result (*nvrtcCompileProgram)(void*, int, const char**);
-  Result (*nvrtcGetProgramLogSize)(void*, size_t*);
-  Result (*nvrtcGetProgramLog)(void*, char*);
-  Result (*nvrtcGetCUBINSize)(void*, size_t*);
-  Result (*nvrtcGetCUBIN)(void*, char*);
-  Result (*nvrtcDestroyProgram)(void**);
-  bool ok = false;
-};
-
-template <typename F>
-bool bind(void* lib, const char* name, F& fn) {
-  fn = lib ? reinterpret_cast<F>(dlsym(lib, name)) : nullptr;
-  return fn != nullptr;
-}
-
-const Cuda& cuda() {
-  static const Cuda api = [] {
-    Cuda c{};
-    void* driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-    if (!driver) driver = dlopen("libcuda.so.1", RTLD_NOW);
-    void* nvrtc = dlopen("libnvrtc.so.13", RTLD_NOW | RTLD_NOLOAD);
-    if (!nvrtc) nvrtc = dlopen("libnvrtc.so.13", RTLD_NOW);
-    c.ok = bind(driver, "cuDeviceGet", c.cuDeviceGet) && bind(driver, "cuDeviceGetAttribute", c.cuDeviceGetAttribute) &&
-           bind(driver, "cuModuleLoadData", c.cuModuleLoadData) && bind(driver, "cuModuleGetFunction", c.cuModuleGetFunction) &&
-           bind(driver, "cuMemAllocAsync", c.cuMemAllocAsync) && bind(driver, "cuStreamSynchronize", c.cuStreamSynchronize) &&
-           bind(driver, "cuMemFree_v2", c.cuMemFree) && bind(driver, "cuMemFreeAsync", c.cuMemFreeAsync) && bind(driver, "cuDevicePrimaryCtxRetain", c.cuDevicePrimaryCtxRetain) &&
-           bind(driver, "cuCtxSetCurrent", c.cuCtxSetCurrent) && bind(nvrtc, "nvrtcCreateProgram", c.nvrtcCreateProgram) &&
-           bind(nvrtc, "nvrtcCompileProgram", c.nvrtcCompileProgram) && bind(nvrtc, "nvrtcGetProgramLogSize", c.nvrtcGetProgramLogSize) &&
-           bind(nvrtc, "nvrtcGetProgramLog", c.nvrtcGetProgramLog) && bind(nvrtc, "nvrtcGetCUBINSize", c.nvrtcGetCUBINSize) &&
-           bind(nvrtc, "nvrtcGetCUBIN", c.nvrtcGetCUBIN) && bind(nvrtc, "nvrtcDestroyProgram", c.nvrtcDestroyProgram);
-    return c;
-  }();
-  return api;
-}
-
-void check(int result, const char* what) {
-  if (result != 0) throw std::runtime_error(std::string("qmv_cuda: ") + what + " failed (CUDA error " + std::to_string(result) + ")");
-}
 
 /** The launch shape of a kernel variant: output rows per warp, chunk steps per load batch, warps
  * per block. */
@@ -152,40 +63,10 @@ int dtype_code(mx::Dtype t) {
 /** Compiles the variant for (dtype, group, rows, add, shape) for the device's architecture and loads
  * it; throws with NVRTC's log or the driver's error. */
 CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, bool add, const Shape& shape) {
-  const Cuda& c = cuda();
-  if (!c.ok) throw std::runtime_error("the CUDA driver or NVRTC library is not loaded");
-  cu::device(device_index).make_current();
-  int device = 0, major = 0, minor = 0;
-  check(c.cuDeviceGet(&device, device_index), "cuDeviceGet");
-  check(c.cuDeviceGetAttribute(&major, 75, device), "compute capability"); // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
-  check(c.cuDeviceGetAttribute(&minor, 76, device), "compute capability"); // ..._MINOR
   std::string source = "#define DTYPE " + std::to_string(dtype_code(dtype)) + "\n#define GROUP " + std::to_string(group) + "\n#define ROWS " +
                        std::to_string(rows) + "\n#define R " + std::to_string(shape.rows_per_warp) + "\n#define U " + std::to_string(shape.unroll) +
                        "\n#define WARPS " + std::to_string(shape.warps) + "\n#define ADD " + std::to_string(add ? 1 : 0) + "\n" + QMV_CUDA_SOURCE;
-  std::string arch = "-arch=sm_" + std::to_string(major) + std::to_string(minor);
-  const char* options[] = {arch.c_str(), "-default-device"};
-  void* program = nullptr;
-  check(c.nvrtcCreateProgram(&program, source.c_str(), "mlxb_qmv.cu", 0, nullptr, nullptr), "nvrtcCreateProgram");
-  std::string cubin, failure;
-  if (c.nvrtcCompileProgram(program, 2, options) != 0) {
-    size_t size = 0;
-    c.nvrtcGetProgramLogSize(program, &size);
-    std::string log(size, '\0');
-    c.nvrtcGetProgramLog(program, log.data());
-    failure = "NVRTC (" + arch + "): " + log;
-  } else {
-    size_t size = 0;
-    c.nvrtcGetCUBINSize(program, &size);
-    cubin.resize(size);
-    c.nvrtcGetCUBIN(program, cubin.data());
-  }
-  c.nvrtcDestroyProgram(&program);
-  if (!failure.empty()) throw std::runtime_error(failure);
-  void* module = nullptr;
-  CUfunc_st* function = nullptr;
-  check(c.cuModuleLoadData(&module, cubin.data()), "cuModuleLoadData");
-  check(c.cuModuleGetFunction(&function, module, "mlxb_qmv"), "cuModuleGetFunction");
-  return function;
+  return compile_kernel(device_index, source, "mlxb_qmv.cu", "mlxb_qmv");
 }
 
 /** The compiled variant for (dtype, group, rows, add) on the device, compiled on first use; a null
@@ -206,106 +87,6 @@ Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool a
   }
   kernels[key] = k;
   return k;
-}
-
-/** Device memory for the kernel's outputs: MLX's allocator does not export its device-memory entry
- * (its exported malloc gives managed memory), so outputs come from a pool of device buffers of
- * their own, from the device's default memory pool (as MLX's are). A buffer goes back to the pool
- * when MLX releases the array, which it does after the GPU work using it has completed. If MLX
- * moved it to managed memory (a host read of the array), it is freed instead. The shim's memory
- * functions count these bytes with MLX's (in use: active; idle: cache) and clear_cache frees the
- * idle ones. */
-class OutputPool {
- public:
-  mx::allocator::Data take(int device_index, size_t bytes) {
-    const size_t size = (bytes + 255) / 256 * 256;
-    cu::CudaBuffer* buffer = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      auto& free = free_[{device_index, size}];
-      if (!free.empty()) {
-        buffer = free.back();
-        free.pop_back();
-        idle_ -= size;
-      }
-      in_use_ += size;
-    }
-    if (!buffer) {
-      const Cuda& c = cuda();
-      uintptr_t data = 0;
-      int result = c.cuMemAllocAsync(&data, size, nullptr);
-      if (result == 0) result = c.cuStreamSynchronize(nullptr);
-      if (result != 0) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        in_use_ -= size;
-      }
-      check(result, "allocating the matvec's output (cuMemAllocAsync)");
-      buffer = new cu::CudaBuffer{reinterpret_cast<void*>(data), size, device_index};
-    }
-    return mx::allocator::Data(mx::allocator::Buffer(buffer), [this](mx::allocator::Buffer b) { give_back(static_cast<cu::CudaBuffer*>(b.ptr())); });
-  }
-
-  /** Frees the idle buffers (none of them is used by queued GPU work). */
-  void release() {
-    std::map<std::pair<int, size_t>, std::vector<cu::CudaBuffer*>> idle;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (idle_ == 0) return; // nothing made, or all in use: no CUDA call (there may be no context)
-      idle.swap(free_);
-      idle_ = 0;
-    }
-    const Cuda& c = cuda();
-    for (auto& [key, buffers] : idle) {
-      for (auto* buffer : buffers) {
-        check(c.cuMemFreeAsync(reinterpret_cast<uintptr_t>(buffer->data), nullptr), "cuMemFreeAsync");
-        delete buffer;
-      }
-    }
-    check(c.cuStreamSynchronize(nullptr), "cuStreamSynchronize");
-  }
-
-  size_t bytes(bool in_use) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return in_use ? in_use_ : idle_;
-  }
-
- private:
-  void give_back(cu::CudaBuffer* buffer) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      in_use_ -= buffer->size;
-      if (buffer->device >= 0) {
-        free_[{buffer->device, buffer->size}].push_back(buffer);
-        idle_ += buffer->size;
-        return;
-      }
-    }
-    // MLX moved it to managed memory (and freed the device memory itself): free that, on a thread
-    // (MLX's completion worker) that may have no context current.
-    const Cuda& c = cuda();
-    static void* context = [&c] {
-      void* ctx = nullptr;
-      c.cuDevicePrimaryCtxRetain(&ctx, 0);
-      return ctx;
-    }();
-    c.cuCtxSetCurrent(context);
-    c.cuMemFree(reinterpret_cast<uintptr_t>(buffer->data));
-    delete buffer;
-  }
-
-  std::mutex mutex_;
-  std::map<std::pair<int, size_t>, std::vector<cu::CudaBuffer*>> free_;
-  size_t in_use_ = 0, idle_ = 0;
-};
-
-OutputPool& output_pool() {
-  static OutputPool* pool = new OutputPool(); // outlives the arrays released at exit
-  return *pool;
-}
-
-/** The array's data on the device (MLX's gpu_ptr). */
-void* device_pointer(const mx::array& a) {
-  return static_cast<char*>(static_cast<cu::CudaBuffer*>(a.buffer().ptr())->data) + a.offset();
 }
 
 bool aligned16(const mx::array& a) {
@@ -347,7 +128,7 @@ class QuantizedMatvecCuda : public mx::UnaryPrimitive {
       encoder.add_completed_handler([kept = temporary[0]]() {});
       return;
     }
-    out.set_data(output_pool().take(stream().device.index, out.nbytes()));
+    out.set_data(device_buffer(stream().device.index, out.nbytes()));
     for (const auto& a : inputs) encoder.set_input_array(a);
     encoder.set_output_array(out);
     void* xp = device_pointer(x);
@@ -416,12 +197,4 @@ std::optional<mx::array> mlxb::qmv_cuda(const mx::array& x, const mx::array& w, 
   std::vector<mx::array> inputs{x, w, scales, *biases};
   if (addend) inputs.push_back(*addend);
   return mx::array(shape, t, std::make_shared<QuantizedMatvecCuda>(stream, group, kernel, std::move(fallback), std::move(add)), std::move(inputs));
-}
-
-size_t mlxb::qmv_cuda_bytes(bool in_use) {
-  return output_pool().bytes(in_use);
-}
-
-void mlxb::qmv_cuda_release() {
-  output_pool().release();
 }

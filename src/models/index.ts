@@ -373,7 +373,7 @@ export function generationCache(model: Model, batch: number, promptLength: numbe
 }
 
 /** Positions offset + t, counted from each example's first real token when left-padded. */
-function positionsFrom(batch: number, length: number, offset: number, padding?: readonly number[]): Int32Array {
+export function positionsFrom(batch: number, length: number, offset: number, padding?: readonly number[]): Int32Array {
   const host = new Int32Array(batch * length);
   for (let b = 0; b < batch; b++) {
     for (let t = 0; t < length; t++) host[b * length + t] = Math.max(0, offset + t - (padding?.[b] ?? 0));

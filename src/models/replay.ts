@@ -8,12 +8,13 @@
 import type { Pointer } from "bun:ffi";
 import type { Graph } from "../graph/graph.ts";
 import type { KVCache } from "../kv-cache.ts";
-import { check, native, pointerFromWord } from "../native/ffi.ts";
+import { dtypeCode } from "../dtype.ts";
+import { check, native, outPointer, outWords, pointerFromWord } from "../native/ffi.ts";
 import { singlePositionGraph } from "../rewrite/index.ts";
 import { handleOf } from "../ops/call.ts";
 import { argmax, max } from "../ops/core.ts";
 import { Tensor } from "../tensor.ts";
-import { type MlxModel, mlxFeeds, runMlx } from "./index.ts";
+import { type MlxModel, mlxFeeds, positionsFrom, runMlx } from "./index.ts";
 
 type State = "record" | "verify" | "replay" | "off";
 
@@ -34,12 +35,16 @@ export class DecodeTape {
   #onFallback: (reason: string) => void;
   #state: State = "record";
   #tape: Pointer | null = null;
+  // A replay's input and output handles, reused (a replayed step makes no JS arrays of its own).
+  #inputs = new BigUint64Array(3);
+  #outputs: BigUint64Array;
 
   constructor(model: MlxModel, cache: KVCache, graph: Graph, options: DecodeTapeOptions = {}) {
     this.model = model;
     this.cache = cache;
     this.graph = graph;
     this.output = options.output ?? "logits";
+    this.#outputs = new BigUint64Array(this.output === "logits" ? 1 : 2);
     this.#onFallback = options.onFallback ?? (() => {});
   }
 
@@ -96,17 +101,27 @@ export class DecodeTape {
     return result;
   }
 
-  #replay(ids: Tensor, feeds = mlxFeeds(ids, this.cache)): Tensor[] {
+  #replay(ids: Tensor): Tensor[] {
+    const [batch, length] = ids.shape as [number, number];
+    const offset = this.cache.offset;
+    const lib = native();
+    // The positions (as mlxFeeds makes them) as a bare MLX array, freed below: no Tensor per step.
+    const positions = positionsFrom(batch, length, offset, this.cache.padding);
+    check(lib.mlx_array_new_data(outWords, positions, positions.byteLength, Int32Array.of(batch, length), 2, INT32), "DecodeTape: positions");
+    const positionsHandle = outPointer();
+    const keyMask = this.cache.keyMask(offset + length);
     try {
-      const inputs = [ids, feeds.positions, ...(feeds.keyMask ? [feeds.keyMask] : [])];
-      const handles = BigUint64Array.from(inputs, (t) => BigInt(handleOf(t, "DecodeTape", "input")));
-      const out = new BigUint64Array(this.output === "logits" ? 1 : 2);
-      check(native().mlx_tape_run(out, out.length, this.#tape, handles, handles.length), "DecodeTape: replay");
-      this.cache.advance(ids.shape[1]!);
+      const inputs = this.#inputs;
+      inputs[0] = BigInt(handleOf(ids, "DecodeTape", "input"));
+      inputs[1] = BigInt(positionsHandle);
+      if (keyMask) inputs[2] = BigInt(keyMask.handle);
+      const out = this.#outputs;
+      check(lib.mlx_tape_run(out, out.length, this.#tape, inputs, keyMask ? 3 : 2), "DecodeTape: replay");
+      this.cache.advance(length);
       return Array.from(out, (h) => new Tensor(pointerFromWord(h)));
     } finally {
-      feeds.positions.dispose();
-      feeds.keyMask?.dispose();
+      lib.mlx_array_free(positionsHandle);
+      keyMask?.dispose();
     }
   }
 
@@ -153,6 +168,8 @@ export class DecodeTape {
     this.dispose();
   }
 }
+
+const INT32 = dtypeCode("int32");
 
 const singlePositionGraphs = new WeakMap<Graph, Graph>();
 

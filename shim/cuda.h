@@ -1,0 +1,62 @@
+// The shim's CUDA plumbing (a CUDA build only, zig build -Dcuda=true): the part of MLX's CUDA backend
+// that libmlx.so exports, the driver and NVRTC entry points, kernels compiled at run time, and device
+// buffers for the outputs of the shim's own GPU primitives (qmv_cuda.cpp, kv_cuda.cpp).
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "internal.h"
+#include "mlx/allocator.h"
+
+// The part of MLX's CUDA backend used here, declared as libmlx.so exports it: its own headers need
+// the CUDA toolkit's and fmt's, which the wheel does not ship. dim3 is CUDA's (three unsigned ints,
+// passed by value); CudaBuffer is the struct MLX's CUDA allocator keeps behind every Buffer.
+#pragma GCC visibility push(default)
+struct dim3 {
+  unsigned x, y, z;
+};
+struct CUfunc_st;
+namespace mlx::core::cu {
+struct CudaBuffer {
+  void* data;
+  size_t size;
+  int device; // -1: managed memory
+};
+class Device {
+ public:
+  void make_current();
+};
+Device& device(int index);
+class CommandEncoder {
+ public:
+  void set_input_array(const array& arr);
+  void set_output_array(const array& arr);
+  void add_kernel_node_raw(CUfunc_st* func, dim3 grid, dim3 block, dim3 cluster, uint32_t smem_bytes, void** params);
+  void add_completed_handler(std::function<void()> task);
+};
+CommandEncoder& get_command_encoder(Stream s);
+} // namespace mlx::core::cu
+#pragma GCC visibility pop
+
+
+namespace mlxb {
+
+namespace cu = mlx::core::cu;
+
+/** Throws "CUDA: <what> failed (CUDA error n)" for a nonzero result of a driver call. */
+void check_cuda(int result, const char* what);
+
+/** Compiles `source` with NVRTC for the device's architecture and loads its kernel `name` (extern
+ * "C"); throws with NVRTC's log or the driver's error. `file` names the source in the log. */
+CUfunc_st* compile_kernel(int device_index, const std::string& source, const char* file, const char* name);
+
+/** Device memory of `bytes` for an output of one of the shim's primitives (MLX's allocator does not
+ * export its device-memory entry; its exported malloc gives managed memory): from a pool of device
+ * buffers, each back in the pool when MLX releases the array. */
+mx::allocator::Data device_buffer(int device_index, size_t bytes);
+
+/** The array's data on the device (MLX's gpu_ptr). */
+void* device_pointer(const mx::array& a);
+
+} // namespace mlxb

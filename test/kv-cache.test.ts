@@ -1,0 +1,98 @@
+// The MLX KV cache's write (shim/kv.cpp, CacheWrite): keys and values written into a layer's buffers
+// as one MLX node whose outputs are the updated buffers and the positions written so far as views. The
+// expected values are built on the host (the writes in order, position by position).
+import { describe, expect, test } from "bun:test";
+import { KVCache } from "../src/kv-cache.ts";
+import { pendingPrimitiveKinds } from "../src/ops/core.ts";
+import { Tensor } from "../src/tensor.ts";
+
+const [B, H, D, S] = [2, 3, 4, 8];
+
+/** Values [B, H, T, D] that name their write, batch, head, position and element. */
+function block(write: number, length: number): Float32Array {
+  return Float32Array.from({ length: B * H * length * D }, (_, i) => write * 1000 + i);
+}
+
+/** What the cache holds after `writes` (each [B, H, T, D] at the running offset): [B, H, end, D]. */
+function expected(writes: Float32Array[]): Float32Array {
+  const lengths = writes.map((w) => w.length / (B * H * D));
+  const end = lengths.reduce((a, b) => a + b, 0);
+  const out = new Float32Array(B * H * end * D);
+  let at = 0;
+  writes.forEach((w, n) => {
+    const t = lengths[n]!;
+    for (let bh = 0; bh < B * H; bh++) out.set(w.subarray(bh * t * D, (bh + 1) * t * D), (bh * end + at) * D);
+    at += t;
+  });
+  return out;
+}
+
+describe("KV cache write", () => {
+  for (const dtype of ["float32", "bfloat16"] as const) {
+    test(`${dtype}: a prompt then single positions; the fetched keys and values are exactly those written (views of [B, H, S, D] buffers)`, () => {
+      using cache = new KVCache({ layers: 2, batch: B, heads: H, headDim: D, maxLength: S, dtype });
+      const writes: Float32Array[] = [];
+      for (const length of [3, 1, 1, 2]) {
+        const keys = block(writes.length, length);
+        using k = Tensor.from(keys, [B, H, length, D], dtype);
+        using v = Tensor.from(keys.map((x) => -x), [B, H, length, D], dtype);
+        const [fk, fv] = cache.updateAndFetch(1, k, v);
+        writes.push(keys);
+        cache.advance(length);
+        using ks = fk;
+        using vs = fv;
+        const want = expected(writes);
+        // bfloat16 holds these integers exactly up to 256; compare through the same rounding.
+        using rounded = Tensor.from(want, [B, H, cache.offset, D], dtype);
+        expect(ks.shape).toEqual([B, H, cache.offset, D]);
+        expect(ks.toFloat32Array()).toEqual(rounded.toFloat32Array());
+        expect(vs.toFloat32Array()).toEqual(rounded.toFloat32Array().map((x) => -x));
+      }
+    });
+  }
+
+  test("one MLX node per layer's write (no slice_update or slice nodes)", () => {
+    using cache = new KVCache({ layers: 1, batch: B, heads: H, headDim: D, maxLength: S });
+    using k = Tensor.from(block(0, 1), [B, H, 1, D]);
+    const [fk, fv] = cache.updateAndFetch(0, k, k);
+    using ks = fk;
+    using vs = fv;
+    const kinds = Object.fromEntries(pendingPrimitiveKinds([ks, vs]));
+    expect(kinds["KVCacheWrite"]).toBe(1);
+    expect(kinds["SliceUpdate"]).toBeUndefined();
+    expect(kinds["Slice"]).toBeUndefined();
+  });
+
+  test("a buffer someone else holds is copied, not written in place: the held tensor keeps its values", () => {
+    using cache = new KVCache({ layers: 1, batch: B, heads: H, headDim: D, maxLength: S });
+    const first = block(1, 2);
+    using k1 = Tensor.from(first, [B, H, 2, D]);
+    for (const t of cache.updateAndFetch(0, k1, k1)) t.dispose();
+    cache.advance(2);
+    const held = cache.tensors(); // the buffers after the first write
+    const before = held.map((t) => t.toFloat32Array());
+    using k2 = Tensor.from(block(2, 1), [B, H, 1, D]);
+    const [fk, fv] = cache.updateAndFetch(0, k2, k2);
+    using ks = fk;
+    using vs = fv;
+    expect(ks.toFloat32Array()).toEqual(expected([first, block(2, 1)]));
+    held.forEach((t, i) => expect(t.toFloat32Array()).toEqual(before[i]!));
+    for (const t of held) t.dispose();
+    // With nothing else holding them, later writes go on in place; the values stay right.
+    cache.advance(1);
+    using k3 = Tensor.from(block(3, 1), [B, H, 1, D]);
+    const [gk, gv] = cache.updateAndFetch(0, k3, k3);
+    using ks3 = gk;
+    using vs3 = gv;
+    expect(vs3.toFloat32Array()).toEqual(expected([first, block(2, 1), block(3, 1)]));
+  });
+
+  test("keys or values that do not fit the cache, or run past its end: an Error naming them", () => {
+    using cache = new KVCache({ layers: 1, batch: B, heads: H, headDim: D, maxLength: S });
+    using wide = Tensor.from(new Float32Array(B * H * D * 2), [B, H, 1, 2 * D]);
+    using k = Tensor.from(block(0, 1), [B, H, 1, D]);
+    expect(() => cache.updateAndFetch(0, k, wide)).toThrow(`v [${B}, ${H}, 1, ${2 * D}] does not fit the cache`);
+    using long = Tensor.from(new Float32Array(B * H * (S + 1) * D), [B, H, S + 1, D]);
+    expect(() => cache.updateAndFetch(0, long, long)).toThrow(`KV cache of length ${S} cannot hold ${S + 1} positions`);
+  });
+});

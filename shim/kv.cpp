@@ -27,6 +27,11 @@ struct KVCache {
   // are gone.
   int bits = 0, group = 64;
   std::vector<std::vector<mx::array>> qkeys, qvalues;
+  // Per layer, what decides whether a write may go into the buffers in place (see write_cache):
+  // the end of the positions handed out as views of the current buffers, and whether the buffers
+  // themselves were handed out (mlx_kv_cache_layer).
+  std::vector<int> viewed;
+  std::vector<bool> handed_out;
 };
 using CacheRef = std::shared_ptr<KVCache>;
 
@@ -54,6 +59,10 @@ void strided_copy_host(const mx::array& src, mx::array& dst, int64_t at) {
   const size_t item = src.itemsize();
   const auto* from = src.data<char>();
   auto* to = dst.data<char>();
+  if (at == 0 && src.shape() == dst.shape() && src.flags().row_contiguous && dst.flags().row_contiguous && src.size() == src.data_size()) {
+    std::memcpy(to, from, src.nbytes());  // a contiguous array whole
+    return;
+  }
   const bool rows = src.strides(3) == 1 && dst.strides(3) == 1;  // whole rows of the last axis at once
   for (int a = 0; a < src.shape(0); a++) {
     for (int b = 0; b < src.shape(1); b++) {
@@ -73,12 +82,13 @@ void strided_copy_host(const mx::array& src, mx::array& dst, int64_t at) {
 // Keys and values written into a layer's buffers as one MLX node: inputs (key buffer, value buffer
 // [B, H, S, D], k, v [B, H, T, D] of the buffers' dtype), outputs (the updated buffers, and their
 // positions [0, offset + T) as views of them), what two slice_update and two slice ops make as four
-// nodes. A buffer nothing else holds is updated in place, as MLX's SliceUpdate does; else copied
-// first. Its node is built directly (no op call), so the cache write of a replayed decode step costs
-// one array construction.
+// nodes. Its node is built directly (no op call), so the cache write of a replayed decode step costs
+// one array construction. The buffers are updated in place when `vouched` (the shim's cache knows
+// that nothing can read the positions written with the old values: write_cache) or when nothing else
+// holds them (as MLX's SliceUpdate donates), else copied first.
 class CacheWrite : public mx::Primitive {
  public:
-  CacheWrite(mx::Stream stream, int offset) : mx::Primitive(stream), offset_(offset) {}
+  CacheWrite(mx::Stream stream, int offset, bool vouched) : mx::Primitive(stream), offset_(offset), vouched_(vouched) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
     release_sibling_inputs(inputs, outputs);
@@ -134,7 +144,8 @@ class CacheWrite : public mx::Primitive {
     return "KVCacheWrite";
   }
   bool is_equivalent(const mx::Primitive& other) const override {
-    return offset_ == static_cast<const CacheWrite&>(other).offset_;
+    const auto& o = static_cast<const CacheWrite&>(other);
+    return offset_ == o.offset_ && vouched_ == o.vouched_;
   }
 
  private:
@@ -147,9 +158,12 @@ class CacheWrite : public mx::Primitive {
     }
   }
 
-  // Whether the buffer's memory can become the output's: held by this node alone, and row-major.
-  static bool in_place(const mx::array& buffer) {
-    return buffer.is_donatable() && buffer.flags().row_contiguous && buffer.size() == buffer.data_size();
+  // Whether the buffer's memory can become the output's: row-major and materialized, and vouched for
+  // or held by this node alone. (Arrays a queued kernel reads are held until it has run, so a buffer
+  // the previous step read is not donatable while that step runs; the stream's order makes writing
+  // it safe then, which is what vouching says.)
+  bool in_place(const mx::array& buffer) const {
+    return (vouched_ || buffer.is_donatable()) && buffer.flags().row_contiguous && buffer.size() == buffer.data_size();
   }
 
   // out: positions [0, out.shape(2)) of all (row-major), sharing its memory (as MLX's Slice).
@@ -166,9 +180,10 @@ class CacheWrite : public mx::Primitive {
   }
 
   int offset_;
+  bool vouched_;
 };
 
-Updated write(const mx::array& kc, const mx::array& vc, const mx::array& k, const mx::array& v, int offset) {
+Updated write(const mx::array& kc, const mx::array& vc, const mx::array& k, const mx::array& v, int offset, bool vouched = false) {
   if (k.ndim() != 4 || kc.ndim() != 4 || v.ndim() != 4 || vc.ndim() != 4) throw ArgumentError("k, v and the cache buffers must be [B, H, T, D]");
   int batch = k.shape(0), heads = k.shape(1), length = k.shape(2);
   for (const auto& [x, c, name] : {std::tuple{&k, &kc, "k"}, std::tuple{&v, &vc, "v"}}) {
@@ -185,7 +200,7 @@ Updated write(const mx::array& kc, const mx::array& vc, const mx::array& k, cons
   auto values = v.dtype() == vc.dtype() ? v : mx::astype(v, vc.dtype());
   auto stream = mx::default_stream(mx::default_device());
   auto out = mx::array::make_arrays({kc.shape(), vc.shape(), {batch, heads, end, kc.shape(3)}, {batch, heads, end, vc.shape(3)}},
-                                    {kc.dtype(), vc.dtype(), kc.dtype(), vc.dtype()}, std::make_shared<CacheWrite>(stream, offset),
+                                    {kc.dtype(), vc.dtype(), kc.dtype(), vc.dtype()}, std::make_shared<CacheWrite>(stream, offset, vouched),
                                     {kc, vc, std::move(keys), std::move(values)});
   return {out[0], out[1], out[2], out[3]};
 }
@@ -241,15 +256,33 @@ mx::array quantized_attention(const mx::array& q, const std::vector<mx::array>& 
 
 // write() at the cache's offset, or for a full rotating cache at the slot the position rotates to;
 // then the keys and values returned are every slot. A quantized cache: write_quantized().
+//
+// A write goes into the layer's buffers in place when what it overwrites cannot be read with the old
+// values: the buffers were not handed out whole, and it writes at or past the end of every view of
+// them handed out (positions only grow, except after a seek back: speculative decoding, the replay's
+// check, a prompt cache). Else the buffers are copied first (by MLX's rule, in place if nothing holds
+// them).
 Updated write_cache(KVCache& c, int l, const mx::array& k, const mx::array& v) {
   if (c.bits > 0) return write_quantized(c, l, k, v);
   int length = k.ndim() == 4 ? k.shape(2) : 0;
-  if (c.keep < 0 || c.offset + length <= c.max_length) return write(c.keys[l], c.values[l], k, v, c.offset);
+  // The buffers' state after a write at `at` (in place or not) whose views end at `end`.
+  auto written = [&](bool in_place, int end) {
+    c.viewed[l] = in_place ? std::max(c.viewed[l], end) : end;
+    c.handed_out[l] = false;
+  };
+  if (c.keep < 0 || c.offset + length <= c.max_length) {
+    bool in_place = !c.handed_out[l] && c.offset >= c.viewed[l];
+    auto u = write(c.keys[l], c.values[l], k, v, c.offset, in_place);
+    written(in_place, c.offset + length);
+    return u;
+  }
   if (length != 1) {
     throw ArgumentError("a rotating KV cache of " + std::to_string(c.max_length) + " positions at offset " + std::to_string(c.offset) + " takes one position at a time once full, got " + std::to_string(length));
   }
   int slot = c.keep + (c.offset - c.max_length) % (c.max_length - c.keep);
-  auto u = write(c.keys[l], c.values[l], k, v, slot);
+  bool in_place = !c.handed_out[l] && slot >= c.viewed[l];
+  auto u = write(c.keys[l], c.values[l], k, v, slot, in_place);
+  written(in_place, c.max_length);  // every slot is viewed
   return {u.keys_all, u.values_all, u.keys_all, u.values_all};
 }
 
@@ -333,6 +366,8 @@ int mlx_kv_cache_new(mlx_kv_cache* out, int layers, int batch, int heads, int ma
       c->keys.push_back(mx::zeros({batch, heads, max_length, head_dim}, dt));
       c->values.push_back(mx::zeros({batch, heads, max_length, head_dim}, dt));
     }
+    c->viewed.assign(layers, 0);
+    c->handed_out.assign(layers, false);
     *out = new CacheRef(std::move(c));
   });
 }
@@ -401,6 +436,7 @@ int mlx_kv_cache_layer(mlx_array* keys, mlx_array* values, mlx_kv_cache c, int l
     int l = layer_index(cache, layer);
     store(keys, cache.keys[l]);
     store(values, cache.values[l]);
+    cache.handed_out[l] = true;
   });
 }
 

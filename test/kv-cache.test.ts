@@ -87,6 +87,25 @@ describe("KV cache write", () => {
     expect(vs3.toFloat32Array()).toEqual(expected([first, block(2, 1), block(3, 1)]));
   });
 
+  test("a write after a seek back leaves the views handed out before it as they were; writes past them go on in place", () => {
+    using cache = new KVCache({ layers: 1, batch: B, heads: H, headDim: D, maxLength: S });
+    const first = block(1, 4);
+    using k1 = Tensor.from(first, [B, H, 4, D]);
+    const [heldKeys, heldValues] = cache.updateAndFetch(0, k1, k1);
+    cache.advance(4);
+    using hk = heldKeys;
+    using hv = heldValues;
+    const before = hk.toFloat32Array();
+    cache.seek(2); // as speculative decoding's rollback
+    using k2 = Tensor.from(block(2, 1), [B, H, 1, D]);
+    const [fk, fv] = cache.updateAndFetch(0, k2, k2);
+    using ks = fk;
+    using vs = fv;
+    expect(ks.toFloat32Array()).toEqual(expected([block(1, 4).filter((_, i) => Math.floor(i / D) % 4 < 2), block(2, 1)]));
+    expect(hk.toFloat32Array()).toEqual(before);
+    expect(hv.toFloat32Array()).toEqual(before);
+  });
+
   test("keys or values that do not fit the cache, or run past its end: an Error naming them", () => {
     using cache = new KVCache({ layers: 1, batch: B, heads: H, headDim: D, maxLength: S });
     using wide = Tensor.from(new Float32Array(B * H * D * 2), [B, H, 1, 2 * D]);

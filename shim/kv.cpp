@@ -91,49 +91,22 @@ class CacheWrite : public mx::Primitive {
   CacheWrite(mx::Stream stream, int offset, bool vouched) : mx::Primitive(stream), offset_(offset), vouched_(vouched) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
-    release_sibling_inputs(inputs, outputs);
-    auto& encoder = mx::cpu::get_command_encoder(stream());
     struct Copy {
       mx::array src, dst;
       int64_t at;
     };
     std::vector<Copy> copies;
-    for (int j = 0; j < 2; j++) {
-      const auto &buffer = inputs[j], &update = inputs[2 + j];
-      auto& all = outputs[j];
-      if (in_place(buffer)) {
-        all.copy_shared_buffer(buffer);
-      } else {
-        all.set_data(mx::allocator::malloc(all.nbytes()));
-        copies.push_back({mx::array::unsafe_weak_copy(buffer), mx::array::unsafe_weak_copy(all), 0});
-      }
-      copies.push_back({mx::array::unsafe_weak_copy(update), mx::array::unsafe_weak_copy(all), offset_ * all.strides(2)});
-      view(outputs[2 + j], all);
-      encoder.set_input_array(buffer);
-      encoder.set_input_array(update);
-      encoder.set_output_array(all);
-    }
-    encoder.dispatch([copies = std::move(copies)]() mutable {
+    write(inputs, outputs, [&](const mx::array& src, mx::array& dst, int64_t at) {
+      copies.push_back({mx::array::unsafe_weak_copy(src), mx::array::unsafe_weak_copy(dst), at});
+    });
+    mx::cpu::get_command_encoder(stream()).dispatch([copies = std::move(copies)]() mutable {
       for (auto& c : copies) strided_copy_host(c.src, c.dst, c.at);
     });
   }
 
   void eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
 #ifdef MLXB_CUDA
-    release_sibling_inputs(inputs, outputs);
-    for (int j = 0; j < 2; j++) {
-      const auto &buffer = inputs[j], &update = inputs[2 + j];
-      auto& all = outputs[j];
-      if (in_place(buffer)) {
-        all.copy_shared_buffer(buffer);
-      } else {
-        // MLX's allocator (unified memory on CUDA), so that the next write can update it in place.
-        all.set_data(mx::allocator::malloc(all.nbytes()));
-        strided_copy_cuda(stream(), buffer, all, 0);
-      }
-      strided_copy_cuda(stream(), update, all, offset_ * all.strides(2));
-      view(outputs[2 + j], all);
-    }
+    write(inputs, outputs, [&](const mx::array& src, mx::array& dst, int64_t at) { strided_copy_cuda(stream(), src, dst, at); });
 #else
     (void)inputs, (void)outputs;
     throw std::runtime_error("KVCacheWrite: no GPU implementation in this build of the shim");
@@ -149,6 +122,26 @@ class CacheWrite : public mx::Primitive {
   }
 
  private:
+  // Gives the outputs their memory (a buffer's own when in place, else fresh memory MLX's allocator
+  // owns, so that the next write can go in place: unified memory on CUDA) and the views theirs;
+  // copy(src, dst, at) does each copy the write needs (whole buffers first, then the new positions).
+  template <typename CopyFn>
+  void write(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs, CopyFn&& copy) {
+    release_sibling_inputs(inputs, outputs);
+    for (int j = 0; j < 2; j++) {
+      const auto &buffer = inputs[j], &update = inputs[2 + j];
+      auto& all = outputs[j];
+      if (in_place(buffer)) {
+        all.copy_shared_buffer(buffer);
+      } else {
+        all.set_data(mx::allocator::malloc(all.nbytes()));
+        copy(buffer, all, 0);
+      }
+      copy(update, all, offset_ * all.strides(2));
+      view(outputs[2 + j], all);
+    }
+  }
+
   // Each output of a node holds its own copy of the node's inputs (make_arrays); all but the one MLX
   // evaluates it through (`inputs`) are let go here, as MLX's detach after the eval would, so that a
   // buffer nothing else holds is donatable.

@@ -59,10 +59,6 @@ void strided_copy_host(const mx::array& src, mx::array& dst, int64_t at) {
   const size_t item = src.itemsize();
   const auto* from = src.data<char>();
   auto* to = dst.data<char>();
-  if (at == 0 && src.shape() == dst.shape() && src.flags().row_contiguous && dst.flags().row_contiguous && src.size() == src.data_size()) {
-    std::memcpy(to, from, src.nbytes());  // a contiguous array whole
-    return;
-  }
   const bool rows = src.strides(3) == 1 && dst.strides(3) == 1;  // whole rows of the last axis at once
   for (int a = 0; a < src.shape(0); a++) {
     for (int b = 0; b < src.shape(1); b++) {
@@ -79,16 +75,19 @@ void strided_copy_host(const mx::array& src, mx::array& dst, int64_t at) {
   }
 }
 
-// Keys and values written into a layer's buffers as one MLX node: inputs (key buffer, value buffer
-// [B, H, S, D], k, v [B, H, T, D] of the buffers' dtype), outputs (the updated buffers, and their
-// positions [0, offset + T) as views of them), what two slice_update and two slice ops make as four
-// nodes. Its node is built directly (no op call), so the cache write of a replayed decode step costs
-// one array construction. The buffers are updated in place when `vouched` (the shim's cache knows
-// that nothing can read the positions written with the old values: write_cache) or when nothing else
-// holds them (as MLX's SliceUpdate donates), else copied first.
+// Keys and values written into a layer's buffers in place, as one MLX node: inputs (key buffer,
+// value buffer [B, H, S, D], k, v [B, H, T, D] of the buffers' dtype), outputs (the updated buffers,
+// which are the input buffers' memory, and their positions [0, offset + T) as views of it), what two
+// slice_update and two slice ops make as four nodes. Its node is built directly (no op call), so the
+// cache write of a replayed decode step costs one array construction. In place is the caller's
+// promise (write_cache: nothing can read the positions written with their old values; the stream's
+// order puts the reads of steps already queued first), not MLX's donation rule: the previous step,
+// still running, holds the buffers it reads until it ends, so they would not be donatable. A buffer
+// not yet laid out in full (never so in practice: the cache's zeros are materialized when evaluated)
+// is copied first.
 class CacheWrite : public mx::Primitive {
  public:
-  CacheWrite(mx::Stream stream, int offset, bool vouched) : mx::Primitive(stream), offset_(offset), vouched_(vouched) {}
+  CacheWrite(mx::Stream stream, int offset) : mx::Primitive(stream), offset_(offset) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
     struct Copy {
@@ -117,21 +116,18 @@ class CacheWrite : public mx::Primitive {
     return "KVCacheWrite";
   }
   bool is_equivalent(const mx::Primitive& other) const override {
-    const auto& o = static_cast<const CacheWrite&>(other);
-    return offset_ == o.offset_ && vouched_ == o.vouched_;
+    return offset_ == static_cast<const CacheWrite&>(other).offset_;
   }
 
  private:
-  // Gives the outputs their memory (a buffer's own when in place, else fresh memory MLX's allocator
-  // owns, so that the next write can go in place: unified memory on CUDA) and the views theirs;
-  // copy(src, dst, at) does each copy the write needs (whole buffers first, then the new positions).
+  // Gives the outputs their memory (the buffers' own; fresh memory for a buffer not laid out in full)
+  // and the views theirs; copy(src, dst, at) does each copy the write needs, in order.
   template <typename CopyFn>
   void write(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs, CopyFn&& copy) {
-    release_sibling_inputs(inputs, outputs);
     for (int j = 0; j < 2; j++) {
       const auto &buffer = inputs[j], &update = inputs[2 + j];
       auto& all = outputs[j];
-      if (in_place(buffer)) {
+      if (buffer.flags().row_contiguous && buffer.size() == buffer.data_size()) {
         all.copy_shared_buffer(buffer);
       } else {
         all.set_data(mx::allocator::malloc(all.nbytes()));
@@ -140,23 +136,6 @@ class CacheWrite : public mx::Primitive {
       copy(update, all, offset_ * all.strides(2));
       view(outputs[2 + j], all);
     }
-  }
-
-  // Each output of a node holds its own copy of the node's inputs (make_arrays); all but the one MLX
-  // evaluates it through (`inputs`) are let go here, as MLX's detach after the eval would, so that a
-  // buffer nothing else holds is donatable.
-  static void release_sibling_inputs(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
-    for (auto& out : outputs) {
-      if (&out.inputs() != &inputs && !out.is_tracer()) out.inputs().clear();
-    }
-  }
-
-  // Whether the buffer's memory can become the output's: row-major and materialized, and vouched for
-  // or held by this node alone. (Arrays a queued kernel reads are held until it has run, so a buffer
-  // the previous step read is not donatable while that step runs; the stream's order makes writing
-  // it safe then, which is what vouching says.)
-  bool in_place(const mx::array& buffer) const {
-    return (vouched_ || buffer.is_donatable()) && buffer.flags().row_contiguous && buffer.size() == buffer.data_size();
   }
 
   // out: positions [0, out.shape(2)) of all (row-major), sharing its memory (as MLX's Slice).
@@ -173,10 +152,11 @@ class CacheWrite : public mx::Primitive {
   }
 
   int offset_;
-  bool vouched_;
 };
 
-Updated write(const mx::array& kc, const mx::array& vc, const mx::array& k, const mx::array& v, int offset, bool vouched = false) {
+// in_place: a KVCacheWrite node (the caller vouches); else MLX's slice_update and slice ops (a new
+// buffer unless MLX finds the old one donatable).
+Updated write(const mx::array& kc, const mx::array& vc, const mx::array& k, const mx::array& v, int offset, bool in_place = false) {
   if (k.ndim() != 4 || kc.ndim() != 4 || v.ndim() != 4 || vc.ndim() != 4) throw ArgumentError("k, v and the cache buffers must be [B, H, T, D]");
   int batch = k.shape(0), heads = k.shape(1), length = k.shape(2);
   for (const auto& [x, c, name] : {std::tuple{&k, &kc, "k"}, std::tuple{&v, &vc, "v"}}) {
@@ -189,11 +169,17 @@ Updated write(const mx::array& kc, const mx::array& vc, const mx::array& k, cons
   if (offset < 0 || end > kc.shape(2) || end > vc.shape(2)) {
     throw ArgumentError("KV cache of length " + std::to_string(kc.shape(2)) + " cannot hold " + std::to_string(end) + " positions");
   }
+  if (!in_place) {
+    mx::Shape start{0, 0, offset, 0}, stop{batch, heads, end, kc.shape(3)}, vstop{batch, heads, end, vc.shape(3)};
+    auto keys_all = mx::slice_update(kc, k, start, stop);
+    auto values_all = mx::slice_update(vc, v, start, vstop);
+    return {keys_all, values_all, mx::slice(keys_all, {0, 0, 0, 0}, stop), mx::slice(values_all, {0, 0, 0, 0}, vstop)};
+  }
   auto keys = k.dtype() == kc.dtype() ? k : mx::astype(k, kc.dtype());
   auto values = v.dtype() == vc.dtype() ? v : mx::astype(v, vc.dtype());
   auto stream = mx::default_stream(mx::default_device());
   auto out = mx::array::make_arrays({kc.shape(), vc.shape(), {batch, heads, end, kc.shape(3)}, {batch, heads, end, vc.shape(3)}},
-                                    {kc.dtype(), vc.dtype(), kc.dtype(), vc.dtype()}, std::make_shared<CacheWrite>(stream, offset, vouched),
+                                    {kc.dtype(), vc.dtype(), kc.dtype(), vc.dtype()}, std::make_shared<CacheWrite>(stream, offset),
                                     {kc, vc, std::move(keys), std::move(values)});
   return {out[0], out[1], out[2], out[3]};
 }
@@ -250,11 +236,11 @@ mx::array quantized_attention(const mx::array& q, const std::vector<mx::array>& 
 // write() at the cache's offset, or for a full rotating cache at the slot the position rotates to;
 // then the keys and values returned are every slot. A quantized cache: write_quantized().
 //
-// A write goes into the layer's buffers in place when what it overwrites cannot be read with the old
-// values: the buffers were not handed out whole, and it writes at or past the end of every view of
-// them handed out (positions only grow, except after a seek back: speculative decoding, the replay's
-// check, a prompt cache). Else the buffers are copied first (by MLX's rule, in place if nothing holds
-// them).
+// A write goes into the layer's buffers in place (one KVCacheWrite node) when what it overwrites
+// cannot be read with the old values: the buffers were not handed out whole, and it writes at or past
+// the end of every view of them handed out (positions only grow, except after a seek back:
+// speculative decoding, the replay's check, a prompt cache). Else MLX's ops write it (the buffers
+// copied unless MLX finds them donatable).
 Updated write_cache(KVCache& c, int l, const mx::array& k, const mx::array& v) {
   if (c.bits > 0) return write_quantized(c, l, k, v);
   int length = k.ndim() == 4 ? k.shape(2) : 0;

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
-#include <string>
 
 #include "cuda.h"
 
@@ -35,12 +34,6 @@ __device__ void copy_items(const T* src, T* dst, const Copy4& p) {
   }
 }
 
-// 16 bytes per thread and step: a contiguous array copied whole.
-extern "C" __global__ void mlxb_copy_flat(const uint4* src, uint4* dst, long long chunks) {
-  const long long step = (long long)gridDim.x * blockDim.x;
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < chunks; i += step) dst[i] = src[i];
-}
-
 extern "C" __global__ void mlxb_copy4(const void* src, void* dst, Copy4 p, int item) {
   if (item == 2) copy_items((const unsigned short*)src, (unsigned short*)dst, p);
   else if (item == 4) copy_items((const unsigned int*)src, (unsigned int*)dst, p);
@@ -54,20 +47,13 @@ struct Copy4 {
   long long at, total;
 };
 
-/** The source's kernel `name` for the device, compiled on first use. */
-CUfunc_st* copy_kernel(int device_index, const char* name) {
+CUfunc_st* copy_kernel(int device_index) {
   static std::mutex mutex;
-  static std::map<std::pair<int, std::string>, CUfunc_st*> kernels;
+  static std::map<int, CUfunc_st*> kernels;
   std::lock_guard<std::mutex> lock(mutex);
-  auto& k = kernels[{device_index, name}];
-  if (!k) k = compile_kernel(device_index, COPY_SOURCE, "mlxb_copy.cu", name);
+  auto& k = kernels[device_index];
+  if (!k) k = compile_kernel(device_index, COPY_SOURCE, "mlxb_copy4.cu", "mlxb_copy4");
   return k;
-}
-
-/** Whether src and dst are the same contiguous layout of 16-byte-aligned memory. */
-bool flat(const mx::array& src, const mx::array& dst, void* s, void* d) {
-  return src.shape() == dst.shape() && src.flags().row_contiguous && dst.flags().row_contiguous && src.size() == src.data_size() &&
-         src.nbytes() % 16 == 0 && reinterpret_cast<uintptr_t>(s) % 16 == 0 && reinterpret_cast<uintptr_t>(d) % 16 == 0;
 }
 
 } // namespace
@@ -80,19 +66,11 @@ void mlxb::strided_copy_cuda(const mx::Stream& stream, const mx::array& src, con
   encoder.set_output_array(dst);
   void* s = device_pointer(src);
   void* d = device_pointer(dst);
-  const int device = stream.device.index;
-  if (at == 0 && flat(src, dst, s, d)) {
-    long long chunks = static_cast<long long>(src.nbytes() / 16);
-    void* params[] = {&s, &d, &chunks};
-    const unsigned blocks = static_cast<unsigned>(std::min<long long>((chunks + 255) / 256, 65535));
-    encoder.add_kernel_node_raw(copy_kernel(device, "mlxb_copy_flat"), dim3{blocks, 1, 1}, dim3{256, 1, 1}, dim3{1, 1, 1}, 0, params);
-    return;
-  }
   Copy4 p{};
   for (int k = 0; k < 4; k++) p.shape[k] = src.shape(k), p.src[k] = src.strides(k), p.dst[k] = dst.strides(k);
   p.at = at, p.total = static_cast<long long>(src.size());
   int item = static_cast<int>(src.itemsize());
   void* params[] = {&s, &d, &p, &item};
   const unsigned blocks = static_cast<unsigned>(std::min<long long>((p.total + 255) / 256, 65535));
-  encoder.add_kernel_node_raw(copy_kernel(device, "mlxb_copy4"), dim3{blocks, 1, 1}, dim3{256, 1, 1}, dim3{1, 1, 1}, 0, params);
+  encoder.add_kernel_node_raw(copy_kernel(stream.device.index), dim3{blocks, 1, 1}, dim3{256, 1, 1}, dim3{1, 1, 1}, 0, params);
 }

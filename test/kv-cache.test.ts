@@ -1,6 +1,7 @@
-// The MLX KV cache's write (shim/kv.cpp, CacheWrite): keys and values written into a layer's buffers
-// as one MLX node whose outputs are the updated buffers and the positions written so far as views. The
-// expected values are built on the host (the writes in order, position by position).
+// The MLX KV cache's write (shim/kv.cpp, write_cache): in place as one MLX node (KVCacheWrite: the
+// updated buffers and the positions written so far as views) when nothing can read what it overwrites,
+// else by MLX's ops into a new buffer. The expected values are built on the host (the writes in
+// order, position by position).
 import { describe, expect, test } from "bun:test";
 import { KVCache } from "../src/kv-cache.ts";
 import { pendingPrimitiveKinds } from "../src/ops/core.ts";
@@ -63,7 +64,7 @@ describe("KV cache write", () => {
     expect(kinds["Slice"]).toBeUndefined();
   });
 
-  test("a buffer someone else holds is copied, not written in place: the held tensor keeps its values", () => {
+  test("buffers handed out whole are not written in place: the held tensors keep their values", () => {
     using cache = new KVCache({ layers: 1, batch: B, heads: H, headDim: D, maxLength: S });
     const first = block(1, 2);
     using k1 = Tensor.from(first, [B, H, 2, D]);
@@ -78,12 +79,14 @@ describe("KV cache write", () => {
     expect(ks.toFloat32Array()).toEqual(expected([first, block(2, 1)]));
     held.forEach((t, i) => expect(t.toFloat32Array()).toEqual(before[i]!));
     for (const t of held) t.dispose();
-    // With nothing else holding them, later writes go on in place; the values stay right.
+    expect(Object.fromEntries(pendingPrimitiveKinds([ks]))["KVCacheWrite"]).toBeUndefined();
+    // Later writes go on in place; the values stay right.
     cache.advance(1);
     using k3 = Tensor.from(block(3, 1), [B, H, 1, D]);
     const [gk, gv] = cache.updateAndFetch(0, k3, k3);
     using ks3 = gk;
     using vs3 = gv;
+    expect(Object.fromEntries(pendingPrimitiveKinds([vs3]))["KVCacheWrite"]).toBe(1);
     expect(vs3.toFloat32Array()).toEqual(expected([first, block(2, 1), block(3, 1)]));
   });
 
@@ -101,9 +104,18 @@ describe("KV cache write", () => {
     const [fk, fv] = cache.updateAndFetch(0, k2, k2);
     using ks = fk;
     using vs = fv;
+    // Written by MLX's ops into a new buffer (what it overwrites is viewed), not in place.
+    expect(Object.fromEntries(pendingPrimitiveKinds([ks]))["KVCacheWrite"]).toBeUndefined();
     expect(ks.toFloat32Array()).toEqual(expected([block(1, 4).filter((_, i) => Math.floor(i / D) % 4 < 2), block(2, 1)]));
     expect(hk.toFloat32Array()).toEqual(before);
     expect(hv.toFloat32Array()).toEqual(before);
+    cache.advance(1);
+    using k3 = Tensor.from(block(3, 1), [B, H, 1, D]);
+    const [gk, gv] = cache.updateAndFetch(0, k3, k3);
+    using ks3 = gk;
+    using vs3 = gv;
+    expect(Object.fromEntries(pendingPrimitiveKinds([ks3]))["KVCacheWrite"]).toBe(1);
+    expect(vs3.toFloat32Array()).toEqual(expected([block(1, 4).filter((_, i) => Math.floor(i / D) % 4 < 2), block(2, 1), block(3, 1)]));
   });
 
   test("keys or values that do not fit the cache, or run past its end: an Error naming them", () => {

@@ -28,6 +28,16 @@ function expected(writes: Float32Array[]): Float32Array {
   return out;
 }
 
+/** Writes block(n, length) as the keys and values of layer 0 at the cache's offset, then advances it:
+ * the fetched keys and values (the caller disposes them) and whether the write went in place (one
+ * KVCacheWrite node, counted before anything is evaluated). */
+function write(cache: KVCache, n: number, length: number): { keys: Tensor; values: Tensor; inPlace: boolean } {
+  using k = Tensor.from(block(n, length), [B, H, length, D]);
+  const [keys, values] = cache.updateAndFetch(0, k, k);
+  cache.advance(length);
+  return { keys, values, inPlace: Object.fromEntries(pendingPrimitiveKinds([keys]))["KVCacheWrite"] === 1 };
+}
+
 describe("KV cache write", () => {
   for (const dtype of ["float32", "bfloat16"] as const) {
     test(`${dtype}: a prompt then single positions; the fetched keys and values are exactly those written (views of [B, H, S, D] buffers)`, () => {
@@ -66,56 +76,46 @@ describe("KV cache write", () => {
 
   test("buffers handed out whole are not written in place: the held tensors keep their values", () => {
     using cache = new KVCache({ layers: 1, batch: B, heads: H, headDim: D, maxLength: S });
-    const first = block(1, 2);
-    using k1 = Tensor.from(first, [B, H, 2, D]);
-    for (const t of cache.updateAndFetch(0, k1, k1)) t.dispose();
-    cache.advance(2);
+    const first = write(cache, 1, 2);
+    first.keys.dispose(), first.values.dispose();
     const held = cache.tensors(); // the buffers after the first write
     const before = held.map((t) => t.toFloat32Array());
-    using k2 = Tensor.from(block(2, 1), [B, H, 1, D]);
-    const [fk, fv] = cache.updateAndFetch(0, k2, k2);
-    using ks = fk;
-    using vs = fv;
-    expect(ks.toFloat32Array()).toEqual(expected([first, block(2, 1)]));
+    const second = write(cache, 2, 1);
+    using ks = second.keys;
+    using vs = second.values;
+    expect(second.inPlace).toBe(false);
+    expect(ks.toFloat32Array()).toEqual(expected([block(1, 2), block(2, 1)]));
     held.forEach((t, i) => expect(t.toFloat32Array()).toEqual(before[i]!));
     for (const t of held) t.dispose();
-    expect(Object.fromEntries(pendingPrimitiveKinds([ks]))["KVCacheWrite"]).toBeUndefined();
     // Later writes go on in place; the values stay right.
-    cache.advance(1);
-    using k3 = Tensor.from(block(3, 1), [B, H, 1, D]);
-    const [gk, gv] = cache.updateAndFetch(0, k3, k3);
-    using ks3 = gk;
-    using vs3 = gv;
-    expect(Object.fromEntries(pendingPrimitiveKinds([vs3]))["KVCacheWrite"]).toBe(1);
-    expect(vs3.toFloat32Array()).toEqual(expected([first, block(2, 1), block(3, 1)]));
+    const third = write(cache, 3, 1);
+    using ks3 = third.keys;
+    using vs3 = third.values;
+    expect(third.inPlace).toBe(true);
+    expect(vs3.toFloat32Array()).toEqual(expected([block(1, 2), block(2, 1), block(3, 1)]));
   });
 
   test("a write after a seek back leaves the views handed out before it as they were; writes past them go on in place", () => {
     using cache = new KVCache({ layers: 1, batch: B, heads: H, headDim: D, maxLength: S });
-    const first = block(1, 4);
-    using k1 = Tensor.from(first, [B, H, 4, D]);
-    const [heldKeys, heldValues] = cache.updateAndFetch(0, k1, k1);
-    cache.advance(4);
-    using hk = heldKeys;
-    using hv = heldValues;
+    const first = write(cache, 1, 4);
+    using hk = first.keys;
+    using hv = first.values;
     const before = hk.toFloat32Array();
     cache.seek(2); // as speculative decoding's rollback
-    using k2 = Tensor.from(block(2, 1), [B, H, 1, D]);
-    const [fk, fv] = cache.updateAndFetch(0, k2, k2);
-    using ks = fk;
-    using vs = fv;
+    const second = write(cache, 2, 1);
+    using ks = second.keys;
+    using vs = second.values;
     // Written by MLX's ops into a new buffer (what it overwrites is viewed), not in place.
-    expect(Object.fromEntries(pendingPrimitiveKinds([ks]))["KVCacheWrite"]).toBeUndefined();
-    expect(ks.toFloat32Array()).toEqual(expected([block(1, 4).filter((_, i) => Math.floor(i / D) % 4 < 2), block(2, 1)]));
+    expect(second.inPlace).toBe(false);
+    const kept = block(1, 4).filter((_, i) => Math.floor(i / D) % 4 < 2); // positions 0 and 1
+    expect(ks.toFloat32Array()).toEqual(expected([kept, block(2, 1)]));
     expect(hk.toFloat32Array()).toEqual(before);
     expect(hv.toFloat32Array()).toEqual(before);
-    cache.advance(1);
-    using k3 = Tensor.from(block(3, 1), [B, H, 1, D]);
-    const [gk, gv] = cache.updateAndFetch(0, k3, k3);
-    using ks3 = gk;
-    using vs3 = gv;
-    expect(Object.fromEntries(pendingPrimitiveKinds([ks3]))["KVCacheWrite"]).toBe(1);
-    expect(vs3.toFloat32Array()).toEqual(expected([block(1, 4).filter((_, i) => Math.floor(i / D) % 4 < 2), block(2, 1), block(3, 1)]));
+    const third = write(cache, 3, 1);
+    using ks3 = third.keys;
+    using vs3 = third.values;
+    expect(third.inPlace).toBe(true);
+    expect(vs3.toFloat32Array()).toEqual(expected([kept, block(2, 1), block(3, 1)]));
   });
 
   test("keys or values that do not fit the cache, or run past its end: an Error naming them", () => {

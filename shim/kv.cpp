@@ -244,7 +244,7 @@ mx::array quantized_attention(const mx::array& q, const std::vector<mx::array>& 
 Updated write_cache(KVCache& c, int l, const mx::array& k, const mx::array& v) {
   if (c.bits > 0) return write_quantized(c, l, k, v);
   int length = k.ndim() == 4 ? k.shape(2) : 0;
-  // The buffers' state after a write at `at` (in place or not) whose views end at `end`.
+  // The layer's state after a write (in place or not) whose views end at `end`.
   auto written = [&](bool in_place, int end) {
     c.viewed[l] = in_place ? std::max(c.viewed[l], end) : end;
     c.handed_out[l] = false;
@@ -291,8 +291,8 @@ mx::array attend(const mx::array& q, const Updated& u, int offset, float scale, 
 class DecodeAttention {
  public:
   mx::array operator()(const mx::array& q, const Updated& u, float scale) {
-    if (primitive_ && q.shape() == q_shape_ && q.dtype() == dtype_ && u.keys.dtype() == dtype_ && u.values.dtype() == dtype_ &&
-        same_but_length(u.keys, key_shape_) && same_but_length(u.values, value_shape_)) {
+    if (primitive_ && primitive_->device() == mx::default_device() && q.shape() == q_shape_ && q.dtype() == dtype_ && u.keys.dtype() == dtype_ &&
+        u.values.dtype() == dtype_ && same_but_length(u.keys, key_shape_) && same_but_length(u.values, value_shape_)) {
       return mx::array(out_shape_, dtype_, primitive_, {q, u.keys, u.values});
     }
     auto out = mx::fast::scaled_dot_product_attention(q, u.keys, u.values, scale, "", std::nullopt);

@@ -35,7 +35,7 @@ export class DecodeTape {
   #onFallback: (reason: string) => void;
   #state: State = "record";
   #tape: Pointer | null = null;
-  // A replay's input and output handles, reused (a replayed step makes no JS arrays of its own).
+  // A replay's input and output handles, kept between steps.
   #inputs = new BigUint64Array(3);
   #outputs: BigUint64Array;
 
@@ -109,8 +109,9 @@ export class DecodeTape {
     const positions = positionsFrom(batch, length, offset, this.cache.padding);
     check(lib.mlx_array_new_data(outWords, positions, positions.byteLength, Int32Array.of(batch, length), 2, INT32), "DecodeTape: positions");
     const positionsHandle = outPointer();
-    const keyMask = this.cache.keyMask(offset + length);
+    let keyMask: Tensor | null = null;
     try {
+      keyMask = this.cache.keyMask(offset + length);
       const inputs = this.#inputs;
       inputs[0] = BigInt(handleOf(ids, "DecodeTape", "input"));
       inputs[1] = BigInt(positionsHandle);

@@ -60,10 +60,6 @@ const Cuda& cuda() {
   return api;
 }
 
-void check(int result, const char* what) {
-  if (result != 0) throw std::runtime_error(std::string("qmv_cuda: ") + what + " failed (CUDA error " + std::to_string(result) + ")");
-}
-
 } // namespace
 
 void mlxb::check_cuda(int result, const char* what) {
@@ -72,8 +68,9 @@ void mlxb::check_cuda(int result, const char* what) {
 
 namespace {
 
-/** Device buffers for the outputs of the shim's primitives (device_buffer): a pool of their own, from the device's default memory pool (as MLX's are). A buffer goes back to the pool
- * when MLX releases the array, which it does after the GPU work using it has completed. If MLX
+/** Device buffers for the outputs of the shim's primitives (device_buffer): a pool of their own,
+ * from the device's default memory pool (as MLX's are). A buffer goes back to the pool when MLX
+ * releases the array, which it does after the GPU work using it has completed. If MLX
  * moved it to managed memory (a host read of the array), it is freed instead. The shim's memory
  * functions count these bytes with MLX's (in use: active; idle: cache) and clear_cache frees the
  * idle ones. */

@@ -39,7 +39,7 @@ pub fn build(b: *std.Build) void {
         .files = &.{ "error.cpp", "array.cpp", "ops.cpp", "fast.cpp", "kv.cpp", "quant.cpp", "qmv_cpu.cpp", "io.cpp", "tape.cpp", "distributed.cpp" },
         .flags = flags,
     });
-    if (cuda) module.addCSourceFiles(.{ .root = b.path("shim"), .files = &.{ "cuda.cpp", "qmv_cuda.cpp", "kv_cuda.cpp" }, .flags = flags });
+    if (cuda) module.addCSourceFiles(.{ .root = b.path("shim"), .files = &.{ "cuda.cpp", "qmv_cuda.cpp", "kv_cuda.cpp", "norm_rope_cuda.cpp" }, .flags = flags });
     module.addObjectFile(.{ .cwd_relative = b.fmt("{s}/lib/libmlx.so", .{mlx}) });
     module.addObjectFile(.{ .cwd_relative = b.fmt("/usr/lib/{s}/libstdc++.so.6", .{multiarch}) });
     module.addObjectFile(.{ .cwd_relative = b.fmt("/lib/{s}/libgcc_s.so.1", .{multiarch}) });

@@ -56,6 +56,26 @@ int mlx_fast_rope_dynamic(mlx_array* out, mlx_array x, int dims, int traditional
   });
 }
 
+int mlx_fast_qk_norm_rope(mlx_array* q_out, mlx_array* k_out, mlx_array q, mlx_array k, mlx_array q_weight, mlx_array k_weight, float eps, int dims,
+                          int traditional, float base, float scale, mlx_array offset, mlx_array freqs) {
+  return guard([&] {
+    arr(q, "q"), arr(k, "k"), arr(q_weight, "q_weight"), arr(k_weight, "k_weight"), arr(offset, "offset");
+    auto b = rope_base(base, freqs);
+    bool t = traditional != 0;
+    std::vector<mlx_array> inputs{q, k, q_weight, k_weight, offset};
+    if (freqs != nullptr) inputs.push_back(freqs);
+    emit({q_out, k_out}, inputs, [=](const Arrays& a) {
+      std::optional<mx::array> periods;
+      if (a.size() > 5) periods = a[5];
+#ifdef MLXB_CUDA
+      if (auto fused = qk_norm_rope_cuda(a[0], a[1], a[2], a[3], eps, dims, t, b, scale, a[4], periods)) return *fused;
+#endif
+      auto rotate = [&](const mx::array& x, const mx::array& w) { return mx::fast::rope(mx::fast::rms_norm(x, w, eps), dims, t, b, scale, a[4], periods); };
+      return Arrays{rotate(a[0], a[2]), rotate(a[1], a[3])};
+    });
+  });
+}
+
 int mlx_fast_scaled_dot_product_attention(mlx_array* out, mlx_array q, mlx_array k, mlx_array v, float scale, const char* mask_mode, mlx_array mask) {
   return guard([&] {
     arr(q, "q"), arr(k, "k"), arr(v, "v");

@@ -157,6 +157,12 @@ std::optional<mx::array> qmv_cpu(const mx::array& x, const mx::array& w, const m
 /** The same on the GPU of a CUDA build (qmv_cuda.cpp; only built with -Dcuda=true). */
 std::optional<mx::array> qmv_cuda(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
                                   std::optional<int> group_size, std::optional<int> bits, const std::string& mode, const std::optional<mx::array>& addend);
+/** rms_norm of q and of k [B, H, T, D] (weights [D]), then rope on both (dims, traditional, base or
+ * periods, scale, offset as mx::fast::rope takes them), as one primitive of ours on the GPU of a CUDA
+ * build when the inputs fit it (norm_rope_cuda.cpp); else nullopt. */
+std::optional<Arrays> qk_norm_rope_cuda(const mx::array& q, const mx::array& k, const mx::array& q_weight, const mx::array& k_weight, float eps, int dims,
+                                        bool traditional, std::optional<float> base, float scale, const mx::array& offset,
+                                        const std::optional<mx::array>& periods);
 /** Bytes of the device buffers holding the outputs of the shim's GPU primitives (cuda.h's
  * device_buffer) in use (in_use) or idle in their pool; freeing the idle ones. CUDA build only. */
 size_t device_buffer_bytes(bool in_use);

@@ -142,6 +142,10 @@ int mlx_fast_layer_norm(mlx_array* out, mlx_array x, mlx_array weight, mlx_array
 int mlx_fast_rope(mlx_array* out, mlx_array x, int dims, int traditional, float base, float scale, int offset, mlx_array freqs);
 /* offset: an int32 array, a scalar or one position per batch element. */
 int mlx_fast_rope_dynamic(mlx_array* out, mlx_array x, int dims, int traditional, float base, float scale, mlx_array offset, mlx_array freqs);
+/* rms_norm(q, q_weight) and rms_norm(k, k_weight), each then rotated as mlx_fast_rope_dynamic: one
+   kernel of the shim's on a CUDA GPU, else MLX's four ops. Writes two new handles. */
+int mlx_fast_qk_norm_rope(mlx_array* q_out, mlx_array* k_out, mlx_array q, mlx_array k, mlx_array q_weight, mlx_array k_weight, float eps, int dims,
+                          int traditional, float base, float scale, mlx_array offset, mlx_array freqs);
 /* mask_mode: "" (none or mask array), "causal"; mask may be NULL, boolean or additive. */
 int mlx_fast_scaled_dot_product_attention(mlx_array* out, mlx_array q, mlx_array k, mlx_array v, float scale, const char* mask_mode, mlx_array mask);
 /* silu(gate) * up in one call. */

@@ -100,6 +100,14 @@ describe("rewrite: what each rewriter replaces, and what it leaves", () => {
     expect(counts("llama", ["rms_norm"]).rms_norm).toBeUndefined();
     expect(counts("qwen3", ["swiglu"])).toMatchObject({ fast_swiglu: 2 });
     expect(counts("llama", ["rotary_embedding"])).toMatchObject({ fast_rope: 2 });
+    // Qwen3's q and k norms and the rope after them: one op per layer; the layers' other norms stay.
+    const qk = counts("qwen3", ["rms_norm", "rotary_embedding", "qk_norm_rope"]);
+    expect(qk).toMatchObject({ fast_qk_norm_rope: 2, fast_rms_norm: 5 });
+    expect(qk.fast_rope).toBeUndefined();
+    // Without q/k norms (llama) or with them left plain (rms_norm off), the rope stays.
+    expect(counts("llama", ["rms_norm", "rotary_embedding", "qk_norm_rope"])).toMatchObject({ fast_rope: 2 });
+    expect(counts("llama", ["rms_norm", "rotary_embedding", "qk_norm_rope"]).fast_qk_norm_rope).toBeUndefined();
+    expect(counts("qwen3", ["rotary_embedding", "qk_norm_rope"])).toMatchObject({ fast_rope: 2, rms_norm: 9 });
     expect(counts("phi", ["layer_norm"])).toMatchObject({ fast_layer_norm: 3 });
     const sdpa = counts("llama", ["sdpa"]);
     expect(sdpa).toMatchObject({ fast_sdpa: 2 });
@@ -182,7 +190,7 @@ describe("rewrite: what each rewriter replaces, and what it leaves", () => {
   test("unknown rewriter names list the valid ones", () => {
     const m = new GraphBuilder();
     expect(() => rewrite(m.build({ x: m.input("x") }), { only: ["rms_norm", "fuse_all"] })).toThrow(
-      /rewrite: unknown rewriter\(s\) fuse_all \(valid: dropout, rms_norm, layer_norm, rotary_embedding, swiglu, fused_projections, dense_residual, native_attention, sdpa, attn_weights\)/,
+      /rewrite: unknown rewriter\(s\) fuse_all \(valid: dropout, rms_norm, layer_norm, rotary_embedding, qk_norm_rope, swiglu, fused_projections, dense_residual, native_attention, sdpa, attn_weights\)/,
     );
   });
 });

@@ -158,6 +158,20 @@ interface FastRopeAttrs {
   periods: Float32Array | null;
 }
 
+/** MLX rope's options for a fast_rope node: its attributes and each example's offset. */
+function ropeOptions(offset: Tensor, attrs: FastRopeAttrs) {
+  return { dims: attrs.dims, base: attrs.base, scale: attrs.scale, offset, freqs: attrs.periods ? periodsTensor(attrs.periods) : null };
+}
+
+/** fast_rope on the CPU: q and k [B, H, T, D] rotated from each example's offset [B]. */
+function cpuRope(query: CpuTensor, key: CpuTensor, offsets: CpuTensor, attrs: FastRopeAttrs): [CpuTensor, CpuTensor] {
+  const [batch, , length] = query.shape as [number, number, number];
+  const first = offsets.data;
+  const p = Int32Array.from({ length: batch * length }, (_, i) => first[Math.floor(i / length)]! + (i % length));
+  const inverse = ropeFrequencies(attrs);
+  return [cpu.rope(query, attrs.dims, p, inverse), cpu.rope(key, attrs.dims, p, inverse)];
+}
+
 interface AttentionAttrs {
   scale: number;
   causal: boolean;
@@ -483,17 +497,20 @@ export const OPS = {
   fast_rope: op<FastRopeAttrs>()({
     inputs: ["q", "k", "offsets"],
     mlx: ([q, k, offsets], attrs) => {
-      const offset = mlx(offsets, "offsets");
-      const options = { dims: attrs.dims, base: attrs.base, scale: attrs.scale, offset, freqs: attrs.periods ? periodsTensor(attrs.periods) : null };
+      const options = ropeOptions(mlx(offsets, "offsets"), attrs);
       return [fast.rope(mlx(q, "q"), options), fast.rope(mlx(k, "k"), options)];
     },
-    cpu: ([q, k, offsets], attrs) => {
-      const query = host(q, "q");
-      const [batch, , length] = query.shape as [number, number, number];
-      const first = host(offsets, "offsets").data;
-      const p = Int32Array.from({ length: batch * length }, (_, i) => first[Math.floor(i / length)]! + (i % length));
-      const inverse = ropeFrequencies(attrs);
-      return [cpu.rope(query, attrs.dims, p, inverse), cpu.rope(host(k, "k"), attrs.dims, p, inverse)];
+    cpu: ([q, k, offsets], attrs) => cpuRope(host(q, "q"), host(k, "k"), host(offsets, "offsets"), attrs),
+  }),
+  /** fast_rms_norm of q and of k (each with its weight), then fast_rope of both (Qwen3's q/k norms):
+   * one kernel on a CUDA GPU, MLX's four ops elsewhere. A container [q, k]. */
+  fast_qk_norm_rope: op<FastRopeAttrs & { eps: number }>()({
+    inputs: ["q", "k", "q_weight", "k_weight", "offsets"],
+    mlx: ([q, k, qWeight, kWeight, offsets], attrs) =>
+      fast.qkNormRope(mlx(q, "q"), mlx(k, "k"), mlx(qWeight, "q_weight"), mlx(kWeight, "k_weight"), attrs.eps, ropeOptions(mlx(offsets, "offsets"), attrs)),
+    cpu: ([q, k, qWeight, kWeight, offsets], attrs) => {
+      const normed = (x: CpuTensor, weight: CpuTensor) => cpu.rmsNorm(x, weight, attrs.eps);
+      return cpuRope(normed(host(q, "q"), host(qWeight, "q_weight")), normed(host(k, "k"), host(kWeight, "k_weight")), host(offsets, "offsets"), attrs);
     },
   }),
   /** MLX sdpa over q [B, H, T, D] and k, v [B, Hkv, S, D] (GQA native). Pure "causal" (or no mask

@@ -82,6 +82,7 @@ export const symbols = {
   mlx_fast_layer_norm: [P, P, P, P, f32],
   mlx_fast_rope: [P, P, i32, i32, f32, f32, i32, P],
   mlx_fast_rope_dynamic: [P, P, i32, i32, f32, f32, P, P],
+  mlx_fast_qk_norm_rope: [P, P, P, P, P, P, f32, i32, i32, f32, f32, P, P],
   mlx_fast_scaled_dot_product_attention: [P, P, P, P, f32, cstring, P],
   mlx_fast_swiglu: [P, P, P],
   mlx_fast_kv_cache_attention: [P, P, P, P, P, P, P, P, i32, f32, P],

@@ -45,6 +45,21 @@ export function rope(x: Tensor, options: RopeOptions): Tensor {
   return call("rope", (lib, out) => lib.mlx_fast_rope_dynamic(out, hx, dims, traditional ? 1 : 0, base, scale, ho, hf));
 }
 
+/** rmsNorm(q, qWeight, eps) and rmsNorm(k, kWeight, eps), each then rotated by `rope` with the same
+ * options (Qwen3's per-head norms of q and k before RoPE), in one shim call: one kernel of the shim's
+ * on a CUDA GPU (float32, bfloat16 or float16, q and k [B, H, T, D]), else MLX's four ops. */
+export function qkNormRope(q: Tensor, k: Tensor, qWeight: Tensor, kWeight: Tensor, eps: number, options: RopeOptions & { offset: Tensor }): [Tensor, Tensor] {
+  const op = "qkNormRope";
+  const handles = [handleOf(q, op, "q"), handleOf(k, op, "k"), handleOf(qWeight, op, "qWeight"), handleOf(kWeight, op, "kWeight")] as const;
+  const { dims, traditional = false, scale = 1 } = options;
+  const hf = optionalHandleOf(options.freqs, op, "freqs");
+  const base = hf ? Number.NaN : (options.base ?? 10000);
+  const ho = handleOf(options.offset, op, "offset");
+  const out = new BigUint64Array(2);
+  check(native().mlx_fast_qk_norm_rope(out.subarray(0, 1), out.subarray(1, 2), ...handles, eps, dims, traditional ? 1 : 0, base, scale, ho, hf), op);
+  return [new Tensor(pointerFromWord(out[0]!)), new Tensor(pointerFromWord(out[1]!))];
+}
+
 export interface AttentionOptions {
   /** Usually 1 / sqrt(headDim). */
   scale: number;

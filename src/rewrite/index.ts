@@ -4,7 +4,7 @@ import type { Graph } from "../graph/graph.ts";
 import { attnWeights, nativeAttention, sdpa } from "./attention.ts";
 import { Rewriting } from "./match.ts";
 import { layerNorm, rmsNorm } from "./norms.ts";
-import { rotaryEmbedding } from "./rotary.ts";
+import { qkNormRope, rotaryEmbedding } from "./rotary.ts";
 import { denseResidual, dropout, fusedProjections, projectionShapes, singlePositionHeads, swiglu } from "./structure.ts";
 
 /** In application order. */
@@ -13,6 +13,7 @@ export const REWRITERS = {
   rms_norm: rmsNorm,
   layer_norm: layerNorm,
   rotary_embedding: rotaryEmbedding,
+  qk_norm_rope: qkNormRope,
   swiglu,
   fused_projections: fusedProjections,
   dense_residual: denseResidual,

@@ -1,6 +1,6 @@
 // The shim's CUDA plumbing (a CUDA build only, zig build -Dcuda=true): the part of MLX's CUDA backend
 // that libmlx.so exports, the driver and NVRTC entry points, kernels compiled at run time, and device
-// buffers for the outputs of the shim's own GPU primitives (qmv_cuda.cpp, kv_cuda.cpp).
+// buffers for the outputs of the shim's own GPU primitives (qmv_cuda.cpp, kv_cuda.cpp, norm_rope_cuda.cpp).
 #pragma once
 
 #include <functional>

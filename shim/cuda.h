@@ -56,6 +56,13 @@ CUfunc_st* compile_kernel(int device_index, const std::string& source, const cha
  * buffers, each back in the pool when MLX releases the array. */
 mx::allocator::Data device_buffer(int device_index, size_t bytes);
 
+/** The DTYPE macro of the shim's kernel sources: 0 float32, 1 bfloat16, 2 float16 (any other dtype). */
+inline int dtype_code(mx::Dtype t) {
+  if (t == mx::float32) return 0;
+  if (t == mx::bfloat16) return 1;
+  return 2;
+}
+
 /** The array's data on the device (MLX's gpu_ptr). */
 void* device_pointer(const mx::array& a);
 

@@ -113,12 +113,6 @@ struct Params {
   float eps, scale, log2_base;
 };
 
-int dtype_code(mx::Dtype t) {
-  if (t == mx::float32) return 0;
-  if (t == mx::bfloat16) return 1;
-  return 2;
-}
-
 /** The kernel for the dtype on the device, compiled on first use; null when that fails (reported
  * once on stderr; the caller then uses MLX's ops). */
 CUfunc_st* kernel_for(int device_index, mx::Dtype dtype) {

@@ -54,12 +54,6 @@ struct Kernel {
   Shape shape{};
 };
 
-int dtype_code(mx::Dtype t) {
-  if (t == mx::float32) return 0;
-  if (t == mx::bfloat16) return 1;
-  return 2;
-}
-
 /** Compiles the variant for (dtype, group, rows, add, shape) for the device's architecture and loads
  * it; throws with NVRTC's log or the driver's error. */
 CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, bool add, const Shape& shape) {

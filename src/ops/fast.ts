@@ -35,14 +35,21 @@ export interface RopeOptions {
 /** Rotary position embedding over x of shape [..., seq, headDim]. */
 export function rope(x: Tensor, options: RopeOptions): Tensor {
   const hx = handleOf(x, "rope", "x");
-  const { dims, traditional = false, scale = 1, offset = 0 } = options;
-  const hf = optionalHandleOf(options.freqs, "rope", "freqs");
-  const base = hf ? Number.NaN : (options.base ?? 10000);
+  const { dims, traditional, base, scale, hf } = ropeArguments("rope", options);
+  const { offset = 0 } = options;
   if (typeof offset === "number") {
-    return call("rope", (lib, out) => lib.mlx_fast_rope(out, hx, dims, traditional ? 1 : 0, base, scale, offset, hf));
+    return call("rope", (lib, out) => lib.mlx_fast_rope(out, hx, dims, traditional, base, scale, offset, hf));
   }
   const ho = handleOf(offset, "rope", "offset");
-  return call("rope", (lib, out) => lib.mlx_fast_rope_dynamic(out, hx, dims, traditional ? 1 : 0, base, scale, ho, hf));
+  return call("rope", (lib, out) => lib.mlx_fast_rope_dynamic(out, hx, dims, traditional, base, scale, ho, hf));
+}
+
+/** The shim's rope arguments from the options (`op` names the caller in errors): base NaN when
+ * freqs are given. */
+function ropeArguments(op: string, options: RopeOptions) {
+  const { dims, traditional = false, scale = 1 } = options;
+  const hf = optionalHandleOf(options.freqs, op, "freqs");
+  return { dims, traditional: traditional ? 1 : 0, base: hf ? Number.NaN : (options.base ?? 10000), scale, hf };
 }
 
 /** rmsNorm(q, qWeight, eps) and rmsNorm(k, kWeight, eps), each then rotated by `rope` with the same
@@ -51,12 +58,10 @@ export function rope(x: Tensor, options: RopeOptions): Tensor {
 export function qkNormRope(q: Tensor, k: Tensor, qWeight: Tensor, kWeight: Tensor, eps: number, options: RopeOptions & { offset: Tensor }): [Tensor, Tensor] {
   const op = "qkNormRope";
   const handles = [handleOf(q, op, "q"), handleOf(k, op, "k"), handleOf(qWeight, op, "qWeight"), handleOf(kWeight, op, "kWeight")] as const;
-  const { dims, traditional = false, scale = 1 } = options;
-  const hf = optionalHandleOf(options.freqs, op, "freqs");
-  const base = hf ? Number.NaN : (options.base ?? 10000);
+  const { dims, traditional, base, scale, hf } = ropeArguments(op, options);
   const ho = handleOf(options.offset, op, "offset");
   const out = new BigUint64Array(2);
-  check(native().mlx_fast_qk_norm_rope(out.subarray(0, 1), out.subarray(1, 2), ...handles, eps, dims, traditional ? 1 : 0, base, scale, ho, hf), op);
+  check(native().mlx_fast_qk_norm_rope(out.subarray(0, 1), out.subarray(1, 2), ...handles, eps, dims, traditional, base, scale, ho, hf), op);
   return [new Tensor(pointerFromWord(out[0]!)), new Tensor(pointerFromWord(out[1]!))];
 }
 

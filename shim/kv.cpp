@@ -419,6 +419,30 @@ int mlx_kv_cache_layer(mlx_array* keys, mlx_array* values, mlx_kv_cache c, int l
   });
 }
 
+int mlx_kv_cache_set(mlx_kv_cache c, const mlx_array* keys, const mlx_array* values, int layers, int offset) {
+  return guard([&] {
+    auto& cache = *cache_of(c);
+    if (cache.keep >= 0 || cache.bits > 0) throw ArgumentError("a rotating or quantized cache keeps its buffers");
+    if (layers != static_cast<int>(cache.keys.size())) throw ArgumentError("the cache has " + std::to_string(cache.keys.size()) + " layers, got " + std::to_string(layers));
+    auto k = arrays_of(keys, layers), v = arrays_of(values, layers);
+    const auto& first = k.at(0);
+    if (first.ndim() != 4) throw ArgumentError("buffers must be [B, H, S, D]");
+    auto dt = cache.keys.at(0).dtype();
+    for (int l = 0; l < layers; l++) {
+      for (const auto* x : {&k[l], &v[l]}) {
+        if (x->shape() != first.shape() || x->dtype() != dt || x->shape(1) != cache.heads || x->shape(3) != cache.head_dim) {
+          throw ArgumentError("layer " + std::to_string(l) + ": buffers must be [B, " + std::to_string(cache.heads) + ", S, " + std::to_string(cache.head_dim) + "] of one shape in the cache's dtype");
+        }
+      }
+    }
+    if (offset < 0 || offset > first.shape(2)) throw ArgumentError("offset " + std::to_string(offset) + " out of range for buffers of length " + std::to_string(first.shape(2)));
+    cache.keys = std::move(k), cache.values = std::move(v);
+    cache.batch = first.shape(0), cache.max_length = first.shape(2), cache.offset = offset;
+    cache.viewed.assign(layers, offset);
+    cache.handed_out.assign(layers, true);
+  });
+}
+
 int mlx_kv_cache_update_fetch(mlx_array* keys, mlx_array* values, mlx_kv_cache c, int layer, mlx_array k, mlx_array v) {
   return guard([&] {
     arr(k, "k"), arr(v, "v");

@@ -93,6 +93,13 @@ int mlx_divide(mlx_array* out, mlx_array a, mlx_array b);
 int mlx_maximum(mlx_array* out, mlx_array a, mlx_array b);
 int mlx_power(mlx_array* out, mlx_array a, mlx_array b);
 int mlx_greater(mlx_array* out, mlx_array a, mlx_array b);
+int mlx_minimum(mlx_array* out, mlx_array a, mlx_array b);
+int mlx_equal(mlx_array* out, mlx_array a, mlx_array b);
+int mlx_greater_equal(mlx_array* out, mlx_array a, mlx_array b);
+int mlx_less_equal(mlx_array* out, mlx_array a, mlx_array b);
+// Integer bits (uint32 and friends: multiplication wraps, the shift is logical for unsigned types).
+int mlx_bitwise_xor(mlx_array* out, mlx_array a, mlx_array b);
+int mlx_right_shift(mlx_array* out, mlx_array a, mlx_array b);
 int mlx_where(mlx_array* out, mlx_array condition, mlx_array a, mlx_array b);
 int mlx_matmul(mlx_array* out, mlx_array a, mlx_array b);
 /* out = c + a @ b (c broadcast), MLX's addmm with alpha = beta = 1. */
@@ -131,6 +138,15 @@ int mlx_mean(mlx_array* out, mlx_array a, const int32_t* axes, int naxes, int ke
 int mlx_sum(mlx_array* out, mlx_array a, const int32_t* axes, int naxes, int keepdims);
 int mlx_max(mlx_array* out, mlx_array a, const int32_t* axes, int naxes, int keepdims);
 int mlx_argmax(mlx_array* out, mlx_array a, int axis, int keepdims);
+// Indices that sort `a` along `axis`, ascending (uint32).
+int mlx_argsort(mlx_array* out, mlx_array a, int axis);
+// a's values at `indices` along `axis` (indices broadcast against a elsewhere); indices already on
+// the host are bound-checked.
+int mlx_take_along_axis(mlx_array* out, mlx_array a, mlx_array indices, int axis);
+// a with `values` added at `indices` along `axis` (repeated indices add up); host indices checked.
+int mlx_scatter_add_axis(mlx_array* out, mlx_array a, mlx_array indices, mlx_array values, int axis);
+int mlx_cumsum(mlx_array* out, mlx_array a, int axis, int reverse, int inclusive);
+int mlx_logsumexp(mlx_array* out, mlx_array a, const int32_t* axes, int naxes, int keepdims);
 int mlx_arange(mlx_array* out, double start, double stop, double step, int dtype);
 /* Zeros made on the default device (no host data travels). */
 int mlx_zeros(mlx_array* out, const int32_t* shape, int ndim, int dtype);
@@ -175,6 +191,11 @@ int mlx_kv_cache_rotate(mlx_kv_cache cache, int keep);
 int mlx_kv_cache_quantize(mlx_kv_cache cache, int bits, int group);
 /* The layer's current buffers (whole length). */
 int mlx_kv_cache_layer(mlx_array* keys, mlx_array* values, mlx_kv_cache cache, int layer);
+/* Replaces every layer's buffers (keys[l], values[l] [B, H, S, D] with the cache's heads, head_dim and
+ * dtype; one B and S for all) and sets the offset (<= S): the batch and length become B and S. A
+ * running batch of sequences gains and loses rows this way while the cache (and the decode steps
+ * recorded against it) stays the same object. Not for rotating or quantized caches. */
+int mlx_kv_cache_set(mlx_kv_cache cache, const mlx_array* keys, const mlx_array* values, int layers, int offset);
 /* Writes k, v [B, H, T, D] at the offset and returns every key and value so far, [B, H, offset + T, D]. */
 int mlx_kv_cache_update_fetch(mlx_array* keys, mlx_array* values, mlx_kv_cache cache, int layer, mlx_array k, mlx_array v);
 /* update_fetch and causal attention of q [B, Hq, T, D] over the result (GQA when Hq > H), honouring

@@ -57,6 +57,13 @@ void check_indices(const mx::array& indices, int64_t size) {
   }
 }
 
+// axis in [-ndim, ndim), normalized.
+int axis_of(int axis, const mx::array& a) {
+  int ax = axis < 0 ? axis + static_cast<int>(a.ndim()) : axis;
+  if (ax < 0 || ax >= static_cast<int>(a.ndim())) throw ArgumentError("axis " + std::to_string(axis) + " out of range for " + std::to_string(a.ndim()) + " dimensions");
+  return ax;
+}
+
 } // namespace
 
 extern "C" {
@@ -69,6 +76,12 @@ MLXB_BINARY(maximum, mx::maximum(a, b))
 MLXB_BINARY(power, mx::power(a, b))
 MLXB_BINARY(greater, mx::greater(a, b))
 MLXB_BINARY(matmul, mx::matmul(a, b))
+MLXB_BINARY(minimum, mx::minimum(a, b))
+MLXB_BINARY(equal, mx::equal(a, b))
+MLXB_BINARY(greater_equal, mx::greater_equal(a, b))
+MLXB_BINARY(less_equal, mx::less_equal(a, b))
+MLXB_BINARY(bitwise_xor, mx::bitwise_xor(a, b))
+MLXB_BINARY(right_shift, mx::right_shift(a, b))
 
 MLXB_UNARY(rsqrt, mx::rsqrt(a))
 MLXB_UNARY(sqrt, mx::sqrt(a))
@@ -252,6 +265,53 @@ int mlx_argmax(mlx_array* out, mlx_array a_, int axis, int keepdims) {
   return guard([&] {
     arr(a_, "a");
     emit1(out, {a_}, [axis, keepdims](const Arrays& x) { return mx::argmax(x[0], axis, keepdims != 0); });
+  });
+}
+
+int mlx_argsort(mlx_array* out, mlx_array a_, int axis) {
+  return guard([&] {
+    const auto& a = arr(a_, "a");
+    axis_of(axis, a);
+    emit1(out, {a_}, [axis](const Arrays& x) { return mx::argsort(x[0], axis); });
+  });
+}
+
+int mlx_take_along_axis(mlx_array* out, mlx_array a_, mlx_array indices_, int axis) {
+  return guard([&] {
+    const auto& a = arr(a_, "a");
+    const auto& indices = arr(indices_, "indices");
+    int ax = axis_of(axis, a);
+    if (indices.ndim() != a.ndim()) throw ArgumentError("indices must have a's number of dimensions");
+    check_indices(indices, a.shape(ax));
+    emit1(out, {a_, indices_}, [axis](const Arrays& x) { return mx::take_along_axis(x[0], x[1], axis); });
+  });
+}
+
+int mlx_scatter_add_axis(mlx_array* out, mlx_array a_, mlx_array indices_, mlx_array values_, int axis) {
+  return guard([&] {
+    const auto& a = arr(a_, "a");
+    const auto& indices = arr(indices_, "indices");
+    arr(values_, "values");
+    int ax = axis_of(axis, a);
+    if (indices.ndim() != a.ndim()) throw ArgumentError("indices must have a's number of dimensions");
+    check_indices(indices, a.shape(ax));
+    emit1(out, {a_, indices_, values_}, [axis](const Arrays& x) { return mx::scatter_add_axis(x[0], x[1], x[2], axis); });
+  });
+}
+
+int mlx_cumsum(mlx_array* out, mlx_array a_, int axis, int reverse, int inclusive) {
+  return guard([&] {
+    const auto& a = arr(a_, "a");
+    axis_of(axis, a);
+    emit1(out, {a_}, [axis, reverse, inclusive](const Arrays& x) { return mx::cumsum(x[0], axis, reverse != 0, inclusive != 0); });
+  });
+}
+
+int mlx_logsumexp(mlx_array* out, mlx_array a_, const int32_t* axes, int naxes, int keepdims) {
+  return guard([&] {
+    arr(a_, "a");
+    auto ax = ints_of(axes, naxes);
+    emit1(out, {a_}, [ax, keepdims](const Arrays& x) { return mx::logsumexp(x[0], ax, keepdims != 0); });
   });
 }
 

@@ -1,14 +1,9 @@
-// Batch generation: several prompts of different lengths at once, left-padded into one batch whose
-// KV cache masks the padding; every step decodes one token for each unfinished row. Each row has its
-// own sampler state (seeded as a single generate with the same seed), stops, text stream and
-// finish reason, and gives the tokens it would alone (up to the float rounding of a batched matmul).
-import { checkedOptions, checkedPromptIds, checkFinite, type GenerateOptions, type GenerationChunk, random, TextStream, type TokenLogprob } from "./generate.ts";
-import { forward, generationCache, type Model, rewrittenGraph, tokenIds } from "./models/index.ts";
-import { KVCache } from "./kv-cache.ts";
-import { DecodeTape } from "./models/replay.ts";
-import { argmaxOf, draw, logSoftmax, mostProbable, processLogits, samplingDistribution } from "./sampling.ts";
-import { Tensor } from "./tensor.ts";
-import type { TensorData } from "./dtype.ts";
+// Batch generation: several prompts at once on the model's decode engine (src/engine/), left-padded
+// into one batch whose KV cache masks the padding. Each row has its own sampler state (seeded as a
+// single generate with the same seed), stops, text stream and finish reason, and gives the tokens it
+// would alone (up to the float rounding of a batched matmul).
+import { checkedOptions, checkedPromptIds, type GenerateOptions, type GenerationChunk, graphFor, needsOwnCache, sequenceRequest, sharedEngine, soloEngine } from "./generate.ts";
+import type { Model } from "./models/index.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** A chunk of one row's output (`index`: the prompt's position in the list). */
@@ -26,16 +21,10 @@ export interface BatchStats {
   decodeSeconds: number;
 }
 
-interface Row {
-  prompt: readonly number[];
-  generated: number[];
-  stream: TextStream;
-  next: () => number;
-  finish: "stop" | "length" | null;
-}
-
-/** Streams the generations of `prompts` (strings or token ids), interleaved by step. The options are
- * generate's (promptCache excepted); maxTokens and stops apply to each row. */
+/** Streams the generations of `prompts` (strings or token ids), interleaved as their tokens come.
+ * The options are generate's (promptCache excepted); maxTokens and stops apply to each row. The
+ * prompts go to the model's decode engine together (the engine admits up to its batch size at once
+ * and the rest as rows finish). */
 export async function* generateBatch(
   model: Model,
   tokenizer: Tokenizer,
@@ -44,7 +33,8 @@ export async function* generateBatch(
   stats?: Partial<BatchStats>,
 ): AsyncGenerator<BatchChunk> {
   if (options.promptCache !== undefined) throw new Error("generateBatch: promptCache is for single generations");
-  const { maxTokens, temperature, seed, stopTokens, stopStrings, sampling, logprobs } = checkedOptions(options);
+  const checked = checkedOptions(options);
+  const { maxTokens } = checked;
   if (!Array.isArray(prompts) || prompts.length === 0) throw new Error("generateBatch: prompts must be a non-empty list of strings or token id lists");
   const ids = prompts.map((p, i) => {
     try {
@@ -58,74 +48,44 @@ export async function* generateBatch(
   if (context !== undefined && longest + maxTokens > context && !options.exceedContext) {
     throw new Error(`generateBatch: the longest prompt (${longest} tokens) + maxTokens (${maxTokens}) exceeds the model's context of ${context} positions; lower maxTokens, or pass exceedContext: true`);
   }
-  const batch = ids.length;
-  const stop = new Set([...(options.ignoreEos ? [] : [...model.config.eosTokenIds, ...tokenizer.eosTokenIds]), ...stopTokens]);
-  const pad = tokenizer.padTokenId ?? model.config.eosTokenIds[0] ?? 0;
-  const only = options.rewrite === false ? null : Array.isArray(options.rewrite) ? options.rewrite : undefined;
-  const graph = only === null ? model.graph("last") : rewrittenGraph(model, "last", only);
-  const cache = generationCache(model, batch, longest, longest + maxTokens, options);
-  const padding = ids.map((p) => longest - p.length);
-  cache.setLeftPadding(padding);
-  const tape = model.backend === "mlx" && cache instanceof KVCache && options.replay !== false ? new DecodeTape(model, cache, graph, { output: "logits" }) : null;
-  const rows: Row[] = ids.map((prompt) => ({ prompt, generated: [], stream: new TextStream(tokenizer), next: random(seed), finish: null }));
-  Object.assign(stats ?? {}, { promptTokens: ids.map((p) => p.length), generatedTokens: rows.map(() => 0), finishReasons: rows.map(() => "length" as const) });
-  const step = (feed: number[], length: number): TensorData => {
-    using input = tokenIds(model, feed, [batch, length]);
-    if (tape && length === 1 && input instanceof Tensor) {
-      const [logits] = tape.step(input) as [Tensor];
-      return logits.eval();
-    }
-    return forward(model, input, { cache, graph });
+  const graph = graphFor(model, options.rewrite);
+  const requests = ids.map((p) => sequenceRequest(model, tokenizer, p, checked, options));
+  const own = needsOwnCache(model, options, longest + maxTokens);
+  const engine = own ? soloEngine(model, graph, options, ids.length, longest, longest + maxTokens) : sharedEngine(model, graph, options.replay !== false);
+  const sequences = engine.submit(requests);
+  const streams = sequences.map((s) => s.chunks());
+  const update = () => {
+    if (!stats) return;
+    Object.assign(stats, {
+      promptTokens: sequences.map((s) => s.stats.promptTokens),
+      generatedTokens: sequences.map((s) => s.stats.generatedTokens),
+      finishReasons: sequences.map((s) => s.stats.finishReason),
+      prefillSeconds: Math.max(...sequences.map((s) => s.stats.prefillSeconds)),
+      decodeSeconds: Math.max(...sequences.map((s) => s.stats.decodeSeconds)),
+    });
   };
-  let logits: TensorData | null = null;
+  update();
+  const next = (index: number) => streams[index]!.next().then((result) => ({ index, result }));
+  const waiting = new Map(streams.map((_, i) => [i, next(i)]));
   try {
-    const start = performance.now();
-    logits = step(ids.flatMap((p, i) => [...new Array<number>(padding[i]!).fill(pad), ...p]), longest);
-    let decodeStart = start;
-    for (let i = 0; i < maxTokens; i++) {
-      const host = logits.toFloat32Array();
-      logits.dispose();
-      logits = null;
-      if (i === 0) {
-        decodeStart = performance.now();
-        if (stats) stats.prefillSeconds = (decodeStart - start) / 1000;
-      } else if (stats) {
-        stats.decodeSeconds = (performance.now() - decodeStart) / 1000;
+    while (waiting.size > 0) {
+      const { index, result } = await Promise.race(waiting.values());
+      if (result.done) {
+        waiting.delete(index);
+        continue;
       }
-      const vocabulary = host.length / batch;
-      const feed: number[] = new Array(batch).fill(pad);
-      for (const [index, row] of rows.entries()) {
-        if (row.finish) continue;
-        const values = host.subarray(index * vocabulary, (index + 1) * vocabulary);
-        checkFinite(values);
-        const lp = logSoftmax(processLogits(values, [...row.prompt, ...row.generated], sampling));
-        const token = temperature <= 0 ? argmaxOf(lp) : draw(samplingDistribution(lp, sampling), row.next);
-        feed[index] = token;
-        const scores: { logprob?: number; topLogprobs?: TokenLogprob[] } =
-          logprobs === undefined ? {} : { logprob: lp[token]!, topLogprobs: mostProbable(lp, logprobs) };
-        if (stop.has(token)) {
-          row.finish = "stop";
-          yield { index, token, text: row.stream.flush(), stop: true, finishReason: "stop" };
-          continue;
-        }
-        row.generated.push(token);
-        const last = row.generated.length === maxTokens;
-        const piece = row.stream.append(token, last, stopStrings);
-        if (piece.stopped) row.finish = "stop";
-        else if (last) row.finish = "length";
-        yield { index, token, text: piece.text, ...scores, ...(row.finish ? { finishReason: row.finish } : {}) };
-      }
-      if (stats) {
-        stats.generatedTokens = rows.map((r) => r.generated.length);
-        stats.finishReasons = rows.map((r) => r.finish ?? "length");
-      }
-      if (rows.every((r) => r.finish)) return;
-      logits = step(feed, 1);
+      // The row's last chunk: its sequence ended with nothing more queued (read before asking for more).
+      const sequence = sequences[index]!;
+      const last = sequence.state === "done" && sequence.queued === 0;
+      waiting.set(index, next(index));
+      update();
+      yield { index, ...result.value, ...(last ? { finishReason: sequence.stats.finishReason } : {}) };
     }
   } finally {
-    logits?.dispose();
-    tape?.dispose();
-    cache.dispose();
+    for (const s of sequences) s.cancel();
+    await Promise.all(streams.map((s) => s.return(undefined)));
+    update();
+    if (own) engine.dispose();
   }
 }
 

@@ -1,14 +1,15 @@
-// Text generation: prefill, then one forward per decoded token; greedy, temperature and top-p
-// sampling with a seed; stop tokens and strings; streaming as an async iterator.
-import type { TensorData } from "./dtype.ts";
-import { checkTokenIds, forward, generationCache, type Model, rewrittenGraph, tokenIds } from "./models/index.ts";
-import { KVCache } from "./kv-cache.ts";
-import { DecodeTape } from "./models/replay.ts";
-import { argmax, asyncEval, evalAll, max } from "./ops/core.ts";
-import { argmaxOf, DEFAULT_SAMPLING, mostProbable, draw, logSoftmax, processes, processLogits, samplingDistribution, type SamplingOptions } from "./sampling.ts";
+// Text generation: options checked here, then one sequence on the decode engine (src/engine/):
+// prefill, decode steps, sampling on the device, stops, streaming as an async iterator.
+import { Engine, type GenerationChunk, type GenerationStats, type Sequence, type SequenceRequest } from "./engine/engine.ts";
+import { engineFor } from "./engine/shared.ts";
+import type { Graph } from "./graph/graph.ts";
+import { checkTokenIds, generationCache, type Model, rewrittenGraph } from "./models/index.ts";
+import { DEFAULT_SAMPLING, type SamplingOptions } from "./sampling.ts";
 import { PromptCache } from "./prompt-cache.ts";
-import { Tensor } from "./tensor.ts";
 import type { Tokenizer } from "./tokenizer.ts";
+
+export type { GenerationChunk, GenerationStats } from "./engine/engine.ts";
+export type { TokenLogprob } from "./engine/sampler.ts";
 
 export interface GenerateOptions {
   maxTokens?: number | undefined;
@@ -130,81 +131,28 @@ export function checkedPromptIds(ids: readonly number[], vocabulary: number): re
   return ids;
 }
 
-export interface TokenLogprob {
-  token: number;
-  logprob: number;
+/** The engine a generation runs on: the model's shared one for its graph, or one of its own for a
+ * rotating or quantized cache (see solo in EngineOptions). */
+export function graphFor(model: Model, rewrite: GenerateOptions["rewrite"]): Graph {
+  const only = rewrite === false ? null : Array.isArray(rewrite) ? rewrite : undefined;
+  return only === null ? model.graph("last") : rewrittenGraph(model, "last", only);
 }
 
-export interface GenerationChunk {
-  token: number;
-  /** With `logprobs`: the token's log-probability and the most probable alternatives. */
-  logprob?: number;
-  topLogprobs?: TokenLogprob[];
-  /** New text since the previous chunk (empty while a multi-byte character is incomplete). */
-  text: string;
-  /** Set on the closing chunk of a stop token: `token` is the stop token (not generated text) and
-   * `text` is whatever was held back. */
-  stop?: true;
+type Checked = ReturnType<typeof checkedOptions>;
+
+/** The engine's request for one prompt under checked options. */
+export function sequenceRequest(model: Model, tokenizer: Tokenizer, promptIds: readonly number[], checked: Checked, options: GenerateOptions): SequenceRequest {
+  const { maxTokens, seed, stopTokens, stopStrings, sampling, logprobs } = checked;
+  for (const id of Object.keys(sampling.logitBias)) {
+    if (Number(id) >= model.config.vocabSize) fail("logitBias", `an object of token id (below the vocabulary, ${model.config.vocabSize}) -> finite bias`, id);
+  }
+  const eos = options.ignoreEos ? [] : [...model.config.eosTokenIds, ...tokenizer.eosTokenIds];
+  return { promptIds, maxTokens, settings: { ...sampling, seed, logprobs }, stop: new Set([...eos, ...stopTokens]), stopStrings, tokenizer, promptCache: options.promptCache };
 }
 
-export interface GenerationStats {
-  promptTokens: number;
-  /** Prompt tokens a promptCache already held (not prefilled again). */
-  cachedTokens: number;
-  generatedTokens: number;
-  prefillSeconds: number;
-  decodeSeconds: number;
-  finishReason: "stop" | "length";
-}
-
-/** Text of a growing token list, decoding a short window per token (vLLM's incremental
- * detokenization): the text of the tokens since `prefix` past that of [prefix, read), released once
- * it does not end in an incomplete character. */
-export class TextStream {
-  readonly #tokenizer: Tokenizer;
-  readonly #tokens: number[] = [];
-  #prefix = 0;
-  #read = 0;
-  /** The text released so far (by append). */
-  #text = "";
-
-  constructor(tokenizer: Tokenizer) {
-    this.#tokenizer = tokenizer;
-  }
-
-  #pending(): { before: string; after: string } {
-    return {
-      before: this.#tokenizer.decode(this.#tokens.slice(this.#prefix, this.#read)),
-      after: this.#tokenizer.decode(this.#tokens.slice(this.#prefix)),
-    };
-  }
-
-  /** Adds a token; returns the text it completes ("" while a character is incomplete). */
-  push(token: number): string {
-    this.#tokens.push(token);
-    const { before, after } = this.#pending();
-    if (after.length <= before.length || after.endsWith("\uFFFD")) return "";
-    this.#prefix = this.#read;
-    this.#read = this.#tokens.length;
-    return after.slice(before.length);
-  }
-
-  /** The text held back, released as it is. */
-  flush(): string {
-    const { before, after } = this.#pending();
-    this.#prefix = this.#read = this.#tokens.length;
-    return after.slice(before.length);
-  }
-
-  /** Adds a generated token (`last`: flush what is held back too): the new text, cut before the first
-   * stop string that now appears in the whole text, and whether one did. */
-  append(token: number, last: boolean, stopStrings: readonly string[]): { text: string; stopped: boolean } {
-    const from = this.#text.length;
-    this.#text += this.push(token) + (last ? this.flush() : "");
-    const hit = stopStrings.map((s) => this.#text.indexOf(s, Math.max(0, from - s.length + 1))).filter((at) => at >= 0);
-    const end = hit.length > 0 ? Math.max(from, Math.min(...hit)) : this.#text.length;
-    return { text: this.#text.slice(from, end), stopped: hit.length > 0 };
-  }
+/** Whether a generation of `length` positions needs a cache of its own (rotating or quantized). */
+export function needsOwnCache(model: Model, options: GenerateOptions, length: number): boolean {
+  return options.maxKvSize !== undefined || options.kvBits !== undefined || (model.config.slidingWindow ?? Infinity) < length;
 }
 
 let replayWarned = false;
@@ -214,32 +162,21 @@ function warnReplayFallback(reason: string): void {
   console.warn(`mlx-bun: decode steps run without replay (${reason})`);
 }
 
-/** mulberry32: small, seedable, good enough for sampling. */
-export function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+/** The model's shared engine for a graph and replay setting (made on first use, disposed with the model). */
+export function sharedEngine(model: Model, graph: Graph, replay: boolean): Engine {
+  return engineFor(model, graph, replay, () => new Engine(model, { graph, replay, onReplayFallback: warnReplayFallback }));
+}
+
+/** An engine of its own over a cache of its own (rotating, quantized), for one generation. */
+export function soloEngine(model: Model, graph: Graph, options: GenerateOptions, batch: number, promptLength: number, length: number): Engine {
+  const cache = generationCache(model, batch, promptLength, length, { maxKvSize: options.maxKvSize, kvBits: options.kvBits, kvGroupSize: options.kvGroupSize });
+  const engine = new Engine(model, { graph, replay: options.replay !== false, solo: cache, onReplayFallback: warnReplayFallback });
+  const dispose = engine.dispose.bind(engine);
+  engine.dispose = () => {
+    dispose();
+    cache.dispose();
   };
-}
-
-/** Non-finite logits (NaN or infinity, or their largest value when picked on the device) stop generation. */
-export function checkFinite(values: ArrayLike<number>): void {
-  for (let i = 0; i < values.length; i++) {
-    if (!Number.isFinite(values[i]!)) throw new Error("generate: the model's logits are not finite (NaN or infinity); generation stopped");
-  }
-}
-
-/** Picks the next token from last-position logits: greedy at temperature 0, else a draw from
- * softmax(top-p-filtered log-probabilities / temperature), as mlx-lm's sampler. */
-export function sample(logits: Float32Array, temperature: number, topP: number, next: () => number): number {
-  checkFinite(logits);
-  const logprobs = logSoftmax(logits);
-  if (temperature <= 0) return argmaxOf(logprobs);
-  return draw(samplingDistribution(logprobs, { ...DEFAULT_SAMPLING, temperature, topP }), next);
+  return engine;
 }
 
 /** Streams generated tokens with their text. `stats` is filled in as generation proceeds. */
@@ -250,7 +187,9 @@ export async function* generate(
   options: GenerateOptions = {},
   stats?: Partial<GenerationStats>,
 ): AsyncGenerator<GenerationChunk> {
-  const { maxTokens, temperature, seed, stopTokens, stopStrings, sampling, logprobs, maxKvSize } = checkedOptions(options);
+  const checked = checkedOptions(options);
+  const { maxTokens, maxKvSize } = checked;
+  if (model.kind !== "decoder") throw new Error(`generate: ${model.config.modelType} is an encoder; use embed`);
   const promptIds = checkedPromptIds(typeof prompt === "string" ? tokenizer.encode(prompt) : prompt, model.config.vocabSize);
   const context = model.config.maxPositions;
   if (context !== undefined && promptIds.length + maxTokens > context && !options.exceedContext) {
@@ -259,149 +198,60 @@ export async function* generate(
         "(max_position_embeddings); lower maxTokens, or pass exceedContext: true to go past it",
     );
   }
-  const eos = options.ignoreEos ? [] : [...model.config.eosTokenIds, ...tokenizer.eosTokenIds];
-  const stop = new Set([...eos, ...stopTokens]);
-  const next = random(seed);
-  const only = options.rewrite === false ? null : Array.isArray(options.rewrite) ? options.rewrite : undefined;
-  const graph = only === null ? undefined : rewrittenGraph(model, "last", only);
+  const graph = graphFor(model, options.rewrite);
   const { promptCache } = options;
   if (promptCache !== undefined && (!(promptCache instanceof PromptCache) || promptCache.model !== model)) fail("promptCache", "a PromptCache made for this model", promptCache);
-  const reused = promptCache?.reusable(promptIds) ?? 0;
   if (promptCache && (maxKvSize !== undefined || (model.config.slidingWindow ?? Infinity) < promptIds.length + maxTokens)) {
     throw new Error("generate: a promptCache holds every position; it does not combine with maxKvSize or a generation past the model's sliding window");
   }
   if (promptCache && promptIds.length + maxTokens > promptCache.maxLength) {
     throw new Error(`generate: prompt (${promptIds.length} tokens) + maxTokens (${maxTokens}) exceeds the prompt cache's ${promptCache.maxLength} positions`);
   }
-  promptCache?.rewind(reused);
   if (promptCache && options.kvBits !== undefined) throw new Error("generate: kvBits does not combine with promptCache");
-  const cache = promptCache?.cache ?? generationCache(model, 1, promptIds.length, promptIds.length + maxTokens, { maxKvSize, kvBits: options.kvBits, kvGroupSize: options.kvGroupSize });
-  // Greedy decoding on MLX picks each token on the device and queues the next step before reading it
-  // (as mlx-lm does): building step t+1's graph on the host overlaps the device computing step t.
-  // Otherwise each step's logits are evaluated, read and sampled on the host.
-  // Processors and log-probabilities need the logits on the host; plain greedy does not.
-  const onDevice = temperature <= 0 && model.backend === "mlx" && !processes(sampling) && logprobs === undefined;
-  // Decode steps on MLX are recorded once in the shim and replayed (models/replay.ts).
-  const tape =
-    model.backend === "mlx" && cache instanceof KVCache && options.replay !== false
-      ? new DecodeTape(model, cache, graph ?? model.graph("last"), { output: onDevice ? "argmax" : "logits", onFallback: warnReplayFallback })
-      : null;
-  let prefilled = false;
-  /** A launched step: its logits (host sampling), or on the device its next ids and the largest logit
-   * (NaN or infinite when the logits are not finite). */
-  interface Launched {
-    out: TensorData;
-    peak: Tensor | null;
-  }
-  const launch = (ids: TensorData): Launched => {
-    if (model.backend !== "mlx") return { out: forward(model, ids, { cache, graph }), peak: null };
-    let outs: Tensor[];
-    if (tape && prefilled && ids instanceof Tensor) {
-      outs = tape.step(ids);
-    } else {
-      const logits = forward(model, ids, { cache, graph, lazy: true });
-      if (onDevice) {
-        using last = logits;
-        outs = [argmax(last, -1), max(last, [-1])]; // [1, 1]: the next step's ids, and the peak
-      } else {
-        outs = [logits];
-      }
-    }
-    prefilled = true;
-    if (onDevice) asyncEval(outs);
-    else evalAll(outs);
-    return { out: outs[0]!, peak: outs[1] ?? null };
-  };
-  /** The token a step picked, with its log-probabilities when asked for. */
-  const read = ({ out, peak }: Launched): { token: number; logprob?: number; topLogprobs?: TokenLogprob[] } => {
-    if (onDevice) {
-      if (peak) checkFinite(peak.toFloat32Array());
-      return { token: out.toInt32Array()[0]! };
-    }
-    const logits = out.toFloat32Array();
-    checkFinite(logits);
-    if (Object.keys(sampling.logitBias).some((id) => Number(id) >= logits.length)) throw new Error(`generate: logitBias names a token id past the vocabulary (${logits.length})`);
-    const lp = logSoftmax(processLogits(logits, [...promptIds, ...generated], sampling));
-    const token = temperature <= 0 ? argmaxOf(lp) : draw(samplingDistribution(lp, sampling), next);
-    if (logprobs === undefined) return { token };
-    return { token, logprob: lp[token]!, topLogprobs: mostProbable(lp, logprobs) };
-  };
-  const release = (l: Launched | undefined) => {
-    l?.out.dispose();
-    l?.peak?.dispose();
-  };
-  const generated: number[] = [];
-  const stream = new TextStream(tokenizer);
+  const request = sequenceRequest(model, tokenizer, promptIds, checked, options);
+  const reused = promptCache?.reusable(promptIds) ?? 0;
+  const own = needsOwnCache(model, options, promptIds.length + maxTokens);
+  const engine = own ? soloEngine(model, graph, options, 1, promptIds.length, promptIds.length + maxTokens) : sharedEngine(model, graph, options.replay !== false);
+  promptCache?.rewind(reused);
   Object.assign(stats ?? {}, { promptTokens: promptIds.length, cachedTokens: reused, generatedTokens: 0, finishReason: "length" });
-  /** Every token in the order the cache takes them (the prompt, then each one picked). */
-  const history = [...promptIds];
-  let pending: Launched | undefined;
-  let upcoming: Launched | undefined;
   try {
-    const start = performance.now();
-    let decodeStart = start;
-    // A quantized cache: mlx-lm prefills the prompt but its last token at full precision, then
-    // quantizes the cache and runs the last token over it.
-    const split = options.kvBits !== undefined && promptIds.length - reused > 1 ? promptIds.length - 1 : reused;
-    if (split > reused) {
-      using head = tokenIds(model, promptIds.slice(reused, split), [1, split - reused]);
-      forward(model, head, { cache, graph }).dispose();
-    }
-    {
-      using ids = tokenIds(model, promptIds.slice(split), [1, promptIds.length - split]);
-      pending = launch(ids);
-    }
-    for (let i = 0; i < maxTokens; i++) {
-      const more = i < maxTokens - 1;
-      const current: Launched = pending!;
-      if (onDevice && more) upcoming = launch(current.out);
-      pending = undefined;
-      let picked: ReturnType<typeof read>;
-      try {
-        picked = read(current);
-      } finally {
-        release(current);
-      }
-      const { token } = picked;
-      history.push(token);
-      const scores = picked.logprob === undefined ? {} : { logprob: picked.logprob, topLogprobs: picked.topLogprobs! };
-      if (i === 0) {
-        decodeStart = performance.now();
-        if (stats) stats.prefillSeconds = (decodeStart - start) / 1000;
-      } else if (stats) {
-        stats.decodeSeconds = (performance.now() - decodeStart) / 1000;
-      }
-      if (stop.has(token)) {
-        if (stats) stats.finishReason = "stop";
-        const rest = stream.flush();
-        if (rest) yield { token, text: rest, stop: true };
-        return;
-      }
-      generated.push(token);
-      if (stats) stats.generatedTokens = generated.length;
-      // An incomplete multi-byte character is held back while a later token may complete it.
-      const piece = stream.append(token, !more, stopStrings);
-      yield { token, text: piece.text, ...scores };
-      if (piece.stopped) {
-        if (stats) stats.finishReason = "stop";
-        return;
-      }
-      if (!more) return;
-      if (!onDevice) {
-        using ids = tokenIds(model, [token], [1, 1]);
-        upcoming = launch(ids);
-      }
-      pending = upcoming;
-      upcoming = undefined;
+    yield* streamOf(engine.submit([request], [reused])[0]!, stats);
+  } finally {
+    if (own) engine.dispose();
+  }
+}
+
+/** A sequence's chunks for generate (a stop token's closing chunk only when it releases text). */
+async function* streamOf(sequence: Sequence, stats?: Partial<GenerationStats>): AsyncGenerator<GenerationChunk> {
+  try {
+    for await (const chunk of sequence.chunks()) {
+      if (stats) Object.assign(stats, sequence.stats);
+      if (chunk.stop && !chunk.text) continue;
+      yield chunk;
     }
   } finally {
-    // Still set when the consumer stopped early or a stop ended generation with a step queued.
-    release(pending);
-    release(upcoming);
-    tape?.dispose();
-    if (promptCache) promptCache.record(history);
-    else cache.dispose();
+    if (stats) Object.assign(stats, sequence.stats);
   }
+}
+
+/** Generates on a given engine (a server's): options are generate's, checked here (an Error before
+ * anything is queued); cancel() ends the generation and frees its slot. */
+export function generateOn(
+  engine: Engine,
+  tokenizer: Tokenizer,
+  promptIds: number[],
+  options: GenerateOptions,
+  stats?: Partial<GenerationStats>,
+): { chunks: AsyncGenerator<GenerationChunk>; cancel(): void } {
+  const model = engine.model;
+  const checked = checkedOptions(options);
+  const ids = checkedPromptIds(promptIds, model.config.vocabSize);
+  const request = sequenceRequest(model, tokenizer, ids, checked, options);
+  const reused = options.promptCache?.reusable(ids) ?? 0;
+  options.promptCache?.rewind(reused);
+  Object.assign(stats ?? {}, { promptTokens: ids.length, cachedTokens: reused, generatedTokens: 0, finishReason: "length" });
+  const sequence = engine.submit([request], [reused])[0]!;
+  return { chunks: streamOf(sequence, stats), cancel: () => sequence.cancel() };
 }
 
 /** Generates to completion; returns the text and stats. */

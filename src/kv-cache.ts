@@ -34,7 +34,8 @@ export interface CacheShape {
 
 /** Shape, offset and padding, shared by both kinds of cache. */
 abstract class CacheBase<T extends TensorData> implements AttentionCache<T> {
-  readonly shape: Required<Omit<CacheShape, "keep" | "kvBits" | "kvGroupSize">>;
+  /** batch and maxLength change when a decode engine regroups the cache's rows (setBuffers). */
+  shape: Required<Omit<CacheShape, "keep" | "kvBits" | "kvGroupSize">>;
   /** Set for a rotating cache (see CacheShape.keep). */
   readonly keep: number | undefined;
   /** Positions written (by earlier forwards). */
@@ -55,6 +56,27 @@ abstract class CacheBase<T extends TensorData> implements AttentionCache<T> {
   }
 
   abstract updateAndFetch(layer: number, keys: T, values: T): [T, T];
+  /** Each layer's key and value buffers [B, H, maxLength, D], in that order (MLX: new tensors the
+   * caller disposes; host: the buffers themselves). */
+  abstract buffers(): T[];
+  /** Replaces the buffers (as buffers() lists them, each [B, H, S, D] of one B and S) and sets the
+   * offset and left padding: the cache then holds B rows of S positions. Not for rotating or
+   * quantized caches. The caller reads nothing of the old buffers past the offset afterwards. */
+  abstract setBuffers(buffers: readonly T[], offset: number, padding: readonly number[]): void;
+
+  /** Checks setBuffers' arguments and takes the new batch, length, offset and padding. */
+  protected replaced(shape: readonly number[], count: number, offset: number, padding: readonly number[]): void {
+    const { layers, heads, headDim } = this.shape;
+    if (this.keep !== undefined) throw new Error("KV cache: a rotating cache keeps its buffers");
+    if (count !== 2 * layers) throw new Error(`KV cache: setBuffers takes ${2 * layers} buffers, got ${count}`);
+    const [batch, h, maxLength, d] = shape as [number, number, number, number];
+    if (shape.length !== 4 || h !== heads || d !== headDim) throw new Error(`KV cache: buffers must be [B, ${heads}, S, ${headDim}], got [${shape.join(", ")}]`);
+    if (!Number.isInteger(offset) || offset < 0 || offset > maxLength) throw new Error(`KV cache: offset ${offset} out of range [0, ${maxLength}]`);
+    this.shape = { ...this.shape, batch, maxLength };
+    this.offset = offset;
+    this.padding = [...padding];
+    if (padding.length !== batch || padding.some((p) => !Number.isInteger(p) || p < 0 || p > offset)) throw new Error(`KV cache: padding [${padding.join(", ")}] does not fit ${batch} rows at offset ${offset}`);
+  }
   abstract dispose(): void;
 
   /** The end position after writing `length` more, checked against the buffers. */
@@ -163,6 +185,21 @@ export class KVCache extends CacheBase<Tensor> {
     return host && Tensor.from(host, [this.shape.batch, length]);
   }
 
+  buffers(): Tensor[] {
+    return this.tensors();
+  }
+
+  setBuffers(buffers: readonly Tensor[], offset: number, padding: readonly number[]): void {
+    if (this.quantized) throw new Error("KV cache: a quantized cache keeps its buffers");
+    const first = buffers[0];
+    if (!first) throw new Error("KV cache: setBuffers needs the buffers");
+    for (const b of buffers) if (b.shape.join() !== first.shape.join()) throw new Error("KV cache: setBuffers' buffers must share one shape");
+    this.replaced(first.shape, buffers.length, offset, padding);
+    const keys = BigUint64Array.from(buffers.filter((_, i) => i % 2 === 0), (t) => BigInt(handleOf(t, "setBuffers", "keys")));
+    const values = BigUint64Array.from(buffers.filter((_, i) => i % 2 === 1), (t) => BigInt(handleOf(t, "setBuffers", "values")));
+    check(native().mlx_kv_cache_set(this.handle, keys, values, keys.length, offset), "KVCache.setBuffers");
+  }
+
   /** Each layer's key and value buffers (new tensors the caller disposes). */
   tensors(): Tensor[] {
     const all: Tensor[] = [];
@@ -215,6 +252,18 @@ export class HostKVCache extends CacheBase<CpuTensor> {
 
   tensors(): Tensor[] {
     return [];
+  }
+
+  buffers(): CpuTensor[] {
+    return this.#layers.flat();
+  }
+
+  setBuffers(buffers: readonly CpuTensor[], offset: number, padding: readonly number[]): void {
+    const first = buffers[0];
+    if (!first) throw new Error("KV cache: setBuffers needs the buffers");
+    for (const b of buffers) if (b.shape.join() !== first.shape.join()) throw new Error("KV cache: setBuffers' buffers must share one shape");
+    this.replaced(first.shape, buffers.length, offset, padding);
+    this.#layers = Array.from({ length: this.shape.layers }, (_, l) => [buffers[2 * l]!, buffers[2 * l + 1]!]);
   }
 
   dispose(): void {}

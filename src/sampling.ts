@@ -77,9 +77,9 @@ function descending(values: Float64Array): number[] {
   return Array.from(values.keys()).sort((a, b) => values[b]! - values[a]!);
 }
 
-/** The distribution a token is drawn from: the filters on the log-probabilities, then
- * softmax(filtered / temperature). Masked tokens have probability 0. */
-export function samplingDistribution(logprobs: Float64Array, o: SamplingOptions): Float64Array {
+/** The log-probabilities after the sampler's filters (top-p, min-p, top-k, in mlx-lm's order):
+ * masked tokens are -infinity. */
+export function filteredLogprobs(logprobs: Float64Array, o: SamplingOptions): Float64Array {
   const x = Float64Array.from(logprobs);
   const masked = (keep: (i: number) => boolean) => {
     for (let i = 0; i < x.length; i++) if (!keep(i)) x[i] = Number.NEGATIVE_INFINITY;
@@ -110,6 +110,13 @@ export function samplingDistribution(logprobs: Float64Array, o: SamplingOptions)
     const kept = new Set(descending(x).slice(0, o.topK));
     masked((i) => kept.has(i));
   }
+  return x;
+}
+
+/** The distribution a token is drawn from: the filters on the log-probabilities, then
+ * softmax(filtered / temperature). Masked tokens have probability 0. */
+export function samplingDistribution(logprobs: Float64Array, o: SamplingOptions): Float64Array {
+  const x = filteredLogprobs(logprobs, o);
   const temperature = o.temperature > 0 ? o.temperature : 1;
   return Float64Array.from(logSoftmax(Array.from(x, (v) => v / temperature)), Math.exp);
 }

@@ -1,13 +1,15 @@
 // An OpenAI-compatible HTTP server on Bun.serve: POST /v1/chat/completions and /v1/completions
 // (server-sent events with `stream: true`), GET /v1/models, GET /health, and a chat page at /.
-// Requests are served by one model; generations run interleaved token by token, round robin over
-// up to `maxConcurrent` active requests (each with its own KV cache), the rest wait in a FIFO queue
-// of `maxQueue` (beyond it: 429). A request whose client goes away is dropped, its cache freed. The
-// KV caches of recent requests are kept (PromptCachePool): a prompt that continues one of them is
-// prefilled only past the shared prefix.
+// Requests are served by one model through one decode engine (src/engine/): continuous batching,
+// each request joining the running batch when admitted and leaving it when done; up to
+// `maxConcurrent` decode at once, the rest wait first-in first-out up to `maxQueue` (beyond it: 429).
+// A request whose client goes away is cancelled and its slot freed. The KV caches of recent requests
+// are kept (PromptCachePool): a prompt that continues one of them is prefilled only past the shared
+// prefix.
 import { basename, join } from "node:path";
 import { PromptCache } from "./prompt-cache.ts";
-import { generate, type GenerateOptions, type GenerationChunk, type GenerationStats, type TokenLogprob } from "./generate.ts";
+import { Engine } from "./engine/engine.ts";
+import { type GenerateOptions, type GenerationChunk, type GenerationStats, generateOn, graphFor, type TokenLogprob } from "./generate.ts";
 import { loadModel, type Model } from "./models/index.ts";
 import { type ChatMessage, Tokenizer } from "./tokenizer.ts";
 
@@ -22,7 +24,7 @@ export interface ServeOptions {
   modelId?: string | undefined;
   /** Request bodies larger than this are refused with 413 (default 1 MiB). */
   maxBodyBytes?: number | undefined;
-  /** Generations advanced together, one token each in turn (default 4). */
+  /** Requests decoding together in one batch (default 16). */
   maxConcurrent?: number | undefined;
   /** Requests waiting for a slot; more are refused with 429 (default 64). */
   maxQueue?: number | undefined;
@@ -138,8 +140,9 @@ function chatPrompt(tokenizer: Tokenizer, messages: ChatMessage[]): string {
 // ---- prompt caches kept across requests ----
 
 /** The KV caches of recent requests, at most `size` kept while unused: a request takes the one that
- * shares the longest token prefix with its prompt (generate then prefills only the rest), or the
- * least recently used one, or a new one; it comes back when the generation ends. */
+ * shares the longest token prefix with its prompt and fits it (the engine then prefills only the
+ * rest), or a new one sized to the request (at most `length` positions); it comes back when the
+ * generation ends. */
 class PromptCachePool {
   readonly #free: PromptCache[] = [];
 
@@ -150,16 +153,17 @@ class PromptCachePool {
   ) {}
 
   take(ids: readonly number[], maxTokens: number): PromptCache | undefined {
-    if (this.size === 0 || ids.length + maxTokens > this.length) return undefined;
+    const needed = ids.length + maxTokens;
+    if (this.size === 0 || needed > this.length) return undefined;
     let best = -1;
     let shared = 0;
     this.#free.forEach((cache, i) => {
-      const n = cache.reusable(ids);
+      const n = cache.maxLength >= needed ? cache.reusable(ids) : 0;
       if (n > shared) [best, shared] = [i, n];
     });
     if (best >= 0) return this.#free.splice(best, 1)[0];
-    if (this.#free.length >= this.size) return this.#free.shift();
-    return new PromptCache(this.model, this.length);
+    // Room for a few more turns of the conversation, within the context.
+    return new PromptCache(this.model, Math.min(this.length, Math.max(2 * needed, 1024)));
   }
 
   give(cache: PromptCache): void {
@@ -172,83 +176,12 @@ class PromptCachePool {
   }
 }
 
-/** generate() with a pooled prompt cache, taken when the generation starts and given back when it ends. */
-async function* pooledGenerate(pool: PromptCachePool, model: Model, tokenizer: Tokenizer, ids: number[], options: GenerateOptions, stats: Partial<GenerationStats>): AsyncGenerator<GenerationChunk> {
-  const promptCache = pool.take(ids, options.maxTokens ?? 0);
-  try {
-    yield* generate(model, tokenizer, ids, { ...options, ...(promptCache ? { promptCache } : {}) }, stats);
-  } finally {
-    if (promptCache) pool.give(promptCache);
-  }
-}
-
-// ---- the scheduler: round robin over active generations ----
-
+/** A request's generation on the engine: its chunks go to `onChunk`, then done() or fail() once;
+ * cancel() (the client went away) ends it and frees its slot. */
 interface Job {
-  iterator: AsyncGenerator<GenerationChunk>;
-  /** Each chunk, then done() or fail() once. */
   onChunk(chunk: GenerationChunk): void;
   done(): void;
   fail(e: unknown): void;
-  aborted: boolean;
-}
-
-class Scheduler {
-  readonly active: Job[] = [];
-  readonly waiting: Job[] = [];
-  #running = false;
-  #stopped = false;
-
-  constructor(
-    readonly maxConcurrent: number,
-    readonly maxQueue: number,
-  ) {}
-
-  submit(job: Job): void {
-    if (this.#stopped) throw new HttpError(503, "the server is stopping", null, "server_error");
-    if (this.active.length >= this.maxConcurrent && this.waiting.length >= this.maxQueue) {
-      throw new HttpError(429, `the server is busy: ${this.active.length} generating, ${this.waiting.length} waiting`, null, "rate_limit_error");
-    }
-    this.waiting.push(job);
-    if (!this.#running) void this.#run();
-  }
-
-  async #run(): Promise<void> {
-    this.#running = true;
-    try {
-      while (this.active.length > 0 || this.waiting.length > 0) {
-        while (this.active.length < this.maxConcurrent && this.waiting.length > 0) this.active.push(this.waiting.shift()!);
-        for (const job of [...this.active]) await this.#advance(job);
-        // Let the event loop deliver what was written and take new requests between rounds.
-        await new Promise((resolve) => setImmediate(resolve));
-      }
-    } finally {
-      this.#running = false;
-    }
-  }
-
-  async #advance(job: Job): Promise<void> {
-    const finish = async (end: () => void) => {
-      this.active.splice(this.active.indexOf(job), 1);
-      await job.iterator.return(undefined).catch(() => {});
-      end();
-    };
-    if (job.aborted || this.#stopped) return finish(() => job.fail(new HttpError(499, "the client went away")));
-    try {
-      const next = await job.iterator.next();
-      if (next.done) return finish(() => job.done());
-      job.onChunk(next.value);
-    } catch (e) {
-      await finish(() => job.fail(e));
-    }
-  }
-
-  /** Ends every generation (their caches are freed) and refuses new ones. */
-  async stop(): Promise<void> {
-    this.#stopped = true;
-    for (const job of this.waiting.splice(0)) job.fail(new HttpError(503, "the server stopped", null, "server_error"));
-    while (this.#running) await new Promise((resolve) => setTimeout(resolve, 1));
-  }
 }
 
 // ---- responses ----
@@ -347,7 +280,11 @@ export function serve(options: ServeOptions): Server {
   const tokenizer = Tokenizer.fromDir(options.model);
   const modelId = options.modelId ?? basename(options.model.replace(/\/+$/, ""));
   const maxBodyBytes = options.maxBodyBytes ?? 2 ** 20;
-  const scheduler = new Scheduler(options.maxConcurrent ?? 4, options.maxQueue ?? 64);
+  const engine = new Engine(model, { graph: graphFor(model, undefined), maxBatch: options.maxConcurrent ?? 16 });
+  const maxQueue = options.maxQueue ?? 64;
+  let stopped = false;
+  /** Jobs running now (waiting in the engine or decoding). */
+  const running = new Set<{ cancel(): void }>();
   const pool = new PromptCachePool(model, options.promptCaches ?? 4, Math.min(model.config.maxPositions ?? 4096, 8192));
   const created = Math.floor(Date.now() / 1000);
   const context = model.config.maxPositions;
@@ -365,6 +302,46 @@ export function serve(options: ServeOptions): Server {
     return { promptIds, maxTokens: asked ?? Math.min(options.defaultMaxTokens ?? 512, room) };
   }
 
+  /** Starts a request's generation on the engine (429 when the queue is full); its chunks go to the
+   * job. A cancelled generation fails the job with 499. */
+  function start(generation: { promptIds: number[]; options: GenerateOptions; stats: Partial<GenerationStats> }, job: Job): { cancel(): void } {
+    if (stopped) throw new HttpError(503, "the server is stopping", null, "server_error");
+    const { active, waiting } = engine.load;
+    if (active >= engine.maxBatch && waiting >= maxQueue) {
+      throw new HttpError(429, `the server is busy: ${active} generating, ${waiting} waiting`, null, "rate_limit_error");
+    }
+    const { promptIds, options, stats } = generation;
+    const promptCache = pool.take(promptIds, options.maxTokens ?? 0);
+    let run: ReturnType<typeof generateOn>;
+    try {
+      run = generateOn(engine, tokenizer, promptIds, { ...options, ...(promptCache ? { promptCache } : {}) }, stats);
+    } catch (e) {
+      if (promptCache) pool.give(promptCache);
+      throw e;
+    }
+    let cancelled = false;
+    const handle = {
+      cancel() {
+        cancelled = true;
+        run.cancel();
+      },
+    };
+    running.add(handle);
+    void (async () => {
+      try {
+        for await (const chunk of run.chunks) job.onChunk(chunk);
+        if (cancelled) job.fail(new HttpError(stopped ? 503 : 499, stopped ? "the server stopped" : "the client went away"));
+        else job.done();
+      } catch (e) {
+        job.fail(stopped ? new HttpError(503, "the server stopped", null, "server_error") : e);
+      } finally {
+        running.delete(handle);
+        if (promptCache) pool.give(promptCache);
+      }
+    })();
+    return handle;
+  }
+
   async function complete(kind: "chat" | "text", request: Request): Promise<Response> {
     const body = await readBody(request, maxBodyBytes);
     if (body["model"] !== undefined && body["model"] !== modelId) {
@@ -374,7 +351,7 @@ export function serve(options: ServeOptions): Server {
     const { promptIds, maxTokens } = budget(c);
     const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${crypto.randomUUID()}`;
     const stats: Partial<GenerationStats> = {};
-    const iterator = pooledGenerate(pool, model, tokenizer, promptIds, { ...c.options, maxTokens }, stats);
+    const generation = { promptIds, options: { ...c.options, maxTokens }, stats };
     const usage = () => ({
       prompt_tokens: promptIds.length,
       completion_tokens: stats.generatedTokens ?? 0,
@@ -392,9 +369,9 @@ export function serve(options: ServeOptions): Server {
     if (!c.stream) {
       let text = "";
       await new Promise<void>((resolve, reject) => {
-        const job: Job = { iterator, aborted: false, onChunk: (chunk) => ((text += chunk.text), logprobs.add(chunk)), done: resolve, fail: reject };
-        request.signal.addEventListener("abort", () => (job.aborted = true));
-        scheduler.submit(job);
+        const job: Job = { onChunk: (chunk) => ((text += chunk.text), logprobs.add(chunk)), done: resolve, fail: reject };
+        const { cancel } = start(generation, job);
+        request.signal.addEventListener("abort", cancel);
       });
       const scores = c.logprobs === undefined ? null : { chat: logprobs.chat, text: logprobs.text };
       return Response.json({ ...base, object, choices: [choiceOf(text, scores, stats.finishReason ?? "length")], usage: usage(), system_fingerprint: null });
@@ -413,9 +390,9 @@ export function serve(options: ServeOptions): Server {
     };
     const chunkOf = (choice: unknown, extra: object = {}) => ({ ...base, object, choices: [choice], system_fingerprint: null, ...extra });
     if (kind === "chat") send(chunkOf({ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }));
+    let aborted = false;
+    let finished = false;
     const job: Job = {
-      iterator,
-      aborted: false,
       onChunk(chunk) {
         const scores = logprobs.add(chunk);
         if (chunk.text || scores) send(chunkOf(choiceOf(chunk.text, scores, null)));
@@ -428,6 +405,7 @@ export function serve(options: ServeOptions): Server {
         send("[DONE]");
         started?.(null);
         started = null;
+        finished = true;
         close();
       },
       fail(e) {
@@ -437,7 +415,8 @@ export function serve(options: ServeOptions): Server {
           return;
         }
         // Mid-stream: an error event, then the end of the stream.
-        if (!job.aborted) send({ error: { message: (e as Error).message, type: "server_error", param: null, code: null } });
+        if (!aborted) send({ error: { message: (e as Error).message, type: "server_error", param: null, code: null } });
+        finished = true;
         close();
       },
     };
@@ -446,25 +425,27 @@ export function serve(options: ServeOptions): Server {
         controller?.close();
       } catch {}
     };
-    request.signal.addEventListener("abort", () => (job.aborted = true));
-    scheduler.submit(job);
+    const { cancel } = start(generation, job);
+    const abort = () => {
+      aborted = true;
+      cancel();
+    };
+    request.signal.addEventListener("abort", abort);
     const error = await first;
     if (error) throw error;
     const stream = new ReadableStream<Uint8Array>({
       start(c) {
         controller = c;
         for (const bytes of events.splice(0)) c.enqueue(bytes);
-        if (!scheduler.active.includes(job) && !scheduler.waiting.includes(job)) close();
+        if (finished) close();
       },
-      cancel() {
-        job.aborted = true;
-      },
+      cancel: abort,
     });
     return new Response(stream, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" } });
   }
 
   const routes: Record<string, Partial<Record<string, (request: Request) => Promise<Response> | Response>>> = {
-    "/health": { GET: () => Response.json({ status: "ok", model: modelId, generating: scheduler.active.length, waiting: scheduler.waiting.length }) },
+    "/health": { GET: () => Response.json({ status: "ok", model: modelId, generating: engine.load.active, waiting: engine.load.waiting }) },
     "/v1/models": { GET: () => Response.json({ object: "list", data: [{ id: modelId, object: "model", created, owned_by: "mlx-bun" }] }) },
     "/v1/chat/completions": { POST: (r) => complete("chat", r) },
     "/v1/completions": { POST: (r) => complete("text", r) },
@@ -495,6 +476,7 @@ export function serve(options: ServeOptions): Server {
       },
     });
   } catch (e) {
+    engine.dispose();
     model.dispose();
     throw e;
   }
@@ -502,10 +484,13 @@ export function serve(options: ServeOptions): Server {
     url: `http://${server.hostname}:${server.port}`,
     port: server.port!,
     modelId,
-    load: () => ({ active: scheduler.active.length, waiting: scheduler.waiting.length }),
+    load: () => engine.load,
     async stop() {
       await server.stop(true);
-      await scheduler.stop();
+      stopped = true;
+      for (const job of [...running]) job.cancel();
+      while (running.size > 0) await new Promise((resolve) => setTimeout(resolve, 1));
+      engine.dispose();
       pool.dispose();
       model.dispose();
     },

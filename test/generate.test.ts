@@ -2,7 +2,9 @@
 // sampling, stopping and streaming rules.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { generate, generateText, sample } from "../src/generate.ts";
+import { pickOnHost } from "../src/engine/sampler.ts";
+import { generate, generateText } from "../src/generate.ts";
+import { DEFAULT_SAMPLING } from "../src/sampling.ts";
 import { liveTensorCount } from "../src/index.ts";
 import { loadModel } from "../src/models/index.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
@@ -71,20 +73,19 @@ describe("generate", () => {
   });
 });
 
-describe("sample", () => {
+describe("pickOnHost (the CPU backend's sampler)", () => {
   const logits = Float32Array.from([1, 3, 2, 0.5]);
-  test("temperature 0 is argmax", () => expect(sample(logits, 0, 1, Math.random)).toBe(1));
+  const settings = (temperature: number, topP = 1, seed = 0) => ({ ...DEFAULT_SAMPLING, temperature, topP, seed, logprobs: undefined });
+  test("temperature 0 is argmax", () => expect(pickOnHost(logits, [0], settings(0), 0).token).toBe(1));
   test("frequencies follow softmax(logits / T); top-p keeps the nucleus", () => {
-    let state = 12345;
-    const rand = () => ((state = (state * 16807) % 2147483647) / 2147483647);
     const counts = [0, 0, 0, 0];
     const n = 20000;
-    for (let i = 0; i < n; i++) counts[sample(logits, 1, 1, rand)]!++;
+    for (let i = 0; i < n; i++) counts[pickOnHost(logits, [0], settings(1, 1, 7), i).token]!++;
     const z = [1, 3, 2, 0.5].map(Math.exp);
     const total = z.reduce((a, b) => a + b);
     for (let i = 0; i < 4; i++) expect(Math.abs(counts[i]! / n - z[i]! / total)).toBeLessThan(0.015);
     // p(1) = 0.63, p(2) = 0.23: top-p 0.7 keeps exactly tokens 1 and 2.
-    const kept = new Set(Array.from({ length: 2000 }, () => sample(logits, 1, 0.7, rand)));
+    const kept = new Set(Array.from({ length: 2000 }, (_, i) => pickOnHost(logits, [0], settings(1, 0.7, 3), i).token));
     expect([...kept].sort()).toEqual([1, 2]);
   });
 });

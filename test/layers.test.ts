@@ -18,7 +18,9 @@ const LAYERS: string[][] = [
   ["rewrite", "kv-cache.ts"],
   ["backend"],
   ["models", "tokenizer.ts"],
-  ["generate.ts", "sampling.ts", "embed.ts", "prompt-cache.ts", "batch.ts", "speculative.ts"],
+  ["sampling.ts", "prompt-cache.ts"],
+  ["engine"],
+  ["generate.ts", "embed.ts", "batch.ts", "speculative.ts"],
   ["cli.ts", "embed-cli.ts", "server.ts", "serve-cli.ts", "launch.ts", "index.ts", "setup.ts", "bin.ts"],
 ];
 

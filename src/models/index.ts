@@ -52,7 +52,18 @@ interface ModelBase {
   dtype: DType;
   /** The model's graph (built once per variant); encoders ignore `logits`. */
   graph(logits: "last" | "all"): Graph;
+  /** What was made for this model and lives as long as it (its decode engines): disposed first by dispose(). */
+  readonly dependents: Set<{ dispose(): void }>;
   dispose(): void;
+}
+
+/** Disposes a model's dependents, then runs `free`. */
+function disposer(dependents: Set<{ dispose(): void }>, free: () => void): () => void {
+  return () => {
+    for (const d of [...dependents]) d.dispose();
+    dependents.clear();
+    free();
+  };
 }
 
 /** Weights mapped into MLX arrays; runs on MLX (ops that fail there fall back to the CPU one by one). */
@@ -247,7 +258,8 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
     const graph = graphs(config, arch);
     checkWeights(dir, graph("all"), weights, named.keys(), config, arch.encoder ? "required" : "optional");
     checkShapesOnHost(dir, graph("last"), weights, checkpoint.quantization);
-    return { kind: arch.encoder ? "encoder" : "decoder", backend, config, checkpoint, weights, dtype: activationDtype(checkpoint.weights), graph, dispose: () => checkpoint.dispose() };
+    const dependents = new Set<{ dispose(): void }>();
+    return { kind: arch.encoder ? "encoder" : "decoder", backend, config, checkpoint, weights, dtype: activationDtype(checkpoint.weights), graph, dependents, dispose: disposer(dependents, () => checkpoint.dispose()) };
   }
   const checkpoint = loadCheckpoint(dir, options.onProgress);
   const shards: Tensor[] = [];
@@ -271,6 +283,7 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
       throw e;
     }
     fuseProjections(weights, graph, checkpoint, shards);
+    const dependents = new Set<{ dispose(): void }>();
     return {
       kind: arch.encoder ? "encoder" : "decoder",
       backend,
@@ -280,11 +293,12 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
       dtype: activationDtype(checkpoint.weights),
       graph,
       group,
-      dispose() {
+      dependents,
+      dispose: disposer(dependents, () => {
         frequencies.dispose();
         for (const t of shards) t.dispose();
         checkpoint.dispose();
-      },
+      }),
     };
   } catch (e) {
     for (const t of shards) t.dispose();

@@ -5,7 +5,9 @@ import { checkAllocation } from "../native/device.ts";
 import { Tensor } from "../tensor.ts";
 import { axisOf, call, handleOf, ints, type Native } from "./call.ts";
 
-type BinaryName = "mlx_add" | "mlx_subtract" | "mlx_multiply" | "mlx_divide" | "mlx_maximum" | "mlx_power" | "mlx_greater" | "mlx_matmul";
+type BinaryName =
+  | "mlx_add" | "mlx_subtract" | "mlx_multiply" | "mlx_divide" | "mlx_maximum" | "mlx_minimum" | "mlx_power" | "mlx_greater" | "mlx_greater_equal" | "mlx_less_equal"
+  | "mlx_equal" | "mlx_matmul" | "mlx_bitwise_xor" | "mlx_right_shift";
 type UnaryName = "mlx_rsqrt" | "mlx_sqrt" | "mlx_exp" | "mlx_log" | "mlx_negative" | "mlx_square" | "mlx_tanh" | "mlx_sigmoid" | "mlx_erf" | "mlx_cos" | "mlx_sin" | "mlx_silu";
 
 /** A binary op; a number operand becomes a scalar of the tensor operand's dtype. */
@@ -33,7 +35,15 @@ export const multiply = binary("mlx_multiply", "multiply");
 export const divide = binary("mlx_divide", "divide");
 export const maximum = binary("mlx_maximum", "maximum");
 export const power = binary("mlx_power", "power");
+export const minimum = binary("mlx_minimum", "minimum");
 export const greater = binary("mlx_greater", "greater");
+export const greaterEqual = binary("mlx_greater_equal", "greaterEqual");
+export const lessEqual = binary("mlx_less_equal", "lessEqual");
+export const equal = binary("mlx_equal", "equal");
+/** Bitwise exclusive or of integers. */
+export const bitwiseXor = binary("mlx_bitwise_xor", "bitwiseXor");
+/** a >> b for integers (logical for unsigned dtypes). */
+export const rightShift = binary("mlx_right_shift", "rightShift");
 export const matmul = binary("mlx_matmul", "matmul");
 
 export const rsqrt = unary("mlx_rsqrt", "rsqrt");
@@ -176,6 +186,41 @@ export const max = reduction("mlx_max", "max");
 export function argmax(a: Tensor, axis = -1, keepdims = false): Tensor {
   const h = handleOf(a, "argmax", "a");
   return call("argmax", (lib, out) => lib.mlx_argmax(out, h, axis, keepdims ? 1 : 0));
+}
+
+/** Indices (uint32) that sort `a` ascending along `axis`. */
+export function argsort(a: Tensor, axis = -1): Tensor {
+  const h = handleOf(a, "argsort", "a");
+  return call("argsort", (lib, out) => lib.mlx_argsort(out, h, axis));
+}
+
+/** a's values at `indices` along `axis` (numpy's take_along_axis; indices of a's rank). */
+export function takeAlongAxis(a: Tensor, indices: Tensor, axis = -1): Tensor {
+  const ha = handleOf(a, "takeAlongAxis", "a");
+  const hi = handleOf(indices, "takeAlongAxis", "indices");
+  return call("takeAlongAxis", (lib, out) => lib.mlx_take_along_axis(out, ha, hi, axis));
+}
+
+/** `a` with `values` added at `indices` along `axis`; repeated indices add up. */
+export function scatterAddAxis(a: Tensor, indices: Tensor, values: Tensor, axis = -1): Tensor {
+  const ha = handleOf(a, "scatterAddAxis", "a");
+  const hi = handleOf(indices, "scatterAddAxis", "indices");
+  const hv = handleOf(values, "scatterAddAxis", "values");
+  return call("scatterAddAxis", (lib, out) => lib.mlx_scatter_add_axis(out, ha, hi, hv, axis));
+}
+
+/** Running sums along `axis` (inclusive unless told otherwise). */
+export function cumsum(a: Tensor, axis = -1, options: { reverse?: boolean; inclusive?: boolean } = {}): Tensor {
+  const h = handleOf(a, "cumsum", "a");
+  const { reverse = false, inclusive = true } = options;
+  return call("cumsum", (lib, out) => lib.mlx_cumsum(out, h, axis, reverse ? 1 : 0, inclusive ? 1 : 0));
+}
+
+/** log(sum(exp(a))) over `axes`, computed stably. */
+export function logsumexp(a: Tensor, axes: number | readonly number[] = [], keepdims = false): Tensor {
+  const h = handleOf(a, "logsumexp", "a");
+  const list = typeof axes === "number" ? [axes] : axes.length > 0 ? axes : a.shape.map((_, i) => i);
+  return call("logsumexp", (lib, out) => lib.mlx_logsumexp(out, h, ints(list), list.length, keepdims ? 1 : 0));
 }
 
 export function arange(start: number, stop: number, step = 1, dtype: DType = "float32"): Tensor {

@@ -1,0 +1,656 @@
+// The decode engine: one running batch of sequences per model and graph. Every way of generating
+// goes through it: generate submits one sequence, generateBatch several at once, the server each
+// request as it arrives (continuous batching: sequences join and leave the batch between steps).
+//
+// A tick: (1) admission: waiting sequences are prefilled together (left-padded, in chunks of
+// `prefillChunk` positions per tick while others decode) in a cache of their own, and their first
+// tokens are picked on the device; (2) the batch's KV cache is regrouped when sequences joined or
+// left (regroup.ts); (3) one decode step is launched for every running sequence, fed the ids picked
+// by the previous step still on the device, and its tokens picked on the device (sampler.ts); (4)
+// only then are the previous picks read, so the host work of step t+1 overlaps the device's step t.
+// A step of each batch shape is recorded once and replayed (models/replay.ts) for the engine's life.
+import type { Graph } from "../graph/graph.ts";
+import type { HostKVCache, KVCache } from "../kv-cache.ts";
+import { createCache, forward, type Model, tokenIds } from "../models/index.ts";
+import { DecodeTape } from "../models/replay.ts";
+import { asyncEval, concatenate, take } from "../ops/core.ts";
+import type { CpuTensor } from "../ops/cpu.ts";
+import type { PromptCache } from "../prompt-cache.ts";
+import { Tensor } from "../tensor.ts";
+import type { Tokenizer } from "../tokenizer.ts";
+import { regroup } from "./regroup.ts";
+import { DeviceSampler, type DevicePicks, type Pick, pickOnHost, type SamplerSettings, type TokenLogprob } from "./sampler.ts";
+import { TextStream } from "./text.ts";
+
+export interface GenerationChunk {
+  token: number;
+  /** With `logprobs`: the token's log-probability and the most probable alternatives. */
+  logprob?: number;
+  topLogprobs?: TokenLogprob[];
+  /** New text since the previous chunk (empty while a multi-byte character is incomplete). */
+  text: string;
+  /** Set on the closing chunk of a stop token: `token` is the stop token (not generated text) and
+   * `text` is whatever was held back. */
+  stop?: true;
+}
+
+export interface GenerationStats {
+  promptTokens: number;
+  /** Prompt tokens a promptCache already held (not prefilled again). */
+  cachedTokens: number;
+  generatedTokens: number;
+  prefillSeconds: number;
+  decodeSeconds: number;
+  finishReason: "stop" | "length";
+}
+
+/** One sequence to generate (options already checked). */
+export interface SequenceRequest {
+  promptIds: readonly number[];
+  maxTokens: number;
+  settings: SamplerSettings;
+  /** Ids that end the sequence (eos and stopTokens). */
+  stop: ReadonlySet<number>;
+  stopStrings: readonly string[];
+  tokenizer: Tokenizer;
+  /** Start from this conversation's cache (rewound to the prefix it shares with the prompt), and
+   * leave the prompt and generated tokens in it at the end. */
+  promptCache?: PromptCache | undefined;
+}
+
+type Cache = KVCache | HostKVCache;
+
+/** A launched pick for some rows: on the device (`picks`), or already made on the host. */
+interface Launched {
+  rows: Sequence[];
+  picks: DevicePicks | null;
+  host: (Pick | Error)[] | null;
+  settings: SamplerSettings[];
+}
+
+function release(launched: Launched): void {
+  const p = launched.picks;
+  if (!p) return;
+  for (const t of [p.tokens, p.peak, p.logprob, p.topIds, p.topLogprobs]) t?.dispose();
+  launched.picks = null;
+}
+
+/** A sequence in the engine: its stream of chunks, stats and state. */
+export class Sequence {
+  readonly request: SequenceRequest;
+  readonly stats: GenerationStats;
+  /** The prompt and every token read so far: the tokens the model was fed, or is being fed. */
+  readonly history: number[];
+  readonly generated: number[] = [];
+  state: "waiting" | "prefilling" | "running" | "done" = "waiting";
+  /** Draws launched so far: the index of the next one (the sampler's seed stream). */
+  draws = 0;
+  /** Where the next step's input id is: a row of a launched pick. */
+  source: { launched: Launched; row: number } | null = null;
+  readonly #stream: TextStream;
+  readonly #chunks: GenerationChunk[] = [];
+  #error: Error | null = null;
+  #ended = false;
+  #wake: (() => void) | null = null;
+  #closed = false;
+  #onClosed: (() => void)[] = [];
+  #cancelled = false;
+  readonly #start = performance.now();
+  #firstAt = 0;
+
+  constructor(request: SequenceRequest, cachedTokens: number) {
+    this.request = request;
+    this.history = [...request.promptIds];
+    this.#stream = new TextStream(request.tokenizer);
+    this.stats = { promptTokens: request.promptIds.length, cachedTokens, generatedTokens: 0, prefillSeconds: 0, decodeSeconds: 0, finishReason: "length" };
+  }
+
+  /** Stops the sequence: no more chunks; its slot is freed at the next step. */
+  cancel(): void {
+    if (this.state === "done") return;
+    this.#cancelled = true;
+    this.#end();
+  }
+
+  get cancelled(): boolean {
+    return this.#cancelled;
+  }
+
+  /** The sequence's chunks as they are made. Leaving early cancels it; the iteration ends once the
+   * engine let it go (its slot freed, a promptCache written). */
+  async *chunks(): AsyncGenerator<GenerationChunk> {
+    try {
+      for (;;) {
+        const chunk = this.#chunks.shift();
+        if (chunk) {
+          yield chunk;
+          continue;
+        }
+        if (this.#error) throw this.#error;
+        if (this.#ended) return;
+        await new Promise<void>((resolve) => (this.#wake = resolve));
+      }
+    } finally {
+      this.cancel();
+      if (!this.#closed) await new Promise<void>((resolve) => this.#onClosed.push(resolve));
+    }
+  }
+
+  /** Takes the token picked for it; returns whether the sequence is done. */
+  accept(pick: Pick | Error): boolean {
+    if (this.state === "done") return true;
+    if (pick instanceof Error) {
+      this.fail(pick);
+      return true;
+    }
+    const { token } = pick;
+    const now = performance.now();
+    if (this.generated.length === 0 && this.#firstAt === 0) {
+      this.#firstAt = now;
+      this.stats.prefillSeconds = (now - this.#start) / 1000;
+    } else {
+      this.stats.decodeSeconds = (now - this.#firstAt) / 1000;
+    }
+    this.history.push(token);
+    const { stop, stopStrings, maxTokens } = this.request;
+    if (stop.has(token)) {
+      this.stats.finishReason = "stop";
+      this.#push({ token, text: this.#stream.flush(), stop: true });
+      this.#end();
+      return true;
+    }
+    this.generated.push(token);
+    this.stats.generatedTokens = this.generated.length;
+    const last = this.generated.length === maxTokens;
+    // An incomplete multi-byte character is held back while a later token may complete it.
+    const piece = this.#stream.append(token, last, stopStrings);
+    const scores = pick.logprob === undefined ? {} : { logprob: pick.logprob, topLogprobs: pick.topLogprobs! };
+    this.#push({ token, text: piece.text, ...scores });
+    if (piece.stopped) this.stats.finishReason = "stop";
+    if (piece.stopped || last) this.#end();
+    return this.#ended;
+  }
+
+  /** Ends the sequence with an error (its consumer gets it after the chunks already made). */
+  fail(error: Error): void {
+    if (this.state === "done") return;
+    this.#error = error;
+    this.#end();
+  }
+
+  /** Called by the engine once it let the sequence go. */
+  close(): void {
+    this.#closed = true;
+    for (const resolve of this.#onClosed.splice(0)) resolve();
+  }
+
+  /** Chunks made and not yet taken. */
+  get queued(): number {
+    return this.#chunks.length;
+  }
+
+  /** Whether this sequence's last token is picked or being picked (no further step needed). */
+  get complete(): boolean {
+    return this.state === "done" || this.generated.length + (this.source ? 1 : 0) >= this.request.maxTokens;
+  }
+
+  #push(chunk: GenerationChunk): void {
+    this.#chunks.push(chunk);
+    this.#wake?.();
+  }
+
+  #end(): void {
+    this.state = "done";
+    this.#ended = true;
+    this.#wake?.();
+  }
+}
+
+export interface EngineOptions {
+  /** The graph to run (the model's, or a rewritten one). */
+  graph: Graph;
+  /** MLX: record a decode step of each batch shape once and replay it (default true). */
+  replay?: boolean | undefined;
+  /** Sequences decoding at once (default 64); more wait. */
+  maxBatch?: number | undefined;
+  /** Prompt positions prefilled per tick while other sequences decode (default 512). */
+  prefillChunk?: number | undefined;
+  /** A cache of its own (rotating or quantized): the engine runs one group of sequences in it, with
+   * no joining or leaving (finished rows ride along until all are done). */
+  solo?: Cache | undefined;
+  /** Called once if decode steps cannot be replayed. */
+  onReplayFallback?: ((reason: string) => void) | undefined;
+}
+
+interface Admission {
+  rows: Sequence[];
+  cache: Cache;
+  /** Each row's ids to prefill, left-padded to one length. */
+  ids: number[];
+  length: number;
+  /** Positions prefilled so far, and where each chunk ends. */
+  done: number;
+  ends: number[];
+  /** The cache is borrowed (a promptCache's, or the solo cache): not disposed after joining. */
+  borrowed: boolean;
+}
+
+export class Engine {
+  readonly model: Model;
+  readonly graph: Graph;
+  readonly maxBatch: number;
+  readonly prefillChunk: number;
+  readonly #replay: boolean;
+  readonly #solo: Cache | null;
+  readonly #onReplayFallback: (reason: string) => void;
+  /** The running batch's cache: one object for the engine's life (recorded steps refer to it). */
+  #cache: Cache | null = null;
+  readonly #tapes = new Map<string, DecodeTape>();
+  #rows: Sequence[] = [];
+  readonly #waiting: Sequence[] = [];
+  #admission: Admission | null = null;
+  /** Admitted sequences (first tokens launched) that join the batch at the next regroup, and the
+   * cache they were prefilled in (borrowed: a promptCache's, not disposed here). */
+  #joining: { rows: Sequence[]; cache: Cache; borrowed: boolean } | null = null;
+  #sampler: DeviceSampler | null = null;
+  #pending: Launched[] = [];
+  #running = false;
+  #disposed = false;
+
+  constructor(model: Model, options: EngineOptions) {
+    if (model.kind !== "decoder") throw new Error(`Engine: ${model.config.modelType} is an encoder`);
+    this.model = model;
+    this.graph = options.graph;
+    this.maxBatch = options.maxBatch ?? 64;
+    this.prefillChunk = options.prefillChunk ?? 512;
+    for (const [key, value] of [["maxBatch", this.maxBatch], ["prefillChunk", this.prefillChunk]] as const) {
+      if (!Number.isSafeInteger(value) || value < 1) throw new Error(`Engine: ${key} must be a positive integer, got ${value}`);
+    }
+    this.#replay = model.backend === "mlx" && options.replay !== false;
+    this.#solo = options.solo ?? null;
+    this.#onReplayFallback = options.onReplayFallback ?? (() => {});
+  }
+
+  /** Sequences holding a slot of the batch (until the step that lets them go), and waiting
+   * (admission included). */
+  get load(): { active: number; waiting: number } {
+    return { active: this.#rows.length, waiting: this.#waiting.length + (this.#admission?.rows.length ?? 0) + (this.#joining?.rows.length ?? 0) };
+  }
+
+  /** Queues sequences; submitted together, they are admitted together when there is room. */
+  submit(requests: readonly SequenceRequest[], cachedTokens: readonly number[] = []): Sequence[] {
+    if (this.#disposed) throw new Error("Engine: used after dispose()");
+    if (this.#solo && (this.#rows.length > 0 || this.#waiting.length > 0 || this.#admission)) throw new Error("Engine: a solo engine runs one group");
+    const sequences = requests.map((r, i) => new Sequence(r, cachedTokens[i] ?? 0));
+    this.#waiting.push(...sequences);
+    if (!this.#running) void this.#run();
+    return sequences;
+  }
+
+  async #run(): Promise<void> {
+    this.#running = true;
+    try {
+      while (this.#busy()) {
+        try {
+          this.#tick();
+        } catch (e) {
+          this.#failAll(e as Error);
+        }
+        if (!this.#busy()) break;
+        // Let consumers take their chunks (and a server its requests) between steps.
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    } finally {
+      this.#idle();
+      this.#running = false;
+    }
+  }
+
+  #busy(): boolean {
+    return this.#rows.length > 0 || this.#waiting.length > 0 || this.#admission !== null || this.#joining !== null || this.#pending.length > 0;
+  }
+
+  #tick(): void {
+    this.#admit();
+    this.#regroup();
+    const launched = this.#decode();
+    const toRead = this.#pending;
+    this.#pending = launched ? [launched] : [];
+    for (const l of toRead) this.#read(l);
+    // Sequences that ended (their last token, a stop, an error, a cancel) with nothing more to read.
+    if (this.#rows.every((s) => s.state === "done") && this.#pending.length === 0 && !this.#solo) this.#regroup();
+    if (this.#solo && this.#rows.every((s) => s.state === "done") && this.#pending.length === 0) this.#finish(this.#rows.splice(0));
+  }
+
+  // ---- admission ----
+
+  #admit(): void {
+    if (!this.#admission) this.#startAdmission();
+    const a = this.#admission;
+    if (!a) return;
+    // With nothing else decoding, the whole prompt goes at once.
+    const alone = this.#rows.every((s) => s.state === "done");
+    while (a.done < a.length) {
+      const end = a.ends.find((e) => e > a.done)!;
+      const last = end === a.length;
+      const B = a.rows.length;
+      const ids: number[] = [];
+      for (let b = 0; b < B; b++) ids.push(...a.ids.slice(b * a.length + a.done, b * a.length + end));
+      const chunk = tokenIds(this.model, ids, [B, end - a.done]);
+      try {
+        if (!last) {
+          const logits = forward(this.model, chunk, { cache: a.cache, graph: this.graph, lazy: true });
+          if (logits instanceof Tensor) {
+            asyncEval([logits]);
+            logits.dispose();
+          }
+        } else {
+          const logits = forward(this.model, chunk, { cache: a.cache, graph: this.graph, lazy: true });
+          this.#pickFirst(a, logits);
+        }
+      } finally {
+        if (chunk instanceof Tensor) chunk.dispose();
+      }
+      a.done = end;
+      if (!alone && !last) return;
+    }
+  }
+
+  #startAdmission(): void {
+    const room = this.maxBatch - this.#rows.filter((s) => s.state !== "done").length - (this.#joining?.rows.length ?? 0);
+    // Cancelled before admission: let go at once.
+    for (const s of this.#waiting.filter((s) => s.state === "done")) this.#finish([s]);
+    this.#waiting.splice(0, this.#waiting.length, ...this.#waiting.filter((s) => s.state !== "done"));
+    if (this.#waiting.length === 0 || room <= 0) return;
+    if (this.#solo && this.#rows.length > 0) return;
+    const first = this.#waiting[0]!;
+    // A sequence with a prompt cache prefills alone, in that cache.
+    const rows = first.request.promptCache ? [first] : this.#waiting.filter((s) => !s.request.promptCache).slice(0, this.#solo ? undefined : room);
+    this.#waiting.splice(0, this.#waiting.length, ...this.#waiting.filter((s) => !rows.includes(s)));
+    const prompts = rows.map((s) => s.request.promptIds.slice(s.stats.cachedTokens));
+    const length = Math.max(...prompts.map((p) => p.length));
+    const pad = first.request.tokenizer.padTokenId ?? this.model.config.eosTokenIds[0] ?? 0;
+    const ids = prompts.flatMap((p) => [...new Array<number>(length - p.length).fill(pad), ...p]);
+    let cache: Cache;
+    let borrowed = true;
+    try {
+      if (first.request.promptCache) {
+        cache = first.request.promptCache.cache;
+      } else if (this.#solo) {
+        cache = this.#solo;
+      } else {
+        cache = createCache(this.model, rows.length, length + Math.max(...rows.map((s) => s.request.maxTokens)) + 1);
+        borrowed = false;
+      }
+      if (!first.request.promptCache) cache.setLeftPadding(prompts.map((p) => length - p.length));
+    } catch (e) {
+      for (const s of rows) s.fail(e as Error);
+      this.#finish(rows);
+      return;
+    }
+    const ends: number[] = [];
+    // A quantized cache: the prompt but its last token at full precision, then the last token over
+    // the quantized cache (mlx-lm's quantized_kv_start 0).
+    if ("quantized" in cache && cache.quantized && length > 1) ends.push(length - 1);
+    for (let e = this.prefillChunk; e < length; e += this.prefillChunk) if (!ends.includes(e)) ends.push(e);
+    ends.push(length);
+    ends.sort((x, y) => x - y);
+    for (const s of rows) s.state = "prefilling";
+    this.#admission = { rows, cache, ids, length, done: 0, ends, borrowed };
+  }
+
+  /** Launches the pick of the admitted rows' first tokens; they join the batch at the regroup. */
+  #pickFirst(a: Admission, logits: Tensor | CpuTensor): void {
+    const settings = a.rows.map((s) => s.request.settings);
+    const launched: Launched = { rows: a.rows, picks: null, host: null, settings };
+    try {
+      if (logits instanceof Tensor) {
+        using sampler = new DeviceSampler(settings, this.model.config.vocabSize, a.rows.map((s) => s.request.promptIds));
+        launched.picks = sampler.pick(logits, null, a.rows.map((s) => s.draws));
+        asyncEval(pickTensors(launched.picks));
+      } else {
+        const V = this.model.config.vocabSize;
+        launched.host = a.rows.map((s, b) => hostPick(() => pickOnHost(logits.data.subarray(b * V, (b + 1) * V), s.history, s.request.settings, s.draws)));
+      }
+    } finally {
+      if (logits instanceof Tensor) logits.dispose();
+    }
+    for (const [b, s] of a.rows.entries()) {
+      s.draws++;
+      s.source = { launched, row: b };
+      s.state = "running";
+    }
+    this.#pending.push(launched);
+    this.#joining = { rows: a.rows, cache: a.cache, borrowed: a.borrowed };
+    this.#admission = null;
+  }
+
+  // ---- the batch ----
+
+  /** Lets finished sequences go and takes the admitted ones in: the cache's rows and the sampler
+   * are rebuilt when the batch changed. */
+  #regroup(): void {
+    const leaving = this.#rows.filter((s) => s.state === "done");
+    const joining = this.#joining;
+    this.#joining = null;
+    if (this.#solo) {
+      if (joining) {
+        this.#rows = joining.rows;
+        this.#setSampler();
+      }
+      return;
+    }
+    if (leaving.length === 0 && !joining) return;
+    const staying = this.#rows.filter((s) => s.state !== "done");
+    const cache = (this.#cache ??= createCache(this.model, 1, 1));
+    const rebuild = regroup as (target: Cache, parts: { cache: Cache; rows: number[] }[], room: number) => void;
+    // Conversations' caches get their rows back before the batch's cache is rebuilt.
+    for (const s of leaving) {
+      const pc = s.request.promptCache;
+      if (!pc) continue;
+      const row = this.#rows.indexOf(s);
+      const length = cache.offset - cache.padding[row]!;
+      rebuild(pc.cache, [{ cache, rows: [row] }], pc.maxLength - length);
+      pc.record(s.history);
+    }
+    const parts: { cache: Cache; rows: number[] }[] = [];
+    if (staying.length > 0) parts.push({ cache, rows: staying.map((s) => this.#rows.indexOf(s)) });
+    if (joining) parts.push({ cache: joining.cache, rows: joining.rows.map((_, i) => i) });
+    this.#rows = [...staying, ...(joining?.rows ?? [])];
+    try {
+      if (parts.length > 0) rebuild(cache, parts, Math.max(...this.#rows.map((s) => s.request.maxTokens - s.generated.length)) + 1);
+    } finally {
+      if (joining && !joining.borrowed) joining.cache.dispose();
+      this.#finish(leaving);
+    }
+    if (this.#rows.length === 0) this.#idle();
+    else this.#setSampler();
+  }
+
+  #setSampler(): void {
+    this.#sampler?.dispose();
+    this.#sampler = null;
+    if (this.model.backend === "mlx" && this.#rows.length > 0) {
+      this.#sampler = new DeviceSampler(
+        this.#rows.map((s) => s.request.settings),
+        this.model.config.vocabSize,
+        this.#rows.map((s) => s.history),
+      );
+    }
+  }
+
+  /** Launches one decode step for the batch; null when no row needs one. */
+  #decode(): Launched | null {
+    const rows = this.#rows;
+    if (rows.length === 0 || rows.every((s) => s.complete)) return null;
+    const cache = this.#solo ?? this.#cache!;
+    const settings = rows.map((s) => s.request.settings);
+    const launched: Launched = { rows, picks: null, host: null, settings };
+    const draws = rows.map((s) => s.draws);
+    if (this.model.backend === "cpu") {
+      const inputs = rows.map((s) => sourcePick(s));
+      using ids = tokenIds(this.model, inputs, [rows.length, 1]);
+      const logits = forward(this.model, ids, { cache: cache as HostKVCache, graph: this.graph });
+      const V = this.model.config.vocabSize;
+      launched.host = rows.map((s, b) => hostPick(() => pickOnHost(logits.data.subarray(b * V, (b + 1) * V), [...s.history, inputs[b]!], s.request.settings, draws[b]!)));
+    } else {
+      const { ids, owned } = this.#inputs(rows);
+      try {
+        const B = rows.length;
+        const tape = this.#replay ? this.#tape(B, (cache as KVCache).padding.some((p) => p > 0)) : null;
+        const logits = tape ? tape.step(ids)[0]! : forward(this.model, ids, { cache: cache as KVCache, graph: this.graph, lazy: true });
+        try {
+          launched.picks = this.#sampler!.pick(logits, ids, draws);
+        } finally {
+          logits.dispose();
+        }
+        asyncEval(pickTensors(launched.picks));
+      } finally {
+        if (owned) ids.dispose();
+      }
+    }
+    for (const [b, s] of rows.entries()) {
+      s.draws++;
+      s.source = { launched, row: b };
+    }
+    return launched;
+  }
+
+  /** The batch's input ids [B, 1] (uint32), gathered from the picks that made them. */
+  #inputs(rows: readonly Sequence[]): { ids: Tensor; owned: boolean } {
+    const first = rows[0]!.source!.launched;
+    if (first.picks && rows.length === first.rows.length && rows.every((s, b) => s.source!.launched === first && s.source!.row === b)) {
+      return { ids: first.picks.tokens, owned: false };
+    }
+    const pieces: Tensor[] = [];
+    try {
+      let at = 0;
+      while (at < rows.length) {
+        const launched = rows[at]!.source!.launched;
+        let end = at;
+        while (end < rows.length && rows[end]!.source!.launched === launched) end++;
+        const picked = rows.slice(at, end).map((s) => s.source!.row);
+        if (launched.picks) {
+          using index = Tensor.from(Int32Array.from(picked), [picked.length]);
+          pieces.push(take(launched.picks.tokens, index, 0));
+        } else {
+          pieces.push(Tensor.from(Uint32Array.from(picked, (r) => (launched.host![r] as Pick).token), [picked.length, 1]));
+        }
+        at = end;
+      }
+      return { ids: pieces.length === 1 ? pieces.pop()! : concatenate(pieces, 0), owned: true };
+    } finally {
+      for (const p of pieces) p.dispose();
+    }
+  }
+
+  #tape(batch: number, masked: boolean): DecodeTape {
+    const key = `${batch}:${masked}`;
+    let tape = this.#tapes.get(key);
+    if (!tape) {
+      const cache = (this.#solo ?? this.#cache) as KVCache;
+      tape = new DecodeTape(this.model as Extract<Model, { backend: "mlx" }>, cache, this.graph, { output: "logits", onFallback: this.#onReplayFallback });
+      this.#tapes.set(key, tape);
+    }
+    return tape;
+  }
+
+  /** Reads a launched pick and hands each row its token. */
+  #read(launched: Launched): void {
+    try {
+      const picks = launched.host ?? DeviceSampler.read(launched.picks!, launched.settings);
+      for (const [b, s] of launched.rows.entries()) {
+        if (s.source?.launched === launched) s.source = null;
+        s.accept(picks[b]!);
+      }
+    } finally {
+      release(launched);
+    }
+  }
+
+  /** Lets sequences go: off the batch, and their consumers told. */
+  #finish(sequences: readonly Sequence[]): void {
+    for (const s of sequences) {
+      if (s.state !== "done") s.cancel();
+      s.close();
+    }
+  }
+
+  #failAll(error: Error): void {
+    const all = [...this.#rows, ...(this.#joining?.rows ?? []), ...(this.#admission?.rows ?? [])];
+    for (const s of all) {
+      s.fail(error);
+      // Whatever its cache holds now is not vouched for: the conversation starts over.
+      s.request.promptCache?.rewind(0);
+    }
+    for (const l of this.#pending.splice(0)) release(l);
+    if (this.#admission && !this.#admission.borrowed) this.#admission.cache.dispose();
+    if (this.#joining && !this.#joining.borrowed) this.#joining.cache.dispose();
+    this.#admission = null;
+    this.#joining = null;
+    this.#rows = [];
+    this.#finish(all);
+    this.#idle();
+  }
+
+  /** Nothing decoding: the batch's buffers and sampler go (recorded steps stay). */
+  #idle(): void {
+    this.#sampler?.dispose();
+    this.#sampler = null;
+    if (this.#rows.length > 0 || this.#joining) return;
+    const cache = this.#cache;
+    if (cache && cache.shape.maxLength > 1) {
+      if (cache.backend === "mlx") {
+        const tiny = createCache(this.model, 1, 1) as KVCache;
+        try {
+          regroupTo(cache, tiny);
+        } finally {
+          tiny.dispose();
+        }
+      } else {
+        this.#cache = null;
+      }
+    }
+  }
+
+  dispose(): void {
+    this.#disposed = true;
+    this.#failAll(new Error("Engine: disposed"));
+    for (const s of this.#waiting.splice(0)) {
+      s.fail(new Error("Engine: disposed"));
+      s.close();
+    }
+    for (const tape of this.#tapes.values()) tape.dispose();
+    this.#tapes.clear();
+    this.#cache?.dispose();
+    this.#cache = null;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+/** The target takes the source's buffers as they stand. */
+function regroupTo(target: KVCache, source: KVCache): void {
+  regroup(target, [{ cache: source, rows: [0] }], source.shape.maxLength - source.offset);
+}
+
+function pickTensors(p: DevicePicks): Tensor[] {
+  return [p.tokens, p.peak, p.logprob, p.topIds, p.topLogprobs].filter((t): t is Tensor => t !== undefined);
+}
+
+function hostPick(pick: () => Pick): Pick | Error {
+  try {
+    return pick();
+  } catch (e) {
+    return e as Error;
+  }
+}
+
+/** The id a host-picked source made for a sequence. */
+function sourcePick(s: Sequence): number {
+  const { launched, row } = s.source!;
+  const pick = launched.host![row]!;
+  return pick instanceof Error ? 0 : pick.token;
+}

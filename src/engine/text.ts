@@ -1,0 +1,52 @@
+// Streaming text of generated tokens, released as characters complete, with stop strings cut.
+import type { Tokenizer } from "../tokenizer.ts";
+
+/** Text of a growing token list, decoding a short window per token (vLLM's incremental
+ * detokenization): the text of the tokens since `prefix` past that of [prefix, read), released once
+ * it does not end in an incomplete character. */
+export class TextStream {
+  readonly #tokenizer: Tokenizer;
+  readonly #tokens: number[] = [];
+  #prefix = 0;
+  #read = 0;
+  /** The text released so far (by append). */
+  #text = "";
+
+  constructor(tokenizer: Tokenizer) {
+    this.#tokenizer = tokenizer;
+  }
+
+  #pending(): { before: string; after: string } {
+    return {
+      before: this.#tokenizer.decode(this.#tokens.slice(this.#prefix, this.#read)),
+      after: this.#tokenizer.decode(this.#tokens.slice(this.#prefix)),
+    };
+  }
+
+  /** Adds a token; returns the text it completes ("" while a character is incomplete). */
+  push(token: number): string {
+    this.#tokens.push(token);
+    const { before, after } = this.#pending();
+    if (after.length <= before.length || after.endsWith("\uFFFD")) return "";
+    this.#prefix = this.#read;
+    this.#read = this.#tokens.length;
+    return after.slice(before.length);
+  }
+
+  /** The text held back, released as it is. */
+  flush(): string {
+    const { before, after } = this.#pending();
+    this.#prefix = this.#read = this.#tokens.length;
+    return after.slice(before.length);
+  }
+
+  /** Adds a generated token (`last`: flush what is held back too): the new text, cut before the first
+   * stop string that now appears in the whole text, and whether one did. */
+  append(token: number, last: boolean, stopStrings: readonly string[]): { text: string; stopped: boolean } {
+    const from = this.#text.length;
+    this.#text += this.push(token) + (last ? this.flush() : "");
+    const hit = stopStrings.map((s) => this.#text.indexOf(s, Math.max(0, from - s.length + 1))).filter((at) => at >= 0);
+    const end = hit.length > 0 ? Math.max(from, Math.min(...hit)) : this.#text.length;
+    return { text: this.#text.slice(from, end), stopped: hit.length > 0 };
+  }
+}

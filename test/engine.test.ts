@@ -1,0 +1,176 @@
+// The decode engine: the device sampler against mlx-lm's processors and filters (scripts/fixtures/
+// sampling.py) and against the host rule; its draws against the distribution they sample (a
+// chi-square test); batch rows against single streams with every sampler option; sequences joining
+// a running batch, cancelled mid-stream, and many mixed requests leaving no tensor behind.
+import { describe, expect, test } from "bun:test";
+import { DeviceSampler, pickOnHost, type SamplerSettings } from "../src/engine/sampler.ts";
+import { DEFAULT_MODEL_DIR, generate, generateBatchText, generateText, liveTensorCount, loadModel, Tensor, Tokenizer } from "../src/index.ts";
+import { DEFAULT_SAMPLING, logSoftmax, samplingDistribution } from "../src/sampling.ts";
+import { fixture } from "./helpers.ts";
+
+interface Case {
+  options: Record<string, unknown>;
+  logits: number[];
+  context: number[];
+  logprobs: number[];
+  probabilities: number[];
+}
+
+const { cases } = fixture<{ vocab: number; cases: Case[] }>("sampling.json");
+
+function settingsOf(options: Record<string, unknown>, seed = 0): SamplerSettings {
+  return { ...DEFAULT_SAMPLING, temperature: 1, ...options, seed, logprobs: undefined } as SamplerSettings;
+}
+
+describe("device sampler vs mlx-lm", () => {
+  for (const c of cases) {
+    test(`${JSON.stringify(c.options)}: the same tokens kept (exactly), their log-probabilities within 1e-5`, () => {
+      const V = c.logits.length;
+      using sampler = new DeviceSampler([settingsOf(c.options)], V, [c.context]);
+      using logits = Tensor.from(Float32Array.from(c.logits), [1, V]);
+      using filtered = sampler.filteredLogprobs(logits);
+      const got = filtered.toFloat32Array();
+      for (let i = 0; i < V; i++) {
+        expect(Number.isFinite(got[i]!)).toBe(c.probabilities[i]! > 0);
+        if (c.probabilities[i]! > 0) expect(Math.abs(got[i]! - c.logprobs[i]!)).toBeLessThan(1e-5);
+      }
+    });
+  }
+
+  test("all cases as the rows of one batch: each row as it is alone", () => {
+    const V = cases[0]!.logits.length;
+    const rows = cases.filter((c) => c.logits.length === V);
+    using sampler = new DeviceSampler(rows.map((c) => settingsOf(c.options)), V, rows.map((c) => c.context));
+    using logits = Tensor.from(Float32Array.from(rows.flatMap((c) => c.logits)), [rows.length, V]);
+    using filtered = sampler.filteredLogprobs(logits);
+    const got = filtered.toFloat32Array();
+    for (const [b, c] of rows.entries()) {
+      for (let i = 0; i < V; i++) expect(Number.isFinite(got[b * V + i]!)).toBe(c.probabilities[i]! > 0);
+    }
+  });
+});
+
+describe("device draws", () => {
+  const logits = Float32Array.from([1.2, 3, 2.1, 0.5, -1, 2.6, 0.1, 1.7]);
+  const V = logits.length;
+
+  /** n draws: rows of one batch, each row its own seed. */
+  function deviceDraws(options: Record<string, unknown>, n: number, index = 0): number[] {
+    const settings = Array.from({ length: n }, (_, i) => settingsOf(options, 1000 + i));
+    using sampler = new DeviceSampler(settings, V, settings.map(() => [0]));
+    using batch = Tensor.from(Float32Array.from({ length: n * V }, (_, i) => logits[i % V]!), [n, V]);
+    const picks = sampler.pick(batch, null, settings.map(() => index));
+    try {
+      return Array.from(picks.tokens.toInt32Array());
+    } finally {
+      for (const t of [picks.tokens, picks.peak]) t.dispose();
+    }
+  }
+
+  for (const options of [{ temperature: 0.8 }, { temperature: 1.2, topK: 5 }, { temperature: 1, topP: 0.85 }, { temperature: 0.9, minP: 0.15 }]) {
+    test(`${JSON.stringify(options)}: frequencies pass a chi-square test at 0.1%, masked tokens never drawn`, () => {
+      const n = 4000;
+      const draws = [...deviceDraws(options, n, 0), ...deviceDraws(options, n, 1)];
+      const expected = samplingDistribution(logSoftmax(logits), { ...DEFAULT_SAMPLING, ...options });
+      const counts = new Array<number>(V).fill(0);
+      for (const t of draws) counts[t]!++;
+      let chi = 0;
+      let cells = 0;
+      for (let i = 0; i < V; i++) {
+        if (expected[i] === 0) {
+          expect(counts[i]).toBe(0);
+          continue;
+        }
+        const e = expected[i]! * draws.length;
+        chi += (counts[i]! - e) ** 2 / e;
+        cells++;
+      }
+      // Critical values of chi-square at p = 0.001 for 1..7 degrees of freedom.
+      const critical = [10.83, 13.82, 16.27, 18.47, 20.52, 22.46, 24.32][cells - 2]!;
+      expect(chi).toBeLessThan(critical);
+    });
+  }
+
+  test("the device draws what the host rule draws (same seed and draw index)", () => {
+    const options = { temperature: 0.9, topP: 0.95, topK: 6 };
+    const n = 256;
+    const device = deviceDraws(options, n, 3);
+    const host = Array.from({ length: n }, (_, i) => pickOnHost(logits, [0], settingsOf(options, 1000 + i), 3).token);
+    expect(device).toEqual(host);
+  });
+});
+
+const tokenizer = Tokenizer.fromDir(DEFAULT_MODEL_DIR);
+const PROMPTS = ["The ship sailed", "Water is", "In the morning, the old man went to the market and"];
+const MIXED = [
+  { temperature: 0.7, topP: 0.9, seed: 5 },
+  { temperature: 1, topK: 40, repetitionPenalty: 1.1, seed: 6 },
+  { temperature: 0 },
+  { temperature: 0.9, minP: 0.05, presencePenalty: 0.5, frequencyPenalty: 0.3, logitBias: { 17: 2 }, seed: 8 },
+];
+
+for (const backend of ["mlx", "cpu"] as const) {
+  describe(`engine (${backend})`, () => {
+    const model = loadModel(DEFAULT_MODEL_DIR, { backend });
+    // The CPU reference is slow: fewer tokens, and the option sets with processors.
+    const maxTokens = backend === "cpu" ? 3 : 12;
+
+    test("every sampler option: each batch row gives the tokens it gives alone", async () => {
+      for (const options of backend === "cpu" ? [MIXED[1]!, MIXED[3]!] : MIXED) {
+        const batch = await generateBatchText(model, tokenizer, PROMPTS, { maxTokens, ignoreEos: true, ...options });
+        for (const [i, prompt] of PROMPTS.entries()) expect(batch.tokens[i]).toEqual((await generateText(model, tokenizer, prompt, { maxTokens, ignoreEos: true, ...options })).tokens);
+      }
+    });
+
+    test("sequences with different options join a running batch mid-way and give their own tokens", async () => {
+      const alone = await Promise.all(PROMPTS.map(async (p, i) => (await generateText(model, tokenizer, p, { maxTokens, ignoreEos: true, ...MIXED[i]! })).tokens));
+      const started: Promise<number[]>[] = [];
+      const first = (async () => {
+        const tokens: number[] = [];
+        for await (const chunk of generate(model, tokenizer, PROMPTS[0]!, { maxTokens, ignoreEos: true, ...MIXED[0]! })) {
+          tokens.push(chunk.token);
+          // The others join once this one decodes.
+          if (tokens.length === 2) for (const i of [1, 2]) started.push(generateText(model, tokenizer, PROMPTS[i]!, { maxTokens, ignoreEos: true, ...MIXED[i]! }).then((r) => r.tokens));
+        }
+        return tokens;
+      })();
+      expect(await first).toEqual(alone[0]!);
+      expect(await Promise.all(started)).toEqual([alone[1]!, alone[2]!]);
+    });
+
+    test("a sequence cancelled mid-stream frees its slot; the others go on; no tensor is left", async () => {
+      const before = liveTensorCount();
+      const reference = (await generateText(model, tokenizer, PROMPTS[1]!, { maxTokens, ignoreEos: true })).tokens;
+      const other = generateText(model, tokenizer, PROMPTS[1]!, { maxTokens, ignoreEos: true });
+      let seen = 0;
+      for await (const _ of generate(model, tokenizer, PROMPTS[0]!, { maxTokens: 64, ignoreEos: true, temperature: 0.8 })) if (++seen === 2) break;
+      expect((await other).tokens).toEqual(reference);
+      expect(liveTensorCount()).toBe(before);
+    });
+  });
+}
+
+test("1,000 mixed requests (joining, sampling, stopping, cancelled) leave no tensor behind", async () => {
+  const model = loadModel(DEFAULT_MODEL_DIR, { backend: "mlx" });
+  await generateText(model, tokenizer, "warm", { maxTokens: 2 });
+  const before = liveTensorCount();
+  const words = ["The", "ship", "Water", "old", "man", "market", "morning", "light"];
+  let done = 0;
+  for (let wave = 0; wave < 50; wave++) {
+    const runs = Array.from({ length: 20 }, async (_, i) => {
+      const n = wave * 20 + i;
+      const prompt = Array.from({ length: 1 + (n % 7) }, (_, k) => words[(n + k) % words.length]).join(" ");
+      const options = { maxTokens: 1 + (n % 4), ...MIXED[n % MIXED.length]!, ...(n % 5 === 0 ? { logprobs: 2 } : {}) };
+      if (n % 9 === 0) {
+        for await (const _ of generate(model, tokenizer, prompt, { ...options, maxTokens: 8 })) break;
+      } else {
+        await generateText(model, tokenizer, prompt, options);
+      }
+      done++;
+    });
+    await Promise.all(runs);
+  }
+  expect(done).toBe(1000);
+  expect(liveTensorCount()).toBeLessThanOrEqual(before);
+  model.dispose();
+}, 240_000);

@@ -19,6 +19,7 @@ const benches: Record<string, () => Promise<{ run: () => unknown }>> = {
   batch: () => import("./batch.ts"),
   speculative: () => import("./speculative.ts"),
   "kv-cache": () => import("./kv-cache.ts"),
+  sampling: () => import("./sampling.ts"),
   "tensor-parallel": () => import("./tensor-parallel.ts"),
 };
 

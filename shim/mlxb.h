@@ -138,13 +138,20 @@ int mlx_mean(mlx_array* out, mlx_array a, const int32_t* axes, int naxes, int ke
 int mlx_sum(mlx_array* out, mlx_array a, const int32_t* axes, int naxes, int keepdims);
 int mlx_max(mlx_array* out, mlx_array a, const int32_t* axes, int naxes, int keepdims);
 int mlx_argmax(mlx_array* out, mlx_array a, int axis, int keepdims);
+// `a` sorted along `axis`, ascending.
+int mlx_sort(mlx_array* out, mlx_array a, int axis);
 // Indices that sort `a` along `axis`, ascending (uint32).
 int mlx_argsort(mlx_array* out, mlx_array a, int axis);
+// Indices (uint32) that partition `a` along `axis` around its kth smallest element: that one in its
+// sorted place, the smaller ones before it and the others after, each side in no set order.
+int mlx_argpartition(mlx_array* out, mlx_array a, int kth, int axis);
 // a's values at `indices` along `axis` (indices broadcast against a elsewhere); indices already on
 // the host are bound-checked.
 int mlx_take_along_axis(mlx_array* out, mlx_array a, mlx_array indices, int axis);
 // a with `values` added at `indices` along `axis` (repeated indices add up); host indices checked.
 int mlx_scatter_add_axis(mlx_array* out, mlx_array a, mlx_array indices, mlx_array values, int axis);
+// a with `values` written at `indices` along `axis` (a repeated index: one of its values); host indices checked.
+int mlx_put_along_axis(mlx_array* out, mlx_array a, mlx_array indices, mlx_array values, int axis);
 int mlx_cumsum(mlx_array* out, mlx_array a, int axis, int reverse, int inclusive);
 int mlx_logsumexp(mlx_array* out, mlx_array a, const int32_t* axes, int naxes, int keepdims);
 int mlx_arange(mlx_array* out, double start, double stop, double step, int dtype);

@@ -268,11 +268,40 @@ int mlx_argmax(mlx_array* out, mlx_array a_, int axis, int keepdims) {
   });
 }
 
+int mlx_sort(mlx_array* out, mlx_array a_, int axis) {
+  return guard([&] {
+    const auto& a = arr(a_, "a");
+    axis_of(axis, a);
+    emit1(out, {a_}, [axis](const Arrays& x) { return mx::sort(x[0], axis); });
+  });
+}
+
 int mlx_argsort(mlx_array* out, mlx_array a_, int axis) {
   return guard([&] {
     const auto& a = arr(a_, "a");
     axis_of(axis, a);
     emit1(out, {a_}, [axis](const Arrays& x) { return mx::argsort(x[0], axis); });
+  });
+}
+
+int mlx_argpartition(mlx_array* out, mlx_array a_, int kth, int axis) {
+  return guard([&] {
+    const auto& a = arr(a_, "a");
+    int ax = axis_of(axis, a);
+    if (kth < 0 || kth >= a.shape(ax)) throw ArgumentError("kth " + std::to_string(kth) + " out of range for an axis of size " + std::to_string(a.shape(ax)));
+    emit1(out, {a_}, [kth, axis](const Arrays& x) { return mx::argpartition(x[0], kth, axis); });
+  });
+}
+
+int mlx_put_along_axis(mlx_array* out, mlx_array a_, mlx_array indices_, mlx_array values_, int axis) {
+  return guard([&] {
+    const auto& a = arr(a_, "a");
+    const auto& indices = arr(indices_, "indices");
+    arr(values_, "values");
+    int ax = axis_of(axis, a);
+    if (indices.ndim() != a.ndim()) throw ArgumentError("indices must have a's number of dimensions");
+    check_indices(indices, a.shape(ax));
+    emit1(out, {a_, indices_, values_}, [axis](const Arrays& x) { return mx::put_along_axis(x[0], x[1], x[2], axis); });
   });
 }
 

@@ -4,21 +4,22 @@
 // frequency penalties over its recent tokens), log-probabilities, the filters (top-p, min-p, top-k)
 // and a draw. Only the chosen ids (and log-probabilities when asked for) come back to the host.
 //
-// The draw is the Gumbel-max trick: argmax(filtered / temperature + g) with g = -log(-log(u)), which
-// picks token i with probability softmax(filtered / temperature)[i]. u comes from a counter-based
-// hash of (the row's seed, the index of its draw, the token id), so a sequence draws the same tokens
-// alone or in any batch, on any step schedule. Filters are thresholds on one ascending sort of the
-// log-probabilities: top-p keeps what lies at or above the first token whose inclusive cumulative
-// mass passes 1 - topP, min-p what lies at or above max + log(minP) (or among the minTokensToKeep
-// largest), top-k what lies at or above the k-th largest; ties at a threshold are kept together (the
-// host's top-k and minTokensToKeep keep exactly k: they differ only on tied log-probabilities).
+// The draw is by inverse CDF in token-id order: with weights w = exp((filtered - max) / temperature)
+// and their running sum c, the token is the first whose c passes u * sum(w), u uniform in (0, 1). u
+// comes from a counter-based hash of (the row's seed, the index of its draw), so a sequence draws the
+// same tokens alone or in any batch, on any step schedule. Filters are thresholds on the logits:
+// top-p keeps what lies at or above the first token (ascending) whose inclusive cumulative mass
+// passes 1 - topP (one sort), min-p what lies at or above max + log(minP) (or among the
+// minTokensToKeep largest), top-k what lies at or above the k-th largest (a partition when no row
+// asks for top-p); ties at a threshold are kept together (the host's top-k and minTokensToKeep keep
+// exactly k: they differ only on tied values). The penalties gather the logits of each row's recent
+// tokens, change them and write them back (a few dozen values, not the vocabulary).
 import {
   add,
-  arange,
   argmax,
+  argpartition,
   argsort,
   astype,
-  bitwiseXor,
   concatenate,
   cumsum,
   divide,
@@ -27,17 +28,17 @@ import {
   greater,
   greaterEqual,
   lessEqual,
-  log,
   logsumexp,
   max,
   maximum,
   minimum,
   multiply,
-  negative,
+  putAlongAxis,
   reshape,
-  rightShift,
   scatterAddAxis,
   slice,
+  softmax,
+  sort,
   subtract,
   sum,
   takeAlongAxis,
@@ -89,9 +90,26 @@ export function drawKey(seed: number, index: number): number {
   return fmix32(low ^ fmix32(high ^ fmix32((Math.imul(index, GOLDEN) + 0x7f4a7c15) >>> 0)));
 }
 
-/** The uniform in (0, 1) of token `id` under a draw's key: 24 bits, exact in float32. */
-export function drawUniform(key: number, id: number): number {
-  return ((fmix32((key ^ Math.imul(id, GOLDEN)) >>> 0) >>> 8) + 0.5) / 2 ** 24;
+/** The uniform in (0, 1) of a draw: the key's top 24 bits, exact in float32. */
+export function drawUniform(key: number): number {
+  return ((key >>> 8) + 0.5) / 2 ** 24;
+}
+
+/** The inverse-CDF draw over weights exp((filtered - max) / temperature) in id order. */
+function drawFrom(filtered: Float64Array, temperature: number, u: number): number {
+  let top = Number.NEGATIVE_INFINITY;
+  for (const v of filtered) top = Math.max(top, v);
+  const weights = Float64Array.from(filtered, (v) => Math.exp((v - top) / temperature));
+  const target = u * weights.reduce((a, b) => a + b, 0);
+  let sum = 0;
+  let last = 0;
+  for (let i = 0; i < weights.length; i++) {
+    if (weights[i] === 0) continue;
+    sum += weights[i]!;
+    last = i;
+    if (sum > target) return i;
+  }
+  return last;
 }
 
 // ---- the host rule ----
@@ -105,15 +123,7 @@ export function pickOnHost(logits: Float32Array, history: readonly number[], set
   if (settings.temperature <= 0) {
     token = argmaxOf(processed);
   } else {
-    const filtered = filteredLogprobs(lp, settings);
-    const key = drawKey(settings.seed, index);
-    let best = Number.NEGATIVE_INFINITY;
-    token = argmaxOf(filtered);
-    for (let i = 0; i < filtered.length; i++) {
-      if (filtered[i] === Number.NEGATIVE_INFINITY) continue;
-      const y = filtered[i]! / settings.temperature - Math.log(-Math.log(drawUniform(key, i)));
-      if (y > best) [best, token] = [y, i];
-    }
+    token = drawFrom(filteredLogprobs(lp, settings), settings.temperature, drawUniform(drawKey(settings.seed, index)));
   }
   if (settings.logprobs === undefined) return { token };
   return { token, logprob: lp[token]!, topLogprobs: mostProbable(lp, settings.logprobs) };
@@ -140,10 +150,6 @@ export interface DevicePicks {
   topLogprobs?: Tensor;
 }
 
-function uint32(value: number): Tensor {
-  return Tensor.from(Uint32Array.of(value >>> 0), []);
-}
-
 function column(values: readonly number[], dtype: "float32" | "int32" = "float32"): Tensor {
   const host = dtype === "int32" ? Int32Array.from(values) : Float32Array.from(values);
   return Tensor.from(host, [values.length, 1]);
@@ -165,9 +171,10 @@ export class DeviceSampler {
   readonly width: number;
   #recent: Recent | null = null;
   #owned: Tensor[] = [];
-  #temperature: Tensor | null = null;
+  #inverseTemperature: Tensor | null = null;
+  readonly #allSampled: boolean;
   #sampled: Tensor | null = null;
-  #filter: { dropMass: Tensor; logMinP: Tensor; keepAt: Tensor; topKAt: Tensor } | null = null;
+  #filter: Filter | null = null;
   #bias: Tensor | null = null;
   #penalties: { kind: "repetition" | "presence" | "frequency"; amount: Tensor; window: Tensor }[] = [];
   readonly #greedyOnly: boolean;
@@ -182,16 +189,26 @@ export class DeviceSampler {
     const own = (t: Tensor) => (this.#owned.push(t), t);
     const sampled = settings.map((s) => s.temperature > 0);
     this.#greedyOnly = !sampled.some(Boolean) && !settings.some(processes);
-    this.#alternatives = Math.max(-1, ...settings.map((s) => s.logprobs ?? -1));
+    this.#allSampled = sampled.every(Boolean);
+    this.#alternatives = Math.min(V, Math.max(-1, ...settings.map((s) => s.logprobs ?? -1)));
     if (sampled.some(Boolean)) {
-      this.#temperature = own(column(settings.map((s) => (s.temperature > 0 ? s.temperature : 1))));
+      this.#inverseTemperature = own(column(settings.map((s) => 1 / (s.temperature > 0 ? s.temperature : 1))));
       this.#sampled = own(column(sampled.map(Number), "int32"));
-      if (settings.some((s, i) => sampled[i] && (filtersTopP(s) || s.minP > 0 || s.topK > 0))) {
+      const filtering = settings.map((s, i) => sampled[i]! && (filtersTopP(s) || s.minP > 0 || s.topK > 0));
+      if (filtering.some(Boolean)) {
+        const on = (i: number) => filtering[i]!;
+        const topP = settings.some((s, i) => on(i) && filtersTopP(s));
+        // Without top-p the thresholds come from the `largest` largest logits (one partition).
+        const largest = topP ? V : Math.min(V, Math.max(1, ...settings.map((s, i) => (on(i) ? Math.max(s.topK, s.minP > 0 ? s.minTokensToKeep : 1) : 1))));
+        const at = (count: number) => Math.min(largest - 1, Math.max(0, largest - count));
         this.#filter = {
-          dropMass: own(column(settings.map((s) => (filtersTopP(s) ? 1 - s.topP : -1)))),
-          logMinP: own(column(settings.map((s) => (s.minP > 0 ? Math.log(s.minP) : Number.NEGATIVE_INFINITY)))),
-          keepAt: own(column(settings.map((s) => Math.max(0, V - s.minTokensToKeep)), "int32")),
-          topKAt: own(column(settings.map((s) => (s.topK > 0 ? Math.max(0, V - s.topK) : 0)), "int32")),
+          topP,
+          largest,
+          dropMass: own(column(settings.map((s, i) => (on(i) && filtersTopP(s) ? 1 - s.topP : -1)))),
+          logMinP: own(column(settings.map((s, i) => (on(i) && s.minP > 0 ? Math.log(s.minP) : Number.NEGATIVE_INFINITY)))),
+          keepAt: own(column(settings.map((s) => at(s.minTokensToKeep)), "int32")),
+          topKAt: own(column(settings.map((s, i) => (on(i) && s.topK > 0 ? at(s.topK) : 0)), "int32")),
+          topKOn: own(column(settings.map((s, i) => Number(on(i) && s.topK > 0)), "int32")),
         };
       }
     }
@@ -215,7 +232,9 @@ export class DeviceSampler {
     if (W > 0) {
       for (const kind of ["repetition", "presence", "frequency"] as const) {
         if (!contexts[kind].some((c) => c > 0)) continue;
-        const amount = settings.map((s, i) => (kind === "repetition" ? (contexts.repetition[i]! > 0 ? s.repetitionPenalty : 1) : kind === "presence" ? s.presencePenalty : s.frequencyPenalty));
+        const amount = settings.map((s, i) =>
+          kind === "repetition" ? (contexts.repetition[i]! > 0 ? s.repetitionPenalty : 1) : kind === "presence" ? s.presencePenalty : -s.frequencyPenalty,
+        );
         // The context's slots of each row: the last `context` of the width.
         const window = new Float32Array(settings.length * W);
         for (const [i, c] of contexts[kind].entries()) window.fill(1, i * W + W - c, (i + 1) * W);
@@ -238,31 +257,32 @@ export class DeviceSampler {
     if (inputs && this.#recent) this.#remember(inputs);
     return tidy(() => {
       const B = this.rows;
-      const x0 = logits.ndim === 3 ? reshape(logits, [B, this.vocabulary]) : logits;
+      const V = this.vocabulary;
+      const x0 = logits.ndim === 3 ? reshape(logits, [B, V]) : logits;
       const peak = max(x0, -1);
       if (this.#greedyOnly && this.#alternatives < 0) return { tokens: argmax(x0, -1, true), peak };
       const x = this.#processed(x0.dtype === "float32" ? x0 : astype(x0, "float32"));
-      const lp = subtract(x, logsumexp(x, -1, true));
-      let order: Tensor | null = null;
-      let tokens = argmax(x, -1, true);
+      let tokens: Tensor | null = this.#allSampled ? null : argmax(x, -1, true);
       if (this.#sampled) {
-        let candidates = lp;
-        if (this.#filter) {
-          order = argsort(lp, -1);
-          candidates = this.#filtered(lp, takeAlongAxis(lp, order, -1));
-        }
-        const noise = gumbel(Uint32Array.from(this.settings, (s, i) => drawKey(s.seed, draws[i]!)), this.vocabulary);
-        const drawn = argmax(add(divide(candidates, this.#temperature!), noise), -1, true);
-        tokens = where(equal(this.#sampled, 1), drawn, tokens);
+        const top = x === x0 ? reshape(peak, [B, 1]) : max(x, -1, true);
+        const kept = this.#filter ? this.#filtered(x, top) : x;
+        // Inverse CDF in id order: the first token whose running probability passes u (times the
+        // total, which rounding keeps near 1). softmax is one fused primitive.
+        const running = cumsum(softmax(multiply(kept, this.#inverseTemperature!), -1), -1);
+        const total = slice(running, [0, V - 1], [B, V]);
+        using u = column(draws.map((d, i) => drawUniform(drawKey(this.settings[i]!.seed, d))));
+        const index = astype(sum(lessEqual(running, multiply(total, u)), -1, true), "uint32");
+        const drawn = minimum(index, V - 1);
+        tokens = tokens ? where(equal(this.#sampled, 1), drawn, tokens) : drawn;
       }
+      tokens ??= argmax(x, -1, true);
       if (this.#alternatives < 0) return { tokens, peak };
       const n = this.#alternatives;
+      const lp = subtract(x, logsumexp(x, -1, true));
       const chosen = reshape(takeAlongAxis(lp, tokens, -1), [B]);
       if (n === 0) return { tokens, peak, logprob: chosen };
-      order ??= argsort(lp, -1);
-      const V = this.vocabulary;
-      const topIds = slice(order, [0, V - n], [B, V]);
-      return { tokens, peak, logprob: chosen, topIds, topLogprobs: takeAlongAxis(lp, topIds, -1) };
+      const [ids, values] = largestOf(lp, n);
+      return { tokens, peak, logprob: chosen, topIds: ids, topLogprobs: values };
     });
   }
 
@@ -272,25 +292,34 @@ export class DeviceSampler {
     return tidy(() => {
       const x = this.#processed(astype(logits, "float32"));
       const lp = subtract(x, logsumexp(x, -1, true));
-      return this.#filter ? this.#filtered(lp, takeAlongAxis(lp, argsort(lp, -1), -1)) : lp;
+      return this.#filter ? this.#filtered(lp, max(lp, -1, true)) : lp;
     });
   }
 
-  /** The filters' mask on log-probabilities lp [B, V] (sorted ascending: sorted): lp where kept,
-   * -infinity elsewhere. */
-  #filtered(lp: Tensor, sorted: Tensor): Tensor {
-    const { dropMass, logMinP, keepAt, topKAt } = this.#filter!;
+  /** x [B, V] where the filters keep it, -infinity elsewhere (top: each row's largest value). */
+  #filtered(x: Tensor, top: Tensor): Tensor {
+    const f = this.#filter!;
     const B = this.rows;
     const V = this.vocabulary;
-    const mass = cumsum(exp(sorted), -1);
-    const total = slice(mass, [0, V - 1], [B, V]);
-    const dropped = sum(lessEqual(mass, multiply(dropMass, total)), -1, true);
-    const topP = takeAlongAxis(sorted, minimum(astype(dropped, "int32"), V - 1), -1);
-    const top = slice(sorted, [0, V - 1], [B, V]);
-    const minP = minimum(add(top, logMinP), takeAlongAxis(sorted, keepAt, -1));
-    const threshold = maximum(maximum(topP, minP), takeAlongAxis(sorted, topKAt, -1));
-    using floor = Tensor.scalar(Number.NEGATIVE_INFINITY);
-    return where(greaterEqual(lp, threshold), lp, floor);
+    const L = f.largest;
+    // The L largest values of each row, ascending.
+    let sorted: Tensor;
+    if (f.topP) {
+      sorted = sort(x, -1);
+    } else {
+      const [, values] = largestOf(x, L);
+      sorted = values;
+    }
+    let threshold = minimum(add(top, f.logMinP), takeAlongAxis(sorted, f.keepAt, -1));
+    using off = Tensor.scalar(Number.NEGATIVE_INFINITY);
+    threshold = maximum(threshold, where(equal(f.topKOn, 1), takeAlongAxis(sorted, f.topKAt, -1), off));
+    if (f.topP) {
+      const mass = cumsum(softmax(sorted, -1), -1);
+      const total = slice(mass, [0, V - 1], [B, V]);
+      const dropped = sum(lessEqual(mass, multiply(f.dropMass, total)), -1, true);
+      threshold = maximum(threshold, takeAlongAxis(sorted, minimum(astype(dropped, "int32"), L - 1), -1));
+    }
+    return where(greaterEqual(x, threshold), x, off);
   }
 
   /** Logits after the processors: bias, then the penalties over each row's recent tokens. */
@@ -298,17 +327,22 @@ export class DeviceSampler {
     if (this.#bias) x = add(x, this.#bias);
     if (!this.#recent) return x;
     const { ids, filled } = this.#recent;
+    const B = this.rows;
+    const W = this.width;
+    // The newest recent token of each row: always there, and inside every context.
+    const newest = slice(ids, [0, W - 1], [B, W]);
     for (const { kind, amount, window } of this.#penalties) {
-      using empty = zeros([this.rows, this.vocabulary], "float32");
-      const counts = scatterAddAxis(empty, ids, multiply(filled, window), -1);
-      const seen = greater(counts, 0);
-      if (kind === "repetition") {
-        x = where(seen, where(greater(0, x), multiply(x, amount), divide(x, amount)), x);
-      } else if (kind === "presence") {
-        x = subtract(x, multiply(astype(seen, "float32"), amount));
-      } else {
-        x = subtract(x, multiply(counts, amount));
+      const active = multiply(filled, window);
+      if (kind === "frequency") {
+        x = scatterAddAxis(x, ids, multiply(active, amount), -1);
+        continue;
       }
+      // Set semantics: slots outside a row's context point at its newest token, so every write to
+      // one token carries the same value.
+      const at = where(greater(active, 0), ids, newest);
+      const seen = takeAlongAxis(x, at, -1);
+      const changed = kind === "repetition" ? where(greater(0, seen), multiply(seen, amount), divide(seen, amount)) : subtract(seen, amount);
+      x = putAlongAxis(x, at, changed, -1);
     }
     return x;
   }
@@ -358,23 +392,31 @@ export class DeviceSampler {
   }
 }
 
-function filtersTopP(s: SamplingOptions): boolean {
-  return s.topP > 0 && s.topP < 1;
+interface Filter {
+  /** Whether a row asks for top-p (then the thresholds come from a full sort). */
+  topP: boolean;
+  /** How many largest values the thresholds look at (the vocabulary with top-p). */
+  largest: number;
+  dropMass: Tensor;
+  logMinP: Tensor;
+  /** Indices into the `largest` ascending values: the minTokensToKeep-th and the k-th largest. */
+  keepAt: Tensor;
+  topKAt: Tensor;
+  topKOn: Tensor;
 }
 
-/** Gumbel noise [B, V] from each row's draw key: -log(-log(u)) with u the hash's uniform. */
-function gumbel(keys: Uint32Array, vocabulary: number): Tensor {
-  const B = keys.length;
-  const ids = multiply(arange(0, vocabulary, 1, "uint32"), uint32(GOLDEN));
-  let h = bitwiseXor(Tensor.from(keys, [B, 1]), reshape(ids, [1, vocabulary]));
-  const shift = (by: number) => bitwiseXor(h, rightShift(h, uint32(by)));
-  h = shift(16);
-  h = multiply(h, uint32(MIX1));
-  h = shift(13);
-  h = multiply(h, uint32(MIX2));
-  h = shift(16);
-  const u = multiply(add(astype(rightShift(h, uint32(8)), "float32"), 0.5), 2 ** -24);
-  return negative(log(negative(log(u))));
+/** The n largest values of each row of x [B, V], ascending, with their ids: [ids, values]. */
+function largestOf(x: Tensor, n: number): [Tensor, Tensor] {
+  const [B, V] = x.shape as [number, number];
+  const ids = n === V ? argsort(x, -1) : slice(argpartition(x, V - n, -1), [0, V - n], [B, V]);
+  const values = takeAlongAxis(x, ids, -1);
+  if (n === V) return [ids, values];
+  const order = argsort(values, -1);
+  return [takeAlongAxis(ids, order, -1), takeAlongAxis(values, order, -1)];
+}
+
+function filtersTopP(s: SamplingOptions): boolean {
+  return s.topP > 0 && s.topP < 1;
 }
 
 /** The recent tokens of a new batch from the rows' histories: the last `width` of each. */

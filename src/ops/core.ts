@@ -188,10 +188,31 @@ export function argmax(a: Tensor, axis = -1, keepdims = false): Tensor {
   return call("argmax", (lib, out) => lib.mlx_argmax(out, h, axis, keepdims ? 1 : 0));
 }
 
+/** `a` sorted ascending along `axis`. */
+export function sort(a: Tensor, axis = -1): Tensor {
+  const h = handleOf(a, "sort", "a");
+  return call("sort", (lib, out) => lib.mlx_sort(out, h, axis));
+}
+
 /** Indices (uint32) that sort `a` ascending along `axis`. */
 export function argsort(a: Tensor, axis = -1): Tensor {
   const h = handleOf(a, "argsort", "a");
   return call("argsort", (lib, out) => lib.mlx_argsort(out, h, axis));
+}
+
+/** Indices (uint32) that put `a`'s kth smallest element along `axis` in its sorted place, smaller
+ * ones before it and the rest after (each side unordered). */
+export function argpartition(a: Tensor, kth: number, axis = -1): Tensor {
+  const h = handleOf(a, "argpartition", "a");
+  return call("argpartition", (lib, out) => lib.mlx_argpartition(out, h, kth, axis));
+}
+
+/** `a` with `values` written at `indices` along `axis` (numpy's put_along_axis). */
+export function putAlongAxis(a: Tensor, indices: Tensor, values: Tensor, axis = -1): Tensor {
+  const ha = handleOf(a, "putAlongAxis", "a");
+  const hi = handleOf(indices, "putAlongAxis", "indices");
+  const hv = handleOf(values, "putAlongAxis", "values");
+  return call("putAlongAxis", (lib, out) => lib.mlx_put_along_axis(out, ha, hi, hv, axis));
 }
 
 /** a's values at `indices` along `axis` (numpy's take_along_axis; indices of a's rank). */

@@ -1,0 +1,50 @@
+// Sampled decoding against greedy on one stream: the decode rate (tokens/s after the first token)
+// of generate with temperature 0.7 + top-p 0.9, and with top-k 40 + repetition penalty 1.1, beside
+// greedy, in alternating rounds (a 96-token prompt, 96 new tokens). Models as MLXB_BENCH_MODELS
+// (default: the default model; see decode.ts for the names).
+import { generate } from "../src/generate.ts";
+import { DEFAULT_MODEL_DIR, loadModel } from "../src/models/index.ts";
+import { Tokenizer } from "../src/tokenizer.ts";
+import { benchModel } from "./decode.ts";
+import { summarize, table } from "./stats.ts";
+
+const PROMPT = 96;
+const NEW = 96;
+const ROUNDS = 5;
+const MODES: Record<string, Record<string, number>> = {
+  greedy: {},
+  "T 0.7, top-p 0.9": { temperature: 0.7, topP: 0.9 },
+  "top-k 40, repetition 1.1": { temperature: 1, topK: 40, repetitionPenalty: 1.1 },
+};
+
+export async function run(): Promise<Record<string, unknown>> {
+  const names = (process.env.MLXB_BENCH_MODELS ?? "default").split(",");
+  const results: Record<string, Record<string, number[]>> = {};
+  for (const name of names) {
+    const dir = name === "default" ? DEFAULT_MODEL_DIR : benchModel(name);
+    const model = loadModel(dir, { backend: "mlx" });
+    const tokenizer = Tokenizer.fromDir(dir);
+    const prompt = Array.from({ length: PROMPT }, (_, t) => 1 + ((t * 37 + 11) % (model.config.vocabSize - 1)));
+    const rate = async (options: Record<string, number>, seed: number) => {
+      let first = 0;
+      let count = 0;
+      for await (const _ of generate(model, tokenizer, prompt, { maxTokens: NEW, ignoreEos: true, seed, ...options })) if (count++ === 0) first = performance.now();
+      return (count - 1) / ((performance.now() - first) / 1000);
+    };
+    for (const options of Object.values(MODES)) await rate(options, 0);
+    const runs: Record<string, number[]> = Object.fromEntries(Object.keys(MODES).map((m) => [m, []]));
+    for (let r = 0; r < ROUNDS; r++) for (const [mode, options] of Object.entries(MODES)) runs[mode]!.push(await rate(options, r + 1));
+    model.dispose();
+    results[name] = runs;
+    const greedy = summarize(runs["greedy"]!).median;
+    table(
+      `Sampled vs greedy decode, ${name}, ${PROMPT}-token prompt, ${NEW} new tokens (tokens/s after the first; median of ${ROUNDS} alternating rounds)`,
+      ["mode", "tokens/s", "x greedy", "spread"],
+      Object.keys(MODES).map((mode) => {
+        const s = summarize(runs[mode]!);
+        return [mode, s.median, s.median / greedy, s.spread];
+      }),
+    );
+  }
+  return results;
+}

@@ -1,14 +1,17 @@
-// Server load: N concurrent streaming clients (1, 4, 16), each asking for one 32-token completion,
-// against `mlx-bun serve` and `mlx_lm.server` on this machine with the same checkpoint (the default
-// model): aggregate generated tokens/s and p50/p99 time to first token. Each server runs in a child
-// process; the clients run here.
-import { join } from "node:path";
+// Server load: N concurrent streaming clients (1, 8, 16), each asking for one 32-token sampled
+// completion (temperature 0.7, top-p 0.9, its own seed), against `mlx-bun serve` and `mlx_lm.server`
+// on this machine with the same checkpoint (the default model, or MLXB_BENCH_SERVE_MODEL: a name as
+// decode.ts takes): aggregate generated tokens/s and p50/p99 time to first token. Then, for mlx-bun,
+// a late request: one client's time to first token alone, and while 15 others decode. Each server
+// runs in a child process; the clients run here.
+import { basename, join } from "node:path";
 import { DEFAULT_MODEL_DIR } from "../src/models/index.ts";
+import { benchModel } from "./decode.ts";
 import { PEER_PYTHON } from "./peer.ts";
 import { table } from "./stats.ts";
 
 const ROOT = join(import.meta.dir, "..");
-const CLIENTS = [1, 4, 16];
+const CLIENTS = [1, 8, 16];
 const MAX_TOKENS = 32;
 
 async function waitFor(url: string, child: ReturnType<typeof Bun.spawn>): Promise<void> {
@@ -23,12 +26,12 @@ async function waitFor(url: string, child: ReturnType<typeof Bun.spawn>): Promis
 }
 
 /** One client: a streamed completion; its time to first token and tokens generated. */
-async function client(base: string, i: number, start: number): Promise<{ ttft: number; tokens: number }> {
+async function client(base: string, i: number, start: number, maxTokens = MAX_TOKENS): Promise<{ ttft: number; tokens: number }> {
   const response = await fetch(`${base}/v1/completions`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({
-      model: "default-model", prompt: `Client ${i}: the ship sailed`, max_tokens: MAX_TOKENS, temperature: 0, stream: true,
+      model: MODEL_ID, prompt: `Client ${i}: the ship sailed`, max_tokens: maxTokens, temperature: 0.7, top_p: 0.9, seed: i, stream: true,
       logit_bias: { "0": -100 }, stream_options: { include_usage: true },
     }),
   });
@@ -70,10 +73,28 @@ async function load(base: string, n: number) {
   return { tokensPerSecond: runs.reduce((s, r) => s + r.tokens, 0) / seconds, ttftP50: percentile(ttfts, 0.5), ttftP99: percentile(ttfts, 0.99), tokens: runs.reduce((s, r) => s + r.tokens, 0) };
 }
 
+/** A request arriving while `others` clients decode long completions: its time to first token, and
+ * alone (median of 3 each). */
+async function lateArrival(base: string, others: number): Promise<{ alone: number; busy: number }> {
+  const alone: number[] = [];
+  for (let r = 0; r < 3; r++) alone.push((await client(base, 100 + r, performance.now(), 4)).ttft);
+  const busy: number[] = [];
+  for (let r = 0; r < 3; r++) {
+    const background = Array.from({ length: others }, (_, i) => client(base, 200 + i, performance.now(), 160));
+    await Bun.sleep(1500);
+    busy.push((await client(base, 300 + r, performance.now(), 4)).ttft);
+    await Promise.all(background);
+  }
+  return { alone: percentile(alone, 0.5), busy: percentile(busy, 0.5) };
+}
+
+const MODEL_DIR = process.env.MLXB_BENCH_SERVE_MODEL ? benchModel(process.env.MLXB_BENCH_SERVE_MODEL) : DEFAULT_MODEL_DIR;
+const MODEL_ID = basename(MODEL_DIR);
+
 export async function run(): Promise<Record<string, unknown>> {
   const servers = [
-    { name: "mlx-bun serve", port: 18431, command: [process.execPath, join(ROOT, "src", "bin.ts"), "serve", "--model", DEFAULT_MODEL_DIR, "--backend", "mlx", "--port", "18431", "--max-concurrent", "16"] },
-    { name: "mlx_lm.server", port: 18432, command: [PEER_PYTHON, "-m", "mlx_lm", "server", "--model", DEFAULT_MODEL_DIR, "--port", "18432", "--log-level", "ERROR"] },
+    { name: "mlx-bun serve", port: 18431, command: [process.execPath, join(ROOT, "src", "bin.ts"), "serve", "--model", MODEL_DIR, "--backend", "mlx", "--port", "18431", "--max-concurrent", "16"] },
+    { name: "mlx_lm.server", port: 18432, command: [PEER_PYTHON, "-m", "mlx_lm", "server", "--model", MODEL_DIR, "--port", "18432", "--log-level", "ERROR"] },
   ];
   const results: Record<string, unknown> = {};
   const rows: (string | number)[][] = [];
@@ -88,11 +109,14 @@ export async function run(): Promise<Record<string, unknown>> {
         rows.push([s.name, n, r.tokensPerSecond, r.ttftP50, r.ttftP99, r.tokens]);
         results[`${s.name} x${n}`] = r;
       }
+      if (s.name === "mlx-bun serve") results["late arrival"] = await lateArrival(base, 15);
     } finally {
       child.kill();
       await child.exited;
     }
   }
-  table(`Concurrent streaming clients, ${MAX_TOKENS}-token completions each, default model (aggregate tokens/s, time to first token in ms)`, ["server", "clients", "tokens/s", "TTFT p50", "TTFT p99", "tokens"], rows);
+  table(`Concurrent streaming clients, ${MAX_TOKENS}-token sampled completions each, ${MODEL_ID} (aggregate tokens/s, time to first token in ms)`, ["server", "clients", "tokens/s", "TTFT p50", "TTFT p99", "tokens"], rows);
+  const late = results["late arrival"] as { alone: number; busy: number } | undefined;
+  if (late) table("mlx-bun serve: a 4-token request's time to first token (ms, median of 3)", ["alone", "while 15 others decode", "ratio"], [[late.alone, late.busy, late.busy / late.alone]]);
   return results;
 }

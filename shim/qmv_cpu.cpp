@@ -30,7 +30,7 @@ using namespace mlxb;
 namespace {
 
 /** Rows of x up to which this kernel is used (decode: 1; small batches). */
-constexpr int MAX_ROWS = 8;
+constexpr int MAX_ROWS = 32;
 
 /** S: the scales' and biases' element type (float, mx::bfloat16_t or mx::float16_t). */
 template <typename S>
@@ -43,16 +43,16 @@ struct Problem {
   int rows, n, k, group;
 };
 
-/** out[r, j] for j in [begin, end): sum over groups of scale * (q . x) + bias * sum(x). The q . x
+/** One row's out[row, j] for j in [begin, end) (two accumulators per group): sum over groups of scale * (q . x) + bias * sum(x). The q . x
  * products stay in vector registers, scaled per group; one horizontal sum per output. */
 template <typename S>
-__attribute__((target("avx2,fma"))) void matvec_avx2(const Problem<S>& p, const float* group_sums, int begin, int end) {
+__attribute__((target("avx2,fma"))) void matvec_row_avx2(const Problem<S>& p, const float* group_sums, int row, int begin, int end) {
   const int groups = p.k / p.group;
   const int words = p.k / 8;
   const int per_group = p.group / 8;
   const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
   const __m256i low = _mm256_set1_epi32(0xF);
-  for (int r = 0; r < p.rows; r++) {
+  for (int r = row; r < row + 1; r++) {
     const float* x = p.x + static_cast<size_t>(r) * p.k;
     const float* sums = group_sums + static_cast<size_t>(r) * groups;
     for (int j = begin; j < end; j++) {
@@ -84,6 +84,67 @@ __attribute__((target("avx2,fma"))) void matvec_avx2(const Problem<S>& p, const 
       half = _mm_add_ss(half, _mm_shuffle_ps(half, half, 1));
       p.out[static_cast<size_t>(r) * p.n + j] = _mm_cvtss_f32(half) + offset;
     }
+  }
+}
+
+/** out[r, j] for j in [begin, end) and the R rows from `row`: sum over groups of scale * (q . x) +
+ * bias * sum(x). Each weight word is unpacked once for the R rows (a decode batch's rows share it);
+ * the q . x products stay in vector registers, scaled per group; one horizontal sum per output. */
+template <int R, typename S>
+__attribute__((target("avx2,fma"))) void matvec_rows_avx2(const Problem<S>& p, const float* group_sums, int row, int begin, int end) {
+  const int groups = p.k / p.group;
+  const int words = p.k / 8;
+  const int per_group = p.group / 8;
+  const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  const __m256i low = _mm256_set1_epi32(0xF);
+  const float* x[R];
+  const float* sums[R];
+  for (int r = 0; r < R; r++) {
+    x[r] = p.x + static_cast<size_t>(row + r) * p.k;
+    sums[r] = group_sums + static_cast<size_t>(row + r) * groups;
+  }
+  for (int j = begin; j < end; j++) {
+    const uint32_t* w = p.w + static_cast<size_t>(j) * words;
+    const S* s = p.scales + static_cast<size_t>(j) * groups;
+    const S* b = p.biases + static_cast<size_t>(j) * groups;
+    __m256 total[R];
+    float offset[R];
+    for (int r = 0; r < R; r++) total[r] = _mm256_setzero_ps(), offset[r] = 0;
+    for (int g = 0; g < groups; g++) {
+      __m256 acc[R];
+      for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+      const uint32_t* wg = w + g * per_group;
+      const int at = g * p.group;
+      for (int word = 0; word < per_group; word++) {
+        __m256 q = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(wg[word])), shifts), low));
+        for (int r = 0; r < R; r++) acc[r] = _mm256_fmadd_ps(q, _mm256_loadu_ps(x[r] + at + word * 8), acc[r]);
+      }
+      const __m256 scale = _mm256_set1_ps(static_cast<float>(s[g]));
+      const float bias = static_cast<float>(b[g]);
+      for (int r = 0; r < R; r++) {
+        total[r] = _mm256_fmadd_ps(acc[r], scale, total[r]);
+        offset[r] += bias * sums[r][g];
+      }
+    }
+    for (int r = 0; r < R; r++) {
+      __m128 half = _mm_add_ps(_mm256_castps256_ps128(total[r]), _mm256_extractf128_ps(total[r], 1));
+      half = _mm_add_ps(half, _mm_movehl_ps(half, half));
+      half = _mm_add_ss(half, _mm_shuffle_ps(half, half, 1));
+      p.out[static_cast<size_t>(row + r) * p.n + j] = _mm_cvtss_f32(half) + offset[r];
+    }
+  }
+}
+
+/** Every row, in blocks of up to four rows per pass over the weights. */
+template <typename S>
+void matvec_avx2(const Problem<S>& p, const float* group_sums, int begin, int end) {
+  int row = 0;
+  for (; row + 4 <= p.rows; row += 4) matvec_rows_avx2<4>(p, group_sums, row, begin, end);
+  switch (p.rows - row) {
+    case 3: return matvec_rows_avx2<3>(p, group_sums, row, begin, end);
+    case 2: return matvec_rows_avx2<2>(p, group_sums, row, begin, end);
+    case 1: return matvec_row_avx2(p, group_sums, row, begin, end);
+    default: return;
   }
 }
 

@@ -1,8 +1,8 @@
 // The decode-sized 4-bit matmul kernels of the shim against MLX's own dequantize + matmul: on the
-// CPU shim/qmv_cpu.cpp, on a CUDA GPU shim/qmv_cuda.cpp (each: <= 8 rows of float32, bfloat16 or
-// float16). Each case also checks which primitive ran, so a silent fallback to MLX's
-// QuantizedMatmul fails the test; relative error <= 1e-5 in float32, strided inputs, and the shapes
-// they do not take (9 rows, 8 bits) left to MLX.
+// CPU shim/qmv_cpu.cpp (<= 32 rows: a decode batch), on a CUDA GPU shim/qmv_cuda.cpp (<= 8 rows;
+// each of float32, bfloat16 or float16). Each case also checks which primitive ran, so a silent
+// fallback to MLX's QuantizedMatmul fails the test; relative error <= 1e-5 in float32, strided
+// inputs, and the shapes they do not take (more rows, 8 bits) left to MLX.
 import { expect, test } from "bun:test";
 import { deviceInfo, memory, ops, quant, Tensor } from "../src/index.ts";
 
@@ -10,8 +10,10 @@ import { deviceInfo, memory, ops, quant, Tensor } from "../src/index.ts";
  * CUDA one, on the CPU the CPU one; Metal has none of ours. */
 const onCuda = deviceInfo().device === "gpu" && process.platform === "linux";
 const ourKernel = onCuda ? "QuantizedMatvecCuda" : deviceInfo().device === "cpu" ? "QuantizedMatvecCpu" : null;
+const MAX_ROWS = onCuda ? 8 : 32;
+
 function expectedKind(rows: number, bits: number): string {
-  return rows > 8 || bits !== 4 || ourKernel === null ? "QuantizedMatmul" : ourKernel;
+  return rows > MAX_ROWS || bits !== 4 || ourKernel === null ? "QuantizedMatmul" : ourKernel;
 }
 
 function random(n: number, seed: number): Float32Array {
@@ -33,6 +35,9 @@ test.each([
   [3, 300, 1024, 128, 4],
   [8, 64, 64, 64, 4],
   [9, 64, 64, 64, 4],
+  [14, 96, 128, 64, 4], // blocks of 4 rows and a remainder of 2
+  [32, 64, 128, 32, 4],
+  [33, 64, 64, 64, 4],
   [1, 256, 128, 64, 8],
 ])("rows %d, out %d, in %d, group %d, %d bits: equal to MLX's dequantize + matmul", (rows, out, features, groupSize, bits) => {
   using w = Tensor.from(random(out * features, 7), [out, features]);

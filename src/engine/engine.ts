@@ -364,8 +364,10 @@ export class Engine {
     if (this.#waiting.length === 0 || room <= 0) return;
     if (this.#solo && this.#rows.length > 0) return;
     const first = this.#waiting[0]!;
-    // A sequence with a prompt cache prefills alone, in that cache.
-    const rows = first.request.promptCache ? [first] : this.#waiting.filter((s) => !s.request.promptCache).slice(0, this.#solo ? undefined : room);
+    // A sequence continuing a conversation's cache prefills alone, in that cache; the others
+    // (an empty promptCache only takes their rows at the end) prefill together.
+    const continues = (s: Sequence) => s.request.promptCache !== undefined && s.stats.cachedTokens > 0;
+    const rows = continues(first) ? [first] : this.#waiting.filter((s) => !continues(s)).slice(0, this.#solo ? undefined : room);
     this.#waiting.splice(0, this.#waiting.length, ...this.#waiting.filter((s) => !rows.includes(s)));
     const prompts = rows.map((s) => s.request.promptIds.slice(s.stats.cachedTokens));
     const length = Math.max(...prompts.map((p) => p.length));
@@ -374,15 +376,15 @@ export class Engine {
     let cache: Cache;
     let borrowed = true;
     try {
-      if (first.request.promptCache) {
-        cache = first.request.promptCache.cache;
+      if (continues(first)) {
+        cache = first.request.promptCache!.cache;
       } else if (this.#solo) {
         cache = this.#solo;
       } else {
         cache = createCache(this.model, rows.length, length + Math.max(...rows.map((s) => s.request.maxTokens)) + 1);
         borrowed = false;
       }
-      if (!first.request.promptCache) cache.setLeftPadding(prompts.map((p) => length - p.length));
+      if (!continues(first)) cache.setLeftPadding(prompts.map((p) => length - p.length));
     } catch (e) {
       for (const s of rows) s.fail(e as Error);
       this.#finish(rows);

@@ -196,6 +196,41 @@ describe("concurrency", () => {
     for (const r of runs) expect(r.text.length).toBeGreaterThan(0);
   });
 
+  test("requests joining a running batch, and one cancelled beside them, get the tokens each gets alone", async () => {
+    await idle();
+    const model = loadModel(DEFAULT_MODEL_DIR, { backend: "mlx" });
+    const tokenizer = Tokenizer.fromDir(DEFAULT_MODEL_DIR);
+    const alone = async (prompt: string, options: Record<string, number>) =>
+      (await generateText(model, tokenizer, prompt, { ...options, logitBias: { 0: -100 } })).text;
+    const a = { maxTokens: 24, temperature: 0.8, seed: 1 };
+    const b = { maxTokens: 12, temperature: 0.7, topP: 0.9, seed: 2 };
+    const expected = [await alone("The old river", a), await alone("Water is", b)];
+    model.dispose();
+    const stream = await client.completions.create({ model: "default-model", prompt: "The old river", max_tokens: a.maxTokens, temperature: a.temperature, seed: a.seed, stream: true, logit_bias: NO_EOS });
+    let textA = "";
+    let joined: Promise<string> | null = null;
+    for await (const chunk of stream) {
+      textA += chunk.choices[0]?.text ?? "";
+      if (joined || !textA) continue;
+      // While A decodes: B joins, and C joins and goes away after two chunks.
+      joined = client.completions
+        .create({ model: "default-model", prompt: "Water is", max_tokens: b.maxTokens, temperature: b.temperature, top_p: b.topP, seed: b.seed, logit_bias: NO_EOS })
+        .then((r) => r.choices[0]!.text);
+      const abort = new AbortController();
+      const c = await fetch(`${server.url}/v1/completions`, {
+        method: "POST",
+        body: JSON.stringify({ prompt: "A cancelled request", max_tokens: 300, stream: true, logit_bias: NO_EOS }),
+        signal: abort.signal,
+      });
+      const reader = c.body!.getReader();
+      await reader.read();
+      await reader.read();
+      abort.abort();
+    }
+    expect([textA, await joined!]).toEqual(expected);
+    await idle();
+  });
+
   test("serve options are checked", () => {
     expect(() => serve({ model: DEFAULT_MODEL_DIR, maxConcurrent: 0 })).toThrow("serve: maxConcurrent must be an integer in [1, 1024], got 0");
     expect(() => serve({ model: DEFAULT_MODEL_DIR, port: 70000 })).toThrow("serve: port must be an integer in [0, 65535]");

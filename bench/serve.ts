@@ -26,12 +26,15 @@ async function waitFor(url: string, child: ReturnType<typeof Bun.spawn>): Promis
 }
 
 /** One client: a streamed completion; its time to first token and tokens generated. */
+/** The model name each server takes: ours its directory's name, mlx_lm.server its path. */
+const names = new Map<string, string>();
+
 async function client(base: string, i: number, start: number, maxTokens = MAX_TOKENS): Promise<{ ttft: number; tokens: number }> {
   const response = await fetch(`${base}/v1/completions`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({
-      model: MODEL_ID, prompt: `Client ${i}: the ship sailed`, max_tokens: maxTokens, temperature: 0.7, top_p: 0.9, seed: i, stream: true,
+      model: names.get(base), prompt: `Client ${i}: the ship sailed`, max_tokens: maxTokens, temperature: 0.7, top_p: 0.9, seed: i, stream: true,
       logit_bias: { "0": -100 }, stream_options: { include_usage: true },
     }),
   });
@@ -101,6 +104,7 @@ export async function run(): Promise<Record<string, unknown>> {
   for (const s of servers) {
     const child = Bun.spawn(s.command, { stdout: "ignore", stderr: "ignore" });
     const base = `http://127.0.0.1:${s.port}`;
+    names.set(base, s.name === "mlx-bun serve" ? MODEL_ID : MODEL_DIR);
     try {
       await waitFor(`${base}/v1/models`, child);
       await load(base, 2); // warm-up

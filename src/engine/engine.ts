@@ -8,7 +8,8 @@
 // left (regroup.ts); (3) one decode step is launched for every running sequence, fed the ids picked
 // by the previous step still on the device, and its tokens picked on the device (sampler.ts); (4)
 // only then are the previous picks read, so the host work of step t+1 overlaps the device's step t.
-// A step of each batch shape is recorded once and replayed (models/replay.ts) for the engine's life.
+// A step of each batch shape and sampler structure, its pick included, is recorded once and
+// replayed (models/replay.ts) for the engine's life.
 import type { Graph } from "../graph/graph.ts";
 import type { HostKVCache, KVCache } from "../kv-cache.ts";
 import { createCache, forward, type Model, tokenIds } from "../models/index.ts";
@@ -19,7 +20,7 @@ import type { PromptCache } from "../prompt-cache.ts";
 import { Tensor } from "../tensor.ts";
 import type { Tokenizer } from "../tokenizer.ts";
 import { regroup } from "./regroup.ts";
-import { DeviceSampler, type DevicePicks, type Pick, pickOnHost, type SamplerSettings, type TokenLogprob } from "./sampler.ts";
+import { DeviceSampler, type DevicePicks, type Pick, pickOnHost, pickTensors, type SamplerSettings, type TokenLogprob } from "./sampler.ts";
 import { TextStream } from "./text.ts";
 
 export interface GenerationChunk {
@@ -499,12 +500,19 @@ export class Engine {
       const { ids, owned } = this.#inputs(rows);
       try {
         const B = rows.length;
-        const tape = this.#replay ? this.#tape(B, (cache as KVCache).padding.some((p) => p > 0)) : null;
-        const logits = tape ? tape.step(ids)[0]! : forward(this.model, ids, { cache: cache as KVCache, graph: this.graph, lazy: true });
-        try {
-          launched.picks = this.#sampler!.pick(logits, ids, draws);
-        } finally {
-          logits.dispose();
+        const sampler = this.#sampler!;
+        if (this.#replay) {
+          // The step and its pick recorded together, once per batch shape and sampler structure.
+          const tail = sampler.tail(draws);
+          try {
+            const tape = this.#tape(B, (cache as KVCache).padding.some((p) => p > 0), tail.structure);
+            launched.picks = tail.adopt(tape.step(ids, tail));
+          } finally {
+            tail.dispose();
+          }
+        } else {
+          using logits = forward(this.model, ids, { cache: cache as KVCache, graph: this.graph, lazy: true });
+          launched.picks = sampler.pick(logits, ids, draws);
         }
         asyncEval(pickTensors(launched.picks));
       } finally {
@@ -546,8 +554,8 @@ export class Engine {
     }
   }
 
-  #tape(batch: number, masked: boolean): DecodeTape {
-    const key = `${batch}:${masked}`;
+  #tape(batch: number, masked: boolean, structure: string): DecodeTape {
+    const key = `${batch}:${masked}:${structure}`;
     let tape = this.#tapes.get(key);
     if (!tape) {
       const cache = (this.#solo ?? this.#cache) as KVCache;
@@ -636,10 +644,6 @@ export class Engine {
 /** The target takes the source's buffers as they stand. */
 function regroupTo(target: KVCache, source: KVCache): void {
   regroup(target, [{ cache: source, rows: [0] }], source.shape.maxLength - source.offset);
-}
-
-function pickTensors(p: DevicePicks): Tensor[] {
-  return [p.tokens, p.peak, p.logprob, p.topIds, p.topLogprobs].filter((t): t is Tensor => t !== undefined);
 }
 
 function hostPick(pick: () => Pick): Pick | Error {

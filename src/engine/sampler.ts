@@ -43,7 +43,6 @@ import {
   sum,
   takeAlongAxis,
   where,
-  zeros,
 } from "../ops/core.ts";
 import { argmaxOf, filteredLogprobs, logSoftmax, mostProbable, processLogits, processes, type SamplingOptions } from "../sampling.ts";
 import { Tensor, tidy } from "../tensor.ts";
@@ -253,15 +252,65 @@ export class DeviceSampler {
    * was fed (they join the recent tokens first; null for a prompt's logits, whose history is the
    * prompt), `draws` each row's draw index. Launches nothing: the caller evaluates. */
   pick(logits: Tensor, inputs: Tensor | null, draws: readonly number[]): DevicePicks {
-    if (draws.length !== this.rows) throw new Error(`DeviceSampler.pick: ${draws.length} draw indices for ${this.rows} rows`);
-    if (inputs && this.#recent) this.#remember(inputs);
+    using u = this.#uniforms(draws);
+    const { picks, recent } = this.#pickWith(logits, inputs, u, this.#recent);
+    this.#keep(recent);
+    return picks;
+  }
+
+  /** The pick as the tail of a recorded decode step (models/replay.ts): the tensors it reads besides
+   * the logits and the step's ids (`inputs`, in an order fixed by `structure`), the ops that make
+   * its outputs from them, and `adopt`, which takes a step's outputs as the picks (the recent tokens
+   * they carry replace the sampler's). */
+  tail(draws: readonly number[]): { structure: string; inputs: Tensor[]; run: (logits: Tensor, ids: Tensor) => Tensor[]; adopt: (outputs: Tensor[]) => DevicePicks; dispose: () => void } {
+    const u = this.#uniforms(draws);
+    const recent = this.#recent;
+    const inputs = [...(u ? [u] : []), ...this.#owned, ...(recent ? [recent.ids, recent.filled] : [])];
+    const run = (logits: Tensor, ids: Tensor) => {
+      const { picks, recent: next } = this.#pickWith(logits, ids, u, recent);
+      return [...pickTensors(picks), ...(next ? [next.ids, next.filled] : [])];
+    };
+    const adopt = (outputs: Tensor[]): DevicePicks => {
+      const [tokens, peak, ...rest] = outputs as [Tensor, Tensor, ...Tensor[]];
+      const picks: DevicePicks = { tokens, peak };
+      if (this.#alternatives >= 0) picks.logprob = rest.shift()!;
+      if (this.#alternatives > 0) [picks.topIds, picks.topLogprobs] = [rest.shift()!, rest.shift()!];
+      if (recent) this.#keep({ ids: rest[0]!, filled: rest[1]! });
+      return picks;
+    };
+    return { structure: this.#structure(), inputs, run, adopt, dispose: () => u?.dispose() };
+  }
+
+  /** What decides the ops of a pick (rows, which processors and filters, how many alternatives). */
+  #structure(): string {
+    const f = this.#filter;
+    return [this.rows, this.vocabulary, this.#greedyOnly, this.#allSampled, this.#sampled !== null, f ? `${f.topP}:${f.largest}` : "-", this.#bias !== null, this.#penalties.map((p) => p.kind).join("+"), this.width, this.#alternatives].join("|");
+  }
+
+  /** Each sampled row's uniform for its draw [B, 1], or null when no row samples. */
+  #uniforms(draws: readonly number[]): Tensor | null {
+    if (draws.length !== this.rows) throw new Error(`DeviceSampler: ${draws.length} draw indices for ${this.rows} rows`);
+    return this.#sampled ? column(draws.map((d, i) => drawUniform(drawKey(this.settings[i]!.seed, d)))) : null;
+  }
+
+  #keep(recent: Recent | null): void {
+    if (recent === this.#recent) return;
+    this.#recent?.ids.dispose();
+    this.#recent?.filled.dispose();
+    this.#recent = recent;
+  }
+
+  /** The pick's ops over the given uniforms and recent tokens (a pure function of its arguments and
+   * the sampler's tensors): the picks, and the recent tokens with the step's ids appended. */
+  #pickWith(logits: Tensor, inputs: Tensor | null, u: Tensor | null, recent: Recent | null): { picks: DevicePicks; recent: Recent | null } {
     return tidy(() => {
       const B = this.rows;
       const V = this.vocabulary;
+      if (inputs && recent) recent = remembered(recent, inputs);
       const x0 = logits.ndim === 3 ? reshape(logits, [B, V]) : logits;
       const peak = max(x0, -1);
-      if (this.#greedyOnly && this.#alternatives < 0) return { tokens: argmax(x0, -1, true), peak };
-      const x = this.#processed(x0.dtype === "float32" ? x0 : astype(x0, "float32"));
+      if (this.#greedyOnly && this.#alternatives < 0) return { picks: { tokens: argmax(x0, -1, true), peak }, recent };
+      const x = this.#processed(x0.dtype === "float32" ? x0 : astype(x0, "float32"), recent);
       let tokens: Tensor | null = this.#allSampled ? null : argmax(x, -1, true);
       if (this.#sampled) {
         const top = x === x0 ? reshape(peak, [B, 1]) : max(x, -1, true);
@@ -270,19 +319,18 @@ export class DeviceSampler {
         // total, which rounding keeps near 1). softmax is one fused primitive.
         const running = cumsum(softmax(multiply(kept, this.#inverseTemperature!), -1), -1);
         const total = slice(running, [0, V - 1], [B, V]);
-        using u = column(draws.map((d, i) => drawUniform(drawKey(this.settings[i]!.seed, d))));
-        const index = astype(sum(lessEqual(running, multiply(total, u)), -1, true), "uint32");
+        const index = astype(sum(lessEqual(running, multiply(total, u!)), -1, true), "uint32");
         const drawn = minimum(index, V - 1);
         tokens = tokens ? where(equal(this.#sampled, 1), drawn, tokens) : drawn;
       }
       tokens ??= argmax(x, -1, true);
-      if (this.#alternatives < 0) return { tokens, peak };
+      if (this.#alternatives < 0) return { picks: { tokens, peak }, recent };
       const n = this.#alternatives;
       const lp = subtract(x, logsumexp(x, -1, true));
       const chosen = reshape(takeAlongAxis(lp, tokens, -1), [B]);
-      if (n === 0) return { tokens, peak, logprob: chosen };
+      if (n === 0) return { picks: { tokens, peak, logprob: chosen }, recent };
       const [ids, values] = largestOf(lp, n);
-      return { tokens, peak, logprob: chosen, topIds: ids, topLogprobs: values };
+      return { picks: { tokens, peak, logprob: chosen, topIds: ids, topLogprobs: values }, recent };
     });
   }
 
@@ -290,7 +338,7 @@ export class DeviceSampler {
    * -infinity for the masked ones (the processors apply first; rows without filters keep all). */
   filteredLogprobs(logits: Tensor): Tensor {
     return tidy(() => {
-      const x = this.#processed(astype(logits, "float32"));
+      const x = this.#processed(astype(logits, "float32"), this.#recent);
       const lp = subtract(x, logsumexp(x, -1, true));
       return this.#filter ? this.#filtered(lp, max(lp, -1, true)) : lp;
     });
@@ -323,10 +371,10 @@ export class DeviceSampler {
   }
 
   /** Logits after the processors: bias, then the penalties over each row's recent tokens. */
-  #processed(x: Tensor): Tensor {
+  #processed(x: Tensor, recent: Recent | null): Tensor {
     if (this.#bias) x = add(x, this.#bias);
-    if (!this.#recent) return x;
-    const { ids, filled } = this.#recent;
+    if (!recent) return x;
+    const { ids, filled } = recent;
     const B = this.rows;
     const W = this.width;
     // The newest recent token of each row: always there, and inside every context.
@@ -345,21 +393,6 @@ export class DeviceSampler {
       x = putAlongAxis(x, at, changed, -1);
     }
     return x;
-  }
-
-  /** Appends each row's input id to its recent tokens (the oldest slot drops out). */
-  #remember(inputs: Tensor): void {
-    const previous = this.#recent!;
-    this.#recent = tidy(() => {
-      const B = this.rows;
-      const W = this.width;
-      using ones = zeros([B, 1], "float32");
-      const ids = concatenate([slice(previous.ids, [0, 1], [B, W]), astype(reshape(inputs, [B, 1]), "int32")], 1);
-      const filled = concatenate([slice(previous.filled, [0, 1], [B, W]), add(ones, 1)], 1);
-      return { ids, filled };
-    });
-    previous.ids.dispose();
-    previous.filled.dispose();
   }
 
   /** The picks read to the host, one per row: an Error for a row whose logits are not finite. */
@@ -390,6 +423,21 @@ export class DeviceSampler {
     this.#recent?.filled.dispose();
     this.#recent = null;
   }
+}
+
+/** The recent tokens with each row's input id appended (the oldest slot drops out): new tensors. */
+function remembered(recent: Recent, inputs: Tensor): Recent {
+  const [B, W] = recent.ids.shape as [number, number];
+  // From host data (a recorded step takes it as a constant; zeros() is an op a tape cannot replay).
+  using ones = Tensor.from(new Float32Array(B).fill(1), [B, 1]);
+  const ids = concatenate([slice(recent.ids, [0, 1], [B, W]), astype(reshape(inputs, [B, 1]), "int32")], 1);
+  const filled = concatenate([slice(recent.filled, [0, 1], [B, W]), ones], 1);
+  return { ids, filled };
+}
+
+/** The tensors of picks, in a fixed order (tokens, peak, then those asked for). */
+export function pickTensors(p: DevicePicks): Tensor[] {
+  return [p.tokens, p.peak, p.logprob, p.topIds, p.topLogprobs].filter((t): t is Tensor => t !== undefined);
 }
 
 interface Filter {

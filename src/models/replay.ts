@@ -18,6 +18,14 @@ import { type MlxModel, mlxFeeds, positionsFrom, runMlx } from "./index.ts";
 
 type State = "record" | "verify" | "replay" | "off";
 
+/** Ops recorded after the logits, as part of the step (the engine's sampler): extra tape inputs (in
+ * a fixed order; replays pass that step's tensors of the same roles) and the ops making the step's
+ * outputs from the logits and the ids. */
+export interface StepTail {
+  inputs: readonly Tensor[];
+  run(logits: Tensor, ids: Tensor): Tensor[];
+}
+
 export interface DecodeTapeOptions {
   /** "logits" (default): [last-position logits]; "argmax": [the next ids [B, 1] picked on the device,
    * the largest logit per row [B, 1] (to tell non-finite logits)]. */
@@ -35,8 +43,7 @@ export class DecodeTape {
   #onFallback: (reason: string) => void;
   #state: State = "record";
   #tape: Pointer | null = null;
-  // A replay's input and output handles, kept between steps.
-  #inputs = new BigUint64Array(3);
+  // A replay's output handles, kept between steps.
   #outputs: BigUint64Array;
 
   constructor(model: MlxModel, cache: KVCache, graph: Graph, options: DecodeTapeOptions = {}) {
@@ -53,28 +60,33 @@ export class DecodeTape {
     return this.#state === "replay";
   }
 
-  /** Runs one step lazily and advances the cache: its outputs (see `output`; the caller evaluates). */
-  step(ids: Tensor): Tensor[] {
+  /** Runs one step lazily and advances the cache: its outputs (see `output`, or the tail's; the
+   * caller evaluates). A tape is recorded with a tail or without, and every step passes the same. */
+  step(ids: Tensor, tail?: StepTail): Tensor[] {
     switch (this.#state) {
       case "record":
-        return this.#record(ids);
+        return this.#record(ids, tail);
       case "verify":
-        return this.#verify(ids);
+        return this.#verify(ids, tail);
       case "replay":
-        return this.#replay(ids);
+        return this.#replay(ids, tail);
       case "off":
-        return this.#plain(ids, mlxFeeds(ids, this.cache));
+        return this.#plain(ids, mlxFeeds(ids, this.cache), tail);
     }
   }
 
-  #plain(ids: Tensor, feeds: ReturnType<typeof mlxFeeds>, graph = this.graph): Tensor[] {
+  #plain(ids: Tensor, feeds: ReturnType<typeof mlxFeeds>, tail: StepTail | undefined, graph = this.graph): Tensor[] {
     const logits = runMlx(this.model, graph, ids, this.cache, feeds);
+    if (tail) {
+      using all = logits;
+      return tail.run(all, ids);
+    }
     if (this.output === "logits") return [logits];
     using last = logits;
     return [argmax(last, -1), max(last, [-1])];
   }
 
-  #record(ids: Tensor): Tensor[] {
+  #record(ids: Tensor, tail: StepTail | undefined): Tensor[] {
     const feeds = mlxFeeds(ids, this.cache);
     const lib = native();
     const out = new BigUint64Array(1);
@@ -82,16 +94,17 @@ export class DecodeTape {
     this.#tape = pointerFromWord(out[0]!);
     let result: Tensor[];
     try {
-      for (const input of [ids, feeds.positions, feeds.keyMask]) {
+      for (const input of [ids, feeds.positions, feeds.keyMask, ...(tail?.inputs ?? [])]) {
         if (input) check(lib.mlx_tape_input(this.#tape, handleOf(input, "DecodeTape", "input")), "DecodeTape: input");
       }
       // A one-token step records the graph specialized to one position (fewer nodes); the check of
       // the first replay runs the general graph.
-      result = this.#plain(ids, feeds, ids.shape[1] === 1 ? singlePosition(this.graph) : this.graph);
+      result = this.#plain(ids, feeds, tail, ids.shape[1] === 1 ? singlePosition(this.graph) : this.graph);
     } catch (e) {
       this.#stop();
       throw e;
     }
+    this.#outputs = new BigUint64Array(result.length);
     const status = lib.mlx_tape_record_end(this.#tape, BigUint64Array.from(result, (t) => BigInt(t.handle)), result.length);
     if (status !== 0) {
       this.#stop(`${String(lib.mlx_last_error())}`);
@@ -101,7 +114,7 @@ export class DecodeTape {
     return result;
   }
 
-  #replay(ids: Tensor): Tensor[] {
+  #replay(ids: Tensor, tail: StepTail | undefined): Tensor[] {
     const [batch, length] = ids.shape as [number, number];
     const offset = this.cache.offset;
     const lib = native();
@@ -112,12 +125,14 @@ export class DecodeTape {
     let keyMask: Tensor | null = null;
     try {
       keyMask = this.cache.keyMask(offset + length);
-      const inputs = this.#inputs;
+      const extra = tail?.inputs ?? [];
+      const inputs = new BigUint64Array((keyMask ? 3 : 2) + extra.length);
       inputs[0] = BigInt(handleOf(ids, "DecodeTape", "input"));
       inputs[1] = BigInt(positionsHandle);
       if (keyMask) inputs[2] = BigInt(keyMask.handle);
+      extra.forEach((t, i) => (inputs[(keyMask ? 3 : 2) + i] = BigInt(handleOf(t, "DecodeTape", "input"))));
       const out = this.#outputs;
-      check(lib.mlx_tape_run(out, out.length, this.#tape, inputs, keyMask ? 3 : 2), "DecodeTape: replay");
+      check(lib.mlx_tape_run(out, out.length, this.#tape, inputs, inputs.length), "DecodeTape: replay");
       this.cache.advance(length);
       return Array.from(out, (h) => new Tensor(pointerFromWord(h)));
     } finally {
@@ -128,12 +143,12 @@ export class DecodeTape {
 
   /** The first replay, checked against a normal run of the same step (both write the same keys and
    * values at the same offset, so the cache ends as after one step). */
-  #verify(ids: Tensor): Tensor[] {
+  #verify(ids: Tensor, tail: StepTail | undefined): Tensor[] {
     const offset = this.cache.offset;
     let replayed: Tensor[] | null = null;
     let failure = "a replayed step differs from the step run normally (a host value baked into an op?)";
     try {
-      replayed = this.#replay(ids);
+      replayed = this.#replay(ids, tail);
       for (const t of replayed) t.eval();
     } catch (e) {
       failure = `the replayed step failed: ${(e as Error).message}`;
@@ -141,7 +156,7 @@ export class DecodeTape {
       replayed = null;
     }
     this.cache.seek(offset);
-    const reference = this.#plain(ids, mlxFeeds(ids, this.cache));
+    const reference = this.#plain(ids, mlxFeeds(ids, this.cache), tail);
     const differing = replayed?.findIndex((t, i) => !sameValues(t, reference[i]!));
     if (replayed && differing === -1) {
       this.#state = "replay";

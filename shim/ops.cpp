@@ -64,6 +64,15 @@ int axis_of(int axis, const mx::array& a) {
   return ax;
 }
 
+// The operands of a gather or scatter along an axis: indices of a's rank, in range when on the host.
+void check_along(mlx_array a_, mlx_array indices_, int axis) {
+  const auto& a = arr(a_, "a");
+  const auto& indices = arr(indices_, "indices");
+  int ax = axis_of(axis, a);
+  if (indices.ndim() != a.ndim()) throw ArgumentError("indices must have a's number of dimensions");
+  check_indices(indices, a.shape(ax));
+}
+
 } // namespace
 
 extern "C" {
@@ -295,35 +304,23 @@ int mlx_argpartition(mlx_array* out, mlx_array a_, int kth, int axis) {
 
 int mlx_put_along_axis(mlx_array* out, mlx_array a_, mlx_array indices_, mlx_array values_, int axis) {
   return guard([&] {
-    const auto& a = arr(a_, "a");
-    const auto& indices = arr(indices_, "indices");
+    check_along(a_, indices_, axis);
     arr(values_, "values");
-    int ax = axis_of(axis, a);
-    if (indices.ndim() != a.ndim()) throw ArgumentError("indices must have a's number of dimensions");
-    check_indices(indices, a.shape(ax));
     emit1(out, {a_, indices_, values_}, [axis](const Arrays& x) { return mx::put_along_axis(x[0], x[1], x[2], axis); });
   });
 }
 
 int mlx_take_along_axis(mlx_array* out, mlx_array a_, mlx_array indices_, int axis) {
   return guard([&] {
-    const auto& a = arr(a_, "a");
-    const auto& indices = arr(indices_, "indices");
-    int ax = axis_of(axis, a);
-    if (indices.ndim() != a.ndim()) throw ArgumentError("indices must have a's number of dimensions");
-    check_indices(indices, a.shape(ax));
+    check_along(a_, indices_, axis);
     emit1(out, {a_, indices_}, [axis](const Arrays& x) { return mx::take_along_axis(x[0], x[1], axis); });
   });
 }
 
 int mlx_scatter_add_axis(mlx_array* out, mlx_array a_, mlx_array indices_, mlx_array values_, int axis) {
   return guard([&] {
-    const auto& a = arr(a_, "a");
-    const auto& indices = arr(indices_, "indices");
+    check_along(a_, indices_, axis);
     arr(values_, "values");
-    int ax = axis_of(axis, a);
-    if (indices.ndim() != a.ndim()) throw ArgumentError("indices must have a's number of dimensions");
-    check_indices(indices, a.shape(ax));
     emit1(out, {a_, indices_, values_}, [axis](const Arrays& x) { return mx::scatter_add_axis(x[0], x[1], x[2], axis); });
   });
 }

@@ -9,7 +9,7 @@ import { PromptCache } from "./prompt-cache.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 export type { GenerationChunk, GenerationStats } from "./engine/engine.ts";
-export type { TokenLogprob } from "./engine/sampler.ts";
+export type { TokenLogprob } from "./engine/host-sampler.ts";
 
 export interface GenerateOptions {
   maxTokens?: number | undefined;
@@ -131,8 +131,8 @@ export function checkedPromptIds(ids: readonly number[], vocabulary: number): re
   return ids;
 }
 
-/** The engine a generation runs on: the model's shared one for its graph, or one of its own for a
- * rotating or quantized cache (see solo in EngineOptions). */
+/** The graph a generation runs: the model's plain one (rewrite: false), or rewritten with the given
+ * rewriters (default: the default ones). */
 export function graphFor(model: Model, rewrite: GenerateOptions["rewrite"]): Graph {
   const only = rewrite === false ? null : Array.isArray(rewrite) ? rewrite : undefined;
   return only === null ? model.graph("last") : rewrittenGraph(model, "last", only);

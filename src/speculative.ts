@@ -3,7 +3,7 @@
 // prefix the target agrees with is kept, plus the target's own next token. The output is the
 // target's greedy decoding; the target runs once per round instead of once per token. Both KV caches
 // are rolled back (seek) past rejected tokens.
-import { checkFinite } from "./engine/sampler.ts";
+import { checkFinite } from "./engine/host-sampler.ts";
 import { TextStream } from "./engine/text.ts";
 import { checkedOptions, checkedPromptIds, type GenerateOptions, type GenerationChunk, type GenerationStats } from "./generate.ts";
 import { createCache, forward, type Model, rewrittenGraph, tokenIds } from "./models/index.ts";

@@ -3,7 +3,8 @@
 // chi-square test); batch rows against single streams with every sampler option; sequences joining
 // a running batch, cancelled mid-stream, and many mixed requests leaving no tensor behind.
 import { describe, expect, test } from "bun:test";
-import { DeviceSampler, pickOnHost, type SamplerSettings } from "../src/engine/sampler.ts";
+import { pickOnHost, type SamplerSettings } from "../src/engine/host-sampler.ts";
+import { DeviceSampler } from "../src/engine/sampler.ts";
 import { DEFAULT_MODEL_DIR, generate, generateBatchText, generateText, liveTensorCount, loadModel, Tensor, Tokenizer } from "../src/index.ts";
 import { DEFAULT_SAMPLING, logSoftmax, samplingDistribution } from "../src/sampling.ts";
 import { fixture } from "./helpers.ts";

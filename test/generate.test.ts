@@ -2,7 +2,7 @@
 // sampling, stopping and streaming rules.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { pickOnHost } from "../src/engine/sampler.ts";
+import { pickOnHost } from "../src/engine/host-sampler.ts";
 import { generate, generateText } from "../src/generate.ts";
 import { DEFAULT_SAMPLING } from "../src/sampling.ts";
 import { liveTensorCount } from "../src/index.ts";

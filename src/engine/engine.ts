@@ -16,195 +16,21 @@ import { createCache, forward, type Model, tokenIds } from "../models/index.ts";
 import { DecodeTape } from "../models/replay.ts";
 import { asyncEval, concatenate, take } from "../ops/core.ts";
 import type { CpuTensor } from "../ops/cpu.ts";
-import type { PromptCache } from "../prompt-cache.ts";
 import { Tensor } from "../tensor.ts";
-import type { Tokenizer } from "../tokenizer.ts";
 import { regroup } from "./regroup.ts";
-import { DeviceSampler, type DevicePicks, type Pick, pickOnHost, pickTensors, type SamplerSettings, type TokenLogprob } from "./sampler.ts";
-import { TextStream } from "./text.ts";
+import { type Pick, pickOnHost } from "./host-sampler.ts";
+import { DeviceSampler, pickTensors } from "./sampler.ts";
+import { type Launched, Sequence, type SequenceRequest } from "./sequence.ts";
 
-export interface GenerationChunk {
-  token: number;
-  /** With `logprobs`: the token's log-probability and the most probable alternatives. */
-  logprob?: number;
-  topLogprobs?: TokenLogprob[];
-  /** New text since the previous chunk (empty while a multi-byte character is incomplete). */
-  text: string;
-  /** Set on the closing chunk of a stop token: `token` is the stop token (not generated text) and
-   * `text` is whatever was held back. */
-  stop?: true;
-}
-
-export interface GenerationStats {
-  promptTokens: number;
-  /** Prompt tokens a promptCache already held (not prefilled again). */
-  cachedTokens: number;
-  generatedTokens: number;
-  prefillSeconds: number;
-  decodeSeconds: number;
-  finishReason: "stop" | "length";
-}
-
-/** One sequence to generate (options already checked). */
-export interface SequenceRequest {
-  promptIds: readonly number[];
-  maxTokens: number;
-  settings: SamplerSettings;
-  /** Ids that end the sequence (eos and stopTokens). */
-  stop: ReadonlySet<number>;
-  stopStrings: readonly string[];
-  tokenizer: Tokenizer;
-  /** Start from this conversation's cache (rewound to the prefix it shares with the prompt), and
-   * leave the prompt and generated tokens in it at the end. */
-  promptCache?: PromptCache | undefined;
-}
+export { Sequence, type GenerationChunk, type GenerationStats, type SequenceRequest } from "./sequence.ts";
 
 type Cache = KVCache | HostKVCache;
-
-/** A launched pick for some rows: on the device (`picks`), or already made on the host. */
-interface Launched {
-  rows: Sequence[];
-  picks: DevicePicks | null;
-  host: (Pick | Error)[] | null;
-  settings: SamplerSettings[];
-}
 
 function release(launched: Launched): void {
   const p = launched.picks;
   if (!p) return;
   for (const t of [p.tokens, p.peak, p.logprob, p.topIds, p.topLogprobs]) t?.dispose();
   launched.picks = null;
-}
-
-/** A sequence in the engine: its stream of chunks, stats and state. */
-export class Sequence {
-  readonly request: SequenceRequest;
-  readonly stats: GenerationStats;
-  /** The prompt and every token read so far: the tokens the model was fed, or is being fed. */
-  readonly history: number[];
-  readonly generated: number[] = [];
-  state: "waiting" | "prefilling" | "running" | "done" = "waiting";
-  /** Draws launched so far: the index of the next one (the sampler's seed stream). */
-  draws = 0;
-  /** Where the next step's input id is: a row of a launched pick. */
-  source: { launched: Launched; row: number } | null = null;
-  readonly #stream: TextStream;
-  readonly #chunks: GenerationChunk[] = [];
-  #error: Error | null = null;
-  #ended = false;
-  #wake: (() => void) | null = null;
-  #closed = false;
-  #onClosed: (() => void)[] = [];
-  #cancelled = false;
-  readonly #start = performance.now();
-  #firstAt = 0;
-
-  constructor(request: SequenceRequest, cachedTokens: number) {
-    this.request = request;
-    this.history = [...request.promptIds];
-    this.#stream = new TextStream(request.tokenizer);
-    this.stats = { promptTokens: request.promptIds.length, cachedTokens, generatedTokens: 0, prefillSeconds: 0, decodeSeconds: 0, finishReason: "length" };
-  }
-
-  /** Stops the sequence: no more chunks; its slot is freed at the next step. */
-  cancel(): void {
-    if (this.state === "done") return;
-    this.#cancelled = true;
-    this.#end();
-  }
-
-  get cancelled(): boolean {
-    return this.#cancelled;
-  }
-
-  /** The sequence's chunks as they are made. Leaving early cancels it; the iteration ends once the
-   * engine let it go (its slot freed, a promptCache written). */
-  async *chunks(): AsyncGenerator<GenerationChunk> {
-    try {
-      for (;;) {
-        const chunk = this.#chunks.shift();
-        if (chunk) {
-          yield chunk;
-          continue;
-        }
-        if (this.#error) throw this.#error;
-        if (this.#ended) return;
-        await new Promise<void>((resolve) => (this.#wake = resolve));
-      }
-    } finally {
-      this.cancel();
-      if (!this.#closed) await new Promise<void>((resolve) => this.#onClosed.push(resolve));
-    }
-  }
-
-  /** Takes the token picked for it; returns whether the sequence is done. */
-  accept(pick: Pick | Error): boolean {
-    if (this.state === "done") return true;
-    if (pick instanceof Error) {
-      this.fail(pick);
-      return true;
-    }
-    const { token } = pick;
-    const now = performance.now();
-    if (this.generated.length === 0 && this.#firstAt === 0) {
-      this.#firstAt = now;
-      this.stats.prefillSeconds = (now - this.#start) / 1000;
-    } else {
-      this.stats.decodeSeconds = (now - this.#firstAt) / 1000;
-    }
-    this.history.push(token);
-    const { stop, stopStrings, maxTokens } = this.request;
-    if (stop.has(token)) {
-      this.stats.finishReason = "stop";
-      this.#push({ token, text: this.#stream.flush(), stop: true });
-      this.#end();
-      return true;
-    }
-    this.generated.push(token);
-    this.stats.generatedTokens = this.generated.length;
-    const last = this.generated.length === maxTokens;
-    // An incomplete multi-byte character is held back while a later token may complete it.
-    const piece = this.#stream.append(token, last, stopStrings);
-    const scores = pick.logprob === undefined ? {} : { logprob: pick.logprob, topLogprobs: pick.topLogprobs! };
-    this.#push({ token, text: piece.text, ...scores });
-    if (piece.stopped) this.stats.finishReason = "stop";
-    if (piece.stopped || last) this.#end();
-    return this.#ended;
-  }
-
-  /** Ends the sequence with an error (its consumer gets it after the chunks already made). */
-  fail(error: Error): void {
-    if (this.state === "done") return;
-    this.#error = error;
-    this.#end();
-  }
-
-  /** Called by the engine once it let the sequence go. */
-  close(): void {
-    this.#closed = true;
-    for (const resolve of this.#onClosed.splice(0)) resolve();
-  }
-
-  /** Chunks made and not yet taken. */
-  get queued(): number {
-    return this.#chunks.length;
-  }
-
-  /** Whether this sequence's last token is picked or being picked (no further step needed). */
-  get complete(): boolean {
-    return this.state === "done" || this.generated.length + (this.source ? 1 : 0) >= this.request.maxTokens;
-  }
-
-  #push(chunk: GenerationChunk): void {
-    this.#chunks.push(chunk);
-    this.#wake?.();
-  }
-
-  #end(): void {
-    this.state = "done";
-    this.#ended = true;
-    this.#wake?.();
-  }
 }
 
 export interface EngineOptions {
@@ -446,14 +272,13 @@ export class Engine {
     if (leaving.length === 0 && !joining) return;
     const staying = this.#rows.filter((s) => s.state !== "done");
     const cache = (this.#cache ??= createCache(this.model, 1, 1));
-    const rebuild = regroup as (target: Cache, parts: { cache: Cache; rows: number[] }[], room: number) => void;
     // Conversations' caches get their rows back before the batch's cache is rebuilt.
     for (const s of leaving) {
       const pc = s.request.promptCache;
       if (!pc) continue;
       const row = this.#rows.indexOf(s);
       const length = cache.offset - cache.padding[row]!;
-      rebuild(pc.cache, [{ cache, rows: [row] }], pc.maxLength - length);
+      regroup(pc.cache, [{ cache, rows: [row] }], pc.maxLength - length);
       pc.record(s.history);
     }
     const parts: { cache: Cache; rows: number[] }[] = [];
@@ -461,7 +286,7 @@ export class Engine {
     if (joining) parts.push({ cache: joining.cache, rows: joining.rows.map((_, i) => i) });
     this.#rows = [...staying, ...(joining?.rows ?? [])];
     try {
-      if (parts.length > 0) rebuild(cache, parts, Math.max(...this.#rows.map((s) => s.request.maxTokens - s.generated.length)) + 1);
+      if (parts.length > 0) regroup(cache, parts, Math.max(...this.#rows.map((s) => s.request.maxTokens - s.generated.length)) + 1);
     } finally {
       if (joining && !joining.borrowed) joining.cache.dispose();
       this.#finish(leaving);

@@ -34,6 +34,8 @@ function layout(parts: readonly CachePart<KVCache | HostKVCache>[]): Layout {
 /** Rebuilds `target` from the parts' rows (the target may be one of the sources). */
 export function regroup(target: KVCache, parts: readonly CachePart<KVCache>[], room: number): void;
 export function regroup(target: HostKVCache, parts: readonly CachePart<HostKVCache>[], room: number): void;
+/** (A cache of either kind: its parts must be of the same kind.) */
+export function regroup(target: KVCache | HostKVCache, parts: readonly CachePart<KVCache | HostKVCache>[], room: number): void;
 export function regroup(target: KVCache | HostKVCache, parts: readonly CachePart<KVCache | HostKVCache>[], room: number): void {
   if (parts.length === 0 || parts.some((p) => p.rows.length === 0)) throw new Error("regroup: every part needs rows");
   if (!Number.isSafeInteger(room) || room < 0) throw new Error(`regroup: room must be an integer >= 0, got ${room}`);

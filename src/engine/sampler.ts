@@ -1,19 +1,16 @@
-// Sampling for a batch of sequences, each row with its own settings and seed, as MLX ops on the
-// device (the decode engine's path) and the same rule on the host (the CPU reference backend's path,
-// and the test's reference). Per row: the logits processors (logit bias, repetition, presence and
-// frequency penalties over its recent tokens), log-probabilities, the filters (top-p, min-p, top-k)
-// and a draw. Only the chosen ids (and log-probabilities when asked for) come back to the host.
+// Sampling for a batch of sequences as MLX ops on the device, each row with its own settings and
+// seed: the logits processors (logit bias, repetition, presence and frequency penalties over its
+// recent tokens), log-probabilities, the filters (top-p, min-p, top-k) and the draw, by the rule of
+// host-sampler.ts (its reference, and the CPU backend's sampler). Only the chosen ids (and
+// log-probabilities when asked for) come back to the host.
 //
-// The draw is by inverse CDF in token-id order: with weights w = exp((filtered - max) / temperature)
-// and their running sum c, the token is the first whose c passes u * sum(w), u uniform in (0, 1). u
-// comes from a counter-based hash of (the row's seed, the index of its draw), so a sequence draws the
-// same tokens alone or in any batch, on any step schedule. Filters are thresholds on the logits:
-// top-p keeps what lies at or above the first token (ascending) whose inclusive cumulative mass
-// passes 1 - topP (one sort), min-p what lies at or above max + log(minP) (or among the
-// minTokensToKeep largest), top-k what lies at or above the k-th largest (a partition when no row
-// asks for top-p); ties at a threshold are kept together (the host's top-k and minTokensToKeep keep
-// exactly k: they differ only on tied values). The penalties gather the logits of each row's recent
-// tokens, change them and write them back (a few dozen values, not the vocabulary).
+// Filters are thresholds on the logits: top-p keeps what lies at or above the first token
+// (ascending) whose inclusive cumulative mass passes 1 - topP (one sort), min-p what lies at or above
+// max + log(minP) (or among the minTokensToKeep largest), top-k what lies at or above the k-th
+// largest (a partition when no row asks for top-p); ties at a threshold are kept together (the host's
+// top-k and minTokensToKeep keep exactly k: they differ only on tied values). The penalties gather the
+// logits of each row's recent tokens, change them and write them back (a few dozen values, not the
+// vocabulary).
 import {
   add,
   argmax,
@@ -24,7 +21,6 @@ import {
   cumsum,
   divide,
   equal,
-  exp,
   greater,
   greaterEqual,
   lessEqual,
@@ -44,98 +40,9 @@ import {
   takeAlongAxis,
   where,
 } from "../ops/core.ts";
-import { argmaxOf, filteredLogprobs, logSoftmax, mostProbable, processLogits, processes, type SamplingOptions } from "../sampling.ts";
+import { processes, type SamplingOptions } from "../sampling.ts";
+import { drawKey, drawUniform, type Pick, type SamplerSettings, type TokenLogprob } from "./host-sampler.ts";
 import { Tensor, tidy } from "../tensor.ts";
-
-export interface SamplerSettings extends SamplingOptions {
-  seed: number;
-  /** Report the chosen token's log-probability and this many most probable alternatives. */
-  logprobs: number | undefined;
-}
-
-export interface TokenLogprob {
-  token: number;
-  logprob: number;
-}
-
-/** One row's pick. */
-export interface Pick {
-  token: number;
-  logprob?: number;
-  topLogprobs?: TokenLogprob[];
-}
-
-// ---- the hash behind the draws (the same integer arithmetic on the host and the device) ----
-
-const GOLDEN = 0x9e3779b1;
-const MIX1 = 0x85ebca6b;
-const MIX2 = 0xc2b2ae35;
-
-/** MurmurHash3's 32-bit finalizer. */
-function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, MIX1);
-  h ^= h >>> 13;
-  h = Math.imul(h, MIX2);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
-
-/** The key of a sequence's `index`-th draw (0: the token after the prompt): a function of the seed
- * and the index alone. */
-export function drawKey(seed: number, index: number): number {
-  const low = seed >>> 0;
-  const high = Math.floor(seed / 2 ** 32) >>> 0;
-  return fmix32(low ^ fmix32(high ^ fmix32((Math.imul(index, GOLDEN) + 0x7f4a7c15) >>> 0)));
-}
-
-/** The uniform in (0, 1) of a draw: the key's top 24 bits, exact in float32. */
-export function drawUniform(key: number): number {
-  return ((key >>> 8) + 0.5) / 2 ** 24;
-}
-
-/** The inverse-CDF draw over weights exp((filtered - max) / temperature) in id order. */
-function drawFrom(filtered: Float64Array, temperature: number, u: number): number {
-  let top = Number.NEGATIVE_INFINITY;
-  for (const v of filtered) top = Math.max(top, v);
-  const weights = Float64Array.from(filtered, (v) => Math.exp((v - top) / temperature));
-  const target = u * weights.reduce((a, b) => a + b, 0);
-  let sum = 0;
-  let last = 0;
-  for (let i = 0; i < weights.length; i++) {
-    if (weights[i] === 0) continue;
-    sum += weights[i]!;
-    last = i;
-    if (sum > target) return i;
-  }
-  return last;
-}
-
-// ---- the host rule ----
-
-/** Picks a token from one row's logits on the host, as the device does (in float64). */
-export function pickOnHost(logits: Float32Array, history: readonly number[], settings: SamplerSettings, index: number): Pick {
-  checkFinite(logits);
-  const processed = processes(settings) ? processLogits(logits, history, settings) : logits;
-  const lp = logSoftmax(processed);
-  let token: number;
-  if (settings.temperature <= 0) {
-    token = argmaxOf(processed);
-  } else {
-    token = drawFrom(filteredLogprobs(lp, settings), settings.temperature, drawUniform(drawKey(settings.seed, index)));
-  }
-  if (settings.logprobs === undefined) return { token };
-  return { token, logprob: lp[token]!, topLogprobs: mostProbable(lp, settings.logprobs) };
-}
-
-/** Non-finite logits (NaN or infinity) stop generation. */
-export function checkFinite(values: ArrayLike<number>): void {
-  for (let i = 0; i < values.length; i++) {
-    if (!Number.isFinite(values[i]!)) throw new Error("generate: the model's logits are not finite (NaN or infinity); generation stopped");
-  }
-}
-
-// ---- the device rule ----
 
 /** What one batched pick launched on the device: read it with `read`. */
 export interface DevicePicks {

@@ -115,13 +115,14 @@ for (const backend of ["mlx", "cpu"] as const) {
     const model = loadModel(DEFAULT_MODEL_DIR, { backend });
     // The CPU reference is slow: fewer tokens, and the option sets with processors.
     const maxTokens = backend === "cpu" ? 3 : 12;
+    const budget = backend === "cpu" ? 240_000 : 60_000; // the CPU reference backend is slow
 
     test("every sampler option: each batch row gives the tokens it gives alone", async () => {
       for (const options of backend === "cpu" ? [MIXED[1]!, MIXED[3]!] : MIXED) {
         const batch = await generateBatchText(model, tokenizer, PROMPTS, { maxTokens, ignoreEos: true, ...options });
         for (const [i, prompt] of PROMPTS.entries()) expect(batch.tokens[i]).toEqual((await generateText(model, tokenizer, prompt, { maxTokens, ignoreEos: true, ...options })).tokens);
       }
-    });
+    }, budget);
 
     test("sequences with different options join a running batch mid-way and give their own tokens", async () => {
       const alone = await Promise.all(PROMPTS.map(async (p, i) => (await generateText(model, tokenizer, p, { maxTokens, ignoreEos: true, ...MIXED[i]! })).tokens));
@@ -137,7 +138,7 @@ for (const backend of ["mlx", "cpu"] as const) {
       })();
       expect(await first).toEqual(alone[0]!);
       expect(await Promise.all(started)).toEqual([alone[1]!, alone[2]!]);
-    });
+    }, budget);
 
     test("a sequence cancelled mid-stream frees its slot; the others go on; no tensor is left", async () => {
       const before = liveTensorCount();
@@ -147,7 +148,7 @@ for (const backend of ["mlx", "cpu"] as const) {
       for await (const _ of generate(model, tokenizer, PROMPTS[0]!, { maxTokens: 64, ignoreEos: true, temperature: 0.8 })) if (++seen === 2) break;
       expect((await other).tokens).toEqual(reference);
       expect(liveTensorCount()).toBe(before);
-    });
+    }, budget);
   });
 }
 

@@ -170,7 +170,7 @@ describe("hostile requests", () => {
     expect(server.load().active).toBe(1);
     abort.abort();
     await idle();
-    expect(liveTensorCount()).toBe(before);
+    expect(liveTensorCount()).toBeLessThanOrEqual(before);
     // The server carries on.
     const after = await client.completions.create({ model: "default-model", prompt: "Water", max_tokens: 4, logit_bias: NO_EOS });
     expect(after.usage!.completion_tokens).toBe(4);

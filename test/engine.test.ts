@@ -4,6 +4,7 @@
 // a running batch, cancelled mid-stream, and many mixed requests leaving no tensor behind.
 import { describe, expect, test } from "bun:test";
 import { pickOnHost, type SamplerSettings } from "../src/engine/host-sampler.ts";
+import { Engine, type SequenceRequest } from "../src/engine/engine.ts";
 import { DeviceSampler } from "../src/engine/sampler.ts";
 import { DEFAULT_MODEL_DIR, generate, generateBatchText, generateText, liveTensorCount, loadModel, Tensor, Tokenizer } from "../src/index.ts";
 import { DEFAULT_SAMPLING, logSoftmax, samplingDistribution } from "../src/sampling.ts";
@@ -151,6 +152,40 @@ for (const backend of ["mlx", "cpu"] as const) {
     }, budget);
   });
 }
+
+test("a sequence cancelled while it prefills (in chunks, beside a running one) ends at once and frees its slot", async () => {
+  const model = loadModel(DEFAULT_MODEL_DIR, { backend: "mlx" });
+  const engine = new Engine(model, { graph: model.graph("last"), prefillChunk: 2 });
+  const request = (prompt: string, maxTokens: number): SequenceRequest => ({
+    promptIds: tokenizer.encode(prompt),
+    maxTokens,
+    settings: { ...DEFAULT_SAMPLING, seed: 0, logprobs: undefined },
+    stop: new Set(),
+    stopStrings: [],
+    tokenizer,
+  });
+  const [running] = engine.submit([request("The ship sailed", 200)]);
+  const first = running!.chunks();
+  await first.next();
+  const [late] = engine.submit([request("In the morning, the old man went to the market and bought", 50)]);
+  // A tick later its prefill has begun (2 positions a tick while the other decodes).
+  await first.next();
+  expect(late!.state).toBe("prefilling");
+  late!.cancel();
+  const stepsBefore = running!.generated.length;
+  let chunks = 0;
+  for await (const _ of late!.chunks()) chunks++;
+  expect(chunks).toBe(0);
+  // Let go once its prefill ended (a few ticks of 2 positions each), not after decoding its 50 tokens.
+  expect(running!.generated.length - stepsBefore).toBeLessThan(30);
+  // The running one goes on; the cancelled one holds no slot.
+  expect(running!.state).not.toBe("done");
+  expect(engine.load.active).toBeLessThanOrEqual(1);
+  running!.cancel();
+  await first.return(undefined);
+  engine.dispose();
+  model.dispose();
+});
 
 test("1,000 mixed requests (joining, sampling, stopping, cancelled) leave no tensor behind", async () => {
   const model = loadModel(DEFAULT_MODEL_DIR, { backend: "mlx" });

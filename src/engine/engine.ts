@@ -247,7 +247,8 @@ export class Engine {
     for (const [b, s] of a.rows.entries()) {
       s.draws++;
       s.source = { launched, row: b };
-      s.state = "running";
+      // A sequence cancelled while it prefilled stays done (it leaves at the next regroup).
+      if (s.state !== "done") s.state = "running";
     }
     this.#pending.push(launched);
     this.#joining = { rows: a.rows, cache: a.cache, borrowed: a.borrowed };

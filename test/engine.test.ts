@@ -8,17 +8,9 @@ import { Engine, type SequenceRequest } from "../src/engine/engine.ts";
 import { DeviceSampler } from "../src/engine/sampler.ts";
 import { DEFAULT_MODEL_DIR, generate, generateBatchText, generateText, liveTensorCount, loadModel, Tensor, Tokenizer } from "../src/index.ts";
 import { DEFAULT_SAMPLING, logSoftmax, samplingDistribution } from "../src/sampling.ts";
-import { fixture } from "./helpers.ts";
+import { samplingCases } from "./helpers.ts";
 
-interface Case {
-  options: Record<string, unknown>;
-  logits: number[];
-  context: number[];
-  logprobs: number[];
-  probabilities: number[];
-}
-
-const { cases } = fixture<{ vocab: number; cases: Case[] }>("sampling.json");
+const cases = samplingCases();
 
 function settingsOf(options: Record<string, unknown>, seed = 0): SamplerSettings {
   return { ...DEFAULT_SAMPLING, temperature: 1, ...options, seed, logprobs: undefined } as SamplerSettings;

@@ -32,3 +32,17 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   }
   return worst;
 }
+
+/** A case of sampling.json (scripts/fixtures/sampling.py): mlx-lm's processors and filters applied
+ * to fixed logits with the given options and context. */
+export interface SamplingCase {
+  options: Record<string, unknown>;
+  logits: number[];
+  context: number[];
+  logprobs: number[];
+  probabilities: number[];
+}
+
+export function samplingCases(): SamplingCase[] {
+  return fixture<{ vocab: number; cases: SamplingCase[] }>("sampling.json").cases;
+}

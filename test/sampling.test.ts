@@ -7,17 +7,9 @@ import { generateText } from "../src/generate.ts";
 import { loadModel } from "../src/models/index.ts";
 import { DEFAULT_SAMPLING, logSoftmax, processLogits, samplingDistribution } from "../src/sampling.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
-import { decode, type EncodedArray, fixture } from "./helpers.ts";
+import { decode, type EncodedArray, fixture, samplingCases } from "./helpers.ts";
 
-interface Case {
-  options: Record<string, unknown>;
-  logits: number[];
-  context: number[];
-  logprobs: number[];
-  probabilities: number[];
-}
-
-const { cases } = fixture<{ vocab: number; cases: Case[] }>("sampling.json");
+const cases = samplingCases();
 
 describe("samplers and processors vs mlx-lm", () => {
   for (const c of cases) {

@@ -27,9 +27,7 @@ export { Sequence, type GenerationChunk, type GenerationStats, type SequenceRequ
 type Cache = KVCache | HostKVCache;
 
 function release(launched: Launched): void {
-  const p = launched.picks;
-  if (!p) return;
-  for (const t of [p.tokens, p.peak, p.logprob, p.topIds, p.topLogprobs]) t?.dispose();
+  for (const t of launched.picks ? pickTensors(launched.picks) : []) t.dispose();
   launched.picks = null;
 }
 
@@ -145,8 +143,9 @@ export class Engine {
     this.#pending = launched ? [launched] : [];
     for (const l of toRead) this.#read(l);
     // Sequences that ended (their last token, a stop, an error, a cancel) with nothing more to read.
-    if (this.#rows.every((s) => s.state === "done") && this.#pending.length === 0 && !this.#solo) this.#regroup();
-    if (this.#solo && this.#rows.every((s) => s.state === "done") && this.#pending.length === 0) this.#finish(this.#rows.splice(0));
+    if (!this.#rows.every((s) => s.state === "done") || this.#pending.length > 0) return;
+    if (this.#solo) this.#finish(this.#rows.splice(0));
+    else this.#regroup();
   }
 
   // ---- admission ----
@@ -165,15 +164,12 @@ export class Engine {
       for (let b = 0; b < B; b++) ids.push(...a.ids.slice(b * a.length + a.done, b * a.length + end));
       const chunk = tokenIds(this.model, ids, [B, end - a.done]);
       try {
-        if (!last) {
-          const logits = forward(this.model, chunk, { cache: a.cache, graph: this.graph, lazy: true });
-          if (logits instanceof Tensor) {
-            asyncEval([logits]);
-            logits.dispose();
-          }
-        } else {
-          const logits = forward(this.model, chunk, { cache: a.cache, graph: this.graph, lazy: true });
+        const logits = forward(this.model, chunk, { cache: a.cache, graph: this.graph, lazy: true });
+        if (last) {
           this.#pickFirst(a, logits);
+        } else if (logits instanceof Tensor) {
+          asyncEval([logits]);
+          logits.dispose();
         }
       } finally {
         if (chunk instanceof Tensor) chunk.dispose();
@@ -230,16 +226,15 @@ export class Engine {
 
   /** Launches the pick of the admitted rows' first tokens; they join the batch at the regroup. */
   #pickFirst(a: Admission, logits: Tensor | CpuTensor): void {
-    const settings = a.rows.map((s) => s.request.settings);
-    const launched: Launched = { rows: a.rows, picks: null, host: null, settings };
+    const launched: Launched = { rows: a.rows, picks: null, host: null };
+    const draws = a.rows.map((s) => s.draws);
     try {
       if (logits instanceof Tensor) {
-        using sampler = new DeviceSampler(settings, this.model.config.vocabSize, a.rows.map((s) => s.request.promptIds));
-        launched.picks = sampler.pick(logits, null, a.rows.map((s) => s.draws));
+        using sampler = new DeviceSampler(a.rows.map((s) => s.request.settings), this.model.config.vocabSize, a.rows.map((s) => s.request.promptIds));
+        launched.picks = sampler.pick(logits, null, draws);
         asyncEval(pickTensors(launched.picks));
       } else {
-        const V = this.model.config.vocabSize;
-        launched.host = a.rows.map((s, b) => hostPick(() => pickOnHost(logits.data.subarray(b * V, (b + 1) * V), s.history, s.request.settings, s.draws)));
+        launched.host = this.#pickOnHost(logits, a.rows, a.rows.map((s) => s.history), draws);
       }
     } finally {
       if (logits instanceof Tensor) logits.dispose();
@@ -313,15 +308,13 @@ export class Engine {
     const rows = this.#rows;
     if (rows.length === 0 || rows.every((s) => s.complete)) return null;
     const cache = this.#solo ?? this.#cache!;
-    const settings = rows.map((s) => s.request.settings);
-    const launched: Launched = { rows, picks: null, host: null, settings };
+    const launched: Launched = { rows, picks: null, host: null };
     const draws = rows.map((s) => s.draws);
     if (this.model.backend === "cpu") {
       const inputs = rows.map((s) => sourcePick(s));
       using ids = tokenIds(this.model, inputs, [rows.length, 1]);
       const logits = forward(this.model, ids, { cache: cache as HostKVCache, graph: this.graph });
-      const V = this.model.config.vocabSize;
-      launched.host = rows.map((s, b) => hostPick(() => pickOnHost(logits.data.subarray(b * V, (b + 1) * V), [...s.history, inputs[b]!], s.request.settings, draws[b]!)));
+      launched.host = this.#pickOnHost(logits, rows, rows.map((s, b) => [...s.history, inputs[b]!]), draws);
     } else {
       const { ids, owned } = this.#inputs(rows);
       try {
@@ -350,6 +343,18 @@ export class Engine {
       s.source = { launched, row: b };
     }
     return launched;
+  }
+
+  /** Each row's pick from host logits [B, 1, V] (the CPU reference backend), or its Error. */
+  #pickOnHost(logits: CpuTensor, rows: readonly Sequence[], histories: readonly (readonly number[])[], draws: readonly number[]): (Pick | Error)[] {
+    const V = this.model.config.vocabSize;
+    return rows.map((s, b) => {
+      try {
+        return pickOnHost(logits.data.subarray(b * V, (b + 1) * V), histories[b]!, s.request.settings, draws[b]!);
+      } catch (e) {
+        return e as Error;
+      }
+    });
   }
 
   /** The batch's input ids [B, 1] (uint32), gathered from the picks that made them. */
@@ -394,7 +399,7 @@ export class Engine {
   /** Reads a launched pick and hands each row its token. */
   #read(launched: Launched): void {
     try {
-      const picks = launched.host ?? DeviceSampler.read(launched.picks!, launched.settings);
+      const picks = launched.host ?? DeviceSampler.read(launched.picks!, launched.rows.map((s) => s.request.settings));
       for (const [b, s] of launched.rows.entries()) {
         if (s.source?.launched === launched) s.source = null;
         s.accept(picks[b]!);
@@ -470,14 +475,6 @@ export class Engine {
 /** The target takes the source's buffers as they stand. */
 function regroupTo(target: KVCache, source: KVCache): void {
   regroup(target, [{ cache: source, rows: [0] }], source.shape.maxLength - source.offset);
-}
-
-function hostPick(pick: () => Pick): Pick | Error {
-  try {
-    return pick();
-  } catch (e) {
-    return e as Error;
-  }
 }
 
 /** The id a host-picked source made for a sequence. */

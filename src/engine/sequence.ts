@@ -48,7 +48,6 @@ export interface Launched {
   rows: Sequence[];
   picks: DevicePicks | null;
   host: (Pick | Error)[] | null;
-  settings: SamplerSettings[];
 }
 
 /** A sequence in the engine: its stream of chunks, stats and state. */

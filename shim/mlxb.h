@@ -131,7 +131,10 @@ int mlx_slice_update(mlx_array* out, mlx_array src, mlx_array update, const int3
 int mlx_concatenate(mlx_array* out, const mlx_array* arrays, int count, int axis);
 /* `count` parts of a along axis, cut before each of the count - 1 ascending indices (one primitive). */
 int mlx_split(mlx_array* outs, int count, mlx_array a, const int32_t* indices, int axis);
-int mlx_take(mlx_array* out, mlx_array a, mlx_array indices, int axis);
+/* Gathers and scatters bound-check indices whose values are on the host (an Error), and clamp the
+ * others on the device into [-size, size - 1] (JAX's default), unless `in_range` is nonzero: the
+ * caller's promise that they are in range by construction (an argmax over the axis, for one). */
+int mlx_take(mlx_array* out, mlx_array a, mlx_array indices, int axis, int in_range);
 int mlx_repeat(mlx_array* out, mlx_array a, int repeats, int axis);
 int mlx_softmax(mlx_array* out, mlx_array a, int axis, int precise);
 int mlx_mean(mlx_array* out, mlx_array a, const int32_t* axes, int naxes, int keepdims);
@@ -145,13 +148,12 @@ int mlx_argsort(mlx_array* out, mlx_array a, int axis);
 // Indices (uint32) that partition `a` along `axis` around its kth smallest element: that one in its
 // sorted place, the smaller ones before it and the others after, each side in no set order.
 int mlx_argpartition(mlx_array* out, mlx_array a, int kth, int axis);
-// a's values at `indices` along `axis` (indices broadcast against a elsewhere); indices already on
-// the host are bound-checked.
-int mlx_take_along_axis(mlx_array* out, mlx_array a, mlx_array indices, int axis);
-// a with `values` added at `indices` along `axis` (repeated indices add up); host indices checked.
-int mlx_scatter_add_axis(mlx_array* out, mlx_array a, mlx_array indices, mlx_array values, int axis);
-// a with `values` written at `indices` along `axis` (a repeated index: one of its values); host indices checked.
-int mlx_put_along_axis(mlx_array* out, mlx_array a, mlx_array indices, mlx_array values, int axis);
+// a's values at `indices` along `axis` (indices broadcast against a elsewhere); indices as mlx_take's.
+int mlx_take_along_axis(mlx_array* out, mlx_array a, mlx_array indices, int axis, int in_range);
+// a with `values` added at `indices` along `axis` (repeated indices add up); indices as mlx_take's.
+int mlx_scatter_add_axis(mlx_array* out, mlx_array a, mlx_array indices, mlx_array values, int axis, int in_range);
+// a with `values` written at `indices` along `axis` (a repeated index: one of its values); indices as mlx_take's.
+int mlx_put_along_axis(mlx_array* out, mlx_array a, mlx_array indices, mlx_array values, int axis, int in_range);
 int mlx_cumsum(mlx_array* out, mlx_array a, int axis, int reverse, int inclusive);
 int mlx_logsumexp(mlx_array* out, mlx_array a, const int32_t* axes, int naxes, int keepdims);
 int mlx_arange(mlx_array* out, double start, double stop, double step, int dtype);

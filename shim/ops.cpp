@@ -40,21 +40,39 @@ void check_range(const mx::array& indices, int64_t size) {
   }
 }
 
-// Bounds of integer indices already on the host ([-size, size), numpy's); lazy ones are not read.
-void check_indices(const mx::array& indices, int64_t size) {
+// Bounds of integer indices already on the host ([-size, size), numpy's); false when their values
+// are not on the host (lazy, computed on the device) and so were not read.
+bool check_indices(const mx::array& indices, int64_t size) {
   if (!mx::issubdtype(indices.dtype(), mx::integer)) throw ArgumentError("indices must be integers");
-  if (indices.status() != mx::array::Status::available || !indices.flags().row_contiguous || indices.data<void>() == nullptr) return;
+  if (indices.status() != mx::array::Status::available || !indices.flags().row_contiguous || indices.data<void>() == nullptr) return false;
   switch (indices.dtype().val()) {
-    case mx::Dtype::Val::int8: return check_range<int8_t>(indices, size);
-    case mx::Dtype::Val::int16: return check_range<int16_t>(indices, size);
-    case mx::Dtype::Val::int32: return check_range<int32_t>(indices, size);
-    case mx::Dtype::Val::int64: return check_range<int64_t>(indices, size);
-    case mx::Dtype::Val::uint8: return check_range<uint8_t>(indices, size);
-    case mx::Dtype::Val::uint16: return check_range<uint16_t>(indices, size);
-    case mx::Dtype::Val::uint32: return check_range<uint32_t>(indices, size);
-    case mx::Dtype::Val::uint64: return check_range<uint64_t>(indices, size);
-    default: return;
+    case mx::Dtype::Val::int8: check_range<int8_t>(indices, size); break;
+    case mx::Dtype::Val::int16: check_range<int16_t>(indices, size); break;
+    case mx::Dtype::Val::int32: check_range<int32_t>(indices, size); break;
+    case mx::Dtype::Val::int64: check_range<int64_t>(indices, size); break;
+    case mx::Dtype::Val::uint8: check_range<uint8_t>(indices, size); break;
+    case mx::Dtype::Val::uint16: check_range<uint16_t>(indices, size); break;
+    case mx::Dtype::Val::uint32: check_range<uint32_t>(indices, size); break;
+    case mx::Dtype::Val::uint64: check_range<uint64_t>(indices, size); break;
+    default: return false;
   }
+  return true;
+}
+
+// Whether a gather or scatter clamps its indices on the device (JAX's default mode): MLX does not
+// bound-check them, so indices the host could not check (lazy ones, or any while a tape records,
+// since a replay feeds other values) are clipped into [-size, size - 1] unless the caller vouches
+// that they are in range by construction (`in_range`: decode's own argmax and sampler indices).
+bool clamps(const mx::array& indices, int64_t size, int in_range) {
+  bool checked = check_indices(indices, size);
+  return in_range == 0 && (recording != nullptr || !checked);
+}
+
+mx::array clamped(const mx::array& indices, int size) {
+  bool is_signed = mx::issubdtype(indices.dtype(), mx::signedinteger);
+  // 8- and 16-bit indices widen first, so that the bounds fit their type.
+  auto i = indices.dtype().size() < 4 ? mx::astype(indices, is_signed ? mx::int32 : mx::uint32) : indices;
+  return mx::clip(i, mx::array(is_signed ? -size : 0, i.dtype()), mx::array(size - 1, i.dtype()));
 }
 
 // axis in [-ndim, ndim), normalized.
@@ -65,12 +83,19 @@ int axis_of(int axis, const mx::array& a) {
 }
 
 // The operands of a gather or scatter along an axis: indices of a's rank, in range when on the host.
-void check_along(mlx_array a_, mlx_array indices_, int axis) {
+// Returns the axis's size when the indices must be clamped on the device, else 0.
+int check_along(mlx_array a_, mlx_array indices_, int axis, int in_range) {
   const auto& a = arr(a_, "a");
   const auto& indices = arr(indices_, "indices");
   int ax = axis_of(axis, a);
   if (indices.ndim() != a.ndim()) throw ArgumentError("indices must have a's number of dimensions");
-  check_indices(indices, a.shape(ax));
+  if (a.shape(ax) == 0) throw ArgumentError("gather or scatter along an empty axis");
+  return clamps(indices, a.shape(ax), in_range) ? a.shape(ax) : 0;
+}
+
+// The indices a gather or scatter uses: clamped into an axis of `size` when size > 0.
+mx::array bounded(const mx::array& indices, int size) {
+  return size > 0 ? clamped(indices, size) : indices;
 }
 
 } // namespace
@@ -218,17 +243,18 @@ int mlx_split(mlx_array* outs, int count, mlx_array a_, const int32_t* indices, 
   });
 }
 
-int mlx_take(mlx_array* out, mlx_array a_, mlx_array indices_, int axis) {
+int mlx_take(mlx_array* out, mlx_array a_, mlx_array indices_, int axis, int in_range) {
   return guard([&] {
     const auto& a = arr(a_, "a");
     const auto& indices = arr(indices_, "indices");
     if (a.ndim() == 0) throw ArgumentError("take from a scalar");
-    int ax = axis < 0 ? axis + a.ndim() : axis;
-    if (ax < 0 || ax >= static_cast<int>(a.ndim())) throw ArgumentError("axis " + std::to_string(axis) + " out of range for " + std::to_string(a.ndim()) + " dimensions");
+    int ax = axis_of(axis, a);
+    if (a.shape(ax) == 0) throw ArgumentError("take from an empty axis");
     // MLX does not bound-check gathers (an index past the end reads or faults anywhere): indices
-    // whose values are on the host already (made from host data, or evaluated) are checked here.
-    check_indices(indices, a.shape(ax));
-    emit1(out, {a_, indices_}, [axis](const Arrays& x) { return mx::take(x[0], x[1], axis); });
+    // whose values are on the host already (made from host data, or evaluated) are checked here,
+    // the others clamped on the device.
+    int size = clamps(indices, a.shape(ax), in_range) ? a.shape(ax) : 0;
+    emit1(out, {a_, indices_}, [axis, size](const Arrays& x) { return mx::take(x[0], bounded(x[1], size), axis); });
   });
 }
 
@@ -302,26 +328,26 @@ int mlx_argpartition(mlx_array* out, mlx_array a_, int kth, int axis) {
   });
 }
 
-int mlx_put_along_axis(mlx_array* out, mlx_array a_, mlx_array indices_, mlx_array values_, int axis) {
+int mlx_put_along_axis(mlx_array* out, mlx_array a_, mlx_array indices_, mlx_array values_, int axis, int in_range) {
   return guard([&] {
-    check_along(a_, indices_, axis);
+    int size = check_along(a_, indices_, axis, in_range);
     arr(values_, "values");
-    emit1(out, {a_, indices_, values_}, [axis](const Arrays& x) { return mx::put_along_axis(x[0], x[1], x[2], axis); });
+    emit1(out, {a_, indices_, values_}, [axis, size](const Arrays& x) { return mx::put_along_axis(x[0], bounded(x[1], size), x[2], axis); });
   });
 }
 
-int mlx_take_along_axis(mlx_array* out, mlx_array a_, mlx_array indices_, int axis) {
+int mlx_take_along_axis(mlx_array* out, mlx_array a_, mlx_array indices_, int axis, int in_range) {
   return guard([&] {
-    check_along(a_, indices_, axis);
-    emit1(out, {a_, indices_}, [axis](const Arrays& x) { return mx::take_along_axis(x[0], x[1], axis); });
+    int size = check_along(a_, indices_, axis, in_range);
+    emit1(out, {a_, indices_}, [axis, size](const Arrays& x) { return mx::take_along_axis(x[0], bounded(x[1], size), axis); });
   });
 }
 
-int mlx_scatter_add_axis(mlx_array* out, mlx_array a_, mlx_array indices_, mlx_array values_, int axis) {
+int mlx_scatter_add_axis(mlx_array* out, mlx_array a_, mlx_array indices_, mlx_array values_, int axis, int in_range) {
   return guard([&] {
-    check_along(a_, indices_, axis);
+    int size = check_along(a_, indices_, axis, in_range);
     arr(values_, "values");
-    emit1(out, {a_, indices_, values_}, [axis](const Arrays& x) { return mx::scatter_add_axis(x[0], x[1], x[2], axis); });
+    emit1(out, {a_, indices_, values_}, [axis, size](const Arrays& x) { return mx::scatter_add_axis(x[0], bounded(x[1], size), x[2], axis); });
   });
 }
 

@@ -44,8 +44,18 @@ export function numberFlag(name: string, text: string, check: (v: number) => boo
 
 /** parseArgs (strict) with its errors as one-line UsageErrors; every CLI parses its flags here. */
 export function flags<const O extends ParseArgsOptionsConfig>(argv: string[], options: O, allowPositionals = false) {
+  // parseArgs takes "-1" after a flag for another flag ("argument is ambiguous"): a negative number
+  // after a flag that takes a value joins it, so that the flag's own check reports its range.
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const next = argv[i + 1];
+    const takesValue = a.startsWith("--") && options[a.slice(2)]?.type === "string";
+    if (takesValue && next !== undefined && /^-(\d|\.\d|Infinity|NaN)/.test(next)) args.push(`${a}=${argv[++i]}`);
+    else args.push(a);
+  }
   try {
-    return parseArgs({ args: argv, strict: true, allowPositionals, options });
+    return parseArgs({ args, strict: true, allowPositionals, options });
   } catch (e) {
     throw new UsageError((e as Error).message.split("\n")[0]!);
   }

@@ -53,6 +53,36 @@ export function checkedShape(shape: readonly number[], what: string): readonly n
   return shape;
 }
 
+const INTEGER_RANGE: Partial<Record<DType, readonly [number, number]>> = {
+  bool: [0, 1], uint8: [0, 255], uint16: [0, 65535], uint32: [0, 2 ** 32 - 1], uint64: [0, Number.MAX_SAFE_INTEGER],
+  int8: [-128, 127], int16: [-32768, 32767], int32: [-(2 ** 31), 2 ** 31 - 1], int64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
+};
+
+/** The magnitude from which a float dtype rounds a finite value to infinity (its largest value plus
+ * half a step at its top binade). */
+const FLOAT_OVERFLOW: Partial<Record<DType, number>> = {
+  float16: 65520, bfloat16: 2 ** 128 * (1 - 2 ** -9), float32: 2 ** 128 * (1 - 2 ** -25), complex64: 2 ** 128 * (1 - 2 ** -25), float64: Number.POSITIVE_INFINITY,
+};
+
+/** An Error naming `what` unless every value is a number (or bigint) that `dtype` holds: an integer
+ * in range for the integer dtypes (0 or 1 for bool); for the float dtypes, any number that does not
+ * round to infinity (a float rounds to its nearest value; NaN and infinities are float values). */
+export function checkHolds(values: ArrayLike<unknown>, dtype: DType, what: string): void {
+  const range = INTEGER_RANGE[dtype];
+  const overflow = FLOAT_OVERFLOW[dtype] ?? Number.POSITIVE_INFINITY;
+  for (let i = 0; i < values.length; i++) {
+    const raw = values[i];
+    const v = typeof raw === "bigint" ? Number(raw) : raw;
+    if (typeof v !== "number") throw new Error(`${what}: value ${i} is not a number (${typeof raw} ${JSON.stringify(raw)})`);
+    if (range) {
+      const exact = typeof raw === "bigint" ? raw >= BigInt(range[0]) && raw <= BigInt(range[1]) : Number.isInteger(v) && v >= range[0] && v <= range[1];
+      if (!exact) throw new Error(`${what}: value ${i} (${String(raw)}) does not fit ${dtype} (integers in [${range[0]}, ${range[1]}])`);
+    } else if (Number.isFinite(v) && Math.abs(v) >= overflow) {
+      throw new Error(`${what}: value ${i} (${v}) is beyond ${dtype}'s range (it would become infinity)`);
+    }
+  }
+}
+
 /** What every tensor kind offers to code that only reads: shape, dtype, sizes, host copies. */
 export interface TensorData {
   readonly shape: readonly number[];

@@ -2,6 +2,7 @@
 // to the model's limit, pad a batch (right) with its key mask, encode, pool over the real tokens
 // (mean / CLS / max) and L2-normalize. Pooling, normalization and the limit come from the
 // checkpoint's sentence-transformers files when it has them; options override.
+import { checkOptionNames } from "./options.ts";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { CpuTensor } from "./ops/cpu.ts";
@@ -95,6 +96,7 @@ function positiveInteger(name: string, value: number): number {
 
 /** Embeds `texts` with an encoder model: one vector per text (see EmbedOptions for the defaults). */
 export function embed(model: Model, tokenizer: Tokenizer, texts: readonly string[], options: EmbedOptions = {}): Embeddings {
+  checkOptionNames("embed", options, ["pooling", "normalize", "maxLength", "batchSize"]);
   if (model.kind !== "encoder") throw new Error(`embed: ${model.config.modelType} is a decoder; embeddings need an encoder (bert)`);
   if (!Array.isArray(texts) || texts.some((t) => typeof t !== "string")) throw new Error("embed: texts must be an array of strings");
   let st = configs.get(model);

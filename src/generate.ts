@@ -73,6 +73,9 @@ const OPTION_NAMES = [
   "frequencyPenalty", "frequencyContextSize", "logitBias", "logprobs", "promptCache", "maxKvSize", "kvBits", "kvGroupSize",
 ] as const;
 
+/** float32's largest finite value. */
+const FLOAT32_MAX = 3.4028234663852886e38;
+
 function fail(option: string, range: string, value: unknown): never {
   throw new Error(`generate: ${option} must be ${range}, got ${typeof value === "string" ? JSON.stringify(value) : String(value)}`);
 }
@@ -110,9 +113,11 @@ export function checkedOptions(options: GenerateOptions) {
   for (const [name, value] of [["repetitionContextSize", repetitionContextSize], ["presenceContextSize", presenceContextSize], ["frequencyContextSize", frequencyContextSize]] as const) {
     if (!Number.isSafeInteger(value) || value < 1) fail(name, "an integer >= 1", value);
   }
-  if (logitBias === null || typeof logitBias !== "object" || Array.isArray(logitBias)) fail("logitBias", "an object of token id -> finite bias", logitBias);
+  const biasRange = "an object of token id -> bias (a number within float32's range, |bias| <= 3.4028235e38)";
+  if (logitBias === null || typeof logitBias !== "object" || Array.isArray(logitBias)) fail("logitBias", biasRange, logitBias);
   for (const [id, bias] of Object.entries(logitBias)) {
-    if (!/^\d+$/.test(id) || typeof bias !== "number" || !Number.isFinite(bias)) fail("logitBias", "an object of token id -> finite bias", `${id}: ${bias}`);
+    // Beyond float32's range a bias becomes infinity on the device, and the row's logits stop being numbers.
+    if (!/^\d+$/.test(id) || typeof bias !== "number" || !(Math.abs(bias) <= FLOAT32_MAX)) fail("logitBias", biasRange, `${id}: ${bias}`);
   }
   const { logprobs, maxKvSize } = options;
   if (maxKvSize !== undefined && (!Number.isSafeInteger(maxKvSize) || maxKvSize <= 4)) fail("maxKvSize", "an integer > 4", maxKvSize);

@@ -41,9 +41,10 @@ function rankEnvironments(ranks: number, backend: LaunchBackend, hostfile: strin
     writeFileSync(hostfile, JSON.stringify(freePorts(ranks).map((port) => [`127.0.0.1:${port}`])));
     return Array.from({ length: ranks }, (_, rank) => ({ ...common, MLX_RANK: String(rank), MLX_HOSTFILE: hostfile }));
   }
+  // Set but empty, CUDA_VISIBLE_DEVICES hides every GPU (as CUDA reads it): no rank gets one.
   const visible = process.env["CUDA_VISIBLE_DEVICES"];
-  const gpus = visible !== undefined && visible.trim() !== "" ? visible.split(",").map((d) => d.trim()) : Array.from({ length: ranks }, (_, i) => String(i));
-  if (gpus.length < ranks) throw new Error(`launch: ${ranks} NCCL ranks need ${ranks} GPUs, CUDA_VISIBLE_DEVICES names ${gpus.length} (${visible})`);
+  const gpus = visible === undefined ? Array.from({ length: ranks }, (_, i) => String(i)) : visible.split(",").map((d) => d.trim()).filter((d) => d !== "");
+  if (gpus.length < ranks) throw new Error(`launch: ${ranks} NCCL ranks need ${ranks} GPUs, CUDA_VISIBLE_DEVICES names ${gpus.length} (${JSON.stringify(visible)})`);
   const port = String(freePorts(1)[0]);
   return Array.from({ length: ranks }, (_, rank) => ({ ...common, MLX_RANK: String(rank), NCCL_HOST_IP: "127.0.0.1", NCCL_PORT: port, CUDA_VISIBLE_DEVICES: gpus[rank]! }));
 }

@@ -5,13 +5,80 @@
 import { saveSafetensors, loadSafetensors } from "./io/safetensors.ts";
 import { type HostKVCache, KVCache } from "./kv-cache.ts";
 import { createCache, type Model } from "./models/index.ts";
-import { slice } from "./ops/core.ts";
+import { reshape, slice } from "./ops/core.ts";
 import { Tensor } from "./tensor.ts";
 
 /** File format: tensors `layers.{l}.keys` and `layers.{l}.values` [batch 1, kv heads, tokens, head
- * dim] in the cache's dtype, and metadata `format` = this string, `tokens` (JSON list of ids),
- * `model_type`, `layers`, `kv_heads`, `head_dim` (checked against the model on load). */
-export const PROMPT_CACHE_FORMAT = "mlx-bun-prompt-cache-v1";
+ * dim] in the cache's dtype, and metadata:
+ * - `format` = this string, `tokens` (JSON list of ids);
+ * - the model's fingerprint: `model_config` (its config.json as canonical JSON: keys sorted, the
+ *   `_`-prefixed and `transformers_version` keys left out) and `model_weights_sha256` (SHA-256 over
+ *   each checkpoint weight's name, dtype, shape and first 64 bytes, in name order);
+ * - `checksum_sha256`: SHA-256 over `tokens` and every tensor's name and bytes, in the file's order.
+ * Load checks all of them against the model and the file's contents; a mismatch is an Error that
+ * names what differs. */
+export const PROMPT_CACHE_FORMAT = "mlx-bun-prompt-cache-v2";
+
+/** JSON of `value` with object keys sorted, so equal configs give equal strings. */
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const entries = Object.entries(value as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(",")}}`;
+  }
+  return JSON.stringify(value) ?? "null";
+}
+
+const fingerprints = new WeakMap<Model, { config: string; weights: string }>();
+
+/** The model's fingerprint (see the file format), computed once per model. */
+function fingerprintOf(model: Model): { config: string; weights: string } {
+  let known = fingerprints.get(model);
+  if (known) return known;
+  const config = Object.fromEntries(Object.entries(model.checkpoint.config).filter(([k]) => !k.startsWith("_") && k !== "transformers_version"));
+  const hasher = new Bun.CryptoHasher("sha256");
+  for (const name of [...model.checkpoint.weights.keys()].sort()) {
+    const w = model.checkpoint.weights.get(name)!;
+    hasher.update(`${name}|${w.dtype}|${w.shape.join(",")}|`);
+    const bytes = Math.min(64, w.nbytes);
+    if (w instanceof Tensor) {
+      const count = Math.max(1, Math.floor(bytes / (w.nbytes / Math.max(1, w.size))));
+      using flat = reshape(w, [w.size]);
+      using head = slice(flat, [0], [Math.min(count, w.size)]);
+      hasher.update(head.toBytes());
+    } else {
+      hasher.update(w.toBytes().subarray(0, bytes));
+    }
+  }
+  known = { config: canonical(config), weights: hasher.digest("hex") };
+  fingerprints.set(model, known);
+  return known;
+}
+
+/** SHA-256 over the tokens' JSON and each tensor's name and bytes, in order. */
+function checksumOf(tokens: string, tensors: ReadonlyMap<string, Tensor>): string {
+  const hasher = new Bun.CryptoHasher("sha256");
+  hasher.update(tokens);
+  for (const [name, t] of tensors) {
+    hasher.update(`|${name}|`);
+    hasher.update(t.toBytes());
+  }
+  return hasher.digest("hex");
+}
+
+/** What differs between two canonical configs: "key: saved X, this model Y" for each key. */
+function configDifferences(saved: string, current: string): string {
+  let before: Record<string, unknown>;
+  try {
+    before = JSON.parse(saved) as Record<string, unknown>;
+  } catch {
+    return "its saved config is not JSON";
+  }
+  const after = JSON.parse(current) as Record<string, unknown>;
+  const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort();
+  const differing = keys.filter((k) => canonical(before[k]) !== canonical(after[k]));
+  return differing.map((k) => `${k}: saved ${canonical(before[k])}, this model ${canonical(after[k])}`).join("; ");
+}
 
 export class PromptCache {
   readonly model: Model;
@@ -67,14 +134,14 @@ export class PromptCache {
           tensors.set(`layers.${l}.${part}`, slice(buffers[2 * l + i]!, [0, 0, 0, 0], [1, heads, length, headDim]));
         }
       }
-      const { config } = this.model;
+      const tokens = JSON.stringify(this.#tokens);
+      const fingerprint = fingerprintOf(this.model);
       saveSafetensors(path, tensors, {
         format: PROMPT_CACHE_FORMAT,
-        tokens: JSON.stringify(this.#tokens),
-        model_type: config.modelType,
-        layers: String(layers),
-        kv_heads: String(heads),
-        head_dim: String(headDim),
+        tokens,
+        model_config: fingerprint.config,
+        model_weights_sha256: fingerprint.weights,
+        checksum_sha256: checksumOf(tokens, tensors),
       });
     } finally {
       for (const t of [...buffers, ...tensors.values()]) t.dispose();
@@ -85,11 +152,17 @@ export class PromptCache {
   static load(model: Model, path: string, maxLength?: number): PromptCache {
     const { tensors, metadata } = loadSafetensors(path);
     try {
-      if (metadata["format"] !== PROMPT_CACHE_FORMAT) throw new Error(`${path}: not a prompt cache (metadata format is ${JSON.stringify(metadata["format"])}, expected ${PROMPT_CACHE_FORMAT})`);
-      const { layers, kvHeads, headDim, modelType } = model.config;
-      const saved = { model_type: modelType, layers: String(layers), kv_heads: String(kvHeads), head_dim: String(headDim) };
-      for (const [key, value] of Object.entries(saved)) {
-        if (metadata[key] !== value) throw new Error(`${path}: saved for ${key} ${metadata[key]}, this model has ${value}`);
+      const format = metadata["format"];
+      if (format === "mlx-bun-prompt-cache-v1") throw new Error(`${path}: a prompt cache of the older format v1, which carries no model fingerprint or checksum; save it again`);
+      if (format !== PROMPT_CACHE_FORMAT) throw new Error(`${path}: not a prompt cache (metadata format is ${JSON.stringify(format)}, expected ${PROMPT_CACHE_FORMAT})`);
+      const { layers, kvHeads, headDim } = model.config;
+      const fingerprint = fingerprintOf(model);
+      if (metadata["model_config"] !== fingerprint.config) {
+        throw new Error(`${path}: saved for another model; its config differs (${configDifferences(metadata["model_config"] ?? "", fingerprint.config)})`);
+      }
+      if (metadata["model_weights_sha256"] !== fingerprint.weights) throw new Error(`${path}: saved for another model; same config, but the weights differ (model_weights_sha256)`);
+      if (metadata["checksum_sha256"] !== checksumOf(metadata["tokens"] ?? "", tensors)) {
+        throw new Error(`${path}: the checksum does not match the file's tokens and tensors (checksum_sha256); the file was changed or damaged after it was saved`);
       }
       let tokens: unknown;
       try {

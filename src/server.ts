@@ -6,6 +6,7 @@
 // A request whose client goes away is cancelled and its slot freed. The KV caches of recent requests
 // are kept (PromptCachePool): a prompt that continues one of them is prefilled only past the shared
 // prefix.
+import { checkOptionNames } from "./options.ts";
 import { basename, join } from "node:path";
 import { PromptCache } from "./prompt-cache.ts";
 import { Engine } from "./engine/engine.ts";
@@ -260,6 +261,7 @@ class Logprobs {
 /** Each numeric option an integer in its range: an Error naming it (a zero maxConcurrent would queue
  * every request forever). */
 function checkServeOptions(options: ServeOptions): void {
+  checkOptionNames("serve", options, ["model", "host", "port", "backend", "modelId", "maxBodyBytes", "maxConcurrent", "maxQueue", "defaultMaxTokens", "promptCaches"]);
   const ranges: [keyof ServeOptions, number, number][] = [
     ["port", 0, 65535],
     ["maxBodyBytes", 1, 2 ** 31],

@@ -3,7 +3,7 @@
 // Zig (PyPI ziglang) — into a per-user, versioned cache directory, relocatable: the shim finds
 // libmlx.so relative to itself. No Python environment is left behind: pip only downloads wheels.
 import { spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { RUNTIME_TARGETS, type RuntimeTarget, runtimeDir, runtimeHome, versions } from "./native/runtime.ts";
 
@@ -44,14 +44,35 @@ function cxxRuntime(): { stdcxx: string; gcc: string; headers: string } {
 }
 
 /** cuda13 when asked for, or when an NVIDIA driver is present; else cpu. With the reason. */
+function gpuPresent(): boolean {
+  return existsSync("/proc/driver/nvidia/version");
+}
+
+/** Whether `path` starts as an ELF file does (a CUDA shim that cannot load without a driver is at
+ * least checked to be a library, not junk). */
+function isElf(path: string): boolean {
+  const head = readFileSync(path).subarray(0, 4);
+  return head.length === 4 && head[0] === 0x7f && head[1] === 0x45 && head[2] === 0x4c && head[3] === 0x46;
+}
+
 export function chooseTarget(requested?: string): { target: RuntimeTarget; why: string } {
   const asked = requested ?? process.env["MLXB_MLX"];
   if (asked !== undefined) {
     if (!(RUNTIME_TARGETS as readonly string[]).includes(asked)) throw new Error(`unknown target '${asked}' (valid: ${RUNTIME_TARGETS.join(", ")})`);
     return { target: asked as RuntimeTarget, why: "asked for" };
   }
-  if (existsSync("/proc/driver/nvidia/version")) return { target: "cuda13", why: "an NVIDIA driver is present (/proc/driver/nvidia/version)" };
+  if (gpuPresent()) return { target: "cuda13", why: "an NVIDIA driver is present (/proc/driver/nvidia/version)" };
   return { target: "cpu", why: "no NVIDIA driver found (pass --cuda for MLX's CUDA build)" };
+}
+
+/** Why the shim at `library` is not usable (it does not load with every symbol, or was built against
+ * another MLX version), or null when it is; checked in a child process. */
+export function libraryProblem(library: string, mlxVersion: string): string | null {
+  const probe = `import { probeLibrary } from ${JSON.stringify(join(PACKAGE_ROOT, "src", "native", "ffi.ts"))}; console.log(probeLibrary(${JSON.stringify(library)}))`;
+  const child = spawnSync(process.execPath, ["-e", probe], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, MLXB_LIBRARY: "" } });
+  if (child.status !== 0) return `does not load: ${child.stderr.toString().trim().split("\n").filter((l) => l.trim()).slice(-1)[0] ?? `exit ${child.status}`}`;
+  const version = child.stdout.toString().trim();
+  return version === mlxVersion ? null : `was built against MLX ${version}, not ${mlxVersion}`;
 }
 
 /** Installs the runtime for `target` unless it is there already; returns the shim's path. */
@@ -63,8 +84,12 @@ export function setup(options: { target?: string; force?: boolean } = {}): strin
   const stamp = join(dir, ".complete");
   log(`target ${target}: ${why}`);
   if (existsSync(stamp) && existsSync(library) && !options.force) {
-    log(`already installed: ${dir}`);
-    return library;
+    const problem = libraryProblem(library, pins["MLX_VERSION"]!);
+    if (problem === null || (problem.startsWith("does not load") && target !== "cpu" && !gpuPresent() && isElf(library))) {
+      log(`already installed: ${dir}${problem ? " (not loaded: no NVIDIA driver here)" : ", loads, MLX " + pins["MLX_VERSION"]}`);
+      return library;
+    }
+    log(`the installed ${library} ${problem}: installing again`);
   }
   const py = python();
   const cxx = cxxRuntime();
@@ -114,11 +139,10 @@ export function setup(options: { target?: string; force?: boolean } = {}): strin
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(runtimeHome(), { recursive: true });
   renameSync(work, dir);
-  // The shim must load from where it now lies (its RUNPATH is relative).
-  const probe = `const { dlopen, FFIType } = require("bun:ffi"); dlopen(${JSON.stringify(library)}, { mlx_version_string: { args: [], returns: FFIType.cstring } })`;
-  const check = spawnSync(process.execPath, ["-e", probe], { stdio: ["ignore", "ignore", "pipe"] });
-  if (check.status !== 0 && target === "cpu") throw new Error(`the installed shim does not load: ${check.stderr.toString().trim()}`);
-  log(`installed ${dir}`);
+  // The shim must load from where it now lies (its RUNPATH is relative), with every symbol.
+  const problem = libraryProblem(library, pins["MLX_VERSION"]!);
+  if (problem !== null && (target === "cpu" || gpuPresent())) throw new Error(`the installed shim ${problem}`);
+  log(`installed ${dir}${problem ? ` (${problem}: no NVIDIA driver here)` : ""}`);
   return library;
 }
 

@@ -1,6 +1,6 @@
 // Tensor: an owned handle to an MLX array (lazy until evaluated or read).
 import type { Pointer } from "bun:ffi";
-import { checkedShape, DTYPES, type DType, dtypeCode, itemSize, type TensorData } from "./dtype.ts";
+import { checkedShape, checkHolds, DTYPES, type DType, dtypeCode, itemSize, type TensorData } from "./dtype.ts";
 import { check, native, outI32, outPointer, outSize, outWords } from "./native/ffi.ts";
 
 
@@ -19,6 +19,25 @@ const HOST_DTYPE = new Map<Function, DType>([
   [BigInt64Array, "int64"],
   [BigUint64Array, "uint64"],
 ]);
+
+/** Plain numbers as the host array closest to `dtype`, after checking that `dtype` holds each of them
+ * (numbers go in as float32 only when the dtype is float32 or narrower). */
+function hostArrayOf(values: unknown[], dtype: DType): HostArray {
+  checkHolds(values, dtype, "Tensor.from");
+  const numbers = values as number[];
+  switch (dtype) {
+    case "float64": return Float64Array.from(numbers);
+    case "int32": return Int32Array.from(numbers);
+    case "uint32": return Uint32Array.from(numbers);
+    case "int16": return Int16Array.from(numbers);
+    case "uint16": return Uint16Array.from(numbers);
+    case "int8": return Int8Array.from(numbers);
+    case "uint8": case "bool": return Uint8Array.from(numbers);
+    case "int64": return BigInt64Array.from(numbers, (v) => BigInt(v));
+    case "uint64": return BigUint64Array.from(numbers, (v) => BigInt(v));
+    default: return Float32Array.from(numbers);
+  }
+}
 
 const HOST_INTEGER_DTYPES = new Set<DType>(["int32", "uint32", "int16", "uint16", "int8", "uint8", "bool"]);
 
@@ -170,9 +189,12 @@ export class Tensor implements TensorData {
   /** Creates a tensor by copying host data. Typed arrays carry their dtype; `dtype` may narrow to
    * float16/bfloat16 (the conversion runs in MLX). */
   static from(data: HostArray | number[], shape?: readonly number[], dtype?: DType): Tensor {
-    const host = Array.isArray(data) ? Float32Array.from(data) : data;
-    const hostDtype = HOST_DTYPE.get(host.constructor);
-    if (!hostDtype) throw new Error(`Tensor.from: unsupported host array type ${host.constructor.name}`);
+    if (dtype !== undefined) dtypeCode(dtype);
+    const host = Array.isArray(data) ? hostArrayOf(data, dtype ?? "float32") : data;
+    const hostDtype = host == null ? undefined : HOST_DTYPE.get(host.constructor);
+    if (!hostDtype) throw new Error(`Tensor.from: data must be an array of numbers or a typed array, got ${host == null ? String(host) : (host.constructor?.name ?? typeof host)}`);
+    // A conversion on the device would wrap integers (300 as int8 is 44) and cut fractions.
+    if (dtype !== undefined && dtype !== hostDtype && !Array.isArray(data)) checkHolds(host, dtype, "Tensor.from");
     const dims = checkedShape(shape ?? [host.length], "Tensor.from");
     const count = dims.reduce((a, b) => a * b, 1);
     if (count !== host.length) {

@@ -56,6 +56,10 @@ test("launch --backend nccl: each rank gets its rank, the world size, one bootst
   const short = run("0,1", 3);
   expect(short.exitCode).toBe(1);
   expect(short.stderr.toString()).toContain("3 NCCL ranks need 3 GPUs, CUDA_VISIBLE_DEVICES names 2");
+  // Set but empty hides every GPU (CUDA's reading), unlike unset.
+  const hidden = run("", 1);
+  expect(hidden.exitCode).toBe(1);
+  expect(hidden.stderr.toString()).toContain('1 NCCL ranks need 1 GPUs, CUDA_VISIBLE_DEVICES names 0 ("")');
   const unknown = Bun.spawnSync([process.execPath, bin, "launch", "-n", "2", "--backend", "tcp", "--", "true"], { stderr: "pipe" });
   expect(unknown.exitCode).toBe(2);
   expect(unknown.stderr.toString()).toContain("--backend must be one of ring, nccl, got 'tcp'");

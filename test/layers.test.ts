@@ -8,7 +8,7 @@ const SRC = join(import.meta.dir, "..", "src");
 
 /** Bottom to top; an entry is a folder or a file directly under src/. */
 const LAYERS: string[][] = [
-  ["dtype.ts"],
+  ["dtype.ts", "options.ts"],
   ["native"],
   ["tensor.ts"],
   ["ops"],

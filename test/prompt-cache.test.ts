@@ -1,10 +1,10 @@
 // Prompt cache: a second turn prefills only the new suffix and generates the tokens a full prefill
 // does; save/load round-trips; bad use is an Error. Greedy on the shipped default model.
 import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DEFAULT_MODEL_DIR, generateText, type GenerationStats, generate, loadModel, type Model, PromptCache, Tokenizer } from "../src/index.ts";
+import { DEFAULT_MODEL_DIR, generateText, type GenerationStats, generate, loadModel, loadSafetensors, type Model, PromptCache, saveSafetensors, Tokenizer } from "../src/index.ts";
 
 const tokenizer = Tokenizer.fromDir(DEFAULT_MODEL_DIR);
 const dir = mkdtempSync(join(tmpdir(), "mlxb-prompt-cache-"));
@@ -80,7 +80,7 @@ describe("prompt cache files", () => {
     using cache = new PromptCache(model, 64);
     const path = join(dir, "empty.safetensors");
     cache.save(path);
-    expect(() => PromptCache.load(bert, path)).toThrow("saved for layers 8, this model has");
+    expect(() => PromptCache.load(bert, path)).toThrow(/saved for another model; its config differs \(.*num_hidden_layers: saved 8, this model 2/);
     writeFileSync(join(dir, "junk.safetensors"), "not a file");
     expect(() => PromptCache.load(model, join(dir, "junk.safetensors"))).toThrow();
     expect(() => PromptCache.load(model, join(DEFAULT_MODEL_DIR, "model.safetensors"))).toThrow("not a prompt cache");
@@ -88,5 +88,52 @@ describe("prompt cache files", () => {
     using hostCache = new PromptCache(cpu, 16);
     expect(() => hostCache.save(join(dir, "cpu.safetensors"))).toThrow("PromptCache.save: the CPU reference backend's cache cannot be saved");
     for (const m of [model, bert, cpu]) m.dispose();
+  });
+
+  /** A copy of the default model with config.json edited and the weights' bytes changed by `damage`. */
+  function copyOfDefault(edit: (config: Record<string, unknown>) => void, damage?: (bytes: Buffer) => void): string {
+    const copy = mkdtempSync(join(dir, "model-"));
+    cpSync(DEFAULT_MODEL_DIR, copy, { recursive: true });
+    const config = JSON.parse(readFileSync(join(copy, "config.json"), "utf8"));
+    edit(config);
+    writeFileSync(join(copy, "config.json"), JSON.stringify(config));
+    if (damage) {
+      const bytes = readFileSync(join(copy, "model.safetensors"));
+      damage(bytes);
+      writeFileSync(join(copy, "model.safetensors"), bytes);
+    }
+    return copy;
+  }
+
+  test("a cache from a model of the same shape, or an edited file, is refused with what differs", async () => {
+    const model = loadModel(DEFAULT_MODEL_DIR, { backend: "mlx" });
+    using cache = new PromptCache(model, 64);
+    await run(model, tokenizer.encode("Water is"), cache);
+    const path = join(dir, "fingerprint.safetensors");
+    cache.save(path);
+    // Same shapes, other rope_theta: the keys were rotated otherwise.
+    const theta = loadModel(copyOfDefault((c) => (c["rope_theta"] = 1234567)), { backend: "mlx" });
+    expect(() => PromptCache.load(theta, path)).toThrow(/its config differs \(rope_theta: saved \d+, this model 1234567\)/);
+    // Same config, one weight byte changed (the first byte of the data: some tensor's first bytes).
+    const weights = loadModel(copyOfDefault(() => {}, (bytes) => {
+      const at = 8 + Number(bytes.readBigUInt64LE(0));
+      bytes[at] = bytes[at]! ^ 0x40;
+    }), { backend: "mlx" });
+    expect(() => PromptCache.load(weights, path)).toThrow("same config, but the weights differ");
+    // The tokens metadata edited, then a tensor's bytes: the checksum no longer matches.
+    const saved = loadSafetensors(path);
+    const tokens = JSON.parse(saved.metadata["tokens"]!) as number[];
+    tokens[0] = (tokens[0]! + 1) % 8192;
+    const edited = join(dir, "edited.safetensors");
+    saveSafetensors(edited, saved.tensors, { ...saved.metadata, tokens: JSON.stringify(tokens) });
+    expect(() => PromptCache.load(model, edited)).toThrow("the checksum does not match");
+    const bytes = readFileSync(path);
+    bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0x01;
+    writeFileSync(edited, bytes);
+    expect(() => PromptCache.load(model, edited)).toThrow("the checksum does not match");
+    using again = PromptCache.load(model, path, 64);
+    expect(again.tokens).toEqual(cache.tokens);
+    for (const t of saved.tensors.values()) t.dispose();
+    for (const m of [model, theta, weights]) m.dispose();
   });
 });

@@ -29,17 +29,16 @@ import {
   maximum,
   minimum,
   multiply,
-  putAlongAxis,
   reshape,
-  scatterAddAxis,
   slice,
   softmax,
   sort,
   subtract,
   sum,
-  takeAlongAxis,
   where,
 } from "../ops/core.ts";
+// Every index the sampler gathers by is in range by construction (token ids, partition positions).
+import { putAlongAxisInRange as putAlongAxis, scatterAddAxisInRange as scatterAddAxis, takeAlongAxisInRange as takeAlongAxis } from "../ops/gather.ts";
 import { processes, type SamplingOptions } from "../sampling.ts";
 import { drawKey, drawUniform, type Pick, type SamplerSettings, type TokenLogprob } from "./host-sampler.ts";
 import { Tensor, tidy } from "../tensor.ts";

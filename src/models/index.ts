@@ -1,5 +1,6 @@
 // Loading a model from a checkpoint directory (the backend is chosen here, once) and running its
 // graph one step at a time.
+import { checkOptionNames } from "../options.ts";
 import { selectBackend, withFallback, type BackendKind } from "../backend/dispatch.ts";
 import { join } from "node:path";
 import { type DType, itemSize, type TensorData } from "../dtype.ts";
@@ -244,6 +245,7 @@ export function loadModel(dir: string, options: LoadOptions & { backend: "mlx" }
 export function loadModel(dir: string, options: LoadOptions & { backend: "cpu" }): CpuModel;
 export function loadModel(dir: string, options?: LoadOptions): Model;
 export function loadModel(dir: string, options: LoadOptions = {}): Model {
+  checkOptionNames("loadModel", options, ["backend", "onProgress", "group"]);
   const backend = selectBackend(options.backend ?? "auto", checkpointBytes(dir));
   const group = options.group && options.group.size > 1 ? options.group : null;
   if (group && backend === "cpu") throw new Error(`${dir}: tensor parallelism (options.group) runs on the MLX backend`);
@@ -359,6 +361,7 @@ export function createCache(model: MlxModel, batch: number, maxLength: number, o
 export function createCache(model: CpuModel, batch: number, maxLength: number, options?: CacheOptions): HostKVCache;
 export function createCache(model: Model, batch: number, maxLength: number, options?: CacheOptions): KVCache | HostKVCache;
 export function createCache(model: Model, batch: number, maxLength: number, options: CacheOptions = {}): KVCache | HostKVCache {
+  checkOptionNames("createCache", options, ["keep", "kvBits", "kvGroupSize"]);
   const { layers, kvHeads: heads, headDim } = model.config;
   const shape = { layers, batch, heads, headDim, maxLength, dtype: model.dtype, keep: options.keep, kvBits: options.kvBits, kvGroupSize: options.kvGroupSize };
   for (const [key, value] of Object.entries({ batch, maxLength })) {
@@ -433,6 +436,7 @@ export function encode(model: MlxModel, ids: TensorData, options?: EncodeOptions
 export function encode(model: CpuModel, ids: TensorData, options?: EncodeOptions): CpuTensor;
 export function encode(model: Model, ids: TensorData, options?: EncodeOptions): Tensor | CpuTensor;
 export function encode(model: Model, ids: TensorData, options: EncodeOptions = {}): Tensor | CpuTensor {
+  checkOptionNames("encode", options, ["tokenTypes", "keyMask", "graph"]);
   if (model.kind !== "encoder") throw new Error(`encode: ${model.config.modelType} is a decoder; use forward`);
   const [batch, length] = checkEncoderInputs(model, ids, options);
   const positions = positionsFrom(batch, length, 0);
@@ -543,6 +547,7 @@ export function forward(model: MlxModel, ids: TensorData, options?: ForwardOptio
 export function forward(model: CpuModel, ids: TensorData, options?: ForwardOptions): CpuTensor;
 export function forward(model: Model, ids: TensorData, options?: ForwardOptions): Tensor | CpuTensor;
 export function forward(model: Model, ids: TensorData, options: ForwardOptions = {}): Tensor | CpuTensor {
+  checkOptionNames("forward", options, ["cache", "logits", "graph", "lazy"]);
   if (model.kind !== "decoder") throw new Error(`forward: ${model.config.modelType} is an encoder; use encode`);
   if (ids.ndim !== 2) throw new Error(`forward: ids must be [batch, length], got [${ids.shape.join(", ")}]`);
   checkIds(ids, model.config.vocabSize);

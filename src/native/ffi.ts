@@ -74,7 +74,7 @@ export const symbols = {
   mlx_slice_update: [P, P, P, P, P, P, i32],
   mlx_concatenate: [P, P, i32, i32],
   mlx_split: [P, i32, P, P, i32],
-  mlx_take: [P, P, P, i32],
+  mlx_take: [P, P, P, i32, i32],
   mlx_repeat: [P, P, i32, i32],
   mlx_softmax: [P, P, i32, i32],
   mlx_mean: [P, P, P, i32, i32],
@@ -84,9 +84,9 @@ export const symbols = {
   mlx_sort: [P, P, i32],
   mlx_argsort: [P, P, i32],
   mlx_argpartition: [P, P, i32, i32],
-  mlx_take_along_axis: [P, P, P, i32],
-  mlx_put_along_axis: [P, P, P, P, i32],
-  mlx_scatter_add_axis: [P, P, P, P, i32],
+  mlx_take_along_axis: [P, P, P, i32, i32],
+  mlx_put_along_axis: [P, P, P, P, i32, i32],
+  mlx_scatter_add_axis: [P, P, P, P, i32, i32],
   mlx_cumsum: [P, P, i32, i32, i32],
   mlx_logsumexp: [P, P, P, i32, i32],
   mlx_arange: [P, f64, f64, f64, i32],
@@ -178,6 +178,17 @@ let loadError: Error | undefined;
 export function native(): Native {
   if (loaded) return loaded;
   if (loadError) throw loadError;
+  const fromEnv = process.env["MLXB_LIBRARY"];
+  if (fromEnv) {
+    // The library asked for, or an Error: never another one in its place.
+    if (!existsSync(fromEnv)) throw (loadError = new Error(`MLXB_LIBRARY is ${fromEnv}, which does not exist; unset it or point it at a libmlxb.so`));
+    try {
+      loaded = dlopen(fromEnv, table()).symbols as unknown as Native;
+      return loaded;
+    } catch (e) {
+      throw (loadError = new Error(`MLXB_LIBRARY is ${fromEnv}, which does not load as the MLX shim: ${(e as Error).message}`));
+    }
+  }
   const candidates = libraryCandidates();
   const failures: string[] = [];
   for (const path of candidates.filter((p) => existsSync(p))) {
@@ -191,6 +202,18 @@ export function native(): Native {
   const tried = failures.length > 0 ? failures.join("; ") : `none of ${candidates.join(", ")} exists`;
   loadError = new Error(`cannot load the MLX shim (${tried}); run \`bunx mlx-bun setup\` (in a checkout: \`bash scripts/setup.sh\`), or set MLXB_LIBRARY`);
   throw loadError;
+}
+
+/** Loads the library at `path` with the whole symbol table (an Error when it is not a library or a
+ * symbol is missing) and returns the MLX version it was built against. For `mlx-bun setup`'s check,
+ * in a child process. */
+export function probeLibrary(path: string): string {
+  const library = dlopen(path, table());
+  try {
+    return String((library.symbols as unknown as Native).mlx_version_string());
+  } finally {
+    library.close();
+  }
 }
 
 /** Whether the shim loads, and why not. */

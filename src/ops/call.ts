@@ -33,6 +33,24 @@ export function ints(values: readonly number[]): Int32Array | null {
   return values.length > 0 ? Int32Array.from(values) : null;
 }
 
+/** A scalar integer argument for the shim (an axis, a count): an Error naming it when it is not an
+ * int32 (bun:ffi would pass NaN as 0 and cut 1.5 to 1). */
+export function int32(value: number, op: string, name: string): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < -(2 ** 31) || value > 2 ** 31 - 1) {
+    throw new Error(`${op}: ${name} must be an int32 integer, got ${String(value)}`);
+  }
+  return value;
+}
+
+/** A scalar float argument for the shim (an eps, a scale): an Error naming it when it is not a finite
+ * number, or is below `min` (or not above it, with `above`). */
+export function finite(value: number, op: string, name: string, bound: { min?: number; above?: number } = {}): number {
+  if (typeof value !== "number" || !Number.isFinite(value)) throw new Error(`${op}: ${name} must be a finite number, got ${String(value)}`);
+  if (bound.min !== undefined && value < bound.min) throw new Error(`${op}: ${name} must be >= ${bound.min}, got ${value}`);
+  if (bound.above !== undefined && value <= bound.above) throw new Error(`${op}: ${name} must be > ${bound.above}, got ${value}`);
+  return value;
+}
+
 /** Normalises a possibly negative axis against ndim, with an Error naming the op. */
 export function axisOf(axis: number, ndim: number, op: string): number {
   const a = axis < 0 ? axis + ndim : axis;

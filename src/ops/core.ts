@@ -3,7 +3,9 @@ import { check, native, pointerFromWord } from "../native/ffi.ts";
 import { checkedShape, dtypeCode, type DType, itemSize } from "../dtype.ts";
 import { checkAllocation } from "../native/device.ts";
 import { Tensor } from "../tensor.ts";
-import { axisOf, call, handleOf, ints, type Native } from "./call.ts";
+import { axisOf, call, handleOf, int32, ints, type Native } from "./call.ts";
+
+export { putAlongAxis, scatterAddAxis, take, takeAlongAxis } from "./gather.ts";
 
 type BinaryName =
   | "mlx_add" | "mlx_subtract" | "mlx_multiply" | "mlx_divide" | "mlx_maximum" | "mlx_minimum" | "mlx_power" | "mlx_greater" | "mlx_greater_equal" | "mlx_less_equal"
@@ -134,7 +136,8 @@ export function concatenate(arrays: readonly Tensor[], axis = 0): Tensor {
   arrays.forEach((t, i) => {
     handles[i] = BigInt(handleOf(t, "concatenate", `arrays[${i}]`));
   });
-  return call("concatenate", (lib, out) => lib.mlx_concatenate(out, handles, arrays.length, axis));
+  const ax = int32(axis, "concatenate", "axis");
+  return call("concatenate", (lib, out) => lib.mlx_concatenate(out, handles, arrays.length, ax));
 }
 
 /** `a` cut along `axis` into parts of the given sizes (one MLX Split: views, no copy). */
@@ -152,22 +155,19 @@ export function split(a: Tensor, sizes: readonly number[], axis = -1): Tensor[] 
   return Array.from(out, (w) => new Tensor(pointerFromWord(w)));
 }
 
-/** Gathers `indices` along `axis` (embedding lookup: take(table, ids, 0)). */
-export function take(a: Tensor, indices: Tensor, axis = 0): Tensor {
-  const ha = handleOf(a, "take", "a");
-  const hi = handleOf(indices, "take", "indices");
-  return call("take", (lib, out) => lib.mlx_take(out, ha, hi, axis));
-}
-
 /** Repeats each element `repeats` times along `axis` (numpy/torch repeat_interleave). */
 export function repeat(a: Tensor, repeats: number, axis: number): Tensor {
   const h = handleOf(a, "repeat", "a");
-  return call("repeat", (lib, out) => lib.mlx_repeat(out, h, repeats, axis));
+  const count = int32(repeats, "repeat", "repeats");
+  if (count < 0) throw new Error(`repeat: repeats must be >= 0, got ${repeats}`);
+  const ax = int32(axis, "repeat", "axis");
+  return call("repeat", (lib, out) => lib.mlx_repeat(out, h, count, ax));
 }
 
 export function softmax(a: Tensor, axis = -1, precise = false): Tensor {
   const h = handleOf(a, "softmax", "a");
-  return call("softmax", (lib, out) => lib.mlx_softmax(out, h, axis, precise ? 1 : 0));
+  const ax = int32(axis, "softmax", "axis");
+  return call("softmax", (lib, out) => lib.mlx_softmax(out, h, ax, precise ? 1 : 0));
 }
 
 type ReduceName = "mlx_mean" | "mlx_sum" | "mlx_max";
@@ -185,56 +185,39 @@ export const max = reduction("mlx_max", "max");
 
 export function argmax(a: Tensor, axis = -1, keepdims = false): Tensor {
   const h = handleOf(a, "argmax", "a");
-  return call("argmax", (lib, out) => lib.mlx_argmax(out, h, axis, keepdims ? 1 : 0));
+  const ax = int32(axis, "argmax", "axis");
+  return call("argmax", (lib, out) => lib.mlx_argmax(out, h, ax, keepdims ? 1 : 0));
 }
 
 /** `a` sorted ascending along `axis`. */
 export function sort(a: Tensor, axis = -1): Tensor {
   const h = handleOf(a, "sort", "a");
-  return call("sort", (lib, out) => lib.mlx_sort(out, h, axis));
+  const ax = int32(axis, "sort", "axis");
+  return call("sort", (lib, out) => lib.mlx_sort(out, h, ax));
 }
 
 /** Indices (uint32) that sort `a` ascending along `axis`. */
 export function argsort(a: Tensor, axis = -1): Tensor {
   const h = handleOf(a, "argsort", "a");
-  return call("argsort", (lib, out) => lib.mlx_argsort(out, h, axis));
+  const ax = int32(axis, "argsort", "axis");
+  return call("argsort", (lib, out) => lib.mlx_argsort(out, h, ax));
 }
 
 /** Indices (uint32) that put `a`'s kth smallest element along `axis` in its sorted place, smaller
  * ones before it and the rest after (each side unordered). */
 export function argpartition(a: Tensor, kth: number, axis = -1): Tensor {
   const h = handleOf(a, "argpartition", "a");
-  return call("argpartition", (lib, out) => lib.mlx_argpartition(out, h, kth, axis));
-}
-
-/** `a` with `values` written at `indices` along `axis` (numpy's put_along_axis). */
-export function putAlongAxis(a: Tensor, indices: Tensor, values: Tensor, axis = -1): Tensor {
-  const ha = handleOf(a, "putAlongAxis", "a");
-  const hi = handleOf(indices, "putAlongAxis", "indices");
-  const hv = handleOf(values, "putAlongAxis", "values");
-  return call("putAlongAxis", (lib, out) => lib.mlx_put_along_axis(out, ha, hi, hv, axis));
-}
-
-/** a's values at `indices` along `axis` (numpy's take_along_axis; indices of a's rank). */
-export function takeAlongAxis(a: Tensor, indices: Tensor, axis = -1): Tensor {
-  const ha = handleOf(a, "takeAlongAxis", "a");
-  const hi = handleOf(indices, "takeAlongAxis", "indices");
-  return call("takeAlongAxis", (lib, out) => lib.mlx_take_along_axis(out, ha, hi, axis));
-}
-
-/** `a` with `values` added at `indices` along `axis`; repeated indices add up. */
-export function scatterAddAxis(a: Tensor, indices: Tensor, values: Tensor, axis = -1): Tensor {
-  const ha = handleOf(a, "scatterAddAxis", "a");
-  const hi = handleOf(indices, "scatterAddAxis", "indices");
-  const hv = handleOf(values, "scatterAddAxis", "values");
-  return call("scatterAddAxis", (lib, out) => lib.mlx_scatter_add_axis(out, ha, hi, hv, axis));
+  const k = int32(kth, "argpartition", "kth");
+  const ax = int32(axis, "argpartition", "axis");
+  return call("argpartition", (lib, out) => lib.mlx_argpartition(out, h, k, ax));
 }
 
 /** Running sums along `axis` (inclusive unless told otherwise). */
 export function cumsum(a: Tensor, axis = -1, options: { reverse?: boolean; inclusive?: boolean } = {}): Tensor {
   const h = handleOf(a, "cumsum", "a");
   const { reverse = false, inclusive = true } = options;
-  return call("cumsum", (lib, out) => lib.mlx_cumsum(out, h, axis, reverse ? 1 : 0, inclusive ? 1 : 0));
+  const ax = int32(axis, "cumsum", "axis");
+  return call("cumsum", (lib, out) => lib.mlx_cumsum(out, h, ax, reverse ? 1 : 0, inclusive ? 1 : 0));
 }
 
 /** log(sum(exp(a))) over `axes`, computed stably. */
@@ -246,6 +229,12 @@ export function logsumexp(a: Tensor, axes: number | readonly number[] = [], keep
 
 export function arange(start: number, stop: number, step = 1, dtype: DType = "float32"): Tensor {
   const code = dtypeCode(dtype);
+  for (const [name, value] of [["start", start], ["stop", stop], ["step", step]] as const) {
+    if (typeof value !== "number" || !Number.isFinite(value)) throw new Error(`arange: ${name} must be a finite number, got ${String(value)}`);
+  }
+  if (step === 0) throw new Error("arange: step must not be 0");
+  const length = Math.max(0, Math.ceil((stop - start) / step));
+  checkAllocation(`arange(${start}, ${stop}, ${step})`, length * itemSize(dtype));
   return call("arange", (lib, out) => lib.mlx_arange(out, start, stop, step, code));
 }
 

@@ -1,13 +1,14 @@
 // MLX fast ops (mlx::core::fast) and the fused SwiGLU.
 import { check, native, pointerFromWord } from "../native/ffi.ts";
 import { Tensor } from "../tensor.ts";
-import { call, handleOf, optionalHandleOf } from "./call.ts";
+import { call, finite, handleOf, int32, optionalHandleOf } from "./call.ts";
 
 /** x * rsqrt(mean(x^2, -1) + eps) * weight, over the last axis. */
 export function rmsNorm(x: Tensor, weight: Tensor | null, eps: number): Tensor {
   const hx = handleOf(x, "rmsNorm", "x");
   const hw = optionalHandleOf(weight, "rmsNorm", "weight");
-  return call("rmsNorm", (lib, out) => lib.mlx_fast_rms_norm(out, hx, hw, eps));
+  const e = finite(eps, "rmsNorm", "eps", { min: 0 });
+  return call("rmsNorm", (lib, out) => lib.mlx_fast_rms_norm(out, hx, hw, e));
 }
 
 /** Layer norm over the last axis, with optional weight and bias. */
@@ -15,7 +16,8 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
   const hx = handleOf(x, "layerNorm", "x");
   const hw = optionalHandleOf(weight, "layerNorm", "weight");
   const hb = optionalHandleOf(bias, "layerNorm", "bias");
-  return call("layerNorm", (lib, out) => lib.mlx_fast_layer_norm(out, hx, hw, hb, eps));
+  const e = finite(eps, "layerNorm", "eps", { min: 0 });
+  return call("layerNorm", (lib, out) => lib.mlx_fast_layer_norm(out, hx, hw, hb, e));
 }
 
 export interface RopeOptions {
@@ -38,7 +40,9 @@ export function rope(x: Tensor, options: RopeOptions): Tensor {
   const { dims, traditional, base, scale, hf } = ropeArguments("rope", options);
   const { offset = 0 } = options;
   if (typeof offset === "number") {
-    return call("rope", (lib, out) => lib.mlx_fast_rope(out, hx, dims, traditional, base, scale, offset, hf));
+    const at = int32(offset, "rope", "offset");
+    if (at < 0) throw new Error(`rope: offset must be >= 0, got ${offset}`);
+    return call("rope", (lib, out) => lib.mlx_fast_rope(out, hx, dims, traditional, base, scale, at, hf));
   }
   const ho = handleOf(offset, "rope", "offset");
   return call("rope", (lib, out) => lib.mlx_fast_rope_dynamic(out, hx, dims, traditional, base, scale, ho, hf));
@@ -47,9 +51,13 @@ export function rope(x: Tensor, options: RopeOptions): Tensor {
 /** The shim's rope arguments from the options (`op` names the caller in errors): base NaN when
  * freqs are given. */
 function ropeArguments(op: string, options: RopeOptions) {
-  const { dims, traditional = false, scale = 1 } = options;
+  const { traditional = false } = options;
+  const dims = int32(options.dims, op, "dims");
+  if (dims <= 0 || dims % 2 !== 0) throw new Error(`${op}: dims must be a positive even number, got ${dims}`);
+  const scale = finite(options.scale ?? 1, op, "scale");
   const hf = optionalHandleOf(options.freqs, op, "freqs");
-  return { dims, traditional: traditional ? 1 : 0, base: hf ? Number.NaN : (options.base ?? 10000), scale, hf };
+  const base = hf ? Number.NaN : finite(options.base ?? 10000, op, "base", { above: 0 });
+  return { dims, traditional: traditional ? 1 : 0, base, scale, hf };
 }
 
 /** rmsNorm(q, qWeight, eps) and rmsNorm(k, kWeight, eps), each then rotated by `rope` with the same
@@ -60,8 +68,9 @@ export function qkNormRope(q: Tensor, k: Tensor, qWeight: Tensor, kWeight: Tenso
   const handles = [handleOf(q, op, "q"), handleOf(k, op, "k"), handleOf(qWeight, op, "qWeight"), handleOf(kWeight, op, "kWeight")] as const;
   const { dims, traditional, base, scale, hf } = ropeArguments(op, options);
   const ho = handleOf(options.offset, op, "offset");
+  const e = finite(eps, op, "eps", { min: 0 });
   const out = new BigUint64Array(2);
-  check(native().mlx_fast_qk_norm_rope(out.subarray(0, 1), out.subarray(1, 2), ...handles, eps, dims, traditional, base, scale, ho, hf), op);
+  check(native().mlx_fast_qk_norm_rope(out.subarray(0, 1), out.subarray(1, 2), ...handles, e, dims, traditional, base, scale, ho, hf), op);
   return [new Tensor(pointerFromWord(out[0]!)), new Tensor(pointerFromWord(out[1]!))];
 }
 
@@ -80,8 +89,9 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, optio
   const { mask } = options;
   const mode = mask === "causal" ? "causal" : "";
   const hm = mask && mask !== "causal" ? handleOf(mask, "scaledDotProductAttention", "mask") : null;
+  const scale = finite(options.scale, "scaledDotProductAttention", "scale", { above: 0 });
   return call("scaledDotProductAttention", (lib, out) =>
-    lib.mlx_fast_scaled_dot_product_attention(out, hq, hk, hv, options.scale, Buffer.from(`${mode}\0`), hm),
+    lib.mlx_fast_scaled_dot_product_attention(out, hq, hk, hv, scale, Buffer.from(`${mode}\0`), hm),
   );
 }
 
@@ -98,8 +108,10 @@ export function kvCacheAttention(
   const op = "kvCacheAttention";
   const args = [handleOf(q, op, "q"), handleOf(k, op, "k"), handleOf(v, op, "v"), handleOf(cache.keys, op, "cache.keys"), handleOf(cache.values, op, "cache.values")];
   const mask = optionalHandleOf(options.keyMask, op, "keyMask");
+  const offset = int32(options.offset, op, "offset");
+  const scale = finite(options.scale, op, "scale", { above: 0 });
   const out = new BigUint64Array(3);
-  check(native().mlx_fast_kv_cache_attention(out.subarray(0, 1), out.subarray(1, 2), out.subarray(2, 3), ...args, options.offset, options.scale, mask), op);
+  check(native().mlx_fast_kv_cache_attention(out.subarray(0, 1), out.subarray(1, 2), out.subarray(2, 3), ...args, offset, scale, mask), op);
   const [output, keys, values] = Array.from(out, (h) => new Tensor(pointerFromWord(h)));
   return { output: output!, keys: keys!, values: values! };
 }

@@ -6,6 +6,12 @@ function read(symbol: "mlx_get_active_memory" | "mlx_get_peak_memory" | "mlx_get
   return outSize();
 }
 
+/** A byte count for the shim (size_t): an Error naming the call unless it is an integer in [0, 2^53). */
+function bytesArgument(bytes: number, op: string): number {
+  if (typeof bytes !== "number" || !Number.isSafeInteger(bytes) || bytes < 0) throw new Error(`memory.${op}: bytes must be a non-negative integer, got ${String(bytes)}`);
+  return bytes;
+}
+
 export const memory = {
   active: (): number => read("mlx_get_active_memory"),
   peak: (): number => read("mlx_get_peak_memory"),
@@ -14,12 +20,12 @@ export const memory = {
   clearCache: (): void => check(native().mlx_clear_cache(), "clearCache"),
   /** Returns the previous limit. */
   setLimit: (bytes: number): number => {
-    check(native().mlx_set_memory_limit(outWords, bytes), "setMemoryLimit");
+    check(native().mlx_set_memory_limit(outWords, bytesArgument(bytes, "setLimit")), "setMemoryLimit");
     return outSize();
   },
   /** Returns the previous limit. */
   setCacheLimit: (bytes: number): number => {
-    check(native().mlx_set_cache_limit(outWords, bytes), "setCacheLimit");
+    check(native().mlx_set_cache_limit(outWords, bytesArgument(bytes, "setCacheLimit")), "setCacheLimit");
     return outSize();
   },
 };

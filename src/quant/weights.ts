@@ -1,5 +1,6 @@
 // Quantize / dequantize whole weight maps: `<path>.weight` (+ `.scales` [+ `.biases`]).
 // Tensors carried over unchanged are the same objects as in the input; inputs are never disposed.
+import { checkOptionNames } from "../options.ts";
 import { dequantize, type QuantParams, quantize } from "../ops/quant.ts";
 import type { TensorData } from "../dtype.ts";
 import type { Tensor } from "../tensor.ts";
@@ -120,7 +121,11 @@ export interface PostLoadOptions {
 /** Post-load quantization of eligible 2-D weights: both dims >= 2 * groupSize, in-features divisible
  * by groupSize, no vocab-sized dimension. Returns the new map and the config that describes it. */
 export function quantizeParams(map: WeightMap, options: PostLoadOptions = {}): { weights: WeightMap; config: QuantConfig } {
+  checkOptionNames("quantizeParams", options, ["bits", "groupSize", "skipVocabThreshold"]);
   const { bits = 4, groupSize = 64, skipVocabThreshold = 100_000 } = options;
+  if (![2, 3, 4, 5, 6, 8].includes(bits)) throw new Error(`quantizeParams: bits must be one of 2, 3, 4, 5, 6, 8, got ${String(bits)}`);
+  if (![32, 64, 128].includes(groupSize)) throw new Error(`quantizeParams: groupSize must be one of 32, 64, 128, got ${String(groupSize)}`);
+  if (typeof skipVocabThreshold !== "number" || !(skipVocabThreshold > 0)) throw new Error(`quantizeParams: skipVocabThreshold must be a positive number, got ${String(skipVocabThreshold)}`);
   const config: QuantConfig = { global: { mode: "affine", bits, groupSize }, layers: new Map() };
   const eligible: Eligible = (_, w) =>
     w.ndim === 2 && w.shape.every((d) => d >= 2 * groupSize && d < skipVocabThreshold) && w.shape[1]! % groupSize === 0;

@@ -4,7 +4,7 @@
 import { cpSync, mkdtempSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createCache, forward, generateText, loadModel, ops, quant, Tensor, Tokenizer } from "../../src/index.ts";
+import { createCache, DEFAULT_MODEL_DIR, embed, fast, forward, generateText, loadModel, loadSafetensors, memory, ops, PromptCache, quant, quantizeParams, saveSafetensors, Tensor, Tokenizer } from "../../src/index.ts";
 
 export interface Case {
   name: string;
@@ -65,7 +65,7 @@ for (let i = 0; i < 8; i++) {
 
 // ---- dtypes ----
 for (const dtype of ["float8", "int4", "", "FLOAT32"]) add(`Tensor.from as dtype '${dtype}'`, "error", () => Tensor.from([1, 2], [2], dtype as never));
-for (const dtype of ["float16", "bfloat16", "int8", "uint32", "bool"]) add(`Tensor.from as dtype ${dtype}`, "ok", () => Tensor.from([1, 2], [2], dtype as never).eval());
+for (const dtype of ["float16", "bfloat16", "int8", "uint32", "bool"]) add(`Tensor.from as dtype ${dtype}`, "ok", () => Tensor.from([1, 0], [2], dtype as never).eval());
 add("astype to an unknown dtype", "error", () => ops.astype(Tensor.from([1]), "half" as never));
 
 // ---- shapes and allocations ----
@@ -221,6 +221,120 @@ add("load a file instead of a directory", "error", () => loadModel(join(FIXTURE,
 add("load with backend 'gpu9'", "error", () => loadModel(FIXTURE, { backend: "gpu9" }));
 add("load the fixture (control)", "ok", () => loadModel(FIXTURE, { backend: "mlx" }).dispose());
 add("load the fixture on the CPU (control)", "ok", () => loadModel(FIXTURE, { backend: "cpu" }).dispose());
+
+// ---- round 2 (issue 34) ----
+// Gathers and scatters with indices computed on the device: clamped into the axis (JAX's default),
+// never read past it. Each case checks the clamped values.
+const table = () => Tensor.from(Float32Array.from({ length: 10 }, (_, i) => i), [5, 2]);
+const deviceIndex = (a: number, b: number) => ops.add(Tensor.from(Int32Array.of(a)), Tensor.from(Int32Array.of(b)));
+function expectValues(t: Tensor, want: number[]): void {
+  const got = Array.from(t.toFloat32Array());
+  if (got.join() !== want.join()) throw new Error(`expected [${want}], got [${got}]`);
+}
+for (const [a, b, row] of [[4, 1, 4], [2, 1e9, 4], [-3, -1e9, 0], [2 ** 30, 2 ** 30, 0], [3, -4, 4], [-2, -3, 0]] as const) {
+  // 2^30 + 2^30 wraps to -2^31 in int32: clamped to the first row.
+  add(`take a device-computed index ${a} + ${b} from 5 rows`, "ok", () => expectValues(ops.take(table(), deviceIndex(a, b), 0), [2 * row, 2 * row + 1]));
+}
+add("take an argmax over 10 values from 5 rows", "ok", () => {
+  const index = ops.argmax(Tensor.from(Float32Array.of(0, 0, 0, 0, 0, 0, 0, 0, 9, 0)), -1, true);
+  expectValues(ops.take(table(), index, 0), [8, 9]);
+});
+add("takeAlongAxis with device-computed indices past the axis", "ok", () => {
+  const at = ops.add(Tensor.from(Int32Array.of(1, 1, 1, 1, 1), [5, 1]), Tensor.from(Int32Array.of(0, 5, -9, 100, 0), [5, 1]));
+  expectValues(ops.takeAlongAxis(table(), at, 1), [1, 3, 4, 7, 9]);
+});
+add("putAlongAxis with device-computed indices past the axis", "ok", () => {
+  const at = ops.add(Tensor.from(Int32Array.of(0, 0), [1, 2]), Tensor.from(Int32Array.of(7, -7), [1, 2]));
+  expectValues(ops.putAlongAxis(Tensor.from(Float32Array.of(0, 0, 0), [1, 3]), at, Tensor.from(Float32Array.of(5, 6), [1, 2]), 1), [6, 0, 5]);
+});
+add("scatterAddAxis with device-computed indices past the axis", "ok", () => {
+  const at = ops.add(Tensor.from(Int32Array.of(0, 0), [1, 2]), Tensor.from(Int32Array.of(3, 1e6), [1, 2]));
+  expectValues(ops.scatterAddAxis(Tensor.from(Float32Array.of(0, 0, 0), [1, 3]), at, Tensor.from(Float32Array.of(1, 1), [1, 2]), 1), [0, 0, 2]);
+});
+add("take from an empty axis with a device-computed index", "error", () => ops.take(Tensor.from(new Float32Array(0), [0, 2]), deviceIndex(0, 0), 0).eval());
+// Scalar arguments bun:ffi would cut or zero (NaN -> 0, 1.5 -> 1).
+for (const axis of [Number.NaN, 1.5, Number.POSITIVE_INFINITY, 2 ** 40]) {
+  add(`take along axis ${axis}`, "error", () => ops.take(table(), Tensor.from(Int32Array.of(0)), axis).eval());
+  add(`softmax along axis ${axis}`, "error", () => ops.softmax(table(), axis).eval());
+}
+add("argpartition with kth NaN", "error", () => ops.argpartition(table(), Number.NaN, -1).eval());
+add("repeat -1 times", "error", () => ops.repeat(table(), -1, 0).eval());
+add("arange with a NaN step", "error", () => ops.arange(0, 10, Number.NaN).eval());
+add("arange with step 0", "error", () => ops.arange(0, 10, 0).eval());
+add("arange past memory", "error", () => ops.arange(0, 1e15).eval());
+const heads = () => Tensor.from(new Float32Array(16), [1, 1, 2, 8]);
+for (const offset of [Number.NaN, -1, 1.5]) add(`rope with offset ${offset}`, "error", () => fast.rope(heads(), { dims: 8, offset }).eval());
+add("rope with NaN base", "error", () => fast.rope(heads(), { dims: 8, base: Number.NaN }).eval());
+add("rope with odd dims", "error", () => fast.rope(heads(), { dims: 7 }).eval());
+for (const eps of [Number.NaN, -1, Number.POSITIVE_INFINITY]) {
+  add(`rmsNorm with eps ${eps}`, "error", () => fast.rmsNorm(heads(), null, eps).eval());
+  add(`layerNorm with eps ${eps}`, "error", () => fast.layerNorm(heads(), null, null, eps).eval());
+}
+for (const scale of [Number.NaN, -1, 0, Number.POSITIVE_INFINITY]) {
+  add(`attention with scale ${scale}`, "error", () => fast.scaledDotProductAttention(heads(), heads(), heads(), { scale }).eval());
+}
+add("attention with scale 0.35 (control)", "ok", () => fast.scaledDotProductAttention(heads(), heads(), heads(), { scale: 0.35 }).eval());
+// Host data a dtype cannot hold.
+for (const [data, dtype] of [[[1.5, 300], "int8"], [[300], "uint8"], [[-1], "uint32"], [[2 ** 31], "int32"], [[2], "bool"], [[0.5], "bool"], [[1e39], "float32"], [[70000], "float16"], [[1e39], "bfloat16"], [[Number.NaN], "int32"]] as const) {
+  add(`Tensor.from [${data}] as ${dtype}`, "error", () => Tensor.from([...data], [data.length], dtype));
+}
+add("Tensor.from of strings", "error", () => Tensor.from(["a", "b"] as never));
+add("Tensor.from of objects", "error", () => Tensor.from([{}, []] as never));
+add("Tensor.from Float32Array [1.5] as int32", "error", () => Tensor.from(Float32Array.of(1.5), [1], "int32"));
+add("Tensor.from Int32Array [300] as int8", "error", () => Tensor.from(Int32Array.of(300), [1], "int8"));
+add("Tensor.from [16777217] as int32 (exact, control)", "ok", () => {
+  const got = Tensor.from([16777217], [1], "int32").toInt32Array()[0];
+  if (got !== 16777217) throw new Error(`got ${got}`);
+});
+add("Tensor.from [NaN, -Infinity, 0.1] as bfloat16 (float values, control)", "ok", () => Tensor.from([Number.NaN, Number.NEGATIVE_INFINITY, 0.1], [3], "bfloat16").eval());
+// Memory limits: a byte count, nothing else.
+for (const bytes of [Number.NaN, -1, 1.5, Number.POSITIVE_INFINITY, 2 ** 64]) {
+  add(`memory.setLimit(${bytes})`, "error", () => memory.setLimit(bytes));
+  add(`memory.setCacheLimit(${bytes})`, "error", () => memory.setCacheLimit(bytes));
+}
+add("memory.setLimit back to its own value (control)", "ok", () => {
+  const before = memory.setLimit(2 ** 40);
+  memory.setLimit(before);
+});
+// logitBias within float32's range.
+for (const bias of [1e39, 1e308, -1e39, Number.NEGATIVE_INFINITY]) add(`generate logitBias ${bias}`, "error", () => generateWith({ logitBias: { 3: bias } }));
+add("generate logitBias -3e38 (float32, control)", "ok", () => generateWith({ logitBias: { 3: -3e38 } }));
+// Unknown option names on every public entry that takes options.
+const EMBEDDER = join(import.meta.dir, "..", "..", ".cache", "models", "all-MiniLM-L6-v2");
+add("embed with the typo 'poolin'", "error", () => embed(loadModel(EMBEDDER, { backend: "mlx" }), Tokenizer.fromDir(EMBEDDER), ["a"], { poolin: "cls" } as never));
+add("embed with pooling 'cls' (control)", "ok", () => embed(loadModel(EMBEDDER, { backend: "mlx" }), Tokenizer.fromDir(EMBEDDER), ["a"], { pooling: "cls" }));
+add("loadModel with the typo 'backnd'", "error", () => loadModel(FIXTURE, { backnd: "cpu" } as never));
+add("createCache with an unknown option", "error", () => createCache(mlxModel(), 1, 8, { kvbits: 4 } as never));
+add("forward with an unknown option", "error", () => forward(mlxModel(), Tensor.from(Int32Array.of(1), [1, 1]), { cach: null } as never));
+add("quantizeParams with bits 7", "error", () => quantizeParams(new Map(), { bits: 7 }));
+add("quantizeParams with an unknown option", "error", () => quantizeParams(new Map(), { group: 64 } as never));
+// Prompt-cache files for another model of the same shape, or edited after saving.
+async function savedPromptCache(): Promise<{ path: string; dir: string }> {
+  const dir = mkdtempSync(join(tmpdir(), "mlxb-crash-cache-"));
+  const model = loadModel(DEFAULT_MODEL_DIR, { backend: "mlx" });
+  const cache = new PromptCache(model, 32);
+  await generateText(model, Tokenizer.fromDir(DEFAULT_MODEL_DIR), "Water is", { maxTokens: 2, promptCache: cache });
+  const path = join(dir, "cache.safetensors");
+  cache.save(path);
+  return { path, dir };
+}
+add("a prompt cache loaded into a model with another rope_theta", "error", async () => {
+  const { path, dir } = await savedPromptCache();
+  const other = join(dir, "model");
+  cpSync(DEFAULT_MODEL_DIR, other, { recursive: true });
+  const config = JSON.parse(readFileSync(join(other, "config.json"), "utf8"));
+  config["rope_theta"] = 1e6;
+  writeFileSync(join(other, "config.json"), JSON.stringify(config));
+  return PromptCache.load(loadModel(other, { backend: "mlx" }), path);
+});
+add("a prompt cache whose tokens were edited", "error", async () => {
+  const { path } = await savedPromptCache();
+  const { tensors, metadata } = loadSafetensors(path);
+  const tokens = JSON.parse(metadata["tokens"]!) as number[];
+  tokens[tokens.length - 1] = 7;
+  saveSafetensors(path, tensors, { ...metadata, tokens: JSON.stringify(tokens) });
+  return PromptCache.load(loadModel(DEFAULT_MODEL_DIR, { backend: "mlx" }), path);
+});
 
 export default cases;
 

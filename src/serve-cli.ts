@@ -10,10 +10,12 @@ const USAGE = `usage: mlx-bun serve [options]
   --host HOST          address to listen on (default 127.0.0.1)
   --port N             port (default 8080; 0 picks a free one)
   --backend KIND       mlx | cpu | auto (default auto)
-  --max-concurrent N   generations advanced together, a token each in turn (default 4)
+  --max-concurrent N   requests decoding together in one batch (default 16)
   --max-queue N        requests waiting for a slot before 429s (default 64)
+  --body-timeout S     seconds a request body may take to arrive, and a connection sit idle (default 30)
   --help               this text
-Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health, GET / (chat page).`;
+Endpoints: a decoder serves POST /v1/chat/completions, POST /v1/completions and GET / (chat page); an
+encoder (e.g. all-MiniLM-L6-v2) serves POST /v1/embeddings; both GET /v1/models and GET /health.`;
 
 export async function main(argv: string[]): Promise<void> {
   const parsed = flags(
@@ -23,8 +25,9 @@ export async function main(argv: string[]): Promise<void> {
       host: { type: "string", default: "127.0.0.1" },
       port: { type: "string", default: "8080" },
       backend: { type: "string", default: "auto" },
-      "max-concurrent": { type: "string", default: "4" },
+      "max-concurrent": { type: "string", default: "16" },
       "max-queue": { type: "string", default: "64" },
+      "body-timeout": { type: "string", default: "30" },
       help: { type: "boolean", default: false },
     },
   );
@@ -42,8 +45,10 @@ export async function main(argv: string[]): Promise<void> {
     backend: v.backend!,
     maxConcurrent: numberFlag("max-concurrent", v["max-concurrent"]!, (n) => Number.isSafeInteger(n) && n >= 1, "an integer >= 1"),
     maxQueue: numberFlag("max-queue", v["max-queue"]!, (n) => Number.isSafeInteger(n) && n >= 0, "an integer >= 0"),
+    bodyTimeout: numberFlag("body-timeout", v["body-timeout"]!, (n) => Number.isSafeInteger(n) && n >= 1 && n <= 255, "an integer in [1, 255]"),
   });
-  console.error(`mlx-bun: serving '${server.modelId}' at ${server.url} (OpenAI API under ${server.url}/v1; chat page at ${server.url}/)`);
+  const what = server.kind === "encoder" ? `embeddings at ${server.url}/v1/embeddings` : `OpenAI API under ${server.url}/v1; chat page at ${server.url}/`;
+  console.error(`mlx-bun: serving '${server.modelId}' at ${server.url} (${what})`);
   const stop = async () => {
     await server.stop();
     process.exit(0);

@@ -1,5 +1,7 @@
-// An OpenAI-compatible HTTP server on Bun.serve: POST /v1/chat/completions and /v1/completions
-// (server-sent events with `stream: true`), GET /v1/models, GET /health, and a chat page at /.
+// An OpenAI-compatible HTTP server on Bun.serve. A decoder serves POST /v1/chat/completions and
+// /v1/completions (server-sent events with `stream: true`) and a chat page at /; an encoder serves
+// POST /v1/embeddings (src/serve/embeddings.ts); both GET /v1/models and GET /health, and answer the
+// other kind's routes with a 400 that says which they serve.
 // Requests are served by one model through one decode engine (src/engine/): continuous batching,
 // each request joining the running batch when admitted and leaving it when done; up to
 // `maxConcurrent` decode at once, the rest wait first-in first-out up to `maxQueue` (beyond it: 429).
@@ -13,6 +15,10 @@ import { Engine } from "./engine/engine.ts";
 import { type GenerateOptions, type GenerationChunk, type GenerationStats, generateOn, graphFor, type TokenLogprob } from "./generate.ts";
 import { loadModel, type Model } from "./models/index.ts";
 import { type ChatMessage, Tokenizer } from "./tokenizer.ts";
+import { embeddingsResponse } from "./serve/embeddings.ts";
+import { type Body, errorResponse, HttpError, readBody } from "./serve/http.ts";
+
+export { HttpError } from "./serve/http.ts";
 
 export interface ServeOptions {
   /** Checkpoint directory. */
@@ -33,6 +39,9 @@ export interface ServeOptions {
   defaultMaxTokens?: number | undefined;
   /** Recent conversations' KV caches kept for reuse (default 4; 0: none). */
   promptCaches?: number | undefined;
+  /** Seconds a request's body may take to arrive (and a connection may sit idle); later: 408
+   * (default 30). A generation itself has no time limit. */
+  bodyTimeout?: number | undefined;
 }
 
 export interface Server {
@@ -40,33 +49,15 @@ export interface Server {
   url: string;
   port: number;
   modelId: string;
+  /** What the model serves: completions (a decoder) or embeddings (an encoder). */
+  kind: "decoder" | "encoder";
   /** Requests generating now, and waiting. */
   load(): { active: number; waiting: number };
   /** Stops accepting, ends every generation and frees the model. */
   stop(): Promise<void>;
 }
 
-/** An Error that becomes an OpenAI error object with this HTTP status. */
-export class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly param: string | null = null,
-    readonly type = status >= 500 ? "server_error" : "invalid_request_error",
-    readonly code: string | null = null,
-  ) {
-    super(message);
-  }
-}
-
-function errorResponse(e: unknown): Response {
-  const error = e instanceof HttpError ? e : new HttpError(400, (e as Error).message ?? String(e));
-  return Response.json({ error: { message: error.message, type: error.type, param: error.param, code: error.code } }, { status: error.status });
-}
-
 // ---- request parsing ----
-
-type Body = Record<string, unknown>;
 
 function optionalNumber(body: Body, key: string, check: (v: number) => boolean, range: string): number | undefined {
   const v = body[key];
@@ -261,7 +252,7 @@ class Logprobs {
 /** Each numeric option an integer in its range: an Error naming it (a zero maxConcurrent would queue
  * every request forever). */
 function checkServeOptions(options: ServeOptions): void {
-  checkOptionNames("serve", options, ["model", "host", "port", "backend", "modelId", "maxBodyBytes", "maxConcurrent", "maxQueue", "defaultMaxTokens", "promptCaches"]);
+  checkOptionNames("serve", options, ["model", "host", "port", "backend", "modelId", "maxBodyBytes", "maxConcurrent", "maxQueue", "defaultMaxTokens", "promptCaches", "bodyTimeout"]);
   const ranges: [keyof ServeOptions, number, number][] = [
     ["port", 0, 65535],
     ["maxBodyBytes", 1, 2 ** 31],
@@ -269,6 +260,7 @@ function checkServeOptions(options: ServeOptions): void {
     ["maxQueue", 0, 1 << 20],
     ["defaultMaxTokens", 1, 2 ** 31],
     ["promptCaches", 0, 1024],
+    ["bodyTimeout", 1, 255],
   ];
   for (const [key, min, max] of ranges) {
     const v = options[key];
@@ -276,21 +268,36 @@ function checkServeOptions(options: ServeOptions): void {
   }
 }
 
-export function serve(options: ServeOptions): Server {
-  checkServeOptions(options);
-  const model: Model = loadModel(options.model, { backend: options.backend });
-  const tokenizer = Tokenizer.fromDir(options.model);
-  const modelId = options.modelId ?? basename(options.model.replace(/\/+$/, ""));
-  const maxBodyBytes = options.maxBodyBytes ?? 2 ** 20;
+/** What a server does with its model: completions (a decoder, on the engine) or embeddings (an
+ * encoder); the other kind's routes answer 400. */
+interface Site {
+  complete(kind: "chat" | "text", body: Body, request: Request): Promise<Response>;
+  embeddings(body: Body): Response;
+  load(): { active: number; waiting: number };
+  stop(): Promise<void>;
+}
+
+/** The site of an encoder: POST /v1/embeddings. */
+function embeddingSite(model: Model, tokenizer: Tokenizer, modelId: string): Site {
+  return {
+    complete: async () => {
+      throw new HttpError(400, `this server's model '${modelId}' is an encoder (${model.config.modelType}): it serves POST /v1/embeddings, not completions`, "model");
+    },
+    embeddings: (body) => embeddingsResponse(model, tokenizer, modelId, body),
+    load: () => ({ active: 0, waiting: 0 }),
+    stop: async () => {},
+  };
+}
+
+/** The site of a decoder: chat and text completions on one decode engine. */
+function completionSite(model: Model, tokenizer: Tokenizer, modelId: string, options: ServeOptions): Site {
   const engine = new Engine(model, { graph: graphFor(model, undefined), maxBatch: options.maxConcurrent ?? 16 });
   const maxQueue = options.maxQueue ?? 64;
   let stopped = false;
   /** Jobs running now (waiting in the engine or decoding). */
   const running = new Set<{ cancel(): void }>();
   const pool = new PromptCachePool(model, options.promptCaches ?? 4, Math.min(model.config.maxPositions ?? 4096, 8192));
-  const created = Math.floor(Date.now() / 1000);
   const context = model.config.maxPositions;
-  const chatPage = Bun.file(join(import.meta.dir, "chat.html"));
 
   /** maxTokens within the context: the request's, else the default, less when the prompt is long. */
   function budget(c: Completion): { promptIds: number[]; maxTokens: number } {
@@ -344,8 +351,7 @@ export function serve(options: ServeOptions): Server {
     return handle;
   }
 
-  async function complete(kind: "chat" | "text", request: Request): Promise<Response> {
-    const body = await readBody(request, maxBodyBytes);
+  async function complete(kind: "chat" | "text", body: Body, request: Request): Promise<Response> {
     if (body["model"] !== undefined && body["model"] !== modelId) {
       throw new HttpError(404, `The model '${String(body["model"])}' does not exist (this server has '${modelId}')`, "model", "invalid_request_error", "model_not_found");
     }
@@ -446,22 +452,64 @@ export function serve(options: ServeOptions): Server {
     return new Response(stream, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" } });
   }
 
+  return {
+    complete,
+    embeddings: () => {
+      throw new HttpError(400, `this server's model '${modelId}' is a decoder (${model.config.modelType}): embeddings need an encoder model (mlx-bun serve --model on one, e.g. all-MiniLM-L6-v2)`, "model");
+    },
+    load: () => engine.load,
+    async stop() {
+      stopped = true;
+      for (const job of [...running]) job.cancel();
+      while (running.size > 0) await new Promise((resolve) => setTimeout(resolve, 1));
+      engine.dispose();
+      pool.dispose();
+    },
+  };
+}
+
+export function serve(options: ServeOptions): Server {
+  checkServeOptions(options);
+  const model: Model = loadModel(options.model, { backend: options.backend });
+  const tokenizer = Tokenizer.fromDir(options.model);
+  const modelId = options.modelId ?? basename(options.model.replace(/\/+$/, ""));
+  const maxBodyBytes = options.maxBodyBytes ?? 2 ** 20;
+  const bodySeconds = options.bodyTimeout ?? 30;
+  const created = Math.floor(Date.now() / 1000);
+  const chatPage = Bun.file(join(import.meta.dir, "chat.html"));
+  let site: Site;
+  try {
+    site = model.kind === "decoder" ? completionSite(model, tokenizer, modelId, options) : embeddingSite(model, tokenizer, modelId);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  let server: ReturnType<typeof Bun.serve>;
+  /** The body, within the size limit and the deadline; then the connection may idle as long as the
+   * generation takes (the idle timeout guards slow bodies and idle connections only). */
+  const bodyOf = async (request: Request) => {
+    const body = await readBody(request, maxBodyBytes, bodySeconds);
+    server.timeout(request, 0);
+    return body;
+  };
   const routes: Record<string, Partial<Record<string, (request: Request) => Promise<Response> | Response>>> = {
-    "/health": { GET: () => Response.json({ status: "ok", model: modelId, generating: engine.load.active, waiting: engine.load.waiting }) },
+    "/health": { GET: () => Response.json({ status: "ok", model: modelId, kind: model.kind, generating: site.load().active, waiting: site.load().waiting }) },
     "/v1/models": { GET: () => Response.json({ object: "list", data: [{ id: modelId, object: "model", created, owned_by: "mlx-bun" }] }) },
-    "/v1/chat/completions": { POST: (r) => complete("chat", r) },
-    "/v1/completions": { POST: (r) => complete("text", r) },
-    "/": { GET: () => new Response(chatPage, { headers: { "content-type": "text/html; charset=utf-8" } }) },
+    "/v1/chat/completions": { POST: async (r) => site.complete("chat", await bodyOf(r), r) },
+    "/v1/completions": { POST: async (r) => site.complete("text", await bodyOf(r), r) },
+    "/v1/embeddings": { POST: async (r) => site.embeddings(await bodyOf(r)) },
+    ...(model.kind === "decoder" ? { "/": { GET: () => new Response(chatPage, { headers: { "content-type": "text/html; charset=utf-8" } }) } } : {}),
   };
 
-  let server: ReturnType<typeof Bun.serve>;
   try {
     server = Bun.serve({
       hostname: options.host ?? "127.0.0.1",
       port: options.port ?? 8080,
       maxRequestBodySize: maxBodyBytes,
-      idleTimeout: 0,
+      idleTimeout: bodySeconds,
       async fetch(request) {
+        // An HTTP/1.1 request must name its Host (RFC 9112); an HTTP/1.0 one without it has no URL.
+        if (!request.headers.get("host")) return errorResponse(new HttpError(400, "the request has no Host header"));
         const path = new URL(request.url).pathname.replace(/\/+$/, "") || "/";
         const route = routes[path];
         if (!route) return errorResponse(new HttpError(404, `no route ${path}`));
@@ -478,7 +526,7 @@ export function serve(options: ServeOptions): Server {
       },
     });
   } catch (e) {
-    engine.dispose();
+    void site.stop();
     model.dispose();
     throw e;
   }
@@ -486,36 +534,12 @@ export function serve(options: ServeOptions): Server {
     url: `http://${server.hostname}:${server.port}`,
     port: server.port!,
     modelId,
-    load: () => engine.load,
+    kind: model.kind,
+    load: () => site.load(),
     async stop() {
       await server.stop(true);
-      stopped = true;
-      for (const job of [...running]) job.cancel();
-      while (running.size > 0) await new Promise((resolve) => setTimeout(resolve, 1));
-      engine.dispose();
-      pool.dispose();
+      await site.stop();
       model.dispose();
     },
   };
-}
-
-/** The request's JSON object body, at most `limit` bytes. */
-async function readBody(request: Request, limit: number): Promise<Body> {
-  const declared = Number(request.headers.get("content-length") ?? "0");
-  if (declared > limit) throw new HttpError(413, `the request body is ${declared} bytes; the limit is ${limit}`);
-  let text: string;
-  try {
-    text = await request.text();
-  } catch (e) {
-    throw new HttpError(400, `could not read the request body (${(e as Error).message})`);
-  }
-  if (text.length > limit) throw new HttpError(413, `the request body is over the ${limit}-byte limit`);
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch (e) {
-    throw new HttpError(400, `the request body is not valid JSON (${(e as Error).message})`);
-  }
-  if (typeof body !== "object" || body === null || Array.isArray(body)) throw new HttpError(400, "the request body must be a JSON object");
-  return body as Body;
 }

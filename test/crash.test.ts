@@ -15,8 +15,8 @@ interface Ended {
   stderr: string;
 }
 
-async function runChild(args: string[]): Promise<Ended> {
-  const child = Bun.spawn([process.execPath, ...args], { cwd: ROOT, stdout: "pipe", stderr: "pipe", env: { ...process.env } });
+async function runChild(args: string[], env: Record<string, string> = {}): Promise<Ended> {
+  const child = Bun.spawn([process.execPath, ...args], { cwd: ROOT, stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env } });
   const [stdout, stderr] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text()]);
   await child.exited;
   return { exitCode: child.exitCode, signal: child.signalCode, stdout, stderr };
@@ -48,10 +48,10 @@ test(`${cases.length} hostile API calls and ${CLI_CASES.length} CLI invocations,
     if (outcome.outcome !== c.expect) problems.push(`${c.name}: expected ${c.expect}, got ${outcome.outcome}${outcome.message ? ` (${outcome.message})` : ""}`);
     else if (c.expect === "error" && (!outcome.isError || !outcome.message || outcome.message.length < 8)) problems.push(`${c.name}: rejected without a clear Error (${outcome.message})`);
   }
-  const cli = await all(CLI_CASES.length, (i) => runChild([join(ROOT, "src", "cli.ts"), ...CLI_CASES[i]!.args]));
+  const cli = await all(CLI_CASES.length, (i) => runChild([join(ROOT, "src", "bin.ts"), ...(CLI_CASES[i]!.command ?? ["generate"]), ...CLI_CASES[i]!.args], CLI_CASES[i]!.env));
   for (const [i, c] of CLI_CASES.entries()) {
     const e = cli[i]!;
-    const label = `cli ${c.args.join(" ")}`;
+    const label = `cli ${Object.entries(c.env ?? {}).map(([k, v]) => `${k}=${v} `).join("")}${(c.command ?? ["generate"]).join(" ")} ${c.args.join(" ")}`;
     if (e.signal !== null) problems.push(`${label}: ended by ${e.signal}`);
     else if (e.exitCode !== c.exit) problems.push(`${label}: exit ${e.exitCode}, expected ${c.exit} (${e.stderr.trim()})`);
     else if (c.exit !== 0) {

@@ -3,8 +3,12 @@
 // types, nothing else is bound, and the dtypes follow the header's MLXB_DTYPES table.
 import { expect, test } from "bun:test";
 import { FFIType } from "bun:ffi";
-import { readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { mlxVersion } from "../src/native/device.ts";
+import { versions } from "../src/native/runtime.ts";
+import { libraryProblem } from "../src/setup.ts";
 import { DTYPES, itemSize } from "../src/dtype.ts";
 import { returning, symbols } from "../src/native/ffi.ts";
 
@@ -47,4 +51,23 @@ test("src/dtype.ts follows the header's MLXB_DTYPES table (order = the enum's co
   const rows = [...header.matchAll(/X\((MLX_\w+), (\w+), (\w+), (\d+)\)/g)].map((m) => ({ name: m[2]!, bytes: Number(m[4]) }));
   expect(rows.map((r) => r.name)).toEqual([...DTYPES]);
   for (const r of rows) expect(itemSize(r.name as (typeof DTYPES)[number])).toBe(r.bytes);
+});
+
+test("setup's library check: the built shim passes; junk, another library, or a missing file is named as not loading", () => {
+  const work = mkdtempSync(join(tmpdir(), "mlxb-library-"));
+  try {
+    const version = versions()["MLX_VERSION"]!;
+    const built = join(import.meta.dir, "..", "zig-out", "lib", "libmlxb.so");
+    expect(libraryProblem(built, version)).toBeNull();
+    expect(libraryProblem(built, "0.0.1")).toBe(`was built against MLX ${mlxVersion()}, not 0.0.1`);
+    const junk = join(work, "libmlxb.so");
+    writeFileSync(junk, "junk\n");
+    expect(libraryProblem(junk, version)).toStartWith("does not load");
+    expect(libraryProblem(join(work, "missing.so"), version)).toStartWith("does not load");
+    // A real shared library without the shim's symbols.
+    const libc = ["/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6"].find((p) => existsSync(p));
+    if (libc) expect(libraryProblem(libc, version)).toStartWith("does not load");
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
 });

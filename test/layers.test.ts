@@ -21,6 +21,7 @@ const LAYERS: string[][] = [
   ["sampling.ts", "prompt-cache.ts"],
   ["engine"],
   ["generate.ts", "embed.ts", "batch.ts", "speculative.ts"],
+  ["serve"],
   ["cli.ts", "embed-cli.ts", "server.ts", "serve-cli.ts", "launch.ts", "index.ts", "setup.ts", "bin.ts"],
 ];
 

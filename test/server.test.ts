@@ -3,7 +3,9 @@
 // default model on MLX.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import OpenAI from "openai";
-import { DEFAULT_MODEL_DIR, generateText, liveTensorCount, loadModel, serve, type Server, Tokenizer } from "../src/index.ts";
+import { connect } from "node:net";
+import { join } from "node:path";
+import { DEFAULT_MODEL_DIR, embed, generateText, liveTensorCount, loadModel, serve, type Server, Tokenizer } from "../src/index.ts";
 
 const NO_EOS = { "0": -100 }; // logit_bias that keeps the default model from ending early
 
@@ -141,6 +143,34 @@ describe("hostile requests", () => {
     expect(error.type).toBe("invalid_request_error");
   });
 
+  test("a decoder answers /v1/embeddings with a 400 that says so", async () => {
+    const response = await post("/v1/embeddings", JSON.stringify({ input: "hi" }));
+    expect(response.status).toBe(400);
+    expect(((await response.json()) as { error: { message: string } }).error.message).toContain("is a decoder (llama): embeddings need an encoder model");
+  });
+
+  test("an HTTP/1.0 request without a Host header is 400; a body that never completes is 408 after bodyTimeout", async () => {
+    const raw = (port: number, text: string) =>
+      new Promise<string>((resolve) => {
+        const socket = connect(port, "127.0.0.1", () => socket.write(text));
+        let out = "";
+        socket.on("data", (d) => (out += d));
+        socket.on("close", () => resolve(out));
+        setTimeout(() => (socket.destroy(), resolve(`${out}(still open after 20 s)`)), 20_000);
+      });
+    expect(await raw(server.port, "GET /v1/models HTTP/1.0\r\n\r\n")).toMatch(/^HTTP\/1\.[01] 400[^]*the request has no Host header/);
+    const impatient = serve({ model: DEFAULT_MODEL_DIR, port: 0, backend: "mlx", bodyTimeout: 1 });
+    try {
+      const started = Date.now();
+      const answer = await raw(impatient.port, 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"prompt":');
+      expect(answer).toMatch(/^HTTP\/1\.1 408[^]*did not arrive within 1 s/);
+      expect(answer).not.toContain("still open");
+      expect(Date.now() - started).toBeLessThan(15_000);
+    } finally {
+      await impatient.stop();
+    }
+  });
+
   test("an oversized body is 413, an unknown route 404, a wrong method 405", async () => {
     const big = await post("/v1/completions", JSON.stringify({ prompt: "x".repeat(2 ** 21) }));
     expect(big.status).toBe(413);
@@ -237,6 +267,8 @@ describe("concurrency", () => {
   test("serve options are checked", () => {
     expect(() => serve({ model: DEFAULT_MODEL_DIR, maxConcurrent: 0 })).toThrow("serve: maxConcurrent must be an integer in [1, 1024], got 0");
     expect(() => serve({ model: DEFAULT_MODEL_DIR, port: 70000 })).toThrow("serve: port must be an integer in [0, 65535]");
+    expect(() => serve({ model: DEFAULT_MODEL_DIR, bodyTimeout: 0 })).toThrow("serve: bodyTimeout must be an integer in [1, 255], got 0");
+    expect(() => serve({ model: DEFAULT_MODEL_DIR, maxConcurent: 4 } as never)).toThrow("serve: unknown option 'maxConcurent'");
   });
 
   test("past maxConcurrent + maxQueue requests get 429", async () => {
@@ -252,5 +284,63 @@ describe("concurrency", () => {
     } finally {
       await small.stop();
     }
+  });
+});
+
+// An encoder (the real all-MiniLM-L6-v2, installed by scripts/test.sh) serves OpenAI's embeddings API.
+describe("serving an encoder", () => {
+  const dir = join(import.meta.dir, "..", ".cache", "models", "all-MiniLM-L6-v2");
+  let encoder: Server;
+  let openai: OpenAI;
+  beforeAll(() => {
+    encoder = serve({ model: dir, port: 0, backend: "mlx", modelId: "minilm" });
+    openai = new OpenAI({ baseURL: `${encoder.url}/v1`, apiKey: "unused", maxRetries: 0 });
+  });
+  afterAll(() => encoder.stop());
+
+  test("embeddings.create (base64, the client's default, and float) gives embed()'s vectors", async () => {
+    const texts = ["A man is eating food.", "The ship sailed into the harbour at dawn."];
+    const model = loadModel(dir, { backend: "mlx" });
+    const expected = embed(model, Tokenizer.fromDir(dir), texts);
+    const alone = embed(model, Tokenizer.fromDir(dir), texts.slice(0, 1)); // a batch of one pads otherwise
+    model.dispose();
+    const values = (v: ArrayLike<number>) => Array.from(Float32Array.from(v));
+    for (const encoding_format of [undefined, "float"] as const) {
+      const result = await openai.embeddings.create({ model: "minilm", input: texts, ...(encoding_format ? { encoding_format } : {}) });
+      expect(result.object).toBe("list");
+      expect(result.model).toBe("minilm");
+      expect(result.data.map((d) => d.index)).toEqual([0, 1]);
+      expect(result.usage).toEqual({ prompt_tokens: expected.tokenCounts[0]! + expected.tokenCounts[1]!, total_tokens: expected.tokenCounts[0]! + expected.tokenCounts[1]! });
+      for (const [i, d] of result.data.entries()) {
+        expect(d.embedding.length).toBe(384);
+        // The same float32 values: base64 carries their bytes; float lists carry them as JSON numbers.
+        expect(values(d.embedding)).toEqual(values(expected.vectors[i]!));
+      }
+    }
+    const one = await openai.embeddings.create({ model: "minilm", input: "A man is eating food.", encoding_format: "float" });
+    expect(values(one.data[0]!.embedding)).toEqual(values(alone.vectors[0]!));
+  });
+
+  test("completions get a 400 naming the encoder; bad embeddings requests get 400s", async () => {
+    const post = (path: string, body: unknown) => fetch(`${encoder.url}${path}`, { method: "POST", body: JSON.stringify(body) });
+    for (const path of ["/v1/completions", "/v1/chat/completions"]) {
+      const response = await post(path, { prompt: "x", messages: [{ role: "user", content: "x" }] });
+      expect(response.status).toBe(400);
+      expect(((await response.json()) as { error: { message: string } }).error.message).toContain("is an encoder (bert): it serves POST /v1/embeddings");
+    }
+    for (const [body, message] of [
+      [{ input: [] }, "'input' must be a string or a non-empty array of strings"],
+      [{ input: [[1, 2]] }, "token ids are not accepted"],
+      [{ input: [""] }, "'input[0]' is empty"],
+      [{ input: "x", encoding_format: "int8" }, "'encoding_format' must be"],
+      [{ input: "x", dimensions: 128 }, "'dimensions' must be this model's 384"],
+      [{ input: "x", pooling: "cls" }, "unknown parameter 'pooling'"],
+    ] as const) {
+      const response = await post("/v1/embeddings", body);
+      expect(response.status).toBe(400);
+      expect(((await response.json()) as { error: { message: string } }).error.message).toContain(message);
+    }
+    const health = await (await fetch(`${encoder.url}/health`)).json();
+    expect(health).toMatchObject({ status: "ok", model: "minilm", kind: "encoder" });
   });
 });

@@ -2,9 +2,10 @@
 // each either throws an Error (expect "error") or completes (expect "ok"); none may end the process
 // by a signal. Checkpoint cases copy the llama fixture into a temporary directory and damage it.
 import { cpSync, mkdtempSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createCache, DEFAULT_MODEL_DIR, embed, fast, forward, generateText, loadModel, loadSafetensors, memory, ops, PromptCache, quant, quantizeParams, saveSafetensors, Tensor, Tokenizer } from "../../src/index.ts";
+import { createCache, DEFAULT_MODEL_DIR, embed, fast, forward, generateText, loadModel, loadSafetensors, memory, ops, PromptCache, quant, quantizeParams, saveSafetensors, serve, Tensor, Tokenizer } from "../../src/index.ts";
 
 export interface Case {
   name: string;
@@ -335,11 +336,34 @@ add("a prompt cache whose tokens were edited", "error", async () => {
   saveSafetensors(path, tensors, { ...metadata, tokens: JSON.stringify(tokens) });
   return PromptCache.load(loadModel(DEFAULT_MODEL_DIR, { backend: "mlx" }), path);
 });
+// The server: each kind of model answers the other kind's routes with a 400; no Host header is a 400.
+async function expectStatus(model: string, request: (url: string, port: number) => Promise<number>, status: number): Promise<void> {
+  const server = serve({ model, port: 0, backend: "mlx" });
+  try {
+    const got = await request(server.url, server.port);
+    if (got !== status) throw new Error(`expected HTTP ${status}, got ${got}`);
+  } finally {
+    await server.stop();
+  }
+}
+const postJson = (url: string, body: unknown) => fetch(url, { method: "POST", body: JSON.stringify(body) }).then((r) => r.status);
+add("serve an encoder, ask for a completion: 400", "ok", () => expectStatus(EMBEDDER, (url) => postJson(`${url}/v1/completions`, { prompt: "x" }), 400));
+add("serve an encoder, ask for embeddings: 200 (control)", "ok", () => expectStatus(EMBEDDER, (url) => postJson(`${url}/v1/embeddings`, { input: "x" }), 200));
+add("serve a decoder, ask for embeddings: 400", "ok", () => expectStatus(FIXTURE, (url) => postJson(`${url}/v1/embeddings`, { input: "x" }), 400));
+add("an HTTP/1.0 request without a Host header: 400", "ok", () =>
+  expectStatus(FIXTURE, (_, port) => new Promise<number>((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1", () => socket.write("GET /health HTTP/1.0\r\n\r\n"));
+    let out = "";
+    socket.on("data", (d) => (out += d));
+    socket.on("close", () => resolve(Number(/^HTTP\/1\.[01] (\d+)/.exec(out)?.[1] ?? 0)));
+    socket.on("error", reject);
+  }), 400));
 
 export default cases;
 
-/** CLI invocations (run as `bun src/cli.ts ...args`): usage errors exit 2, runtime errors 1. */
-export const CLI_CASES: { args: string[]; exit: number }[] = [
+/** CLI invocations (run as `bun src/bin.ts COMMAND ...args`, the command `generate` unless given, with
+ * `env` added): usage errors exit 2, runtime errors 1. */
+export const CLI_CASES: { args: string[]; exit: number; command?: string[]; env?: Record<string, string> }[] = [
   { args: ["--help"], exit: 0 },
   { args: ["--max-tokens", "abc"], exit: 2 },
   { args: ["--max-tokens", "0"], exit: 2 },
@@ -362,4 +386,14 @@ export const CLI_CASES: { args: string[]; exit: number }[] = [
   { args: ["positional"], exit: 2 },
   { args: ["--model", FIXTURE, "--max-tokens", "1000000000"], exit: 1 },
   { args: ["--model", FIXTURE, "--max-tokens", "2"], exit: 0 },
+  // Negative numbers report the flag's range (parseArgs alone calls them ambiguous).
+  { args: ["--top-k", "-1"], exit: 2 },
+  { args: ["--max-tokens", "-1"], exit: 2 },
+  { command: ["serve"], args: ["--port", "-1"], exit: 2 },
+  { command: ["serve"], args: ["--max-concurrent", "-3"], exit: 2 },
+  { command: ["serve"], args: ["--body-timeout", "0"], exit: 2 },
+  // A library asked for by MLXB_LIBRARY that is missing or not a library: an Error, never another one.
+  { args: ["--model", FIXTURE, "--max-tokens", "2"], exit: 1, env: { MLXB_LIBRARY: "/nonexistent/libmlxb.so" } },
+  { args: ["--model", FIXTURE, "--max-tokens", "2"], exit: 1, env: { MLXB_LIBRARY: join(FIXTURE, "config.json") } },
+  { command: ["launch"], args: ["-n", "1", "--backend", "nccl", "--", "true"], exit: 1, env: { CUDA_VISIBLE_DEVICES: "" } },
 ];

@@ -113,11 +113,18 @@ export function filteredLogprobs(logprobs: Float64Array, o: SamplingOptions): Fl
   return x;
 }
 
+/** The temperature a positive `temperature` samples at: at least 1e-30, whose inverse float32 still
+ * holds (a smaller one would make the device's scaled logits infinite; at 1e-30 every token but the
+ * largest already has probability 0). */
+export function samplingTemperature(temperature: number): number {
+  return Math.max(temperature, 1e-30);
+}
+
 /** The distribution a token is drawn from: the filters on the log-probabilities, then
  * softmax(filtered / temperature). Masked tokens have probability 0. */
 export function samplingDistribution(logprobs: Float64Array, o: SamplingOptions): Float64Array {
   const x = filteredLogprobs(logprobs, o);
-  const temperature = o.temperature > 0 ? o.temperature : 1;
+  const temperature = o.temperature > 0 ? samplingTemperature(o.temperature) : 1;
   return Float64Array.from(logSoftmax(Array.from(x, (v) => v / temperature)), Math.exp);
 }
 

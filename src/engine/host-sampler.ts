@@ -3,7 +3,7 @@
 // CDF in id order: with weights w = exp((filtered - max) / temperature) and their running sum c, the
 // token is the first whose c passes u * sum(w), u uniform in (0, 1) from a counter-based hash of the
 // sequence's seed and the draw's index (the same integer arithmetic on the host and the device).
-import { argmaxOf, filteredLogprobs, logSoftmax, mostProbable, processLogits, processes, type SamplingOptions } from "../sampling.ts";
+import { argmaxOf, filteredLogprobs, logSoftmax, mostProbable, processLogits, processes, samplingTemperature, type SamplingOptions } from "../sampling.ts";
 
 export interface SamplerSettings extends SamplingOptions {
   seed: number;
@@ -76,7 +76,7 @@ export function pickOnHost(logits: Float32Array, history: readonly number[], set
   if (settings.temperature <= 0) {
     token = argmaxOf(processed);
   } else {
-    token = drawFrom(filteredLogprobs(lp, settings), settings.temperature, drawUniform(drawKey(settings.seed, index)));
+    token = drawFrom(filteredLogprobs(lp, settings), samplingTemperature(settings.temperature), drawUniform(drawKey(settings.seed, index)));
   }
   if (settings.logprobs === undefined) return { token };
   return { token, logprob: lp[token]!, topLogprobs: mostProbable(lp, settings.logprobs) };

@@ -39,7 +39,7 @@ import {
 } from "../ops/core.ts";
 // Every index the sampler gathers by is in range by construction (token ids, partition positions).
 import { putAlongAxisInRange as putAlongAxis, scatterAddAxisInRange as scatterAddAxis, takeAlongAxisInRange as takeAlongAxis } from "../ops/gather.ts";
-import { processes, type SamplingOptions } from "../sampling.ts";
+import { processes, samplingTemperature, type SamplingOptions } from "../sampling.ts";
 import { drawKey, drawUniform, type Pick, type SamplerSettings, type TokenLogprob } from "./host-sampler.ts";
 import { Tensor, tidy } from "../tensor.ts";
 
@@ -97,7 +97,7 @@ export class DeviceSampler {
     this.#allSampled = sampled.every(Boolean);
     this.#alternatives = Math.min(V, Math.max(-1, ...settings.map((s) => s.logprobs ?? -1)));
     if (sampled.some(Boolean)) {
-      this.#inverseTemperature = own(column(settings.map((s) => 1 / (s.temperature > 0 ? s.temperature : 1))));
+      this.#inverseTemperature = own(column(settings.map((s) => 1 / (s.temperature > 0 ? samplingTemperature(s.temperature) : 1))));
       this.#sampled = own(column(sampled.map(Number), "int32"));
       const filtering = settings.map((s, i) => sampled[i]! && (filtersTopP(s) || s.minP > 0 || s.topK > 0));
       if (filtering.some(Boolean)) {

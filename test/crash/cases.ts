@@ -300,6 +300,15 @@ add("memory.setLimit back to its own value (control)", "ok", () => {
 // logitBias within float32's range.
 for (const bias of [1e39, 1e308, -1e39, Number.NEGATIVE_INFINITY]) add(`generate logitBias ${bias}`, "error", () => generateWith({ logitBias: { 3: bias } }));
 add("generate logitBias -3e38 (float32, control)", "ok", () => generateWith({ logitBias: { 3: -3e38 } }));
+// A temperature whose inverse float32 cannot hold samples at 1e-30: the greedy tokens, not token 0.
+for (const [backend, temperature] of [["mlx", 1e-300], ["mlx", 1e-40], ["cpu", 1e-300]] as const) {
+  add(`generate at temperature ${temperature} (${backend}) gives the greedy tokens`, "ok", async () => {
+    const model = loadModel(FIXTURE, { backend });
+    const run = (t: number) => generateText(model, Tokenizer.fromDir(FIXTURE), [1, 2, 3], { maxTokens: 4, temperature: t, ignoreEos: true });
+    const [tiny, greedy] = [(await run(temperature)).tokens, (await run(0)).tokens];
+    if (tiny.join() !== greedy.join()) throw new Error(`temperature ${temperature} gave [${tiny}], greedy [${greedy}]`);
+  });
+}
 // Unknown option names on every public entry that takes options.
 const EMBEDDER = join(import.meta.dir, "..", "..", ".cache", "models", "all-MiniLM-L6-v2");
 add("embed with the typo 'poolin'", "error", () => embed(loadModel(EMBEDDER, { backend: "mlx" }), Tokenizer.fromDir(EMBEDDER), ["a"], { poolin: "cls" } as never));

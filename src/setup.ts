@@ -102,8 +102,9 @@ export function setup(options: { target?: string; force?: boolean } = {}): strin
   run(py, [...pip, "--no-deps", `${wheel}==${pins["MLX_VERSION"]}`, `ziglang==${pins["ZIG_VERSION"]}`], "downloading wheels");
   if (target === "cuda13") {
     run(py, [...pip, `${wheel}==${pins["MLX_VERSION"]}`], "downloading the CUDA libraries");
-    // MLX's JIT (quantized matmuls of some shapes) compiles against the CUDA runtime headers, which
-    // include crt/ headers that nvidia-cuda-runtime leaves to nvidia-cuda-crt: the same version.
+    // MLX's JIT (quantized matmuls of some shapes) compiles against the CUDA runtime headers in
+    // site/nvidia/cu13/include, which include crt/ headers that nvidia-cuda-runtime leaves to
+    // nvidia-cuda-crt (unpacked into the same folder): the same version.
     const runtime = readdirSync(join(work, "wheels")).map((f) => /^nvidia_cuda_runtime-([\d.]+)-/.exec(f)?.[1]).find(Boolean);
     if (!runtime) throw new Error("the CUDA libraries did not include nvidia-cuda-runtime (MLX's JIT needs its headers)");
     run(py, [...pip, "--no-deps", `nvidia-cuda-crt==${runtime}`], "downloading the CUDA headers MLX's JIT includes (nvidia-cuda-crt)");
@@ -114,13 +115,6 @@ export function setup(options: { target?: string; force?: boolean } = {}): strin
     run(py, ["-m", "zipfile", "-e", join(work, "wheels", file), site], `unpacking ${file}`);
   }
   rmSync(join(work, "wheels"), { recursive: true, force: true });
-  // MLX 0.32 looks for the CUDA headers in site/nvidia/cuda_runtime/include (the CUDA 12 wheels'
-  // layout); the CUDA 13 wheels put them in site/nvidia/cu13/include.
-  const headers = join(site, "nvidia", "cu13", "include");
-  if (target === "cuda13" && existsSync(join(headers, "crt", "mma.h")) && !existsSync(join(site, "nvidia", "cuda_runtime", "include"))) {
-    mkdirSync(join(site, "nvidia", "cuda_runtime"), { recursive: true });
-    symlinkSync(join("..", "cu13", "include"), join(site, "nvidia", "cuda_runtime", "include"));
-  }
   const mlx = join(site, "mlx");
   if (!existsSync(join(mlx, "lib", "libmlx.so")) || !existsSync(join(mlx, "include", "mlx", "mlx.h"))) throw new Error(`the ${wheel} wheel did not hold mlx/lib/libmlx.so and its headers`);
   const zig = join(site, "ziglang", "zig");

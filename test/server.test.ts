@@ -3,6 +3,7 @@
 // default model on MLX.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import OpenAI from "openai";
+import { existsSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { DEFAULT_MODEL_DIR, embed, generateText, liveTensorCount, loadModel, serve, type Server, Tokenizer } from "../src/index.ts";
@@ -287,9 +288,11 @@ describe("concurrency", () => {
   });
 });
 
-// An encoder (the real all-MiniLM-L6-v2, installed by scripts/test.sh) serves OpenAI's embeddings API.
-describe("serving an encoder", () => {
-  const dir = join(import.meta.dir, "..", ".cache", "models", "all-MiniLM-L6-v2");
+// An encoder (the real all-MiniLM-L6-v2, installed by scripts/test.sh; the lent GPU machine cannot
+// carry it, and there these tests are reported as skipped) serves OpenAI's embeddings API.
+const MINILM = join(import.meta.dir, "..", ".cache", "models", "all-MiniLM-L6-v2");
+describe.skipIf(!existsSync(join(MINILM, "tokenizer.json")))("serving an encoder", () => {
+  const dir = MINILM;
   let encoder: Server;
   let openai: OpenAI;
   beforeAll(() => {

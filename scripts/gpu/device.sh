@@ -28,9 +28,16 @@ if [ ! -f "$BASE/bun/.stamp" ] || [ ! -f "$BASE/main/.stamp" ]; then
 fi
 GPU="$BASE/main"
 
-# libmlx.so looks for the CUDA libraries in site/../nvidia (its RPATH): the machine's PyTorch has them.
+# libmlx.so looks for the CUDA libraries in site/nvidia (its RPATH), and MLX's JIT for the CUDA
+# headers in site/nvidia/cu13/include: the machine's PyTorch has both but crt/, which the payload
+# carries (pack.sh). site/nvidia is built of links to PyTorch's entries, with crt/ added.
 NVIDIA="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(os.path.dirname(torch.__file__)), "nvidia"))')"
-ln -sfn "$NVIDIA" "$GPU/site/nvidia"
+rm -rf "$GPU/site/nvidia"
+mkdir -p "$GPU/site/nvidia/cu13/include"
+for entry in "$NVIDIA"/*; do [ "$(basename "$entry")" = cu13 ] || ln -s "$entry" "$GPU/site/nvidia/"; done
+for entry in "$NVIDIA"/cu13/*; do [ "$(basename "$entry")" = include ] || ln -s "$entry" "$GPU/site/nvidia/cu13/"; done
+for entry in "$NVIDIA"/cu13/include/*; do ln -s "$entry" "$GPU/site/nvidia/cu13/include/"; done
+[ -e "$GPU/site/nvidia/cu13/include/crt" ] || ln -s "$GPU/site/cuda-crt/crt" "$GPU/site/nvidia/cu13/include/crt"
 
 ln -sfn "$GPU/repo/node_modules" "$ROOT/node_modules"
 mkdir -p "$ROOT/.cache/models" "$ROOT/test/fixtures"

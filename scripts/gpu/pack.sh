@@ -13,12 +13,14 @@
 #   .gpu/payload.tar.xz  everything else (~22 MiB)
 # The oracle fixtures (for `bun test` there) go to .gpu/fixtures.tar.xz, carried beside the payload.
 # The CUDA libraries themselves (cuBLAS, cuDNN, NVRTC, NCCL, ...) are the machine's, from its PyTorch.
-# Env: MLXB_GPU_SM (default 90), MLXB_GPU_PYTHON (the machine's python3 version, default 3.12).
+# Env: MLXB_GPU_SM (default 90), MLXB_GPU_PYTHON (the machine's python3 version, default 3.12),
+# MLXB_GPU_CUDA_CRT (the nvidia-cuda-crt version matching the machine's CUDA, default 13.0.*).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/scripts/versions.sh"
 SM="${MLXB_GPU_SM:-90}"
 PYVER="${MLXB_GPU_PYTHON:-3.12}"
+CUDA_CRT="${MLXB_GPU_CUDA_CRT:-13.0.*}" # the machine's CUDA (its PyTorch: 2.11.0+cu130)
 CACHE="$ROOT/.cache"
 WHEELS="$CACHE/gpu/wheels"
 STAGE="$CACHE/gpu/stage"
@@ -48,6 +50,18 @@ done
 LIB="$STAGE/site/mlx/lib/libmlx.so"
 strip --strip-unneeded "$LIB"
 "$CACHE/venv/bin/python" "$ROOT/scripts/gpu/prune_fatbin.py" "$LIB" "$SM"
+
+# MLX's JIT (quantized matmuls of some shapes) includes crt/ headers from site/nvidia/cu13/include;
+# the machine's PyTorch ships the CUDA runtime headers there but not nvidia-cuda-crt's: its CUDA
+# version's crt/ goes in the payload (device.sh links it in).
+log "CUDA crt headers (nvidia-cuda-crt==$CUDA_CRT)"
+rm -rf "$CACHE/gpu/crt"
+"$CACHE/venv/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+  --python-version "$PYVER" --implementation cp --platform manylinux_2_17_x86_64 -d "$CACHE/gpu/crt" "nvidia-cuda-crt==$CUDA_CRT"
+mkdir -p "$STAGE/site/cuda-crt"
+unzip -q -o "$CACHE"/gpu/crt/nvidia_cuda_crt-*.whl 'nvidia/cu13/include/crt/*' -d "$STAGE/cuda-crt-wheel"
+mv "$STAGE/cuda-crt-wheel/nvidia/cu13/include/crt" "$STAGE/site/cuda-crt/crt"
+rm -rf "$STAGE/cuda-crt-wheel"
 
 log "shim against the CUDA libmlx.so"
 (cd "$ROOT" && ZIG_GLOBAL_CACHE_DIR="$CACHE/zig-global" zig build -Doptimize=ReleaseFast -Dmlx="$STAGE/site/mlx" -Dcuda=true --prefix "$STAGE/shim")

@@ -51,6 +51,9 @@ export function support(kind: BackendKind, modelBytes = 0, host: Host = currentH
   const { native, device } = host;
   const where = device ? (device.device === "gpu" ? `gpu: ${device.name}` : "cpu") : "none";
   if (kind === "mlx") return { available: native.available, backend: "mlx", device: where, reason: native.reason };
+  // A library named by MLXB_LIBRARY that does not load is the user's mistake to hear about, not a
+  // reason to run on the CPU reference backend instead.
+  if (!native.available && process.env["MLXB_LIBRARY"]) return { available: false, backend: "mlx", device: "cpu", reason: native.reason };
   if (!native.available) {
     return { available: true, backend: "cpu", device: "cpu", reason: `MLX unavailable (${native.reason}); using the CPU reference backend` };
   }
@@ -129,7 +132,7 @@ export function withFallback(
 export function selectBackend(kind: BackendKind | string, modelBytes = 0, log: (message: string) => void = console.info): "cpu" | "mlx" {
   const parsed = parseBackendKind(kind);
   const s = support(parsed, modelBytes);
-  if (!s.available) throw new Error(`backend 'mlx' requested but unavailable: ${s.reason}`);
+  if (!s.available) throw new Error(`backend '${parsed}' cannot run on MLX: ${s.reason}`);
   if (parsed === "auto" && s.backend === "cpu") log(`mlx-bun: ${s.reason}`);
   return s.backend;
 }

@@ -1,7 +1,7 @@
 // Hostile and careless calls through the public API, one per child process (test/crash.test.ts):
 // each either throws an Error (expect "error") or completes (expect "ok"); none may end the process
 // by a signal. Checkpoint cases copy the llama fixture into a temporary directory and damage it.
-import { cpSync, mkdtempSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -311,8 +311,23 @@ for (const [backend, temperature] of [["mlx", 1e-300], ["mlx", 1e-40], ["cpu", 1
 }
 // Unknown option names on every public entry that takes options.
 const EMBEDDER = join(import.meta.dir, "..", "..", ".cache", "models", "all-MiniLM-L6-v2");
-add("embed with the typo 'poolin'", "error", () => embed(loadModel(EMBEDDER, { backend: "mlx" }), Tokenizer.fromDir(EMBEDDER), ["a"], { poolin: "cls" } as never));
-add("embed with pooling 'cls' (control)", "ok", () => embed(loadModel(EMBEDDER, { backend: "mlx" }), Tokenizer.fromDir(EMBEDDER), ["a"], { pooling: "cls" }));
+/** Runs `call` and returns normally only when it throws an Error whose message holds `words`. */
+function rejectsWith(words: string, call: () => unknown): () => void {
+  return () => {
+    try {
+      call();
+    } catch (e) {
+      if (e instanceof Error && e.message.includes(words)) return;
+      throw new Error(`rejected, but not for '${words}': ${String(e)}`);
+    }
+    throw new Error(`not rejected (expected '${words}')`);
+  };
+}
+const BERT_FIXTURE = join(import.meta.dir, "..", "fixtures", "data", "encoders", "bert");
+add("embed with the typo 'poolin'", "ok", rejectsWith("embed: unknown option 'poolin'", () => embed(loadModel(BERT_FIXTURE, { backend: "mlx" }), Tokenizer.fromDir(FIXTURE), ["a"], { poolin: "cls" } as never)));
+// The real encoder is installed by scripts/test.sh (the lent GPU machine cannot carry it).
+const hasEmbedder = existsSync(join(EMBEDDER, "tokenizer.json"));
+if (hasEmbedder) add("embed with pooling 'cls' (control)", "ok", () => embed(loadModel(EMBEDDER, { backend: "mlx" }), Tokenizer.fromDir(EMBEDDER), ["a"], { pooling: "cls" }));
 add("loadModel with the typo 'backnd'", "error", () => loadModel(FIXTURE, { backnd: "cpu" } as never));
 add("createCache with an unknown option", "error", () => createCache(mlxModel(), 1, 8, { kvbits: 4 } as never));
 add("forward with an unknown option", "error", () => forward(mlxModel(), Tensor.from(Int32Array.of(1), [1, 1]), { cach: null } as never));
@@ -356,8 +371,10 @@ async function expectStatus(model: string, request: (url: string, port: number) 
   }
 }
 const postJson = (url: string, body: unknown) => fetch(url, { method: "POST", body: JSON.stringify(body) }).then((r) => r.status);
-add("serve an encoder, ask for a completion: 400", "ok", () => expectStatus(EMBEDDER, (url) => postJson(`${url}/v1/completions`, { prompt: "x" }), 400));
-add("serve an encoder, ask for embeddings: 200 (control)", "ok", () => expectStatus(EMBEDDER, (url) => postJson(`${url}/v1/embeddings`, { input: "x" }), 200));
+if (hasEmbedder) {
+  add("serve an encoder, ask for a completion: 400", "ok", () => expectStatus(EMBEDDER, (url) => postJson(`${url}/v1/completions`, { prompt: "x" }), 400));
+  add("serve an encoder, ask for embeddings: 200 (control)", "ok", () => expectStatus(EMBEDDER, (url) => postJson(`${url}/v1/embeddings`, { input: "x" }), 200));
+}
 add("serve a decoder, ask for embeddings: 400", "ok", () => expectStatus(FIXTURE, (url) => postJson(`${url}/v1/embeddings`, { input: "x" }), 400));
 add("an HTTP/1.0 request without a Host header: 400", "ok", () =>
   expectStatus(FIXTURE, (_, port) => new Promise<number>((resolve, reject) => {

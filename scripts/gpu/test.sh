@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The test suite on the lent GPU machine, within 8 minutes: every test file but embed.test.ts (its
+# real all-MiniLM-L6-v2 checkpoint is larger than a call can carry; server.test.ts reports its
+# encoder tests as skipped there), MLX_ENABLE_TF32=0 (the float32 oracle tolerances assume it), four
+# files at a time, each file a `bun test` of its own. Prints each file's result and time, then the
+# failures; exits 1 when any file fails. Run through device.sh (README, "GPU"):
+#   bash scripts/gpu/device.sh bash scripts/gpu/test.sh
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+LOGS="$(mktemp -d)"
+export MLX_ENABLE_TF32=0 LOGS
+files=$(ls test/*.test.ts | grep -v -e '^test/embed.test.ts$')
+start=$(date +%s)
+# One file: its log in $LOGS, one summary line (seconds, exit status, pass/fail/skip counts).
+run_one() {
+  local file="$1" log="$LOGS/$(basename "$1").log" begin=$(date +%s)
+  timeout 420 bun test --timeout 180000 "$file" > "$log" 2>&1
+  local rc=$?
+  printf '%-32s %4d s  rc=%-3d %s\n' "$file" "$(( $(date +%s) - begin ))" "$rc" "$(grep -E '^ *[0-9]+ (pass|fail|skip)$' "$log" | tr -s ' \n' ' ')"
+}
+export -f run_one
+echo "$files" | xargs -P 4 -I{} bash -c 'run_one {}' | tee "$LOGS/summary"
+failed=$(grep -v ' rc=0 ' "$LOGS/summary" | awk '{ print $1 }')
+echo "[gpu-test] $(echo "$files" | wc -l) files in $(( $(date +%s) - start )) s"
+if [ -n "$failed" ]; then
+  for f in $failed; do echo "== $f"; grep -E '^\(fail\)|^error' -A3 "$LOGS/$(basename "$f").log" | head -30; done
+  exit 1
+fi

@@ -96,10 +96,32 @@ inline void emit(const std::vector<mlx_array*>& outputs, std::vector<mlx_array> 
   if (recording != nullptr) record(inputs, xs, handles, results, std::move(fn), pure);
 }
 
-// One output.
+// One output. Outside a recording it builds the op directly: no handle lists, no std::function, no
+// result vector (an eager op's cost is mostly MLX's own node construction, plus these allocations).
+template <typename Handles, typename F>
+inline void emit_one(mlx_array* out, const Handles& inputs, F& fn) {
+  if (recording != nullptr) {
+    emit({out}, std::vector<mlx_array>(inputs.begin(), inputs.end()), [fn](const Arrays& x) { return Arrays{fn(x)}; });
+    return;
+  }
+  if (out == nullptr) throw ArgumentError("out-pointer is null");
+  Arrays xs;
+  xs.reserve(inputs.size());
+  for (auto h : inputs) {
+    if (h == nullptr) throw ArgumentError("array argument is null");
+    xs.push_back(*static_cast<mx::array*>(h));
+  }
+  *out = new mx::array(fn(xs));
+}
+
 template <typename F>
-inline void emit1(mlx_array* out, std::vector<mlx_array> inputs, F fn) {
-  emit({out}, std::move(inputs), [fn](const Arrays& x) { return Arrays{fn(x)}; });
+inline void emit1(mlx_array* out, std::initializer_list<mlx_array> inputs, F fn) {
+  emit_one(out, inputs, fn);
+}
+
+template <typename F>
+inline void emit1(mlx_array* out, const std::vector<mlx_array>& inputs, F fn) {
+  emit_one(out, inputs, fn);
 }
 
 mx::Dtype to_dtype(int dtype);

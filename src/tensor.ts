@@ -85,8 +85,12 @@ function release(cell: Cell): void {
 // A synchronous loop gives finalizers no turn, so once memory (MLX's active memory + host copies) has
 // grown by `finalizerBound` bytes since the last sweep, construction forces a collection and frees
 // the collected tensors' handles itself. Growth, not the total: a loaded model's weights are alive.
+// Tracking (a cell, a WeakRef and a finalizer registration: together more than MLX's own op) is
+// deferred: a new tensor waits in `young`, held strongly, until the next check, CHECK_EVERY
+// constructions later; only the ones not disposed by then get a cell. Most eager tensors die younger.
 const finalizer = new FinalizationRegistry<Cell>(release);
 let cells: Cell[] = [];
+let young: Tensor[] = [];
 let hostBytes = 0;
 let madeSinceCheck = 0;
 const CHECK_EVERY = 64;
@@ -168,7 +172,10 @@ export function liveTensorCount(): number {
 
 export class Tensor implements TensorData {
   #handle: Pointer | null;
-  #cell: Cell;
+  /** Set once the tensor is tracked (it outlived its first check, see `young`). */
+  #cell: Cell | null = null;
+  /** Host bytes copied in by Tensor.from, until the cell holds them. */
+  #hostBytes = 0;
   #shape: readonly number[] | undefined;
   #dtype: DType | undefined;
   /** Optional label used in error messages (a weight path, say). */
@@ -179,11 +186,28 @@ export class Tensor implements TensorData {
     this.#handle = handle;
     this.name = name;
     liveTensors++;
-    this.#cell = { handle, hostBytes: 0, ref: new WeakRef(this), freed: false };
-    finalizer.register(this, this.#cell, this);
-    cells.push(this.#cell);
+    // The first young tensor also schedules a check for when this job ends, so that young tensors
+    // are tracked even if no more are made.
+    if (young.push(this) === 1) queueMicrotask(Tensor.#checkYoung);
     scopes[scopes.length - 1]?.push(this);
-    if (++madeSinceCheck >= CHECK_EVERY) sweepIfOverBound();
+    if (++madeSinceCheck >= CHECK_EVERY) Tensor.#check();
+  }
+
+  static #checkYoung = (): void => {
+    if (young.length > 0) Tensor.#check();
+  };
+
+  /** Tracks the young tensors still alive (see `young`), then sweeps if memory grew past the bound. */
+  static #check(): void {
+    for (const t of young) {
+      if (t.#handle === null) continue;
+      const cell: Cell = { handle: t.#handle, hostBytes: t.#hostBytes, ref: new WeakRef(t), freed: false };
+      t.#cell = cell;
+      finalizer.register(t, cell, cell);
+      cells.push(cell);
+    }
+    young = [];
+    sweepIfOverBound();
   }
 
   /** Creates a tensor by copying host data. Typed arrays carry their dtype; `dtype` may narrow to
@@ -213,7 +237,7 @@ export class Tensor implements TensorData {
     const status = native().mlx_array_new_data(outWords, bytes.byteLength > 0 ? bytes : null, bytes.byteLength, shapeArray.length > 0 ? shapeArray : null, shape.length, dtypeCode(dtype));
     check(status, "Tensor.fromBytes");
     const t = new Tensor(outPointer());
-    t.#cell.hostBytes = bytes.byteLength;
+    t.#hostBytes = bytes.byteLength;
     hostBytes += bytes.byteLength;
     return t;
   }
@@ -328,8 +352,15 @@ export class Tensor implements TensorData {
   /** Frees the native array now. Idempotent. */
   dispose(): void {
     if (this.#handle === null) return;
-    finalizer.unregister(this);
-    release(this.#cell);
+    const cell = this.#cell;
+    if (cell) {
+      finalizer.unregister(cell);
+      release(cell);
+    } else {
+      native().mlx_array_free(this.#handle);
+      liveTensors--;
+      hostBytes -= this.#hostBytes;
+    }
     this.#handle = null;
   }
 

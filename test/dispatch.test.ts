@@ -33,6 +33,9 @@ describe("backend kinds and support()", () => {
     expect(big.reason).toContain('backend: "mlx"');
     const missing = { native: { available: false, reason: "libmlxb.so not found" }, ramBytes: 16 * GIB };
     expect(support("auto", 1, missing)).toMatchObject({ backend: "cpu", available: true });
+    // A library named by MLXB_LIBRARY that does not load is an error, not a reason to use the CPU.
+    const named = { native: { available: false, reason: "MLXB_LIBRARY is /x.so, which does not exist", requested: true }, ramBytes: 16 * GIB };
+    expect(support("auto", 1, named)).toEqual({ available: false, backend: "mlx", device: "none", reason: "MLXB_LIBRARY is /x.so, which does not exist" });
     expect(support("mlx", 1, missing)).toEqual({ available: false, backend: "mlx", device: "none", reason: "libmlxb.so not found" });
     expect(support("cpu")).toMatchObject({ backend: "cpu", available: true, device: "cpu" });
   });

@@ -48,7 +48,10 @@ test.each([
   using dense = quant.dequantize(q, { groupSize, bits });
   using wt = ops.transpose(dense, [1, 0]);
   using want = ops.matmul(x, wt);
-  expect(relativeError(got.toFloat32Array(), want.toFloat32Array())).toBeLessThanOrEqual(1e-5);
+  // MLX's own CUDA kernel for more rows (JIT-compiled with tensor-core MMAs) rounds float32 inputs
+  // to a tensor-core type; its bound is bfloat16's rounding. Ours, and MLX's on the CPU: float32.
+  const bound = onCuda && expectedKind(rows, bits) === "QuantizedMatmul" ? 2 ** -8 : 1e-5;
+  expect(relativeError(got.toFloat32Array(), want.toFloat32Array())).toBeLessThanOrEqual(bound);
   quant.disposeQuantized(q);
 });
 

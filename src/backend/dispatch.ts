@@ -31,7 +31,7 @@ export interface Support {
 
 /** What support() decides from: the shim, host RAM and, when the shim loads, MLX's default device. */
 export interface Host {
-  native: { available: boolean; reason: string };
+  native: { available: boolean; reason: string; requested?: boolean };
   ramBytes: number;
   device?: Pick<DeviceInfo, "device" | "name" | "memoryBytes"> | undefined;
 }
@@ -53,7 +53,7 @@ export function support(kind: BackendKind, modelBytes = 0, host: Host = currentH
   if (kind === "mlx") return { available: native.available, backend: "mlx", device: where, reason: native.reason };
   // A library named by MLXB_LIBRARY that does not load is the user's mistake to hear about, not a
   // reason to run on the CPU reference backend instead.
-  if (!native.available && process.env["MLXB_LIBRARY"]) return { available: false, backend: "mlx", device: "cpu", reason: native.reason };
+  if (!native.available && native.requested) return { available: false, backend: "mlx", device: "none", reason: native.reason };
   if (!native.available) {
     return { available: true, backend: "cpu", device: "cpu", reason: `MLX unavailable (${native.reason}); using the CPU reference backend` };
   }

@@ -216,13 +216,14 @@ export function probeLibrary(path: string): string {
   }
 }
 
-/** Whether the shim loads, and why not. */
-export function nativeStatus(): { available: boolean; reason: string } {
+/** Whether the shim loads, and why not; `requested` when MLXB_LIBRARY names the library. */
+export function nativeStatus(): { available: boolean; reason: string; requested?: boolean } {
+  const requested = Boolean(process.env["MLXB_LIBRARY"]);
   try {
     native();
-    return { available: true, reason: "shim loaded" };
+    return { available: true, reason: "shim loaded", requested };
   } catch (e) {
-    return { available: false, reason: (e as Error).message };
+    return { available: false, reason: (e as Error).message, requested };
   }
 }
 

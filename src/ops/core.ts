@@ -1,5 +1,5 @@
 // Plain MLX ops over Tensor. Each returns a new Tensor the caller owns.
-import { check, native, pointerFromWord } from "../native/ffi.ts";
+import { check, native, outPointer, outWords, pointerFromWord } from "../native/ffi.ts";
 import { checkedShape, dtypeCode, type DType, itemSize } from "../dtype.ts";
 import { checkAllocation } from "../native/device.ts";
 import { Tensor } from "../tensor.ts";
@@ -12,9 +12,17 @@ type BinaryName =
   | "mlx_equal" | "mlx_matmul" | "mlx_bitwise_xor" | "mlx_right_shift";
 type UnaryName = "mlx_rsqrt" | "mlx_sqrt" | "mlx_exp" | "mlx_log" | "mlx_negative" | "mlx_square" | "mlx_tanh" | "mlx_sigmoid" | "mlx_erf" | "mlx_cos" | "mlx_sin" | "mlx_silu";
 
-/** A binary op; a number operand becomes a scalar of the tensor operand's dtype. */
+/** A binary op; a number operand becomes a scalar of the tensor operand's dtype. Two tensors take
+ * the short way: no closure, no scalar, the shim function looked up once. */
 function binary(symbol: BinaryName, op: string) {
+  let fn: ((out: Uint32Array, a: unknown, b: unknown) => number) | undefined;
   return (a: Tensor | number, b: Tensor | number): Tensor => {
+    if (a instanceof Tensor && b instanceof Tensor) {
+      const ha = handleOf(a, op, "a");
+      const hb = handleOf(b, op, "b");
+      check((fn ??= native()[symbol])(outWords, ha, hb), op);
+      return new Tensor(outPointer());
+    }
     if (typeof a === "number" && typeof b === "number") throw new Error(`${op}: at least one operand must be a Tensor`);
     using sa = typeof a === "number" ? Tensor.scalar(a, (b as Tensor).dtype) : undefined;
     using sb = typeof b === "number" ? Tensor.scalar(b, (a as Tensor).dtype) : undefined;
@@ -25,9 +33,11 @@ function binary(symbol: BinaryName, op: string) {
 }
 
 function unary(symbol: UnaryName, op: string) {
+  let fn: ((out: Uint32Array, a: unknown) => number) | undefined;
   return (a: Tensor): Tensor => {
     const h = handleOf(a, op, "a");
-    return call(op, (lib, out) => lib[symbol](out, h));
+    check((fn ??= native()[symbol])(outWords, h), op);
+    return new Tensor(outPointer());
   };
 }
 

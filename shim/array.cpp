@@ -154,6 +154,24 @@ int mlx_array_available(int* out, mlx_array a) {
   return guard([&] { *out = arr(a, "a").status() == mx::array::Status::available ? 1 : 0; });
 }
 
+int mlx_bench_add_floor(double* out, mlx_array a_, mlx_array b_, int count, int repeats) {
+  return guard([&] {
+    const auto& a = arr(a_, "a");
+    const auto& b = arr(b_, "b");
+    if (out == nullptr || count < 1 || repeats < 1) throw ArgumentError("out is null, or count or repeats < 1");
+    double best = 0;
+    for (int r = 0; r < repeats; r++) {
+      auto start = std::chrono::steady_clock::now();
+      for (int i = 0; i < count; i++) {
+        auto sum = mx::add(a, b);
+      }
+      double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count() / count;
+      best = r == 0 ? ns : std::min(best, ns);
+    }
+    *out = best;
+  });
+}
+
 } // extern "C"
 
 // Each primitive still to run behind the arrays, once per node (a multi-output primitive once for

@@ -84,6 +84,9 @@ int mlx_graph_primitives(int* out, const mlx_array* arrays, int count);
 int mlx_graph_primitive_names(char* out, size_t cap, size_t* needed, const mlx_array* arrays, int count);
 /* Copies one memory-bandwidth-sized buffer n times on the default device; writes bytes/s. */
 int mlx_bench_copy_bandwidth(double* out, size_t nbytes, int repeats);
+/* MLX's own cost of one eager op, in C++ with no binding: ns per mx::add(a, b) whose result is
+ * destroyed at once, best of `repeats` runs of `count` (the floor under any binding's add + free). */
+int mlx_bench_add_floor(double* out, mlx_array a, mlx_array b, int count, int repeats);
 
 /* ---- core ops ---- */
 int mlx_add(mlx_array* out, mlx_array a, mlx_array b);

@@ -238,6 +238,7 @@ export class Tensor implements TensorData {
     check(status, "Tensor.fromBytes");
     const t = new Tensor(outPointer());
     t.#hostBytes = bytes.byteLength;
+    if (t.#cell) t.#cell.hostBytes = bytes.byteLength; // tracked already, when construction ran a check
     hostBytes += bytes.byteLength;
     return t;
   }

@@ -55,6 +55,7 @@ export class Tokenizer {
   }
 
   encode(text: string, addSpecialTokens = true): number[] {
+    if (typeof text !== "string") throw new Error(`Tokenizer.encode: text must be a string, got ${text === null ? "null" : typeof text}`);
     return this.#inner.encode(text, { add_special_tokens: addSpecialTokens }).ids;
   }
 

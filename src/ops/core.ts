@@ -3,6 +3,7 @@ import { check, native, outPointer, outWords, pointerFromWord } from "../native/
 import { checkedShape, dtypeCode, type DType, itemSize } from "../dtype.ts";
 import { checkAllocation } from "../native/device.ts";
 import { Tensor } from "../tensor.ts";
+import { checkOptionNames } from "../options.ts";
 import { axisOf, call, handleOf, int32, ints, type Native } from "./call.ts";
 
 export { putAlongAxis, scatterAddAxis, take, takeAlongAxis } from "./gather.ts";
@@ -224,6 +225,7 @@ export function argpartition(a: Tensor, kth: number, axis = -1): Tensor {
 
 /** Running sums along `axis` (inclusive unless told otherwise). */
 export function cumsum(a: Tensor, axis = -1, options: { reverse?: boolean; inclusive?: boolean } = {}): Tensor {
+  checkOptionNames("cumsum", options, ["reverse", "inclusive"]);
   const h = handleOf(a, "cumsum", "a");
   const { reverse = false, inclusive = true } = options;
   const ax = int32(axis, "cumsum", "axis");

@@ -1,6 +1,7 @@
 // MLX fast ops (mlx::core::fast) and the fused SwiGLU.
 import { check, native, pointerFromWord } from "../native/ffi.ts";
 import { Tensor } from "../tensor.ts";
+import { checkOptionNames } from "../options.ts";
 import { call, finite, handleOf, int32, optionalHandleOf } from "./call.ts";
 
 /** x * rsqrt(mean(x^2, -1) + eps) * weight, over the last axis. */
@@ -51,6 +52,7 @@ export function rope(x: Tensor, options: RopeOptions): Tensor {
 /** The shim's rope arguments from the options (`op` names the caller in errors): base NaN when
  * freqs are given. */
 function ropeArguments(op: string, options: RopeOptions) {
+  checkOptionNames(op, options, ["dims", "traditional", "base", "scale", "offset", "freqs"]);
   const { traditional = false } = options;
   const dims = int32(options.dims, op, "dims");
   if (dims <= 0 || dims % 2 !== 0) throw new Error(`${op}: dims must be a positive even number, got ${dims}`);
@@ -86,6 +88,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, optio
   const hq = handleOf(q, "scaledDotProductAttention", "q");
   const hk = handleOf(k, "scaledDotProductAttention", "k");
   const hv = handleOf(v, "scaledDotProductAttention", "v");
+  checkOptionNames("scaledDotProductAttention", options, ["scale", "mask"]);
   const { mask } = options;
   const mode = mask === "causal" ? "causal" : "";
   const hm = mask && mask !== "causal" ? handleOf(mask, "scaledDotProductAttention", "mask") : null;

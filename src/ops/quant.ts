@@ -2,6 +2,7 @@
 import { check, native, pointerFromWord } from "../native/ffi.ts";
 import { dtypeCode, type DType } from "../dtype.ts";
 import { Tensor } from "../tensor.ts";
+import { checkOptionNames } from "../options.ts";
 import { call, handleOf, optionalHandleOf } from "./call.ts";
 
 export const QUANT_MODES = ["affine", "mxfp4", "mxfp8", "nvfp4"] as const;
@@ -24,12 +25,20 @@ const DEFAULTS: Record<QuantMode, { groupSize: number; bits: number }> = {
 /** Some of the parameters; an absent or undefined one takes the mode's default. */
 export type QuantParamsInput = { [K in keyof QuantParams]?: QuantParams[K] | undefined };
 
-/** Fills in the mode's defaults; rejects unknown modes with the list of valid ones. */
+/** Fills in the mode's defaults; rejects unknown modes with the list of valid ones, and a group
+ * size or bit count that is not a positive integer (the shim takes int32: NaN would pass as 0). */
 export function quantParams(p: QuantParamsInput = {}): QuantParams {
   const mode = p.mode ?? "affine";
   if (!QUANT_MODES.includes(mode)) throw new Error(`unknown quantization mode '${mode}' (valid: ${QUANT_MODES.join(", ")})`);
-  return { mode, groupSize: p.groupSize ?? DEFAULTS[mode].groupSize, bits: p.bits ?? DEFAULTS[mode].bits };
+  const groupSize = p.groupSize ?? DEFAULTS[mode].groupSize;
+  const bits = p.bits ?? DEFAULTS[mode].bits;
+  for (const [name, value] of [["groupSize", groupSize], ["bits", bits]] as const) {
+    if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 1024) throw new Error(`quantization ${name} must be a positive integer, got ${String(value)}`);
+  }
+  return { mode, groupSize, bits };
 }
+
+const PARAM_NAMES = ["groupSize", "bits", "mode"] as const;
 
 /** A packed weight: `weight` (uint32), `scales`, and `biases` for the affine mode. */
 export interface QuantizedWeight {
@@ -45,6 +54,7 @@ const cstr = (mode: QuantMode) => MODE_NAMES.get(mode)!;
 
 /** Quantizes `w` along its last axis (which must be divisible by the group size). */
 export function quantize(w: Tensor, params: QuantParamsInput = {}): QuantizedWeight {
+  checkOptionNames("quantize", params, PARAM_NAMES);
   const { groupSize, bits, mode } = quantParams(params);
   const hw = handleOf(w, "quantize", "w");
   const out = new BigUint64Array(3);
@@ -54,6 +64,7 @@ export function quantize(w: Tensor, params: QuantParamsInput = {}): QuantizedWei
 }
 
 export function dequantize(q: QuantizedWeight, params: QuantParamsInput = {}, dtype?: DType): Tensor {
+  checkOptionNames("dequantize", params, PARAM_NAMES);
   const { groupSize, bits, mode } = quantParams(params);
   const hw = handleOf(q.weight, "dequantize", "weight");
   const hs = handleOf(q.scales, "dequantize", "scales");
@@ -102,6 +113,7 @@ export function quantizedMatmulSplit(x: Tensor, q: QuantizedWeight, shapes: read
 /** The parameters and handles every quantized product passes to the shim (`op` names the caller in
  * errors). */
 function productOperands(op: string, x: Tensor, q: QuantizedWeight, params: ProductParams) {
+  checkOptionNames(op, params, [...PARAM_NAMES, "transpose"]);
   const { groupSize, bits, mode } = quantParams(params);
   const transpose = (params.transpose ?? true) ? 1 : 0;
   const hx = handleOf(x, op, "x");

@@ -333,6 +333,16 @@ add("createCache with an unknown option", "error", () => createCache(mlxModel(),
 add("forward with an unknown option", "error", () => forward(mlxModel(), Tensor.from(Int32Array.of(1), [1, 1]), { cach: null } as never));
 add("quantizeParams with bits 7", "error", () => quantizeParams(new Map(), { bits: 7 }));
 add("quantizeParams with an unknown option", "error", () => quantizeParams(new Map(), { group: 64 } as never));
+add("quantize with an unknown option", "ok", rejectsWith("quantize: unknown option 'group'", () => quant.quantize(Tensor.from(new Float32Array(64 * 128), [64, 128]), { group: 32 } as never)));
+add("quantize with groupSize NaN", "ok", rejectsWith("groupSize must be a positive integer", () => quant.quantize(Tensor.from(new Float32Array(64 * 128), [64, 128]), { groupSize: Number.NaN })));
+add("quantizedMatmul with an unknown option", "ok", rejectsWith("unknown option 'transposed'", () => {
+  const q = quant.quantize(Tensor.from(new Float32Array(64 * 128), [64, 128]));
+  return quant.quantizedMatmul(Tensor.from(new Float32Array(128), [1, 128]), q, { transposed: false } as never);
+}));
+add("cumsum with an unknown option", "ok", rejectsWith("cumsum: unknown option 'revers'", () => ops.cumsum(table(), 0, { revers: true } as never)));
+add("rope with an unknown option", "ok", rejectsWith("rope: unknown option 'ofset'", () => fast.rope(heads(), { dims: 8, ofset: 3 } as never)));
+add("attention with an unknown option", "ok", rejectsWith("scaledDotProductAttention: unknown option 'causal'", () => fast.scaledDotProductAttention(heads(), heads(), heads(), { scale: 0.3, causal: true } as never)));
+add("Tokenizer.encode of a number", "ok", rejectsWith("Tokenizer.encode: text must be a string", () => Tokenizer.fromDir(FIXTURE).encode(5 as never)));
 // Prompt-cache files for another model of the same shape, or edited after saving.
 async function savedPromptCache(): Promise<{ path: string; dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), "mlxb-crash-cache-"));

@@ -57,7 +57,8 @@ export function linear(x: Tensor, weights: ReadonlyMap<string, Tensor>, module: 
   let y: Tensor;
   if (packed) {
     if (dequantizesFor(x)) {
-      using dense = dequantize(packed.triple, packed.params);
+      const { mode, groupSize, bits } = packed.params;
+      using dense = dequantize(packed.triple, { mode, groupSize, bits });
       using denseT = transpose(dense);
       y = matmul(x, denseT);
     } else {

@@ -3,6 +3,7 @@
 // chi-square test); batch rows against single streams with every sampler option; sequences joining
 // a running batch, cancelled mid-stream, and many mixed requests leaving no tensor behind.
 import { describe, expect, test } from "bun:test";
+import { fallbackCount } from "../src/backend/dispatch.ts";
 import { pickOnHost, type SamplerSettings } from "../src/engine/host-sampler.ts";
 import { Engine, type SequenceRequest } from "../src/engine/engine.ts";
 import { DeviceSampler } from "../src/engine/sampler.ts";
@@ -183,6 +184,7 @@ test("1,000 mixed requests (joining, sampling, stopping, cancelled) leave no ten
   const model = loadModel(DEFAULT_MODEL_DIR, { backend: "mlx" });
   await generateText(model, tokenizer, "warm", { maxTokens: 2 });
   const before = liveTensorCount();
+  const fallbacksBefore = fallbackCount();
   const words = ["The", "ship", "Water", "old", "man", "market", "morning", "light"];
   let done = 0;
   for (let wave = 0; wave < 50; wave++) {
@@ -201,5 +203,7 @@ test("1,000 mixed requests (joining, sampling, stopping, cancelled) leave no ten
   }
   expect(done).toBe(1000);
   expect(liveTensorCount()).toBeLessThanOrEqual(before);
+  // No op of theirs ran on the CPU kernels instead of MLX's (the fallback would hide an error as a slowdown).
+  expect(fallbackCount()).toBe(fallbacksBefore);
   model.dispose();
 }, 240_000);

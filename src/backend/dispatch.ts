@@ -102,6 +102,14 @@ function cpuContext(context: RunContext<MlxTypes>): RunContext<CpuTypes> {
   };
 }
 
+let fallbacks = 0;
+
+/** How many op runs have fallen back from MLX to the CPU kernels in this process (a test that
+ * expects none catches an internal error that the fallback would only make slow). */
+export function fallbackCount(): number {
+  return fallbacks;
+}
+
 /** MLX kernels whose failures fall back, per op, to the CPU kernels (one warning per op kind). */
 export function withFallback(
   primary: KernelTable<MlxTypes> = MLX_KERNELS,
@@ -117,6 +125,7 @@ export function withFallback(
       try {
         return kernel(inputs, attrs, context);
       } catch (e) {
+        fallbacks++;
         if (!warned.has(op)) {
           warned.add(op);
           warn(`mlx-bun: op '${op}' failed on MLX (${(e as Error).message}); running it on the CPU backend`);

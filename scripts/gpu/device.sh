@@ -4,7 +4,7 @@
 # same file is unpacked already (a warm machine keeps /tmp), then, once Bun and the payload are both
 # there, points Bun, the shim, Python and MLX at them and runs the given command in the repo root.
 # The first call carries bun.tar.xz (command: bash scripts/gpu/device.sh true), the next ones the
-# payload. README, "GPU".
+# payload. docs/gpu.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BASE=/tmp/mlxb-gpu

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Packs what a run on the lent GPU machine needs into .gpu/payload.tar.xz (README, "GPU"). That
+# Packs what a run on the lent GPU machine needs into .gpu/payload.tar.xz (docs/gpu.md). That
 # machine has no network and takes 64 MiB of files per call, so the payload holds, xz'd:
 #   site/   MLX's CUDA build (PyPI mlx-cuda-13, the version setup.sh pins) with libmlx.so stripped of
 #           its symbol table and its machine code for other GPU architectures zeroed

@@ -3,7 +3,7 @@
 # real all-MiniLM-L6-v2 checkpoint is larger than a call can carry; server.test.ts reports its
 # encoder tests as skipped there), MLX_ENABLE_TF32=0 (the float32 oracle tolerances assume it), four
 # files at a time, each file a `bun test` of its own. Prints each file's result and time, then the
-# failures; exits 1 when any file fails. Run through device.sh (README, "GPU"):
+# failures; exits 1 when any file fails. Run through device.sh (docs/gpu.md):
 #   bash scripts/gpu/device.sh bash scripts/gpu/test.sh
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

@@ -4,7 +4,7 @@
 import { embed } from "../embed.ts";
 import type { Model } from "../models/index.ts";
 import type { Tokenizer } from "../tokenizer.ts";
-import { type Body, HttpError } from "./http.ts";
+import { type Body, HttpError, type Site } from "./http.ts";
 
 /** OpenAI's limit on inputs per request. */
 const MAX_INPUTS = 2048;
@@ -45,4 +45,16 @@ export function embeddingsResponse(model: Model, tokenizer: Tokenizer, modelId: 
   }));
   const tokens = result.tokenCounts.reduce((a, b) => a + b, 0);
   return Response.json({ object: "list", data, model: modelId, usage: { prompt_tokens: tokens, total_tokens: tokens } });
+}
+
+/** The site of an encoder: POST /v1/embeddings. */
+export function embeddingSite(model: Model, tokenizer: Tokenizer, modelId: string): Site {
+  return {
+    complete: async () => {
+      throw new HttpError(400, `this server's model '${modelId}' is an encoder (${model.config.modelType}): it serves POST /v1/embeddings, not completions`, "model");
+    },
+    embeddings: (body) => embeddingsResponse(model, tokenizer, modelId, body),
+    load: () => ({ active: 0, waiting: 0 }),
+    stop: async () => {},
+  };
 }

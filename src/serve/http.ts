@@ -48,3 +48,12 @@ export async function readBody(request: Request, limit: number, seconds: number)
   if (typeof body !== "object" || body === null || Array.isArray(body)) throw new HttpError(400, "the request body must be a JSON object");
   return body as Body;
 }
+
+/** What a server does with its model: completions (a decoder, on the engine) or embeddings (an
+ * encoder); the other kind's routes answer 400. */
+export interface Site {
+  complete(kind: "chat" | "text", body: Body, request: Request): Promise<Response>;
+  embeddings(body: Body): Response;
+  load(): { active: number; waiting: number };
+  stop(): Promise<void>;
+}

@@ -3,7 +3,8 @@
 import { Engine, type GenerationChunk, type GenerationStats, type Sequence, type SequenceRequest } from "./engine/engine.ts";
 import { engineFor } from "./engine/shared.ts";
 import type { Graph } from "./graph/graph.ts";
-import { checkTokenIds, generationCache, type Model, rewrittenGraph } from "./models/index.ts";
+import { generationCache, type Model, rewrittenGraph } from "./models/index.ts";
+import { checkTokenIds } from "./models/inputs.ts";
 import { DEFAULT_SAMPLING, type SamplingOptions } from "./sampling.ts";
 import { PromptCache } from "./prompt-cache.ts";
 import type { Tokenizer } from "./tokenizer.ts";

@@ -6,18 +6,18 @@ import { join } from "node:path";
 import { type DType, itemSize, type TensorData } from "../dtype.ts";
 import { checkAllocation } from "../native/device.ts";
 import type { Graph } from "../graph/graph.ts";
-import { CPU_KERNELS, MLX_KERNELS } from "../graph/ops.ts";
+import { CPU_KERNELS } from "../graph/ops.ts";
 import { inverseFrequencies } from "../graph/rotary.ts";
 import { runGraph } from "../graph/run.ts";
 import { type Checkpoint, checkpointBytes, loadCheckpoint } from "../io/checkpoint.ts";
 import { HostTensor } from "../io/host.ts";
 import { HostKVCache, KVCache } from "../kv-cache.ts";
 import { fuseLinears } from "../quant/linear.ts";
-import { contiguous, evalAll, slice } from "../ops/core.ts";
+import { evalAll } from "../ops/core.ts";
 import type { Group } from "../ops/distributed.ts";
 import { CpuTensor } from "../ops/cpu.ts";
 import { DEFAULT_REWRITERS, rewrite } from "../rewrite/index.ts";
-import { Tensor, tidy } from "../tensor.ts";
+import { Tensor } from "../tensor.ts";
 import { buildBert } from "./bert.ts";
 import { type ModelConfig, parseModelConfig } from "./config.ts";
 import { buildDecoder, type DecoderSpec } from "./decoder.ts";
@@ -25,6 +25,9 @@ import { gemmaSpec } from "./gemma.ts";
 import { gpt2Spec } from "./gpt2.ts";
 import { llamaSpec, qwen3Spec } from "./llama.ts";
 import { phiSpec } from "./phi.ts";
+import { checkIds, positionsFrom } from "./inputs.ts";
+import { shardedConfig, shardWeights } from "./shard.ts";
+import { checkShapes, checkShapesOnHost, checkWeights, encoderNames } from "./validate.ts";
 
 const SPECS: Record<string, (config: ModelConfig) => DecoderSpec> = {
   llama: (c) => llamaSpec(c.tieEmbeddings),
@@ -111,133 +114,6 @@ function graphs(config: ModelConfig, arch: ReturnType<typeof architecture>, shar
     if (!built.has(key)) built.set(key, arch.encoder ? arch.encoder(config) : buildDecoder(config, arch.spec!, { logits, sharded }));
     return built.get(key)!;
   };
-}
-
-/** A tensor-parallel rank's config: its share of the heads, kv heads and MLP features. */
-function shardedConfig(dir: string, config: ModelConfig, spec: DecoderSpec | undefined, group: Group): ModelConfig {
-  if (!spec) throw new Error(`${dir}: tensor parallelism shards decoders; ${config.modelType} is an encoder`);
-  if ("fused" in spec.qkv) throw new Error(`${dir}: tensor parallelism needs separate q/k/v projections (${config.modelType} fuses them)`);
-  const n = group.size;
-  for (const [key, value] of [["num_attention_heads", config.heads], ["num_key_value_heads", config.kvHeads], ["intermediate_size", config.intermediateSize]] as const) {
-    if (value % n !== 0) throw new Error(`${dir}: ${key} (${value}) must be a multiple of the ${n} ranks for tensor parallelism`);
-  }
-  return { ...config, heads: config.heads / n, kvHeads: config.kvHeads / n, intermediateSize: config.intermediateSize / n };
-}
-
-/** Replaces, in `weights`, the projections with this rank's share (mlx-lm's shard_linear): q/k/v,
- * gate and up by output rows ("all-to-sharded"); the attention output and down projections by input
- * columns ("sharded-to-all", whole quantization groups per rank; a bias there would be summed once per
- * rank, so it is refused). The shares made (copies) are pushed to `made` (the model frees them); returns
- * the tensors they replaced, by key. */
-function shardWeights(dir: string, weights: Map<string, Tensor>, config: ModelConfig, spec: DecoderSpec, group: Group, made: Tensor[]): Map<string, Tensor> {
-  const replaced = new Map<string, Tensor>();
-  const n = group.size;
-  const r = group.rank;
-  const qkv = spec.qkv as { q: string; k: string; v: string };
-  const split = (key: string, axis: 0 | 1) => {
-    const t = weights.get(key);
-    if (!t) return;
-    const size = t.shape[axis]!;
-    if (size % n !== 0) throw new Error(`${dir}: '${key}' has ${size} ${axis === 0 ? "rows" : "columns"}, not a multiple of the ${n} ranks (whole quantization groups per rank)`);
-    const start = t.shape.map(() => 0);
-    const stop = [...t.shape];
-    start[axis] = (r * size) / n;
-    stop[axis] = ((r + 1) * size) / n;
-    // A copy of its own: MLX's CUDA matmuls take row-contiguous weights only (a column slice is not).
-    using view = slice(t, start, stop);
-    const part = contiguous(view);
-    part.eval();
-    made.push(part);
-    replaced.set(key, t);
-    weights.set(key, part);
-  };
-  for (let l = 0; l < config.layers; l++) {
-    const p = spec.layer(l);
-    const byOutput = [qkv.q, qkv.k, qkv.v, spec.mlp.up, ...(spec.mlp.kind === "gated" ? [spec.mlp.gate] : [])];
-    for (const m of byOutput) for (const part of ["weight", "scales", "biases", "bias"]) split(`${p}.${m}.${part}`, 0);
-    for (const m of [spec.output, spec.mlp.down]) {
-      if (weights.has(`${p}.${m}.bias`)) throw new Error(`${dir}: '${p}.${m}.bias' cannot be sharded by input features (it would be added once per rank)`);
-      for (const part of ["weight", "scales", "biases"]) split(`${p}.${m}.${part}`, 1);
-    }
-  }
-  return replaced;
-}
-
-/** Checkpoint tensors no graph reads that are known to be harmless (HF buffers, BERT's pooler and
- * its pre-training heads). */
-const IGNORABLE = [/\.rotary_emb\.inv_freq$/, /\.attn\.(masked_)?bias$/, /(^|\.)position_ids$/, /^pooler\./, /^cls\./];
-
-/** Hugging Face saves BERT under a `bert.` prefix when a head is attached (BertForMaskedLM, ...):
- * the encoder's weights are named without it. */
-function encoderNames<W>(weights: ReadonlyMap<string, W>): Map<string, W> {
-  const prefixed = [...weights.keys()].some((k) => k.startsWith("bert."));
-  return new Map([...weights].map(([k, w]) => [prefixed && k.startsWith("bert.") ? k.slice("bert.".length) : k, w]));
-}
-
-/** Every weight the graph reads exists, and every checkpoint tensor is read by it (or ignorable):
- * a config whose layer count or names do not match its weights is an Error, not a smaller model.
- * Decoders' dense biases are optional (Qwen2 has them on q/k/v only); an encoder (BERT) has one on
- * every dense layer. */
-function checkWeights(dir: string, graph: Graph, weights: ReadonlyMap<string, TensorData>, checkpointKeys: Iterable<string>, config: ModelConfig, biases: "required" | "optional"): void {
-  const used = new Set<string>();
-  const missing: string[] = [];
-  const need = (key: string, required: boolean) => {
-    used.add(key);
-    if (required && !weights.has(key)) missing.push(key);
-  };
-  for (const node of graph.nodes) {
-    if (node.op === "param") need(node.attrs.path, true);
-    if (node.op === "dense" || node.op === "embedding") {
-      need(`${node.attrs.module}.weight`, true);
-      need(`${node.attrs.module}.bias`, biases === "required" && node.op === "dense");
-      for (const part of ["scales", "biases"]) need(`${node.attrs.module}.${part}`, false);
-    }
-    if (node.op === "embedding") {
-      const rows = weights.get(`${node.attrs.module}.weight`)?.shape[0];
-      const source = graph.nodes[node.inputs[0]!];
-      const isVocab = source?.op === "input" && source.attrs.feed === "ids";
-      if (isVocab && rows !== undefined && rows < config.vocabSize) {
-        throw new Error(`${dir}: '${node.attrs.module}.weight' has ${rows} rows but config.json's vocab_size is ${config.vocabSize}`);
-      }
-    }
-  }
-  if (missing.length > 0) {
-    throw new Error(`${dir}: ${missing.length} weight(s) the model needs are missing (num_hidden_layers ${config.layers}): ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ", ..." : ""}`);
-  }
-  const unused = [...checkpointKeys].filter((k) => !used.has(k) && !IGNORABLE.some((p) => p.test(k)));
-  if (unused.length > 0) {
-    throw new Error(`${dir}: ${unused.length} checkpoint tensor(s) the model never reads (does num_hidden_layers (${config.layers}) match the weights?): ${unused.slice(0, 5).join(", ")}${unused.length > 5 ? ", ..." : ""}`);
-  }
-}
-
-/** Builds one forward over a single token on MLX without evaluating it: MLX checks every op's shapes
- * as it is made, so a weight whose shape does not fit the config (or the graph) is an Error here,
- * naming its layer, rather than at the first generate. Costs graph construction only. */
-function checkShapes(dir: string, graph: Graph, weights: ReadonlyMap<string, Tensor>, quantization: Checkpoint["quantization"], group: Group | null = null): void {
-  const feeds = tidy(() => ({
-    ids: Tensor.from(Int32Array.of(0), [1, 1]),
-    positions: Tensor.from(Int32Array.of(0), [1, 1]),
-    tokenTypes: Tensor.from(Int32Array.of(0), [1, 1]),
-  }));
-  try {
-    tidy(() => runGraph(graph, MLX_KERNELS, { weights, quantization, feeds: { ...feeds, offset: 0, keyMask: null }, cache: null, group }));
-  } catch (e) {
-    throw new Error(`${dir}: the weights do not fit config.json: ${(e as Error).message}`);
-  } finally {
-    for (const t of Object.values(feeds)) t.dispose();
-  }
-}
-
-/** checkShapes for the CPU backend: its kernels compute as they go, so this runs one token (work the
- * first forward would do: packed weights are dequantized once and kept). */
-function checkShapesOnHost(dir: string, graph: Graph, weights: ReadonlyMap<string, TensorData>, quantization: Checkpoint["quantization"]): void {
-  const zero = () => new CpuTensor(new Float32Array(1), [1, 1]);
-  const feeds = { ids: zero(), positions: zero(), tokenTypes: zero(), offset: 0, keyMask: null };
-  try {
-    runGraph(graph, CPU_KERNELS, { weights, quantization, feeds, cache: null });
-  } catch (e) {
-    throw new Error(`${dir}: the weights do not fit config.json: ${(e as Error).message}`);
-  }
 }
 
 /** Loads a model, choosing its backend once (see LoadOptions.backend). */
@@ -389,15 +265,6 @@ export function generationCache(model: Model, batch: number, promptLength: numbe
   return createCache(model, batch, bound, { keep: byWindow ? 0 : 4 });
 }
 
-/** Positions offset + t, counted from each example's first real token when left-padded. */
-export function positionsFrom(batch: number, length: number, offset: number, padding?: readonly number[]): Int32Array {
-  const host = new Int32Array(batch * length);
-  for (let b = 0; b < batch; b++) {
-    for (let t = 0; t < length; t++) host[b * length + t] = Math.max(0, offset + t - (padding?.[b] ?? 0));
-  }
-  return host;
-}
-
 /** Integer ids [B, T] on the model's backend. */
 export function tokenIds(model: MlxModel, ids: readonly number[], shape: readonly number[]): Tensor;
 export function tokenIds(model: Model, ids: readonly number[], shape: readonly number[]): Tensor | CpuTensor;
@@ -412,23 +279,6 @@ function onMlx(t: TensorData): { tensor: Tensor; owned: boolean } {
 
 function onHost(t: TensorData): CpuTensor {
   return t instanceof CpuTensor ? t : new CpuTensor(Float32Array.from(t.toInt32Array()), [...t.shape]);
-}
-
-/** Token ids whose values are on the host (a host tensor, or an MLX one made from host data) are
- * integers in [0, vocabulary): MLX would wrap a negative id and read past the table for a large one.
- * Ids computed on the device (an argmax) are in range by construction and are not read. */
-function checkIds(ids: TensorData, vocabulary: number, what = "forward: ids"): void {
-  if (ids instanceof Tensor && !ids.available) return;
-  const integral = !["float16", "float32", "float64", "bfloat16"].includes(ids.dtype);
-  checkTokenIds(integral ? ids.toInt32Array() : ids.toFloat32Array(), vocabulary, what);
-}
-
-/** Every value an integer in [0, vocabulary): an Error naming `what` and the first one that is not. */
-export function checkTokenIds(values: ArrayLike<number>, vocabulary: number, what: string): void {
-  for (let i = 0; i < values.length; i++) {
-    const id = values[i]!;
-    if (!Number.isInteger(id) || id < 0 || id >= vocabulary) throw new Error(`${what}[${i}] is ${id}; token ids are integers in [0, ${vocabulary}) for this model`);
-  }
 }
 
 /** Runs an encoder over ids [B, T]: last hidden states [B, T, hidden]. keyMask: [B, T], 1 = real token. */

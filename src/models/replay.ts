@@ -14,7 +14,8 @@ import { singlePositionGraph } from "../rewrite/index.ts";
 import { handleOf } from "../ops/call.ts";
 import { argmax, max } from "../ops/core.ts";
 import { Tensor } from "../tensor.ts";
-import { type MlxModel, mlxFeeds, positionsFrom, runMlx } from "./index.ts";
+import { type MlxModel, mlxFeeds, runMlx } from "./index.ts";
+import { positionsFrom } from "./inputs.ts";
 
 type State = "record" | "verify" | "replay" | "off";
 

@@ -22,13 +22,15 @@ export function call(op: string | (() => string), invoke: (lib: Native, out: Uin
   return new Tensor(outPointer());
 }
 
+function isInt32(v: unknown): v is number {
+  return typeof v === "number" && Number.isInteger(v) && v >= -(2 ** 31) && v <= 2 ** 31 - 1;
+}
+
 /** int32 array argument (shape, axes, bounds) for the shim, null when empty; an Error for a value
  * int32 cannot hold (Int32Array.from would wrap 2^32 + 1 to 1). */
 export function ints(values: readonly number[]): Int32Array | null {
   for (const v of values) {
-    if (typeof v !== "number" || !Number.isInteger(v) || v < -(2 ** 31) || v > 2 ** 31 - 1) {
-      throw new Error(`[${values.join(", ")}]: ${v} is not an integer MLX can take (int32)`);
-    }
+    if (!isInt32(v)) throw new Error(`[${values.join(", ")}]: ${v} is not an integer MLX can take (int32)`);
   }
   return values.length > 0 ? Int32Array.from(values) : null;
 }
@@ -36,9 +38,7 @@ export function ints(values: readonly number[]): Int32Array | null {
 /** A scalar integer argument for the shim (an axis, a count): an Error naming it when it is not an
  * int32 (bun:ffi would pass NaN as 0 and cut 1.5 to 1). */
 export function int32(value: number, op: string, name: string): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < -(2 ** 31) || value > 2 ** 31 - 1) {
-    throw new Error(`${op}: ${name} must be an int32 integer, got ${String(value)}`);
-  }
+  if (!isInt32(value)) throw new Error(`${op}: ${name} must be an int32 integer, got ${String(value)}`);
   return value;
 }
 

@@ -39,6 +39,7 @@ export function quantParams(p: QuantParamsInput = {}): QuantParams {
 }
 
 const PARAM_NAMES = ["groupSize", "bits", "mode"] as const;
+const PRODUCT_PARAM_NAMES = [...PARAM_NAMES, "transpose"] as const;
 
 /** A packed weight: `weight` (uint32), `scales`, and `biases` for the affine mode. */
 export interface QuantizedWeight {
@@ -113,7 +114,7 @@ export function quantizedMatmulSplit(x: Tensor, q: QuantizedWeight, shapes: read
 /** The parameters and handles every quantized product passes to the shim (`op` names the caller in
  * errors). */
 function productOperands(op: string, x: Tensor, q: QuantizedWeight, params: ProductParams) {
-  checkOptionNames(op, params, [...PARAM_NAMES, "transpose"]);
+  checkOptionNames(op, params, PRODUCT_PARAM_NAMES);
   const { groupSize, bits, mode } = quantParams(params);
   const transpose = (params.transpose ?? true) ? 1 : 0;
   const hx = handleOf(x, op, "x");

@@ -3,7 +3,7 @@
 // Zig (PyPI ziglang) — into a per-user, versioned cache directory, relocatable: the shim finds
 // libmlx.so relative to itself. No Python environment is left behind: pip only downloads wheels.
 import { spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { closeSync, cpSync, existsSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { RUNTIME_TARGETS, type RuntimeTarget, runtimeDir, runtimeHome, versions } from "./native/runtime.ts";
 
@@ -51,8 +51,15 @@ function gpuPresent(): boolean {
 /** Whether `path` starts as an ELF file does (a CUDA shim that cannot load without a driver is at
  * least checked to be a library, not junk). */
 function isElf(path: string): boolean {
-  const head = readFileSync(path).subarray(0, 4);
-  return head.length === 4 && head[0] === 0x7f && head[1] === 0x45 && head[2] === 0x4c && head[3] === 0x46;
+  const head = new Uint8Array(4);
+  const fd = openSync(path, "r");
+  let read: number;
+  try {
+    read = readSync(fd, head, 0, 4, 0);
+  } finally {
+    closeSync(fd);
+  }
+  return read === 4 && head[0] === 0x7f && head[1] === 0x45 && head[2] === 0x4c && head[3] === 0x46;
 }
 
 export function chooseTarget(requested?: string): { target: RuntimeTarget; why: string } {

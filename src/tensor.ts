@@ -73,12 +73,17 @@ interface Cell {
   freed: boolean;
 }
 
+/** Frees a native array and takes it out of the counts. */
+function free(handle: Pointer, copiedBytes: number): void {
+  native().mlx_array_free(handle);
+  liveTensors--;
+  hostBytes -= copiedBytes;
+}
+
 function release(cell: Cell): void {
   if (cell.freed) return;
   cell.freed = true;
-  native().mlx_array_free(cell.handle);
-  liveTensors--;
-  hostBytes -= cell.hostBytes;
+  free(cell.handle, cell.hostBytes);
 }
 
 // The safety net for tensors nobody disposed: frees the native handle when the wrapper is collected.
@@ -358,9 +363,7 @@ export class Tensor implements TensorData {
       finalizer.unregister(cell);
       release(cell);
     } else {
-      native().mlx_array_free(this.#handle);
-      liveTensors--;
-      hostBytes -= this.#hostBytes;
+      free(this.#handle, this.#hostBytes);
     }
     this.#handle = null;
   }

@@ -47,11 +47,6 @@ export function scatterAddAxis(a: Tensor, indices: Tensor, values: Tensor, axis 
   return scatter("scatterAddAxis", a, indices, values, axis, false);
 }
 
-/** take() for indices in range by construction: not clamped. */
-export function takeInRange(a: Tensor, indices: Tensor, axis = 0): Tensor {
-  return gather("take", a, indices, axis, true);
-}
-
 /** takeAlongAxis() for indices in range by construction: not clamped. */
 export function takeAlongAxisInRange(a: Tensor, indices: Tensor, axis = -1): Tensor {
   return gather("takeAlongAxis", a, indices, axis, true);

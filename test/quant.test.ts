@@ -27,8 +27,10 @@ function sameBytes(got: Tensor, expected: Tensor): void {
 // On a GPU, MLX's CUDA quantize rounds a few values otherwise than its CPU kernels, which made the
 // fixture (8-bit affine with group 128, mxfp4 and nvfp4 differed in bytes on an H200): there the
 // codes may differ, but the quantization may not be worse than the oracle's, and the ops on it must
-// agree with each other.
+// agree with each other. MLX JIT-compiles a CUDA matmul kernel per mode, bits and group size (20-50 s
+// each on an H200), so there the products are checked for two of them (every one on the CPU).
 const onGpu = deviceInfo().device === "gpu";
+const productsOnGpu = (c: Case) => (c.mode === "affine" && c.bits === 4 && c.groupSize === 64) || c.mode === "mxfp4";
 
 describe("quantization vs Python MLX", () => {
   const w = decode(data.w);
@@ -47,6 +49,7 @@ describe("quantization vs Python MLX", () => {
           const own = maxAbsDiff(deq.toFloat32Array(), w.toFloat32Array());
           expect(own).toBeLessThanOrEqual(c.roundTripMaxError * 1.05 + 1e-7);
           expect(maxAbsDiff(deq.toFloat32Array(), decode(c.dequantized).toFloat32Array())).toBeLessThanOrEqual(2.1 * c.roundTripMaxError + 1e-6);
+          if (!productsOnGpu(c)) return;
           using y = quant.quantizedMatmul(x, q, params);
           using wt = ops.transpose(deq);
           using reference = ops.matmul(x, wt);

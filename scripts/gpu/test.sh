@@ -24,6 +24,11 @@ echo "$files" | xargs -P 4 -I{} bash -c 'run_one {}' | tee "$LOGS/summary"
 failed=$(grep -v ' rc=0 ' "$LOGS/summary" | awk '{ print $1 }')
 echo "[gpu-test] $(echo "$files" | wc -l) files in $(( $(date +%s) - start )) s"
 if [ -n "$failed" ]; then
-  for f in $failed; do echo "== $f"; grep -E '^\(fail\)|^error' -A3 "$LOGS/$(basename "$f").log" | head -30; done
+  for f in $failed; do
+    echo "== $f"
+    grep -E '^\(fail\)|^error' -A3 "$LOGS/$(basename "$f").log" | head -30
+    # A file that ran out of time: where it was.
+    grep -q ' rc=124 ' <(grep "^$f " "$LOGS/summary") && tail -n 8 "$LOGS/$(basename "$f").log"
+  done
   exit 1
 fi

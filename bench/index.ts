@@ -20,6 +20,8 @@ const benches: Record<string, () => Promise<{ run: () => unknown }>> = {
   speculative: () => import("./speculative.ts"),
   "kv-cache": () => import("./kv-cache.ts"),
   sampling: () => import("./sampling.ts"),
+  constrained: () => import("./constrained.ts"),
+  gguf: () => import("./gguf.ts"),
   "tensor-parallel": () => import("./tensor-parallel.ts"),
 };
 

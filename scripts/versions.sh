@@ -3,5 +3,7 @@
 MLX_VERSION=0.32.4
 MLX_LM_VERSION=0.32.2
 ZIG_VERSION=0.17.1
+# gguf-py writes the GGUF test checkpoints (scripts/fixtures/gguf.py).
+GGUF_VERSION=0.19.0
 BUN_VERSION=1.4.4
 MINILM_VERSION=0.1.2

@@ -1,4 +1,5 @@
 // File mappings backing arrays: safetensors tensors become MLX arrays without a copy on the CPU.
+// GGUF files through MLX's load_gguf (Q4_0, Q4_1 and Q8_0 as affine-quantized triples).
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -9,6 +10,7 @@
 #include <memory>
 
 #include "internal.h"
+#include "mlx/io.h"
 
 using namespace mlxb;
 
@@ -85,6 +87,30 @@ int mlx_array_new_mapped(mlx_array* out, mlx_file_map map, size_t offset, size_t
     }
     put(out, mx::array(src, std::move(s), dt, [keep = std::move(m)](void*) {}));
   });
+}
+
+int mlx_gguf_load(mlx_gguf* out, const char* path) {
+  return guard([&] {
+    if (path == nullptr) throw ArgumentError("path is null");
+    auto loaded = mx::load_gguf(path);
+    *out = new std::unordered_map<std::string, mx::array>(std::move(loaded.first));
+  });
+}
+
+int mlx_gguf_take(mlx_array* out, mlx_gguf g, const char* name) {
+  return guard([&] {
+    if (g == nullptr || name == nullptr) throw ArgumentError("gguf handle or name is null");
+    auto& arrays = *static_cast<std::unordered_map<std::string, mx::array>*>(g);
+    auto it = arrays.find(name);
+    if (it == arrays.end()) throw ArgumentError(std::string("no array named ") + name);
+    put(out, it->second);
+    arrays.erase(it);
+  });
+}
+
+int mlx_gguf_free(mlx_gguf g) {
+  delete static_cast<std::unordered_map<std::string, mx::array>*>(g);
+  return 0;
 }
 
 } // extern "C"

@@ -269,6 +269,15 @@ int mlx_file_map_close(mlx_file_map map);
 /* An array over bytes [offset, offset + nbytes) of the mapping (copied only if misaligned). */
 int mlx_array_new_mapped(mlx_array* out, mlx_file_map map, size_t offset, size_t nbytes, const int32_t* shape, int ndim, int dtype);
 
+/* ---- GGUF files, read by MLX's load_gguf: F32/F16/BF16 tensors as they are, Q4_0/Q4_1/Q8_0 as
+ * affine-quantized triples (name ending .weight: uint32 codes; its prefix + .scales and .biases:
+ * float16, group 32) ---- */
+typedef void* mlx_gguf;
+int mlx_gguf_load(mlx_gguf* out, const char* path);
+/* Moves the array `name` out of the loaded set (an error if there is none). */
+int mlx_gguf_take(mlx_array* out, mlx_gguf g, const char* name);
+int mlx_gguf_free(mlx_gguf g);
+
 /* ---- memory ---- */
 int mlx_get_active_memory(size_t* out);
 int mlx_get_peak_memory(size_t* out);

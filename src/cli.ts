@@ -2,9 +2,9 @@
 // scripts/setup.sh makes in a checkout) and stream generated text. Usage errors print one line and
 // exit 2; errors while running print one line and exit 1.
 import { existsSync, statSync } from "node:fs";
-import { join } from "node:path";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { generate, type GenerationStats } from "./generate.ts";
+import { isGguf, isModelPath } from "./io/checkpoint.ts";
 import { DEFAULT_MODEL_DIR, loadModel } from "./models/index.ts";
 import { deviceInfo } from "./native/device.ts";
 import { PromptCache } from "./prompt-cache.ts";
@@ -13,7 +13,8 @@ import { Tokenizer } from "./tokenizer.ts";
 
 
 const USAGE = `usage: mlx-bun generate [options]   (in a checkout: bun run src/cli.ts [options])
-  --model DIR          MLX-format checkpoint directory (config.json, model*.safetensors, tokenizer.json)
+  --model PATH         MLX-format checkpoint directory (config.json, model*.safetensors, tokenizer.json)
+                       or a GGUF file (.gguf: llama, qwen2, qwen3; F16/BF16/F32, Q8_0, Q4_0, Q4_1)
                        (default: the model scripts/setup.sh makes)
   --prompt TEXT        text to continue (default: "The ship sailed")
   --chat               wrap the prompt as a user message with the tokenizer's chat template
@@ -84,11 +85,11 @@ function parse(argv: string[]) {
   });
   const v = parsed.values;
   const model = v.model!;
-  if (!v.help && !(existsSync(model) && statSync(model).isDirectory())) throw new UsageError(`model directory not found: ${model}`);
-  if (!v.help && !existsSync(join(model, "config.json"))) throw new UsageError(`${model} is not a model directory (no config.json)`);
+  if (!v.help && !(existsSync(model) && (statSync(model).isDirectory() || isGguf(model)))) throw new UsageError(`model directory not found: ${model}`);
+  if (!v.help && !isModelPath(model)) throw new UsageError(`${model} is not a model directory (no config.json) or a .gguf file`);
   if (!["mlx", "cpu", "auto"].includes(v.backend!.trim().toLowerCase())) throw new UsageError(`--backend must be mlx, cpu or auto, got '${v.backend}'`);
   if (v["draft-model"] !== undefined) {
-    if (!existsSync(join(v["draft-model"], "config.json"))) throw new UsageError(`--draft-model: ${v["draft-model"]} is not a model directory (no config.json)`);
+    if (!isModelPath(v["draft-model"])) throw new UsageError(`--draft-model: ${v["draft-model"]} is not a model directory (no config.json) or a .gguf file`);
     if (Number(v.temperature) !== 0) throw new UsageError("--draft-model decodes greedily: pass --temperature 0");
     if (v["prompt-cache"] !== undefined) throw new UsageError("--draft-model and --prompt-cache exclude each other");
   }

@@ -3,6 +3,7 @@
 import { Engine, type GenerationChunk, type GenerationStats, type Sequence, type SequenceRequest } from "./engine/engine.ts";
 import { engineFor } from "./engine/shared.ts";
 import type { Graph } from "./graph/graph.ts";
+import { Constraint, grammarOf, type ResponseFormat } from "./grammar/constraint.ts";
 import { generationCache, type Model, rewrittenGraph } from "./models/index.ts";
 import { checkTokenIds } from "./models/inputs.ts";
 import { DEFAULT_SAMPLING, type SamplingOptions } from "./sampling.ts";
@@ -11,6 +12,7 @@ import type { Tokenizer } from "./tokenizer.ts";
 
 export type { GenerationChunk, GenerationStats } from "./engine/engine.ts";
 export type { TokenLogprob } from "./engine/host-sampler.ts";
+export type { ResponseFormat } from "./grammar/constraint.ts";
 
 export interface GenerateOptions {
   maxTokens?: number | undefined;
@@ -66,12 +68,17 @@ export interface GenerateOptions {
   kvBits?: number | undefined;
   /** Group size of kvBits's quantization along head_dim (default 64). */
   kvGroupSize?: number | undefined;
+  /** Constrain the output: `{ type: "json_schema", schema }` (JSON valid under the schema),
+   * `{ type: "json_object" }` (any JSON object), `{ type: "grammar", grammar }` (GBNF, start rule
+   * `root`) or `{ type: "text" }` (default). Each step's tokens are masked to those the grammar takes;
+   * generation ends when the output is complete (stats.formatComplete says whether it got there). */
+  responseFormat?: ResponseFormat | undefined;
 }
 
 const OPTION_NAMES = [
   "maxTokens", "temperature", "topP", "seed", "stopTokens", "stopStrings", "ignoreEos", "rewrite", "replay", "exceedContext",
   "topK", "minP", "minTokensToKeep", "repetitionPenalty", "repetitionContextSize", "presencePenalty", "presenceContextSize",
-  "frequencyPenalty", "frequencyContextSize", "logitBias", "logprobs", "promptCache", "maxKvSize", "kvBits", "kvGroupSize",
+  "frequencyPenalty", "frequencyContextSize", "logitBias", "logprobs", "promptCache", "maxKvSize", "kvBits", "kvGroupSize", "responseFormat",
 ] as const;
 
 /** float32's largest finite value. */
@@ -126,7 +133,8 @@ export function checkedOptions(options: GenerateOptions) {
   const sampling: SamplingOptions = {
     temperature, topP, topK, minP, minTokensToKeep, repetitionPenalty, repetitionContextSize, presencePenalty, presenceContextSize, frequencyPenalty, frequencyContextSize, logitBias,
   };
-  return { maxTokens, temperature, topP, seed, stopTokens, stopStrings, sampling, logprobs, maxKvSize };
+  const grammar = options.responseFormat === undefined ? null : grammarOf(options.responseFormat);
+  return { maxTokens, temperature, topP, seed, stopTokens, stopStrings, sampling, logprobs, maxKvSize, grammar };
 }
 
 /** Prompt ids: integers in [0, vocabulary) (an out-of-range id would read past the embedding table). */
@@ -148,12 +156,14 @@ type Checked = ReturnType<typeof checkedOptions>;
 
 /** The engine's request for one prompt under checked options. */
 export function sequenceRequest(model: Model, tokenizer: Tokenizer, promptIds: readonly number[], checked: Checked, options: GenerateOptions): SequenceRequest {
-  const { maxTokens, seed, stopTokens, stopStrings, sampling, logprobs } = checked;
+  const { maxTokens, seed, stopTokens, stopStrings, sampling, logprobs, grammar } = checked;
   for (const id of Object.keys(sampling.logitBias)) {
     if (Number(id) >= model.config.vocabSize) fail("logitBias", `an object of token id (below the vocabulary, ${model.config.vocabSize}) -> finite bias`, id);
   }
   const eos = options.ignoreEos ? [] : [...model.config.eosTokenIds, ...tokenizer.eosTokenIds];
-  return { promptIds, maxTokens, settings: { ...sampling, seed, logprobs }, stop: new Set([...eos, ...stopTokens]), stopStrings, tokenizer, promptCache: options.promptCache };
+  const stop = new Set([...eos, ...stopTokens]);
+  const constraint = grammar ? new Constraint(grammar, tokenizer, model.config.vocabSize, stop) : undefined;
+  return { promptIds, maxTokens, settings: { ...sampling, seed, logprobs }, stop, stopStrings, tokenizer, promptCache: options.promptCache, constraint };
 }
 
 /** Whether a generation of `length` positions needs a cache of its own (rotating or quantized). */

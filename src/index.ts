@@ -29,7 +29,7 @@ export {
 } from "./models/index.ts";
 export { type CacheShape, HostKVCache, KVCache } from "./kv-cache.ts";
 export { CpuTensor } from "./ops/cpu.ts";
-export { Tokenizer, type ChatMessage } from "./tokenizer.ts";
+export { Tokenizer, type ChatMessage, type ChatTool } from "./tokenizer.ts";
 export { cosineSimilarity, embed, type EmbedOptions, type Embeddings, POOLINGS, type Pooling, sentenceTransformersConfig, type SentenceTransformersConfig } from "./embed.ts";
 export { generate, generateText, type GenerateOptions, type GenerationChunk, type GenerationStats } from "./generate.ts";
 export { rewrite, REWRITERS, DEFAULT_REWRITERS, type RewriterName } from "./rewrite/index.ts";

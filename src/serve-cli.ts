@@ -1,7 +1,6 @@
 // `mlx-bun serve`: the OpenAI-compatible server (src/server.ts) on a model directory.
-import { existsSync } from "node:fs";
-import { join } from "node:path";
 import { flags, numberFlag, UsageError } from "./cli.ts";
+import { isModelPath } from "./io/checkpoint.ts";
 import { DEFAULT_MODEL_DIR } from "./models/index.ts";
 import { serve } from "./server.ts";
 
@@ -36,7 +35,7 @@ export async function main(argv: string[]): Promise<void> {
     console.log(USAGE);
     return;
   }
-  if (!existsSync(join(v.model!, "config.json"))) throw new UsageError(`${v.model} is not a model directory (no config.json)`);
+  if (!isModelPath(v.model!)) throw new UsageError(`${v.model} is not a model directory (no config.json) or a .gguf file`);
   if (!["mlx", "cpu", "auto"].includes(v.backend!.trim().toLowerCase())) throw new UsageError(`--backend must be mlx, cpu or auto, got '${v.backend}'`);
   const server = serve({
     model: v.model!,

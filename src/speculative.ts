@@ -36,7 +36,8 @@ export async function* speculativeGenerate(
 ): AsyncGenerator<GenerationChunk> {
   const { numDraftTokens = 4, ...rest } = options;
   if (!Number.isSafeInteger(numDraftTokens) || numDraftTokens < 1 || numDraftTokens > 64) throw new Error(`speculativeGenerate: numDraftTokens must be an integer in [1, 64], got ${numDraftTokens}`);
-  const { maxTokens, temperature, stopTokens, stopStrings, sampling, logprobs } = checkedOptions(rest);
+  const { maxTokens, temperature, stopTokens, stopStrings, sampling, logprobs, grammar } = checkedOptions(rest);
+  if (grammar) throw new Error("speculativeGenerate: responseFormat is not supported (use generate)");
   if (temperature > 0 || logprobs !== undefined || rest.promptCache !== undefined) throw new Error("speculativeGenerate: greedy decoding only (temperature 0, no logprobs, no promptCache)");
   if (sampling.repetitionPenalty || sampling.presencePenalty || sampling.frequencyPenalty || Object.keys(sampling.logitBias).length > 0) {
     throw new Error("speculativeGenerate: logits processors (penalties, logitBias) are not supported");

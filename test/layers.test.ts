@@ -18,7 +18,7 @@ const LAYERS: string[][] = [
   ["rewrite", "kv-cache.ts"],
   ["backend"],
   ["models", "tokenizer.ts"],
-  ["sampling.ts", "prompt-cache.ts"],
+  ["sampling.ts", "prompt-cache.ts", "grammar"],
   ["engine"],
   ["generate.ts", "embed.ts", "batch.ts", "speculative.ts"],
   ["serve"],

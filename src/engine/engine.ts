@@ -14,7 +14,7 @@ import type { Graph } from "../graph/graph.ts";
 import type { HostKVCache, KVCache } from "../kv-cache.ts";
 import { createCache, forward, type Model, tokenIds } from "../models/index.ts";
 import { DecodeTape } from "../models/replay.ts";
-import { asyncEval, concatenate, take } from "../ops/core.ts";
+import { add, asyncEval, concatenate, take } from "../ops/core.ts";
 import type { CpuTensor } from "../ops/cpu.ts";
 import { Tensor } from "../tensor.ts";
 import { regroup } from "./regroup.ts";
@@ -231,9 +231,11 @@ export class Engine {
     try {
       if (logits instanceof Tensor) {
         using sampler = new DeviceSampler(a.rows.map((s) => s.request.settings), this.model.config.vocabSize, a.rows.map((s) => s.request.promptIds));
-        launched.picks = sampler.pick(logits, null, draws);
+        using masked = this.#masked(logits, a.rows);
+        launched.picks = sampler.pick(masked ?? logits, null, draws);
         asyncEval(pickTensors(launched.picks));
       } else {
+        this.#maskOnHost(logits, a.rows);
         launched.host = this.#pickOnHost(logits, a.rows, a.rows.map((s) => s.history), draws);
       }
     } finally {
@@ -310,17 +312,37 @@ export class Engine {
     const cache = this.#solo ?? this.#cache!;
     const launched: Launched = { rows, picks: null, host: null };
     const draws = rows.map((s) => s.draws);
+    // Constrained rows need their previous tokens read before their masks: the step's logits are
+    // launched first, and the masks made on the host while the device runs it.
+    const constrained = rows.some((s) => s.request.constraint && s.state !== "done");
     if (this.model.backend === "cpu") {
       const inputs = rows.map((s) => sourcePick(s));
       using ids = tokenIds(this.model, inputs, [rows.length, 1]);
       const logits = forward(this.model, ids, { cache: cache as HostKVCache, graph: this.graph });
+      if (constrained) {
+        for (const l of this.#pending.splice(0)) this.#read(l);
+        this.#maskOnHost(logits, rows);
+      }
       launched.host = this.#pickOnHost(logits, rows, rows.map((s, b) => [...s.history, inputs[b]!]), draws);
     } else {
       const { ids, owned } = this.#inputs(rows);
       try {
         const B = rows.length;
         const sampler = this.#sampler!;
-        if (this.#replay) {
+        if (constrained) {
+          const masked = (cache as KVCache).padding.some((p) => p > 0);
+          using logits = this.#replay ? this.#tape(B, masked, "logits").step(ids)[0]! : forward(this.model, ids, { cache: cache as KVCache, graph: this.graph, lazy: true });
+          asyncEval([logits]);
+          // The previous picks are read (their tensors kept until this pick is built on the ids).
+          const previous = this.#pending.splice(0);
+          try {
+            for (const l of previous) this.#read(l, false);
+            using maskedLogits = this.#masked(logits, rows);
+            launched.picks = sampler.pick(maskedLogits ?? logits, ids, draws);
+          } finally {
+            for (const l of previous) release(l);
+          }
+        } else if (this.#replay) {
           // The step and its pick recorded together, once per batch shape and sampler structure.
           const tail = sampler.tail(draws);
           try {
@@ -396,8 +418,9 @@ export class Engine {
     return tape;
   }
 
-  /** Reads a launched pick and hands each row its token. */
-  #read(launched: Launched): void {
+  /** Reads a launched pick and hands each row its token (then frees the pick's tensors, unless the
+   * caller still needs them). */
+  #read(launched: Launched, free = true): void {
     try {
       const picks = launched.host ?? DeviceSampler.read(launched.picks!, launched.rows.map((s) => s.request.settings));
       for (const [b, s] of launched.rows.entries()) {
@@ -405,8 +428,42 @@ export class Engine {
         s.accept(picks[b]!);
       }
     } finally {
-      release(launched);
+      if (free) release(launched);
     }
+  }
+
+  /** Each constrained row's mask for its next token, [B, V] (0 or -infinity; 0 for the other rows).
+   * A row whose grammar no token continues fails. */
+  #masks(rows: readonly Sequence[]): Float32Array {
+    const V = this.model.config.vocabSize;
+    const masks = new Float32Array(rows.length * V);
+    for (const [b, s] of rows.entries()) {
+      const constraint = s.request.constraint;
+      if (!constraint || s.state === "done") continue;
+      const row = masks.subarray(b * V, (b + 1) * V);
+      const stuck = constraint.fill(row);
+      if (stuck) {
+        row.fill(0);
+        s.fail(stuck);
+      }
+    }
+    return masks;
+  }
+
+  /** The logits with the constrained rows masked, or null when no row is constrained. */
+  #masked(logits: Tensor, rows: readonly Sequence[]): Tensor | null {
+    if (!rows.some((s) => s.request.constraint && s.state !== "done")) return null;
+    const V = this.model.config.vocabSize;
+    using mask = Tensor.from(this.#masks(rows), logits.ndim === 3 ? [rows.length, 1, V] : [rows.length, V]);
+    return add(logits, mask);
+  }
+
+  /** The constrained rows of host logits [B, 1, V] masked in place. */
+  #maskOnHost(logits: CpuTensor, rows: readonly Sequence[]): void {
+    if (!rows.some((s) => s.request.constraint && s.state !== "done")) return;
+    const masks = this.#masks(rows);
+    const data = logits.data;
+    for (let i = 0; i < masks.length; i++) data[i] = data[i]! + masks[i]!;
   }
 
   /** Lets sequences go: off the batch, and their consumers told. */

@@ -84,7 +84,13 @@ export function pickOnHost(logits: Float32Array, history: readonly number[], set
 
 /** Non-finite logits (NaN or infinity) stop generation. */
 export function checkFinite(values: ArrayLike<number>): void {
+  // -infinity is a masked token (a responseFormat's); the largest value must be finite (the device's
+  // rule: its max over the row).
+  let peak = Number.NEGATIVE_INFINITY;
   for (let i = 0; i < values.length; i++) {
-    if (!Number.isFinite(values[i]!)) throw new Error("generate: the model's logits are not finite (NaN or infinity); generation stopped");
+    const v = values[i]!;
+    if (Number.isNaN(v) || v === Number.POSITIVE_INFINITY) peak = Number.NaN;
+    else if (v > peak) peak = v;
   }
+  if (!Number.isFinite(peak)) throw new Error("generate: the model's logits are not finite (NaN or infinity); generation stopped");
 }

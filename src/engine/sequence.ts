@@ -1,6 +1,7 @@
 // A sequence in the decode engine: what was asked (SequenceRequest), and its state as the engine
 // advances it: the tokens read, its text stream and stops, its stats, its chunks for the consumer,
 // cancellation, and where its next input id is (a row of a launched pick).
+import type { Constraint } from "../grammar/constraint.ts";
 import type { PromptCache } from "../prompt-cache.ts";
 import type { Tokenizer } from "../tokenizer.ts";
 import type { Pick, SamplerSettings, TokenLogprob } from "./host-sampler.ts";
@@ -27,6 +28,9 @@ export interface GenerationStats {
   prefillSeconds: number;
   decodeSeconds: number;
   finishReason: "stop" | "length";
+  /** With a responseFormat: whether the output is a whole sentence of its grammar (false when
+   * maxTokens or a stop string cut it). */
+  formatComplete?: boolean;
 }
 
 /** One sequence to generate (options already checked). */
@@ -41,6 +45,8 @@ export interface SequenceRequest {
   /** Start from this conversation's cache (rewound to the prefix it shares with the prompt), and
    * leave the prompt and generated tokens in it at the end. */
   promptCache?: PromptCache | undefined;
+  /** The output's grammar (a responseFormat): each step's tokens masked to those it takes. */
+  constraint?: Constraint | undefined;
 }
 
 /** A launched pick for some rows: on the device (`picks`), or already made on the host. */
@@ -78,6 +84,7 @@ export class Sequence {
     this.history = [...request.promptIds];
     this.#stream = new TextStream(request.tokenizer);
     this.stats = { promptTokens: request.promptIds.length, cachedTokens, generatedTokens: 0, prefillSeconds: 0, decodeSeconds: 0, finishReason: "length" };
+    if (request.constraint) this.stats.formatComplete = request.constraint.complete;
   }
 
   /** Stops the sequence: no more chunks; its slot is freed at the next step. */
@@ -134,14 +141,25 @@ export class Sequence {
       this.#end();
       return true;
     }
+    const { constraint } = this.request;
+    if (constraint) {
+      const refused = constraint.accept(token);
+      if (refused) {
+        this.fail(refused);
+        return true;
+      }
+      this.stats.formatComplete = constraint.complete;
+    }
     this.generated.push(token);
     this.stats.generatedTokens = this.generated.length;
-    const last = this.generated.length === maxTokens;
+    // A grammar that nothing may continue ends the sequence as a stop would.
+    const finished = constraint?.finished ?? false;
+    const last = this.generated.length === maxTokens || finished;
     // An incomplete multi-byte character is held back while a later token may complete it.
     const piece = this.#stream.append(token, last, stopStrings);
     const scores = pick.logprob === undefined ? {} : { logprob: pick.logprob, topLogprobs: pick.topLogprobs! };
     this.#push({ token, text: piece.text, ...scores });
-    if (piece.stopped) this.stats.finishReason = "stop";
+    if (piece.stopped || finished) this.stats.finishReason = "stop";
     if (piece.stopped || last) this.#end();
     return this.#ended;
   }

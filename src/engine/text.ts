@@ -3,7 +3,8 @@ import type { Tokenizer } from "../tokenizer.ts";
 
 /** Text of a growing token list, decoding a short window per token (vLLM's incremental
  * detokenization): the text of the tokens since `prefix` past that of [prefix, read), released once
- * it does not end in an incomplete character. */
+ * it does not end in an incomplete character. Decoded without the clean-up of spaces before
+ * punctuation (as mlx-lm's streaming detokenizers): it would remove characters already released. */
 export class TextStream {
   readonly #tokenizer: Tokenizer;
   readonly #tokens: number[] = [];
@@ -18,8 +19,8 @@ export class TextStream {
 
   #pending(): { before: string; after: string } {
     return {
-      before: this.#tokenizer.decode(this.#tokens.slice(this.#prefix, this.#read)),
-      after: this.#tokenizer.decode(this.#tokens.slice(this.#prefix)),
+      before: this.#tokenizer.decode(this.#tokens.slice(this.#prefix, this.#read), true, false),
+      after: this.#tokenizer.decode(this.#tokens.slice(this.#prefix), true, false),
     };
   }
 

@@ -1,4 +1,5 @@
-// MLX-format checkpoints: config.json + model*.safetensors (+ model.safetensors.index.json).
+// MLX-format checkpoints: config.json + model*.safetensors (+ model.safetensors.index.json); a
+// path ending in .gguf is a GGUF file (gguf.ts).
 // Quantized layers stay packed (`.weight` uint32 + `.scales` [+ `.biases`]).
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -7,6 +8,7 @@ import type { TensorData } from "../dtype.ts";
 import { packedTriple } from "../quant/weights.ts";
 import type { Tensor } from "../tensor.ts";
 import { type HostTensor, loadSafetensorsHost } from "./host.ts";
+import { loadGguf } from "./gguf.ts";
 import { loadSafetensors } from "./safetensors.ts";
 
 /** W: MLX tensors (mapped from the files), or host tensors (read without the native library). */
@@ -52,7 +54,18 @@ function weightFiles(dir: string): { files: string[]; expected: Map<string, stri
 
 /** Bytes of the weight files (for choosing a backend before loading). */
 export function checkpointBytes(dir: string): number {
+  if (isGguf(dir)) return statSync(dir).size;
   return weightFiles(dir).files.reduce((n, f) => n + statSync(join(dir, f)).size, 0);
+}
+
+/** Whether a path names a checkpoint: a directory with config.json, or a .gguf file. */
+export function isModelPath(path: string): boolean {
+  return isGguf(path) ? existsSync(path) && statSync(path).isFile() : existsSync(join(path, "config.json"));
+}
+
+/** Whether a checkpoint path is a GGUF file (gguf.ts) rather than a directory. */
+export function isGguf(path: string): boolean {
+  return path.toLowerCase().endsWith(".gguf");
 }
 
 /** Loads a checkpoint directory. Weight data is mapped into MLX arrays without a copy; with `host`,
@@ -60,6 +73,12 @@ export function checkpointBytes(dir: string): number {
 export function loadCheckpoint(dir: string, onProgress?: (loaded: number, total: number) => void, host?: false): Checkpoint<Tensor>;
 export function loadCheckpoint(dir: string, onProgress: ((loaded: number, total: number) => void) | undefined, host: true): Checkpoint<HostTensor>;
 export function loadCheckpoint(dir: string, onProgress?: (loaded: number, total: number) => void, host = false): Checkpoint<Tensor | HostTensor> {
+  if (isGguf(dir)) {
+    if (host) throw new Error(`${dir}: GGUF files load on the MLX backend (backend: "mlx"); the CPU reference backend reads MLX-format checkpoints`);
+    const checkpoint = loadGguf(dir);
+    onProgress?.(1, 1);
+    return checkpoint;
+  }
   const config = readJson(join(dir, "config.json"));
   const quantization = parseQuantConfig(config);
   const { files, expected } = weightFiles(dir);

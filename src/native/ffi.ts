@@ -136,6 +136,9 @@ export const symbols = {
   mlx_file_map_open: [P, P, cstring],
   mlx_file_map_close: [P],
   mlx_array_new_mapped: [P, P, u64, u64, P, i32, i32],
+  mlx_gguf_load: [P, cstring],
+  mlx_gguf_take: [P, P, cstring],
+  mlx_gguf_free: [P],
 
   mlx_get_active_memory: [P],
   mlx_get_peak_memory: [P],

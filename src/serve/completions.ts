@@ -4,6 +4,7 @@
 // cancels its sequence.
 import { Engine } from "../engine/engine.ts";
 import { type GenerateOptions, type GenerationChunk, type GenerationStats, generateOn, graphFor } from "../generate.ts";
+import { parseToolCalls } from "../grammar/tools.ts";
 import type { Model } from "../models/index.ts";
 import type { Tokenizer } from "../tokenizer.ts";
 import { type Body, HttpError, type Site } from "./http.ts";
@@ -111,6 +112,10 @@ export function completionSite(model: Model, tokenizer: Tokenizer, modelId: stri
         ? { index: 0, [c.stream ? "delta" : "message"]: c.stream ? (text ? { content: text } : {}) : { role: "assistant", content: text, refusal: null }, logprobs: scores ? { content: scores.chat, refusal: null } : null, finish_reason: finish }
         : { index: 0, text, logprobs: scores ? scores.text : null, finish_reason: finish };
 
+    // With tools, a completed answer in the tool-call format is calls (OpenAI's tool_calls).
+    const callsOf = (text: string) =>
+      c.tools && stats.finishReason === "stop" ? parseToolCalls(text)?.map((call) => ({ id: `call_${crypto.randomUUID().replaceAll("-", "")}`, type: "function", function: call })) : undefined;
+
     if (!c.stream) {
       let text = "";
       await new Promise<void>((resolve, reject) => {
@@ -119,7 +124,11 @@ export function completionSite(model: Model, tokenizer: Tokenizer, modelId: stri
         request.signal.addEventListener("abort", cancel);
       });
       const scores = c.logprobs === undefined ? null : { chat: logprobs.chat, text: logprobs.text };
-      return Response.json({ ...base, object, choices: [choiceOf(text, scores, stats.finishReason ?? "length")], usage: usage(), system_fingerprint: null });
+      const calls = callsOf(text);
+      const choice = calls
+        ? { index: 0, message: { role: "assistant", content: null, tool_calls: calls, refusal: null }, logprobs: scores ? { content: scores.chat, refusal: null } : null, finish_reason: "tool_calls" }
+        : choiceOf(text, scores, stats.finishReason ?? "length");
+      return Response.json({ ...base, object, choices: [choice], usage: usage(), system_fingerprint: null });
     }
 
     // Streaming: the first chunk (or the error) decides the status, then server-sent events.
@@ -137,15 +146,31 @@ export function completionSite(model: Model, tokenizer: Tokenizer, modelId: stri
     if (kind === "chat") send(chunkOf({ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }));
     let aborted = false;
     let finished = false;
+    // With tools, an answer that opens with "<" (the grammar's tool-call format) is held back and
+    // sent as tool_calls at the end.
+    let held: string | null = c.tools ? "" : null;
     const job: Job = {
       onChunk(chunk) {
         const scores = logprobs.add(chunk);
-        if (chunk.text || scores) send(chunkOf(choiceOf(chunk.text, scores, null)));
+        if (held !== null) {
+          held += chunk.text;
+          if (held.length > 0 && !held.startsWith("<")) {
+            send(chunkOf(choiceOf(held, scores, null)));
+            held = null;
+          }
+        } else if (chunk.text || scores) send(chunkOf(choiceOf(chunk.text, scores, null)));
         started?.(null);
         started = null;
       },
       done() {
-        send(chunkOf(choiceOf("", null, stats.finishReason ?? "length")));
+        const calls = held ? callsOf(held) : undefined;
+        if (calls) {
+          send(chunkOf({ index: 0, delta: { tool_calls: calls.map((call, index) => ({ index, ...call })) }, logprobs: null, finish_reason: null }));
+          send(chunkOf({ index: 0, delta: {}, logprobs: null, finish_reason: "tool_calls" }));
+        } else {
+          if (held) send(chunkOf(choiceOf(held, null, null)));
+          send(chunkOf(choiceOf("", null, stats.finishReason ?? "length")));
+        }
         if (c.includeUsage) send({ ...base, object, choices: [], usage: usage() });
         send("[DONE]");
         started?.(null);

@@ -1,7 +1,9 @@
 // OpenAI's completion and chat request bodies, parsed into generate options (400s name the field),
 // and the logprobs of a response in both of OpenAI's formats.
-import type { GenerateOptions, GenerationChunk, TokenLogprob } from "../generate.ts";
-import type { ChatMessage, Tokenizer } from "../tokenizer.ts";
+import type { GenerateOptions, GenerationChunk, ResponseFormat, TokenLogprob } from "../generate.ts";
+import { grammarOf } from "../grammar/constraint.ts";
+import { type ToolChoice, toolCallGrammar } from "../grammar/tools.ts";
+import type { ChatMessage, ChatTool, Tokenizer } from "../tokenizer.ts";
 import { type Body, HttpError } from "./http.ts";
 
 function optionalNumber(body: Body, key: string, check: (v: number) => boolean, range: string): number | undefined {
@@ -53,25 +55,90 @@ function samplingOptions(body: Body): GenerateOptions {
 function messageText(message: unknown, i: number): ChatMessage {
   const param = `messages[${i}]`;
   if (typeof message !== "object" || message === null) throw new HttpError(400, `'${param}' must be an object`, param);
-  const { role, content } = message as { role?: unknown; content?: unknown };
-  if (role !== "system" && role !== "user" && role !== "assistant" && role !== "developer") {
-    throw new HttpError(400, `'${param}.role' must be system, developer, user or assistant, got ${JSON.stringify(role)}`, `${param}.role`);
+  const { role, content, tool_calls: calls, tool_call_id: callId } = message as { role?: unknown; content?: unknown; tool_calls?: unknown; tool_call_id?: unknown };
+  if (role !== "system" && role !== "user" && role !== "assistant" && role !== "developer" && role !== "tool") {
+    throw new HttpError(400, `'${param}.role' must be system, developer, user, assistant or tool, got ${JSON.stringify(role)}`, `${param}.role`);
   }
-  let text: string;
+  let text: string | null;
   if (typeof content === "string") text = content;
   else if (Array.isArray(content) && content.every((p) => typeof p === "object" && p !== null && (p as { type?: unknown }).type === "text" && typeof (p as { text?: unknown }).text === "string")) {
     text = content.map((p) => (p as { text: string }).text).join("");
+  } else if (role === "assistant" && (content === null || content === undefined) && calls !== undefined) {
+    text = null;
   } else {
     throw new HttpError(400, `'${param}.content' must be a string or a list of text parts`, `${param}.content`);
   }
-  return { role: role === "developer" ? "system" : role, content: text };
+  const out: ChatMessage = { role: role === "developer" ? "system" : role, content: text };
+  if (calls !== undefined) {
+    const valid = (c: unknown) => {
+      const call = c as { id?: unknown; type?: unknown; function?: { name?: unknown; arguments?: unknown } };
+      return typeof call === "object" && call !== null && typeof call.id === "string" && call.type === "function" && typeof call.function?.name === "string" && typeof call.function.arguments === "string";
+    };
+    if (role !== "assistant" || !Array.isArray(calls) || !calls.every(valid)) {
+      throw new HttpError(400, `'${param}.tool_calls' must be an assistant's list of {id, type: "function", function: {name, arguments}}`, `${param}.tool_calls`);
+    }
+    out.tool_calls = calls as NonNullable<ChatMessage["tool_calls"]>;
+  }
+  if (role === "tool") {
+    if (typeof callId !== "string") throw new HttpError(400, `'${param}.tool_call_id' must be the id of the call it answers`, `${param}.tool_call_id`);
+    out.tool_call_id = callId;
+  }
+  return out;
 }
 
 /** The prompt of a chat request: the tokenizer's chat template, or, for a model without one, the
- * messages as "role: content" lines followed by "assistant:". */
-function chatPrompt(tokenizer: Tokenizer, messages: ChatMessage[]): string {
-  if (tokenizer.hasChatTemplate) return tokenizer.applyChatTemplate(messages);
-  return `${messages.map((m) => `${m.role}: ${m.content}`).join("\n")}\nassistant:`;
+ * messages as "role: content" lines followed by "assistant:" (the tools, if any, in a first line). */
+function chatPrompt(tokenizer: Tokenizer, messages: ChatMessage[], tools: ChatTool[] | undefined): string {
+  if (tokenizer.hasChatTemplate) return tokenizer.applyChatTemplate(messages, tools);
+  const line = (m: ChatMessage) => `${m.role}: ${m.content ?? m.tool_calls?.map((c) => `<tool_call>${JSON.stringify({ name: c.function.name, arguments: c.function.arguments })}</tool_call>`).join("\n") ?? ""}`;
+  const offer = tools && tools.length > 0 ? [`tools: ${JSON.stringify(tools)} (call one as <tool_call>{"name": ..., "arguments": ...}</tool_call>)`] : [];
+  return `${[...offer, ...messages.map(line)].join("\n")}\nassistant:`;
+}
+
+/** OpenAI's response_format as the library's (400 naming what is wrong). */
+function responseFormatOf(body: Body): ResponseFormat | undefined {
+  const f = body["response_format"];
+  if (f === undefined || f === null) return undefined;
+  const type = (f as { type?: unknown }).type;
+  let format: ResponseFormat;
+  if (type === "text" || type === "json_object") format = { type };
+  else if (type === "json_schema") {
+    const spec = (f as { json_schema?: { schema?: unknown } }).json_schema;
+    if (typeof spec !== "object" || spec === null) throw new HttpError(400, "'response_format.json_schema' must be an object with a 'schema'", "response_format");
+    format = { type: "json_schema", schema: spec.schema ?? {} };
+  } else throw new HttpError(400, `'response_format.type' must be text, json_object or json_schema, got ${JSON.stringify(type)}`, "response_format");
+  try {
+    grammarOf(format);
+  } catch (e) {
+    throw new HttpError(400, `'response_format': ${(e as Error).message}`, "response_format");
+  }
+  return format;
+}
+
+/** The request's tools and tool_choice (none offered: no tools). */
+function toolsOf(body: Body): { tools: ChatTool[]; choice: ToolChoice } | undefined {
+  const tools = body["tools"];
+  const choice = body["tool_choice"];
+  if (tools === undefined || tools === null || (Array.isArray(tools) && tools.length === 0)) {
+    if (choice !== undefined && choice !== null && choice !== "none") throw new HttpError(400, "'tool_choice' needs 'tools'", "tool_choice");
+    return undefined;
+  }
+  const valid = (t: unknown) => {
+    const tool = t as { type?: unknown; function?: { name?: unknown; parameters?: unknown } };
+    return typeof tool === "object" && tool !== null && tool.type === "function" && typeof tool.function?.name === "string" && /^[A-Za-z0-9_-]{1,64}$/.test(tool.function.name) &&
+      (tool.function.parameters === undefined || (typeof tool.function.parameters === "object" && tool.function.parameters !== null));
+  };
+  if (!Array.isArray(tools) || !tools.every(valid)) throw new HttpError(400, "'tools' must be a list of {type: \"function\", function: {name, description?, parameters?}} (names of letters, digits, _ and -)", "tools");
+  let parsed: ToolChoice;
+  if (choice === undefined || choice === null || choice === "auto") parsed = "auto";
+  else if (choice === "none" || choice === "required") parsed = choice;
+  else {
+    const name = (choice as { function?: { name?: unknown } }).function?.name;
+    if ((choice as { type?: unknown }).type !== "function" || typeof name !== "string") throw new HttpError(400, "'tool_choice' must be none, auto, required or {type: \"function\", function: {name}}", "tool_choice");
+    if (!(tools as ChatTool[]).some((t) => t.function.name === name)) throw new HttpError(400, `'tool_choice' names '${name}', which is not in 'tools'`, "tool_choice");
+    parsed = { name };
+  }
+  return { tools: tools as ChatTool[], choice: parsed };
 }
 
 export interface Completion {
@@ -82,16 +149,21 @@ export interface Completion {
   logprobs: number | undefined;
   stream: boolean;
   includeUsage: boolean;
+  /** Chat with tools: the answer may be tool calls (tools.ts's format). */
+  tools?: { tools: ChatTool[]; choice: ToolChoice } | undefined;
 }
 
 export function parseCompletion(kind: "chat" | "text", body: Body, tokenizer: Tokenizer): Completion {
   const options = samplingOptions(body);
   let prompt: string;
   let logprobs: number | undefined;
+  let tools: Completion["tools"];
+  const format = responseFormatOf(body);
   if (kind === "chat") {
     const messages = body["messages"];
     if (!Array.isArray(messages) || messages.length === 0) throw new HttpError(400, "'messages' must be a non-empty list", "messages");
-    prompt = chatPrompt(tokenizer, messages.map(messageText));
+    tools = toolsOf(body);
+    prompt = chatPrompt(tokenizer, messages.map(messageText), tools?.tools);
     const wanted = body["logprobs"];
     if (wanted !== undefined && wanted !== null && typeof wanted !== "boolean") throw new HttpError(400, "'logprobs' must be a boolean", "logprobs");
     const top = optionalNumber(body, "top_logprobs", isInteger(0, 20), "an integer in [0, 20]");
@@ -108,7 +180,19 @@ export function parseCompletion(kind: "chat" | "text", body: Body, tokenizer: To
   if (stream !== undefined && stream !== null && typeof stream !== "boolean") throw new HttpError(400, "'stream' must be a boolean", "stream");
   const streamOptions = body["stream_options"];
   const includeUsage = typeof streamOptions === "object" && streamOptions !== null && (streamOptions as { include_usage?: unknown }).include_usage === true;
-  return { kind, prompt, options: { ...options, ...(logprobs !== undefined ? { logprobs } : {}) }, logprobs, stream: stream === true, includeUsage };
+  const toolGrammar = tools ? toolCallGrammar(tools.tools, tools.choice) : null;
+  if (toolGrammar && format && format.type !== "text") throw new HttpError(400, "'response_format' and 'tools' cannot both constrain the answer (use tool_choice: none)", "response_format");
+  let responseFormat = format;
+  if (toolGrammar) {
+    responseFormat = { type: "grammar", grammar: toolGrammar };
+    try {
+      grammarOf(responseFormat);
+    } catch (e) {
+      throw new HttpError(400, `'tools': ${(e as Error).message}`, "tools");
+    }
+  }
+  const extra = { ...(logprobs !== undefined ? { logprobs } : {}), ...(responseFormat ? { responseFormat } : {}) };
+  return { kind, prompt, options: { ...options, ...extra }, logprobs, stream: stream === true, includeUsage, tools: toolGrammar ? tools : undefined };
 }
 
 interface TokenScore {

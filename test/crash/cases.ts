@@ -300,6 +300,63 @@ add("memory.setLimit back to its own value (control)", "ok", () => {
 // logitBias within float32's range.
 for (const bias of [1e39, 1e308, -1e39, Number.NEGATIVE_INFINITY]) add(`generate logitBias ${bias}`, "error", () => generateWith({ logitBias: { 3: bias } }));
 add("generate logitBias -3e38 (float32, control)", "ok", () => generateWith({ logitBias: { 3: -3e38 } }));
+// ---- constrained output ----
+const schemaFormat = (schema: unknown) => ({ responseFormat: { type: "json_schema", schema } });
+for (const [label, format] of [
+  ["a schema keyword it does not support", schemaFormat({ type: "string", pattern: "a+" })],
+  ["a $ref to itself only", schemaFormat({ $ref: "#/$defs/a", $defs: { a: { $ref: "#/$defs/a" } } })],
+  ["a $ref outside the schema", schemaFormat({ $ref: "http://example.com/x.json" })],
+  ["a schema that is an array", schemaFormat([1, 2])],
+  ["a schema of null", schemaFormat(null)],
+  ["type json", { responseFormat: { type: "json" } }],
+  ["a grammar of null", { responseFormat: { type: "grammar", grammar: null } }],
+  ["a left-recursive grammar", { responseFormat: { type: "grammar", grammar: "root ::= root \"a\" | \"b\"" } }],
+  ["nested counted repetitions", { responseFormat: { type: "grammar", grammar: 'root ::= ("a"{10000}){10000}' } }],
+  ["a repetition of something that can be empty", { responseFormat: { type: "grammar", grammar: 'root ::= x*\nx ::= "a" | "a" "a" | "a"*' } }],
+  ["minItems 10^9", schemaFormat({ type: "array", minItems: 1e9 })],
+  ["a string responseFormat", { responseFormat: "json" }],
+] as const) {
+  add(`generate with responseFormat: ${label}`, "error", () => generateWith(format as Record<string, unknown>));
+}
+add("generate with a grammar of bytes no token spells", "error", () => generateWith({ responseFormat: { type: "grammar", grammar: 'root ::= "\\x01\\x02\\x03"' } }));
+// The llama fixture's 320-token vocabulary spells little: the controls run the default model.
+for (const backend of ["mlx", "cpu"] as const) {
+  add(`generate with a JSON Schema on ${backend} (control)`, "ok", async () => {
+    const model = loadModel(DEFAULT_MODEL_DIR, { backend });
+    const format = { type: "json_schema", schema: { type: "object", properties: { a: { type: "integer" } }, required: ["a"] } } as const;
+    const { text } = await generateText(model, Tokenizer.fromDir(DEFAULT_MODEL_DIR), "x", { maxTokens: 24, responseFormat: format });
+    if (typeof JSON.parse(text).a !== "number") throw new Error(`not the schema's: ${text}`);
+  });
+}
+
+// ---- GGUF files ----
+const GGUF = join(import.meta.dir, "..", "fixtures", "data", "default-model-q4_0.gguf");
+/** A copy of the Q4_0 GGUF fixture changed by `damage`. */
+function brokenGguf(damage: (path: string, bytes: Uint8Array) => void): string {
+  const path = join(mkdtempSync(join(tmpdir(), "mlxb-crash-")), "model.gguf");
+  const bytes = new Uint8Array(readFileSync(GGUF));
+  writeFileSync(path, bytes);
+  damage(path, bytes);
+  return path;
+}
+const view = (bytes: Uint8Array) => new DataView(bytes.buffer, bytes.byteOffset);
+// The GGUF files are test fixtures; the GPU machine is not carried them (scripts/gpu/test.sh).
+const ggufCases = existsSync(GGUF);
+for (const [label, damage] of [
+  ["truncated in the tensor data", (path: string) => truncateSync(path, 12_000_000)],
+  ["truncated in the header", (path: string) => truncateSync(path, 5000)],
+  ["a tensor count of 2^40", (path: string, bytes: Uint8Array) => (view(bytes).setBigUint64(8, 2n ** 40n, true), writeFileSync(path, bytes))],
+  ["a metadata count of 2^53", (path: string, bytes: Uint8Array) => (view(bytes).setBigUint64(16, 2n ** 53n, true), writeFileSync(path, bytes))],
+  ["version 7", (path: string, bytes: Uint8Array) => (view(bytes).setUint32(4, 7, true), writeFileSync(path, bytes))],
+  ["an empty file", (path: string) => writeFileSync(path, "")],
+] as const) {
+  if (ggufCases) add(`loadModel on a GGUF file: ${label}`, "error", () => loadModel(brokenGguf(damage), { backend: "mlx" }));
+}
+if (ggufCases) {
+  add("loadModel on the Q4_0 GGUF file (control)", "ok", () => loadModel(GGUF, { backend: "mlx" }).dispose());
+  add("Tokenizer.fromDir on a truncated GGUF file", "error", () => Tokenizer.fromDir(brokenGguf((path) => truncateSync(path, 3000))));
+}
+
 // A temperature whose inverse float32 cannot hold samples at 1e-30: the greedy tokens, not token 0.
 for (const [backend, temperature] of [["mlx", 1e-300], ["mlx", 1e-40], ["cpu", 1e-300]] as const) {
   add(`generate at temperature ${temperature} (${backend}) gives the greedy tokens`, "ok", async () => {
@@ -432,4 +489,9 @@ export const CLI_CASES: { args: string[]; exit: number; command?: string[]; env?
   { args: ["--model", FIXTURE, "--max-tokens", "2"], exit: 1, env: { MLXB_LIBRARY: "/nonexistent/libmlxb.so" } },
   { args: ["--model", FIXTURE, "--max-tokens", "2"], exit: 1, env: { MLXB_LIBRARY: join(FIXTURE, "config.json") } },
   { command: ["launch"], args: ["-n", "1", "--backend", "nccl", "--", "true"], exit: 1, env: { CUDA_VISIBLE_DEVICES: "" } },
+  // GGUF files wherever a model directory goes.
+  { args: ["--model", "/nonexistent/model.gguf"], exit: 2 },
+  ...(existsSync(GGUF)
+    ? [{ args: ["--model", GGUF, "--max-tokens", "2"], exit: 0 }, { args: ["--model", join(import.meta.dir, "..", "fixtures", "data", "bad-mamba.gguf"), "--max-tokens", "2"], exit: 1 }]
+    : []),
 ];

@@ -1,0 +1,59 @@
+// GGUF against the MLX format on the same weights: the default model's Q4_0 GGUF file (written by
+// scripts/fixtures/gguf_files.py, run by the test command) loaded as GGUF, and the same tensors saved
+// as an MLX-format checkpoint (config.json + model.safetensors, 4-bit group 32), decoding a 96-token
+// prompt for 96 greedy tokens in alternating rounds (tokens/s after the first; load time beside).
+import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { generate } from "../src/generate.ts";
+import { saveSafetensors } from "../src/io/safetensors.ts";
+import { DEFAULT_MODEL_DIR, loadModel, type Model } from "../src/models/index.ts";
+import type { Tensor } from "../src/tensor.ts";
+import { Tokenizer } from "../src/tokenizer.ts";
+import { summarize, table } from "./stats.ts";
+
+const GGUF = join(import.meta.dir, "..", "test", "fixtures", "data", "default-model-q4_0.gguf");
+const ROUNDS = 5;
+
+export async function run(): Promise<Record<string, unknown>> {
+  if (!existsSync(GGUF)) throw new Error(`bench gguf: ${GGUF} is missing (bash scripts/fixtures.sh writes it)`);
+  const dir = mkdtempSync(join(tmpdir(), "mlxb-gguf-"));
+  try {
+    const source = loadModel(GGUF, { backend: "mlx" });
+    saveSafetensors(join(dir, "model.safetensors"), source.checkpoint.weights as Map<string, Tensor>);
+    writeFileSync(join(dir, "config.json"), JSON.stringify(source.checkpoint.config));
+    source.dispose();
+    for (const f of ["tokenizer.json", "tokenizer_config.json"]) copyFileSync(join(DEFAULT_MODEL_DIR, f), join(dir, f));
+    const tokenizer = Tokenizer.fromDir(DEFAULT_MODEL_DIR);
+    const loads: Record<string, number> = {};
+    const models: Record<string, Model> = {};
+    for (const [name, path] of [["GGUF Q4_0", GGUF], ["MLX format, same weights", dir]] as const) {
+      const start = performance.now();
+      models[name] = loadModel(path, { backend: "mlx" });
+      loads[name] = performance.now() - start;
+    }
+    const prompt = Array.from({ length: 96 }, (_, t) => 1 + ((t * 37 + 11) % 8191));
+    const rate = async (model: Model) => {
+      let first = 0;
+      let count = 0;
+      for await (const _ of generate(model, tokenizer, prompt, { maxTokens: 96, ignoreEos: true })) if (count++ === 0) first = performance.now();
+      return (count - 1) / ((performance.now() - first) / 1000);
+    };
+    for (const m of Object.values(models)) await rate(m);
+    const runs: Record<string, number[]> = Object.fromEntries(Object.keys(models).map((k) => [k, []]));
+    for (let r = 0; r < ROUNDS; r++) for (const [name, m] of Object.entries(models)) runs[name]!.push(await rate(m));
+    for (const m of Object.values(models)) m.dispose();
+    const mlx = summarize(runs["MLX format, same weights"]!).median;
+    table(
+      `GGUF vs MLX format, default model Q4_0 weights, 96-token prompt, 96 greedy tokens (tokens/s after the first; median of ${ROUNDS} alternating rounds)`,
+      ["checkpoint", "load ms", "tokens/s", "x MLX format", "spread"],
+      Object.keys(models).map((name) => {
+        const s = summarize(runs[name]!);
+        return [name, loads[name]!, s.median, s.median / mlx, s.spread];
+      }),
+    );
+    return { runs, loads };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,135 @@
+// Running a compiled grammar (gbnf.ts) over bytes, as llama.cpp's grammar sampler does: a state is
+// the set of parse stacks still alive; a stack is the element to match next and, below it, where each
+// enclosing rule continues. Reading a byte keeps the stacks whose next element takes it and expands
+// them (rule references pushed, finished rules popped) until each again waits on a byte. A stack
+// whose rules all finished is the accepting one.
+//
+// Stacks are hash-consed (one object per distinct stack, per grammar), so a state is known by the ids
+// of its stacks' tops: equal states have equal keys, across sequences too, and a token mask computed
+// for a state (vocabulary.ts) is reused whenever a sequence is there again. A rule reference that
+// ends its alternative pushes nothing (a tail call), so repetitions do not grow the stacks.
+import { BYTES, type CompiledGrammar, END, REF } from "./gbnf.ts";
+
+/** A stack node: `pos` is the element to match next (on top) or where the enclosing rule continues. */
+interface Frame {
+  readonly id: number;
+  readonly pos: number;
+  readonly below: Frame | null;
+  /** Marks membership during one advance. */
+  seen: number;
+}
+
+/** The most stacks a state may hold (an ambiguous grammar can multiply them). */
+const MAX_STACKS = 4096;
+
+/** A set of live stacks (their tops); `accepting` when a stack has finished the root rule. */
+export class GrammarState {
+  readonly tops: readonly Frame[];
+  readonly accepting: boolean;
+  #key: string | null = null;
+
+  constructor(tops: Frame[], accepting: boolean) {
+    this.tops = tops;
+    this.accepting = accepting;
+  }
+
+  /** Equal for equal states of one grammar. */
+  get key(): string {
+    if (this.#key === null) {
+      const ids = this.tops.map((t) => t.id).sort((a, b) => a - b);
+      this.#key = (this.accepting ? "a" : "") + ids.join(",");
+    }
+    return this.#key;
+  }
+
+  /** Whether nothing can follow (the root rule finished and no stack waits on a byte). */
+  get finished(): boolean {
+    return this.accepting && this.tops.length === 0;
+  }
+}
+
+export class Grammar {
+  readonly compiled: CompiledGrammar;
+  /** The grammar's source (GBNF), for messages and caches. */
+  readonly source: string;
+  readonly #frames = new Map<number, Frame>();
+  #nextId = 1;
+  #mark = 1;
+  readonly initial: GrammarState;
+  /** Token masks by state key, per vocabulary (vocabulary.ts fills it). */
+  readonly masks = new WeakMap<object, Map<string, Uint32Array>>();
+
+  constructor(compiled: CompiledGrammar, source: string) {
+    this.compiled = compiled;
+    this.source = source;
+    const tops: Frame[] = [];
+    const mark = this.#mark++;
+    let accepting = false;
+    for (const start of compiled.alternatives[compiled.root]!) accepting = this.#expand(start, null, tops, mark) || accepting;
+    this.initial = new GrammarState(tops, accepting);
+  }
+
+  /** Frames made so far (the hash-consing table's size). */
+  get frames(): number {
+    return this.#frames.size;
+  }
+
+  #frame(pos: number, below: Frame | null): Frame {
+    // pos < 2^26 and ids < 2^27 keep the key exact in a double.
+    const key = pos * 134217728 + (below?.id ?? 0);
+    let f = this.#frames.get(key);
+    if (!f) {
+      f = { id: this.#nextId++, pos, below, seen: 0 };
+      this.#frames.set(key, f);
+    }
+    return f;
+  }
+
+  /** Expands the stack (element `pos`, then `below`) until each branch waits on a byte: those tops
+   * join `out`. Returns whether a branch finished the root rule. */
+  #expand(pos: number, below: Frame | null, out: Frame[], mark: number): boolean {
+    const { kind, arg, alternatives } = this.compiled;
+    const k = kind[pos]!;
+    if (k === END) return below === null ? true : this.#expand(below.pos, below.below, out, mark);
+    if (k === REF) {
+      const next = kind[pos + 1] === END ? below : this.#frame(pos + 1, below);
+      let accepting = false;
+      for (const start of alternatives[arg[pos]!]!) accepting = this.#expand(start, next, out, mark) || accepting;
+      return accepting;
+    }
+    const top = this.#frame(pos, below);
+    if (top.seen !== mark) {
+      top.seen = mark;
+      out.push(top);
+      if (out.length > MAX_STACKS) throw new Error(`grammar: more than ${MAX_STACKS} parses are alive at once (the grammar is too ambiguous)`);
+    }
+    return false;
+  }
+
+  /** The state after one byte, or null when no stack takes it. */
+  advance(state: GrammarState, byte: number): GrammarState | null {
+    const { arg, sets } = this.compiled;
+    const out: Frame[] = [];
+    const mark = this.#mark++;
+    let accepting = false;
+    for (const top of state.tops) {
+      if (sets[arg[top.pos]!]![byte] === 1) accepting = this.#expand(top.pos + 1, top.below, out, mark) || accepting;
+    }
+    if (out.length === 0 && !accepting) return null;
+    return new GrammarState(out, accepting);
+  }
+
+  /** The state after `bytes`, or null where one is refused. */
+  advanceBytes(state: GrammarState, bytes: Uint8Array): GrammarState | null {
+    let s: GrammarState | null = state;
+    for (let i = 0; i < bytes.length && s; i++) s = this.advance(s, bytes[i]!);
+    return s;
+  }
+
+  /** Whether the text (UTF-8) is a whole sentence of the grammar. */
+  matches(text: string): boolean {
+    return this.advanceBytes(this.initial, new TextEncoder().encode(text))?.accepting ?? false;
+  }
+}
+
+export { BYTES, END, REF };

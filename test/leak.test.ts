@@ -17,14 +17,18 @@ test("100k create/free cycles keep RSS and MLX active memory bounded", () => {
   for (let i = 0; i < 10_000; i++) cycle();
   Bun.gc(true);
   const liveBefore = liveTensorCount();
-  const rssBefore = rssMiB();
   const activeBefore = memory.active();
-  for (let i = 0; i < 100_000; i++) cycle();
-  Bun.gc(true);
-  const growth = rssMiB() - rssBefore;
+  // Two windows of 100k cycles: a leak grows RSS in both; the rest of the process (the suite's other
+  // files run in it: their garbage, a heap that grows once) can move one of them.
+  const growth = [0, 1].map(() => {
+    const rssBefore = rssMiB();
+    for (let i = 0; i < 100_000; i++) cycle();
+    Bun.gc(true);
+    return rssMiB() - rssBefore;
+  });
   expect(liveTensorCount()).toBe(liveBefore);
   expect(memory.active()).toBeLessThanOrEqual(activeBefore);
-  expect(growth).toBeLessThan(32);
+  expect(Math.min(...growth)).toBeLessThan(32);
 });
 
 test("tensors nobody disposed are freed by the FinalizationRegistry net", async () => {

@@ -75,7 +75,7 @@ export function loadCheckpoint(dir: string, onProgress: ((loaded: number, total:
 export function loadCheckpoint(dir: string, onProgress?: (loaded: number, total: number) => void, host = false): Checkpoint<Tensor | HostTensor> {
   if (isGguf(dir)) {
     if (host) throw new Error(`${dir}: GGUF files load on the MLX backend (backend: "mlx"); the CPU reference backend reads MLX-format checkpoints`);
-    const checkpoint = loadGguf(dir);
+    const checkpoint = { dir, ...loadGguf(dir) };
     onProgress?.(1, 1);
     return checkpoint;
   }

@@ -6,12 +6,11 @@
 // checkpoints store q/k rows permuted for llama.cpp's rotary layout; those rows are put back.
 import { closeSync, openSync, readSync, statSync } from "node:fs";
 import { check, native, outPointer, outWords } from "../native/ffi.ts";
-import { parseQuantConfig, quantizationFor } from "../quant/config.ts";
+import { parseQuantConfig, type QuantConfig, quantizationFor } from "../quant/config.ts";
 import { packedTriple } from "../quant/weights.ts";
 import { deviceInfo } from "../native/device.ts";
 import { astype, evalAll, reshape, transpose } from "../ops/core.ts";
 import { Tensor } from "../tensor.ts";
-import type { Checkpoint } from "./checkpoint.ts";
 
 export interface GgufTensorInfo {
   name: string;
@@ -214,9 +213,17 @@ function configOf(header: GgufHeader, path: string): Record<string, unknown> {
   return config;
 }
 
+/** A loaded GGUF file as checkpoint.ts's Checkpoint has it (less the path). */
+export interface GgufCheckpoint {
+  config: Record<string, unknown>;
+  quantization: QuantConfig | null;
+  weights: Map<string, Tensor>;
+  dispose(): void;
+}
+
 /** Loads a GGUF checkpoint: an HF-style config, and the tensors under HF names (Q4_0/Q4_1/Q8_0 as
  * packed triples). */
-export function loadGguf(path: string): Checkpoint<Tensor> {
+export function loadGguf(path: string): GgufCheckpoint {
   const header = readGgufHeader(path);
   for (const t of header.tensors) {
     if (!DENSE.has(t.type) && QUANTIZED[t.type] === undefined) {
@@ -270,7 +277,7 @@ export function loadGguf(path: string): Checkpoint<Tensor> {
   } finally {
     lib.mlx_gguf_free(handle);
   }
-  return { dir: path, config, quantization, weights, dispose };
+  return { config, quantization, weights, dispose };
 }
 
 /** llama.cpp's converter reorders each head's q and k rows from HF's rotate-half layout to

@@ -14,7 +14,7 @@ import type { Graph } from "../graph/graph.ts";
 import type { HostKVCache, KVCache } from "../kv-cache.ts";
 import { createCache, forward, type Model, tokenIds } from "../models/index.ts";
 import { DecodeTape } from "../models/replay.ts";
-import { add, asyncEval, concatenate, take } from "../ops/core.ts";
+import { add, asyncEval, concatenate, reshape, take } from "../ops/core.ts";
 import type { CpuTensor } from "../ops/cpu.ts";
 import { Tensor } from "../tensor.ts";
 import { regroup } from "./regroup.ts";
@@ -450,12 +450,29 @@ export class Engine {
     return masks;
   }
 
-  /** The logits with the constrained rows masked, or null when no row is constrained. */
+  /** The logits with the constrained rows masked, or null when no row is constrained. Each row's mask
+   * is its grammar state's device tensor (made once per state); free rows get zeros. */
   #masked(logits: Tensor, rows: readonly Sequence[]): Tensor | null {
     if (!rows.some((s) => s.request.constraint && s.state !== "done")) return null;
     const V = this.model.config.vocabSize;
-    using mask = Tensor.from(this.#masks(rows), logits.ndim === 3 ? [rows.length, 1, V] : [rows.length, V]);
-    return add(logits, mask);
+    const pieces: Tensor[] = [];
+    let free: Tensor | null = null;
+    try {
+      for (const s of rows) {
+        let mask = s.state === "done" ? null : (s.request.constraint?.maskTensor() ?? null);
+        if (mask instanceof Error) {
+          s.fail(mask);
+          mask = null;
+        }
+        pieces.push(mask ?? (free ??= Tensor.from(new Float32Array(V), [V])));
+      }
+      // [V] rows -> [B * V] -> the logits' shape.
+      using joined = rows.length === 1 ? reshape(pieces[0]!, [V]) : concatenate(pieces, 0);
+      using shaped = reshape(joined, logits.ndim === 3 ? [rows.length, 1, V] : [rows.length, V]);
+      return add(logits, shaped);
+    } finally {
+      free?.dispose();
+    }
   }
 
   /** The constrained rows of host logits [B, 1, V] masked in place. */

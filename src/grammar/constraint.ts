@@ -2,6 +2,7 @@
 // once to a grammar, and per sequence a Constraint that follows the tokens read and gives the mask of
 // the next step: the tokens whose bytes the grammar takes, and the end-of-sequence tokens once the
 // output is a whole sentence. The decode engine applies the mask on the device before sampling.
+import { Tensor } from "../tensor.ts";
 import type { Tokenizer } from "../tokenizer.ts";
 import { compileGbnf } from "./gbnf.ts";
 import { jsonObjectGrammar, jsonSchemaGrammar } from "./json-schema.ts";
@@ -55,6 +56,10 @@ export function grammarOf(format: ResponseFormat): Grammar | null {
   return grammar;
 }
 
+/** Device masks kept per grammar (state and stops), up to this many bytes per grammar. */
+const DEVICE_MASK_BYTES = 64 << 20;
+const deviceMasks = new WeakMap<Grammar, Map<string, Tensor>>();
+
 /** One sequence's place in its grammar. */
 export class Constraint {
   readonly grammar: Grammar;
@@ -89,6 +94,29 @@ export class Constraint {
     if (!next) return new Error(`responseFormat: token ${token} does not continue the grammar (a mask was not applied)`);
     this.#state = next;
     return null;
+  }
+
+  /** The next step's mask as an MLX tensor [V] (fill's values), made once per grammar state and kept
+   * (a recurring state's mask is not uploaded again); an Error as fill's. The caller must not dispose it. */
+  maskTensor(): Tensor | Error {
+    let cache = deviceMasks.get(this.grammar);
+    if (!cache) deviceMasks.set(this.grammar, (cache = new Map()));
+    const V = this.vocabulary.size;
+    const key = `${V}|${this.#state.key}|${this.#state.accepting ? this.#stops.join(",") : ""}`;
+    const hit = cache.get(key);
+    if (hit) return hit;
+    const row = new Float32Array(V);
+    const stuck = this.fill(row);
+    if (stuck) return stuck;
+    const mask = Tensor.from(row, [V]);
+    mask.eval();
+    if (cache.size * V * 4 >= DEVICE_MASK_BYTES) {
+      const [oldest, tensor] = cache.entries().next().value!;
+      cache.delete(oldest);
+      tensor.dispose();
+    }
+    cache.set(key, mask);
+    return mask;
   }
 
   /** The next step's additive mask into `row` (0: allowed, -infinity: not), V entries; an Error when

@@ -2,18 +2,52 @@
 // scripts/fixtures/gguf_files.py, run by the test command) loaded as GGUF, and the same tensors saved
 // as an MLX-format checkpoint (config.json + model.safetensors, 4-bit group 32), decoding a 96-token
 // prompt for 96 greedy tokens in alternating rounds (tokens/s after the first; load time beside).
-import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+// Then greedy parity with llama.cpp on the same files (F16, Q8_0, Q4_0): node-llama-cpp 3.21.1
+// (installed with npm into .cache/peers/ on first use, ~730 MB; MLXB_SKIP_LLAMA_CPP=1 skips it).
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { generate } from "../src/generate.ts";
+import { generate, generateText } from "../src/generate.ts";
 import { saveSafetensors } from "../src/io/safetensors.ts";
 import { DEFAULT_MODEL_DIR, loadModel, type Model } from "../src/models/index.ts";
 import type { Tensor } from "../src/tensor.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
 import { summarize, table } from "./stats.ts";
 
-const GGUF = join(import.meta.dir, "..", "test", "fixtures", "data", "default-model-q4_0.gguf");
+const DATA = join(import.meta.dir, "..", "test", "fixtures", "data");
+const GGUF = join(DATA, "default-model-q4_0.gguf");
 const ROUNDS = 5;
+const LLAMA_CPP = "3.21.1";
+const PEERS = join(import.meta.dir, "..", ".cache", "peers", `node-llama-cpp-${LLAMA_CPP}`);
+
+/** node-llama-cpp's greedy tokens on each GGUF file beside ours: how many leading tokens agree. */
+async function parity(): Promise<Record<string, unknown>> {
+  if (!existsSync(join(PEERS, "node_modules", "node-llama-cpp"))) {
+    mkdirSync(PEERS, { recursive: true });
+    const npm = Bun.spawnSync(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", PEERS, `node-llama-cpp@${LLAMA_CPP}`], { stdout: "inherit", stderr: "inherit" });
+    if (npm.exitCode !== 0) throw new Error("bench gguf: npm install node-llama-cpp failed");
+  }
+  // Beside its node_modules, so that the script's import resolves there.
+  copyFileSync(join(import.meta.dir, "peers", "llama-cpp-greedy.mjs"), join(PEERS, "llama-cpp-greedy.mjs"));
+  const prompt = [427, 2013, 3175, 272];
+  const rows: (string | number)[][] = [];
+  const out: Record<string, unknown> = {};
+  for (const kind of ["f16", "q8_0", "q4_0"]) {
+    const file = join(DATA, `default-model-${kind}.gguf`);
+    const peer = Bun.spawnSync(["node", join(PEERS, "llama-cpp-greedy.mjs"), file, JSON.stringify(prompt), "32"], { stderr: "pipe" });
+    if (peer.exitCode !== 0) throw new Error(`bench gguf: node-llama-cpp failed: ${peer.stderr.toString()}`);
+    const theirs = (JSON.parse(peer.stdout.toString().trim().split("\n").pop()!) as { tokens: number[] }).tokens;
+    const model = loadModel(file, { backend: "mlx" });
+    const ours = (await generateText(model, Tokenizer.fromDir(file), prompt, { maxTokens: 32, ignoreEos: true })).tokens;
+    model.dispose();
+    let same = 0;
+    while (same < 32 && ours[same] === theirs[same]) same++;
+    rows.push([kind, `${same}/32`]);
+    out[kind] = { ours, theirs };
+  }
+  table("Greedy tokens from the same GGUF file: mlx-bun vs node-llama-cpp (leading tokens equal)", ["file", "equal"], rows);
+  return out;
+}
 
 export async function run(): Promise<Record<string, unknown>> {
   if (!existsSync(GGUF)) throw new Error(`bench gguf: ${GGUF} is missing (bash scripts/fixtures.sh writes it)`);
@@ -52,7 +86,8 @@ export async function run(): Promise<Record<string, unknown>> {
         return [name, loads[name]!, s.median, s.median / mlx, s.spread];
       }),
     );
-    return { runs, loads };
+    const llamaCpp = process.env.MLXB_SKIP_LLAMA_CPP === "1" ? null : await parity();
+    return { runs, loads, llamaCpp };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

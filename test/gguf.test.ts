@@ -29,6 +29,23 @@ describe("GGUF checkpoints", () => {
     });
   }
 
+  // The qwen2 (q/k/v biases) and qwen3 (q/k norms, head_dim) fixture models as F16 GGUF files, against
+  // mlx-lm's logits on their float32 safetensors (models.json): float16 rounding of the weights.
+  const models = fixture<Record<string, { prompt: EncodedArray; prefill: EncodedArray }>>("models.json");
+  for (const arch of ["qwen2", "qwen3"]) {
+    test(`${arch}: the GGUF file's prompt logits equal mlx-lm's on the safetensors checkpoint (<= 0.01)`, () => {
+      const model = loadModel(file(`${arch}-f16.gguf`), { backend: "mlx" });
+      try {
+        expect(model.config.modelType).toBe(arch);
+        using ids = decode(models[arch]!.prompt);
+        using logits = forward(model, ids, { logits: "all" });
+        expect(maxAbsDiff(logits.toFloat32Array(), decode(models[arch]!.prefill).toFloat32Array())).toBeLessThanOrEqual(0.01);
+      } finally {
+        model.dispose();
+      }
+    });
+  }
+
   test("f16: 32 greedy tokens equal mlx-lm's on the MLX-format checkpoint; Q8_0 stays quantized", async () => {
     const model = loadModel(file("default-model-f16.gguf"), { backend: "mlx" });
     const tokenizer = Tokenizer.fromDir(file("default-model-f16.gguf"));

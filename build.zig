@@ -17,7 +17,7 @@ pub fn build(b: *std.Build) void {
     // Where the shim looks for libmlx.so at run time: the wheel's lib/ by absolute path (a dev
     // checkout), or a path relative to the shim ($ORIGIN/...) for a runtime that may move.
     const rpath = b.option([]const u8, "rpath", "runtime search path for libmlx.so (default: <mlx>/lib)");
-    // Against MLX's CUDA build: adds the shim's CUDA kernels (shim/cuda.h: the matvec, the KV cache
+    // Against MLX's CUDA build: adds the shim's CUDA kernels (shim/ext/cuda.h: the matvec, the KV cache
     // write), which call the CUDA backend that build's libmlx.so exports.
     const cuda = b.option(bool, "cuda", "the libmlx.so is MLX's CUDA build (adds the shim's CUDA kernels)") orelse false;
 
@@ -34,12 +34,16 @@ pub fn build(b: *std.Build) void {
     const cpu_flags = [_][]const u8{ "-std=c++20", "-nostdinc++", "-D_GLIBCXX_USE_CXX11_ABI=1", "-fvisibility=hidden", "-fno-sanitize=undefined", "-Wall" };
     const cuda_flags = cpu_flags ++ [_][]const u8{"-DMLXB_CUDA=1"};
     const flags: []const []const u8 = if (cuda) &cuda_flags else &cpu_flags;
+    // shim/: the MLX wrapper in mlx-c's style (one file per MLX namespace, int status + out-param).
     module.addCSourceFiles(.{
         .root = b.path("shim"),
-        .files = &.{ "error.cpp", "array.cpp", "ops.cpp", "fast.cpp", "kv.cpp", "quant.cpp", "qmv_cpu.cpp", "io.cpp", "tape.cpp", "distributed.cpp" },
+        .files = &.{ "error.cpp", "array.cpp", "ops.cpp", "fast.cpp", "quant.cpp", "io.cpp", "distributed.cpp" },
         .flags = flags,
     });
-    if (cuda) module.addCSourceFiles(.{ .root = b.path("shim"), .files = &.{ "cuda.cpp", "qmv_cuda.cpp", "kv_cuda.cpp", "norm_rope_cuda.cpp" }, .flags = flags });
+    // shim/ext/: our runtime and kernels (the tape, the KV cache object, the CPU and CUDA kernels),
+    // built on MLX internals that shim/ext/README.md lists.
+    module.addCSourceFiles(.{ .root = b.path("shim/ext"), .files = &.{ "kv.cpp", "qmv_cpu.cpp", "tape.cpp" }, .flags = flags });
+    if (cuda) module.addCSourceFiles(.{ .root = b.path("shim/ext"), .files = &.{ "cuda.cpp", "qmv_cuda.cpp", "kv_cuda.cpp", "norm_rope_cuda.cpp" }, .flags = flags });
     module.addObjectFile(.{ .cwd_relative = b.fmt("{s}/lib/libmlx.so", .{mlx}) });
     module.addObjectFile(.{ .cwd_relative = b.fmt("/usr/lib/{s}/libstdc++.so.6", .{multiarch}) });
     module.addObjectFile(.{ .cwd_relative = b.fmt("/lib/{s}/libgcc_s.so.1", .{multiarch}) });

@@ -1,5 +1,5 @@
-// Decode-sized 4-bit matvecs: the shim's own kernel (shim/qmv_cuda.cpp on a CUDA GPU,
-// shim/qmv_cpu.cpp on the CPU) against MLX's QuantizedMatmul, side by side in one run (MLX's in a
+// Decode-sized 4-bit matvecs: the shim's own kernel (shim/ext/qmv_cuda.cpp on a CUDA GPU,
+// shim/ext/qmv_cpu.cpp on the CPU) against MLX's QuantizedMatmul, side by side in one run (MLX's in a
 // child process with MLXB_QMV=mlx, which the shim reads once). Each timing evaluates one graph of
 // CHAIN independent matvecs over copies of the weight that together exceed the caches (so weights
 // come from memory, as in a decode step), reported per matvec: median of the repeats, and the

@@ -146,7 +146,7 @@ export function setup(options: { target?: string; force?: boolean } = {}): strin
   cpSync(join(PACKAGE_ROOT, "shim"), join(build, "shim"), { recursive: true });
   cpSync(join(PACKAGE_ROOT, "build.zig"), join(build, "build.zig"));
   const zigArgs = ["build", "-Doptimize=ReleaseFast", `-Dmlx=${mlx}`, "-Drpath=$ORIGIN/../site/mlx/lib", `-Dgcc-version=${cxx.headers}`, "--prefix", work];
-  if (target === "cuda13") zigArgs.push("-Dcuda=true"); // the shim's CUDA kernels (shim/cuda.h: the matvec, the KV cache write, the q/k norm + rope)
+  if (target === "cuda13") zigArgs.push("-Dcuda=true"); // the shim's CUDA kernels (shim/ext/cuda.h: the matvec, the KV cache write, the q/k norm + rope)
   const built = spawnSync(zig, zigArgs, { cwd: build, stdio: ["ignore", "inherit", "pipe"], env: { ...process.env, ZIG_GLOBAL_CACHE_DIR: join(build, ".zig-global") } });
   if (built.status !== 0) throw new Error(`zig build of the shim failed: ${built.stderr?.toString().trim().split("\n").slice(-8).join("\n")}`);
   rmSync(build, { recursive: true, force: true });

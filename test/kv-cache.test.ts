@@ -1,4 +1,4 @@
-// The MLX KV cache's write (shim/kv.cpp, write_cache): in place as one MLX node (KVCacheWrite: the
+// The MLX KV cache's write (shim/ext/kv.cpp, write_cache): in place as one MLX node (KVCacheWrite: the
 // updated buffers and the positions written so far as views) when nothing can read what it overwrites,
 // else by MLX's ops into a new buffer. The expected values are built on the host (the writes in
 // order, position by position).

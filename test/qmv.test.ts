@@ -1,5 +1,5 @@
 // The decode-sized 4-bit matmul kernels of the shim against MLX's own dequantize + matmul: on the
-// CPU shim/qmv_cpu.cpp (<= 32 rows: a decode batch), on a CUDA GPU shim/qmv_cuda.cpp (<= 8 rows;
+// CPU shim/ext/qmv_cpu.cpp (<= 32 rows: a decode batch), on a CUDA GPU shim/ext/qmv_cuda.cpp (<= 8 rows;
 // each of float32, bfloat16 or float16). Each case also checks which primitive ran, so a silent
 // fallback to MLX's QuantizedMatmul fails the test; relative error <= 1e-5 in float32, strided
 // inputs, and the shapes they do not take (more rows, 8 bits) left to MLX.

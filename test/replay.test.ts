@@ -1,4 +1,4 @@
-// Decode steps recorded in the shim and replayed (models/replay.ts, shim/tape.cpp) give the same
+// Decode steps recorded in the shim and replayed (models/replay.ts, shim/ext/tape.cpp) give the same
 // results as running each step through the executor: bit for bit on every decoder fixture, plain and
 // rewritten graphs; a step that cannot be replayed falls back (and says why) with unchanged results.
 import { describe, expect, test } from "bun:test";

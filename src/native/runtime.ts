@@ -1,6 +1,6 @@
 // Where an installed runtime (MLX's library + the shim, made by `mlx-bun setup`, src/setup.ts) lives:
 // a per-user, versioned cache directory.
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 
@@ -22,13 +22,15 @@ export function runtimeHome(): string {
 
 let shimHashMemo: string | undefined;
 
-/** A short hash of the shim's sources (shim/*, build.zig): a runtime built from other sources (an
+/** A short hash of the shim's sources (shim/**, build.zig): a runtime built from other sources (an
  * older mlx-bun, whose shim lacks a function this one calls) is never loaded. */
 export function shimHash(): string {
   if (shimHashMemo === undefined) {
     const hasher = new Bun.CryptoHasher("sha256");
     const shim = join(PACKAGE_ROOT, "shim");
-    for (const file of [...readdirSync(shim).sort().map((f) => join(shim, f)), join(PACKAGE_ROOT, "build.zig")]) {
+    // shim/ and shim/ext/ (the wrapper and our runtime and kernels).
+    const sources = (readdirSync(shim, { recursive: true }) as string[]).sort().map((f) => join(shim, f)).filter((f) => statSync(f).isFile());
+    for (const file of [...sources, join(PACKAGE_ROOT, "build.zig")]) {
       hasher.update(file.slice(PACKAGE_ROOT.length));
       hasher.update(readFileSync(file));
     }

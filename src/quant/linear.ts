@@ -9,7 +9,7 @@ import { packedTriple } from "./weights.ts";
 /** MLX's CPU quantized matmul is a plain loop: at 512 rows x 4096 x 4096 it takes 8.4 s where
  * dequantizing and a BLAS matmul take ~0.1 s (bench/quant.ts). So on the CPU, inputs of at least
  * this many rows (prefill) dequantize the weight for the call; decode, a batch's up to 32 rows
- * included, keeps quantizedMatmul (the shim's matvec kernel, shim/qmv_cpu.cpp, takes up to 32). */
+ * included, keeps quantizedMatmul (the shim's matvec kernel, shim/ext/qmv_cpu.cpp, takes up to 32). */
 export const CPU_DEQUANTIZE_ROWS = 33;
 
 /** A layer's tensors and quantization, resolved and checked once per weight map. */

@@ -9,14 +9,17 @@
 // by the previous step still on the device, and its tokens picked on the device (sampler.ts); (4)
 // only then are the previous picks read, so the host work of step t+1 overlaps the device's step t.
 // A step of each batch shape and sampler structure, its pick included, is recorded once and
-// replayed (models/replay.ts) for the engine's life.
+// replayed (models/replay.ts) for the engine's life. A batch with constrained rows (a responseFormat)
+// reads the previous picks before its own pick: the step's logits are launched first, the rows'
+// masks (masks.ts) made while the device runs it, and the pick built on the masked logits.
 import type { Graph } from "../graph/graph.ts";
 import type { HostKVCache, KVCache } from "../kv-cache.ts";
 import { createCache, forward, type Model, tokenIds } from "../models/index.ts";
 import { DecodeTape } from "../models/replay.ts";
-import { add, asyncEval, concatenate, reshape, take } from "../ops/core.ts";
+import { asyncEval, concatenate, take } from "../ops/core.ts";
 import type { CpuTensor } from "../ops/cpu.ts";
 import { Tensor } from "../tensor.ts";
+import { maskedLogits, maskOnHost } from "./masks.ts";
 import { regroup } from "./regroup.ts";
 import { type Pick, pickOnHost } from "./host-sampler.ts";
 import { DeviceSampler, pickTensors } from "./sampler.ts";
@@ -231,11 +234,11 @@ export class Engine {
     try {
       if (logits instanceof Tensor) {
         using sampler = new DeviceSampler(a.rows.map((s) => s.request.settings), this.model.config.vocabSize, a.rows.map((s) => s.request.promptIds));
-        using masked = this.#masked(logits, a.rows);
+        using masked = maskedLogits(logits, a.rows, this.model.config.vocabSize);
         launched.picks = sampler.pick(masked ?? logits, null, draws);
         asyncEval(pickTensors(launched.picks));
       } else {
-        this.#maskOnHost(logits, a.rows);
+        maskOnHost(logits, a.rows, this.model.config.vocabSize);
         launched.host = this.#pickOnHost(logits, a.rows, a.rows.map((s) => s.history), draws);
       }
     } finally {
@@ -321,7 +324,7 @@ export class Engine {
       const logits = forward(this.model, ids, { cache: cache as HostKVCache, graph: this.graph });
       if (constrained) {
         for (const l of this.#pending.splice(0)) this.#read(l);
-        this.#maskOnHost(logits, rows);
+        maskOnHost(logits, rows, this.model.config.vocabSize);
       }
       launched.host = this.#pickOnHost(logits, rows, rows.map((s, b) => [...s.history, inputs[b]!]), draws);
     } else {
@@ -337,8 +340,8 @@ export class Engine {
           const previous = this.#pending.splice(0);
           try {
             for (const l of previous) this.#read(l, false);
-            using maskedLogits = this.#masked(logits, rows);
-            launched.picks = sampler.pick(maskedLogits ?? logits, ids, draws);
+            using masked = maskedLogits(logits, rows, this.model.config.vocabSize);
+            launched.picks = sampler.pick(masked ?? logits, ids, draws);
           } finally {
             for (const l of previous) release(l);
           }
@@ -430,57 +433,6 @@ export class Engine {
     } finally {
       if (free) release(launched);
     }
-  }
-
-  /** Each constrained row's mask for its next token, [B, V] (0 or -infinity; 0 for the other rows).
-   * A row whose grammar no token continues fails. */
-  #masks(rows: readonly Sequence[]): Float32Array {
-    const V = this.model.config.vocabSize;
-    const masks = new Float32Array(rows.length * V);
-    for (const [b, s] of rows.entries()) {
-      const constraint = s.request.constraint;
-      if (!constraint || s.state === "done") continue;
-      const row = masks.subarray(b * V, (b + 1) * V);
-      const stuck = constraint.fill(row);
-      if (stuck) {
-        row.fill(0);
-        s.fail(stuck);
-      }
-    }
-    return masks;
-  }
-
-  /** The logits with the constrained rows masked, or null when no row is constrained. Each row's mask
-   * is its grammar state's device tensor (made once per state); free rows get zeros. */
-  #masked(logits: Tensor, rows: readonly Sequence[]): Tensor | null {
-    if (!rows.some((s) => s.request.constraint && s.state !== "done")) return null;
-    const V = this.model.config.vocabSize;
-    const pieces: Tensor[] = [];
-    let free: Tensor | null = null;
-    try {
-      for (const s of rows) {
-        let mask = s.state === "done" ? null : (s.request.constraint?.maskTensor() ?? null);
-        if (mask instanceof Error) {
-          s.fail(mask);
-          mask = null;
-        }
-        pieces.push(mask ?? (free ??= Tensor.from(new Float32Array(V), [V])));
-      }
-      // [V] rows -> [B * V] -> the logits' shape.
-      using joined = rows.length === 1 ? reshape(pieces[0]!, [V]) : concatenate(pieces, 0);
-      using shaped = reshape(joined, logits.ndim === 3 ? [rows.length, 1, V] : [rows.length, V]);
-      return add(logits, shaped);
-    } finally {
-      free?.dispose();
-    }
-  }
-
-  /** The constrained rows of host logits [B, 1, V] masked in place. */
-  #maskOnHost(logits: CpuTensor, rows: readonly Sequence[]): void {
-    if (!rows.some((s) => s.request.constraint && s.state !== "done")) return;
-    const masks = this.#masks(rows);
-    const data = logits.data;
-    for (let i = 0; i < masks.length; i++) data[i] = data[i]! + masks[i]!;
   }
 
   /** Lets sequences go: off the batch, and their consumers told. */

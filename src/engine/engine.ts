@@ -234,8 +234,8 @@ export class Engine {
     try {
       if (logits instanceof Tensor) {
         using sampler = new DeviceSampler(a.rows.map((s) => s.request.settings), this.model.config.vocabSize, a.rows.map((s) => s.request.promptIds));
-        using masked = maskedLogits(logits, a.rows, this.model.config.vocabSize);
-        launched.picks = sampler.pick(masked ?? logits, null, draws);
+        using constrainedLogits = maskedLogits(logits, a.rows, this.model.config.vocabSize);
+        launched.picks = sampler.pick(constrainedLogits ?? logits, null, draws);
         asyncEval(pickTensors(launched.picks));
       } else {
         maskOnHost(logits, a.rows, this.model.config.vocabSize);
@@ -333,15 +333,15 @@ export class Engine {
         const B = rows.length;
         const sampler = this.#sampler!;
         if (constrained) {
-          const masked = (cache as KVCache).padding.some((p) => p > 0);
-          using logits = this.#replay ? this.#tape(B, masked, "logits").step(ids)[0]! : forward(this.model, ids, { cache: cache as KVCache, graph: this.graph, lazy: true });
+          const padded = (cache as KVCache).padding.some((p) => p > 0);
+          using logits = this.#replay ? this.#tape(B, padded, "logits").step(ids)[0]! : forward(this.model, ids, { cache: cache as KVCache, graph: this.graph, lazy: true });
           asyncEval([logits]);
           // The previous picks are read (their tensors kept until this pick is built on the ids).
           const previous = this.#pending.splice(0);
           try {
             for (const l of previous) this.#read(l, false);
-            using masked = maskedLogits(logits, rows, this.model.config.vocabSize);
-            launched.picks = sampler.pick(masked ?? logits, ids, draws);
+            using constrainedLogits = maskedLogits(logits, rows, this.model.config.vocabSize);
+            launched.picks = sampler.pick(constrainedLogits ?? logits, ids, draws);
           } finally {
             for (const l of previous) release(l);
           }

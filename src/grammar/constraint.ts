@@ -10,7 +10,6 @@ import { Grammar, type GrammarState } from "./matcher.ts";
 import { allowedTokens, has, type Vocabulary, vocabularyOf } from "./vocabulary.ts";
 
 export { jsonSchemaGrammar } from "./json-schema.ts";
-export { Grammar } from "./matcher.ts";
 
 /** What the output must be: free text, any JSON object, JSON valid under a schema, or a sentence of a
  * GBNF grammar (llama.cpp's notation, start rule `root`). */

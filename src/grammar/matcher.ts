@@ -8,7 +8,7 @@
 // of its stacks' tops: equal states have equal keys, across sequences too, and a token mask computed
 // for a state (vocabulary.ts) is reused whenever a sequence is there again. A rule reference that
 // ends its alternative pushes nothing (a tail call), so repetitions do not grow the stacks.
-import { BYTES, type CompiledGrammar, END, REF } from "./gbnf.ts";
+import { type CompiledGrammar, END, REF } from "./gbnf.ts";
 
 /** A stack node: `pos` is the element to match next (on top) or where the enclosing rule continues. */
 interface Frame {
@@ -69,11 +69,6 @@ export class Grammar {
     this.initial = new GrammarState(tops, accepting);
   }
 
-  /** Frames made so far (the hash-consing table's size). */
-  get frames(): number {
-    return this.#frames.size;
-  }
-
   #frame(pos: number, below: Frame | null): Frame {
     // pos < 2^26 and ids < 2^27 keep the key exact in a double.
     const key = pos * 134217728 + (below?.id ?? 0);
@@ -131,5 +126,3 @@ export class Grammar {
     return this.advanceBytes(this.initial, new TextEncoder().encode(text))?.accepting ?? false;
   }
 }
-
-export { BYTES, END, REF };

@@ -4,15 +4,33 @@
 // copy bandwidth measured in the shim with the bound it implies.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { generate, type GenerationStats } from "../src/generate.ts";
+import { generate, type GenerateOptions, type GenerationStats } from "../src/generate.ts";
 import { check, native } from "../src/native/ffi.ts";
-import { DEFAULT_MODEL_DIR, loadModel } from "../src/models/index.ts";
+import { DEFAULT_MODEL_DIR, loadModel, type Model } from "../src/models/index.ts";
 import { BREAKDOWN_STEPS, type Breakdown, kindRows, STEP_COLUMNS, stepBreakdown, stepColumns } from "./step.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
 import { PEER_PYTHON, runPeer } from "./peer.ts";
 import { summarize, table } from "./stats.ts";
 
 const ROOT = join(import.meta.dir, "..");
+
+/** One generation's decode rate: tokens/s after the first, end-of-sequence ignored (`count` tokens,
+ * an Error if fewer came). */
+export async function decodeRate(model: Model, tokenizer: Tokenizer, prompt: number[], count: number, options: GenerateOptions = {}): Promise<number> {
+  let first = 0;
+  let n = 0;
+  for await (const _ of generate(model, tokenizer, prompt, { maxTokens: count, ignoreEos: true, ...options })) if (n++ === 0) first = performance.now();
+  if (n !== count) throw new Error(`bench: ${n} tokens, expected ${count}`);
+  return (n - 1) / ((performance.now() - first) / 1000);
+}
+
+/** Each mode once to warm up (round 0), then `rounds` alternating rounds: the rates by mode. */
+export async function alternatingRounds(modes: Record<string, (round: number) => Promise<number>>, rounds: number): Promise<Record<string, number[]>> {
+  for (const run of Object.values(modes)) await run(0);
+  const rates: Record<string, number[]> = Object.fromEntries(Object.keys(modes).map((m) => [m, []]));
+  for (let r = 1; r <= rounds; r++) for (const [mode, run] of Object.entries(modes)) rates[mode]!.push(await run(r));
+  return rates;
+}
 /** Prompt tokens, generated tokens, timed repeats (after one warm-up). */
 const CASES = [
   { name: "short", prompt: 128, tokens: 32, repeats: 3 },

@@ -7,11 +7,12 @@
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { generate, generateText } from "../src/generate.ts";
+import { generateText } from "../src/generate.ts";
 import { saveSafetensors } from "../src/io/safetensors.ts";
 import { DEFAULT_MODEL_DIR, loadModel, type Model } from "../src/models/index.ts";
 import type { Tensor } from "../src/tensor.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
+import { alternatingRounds, decodeRate } from "./decode.ts";
 import { summarize, table } from "./stats.ts";
 
 const DATA = join(import.meta.dir, "..", "test", "fixtures", "data");
@@ -67,15 +68,7 @@ export async function run(): Promise<Record<string, unknown>> {
       loads[name] = performance.now() - start;
     }
     const prompt = Array.from({ length: 96 }, (_, t) => 1 + ((t * 37 + 11) % 8191));
-    const rate = async (model: Model) => {
-      let first = 0;
-      let count = 0;
-      for await (const _ of generate(model, tokenizer, prompt, { maxTokens: 96, ignoreEos: true })) if (count++ === 0) first = performance.now();
-      return (count - 1) / ((performance.now() - first) / 1000);
-    };
-    for (const m of Object.values(models)) await rate(m);
-    const runs: Record<string, number[]> = Object.fromEntries(Object.keys(models).map((k) => [k, []]));
-    for (let r = 0; r < ROUNDS; r++) for (const [name, m] of Object.entries(models)) runs[name]!.push(await rate(m));
+    const runs = await alternatingRounds(Object.fromEntries(Object.entries(models).map(([name, m]) => [name, () => decodeRate(m, tokenizer, prompt, 96)])), ROUNDS);
     for (const m of Object.values(models)) m.dispose();
     const mlx = summarize(runs["MLX format, same weights"]!).median;
     table(

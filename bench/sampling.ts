@@ -2,10 +2,9 @@
 // of generate with temperature 0.7 + top-p 0.9, and with top-k 40 + repetition penalty 1.1, beside
 // greedy, in alternating rounds (a 96-token prompt, 96 new tokens). Models as MLXB_BENCH_MODELS
 // (default: the default model; see decode.ts for the names).
-import { generate } from "../src/generate.ts";
 import { DEFAULT_MODEL_DIR, loadModel } from "../src/models/index.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
-import { benchModel } from "./decode.ts";
+import { alternatingRounds, benchModel, decodeRate } from "./decode.ts";
 import { summarize, table } from "./stats.ts";
 
 const PROMPT = 96;
@@ -25,15 +24,8 @@ export async function run(): Promise<Record<string, unknown>> {
     const model = loadModel(dir, { backend: "mlx" });
     const tokenizer = Tokenizer.fromDir(dir);
     const prompt = Array.from({ length: PROMPT }, (_, t) => 1 + ((t * 37 + 11) % (model.config.vocabSize - 1)));
-    const rate = async (options: Record<string, number>, seed: number) => {
-      let first = 0;
-      let count = 0;
-      for await (const _ of generate(model, tokenizer, prompt, { maxTokens: NEW, ignoreEos: true, seed, ...options })) if (count++ === 0) first = performance.now();
-      return (count - 1) / ((performance.now() - first) / 1000);
-    };
-    for (const options of Object.values(MODES)) await rate(options, 0);
-    const runs: Record<string, number[]> = Object.fromEntries(Object.keys(MODES).map((m) => [m, []]));
-    for (let r = 0; r < ROUNDS; r++) for (const [mode, options] of Object.entries(MODES)) runs[mode]!.push(await rate(options, r + 1));
+    const modes = Object.fromEntries(Object.entries(MODES).map(([mode, options]) => [mode, (seed: number) => decodeRate(model, tokenizer, prompt, NEW, { seed, ...options })]));
+    const runs = await alternatingRounds(modes, ROUNDS);
     model.dispose();
     results[name] = runs;
     const greedy = summarize(runs["greedy"]!).median;

@@ -185,6 +185,10 @@ std::optional<mx::array> qmv_cuda(const mx::array& x, const mx::array& w, const 
 std::optional<Arrays> qk_norm_rope_cuda(const mx::array& q, const mx::array& k, const mx::array& q_weight, const mx::array& k_weight, float eps, int dims,
                                         bool traditional, std::optional<float> base, float scale, const mx::array& offset,
                                         const std::optional<mx::array>& periods);
+/** SamplePick on the GPU of a CUDA build (sample_cuda.cpp): whether its kernel for the dtype compiled,
+ * and its evaluation (inputs logits, params, uniforms; outputs tokens, peak, threshold). */
+bool sample_kernel_ready(int device_index, mx::Dtype dtype);
+void sample_pick_cuda(const mx::Stream& stream, const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs);
 /** Bytes of the device buffers holding the outputs of the shim's GPU primitives (cuda.h's
  * device_buffer) in use (in_use) or idle in their pool; freeing the idle ones. CUDA build only. */
 size_t device_buffer_bytes(bool in_use);

@@ -7,6 +7,8 @@ import { fallbackCount } from "../src/backend/dispatch.ts";
 import { pickOnHost, type SamplerSettings } from "../src/engine/host-sampler.ts";
 import { Engine, type SequenceRequest } from "../src/engine/engine.ts";
 import { DeviceSampler } from "../src/engine/sampler.ts";
+import { astype, slice, transpose } from "../src/ops/core.ts";
+import { samplePick } from "../src/ops/fast.ts";
 import { DEFAULT_MODEL_DIR, generate, generateBatchText, generateText, liveTensorCount, loadModel, Tensor, Tokenizer } from "../src/index.ts";
 import { DEFAULT_SAMPLING, logSoftmax, samplingDistribution } from "../src/sampling.ts";
 import { samplingCases } from "./helpers.ts";
@@ -92,6 +94,78 @@ describe("device draws", () => {
     const device = deviceDraws(options, n, 3);
     const host = Array.from({ length: n }, (_, i) => pickOnHost(logits, [0], settingsOf(options, 1000 + i), 3).token);
     expect(device).toEqual(host);
+  });
+});
+
+describe("samplePick (the pick's primitive)", () => {
+  const V = 300;
+  // Logits with ties (each value three times) and a spread of magnitudes.
+  const row = Float32Array.from({ length: V }, (_, i) => Math.round(Math.sin(i % 100) * 40) / 8);
+  const params = (t: number, drop: number, logMinP: number, keep: number, k: number) => Tensor.from(Float32Array.from([t, drop, logMinP, keep, k]), [1, 5]);
+  const sorted = Array.from(row).sort((a, b) => b - a);
+
+  function picked(logits: Tensor, p: Tensor, u = 0.3): { token: number; peak: number; threshold: number } {
+    using uniforms = Tensor.from(Float32Array.from([u]), [1]);
+    const [tokens, peak, threshold] = samplePick(logits, p, uniforms);
+    using _a = tokens;
+    using _b = peak;
+    using _c = threshold;
+    return { token: tokens.toInt32Array()[0]!, peak: peak.toFloat32Array()[0]!, threshold: threshold.toFloat32Array()[0]! };
+  }
+
+  test("thresholds: the k-th largest with ties, min-p against the minTokensToKeep-th, top-p by cumulative mass", () => {
+    using logits = Tensor.from(row, [1, V]);
+    using topK = params(1, -1, Number.NEGATIVE_INFINITY, 1, 7);
+    expect(picked(logits, topK).threshold).toBe(sorted[6]!);
+    using minP = params(1, -1, Math.log(0.2), 1, 0);
+    expect(picked(logits, minP).threshold).toBeCloseTo(sorted[0]! + Math.log(0.2), 5);
+    using keep = params(1, -1, Math.log(0.9), 40, 0);
+    expect(picked(logits, keep).threshold).toBe(sorted[39]!);
+    // Top-p on the host: the smallest value whose ascending cumulative mass passes 1 - topP.
+    const weights = sorted.map((v) => Math.exp(v - sorted[0]!)).reverse();
+    const total = weights.reduce((a, b) => a + b, 0);
+    let run = 0;
+    let expected = Number.NaN;
+    for (const [j, w] of weights.entries()) {
+      run += w;
+      if (run > 0.25 * total) {
+        expected = sorted[V - 1 - j]!;
+        break;
+      }
+    }
+    using topP = params(1, 0.25, Number.NEGATIVE_INFINITY, 1, 0);
+    expect(picked(logits, topP).threshold).toBe(expected);
+  });
+
+  test("bfloat16 and a strided view give what float32 gives; a greedy row gives the first largest", () => {
+    using logits = Tensor.from(row, [1, V]);
+    using p = params(1.3, 0.1, Math.log(0.01), 3, 50);
+    using half = astype(logits, "bfloat16");
+    using wide = Tensor.from(Float32Array.from({ length: 2 * V }, (_, i) => row[i >> 1]!), [V, 2]);
+    using strided = transpose(slice(wide, [0, 0], [V, 1]));
+    for (const u of [0.01, 0.5, 0.93]) {
+      const base = picked(logits, p, u);
+      expect(picked(half, p, u)).toEqual(base);
+      expect(picked(strided, p, u)).toEqual(base);
+    }
+    using greedy = params(0, -1, Number.NEGATIVE_INFINITY, 1, 0);
+    expect(picked(logits, greedy).token).toBe(row.indexOf(sorted[0]!));
+  });
+
+  test("a row with NaN or +infinity reports it in its peak; bad arguments are Errors naming them", () => {
+    using p = params(1, 0.1, Number.NEGATIVE_INFINITY, 1, 0);
+    using nan = Tensor.from(Float32Array.from([1, Number.NaN, 2]), [1, 3]);
+    expect(picked(nan, p).peak).toBeNaN();
+    using inf = Tensor.from(Float32Array.from([1, Number.POSITIVE_INFINITY, 2]), [1, 3]);
+    expect(picked(inf, p).peak).toBe(Number.POSITIVE_INFINITY);
+    using logits = Tensor.from(row, [1, V]);
+    using u = Tensor.from(Float32Array.from([0.5]), [1]);
+    using short = Tensor.from(Float32Array.from([1, 2, 3]), [1, 3]);
+    expect(() => samplePick(logits, short, u)).toThrow(/params/);
+    using ints = Tensor.from(Int32Array.from([1, 2, 3]), [1, 3]);
+    expect(() => samplePick(ints, p, u)).toThrow(/logits/);
+    using two = Tensor.from(Float32Array.from([0.5, 0.5]), [2]);
+    expect(() => samplePick(logits, p, two)).toThrow(/uniforms/);
   });
 });
 

@@ -4,42 +4,18 @@
 // host-sampler.ts (its reference, and the CPU backend's sampler). Only the chosen ids (and
 // log-probabilities when asked for) come back to the host.
 //
-// Filters are thresholds on the logits: top-p keeps what lies at or above the first token
-// (ascending) whose inclusive cumulative mass passes 1 - topP (one sort), min-p what lies at or above
+// The filters and the draw are one primitive of the shim's (samplePick: shim/ext/sample.cpp, a CUDA
+// kernel on a GPU): filters are thresholds on the logits — top-p keeps what lies at or above the first
+// token (ascending) whose inclusive cumulative mass passes 1 - topP, min-p what lies at or above
 // max + log(minP) (or among the minTokensToKeep largest), top-k what lies at or above the k-th
-// largest (a partition when no row asks for top-p); ties at a threshold are kept together (the host's
-// top-k and minTokensToKeep keep exactly k: they differ only on tied values). The penalties gather the
-// logits of each row's recent tokens, change them and write them back (a few dozen values, not the
-// vocabulary).
-import {
-  add,
-  argmax,
-  argpartition,
-  argsort,
-  astype,
-  concatenate,
-  cumsum,
-  divide,
-  equal,
-  greater,
-  greaterEqual,
-  lessEqual,
-  logsumexp,
-  max,
-  maximum,
-  minimum,
-  multiply,
-  reshape,
-  slice,
-  softmax,
-  sort,
-  subtract,
-  sum,
-  where,
-} from "../ops/core.ts";
+// largest; ties at a threshold are kept together (the host's top-k and minTokensToKeep keep exactly
+// k: they differ only on tied values). The penalties gather the logits of each row's recent tokens,
+// change them and write them back (a few dozen values, not the vocabulary).
+import { add, argmax, argpartition, argsort, astype, concatenate, divide, greater, greaterEqual, logsumexp, max, multiply, reshape, slice, subtract, where } from "../ops/core.ts";
+import { samplePick } from "../ops/fast.ts";
 // Every index the sampler gathers by is in range by construction (token ids, partition positions).
 import { putAlongAxisInRange as putAlongAxis, scatterAddAxisInRange as scatterAddAxis, takeAlongAxisInRange as takeAlongAxis } from "../ops/gather.ts";
-import { processes, samplingTemperature, type SamplingOptions } from "../sampling.ts";
+import { processes, samplingTemperature } from "../sampling.ts";
 import { drawKey, drawUniform, type Pick, type SamplerSettings, type TokenLogprob } from "./host-sampler.ts";
 import { Tensor, tidy } from "../tensor.ts";
 
@@ -76,10 +52,8 @@ export class DeviceSampler {
   readonly width: number;
   #recent: Recent | null = null;
   #owned: Tensor[] = [];
-  #inverseTemperature: Tensor | null = null;
-  readonly #allSampled: boolean;
-  #sampled: Tensor | null = null;
-  #filter: Filter | null = null;
+  /** samplePick's per-row settings [B, 5], when a row samples. */
+  #params: Tensor | null = null;
   #bias: Tensor | null = null;
   #penalties: { kind: "repetition" | "presence" | "frequency"; amount: Tensor; window: Tensor }[] = [];
   readonly #greedyOnly: boolean;
@@ -94,28 +68,23 @@ export class DeviceSampler {
     const own = (t: Tensor) => (this.#owned.push(t), t);
     const sampled = settings.map((s) => s.temperature > 0);
     this.#greedyOnly = !sampled.some(Boolean) && !settings.some(processes);
-    this.#allSampled = sampled.every(Boolean);
     this.#alternatives = Math.min(V, Math.max(-1, ...settings.map((s) => s.logprobs ?? -1)));
     if (sampled.some(Boolean)) {
-      this.#inverseTemperature = own(column(settings.map((s) => 1 / (s.temperature > 0 ? samplingTemperature(s.temperature) : 1))));
-      this.#sampled = own(column(sampled.map(Number), "int32"));
-      const filtering = settings.map((s, i) => sampled[i]! && (filtersTopP(s) || s.minP > 0 || s.topK > 0));
-      if (filtering.some(Boolean)) {
-        const on = (i: number) => filtering[i]!;
-        const topP = settings.some((s, i) => on(i) && filtersTopP(s));
-        // Without top-p the thresholds come from the `largest` largest logits (one partition).
-        const largest = topP ? V : Math.min(V, Math.max(1, ...settings.map((s, i) => (on(i) ? Math.max(s.topK, s.minP > 0 ? s.minTokensToKeep : 1) : 1))));
-        const at = (count: number) => Math.min(largest - 1, Math.max(0, largest - count));
-        this.#filter = {
-          topP,
-          largest,
-          dropMass: own(column(settings.map((s, i) => (on(i) && filtersTopP(s) ? 1 - s.topP : -1)))),
-          logMinP: own(column(settings.map((s, i) => (on(i) && s.minP > 0 ? Math.log(s.minP) : Number.NEGATIVE_INFINITY)))),
-          keepAt: own(column(settings.map((s) => at(s.minTokensToKeep)), "int32")),
-          topKAt: own(column(settings.map((s, i) => (on(i) && s.topK > 0 ? at(s.topK) : 0)), "int32")),
-          topKOn: own(column(settings.map((s, i) => Number(on(i) && s.topK > 0)), "int32")),
-        };
+      const params = new Float32Array(settings.length * 5);
+      for (const [i, s] of settings.entries()) {
+        const on = sampled[i]!;
+        params.set(
+          [
+            on ? 1 / samplingTemperature(s.temperature) : 0,
+            on && s.topP > 0 && s.topP < 1 ? 1 - s.topP : -1,
+            on && s.minP > 0 ? Math.log(s.minP) : Number.NEGATIVE_INFINITY,
+            s.minTokensToKeep,
+            on && s.topK > 0 ? s.topK : 0,
+          ],
+          i * 5,
+        );
       }
+      this.#params = own(Tensor.from(params, [settings.length, 5]));
     }
     for (const [i, s] of settings.entries()) {
       for (const id of Object.keys(s.logitBias)) {
@@ -187,16 +156,16 @@ export class DeviceSampler {
     return { structure: this.#structure(), inputs, run, adopt, dispose: () => u?.dispose() };
   }
 
-  /** What decides the ops of a pick (rows, which processors and filters, how many alternatives). */
+  /** What decides the ops of a pick (rows, which processors, whether a row samples, how many
+   * alternatives). */
   #structure(): string {
-    const f = this.#filter;
-    return [this.rows, this.vocabulary, this.#greedyOnly, this.#allSampled, this.#sampled !== null, f ? `${f.topP}:${f.largest}` : "-", this.#bias !== null, this.#penalties.map((p) => p.kind).join("+"), this.width, this.#alternatives].join("|");
+    return [this.rows, this.vocabulary, this.#greedyOnly, this.#params !== null, this.#bias !== null, this.#penalties.map((p) => p.kind).join("+"), this.width, this.#alternatives].join("|");
   }
 
   /** Each sampled row's uniform for its draw [B, 1], or null when no row samples. */
   #uniforms(draws: readonly number[]): Tensor | null {
     if (draws.length !== this.rows) throw new Error(`DeviceSampler: ${draws.length} draw indices for ${this.rows} rows`);
-    return this.#sampled ? column(draws.map((d, i) => drawUniform(drawKey(this.settings[i]!.seed, d)))) : null;
+    return this.#params ? column(draws.map((d, i) => drawUniform(drawKey(this.settings[i]!.seed, d)))) : null;
   }
 
   #keep(recent: Recent | null): void {
@@ -214,25 +183,22 @@ export class DeviceSampler {
       const V = this.vocabulary;
       if (inputs && recent) recent = remembered(recent, inputs);
       const x0 = logits.ndim === 3 ? reshape(logits, [B, V]) : logits;
-      const peak = max(x0, -1);
-      if (this.#greedyOnly && this.#alternatives < 0) return { picks: { tokens: argmax(x0, -1, true), peak }, recent };
-      const x = this.#processed(x0.dtype === "float32" ? x0 : astype(x0, "float32"), recent);
-      let tokens: Tensor | null = this.#allSampled ? null : argmax(x, -1, true);
-      if (this.#sampled) {
-        const top = x === x0 ? reshape(peak, [B, 1]) : max(x, -1, true);
-        const kept = this.#filter ? this.#filtered(x, top) : x;
-        // Inverse CDF in id order: the first token whose running probability passes u (times the
-        // total, which rounding keeps near 1). softmax is one fused primitive.
-        const running = cumsum(softmax(multiply(kept, this.#inverseTemperature!), -1), -1);
-        const total = slice(running, [0, V - 1], [B, V]);
-        const index = astype(sum(lessEqual(running, multiply(total, u!)), -1, true), "uint32");
-        const drawn = minimum(index, V - 1);
-        tokens = tokens ? where(equal(this.#sampled, 1), drawn, tokens) : drawn;
+      if (this.#greedyOnly && this.#alternatives < 0) return { picks: { tokens: argmax(x0, -1, true), peak: max(x0, -1) }, recent };
+      // The processors work in float32; samplePick reads any float dtype.
+      const processing = this.#bias !== null || recent !== null;
+      const x = processing ? this.#processed(float32(x0), recent) : x0;
+      let tokens: Tensor;
+      let peak: Tensor;
+      if (this.#params) {
+        [tokens, peak] = samplePick(x, this.#params, u!);
+      } else {
+        tokens = argmax(x, -1, true);
+        peak = max(x, -1);
       }
-      tokens ??= argmax(x, -1, true);
       if (this.#alternatives < 0) return { picks: { tokens, peak }, recent };
       const n = this.#alternatives;
-      const lp = subtract(x, logsumexp(x, -1, true));
+      const xf = float32(x);
+      const lp = subtract(xf, logsumexp(xf, -1, true));
       const chosen = reshape(takeAlongAxis(lp, tokens, -1), [B]);
       if (n === 0) return { picks: { tokens, peak, logprob: chosen }, recent };
       const [ids, values] = largestOf(lp, n);
@@ -244,36 +210,14 @@ export class DeviceSampler {
    * -infinity for the masked ones (the processors apply first; rows without filters keep all). */
   filteredLogprobs(logits: Tensor): Tensor {
     return tidy(() => {
-      const x = this.#processed(astype(logits, "float32"), this.#recent);
+      const x = this.#processed(float32(logits), this.#recent);
       const lp = subtract(x, logsumexp(x, -1, true));
-      return this.#filter ? this.#filtered(lp, max(lp, -1, true)) : lp;
+      if (!this.#params) return lp;
+      using u = column(new Array<number>(this.rows).fill(0.5));
+      const [, , threshold] = samplePick(x, this.#params, u);
+      using off = Tensor.scalar(Number.NEGATIVE_INFINITY);
+      return where(greaterEqual(x, reshape(threshold, [this.rows, 1])), lp, off);
     });
-  }
-
-  /** x [B, V] where the filters keep it, -infinity elsewhere (top: each row's largest value). */
-  #filtered(x: Tensor, top: Tensor): Tensor {
-    const f = this.#filter!;
-    const B = this.rows;
-    const V = this.vocabulary;
-    const L = f.largest;
-    // The L largest values of each row, ascending.
-    let sorted: Tensor;
-    if (f.topP) {
-      sorted = sort(x, -1);
-    } else {
-      const [, values] = largestOf(x, L);
-      sorted = values;
-    }
-    let threshold = minimum(add(top, f.logMinP), takeAlongAxis(sorted, f.keepAt, -1));
-    using off = Tensor.scalar(Number.NEGATIVE_INFINITY);
-    threshold = maximum(threshold, where(equal(f.topKOn, 1), takeAlongAxis(sorted, f.topKAt, -1), off));
-    if (f.topP) {
-      const mass = cumsum(softmax(sorted, -1), -1);
-      const total = slice(mass, [0, V - 1], [B, V]);
-      const dropped = sum(lessEqual(mass, multiply(f.dropMass, total)), -1, true);
-      threshold = maximum(threshold, takeAlongAxis(sorted, minimum(astype(dropped, "int32"), L - 1), -1));
-    }
-    return where(greaterEqual(x, threshold), x, off);
   }
 
   /** Logits after the processors: bias, then the penalties over each row's recent tokens. */
@@ -341,22 +285,13 @@ function remembered(recent: Recent, inputs: Tensor): Recent {
   return { ids, filled };
 }
 
+function float32(x: Tensor): Tensor {
+  return x.dtype === "float32" ? x : astype(x, "float32");
+}
+
 /** The tensors of picks, in a fixed order (tokens, peak, then those asked for). */
 export function pickTensors(p: DevicePicks): Tensor[] {
   return [p.tokens, p.peak, p.logprob, p.topIds, p.topLogprobs].filter((t): t is Tensor => t !== undefined);
-}
-
-interface Filter {
-  /** Whether a row asks for top-p (then the thresholds come from a full sort). */
-  topP: boolean;
-  /** How many largest values the thresholds look at (the vocabulary with top-p). */
-  largest: number;
-  dropMass: Tensor;
-  logMinP: Tensor;
-  /** Indices into the `largest` ascending values: the minTokensToKeep-th and the k-th largest. */
-  keepAt: Tensor;
-  topKAt: Tensor;
-  topKOn: Tensor;
 }
 
 /** The n largest values of each row of x [B, V], ascending, with their ids: [ids, values]. */
@@ -367,10 +302,6 @@ function largestOf(x: Tensor, n: number): [Tensor, Tensor] {
   if (n === V) return [ids, values];
   const order = argsort(values, -1);
   return [takeAlongAxis(ids, order, -1), takeAlongAxis(values, order, -1)];
-}
-
-function filtersTopP(s: SamplingOptions): boolean {
-  return s.topP > 0 && s.topP < 1;
 }
 
 /** The recent tokens of a new batch from the rows' histories: the last `width` of each. */

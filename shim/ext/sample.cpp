@@ -1,0 +1,221 @@
+// The sampler's pick as one primitive (SamplePick): per row of logits [B, V], the filters' threshold
+// (min-p, top-k, top-p), then the draw by inverse CDF in id order, or the argmax for a greedy row.
+// What the MLX ops of a pick took (a sort of the row, cumulative sums, thresholds, a softmax: some
+// thirty nodes and kernels per step) is one node here. The rule is src/engine/host-sampler.ts's:
+//
+//   params [B, 5] float32 per row: 1/temperature (0: greedy, the first largest logit), the mass top-p
+//   drops (1 - topP, or -1: none), log(minP) (-inf: none), minTokensToKeep, topK (0: none);
+//   uniforms [B] float32, each row's u in (0, 1).
+//   threshold = max(min(top + log(minP), the minTokensToKeep-th largest) when min-p is on,
+//                   the topK-th largest, the smallest value v whose ascending cumulative mass
+//                   (softmax of the row at temperature 1, ties included) passes 1 - topP);
+//   the token: the first id whose running weight exp((x - top) / temperature), over x >= threshold,
+//   passes u times their sum (the last such id if rounding leaves none).
+//
+// Outputs: tokens [B, 1] uint32, the row's largest value [B] float32 (NaN when the row holds a NaN:
+// the caller reports logits that are not finite; the token is then 0), and the threshold [B] (the
+// kept tokens are x >= threshold; -inf without filters). The selections are exact: k-th largest and
+// the mass threshold by radix selection on the float's order-preserving bit pattern (four passes of
+// 8 bits). On the CPU (here) masses are summed in double; on a CUDA GPU (sample_cuda.cpp) in fixed
+// point (integers: every sum is deterministic). The two may differ where rounding decides a tie.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "internal.h"
+#include "mlx/allocator.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/primitives.h"
+
+using namespace mlxb;
+
+namespace {
+
+uint32_t key_of(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+float float_of(uint32_t k) {
+  uint32_t u = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+/** The k-th largest of x (1 <= k <= x.size()), counted with repeats. */
+float kth_largest(const std::vector<float>& x, int64_t k) {
+  uint32_t prefix = 0, mask = 0;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    int64_t count[256] = {};
+    for (float v : x) {
+      uint32_t key = key_of(v);
+      if ((key & mask) == prefix) count[(key >> shift) & 255u]++;
+    }
+    int d = 255;
+    int64_t above = 0;
+    for (; d > 0; d--) {
+      if (above + count[d] >= k) break;
+      above += count[d];
+    }
+    k -= above;
+    prefix |= static_cast<uint32_t>(d) << shift;
+    mask |= 255u << shift;
+  }
+  return float_of(prefix);
+}
+
+/** The smallest value of x whose ascending cumulative weight (e: each value's weight) passes
+ * `drop` times the total. */
+float mass_threshold(const std::vector<float>& x, const std::vector<double>& e, double drop) {
+  uint32_t prefix = 0, mask = 0;
+  double below = 0, bound = 0;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    double mass[256] = {};
+    for (size_t i = 0; i < x.size(); i++) {
+      uint32_t key = key_of(x[i]);
+      if ((key & mask) == prefix) mass[(key >> shift) & 255u] += e[i];
+    }
+    if (shift == 24) {
+      double total = 0;
+      for (double m : mass) total += m;
+      bound = drop * total;
+    }
+    int d = 0, last = 0;
+    double run = below;
+    for (; d < 256; d++) {
+      if (mass[d] > 0) last = d;
+      if (run + mass[d] > bound) break;
+      run += mass[d];
+    }
+    if (d == 256) d = last;
+    else below = run;
+    prefix |= static_cast<uint32_t>(d) << shift;
+    mask |= 255u << shift;
+  }
+  return float_of(prefix);
+}
+
+struct Row {
+  uint32_t token;
+  float peak, threshold;
+};
+
+Row pick_row(std::vector<float>& x, const float* params, int64_t param_stride, float u) {
+  const int64_t V = static_cast<int64_t>(x.size());
+  const float inv_t = params[0], drop = params[param_stride], log_min_p = params[2 * param_stride];
+  const auto min_keep = static_cast<int64_t>(params[3 * param_stride]), top_k = static_cast<int64_t>(params[4 * param_stride]);
+  const float inf = std::numeric_limits<float>::infinity();
+  float top = -inf;
+  int64_t arg = 0;
+  bool nan = false;
+  for (int64_t i = 0; i < V; i++) {
+    if (std::isnan(x[i])) nan = true;
+    else if (x[i] > top) top = x[i], arg = i;
+  }
+  if (nan) return {0, std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::quiet_NaN()};
+  if (!std::isfinite(top)) return {0, top, top};
+  if (inv_t == 0) return {static_cast<uint32_t>(arg), top, -inf};
+  float threshold = -inf;
+  if (log_min_p > -inf) threshold = std::min(top + log_min_p, min_keep > 1 ? kth_largest(x, std::min(min_keep, V)) : top);
+  if (top_k > 0) threshold = std::max(threshold, kth_largest(x, std::min(top_k, V)));
+  if (drop >= 0) {
+    std::vector<double> e(V);
+    for (int64_t i = 0; i < V; i++) e[i] = std::exp(static_cast<double>(x[i]) - top);
+    threshold = std::max(threshold, mass_threshold(x, e, drop));
+  }
+  double total = 0;
+  int64_t last = arg;
+  for (int64_t i = 0; i < V; i++) {
+    if (x[i] >= threshold) total += std::exp((static_cast<double>(x[i]) - top) * inv_t);
+  }
+  const double target = static_cast<double>(u) * total;
+  double run = 0;
+  for (int64_t i = 0; i < V; i++) {
+    if (!(x[i] >= threshold)) continue;
+    const double w = std::exp((static_cast<double>(x[i]) - top) * inv_t);
+    if (w == 0) continue;
+    run += w;
+    last = i;
+    if (run > target) return {static_cast<uint32_t>(i), top, threshold};
+  }
+  return {static_cast<uint32_t>(last), top, threshold};
+}
+
+template <typename T>
+void pick_rows(const mx::array& logits, const mx::array& params, const mx::array& uniforms, mx::array& tokens, mx::array& peak, mx::array& threshold) {
+  const int64_t B = logits.shape(0), V = logits.shape(1);
+  const T* l = logits.data<T>();
+  const float* p = params.data<float>();
+  const float* u = uniforms.data<float>();
+  std::vector<float> x(V);
+  for (int64_t b = 0; b < B; b++) {
+    for (int64_t i = 0; i < V; i++) x[i] = static_cast<float>(l[b * logits.strides(0) + i * logits.strides(1)]);
+    Row r = pick_row(x, p + b * params.strides(0), params.strides(1), u[b * uniforms.strides(0)]);
+    tokens.data<uint32_t>()[b] = r.token;
+    peak.data<float>()[b] = r.peak;
+    threshold.data<float>()[b] = r.threshold;
+  }
+}
+
+class SamplePick : public mx::Primitive {
+ public:
+  explicit SamplePick(mx::Stream stream) : mx::Primitive(stream) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+    for (auto& o : outputs) o.set_data(mx::allocator::malloc(o.nbytes()));
+    auto& encoder = mx::cpu::get_command_encoder(stream());
+    for (const auto& a : inputs) encoder.set_input_array(a);
+    for (auto& o : outputs) encoder.set_output_array(o);
+    encoder.dispatch([logits = mx::array::unsafe_weak_copy(inputs[0]), params = mx::array::unsafe_weak_copy(inputs[1]),
+                      uniforms = mx::array::unsafe_weak_copy(inputs[2]), tokens = mx::array::unsafe_weak_copy(outputs[0]),
+                      peak = mx::array::unsafe_weak_copy(outputs[1]), threshold = mx::array::unsafe_weak_copy(outputs[2])]() mutable {
+      if (logits.dtype() == mx::float32) pick_rows<float>(logits, params, uniforms, tokens, peak, threshold);
+      else if (logits.dtype() == mx::bfloat16) pick_rows<mx::bfloat16_t>(logits, params, uniforms, tokens, peak, threshold);
+      else pick_rows<mx::float16_t>(logits, params, uniforms, tokens, peak, threshold);
+    });
+  }
+
+  void eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+#ifdef MLXB_CUDA
+    sample_pick_cuda(stream(), inputs, outputs);
+#else
+    throw std::runtime_error("SamplePick: no GPU kernel in this build");
+#endif
+  }
+
+  const char* name() const override {
+    return "SamplePick";
+  }
+
+  bool is_equivalent(const mx::Primitive&) const override {
+    return true;
+  }
+};
+
+} // namespace
+
+int mlx_sample_pick(mlx_array* tokens, mlx_array* peak, mlx_array* threshold, mlx_array logits, mlx_array params, mlx_array uniforms) {
+  return guard([&] {
+    const auto& l = arr(logits, "logits");
+    const auto& p = arr(params, "params");
+    const auto& u = arr(uniforms, "uniforms");
+    if (l.ndim() != 2 || l.shape(0) < 1 || l.shape(1) < 1) throw ArgumentError("samplePick: logits must be [B, V] with B, V >= 1");
+    if (l.dtype() != mx::float32 && l.dtype() != mx::bfloat16 && l.dtype() != mx::float16) throw ArgumentError("samplePick: logits must be float32, bfloat16 or float16");
+    if (p.dtype() != mx::float32 || p.ndim() != 2 || p.shape(0) != l.shape(0) || p.shape(1) != 5) throw ArgumentError("samplePick: params must be float32 [B, 5]");
+    if (u.dtype() != mx::float32 || u.size() != static_cast<size_t>(l.shape(0)) || u.ndim() < 1 || u.shape(0) != l.shape(0))
+      throw ArgumentError("samplePick: uniforms must be float32 [B] or [B, 1]");
+    emit({tokens, peak, threshold}, {logits, params, uniforms}, [](const Arrays& a) {
+      auto stream = mx::default_stream(mx::default_device());
+#ifdef MLXB_CUDA
+      // The GPU kernel is compiled on first use; without it the pick runs on the CPU.
+      if (stream.device == mx::Device::gpu && !sample_kernel_ready(stream.device.index, a[0].dtype())) stream = mx::default_stream(mx::Device::cpu);
+#endif
+      const int B = a[0].shape(0);
+      auto u = mx::reshape(a[2], {B});
+      return mx::array::make_arrays({mx::Shape{B, 1}, mx::Shape{B}, mx::Shape{B}}, {mx::uint32, mx::float32, mx::float32}, std::make_shared<SamplePick>(stream), {a[0], a[1], u});
+    });
+  });
+}

@@ -1,0 +1,283 @@
+// SamplePick's CUDA kernel (the rule: sample.cpp). One block of 1024 threads per row: the row's max
+// and first argmax, the radix selections (k-th largest by counts, the top-p threshold by masses in
+// fixed point, 2^-40 units: integer sums, the same in any order), then the draw as a scan in id order
+// (warp-wide inclusive scans over 32-id tiles, each warp a contiguous segment, segments in order).
+// Every result is deterministic. Compiled by NVRTC on first use (cuda.h).
+//
+// CUDA build only (zig build -Dcuda=true).
+#include <cstdio>
+#include <map>
+#include <mutex>
+
+#include "cuda.h"
+#include "mlx/primitives.h"
+
+using namespace mlxb;
+
+namespace {
+
+constexpr const char* SOURCE = R"CUDA(
+#if DTYPE == 1
+typedef unsigned short T;
+__device__ __forceinline__ float load(T v) { return __uint_as_float(((unsigned)v) << 16); }
+#elif DTYPE == 2
+typedef unsigned short T;
+__device__ __forceinline__ float load(T v) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v)); return f; }
+#else
+typedef float T;
+__device__ __forceinline__ float load(T v) { return v; }
+#endif
+
+#define FULL 0xffffffffu
+#define THREADS 1024
+#define WARPS (THREADS / 32)
+
+struct Params {
+  long long vocab, row_stride, col_stride, param_row, param_col, u_stride;
+};
+
+__device__ __forceinline__ unsigned key_of(float f) {
+  unsigned u = __float_as_uint(f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__device__ __forceinline__ float float_of(unsigned k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+struct Shared {
+  unsigned long long hist[256];
+  float warp_f[WARPS];
+  long long warp_i[WARPS];
+  unsigned prefix;
+  long long rest;
+  unsigned long long below, bound;
+  int token, last;
+};
+
+// The k-th largest value of the row (1 <= k <= V), counted with repeats.
+__device__ float kth_largest(const T* row, const Params& p, long long k, Shared& s) {
+  unsigned prefix = 0, mask = 0;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int d = threadIdx.x; d < 256; d += THREADS) s.hist[d] = 0;
+    __syncthreads();
+    for (long long i = threadIdx.x; i < p.vocab; i += THREADS) {
+      unsigned key = key_of(load(row[i * p.col_stride]));
+      if ((key & mask) == prefix) atomicAdd(&s.hist[(key >> shift) & 255u], 1ull);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      long long above = 0;
+      int d = 255;
+      for (; d > 0; d--) {
+        if (above + (long long)s.hist[d] >= k) break;
+        above += (long long)s.hist[d];
+      }
+      s.rest = k - above;
+      s.prefix = prefix | ((unsigned)d << shift);
+    }
+    __syncthreads();
+    k = s.rest;
+    prefix = s.prefix;
+    mask |= 255u << shift;
+  }
+  return float_of(prefix);
+}
+
+// The smallest value whose ascending cumulative mass exp(x - top) passes drop times the total.
+__device__ float mass_threshold(const T* row, const Params& p, float top, float drop, Shared& s) {
+  unsigned prefix = 0, mask = 0;
+  unsigned long long below = 0, bound = 0;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int d = threadIdx.x; d < 256; d += THREADS) s.hist[d] = 0;
+    __syncthreads();
+    for (long long i = threadIdx.x; i < p.vocab; i += THREADS) {
+      float v = load(row[i * p.col_stride]);
+      unsigned key = key_of(v);
+      if ((key & mask) == prefix) atomicAdd(&s.hist[(key >> shift) & 255u], __float2ull_rz(__expf(v - top) * 1099511627776.0f));
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      if (shift == 24) {
+        unsigned long long total = 0;
+        for (int d = 0; d < 256; d++) total += s.hist[d];
+        bound = (unsigned long long)((double)drop * (double)total);
+        s.bound = bound;
+      }
+      unsigned long long run = below;
+      int d = 0, last = 0;
+      for (; d < 256; d++) {
+        if (s.hist[d] > 0) last = d;
+        if (run + s.hist[d] > bound) break;
+        run += s.hist[d];
+      }
+      if (d == 256) d = last;
+      else s.below = run;
+      s.prefix = prefix | ((unsigned)d << shift);
+    }
+    __syncthreads();
+    prefix = s.prefix;
+    below = s.below;
+    bound = s.bound;
+    mask |= 255u << shift;
+  }
+  return float_of(prefix);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) mlxb_sample_pick(const T* logits, const float* params, const float* uniforms,
+                                                                         unsigned* tokens, float* peaks, float* thresholds, Params p) {
+  __shared__ Shared s;
+  const long long V = p.vocab;
+  const int b = blockIdx.x;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const T* row = logits + (long long)b * p.row_stride;
+  const float* prm = params + (long long)b * p.param_row;
+  const float inv_t = prm[0], drop = prm[p.param_col], log_min_p = prm[2 * p.param_col];
+  const long long min_keep = (long long)prm[3 * p.param_col], top_k = (long long)prm[4 * p.param_col];
+  if (threadIdx.x == 0) s.below = 0, s.bound = 0;
+
+  // The max and its first id; NaN anywhere makes the row's peak NaN.
+  float best = -INFINITY;
+  long long best_i = 0x7fffffffffffffffll;
+  int nan = 0;
+  for (long long i = threadIdx.x; i < V; i += THREADS) {
+    float v = load(row[i * p.col_stride]);
+    if (v != v) nan = 1;
+    else if (v > best || (v == best && i < best_i)) best = v, best_i = i;
+  }
+  for (int m = 16; m > 0; m >>= 1) {
+    float ov = __shfl_xor_sync(FULL, best, m);
+    long long oi = __shfl_xor_sync(FULL, best_i, m);
+    if (ov > best || (ov == best && oi < best_i)) best = ov, best_i = oi;
+  }
+  if (lane == 0) s.warp_f[warp] = best, s.warp_i[warp] = best_i;
+  nan = __syncthreads_or(nan);
+  float top = s.warp_f[0];
+  long long arg = s.warp_i[0];
+  for (int w = 1; w < WARPS; w++) {
+    if (s.warp_f[w] > top || (s.warp_f[w] == top && s.warp_i[w] < arg)) top = s.warp_f[w], arg = s.warp_i[w];
+  }
+  if (arg >= V) arg = 0;
+  float threshold = -INFINITY;
+  int token = (int)arg;
+  if (nan) {
+    top = __int_as_float(0x7fc00000);
+    threshold = top;
+    token = 0;
+  } else if (isfinite(top) && inv_t != 0.f) {
+    if (log_min_p > -INFINITY) threshold = fminf(top + log_min_p, min_keep > 1 ? kth_largest(row, p, min(min_keep, V), s) : top);
+    if (top_k > 0) threshold = fmaxf(threshold, kth_largest(row, p, min(top_k, V), s));
+    if (drop >= 0.f) threshold = fmaxf(threshold, mass_threshold(row, p, top, drop, s));
+
+    // The draw: warp w scans ids [w * seg, (w + 1) * seg) in tiles of 32.
+    const long long seg = ((V + WARPS - 1) / WARPS + 31) / 32 * 32;
+    const long long begin = warp * seg, end = min(V, begin + seg);
+    float run = 0.f;
+    int last = -1;
+    for (long long base = begin; base < end; base += 32) {
+      long long i = base + lane;
+      float q = 0.f;
+      if (i < end) {
+        float v = load(row[i * p.col_stride]);
+        if (v >= threshold) q = __expf((v - top) * inv_t);
+      }
+      if (q > 0.f) last = (int)i;
+      float sum = q;
+      for (int o = 1; o < 32; o <<= 1) {
+        float n = __shfl_up_sync(FULL, sum, o);
+        if (lane >= o) sum += n;
+      }
+      run += __shfl_sync(FULL, sum, 31);
+    }
+    for (int m = 16; m > 0; m >>= 1) last = max(last, __shfl_xor_sync(FULL, last, m));
+    __syncthreads();
+    if (lane == 0) s.warp_f[warp] = run, s.warp_i[warp] = last;
+    if (threadIdx.x == 0) s.token = 0x7fffffff;
+    __syncthreads();
+    float before = 0.f, total = 0.f;
+    int kept_last = -1;
+    for (int w = 0; w < WARPS; w++) {
+      if (w == warp) before = total;
+      total += s.warp_f[w];
+      kept_last = max(kept_last, (int)s.warp_i[w]);
+    }
+    const float target = uniforms[(long long)b * p.u_stride] * total;
+    run = before;
+    for (long long base = begin; base < end; base += 32) {
+      long long i = base + lane;
+      float q = 0.f;
+      if (i < end) {
+        float v = load(row[i * p.col_stride]);
+        if (v >= threshold) q = __expf((v - top) * inv_t);
+      }
+      float sum = q;
+      for (int o = 1; o < 32; o <<= 1) {
+        float n = __shfl_up_sync(FULL, sum, o);
+        if (lane >= o) sum += n;
+      }
+      unsigned crossed = __ballot_sync(FULL, q > 0.f && run + sum > target);
+      if (crossed) {
+        if (lane == 0) atomicMin(&s.token, (int)(base + __ffs(crossed) - 1));
+        break;
+      }
+      run += __shfl_sync(FULL, sum, 31);
+    }
+    __syncthreads();
+    token = s.token != 0x7fffffff ? s.token : (kept_last >= 0 ? kept_last : (int)arg);
+  } else if (!isfinite(top)) {
+    threshold = top;
+    token = 0;
+  }
+  if (threadIdx.x == 0) {
+    tokens[b] = (unsigned)token;
+    peaks[b] = top;
+    thresholds[b] = threshold;
+  }
+}
+)CUDA";
+
+struct Params {
+  long long vocab, row_stride, col_stride, param_row, param_col, u_stride;
+};
+
+CUfunc_st* kernel_for(int device_index, mx::Dtype dtype) {
+  static std::mutex mutex;
+  static std::map<std::pair<int, int>, CUfunc_st*> kernels;
+  static bool warned = false;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto key = std::make_pair(device_index, dtype_code(dtype));
+  if (auto it = kernels.find(key); it != kernels.end()) return it->second;
+  CUfunc_st* f = nullptr;
+  try {
+    f = compile_kernel(device_index, "#define DTYPE " + std::to_string(dtype_code(dtype)) + "\n" + SOURCE, "mlxb_sample_pick.cu", "mlxb_sample_pick");
+  } catch (const std::exception& e) {
+    if (!warned) std::fprintf(stderr, "mlx-bun: the CUDA sampling kernel is unavailable (%s); picks run on the CPU\n", e.what());
+    warned = true;
+  }
+  kernels[key] = f;
+  return f;
+}
+
+} // namespace
+
+bool mlxb::sample_kernel_ready(int device_index, mx::Dtype dtype) {
+  return kernel_for(device_index, dtype) != nullptr;
+}
+
+void mlxb::sample_pick_cuda(const mx::Stream& stream, const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  const auto &logits = inputs[0], &params = inputs[1], &uniforms = inputs[2];
+  CUfunc_st* kernel = kernel_for(stream.device.index, logits.dtype());
+  if (!kernel) throw std::runtime_error("SamplePick: the CUDA kernel is unavailable");
+  auto& encoder = cu::get_command_encoder(stream);
+  for (auto& o : outputs) o.set_data(device_buffer(stream.device.index, o.nbytes()));
+  for (const auto& a : inputs) encoder.set_input_array(a);
+  for (const auto& o : outputs) encoder.set_output_array(o);
+  Params p{logits.shape(1), logits.strides(0), logits.strides(1), params.strides(0), params.strides(1), uniforms.strides(0)};
+  void* lp = device_pointer(logits);
+  void* pp = device_pointer(params);
+  void* up = device_pointer(uniforms);
+  void* to = device_pointer(outputs[0]);
+  void* po = device_pointer(outputs[1]);
+  void* th = device_pointer(outputs[2]);
+  void* args[] = {&lp, &pp, &up, &to, &po, &th, &p};
+  encoder.add_kernel_node_raw(kernel, dim3{static_cast<unsigned>(logits.shape(0)), 1, 1}, dim3{1024, 1, 1}, dim3{1, 1, 1}, 0, args);
+}

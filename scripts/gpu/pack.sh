@@ -63,6 +63,17 @@ unzip -q -o "$CACHE"/gpu/crt/nvidia_cuda_crt-*.whl 'nvidia/cu13/include/crt/*' -
 mv "$STAGE/cuda-crt-wheel/nvidia/cu13/include/crt" "$STAGE/site/cuda-crt/crt"
 rm -rf "$STAGE/cuda-crt-wheel"
 
+# The kernels our shim compiles at run time (NVRTC), compiled here first: a source that does not
+# compile would otherwise be found on the GPU machine (qmv_cuda_source.h needs its own defines).
+log "NVRTC check of shim/ext's kernel sources (nvidia-cuda-nvrtc==$CUDA_CRT)"
+rm -rf "$CACHE/gpu/nvrtc"
+"$CACHE/venv/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+  --platform manylinux_2_12_x86_64 -d "$CACHE/gpu/nvrtc" "nvidia-cuda-nvrtc==$CUDA_CRT"
+unzip -q -o "$CACHE"/gpu/nvrtc/nvidia_cuda_nvrtc-*.whl 'nvidia/cu13/lib/*' -d "$CACHE/gpu/nvrtc"
+NVRTC_LIB="$CACHE/gpu/nvrtc/nvidia/cu13/lib"
+LD_LIBRARY_PATH="$NVRTC_LIB" python3 "$ROOT/scripts/gpu/nvrtc_check.py" "$NVRTC_LIB/libnvrtc.so.13" \
+  "$ROOT/shim/ext/kv_cuda.cpp" "$ROOT/shim/ext/norm_rope_cuda.cpp" "$ROOT/shim/ext/sample_cuda.cpp"
+
 log "shim against the CUDA libmlx.so"
 (cd "$ROOT" && ZIG_GLOBAL_CACHE_DIR="$CACHE/zig-global" zig build -Doptimize=ReleaseFast -Dmlx="$STAGE/site/mlx" -Dcuda=true --prefix "$STAGE/shim")
 

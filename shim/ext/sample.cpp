@@ -16,8 +16,8 @@
 // the caller reports logits that are not finite; the token is then 0), and the threshold [B] (the
 // kept tokens are x >= threshold; -inf without filters). The selections are exact: k-th largest and
 // the mass threshold by radix selection on the float's order-preserving bit pattern (four passes of
-// 8 bits). On the CPU (here) masses are summed in double; on a CUDA GPU (sample_cuda.cpp) in fixed
-// point (integers: every sum is deterministic). The two may differ where rounding decides a tie.
+// 8 bits). On the CPU (here) masses are summed in double; on a CUDA GPU (sample_cuda.cpp) in float32
+// in a fixed order (deterministic). The two may differ where rounding decides a tie.
 #include <algorithm>
 #include <cmath>
 #include <cstring>

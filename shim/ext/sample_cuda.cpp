@@ -1,8 +1,8 @@
 // SamplePick's CUDA kernel (the rule: sample.cpp). One block of 1024 threads per row: the row's max
 // and first argmax, the radix selections (k-th largest by counts, the top-p threshold by masses in
-// fixed point, 2^-40 units: integer sums, the same in any order), then the draw as a scan in id order
-// (warp-wide inclusive scans over 32-id tiles, each warp a contiguous segment, segments in order).
-// Every result is deterministic. Compiled by NVRTC on first use (cuda.h).
+// float32, summed in a fixed order), then the draw as a scan in id order (warp-wide inclusive scans
+// over 32-id tiles, each warp a contiguous segment, segments in order). Every result is
+// deterministic. Compiled by NVRTC on first use (cuda.h).
 //
 // CUDA build only (zig build -Dcuda=true).
 #include <cstdio>
@@ -29,6 +29,8 @@ __device__ __forceinline__ float load(T v) { return v; }
 #endif
 
 #define FULL 0xffffffffu
+// NVRTC has no math.h.
+#define INFINITY __int_as_float(0x7f800000)
 #define THREADS 1024
 #define WARPS (THREADS / 32)
 
@@ -44,33 +46,56 @@ __device__ __forceinline__ float float_of(unsigned k) {
   return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
 }
 
+// Histograms are kept per warp (no atomics): lanes whose elements share a digit are grouped
+// (__match_any_sync) and the group's lowest lane adds their count, or their masses summed in lane
+// order; the warps' histograms are then summed in warp order. Every sum has a fixed order.
 struct Shared {
-  unsigned long long hist[256];
+  union {
+    unsigned count[WARPS][256];
+    float mass[WARPS][256];
+  } h;
   float warp_f[WARPS];
   long long warp_i[WARPS];
   unsigned prefix;
   long long rest;
-  unsigned long long below, bound;
-  int token, last;
+  float below, bound;
+  int token;
 };
+
+__device__ void clear_histograms(Shared& s) {
+  unsigned* h = &s.h.count[0][0];
+  for (int j = threadIdx.x; j < WARPS * 256; j += THREADS) h[j] = 0u;
+  __syncthreads();
+}
 
 // The k-th largest value of the row (1 <= k <= V), counted with repeats.
 __device__ float kth_largest(const T* row, const Params& p, long long k, Shared& s) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   unsigned prefix = 0, mask = 0;
   for (int shift = 24; shift >= 0; shift -= 8) {
-    for (int d = threadIdx.x; d < 256; d += THREADS) s.hist[d] = 0;
+    clear_histograms(s);
+    for (long long base = 0; base < p.vocab; base += THREADS) {
+      const long long i = base + threadIdx.x;
+      const unsigned key = i < p.vocab ? key_of(load(row[i * p.col_stride])) : 0u;
+      const bool in = i < p.vocab && (key & mask) == prefix;
+      if (!__any_sync(FULL, in)) continue;
+      const unsigned d = in ? (key >> shift) & 255u : 256u + lane;
+      const unsigned peers = __match_any_sync(FULL, d);
+      if (in && lane == __ffs(peers) - 1) s.h.count[warp][d] += __popc(peers);
+    }
     __syncthreads();
-    for (long long i = threadIdx.x; i < p.vocab; i += THREADS) {
-      unsigned key = key_of(load(row[i * p.col_stride]));
-      if ((key & mask) == prefix) atomicAdd(&s.hist[(key >> shift) & 255u], 1ull);
+    for (int d = threadIdx.x; d < 256; d += THREADS) {
+      unsigned c = 0;
+      for (int w = 0; w < WARPS; w++) c += s.h.count[w][d];
+      s.h.count[0][d] = c;
     }
     __syncthreads();
     if (threadIdx.x == 0) {
       long long above = 0;
       int d = 255;
       for (; d > 0; d--) {
-        if (above + (long long)s.hist[d] >= k) break;
-        above += (long long)s.hist[d];
+        if (above + (long long)s.h.count[0][d] >= k) break;
+        above += (long long)s.h.count[0][d];
       }
       s.rest = k - above;
       s.prefix = prefix | ((unsigned)d << shift);
@@ -85,30 +110,51 @@ __device__ float kth_largest(const T* row, const Params& p, long long k, Shared&
 
 // The smallest value whose ascending cumulative mass exp(x - top) passes drop times the total.
 __device__ float mass_threshold(const T* row, const Params& p, float top, float drop, Shared& s) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   unsigned prefix = 0, mask = 0;
-  unsigned long long below = 0, bound = 0;
   for (int shift = 24; shift >= 0; shift -= 8) {
-    for (int d = threadIdx.x; d < 256; d += THREADS) s.hist[d] = 0;
+    clear_histograms(s);
+    for (long long base = 0; base < p.vocab; base += THREADS) {
+      const long long i = base + threadIdx.x;
+      const float v = i < p.vocab ? load(row[i * p.col_stride]) : 0.f;
+      const unsigned key = key_of(v);
+      const bool in = i < p.vocab && (key & mask) == prefix;
+      if (!__any_sync(FULL, in)) continue;
+      const float e = in ? __expf(v - top) : 0.f;
+      const unsigned d = in ? (key >> shift) & 255u : 256u + lane;
+      const unsigned peers = __match_any_sync(FULL, d);
+      float sum = 0.f;
+      if (__all_sync(FULL, peers == FULL)) {
+        sum = e;
+        for (int m = 16; m > 0; m >>= 1) sum += __shfl_xor_sync(FULL, sum, m);
+      } else {
+        for (int j = 0; j < 32; j++) {
+          const float ej = __shfl_sync(FULL, e, j);
+          if ((peers >> j) & 1u) sum += ej;
+        }
+      }
+      if (in && lane == __ffs(peers) - 1) s.h.mass[warp][d] += sum;
+    }
     __syncthreads();
-    for (long long i = threadIdx.x; i < p.vocab; i += THREADS) {
-      float v = load(row[i * p.col_stride]);
-      unsigned key = key_of(v);
-      if ((key & mask) == prefix) atomicAdd(&s.hist[(key >> shift) & 255u], __float2ull_rz(__expf(v - top) * 1099511627776.0f));
+    for (int d = threadIdx.x; d < 256; d += THREADS) {
+      float m = 0.f;
+      for (int w = 0; w < WARPS; w++) m += s.h.mass[w][d];
+      s.h.mass[0][d] = m;
     }
     __syncthreads();
     if (threadIdx.x == 0) {
       if (shift == 24) {
-        unsigned long long total = 0;
-        for (int d = 0; d < 256; d++) total += s.hist[d];
-        bound = (unsigned long long)((double)drop * (double)total);
-        s.bound = bound;
+        float total = 0.f;
+        for (int d = 0; d < 256; d++) total += s.h.mass[0][d];
+        s.below = 0.f;
+        s.bound = drop * total;
       }
-      unsigned long long run = below;
+      float run = s.below;
       int d = 0, last = 0;
       for (; d < 256; d++) {
-        if (s.hist[d] > 0) last = d;
-        if (run + s.hist[d] > bound) break;
-        run += s.hist[d];
+        if (s.h.mass[0][d] > 0.f) last = d;
+        if (run + s.h.mass[0][d] > s.bound) break;
+        run += s.h.mass[0][d];
       }
       if (d == 256) d = last;
       else s.below = run;
@@ -116,8 +162,6 @@ __device__ float mass_threshold(const T* row, const Params& p, float top, float 
     }
     __syncthreads();
     prefix = s.prefix;
-    below = s.below;
-    bound = s.bound;
     mask |= 255u << shift;
   }
   return float_of(prefix);
@@ -133,7 +177,6 @@ extern "C" __global__ void __launch_bounds__(THREADS) mlxb_sample_pick(const T* 
   const float* prm = params + (long long)b * p.param_row;
   const float inv_t = prm[0], drop = prm[p.param_col], log_min_p = prm[2 * p.param_col];
   const long long min_keep = (long long)prm[3 * p.param_col], top_k = (long long)prm[4 * p.param_col];
-  if (threadIdx.x == 0) s.below = 0, s.bound = 0;
 
   // The max and its first id; NaN anywhere makes the row's peak NaN.
   float best = -INFINITY;

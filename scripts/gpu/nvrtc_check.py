@@ -1,0 +1,46 @@
+"""Compiles the CUDA kernel sources of shim/ext/*_cuda.cpp with NVRTC for sm_90, as the shim does at
+run time (cuda.cpp: -arch=sm_90 -default-device), for each DTYPE: catches a kernel that will not
+compile before a GPU machine is spent on it. Needs libnvrtc (PyPI nvidia-cuda-nvrtc, cu13); no GPU.
+
+usage: python3 scripts/gpu/nvrtc_check.py path/to/libnvrtc.so.13 shim/ext/sample_cuda.cpp ...
+"""
+import ctypes
+import re
+import sys
+
+
+def compile_source(nvrtc, source: str, name: str) -> str | None:
+    program = ctypes.c_void_p()
+    if nvrtc.nvrtcCreateProgram(ctypes.byref(program), source.encode(), name.encode(), 0, None, None) != 0:
+        return "nvrtcCreateProgram failed"
+    options = (ctypes.c_char_p * 2)(b"-arch=sm_90", b"-default-device")
+    result = nvrtc.nvrtcCompileProgram(program, 2, options)
+    size = ctypes.c_size_t()
+    nvrtc.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    nvrtc.nvrtcGetProgramLog(program, log)
+    nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
+    return log.value.decode() if result != 0 else None
+
+
+def main() -> int:
+    nvrtc = ctypes.CDLL(sys.argv[1])
+    failed = 0
+    for path in sys.argv[2:]:
+        text = open(path).read()
+        sources = re.findall(r'R"CUDA\((.*?)\)CUDA"', text, re.S)
+        if not sources:
+            print(f"{path}: no R\"CUDA(...)CUDA\" source")
+            failed += 1
+        for source in sources:
+            for dtype in (0, 1, 2):
+                log = compile_source(nvrtc, f"#define DTYPE {dtype}\n{source}", path)
+                print(f"{path} DTYPE {dtype}: {'ok' if log is None else 'FAILED'}")
+                if log is not None:
+                    print(log)
+                    failed += 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -181,9 +181,10 @@ int mlx_fast_swiglu(mlx_array* out, mlx_array gate, mlx_array up);
 
 /* The sampler's pick in one primitive (shim/ext/sample.cpp): per row of logits [B, V] (float32,
  * bfloat16, float16) with params [B, 5] float32 (1/temperature or 0 for greedy, 1 - topP or -1,
- * log(minP) or -inf, minTokensToKeep, topK or 0) and uniforms [B] float32: tokens [B, 1] uint32,
- * each row's max [B] (NaN if it holds one) and the filters' threshold [B] (kept: x >= threshold). */
-int mlx_sample_pick(mlx_array* tokens, mlx_array* peak, mlx_array* threshold, mlx_array logits, mlx_array params, mlx_array uniforms);
+ * log(minP) or -inf, minTokensToKeep, topK or 0), seeds [B, 2] uint32 (low, high) and draw indices
+ * [B] uint32: tokens [B, 1] uint32, each row's max [B] (NaN if it holds one) and the filters'
+ * threshold [B] (kept: x >= threshold). */
+int mlx_sample_pick(mlx_array* tokens, mlx_array* peak, mlx_array* threshold, mlx_array logits, mlx_array params, mlx_array seeds, mlx_array draws);
 
 /* KV-cache attention in one call: writes k, v [B,Hkv,T,D] at `offset` into the caches [B,Hkv,S,D],
  * attends q [B,H,T,D] causally over positions [0, offset + T) (GQA when H > Hkv), honouring

@@ -23,7 +23,7 @@ describe("device sampler vs mlx-lm", () => {
   for (const c of cases) {
     test(`${JSON.stringify(c.options)}: the same tokens kept (exactly), their log-probabilities within 1e-5`, () => {
       const V = c.logits.length;
-      using sampler = new DeviceSampler([settingsOf(c.options)], V, [c.context]);
+      using sampler = new DeviceSampler([settingsOf(c.options)], V, [c.context], [0]);
       using logits = Tensor.from(Float32Array.from(c.logits), [1, V]);
       using filtered = sampler.filteredLogprobs(logits);
       const got = filtered.toFloat32Array();
@@ -37,7 +37,7 @@ describe("device sampler vs mlx-lm", () => {
   test("all cases as the rows of one batch: each row as it is alone", () => {
     const V = cases[0]!.logits.length;
     const rows = cases.filter((c) => c.logits.length === V);
-    using sampler = new DeviceSampler(rows.map((c) => settingsOf(c.options)), V, rows.map((c) => c.context));
+    using sampler = new DeviceSampler(rows.map((c) => settingsOf(c.options)), V, rows.map((c) => c.context), rows.map(() => 0));
     using logits = Tensor.from(Float32Array.from(rows.flatMap((c) => c.logits)), [rows.length, V]);
     using filtered = sampler.filteredLogprobs(logits);
     const got = filtered.toFloat32Array();
@@ -54,9 +54,9 @@ describe("device draws", () => {
   /** n draws: rows of one batch, each row its own seed. */
   function deviceDraws(options: Record<string, unknown>, n: number, index = 0): number[] {
     const settings = Array.from({ length: n }, (_, i) => settingsOf(options, 1000 + i));
-    using sampler = new DeviceSampler(settings, V, settings.map(() => [0]));
+    using sampler = new DeviceSampler(settings, V, settings.map(() => [0]), settings.map(() => index));
     using batch = Tensor.from(Float32Array.from({ length: n * V }, (_, i) => logits[i % V]!), [n, V]);
-    const picks = sampler.pick(batch, null, settings.map(() => index));
+    const picks = sampler.pick(batch, null);
     try {
       return Array.from(picks.tokens.toInt32Array());
     } finally {
@@ -104,9 +104,10 @@ describe("samplePick (the pick's primitive)", () => {
   const params = (t: number, drop: number, logMinP: number, keep: number, k: number) => Tensor.from(Float32Array.from([t, drop, logMinP, keep, k]), [1, 5]);
   const sorted = Array.from(row).sort((a, b) => b - a);
 
-  function picked(logits: Tensor, p: Tensor, u = 0.3): { token: number; peak: number; threshold: number } {
-    using uniforms = Tensor.from(Float32Array.from([u]), [1]);
-    const [tokens, peak, threshold] = samplePick(logits, p, uniforms);
+  function picked(logits: Tensor, p: Tensor, draw = 0, seed = 7): { token: number; peak: number; threshold: number } {
+    using seeds = Tensor.from(Uint32Array.of(seed, 0), [1, 2]);
+    using draws = Tensor.from(Uint32Array.of(draw), [1]);
+    const [tokens, peak, threshold] = samplePick(logits, p, seeds, draws);
     using _a = tokens;
     using _b = peak;
     using _c = threshold;
@@ -137,16 +138,21 @@ describe("samplePick (the pick's primitive)", () => {
     expect(picked(logits, topP).threshold).toBe(expected);
   });
 
-  test("bfloat16 and a strided view give what float32 gives; a greedy row gives the first largest", () => {
+  test("the draw is the host rule's for the seed and draw index; bfloat16 and a strided view give what float32 gives", () => {
     using logits = Tensor.from(row, [1, V]);
+    const options = { temperature: 1 / 1.3, topP: 0.9, minP: 0.01, minTokensToKeep: 3, topK: 50 };
     using p = params(1.3, 0.1, Math.log(0.01), 3, 50);
+    const distinctRow = Float32Array.from({ length: V }, (_, i) => Math.sin(i * 1.7) * 5 + i / 1024);
+    using distinct = Tensor.from(distinctRow, [1, V]);
     using half = astype(logits, "bfloat16");
     using wide = Tensor.from(Float32Array.from({ length: 2 * V }, (_, i) => row[i >> 1]!), [V, 2]);
     using strided = transpose(slice(wide, [0, 0], [V, 1]));
-    for (const u of [0.01, 0.5, 0.93]) {
-      const base = picked(logits, p, u);
-      expect(picked(half, p, u)).toEqual(base);
-      expect(picked(strided, p, u)).toEqual(base);
+    for (const [draw, seed] of [[0, 7], [1, 7], [5, 2 ** 31 + 3], [1000, 12]] as const) {
+      const base = picked(logits, p, draw, seed);
+      // The host's top-k and minTokensToKeep keep exactly k of tied values: compared without ties.
+      expect(picked(distinct, p, draw, seed).token).toBe(pickOnHost(distinctRow, [0], settingsOf(options, seed), draw).token);
+      expect(picked(half, p, draw, seed)).toEqual(base);
+      expect(picked(strided, p, draw, seed)).toEqual(base);
     }
     using greedy = params(0, -1, Number.NEGATIVE_INFINITY, 1, 0);
     expect(picked(logits, greedy).token).toBe(row.indexOf(sorted[0]!));
@@ -159,13 +165,16 @@ describe("samplePick (the pick's primitive)", () => {
     using inf = Tensor.from(Float32Array.from([1, Number.POSITIVE_INFINITY, 2]), [1, 3]);
     expect(picked(inf, p).peak).toBe(Number.POSITIVE_INFINITY);
     using logits = Tensor.from(row, [1, V]);
-    using u = Tensor.from(Float32Array.from([0.5]), [1]);
+    using seeds = Tensor.from(Uint32Array.of(1, 0), [1, 2]);
+    using draws = Tensor.from(Uint32Array.of(0), [1]);
     using short = Tensor.from(Float32Array.from([1, 2, 3]), [1, 3]);
-    expect(() => samplePick(logits, short, u)).toThrow(/params/);
+    expect(() => samplePick(logits, short, seeds, draws)).toThrow(/params/);
     using ints = Tensor.from(Int32Array.from([1, 2, 3]), [1, 3]);
-    expect(() => samplePick(ints, p, u)).toThrow(/logits/);
-    using two = Tensor.from(Float32Array.from([0.5, 0.5]), [2]);
-    expect(() => samplePick(logits, p, two)).toThrow(/uniforms/);
+    expect(() => samplePick(ints, p, seeds, draws)).toThrow(/logits/);
+    using floatSeeds = Tensor.from(Float32Array.of(1, 0), [1, 2]);
+    expect(() => samplePick(logits, p, floatSeeds, draws)).toThrow(/seeds/);
+    using two = Tensor.from(Uint32Array.of(0, 0), [2]);
+    expect(() => samplePick(logits, p, seeds, two)).toThrow(/draws/);
   });
 });
 

@@ -5,7 +5,9 @@
 //
 //   params [B, 5] float32 per row: 1/temperature (0: greedy, the first largest logit), the mass top-p
 //   drops (1 - topP, or -1: none), log(minP) (-inf: none), minTokensToKeep, topK (0: none);
-//   uniforms [B] float32, each row's u in (0, 1).
+//   seeds [B, 2] uint32 (each row's seed: low and high 32 bits) and draws [B] uint32 (the index of
+//   each row's draw): u in (0, 1) is drawUniform(drawKey(seed, draw)) of host-sampler.ts, computed
+//   here, so that a replayed step takes no data from the host.
 //   threshold = max(min(top + log(minP), the minTokensToKeep-th largest) when min-p is on,
 //                   the topK-th largest, the smallest value v whose ascending cumulative mass
 //                   (softmax of the row at temperature 1, ties included) passes 1 - topP);
@@ -98,6 +100,21 @@ float mass_threshold(const std::vector<float>& x, const std::vector<double>& e, 
   return float_of(prefix);
 }
 
+uint32_t fmix32(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
+}
+
+/** host-sampler.ts's drawUniform(drawKey(seed, index)). */
+float draw_uniform(uint32_t seed_low, uint32_t seed_high, uint32_t index) {
+  const uint32_t key = fmix32(seed_low ^ fmix32(seed_high ^ fmix32(index * 0x9e3779b1u + 0x7f4a7c15u)));
+  return static_cast<float>((static_cast<double>(key >> 8) + 0.5) / 16777216.0);
+}
+
 struct Row {
   uint32_t token;
   float peak, threshold;
@@ -145,15 +162,18 @@ Row pick_row(std::vector<float>& x, const float* params, int64_t param_stride, f
 }
 
 template <typename T>
-void pick_rows(const mx::array& logits, const mx::array& params, const mx::array& uniforms, mx::array& tokens, mx::array& peak, mx::array& threshold) {
+void pick_rows(const mx::array& logits, const mx::array& params, const mx::array& seeds, const mx::array& draws, mx::array& tokens, mx::array& peak,
+               mx::array& threshold) {
   const int64_t B = logits.shape(0), V = logits.shape(1);
   const T* l = logits.data<T>();
   const float* p = params.data<float>();
-  const float* u = uniforms.data<float>();
+  const uint32_t* seed = seeds.data<uint32_t>();
+  const uint32_t* draw = draws.data<uint32_t>();
   std::vector<float> x(V);
   for (int64_t b = 0; b < B; b++) {
     for (int64_t i = 0; i < V; i++) x[i] = static_cast<float>(l[b * logits.strides(0) + i * logits.strides(1)]);
-    Row r = pick_row(x, p + b * params.strides(0), params.strides(1), u[b * uniforms.strides(0)]);
+    const float u = draw_uniform(seed[b * seeds.strides(0)], seed[b * seeds.strides(0) + seeds.strides(1)], draw[b * draws.strides(0)]);
+    Row r = pick_row(x, p + b * params.strides(0), params.strides(1), u);
     tokens.data<uint32_t>()[b] = r.token;
     peak.data<float>()[b] = r.peak;
     threshold.data<float>()[b] = r.threshold;
@@ -170,11 +190,11 @@ class SamplePick : public mx::Primitive {
     for (const auto& a : inputs) encoder.set_input_array(a);
     for (auto& o : outputs) encoder.set_output_array(o);
     encoder.dispatch([logits = mx::array::unsafe_weak_copy(inputs[0]), params = mx::array::unsafe_weak_copy(inputs[1]),
-                      uniforms = mx::array::unsafe_weak_copy(inputs[2]), tokens = mx::array::unsafe_weak_copy(outputs[0]),
+                      seeds = mx::array::unsafe_weak_copy(inputs[2]), draws = mx::array::unsafe_weak_copy(inputs[3]), tokens = mx::array::unsafe_weak_copy(outputs[0]),
                       peak = mx::array::unsafe_weak_copy(outputs[1]), threshold = mx::array::unsafe_weak_copy(outputs[2])]() mutable {
-      if (logits.dtype() == mx::float32) pick_rows<float>(logits, params, uniforms, tokens, peak, threshold);
-      else if (logits.dtype() == mx::bfloat16) pick_rows<mx::bfloat16_t>(logits, params, uniforms, tokens, peak, threshold);
-      else pick_rows<mx::float16_t>(logits, params, uniforms, tokens, peak, threshold);
+      if (logits.dtype() == mx::float32) pick_rows<float>(logits, params, seeds, draws, tokens, peak, threshold);
+      else if (logits.dtype() == mx::bfloat16) pick_rows<mx::bfloat16_t>(logits, params, seeds, draws, tokens, peak, threshold);
+      else pick_rows<mx::float16_t>(logits, params, seeds, draws, tokens, peak, threshold);
     });
   }
 
@@ -197,25 +217,26 @@ class SamplePick : public mx::Primitive {
 
 } // namespace
 
-int mlx_sample_pick(mlx_array* tokens, mlx_array* peak, mlx_array* threshold, mlx_array logits, mlx_array params, mlx_array uniforms) {
+int mlx_sample_pick(mlx_array* tokens, mlx_array* peak, mlx_array* threshold, mlx_array logits, mlx_array params, mlx_array seeds, mlx_array draws) {
   return guard([&] {
     const auto& l = arr(logits, "logits");
     const auto& p = arr(params, "params");
-    const auto& u = arr(uniforms, "uniforms");
+    const auto& s = arr(seeds, "seeds");
+    const auto& d = arr(draws, "draws");
     if (l.ndim() != 2 || l.shape(0) < 1 || l.shape(1) < 1) throw ArgumentError("samplePick: logits must be [B, V] with B, V >= 1");
     if (l.dtype() != mx::float32 && l.dtype() != mx::bfloat16 && l.dtype() != mx::float16) throw ArgumentError("samplePick: logits must be float32, bfloat16 or float16");
-    if (p.dtype() != mx::float32 || p.ndim() != 2 || p.shape(0) != l.shape(0) || p.shape(1) != 5) throw ArgumentError("samplePick: params must be float32 [B, 5]");
-    if (u.dtype() != mx::float32 || u.size() != static_cast<size_t>(l.shape(0)) || u.ndim() < 1 || u.shape(0) != l.shape(0))
-      throw ArgumentError("samplePick: uniforms must be float32 [B] or [B, 1]");
-    emit({tokens, peak, threshold}, {logits, params, uniforms}, [](const Arrays& a) {
+    const int B = l.shape(0);
+    if (p.dtype() != mx::float32 || p.ndim() != 2 || p.shape(0) != B || p.shape(1) != 5) throw ArgumentError("samplePick: params must be float32 [B, 5]");
+    if (s.dtype() != mx::uint32 || s.ndim() != 2 || s.shape(0) != B || s.shape(1) != 2) throw ArgumentError("samplePick: seeds must be uint32 [B, 2]");
+    if (d.dtype() != mx::uint32 || d.ndim() != 1 || d.shape(0) != B) throw ArgumentError("samplePick: draws must be uint32 [B]");
+    emit({tokens, peak, threshold}, {logits, params, seeds, draws}, [](const Arrays& a) {
       auto stream = mx::default_stream(mx::default_device());
 #ifdef MLXB_CUDA
       // The GPU kernel is compiled on first use; without it the pick runs on the CPU.
       if (stream.device == mx::Device::gpu && !sample_kernel_ready(stream.device.index, a[0].dtype())) stream = mx::default_stream(mx::Device::cpu);
 #endif
       const int B = a[0].shape(0);
-      auto u = mx::reshape(a[2], {B});
-      return mx::array::make_arrays({mx::Shape{B, 1}, mx::Shape{B}, mx::Shape{B}}, {mx::uint32, mx::float32, mx::float32}, std::make_shared<SamplePick>(stream), {a[0], a[1], u});
+      return mx::array::make_arrays({mx::Shape{B, 1}, mx::Shape{B}, mx::Shape{B}}, {mx::uint32, mx::float32, mx::float32}, std::make_shared<SamplePick>(stream), a);
     });
   });
 }

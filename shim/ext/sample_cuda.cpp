@@ -35,8 +35,17 @@ __device__ __forceinline__ float load(T v) { return v; }
 #define WARPS (THREADS / 32)
 
 struct Params {
-  long long vocab, row_stride, col_stride, param_row, param_col, u_stride;
+  long long vocab, row_stride, col_stride, param_row, param_col, seed_row, seed_col, draw_stride;
 };
+
+__device__ __forceinline__ unsigned fmix32(unsigned h) {
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
+}
 
 __device__ __forceinline__ unsigned key_of(float f) {
   unsigned u = __float_as_uint(f);
@@ -167,7 +176,7 @@ __device__ float mass_threshold(const T* row, const Params& p, float top, float 
   return float_of(prefix);
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS) mlxb_sample_pick(const T* logits, const float* params, const float* uniforms,
+extern "C" __global__ void __launch_bounds__(THREADS) mlxb_sample_pick(const T* logits, const float* params, const unsigned* seeds, const unsigned* draws,
                                                                          unsigned* tokens, float* peaks, float* thresholds, Params p) {
   __shared__ Shared s;
   const long long V = p.vocab;
@@ -243,7 +252,9 @@ extern "C" __global__ void __launch_bounds__(THREADS) mlxb_sample_pick(const T* 
       total += s.warp_f[w];
       kept_last = max(kept_last, (int)s.warp_i[w]);
     }
-    const float target = uniforms[(long long)b * p.u_stride] * total;
+    const unsigned* seed = seeds + (long long)b * p.seed_row;
+    const unsigned key = fmix32(seed[0] ^ fmix32(seed[p.seed_col] ^ fmix32(draws[(long long)b * p.draw_stride] * 0x9e3779b1u + 0x7f4a7c15u)));
+    const float target = (float)(((double)(key >> 8) + 0.5) / 16777216.0) * total;
     run = before;
     for (long long base = begin; base < end; base += 32) {
       long long i = base + lane;
@@ -279,7 +290,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) mlxb_sample_pick(const T* 
 )CUDA";
 
 struct Params {
-  long long vocab, row_stride, col_stride, param_row, param_col, u_stride;
+  long long vocab, row_stride, col_stride, param_row, param_col, seed_row, seed_col, draw_stride;
 };
 
 CUfunc_st* kernel_for(int device_index, mx::Dtype dtype) {
@@ -307,20 +318,21 @@ bool mlxb::sample_kernel_ready(int device_index, mx::Dtype dtype) {
 }
 
 void mlxb::sample_pick_cuda(const mx::Stream& stream, const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
-  const auto &logits = inputs[0], &params = inputs[1], &uniforms = inputs[2];
+  const auto &logits = inputs[0], &params = inputs[1], &seeds = inputs[2], &draws = inputs[3];
   CUfunc_st* kernel = kernel_for(stream.device.index, logits.dtype());
   if (!kernel) throw std::runtime_error("SamplePick: the CUDA kernel is unavailable");
   auto& encoder = cu::get_command_encoder(stream);
   for (auto& o : outputs) o.set_data(device_buffer(stream.device.index, o.nbytes()));
   for (const auto& a : inputs) encoder.set_input_array(a);
   for (const auto& o : outputs) encoder.set_output_array(o);
-  Params p{logits.shape(1), logits.strides(0), logits.strides(1), params.strides(0), params.strides(1), uniforms.strides(0)};
+  Params p{logits.shape(1), logits.strides(0), logits.strides(1), params.strides(0), params.strides(1), seeds.strides(0), seeds.strides(1), draws.strides(0)};
   void* lp = device_pointer(logits);
   void* pp = device_pointer(params);
-  void* up = device_pointer(uniforms);
+  void* sp = device_pointer(seeds);
+  void* dp = device_pointer(draws);
   void* to = device_pointer(outputs[0]);
   void* po = device_pointer(outputs[1]);
   void* th = device_pointer(outputs[2]);
-  void* args[] = {&lp, &pp, &up, &to, &po, &th, &p};
+  void* args[] = {&lp, &pp, &sp, &dp, &to, &po, &th, &p};
   encoder.add_kernel_node_raw(kernel, dim3{static_cast<unsigned>(logits.shape(0)), 1, 1}, dim3{1024, 1, 1}, dim3{1, 1, 1}, 0, args);
 }

@@ -233,9 +233,9 @@ export class Engine {
     const draws = a.rows.map((s) => s.draws);
     try {
       if (logits instanceof Tensor) {
-        using sampler = new DeviceSampler(a.rows.map((s) => s.request.settings), this.model.config.vocabSize, a.rows.map((s) => s.request.promptIds));
+        using sampler = new DeviceSampler(a.rows.map((s) => s.request.settings), this.model.config.vocabSize, a.rows.map((s) => s.request.promptIds), draws);
         using constrainedLogits = maskedLogits(logits, a.rows, this.model.config.vocabSize);
-        launched.picks = sampler.pick(constrainedLogits ?? logits, null, draws);
+        launched.picks = sampler.pick(constrainedLogits ?? logits, null);
         asyncEval(pickTensors(launched.picks));
       } else {
         maskOnHost(logits, a.rows, this.model.config.vocabSize);
@@ -304,6 +304,7 @@ export class Engine {
         this.#rows.map((s) => s.request.settings),
         this.model.config.vocabSize,
         this.#rows.map((s) => s.history),
+        this.#rows.map((s) => s.draws),
       );
     }
   }
@@ -341,22 +342,18 @@ export class Engine {
           try {
             for (const l of previous) this.#read(l, false);
             using constrainedLogits = maskedLogits(logits, rows, this.model.config.vocabSize);
-            launched.picks = sampler.pick(constrainedLogits ?? logits, ids, draws);
+            launched.picks = sampler.pick(constrainedLogits ?? logits, ids);
           } finally {
             for (const l of previous) release(l);
           }
         } else if (this.#replay) {
           // The step and its pick recorded together, once per batch shape and sampler structure.
-          const tail = sampler.tail(draws);
-          try {
-            const tape = this.#tape(B, (cache as KVCache).padding.some((p) => p > 0), tail.structure);
-            launched.picks = tail.adopt(tape.step(ids, tail));
-          } finally {
-            tail.dispose();
-          }
+          const tail = sampler.tail();
+          const tape = this.#tape(B, (cache as KVCache).padding.some((p) => p > 0), tail.structure);
+          launched.picks = tail.adopt(tape.step(ids, tail));
         } else {
           using logits = forward(this.model, ids, { cache: cache as KVCache, graph: this.graph, lazy: true });
-          launched.picks = sampler.pick(logits, ids, draws);
+          launched.picks = sampler.pick(logits, ids);
         }
         asyncEval(pickTensors(launched.picks));
       } finally {

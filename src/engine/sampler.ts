@@ -16,7 +16,7 @@ import { samplePick } from "../ops/fast.ts";
 // Every index the sampler gathers by is in range by construction (token ids, partition positions).
 import { putAlongAxisInRange as putAlongAxis, scatterAddAxisInRange as scatterAddAxis, takeAlongAxisInRange as takeAlongAxis } from "../ops/gather.ts";
 import { processes, samplingTemperature } from "../sampling.ts";
-import { drawKey, drawUniform, type Pick, type SamplerSettings, type TokenLogprob } from "./host-sampler.ts";
+import type { Pick, SamplerSettings, TokenLogprob } from "./host-sampler.ts";
 import { Tensor, tidy } from "../tensor.ts";
 
 /** What one batched pick launched on the device: read it with `read`. */
@@ -43,6 +43,17 @@ interface Recent {
   filled: Tensor;
 }
 
+/** What a pick hands the next one, on the device: each row's next draw index [B] uint32 (when a row
+ * samples) and the recent tokens (with penalties). */
+interface Carried {
+  draws: Tensor | null;
+  recent: Recent | null;
+}
+
+function carriedTensors(c: Carried): Tensor[] {
+  return [...(c.draws ? [c.draws] : []), ...(c.recent ? [c.recent.ids, c.recent.filled] : [])];
+}
+
 /** The per-row settings of one batch of sequences as tensors (made once per batch composition), and
  * the step that picks a token for every row. */
 export class DeviceSampler {
@@ -50,18 +61,20 @@ export class DeviceSampler {
   readonly vocabulary: number;
   /** The widest penalty context of the rows (0: no penalties). */
   readonly width: number;
-  #recent: Recent | null = null;
+  #carried: Carried = { draws: null, recent: null };
   #owned: Tensor[] = [];
-  /** samplePick's per-row settings [B, 5], when a row samples. */
+  /** samplePick's per-row settings [B, 5] and seeds [B, 2], when a row samples. */
   #params: Tensor | null = null;
+  #seeds: Tensor | null = null;
   #bias: Tensor | null = null;
   #penalties: { kind: "repetition" | "presence" | "frequency"; amount: Tensor; window: Tensor }[] = [];
   readonly #greedyOnly: boolean;
   readonly #alternatives: number;
 
-  /** `histories`: each row's tokens so far (prompt and generated ones already fed to the model). */
-  constructor(settings: readonly SamplerSettings[], vocabulary: number, histories: readonly (readonly number[])[]) {
-    if (settings.length === 0 || histories.length !== settings.length) throw new Error("DeviceSampler: one history per row");
+  /** `histories`: each row's tokens so far (prompt and generated ones already fed to the model);
+   * `draws`: the index of each row's next draw (each pick advances them on the device). */
+  constructor(settings: readonly SamplerSettings[], vocabulary: number, histories: readonly (readonly number[])[], draws: readonly number[]) {
+    if (settings.length === 0 || histories.length !== settings.length || draws.length !== settings.length) throw new Error("DeviceSampler: one history and draw index per row");
     this.settings = settings;
     this.vocabulary = vocabulary;
     const V = vocabulary;
@@ -85,6 +98,10 @@ export class DeviceSampler {
         );
       }
       this.#params = own(Tensor.from(params, [settings.length, 5]));
+      const seeds = new Uint32Array(settings.length * 2);
+      for (const [i, s] of settings.entries()) seeds.set([s.seed >>> 0, Math.floor(s.seed / 2 ** 32) >>> 0], i * 2);
+      this.#seeds = own(Tensor.from(seeds, [settings.length, 2]));
+      this.#carried.draws = Tensor.from(Uint32Array.from(draws), [settings.length]);
     }
     for (const [i, s] of settings.entries()) {
       for (const id of Object.keys(s.logitBias)) {
@@ -114,7 +131,7 @@ export class DeviceSampler {
         for (const [i, c] of contexts[kind].entries()) window.fill(1, i * W + W - c, (i + 1) * W);
         this.#penalties.push({ kind, amount: own(column(amount)), window: own(Tensor.from(window, [settings.length, W])) });
       }
-      this.#recent = tidy(() => recentOf(histories, W));
+      this.#carried.recent = tidy(() => recentOf(histories, W));
     }
   }
 
@@ -125,35 +142,34 @@ export class DeviceSampler {
 
   /** Picks a token per row from logits [B, V] (or [B, 1, V]); `inputs` [B, 1] are the ids the step
    * was fed (they join the recent tokens first; null for a prompt's logits, whose history is the
-   * prompt), `draws` each row's draw index. Launches nothing: the caller evaluates. */
-  pick(logits: Tensor, inputs: Tensor | null, draws: readonly number[]): DevicePicks {
-    using u = this.#uniforms(draws);
-    const { picks, recent } = this.#pickWith(logits, inputs, u, this.#recent);
-    this.#keep(recent);
+   * prompt). Launches nothing: the caller evaluates. */
+  pick(logits: Tensor, inputs: Tensor | null): DevicePicks {
+    const { picks, carried } = this.#pickWith(logits, inputs, this.#carried);
+    this.#keep(carried);
     return picks;
   }
 
   /** The pick as the tail of a recorded decode step (models/replay.ts): the tensors it reads besides
    * the logits and the step's ids (`inputs`, in an order fixed by `structure`), the ops that make
-   * its outputs from them, and `adopt`, which takes a step's outputs as the picks (the recent tokens
-   * they carry replace the sampler's). */
-  tail(draws: readonly number[]): { structure: string; inputs: Tensor[]; run: (logits: Tensor, ids: Tensor) => Tensor[]; adopt: (outputs: Tensor[]) => DevicePicks; dispose: () => void } {
-    const u = this.#uniforms(draws);
-    const recent = this.#recent;
-    const inputs = [...(u ? [u] : []), ...this.#owned, ...(recent ? [recent.ids, recent.filled] : [])];
+   * its outputs from them, and `adopt`, which takes a step's outputs as the picks (the draw indices
+   * and recent tokens they carry replace the sampler's). */
+  tail(): { structure: string; inputs: Tensor[]; run: (logits: Tensor, ids: Tensor) => Tensor[]; adopt: (outputs: Tensor[]) => DevicePicks } {
+    const carried = this.#carried;
+    const inputs = [...this.#owned, ...carriedTensors(carried)];
     const run = (logits: Tensor, ids: Tensor) => {
-      const { picks, recent: next } = this.#pickWith(logits, ids, u, recent);
-      return [...pickTensors(picks), ...(next ? [next.ids, next.filled] : [])];
+      const { picks, carried: next } = this.#pickWith(logits, ids, carried);
+      return [...pickTensors(picks), ...carriedTensors(next)];
     };
     const adopt = (outputs: Tensor[]): DevicePicks => {
       const [tokens, peak, ...rest] = outputs as [Tensor, Tensor, ...Tensor[]];
       const picks: DevicePicks = { tokens, peak };
       if (this.#alternatives >= 0) picks.logprob = rest.shift()!;
       if (this.#alternatives > 0) [picks.topIds, picks.topLogprobs] = [rest.shift()!, rest.shift()!];
-      if (recent) this.#keep({ ids: rest[0]!, filled: rest[1]! });
+      const draws = carried.draws ? rest.shift()! : null;
+      this.#keep({ draws, recent: carried.recent ? { ids: rest[0]!, filled: rest[1]! } : null });
       return picks;
     };
-    return { structure: this.#structure(), inputs, run, adopt, dispose: () => u?.dispose() };
+    return { structure: this.#structure(), inputs, run, adopt };
   }
 
   /** What decides the ops of a pick (rows, which processors, whether a row samples, how many
@@ -162,47 +178,51 @@ export class DeviceSampler {
     return [this.rows, this.vocabulary, this.#greedyOnly, this.#params !== null, this.#bias !== null, this.#penalties.map((p) => p.kind).join("+"), this.width, this.#alternatives].join("|");
   }
 
-  /** Each sampled row's uniform for its draw [B, 1], or null when no row samples. */
-  #uniforms(draws: readonly number[]): Tensor | null {
-    if (draws.length !== this.rows) throw new Error(`DeviceSampler: ${draws.length} draw indices for ${this.rows} rows`);
-    return this.#params ? column(draws.map((d, i) => drawUniform(drawKey(this.settings[i]!.seed, d)))) : null;
+  #keep(next: Carried): void {
+    const now = this.#carried;
+    if (next.draws !== now.draws) now.draws?.dispose();
+    if (next.recent !== now.recent) {
+      now.recent?.ids.dispose();
+      now.recent?.filled.dispose();
+    }
+    this.#carried = next;
   }
 
-  #keep(recent: Recent | null): void {
-    if (recent === this.#recent) return;
-    this.#recent?.ids.dispose();
-    this.#recent?.filled.dispose();
-    this.#recent = recent;
-  }
-
-  /** The pick's ops over the given uniforms and recent tokens (a pure function of its arguments and
-   * the sampler's tensors): the picks, and the recent tokens with the step's ids appended. */
-  #pickWith(logits: Tensor, inputs: Tensor | null, u: Tensor | null, recent: Recent | null): { picks: DevicePicks; recent: Recent | null } {
+  /** The pick's ops over what the previous pick carried (a pure function of its arguments and the
+   * sampler's tensors): the picks, and what this one carries on (the step's ids appended to the
+   * recent tokens, the draw indices advanced). */
+  #pickWith(logits: Tensor, inputs: Tensor | null, carried: Carried): { picks: DevicePicks; carried: Carried } {
     return tidy(() => {
       const B = this.rows;
       const V = this.vocabulary;
+      let recent = carried.recent;
       if (inputs && recent) recent = remembered(recent, inputs);
       const x0 = logits.ndim === 3 ? reshape(logits, [B, V]) : logits;
-      if (this.#greedyOnly && this.#alternatives < 0) return { picks: { tokens: argmax(x0, -1, true), peak: max(x0, -1) }, recent };
+      if (this.#greedyOnly && this.#alternatives < 0) return { picks: { tokens: argmax(x0, -1, true), peak: max(x0, -1) }, carried: { draws: null, recent } };
       // The processors work in float32; samplePick reads any float dtype.
       const processing = this.#bias !== null || recent !== null;
       const x = processing ? this.#processed(float32(x0), recent) : x0;
       let tokens: Tensor;
       let peak: Tensor;
+      let draws: Tensor | null = null;
       if (this.#params) {
-        [tokens, peak] = samplePick(x, this.#params, u!);
+        [tokens, peak] = samplePick(x, this.#params, this.#seeds!, carried.draws!);
+        // From host data (a recorded step takes it as a constant).
+        using one = Tensor.from(Uint32Array.of(1), [1]);
+        draws = add(carried.draws!, one);
       } else {
         tokens = argmax(x, -1, true);
         peak = max(x, -1);
       }
-      if (this.#alternatives < 0) return { picks: { tokens, peak }, recent };
+      const next = { draws, recent };
+      if (this.#alternatives < 0) return { picks: { tokens, peak }, carried: next };
       const n = this.#alternatives;
       const xf = float32(x);
       const lp = subtract(xf, logsumexp(xf, -1, true));
       const chosen = reshape(takeAlongAxis(lp, tokens, -1), [B]);
-      if (n === 0) return { picks: { tokens, peak, logprob: chosen }, recent };
+      if (n === 0) return { picks: { tokens, peak, logprob: chosen }, carried: next };
       const [ids, values] = largestOf(lp, n);
-      return { picks: { tokens, peak, logprob: chosen, topIds: ids, topLogprobs: values }, recent };
+      return { picks: { tokens, peak, logprob: chosen, topIds: ids, topLogprobs: values }, carried: next };
     });
   }
 
@@ -210,11 +230,11 @@ export class DeviceSampler {
    * -infinity for the masked ones (the processors apply first; rows without filters keep all). */
   filteredLogprobs(logits: Tensor): Tensor {
     return tidy(() => {
-      const x = this.#processed(float32(logits), this.#recent);
+      const x = this.#processed(float32(logits), this.#carried.recent);
       const lp = subtract(x, logsumexp(x, -1, true));
       if (!this.#params) return lp;
-      using u = column(new Array<number>(this.rows).fill(0.5));
-      const [, , threshold] = samplePick(x, this.#params, u);
+      using draws = Tensor.from(new Uint32Array(this.rows), [this.rows]);
+      const [, , threshold] = samplePick(x, this.#params, this.#seeds!, draws);
       using off = Tensor.scalar(Number.NEGATIVE_INFINITY);
       return where(greaterEqual(x, reshape(threshold, [this.rows, 1])), lp, off);
     });
@@ -269,9 +289,7 @@ export class DeviceSampler {
 
   dispose(): void {
     for (const t of this.#owned.splice(0)) t.dispose();
-    this.#recent?.ids.dispose();
-    this.#recent?.filled.dispose();
-    this.#recent = null;
+    this.#keep({ draws: null, recent: null });
   }
 }
 

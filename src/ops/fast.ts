@@ -128,12 +128,13 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
 
 /** The sampler's pick as one primitive of the shim's (shim/ext/sample.cpp; a CUDA kernel on a GPU):
  * per row of logits [B, V] with params [B, 5] float32 (1/temperature or 0 for greedy, 1 - topP or -1,
- * log(minP) or -infinity, minTokensToKeep, topK or 0) and uniforms [B] (or [B, 1]) float32 in (0, 1):
- * [tokens [B, 1] uint32, each row's max [B] (NaN if the row holds one), the filters' threshold [B]
- * (the kept tokens are logits >= threshold)]. The rule is src/engine/host-sampler.ts's. */
-export function samplePick(logits: Tensor, params: Tensor, uniforms: Tensor): [Tensor, Tensor, Tensor] {
+ * log(minP) or -infinity, minTokensToKeep, topK or 0), seeds [B, 2] uint32 (low and high 32 bits)
+ * and draws [B] uint32 (each row's draw index; its uniform is host-sampler.ts's): [tokens [B, 1]
+ * uint32, each row's max [B] (NaN if the row holds one), the filters' threshold [B] (the kept tokens
+ * are logits >= threshold)]. The rule is src/engine/host-sampler.ts's. */
+export function samplePick(logits: Tensor, params: Tensor, seeds: Tensor, draws: Tensor): [Tensor, Tensor, Tensor] {
   const op = "samplePick";
-  const handles = [handleOf(logits, op, "logits"), handleOf(params, op, "params"), handleOf(uniforms, op, "uniforms")] as const;
+  const handles = [handleOf(logits, op, "logits"), handleOf(params, op, "params"), handleOf(seeds, op, "seeds"), handleOf(draws, op, "draws")] as const;
   const out = new BigUint64Array(3);
   check(native().mlx_sample_pick(out.subarray(0, 1), out.subarray(1, 2), out.subarray(2, 3), ...handles), op);
   return [new Tensor(pointerFromWord(out[0]!)), new Tensor(pointerFromWord(out[1]!)), new Tensor(pointerFromWord(out[2]!))];

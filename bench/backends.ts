@@ -1,5 +1,3 @@
-// Decode tokens/s of the default model on the CPU reference backend vs MLX (same graph, greedy).
-import { join } from "node:path";
 import { generate, type GenerationStats } from "../src/generate.ts";
 import { DEFAULT_MODEL_DIR, loadModel } from "../src/models/index.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
@@ -29,6 +27,10 @@ export async function run(): Promise<Record<string, unknown>> {
     results[backend] = { prefill: p, decode: d };
     model.dispose();
   }
-  table("Backends on the default model (tokens/s; 16-token prompt, 16 tokens, rewritten graph)", ["backend", "prefill", "decode", "spread p", "spread d"], rows);
+  table(
+    "Backends on the default model (tokens/s; 16-token prompt, 16 tokens, rewritten graph)",
+    ["backend", "prefill", "decode", "spread p", "spread d"],
+    rows,
+  );
   return results;
 }

@@ -14,11 +14,14 @@ import { summarize, table } from "./stats.ts";
 const SIZES = [1, 4, 16];
 const MAX_TOKENS = 32;
 const REPS = 3;
-const PROMPTS = Array.from({ length: 16 }, (_, i) => Array.from({ length: 8 + ((i * 7) % 33) }, (_, t) => 1 + ((i * 131 + t * 37) % 8000)));
+const PROMPTS = Array.from({ length: 16 }, (_, i) =>
+  Array.from({ length: 8 + ((i * 7) % 33) }, (_, t) => 1 + ((i * 131 + t * 37) % 8000)),
+);
 
 export async function run(): Promise<Record<string, unknown>> {
   const results: Record<string, unknown> = {};
-  for (const name of (process.env.MLXB_BENCH_MODELS ?? "default").split(",")) results[name] = await runModel(name.trim());
+  for (const name of (process.env.MLXB_BENCH_MODELS ?? "default").split(","))
+    results[name] = await runModel(name.trim());
   return results;
 }
 
@@ -34,7 +37,8 @@ async function runModel(name: string): Promise<Record<string, unknown>> {
     for (let r = 0; r < REPS; r++) {
       const start = performance.now();
       let tokens = 0;
-      for await (const chunk of generateBatch(model, tokenizer, prompts, { maxTokens: MAX_TOKENS, ignoreEos: true })) if (!chunk.stop) tokens++;
+      for await (const chunk of generateBatch(model, tokenizer, prompts, { maxTokens: MAX_TOKENS, ignoreEos: true }))
+        if (!chunk.stop) tokens++;
       ours[n]!.push(tokens / ((performance.now() - start) / 1000));
     }
   }
@@ -47,6 +51,10 @@ async function runModel(name: string): Promise<Record<string, unknown>> {
     const b = summarize(peer[n]!);
     return [n, a.median, b.median, a.median / b.median, a.spread, b.spread];
   });
-  table(`Batch generation, ${name}, ${MAX_TOKENS} tokens per prompt (generated tokens/s)`, ["prompts", "mlx-bun", "mlx-lm", "ratio", "spread bun", "spread lm"], rows);
+  table(
+    `Batch generation, ${name}, ${MAX_TOKENS} tokens per prompt (generated tokens/s)`,
+    ["prompts", "mlx-bun", "mlx-lm", "ratio", "spread bun", "spread lm"],
+    rows,
+  );
   return { ours, peer };
 }

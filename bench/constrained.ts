@@ -16,7 +16,11 @@ const ROUNDS = 5;
 // Objects of this schema, one after another, never closing the array (a schema's array may close).
 const ITEM = {
   type: "object",
-  properties: { name: { type: "string", maxLength: 16 }, age: { type: "integer" }, tags: { type: "array", items: { enum: ["red", "green", "blue"] }, maxItems: 3 } },
+  properties: {
+    name: { type: "string", maxLength: 16 },
+    age: { type: "integer" },
+    tags: { type: "array", items: { enum: ["red", "green", "blue"] }, maxItems: 3 },
+  },
   required: ["name", "age", "tags"],
   additionalProperties: false,
 };
@@ -36,7 +40,12 @@ export async function run(): Promise<Record<string, unknown>> {
     const model = loadModel(dir, { backend: "mlx" });
     const tokenizer = Tokenizer.fromDir(dir);
     const prompt = Array.from({ length: PROMPT }, (_, t) => 1 + ((t * 37 + 11) % (model.config.vocabSize - 1)));
-    const modes = Object.fromEntries(Object.entries(MODES).map(([mode, options]) => [mode, (seed: number) => decodeRate(model, tokenizer, prompt, NEW, { seed, ...options })]));
+    const modes = Object.fromEntries(
+      Object.entries(MODES).map(([mode, options]) => [
+        mode,
+        (seed: number) => decodeRate(model, tokenizer, prompt, NEW, { seed, ...options }),
+      ]),
+    );
     const runs = await alternatingRounds(modes, ROUNDS);
     model.dispose();
     results[name] = runs;

@@ -16,16 +16,26 @@ const ROOT = join(import.meta.dir, "..");
 
 /** One generation's decode rate: tokens/s after the first, end-of-sequence ignored (`count` tokens,
  * an Error if fewer came). */
-export async function decodeRate(model: Model, tokenizer: Tokenizer, prompt: number[], count: number, options: GenerateOptions = {}): Promise<number> {
+export async function decodeRate(
+  model: Model,
+  tokenizer: Tokenizer,
+  prompt: number[],
+  count: number,
+  options: GenerateOptions = {},
+): Promise<number> {
   let first = 0;
   let n = 0;
-  for await (const _ of generate(model, tokenizer, prompt, { maxTokens: count, ignoreEos: true, ...options })) if (n++ === 0) first = performance.now();
+  for await (const _ of generate(model, tokenizer, prompt, { maxTokens: count, ignoreEos: true, ...options }))
+    if (n++ === 0) first = performance.now();
   if (n !== count) throw new Error(`bench: ${n} tokens, expected ${count}`);
   return (n - 1) / ((performance.now() - first) / 1000);
 }
 
 /** Each mode once to warm up (round 0), then `rounds` alternating rounds: the rates by mode. */
-export async function alternatingRounds(modes: Record<string, (round: number) => Promise<number>>, rounds: number): Promise<Record<string, number[]>> {
+export async function alternatingRounds(
+  modes: Record<string, (round: number) => Promise<number>>,
+  rounds: number,
+): Promise<Record<string, number[]>> {
   for (const run of Object.values(modes)) await run(0);
   const rates: Record<string, number[]> = Object.fromEntries(Object.keys(modes).map((m) => [m, []]));
   for (let r = 1; r <= rounds; r++) for (const [mode, run] of Object.entries(modes)) rates[mode]!.push(await run(r));
@@ -51,7 +61,8 @@ export const MODELS = (process.env.MLXB_BENCH_MODELS ?? "default,qwen3-0.6b").sp
 export function benchModel(name: string): string {
   if (name === "default") return DEFAULT_MODEL_DIR;
   const [shape, dtype] = name.split(":");
-  if (dtype !== undefined && dtype !== "bf16") throw new Error(`bench model '${name}': the only dtype suffix is ':bf16'`);
+  if (dtype !== undefined && dtype !== "bf16")
+    throw new Error(`bench model '${name}': the only dtype suffix is ':bf16'`);
   const dir = join(ROOT, ".cache", "models", `${shape}-shape-4bit${dtype ? "-bf16" : ""}`);
   if (!existsSync(join(dir, "config.json"))) {
     const script = join(import.meta.dir, "peers", "make_bench_model.py");
@@ -70,10 +81,20 @@ async function ours(dir: string, prompt: number[], maxTokens: number, repeats: n
   for (let r = 0; r <= repeats; r++) {
     const stats: Partial<GenerationStats> = {};
     tokens = [];
-    for await (const chunk of generate(model, tokenizer, prompt, { maxTokens, ignoreEos: true, temperature: 0, exceedContext: true }, stats)) {
+    for await (const chunk of generate(
+      model,
+      tokenizer,
+      prompt,
+      { maxTokens, ignoreEos: true, temperature: 0, exceedContext: true },
+      stats,
+    )) {
       tokens.push(chunk.token);
     }
-    if (r > 0) runs.push({ prefill: stats.promptTokens! / stats.prefillSeconds!, decode: (stats.generatedTokens! - 1) / stats.decodeSeconds! });
+    if (r > 0)
+      runs.push({
+        prefill: stats.promptTokens! / stats.prefillSeconds!,
+        decode: (stats.generatedTokens! - 1) / stats.decodeSeconds!,
+      });
   }
   const bytes = [...model.checkpoint.weights.values()].reduce((n, t) => n + t.nbytes, 0);
   model.dispose();
@@ -97,15 +118,30 @@ export async function run(): Promise<Record<string, unknown>> {
       };
       let same = 0;
       while (same < c.tokens && mine.tokens[same] === peer.tokens[same]) same++;
-      const pick = (runs: { prefill: number; decode: number }[], key: "prefill" | "decode") => summarize(runs.map((r) => r[key]));
+      const pick = (runs: { prefill: number; decode: number }[], key: "prefill" | "decode") =>
+        summarize(runs.map((r) => r[key]));
       const bound = bandwidth / mine.bytes;
       for (const key of ["prefill", "decode"] as const) {
         const a = pick(mine.runs, key);
         const b = pick(peer.runs, key);
         const decode = key === "decode";
         const label = `${name} ${c.name} ${key}`;
-        rows.push([label, a.median, b.median, a.median / b.median, decode ? bound : "-", decode ? `${same}/${c.tokens}` : "-", a.spread, b.spread]);
-        results[label] = { mlxBun: a, mlxLm: b, boundTokensPerSecond: decode ? bound : undefined, sameGreedyTokens: decode ? same : undefined };
+        rows.push([
+          label,
+          a.median,
+          b.median,
+          a.median / b.median,
+          decode ? bound : "-",
+          decode ? `${same}/${c.tokens}` : "-",
+          a.spread,
+          b.spread,
+        ]);
+        results[label] = {
+          mlxBun: a,
+          mlxLm: b,
+          boundTokensPerSecond: decode ? bound : undefined,
+          sameGreedyTokens: decode ? same : undefined,
+        };
       }
     }
     const model = loadModel(dir, { backend: "mlx" });
@@ -114,7 +150,11 @@ export async function run(): Promise<Record<string, unknown>> {
       const replayed = stepBreakdown(model, prompt, true);
       const executor = stepBreakdown(model, prompt, false);
       const lm = runPeer("step.py", [dir, JSON.stringify(prompt), String(BREAKDOWN_STEPS)]) as Breakdown;
-      for (const [who, b] of [["mlx-bun (replay)", replayed], ["mlx-bun (executor)", executor], ["mlx-lm", lm]] as const) {
+      for (const [who, b] of [
+        ["mlx-bun (replay)", replayed],
+        ["mlx-bun (executor)", executor],
+        ["mlx-lm", lm],
+      ] as const) {
         steps.push([`${name} ${c.name} ${who}`, ...stepColumns(b, lm)]);
       }
       results[`${name} ${c.name} step`] = { replayed, executor, mlxLm: lm };
@@ -134,6 +174,10 @@ export async function run(): Promise<Record<string, unknown>> {
     ["model, who", ...STEP_COLUMNS],
     steps,
   );
-  table("Primitives per decode step by kind, where mlx-bun's (replay) and mlx-lm's counts differ (short case)", ["model, primitive", "mlx-bun", "mlx-lm"], kinds);
+  table(
+    "Primitives per decode step by kind, where mlx-bun's (replay) and mlx-lm's counts differ (short case)",
+    ["model, primitive", "mlx-bun", "mlx-lm"],
+    kinds,
+  );
   return results;
 }

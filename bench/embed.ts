@@ -14,7 +14,11 @@ const MODEL = join(ROOT, ".cache", "models", "all-MiniLM-L6-v2");
 const ST_PYTHON = join(ROOT, ".cache", "st", "venv", "bin", "python");
 
 /** 64 sentences of 8 to 30 tokens. */
-const SENTENCES = Array.from({ length: 64 }, (_, i) => `Sentence ${i}: ${"the quick brown fox jumps over the lazy dog ".slice(0, 10 + ((i * 37) % 80))}near the river bank.`);
+const SENTENCES = Array.from(
+  { length: 64 },
+  (_, i) =>
+    `Sentence ${i}: ${"the quick brown fox jumps over the lazy dog ".slice(0, 10 + ((i * 37) % 80))}near the river bank.`,
+);
 
 export async function run(): Promise<Record<string, unknown>> {
   const tokenizer = Tokenizer.fromDir(MODEL);
@@ -40,7 +44,9 @@ export async function run(): Promise<Record<string, unknown>> {
   if (existsSync(ST_PYTHON)) {
     const input = join(tmpdir(), `mlxb-embed-${process.pid}.json`);
     writeFileSync(input, JSON.stringify(SENTENCES));
-    const peer = Bun.spawnSync([ST_PYTHON, join(import.meta.dir, "peers", "embed.py"), MODEL, input], { stderr: "pipe" });
+    const peer = Bun.spawnSync([ST_PYTHON, join(import.meta.dir, "peers", "embed.py"), MODEL, input], {
+      stderr: "pipe",
+    });
     if (peer.exitCode !== 0) throw new Error(`peer embed.py failed: ${peer.stderr.toString()}`);
     const lines = peer.stdout.toString().trim().split("\n");
     const out = JSON.parse(lines[lines.length - 1]!) as Record<string, number[]>;
@@ -52,6 +58,10 @@ export async function run(): Promise<Record<string, unknown>> {
   } else {
     console.log(`(sentence-transformers peer skipped: no ${ST_PYTHON})`);
   }
-  table("Sentence embeddings, all-MiniLM-L6-v2 (sentences/s; 8-30 tokens each)", ["engine", "batch", "sentences/s", "spread"], rows);
+  table(
+    "Sentence embeddings, all-MiniLM-L6-v2 (sentences/s; 8-30 tokens each)",
+    ["engine", "batch", "sentences/s", "spread"],
+    rows,
+  );
   return results;
 }

@@ -25,7 +25,10 @@ const PEERS = join(import.meta.dir, "..", ".cache", "peers", `node-llama-cpp-${L
 async function parity(): Promise<Record<string, unknown>> {
   if (!existsSync(join(PEERS, "node_modules", "node-llama-cpp"))) {
     mkdirSync(PEERS, { recursive: true });
-    const npm = Bun.spawnSync(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", PEERS, `node-llama-cpp@${LLAMA_CPP}`], { stdout: "inherit", stderr: "inherit" });
+    const npm = Bun.spawnSync(
+      ["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", PEERS, `node-llama-cpp@${LLAMA_CPP}`],
+      { stdout: "inherit", stderr: "inherit" },
+    );
     if (npm.exitCode !== 0) throw new Error("bench gguf: npm install node-llama-cpp failed");
   }
   // Beside its node_modules, so that the script's import resolves there.
@@ -35,18 +38,25 @@ async function parity(): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {};
   for (const kind of ["f16", "q8_0", "q4_0"]) {
     const file = join(DATA, `default-model-${kind}.gguf`);
-    const peer = Bun.spawnSync(["node", join(PEERS, "llama-cpp-greedy.mjs"), file, JSON.stringify(prompt), "32"], { stderr: "pipe" });
+    const peer = Bun.spawnSync(["node", join(PEERS, "llama-cpp-greedy.mjs"), file, JSON.stringify(prompt), "32"], {
+      stderr: "pipe",
+    });
     if (peer.exitCode !== 0) throw new Error(`bench gguf: node-llama-cpp failed: ${peer.stderr.toString()}`);
     const theirs = (JSON.parse(peer.stdout.toString().trim().split("\n").pop()!) as { tokens: number[] }).tokens;
     const model = loadModel(file, { backend: "mlx" });
-    const ours = (await generateText(model, Tokenizer.fromDir(file), prompt, { maxTokens: 32, ignoreEos: true })).tokens;
+    const ours = (await generateText(model, Tokenizer.fromDir(file), prompt, { maxTokens: 32, ignoreEos: true }))
+      .tokens;
     model.dispose();
     let same = 0;
     while (same < 32 && ours[same] === theirs[same]) same++;
     rows.push([kind, `${same}/32`]);
     out[kind] = { ours, theirs };
   }
-  table("Greedy tokens from the same GGUF file: mlx-bun vs node-llama-cpp (leading tokens equal)", ["file", "equal"], rows);
+  table(
+    "Greedy tokens from the same GGUF file: mlx-bun vs node-llama-cpp (leading tokens equal)",
+    ["file", "equal"],
+    rows,
+  );
   return out;
 }
 
@@ -62,13 +72,19 @@ export async function run(): Promise<Record<string, unknown>> {
     const tokenizer = Tokenizer.fromDir(DEFAULT_MODEL_DIR);
     const loads: Record<string, number> = {};
     const models: Record<string, Model> = {};
-    for (const [name, path] of [["GGUF Q4_0", GGUF], ["MLX format, same weights", dir]] as const) {
+    for (const [name, path] of [
+      ["GGUF Q4_0", GGUF],
+      ["MLX format, same weights", dir],
+    ] as const) {
       const start = performance.now();
       models[name] = loadModel(path, { backend: "mlx" });
       loads[name] = performance.now() - start;
     }
     const prompt = Array.from({ length: 96 }, (_, t) => 1 + ((t * 37 + 11) % 8191));
-    const runs = await alternatingRounds(Object.fromEntries(Object.entries(models).map(([name, m]) => [name, () => decodeRate(m, tokenizer, prompt, 96)])), ROUNDS);
+    const runs = await alternatingRounds(
+      Object.fromEntries(Object.entries(models).map(([name, m]) => [name, () => decodeRate(m, tokenizer, prompt, 96)])),
+      ROUNDS,
+    );
     for (const m of Object.values(models)) m.dispose();
     const mlx = summarize(runs["MLX format, same weights"]!).median;
     table(

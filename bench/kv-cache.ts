@@ -28,7 +28,8 @@ export async function run(): Promise<Record<string, unknown>> {
     const { layers, kvHeads, headDim } = model.config;
     const item = itemSize(model.dtype);
     const bits = cacheOptions.kvBits;
-    const perPosition = 2 * layers * kvHeads * (bits === undefined ? headDim * item : (headDim * bits) / 8 + 2 * (headDim / 64) * item);
+    const perPosition =
+      2 * layers * kvHeads * (bits === undefined ? headDim * item : (headDim * bits) / 8 + 2 * (headDim / 64) * item);
     if (name === "plain") {
       const before = memory.active();
       const cache = createCache(model, 1, POSITIONS, cacheOptions);
@@ -43,10 +44,19 @@ export async function run(): Promise<Record<string, unknown>> {
       if (r > 0) rates.push((stats.generatedTokens! - 1) / stats.decodeSeconds!);
     }
     const s = summarize(rates);
-    rows.push([name, name.startsWith("maxKvSize") ? `${perPosition} (320 positions at most)` : perPosition, s.median, s.spread]);
+    rows.push([
+      name,
+      name.startsWith("maxKvSize") ? `${perPosition} (320 positions at most)` : perPosition,
+      s.median,
+      s.spread,
+    ]);
     results[name] = { bytesPerPosition: perPosition, decode: s };
   }
   model.dispose();
-  table(`KV cache variants, default model (bytes per cached position, plain measured: ${results["plain measured bytes/position"]}; decode tokens/s, 256-token prompt + 128)`, ["cache", "bytes/position", "decode tok/s", "spread"], rows);
+  table(
+    `KV cache variants, default model (bytes per cached position, plain measured: ${results["plain measured bytes/position"]}; decode tokens/s, 256-token prompt + 128)`,
+    ["cache", "bytes/position", "decode tok/s", "spread"],
+    rows,
+  );
   return results;
 }

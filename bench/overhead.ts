@@ -53,7 +53,14 @@ export function run(): Record<string, Sample | number> {
     ["what", "mlx-bun", "python mlx", "ratio py/bun", "spread bun", "spread py"],
     [
       ["add(a, b) + free", add.median, peer.add.median, peer.add.median / add.median, add.spread, peer.add.spread],
-      ["30-op graph build", graph30.median, peer.graph30.median, peer.graph30.median / graph30.median, graph30.spread, peer.graph30.spread],
+      [
+        "30-op graph build",
+        graph30.median,
+        peer.graph30.median,
+        peer.graph30.median / graph30.median,
+        graph30.spread,
+        peer.graph30.spread,
+      ],
     ],
   );
   return { add, graph30, pythonAdd: peer.add, pythonGraph30: peer.graph30, ffi, cppFloor: floor[0]!, shim, wrapped };

@@ -25,9 +25,12 @@ export async function run(): Promise<Record<string, unknown>> {
     for (let r = 0; r <= 5; r++) {
       using cache = new PromptCache(model, 1024);
       const reply: number[] = [];
-      for await (const c of generate(model, tokenizer, first, { maxTokens: 16, ignoreEos: true, promptCache: cache })) reply.push(c.token);
+      for await (const c of generate(model, tokenizer, first, { maxTokens: 16, ignoreEos: true, promptCache: cache }))
+        reply.push(c.token);
       const second = [...first, ...reply, ...Array.from({ length: 16 }, (_, i) => 100 + i)];
-      const withCache = await firstToken(() => generate(model, tokenizer, second, { maxTokens: 1, promptCache: cache }));
+      const withCache = await firstToken(() =>
+        generate(model, tokenizer, second, { maxTokens: 1, promptCache: cache }),
+      );
       const without = await firstToken(() => generate(model, tokenizer, second, { maxTokens: 1 }));
       if (r > 0) {
         reused.push(withCache);
@@ -40,6 +43,10 @@ export async function run(): Promise<Record<string, unknown>> {
     results[backend] = { fresh: b, reused: a };
     model.dispose();
   }
-  table("Second turn time to first token (ms): 512-token first turn + 16-token reply + 16 new tokens", ["backend", "full prefill", "prompt cache", "speedup"], rows);
+  table(
+    "Second turn time to first token (ms): 512-token first turn + 16-token reply + 16 new tokens",
+    ["backend", "full prefill", "prompt cache", "speedup"],
+    rows,
+  );
   return results;
 }

@@ -1,6 +1,3 @@
-// Quantized vs dense matmul (decode and prefill shapes), quantize throughput, and checkpoint load
-// time vs mlx-lm's load of the same directory.
-import { join } from "node:path";
 import { loadCheckpoint } from "../src/io/checkpoint.ts";
 import { linear } from "../src/quant/linear.ts";
 import { evalAll } from "../src/ops/core.ts";
@@ -23,16 +20,35 @@ export function run(): Record<string, unknown> {
   const q = quant.quantize(w, { bits: 4, groupSize: 64 });
   evalAll([q.weight, q.scales, q.biases!]);
   const rows: (string | number)[][] = [];
-  for (const [label, tokens] of [["decode", 1], ["prefill", 512]] as const) {
+  for (const [label, tokens] of [
+    ["decode", 1],
+    ["prefill", 512],
+  ] as const) {
     using x = random([tokens, N]);
     const dense = timeNs(() => ops.matmul(x, wt).eval().dispose(), tokens === 1 ? 20 : 2, 9, 2);
-    const packed = timeNs(() => quant.quantizedMatmul(x, q, { bits: 4, groupSize: 64 }).eval().dispose(), tokens === 1 ? 20 : 2, tokens === 1 ? 9 : 3, tokens === 1 ? 2 : 1);
-    const weights = new Map([["w.weight", q.weight], ["w.scales", q.scales], ["w.biases", q.biases!]]);
+    const packed = timeNs(
+      () => quant.quantizedMatmul(x, q, { bits: 4, groupSize: 64 }).eval().dispose(),
+      tokens === 1 ? 20 : 2,
+      tokens === 1 ? 9 : 3,
+      tokens === 1 ? 2 : 1,
+    );
+    const weights = new Map([
+      ["w.weight", q.weight],
+      ["w.scales", q.scales],
+      ["w.biases", q.biases!],
+    ]);
     const config = { global: { mode: "affine" as const, bits: 4, groupSize: 64 }, layers: new Map() };
     const viaLinear = timeNs(() => linear(x, weights, "w", config).eval().dispose(), tokens === 1 ? 20 : 2, 9, 2);
     rows.push([
-      `${label} [${tokens}x${N}] @ [${N}x${N}]`, dense.median / 1e3, packed.median / 1e3, viaLinear.median / 1e3,
-      dense.median / packed.median, dense.median / viaLinear.median, dense.spread, packed.spread, viaLinear.spread,
+      `${label} [${tokens}x${N}] @ [${N}x${N}]`,
+      dense.median / 1e3,
+      packed.median / 1e3,
+      viaLinear.median / 1e3,
+      dense.median / packed.median,
+      dense.median / viaLinear.median,
+      dense.spread,
+      packed.spread,
+      viaLinear.spread,
     ]);
     results[`matmul ${label}`] = { dense, packed, viaLinear };
   }
@@ -43,9 +59,18 @@ export function run(): Record<string, unknown> {
   );
   quant.disposeQuantized(q);
 
-  const quantize: Sample = timeNs(() => quant.disposeQuantized(evalQuantized(quant.quantize(w, { bits: 4, groupSize: 64 }))), 1, 7, 1);
+  const quantize: Sample = timeNs(
+    () => quant.disposeQuantized(evalQuantized(quant.quantize(w, { bits: 4, groupSize: 64 }))),
+    1,
+    7,
+    1,
+  );
   const mbPerSecond = (N * N * 4) / 1e6 / (quantize.median / 1e9);
-  table("Quantize throughput", ["what", "ms", "MB/s of float32 in", "spread"], [[`${N}x${N} float32 -> 4-bit`, quantize.median / 1e6, mbPerSecond, quantize.spread]]);
+  table(
+    "Quantize throughput",
+    ["what", "ms", "MB/s of float32 in", "spread"],
+    [[`${N}x${N} float32 -> 4-bit`, quantize.median / 1e6, mbPerSecond, quantize.spread]],
+  );
   results.quantize = { ...quantize, mbPerSecond };
 
   const dir = DEFAULT_MODEL_DIR;
@@ -59,9 +84,11 @@ export function run(): Record<string, unknown> {
   }
   const ours = summarize(loads.slice(2));
   const peer = runPeer("load.py", [dir]) as Sample;
-  table("Checkpoint load (default model, ms to weights evaluated)", ["mlx-bun", "mlx-lm load", "ratio mlx-lm/bun", "spread bun", "spread mlx-lm"], [
-    [ours.median, peer.median, peer.median / ours.median, ours.spread, peer.spread],
-  ]);
+  table(
+    "Checkpoint load (default model, ms to weights evaluated)",
+    ["mlx-bun", "mlx-lm load", "ratio mlx-lm/bun", "spread bun", "spread mlx-lm"],
+    [[ours.median, peer.median, peer.median / ours.median, ours.spread, peer.spread]],
+  );
   results.load = { mlxBun: ours, mlxLm: peer };
   return results;
 }

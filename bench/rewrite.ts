@@ -1,6 +1,3 @@
-// Decode tokens/s and time per layer on the default model: the plain graph, each rewriter alone,
-// the default set and all rewriters, measured in one run (greedy, fixed token count).
-import { join } from "node:path";
 import { generate, type GenerationStats } from "../src/generate.ts";
 import { DEFAULT_MODEL_DIR, loadModel } from "../src/models/index.ts";
 import { DEFAULT_REWRITERS, REWRITERS } from "../src/rewrite/index.ts";
@@ -28,7 +25,13 @@ export async function run(): Promise<Record<string, unknown>> {
     const speeds: number[] = [];
     for (let r = 0; r <= REPEATS; r++) {
       const stats: Partial<GenerationStats> = {};
-      for await (const _ of generate(model, tokenizer, prompt, { maxTokens: MAX_TOKENS, ignoreEos: true, rewrite }, stats)) {
+      for await (const _ of generate(
+        model,
+        tokenizer,
+        prompt,
+        { maxTokens: MAX_TOKENS, ignoreEos: true, rewrite },
+        stats,
+      )) {
       }
       if (r > 0) speeds.push((stats.generatedTokens! - 1) / stats.decodeSeconds!);
     }

@@ -24,7 +24,12 @@ export async function run(): Promise<Record<string, unknown>> {
     const model = loadModel(dir, { backend: "mlx" });
     const tokenizer = Tokenizer.fromDir(dir);
     const prompt = Array.from({ length: PROMPT }, (_, t) => 1 + ((t * 37 + 11) % (model.config.vocabSize - 1)));
-    const modes = Object.fromEntries(Object.entries(MODES).map(([mode, options]) => [mode, (seed: number) => decodeRate(model, tokenizer, prompt, NEW, { seed, ...options })]));
+    const modes = Object.fromEntries(
+      Object.entries(MODES).map(([mode, options]) => [
+        mode,
+        (seed: number) => decodeRate(model, tokenizer, prompt, NEW, { seed, ...options }),
+      ]),
+    );
     const runs = await alternatingRounds(modes, ROUNDS);
     model.dispose();
     results[name] = runs;

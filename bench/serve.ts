@@ -29,13 +29,25 @@ async function waitFor(url: string, child: ReturnType<typeof Bun.spawn>): Promis
 /** The model name each server takes: ours its directory's name, mlx_lm.server its path. */
 const names = new Map<string, string>();
 
-async function client(base: string, i: number, start: number, maxTokens = MAX_TOKENS): Promise<{ ttft: number; tokens: number }> {
+async function client(
+  base: string,
+  i: number,
+  start: number,
+  maxTokens = MAX_TOKENS,
+): Promise<{ ttft: number; tokens: number }> {
   const response = await fetch(`${base}/v1/completions`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({
-      model: names.get(base), prompt: `Client ${i}: the ship sailed`, max_tokens: maxTokens, temperature: 0.7, top_p: 0.9, seed: i, stream: true,
-      logit_bias: { "0": -100 }, stream_options: { include_usage: true },
+      model: names.get(base),
+      prompt: `Client ${i}: the ship sailed`,
+      max_tokens: maxTokens,
+      temperature: 0.7,
+      top_p: 0.9,
+      seed: i,
+      stream: true,
+      logit_bias: { "0": -100 },
+      stream_options: { include_usage: true },
     }),
   });
   if (!response.ok) throw new Error(`${base}: ${response.status} ${await response.text()}`);
@@ -50,7 +62,11 @@ async function client(base: string, i: number, start: number, maxTokens = MAX_TO
     buffer = events.pop()!;
     for (const event of events) {
       // Only data lines (a server may also send comments or other fields).
-      const data = event.split(/\r?\n/).filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("");
+      const data = event
+        .split(/\r?\n/)
+        .filter((l) => l.startsWith("data:"))
+        .map((l) => l.slice(5).trim())
+        .join("");
       if (!data || data === "[DONE]") continue;
       const chunk = JSON.parse(data) as { choices: { text?: string }[]; usage?: { completion_tokens: number } };
       if (chunk.choices[0]?.text) {
@@ -73,7 +89,12 @@ async function load(base: string, n: number) {
   const runs = await Promise.all(Array.from({ length: n }, (_, i) => client(base, i, start)));
   const seconds = (performance.now() - start) / 1000;
   const ttfts = runs.map((r) => r.ttft);
-  return { tokensPerSecond: runs.reduce((s, r) => s + r.tokens, 0) / seconds, ttftP50: percentile(ttfts, 0.5), ttftP99: percentile(ttfts, 0.99), tokens: runs.reduce((s, r) => s + r.tokens, 0) };
+  return {
+    tokensPerSecond: runs.reduce((s, r) => s + r.tokens, 0) / seconds,
+    ttftP50: percentile(ttfts, 0.5),
+    ttftP99: percentile(ttfts, 0.99),
+    tokens: runs.reduce((s, r) => s + r.tokens, 0),
+  };
 }
 
 /** A request arriving while `others` clients decode long completions: its time to first token, and
@@ -91,13 +112,35 @@ async function lateArrival(base: string, others: number): Promise<{ alone: numbe
   return { alone: percentile(alone, 0.5), busy: percentile(busy, 0.5) };
 }
 
-const MODEL_DIR = process.env.MLXB_BENCH_SERVE_MODEL ? benchModel(process.env.MLXB_BENCH_SERVE_MODEL) : DEFAULT_MODEL_DIR;
+const MODEL_DIR = process.env.MLXB_BENCH_SERVE_MODEL
+  ? benchModel(process.env.MLXB_BENCH_SERVE_MODEL)
+  : DEFAULT_MODEL_DIR;
 const MODEL_ID = basename(MODEL_DIR);
 
 export async function run(): Promise<Record<string, unknown>> {
   const servers = [
-    { name: "mlx-bun serve", port: 18431, command: [process.execPath, join(ROOT, "src", "bin.ts"), "serve", "--model", MODEL_DIR, "--backend", "mlx", "--port", "18431", "--max-concurrent", "16"] },
-    { name: "mlx_lm.server", port: 18432, command: [PEER_PYTHON, "-m", "mlx_lm", "server", "--model", MODEL_DIR, "--port", "18432", "--log-level", "ERROR"] },
+    {
+      name: "mlx-bun serve",
+      port: 18431,
+      command: [
+        process.execPath,
+        join(ROOT, "src", "bin.ts"),
+        "serve",
+        "--model",
+        MODEL_DIR,
+        "--backend",
+        "mlx",
+        "--port",
+        "18431",
+        "--max-concurrent",
+        "16",
+      ],
+    },
+    {
+      name: "mlx_lm.server",
+      port: 18432,
+      command: [PEER_PYTHON, "-m", "mlx_lm", "server", "--model", MODEL_DIR, "--port", "18432", "--log-level", "ERROR"],
+    },
   ];
   const results: Record<string, unknown> = {};
   const rows: (string | number)[][] = [];
@@ -119,8 +162,17 @@ export async function run(): Promise<Record<string, unknown>> {
       await child.exited;
     }
   }
-  table(`Concurrent streaming clients, ${MAX_TOKENS}-token sampled completions each, ${MODEL_ID} (aggregate tokens/s, time to first token in ms)`, ["server", "clients", "tokens/s", "TTFT p50", "TTFT p99", "tokens"], rows);
+  table(
+    `Concurrent streaming clients, ${MAX_TOKENS}-token sampled completions each, ${MODEL_ID} (aggregate tokens/s, time to first token in ms)`,
+    ["server", "clients", "tokens/s", "TTFT p50", "TTFT p99", "tokens"],
+    rows,
+  );
   const late = results["late arrival"] as { alone: number; busy: number } | undefined;
-  if (late) table("mlx-bun serve: a 4-token request's time to first token (ms, median of 3)", ["alone", "while 15 others decode", "ratio"], [[late.alone, late.busy, late.busy / late.alone]]);
+  if (late)
+    table(
+      "mlx-bun serve: a 4-token request's time to first token (ms, median of 3)",
+      ["alone", "while 15 others decode", "ratio"],
+      [[late.alone, late.busy, late.busy / late.alone]],
+    );
   return results;
 }

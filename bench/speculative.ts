@@ -21,7 +21,10 @@ const PROMPT = "The history of the city";
 export async function run(): Promise<Record<string, unknown>> {
   const draftDir = join(ROOT, ".cache", "models", "default-draft-2-layers");
   if (!existsSync(join(draftDir, "config.json"))) {
-    const made = Bun.spawnSync([PEER_PYTHON, join(import.meta.dir, "peers", "make_draft.py"), DEFAULT_MODEL_DIR, draftDir, "2"], { stderr: "pipe" });
+    const made = Bun.spawnSync(
+      [PEER_PYTHON, join(import.meta.dir, "peers", "make_draft.py"), DEFAULT_MODEL_DIR, draftDir, "2"],
+      { stderr: "pipe" },
+    );
     if (made.exitCode !== 0) throw new Error(`make_draft.py failed: ${made.stderr}`);
   }
   const target = loadModel(DEFAULT_MODEL_DIR, { backend: "mlx" });
@@ -44,7 +47,9 @@ export async function run(): Promise<Record<string, unknown>> {
     let stats: Partial<SpeculativeStats> = {};
     for (let r = 0; r <= REPS; r++) {
       stats = {};
-      const rate = await timed(() => speculativeGenerate(target, draft, tokenizer, PROMPT, { ...options, numDraftTokens: k }, stats));
+      const rate = await timed(() =>
+        speculativeGenerate(target, draft, tokenizer, PROMPT, { ...options, numDraftTokens: k }, stats),
+      );
       if (r > 0) rates.push(rate);
     }
     ours[k] = { rate: summarize(rates).median, accepted: stats.acceptedTokens! / stats.generatedTokens! };
@@ -60,6 +65,10 @@ export async function run(): Promise<Record<string, unknown>> {
     const p = peer[String(k)] as { tokens_per_second: number[]; from_draft: number };
     rows.push([`draft k=${k}`, ours[k]!.rate, ours[k]!.accepted, summarize(p.tokens_per_second).median, p.from_draft]);
   }
-  table(`Speculative decoding, default model + its first 2 layers as draft, greedy, ${MAX_TOKENS} tokens (tokens/s; share of tokens from the draft)`, ["decoding", "mlx-bun", "from draft", "mlx-lm", "from draft"], rows);
+  table(
+    `Speculative decoding, default model + its first 2 layers as draft, greedy, ${MAX_TOKENS} tokens (tokens/s; share of tokens from the draft)`,
+    ["decoding", "mlx-bun", "from draft", "mlx-lm", "from draft"],
+    rows,
+  );
   return { ours, plain, peer };
 }

@@ -73,16 +73,38 @@ export function stepBreakdown(model: MlxModel, prompt: number[], replay: boolean
 }
 
 /** The step table's columns (after the row's label), for a breakdown and mlx-lm's of the same run. */
-export const STEP_COLUMNS = ["build", "eval call", "wait", "total", "tok/s", "primitives", "build / lm", "build median", "median / lm"];
+export const STEP_COLUMNS = [
+  "build",
+  "eval call",
+  "wait",
+  "total",
+  "tok/s",
+  "primitives",
+  "build / lm",
+  "build median",
+  "median / lm",
+];
 export function stepColumns(b: Breakdown, lm: Breakdown): number[] {
   const total = b.buildMs + b.evalCallMs + b.waitMs;
-  return [b.buildMs, b.evalCallMs, b.waitMs, total, 1000 / total, b.primitives, b.buildMs / lm.buildMs, b.buildMedianMs, b.buildMedianMs / lm.buildMedianMs];
+  return [
+    b.buildMs,
+    b.evalCallMs,
+    b.waitMs,
+    total,
+    1000 / total,
+    b.primitives,
+    b.buildMs / lm.buildMs,
+    b.buildMedianMs,
+    b.buildMedianMs / lm.buildMedianMs,
+  ];
 }
 
 /** Rows of the primitive kinds whose counts per step differ between mlx-bun and mlx-lm. */
 export function kindRows(label: string, ours: Breakdown, lm: Breakdown): (string | number)[][] {
   const names = [...new Set([...Object.keys(ours.kinds), ...Object.keys(lm.kinds)])].sort();
-  return names.filter((k) => ours.kinds[k] !== lm.kinds[k]).map((k) => [`${label} ${k}`, ours.kinds[k] ?? 0, lm.kinds[k] ?? 0]);
+  return names
+    .filter((k) => ours.kinds[k] !== lm.kinds[k])
+    .map((k) => [`${label} ${k}`, ours.kinds[k] ?? 0, lm.kinds[k] ?? 0]);
 }
 
 export async function run(): Promise<Record<string, unknown>> {
@@ -95,7 +117,11 @@ export async function run(): Promise<Record<string, unknown>> {
     const rounds: Record<string, Breakdown>[] = [];
     for (let r = 0; r < ROUNDS; r++) {
       const lm = runPeer("step.py", [dir, JSON.stringify(prompt), String(BREAKDOWN_STEPS)]) as Breakdown;
-      const round = { "mlx-bun (replay)": stepBreakdown(model, prompt, true), "mlx-bun (executor)": stepBreakdown(model, prompt, false), "mlx-lm": lm };
+      const round = {
+        "mlx-bun (replay)": stepBreakdown(model, prompt, true),
+        "mlx-bun (executor)": stepBreakdown(model, prompt, false),
+        "mlx-lm": lm,
+      };
       rounds.push(round);
       for (const [who, b] of Object.entries(round)) {
         rows.push([`${name} ${who} #${r + 1}`, ...stepColumns(b, lm)]);

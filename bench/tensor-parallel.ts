@@ -28,7 +28,14 @@ async function rank(dir: string, backend: "ring" | "nccl"): Promise<RankResult> 
   for (let r = 0; r <= REPEATS; r++) {
     const stats: Partial<GenerationStats> = {};
     tokens = [];
-    for await (const chunk of generate(model, tokenizer, PROMPT, { maxTokens: TOKENS, ignoreEos: true, temperature: 0 }, stats)) tokens.push(chunk.token);
+    for await (const chunk of generate(
+      model,
+      tokenizer,
+      PROMPT,
+      { maxTokens: TOKENS, ignoreEos: true, temperature: 0 },
+      stats,
+    ))
+      tokens.push(chunk.token);
     if (r > 0) decode.push((stats.generatedTokens! - 1) / stats.decodeSeconds!);
   }
   model.dispose();
@@ -39,8 +46,16 @@ async function rank(dir: string, backend: "ring" | "nccl"): Promise<RankResult> 
 
 function runRanks(command: string[]): RankResult[] {
   const done = Bun.spawnSync(command, { stdout: "pipe", stderr: "pipe" });
-  if (done.exitCode !== 0) throw new Error(`bench tensor-parallel: ${command.join(" ")} failed (${done.exitCode}): ${done.stderr.toString().slice(-2000)}`);
-  return done.stdout.toString().trim().split("\n").filter((l) => l.includes("{")).map((l) => JSON.parse(l.replace(/^\[\d+\] /, "")) as RankResult);
+  if (done.exitCode !== 0)
+    throw new Error(
+      `bench tensor-parallel: ${command.join(" ")} failed (${done.exitCode}): ${done.stderr.toString().slice(-2000)}`,
+    );
+  return done.stdout
+    .toString()
+    .trim()
+    .split("\n")
+    .filter((l) => l.includes("{"))
+    .map((l) => JSON.parse(l.replace(/^\[\d+\] /, "")) as RankResult);
 }
 
 export function run(): Record<string, unknown> {
@@ -74,4 +89,5 @@ export function run(): Record<string, unknown> {
   return results;
 }
 
-if (import.meta.main && process.argv[2] === "--rank") console.log(JSON.stringify(await rank(process.argv[3]!, process.argv[4] as "ring" | "nccl")));
+if (import.meta.main && process.argv[2] === "--rank")
+  console.log(JSON.stringify(await rank(process.argv[3]!, process.argv[4] as "ring" | "nccl")));

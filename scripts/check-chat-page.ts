@@ -7,7 +7,11 @@ import { DEFAULT_MODEL_DIR, serve } from "../src/index.ts";
 
 const screenshot = process.argv[2] ?? "/tmp/mlx-bun-chat.png";
 const server = serve({ model: DEFAULT_MODEL_DIR, port: 0 });
-const browser = await puppeteer.launch({ executablePath: process.env["CHROMIUM"] ?? "/usr/bin/chromium", headless: true, args: ["--no-sandbox"] });
+const browser = await puppeteer.launch({
+  executablePath: process.env["CHROMIUM"] ?? "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox"],
+});
 try {
   const page = await browser.newPage();
   await page.setViewport({ width: 900, height: 500 });
@@ -15,7 +19,9 @@ try {
   await page.type("#input", "Tell me about ships.");
   await page.click("button");
   // Runs in the page (the DOM's types are not in this project's lib).
-  await page.waitForSelector("xpath///p[@id='status'][contains(., 'chunks in') or contains(., 'error')]", { timeout: 60_000 });
+  await page.waitForSelector("xpath///p[@id='status'][contains(., 'chunks in') or contains(., 'error')]", {
+    timeout: 60_000,
+  });
   const status = await page.$eval("#status", (e) => e.textContent ?? "");
   const reply = await page.$eval("#log .assistant", (e) => e.textContent ?? "");
   await page.screenshot({ path: screenshot });

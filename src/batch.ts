@@ -2,7 +2,17 @@
 // into one batch whose KV cache masks the padding. Each row has its own sampler state (seeded as a
 // single generate with the same seed), stops, text stream and finish reason, and gives the tokens it
 // would alone (up to the float rounding of a batched matmul).
-import { checkedOptions, checkedPromptIds, type GenerateOptions, type GenerationChunk, graphFor, needsOwnCache, sequenceRequest, sharedEngine, soloEngine } from "./generate.ts";
+import {
+  checkedOptions,
+  checkedPromptIds,
+  type GenerateOptions,
+  type GenerationChunk,
+  graphFor,
+  needsOwnCache,
+  sequenceRequest,
+  sharedEngine,
+  soloEngine,
+} from "./generate.ts";
 import type { Model } from "./models/index.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
@@ -35,7 +45,8 @@ export async function* generateBatch(
   if (options.promptCache !== undefined) throw new Error("generateBatch: promptCache is for single generations");
   const checked = checkedOptions(options);
   const { maxTokens } = checked;
-  if (!Array.isArray(prompts) || prompts.length === 0) throw new Error("generateBatch: prompts must be a non-empty list of strings or token id lists");
+  if (!Array.isArray(prompts) || prompts.length === 0)
+    throw new Error("generateBatch: prompts must be a non-empty list of strings or token id lists");
   const ids = prompts.map((p, i) => {
     try {
       return checkedPromptIds(typeof p === "string" ? tokenizer.encode(p) : p, model.config.vocabSize);
@@ -46,12 +57,16 @@ export async function* generateBatch(
   const longest = Math.max(...ids.map((p) => p.length));
   const context = model.config.maxPositions;
   if (context !== undefined && longest + maxTokens > context && !options.exceedContext) {
-    throw new Error(`generateBatch: the longest prompt (${longest} tokens) + maxTokens (${maxTokens}) exceeds the model's context of ${context} positions; lower maxTokens, or pass exceedContext: true`);
+    throw new Error(
+      `generateBatch: the longest prompt (${longest} tokens) + maxTokens (${maxTokens}) exceeds the model's context of ${context} positions; lower maxTokens, or pass exceedContext: true`,
+    );
   }
   const graph = graphFor(model, options.rewrite);
   const requests = ids.map((p) => sequenceRequest(model, tokenizer, p, checked, options));
   const own = needsOwnCache(model, options, longest + maxTokens);
-  const engine = own ? soloEngine(model, graph, options, ids.length, longest, longest + maxTokens) : sharedEngine(model, graph, options.replay !== false);
+  const engine = own
+    ? soloEngine(model, graph, options, ids.length, longest, longest + maxTokens)
+    : sharedEngine(model, graph, options.replay !== false);
   const sequences = engine.submit(requests);
   const streams = sequences.map((s) => s.chunks());
   const update = () => {
@@ -90,7 +105,12 @@ export async function* generateBatch(
 }
 
 /** Generates every prompt to completion: each row's text and tokens, in the prompts' order. */
-export async function generateBatchText(model: Model, tokenizer: Tokenizer, prompts: readonly (string | number[])[], options: GenerateOptions = {}) {
+export async function generateBatchText(
+  model: Model,
+  tokenizer: Tokenizer,
+  prompts: readonly (string | number[])[],
+  options: GenerateOptions = {},
+) {
   const stats: Partial<BatchStats> = {};
   const texts = prompts.map(() => "");
   const tokens: number[][] = prompts.map(() => []);

@@ -28,10 +28,12 @@ async function main(argv: string[]): Promise<void> {
     case "setup": {
       const unknown = rest.filter((a) => !["--cpu", "--cuda", "--force", "--embedding-model"].includes(a));
       if (unknown.length > 0) throw new UsageError(`setup: unknown option '${unknown[0]}'`);
-      if (rest.includes("--cpu") && rest.includes("--cuda")) throw new UsageError("setup: --cpu and --cuda exclude each other");
+      if (rest.includes("--cpu") && rest.includes("--cuda"))
+        throw new UsageError("setup: --cpu and --cuda exclude each other");
       const target = rest.includes("--cuda") ? "cuda13" : rest.includes("--cpu") ? "cpu" : undefined;
       console.log(setup({ ...(target ? { target } : {}), force: rest.includes("--force") }));
-      if (rest.includes("--embedding-model")) console.log(installEmbeddingModel(undefined, { force: rest.includes("--force") }));
+      if (rest.includes("--embedding-model"))
+        console.log(installEmbeddingModel(undefined, { force: rest.includes("--force") }));
       return;
     }
     case "generate":
@@ -45,12 +47,14 @@ async function main(argv: string[]): Promise<void> {
       const usage = "launch: usage is mlx-bun launch -n N [--backend ring|nccl] -- COMMAND ...";
       if (rest[0] !== "-n" || (split !== 2 && split !== 4)) throw new UsageError(usage);
       const ranks = Number(rest[1]);
-      if (!Number.isSafeInteger(ranks) || ranks < 1 || ranks > 64) throw new UsageError(`launch: -n must be an integer in [1, 64], got '${rest[1]}'`);
+      if (!Number.isSafeInteger(ranks) || ranks < 1 || ranks > 64)
+        throw new UsageError(`launch: -n must be an integer in [1, 64], got '${rest[1]}'`);
       let backend: LaunchBackend = "ring";
       if (split === 4) {
         if (rest[2] !== "--backend") throw new UsageError(usage);
         const named = LAUNCH_BACKENDS.find((b) => b === rest[3]);
-        if (!named) throw new UsageError(`launch: --backend must be one of ${LAUNCH_BACKENDS.join(", ")}, got '${rest[3]}'`);
+        if (!named)
+          throw new UsageError(`launch: --backend must be one of ${LAUNCH_BACKENDS.join(", ")}, got '${rest[3]}'`);
         backend = named;
       }
       if (split === rest.length - 1) throw new UsageError("launch: no command after --");

@@ -11,7 +11,6 @@ import { PromptCache } from "./prompt-cache.ts";
 import { speculativeGenerate } from "./speculative.ts";
 import { Tokenizer } from "./tokenizer.ts";
 
-
 const USAGE = `usage: mlx-bun generate [options]   (in a checkout: bun run src/cli.ts [options])
   --model PATH         MLX-format checkpoint directory (config.json, model*.safetensors, tokenizer.json)
                        or a GGUF file (.gguf: llama, qwen2, qwen3; F16/BF16/F32, Q8_0, Q4_0, Q4_1)
@@ -39,7 +38,8 @@ export class UsageError extends Error {}
 
 export function numberFlag(name: string, text: string, check: (v: number) => boolean, range: string): number {
   const value = Number(text);
-  if (text.trim() === "" || !Number.isFinite(value) || !check(value)) throw new UsageError(`--${name} must be ${range}, got '${text}'`);
+  if (text.trim() === "" || !Number.isFinite(value) || !check(value))
+    throw new UsageError(`--${name} must be ${range}, got '${text}'`);
   return value;
 }
 
@@ -85,11 +85,17 @@ function parse(argv: string[]) {
   });
   const v = parsed.values;
   const model = v.model!;
-  if (!v.help && !(existsSync(model) && (statSync(model).isDirectory() || isGguf(model)))) throw new UsageError(`model directory not found: ${model}`);
-  if (!v.help && !isModelPath(model)) throw new UsageError(`${model} is not a model directory (no config.json) or a .gguf file`);
-  if (!["mlx", "cpu", "auto"].includes(v.backend!.trim().toLowerCase())) throw new UsageError(`--backend must be mlx, cpu or auto, got '${v.backend}'`);
+  if (!v.help && !(existsSync(model) && (statSync(model).isDirectory() || isGguf(model))))
+    throw new UsageError(`model directory not found: ${model}`);
+  if (!v.help && !isModelPath(model))
+    throw new UsageError(`${model} is not a model directory (no config.json) or a .gguf file`);
+  if (!["mlx", "cpu", "auto"].includes(v.backend!.trim().toLowerCase()))
+    throw new UsageError(`--backend must be mlx, cpu or auto, got '${v.backend}'`);
   if (v["draft-model"] !== undefined) {
-    if (!isModelPath(v["draft-model"])) throw new UsageError(`--draft-model: ${v["draft-model"]} is not a model directory (no config.json) or a .gguf file`);
+    if (!isModelPath(v["draft-model"]))
+      throw new UsageError(
+        `--draft-model: ${v["draft-model"]} is not a model directory (no config.json) or a .gguf file`,
+      );
     if (Number(v.temperature) !== 0) throw new UsageError("--draft-model decodes greedily: pass --temperature 0");
     if (v["prompt-cache"] !== undefined) throw new UsageError("--draft-model and --prompt-cache exclude each other");
   }
@@ -102,9 +108,18 @@ function parse(argv: string[]) {
     backend: v.backend!,
     promptCache: v["prompt-cache"],
     draftModel: v["draft-model"],
-    maxKvSize: v["max-kv-size"] === undefined ? undefined : numberFlag("max-kv-size", v["max-kv-size"], (n) => Number.isSafeInteger(n) && n > 4, "an integer > 4"),
-    kvBits: v["kv-bits"] === undefined ? undefined : numberFlag("kv-bits", v["kv-bits"], (n) => n === 4 || n === 8, "4 or 8"),
-    numDraft: numberFlag("num-draft", v["num-draft"]!, (n) => Number.isSafeInteger(n) && n >= 1 && n <= 64, "an integer in [1, 64]"),
+    maxKvSize:
+      v["max-kv-size"] === undefined
+        ? undefined
+        : numberFlag("max-kv-size", v["max-kv-size"], (n) => Number.isSafeInteger(n) && n > 4, "an integer > 4"),
+    kvBits:
+      v["kv-bits"] === undefined ? undefined : numberFlag("kv-bits", v["kv-bits"], (n) => n === 4 || n === 8, "4 or 8"),
+    numDraft: numberFlag(
+      "num-draft",
+      v["num-draft"]!,
+      (n) => Number.isSafeInteger(n) && n >= 1 && n <= 64,
+      "an integer in [1, 64]",
+    ),
     maxTokens: numberFlag("max-tokens", v["max-tokens"]!, (n) => Number.isSafeInteger(n) && n >= 1, "an integer >= 1"),
     temperature: numberFlag("temperature", v.temperature!, (n) => n >= 0, "a number >= 0"),
     topP: numberFlag("top-p", v["top-p"]!, (n) => n > 0 && n <= 1, "a number in (0, 1]"),
@@ -124,7 +139,9 @@ export async function main(argv: string[]): Promise<void> {
   const progress = (loaded: number, total: number) => {
     const width = 24;
     const filled = Math.round((loaded / total) * width);
-    process.stderr.write(`\rloading ${args.model} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${loaded}/${total} files`);
+    process.stderr.write(
+      `\rloading ${args.model} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${loaded}/${total} files`,
+    );
     if (loaded === total) process.stderr.write("\n");
   };
   const model = loadModel(args.model, { backend: args.backend, onProgress: progress });
@@ -137,16 +154,42 @@ export async function main(argv: string[]): Promise<void> {
         `${quant ? `, ${quant.bits}-bit ${quant.mode}` : ""}; ` +
         (info ? `MLX ${info.mlxVersion} on ${info.device} (${info.name})` : "CPU reference backend"),
     );
-    const prompt = args.chat ? tokenizer.encode(tokenizer.applyChatTemplate([{ role: "user", content: args.prompt }]), false) : args.prompt;
+    const prompt = args.chat
+      ? tokenizer.encode(tokenizer.applyChatTemplate([{ role: "user", content: args.prompt }]), false)
+      : args.prompt;
     const stats: Partial<GenerationStats> = {};
     const { maxTokens, temperature, topP, seed, topK, minP, repetitionPenalty, rewrite } = args;
-    const promptCache = args.promptCache === undefined ? undefined : existsSync(args.promptCache) ? PromptCache.load(model, args.promptCache) : new PromptCache(model);
-    const options = { maxTokens, temperature, topP, seed, topK, minP, repetitionPenalty, rewrite, maxKvSize: args.maxKvSize, kvBits: args.kvBits, ...(promptCache ? { promptCache } : {}) };
+    const promptCache =
+      args.promptCache === undefined
+        ? undefined
+        : existsSync(args.promptCache)
+          ? PromptCache.load(model, args.promptCache)
+          : new PromptCache(model);
+    const options = {
+      maxTokens,
+      temperature,
+      topP,
+      seed,
+      topK,
+      minP,
+      repetitionPenalty,
+      rewrite,
+      maxKvSize: args.maxKvSize,
+      kvBits: args.kvBits,
+      ...(promptCache ? { promptCache } : {}),
+    };
     // The prompt is echoed once generation is under way (a rejected request prints only the error).
     let echoed = args.chat;
     const draft = args.draftModel === undefined ? undefined : loadModel(args.draftModel, { backend: model.backend });
     const chunks = draft
-      ? speculativeGenerate(model, draft, tokenizer, prompt, { maxTokens, rewrite, numDraftTokens: args.numDraft }, stats)
+      ? speculativeGenerate(
+          model,
+          draft,
+          tokenizer,
+          prompt,
+          { maxTokens, rewrite, numDraftTokens: args.numDraft },
+          stats,
+        )
       : generate(model, tokenizer, prompt, options, stats);
     for await (const chunk of chunks) {
       if (!echoed) process.stdout.write(args.prompt);
@@ -156,13 +199,18 @@ export async function main(argv: string[]): Promise<void> {
     process.stdout.write("\n");
     draft?.dispose();
     const { promptTokens = 0, generatedTokens = 0, prefillSeconds = 0, decodeSeconds = 0, finishReason } = stats;
-    const rate = (tokens: number, seconds: number) => (seconds > 0 && tokens > 0 ? `${(tokens / seconds).toFixed(1)} tokens/s` : "-");
+    const rate = (tokens: number, seconds: number) =>
+      seconds > 0 && tokens > 0 ? `${(tokens / seconds).toFixed(1)} tokens/s` : "-";
     if (promptCache) {
       promptCache.save(args.promptCache!);
       promptCache.dispose();
-      console.error(`prompt cache: ${stats.cachedTokens} tokens reused, ${promptCache.tokens.length} saved to ${args.promptCache}`);
+      console.error(
+        `prompt cache: ${stats.cachedTokens} tokens reused, ${promptCache.tokens.length} saved to ${args.promptCache}`,
+      );
     }
-    console.error(`prompt ${promptTokens} tokens at ${rate(promptTokens, prefillSeconds)}; generated ${generatedTokens} tokens at ${rate(generatedTokens - 1, decodeSeconds)} (${finishReason})`);
+    console.error(
+      `prompt ${promptTokens} tokens at ${rate(promptTokens, prefillSeconds)}; generated ${generatedTokens} tokens at ${rate(generatedTokens - 1, decodeSeconds)} (${finishReason})`,
+    );
   } finally {
     model.dispose();
   }

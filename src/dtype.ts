@@ -23,8 +23,20 @@ export const DTYPES = [
 export type DType = (typeof DTYPES)[number];
 
 const ITEM_SIZE: Record<DType, number> = {
-  bool: 1, uint8: 1, uint16: 2, uint32: 4, uint64: 8, int8: 1, int16: 2, int32: 4, int64: 8,
-  float16: 2, float32: 4, float64: 8, bfloat16: 2, complex64: 8,
+  bool: 1,
+  uint8: 1,
+  uint16: 2,
+  uint32: 4,
+  uint64: 8,
+  int8: 1,
+  int16: 2,
+  int32: 4,
+  int64: 8,
+  float16: 2,
+  float32: 4,
+  float64: 8,
+  bfloat16: 2,
+  complex64: 8,
 };
 
 export function itemSize(dtype: DType): number {
@@ -44,24 +56,38 @@ export const MAX_DIMENSION = 2 ** 31 - 1;
 /** `shape` when every dimension is an integer in [0, 2^31 - 1] (MLX's int32 dimensions); an Error
  * naming `what` otherwise (a 2^32 + 1 would wrap to 1 on the way to MLX). */
 export function checkedShape(shape: readonly number[], what: string): readonly number[] {
-  if (!Array.isArray(shape)) throw new Error(`${what}: shape must be an array of integers, got ${JSON.stringify(shape)}`);
+  if (!Array.isArray(shape))
+    throw new Error(`${what}: shape must be an array of integers, got ${JSON.stringify(shape)}`);
   for (const d of shape) {
     if (typeof d !== "number" || !Number.isInteger(d) || d < 0 || d > MAX_DIMENSION) {
-      throw new Error(`${what}: shape [${shape.join(", ")}] has dimension ${d}; dimensions are integers in [0, ${MAX_DIMENSION}]`);
+      throw new Error(
+        `${what}: shape [${shape.join(", ")}] has dimension ${d}; dimensions are integers in [0, ${MAX_DIMENSION}]`,
+      );
     }
   }
   return shape;
 }
 
 const INTEGER_RANGE: Partial<Record<DType, readonly [number, number]>> = {
-  bool: [0, 1], uint8: [0, 255], uint16: [0, 65535], uint32: [0, 2 ** 32 - 1], uint64: [0, Number.MAX_SAFE_INTEGER],
-  int8: [-128, 127], int16: [-32768, 32767], int32: [-(2 ** 31), 2 ** 31 - 1], int64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
+  bool: [0, 1],
+  uint8: [0, 255],
+  uint16: [0, 65535],
+  uint32: [0, 2 ** 32 - 1],
+  uint64: [0, Number.MAX_SAFE_INTEGER],
+  int8: [-128, 127],
+  int16: [-32768, 32767],
+  int32: [-(2 ** 31), 2 ** 31 - 1],
+  int64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
 };
 
 /** The magnitude from which a float dtype rounds a finite value to infinity (its largest value plus
  * half a step at its top binade). */
 const FLOAT_OVERFLOW: Partial<Record<DType, number>> = {
-  float16: 65520, bfloat16: 2 ** 128 * (1 - 2 ** -9), float32: 2 ** 128 * (1 - 2 ** -25), complex64: 2 ** 128 * (1 - 2 ** -25), float64: Number.POSITIVE_INFINITY,
+  float16: 65520,
+  bfloat16: 2 ** 128 * (1 - 2 ** -9),
+  float32: 2 ** 128 * (1 - 2 ** -25),
+  complex64: 2 ** 128 * (1 - 2 ** -25),
+  float64: Number.POSITIVE_INFINITY,
 };
 
 /** An Error naming `what` unless every value is a number (or bigint) that `dtype` holds: an integer
@@ -73,10 +99,17 @@ export function checkHolds(values: ArrayLike<unknown>, dtype: DType, what: strin
   for (let i = 0; i < values.length; i++) {
     const raw = values[i];
     const v = typeof raw === "bigint" ? Number(raw) : raw;
-    if (typeof v !== "number") throw new Error(`${what}: value ${i} is not a number (${typeof raw} ${JSON.stringify(raw)})`);
+    if (typeof v !== "number")
+      throw new Error(`${what}: value ${i} is not a number (${typeof raw} ${JSON.stringify(raw)})`);
     if (range) {
-      const exact = typeof raw === "bigint" ? raw >= BigInt(range[0]) && raw <= BigInt(range[1]) : Number.isInteger(v) && v >= range[0] && v <= range[1];
-      if (!exact) throw new Error(`${what}: value ${i} (${String(raw)}) does not fit ${dtype} (integers in [${range[0]}, ${range[1]}])`);
+      const exact =
+        typeof raw === "bigint"
+          ? raw >= BigInt(range[0]) && raw <= BigInt(range[1])
+          : Number.isInteger(v) && v >= range[0] && v <= range[1];
+      if (!exact)
+        throw new Error(
+          `${what}: value ${i} (${String(raw)}) does not fit ${dtype} (integers in [${range[0]}, ${range[1]}])`,
+        );
     } else if (Number.isFinite(v) && Math.abs(v) >= overflow) {
       throw new Error(`${what}: value ${i} (${v}) is beyond ${dtype}'s range (it would become infinity)`);
     }

@@ -44,20 +44,29 @@ function parse(argv: string[]) {
   const v = parsed.values;
   const options: EmbedOptions = {};
   if (v.pooling !== undefined) {
-    if (!(POOLINGS as readonly string[]).includes(v.pooling)) throw new UsageError(`--pooling must be one of ${POOLINGS.join(", ")}, got '${v.pooling}'`);
+    if (!(POOLINGS as readonly string[]).includes(v.pooling))
+      throw new UsageError(`--pooling must be one of ${POOLINGS.join(", ")}, got '${v.pooling}'`);
     options.pooling = v.pooling as Pooling;
   }
   if (v.normalize !== undefined) {
-    if (v.normalize !== "true" && v.normalize !== "false") throw new UsageError(`--normalize must be true or false, got '${v.normalize}'`);
+    if (v.normalize !== "true" && v.normalize !== "false")
+      throw new UsageError(`--normalize must be true or false, got '${v.normalize}'`);
     options.normalize = v.normalize === "true";
   }
   const integer = (n: number) => Number.isSafeInteger(n) && n >= 1;
-  if (v["max-length"] !== undefined) options.maxLength = numberFlag("max-length", v["max-length"], integer, "an integer >= 1");
-  if (v["batch-size"] !== undefined) options.batchSize = numberFlag("batch-size", v["batch-size"], integer, "an integer >= 1");
-  if (!["mlx", "cpu", "auto"].includes(v.backend!.trim().toLowerCase())) throw new UsageError(`--backend must be mlx, cpu or auto, got '${v.backend}'`);
+  if (v["max-length"] !== undefined)
+    options.maxLength = numberFlag("max-length", v["max-length"], integer, "an integer >= 1");
+  if (v["batch-size"] !== undefined)
+    options.batchSize = numberFlag("batch-size", v["batch-size"], integer, "an integer >= 1");
+  if (!["mlx", "cpu", "auto"].includes(v.backend!.trim().toLowerCase()))
+    throw new UsageError(`--backend must be mlx, cpu or auto, got '${v.backend}'`);
   const model = v.model ?? defaultModel();
   if (!v.help && !existsSync(join(model, "config.json"))) {
-    throw new UsageError(v.model === undefined ? `no embedding model at ${model}: run 'mlx-bun setup --embedding-model' or pass --model DIR` : `${model} is not a model directory (no config.json)`);
+    throw new UsageError(
+      v.model === undefined
+        ? `no embedding model at ${model}: run 'mlx-bun setup --embedding-model' or pass --model DIR`
+        : `${model} is not a model directory (no config.json)`,
+    );
   }
   return { help: v.help!, model, query: v.query, backend: v.backend!, options, texts: parsed.positionals };
 }
@@ -68,22 +77,37 @@ export async function main(argv: string[]): Promise<void> {
     console.log(USAGE);
     return;
   }
-  const texts = args.texts.length > 0 ? args.texts : readFileSync(0, "utf8").split("\n").filter((line) => line.trim() !== "");
+  const texts =
+    args.texts.length > 0
+      ? args.texts
+      : readFileSync(0, "utf8")
+          .split("\n")
+          .filter((line) => line.trim() !== "");
   if (texts.length === 0) throw new UsageError("no texts: pass them as arguments or one per line on standard input");
   const model = loadModel(args.model, { backend: args.backend });
   try {
     const tokenizer = Tokenizer.fromDir(args.model);
     const all = args.query === undefined ? texts : [args.query, ...texts];
     const result = embed(model, tokenizer, all, args.options);
-    if (result.truncated.length > 0) console.error(`${result.truncated.length} text(s) cut to ${result.maxLength} tokens`);
+    if (result.truncated.length > 0)
+      console.error(`${result.truncated.length} text(s) cut to ${result.maxLength} tokens`);
     if (args.query === undefined) {
       result.vectors.forEach((v, i) => {
-        console.log(JSON.stringify({ index: i, tokens: result.tokenCounts[i], truncated: result.truncated.includes(i), embedding: Array.from(v) }));
+        console.log(
+          JSON.stringify({
+            index: i,
+            tokens: result.tokenCounts[i],
+            truncated: result.truncated.includes(i),
+            embedding: Array.from(v),
+          }),
+        );
       });
       return;
     }
     const [query, ...vectors] = result.vectors;
-    const ranked = vectors.map((v, i) => ({ score: cosineSimilarity(query!, v), text: texts[i]! })).sort((a, b) => b.score - a.score);
+    const ranked = vectors
+      .map((v, i) => ({ score: cosineSimilarity(query!, v), text: texts[i]! }))
+      .sort((a, b) => b.score - a.score);
     for (const { score, text } of ranked) console.log(`${score.toFixed(4)}  ${text}`);
   } finally {
     model.dispose();

@@ -60,7 +60,8 @@ export function sentenceTransformersConfig(dir: string): SentenceTransformersCon
   if (existsSync(modulesPath)) {
     const modules = readJson(modulesPath);
     if (!Array.isArray(modules)) throw new Error(`${modulesPath}: expected a list of modules`);
-    const typeOf = (m: unknown) => (typeof m === "object" && m !== null ? String((m as { type?: unknown }).type ?? "") : "");
+    const typeOf = (m: unknown) =>
+      typeof m === "object" && m !== null ? String((m as { type?: unknown }).type ?? "") : "";
     out.normalize = modules.some((m) => typeOf(m).endsWith(".Normalize"));
     const pooling = modules.find((m) => typeOf(m).endsWith(".Pooling")) as { path?: unknown } | undefined;
     if (pooling) out.pooling = poolingFrom(join(dir, String(pooling.path ?? ""), "config.json"));
@@ -69,7 +70,8 @@ export function sentenceTransformersConfig(dir: string): SentenceTransformersCon
   if (existsSync(bertConfig)) {
     const length = (readJson(bertConfig) as { max_seq_length?: unknown }).max_seq_length;
     if (length !== undefined && length !== null) {
-      if (typeof length !== "number" || !Number.isSafeInteger(length) || length < 1) throw new Error(`${bertConfig}: max_seq_length must be a positive integer, got ${JSON.stringify(length)}`);
+      if (typeof length !== "number" || !Number.isSafeInteger(length) || length < 1)
+        throw new Error(`${bertConfig}: max_seq_length must be a positive integer, got ${JSON.stringify(length)}`);
       out.maxLength = length;
     }
   }
@@ -78,11 +80,19 @@ export function sentenceTransformersConfig(dir: string): SentenceTransformersCon
 
 function poolingFrom(path: string): Pooling {
   const config = readJson(path) as Record<string, unknown>;
-  const modes = Object.entries(config).filter(([k, v]) => k.startsWith("pooling_mode_") && v === true).map(([k]) => k.slice("pooling_mode_".length));
+  const modes = Object.entries(config)
+    .filter(([k, v]) => k.startsWith("pooling_mode_") && v === true)
+    .map(([k]) => k.slice("pooling_mode_".length));
   const names: Record<string, Pooling> = { mean_tokens: "mean", cls_token: "cls", max_tokens: "max" };
   const mode = modes[0];
   if (modes.length !== 1 || mode === undefined || !(mode in names)) {
-    throw new Error(`${path}: pooling ${modes.length === 0 ? "mode not set" : `'${modes.join("+")}'`} is not supported (one of: ${Object.keys(names).map((m) => `pooling_mode_${m}`).join(", ")})`);
+    throw new Error(
+      `${path}: pooling ${modes.length === 0 ? "mode not set" : `'${modes.join("+")}'`} is not supported (one of: ${Object.keys(
+        names,
+      )
+        .map((m) => `pooling_mode_${m}`)
+        .join(", ")})`,
+    );
   }
   return names[mode]!;
 }
@@ -90,24 +100,39 @@ function poolingFrom(path: string): Pooling {
 const configs = new WeakMap<Model, SentenceTransformersConfig>();
 
 function positiveInteger(name: string, value: number): number {
-  if (!Number.isSafeInteger(value) || value < 1) throw new Error(`embed: ${name} must be a positive integer, got ${value}`);
+  if (!Number.isSafeInteger(value) || value < 1)
+    throw new Error(`embed: ${name} must be a positive integer, got ${value}`);
   return value;
 }
 
 /** Embeds `texts` with an encoder model: one vector per text (see EmbedOptions for the defaults). */
-export function embed(model: Model, tokenizer: Tokenizer, texts: readonly string[], options: EmbedOptions = {}): Embeddings {
+export function embed(
+  model: Model,
+  tokenizer: Tokenizer,
+  texts: readonly string[],
+  options: EmbedOptions = {},
+): Embeddings {
   checkOptionNames("embed", options, ["pooling", "normalize", "maxLength", "batchSize"]);
-  if (model.kind !== "encoder") throw new Error(`embed: ${model.config.modelType} is a decoder; embeddings need an encoder (bert)`);
-  if (!Array.isArray(texts) || texts.some((t) => typeof t !== "string")) throw new Error("embed: texts must be an array of strings");
+  if (model.kind !== "encoder")
+    throw new Error(`embed: ${model.config.modelType} is a decoder; embeddings need an encoder (bert)`);
+  if (!Array.isArray(texts) || texts.some((t) => typeof t !== "string"))
+    throw new Error("embed: texts must be an array of strings");
   let st = configs.get(model);
   if (!st) configs.set(model, (st = sentenceTransformersConfig(model.checkpoint.dir)));
   const pooling = options.pooling ?? st.pooling ?? "mean";
-  if (!POOLINGS.includes(pooling)) throw new Error(`embed: pooling must be one of ${POOLINGS.join(", ")}, got '${pooling}'`);
+  if (!POOLINGS.includes(pooling))
+    throw new Error(`embed: pooling must be one of ${POOLINGS.join(", ")}, got '${pooling}'`);
   const normalize = options.normalize ?? st.normalize ?? false;
   if (typeof normalize !== "boolean") throw new Error(`embed: normalize must be a boolean, got ${typeof normalize}`);
   const positions = model.config.maxPositions;
-  const maxLength = positiveInteger("maxLength", options.maxLength ?? st.maxLength ?? tokenizer.truncationLength ?? positions ?? 512);
-  if (positions !== undefined && maxLength > positions) throw new Error(`embed: maxLength ${maxLength} exceeds the model's ${positions} positions (max_position_embeddings)`);
+  const maxLength = positiveInteger(
+    "maxLength",
+    options.maxLength ?? st.maxLength ?? tokenizer.truncationLength ?? positions ?? 512,
+  );
+  if (positions !== undefined && maxLength > positions)
+    throw new Error(
+      `embed: maxLength ${maxLength} exceeds the model's ${positions} positions (max_position_embeddings)`,
+    );
   const batchSize = positiveInteger("batchSize", options.batchSize ?? 32);
   const pad = tokenizer.padTokenId ?? 0;
 
@@ -135,7 +160,12 @@ export function embed(model: Model, tokenizer: Tokenizer, texts: readonly string
       if ("dispose" in hidden) hidden.dispose();
     }
     rows.forEach((i, r) => {
-      const vector = pool(states.subarray(r * length * dimension, (r + 1) * length * dimension), encoded[i]!.ids.length, dimension, pooling);
+      const vector = pool(
+        states.subarray(r * length * dimension, (r + 1) * length * dimension),
+        encoded[i]!.ids.length,
+        dimension,
+        pooling,
+      );
       vectors[i] = normalize ? normalized(vector) : vector;
     });
   }

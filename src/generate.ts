@@ -1,6 +1,12 @@
 // Text generation: options checked here, then one sequence on the decode engine (src/engine/):
 // prefill, decode steps, sampling on the device, stops, streaming as an async iterator.
-import { Engine, type GenerationChunk, type GenerationStats, type Sequence, type SequenceRequest } from "./engine/engine.ts";
+import {
+  Engine,
+  type GenerationChunk,
+  type GenerationStats,
+  type Sequence,
+  type SequenceRequest,
+} from "./engine/engine.ts";
 import { engineFor } from "./engine/shared.ts";
 import type { Graph } from "./graph/graph.ts";
 import { Constraint, grammarOf, type ResponseFormat } from "./grammar/constraint.ts";
@@ -76,62 +82,131 @@ export interface GenerateOptions {
 }
 
 const OPTION_NAMES = [
-  "maxTokens", "temperature", "topP", "seed", "stopTokens", "stopStrings", "ignoreEos", "rewrite", "replay", "exceedContext",
-  "topK", "minP", "minTokensToKeep", "repetitionPenalty", "repetitionContextSize", "presencePenalty", "presenceContextSize",
-  "frequencyPenalty", "frequencyContextSize", "logitBias", "logprobs", "promptCache", "maxKvSize", "kvBits", "kvGroupSize", "responseFormat",
+  "maxTokens",
+  "temperature",
+  "topP",
+  "seed",
+  "stopTokens",
+  "stopStrings",
+  "ignoreEos",
+  "rewrite",
+  "replay",
+  "exceedContext",
+  "topK",
+  "minP",
+  "minTokensToKeep",
+  "repetitionPenalty",
+  "repetitionContextSize",
+  "presencePenalty",
+  "presenceContextSize",
+  "frequencyPenalty",
+  "frequencyContextSize",
+  "logitBias",
+  "logprobs",
+  "promptCache",
+  "maxKvSize",
+  "kvBits",
+  "kvGroupSize",
+  "responseFormat",
 ] as const;
 
 /** float32's largest finite value. */
 const FLOAT32_MAX = 3.4028234663852886e38;
 
 function fail(option: string, range: string, value: unknown): never {
-  throw new Error(`generate: ${option} must be ${range}, got ${typeof value === "string" ? JSON.stringify(value) : String(value)}`);
+  throw new Error(
+    `generate: ${option} must be ${range}, got ${typeof value === "string" ? JSON.stringify(value) : String(value)}`,
+  );
 }
 
 /** The options with their defaults, each checked: an Error names the option and the accepted range. */
 export function checkedOptions(options: GenerateOptions) {
   if (options === null || typeof options !== "object") fail("options", "an object", options);
   for (const key of Object.keys(options)) {
-    if (!(OPTION_NAMES as readonly string[]).includes(key)) throw new Error(`generate: unknown option '${key}' (valid: ${OPTION_NAMES.join(", ")})`);
+    if (!(OPTION_NAMES as readonly string[]).includes(key))
+      throw new Error(`generate: unknown option '${key}' (valid: ${OPTION_NAMES.join(", ")})`);
   }
   const { maxTokens = 64, temperature = 0, topP = 1, seed = 0, stopTokens = [], stopStrings = [] } = options;
   if (!Number.isSafeInteger(maxTokens) || maxTokens < 1) fail("maxTokens", "a positive integer", maxTokens);
-  if (typeof temperature !== "number" || !Number.isFinite(temperature) || temperature < 0) fail("temperature", "a finite number >= 0", temperature);
+  if (typeof temperature !== "number" || !Number.isFinite(temperature) || temperature < 0)
+    fail("temperature", "a finite number >= 0", temperature);
   if (typeof topP !== "number" || !(topP > 0 && topP <= 1)) fail("topP", "a number in (0, 1]", topP);
   if (!Number.isSafeInteger(seed)) fail("seed", "an integer", seed);
-  if (!Array.isArray(stopTokens) || !stopTokens.every((t) => Number.isSafeInteger(t) && t >= 0)) fail("stopTokens", "an array of token ids (integers >= 0)", stopTokens);
-  if (!Array.isArray(stopStrings) || !stopStrings.every((s) => typeof s === "string" && s.length > 0)) fail("stopStrings", "an array of non-empty strings", stopStrings);
+  if (!Array.isArray(stopTokens) || !stopTokens.every((t) => Number.isSafeInteger(t) && t >= 0))
+    fail("stopTokens", "an array of token ids (integers >= 0)", stopTokens);
+  if (!Array.isArray(stopStrings) || !stopStrings.every((s) => typeof s === "string" && s.length > 0))
+    fail("stopStrings", "an array of non-empty strings", stopStrings);
   for (const flag of ["ignoreEos", "replay", "exceedContext"] as const) {
     if (options[flag] !== undefined && typeof options[flag] !== "boolean") fail(flag, "a boolean", options[flag]);
   }
   const { rewrite } = options;
-  if (rewrite !== undefined && typeof rewrite !== "boolean" && !(Array.isArray(rewrite) && rewrite.every((r) => typeof r === "string"))) {
+  if (
+    rewrite !== undefined &&
+    typeof rewrite !== "boolean" &&
+    !(Array.isArray(rewrite) && rewrite.every((r) => typeof r === "string"))
+  ) {
     fail("rewrite", "a boolean or a list of rewriter names", rewrite);
   }
   const d = DEFAULT_SAMPLING;
-  const { topK = d.topK, minP = d.minP, minTokensToKeep = d.minTokensToKeep, repetitionPenalty = d.repetitionPenalty, presencePenalty = d.presencePenalty, frequencyPenalty = d.frequencyPenalty } = options;
-  const { repetitionContextSize = d.repetitionContextSize, presenceContextSize = d.presenceContextSize, frequencyContextSize = d.frequencyContextSize, logitBias = d.logitBias } = options;
+  const {
+    topK = d.topK,
+    minP = d.minP,
+    minTokensToKeep = d.minTokensToKeep,
+    repetitionPenalty = d.repetitionPenalty,
+    presencePenalty = d.presencePenalty,
+    frequencyPenalty = d.frequencyPenalty,
+  } = options;
+  const {
+    repetitionContextSize = d.repetitionContextSize,
+    presenceContextSize = d.presenceContextSize,
+    frequencyContextSize = d.frequencyContextSize,
+    logitBias = d.logitBias,
+  } = options;
   if (!Number.isSafeInteger(topK) || topK < 0) fail("topK", "an integer >= 0 (0: off)", topK);
   if (typeof minP !== "number" || !(minP >= 0 && minP <= 1)) fail("minP", "a number in [0, 1]", minP);
-  if (!Number.isSafeInteger(minTokensToKeep) || minTokensToKeep < 1) fail("minTokensToKeep", "an integer >= 1", minTokensToKeep);
-  if (typeof repetitionPenalty !== "number" || !Number.isFinite(repetitionPenalty) || repetitionPenalty < 0) fail("repetitionPenalty", "a finite number >= 0", repetitionPenalty);
-  for (const [name, value] of [["presencePenalty", presencePenalty], ["frequencyPenalty", frequencyPenalty]] as const) {
+  if (!Number.isSafeInteger(minTokensToKeep) || minTokensToKeep < 1)
+    fail("minTokensToKeep", "an integer >= 1", minTokensToKeep);
+  if (typeof repetitionPenalty !== "number" || !Number.isFinite(repetitionPenalty) || repetitionPenalty < 0)
+    fail("repetitionPenalty", "a finite number >= 0", repetitionPenalty);
+  for (const [name, value] of [
+    ["presencePenalty", presencePenalty],
+    ["frequencyPenalty", frequencyPenalty],
+  ] as const) {
     if (typeof value !== "number" || !Number.isFinite(value)) fail(name, "a finite number", value);
   }
-  for (const [name, value] of [["repetitionContextSize", repetitionContextSize], ["presenceContextSize", presenceContextSize], ["frequencyContextSize", frequencyContextSize]] as const) {
+  for (const [name, value] of [
+    ["repetitionContextSize", repetitionContextSize],
+    ["presenceContextSize", presenceContextSize],
+    ["frequencyContextSize", frequencyContextSize],
+  ] as const) {
     if (!Number.isSafeInteger(value) || value < 1) fail(name, "an integer >= 1", value);
   }
   const biasRange = "an object of token id -> bias (a number within float32's range, |bias| <= 3.4028235e38)";
-  if (logitBias === null || typeof logitBias !== "object" || Array.isArray(logitBias)) fail("logitBias", biasRange, logitBias);
+  if (logitBias === null || typeof logitBias !== "object" || Array.isArray(logitBias))
+    fail("logitBias", biasRange, logitBias);
   for (const [id, bias] of Object.entries(logitBias)) {
     // Beyond float32's range a bias becomes infinity on the device, and the row's logits stop being numbers.
-    if (!/^\d+$/.test(id) || typeof bias !== "number" || !(Math.abs(bias) <= FLOAT32_MAX)) fail("logitBias", biasRange, `${id}: ${bias}`);
+    if (!/^\d+$/.test(id) || typeof bias !== "number" || !(Math.abs(bias) <= FLOAT32_MAX))
+      fail("logitBias", biasRange, `${id}: ${bias}`);
   }
   const { logprobs, maxKvSize } = options;
-  if (maxKvSize !== undefined && (!Number.isSafeInteger(maxKvSize) || maxKvSize <= 4)) fail("maxKvSize", "an integer > 4", maxKvSize);
-  if (logprobs !== undefined && (!Number.isSafeInteger(logprobs) || logprobs < 0 || logprobs > 20)) fail("logprobs", "an integer in [0, 20]", logprobs);
+  if (maxKvSize !== undefined && (!Number.isSafeInteger(maxKvSize) || maxKvSize <= 4))
+    fail("maxKvSize", "an integer > 4", maxKvSize);
+  if (logprobs !== undefined && (!Number.isSafeInteger(logprobs) || logprobs < 0 || logprobs > 20))
+    fail("logprobs", "an integer in [0, 20]", logprobs);
   const sampling: SamplingOptions = {
-    temperature, topP, topK, minP, minTokensToKeep, repetitionPenalty, repetitionContextSize, presencePenalty, presenceContextSize, frequencyPenalty, frequencyContextSize, logitBias,
+    temperature,
+    topP,
+    topK,
+    minP,
+    minTokensToKeep,
+    repetitionPenalty,
+    repetitionContextSize,
+    presencePenalty,
+    presenceContextSize,
+    frequencyPenalty,
+    frequencyContextSize,
+    logitBias,
   };
   const grammar = options.responseFormat === undefined ? null : grammarOf(options.responseFormat);
   return { maxTokens, temperature, topP, seed, stopTokens, stopStrings, sampling, logprobs, maxKvSize, grammar };
@@ -155,20 +230,38 @@ export function graphFor(model: Model, rewrite: GenerateOptions["rewrite"]): Gra
 type Checked = ReturnType<typeof checkedOptions>;
 
 /** The engine's request for one prompt under checked options. */
-export function sequenceRequest(model: Model, tokenizer: Tokenizer, promptIds: readonly number[], checked: Checked, options: GenerateOptions): SequenceRequest {
+export function sequenceRequest(
+  model: Model,
+  tokenizer: Tokenizer,
+  promptIds: readonly number[],
+  checked: Checked,
+  options: GenerateOptions,
+): SequenceRequest {
   const { maxTokens, seed, stopTokens, stopStrings, sampling, logprobs, grammar } = checked;
   for (const id of Object.keys(sampling.logitBias)) {
-    if (Number(id) >= model.config.vocabSize) fail("logitBias", `an object of token id (below the vocabulary, ${model.config.vocabSize}) -> finite bias`, id);
+    if (Number(id) >= model.config.vocabSize)
+      fail("logitBias", `an object of token id (below the vocabulary, ${model.config.vocabSize}) -> finite bias`, id);
   }
   const eos = options.ignoreEos ? [] : [...model.config.eosTokenIds, ...tokenizer.eosTokenIds];
   const stop = new Set([...eos, ...stopTokens]);
   const constraint = grammar ? new Constraint(grammar, tokenizer, model.config.vocabSize, stop) : undefined;
-  return { promptIds, maxTokens, settings: { ...sampling, seed, logprobs }, stop, stopStrings, tokenizer, promptCache: options.promptCache, constraint };
+  return {
+    promptIds,
+    maxTokens,
+    settings: { ...sampling, seed, logprobs },
+    stop,
+    stopStrings,
+    tokenizer,
+    promptCache: options.promptCache,
+    constraint,
+  };
 }
 
 /** Whether a generation of `length` positions needs a cache of its own (rotating or quantized). */
 export function needsOwnCache(model: Model, options: GenerateOptions, length: number): boolean {
-  return options.maxKvSize !== undefined || options.kvBits !== undefined || (model.config.slidingWindow ?? Infinity) < length;
+  return (
+    options.maxKvSize !== undefined || options.kvBits !== undefined || (model.config.slidingWindow ?? Infinity) < length
+  );
 }
 
 let replayWarned = false;
@@ -180,13 +273,34 @@ function warnReplayFallback(reason: string): void {
 
 /** The model's shared engine for a graph and replay setting (made on first use, disposed with the model). */
 export function sharedEngine(model: Model, graph: Graph, replay: boolean): Engine {
-  return engineFor(model, graph, replay, () => new Engine(model, { graph, replay, onReplayFallback: warnReplayFallback }));
+  return engineFor(
+    model,
+    graph,
+    replay,
+    () => new Engine(model, { graph, replay, onReplayFallback: warnReplayFallback }),
+  );
 }
 
 /** An engine of its own over a cache of its own (rotating, quantized), for one generation. */
-export function soloEngine(model: Model, graph: Graph, options: GenerateOptions, batch: number, promptLength: number, length: number): Engine {
-  const cache = generationCache(model, batch, promptLength, length, { maxKvSize: options.maxKvSize, kvBits: options.kvBits, kvGroupSize: options.kvGroupSize });
-  const engine = new Engine(model, { graph, replay: options.replay !== false, solo: cache, onReplayFallback: warnReplayFallback });
+export function soloEngine(
+  model: Model,
+  graph: Graph,
+  options: GenerateOptions,
+  batch: number,
+  promptLength: number,
+  length: number,
+): Engine {
+  const cache = generationCache(model, batch, promptLength, length, {
+    maxKvSize: options.maxKvSize,
+    kvBits: options.kvBits,
+    kvGroupSize: options.kvGroupSize,
+  });
+  const engine = new Engine(model, {
+    graph,
+    replay: options.replay !== false,
+    solo: cache,
+    onReplayFallback: warnReplayFallback,
+  });
   const dispose = engine.dispose.bind(engine);
   engine.dispose = () => {
     dispose();
@@ -206,7 +320,10 @@ export async function* generate(
   const checked = checkedOptions(options);
   const { maxTokens, maxKvSize } = checked;
   if (model.kind !== "decoder") throw new Error(`generate: ${model.config.modelType} is an encoder; use embed`);
-  const promptIds = checkedPromptIds(typeof prompt === "string" ? tokenizer.encode(prompt) : prompt, model.config.vocabSize);
+  const promptIds = checkedPromptIds(
+    typeof prompt === "string" ? tokenizer.encode(prompt) : prompt,
+    model.config.vocabSize,
+  );
   const context = model.config.maxPositions;
   if (context !== undefined && promptIds.length + maxTokens > context && !options.exceedContext) {
     throw new Error(
@@ -216,20 +333,36 @@ export async function* generate(
   }
   const graph = graphFor(model, options.rewrite);
   const { promptCache } = options;
-  if (promptCache !== undefined && (!(promptCache instanceof PromptCache) || promptCache.model !== model)) fail("promptCache", "a PromptCache made for this model", promptCache);
-  if (promptCache && (maxKvSize !== undefined || (model.config.slidingWindow ?? Infinity) < promptIds.length + maxTokens)) {
-    throw new Error("generate: a promptCache holds every position; it does not combine with maxKvSize or a generation past the model's sliding window");
+  if (promptCache !== undefined && (!(promptCache instanceof PromptCache) || promptCache.model !== model))
+    fail("promptCache", "a PromptCache made for this model", promptCache);
+  if (
+    promptCache &&
+    (maxKvSize !== undefined || (model.config.slidingWindow ?? Infinity) < promptIds.length + maxTokens)
+  ) {
+    throw new Error(
+      "generate: a promptCache holds every position; it does not combine with maxKvSize or a generation past the model's sliding window",
+    );
   }
   if (promptCache && promptIds.length + maxTokens > promptCache.maxLength) {
-    throw new Error(`generate: prompt (${promptIds.length} tokens) + maxTokens (${maxTokens}) exceeds the prompt cache's ${promptCache.maxLength} positions`);
+    throw new Error(
+      `generate: prompt (${promptIds.length} tokens) + maxTokens (${maxTokens}) exceeds the prompt cache's ${promptCache.maxLength} positions`,
+    );
   }
-  if (promptCache && options.kvBits !== undefined) throw new Error("generate: kvBits does not combine with promptCache");
+  if (promptCache && options.kvBits !== undefined)
+    throw new Error("generate: kvBits does not combine with promptCache");
   const request = sequenceRequest(model, tokenizer, promptIds, checked, options);
   const reused = promptCache?.reusable(promptIds) ?? 0;
   const own = needsOwnCache(model, options, promptIds.length + maxTokens);
-  const engine = own ? soloEngine(model, graph, options, 1, promptIds.length, promptIds.length + maxTokens) : sharedEngine(model, graph, options.replay !== false);
+  const engine = own
+    ? soloEngine(model, graph, options, 1, promptIds.length, promptIds.length + maxTokens)
+    : sharedEngine(model, graph, options.replay !== false);
   promptCache?.rewind(reused);
-  Object.assign(stats ?? {}, { promptTokens: promptIds.length, cachedTokens: reused, generatedTokens: 0, finishReason: "length" });
+  Object.assign(stats ?? {}, {
+    promptTokens: promptIds.length,
+    cachedTokens: reused,
+    generatedTokens: 0,
+    finishReason: "length",
+  });
   try {
     yield* streamOf(engine.submit([request], [reused])[0]!, stats);
   } finally {
@@ -265,13 +398,23 @@ export function generateOn(
   const request = sequenceRequest(model, tokenizer, ids, checked, options);
   const reused = options.promptCache?.reusable(ids) ?? 0;
   options.promptCache?.rewind(reused);
-  Object.assign(stats ?? {}, { promptTokens: ids.length, cachedTokens: reused, generatedTokens: 0, finishReason: "length" });
+  Object.assign(stats ?? {}, {
+    promptTokens: ids.length,
+    cachedTokens: reused,
+    generatedTokens: 0,
+    finishReason: "length",
+  });
   const sequence = engine.submit([request], [reused])[0]!;
   return { chunks: streamOf(sequence, stats), cancel: () => sequence.cancel() };
 }
 
 /** Generates to completion; returns the text and stats. */
-export async function generateText(model: Model, tokenizer: Tokenizer, prompt: string | number[], options: GenerateOptions = {}) {
+export async function generateText(
+  model: Model,
+  tokenizer: Tokenizer,
+  prompt: string | number[],
+  options: GenerateOptions = {},
+) {
   const stats: Partial<GenerationStats> = {};
   let text = "";
   const tokens: number[] = [];

@@ -30,8 +30,24 @@ export {
 export { type CacheShape, HostKVCache, KVCache } from "./kv-cache.ts";
 export { CpuTensor } from "./ops/cpu.ts";
 export { Tokenizer, type ChatMessage, type ChatTool } from "./tokenizer.ts";
-export { cosineSimilarity, embed, type EmbedOptions, type Embeddings, POOLINGS, type Pooling, sentenceTransformersConfig, type SentenceTransformersConfig } from "./embed.ts";
-export { generate, generateText, type GenerateOptions, type GenerationChunk, type GenerationStats, type ResponseFormat } from "./generate.ts";
+export {
+  cosineSimilarity,
+  embed,
+  type EmbedOptions,
+  type Embeddings,
+  POOLINGS,
+  type Pooling,
+  sentenceTransformersConfig,
+  type SentenceTransformersConfig,
+} from "./embed.ts";
+export {
+  generate,
+  generateText,
+  type GenerateOptions,
+  type GenerationChunk,
+  type GenerationStats,
+  type ResponseFormat,
+} from "./generate.ts";
 export { jsonSchemaGrammar } from "./grammar/json-schema.ts";
 export { rewrite, REWRITERS, DEFAULT_REWRITERS, type RewriterName } from "./rewrite/index.ts";
 export { type Graph, GraphBuilder, type Node, opCounts } from "./graph/graph.ts";

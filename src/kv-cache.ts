@@ -46,12 +46,14 @@ abstract class CacheBase<T extends TensorData> implements AttentionCache<T> {
   constructor(shape: CacheShape) {
     const { layers, batch, heads, headDim, maxLength, dtype = "float32" } = shape;
     for (const [key, value] of Object.entries({ layers, batch, heads, headDim, maxLength })) {
-      if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`KV cache: ${key} must be a positive integer, got ${value}`);
+      if (!Number.isSafeInteger(value) || value <= 0)
+        throw new Error(`KV cache: ${key} must be a positive integer, got ${value}`);
     }
     this.shape = { layers, batch, heads, headDim, maxLength, dtype };
     this.padding = new Array(batch).fill(0);
     const { keep } = shape;
-    if (keep !== undefined && (!Number.isSafeInteger(keep) || keep < 0 || keep >= maxLength)) throw new Error(`KV cache: keep must be an integer in [0, ${maxLength}), got ${keep}`);
+    if (keep !== undefined && (!Number.isSafeInteger(keep) || keep < 0 || keep >= maxLength))
+      throw new Error(`KV cache: keep must be an integer in [0, ${maxLength}), got ${keep}`);
     this.keep = keep;
   }
 
@@ -70,22 +72,30 @@ abstract class CacheBase<T extends TensorData> implements AttentionCache<T> {
     if (this.keep !== undefined) throw new Error("KV cache: a rotating cache keeps its buffers");
     if (count !== 2 * layers) throw new Error(`KV cache: setBuffers takes ${2 * layers} buffers, got ${count}`);
     const [batch, h, maxLength, d] = shape as [number, number, number, number];
-    if (shape.length !== 4 || h !== heads || d !== headDim) throw new Error(`KV cache: buffers must be [B, ${heads}, S, ${headDim}], got [${shape.join(", ")}]`);
-    if (!Number.isInteger(offset) || offset < 0 || offset > maxLength) throw new Error(`KV cache: offset ${offset} out of range [0, ${maxLength}]`);
+    if (shape.length !== 4 || h !== heads || d !== headDim)
+      throw new Error(`KV cache: buffers must be [B, ${heads}, S, ${headDim}], got [${shape.join(", ")}]`);
+    if (!Number.isInteger(offset) || offset < 0 || offset > maxLength)
+      throw new Error(`KV cache: offset ${offset} out of range [0, ${maxLength}]`);
     this.shape = { ...this.shape, batch, maxLength };
     this.offset = offset;
     this.padding = [...padding];
-    if (padding.length !== batch || padding.some((p) => !Number.isInteger(p) || p < 0 || p > offset)) throw new Error(`KV cache: padding [${padding.join(", ")}] does not fit ${batch} rows at offset ${offset}`);
+    if (padding.length !== batch || padding.some((p) => !Number.isInteger(p) || p < 0 || p > offset))
+      throw new Error(`KV cache: padding [${padding.join(", ")}] does not fit ${batch} rows at offset ${offset}`);
   }
   abstract dispose(): void;
 
   /** The end position after writing `length` more, checked against the buffers. */
   protected endAfter(layer: number, length: number): number {
-    if (!Number.isInteger(layer) || layer < 0 || layer >= this.shape.layers) throw new Error(`KV cache: no layer ${layer} (cache has ${this.shape.layers})`);
+    if (!Number.isInteger(layer) || layer < 0 || layer >= this.shape.layers)
+      throw new Error(`KV cache: no layer ${layer} (cache has ${this.shape.layers})`);
     const end = this.offset + length;
     if (end <= this.shape.maxLength) return end;
-    if (this.keep === undefined) throw new Error(`KV cache of length ${this.shape.maxLength} cannot hold ${end} positions`);
-    if (length !== 1) throw new Error(`a rotating KV cache of ${this.shape.maxLength} positions at offset ${this.offset} takes one position at a time once full, got ${length}`);
+    if (this.keep === undefined)
+      throw new Error(`KV cache of length ${this.shape.maxLength} cannot hold ${end} positions`);
+    if (length !== 1)
+      throw new Error(
+        `a rotating KV cache of ${this.shape.maxLength} positions at offset ${this.offset} takes one position at a time once full, got ${length}`,
+      );
     return end;
   }
 
@@ -97,17 +107,23 @@ abstract class CacheBase<T extends TensorData> implements AttentionCache<T> {
 
   /** Moves the offset back to `offset` (<= the current one): later writes overwrite from there. */
   seek(offset: number): void {
-    if (!Number.isInteger(offset) || offset < 0 || offset > this.offset) throw new Error(`KV cache seek: offset ${offset} out of range [0, ${this.offset}]`);
-    if (this.keep !== undefined && this.offset > this.shape.maxLength && offset < this.offset) throw new Error("KV cache seek: a rotating cache that has rotated cannot go back");
+    if (!Number.isInteger(offset) || offset < 0 || offset > this.offset)
+      throw new Error(`KV cache seek: offset ${offset} out of range [0, ${this.offset}]`);
+    if (this.keep !== undefined && this.offset > this.shape.maxLength && offset < this.offset)
+      throw new Error("KV cache seek: a rotating cache that has rotated cannot go back");
     this.offset = offset;
   }
 
   /** Marks the first `padding[b]` positions of example b as padding (left-padded prompts). */
   setLeftPadding(padding: readonly number[]): void {
     const { batch, maxLength } = this.shape;
-    if (padding.length !== batch) throw new Error(`KVCache.setLeftPadding: ${padding.length} entries for batch ${batch}`);
-    for (const p of padding) if (!Number.isInteger(p) || p < 0 || p >= maxLength) throw new Error(`KVCache.setLeftPadding: padding ${p} out of range [0, ${maxLength})`);
-    if (this.keep !== undefined && padding.some((p) => p > 0)) throw new Error("KVCache.setLeftPadding: a rotating cache takes no padding");
+    if (padding.length !== batch)
+      throw new Error(`KVCache.setLeftPadding: ${padding.length} entries for batch ${batch}`);
+    for (const p of padding)
+      if (!Number.isInteger(p) || p < 0 || p >= maxLength)
+        throw new Error(`KVCache.setLeftPadding: padding ${p} out of range [0, ${maxLength})`);
+    if (this.keep !== undefined && padding.some((p) => p > 0))
+      throw new Error("KVCache.setLeftPadding: a rotating cache takes no padding");
     this.padding = [...padding];
   }
 
@@ -141,7 +157,8 @@ export class KVCache extends CacheBase<Tensor> {
     if (shape.kvBits !== undefined) {
       const { kvBits, kvGroupSize = 64 } = shape;
       if (kvBits !== 4 && kvBits !== 8) throw new Error(`KV cache: kvBits must be 4 or 8, got ${kvBits}`);
-      if (!Number.isSafeInteger(kvGroupSize) || kvGroupSize <= 0 || headDim % kvGroupSize !== 0) throw new Error(`KV cache: kvGroupSize must divide head_dim ${headDim}, got ${kvGroupSize}`);
+      if (!Number.isSafeInteger(kvGroupSize) || kvGroupSize <= 0 || headDim % kvGroupSize !== 0)
+        throw new Error(`KV cache: kvGroupSize must divide head_dim ${headDim}, got ${kvGroupSize}`);
       check(native().mlx_kv_cache_quantize(this.#handle, kvBits, kvGroupSize), "KVCache: quantize");
     }
     this.quantized = shape.kvBits !== undefined;
@@ -156,17 +173,36 @@ export class KVCache extends CacheBase<Tensor> {
   updateAndFetch(layer: number, keys: Tensor, values: Tensor): [Tensor, Tensor] {
     this.endAfter(layer, keys.shape[2]!);
     const out = new BigUint64Array(2);
-    const status = native().mlx_kv_cache_update_fetch(out.subarray(0, 1), out.subarray(1, 2), this.handle, layer, handleOf(keys, "updateAndFetch", "keys"), handleOf(values, "updateAndFetch", "values"));
+    const status = native().mlx_kv_cache_update_fetch(
+      out.subarray(0, 1),
+      out.subarray(1, 2),
+      this.handle,
+      layer,
+      handleOf(keys, "updateAndFetch", "keys"),
+      handleOf(values, "updateAndFetch", "values"),
+    );
     check(status, "KVCache.updateAndFetch");
     return [new Tensor(pointerFromWord(out[0]!)), new Tensor(pointerFromWord(out[1]!))];
   }
 
   /** Update and causal attention in one shim call (the native_attention op). */
-  attend(layer: number, q: Tensor, keys: Tensor, values: Tensor, options: { scale: number; keyMask: Tensor | null }): Tensor {
+  attend(
+    layer: number,
+    q: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    options: { scale: number; keyMask: Tensor | null },
+  ): Tensor {
     this.endAfter(layer, keys.shape[2]!);
-    const [hq, hk, hv] = [handleOf(q, "attend", "q"), handleOf(keys, "attend", "keys"), handleOf(values, "attend", "values")];
+    const [hq, hk, hv] = [
+      handleOf(q, "attend", "q"),
+      handleOf(keys, "attend", "keys"),
+      handleOf(values, "attend", "values"),
+    ];
     const mask = optionalHandleOf(options.keyMask, "attend", "keyMask");
-    return call("KVCache.attend", (lib, out) => lib.mlx_kv_cache_attention(out, this.handle, layer, hq, hk, hv, options.scale, mask));
+    return call("KVCache.attend", (lib, out) =>
+      lib.mlx_kv_cache_attention(out, this.handle, layer, hq, hk, hv, options.scale, mask),
+    );
   }
 
   override advance(length: number): void {
@@ -193,10 +229,17 @@ export class KVCache extends CacheBase<Tensor> {
     if (this.quantized) throw new Error("KV cache: a quantized cache keeps its buffers");
     const first = buffers[0];
     if (!first) throw new Error("KV cache: setBuffers needs the buffers");
-    for (const b of buffers) if (b.shape.join() !== first.shape.join()) throw new Error("KV cache: setBuffers' buffers must share one shape");
+    for (const b of buffers)
+      if (b.shape.join() !== first.shape.join()) throw new Error("KV cache: setBuffers' buffers must share one shape");
     this.replaced(first.shape, buffers.length, offset, padding);
-    const keys = BigUint64Array.from(buffers.filter((_, i) => i % 2 === 0), (t) => BigInt(handleOf(t, "setBuffers", "keys")));
-    const values = BigUint64Array.from(buffers.filter((_, i) => i % 2 === 1), (t) => BigInt(handleOf(t, "setBuffers", "values")));
+    const keys = BigUint64Array.from(
+      buffers.filter((_, i) => i % 2 === 0),
+      (t) => BigInt(handleOf(t, "setBuffers", "keys")),
+    );
+    const values = BigUint64Array.from(
+      buffers.filter((_, i) => i % 2 === 1),
+      (t) => BigInt(handleOf(t, "setBuffers", "values")),
+    );
     check(native().mlx_kv_cache_set(this.handle, keys, values, keys.length, offset), "KVCache.setBuffers");
   }
 
@@ -242,7 +285,10 @@ export class HostKVCache extends CacheBase<CpuTensor> {
     pair[0] = cpu.sliceUpdate(pair[0], keys, [0, 0, slot, 0]);
     pair[1] = cpu.sliceUpdate(pair[1], values, [0, 0, slot, 0]);
     const upto = full ? maxLength : end;
-    return [cpu.slice(pair[0], [0, 0, 0, 0], [batch, heads, upto, headDim]), cpu.slice(pair[1], [0, 0, 0, 0], [batch, heads, upto, headDim])];
+    return [
+      cpu.slice(pair[0], [0, 0, 0, 0], [batch, heads, upto, headDim]),
+      cpu.slice(pair[1], [0, 0, 0, 0], [batch, heads, upto, headDim]),
+    ];
   }
 
   keyMask(length: number): CpuTensor | null {
@@ -261,7 +307,8 @@ export class HostKVCache extends CacheBase<CpuTensor> {
   setBuffers(buffers: readonly CpuTensor[], offset: number, padding: readonly number[]): void {
     const first = buffers[0];
     if (!first) throw new Error("KV cache: setBuffers needs the buffers");
-    for (const b of buffers) if (b.shape.join() !== first.shape.join()) throw new Error("KV cache: setBuffers' buffers must share one shape");
+    for (const b of buffers)
+      if (b.shape.join() !== first.shape.join()) throw new Error("KV cache: setBuffers' buffers must share one shape");
     this.replaced(first.shape, buffers.length, offset, padding);
     this.#layers = Array.from({ length: this.shape.layers }, (_, l) => [buffers[2 * l]!, buffers[2 * l + 1]!]);
   }

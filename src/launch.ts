@@ -12,7 +12,9 @@ import { join } from "node:path";
 
 /** Ports the OS reports free now (each bound, read and released). */
 function freePorts(count: number): number[] {
-  const servers = Array.from({ length: count }, () => Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } }));
+  const servers = Array.from({ length: count }, () =>
+    Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } }),
+  );
   const ports = servers.map((s) => s.port);
   for (const s of servers) s.stop(true);
   return ports;
@@ -43,23 +45,49 @@ function rankEnvironments(ranks: number, backend: LaunchBackend, hostfile: strin
   }
   // Set but empty, CUDA_VISIBLE_DEVICES hides every GPU (as CUDA reads it): no rank gets one.
   const visible = process.env["CUDA_VISIBLE_DEVICES"];
-  const gpus = visible === undefined ? Array.from({ length: ranks }, (_, i) => String(i)) : visible.split(",").map((d) => d.trim()).filter((d) => d !== "");
-  if (gpus.length < ranks) throw new Error(`launch: ${ranks} NCCL ranks need ${ranks} GPUs, CUDA_VISIBLE_DEVICES names ${gpus.length} (${JSON.stringify(visible)})`);
+  const gpus =
+    visible === undefined
+      ? Array.from({ length: ranks }, (_, i) => String(i))
+      : visible
+          .split(",")
+          .map((d) => d.trim())
+          .filter((d) => d !== "");
+  if (gpus.length < ranks)
+    throw new Error(
+      `launch: ${ranks} NCCL ranks need ${ranks} GPUs, CUDA_VISIBLE_DEVICES names ${gpus.length} (${JSON.stringify(visible)})`,
+    );
   const port = String(freePorts(1)[0]);
-  return Array.from({ length: ranks }, (_, rank) => ({ ...common, MLX_RANK: String(rank), NCCL_HOST_IP: "127.0.0.1", NCCL_PORT: port, CUDA_VISIBLE_DEVICES: gpus[rank]! }));
+  return Array.from({ length: ranks }, (_, rank) => ({
+    ...common,
+    MLX_RANK: String(rank),
+    NCCL_HOST_IP: "127.0.0.1",
+    NCCL_PORT: port,
+    CUDA_VISIBLE_DEVICES: gpus[rank]!,
+  }));
 }
 
 /** Runs `command` as `ranks` processes of one group; resolves to the exit code. */
-export async function launch(ranks: number, command: string[], options: { backend?: LaunchBackend } = {}): Promise<number> {
-  if (!Number.isSafeInteger(ranks) || ranks < 1 || ranks > 64) throw new Error(`launch: the rank count must be an integer in [1, 64], got ${ranks}`);
+export async function launch(
+  ranks: number,
+  command: string[],
+  options: { backend?: LaunchBackend } = {},
+): Promise<number> {
+  if (!Number.isSafeInteger(ranks) || ranks < 1 || ranks > 64)
+    throw new Error(`launch: the rank count must be an integer in [1, 64], got ${ranks}`);
   if (command.length === 0) throw new Error("launch: no command to run");
   const backend = options.backend ?? "ring";
-  if (!LAUNCH_BACKENDS.includes(backend)) throw new Error(`launch: backend must be one of ${LAUNCH_BACKENDS.join(", ")}, got '${backend}'`);
+  if (!LAUNCH_BACKENDS.includes(backend))
+    throw new Error(`launch: backend must be one of ${LAUNCH_BACKENDS.join(", ")}, got '${backend}'`);
   const dir = mkdtempSync(join(tmpdir(), "mlxb-launch-"));
   try {
     const environments = rankEnvironments(ranks, backend, join(dir, "hosts.json"));
-    const children = environments.map((env) => Bun.spawn(command, { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" }));
-    const streams = children.flatMap((child, rank) => [prefixed(child.stdout, rank, process.stdout), prefixed(child.stderr, rank, process.stderr)]);
+    const children = environments.map((env) =>
+      Bun.spawn(command, { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" }),
+    );
+    const streams = children.flatMap((child, rank) => [
+      prefixed(child.stdout, rank, process.stdout),
+      prefixed(child.stderr, rank, process.stderr),
+    ]);
     let code = 0;
     await Promise.all(
       children.map(async (child) => {

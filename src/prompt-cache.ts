@@ -35,7 +35,9 @@ const fingerprints = new WeakMap<Model, { config: string; weights: string }>();
 function fingerprintOf(model: Model): { config: string; weights: string } {
   let known = fingerprints.get(model);
   if (known) return known;
-  const config = Object.fromEntries(Object.entries(model.checkpoint.config).filter(([k]) => !k.startsWith("_") && k !== "transformers_version"));
+  const config = Object.fromEntries(
+    Object.entries(model.checkpoint.config).filter(([k]) => !k.startsWith("_") && k !== "transformers_version"),
+  );
   const hasher = new Bun.CryptoHasher("sha256");
   for (const name of [...model.checkpoint.weights.keys()].sort()) {
     const w = model.checkpoint.weights.get(name)!;
@@ -123,7 +125,10 @@ export class PromptCache {
 
   /** Writes the held tokens' keys and values and the tokens to `path` (MLX backend only). */
   save(path: string): void {
-    if (!(this.cache instanceof KVCache)) throw new Error("PromptCache.save: the CPU reference backend's cache cannot be saved; load the model with backend 'mlx'");
+    if (!(this.cache instanceof KVCache))
+      throw new Error(
+        "PromptCache.save: the CPU reference backend's cache cannot be saved; load the model with backend 'mlx'",
+      );
     const { layers, heads, headDim } = this.cache.shape;
     const length = this.cache.offset;
     const buffers = this.cache.tensors();
@@ -153,31 +158,47 @@ export class PromptCache {
     const { tensors, metadata } = loadSafetensors(path);
     try {
       const format = metadata["format"];
-      if (format === "mlx-bun-prompt-cache-v1") throw new Error(`${path}: a prompt cache of the older format v1, which carries no model fingerprint or checksum; save it again`);
-      if (format !== PROMPT_CACHE_FORMAT) throw new Error(`${path}: not a prompt cache (metadata format is ${JSON.stringify(format)}, expected ${PROMPT_CACHE_FORMAT})`);
+      if (format === "mlx-bun-prompt-cache-v1")
+        throw new Error(
+          `${path}: a prompt cache of the older format v1, which carries no model fingerprint or checksum; save it again`,
+        );
+      if (format !== PROMPT_CACHE_FORMAT)
+        throw new Error(
+          `${path}: not a prompt cache (metadata format is ${JSON.stringify(format)}, expected ${PROMPT_CACHE_FORMAT})`,
+        );
       const { layers, kvHeads, headDim } = model.config;
       const fingerprint = fingerprintOf(model);
       if (metadata["model_config"] !== fingerprint.config) {
-        throw new Error(`${path}: saved for another model; its config differs (${configDifferences(metadata["model_config"] ?? "", fingerprint.config)})`);
+        throw new Error(
+          `${path}: saved for another model; its config differs (${configDifferences(metadata["model_config"] ?? "", fingerprint.config)})`,
+        );
       }
-      if (metadata["model_weights_sha256"] !== fingerprint.weights) throw new Error(`${path}: saved for another model; same config, but the weights differ (model_weights_sha256)`);
+      if (metadata["model_weights_sha256"] !== fingerprint.weights)
+        throw new Error(`${path}: saved for another model; same config, but the weights differ (model_weights_sha256)`);
       if (metadata["checksum_sha256"] !== checksumOf(metadata["tokens"] ?? "", tensors)) {
-        throw new Error(`${path}: the checksum does not match the file's tokens and tensors (checksum_sha256); the file was changed or damaged after it was saved`);
+        throw new Error(
+          `${path}: the checksum does not match the file's tokens and tensors (checksum_sha256); the file was changed or damaged after it was saved`,
+        );
       }
       let tokens: unknown;
       try {
         tokens = JSON.parse(metadata["tokens"] ?? "");
       } catch {}
-      if (!Array.isArray(tokens) || !tokens.every((t) => Number.isInteger(t) && t >= 0 && t < model.config.vocabSize)) throw new Error(`${path}: metadata 'tokens' is not a list of token ids`);
+      if (!Array.isArray(tokens) || !tokens.every((t) => Number.isInteger(t) && t >= 0 && t < model.config.vocabSize))
+        throw new Error(`${path}: metadata 'tokens' is not a list of token ids`);
       const prompt = new PromptCache(model, maxLength ?? Math.max(tokens.length, model.config.maxPositions ?? 4096));
       try {
-        if (tokens.length > prompt.maxLength) throw new Error(`${path}: holds ${tokens.length} tokens, more than maxLength ${prompt.maxLength}`);
+        if (tokens.length > prompt.maxLength)
+          throw new Error(`${path}: holds ${tokens.length} tokens, more than maxLength ${prompt.maxLength}`);
         if (!(prompt.cache instanceof KVCache)) throw new Error("PromptCache.load: needs the MLX backend");
         for (let l = 0; l < layers; l++) {
           const [keys, values] = ["keys", "values"].map((part) => {
             const t = tensors.get(`layers.${l}.${part}`);
             const want = [1, kvHeads, tokens.length, headDim];
-            if (!t || t.shape.join() !== want.join()) throw new Error(`${path}: 'layers.${l}.${part}' ${t ? `has shape [${t.shape}]` : "is missing"}, expected [${want}]`);
+            if (!t || t.shape.join() !== want.join())
+              throw new Error(
+                `${path}: 'layers.${l}.${part}' ${t ? `has shape [${t.shape}]` : "is missing"}, expected [${want}]`,
+              );
             return t;
           }) as [Tensor, Tensor];
           if (tokens.length === 0) continue;

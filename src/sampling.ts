@@ -44,7 +44,12 @@ export const DEFAULT_SAMPLING: SamplingOptions = {
 
 /** Whether any processor changes the logits (then greedy decoding reads them on the host). */
 export function processes(o: SamplingOptions): boolean {
-  return Object.keys(o.logitBias).length > 0 || (o.repetitionPenalty !== 0 && o.repetitionPenalty !== 1) || o.presencePenalty !== 0 || o.frequencyPenalty !== 0;
+  return (
+    Object.keys(o.logitBias).length > 0 ||
+    (o.repetitionPenalty !== 0 && o.repetitionPenalty !== 1) ||
+    o.presencePenalty !== 0 ||
+    o.frequencyPenalty !== 0
+  );
 }
 
 /** The logits after the processors, given the tokens so far (prompt and generated). A copy. */

@@ -55,7 +55,19 @@ export interface Server {
 /** Each numeric option an integer in its range: an Error naming it (a zero maxConcurrent would queue
  * every request forever). */
 function checkServeOptions(options: ServeOptions): void {
-  checkOptionNames("serve", options, ["model", "host", "port", "backend", "modelId", "maxBodyBytes", "maxConcurrent", "maxQueue", "defaultMaxTokens", "promptCaches", "bodyTimeout"]);
+  checkOptionNames("serve", options, [
+    "model",
+    "host",
+    "port",
+    "backend",
+    "modelId",
+    "maxBodyBytes",
+    "maxConcurrent",
+    "maxQueue",
+    "defaultMaxTokens",
+    "promptCaches",
+    "bodyTimeout",
+  ]);
   const ranges: [keyof ServeOptions, number, number][] = [
     ["port", 0, 65535],
     ["maxBodyBytes", 1, 2 ** 31],
@@ -67,7 +79,8 @@ function checkServeOptions(options: ServeOptions): void {
   ];
   for (const [key, min, max] of ranges) {
     const v = options[key];
-    if (v !== undefined && (typeof v !== "number" || !Number.isSafeInteger(v) || v < min || v > max)) throw new Error(`serve: ${key} must be an integer in [${min}, ${max}], got ${String(v)}`);
+    if (v !== undefined && (typeof v !== "number" || !Number.isSafeInteger(v) || v < min || v > max))
+      throw new Error(`serve: ${key} must be an integer in [${min}, ${max}], got ${String(v)}`);
   }
 }
 
@@ -82,7 +95,10 @@ export function serve(options: ServeOptions): Server {
   const chatPage = Bun.file(join(import.meta.dir, "chat.html"));
   let site: Site;
   try {
-    site = model.kind === "decoder" ? completionSite(model, tokenizer, modelId, options) : embeddingSite(model, tokenizer, modelId);
+    site =
+      model.kind === "decoder"
+        ? completionSite(model, tokenizer, modelId, options)
+        : embeddingSite(model, tokenizer, modelId);
   } catch (e) {
     model.dispose();
     throw e;
@@ -96,12 +112,26 @@ export function serve(options: ServeOptions): Server {
     return body;
   };
   const routes: Record<string, Partial<Record<string, (request: Request) => Promise<Response> | Response>>> = {
-    "/health": { GET: () => Response.json({ status: "ok", model: modelId, kind: model.kind, generating: site.load().active, waiting: site.load().waiting }) },
-    "/v1/models": { GET: () => Response.json({ object: "list", data: [{ id: modelId, object: "model", created, owned_by: "mlx-bun" }] }) },
+    "/health": {
+      GET: () =>
+        Response.json({
+          status: "ok",
+          model: modelId,
+          kind: model.kind,
+          generating: site.load().active,
+          waiting: site.load().waiting,
+        }),
+    },
+    "/v1/models": {
+      GET: () =>
+        Response.json({ object: "list", data: [{ id: modelId, object: "model", created, owned_by: "mlx-bun" }] }),
+    },
     "/v1/chat/completions": { POST: async (r) => site.complete("chat", await bodyOf(r), r) },
     "/v1/completions": { POST: async (r) => site.complete("text", await bodyOf(r), r) },
     "/v1/embeddings": { POST: async (r) => site.embeddings(await bodyOf(r)) },
-    ...(model.kind === "decoder" ? { "/": { GET: () => new Response(chatPage, { headers: { "content-type": "text/html; charset=utf-8" } }) } } : {}),
+    ...(model.kind === "decoder"
+      ? { "/": { GET: () => new Response(chatPage, { headers: { "content-type": "text/html; charset=utf-8" } }) } }
+      : {}),
   };
 
   try {
@@ -117,7 +147,13 @@ export function serve(options: ServeOptions): Server {
         const route = routes[path];
         if (!route) return errorResponse(new HttpError(404, `no route ${path}`));
         const handler = route[request.method];
-        if (!handler) return errorResponse(new HttpError(405, `${request.method} is not allowed on ${path} (allowed: ${Object.keys(route).join(", ")})`));
+        if (!handler)
+          return errorResponse(
+            new HttpError(
+              405,
+              `${request.method} is not allowed on ${path} (allowed: ${Object.keys(route).join(", ")})`,
+            ),
+          );
         try {
           return await handler(request);
         } catch (e) {

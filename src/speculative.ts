@@ -5,7 +5,13 @@
 // are rolled back (seek) past rejected tokens.
 import { checkFinite } from "./engine/host-sampler.ts";
 import { TextStream } from "./engine/text.ts";
-import { checkedOptions, checkedPromptIds, type GenerateOptions, type GenerationChunk, type GenerationStats } from "./generate.ts";
+import {
+  checkedOptions,
+  checkedPromptIds,
+  type GenerateOptions,
+  type GenerationChunk,
+  type GenerationStats,
+} from "./generate.ts";
 import { createCache, forward, type Model, rewrittenGraph, tokenIds } from "./models/index.ts";
 import type { HostKVCache, KVCache } from "./kv-cache.ts";
 import { argmaxOf } from "./sampling.ts";
@@ -35,28 +41,50 @@ export async function* speculativeGenerate(
   stats?: Partial<SpeculativeStats>,
 ): AsyncGenerator<GenerationChunk> {
   const { numDraftTokens = 4, ...rest } = options;
-  if (!Number.isSafeInteger(numDraftTokens) || numDraftTokens < 1 || numDraftTokens > 64) throw new Error(`speculativeGenerate: numDraftTokens must be an integer in [1, 64], got ${numDraftTokens}`);
+  if (!Number.isSafeInteger(numDraftTokens) || numDraftTokens < 1 || numDraftTokens > 64)
+    throw new Error(`speculativeGenerate: numDraftTokens must be an integer in [1, 64], got ${numDraftTokens}`);
   const { maxTokens, temperature, stopTokens, stopStrings, sampling, logprobs, grammar } = checkedOptions(rest);
   if (grammar) throw new Error("speculativeGenerate: responseFormat is not supported (use generate)");
-  if (temperature > 0 || logprobs !== undefined || rest.promptCache !== undefined) throw new Error("speculativeGenerate: greedy decoding only (temperature 0, no logprobs, no promptCache)");
-  if (sampling.repetitionPenalty || sampling.presencePenalty || sampling.frequencyPenalty || Object.keys(sampling.logitBias).length > 0) {
+  if (temperature > 0 || logprobs !== undefined || rest.promptCache !== undefined)
+    throw new Error("speculativeGenerate: greedy decoding only (temperature 0, no logprobs, no promptCache)");
+  if (
+    sampling.repetitionPenalty ||
+    sampling.presencePenalty ||
+    sampling.frequencyPenalty ||
+    Object.keys(sampling.logitBias).length > 0
+  ) {
     throw new Error("speculativeGenerate: logits processors (penalties, logitBias) are not supported");
   }
-  if (target.kind !== "decoder" || draft.kind !== "decoder") throw new Error("speculativeGenerate: target and draft must be decoders");
-  if (draft.config.vocabSize !== target.config.vocabSize) throw new Error(`speculativeGenerate: the draft's vocabulary (${draft.config.vocabSize}) differs from the target's (${target.config.vocabSize}); they must share the tokenizer`);
-  if (draft.backend !== target.backend) throw new Error(`speculativeGenerate: the draft runs on ${draft.backend}, the target on ${target.backend}`);
-  const promptIds = [...checkedPromptIds(typeof prompt === "string" ? tokenizer.encode(prompt) : prompt, target.config.vocabSize)];
+  if (target.kind !== "decoder" || draft.kind !== "decoder")
+    throw new Error("speculativeGenerate: target and draft must be decoders");
+  if (draft.config.vocabSize !== target.config.vocabSize)
+    throw new Error(
+      `speculativeGenerate: the draft's vocabulary (${draft.config.vocabSize}) differs from the target's (${target.config.vocabSize}); they must share the tokenizer`,
+    );
+  if (draft.backend !== target.backend)
+    throw new Error(`speculativeGenerate: the draft runs on ${draft.backend}, the target on ${target.backend}`);
+  const promptIds = [
+    ...checkedPromptIds(typeof prompt === "string" ? tokenizer.encode(prompt) : prompt, target.config.vocabSize),
+  ];
   const context = target.config.maxPositions;
   const length = promptIds.length + maxTokens + numDraftTokens + 1;
   if ([target, draft].some((m) => (m.config.slidingWindow ?? Infinity) < length)) {
-    throw new Error("speculativeGenerate: generations past a model's sliding window are not supported (rejected tokens cannot be rolled back out of a rotating cache)");
+    throw new Error(
+      "speculativeGenerate: generations past a model's sliding window are not supported (rejected tokens cannot be rolled back out of a rotating cache)",
+    );
   }
   if (context !== undefined && promptIds.length + maxTokens > context && !rest.exceedContext) {
-    throw new Error(`speculativeGenerate: prompt (${promptIds.length} tokens) + maxTokens (${maxTokens}) exceeds the target's context of ${context} positions`);
+    throw new Error(
+      `speculativeGenerate: prompt (${promptIds.length} tokens) + maxTokens (${maxTokens}) exceeds the target's context of ${context} positions`,
+    );
   }
-  const stop = new Set([...(rest.ignoreEos ? [] : [...target.config.eosTokenIds, ...tokenizer.eosTokenIds]), ...stopTokens]);
+  const stop = new Set([
+    ...(rest.ignoreEos ? [] : [...target.config.eosTokenIds, ...tokenizer.eosTokenIds]),
+    ...stopTokens,
+  ]);
   const only = rest.rewrite === false ? null : Array.isArray(rest.rewrite) ? rest.rewrite : undefined;
-  const graphs = (m: Model, logits: "last" | "all") => (only === null ? m.graph(logits) : rewrittenGraph(m, logits, only));
+  const graphs = (m: Model, logits: "last" | "all") =>
+    only === null ? m.graph(logits) : rewrittenGraph(m, logits, only);
   const targetCache = createCache(target, 1, length);
   const draftCache = createCache(draft, 1, length);
   /** Runs `ids` through a model and cache; the greedy next id after each of them ("all") or the last. */
@@ -68,9 +96,19 @@ export async function* speculativeGenerate(
     input.dispose();
     checkFinite(values);
     const vocabulary = values.length / (logits === "all" ? ids.length : 1);
-    return Array.from({ length: values.length / vocabulary }, (_, r) => argmaxOf(values.subarray(r * vocabulary, (r + 1) * vocabulary)));
+    return Array.from({ length: values.length / vocabulary }, (_, r) =>
+      argmaxOf(values.subarray(r * vocabulary, (r + 1) * vocabulary)),
+    );
   };
-  Object.assign(stats ?? {}, { promptTokens: promptIds.length, cachedTokens: 0, generatedTokens: 0, finishReason: "length", draftTokens: 0, acceptedTokens: 0, rounds: 0 });
+  Object.assign(stats ?? {}, {
+    promptTokens: promptIds.length,
+    cachedTokens: 0,
+    generatedTokens: 0,
+    finishReason: "length",
+    draftTokens: 0,
+    acceptedTokens: 0,
+    rounds: 0,
+  });
   const history = [...promptIds];
   const stream = new TextStream(tokenizer);
   let generated = 0;

@@ -3,9 +3,20 @@ import type { Pointer } from "bun:ffi";
 import { checkedShape, checkHolds, DTYPES, type DType, dtypeCode, itemSize, type TensorData } from "./dtype.ts";
 import { check, native, outI32, outPointer, outSize, outWords } from "./native/ffi.ts";
 
+type HostArray =
+  | Float32Array
+  | Float64Array
+  | Int32Array
+  | Uint32Array
+  | Uint8Array
+  | Int8Array
+  | Uint16Array
+  | Int16Array
+  | Float16Array
+  | BigInt64Array
+  | BigUint64Array;
 
-type HostArray = Float32Array | Float64Array | Int32Array | Uint32Array | Uint8Array | Int8Array | Uint16Array | Int16Array | Float16Array | BigInt64Array | BigUint64Array;
-
+// biome-ignore lint/complexity/noBannedTypes: keyed by the typed arrays' constructors
 const HOST_DTYPE = new Map<Function, DType>([
   [Float32Array, "float32"],
   [Float64Array, "float64"],
@@ -26,16 +37,27 @@ function hostArrayOf(values: unknown[], dtype: DType): HostArray {
   checkHolds(values, dtype, "Tensor.from");
   const numbers = values as number[];
   switch (dtype) {
-    case "float64": return Float64Array.from(numbers);
-    case "int32": return Int32Array.from(numbers);
-    case "uint32": return Uint32Array.from(numbers);
-    case "int16": return Int16Array.from(numbers);
-    case "uint16": return Uint16Array.from(numbers);
-    case "int8": return Int8Array.from(numbers);
-    case "uint8": case "bool": return Uint8Array.from(numbers);
-    case "int64": return BigInt64Array.from(numbers, (v) => BigInt(v));
-    case "uint64": return BigUint64Array.from(numbers, (v) => BigInt(v));
-    default: return Float32Array.from(numbers);
+    case "float64":
+      return Float64Array.from(numbers);
+    case "int32":
+      return Int32Array.from(numbers);
+    case "uint32":
+      return Uint32Array.from(numbers);
+    case "int16":
+      return Int16Array.from(numbers);
+    case "uint16":
+      return Uint16Array.from(numbers);
+    case "int8":
+      return Int8Array.from(numbers);
+    case "uint8":
+    case "bool":
+      return Uint8Array.from(numbers);
+    case "int64":
+      return BigInt64Array.from(numbers, (v) => BigInt(v));
+    case "uint64":
+      return BigUint64Array.from(numbers, (v) => BigInt(v));
+    default:
+      return Float32Array.from(numbers);
   }
 }
 
@@ -221,7 +243,10 @@ export class Tensor implements TensorData {
     if (dtype !== undefined) dtypeCode(dtype);
     const host = Array.isArray(data) ? hostArrayOf(data, dtype ?? "float32") : data;
     const hostDtype = host == null ? undefined : HOST_DTYPE.get(host.constructor);
-    if (!hostDtype) throw new Error(`Tensor.from: data must be an array of numbers or a typed array, got ${host == null ? String(host) : (host.constructor?.name ?? typeof host)}`);
+    if (!hostDtype)
+      throw new Error(
+        `Tensor.from: data must be an array of numbers or a typed array, got ${host == null ? String(host) : (host.constructor?.name ?? typeof host)}`,
+      );
     // A conversion on the device would wrap integers (300 as int8 is 44) and cut fractions.
     if (dtype !== undefined && dtype !== hostDtype && !Array.isArray(data)) checkHolds(host, dtype, "Tensor.from");
     const dims = checkedShape(shape ?? [host.length], "Tensor.from");
@@ -239,7 +264,14 @@ export class Tensor implements TensorData {
   static fromBytes(bytes: Uint8Array, shape: readonly number[], dtype: DType): Tensor {
     checkedShape(shape, "Tensor.fromBytes");
     const shapeArray = Int32Array.from(shape);
-    const status = native().mlx_array_new_data(outWords, bytes.byteLength > 0 ? bytes : null, bytes.byteLength, shapeArray.length > 0 ? shapeArray : null, shape.length, dtypeCode(dtype));
+    const status = native().mlx_array_new_data(
+      outWords,
+      bytes.byteLength > 0 ? bytes : null,
+      bytes.byteLength,
+      shapeArray.length > 0 ? shapeArray : null,
+      shape.length,
+      dtypeCode(dtype),
+    );
     check(status, "Tensor.fromBytes");
     const t = new Tensor(outPointer());
     t.#hostBytes = bytes.byteLength;
@@ -319,7 +351,10 @@ export class Tensor implements TensorData {
   /** Copies the raw row-major bytes to the host (evaluating first). */
   toBytes(): Uint8Array {
     const bytes = new Uint8Array(this.size * itemSize(this.dtype));
-    check(native().mlx_array_to_host(bytes.byteLength > 0 ? bytes : null, bytes.byteLength, this.handle), () => `toBytes(${this.describe()})`);
+    check(
+      native().mlx_array_to_host(bytes.byteLength > 0 ? bytes : null, bytes.byteLength, this.handle),
+      () => `toBytes(${this.describe()})`,
+    );
     return bytes;
   }
 

@@ -43,15 +43,26 @@ export class Tokenizer {
     this.#json = tokenizerJson as TokenizerJson;
     this.#config = config;
     this.#template = typeof config["chat_template"] === "string" ? new Template(config["chat_template"]) : null;
-    const eos = typeof config["eos_token"] === "string" ? config["eos_token"] : (config["eos_token"] as { content?: string } | undefined)?.content;
+    const eos =
+      typeof config["eos_token"] === "string"
+        ? config["eos_token"]
+        : (config["eos_token"] as { content?: string } | undefined)?.content;
     const eosId = eos === undefined ? undefined : this.#inner.token_to_id(eos);
     this.eosTokenIds = eosId === undefined ? [] : [eosId];
-    const json = tokenizerJson as { truncation?: { max_length?: unknown } | null; padding?: { pad_id?: unknown } | null };
+    const json = tokenizerJson as {
+      truncation?: { max_length?: unknown } | null;
+      padding?: { pad_id?: unknown } | null;
+    };
     const truncation = json.truncation?.max_length;
-    this.truncationLength = typeof truncation === "number" && Number.isSafeInteger(truncation) && truncation > 0 ? truncation : undefined;
-    const padName = typeof config["pad_token"] === "string" ? config["pad_token"] : (config["pad_token"] as { content?: string } | undefined)?.content;
+    this.truncationLength =
+      typeof truncation === "number" && Number.isSafeInteger(truncation) && truncation > 0 ? truncation : undefined;
+    const padName =
+      typeof config["pad_token"] === "string"
+        ? config["pad_token"]
+        : (config["pad_token"] as { content?: string } | undefined)?.content;
     const padId = json.padding?.pad_id;
-    this.padTokenId = typeof padId === "number" ? padId : padName === undefined ? undefined : this.#inner.token_to_id(padName);
+    this.padTokenId =
+      typeof padId === "number" ? padId : padName === undefined ? undefined : this.#inner.token_to_id(padName);
     const probe = this.encode("a", false);
     const full = this.encode("a", true);
     const at = full.findIndex((_, i) => probe.every((id, j) => full[i + j] === id));
@@ -96,7 +107,9 @@ export class Tokenizer {
       if (fallback && model.byte_fallback) return Uint8Array.of(Number.parseInt(fallback[1]!, 16));
       return encoder.encode(text.replaceAll("\u2581", " "));
     };
-    const entries: [string, number][] = Array.isArray(model.vocab) ? model.vocab.map(([p], i) => [p, i]) : Object.entries(model.vocab ?? {});
+    const entries: [string, number][] = Array.isArray(model.vocab)
+      ? model.vocab.map(([p], i) => [p, i])
+      : Object.entries(model.vocab ?? {});
     for (const [text, id] of entries) out[id] = piece(text);
     for (const t of added) out[t.id] = t.special ? null : encoder.encode(t.content);
     for (let i = 0; i < out.length; i++) out[i] ??= null;
@@ -109,7 +122,8 @@ export class Tokenizer {
   }
 
   encode(text: string, addSpecialTokens = true): number[] {
-    if (typeof text !== "string") throw new Error(`Tokenizer.encode: text must be a string, got ${text === null ? "null" : typeof text}`);
+    if (typeof text !== "string")
+      throw new Error(`Tokenizer.encode: text must be a string, got ${text === null ? "null" : typeof text}`);
     return this.#inner.encode(text, { add_special_tokens: addSpecialTokens }).ids;
   }
 
@@ -118,7 +132,9 @@ export class Tokenizer {
   encodeTruncated(text: string, maxLength: number): { ids: number[]; truncated: boolean } {
     const { before, after } = this.#specials;
     if (!Number.isSafeInteger(maxLength) || maxLength < before + after + 1) {
-      throw new Error(`maxLength must be an integer >= ${before + after + 1} (this tokenizer adds ${before + after} special tokens), got ${maxLength}`);
+      throw new Error(
+        `maxLength must be an integer >= ${before + after + 1} (this tokenizer adds ${before + after} special tokens), got ${maxLength}`,
+      );
     }
     const full = this.encode(text, true);
     if (full.length <= maxLength) return { ids: full, truncated: false };
@@ -130,7 +146,10 @@ export class Tokenizer {
    * without it (it would change text already streamed). */
   decode(ids: readonly number[], skipSpecialTokens = true, cleanUp?: boolean): string {
     if (ids.length === 0) return "";
-    return this.#inner.decode([...ids], { skip_special_tokens: skipSpecialTokens, ...(cleanUp === undefined ? {} : { clean_up_tokenization_spaces: cleanUp }) });
+    return this.#inner.decode([...ids], {
+      skip_special_tokens: skipSpecialTokens,
+      ...(cleanUp === undefined ? {} : { clean_up_tokenization_spaces: cleanUp }),
+    });
   }
 
   /** Renders messages with the chat template (generation prompt appended); `tools` go to the
@@ -139,7 +158,15 @@ export class Tokenizer {
     if (!this.#template) throw new Error("this tokenizer has no chat_template");
     // Templates read tool-call arguments as objects (transformers parses them).
     const rendered = messages.map((m) =>
-      m.tool_calls ? { ...m, tool_calls: m.tool_calls.map((c) => ({ ...c, function: { ...c.function, arguments: parsedArguments(c.function.arguments) } })) } : m,
+      m.tool_calls
+        ? {
+            ...m,
+            tool_calls: m.tool_calls.map((c) => ({
+              ...c,
+              function: { ...c.function, arguments: parsedArguments(c.function.arguments) },
+            })),
+          }
+        : m,
     );
     return this.#template.render({
       messages: rendered,
@@ -168,7 +195,12 @@ interface TokenizerJson {
 /** GPT-2's byte-level alphabet: the character standing for each byte. */
 function byteDecoder(): Map<string, number> {
   const printable: number[] = [];
-  for (const [lo, hi] of [[33, 126], [161, 172], [174, 255]]) for (let b = lo!; b <= hi!; b++) printable.push(b);
+  for (const [lo, hi] of [
+    [33, 126],
+    [161, 172],
+    [174, 255],
+  ])
+    for (let b = lo!; b <= hi!; b++) printable.push(b);
   const map = new Map<string, number>();
   let extra = 0;
   for (let b = 0; b < 256; b++) map.set(String.fromCodePoint(printable.includes(b) ? b : 256 + extra++), b);
@@ -181,14 +213,23 @@ function byteDecoder(): Map<string, number> {
 function ggufTokenizer(path: string, meta: Map<string, unknown>): { json: object; config: Record<string, unknown> } {
   const kind = meta.get("tokenizer.ggml.model");
   const tokens = meta.get("tokenizer.ggml.tokens");
-  if (!Array.isArray(tokens) || !tokens.every((t) => typeof t === "string")) throw new Error(`${path}: no tokenizer.ggml.tokens in the GGUF metadata`);
+  if (!Array.isArray(tokens) || !tokens.every((t) => typeof t === "string"))
+    throw new Error(`${path}: no tokenizer.ggml.tokens in the GGUF metadata`);
   const types = (meta.get("tokenizer.ggml.token_type") as number[] | undefined) ?? [];
-  const added = tokens.flatMap((content, id) => (types[id] === 3 || types[id] === 4 ? [{ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: types[id] === 3 }] : []));
+  const added = tokens.flatMap((content, id) =>
+    types[id] === 3 || types[id] === 4
+      ? [{ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: types[id] === 3 }]
+      : [],
+  );
   const name = (key: string) => {
     const id = meta.get(`tokenizer.ggml.${key}_token_id`);
     return typeof id === "number" && tokens[id] !== undefined ? tokens[id] : undefined;
   };
-  const config: Record<string, unknown> = { eos_token: name("eos"), bos_token: name("bos") ?? null, pad_token: name("padding") };
+  const config: Record<string, unknown> = {
+    eos_token: name("eos"),
+    bos_token: name("bos") ?? null,
+    pad_token: name("padding"),
+  };
   const template = meta.get("tokenizer.chat_template");
   if (typeof template === "string") config["chat_template"] = template;
   let json: object;
@@ -201,7 +242,13 @@ function ggufTokenizer(path: string, meta: Map<string, unknown>): { json: object
       pre_tokenizer: { type: "ByteLevel", add_prefix_space: false, trim_offsets: false, use_regex: true },
       post_processor: null,
       decoder: { type: "ByteLevel", add_prefix_space: false, trim_offsets: false, use_regex: true },
-      model: { type: "BPE", vocab: Object.fromEntries(tokens.map((t, i) => [t, i])), merges, ignore_merges: false, byte_fallback: false },
+      model: {
+        type: "BPE",
+        vocab: Object.fromEntries(tokens.map((t, i) => [t, i])),
+        merges,
+        ignore_merges: false,
+        byte_fallback: false,
+      },
     };
   } else if (kind === "llama") {
     const scores = (meta.get("tokenizer.ggml.scores") as number[] | undefined) ?? [];
@@ -211,8 +258,21 @@ function ggufTokenizer(path: string, meta: Map<string, unknown>): { json: object
       normalizer: null,
       pre_tokenizer: { type: "Metaspace", replacement: "\u2581", prepend_scheme: "first", split: false },
       post_processor: null,
-      decoder: { type: "Sequence", decoders: [{ type: "Replace", pattern: { String: "\u2581" }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" }, { type: "Strip", content: " ", start: 1, stop: 0 }] },
-      model: { type: "Unigram", vocab: tokens.map((t, i) => [t, scores[i] ?? 0]), unk_id: typeof unk === "number" ? unk : 0, byte_fallback: true },
+      decoder: {
+        type: "Sequence",
+        decoders: [
+          { type: "Replace", pattern: { String: "\u2581" }, content: " " },
+          { type: "ByteFallback" },
+          { type: "Fuse" },
+          { type: "Strip", content: " ", start: 1, stop: 0 },
+        ],
+      },
+      model: {
+        type: "Unigram",
+        vocab: tokens.map((t, i) => [t, scores[i] ?? 0]),
+        unk_id: typeof unk === "number" ? unk : 0,
+        byte_fallback: true,
+      },
     };
   } else {
     throw new Error(`${path}: GGUF tokenizer model ${JSON.stringify(kind)} is not supported (gpt2, llama)`);

@@ -10,11 +10,13 @@ const TEMPLATE =
   "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
 test("applyChatTemplate renders like jinja2", () => {
-  const tokenizerJson = JSON.parse(readFileSync(join(import.meta.dir, "fixtures", "data", "models", "qwen3", "tokenizer.json"), "utf8"));
+  const tokenizerJson = JSON.parse(
+    readFileSync(join(import.meta.dir, "fixtures", "data", "models", "qwen3", "tokenizer.json"), "utf8"),
+  );
   const tokenizer = new Tokenizer(tokenizerJson, { chat_template: TEMPLATE, eos_token: "<|im_end|>" });
   const messages = [
     { role: "system" as const, content: "You are terse." },
-    { role: "user" as const, content: "Say \"hi\" — then stop." },
+    { role: "user" as const, content: 'Say "hi" — then stop.' },
   ];
   const ours = tokenizer.applyChatTemplate(messages);
   const python = Bun.spawnSync([
@@ -27,5 +29,7 @@ test("applyChatTemplate renders like jinja2", () => {
   expect(python.exitCode).toBe(0);
   expect(ours).toBe(python.stdout.toString());
   expect(ours.endsWith("<|im_start|>assistant\n")).toBe(true);
-  expect(() => new Tokenizer(tokenizerJson, {}).applyChatTemplate(messages)).toThrow("this tokenizer has no chat_template");
+  expect(() => new Tokenizer(tokenizerJson, {}).applyChatTemplate(messages)).toThrow(
+    "this tokenizer has no chat_template",
+  );
 });

@@ -9,7 +9,11 @@ import { quantizeWeights } from "../src/quant/weights.ts";
 import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
 
 const dir = (name: string) => join(import.meta.dir, "fixtures", "data", "checkpoints", name);
-const oracle = fixture<{ x: EncodedArray; xDown: EncodedArray; linears: Record<string, { quantized: boolean; output: EncodedArray }> }>("checkpoint.json");
+const oracle = fixture<{
+  x: EncodedArray;
+  xDown: EncodedArray;
+  linears: Record<string, { quantized: boolean; output: EncodedArray }>;
+}>("checkpoint.json");
 
 describe("loadCheckpoint (mlx-lm 4-bit llama)", () => {
   const ckpt = loadCheckpoint(dir("llama-4bit"));
@@ -43,11 +47,18 @@ describe("loadCheckpoint (mlx-lm 4-bit llama)", () => {
     using doubled = ops.multiply(weights.get(`${path}.weight`)!, 2);
     weights.set(`${path}.weight`, doubled);
     using after = linear(xDown, weights, path, ckpt.quantization);
-    expect(maxAbsDiff(after.toFloat32Array(), before.toFloat32Array().map((v) => 2 * v))).toBeLessThanOrEqual(1e-5);
+    expect(
+      maxAbsDiff(
+        after.toFloat32Array(),
+        before.toFloat32Array().map((v) => 2 * v),
+      ),
+    ).toBeLessThanOrEqual(1e-5);
     weights.delete(`${path}.weight`);
     expect(() => linear(xDown, weights, path, ckpt.quantization)).toThrow(`linear: no weight '${path}.weight'`);
     const packed = "model.layers.0.self_attn.q_proj";
-    expect(() => linear(x, ckpt.weights, packed, null)).toThrow(`linear: '${packed}' is packed but the quantization config leaves it dense`);
+    expect(() => linear(x, ckpt.weights, packed, null)).toThrow(
+      `linear: '${packed}' is packed but the quantization config leaves it dense`,
+    );
   });
 
   test("the sharded copy with an index loads the same tensors", () => {

@@ -77,14 +77,29 @@ describe("CPU reference vs MLX", () => {
     const q = random([2, 4, 3, 16]);
     const positions = new Int32Array([5, 6, 7, 11, 12, 13]);
     const inverse = Float32Array.from({ length: 8 }, (_, i) => 1 / 10000 ** ((2 * i) / 16));
-    same(cpu.rope(q, 16, positions, inverse), fast.rope(mlx(q), { dims: 16, base: 10000, offset: Tensor.from(new Int32Array([5, 11])) }), 1e-5);
+    same(
+      cpu.rope(q, 16, positions, inverse),
+      fast.rope(mlx(q), { dims: 16, base: 10000, offset: Tensor.from(new Int32Array([5, 11])) }),
+      1e-5,
+    );
     const partial = random([1, 2, 3, 16]);
-    same(cpu.rope(partial, 8, new Int32Array([0, 1, 2]), inverse.slice(0, 4).map((_, i) => 1 / 10000 ** ((2 * i) / 8))), fast.rope(mlx(partial), { dims: 8, base: 10000 }));
+    same(
+      cpu.rope(
+        partial,
+        8,
+        new Int32Array([0, 1, 2]),
+        inverse.slice(0, 4).map((_, i) => 1 / 10000 ** ((2 * i) / 8)),
+      ),
+      fast.rope(mlx(partial), { dims: 8, base: 10000 }),
+    );
 
     const k = random([2, 2, 6, 16]);
     const v = random([2, 2, 6, 16]);
     const scale = 0.25;
-    same(cpu.attention(q, k, v, { scale, causal: false }), fast.scaledDotProductAttention(mlx(q), mlx(k), mlx(v), { scale }));
+    same(
+      cpu.attention(q, k, v, { scale, causal: false }),
+      fast.scaledDotProductAttention(mlx(q), mlx(k), mlx(v), { scale }),
+    );
     const keyMask = new Int32Array([1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1]);
     const additive = new Float32Array(2 * 3 * 6);
     for (let bb = 0; bb < 2; bb++) {
@@ -113,6 +128,8 @@ describe("CPU reference vs MLX", () => {
       const biases = new cpu.CpuTensor(q.biases!.toFloat32Array(), [...q.biases!.shape]);
       same(cpu.dequantizeAffine(packed, scales, biases, 8, 64, bits), quant.dequantize(q, { bits, groupSize: 64 }));
     }
-    expect(() => cpu.dequantizeAffine(new Uint32Array(3), random([1, 1]), random([1, 1]), 1, 32, 3)).toThrow("3-bit values straddle words");
+    expect(() => cpu.dequantizeAffine(new Uint32Array(3), random([1, 1]), random([1, 1]), 1, 32, 3)).toThrow(
+      "3-bit values straddle words",
+    );
   });
 });

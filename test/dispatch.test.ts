@@ -34,9 +34,22 @@ describe("backend kinds and support()", () => {
     const missing = { native: { available: false, reason: "libmlxb.so not found" }, ramBytes: 16 * GIB };
     expect(support("auto", 1, missing)).toMatchObject({ backend: "cpu", available: true });
     // A library named by MLXB_LIBRARY that does not load is an error, not a reason to use the CPU.
-    const named = { native: { available: false, reason: "MLXB_LIBRARY is /x.so, which does not exist", requested: true }, ramBytes: 16 * GIB };
-    expect(support("auto", 1, named)).toEqual({ available: false, backend: "mlx", device: "none", reason: "MLXB_LIBRARY is /x.so, which does not exist" });
-    expect(support("mlx", 1, missing)).toEqual({ available: false, backend: "mlx", device: "none", reason: "libmlxb.so not found" });
+    const named = {
+      native: { available: false, reason: "MLXB_LIBRARY is /x.so, which does not exist", requested: true },
+      ramBytes: 16 * GIB,
+    };
+    expect(support("auto", 1, named)).toEqual({
+      available: false,
+      backend: "mlx",
+      device: "none",
+      reason: "MLXB_LIBRARY is /x.so, which does not exist",
+    });
+    expect(support("mlx", 1, missing)).toEqual({
+      available: false,
+      backend: "mlx",
+      device: "none",
+      reason: "libmlxb.so not found",
+    });
     expect(support("cpu")).toMatchObject({ backend: "cpu", available: true, device: "cpu" });
   });
 
@@ -88,20 +101,35 @@ describe("per-op fallback", () => {
     const model = loadModel(dir("qwen3"), { backend: "mlx" });
     const prompt = decode(cases.qwen3!.prompt);
     using expected = forward(model, prompt, { logits: "all" });
-    const broken = { ...MLX_KERNELS, rms_norm: () => { throw new Error("injected MLX failure"); } };
+    const broken = {
+      ...MLX_KERNELS,
+      rms_norm: () => {
+        throw new Error("injected MLX failure");
+      },
+    };
     const warnings: string[] = [];
     const kernels = withFallback(broken, undefined, (w) => warnings.push(w));
     const run = () => {
-      const positions = Tensor.from(Int32Array.from({ length: prompt.shape[1]! }, (_, i) => i), [1, prompt.shape[1]!]);
+      const positions = Tensor.from(
+        Int32Array.from({ length: prompt.shape[1]! }, (_, i) => i),
+        [1, prompt.shape[1]!],
+      );
       const feeds = { ids: prompt, positions, offset: 0, keyMask: null };
-      const out = runGraph(model.graph("all"), kernels, { weights: model.weights, quantization: model.checkpoint.quantization, feeds, cache: null });
+      const out = runGraph(model.graph("all"), kernels, {
+        weights: model.weights,
+        quantization: model.checkpoint.quantization,
+        feeds,
+        cache: null,
+      });
       positions.dispose();
       return out.logits as Tensor;
     };
     using got = run();
     expect(maxAbsDiff(got.toFloat32Array(), expected.toFloat32Array())).toBeLessThanOrEqual(1e-4);
-    using again = run();
-    expect(warnings).toEqual(["mlx-bun: op 'rms_norm' failed on MLX (injected MLX failure); running it on the CPU backend"]);
+    using _again = run();
+    expect(warnings).toEqual([
+      "mlx-bun: op 'rms_norm' failed on MLX (injected MLX failure); running it on the CPU backend",
+    ]);
     expect(Tensor.from([1]).size).toBe(1); // the process carries on
   });
 });
@@ -144,7 +172,9 @@ describe("the CPU backend without MLX", () => {
       // The backend is the model's: an MLX cache cannot serve it.
       const { layers, kvHeads, headDim } = model.config;
       using mlxCache = new KVCache({ layers, batch: 1, heads: kvHeads, headDim, maxLength: 8 });
-      expect(() => forward(model, tokenIds(model, [1], [1, 1]), { cache: mlxCache })).toThrow("forward: the cache was made for the mlx backend, the model runs on cpu");
+      expect(() => forward(model, tokenIds(model, [1], [1, 1]), { cache: mlxCache })).toThrow(
+        "forward: the cache was made for the mlx backend, the model runs on cpu",
+      );
     });
   }
 });

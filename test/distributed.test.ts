@@ -5,11 +5,33 @@ import { join } from "node:path";
 
 test("2 ranks over the ring backend: rank, size, all_sum, all_gather", async () => {
   const bin = join(import.meta.dir, "..", "src", "bin.ts");
-  const child = Bun.spawn([process.execPath, bin, "launch", "-n", "2", "--", process.execPath, join(import.meta.dir, "distributed", "collectives.ts")], { stdout: "pipe", stderr: "pipe" });
-  const [out, err, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+  const child = Bun.spawn(
+    [
+      process.execPath,
+      bin,
+      "launch",
+      "-n",
+      "2",
+      "--",
+      process.execPath,
+      join(import.meta.dir, "distributed", "collectives.ts"),
+    ],
+    { stdout: "pipe", stderr: "pipe" },
+  );
+  const [out, err, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ]);
   expect(err).toBe("");
   expect(code).toBe(0);
-  const rows = out.trim().split("\n").map((line) => JSON.parse(line.replace(/^\[\d+\] /, "")) as { rank: number; size: number; sum: number[]; gathered: number[] });
+  const rows = out
+    .trim()
+    .split("\n")
+    .map(
+      (line) =>
+        JSON.parse(line.replace(/^\[\d+\] /, "")) as { rank: number; size: number; sum: number[]; gathered: number[] },
+    );
   expect(rows.map((r) => r.rank).sort()).toEqual([0, 1]);
   for (const r of rows) {
     expect(r.size).toBe(2);
@@ -23,7 +45,9 @@ test("launch: bad use is a usage error; a failing rank's code is returned", asyn
   const usage = Bun.spawnSync([process.execPath, bin, "launch", "-n", "0", "--", "true"], { stderr: "pipe" });
   expect(usage.exitCode).toBe(2);
   expect(usage.stderr.toString()).toContain("-n must be an integer in [1, 64]");
-  const failing = Bun.spawnSync([process.execPath, bin, "launch", "-n", "2", "--", "sh", "-c", "exit 3"], { stderr: "pipe" });
+  const failing = Bun.spawnSync([process.execPath, bin, "launch", "-n", "2", "--", "sh", "-c", "exit 3"], {
+    stderr: "pipe",
+  });
   expect(failing.exitCode).toBe(3);
 });
 
@@ -32,16 +56,27 @@ test("launch: bad use is a usage error; a failing rank's code is returned", asyn
 // rank, as MLX's own launcher gives it.
 test("launch --backend nccl: each rank gets its rank, the world size, one bootstrap address, and its own GPU", () => {
   const bin = join(import.meta.dir, "..", "src", "bin.ts");
-  const show = "console.log(JSON.stringify(Object.fromEntries(['MLX_RANK','MLX_WORLD_SIZE','NCCL_HOST_IP','NCCL_PORT','CUDA_VISIBLE_DEVICES','MLX_HOSTFILE'].map((k) => [k, process.env[k] ?? null]))))";
+  const show =
+    "console.log(JSON.stringify(Object.fromEntries(['MLX_RANK','MLX_WORLD_SIZE','NCCL_HOST_IP','NCCL_PORT','CUDA_VISIBLE_DEVICES','MLX_HOSTFILE'].map((k) => [k, process.env[k] ?? null]))))";
   const run = (visible: string | undefined, ranks: number) => {
     const env: Record<string, string | undefined> = { ...process.env, CUDA_VISIBLE_DEVICES: visible };
     if (visible === undefined) delete env.CUDA_VISIBLE_DEVICES;
-    return Bun.spawnSync([process.execPath, bin, "launch", "-n", String(ranks), "--backend", "nccl", "--", process.execPath, "-e", show], { env, stdout: "pipe", stderr: "pipe" });
+    return Bun.spawnSync(
+      [process.execPath, bin, "launch", "-n", String(ranks), "--backend", "nccl", "--", process.execPath, "-e", show],
+      { env, stdout: "pipe", stderr: "pipe" },
+    );
   };
-  for (const [visible, gpus] of [[undefined, ["0", "1"]], ["4,5", ["4", "5"]]] as const) {
+  for (const [visible, gpus] of [
+    [undefined, ["0", "1"]],
+    ["4,5", ["4", "5"]],
+  ] as const) {
     const done = run(visible, 2);
     expect(done.exitCode).toBe(0);
-    const rows = done.stdout.toString().trim().split("\n").map((line) => JSON.parse(line.replace(/^\[\d+\] /, "")) as Record<string, string | null>);
+    const rows = done.stdout
+      .toString()
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line.replace(/^\[\d+\] /, "")) as Record<string, string | null>);
     rows.sort((a, b) => Number(a.MLX_RANK) - Number(b.MLX_RANK));
     expect(rows.map((r) => r.MLX_RANK)).toEqual(["0", "1"]);
     expect(rows.map((r) => r.CUDA_VISIBLE_DEVICES)).toEqual([...gpus]);
@@ -60,7 +95,9 @@ test("launch --backend nccl: each rank gets its rank, the world size, one bootst
   const hidden = run("", 1);
   expect(hidden.exitCode).toBe(1);
   expect(hidden.stderr.toString()).toContain('1 NCCL ranks need 1 GPUs, CUDA_VISIBLE_DEVICES names 0 ("")');
-  const unknown = Bun.spawnSync([process.execPath, bin, "launch", "-n", "2", "--backend", "tcp", "--", "true"], { stderr: "pipe" });
+  const unknown = Bun.spawnSync([process.execPath, bin, "launch", "-n", "2", "--backend", "tcp", "--", "true"], {
+    stderr: "pipe",
+  });
   expect(unknown.exitCode).toBe(2);
   expect(unknown.stderr.toString()).toContain("--backend must be one of ring, nccl, got 'tcp'");
 });
@@ -68,14 +105,40 @@ test("launch --backend nccl: each rank gets its rank, the world size, one bootst
 /** Rows printed by test/distributed/generate.ts for `dir`, alone or as `ranks` ranks. */
 async function generateRows(dir: string, ranks: number) {
   const script = [process.execPath, join(import.meta.dir, "distributed", "generate.ts"), dir];
-  const command = ranks === 1 ? script : [process.execPath, join(import.meta.dir, "..", "src", "bin.ts"), "launch", "-n", String(ranks), "--", ...script];
+  const command =
+    ranks === 1
+      ? script
+      : [
+          process.execPath,
+          join(import.meta.dir, "..", "src", "bin.ts"),
+          "launch",
+          "-n",
+          String(ranks),
+          "--",
+          ...script,
+        ];
   const child = Bun.spawn(command, { stdout: "pipe", stderr: "pipe" });
-  const [out, err, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+  const [out, err, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ]);
   if (code !== 0) throw new Error(`exit ${code}: ${err}`);
   return out
     .trim()
     .split("\n")
-    .map((line) => JSON.parse(line.replace(/^\[\d+\] /, "")) as { rank: number; size: number; heads: number; tokens: number[]; logits: number[]; bytes: number; projectionBytes: number });
+    .map(
+      (line) =>
+        JSON.parse(line.replace(/^\[\d+\] /, "")) as {
+          rank: number;
+          size: number;
+          heads: number;
+          tokens: number[];
+          logits: number[];
+          bytes: number;
+          projectionBytes: number;
+        },
+    );
 }
 
 for (const name of ["llama", "qwen3"]) {
@@ -97,6 +160,10 @@ for (const name of ["llama", "qwen3"]) {
 
 test("tensor parallel: a model that cannot be split evenly, or with fused q/k/v, is an Error", async () => {
   const models = join(import.meta.dir, "fixtures", "data", "models");
-  await expect(generateRows(join(models, "llama"), 3)).rejects.toThrow("num_attention_heads (4) must be a multiple of the 3 ranks");
-  await expect(generateRows(join(models, "gpt2"), 2)).rejects.toThrow("tensor parallelism needs separate q/k/v projections (gpt2 fuses them)");
+  await expect(generateRows(join(models, "llama"), 3)).rejects.toThrow(
+    "num_attention_heads (4) must be a multiple of the 3 ranks",
+  );
+  await expect(generateRows(join(models, "gpt2"), 2)).rejects.toThrow(
+    "tensor parallelism needs separate q/k/v projections (gpt2 fuses them)",
+  );
 }, 60_000);

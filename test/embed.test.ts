@@ -6,7 +6,18 @@ import { describe, expect, test } from "bun:test";
 import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { cosineSimilarity, DEFAULT_MODEL_DIR as DEFAULT_MODEL, embed, type EmbedOptions, encode, loadModel, loadSafetensors, saveSafetensors, Tensor, Tokenizer } from "../src/index.ts";
+import {
+  cosineSimilarity,
+  DEFAULT_MODEL_DIR as DEFAULT_MODEL,
+  embed,
+  type EmbedOptions,
+  encode,
+  loadModel,
+  loadSafetensors,
+  saveSafetensors,
+  Tensor,
+  Tokenizer,
+} from "../src/index.ts";
 import { maxAbsDiff } from "./helpers.ts";
 
 const MODEL = join(import.meta.dir, "..", ".cache", "models", "all-MiniLM-L6-v2");
@@ -19,7 +30,9 @@ interface Reference {
   dimension: number;
   variants: Record<string, { options: EmbedOptions; embeddings: string }>;
 }
-const reference = JSON.parse(readFileSync(join(import.meta.dir, "reference", "minilm-embeddings.json"), "utf8")) as Reference;
+const reference = JSON.parse(
+  readFileSync(join(import.meta.dir, "reference", "minilm-embeddings.json"), "utf8"),
+) as Reference;
 
 function rows(base64: string): Float32Array[] {
   const bytes = Buffer.from(base64, "base64");
@@ -85,17 +98,29 @@ describe("embed matches sentence-transformers (MLX)", () => {
   });
 
   test("bad options and inputs are Errors naming them", () => {
-    expect(() => embed(model, tokenizer, ["x"], { maxLength: 513 })).toThrow("embed: maxLength 513 exceeds the model's 512 positions");
+    expect(() => embed(model, tokenizer, ["x"], { maxLength: 513 })).toThrow(
+      "embed: maxLength 513 exceeds the model's 512 positions",
+    );
     expect(() => embed(model, tokenizer, ["x"], { maxLength: 2 })).toThrow("maxLength must be an integer >= 3");
-    expect(() => embed(model, tokenizer, ["x"], { pooling: "sum" as never })).toThrow("embed: pooling must be one of mean, cls, max, got 'sum'");
-    expect(() => embed(model, tokenizer, ["x"], { batchSize: 0 })).toThrow("embed: batchSize must be a positive integer, got 0");
+    expect(() => embed(model, tokenizer, ["x"], { pooling: "sum" as never })).toThrow(
+      "embed: pooling must be one of mean, cls, max, got 'sum'",
+    );
+    expect(() => embed(model, tokenizer, ["x"], { batchSize: 0 })).toThrow(
+      "embed: batchSize must be a positive integer, got 0",
+    );
     expect(() => embed(model, tokenizer, [3 as never])).toThrow("embed: texts must be an array of strings");
     const long = Tensor.from(new Int32Array(600).fill(1000), [1, 600]);
     expect(() => encode(model, long)).toThrow("encode: 600 tokens per row, but this model has 512 positions");
     const ids = Tensor.from(Int32Array.of(101, 7592, 102), [1, 3]);
-    expect(() => encode(model, ids, { tokenTypes: Tensor.from(Int32Array.of(0, 2, 0), [1, 3]) })).toThrow("encode: tokenTypes[1] is 2; token ids are integers in [0, 2)");
-    expect(() => encode(model, ids, { keyMask: Tensor.from(Float32Array.of(1, 0.5, 1), [1, 3]) })).toThrow("encode: keyMask[1] is 0.5");
-    expect(() => encode(model, ids, { keyMask: Tensor.from(Float32Array.of(1, 1), [1, 2]) })).toThrow("encode: keyMask must have the ids' shape [1, 3], got [1, 2]");
+    expect(() => encode(model, ids, { tokenTypes: Tensor.from(Int32Array.of(0, 2, 0), [1, 3]) })).toThrow(
+      "encode: tokenTypes[1] is 2; token ids are integers in [0, 2)",
+    );
+    expect(() => encode(model, ids, { keyMask: Tensor.from(Float32Array.of(1, 0.5, 1), [1, 3]) })).toThrow(
+      "encode: keyMask[1] is 0.5",
+    );
+    expect(() => encode(model, ids, { keyMask: Tensor.from(Float32Array.of(1, 1), [1, 2]) })).toThrow(
+      "encode: keyMask must have the ids' shape [1, 3], got [1, 2]",
+    );
     expect(() => encode(model, Tensor.from(Int32Array.of(30522), [1, 1]))).toThrow("encode: ids[0] is 30522");
     for (const t of [long, ids]) t.dispose();
   });
@@ -105,9 +130,17 @@ test("embed matches sentence-transformers on the CPU reference backend", () => {
   const model = loadModel(MODEL, { backend: "cpu" });
   // The short texts (the CPU reference is slow on 256 tokens) and the long one cut to 16 tokens.
   const short = reference.texts.map((_, i) => i).filter((i) => reference.ids[i]!.length <= 32);
-  const got = embed(model, tokenizer, short.map((i) => reference.texts[i]!));
+  const got = embed(
+    model,
+    tokenizer,
+    short.map((i) => reference.texts[i]!),
+  );
   const want = rows(reference.variants["default"]!.embeddings);
-  const { maxAbs, minCosine } = compare(got.vectors, short.map((i) => want[i]!), short.map((_, j) => j));
+  const { maxAbs, minCosine } = compare(
+    got.vectors,
+    short.map((i) => want[i]!),
+    short.map((_, j) => j),
+  );
   expect(maxAbs).toBeLessThanOrEqual(1e-5);
   expect(minCosine).toBeGreaterThanOrEqual(0.99999);
   const cut = embed(model, tokenizer, [reference.texts.at(-1)!], { maxLength: 16 });
@@ -134,8 +167,12 @@ test("a `bert.`-prefixed checkpoint with pre-training heads loads; a missing wei
     for (const m of [plain, renamed]) m.dispose();
     prefixed.delete("bert.encoder.layer.1.output.dense.bias");
     saveSafetensors(join(dir, "model.safetensors"), prefixed);
-    expect(() => loadModel(dir, { backend: "mlx" })).toThrow("missing (num_hidden_layers 2): encoder.layer.1.output.dense.bias");
-    expect(() => loadModel(dir, { backend: "cpu" })).toThrow("missing (num_hidden_layers 2): encoder.layer.1.output.dense.bias");
+    expect(() => loadModel(dir, { backend: "mlx" })).toThrow(
+      "missing (num_hidden_layers 2): encoder.layer.1.output.dense.bias",
+    );
+    expect(() => loadModel(dir, { backend: "cpu" })).toThrow(
+      "missing (num_hidden_layers 2): encoder.layer.1.output.dense.bias",
+    );
     ids.dispose();
     for (const t of tensors.values()) t.dispose();
   } finally {
@@ -145,17 +182,30 @@ test("a `bert.`-prefixed checkpoint with pre-training heads loads; a missing wei
 
 test("embed refuses a decoder", () => {
   const model = loadModel(DEFAULT_MODEL, { backend: "mlx" });
-  expect(() => embed(model, Tokenizer.fromDir(DEFAULT_MODEL), ["x"])).toThrow("embed: llama is a decoder; embeddings need an encoder (bert)");
+  expect(() => embed(model, Tokenizer.fromDir(DEFAULT_MODEL), ["x"])).toThrow(
+    "embed: llama is a decoder; embeddings need an encoder (bert)",
+  );
   model.dispose();
 });
 
 test("mlx-bun embed: --query ranks texts; vectors as JSON lines; usage errors exit 2", () => {
   const bin = join(import.meta.dir, "..", "src", "bin.ts");
-  const run = (...args: string[]) => Bun.spawnSync([process.execPath, bin, "embed", "--model", MODEL, ...args], { stderr: "pipe" });
-  const search = run("--query", "What is the man eating?", "The girl is carrying a baby.", "A man is eating a piece of bread.", "A man is riding a horse.");
+  const run = (...args: string[]) =>
+    Bun.spawnSync([process.execPath, bin, "embed", "--model", MODEL, ...args], { stderr: "pipe" });
+  const search = run(
+    "--query",
+    "What is the man eating?",
+    "The girl is carrying a baby.",
+    "A man is eating a piece of bread.",
+    "A man is riding a horse.",
+  );
   expect(search.exitCode).toBe(0);
   const lines = search.stdout.toString().trim().split("\n");
-  expect(lines.map((l) => l.replace(/^\S+  /, ""))).toEqual(["A man is eating a piece of bread.", "A man is riding a horse.", "The girl is carrying a baby."]);
+  expect(lines.map((l) => l.replace(/^\S+ {2}/, ""))).toEqual([
+    "A man is eating a piece of bread.",
+    "A man is riding a horse.",
+    "The girl is carrying a baby.",
+  ]);
   const vectors = run("A man is eating food.");
   const row = JSON.parse(vectors.stdout.toString()) as { index: number; tokens: number; embedding: number[] };
   const want = rows(reference.variants["default"]!.embeddings)[0]!;

@@ -9,7 +9,16 @@ import { Engine, type SequenceRequest } from "../src/engine/engine.ts";
 import { DeviceSampler } from "../src/engine/sampler.ts";
 import { astype, slice, transpose } from "../src/ops/core.ts";
 import { samplePick } from "../src/ops/fast.ts";
-import { DEFAULT_MODEL_DIR, generate, generateBatchText, generateText, liveTensorCount, loadModel, Tensor, Tokenizer } from "../src/index.ts";
+import {
+  DEFAULT_MODEL_DIR,
+  generate,
+  generateBatchText,
+  generateText,
+  liveTensorCount,
+  loadModel,
+  Tensor,
+  Tokenizer,
+} from "../src/index.ts";
 import { DEFAULT_SAMPLING, logSoftmax, samplingDistribution } from "../src/sampling.ts";
 import { samplingCases } from "./helpers.ts";
 
@@ -37,7 +46,12 @@ describe("device sampler vs mlx-lm", () => {
   test("all cases as the rows of one batch: each row as it is alone", () => {
     const V = cases[0]!.logits.length;
     const rows = cases.filter((c) => c.logits.length === V);
-    using sampler = new DeviceSampler(rows.map((c) => settingsOf(c.options)), V, rows.map((c) => c.context), rows.map(() => 0));
+    using sampler = new DeviceSampler(
+      rows.map((c) => settingsOf(c.options)),
+      V,
+      rows.map((c) => c.context),
+      rows.map(() => 0),
+    );
     using logits = Tensor.from(Float32Array.from(rows.flatMap((c) => c.logits)), [rows.length, V]);
     using filtered = sampler.filteredLogprobs(logits);
     const got = filtered.toFloat32Array();
@@ -54,8 +68,16 @@ describe("device draws", () => {
   /** n draws: rows of one batch, each row its own seed. */
   function deviceDraws(options: Record<string, unknown>, n: number, index = 0): number[] {
     const settings = Array.from({ length: n }, (_, i) => settingsOf(options, 1000 + i));
-    using sampler = new DeviceSampler(settings, V, settings.map(() => [0]), settings.map(() => index));
-    using batch = Tensor.from(Float32Array.from({ length: n * V }, (_, i) => logits[i % V]!), [n, V]);
+    using sampler = new DeviceSampler(
+      settings,
+      V,
+      settings.map(() => [0]),
+      settings.map(() => index),
+    );
+    using batch = Tensor.from(
+      Float32Array.from({ length: n * V }, (_, i) => logits[i % V]!),
+      [n, V],
+    );
     const picks = sampler.pick(batch, null);
     try {
       return Array.from(picks.tokens.toInt32Array());
@@ -64,7 +86,12 @@ describe("device draws", () => {
     }
   }
 
-  for (const options of [{ temperature: 0.8 }, { temperature: 1.2, topK: 5 }, { temperature: 1, topP: 0.85 }, { temperature: 0.9, minP: 0.15 }]) {
+  for (const options of [
+    { temperature: 0.8 },
+    { temperature: 1.2, topK: 5 },
+    { temperature: 1, topP: 0.85 },
+    { temperature: 0.9, minP: 0.15 },
+  ]) {
     test(`${JSON.stringify(options)}: frequencies pass a chi-square test at 0.1%, masked tokens never drawn`, () => {
       const n = 4000;
       const draws = [...deviceDraws(options, n, 0), ...deviceDraws(options, n, 1)];
@@ -101,7 +128,8 @@ describe("samplePick (the pick's primitive)", () => {
   const V = 300;
   // Logits with ties (each value three times) and a spread of magnitudes.
   const row = Float32Array.from({ length: V }, (_, i) => Math.round(Math.sin(i % 100) * 40) / 8);
-  const params = (t: number, drop: number, logMinP: number, keep: number, k: number) => Tensor.from(Float32Array.from([t, drop, logMinP, keep, k]), [1, 5]);
+  const params = (t: number, drop: number, logMinP: number, keep: number, k: number) =>
+    Tensor.from(Float32Array.from([t, drop, logMinP, keep, k]), [1, 5]);
   const sorted = Array.from(row).sort((a, b) => b - a);
 
   function picked(logits: Tensor, p: Tensor, draw = 0, seed = 7): { token: number; peak: number; threshold: number } {
@@ -111,7 +139,11 @@ describe("samplePick (the pick's primitive)", () => {
     using _a = tokens;
     using _b = peak;
     using _c = threshold;
-    return { token: tokens.toInt32Array()[0]!, peak: peak.toFloat32Array()[0]!, threshold: threshold.toFloat32Array()[0]! };
+    return {
+      token: tokens.toInt32Array()[0]!,
+      peak: peak.toFloat32Array()[0]!,
+      threshold: threshold.toFloat32Array()[0]!,
+    };
   }
 
   test("thresholds: the k-th largest with ties, min-p against the minTokensToKeep-th, top-p by cumulative mass", () => {
@@ -145,12 +177,22 @@ describe("samplePick (the pick's primitive)", () => {
     const distinctRow = Float32Array.from({ length: V }, (_, i) => Math.sin(i * 1.7) * 5 + i / 1024);
     using distinct = Tensor.from(distinctRow, [1, V]);
     using half = astype(logits, "bfloat16");
-    using wide = Tensor.from(Float32Array.from({ length: 2 * V }, (_, i) => row[i >> 1]!), [V, 2]);
+    using wide = Tensor.from(
+      Float32Array.from({ length: 2 * V }, (_, i) => row[i >> 1]!),
+      [V, 2],
+    );
     using strided = transpose(slice(wide, [0, 0], [V, 1]));
-    for (const [draw, seed] of [[0, 7], [1, 7], [5, 2 ** 31 + 3], [1000, 12]] as const) {
+    for (const [draw, seed] of [
+      [0, 7],
+      [1, 7],
+      [5, 2 ** 31 + 3],
+      [1000, 12],
+    ] as const) {
       const base = picked(logits, p, draw, seed);
       // The host's top-k and minTokensToKeep keep exactly k of tied values: compared without ties.
-      expect(picked(distinct, p, draw, seed).token).toBe(pickOnHost(distinctRow, [0], settingsOf(options, seed), draw).token);
+      expect(picked(distinct, p, draw, seed).token).toBe(
+        pickOnHost(distinctRow, [0], settingsOf(options, seed), draw).token,
+      );
       expect(picked(half, p, draw, seed)).toEqual(base);
       expect(picked(strided, p, draw, seed)).toEqual(base);
     }
@@ -194,38 +236,73 @@ for (const backend of ["mlx", "cpu"] as const) {
     const maxTokens = backend === "cpu" ? 3 : 12;
     const budget = backend === "cpu" ? 240_000 : 60_000; // the CPU reference backend is slow
 
-    test("every sampler option: each batch row gives the tokens it gives alone", async () => {
-      for (const options of backend === "cpu" ? [MIXED[1]!, MIXED[3]!] : MIXED) {
-        const batch = await generateBatchText(model, tokenizer, PROMPTS, { maxTokens, ignoreEos: true, ...options });
-        for (const [i, prompt] of PROMPTS.entries()) expect(batch.tokens[i]).toEqual((await generateText(model, tokenizer, prompt, { maxTokens, ignoreEos: true, ...options })).tokens);
-      }
-    }, budget);
-
-    test("sequences with different options join a running batch mid-way and give their own tokens", async () => {
-      const alone = await Promise.all(PROMPTS.map(async (p, i) => (await generateText(model, tokenizer, p, { maxTokens, ignoreEos: true, ...MIXED[i]! })).tokens));
-      const started: Promise<number[]>[] = [];
-      const first = (async () => {
-        const tokens: number[] = [];
-        for await (const chunk of generate(model, tokenizer, PROMPTS[0]!, { maxTokens, ignoreEos: true, ...MIXED[0]! })) {
-          tokens.push(chunk.token);
-          // The others join once this one decodes.
-          if (tokens.length === 2) for (const i of [1, 2]) started.push(generateText(model, tokenizer, PROMPTS[i]!, { maxTokens, ignoreEos: true, ...MIXED[i]! }).then((r) => r.tokens));
+    test(
+      "every sampler option: each batch row gives the tokens it gives alone",
+      async () => {
+        for (const options of backend === "cpu" ? [MIXED[1]!, MIXED[3]!] : MIXED) {
+          const batch = await generateBatchText(model, tokenizer, PROMPTS, { maxTokens, ignoreEos: true, ...options });
+          for (const [i, prompt] of PROMPTS.entries())
+            expect(batch.tokens[i]).toEqual(
+              (await generateText(model, tokenizer, prompt, { maxTokens, ignoreEos: true, ...options })).tokens,
+            );
         }
-        return tokens;
-      })();
-      expect(await first).toEqual(alone[0]!);
-      expect(await Promise.all(started)).toEqual([alone[1]!, alone[2]!]);
-    }, budget);
+      },
+      budget,
+    );
 
-    test("a sequence cancelled mid-stream frees its slot; the others go on; no tensor is left", async () => {
-      const before = liveTensorCount();
-      const reference = (await generateText(model, tokenizer, PROMPTS[1]!, { maxTokens, ignoreEos: true })).tokens;
-      const other = generateText(model, tokenizer, PROMPTS[1]!, { maxTokens, ignoreEos: true });
-      let seen = 0;
-      for await (const _ of generate(model, tokenizer, PROMPTS[0]!, { maxTokens: 64, ignoreEos: true, temperature: 0.8 })) if (++seen === 2) break;
-      expect((await other).tokens).toEqual(reference);
-      expect(liveTensorCount()).toBe(before);
-    }, budget);
+    test(
+      "sequences with different options join a running batch mid-way and give their own tokens",
+      async () => {
+        const alone = await Promise.all(
+          PROMPTS.map(
+            async (p, i) =>
+              (await generateText(model, tokenizer, p, { maxTokens, ignoreEos: true, ...MIXED[i]! })).tokens,
+          ),
+        );
+        const started: Promise<number[]>[] = [];
+        const first = (async () => {
+          const tokens: number[] = [];
+          for await (const chunk of generate(model, tokenizer, PROMPTS[0]!, {
+            maxTokens,
+            ignoreEos: true,
+            ...MIXED[0]!,
+          })) {
+            tokens.push(chunk.token);
+            // The others join once this one decodes.
+            if (tokens.length === 2)
+              for (const i of [1, 2])
+                started.push(
+                  generateText(model, tokenizer, PROMPTS[i]!, { maxTokens, ignoreEos: true, ...MIXED[i]! }).then(
+                    (r) => r.tokens,
+                  ),
+                );
+          }
+          return tokens;
+        })();
+        expect(await first).toEqual(alone[0]!);
+        expect(await Promise.all(started)).toEqual([alone[1]!, alone[2]!]);
+      },
+      budget,
+    );
+
+    test(
+      "a sequence cancelled mid-stream frees its slot; the others go on; no tensor is left",
+      async () => {
+        const before = liveTensorCount();
+        const reference = (await generateText(model, tokenizer, PROMPTS[1]!, { maxTokens, ignoreEos: true })).tokens;
+        const other = generateText(model, tokenizer, PROMPTS[1]!, { maxTokens, ignoreEos: true });
+        let seen = 0;
+        for await (const _ of generate(model, tokenizer, PROMPTS[0]!, {
+          maxTokens: 64,
+          ignoreEos: true,
+          temperature: 0.8,
+        }))
+          if (++seen === 2) break;
+        expect((await other).tokens).toEqual(reference);
+        expect(liveTensorCount()).toBe(before);
+      },
+      budget,
+    );
   });
 }
 

@@ -74,7 +74,12 @@ describe("tidy", () => {
     expect(Array.from(kept[1]!.toFloat32Array())).toEqual([4, 7, 10]);
     for (const t of kept) t.dispose();
     expect(liveTensorCount()).toBe(before);
-    expect(() => tidy(() => { Tensor.from([1]); throw new Error("boom"); })).toThrow("boom");
+    expect(() =>
+      tidy(() => {
+        Tensor.from([1]);
+        throw new Error("boom");
+      }),
+    ).toThrow("boom");
     expect(liveTensorCount()).toBe(before);
   });
 });

@@ -22,7 +22,14 @@ function ffiType(cType: string): FFIType {
   const t = cType.replace(/\s+/g, " ").trim();
   if (t === "const char*") return FFIType.cstring;
   if (t.endsWith("*") || HANDLES.has(t)) return FFIType.ptr;
-  const scalars: Record<string, FFIType> = { int: FFIType.i32, int32_t: FFIType.i32, float: FFIType.f32, double: FFIType.f64, size_t: FFIType.u64, uint64_t: FFIType.u64 };
+  const scalars: Record<string, FFIType> = {
+    int: FFIType.i32,
+    int32_t: FFIType.i32,
+    float: FFIType.f32,
+    double: FFIType.f64,
+    size_t: FFIType.u64,
+    uint64_t: FFIType.u64,
+  };
   const scalar = scalars[t];
   if (scalar === undefined) throw new Error(`mlxb.h: no FFI mapping for C type '${t}'`);
   return scalar;
@@ -33,7 +40,17 @@ function declarations(): Map<string, { returns: FFIType; args: FFIType[] }> {
   const out = new Map<string, { returns: FFIType; args: FFIType[] }>();
   for (const m of header.matchAll(/^\s*([A-Za-z_][\w\s]*?\**)\s*\b(mlx_\w+)\s*\(([^)]*)\)\s*;/gm)) {
     const [, returns, name, params] = m as unknown as [string, string, string, string];
-    const args = params.trim() === "void" || params.trim() === "" ? [] : params.split(",").map((p) => ffiType(p.trim().replace(/\s*\b\w+$/, "").replace(/\s+\*/g, "*")));
+    const args =
+      params.trim() === "void" || params.trim() === ""
+        ? []
+        : params.split(",").map((p) =>
+            ffiType(
+              p
+                .trim()
+                .replace(/\s*\b\w+$/, "")
+                .replace(/\s+\*/g, "*"),
+            ),
+          );
     out.set(name, { returns: ffiType(returns.replace(/\s+\*/g, "*")), args });
   }
   return out;
@@ -42,13 +59,21 @@ function declarations(): Map<string, { returns: FFIType; args: FFIType[] }> {
 test("every function in shim/mlxb.h is bound in ffi.ts with the header's argument and return types", () => {
   const declared = declarations();
   expect(declared.size).toBeGreaterThan(70);
-  const bound = new Map(Object.entries(symbols).map(([name, args]) => [name, { returns: returning[name as keyof typeof symbols] ?? FFIType.i32, args: [...args] as FFIType[] }]));
+  const bound = new Map(
+    Object.entries(symbols).map(([name, args]) => [
+      name,
+      { returns: returning[name as keyof typeof symbols] ?? FFIType.i32, args: [...args] as FFIType[] },
+    ]),
+  );
   expect([...bound.keys()].sort()).toEqual([...declared.keys()].sort());
   for (const [name, expected] of declared) expect({ name, ...bound.get(name)! }).toEqual({ name, ...expected });
 });
 
 test("src/dtype.ts follows the header's MLXB_DTYPES table (order = the enum's codes, item sizes)", () => {
-  const rows = [...header.matchAll(/X\((MLX_\w+), (\w+), (\w+), (\d+)\)/g)].map((m) => ({ name: m[2]!, bytes: Number(m[4]) }));
+  const rows = [...header.matchAll(/X\((MLX_\w+), (\w+), (\w+), (\d+)\)/g)].map((m) => ({
+    name: m[2]!,
+    bytes: Number(m[4]),
+  }));
   expect(rows.map((r) => r.name)).toEqual([...DTYPES]);
   for (const r of rows) expect(itemSize(r.name as (typeof DTYPES)[number])).toBe(r.bytes);
 });

@@ -33,13 +33,20 @@ describe("generate", () => {
     const { text, tokens, stats } = await generateText(model, tokenizer, promptIds, { maxTokens: expected.length });
     expect(tokens).toEqual(expected);
     expect(text).toBe(tokenizer.decode(expected));
-    expect(stats).toMatchObject({ promptTokens: promptIds.length, generatedTokens: expected.length, finishReason: "length" });
+    expect(stats).toMatchObject({
+      promptTokens: promptIds.length,
+      generatedTokens: expected.length,
+      finishReason: "length",
+    });
   });
 
   test("stop tokens end generation before the stop token", async () => {
     const stopAt = expected.findIndex((t, i) => i > 0 && expected.indexOf(t) === i);
     expect(stopAt).toBeGreaterThan(0);
-    const { tokens, stats } = await generateText(model, tokenizer, promptIds, { maxTokens: 16, stopTokens: [expected[stopAt]!] });
+    const { tokens, stats } = await generateText(model, tokenizer, promptIds, {
+      maxTokens: 16,
+      stopTokens: [expected[stopAt]!],
+    });
     expect(tokens).toEqual(expected.slice(0, stopAt));
     expect(stats.finishReason).toBe("stop");
   });
@@ -53,7 +60,8 @@ describe("generate", () => {
   });
 
   test("sampling is reproducible per seed, and top-p near 0 is greedy", async () => {
-    const run = (seed: number, topP = 1) => generateText(model, tokenizer, promptIds, { maxTokens: 12, temperature: 1.5, topP, seed });
+    const run = (seed: number, topP = 1) =>
+      generateText(model, tokenizer, promptIds, { maxTokens: 12, temperature: 1.5, topP, seed });
     const [a, b, c] = await Promise.all([run(1), run(1), run(2)]);
     expect(a.tokens).toEqual(b.tokens);
     expect(a.tokens).not.toEqual(c.tokens);
@@ -75,7 +83,13 @@ describe("generate", () => {
 
 describe("pickOnHost (the CPU backend's sampler)", () => {
   const logits = Float32Array.from([1, 3, 2, 0.5]);
-  const settings = (temperature: number, topP = 1, seed = 0) => ({ ...DEFAULT_SAMPLING, temperature, topP, seed, logprobs: undefined });
+  const settings = (temperature: number, topP = 1, seed = 0) => ({
+    ...DEFAULT_SAMPLING,
+    temperature,
+    topP,
+    seed,
+    logprobs: undefined,
+  });
   test("temperature 0 is argmax", () => expect(pickOnHost(logits, [0], settings(0), 0).token).toBe(1));
   test("frequencies follow softmax(logits / T); top-p keeps the nucleus", () => {
     const counts = [0, 0, 0, 0];

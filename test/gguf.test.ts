@@ -4,7 +4,16 @@
 // greedy tokens on the original checkpoint, the tokenizer from the metadata, and the files it refuses.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { DEFAULT_MODEL_DIR, deviceInfo, forward, generateText, loadModel, serve, Tensor, Tokenizer } from "../src/index.ts";
+import {
+  DEFAULT_MODEL_DIR,
+  deviceInfo,
+  forward,
+  generateText,
+  loadModel,
+  serve,
+  Tensor,
+  Tokenizer,
+} from "../src/index.ts";
 import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
 
 const DATA = join(import.meta.dir, "fixtures", "data");
@@ -14,7 +23,11 @@ const reference = fixture<{ greedy: number[] }>("default_model.json");
 
 describe("GGUF checkpoints", () => {
   // Tolerances: the graph computes in the weights' float16 where Python computed in float32.
-  for (const [kind, bound] of [["f16", 0.05], ["q8_0", 0.05], ["q4_0", 0.05]] as const) {
+  for (const [kind, bound] of [
+    ["f16", 0.05],
+    ["q8_0", 0.05],
+    ["q4_0", 0.05],
+  ] as const) {
     test(`${kind}: prompt logits equal Python MLX's reading of the file (<= ${bound})`, () => {
       const model = loadModel(file(`default-model-${kind}.gguf`), { backend: "mlx" });
       try {
@@ -39,7 +52,9 @@ describe("GGUF checkpoints", () => {
         expect(model.config.modelType).toBe(arch);
         using ids = decode(models[arch]!.prompt);
         using logits = forward(model, ids, { logits: "all" });
-        expect(maxAbsDiff(logits.toFloat32Array(), decode(models[arch]!.prefill).toFloat32Array())).toBeLessThanOrEqual(0.01);
+        expect(maxAbsDiff(logits.toFloat32Array(), decode(models[arch]!.prefill).toFloat32Array())).toBeLessThanOrEqual(
+          0.01,
+        );
       } finally {
         model.dispose();
       }
@@ -55,7 +70,9 @@ describe("GGUF checkpoints", () => {
     const q8 = loadModel(file("default-model-q8_0.gguf"), { backend: "mlx" });
     expect(q8.checkpoint.weights.get("model.layers.0.mlp.up_proj.weight")!.dtype).toBe("uint32");
     // float16 in the file; float32 on a CPU device (src/io/gguf.ts).
-    expect(q8.checkpoint.weights.get("model.layers.0.mlp.up_proj.scales")!.dtype).toBe(deviceInfo().device === "cpu" ? "float32" : "float16");
+    expect(q8.checkpoint.weights.get("model.layers.0.mlp.up_proj.scales")!.dtype).toBe(
+      deviceInfo().device === "cpu" ? "float32" : "float16",
+    );
     q8.dispose();
   });
 
@@ -73,7 +90,10 @@ describe("GGUF checkpoints", () => {
   test("the server takes a .gguf path", async () => {
     const server = serve({ model: file("default-model-q4_0.gguf"), port: 0, backend: "mlx" });
     try {
-      const response = await fetch(`${server.url}/v1/completions`, { method: "POST", body: JSON.stringify({ prompt: "The ship", max_tokens: 4, temperature: 0 }) });
+      const response = await fetch(`${server.url}/v1/completions`, {
+        method: "POST",
+        body: JSON.stringify({ prompt: "The ship", max_tokens: 4, temperature: 0 }),
+      });
       expect(response.status).toBe(200);
       const body = (await response.json()) as { usage: { completion_tokens: number } };
       expect(body.usage.completion_tokens).toBeGreaterThan(0);
@@ -83,10 +103,16 @@ describe("GGUF checkpoints", () => {
   });
 
   test("files it cannot load are Errors naming why", () => {
-    expect(() => loadModel(file("bad-mamba.gguf"), { backend: "mlx" })).toThrow(`GGUF architecture "mamba" is not supported (supported: llama, qwen2, qwen3)`);
-    expect(() => loadModel(file("bad-q5_0.gguf"), { backend: "mlx" })).toThrow("tensor 'blk.0.ffn_up.weight' is Q5_0; supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0");
+    expect(() => loadModel(file("bad-mamba.gguf"), { backend: "mlx" })).toThrow(
+      `GGUF architecture "mamba" is not supported (supported: llama, qwen2, qwen3)`,
+    );
+    expect(() => loadModel(file("bad-q5_0.gguf"), { backend: "mlx" })).toThrow(
+      "tensor 'blk.0.ffn_up.weight' is Q5_0; supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0",
+    );
     expect(() => loadModel(file("bad-bytes.gguf"), { backend: "mlx" })).toThrow("not a GGUF file");
     expect(() => loadModel(file("missing.gguf"), { backend: "mlx" })).toThrow();
-    expect(() => loadModel(file("default-model-f16.gguf"), { backend: "cpu" })).toThrow("GGUF files load on the MLX backend");
+    expect(() => loadModel(file("default-model-f16.gguf"), { backend: "cpu" })).toThrow(
+      "GGUF files load on the MLX backend",
+    );
   });
 });

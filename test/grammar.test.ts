@@ -18,9 +18,12 @@ function grammar(source: string): Grammar {
 
 describe("GBNF", () => {
   test("literals, classes, groups and repetition match what they say", () => {
-    const g = grammar(`root ::= greeting ", " name "!"{1,3}\ngreeting ::= "hi" | "hello"\nname ::= [A-Z] [a-z]* # a comment\n`);
+    const g = grammar(
+      `root ::= greeting ", " name "!"{1,3}\ngreeting ::= "hi" | "hello"\nname ::= [A-Z] [a-z]* # a comment\n`,
+    );
     for (const ok of ["hi, Ann!", "hello, B!!!", "hi, Zed!!"]) expect(g.matches(ok)).toBe(true);
-    for (const bad of ["hi, ann!", "hey, Ann!", "hi, Ann", "hi, Ann!!!!", "hi,Ann!"]) expect(g.matches(bad)).toBe(false);
+    for (const bad of ["hi, ann!", "hey, Ann!", "hi, Ann", "hi, Ann!!!!", "hi,Ann!"])
+      expect(g.matches(bad)).toBe(false);
   });
 
   test("classes beyond ASCII match whole UTF-8 characters; negated classes take any other character", () => {
@@ -66,9 +69,15 @@ describe("JSON Schema to grammar", () => {
   const accepts = (schema: object, text: string) => grammar(jsonSchemaGrammar(schema)).matches(text);
 
   test("objects: required and optional properties in order, no others", () => {
-    const schema = { type: "object", properties: { a: { type: "integer" }, b: { type: "string" }, c: { type: "boolean" } }, required: ["b"] };
-    for (const ok of [`{"b":""}`, `{"a":1,"b":"x"}`, `{"b":"x","c":true}`, `{ "a" : -20 , "b" : "y" , "c" : false }`]) expect(accepts(schema, ok)).toBe(true);
-    for (const bad of [`{}`, `{"a":1}`, `{"b":"x","a":1}`, `{"b":"x","d":1}`, `{"b":"x",}`, `{"a":1.5,"b":"x"}`]) expect(accepts(schema, bad)).toBe(false);
+    const schema = {
+      type: "object",
+      properties: { a: { type: "integer" }, b: { type: "string" }, c: { type: "boolean" } },
+      required: ["b"],
+    };
+    for (const ok of [`{"b":""}`, `{"a":1,"b":"x"}`, `{"b":"x","c":true}`, `{ "a" : -20 , "b" : "y" , "c" : false }`])
+      expect(accepts(schema, ok)).toBe(true);
+    for (const bad of [`{}`, `{"a":1}`, `{"b":"x","a":1}`, `{"b":"x","d":1}`, `{"b":"x",}`, `{"a":1.5,"b":"x"}`])
+      expect(accepts(schema, bad)).toBe(false);
   });
 
   test("arrays, enums, const, anyOf, type lists, lengths and $ref recursion", () => {
@@ -82,7 +91,13 @@ describe("JSON Schema to grammar", () => {
         tree: { $ref: "#/$defs/node" },
       },
       required: ["tags", "kind", "id", "either", "tree"],
-      $defs: { node: { type: "object", properties: { kids: { type: "array", items: { $ref: "#/$defs/node" } } }, required: ["kids"] } },
+      $defs: {
+        node: {
+          type: "object",
+          properties: { kids: { type: "array", items: { $ref: "#/$defs/node" } } },
+          required: ["kids"],
+        },
+      },
     };
     const ok = `{"tags":["x",2],"kind":"k","id":null,"either":1.5e3,"tree":{"kids":[{"kids":[]}]}}`;
     expect(accepts(schema, ok)).toBe(true);
@@ -102,10 +117,16 @@ describe("JSON Schema to grammar", () => {
   });
 
   test("unsupported or malformed schemas are Errors naming the keyword and place", () => {
-    expect(() => jsonSchemaGrammar({ type: "string", pattern: "^a$" })).toThrow("unsupported JSON Schema keyword 'pattern' at #");
-    expect(() => jsonSchemaGrammar({ type: "object", properties: { n: { type: "integer", minimum: 0 } } })).toThrow("'minimum' at #/properties/n");
+    expect(() => jsonSchemaGrammar({ type: "string", pattern: "^a$" })).toThrow(
+      "unsupported JSON Schema keyword 'pattern' at #",
+    );
+    expect(() => jsonSchemaGrammar({ type: "object", properties: { n: { type: "integer", minimum: 0 } } })).toThrow(
+      "'minimum' at #/properties/n",
+    );
     expect(() => jsonSchemaGrammar({ type: "strin" })).toThrow('unknown type "strin"');
-    expect(() => jsonSchemaGrammar({ type: "object", properties: { a: {} }, required: ["b"] })).toThrow("required property 'b'");
+    expect(() => jsonSchemaGrammar({ type: "object", properties: { a: {} }, required: ["b"] })).toThrow(
+      "required property 'b'",
+    );
     expect(() => jsonSchemaGrammar({ $ref: "#/$defs/none" })).toThrow("$ref '#/$defs/none'");
     expect(() => jsonSchemaGrammar({ type: "array", minItems: 3, maxItems: 1 })).toThrow("maxItems < minItems");
     expect(() => jsonSchemaGrammar(false)).toThrow("no value is valid");
@@ -115,7 +136,13 @@ describe("JSON Schema to grammar", () => {
 });
 
 test("a state's token mask is the set of tokens whose bytes the grammar takes (brute force)", () => {
-  const g = grammar(jsonSchemaGrammar({ type: "object", properties: { name: { type: "string" }, n: { type: "number" } }, required: ["name"] }));
+  const g = grammar(
+    jsonSchemaGrammar({
+      type: "object",
+      properties: { name: { type: "string" }, n: { type: "number" } },
+      required: ["name"],
+    }),
+  );
   const vocabulary = vocabularyOf(tokenizer, 8192);
   const pieces = tokenizer.tokenBytes();
   for (const prefix of ["", `{"name": "`, `{"name":"ab\\`, `{"name":"x", "n": 1`, `{"name":"x"`]) {
@@ -125,8 +152,12 @@ test("a state's token mask is the set of tokens whose bytes the grammar takes (b
     let allowed = 0;
     for (let id = 0; id < 8192; id++) {
       const bytes = pieces[id];
-      const expected = bytes !== null && bytes !== undefined && bytes.length > 0 && g.advanceBytes(state, bytes) !== null;
-      if (has(mask, id) !== expected) throw new Error(`prefix ${JSON.stringify(prefix)}: token ${id} ${JSON.stringify(tokenizer.decode([id]))} mask ${has(mask, id)}, brute force ${expected}`);
+      const expected =
+        bytes !== null && bytes !== undefined && bytes.length > 0 && g.advanceBytes(state, bytes) !== null;
+      if (has(mask, id) !== expected)
+        throw new Error(
+          `prefix ${JSON.stringify(prefix)}: token ${id} ${JSON.stringify(tokenizer.decode([id]))} mask ${has(mask, id)}, brute force ${expected}`,
+        );
       allowed += Number(expected);
     }
     expect(allowed).toBeGreaterThan(0);
@@ -158,7 +189,13 @@ function schemas(count: number, seed: number): object[] {
   const node = (depth: number): object => {
     const r = rand();
     if (depth >= 2 || r < 0.5) return leaf();
-    if (r < 0.75) return { type: "array", items: node(depth + 1), minItems: Math.floor(rand() * 2), maxItems: 1 + Math.floor(rand() * 3) };
+    if (r < 0.75)
+      return {
+        type: "array",
+        items: node(depth + 1),
+        minItems: Math.floor(rand() * 2),
+        maxItems: 1 + Math.floor(rand() * 3),
+      };
     return object(depth + 1);
   };
   const object = (depth: number): object => {
@@ -168,7 +205,16 @@ function schemas(count: number, seed: number): object[] {
     return { type: "object", properties, required, ...(rand() < 0.5 ? { additionalProperties: false } : {}) };
   };
   return Array.from({ length: count }, (_, i) => {
-    if (i % 10 === 9) return { type: "object", properties: { head: { $ref: "#/$defs/item" }, rest: { type: "array", items: { $ref: "#/$defs/item" }, maxItems: 2 } }, required: ["head"], $defs: { item: object(1) } };
+    if (i % 10 === 9)
+      return {
+        type: "object",
+        properties: {
+          head: { $ref: "#/$defs/item" },
+          rest: { type: "array", items: { $ref: "#/$defs/item" }, maxItems: 2 },
+        },
+        required: ["head"],
+        $defs: { item: object(1) },
+      };
     if (i % 10 === 4) return { type: "array", items: object(1), minItems: 1, maxItems: 2 };
     return object(0);
   });
@@ -191,7 +237,12 @@ for (const backend of ["mlx", "cpu"] as const) {
     try {
       const runs = cases.flatMap((schema, i) =>
         [0, 0.9].map(async (temperature) => {
-          const options = { maxTokens: backend === "mlx" ? 160 : 40, temperature, seed: i, responseFormat: { type: "json_schema" as const, schema } };
+          const options = {
+            maxTokens: backend === "mlx" ? 160 : 40,
+            temperature,
+            seed: i,
+            responseFormat: { type: "json_schema" as const, schema },
+          };
           const { text, stats } = await generateText(model, tokenizer, prompts[i % prompts.length]!, options);
           return { i, temperature, schema, text, stats };
         }),
@@ -240,9 +291,14 @@ test("constrained and free sequences share a batch: the free ones give the token
 test("responseFormat errors: unknown type, unsupported keyword, bad grammar, unknown key; a grammar cut by maxTokens says so", async () => {
   const model = loadModel(DEFAULT_MODEL_DIR, { backend: "mlx" });
   try {
-    const run = (responseFormat: unknown, maxTokens = 8) => generateText(model, tokenizer, "x", { maxTokens, responseFormat: responseFormat as never });
-    await expect(run({ type: "yaml" })).rejects.toThrow("responseFormat: type must be one of text, json_object, json_schema, grammar");
-    await expect(run({ type: "json_schema", schema: { type: "number", minimum: 1 } })).rejects.toThrow("unsupported JSON Schema keyword 'minimum'");
+    const run = (responseFormat: unknown, maxTokens = 8) =>
+      generateText(model, tokenizer, "x", { maxTokens, responseFormat: responseFormat as never });
+    await expect(run({ type: "yaml" })).rejects.toThrow(
+      "responseFormat: type must be one of text, json_object, json_schema, grammar",
+    );
+    await expect(run({ type: "json_schema", schema: { type: "number", minimum: 1 } })).rejects.toThrow(
+      "unsupported JSON Schema keyword 'minimum'",
+    );
     await expect(run({ type: "grammar", grammar: "root ::= nope" })).rejects.toThrow("rule 'nope' is not defined");
     await expect(run({ type: "json_schema", schema: {}, extra: 1 })).rejects.toThrow("unknown key 'extra'");
     const cut = await run({ type: "grammar", grammar: 'root ::= "[" [a-z]{40} "]"' }, 6);

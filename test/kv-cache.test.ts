@@ -46,7 +46,11 @@ describe("KV cache write", () => {
       for (const length of [3, 1, 1, 2]) {
         const keys = block(writes.length, length);
         using k = Tensor.from(keys, [B, H, length, D], dtype);
-        using v = Tensor.from(keys.map((x) => -x), [B, H, length, D], dtype);
+        using v = Tensor.from(
+          keys.map((x) => -x),
+          [B, H, length, D],
+          dtype,
+        );
         const [fk, fv] = cache.updateAndFetch(1, k, v);
         writes.push(keys);
         cache.advance(length);
@@ -77,19 +81,20 @@ describe("KV cache write", () => {
   test("buffers handed out whole are not written in place: the held tensors keep their values", () => {
     using cache = new KVCache({ layers: 1, batch: B, heads: H, headDim: D, maxLength: S });
     const first = write(cache, 1, 2);
-    first.keys.dispose(), first.values.dispose();
+    first.keys.dispose();
+    first.values.dispose();
     const held = cache.tensors(); // the buffers after the first write
     const before = held.map((t) => t.toFloat32Array());
     const second = write(cache, 2, 1);
     using ks = second.keys;
-    using vs = second.values;
+    using _vs = second.values;
     expect(second.inPlace).toBe(false);
     expect(ks.toFloat32Array()).toEqual(expected([block(1, 2), block(2, 1)]));
-    held.forEach((t, i) => expect(t.toFloat32Array()).toEqual(before[i]!));
+    for (const [i, t] of held.entries()) expect(t.toFloat32Array()).toEqual(before[i]!);
     for (const t of held) t.dispose();
     // Later writes go on in place; the values stay right.
     const third = write(cache, 3, 1);
-    using ks3 = third.keys;
+    using _ks3 = third.keys;
     using vs3 = third.values;
     expect(third.inPlace).toBe(true);
     expect(vs3.toFloat32Array()).toEqual(expected([block(1, 2), block(2, 1), block(3, 1)]));
@@ -104,7 +109,7 @@ describe("KV cache write", () => {
     cache.seek(2); // as speculative decoding's rollback
     const second = write(cache, 2, 1);
     using ks = second.keys;
-    using vs = second.values;
+    using _vs = second.values;
     // Written by MLX's ops into a new buffer (what it overwrites is viewed), not in place.
     expect(second.inPlace).toBe(false);
     const kept = block(1, 4).filter((_, i) => Math.floor(i / D) % 4 < 2); // positions 0 and 1
@@ -112,7 +117,7 @@ describe("KV cache write", () => {
     expect(hk.toFloat32Array()).toEqual(before);
     expect(hv.toFloat32Array()).toEqual(before);
     const third = write(cache, 3, 1);
-    using ks3 = third.keys;
+    using _ks3 = third.keys;
     using vs3 = third.values;
     expect(third.inPlace).toBe(true);
     expect(vs3.toFloat32Array()).toEqual(expected([kept, block(2, 1), block(3, 1)]));

@@ -3,10 +3,24 @@
 // well past the bound on MLX and the CPU reference; quantized caches (kvBits 4 and 8) on MLX.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { createCache, DEFAULT_MODEL_DIR, forward, generateText, type Graph, loadModel, rewrite, Tensor, Tokenizer } from "../src/index.ts";
+import {
+  createCache,
+  DEFAULT_MODEL_DIR,
+  forward,
+  generateText,
+  type Graph,
+  loadModel,
+  rewrite,
+  Tensor,
+  Tokenizer,
+} from "../src/index.ts";
 import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
 
-const f = fixture<{ prompt: number[]; qwen3: { maxKvSize: number; tokens: number[]; unbounded: number[] }; mistral: { slidingWindow: number; tokens: number[]; unbounded: number[] } }>("kv_variants.json");
+const f = fixture<{
+  prompt: number[];
+  qwen3: { maxKvSize: number; tokens: number[]; unbounded: number[] };
+  mistral: { slidingWindow: number; tokens: number[]; unbounded: number[] };
+}>("kv_variants.json");
 const dir = (name: string) => join(import.meta.dir, "fixtures", "data", "models", name);
 
 for (const backend of ["mlx", "cpu"] as const) {
@@ -15,11 +29,17 @@ for (const backend of ["mlx", "cpu"] as const) {
       const model = loadModel(dir("qwen3"), { backend });
       const tokenizer = Tokenizer.fromDir(dir("qwen3"));
       const options = { maxTokens: f.qwen3.tokens.length, ignoreEos: true };
-      expect((await generateText(model, tokenizer, f.prompt, { ...options, maxKvSize: f.qwen3.maxKvSize })).tokens).toEqual(f.qwen3.tokens);
+      expect(
+        (await generateText(model, tokenizer, f.prompt, { ...options, maxKvSize: f.qwen3.maxKvSize })).tokens,
+      ).toEqual(f.qwen3.tokens);
       expect((await generateText(model, tokenizer, f.prompt, options)).tokens).toEqual(f.qwen3.unbounded);
       expect(f.qwen3.tokens).not.toEqual(f.qwen3.unbounded);
-      await expect(generateText(model, tokenizer, f.prompt, { maxKvSize: 4 })).rejects.toThrow("generate: maxKvSize must be an integer > 4");
-      await expect(generateText(model, tokenizer, f.prompt, { maxKvSize: 6, maxTokens: 8 })).rejects.toThrow("the prompt (8 tokens) is longer than maxKvSize (6)");
+      await expect(generateText(model, tokenizer, f.prompt, { maxKvSize: 4 })).rejects.toThrow(
+        "generate: maxKvSize must be an integer > 4",
+      );
+      await expect(generateText(model, tokenizer, f.prompt, { maxKvSize: 6, maxTokens: 8 })).rejects.toThrow(
+        "the prompt (8 tokens) is longer than maxKvSize (6)",
+      );
       model.dispose();
     });
 
@@ -27,7 +47,10 @@ for (const backend of ["mlx", "cpu"] as const) {
       const model = loadModel(dir("mistral-window"), { backend });
       expect(model.config.slidingWindow).toBe(f.mistral.slidingWindow);
       const tokenizer = Tokenizer.fromDir(dir("mistral-window"));
-      const { tokens } = await generateText(model, tokenizer, f.prompt, { maxTokens: f.mistral.tokens.length, ignoreEos: true });
+      const { tokens } = await generateText(model, tokenizer, f.prompt, {
+        maxTokens: f.mistral.tokens.length,
+        ignoreEos: true,
+      });
       expect(tokens).toEqual(f.mistral.tokens);
       expect(f.mistral.tokens).not.toEqual(f.mistral.unbounded);
       model.dispose();
@@ -44,10 +67,16 @@ test("a rotating cache takes one position at a time once full, no padding, no go
 });
 
 describe("quantized KV cache (kvBits, MLX)", () => {
-  const q = fixture<{ quantized: Record<"plain" | "4" | "8", { tokens: number[]; logprobs: EncodedArray }> & { prompt: number[] } }>("kv_variants.json").quantized;
+  const q = fixture<{
+    quantized: Record<"plain" | "4" | "8", { tokens: number[]; logprobs: EncodedArray }> & { prompt: number[] };
+  }>("kv_variants.json").quantized;
 
   /** Log-probabilities of the token after the prompt, through a cache made with `options`. */
-  function firstLogprobs(model: ReturnType<typeof loadModel>, options: { kvBits?: number }, graph?: Graph): Float32Array {
+  function firstLogprobs(
+    model: ReturnType<typeof loadModel>,
+    options: { kvBits?: number },
+    graph?: Graph,
+  ): Float32Array {
     const cache = createCache(model, 1, 64, options);
     const head = Tensor.from(Int32Array.from(q.prompt.slice(0, -1)), [1, q.prompt.length - 1]);
     const last = Tensor.from(Int32Array.of(q.prompt.at(-1)!), [1, 1]);
@@ -76,14 +105,22 @@ describe("quantized KV cache (kvBits, MLX)", () => {
       expect(maxAbsDiff(firstLogprobs(model, { kvBits: bits }, rewritten), want)).toBeLessThanOrEqual(1e-3);
       // The quantized cache changes the result measurably (more at 4 bits than at 8).
       expect(maxAbsDiff(ours, plain)).toBeGreaterThan(bits === 4 ? 1e-2 : 1e-4);
-      const { tokens } = await generateText(model, tokenizer, q.prompt, { maxTokens: q[bits].tokens.length, ignoreEos: true, kvBits: bits });
+      const { tokens } = await generateText(model, tokenizer, q.prompt, {
+        maxTokens: q[bits].tokens.length,
+        ignoreEos: true,
+        kvBits: bits,
+      });
       expect(tokens).toEqual(q[bits].tokens);
     }
     await expect(generateText(model, tokenizer, q.prompt, { kvBits: 3 })).rejects.toThrow("kvBits must be 4 or 8");
-    await expect(generateText(model, tokenizer, q.prompt, { kvBits: 4, kvGroupSize: 48 })).rejects.toThrow("kvGroupSize must divide head_dim 64");
+    await expect(generateText(model, tokenizer, q.prompt, { kvBits: 4, kvGroupSize: 48 })).rejects.toThrow(
+      "kvGroupSize must divide head_dim 64",
+    );
     model.dispose();
     const cpu = loadModel(DEFAULT_MODEL_DIR, { backend: "cpu" });
-    await expect(generateText(cpu, tokenizer, q.prompt, { kvBits: 4 })).rejects.toThrow("a quantized KV cache needs the MLX backend");
+    await expect(generateText(cpu, tokenizer, q.prompt, { kvBits: 4 })).rejects.toThrow(
+      "a quantized KV cache needs the MLX backend",
+    );
     cpu.dispose();
   });
 });

@@ -26,7 +26,9 @@ const LAYERS: string[][] = [
 ];
 
 function files(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? files(join(dir, e.name)) : e.name.endsWith(".ts") ? [join(dir, e.name)] : []));
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? files(join(dir, e.name)) : e.name.endsWith(".ts") ? [join(dir, e.name)] : [],
+  );
 }
 
 /** src-relative path -> src-relative paths it imports (static and dynamic, type-only included). */
@@ -34,7 +36,9 @@ function imports(): Map<string, string[]> {
   const graph = new Map<string, string[]>();
   for (const file of files(SRC)) {
     const text = readFileSync(file, "utf8");
-    const targets = [...text.matchAll(/(?:from|import)\s*\(?\s*"(\.[^"]+)"/g)].map((m) => relative(SRC, resolve(dirname(file), m[1]!)));
+    const targets = [...text.matchAll(/(?:from|import)\s*\(?\s*"(\.[^"]+)"/g)].map((m) =>
+      relative(SRC, resolve(dirname(file), m[1]!)),
+    );
     graph.set(relative(SRC, file), targets);
   }
   return graph;

@@ -54,51 +54,57 @@ for (const [name, c] of Object.entries(cases)) {
 
 describe("padded batches", () => {
   // qwen3 checks the key mask; gpt2's learned positions also check that positions skip the padding.
-  test.each(["qwen3", "gpt2"])("%s: left-padded prompts in one batch give each prompt's own logits (prefill and decode)", (name) => {
-    const model = loadModel(join(import.meta.dir, "fixtures", "data", "models", name), { backend: "mlx" });
-    const prompt = Array.from(decode(cases[name]!.prompt).toInt32Array());
-    const prompts = [prompt, prompt.slice(3)];
-    const steps = 4;
-    const alone = prompts.map((p) => {
-      const cache = createCache(model, 1, p.length + steps);
-      const out: Float32Array[] = [];
-      let ids = Tensor.from(Int32Array.from(p), [1, p.length]);
+  test.each(["qwen3", "gpt2"])(
+    "%s: left-padded prompts in one batch give each prompt's own logits (prefill and decode)",
+    (name) => {
+      const model = loadModel(join(import.meta.dir, "fixtures", "data", "models", name), { backend: "mlx" });
+      const prompt = Array.from(decode(cases[name]!.prompt).toInt32Array());
+      const prompts = [prompt, prompt.slice(3)];
+      const steps = 4;
+      const alone = prompts.map((p) => {
+        const cache = createCache(model, 1, p.length + steps);
+        const out: Float32Array[] = [];
+        let ids = Tensor.from(Int32Array.from(p), [1, p.length]);
+        for (let s = 0; s <= steps; s++) {
+          using logits = forward(model, ids, { cache });
+          ids.dispose();
+          out.push(logits.toFloat32Array());
+          ids = Tensor.from(new Int32Array([s + 1]), [1, 1]);
+        }
+        ids.dispose();
+        cache.dispose();
+        return out;
+      });
+      const width = prompt.length;
+      const padding = prompts.map((p) => width - p.length);
+      const cache = createCache(model, 2, width + steps);
+      cache.setLeftPadding(padding);
+      const host = new Int32Array(2 * width);
+      for (const [b, p] of prompts.entries()) host.set(p, b * width + padding[b]!);
+      let ids = Tensor.from(host, [2, width]);
+      const vocab = model.config.vocabSize;
       for (let s = 0; s <= steps; s++) {
         using logits = forward(model, ids, { cache });
         ids.dispose();
-        out.push(logits.toFloat32Array());
-        ids = Tensor.from(new Int32Array([s + 1]), [1, 1]);
+        const both = logits.toFloat32Array();
+        for (let b = 0; b < 2; b++) {
+          const err = maxAbsDiff(both.subarray(b * vocab, (b + 1) * vocab), alone[b]![s]!);
+          if (err > TOLERANCE) throw new Error(`example ${b} step ${s}: max abs err ${err}`);
+        }
+        ids = Tensor.from(new Int32Array([s + 1, s + 1]), [2, 1]);
       }
       ids.dispose();
       cache.dispose();
-      return out;
-    });
-    const width = prompt.length;
-    const padding = prompts.map((p) => width - p.length);
-    const cache = createCache(model, 2, width + steps);
-    cache.setLeftPadding(padding);
-    const host = new Int32Array(2 * width);
-    prompts.forEach((p, b) => host.set(p, b * width + padding[b]!));
-    let ids = Tensor.from(host, [2, width]);
-    const vocab = model.config.vocabSize;
-    for (let s = 0; s <= steps; s++) {
-      using logits = forward(model, ids, { cache });
-      ids.dispose();
-      const both = logits.toFloat32Array();
-      for (let b = 0; b < 2; b++) {
-        const err = maxAbsDiff(both.subarray(b * vocab, (b + 1) * vocab), alone[b]![s]!);
-        if (err > TOLERANCE) throw new Error(`example ${b} step ${s}: max abs err ${err}`);
-      }
-      ids = Tensor.from(new Int32Array([s + 1, s + 1]), [2, 1]);
-    }
-    ids.dispose();
-    cache.dispose();
-    model.dispose();
-  });
+      model.dispose();
+    },
+  );
 });
 
 describe("bfloat16 4-bit qwen3 (the dtype of released MLX checkpoints) vs mlx-lm", () => {
-  const c = fixture<Record<string, { prompt: EncodedArray; tokens: number[]; steps: EncodedArray[]; cache_dtype: string }>>("models-bf16.json")["qwen3-bf16"]!;
+  const c =
+    fixture<Record<string, { prompt: EncodedArray; tokens: number[]; steps: EncodedArray[]; cache_dtype: string }>>(
+      "models-bf16.json",
+    )["qwen3-bf16"]!;
   const dir = join(import.meta.dir, "fixtures", "data", "models", "qwen3-bf16");
 
   test("activations and the KV cache stay bfloat16; mlx-lm's greedy tokens; logits within 4 bf16 ulps at magnitude 4", async () => {
@@ -126,7 +132,12 @@ describe("bfloat16 4-bit qwen3 (the dtype of released MLX checkpoints) vs mlx-lm
     logits.dispose();
     cache.dispose();
     expect(tokens).toEqual(c.tokens);
-    const { tokens: generated } = await generateText(model, Tokenizer.fromDir(dir), Array.from(decode(c.prompt).toInt32Array()), { maxTokens: c.tokens.length });
+    const { tokens: generated } = await generateText(
+      model,
+      Tokenizer.fromDir(dir),
+      Array.from(decode(c.prompt).toInt32Array()),
+      { maxTokens: c.tokens.length },
+    );
     expect(generated).toEqual(c.tokens);
     model.dispose();
   });
@@ -151,7 +162,9 @@ describe("bfloat16 4-bit qwen3 (the dtype of released MLX checkpoints) vs mlx-lm
     logits.dispose();
     expect(cache.tensors().every((t) => t.dtype === "bfloat16")).toBe(true);
     cache.dispose();
-    console.log(`  bf16 plain graph: greedy choice equals mlx-lm's at ${agree.filter(Boolean).length}/${agree.length} steps`);
+    console.log(
+      `  bf16 plain graph: greedy choice equals mlx-lm's at ${agree.filter(Boolean).length}/${agree.length} steps`,
+    );
     model.dispose();
   });
 });

@@ -7,11 +7,13 @@ interface Case {
   name: string;
   op: string;
   inputs: Record<string, EncodedArray>;
+  // biome-ignore lint/suspicious/noExplicitAny: an op's options as the fixture's JSON holds them
   params: Record<string, any>;
   expected: EncodedArray;
   tol: number;
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: an op's options as the fixture's JSON holds them
 type Run = (x: Record<string, Tensor>, p: Record<string, any>) => Tensor;
 
 const runners: Record<string, Run> = {
@@ -38,7 +40,14 @@ const runners: Record<string, Run> = {
   rms_norm: (x, p) => fast.rmsNorm(x.x!, x.weight ?? null, p.eps),
   layer_norm: (x, p) => fast.layerNorm(x.x!, x.weight ?? null, x.bias ?? null, p.eps),
   rope: (x, p) =>
-    fast.rope(x.x!, { dims: p.dims, traditional: p.traditional, base: p.base, scale: p.scale, offset: x.offset ?? p.offset, freqs: x.freqs }),
+    fast.rope(x.x!, {
+      dims: p.dims,
+      traditional: p.traditional,
+      base: p.base,
+      scale: p.scale,
+      offset: x.offset ?? p.offset,
+      freqs: x.freqs,
+    }),
   sdpa: (x, p) => fast.scaledDotProductAttention(x.q!, x.k!, x.v!, { scale: p.scale, mask: x.mask ?? p.mask }),
   swiglu: (x) => fast.swiglu(x.gate!, x.up!),
 };
@@ -79,7 +88,20 @@ describe("zeros", () => {
 
 describe("reading half-precision tensors", () => {
   test("bfloat16 and float16 convert on the host exactly as MLX's astype does", () => {
-    const src = Float32Array.from([0, 1, -1, 3.140625, 65504, -0.0001, 1e-8, 3.4e38, Number.NEGATIVE_INFINITY, Number.NaN, 0.333, -0]);
+    const src = Float32Array.from([
+      0,
+      1,
+      -1,
+      3.140625,
+      65504,
+      -0.0001,
+      1e-8,
+      3.4e38,
+      Number.NEGATIVE_INFINITY,
+      Number.NaN,
+      0.333,
+      -0,
+    ]);
     using f = Tensor.from(src);
     for (const dtype of ["bfloat16", "float16"] as const) {
       // MLX's astype (Tensor.from refuses values a dtype would turn into infinity, as 3.4e38 here).
@@ -115,7 +137,12 @@ describe("pendingPrimitiveKinds", () => {
     using a = Tensor.from(new Float32Array([1, 2, 3, 4]));
     using e = ops.exp(a);
     using sum = ops.add(e, a);
-    expect(ops.pendingPrimitiveKinds([sum])).toEqual(new Map([["Add", 1], ["Exp", 1]]));
+    expect(ops.pendingPrimitiveKinds([sum])).toEqual(
+      new Map([
+        ["Add", 1],
+        ["Exp", 1],
+      ]),
+    );
     sum.eval();
     expect(ops.pendingPrimitiveKinds([sum]).size).toBe(0);
   });
@@ -123,7 +150,10 @@ describe("pendingPrimitiveKinds", () => {
 
 describe("contiguous", () => {
   test("a column slice becomes a row-major copy with the same values (one Contiguous node)", () => {
-    using a = Tensor.from(Float32Array.from({ length: 24 }, (_, i) => i), [4, 6]);
+    using a = Tensor.from(
+      Float32Array.from({ length: 24 }, (_, i) => i),
+      [4, 6],
+    );
     using view = ops.slice(a, [0, 2], [4, 5]);
     using copy = ops.contiguous(view);
     expect([...ops.pendingPrimitiveKinds([copy]).keys()]).toContain("Contiguous");

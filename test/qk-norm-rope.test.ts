@@ -34,9 +34,15 @@ const CASES: [string, Case][] = [
   ["float32 decode", { dtype: "float32", q: [1, 4, 1, 64], k: [1, 2, 1, 64], offsets: [37] }],
   ["bfloat16 decode, head 128", { dtype: "bfloat16", q: [1, 8, 1, 128], k: [1, 2, 1, 128], offsets: [1029] }],
   ["float16 decode", { dtype: "float16", q: [1, 4, 1, 64], k: [1, 4, 1, 64], offsets: [3] }],
-  ["float32 batch of 2, 3 positions, an offset each", { dtype: "float32", q: [2, 4, 3, 32], k: [2, 2, 3, 32], offsets: [5, 0] }],
+  [
+    "float32 batch of 2, 3 positions, an offset each",
+    { dtype: "float32", q: [2, 4, 3, 32], k: [2, 2, 3, 32], offsets: [5, 0] },
+  ],
   ["bfloat16 strided prefill", { dtype: "bfloat16", q: [1, 4, 6, 64], k: [1, 2, 6, 64], offsets: [0], strided: true }],
-  ["float32 partial rotation (dims 16 of 32), traditional", { dtype: "float32", q: [1, 2, 2, 32], k: [1, 2, 2, 32], dims: 16, traditional: true, offsets: [9] }],
+  [
+    "float32 partial rotation (dims 16 of 32), traditional",
+    { dtype: "float32", q: [1, 2, 2, 32], k: [1, 2, 2, 32], dims: 16, traditional: true, offsets: [9] },
+  ],
   ["float32 with periods", { dtype: "float32", q: [1, 2, 1, 64], k: [1, 1, 1, 64], offsets: [700], periods: true }],
 ];
 
@@ -45,7 +51,10 @@ test.each(CASES)("%s: equal to rms_norm then rope on q and on k", (_, c) => {
   const dims = c.dims ?? D;
   const eps = 1e-6;
   const made: Tensor[] = [];
-  const keep = (t: Tensor) => (made.push(t), t);
+  const keep = (t: Tensor) => {
+    made.push(t);
+    return t;
+  };
   const input = (shape: number[], seed: number) => {
     const [b, h, t, d] = shape as [number, number, number, number];
     const base = keep(Tensor.from(random(b * h * t * d, seed), c.strided ? [b, t, h, d] : shape));
@@ -58,10 +67,20 @@ test.each(CASES)("%s: equal to rms_norm then rope on q and on k", (_, c) => {
     const qWeight = keep(ops.astype(keep(Tensor.from(random(D, 3), [D])), c.dtype));
     const kWeight = keep(ops.astype(keep(Tensor.from(random(D, 4), [D])), c.dtype));
     const offset = keep(Tensor.from(Int32Array.from(c.offsets), [c.offsets.length]));
-    const freqs = c.periods ? keep(Tensor.from(Float32Array.from({ length: dims / 2 }, (_, i) => 10000 ** ((2 * i) / dims) * (i % 3 === 0 ? 8 : 1)), [dims / 2])) : null;
+    const freqs = c.periods
+      ? keep(
+          Tensor.from(
+            Float32Array.from({ length: dims / 2 }, (_, i) => 10000 ** ((2 * i) / dims) * (i % 3 === 0 ? 8 : 1)),
+            [dims / 2],
+          ),
+        )
+      : null;
     const options = { dims, traditional: c.traditional ?? false, base: 500000, scale: 1, offset, freqs };
     const got = fast.qkNormRope(q, k, qWeight, kWeight, eps, options).map(keep);
-    const want = [fast.rope(keep(fast.rmsNorm(q, qWeight, eps)), options), fast.rope(keep(fast.rmsNorm(k, kWeight, eps)), options)].map(keep);
+    const want = [
+      fast.rope(keep(fast.rmsNorm(q, qWeight, eps)), options),
+      fast.rope(keep(fast.rmsNorm(k, kWeight, eps)), options),
+    ].map(keep);
     const kinds = ops.pendingPrimitiveKinds(got);
     if (onCuda) {
       expect(kinds.get("QKNormRopeCuda")).toBe(1);
@@ -81,8 +100,10 @@ test.each(CASES)("%s: equal to rms_norm then rope on q and on k", (_, c) => {
       for (let j = 0; j < a.length; j++) {
         if (a[j] === b[j]) continue;
         unequal++;
-        const bound = c.dtype === "float32" ? 1e-6 * largest : Math.max(Math.abs(a[j]!), Math.abs(b[j]!)) * ULP[c.dtype]!;
-        if (Math.abs(a[j]! - b[j]!) > bound) throw new Error(`output ${i} element ${j}: ${a[j]} vs MLX's ${b[j]} (bound ${bound} for ${c.dtype})`);
+        const bound =
+          c.dtype === "float32" ? 1e-6 * largest : Math.max(Math.abs(a[j]!), Math.abs(b[j]!)) * ULP[c.dtype]!;
+        if (Math.abs(a[j]! - b[j]!) > bound)
+          throw new Error(`output ${i} element ${j}: ${a[j]} vs MLX's ${b[j]} (bound ${bound} for ${c.dtype})`);
       }
       if (c.dtype !== "float32") expect(unequal).toBeLessThanOrEqual(a.length / 100);
     }

@@ -21,7 +21,7 @@ function expectedKind(rows: number, bits: number, features: number, groupSize: n
 
 function random(n: number, seed: number): Float32Array {
   let s = seed;
-  return Float32Array.from({ length: n }, () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) - 0.5);
+  return Float32Array.from({ length: n }, () => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31 - 0.5);
 }
 
 function relativeError(got: Float32Array, want: Float32Array): number {
@@ -42,21 +42,24 @@ test.each([
   [32, 64, 128, 32, 4],
   [33, 64, 64, 64, 4],
   [1, 256, 128, 64, 8],
-])("rows %d, out %d, in %d, group %d, %d bits: equal to MLX's dequantize + matmul", (rows, out, features, groupSize, bits) => {
-  using w = Tensor.from(random(out * features, 7), [out, features]);
-  const q = quant.quantize(w, { groupSize, bits });
-  using x = Tensor.from(random(rows * features, 11), [rows, features]);
-  using got = quant.quantizedMatmul(x, q, { groupSize, bits });
-  expect([...ops.pendingPrimitiveKinds([got]).keys()]).toContain(expectedKind(rows, bits, features, groupSize));
-  using dense = quant.dequantize(q, { groupSize, bits });
-  using wt = ops.transpose(dense, [1, 0]);
-  using want = ops.matmul(x, wt);
-  // MLX's own CUDA kernel for more rows (JIT-compiled with tensor-core MMAs) rounds float32 inputs
-  // to a tensor-core type; its bound is bfloat16's rounding. Ours, and MLX's on the CPU: float32.
-  const bound = onCuda && expectedKind(rows, bits, features, groupSize) === "QuantizedMatmul" ? 2 ** -8 : 1e-5;
-  expect(relativeError(got.toFloat32Array(), want.toFloat32Array())).toBeLessThanOrEqual(bound);
-  quant.disposeQuantized(q);
-});
+])(
+  "rows %d, out %d, in %d, group %d, %d bits: equal to MLX's dequantize + matmul",
+  (rows, out, features, groupSize, bits) => {
+    using w = Tensor.from(random(out * features, 7), [out, features]);
+    const q = quant.quantize(w, { groupSize, bits });
+    using x = Tensor.from(random(rows * features, 11), [rows, features]);
+    using got = quant.quantizedMatmul(x, q, { groupSize, bits });
+    expect([...ops.pendingPrimitiveKinds([got]).keys()]).toContain(expectedKind(rows, bits, features, groupSize));
+    using dense = quant.dequantize(q, { groupSize, bits });
+    using wt = ops.transpose(dense, [1, 0]);
+    using want = ops.matmul(x, wt);
+    // MLX's own CUDA kernel for more rows (JIT-compiled with tensor-core MMAs) rounds float32 inputs
+    // to a tensor-core type; its bound is bfloat16's rounding. Ours, and MLX's on the CPU: float32.
+    const bound = onCuda && expectedKind(rows, bits, features, groupSize) === "QuantizedMatmul" ? 2 ** -8 : 1e-5;
+    expect(relativeError(got.toFloat32Array(), want.toFloat32Array())).toBeLessThanOrEqual(bound);
+    quant.disposeQuantized(q);
+  },
+);
 
 test("a strided x (a transposed view) gives the same result as its contiguous copy", () => {
   using w = Tensor.from(random(96 * 128, 3), [96, 128]);
@@ -81,48 +84,54 @@ test.skipIf(ourKernel === null).each([
   ["bfloat16", 5, 300, 1024, 128, 2 ** -8],
   ["float16", 1, 1024, 2048, 64, 2 ** -10],
   ["float16", 8, 64, 256, 64, 2 ** -10],
-] as const)("%s, rows %d, out %d, in %d, group %d: equal to float32 math on the same values", (dtype, rows, out, features, groupSize, bound) => {
-  using w32 = Tensor.from(random(out * features, 13), [out, features]);
-  using w = ops.astype(w32, dtype);
-  const q = quant.quantize(w, { groupSize, bits: 4 });
-  using x32 = Tensor.from(random(rows * features, 17), [rows, features]);
-  using x = ops.astype(x32, dtype);
-  using got = quant.quantizedMatmul(x, q, { groupSize, bits: 4 });
-  expect([...ops.pendingPrimitiveKinds([got]).keys()]).toContain(ourKernel!);
-  expect(got.dtype).toBe(dtype);
-  using got32 = ops.astype(got, "float32");
-  using scales = ops.astype(q.scales, "float32");
-  using biases = ops.astype(q.biases!, "float32");
-  using dense = quant.dequantize({ weight: q.weight, scales, biases }, { groupSize, bits: 4 });
-  using wt = ops.transpose(dense, [1, 0]);
-  using xf = ops.astype(x, "float32");
-  using want = ops.matmul(xf, wt);
-  expect(relativeError(got32.toFloat32Array(), want.toFloat32Array())).toBeLessThanOrEqual(bound);
-  quant.disposeQuantized(q);
-});
+] as const)(
+  "%s, rows %d, out %d, in %d, group %d: equal to float32 math on the same values",
+  (dtype, rows, out, features, groupSize, bound) => {
+    using w32 = Tensor.from(random(out * features, 13), [out, features]);
+    using w = ops.astype(w32, dtype);
+    const q = quant.quantize(w, { groupSize, bits: 4 });
+    using x32 = Tensor.from(random(rows * features, 17), [rows, features]);
+    using x = ops.astype(x32, dtype);
+    using got = quant.quantizedMatmul(x, q, { groupSize, bits: 4 });
+    expect([...ops.pendingPrimitiveKinds([got]).keys()]).toContain(ourKernel!);
+    expect(got.dtype).toBe(dtype);
+    using got32 = ops.astype(got, "float32");
+    using scales = ops.astype(q.scales, "float32");
+    using biases = ops.astype(q.biases!, "float32");
+    using dense = quant.dequantize({ weight: q.weight, scales, biases }, { groupSize, bits: 4 });
+    using wt = ops.transpose(dense, [1, 0]);
+    using xf = ops.astype(x, "float32");
+    using want = ops.matmul(xf, wt);
+    expect(relativeError(got32.toFloat32Array(), want.toFloat32Array())).toBeLessThanOrEqual(bound);
+    quant.disposeQuantized(q);
+  },
+);
 
 // The CUDA kernel's outputs come from the shim's own pool of device buffers (MLX's allocator does not
 // export device allocation): they count as MLX's do (in use: active, idle: cache), and clearCache
 // frees the idle ones.
-test.skipIf(!onCuda)("CUDA: the matvec's output buffers count in memory.active/cache, and clearCache frees them", async () => {
-  using w = Tensor.from(random(4096 * 256, 19), [4096, 256]);
-  const q = quant.quantize(w, { groupSize: 64, bits: 4 });
-  using x = Tensor.from(random(256, 23), [1, 256]);
-  ops.evalAll([x, q.weight, q.scales, q.biases!]);
-  memory.clearCache();
-  const active = memory.active();
-  const out = quant.quantizedMatmul(x, q);
-  expect([...ops.pendingPrimitiveKinds([out]).keys()]).toContain("QuantizedMatvecCuda");
-  out.eval();
-  expect(memory.active()).toBeGreaterThanOrEqual(active + 4096 * 4);
-  out.dispose();
-  // MLX releases a buffer once the GPU work using it has completed, a moment later.
-  for (let i = 0; i < 200 && memory.cache() < 4096 * 4; i++) await Bun.sleep(5);
-  expect(memory.cache()).toBeGreaterThanOrEqual(4096 * 4);
-  memory.clearCache();
-  expect(memory.cache()).toBe(0);
-  quant.disposeQuantized(q);
-});
+test.skipIf(!onCuda)(
+  "CUDA: the matvec's output buffers count in memory.active/cache, and clearCache frees them",
+  async () => {
+    using w = Tensor.from(random(4096 * 256, 19), [4096, 256]);
+    const q = quant.quantize(w, { groupSize: 64, bits: 4 });
+    using x = Tensor.from(random(256, 23), [1, 256]);
+    ops.evalAll([x, q.weight, q.scales, q.biases!]);
+    memory.clearCache();
+    const active = memory.active();
+    const out = quant.quantizedMatmul(x, q);
+    expect([...ops.pendingPrimitiveKinds([out]).keys()]).toContain("QuantizedMatvecCuda");
+    out.eval();
+    expect(memory.active()).toBeGreaterThanOrEqual(active + 4096 * 4);
+    out.dispose();
+    // MLX releases a buffer once the GPU work using it has completed, a moment later.
+    for (let i = 0; i < 200 && memory.cache() < 4096 * 4; i++) await Bun.sleep(5);
+    expect(memory.cache()).toBeGreaterThanOrEqual(4096 * 4);
+    memory.clearCache();
+    expect(memory.cache()).toBe(0);
+    quant.disposeQuantized(q);
+  },
+);
 
 // MLX's kernels divide by zero (SIGFPE) on an empty x or w; the shim returns the product's value,
 // zeros (an empty sum) of the shape MLX infers, without running them.
@@ -149,26 +158,29 @@ test.each([
   ["bfloat16", 1, 4096, 1024, 64],
   ["bfloat16", 2, 517, 512, 32],
   ["float16", 8, 64, 256, 64],
-] as const)("quantizedMatmulAdd %s, rows %d, out %d, in %d, group %d: one op, equal to quantizedMatmul then add bit for bit", (dtype, rows, out, features, groupSize) => {
-  using w32 = Tensor.from(random(out * features, 29), [out, features]);
-  using w = ops.astype(w32, dtype);
-  const q = quant.quantize(w, { groupSize, bits: 4 });
-  using x32 = Tensor.from(random(rows * features, 31), [rows, features]);
-  using x = ops.astype(x32, dtype);
-  using r32 = Tensor.from(random(rows * out, 37), [rows, out]);
-  using r = ops.astype(r32, dtype);
-  using got = quant.quantizedMatmulAdd(x, q, r, { groupSize, bits: 4 });
-  const kinds = [...ops.pendingPrimitiveKinds([got]).keys()];
-  if (ourKernel !== null) {
-    expect(kinds).toContain(ourKernel);
-    expect(kinds).not.toContain("Add");
-  }
-  using product = quant.quantizedMatmul(x, q, { groupSize, bits: 4 });
-  using want = ops.add(product, r);
-  expect(got.dtype).toBe(dtype);
-  expect(Buffer.compare(got.toBytes(), want.toBytes())).toBe(0);
-  quant.disposeQuantized(q);
-});
+] as const)(
+  "quantizedMatmulAdd %s, rows %d, out %d, in %d, group %d: one op, equal to quantizedMatmul then add bit for bit",
+  (dtype, rows, out, features, groupSize) => {
+    using w32 = Tensor.from(random(out * features, 29), [out, features]);
+    using w = ops.astype(w32, dtype);
+    const q = quant.quantize(w, { groupSize, bits: 4 });
+    using x32 = Tensor.from(random(rows * features, 31), [rows, features]);
+    using x = ops.astype(x32, dtype);
+    using r32 = Tensor.from(random(rows * out, 37), [rows, out]);
+    using r = ops.astype(r32, dtype);
+    using got = quant.quantizedMatmulAdd(x, q, r, { groupSize, bits: 4 });
+    const kinds = [...ops.pendingPrimitiveKinds([got]).keys()];
+    if (ourKernel !== null) {
+      expect(kinds).toContain(ourKernel);
+      expect(kinds).not.toContain("Add");
+    }
+    using product = quant.quantizedMatmul(x, q, { groupSize, bits: 4 });
+    using want = ops.add(product, r);
+    expect(got.dtype).toBe(dtype);
+    expect(Buffer.compare(got.toBytes(), want.toBytes())).toBe(0);
+    quant.disposeQuantized(q);
+  },
+);
 
 test("quantizedMatmulAdd: a broadcast addend, a strided x, and a wrong addend", () => {
   using w = Tensor.from(random(96 * 128, 41), [96, 128]);
@@ -203,41 +215,70 @@ test.each([
   ["bfloat16", 1, 4],
   ["float32", 1, 8], // MLX's QuantizedMatmul inside the node
   ["float32", 3, 4],
-] as const)("quantizedMatmulSplit %s, rows %d, %d bits: equal to quantizedMatmul, split, reshape", (dtype, rows, bits) => {
-  using w32 = Tensor.from(random(160 * 256, 67), [160, 256]);
-  using w = ops.astype(w32, dtype);
-  const q = quant.quantize(w, { groupSize: 64, bits });
-  using x32 = Tensor.from(random(rows * 256, 71), [rows, 256]);
-  using x = ops.astype(x32, dtype);
-  ops.evalAll([x, q.weight, q.scales, q.biases!]);
-  const shapes = rows === 1 ? [[1, 6, 1, 16], [1, 2, 1, 16], [1, 32]] : [[rows, 6, 16], [rows, 2, 16], [rows, 32]];
-  const got = quant.quantizedMatmulSplit(x, q, shapes, { groupSize: 64, bits });
-  const kinds = [...ops.pendingPrimitiveKinds(got).keys()];
-  if (rows === 1) {
-    expect(kinds).toContain("SplitProduct");
-    expect(ops.pendingPrimitives(got)).toBe(1);
-  } else {
-    expect(kinds).toContain("Split");
-  }
-  using product = quant.quantizedMatmul(x, q, { groupSize: 64, bits });
-  const parts = ops.split(product, [96, 32, 32], -1);
-  got.forEach((t, i) => {
-    using want = ops.reshape(parts[i]!, shapes[i]!);
-    expect(t.shape).toEqual(shapes[i]!);
-    expect(t.dtype).toBe(dtype);
-    expect(Buffer.compare(t.toBytes(), want.toBytes())).toBe(0);
-  });
-  for (const t of [...got, ...parts]) t.dispose();
-  quant.disposeQuantized(q);
-});
+] as const)(
+  "quantizedMatmulSplit %s, rows %d, %d bits: equal to quantizedMatmul, split, reshape",
+  (dtype, rows, bits) => {
+    using w32 = Tensor.from(random(160 * 256, 67), [160, 256]);
+    using w = ops.astype(w32, dtype);
+    const q = quant.quantize(w, { groupSize: 64, bits });
+    using x32 = Tensor.from(random(rows * 256, 71), [rows, 256]);
+    using x = ops.astype(x32, dtype);
+    ops.evalAll([x, q.weight, q.scales, q.biases!]);
+    const shapes =
+      rows === 1
+        ? [
+            [1, 6, 1, 16],
+            [1, 2, 1, 16],
+            [1, 32],
+          ]
+        : [
+            [rows, 6, 16],
+            [rows, 2, 16],
+            [rows, 32],
+          ];
+    const got = quant.quantizedMatmulSplit(x, q, shapes, { groupSize: 64, bits });
+    const kinds = [...ops.pendingPrimitiveKinds(got).keys()];
+    if (rows === 1) {
+      expect(kinds).toContain("SplitProduct");
+      expect(ops.pendingPrimitives(got)).toBe(1);
+    } else {
+      expect(kinds).toContain("Split");
+    }
+    using product = quant.quantizedMatmul(x, q, { groupSize: 64, bits });
+    const parts = ops.split(product, [96, 32, 32], -1);
+    got.forEach((t, i) => {
+      using want = ops.reshape(parts[i]!, shapes[i]!);
+      expect(t.shape).toEqual(shapes[i]!);
+      expect(t.dtype).toBe(dtype);
+      expect(Buffer.compare(t.toBytes(), want.toBytes())).toBe(0);
+    });
+    for (const t of [...got, ...parts]) t.dispose();
+    quant.disposeQuantized(q);
+  },
+);
 
 test("quantizedMatmulSplit: shapes that do not add up to the product, or do not take whole rows, are Errors naming the op", () => {
   using w = Tensor.from(random(64 * 128, 73), [64, 128]);
   const q = quant.quantize(w, { groupSize: 64, bits: 4 });
   using x = Tensor.from(random(2 * 128, 79), [2, 128]);
-  expect(() => quant.quantizedMatmulSplit(x, q, [[2, 32], [2, 16]])).toThrow(/quantizedMatmulSplit.*48 of the product's 64 columns/);
-  expect(() => quant.quantizedMatmulSplit(x, q, [[3, 21], [2, 32]])).toThrow(/quantizedMatmulSplit.*output 0 does not take whole rows/);
-  expect(() => quant.quantizedMatmulSplit(x, q, [[2, -32], [2, 64]])).toThrow(/quantizedMatmulSplit/);
+  expect(() =>
+    quant.quantizedMatmulSplit(x, q, [
+      [2, 32],
+      [2, 16],
+    ]),
+  ).toThrow(/quantizedMatmulSplit.*48 of the product's 64 columns/);
+  expect(() =>
+    quant.quantizedMatmulSplit(x, q, [
+      [3, 21],
+      [2, 32],
+    ]),
+  ).toThrow(/quantizedMatmulSplit.*output 0 does not take whole rows/);
+  expect(() =>
+    quant.quantizedMatmulSplit(x, q, [
+      [2, -32],
+      [2, 64],
+    ]),
+  ).toThrow(/quantizedMatmulSplit/);
   expect(() => quant.quantizedMatmulSplit(x, q, [])).toThrow(/no output shapes/);
   quant.disposeQuantized(q);
 });

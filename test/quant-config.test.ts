@@ -19,7 +19,11 @@ describe("parseQuantConfig / quantizationFor", () => {
 
   test("override > global > none; mode defaults to affine; unknown keys ignored", () => {
     expect(config!.global).toEqual({ mode: "affine", groupSize: 64, bits: 4 });
-    expect(quantizationFor(config, "model.layers.0.self_attn.q_proj")).toEqual({ mode: "affine", groupSize: 64, bits: 4 });
+    expect(quantizationFor(config, "model.layers.0.self_attn.q_proj")).toEqual({
+      mode: "affine",
+      groupSize: 64,
+      bits: 4,
+    });
     expect(quantizationFor(config, "model.layers.0.mlp.down_proj.weight")).toBeNull();
     expect(quantizationFor(config, "lm_head")).toEqual({ mode: "affine", groupSize: 32, bits: 8 });
     expect(quantizationFor(config, "model.embed_tokens.scales")).toEqual({ mode: "mxfp4", groupSize: 32, bits: 4 });
@@ -28,7 +32,11 @@ describe("parseQuantConfig / quantizationFor", () => {
   });
 
   test("quantization_config is read when quantization is absent; none gives null", () => {
-    expect(parseQuantConfig({ quantization_config: { bits: 8, group_size: 32 } })!.global).toEqual({ mode: "affine", groupSize: 32, bits: 8 });
+    expect(parseQuantConfig({ quantization_config: { bits: 8, group_size: 32 } })!.global).toEqual({
+      mode: "affine",
+      groupSize: 32,
+      bits: 8,
+    });
     expect(parseQuantConfig({ hidden_size: 8 })).toBeNull();
     const onlyLayers = parseQuantConfig({ quantization: { lm_head: { bits: 8, group_size: 64 } } });
     expect(onlyLayers!.global).toBeNull();
@@ -36,9 +44,15 @@ describe("parseQuantConfig / quantizationFor", () => {
   });
 
   test("bad values name the key", () => {
-    expect(() => parseQuantConfig({ quantization: { bits: "4" } })).toThrow("quantization.bits must be a positive integer");
-    expect(() => parseQuantConfig({ quantization: { bits: 4, mode: "int4" } })).toThrow("quantization: unknown quantization mode 'int4'");
-    expect(() => parseQuantConfig({ quantization: { bits: 4, lm_head: { group_size: -1 } } })).toThrow("quantization.lm_head.group_size must be a positive integer");
+    expect(() => parseQuantConfig({ quantization: { bits: "4" } })).toThrow(
+      "quantization.bits must be a positive integer",
+    );
+    expect(() => parseQuantConfig({ quantization: { bits: 4, mode: "int4" } })).toThrow(
+      "quantization: unknown quantization mode 'int4'",
+    );
+    expect(() => parseQuantConfig({ quantization: { bits: 4, lm_head: { group_size: -1 } } })).toThrow(
+      "quantization.lm_head.group_size must be a positive integer",
+    );
     expect(() => parseQuantConfig({ quantization: [4] })).toThrow("config.json: 'quantization' must be an object");
   });
 });
@@ -50,7 +64,9 @@ function random(shape: number[], seed: number): Tensor {
 }
 
 describe("quantizeWeights / dequantizeWeights", () => {
-  const config = parseQuantConfig({ quantization: { group_size: 64, bits: 4, "b.skip": false, "c.eight": { bits: 8, group_size: 64 } } })!;
+  const config = parseQuantConfig({
+    quantization: { group_size: 64, bits: 4, "b.skip": false, "c.eight": { bits: 8, group_size: 64 } },
+  })!;
   const dense = (): WeightMap =>
     new Map([
       ["a.weight", random([128, 128], 1)],
@@ -65,7 +81,18 @@ describe("quantizeWeights / dequantizeWeights", () => {
     const map = dense();
     const q = quantizeWeights(map, config);
     expect([...q.keys()].sort()).toEqual(
-      ["a.weight", "a.scales", "a.biases", "a.bias", "b.skip.weight", "c.eight.weight", "c.eight.scales", "c.eight.biases", "norm.weight", "odd.weight"].sort(),
+      [
+        "a.weight",
+        "a.scales",
+        "a.biases",
+        "a.bias",
+        "b.skip.weight",
+        "c.eight.weight",
+        "c.eight.scales",
+        "c.eight.biases",
+        "norm.weight",
+        "odd.weight",
+      ].sort(),
     );
     expect(q.get("a.weight")!.dtype).toBe("uint32");
     expect(q.get("a.weight")!.shape).toEqual([128, 16]);
@@ -95,20 +122,30 @@ describe("quantizeWeights / dequantizeWeights", () => {
     const q = quantizeWeights(dense(), config);
     const without = (key: string) => new Map([...q].filter(([k]) => k !== key));
     expect(() => dequantizeWeights(without("a.weight"), config)).toThrow("'a.scales' has no 'a.weight'");
-    expect(() => dequantizeWeights(without("a.biases"), config)).toThrow("'a.biases' is missing (affine quantization needs biases)");
+    expect(() => dequantizeWeights(without("a.biases"), config)).toThrow(
+      "'a.biases' is missing (affine quantization needs biases)",
+    );
     expect(() => dequantizeWeights(without("a.scales"), config)).toThrow("'a.biases' has no 'a.scales'");
     const wrongLead = new Map(q).set("a.scales", random([64, 2], 7));
-    expect(() => dequantizeWeights(wrongLead, config)).toThrow("'a.scales' leading dims [64] differ from 'a.weight' [128]");
+    expect(() => dequantizeWeights(wrongLead, config)).toThrow(
+      "'a.scales' leading dims [64] differ from 'a.weight' [128]",
+    );
     const wrongRank = new Map(q).set("a.scales", random([2], 7));
     expect(() => dequantizeWeights(wrongRank, config)).toThrow("'a.scales' has rank 1 but 'a.weight' has rank 2");
     const wrongGroups = new Map(q).set("a.scales", random([128, 3], 7)).set("a.biases", random([128, 3], 8));
-    expect(() => dequantizeWeights(wrongGroups, config)).toThrow("'a.scales' has 3 groups but 'a.weight' unpacks to 128 features");
+    expect(() => dequantizeWeights(wrongGroups, config)).toThrow(
+      "'a.scales' has 3 groups but 'a.weight' unpacks to 128 features",
+    );
     const intScales = new Map(q).set("a.scales", ops.astype(q.get("a.scales")!, "uint8"));
-    expect(() => dequantizeWeights(intScales, config)).toThrow("'a.scales' is uint8, but affine quantization stores float16, bfloat16 or float32 scales");
+    expect(() => dequantizeWeights(intScales, config)).toThrow(
+      "'a.scales' is uint8, but affine quantization stores float16, bfloat16 or float32 scales",
+    );
     const mixed = new Map(q).set("a.biases", ops.astype(q.get("a.biases")!, "float16"));
     expect(() => dequantizeWeights(mixed, config)).toThrow("'a.biases' is float16 but 'a.scales' is float32");
     const skipped = new Map(q).set("b.skip.scales", random([128, 2], 9));
-    expect(() => quantizeWeights(skipped, config)).toThrow("'b.skip.scales' present but the config leaves 'b.skip' unquantized");
+    expect(() => quantizeWeights(skipped, config)).toThrow(
+      "'b.skip.scales' present but the config leaves 'b.skip' unquantized",
+    );
   });
 
   test("quantizeParams: 2-D, both dims >= 2*group, in-features divisible, vocab-sized skipped", () => {

@@ -48,7 +48,9 @@ describe("quantization vs Python MLX", () => {
           using deq = quant.dequantize(q, params);
           const own = maxAbsDiff(deq.toFloat32Array(), w.toFloat32Array());
           expect(own).toBeLessThanOrEqual(c.roundTripMaxError * 1.05 + 1e-7);
-          expect(maxAbsDiff(deq.toFloat32Array(), decode(c.dequantized).toFloat32Array())).toBeLessThanOrEqual(2.1 * c.roundTripMaxError + 1e-6);
+          expect(maxAbsDiff(deq.toFloat32Array(), decode(c.dequantized).toFloat32Array())).toBeLessThanOrEqual(
+            2.1 * c.roundTripMaxError + 1e-6,
+          );
           if (!productsOnGpu(c)) return;
           using y = quant.quantizedMatmul(x, q, params);
           using wt = ops.transpose(deq);
@@ -87,8 +89,12 @@ describe("quantization vs Python MLX", () => {
   });
 
   test("unsupported combinations give MLX's message; unknown modes list the valid ones", () => {
-    expect(() => quant.quantize(w, { bits: 7 })).toThrow(/quantize\(tensor\[64,256\] float32, affine 7-bit group 64\): .*bits 7 is not supported/);
+    expect(() => quant.quantize(w, { bits: 7 })).toThrow(
+      /quantize\(tensor\[64,256\] float32, affine 7-bit group 64\): .*bits 7 is not supported/,
+    );
     expect(() => quant.quantize(w, { mode: "mxfp4", groupSize: 64 })).toThrow(/quantize\(.*mxfp4.*\): /);
-    expect(() => quant.quantize(w, { mode: "int4" as never })).toThrow("unknown quantization mode 'int4' (valid: affine, mxfp4, mxfp8, nvfp4)");
+    expect(() => quant.quantize(w, { mode: "int4" as never })).toThrow(
+      "unknown quantization mode 'int4' (valid: affine, mxfp4, mxfp8, nvfp4)",
+    );
   });
 });

@@ -14,7 +14,14 @@ const STEPS = 12;
 const cases = fixture<Record<string, { prompt: EncodedArray; decode_step_primitives: number }>>("models.json");
 
 /** Prefill, then STEPS greedy steps of `width` ids each: through a tape, or forward per step. */
-function steps(model: MlxModel, graph: Graph, prompt: Tensor, replay: boolean, width = 1, onFallback?: (r: string) => void) {
+function steps(
+  model: MlxModel,
+  graph: Graph,
+  prompt: Tensor,
+  replay: boolean,
+  width = 1,
+  onFallback?: (r: string) => void,
+) {
   const cache = createCache(model, 1, prompt.shape[1]! + STEPS * width + 1);
   const tape = replay ? new DecodeTape(model, cache, graph, { onFallback }) : null;
   let logits = forward(model, prompt, { cache, graph });
@@ -38,7 +45,10 @@ for (const name of Object.keys(cases)) {
   describe(`replay: ${name}`, () => {
     const model = loadModel(join(import.meta.dir, "fixtures", "data", "models", name), { backend: "mlx" });
     const prompt = decode(cases[name]!.prompt);
-    for (const [label, graph] of [["plain", model.graph("last")], ["rewritten", rewrittenGraph(model, "last")]] as const) {
+    for (const [label, graph] of [
+      ["plain", model.graph("last")],
+      ["rewritten", rewrittenGraph(model, "last")],
+    ] as const) {
       test(`${label}: ${STEPS} replayed steps equal the executor's, bit for bit`, () => {
         const reference = steps(model, graph, prompt, false);
         const replayed = steps(model, graph, prompt, true);
@@ -122,7 +132,9 @@ describe("replay: steps that cannot be replayed", () => {
     using z = ops.multiply(x, c);
     z.toFloat32Array();
     expect(lib.mlx_tape_record_end(second, BigUint64Array.of(handle(z)), 1)).not.toBe(0);
-    expect(String(lib.mlx_last_error())).toContain("the step cannot be replayed: the recorded step read an array to the host");
+    expect(String(lib.mlx_last_error())).toContain(
+      "the step cannot be replayed: the recorded step read an array to the host",
+    );
     lib.mlx_tape_free(second);
     expect(Tensor.from([1]).size).toBe(1); // nothing left recording
   });
@@ -147,7 +159,11 @@ describe("replay: steps that cannot be replayed", () => {
       using second = new Tensor(pointerFromWord(out[1]!));
       const counts = new Int32Array(2);
       check(lib.mlx_tape_last_run(counts.subarray(0, 1), counts.subarray(1), tape), "last run");
-      return { d: Array.from(first.toFloat32Array()), a: Array.from(second.toFloat32Array()), counts: Array.from(counts) };
+      return {
+        d: Array.from(first.toFloat32Array()),
+        a: Array.from(second.toFloat32Array()),
+        counts: Array.from(counts),
+      };
     };
     expect(run([3, 4])).toEqual({ d: [26, 72], a: [13, 24], counts: [3, 0] });
     // x of another shape: the merged plan does not fit; op by op, the add and the multiply (which read

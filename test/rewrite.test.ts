@@ -32,7 +32,11 @@ function greedy(model: MlxModel, prompt: number[], graphs: { prefill?: Graph; de
   return { logits, tokens };
 }
 
-const variants: [string, string[]][] = [...Object.keys(REWRITERS).map((k): [string, string[]] => [k, [k]]), ["default", DEFAULT_REWRITERS], ["all", Object.keys(REWRITERS)]];
+const variants: [string, string[]][] = [
+  ...Object.keys(REWRITERS).map((k): [string, string[]] => [k, [k]]),
+  ["default", DEFAULT_REWRITERS],
+  ["all", Object.keys(REWRITERS)],
+];
 
 for (const name of Object.keys(cases)) {
   describe(`rewrite: ${name}`, () => {
@@ -63,7 +67,9 @@ for (const name of Object.keys(cases)) {
       expect(got.tokens).toEqual(reference.tokens);
       // q, k, v split and the output merged: a reshape + transpose pair each, now one reshape; where
       // q, k and v are one fused projection, it makes them in their heads' shapes (no reshape left).
-      const folded = single.nodes.flatMap((n) => (n.op === "dense_fused" ? (n.attrs.shapes ?? []) : [])).filter((s) => s !== null).length;
+      const folded = single.nodes
+        .flatMap((n) => (n.op === "dense_fused" ? (n.attrs.shapes ?? []) : []))
+        .filter((s) => s !== null).length;
       expect(folded).toBe(opCounts(general)["dense_fused"] ? 3 * model.config.layers : 0);
       expect(general.nodes.length - single.nodes.length).toBe(4 * model.config.layers + folded);
       expect(opCounts(single)["transpose"] ?? 0).toBe(0);
@@ -219,7 +225,10 @@ describe("rewrite: left-padded batches", () => {
   }
 
   for (const name of ["qwen3", "gpt2"]) {
-    test.each([["default", DEFAULT_REWRITERS], ["all", Object.keys(REWRITERS)]])(`${name} %s: equal to the plain graph`, (_, only) => {
+    test.each([
+      ["default", DEFAULT_REWRITERS],
+      ["all", Object.keys(REWRITERS)],
+    ])(`${name} %s: equal to the plain graph`, (_, only) => {
       const model = loadModel(join(import.meta.dir, "fixtures", "data", "models", name), { backend: "mlx" });
       const plain = padded(model, undefined);
       const fused = padded(model, rewrite(model.graph("last"), { only: only as string[] }));

@@ -27,24 +27,38 @@ describe("samplers and processors vs mlx-lm", () => {
 
 describe("logprobs", () => {
   test("greedy generate reports mlx-lm's log-probabilities (logits - logsumexp) and the top alternatives", async () => {
-    const c = fixture<Record<string, { prompt: EncodedArray; tokens: number[]; steps: EncodedArray[] }>>("models.json")["qwen3"]!;
+    const c =
+      fixture<Record<string, { prompt: EncodedArray; tokens: number[]; steps: EncodedArray[] }>>("models.json")[
+        "qwen3"
+      ]!;
     const dir = join(import.meta.dir, "fixtures", "data", "models", "qwen3");
     const model = loadModel(dir, { backend: "mlx" });
     const chunks: { token: number; logprob?: number; topLogprobs?: { token: number; logprob: number }[] }[] = [];
     const prompt = Array.from(decode(c.prompt).toInt32Array());
     const { generate } = await import("../src/generate.ts");
-    for await (const chunk of generate(model, Tokenizer.fromDir(dir), prompt, { maxTokens: 4, ignoreEos: true, logprobs: 3 })) chunks.push(chunk);
+    for await (const chunk of generate(model, Tokenizer.fromDir(dir), prompt, {
+      maxTokens: 4,
+      ignoreEos: true,
+      logprobs: 3,
+    }))
+      chunks.push(chunk);
     expect(chunks.map((k) => k.token)).toEqual(c.tokens.slice(0, 4));
     // The first token comes from the prefill's last position: mlx-lm's step logits start after it.
     for (let s = 1; s < 4; s++) {
       const reference = logSoftmax(decode(c.steps[s - 1]!).toFloat32Array());
       const got = chunks[s]!;
       expect(Math.abs(got.logprob! - reference[got.token]!)).toBeLessThan(1e-4);
-      const best = Array.from(reference.keys()).sort((a, b) => reference[b]! - reference[a]!).slice(0, 3);
+      const best = Array.from(reference.keys())
+        .sort((a, b) => reference[b]! - reference[a]!)
+        .slice(0, 3);
       expect(got.topLogprobs!.map((t) => t.token)).toEqual(best);
       for (const t of got.topLogprobs!) expect(Math.abs(t.logprob - reference[t.token]!)).toBeLessThan(1e-4);
     }
-    const plain = await generateText(model, Tokenizer.fromDir(dir), prompt, { maxTokens: 4, ignoreEos: true, repetitionPenalty: 1 });
+    const plain = await generateText(model, Tokenizer.fromDir(dir), prompt, {
+      maxTokens: 4,
+      ignoreEos: true,
+      repetitionPenalty: 1,
+    });
     expect(plain.tokens).toEqual(c.tokens.slice(0, 4));
     model.dispose();
   });

@@ -7,7 +7,16 @@ import OpenAI from "openai";
 import { existsSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
-import { DEFAULT_MODEL_DIR, embed, generateText, liveTensorCount, loadModel, serve, type Server, Tokenizer } from "../src/index.ts";
+import {
+  DEFAULT_MODEL_DIR,
+  embed,
+  generateText,
+  liveTensorCount,
+  loadModel,
+  serve,
+  type Server,
+  Tokenizer,
+} from "../src/index.ts";
 
 const NO_EOS = { "0": -100 }; // logit_bias that keeps the default model from ending early
 
@@ -34,7 +43,14 @@ describe("the openai client", () => {
   });
 
   test("greedy completion equals the library's greedy generation, with usage and logprobs", async () => {
-    const completion = await client.completions.create({ model: "default-model", prompt: "The ship sailed", max_tokens: 12, temperature: 0, logprobs: 3, logit_bias: NO_EOS });
+    const completion = await client.completions.create({
+      model: "default-model",
+      prompt: "The ship sailed",
+      max_tokens: 12,
+      temperature: 0,
+      logprobs: 3,
+      logit_bias: NO_EOS,
+    });
     const model = loadModel(DEFAULT_MODEL_DIR, { backend: "mlx" });
     const tokenizer = Tokenizer.fromDir(DEFAULT_MODEL_DIR);
     const expected = await generateText(model, tokenizer, "The ship sailed", { maxTokens: 12, logitBias: { 0: -100 } });
@@ -45,7 +61,11 @@ describe("the openai client", () => {
     expect(choice.text).toBe(expected.text);
     expect(choice.finish_reason).toBe("length");
     const promptTokens = tokenizer.encode("The ship sailed").length;
-    expect(completion.usage).toMatchObject({ prompt_tokens: promptTokens, completion_tokens: 12, total_tokens: promptTokens + 12 });
+    expect(completion.usage).toMatchObject({
+      prompt_tokens: promptTokens,
+      completion_tokens: 12,
+      total_tokens: promptTokens + 12,
+    });
     expect(choice.logprobs!.tokens!.join("")).toBe(expected.text);
     for (const [i, top] of choice.logprobs!.top_logprobs!.entries()) {
       // Up to 3: OpenAI's completions format keys alternatives by text, so two that decode alike merge.
@@ -56,13 +76,23 @@ describe("the openai client", () => {
   });
 
   test("chat completion, whole and streamed (same seed, same text)", async () => {
-    const request = { model: "default-model", messages: [{ role: "user" as const, content: "Tell me about rivers." }], max_tokens: 16, seed: 7, logit_bias: NO_EOS };
+    const request = {
+      model: "default-model",
+      messages: [{ role: "user" as const, content: "Tell me about rivers." }],
+      max_tokens: 16,
+      seed: 7,
+      logit_bias: NO_EOS,
+    };
     const whole = await client.chat.completions.create(request);
     expect(whole.object).toBe("chat.completion");
     expect(whole.choices[0]!.message.role).toBe("assistant");
     expect(whole.choices[0]!.finish_reason).toBe("length");
     expect(whole.usage!.completion_tokens).toBe(16);
-    const stream = await client.chat.completions.create({ ...request, stream: true, stream_options: { include_usage: true } });
+    const stream = await client.chat.completions.create({
+      ...request,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     let text = "";
     let finish: string | null = null;
     let usage: OpenAI.CompletionUsage | undefined;
@@ -79,20 +109,42 @@ describe("the openai client", () => {
   });
 
   test("a request continuing an earlier one reuses its KV cache (cached_tokens), with the same tokens", async () => {
-    const first = await client.completions.create({ model: "default-model", prompt: "The river", max_tokens: 10, temperature: 0, logit_bias: NO_EOS });
+    const first = await client.completions.create({
+      model: "default-model",
+      prompt: "The river",
+      max_tokens: 10,
+      temperature: 0,
+      logit_bias: NO_EOS,
+    });
     const prompt = `The river${first.choices[0]!.text} The ship`;
-    const second = await client.completions.create({ model: "default-model", prompt, max_tokens: 10, temperature: 0, logit_bias: NO_EOS });
-    const cached = (second.usage as { prompt_tokens_details?: { cached_tokens: number } }).prompt_tokens_details!.cached_tokens;
+    const second = await client.completions.create({
+      model: "default-model",
+      prompt,
+      max_tokens: 10,
+      temperature: 0,
+      logit_bias: NO_EOS,
+    });
+    const cached = (second.usage as { prompt_tokens_details?: { cached_tokens: number } }).prompt_tokens_details!
+      .cached_tokens;
     expect(cached).toBeGreaterThan(5);
     const model = loadModel(DEFAULT_MODEL_DIR, { backend: "mlx" });
-    const fresh = await generateText(model, Tokenizer.fromDir(DEFAULT_MODEL_DIR), prompt, { maxTokens: 10, logitBias: { 0: -100 } });
+    const fresh = await generateText(model, Tokenizer.fromDir(DEFAULT_MODEL_DIR), prompt, {
+      maxTokens: 10,
+      logitBias: { 0: -100 },
+    });
     model.dispose();
     expect(second.choices[0]!.text).toBe(fresh.text);
   });
 
   test("stop strings, chat logprobs", async () => {
     const chat = await client.chat.completions.create({
-      model: "default-model", messages: [{ role: "user", content: "Water" }], max_tokens: 20, temperature: 0, logprobs: true, top_logprobs: 2, stop: ["."],
+      model: "default-model",
+      messages: [{ role: "user", content: "Water" }],
+      max_tokens: 20,
+      temperature: 0,
+      logprobs: true,
+      top_logprobs: 2,
+      stop: ["."],
       logit_bias: NO_EOS,
     });
     const choice = chat.choices[0]!;
@@ -110,7 +162,9 @@ describe("the openai client", () => {
       }
       throw new Error("no error");
     };
-    const unknown = await err(client.chat.completions.create({ model: "gpt-9", messages: [{ role: "user", content: "hi" }] }));
+    const unknown = await err(
+      client.chat.completions.create({ model: "gpt-9", messages: [{ role: "user", content: "hi" }] }),
+    );
     expect([unknown.status, unknown.code]).toEqual([404, "model_not_found"]);
     const hot = await err(client.completions.create({ model: "default-model", prompt: "x", temperature: 5 }));
     expect([hot.status, hot.param]).toEqual([400, "temperature"]);
@@ -125,18 +179,52 @@ describe("the openai client", () => {
 
 describe("hostile requests", () => {
   const post = (path: string, body: string, headers: Record<string, string> = {}) =>
-    fetch(`${server.url}${path}`, { method: "POST", body, headers: { "content-type": "application/json", ...headers } });
+    fetch(`${server.url}${path}`, {
+      method: "POST",
+      body,
+      headers: { "content-type": "application/json", ...headers },
+    });
 
   test.each([
     ["malformed JSON", "/v1/chat/completions", "{", 400, "not valid JSON"],
     ["a JSON array", "/v1/completions", "[1]", 400, "must be a JSON object"],
-    ["messages of the wrong type", "/v1/chat/completions", '{"messages": "hi"}', 400, "'messages' must be a non-empty list"],
-    ["a message without a role", "/v1/chat/completions", '{"messages": [{"content": "hi"}]}', 400, "'messages[0].role'"],
+    [
+      "messages of the wrong type",
+      "/v1/chat/completions",
+      '{"messages": "hi"}',
+      400,
+      "'messages' must be a non-empty list",
+    ],
+    [
+      "a message without a role",
+      "/v1/chat/completions",
+      '{"messages": [{"content": "hi"}]}',
+      400,
+      "'messages[0].role'",
+    ],
     ["a prompt of the wrong type", "/v1/completions", '{"prompt": 3}', 400, "'prompt' must be a string"],
-    ["max_tokens of the wrong type", "/v1/completions", '{"prompt": "x", "max_tokens": "ten"}', 400, "'max_tokens' must be an integer >= 1"],
+    [
+      "max_tokens of the wrong type",
+      "/v1/completions",
+      '{"prompt": "x", "max_tokens": "ten"}',
+      400,
+      "'max_tokens' must be an integer >= 1",
+    ],
     ["a bad logit_bias", "/v1/completions", '{"prompt": "x", "logit_bias": {"abc": 1}}', 400, "'logit_bias'"],
-    ["a logit_bias past the vocabulary", "/v1/completions", '{"prompt": "x", "logit_bias": {"99999": 1}, "max_tokens": 2}', 400, "logitBias"],
-    ["stream of the wrong type", "/v1/completions", '{"prompt": "x", "stream": "yes"}', 400, "'stream' must be a boolean"],
+    [
+      "a logit_bias past the vocabulary",
+      "/v1/completions",
+      '{"prompt": "x", "logit_bias": {"99999": 1}, "max_tokens": 2}',
+      400,
+      "logitBias",
+    ],
+    [
+      "stream of the wrong type",
+      "/v1/completions",
+      '{"prompt": "x", "stream": "yes"}',
+      400,
+      "'stream' must be a boolean",
+    ],
   ])("%s -> %d", async (_, path, body, status, message) => {
     const response = await post(path, body);
     expect(response.status).toBe(status);
@@ -148,7 +236,9 @@ describe("hostile requests", () => {
   test("a decoder answers /v1/embeddings with a 400 that says so", async () => {
     const response = await post("/v1/embeddings", JSON.stringify({ input: "hi" }));
     expect(response.status).toBe(400);
-    expect(((await response.json()) as { error: { message: string } }).error.message).toContain("is a decoder (llama): embeddings need an encoder model");
+    expect(((await response.json()) as { error: { message: string } }).error.message).toContain(
+      "is a decoder (llama): embeddings need an encoder model",
+    );
   });
 
   test("an HTTP/1.0 request without a Host header is 400; a body that never completes is 408 after bodyTimeout", async () => {
@@ -158,14 +248,22 @@ describe("hostile requests", () => {
         let out = "";
         socket.on("data", (d) => (out += d));
         socket.on("close", () => resolve(out));
-        setTimeout(() => (socket.destroy(), resolve(`${out}(still open after 20 s)`)), 20_000);
+        setTimeout(() => {
+          socket.destroy();
+          resolve(`${out}(still open after 20 s)`);
+        }, 20_000);
       });
-    expect(await raw(server.port, "GET /v1/models HTTP/1.0\r\n\r\n")).toMatch(/^HTTP\/1\.[01] 400[^]*the request has no Host header/);
+    expect(await raw(server.port, "GET /v1/models HTTP/1.0\r\n\r\n")).toMatch(
+      /^HTTP\/1\.[01] 400[\s\S]*the request has no Host header/,
+    );
     const impatient = serve({ model: DEFAULT_MODEL_DIR, port: 0, backend: "mlx", bodyTimeout: 1 });
     try {
       const started = Date.now();
-      const answer = await raw(impatient.port, 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"prompt":');
-      expect(answer).toMatch(/^HTTP\/1\.1 408[^]*did not arrive within 1 s/);
+      const answer = await raw(
+        impatient.port,
+        'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"prompt":',
+      );
+      expect(answer).toMatch(/^HTTP\/1\.1 408[\s\S]*did not arrive within 1 s/);
       expect(answer).not.toContain("still open");
       expect(Date.now() - started).toBeLessThan(15_000);
     } finally {
@@ -204,28 +302,69 @@ describe("hostile requests", () => {
     await idle();
     expect(liveTensorCount()).toBeLessThanOrEqual(before);
     // The server carries on.
-    const after = await client.completions.create({ model: "default-model", prompt: "Water", max_tokens: 4, logit_bias: NO_EOS });
+    const after = await client.completions.create({
+      model: "default-model",
+      prompt: "Water",
+      max_tokens: 4,
+      logit_bias: NO_EOS,
+    });
     expect(after.usage!.completion_tokens).toBe(4);
   });
 });
 
 describe("constrained output: response_format and tools", () => {
   const ajv = new Ajv({ strict: false });
-  const person = { type: "object", properties: { name: { type: "string", maxLength: 12 }, age: { type: "integer" }, pets: { type: "array", items: { enum: ["cat", "dog"] }, maxItems: 2 } }, required: ["name", "age"], additionalProperties: false };
-  const weather = { type: "object", properties: { city: { type: "string", maxLength: 12 }, unit: { enum: ["C", "F"] } }, required: ["city", "unit"], additionalProperties: false };
+  const person = {
+    type: "object",
+    properties: {
+      name: { type: "string", maxLength: 12 },
+      age: { type: "integer" },
+      pets: { type: "array", items: { enum: ["cat", "dog"] }, maxItems: 2 },
+    },
+    required: ["name", "age"],
+    additionalProperties: false,
+  };
+  const weather = {
+    type: "object",
+    properties: { city: { type: "string", maxLength: 12 }, unit: { enum: ["C", "F"] } },
+    required: ["city", "unit"],
+    additionalProperties: false,
+  };
   const tools = [
-    { type: "function" as const, function: { name: "get_weather", description: "Weather in a city", parameters: weather } },
-    { type: "function" as const, function: { name: "get_time", parameters: { type: "object", properties: { zone: { type: "string", maxLength: 8 } }, required: ["zone"] } } },
+    {
+      type: "function" as const,
+      function: { name: "get_weather", description: "Weather in a city", parameters: weather },
+    },
+    {
+      type: "function" as const,
+      function: {
+        name: "get_time",
+        parameters: { type: "object", properties: { zone: { type: "string", maxLength: 8 } }, required: ["zone"] },
+      },
+    },
   ];
   const messages = [{ role: "user" as const, content: "Tell me about a person." }];
 
   test("json_schema, whole and streamed, sampled: the content validates", async () => {
     const response_format = { type: "json_schema" as const, json_schema: { name: "person", schema: person } };
     for (const seed of [1, 2, 3]) {
-      const whole = await client.chat.completions.create({ model: "default-model", messages, max_tokens: 120, seed, response_format });
+      const whole = await client.chat.completions.create({
+        model: "default-model",
+        messages,
+        max_tokens: 120,
+        seed,
+        response_format,
+      });
       expect(whole.choices[0]!.finish_reason).toBe("stop");
       expect(ajv.validate(person, JSON.parse(whole.choices[0]!.message.content!))).toBe(true);
-      const stream = await client.chat.completions.create({ model: "default-model", messages, max_tokens: 120, seed, response_format, stream: true });
+      const stream = await client.chat.completions.create({
+        model: "default-model",
+        messages,
+        max_tokens: 120,
+        seed,
+        response_format,
+        stream: true,
+      });
       let text = "";
       for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";
       expect(text).toBe(whole.choices[0]!.message.content!);
@@ -236,7 +375,14 @@ describe("constrained output: response_format and tools", () => {
     // The default model often writes long strings: answers that end are objects, and some end.
     let ended = 0;
     for (const seed of [1, 2, 3, 4, 5, 6]) {
-      const completion = await client.chat.completions.create({ model: "default-model", messages, max_tokens: 100, temperature: 0.7, seed, response_format: { type: "json_object" } });
+      const completion = await client.chat.completions.create({
+        model: "default-model",
+        messages,
+        max_tokens: 100,
+        temperature: 0.7,
+        seed,
+        response_format: { type: "json_object" },
+      });
       const { finish_reason, message } = completion.choices[0]!;
       if (finish_reason === "length") {
         expect(message.content!.startsWith("{")).toBe(true);
@@ -251,19 +397,41 @@ describe("constrained output: response_format and tools", () => {
 
   test("a schema it cannot follow is a 400 naming the keyword", async () => {
     const bad = { type: "json_schema" as const, json_schema: { name: "x", schema: { type: "string", pattern: "^a" } } };
-    const error = await client.chat.completions.create({ model: "default-model", messages, response_format: bad }).catch((e) => e);
+    const error = await client.chat.completions
+      .create({ model: "default-model", messages, response_format: bad })
+      .catch((e) => e);
     expect(error.status).toBe(400);
     expect(error.message).toContain("unsupported JSON Schema keyword 'pattern'");
-    const both = await client.chat.completions.create({ model: "default-model", messages, response_format: { type: "json_object" }, tools }).catch((e) => e);
+    const both = await client.chat.completions
+      .create({ model: "default-model", messages, response_format: { type: "json_object" }, tools })
+      .catch((e) => e);
     expect(both.status).toBe(400);
-    const unknown = await client.chat.completions.create({ model: "default-model", messages, tools, tool_choice: { type: "function", function: { name: "nope" } } }).catch((e) => e);
+    const unknown = await client.chat.completions
+      .create({
+        model: "default-model",
+        messages,
+        tools,
+        tool_choice: { type: "function", function: { name: "nope" } },
+      })
+      .catch((e) => e);
     expect(unknown.status).toBe(400);
     expect(unknown.message).toContain("'nope'");
   });
 
   test("tool_choice required and named: tool_calls whose arguments validate against the tool's parameters", async () => {
-    for (const [seed, tool_choice] of [[1, "required"], [2, "required"], [3, { type: "function", function: { name: "get_time" } }]] as const) {
-      const completion = await client.chat.completions.create({ model: "default-model", messages: [{ role: "user", content: "Weather in Paris?" }], max_tokens: 120, seed, tools, tool_choice });
+    for (const [seed, tool_choice] of [
+      [1, "required"],
+      [2, "required"],
+      [3, { type: "function", function: { name: "get_time" } }],
+    ] as const) {
+      const completion = await client.chat.completions.create({
+        model: "default-model",
+        messages: [{ role: "user", content: "Weather in Paris?" }],
+        max_tokens: 120,
+        seed,
+        tools,
+        tool_choice,
+      });
       const choice = completion.choices[0]!;
       expect(choice.finish_reason).toBe("tool_calls");
       expect(choice.message.content).toBeNull();
@@ -280,11 +448,20 @@ describe("constrained output: response_format and tools", () => {
   });
 
   test("tool calls streamed, and a conversation that carries calls and their results", async () => {
-    const stream = await client.chat.completions.create({ model: "default-model", messages: [{ role: "user", content: "Time?" }], max_tokens: 120, seed: 5, tools, tool_choice: "required", stream: true });
+    const stream = await client.chat.completions.create({
+      model: "default-model",
+      messages: [{ role: "user", content: "Time?" }],
+      max_tokens: 120,
+      seed: 5,
+      tools,
+      tool_choice: "required",
+      stream: true,
+    });
     const calls: { name?: string; arguments?: string }[] = [];
     let finish: string | null = null;
     for await (const chunk of stream) {
-      for (const call of chunk.choices[0]?.delta.tool_calls ?? []) calls[call.index] = { name: call.function?.name, arguments: call.function?.arguments };
+      for (const call of chunk.choices[0]?.delta.tool_calls ?? [])
+        calls[call.index] = { name: call.function?.name, arguments: call.function?.arguments };
       finish = chunk.choices[0]?.finish_reason ?? finish;
     }
     expect(finish).toBe("tool_calls");
@@ -297,7 +474,17 @@ describe("constrained output: response_format and tools", () => {
       tool_choice: "none",
       messages: [
         { role: "user", content: "Weather in Paris?" },
-        { role: "assistant", content: null, tool_calls: [{ id: "call_1", type: "function", function: { name: "get_weather", arguments: `{"city":"Paris","unit":"C"}` } }] },
+        {
+          role: "assistant",
+          content: null,
+          tool_calls: [
+            {
+              id: "call_1",
+              type: "function",
+              function: { name: "get_weather", arguments: `{"city":"Paris","unit":"C"}` },
+            },
+          ],
+        },
         { role: "tool", tool_call_id: "call_1", content: "18 C, sunny" },
       ],
     });
@@ -308,10 +495,17 @@ describe("constrained output: response_format and tools", () => {
 
   test("tool_choice auto: text or well-formed calls", async () => {
     for (const seed of [1, 2, 3, 4]) {
-      const completion = await client.chat.completions.create({ model: "default-model", messages: [{ role: "user", content: "Hello" }], max_tokens: 60, seed, tools });
+      const completion = await client.chat.completions.create({
+        model: "default-model",
+        messages: [{ role: "user", content: "Hello" }],
+        max_tokens: 60,
+        seed,
+        tools,
+      });
       const choice = completion.choices[0]!;
       if (choice.finish_reason === "tool_calls") {
-        for (const call of choice.message.tool_calls!) if (call.type === "function") expect(() => JSON.parse(call.function.arguments)).not.toThrow();
+        for (const call of choice.message.tool_calls!)
+          if (call.type === "function") expect(() => JSON.parse(call.function.arguments)).not.toThrow();
       } else {
         expect(choice.message.content!.startsWith("<")).toBe(false);
       }
@@ -325,7 +519,14 @@ describe("concurrency", () => {
     const start = performance.now();
     const runs = await Promise.all(
       [0, 1, 2, 3].map(async (i) => {
-        const stream = await client.completions.create({ model: "default-model", prompt: `Request ${i}: the river`, max_tokens: 24, stream: true, logit_bias: NO_EOS, seed: i });
+        const stream = await client.completions.create({
+          model: "default-model",
+          prompt: `Request ${i}: the river`,
+          max_tokens: 24,
+          stream: true,
+          logit_bias: NO_EOS,
+          seed: i,
+        });
         let first = 0;
         let text = "";
         for await (const chunk of stream) {
@@ -351,7 +552,15 @@ describe("concurrency", () => {
     const b = { maxTokens: 12, temperature: 0.7, topP: 0.9, seed: 2 };
     const expected = [await alone("The old river", a), await alone("Water is", b)];
     model.dispose();
-    const stream = await client.completions.create({ model: "default-model", prompt: "The old river", max_tokens: a.maxTokens, temperature: a.temperature, seed: a.seed, stream: true, logit_bias: NO_EOS });
+    const stream = await client.completions.create({
+      model: "default-model",
+      prompt: "The old river",
+      max_tokens: a.maxTokens,
+      temperature: a.temperature,
+      seed: a.seed,
+      stream: true,
+      logit_bias: NO_EOS,
+    });
     let textA = "";
     let joined: Promise<string> | null = null;
     for await (const chunk of stream) {
@@ -359,7 +568,15 @@ describe("concurrency", () => {
       if (joined || !textA) continue;
       // While A decodes: B joins, and C joins and goes away after two chunks.
       joined = client.completions
-        .create({ model: "default-model", prompt: "Water is", max_tokens: b.maxTokens, temperature: b.temperature, top_p: b.topP, seed: b.seed, logit_bias: NO_EOS })
+        .create({
+          model: "default-model",
+          prompt: "Water is",
+          max_tokens: b.maxTokens,
+          temperature: b.temperature,
+          top_p: b.topP,
+          seed: b.seed,
+          logit_bias: NO_EOS,
+        })
         .then((r) => r.choices[0]!.text);
       const abort = new AbortController();
       const c = await fetch(`${server.url}/v1/completions`, {
@@ -377,10 +594,18 @@ describe("concurrency", () => {
   });
 
   test("serve options are checked", () => {
-    expect(() => serve({ model: DEFAULT_MODEL_DIR, maxConcurrent: 0 })).toThrow("serve: maxConcurrent must be an integer in [1, 1024], got 0");
-    expect(() => serve({ model: DEFAULT_MODEL_DIR, port: 70000 })).toThrow("serve: port must be an integer in [0, 65535]");
-    expect(() => serve({ model: DEFAULT_MODEL_DIR, bodyTimeout: 0 })).toThrow("serve: bodyTimeout must be an integer in [1, 255], got 0");
-    expect(() => serve({ model: DEFAULT_MODEL_DIR, maxConcurent: 4 } as never)).toThrow("serve: unknown option 'maxConcurent'");
+    expect(() => serve({ model: DEFAULT_MODEL_DIR, maxConcurrent: 0 })).toThrow(
+      "serve: maxConcurrent must be an integer in [1, 1024], got 0",
+    );
+    expect(() => serve({ model: DEFAULT_MODEL_DIR, port: 70000 })).toThrow(
+      "serve: port must be an integer in [0, 65535]",
+    );
+    expect(() => serve({ model: DEFAULT_MODEL_DIR, bodyTimeout: 0 })).toThrow(
+      "serve: bodyTimeout must be an integer in [1, 255], got 0",
+    );
+    expect(() => serve({ model: DEFAULT_MODEL_DIR, maxConcurent: 4 } as never)).toThrow(
+      "serve: unknown option 'maxConcurent'",
+    );
   });
 
   test("past maxConcurrent + maxQueue requests get 429", async () => {
@@ -420,27 +645,41 @@ describe.skipIf(!existsSync(join(MINILM, "tokenizer.json")))("serving an encoder
     model.dispose();
     const values = (v: ArrayLike<number>) => Array.from(Float32Array.from(v));
     for (const encoding_format of [undefined, "float"] as const) {
-      const result = await openai.embeddings.create({ model: "minilm", input: texts, ...(encoding_format ? { encoding_format } : {}) });
+      const result = await openai.embeddings.create({
+        model: "minilm",
+        input: texts,
+        ...(encoding_format ? { encoding_format } : {}),
+      });
       expect(result.object).toBe("list");
       expect(result.model).toBe("minilm");
       expect(result.data.map((d) => d.index)).toEqual([0, 1]);
-      expect(result.usage).toEqual({ prompt_tokens: expected.tokenCounts[0]! + expected.tokenCounts[1]!, total_tokens: expected.tokenCounts[0]! + expected.tokenCounts[1]! });
+      expect(result.usage).toEqual({
+        prompt_tokens: expected.tokenCounts[0]! + expected.tokenCounts[1]!,
+        total_tokens: expected.tokenCounts[0]! + expected.tokenCounts[1]!,
+      });
       for (const [i, d] of result.data.entries()) {
         expect(d.embedding.length).toBe(384);
         // The same float32 values: base64 carries their bytes; float lists carry them as JSON numbers.
         expect(values(d.embedding)).toEqual(values(expected.vectors[i]!));
       }
     }
-    const one = await openai.embeddings.create({ model: "minilm", input: "A man is eating food.", encoding_format: "float" });
+    const one = await openai.embeddings.create({
+      model: "minilm",
+      input: "A man is eating food.",
+      encoding_format: "float",
+    });
     expect(values(one.data[0]!.embedding)).toEqual(values(alone.vectors[0]!));
   });
 
   test("completions get a 400 naming the encoder; bad embeddings requests get 400s", async () => {
-    const post = (path: string, body: unknown) => fetch(`${encoder.url}${path}`, { method: "POST", body: JSON.stringify(body) });
+    const post = (path: string, body: unknown) =>
+      fetch(`${encoder.url}${path}`, { method: "POST", body: JSON.stringify(body) });
     for (const path of ["/v1/completions", "/v1/chat/completions"]) {
       const response = await post(path, { prompt: "x", messages: [{ role: "user", content: "x" }] });
       expect(response.status).toBe(400);
-      expect(((await response.json()) as { error: { message: string } }).error.message).toContain("is an encoder (bert): it serves POST /v1/embeddings");
+      expect(((await response.json()) as { error: { message: string } }).error.message).toContain(
+        "is an encoder (bert): it serves POST /v1/embeddings",
+      );
     }
     for (const [body, message] of [
       [{ input: [] }, "'input' must be a string or a non-empty array of strings"],

@@ -5,7 +5,16 @@ import { afterAll, expect, test } from "bun:test";
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DEFAULT_MODEL_DIR, generateText, loadModel, loadSafetensors, saveSafetensors, type SpeculativeStats, speculativeGenerate, Tokenizer } from "../src/index.ts";
+import {
+  DEFAULT_MODEL_DIR,
+  generateText,
+  loadModel,
+  loadSafetensors,
+  saveSafetensors,
+  type SpeculativeStats,
+  speculativeGenerate,
+  Tokenizer,
+} from "../src/index.ts";
 
 const tokenizer = Tokenizer.fromDir(DEFAULT_MODEL_DIR);
 const draftDir = mkdtempSync(join(tmpdir(), "mlxb-draft-"));
@@ -15,15 +24,23 @@ afterAll(() => rmSync(draftDir, { recursive: true, force: true }));
 function truncated(layers: number): string {
   const config = JSON.parse(readFileSync(join(DEFAULT_MODEL_DIR, "config.json"), "utf8"));
   writeFileSync(join(draftDir, "config.json"), JSON.stringify({ ...config, num_hidden_layers: layers }));
-  for (const f of ["tokenizer.json", "tokenizer_config.json"]) copyFileSync(join(DEFAULT_MODEL_DIR, f), join(draftDir, f));
+  for (const f of ["tokenizer.json", "tokenizer_config.json"])
+    copyFileSync(join(DEFAULT_MODEL_DIR, f), join(draftDir, f));
   const { tensors } = loadSafetensors(join(DEFAULT_MODEL_DIR, "model.safetensors"));
-  const kept = new Map([...tensors].filter(([name]) => !/layers\.(\d+)\./.test(name) || Number(/layers\.(\d+)\./.exec(name)![1]) < layers));
+  const kept = new Map(
+    [...tensors].filter(([name]) => !/layers\.(\d+)\./.test(name) || Number(/layers\.(\d+)\./.exec(name)![1]) < layers),
+  );
   saveSafetensors(join(draftDir, "model.safetensors"), kept);
   for (const t of tensors.values()) t.dispose();
   return draftDir;
 }
 
-async function run(target: ReturnType<typeof loadModel>, draft: ReturnType<typeof loadModel>, prompt: string, options: Parameters<typeof speculativeGenerate>[4]) {
+async function run(
+  target: ReturnType<typeof loadModel>,
+  draft: ReturnType<typeof loadModel>,
+  prompt: string,
+  options: Parameters<typeof speculativeGenerate>[4],
+) {
   const stats: Partial<SpeculativeStats> = {};
   const tokens: number[] = [];
   let text = "";
@@ -40,7 +57,9 @@ for (const backend of ["mlx", "cpu"] as const) {
     const small = loadModel(truncated(2), { backend });
     // The CPU reference backend is slow (and CI machines shared): one prompt, fewer tokens there.
     const maxTokens = backend === "cpu" ? 6 : 24;
-    for (const prompt of backend === "cpu" ? ["The ship sailed"] : ["The ship sailed", "Water is", "A dictionary is used to"]) {
+    for (const prompt of backend === "cpu"
+      ? ["The ship sailed"]
+      : ["The ship sailed", "Water is", "A dictionary is used to"]) {
       const greedy = await generateText(target, tokenizer, prompt, { maxTokens, ignoreEos: true });
       const spec = await run(target, small, prompt, { maxTokens, ignoreEos: true, numDraftTokens: 3 });
       expect(spec.tokens).toEqual(greedy.tokens);
@@ -55,7 +74,9 @@ for (const backend of ["mlx", "cpu"] as const) {
     // Stops: the eos ends it as greedy generation does (on MLX: 80 more tokens of the CPU reference take minutes).
     if (backend === "mlx") {
       const stopped = await run(target, small, "The ship sailed", { maxTokens: 40 });
-      expect(stopped.tokens).toEqual((await generateText(target, tokenizer, "The ship sailed", { maxTokens: 40 })).tokens);
+      expect(stopped.tokens).toEqual(
+        (await generateText(target, tokenizer, "The ship sailed", { maxTokens: 40 })).tokens,
+      );
       expect(stopped.stats.finishReason).toBe("stop");
     }
     small.dispose();
@@ -66,8 +87,12 @@ for (const backend of ["mlx", "cpu"] as const) {
 test("speculative decoding: bad options are Errors", async () => {
   const target = loadModel(DEFAULT_MODEL_DIR, { backend: "mlx" });
   const other = loadModel(join(import.meta.dir, "fixtures", "data", "models", "llama"), { backend: "mlx" });
-  await expect(run(target, target, "x", { temperature: 0.7 })).rejects.toThrow("speculativeGenerate: greedy decoding only");
-  await expect(run(target, target, "x", { numDraftTokens: 0 })).rejects.toThrow("numDraftTokens must be an integer in [1, 64]");
+  await expect(run(target, target, "x", { temperature: 0.7 })).rejects.toThrow(
+    "speculativeGenerate: greedy decoding only",
+  );
+  await expect(run(target, target, "x", { numDraftTokens: 0 })).rejects.toThrow(
+    "numDraftTokens must be an integer in [1, 64]",
+  );
   await expect(run(target, other, "x", {})).rejects.toThrow("the draft's vocabulary");
   await expect(run(target, target, "x", { repetitionPenalty: 1.2 })).rejects.toThrow("logits processors");
   other.dispose();

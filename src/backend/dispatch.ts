@@ -3,7 +3,17 @@
 // `cpu` (the pure-TS reference). `auto` picks MLX when the shim loads and the model fits memory.
 import { totalmem } from "node:os";
 import type { TensorData } from "../dtype.ts";
-import { CPU_KERNELS, type CpuTypes, type Kernel, type KernelTable, MLX_KERNELS, type MlxTypes, type OpName, type RunContext, type Value } from "../graph/ops.ts";
+import {
+  CPU_KERNELS,
+  type CpuTypes,
+  type Kernel,
+  type KernelTable,
+  MLX_KERNELS,
+  type MlxTypes,
+  type OpName,
+  type RunContext,
+  type Value,
+} from "../graph/ops.ts";
 import { type DeviceInfo, deviceInfo } from "../native/device.ts";
 import { nativeStatus } from "../native/ffi.ts";
 import { CpuTensor } from "../ops/cpu.ts";
@@ -47,15 +57,22 @@ const GIB = 2 ** 30;
  * loads and modelBytes x 1.5 <= the memory of MLX's device - 2 GiB (a GPU's own memory, else RAM),
  * else the CPU reference backend. The host can be injected for tests. */
 export function support(kind: BackendKind, modelBytes = 0, host: Host = currentHost()): Support {
-  if (kind === "cpu") return { available: true, backend: "cpu", device: "cpu", reason: "CPU reference backend requested" };
+  if (kind === "cpu")
+    return { available: true, backend: "cpu", device: "cpu", reason: "CPU reference backend requested" };
   const { native, device } = host;
   const where = device ? (device.device === "gpu" ? `gpu: ${device.name}` : "cpu") : "none";
   if (kind === "mlx") return { available: native.available, backend: "mlx", device: where, reason: native.reason };
   // A library named by MLXB_LIBRARY that does not load is the user's mistake to hear about, not a
   // reason to run on the CPU reference backend instead.
-  if (!native.available && native.requested) return { available: false, backend: "mlx", device: "none", reason: native.reason };
+  if (!native.available && native.requested)
+    return { available: false, backend: "mlx", device: "none", reason: native.reason };
   if (!native.available) {
-    return { available: true, backend: "cpu", device: "cpu", reason: `MLX unavailable (${native.reason}); using the CPU reference backend` };
+    return {
+      available: true,
+      backend: "cpu",
+      device: "cpu",
+      reason: `MLX unavailable (${native.reason}); using the CPU reference backend`,
+    };
   }
   const gpuMemory = device?.device === "gpu" && device.memoryBytes > 0;
   const budget = (gpuMemory ? device.memoryBytes : host.ramBytes) - 2 * GIB;
@@ -68,7 +85,12 @@ export function support(kind: BackendKind, modelBytes = 0, host: Host = currentH
       reason: `model needs ${need} GiB (1.5 x ${(modelBytes / GIB).toFixed(1)} GiB) but ${(budget / GIB).toFixed(1)} GiB of ${gpuMemory ? "GPU memory" : "RAM"} is usable; using the CPU backend (pass backend: "mlx" to force MLX)`,
     };
   }
-  return { available: true, backend: "mlx", device: where, reason: `MLX shim loaded and the model fits ${gpuMemory ? "GPU memory" : "RAM"}` };
+  return {
+    available: true,
+    backend: "mlx",
+    device: where,
+    reason: `MLX shim loaded and the model fits ${gpuMemory ? "GPU memory" : "RAM"}`,
+  };
 }
 
 function toCpuValue(v: Value<Tensor>): Value<CpuTensor> {
@@ -138,7 +160,11 @@ export function withFallback(
 }
 
 /** The backend for a kind and model size; throws when MLX is requested but cannot load. */
-export function selectBackend(kind: BackendKind | string, modelBytes = 0, log: (message: string) => void = console.info): "cpu" | "mlx" {
+export function selectBackend(
+  kind: BackendKind | string,
+  modelBytes = 0,
+  log: (message: string) => void = console.info,
+): "cpu" | "mlx" {
   const parsed = parseBackendKind(kind);
   const s = support(parsed, modelBytes);
   if (!s.available) throw new Error(`backend '${parsed}' cannot run on MLX: ${s.reason}`);

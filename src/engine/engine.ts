@@ -91,8 +91,12 @@ export class Engine {
     this.graph = options.graph;
     this.maxBatch = options.maxBatch ?? 64;
     this.prefillChunk = options.prefillChunk ?? 512;
-    for (const [key, value] of [["maxBatch", this.maxBatch], ["prefillChunk", this.prefillChunk]] as const) {
-      if (!Number.isSafeInteger(value) || value < 1) throw new Error(`Engine: ${key} must be a positive integer, got ${value}`);
+    for (const [key, value] of [
+      ["maxBatch", this.maxBatch],
+      ["prefillChunk", this.prefillChunk],
+    ] as const) {
+      if (!Number.isSafeInteger(value) || value < 1)
+        throw new Error(`Engine: ${key} must be a positive integer, got ${value}`);
     }
     this.#replay = model.backend === "mlx" && options.replay !== false;
     this.#solo = options.solo ?? null;
@@ -102,13 +106,17 @@ export class Engine {
   /** Sequences holding a slot of the batch (until the step that lets them go), and waiting
    * (admission included). */
   get load(): { active: number; waiting: number } {
-    return { active: this.#rows.length, waiting: this.#waiting.length + (this.#admission?.rows.length ?? 0) + (this.#joining?.rows.length ?? 0) };
+    return {
+      active: this.#rows.length,
+      waiting: this.#waiting.length + (this.#admission?.rows.length ?? 0) + (this.#joining?.rows.length ?? 0),
+    };
   }
 
   /** Queues sequences; submitted together, they are admitted together when there is room. */
   submit(requests: readonly SequenceRequest[], cachedTokens: readonly number[] = []): Sequence[] {
     if (this.#disposed) throw new Error("Engine: used after dispose()");
-    if (this.#solo && (this.#rows.length > 0 || this.#waiting.length > 0 || this.#admission)) throw new Error("Engine: a solo engine runs one group");
+    if (this.#solo && (this.#rows.length > 0 || this.#waiting.length > 0 || this.#admission))
+      throw new Error("Engine: a solo engine runs one group");
     const sequences = requests.map((r, i) => new Sequence(r, cachedTokens[i] ?? 0));
     this.#waiting.push(...sequences);
     if (!this.#running) void this.#run();
@@ -135,7 +143,13 @@ export class Engine {
   }
 
   #busy(): boolean {
-    return this.#rows.length > 0 || this.#waiting.length > 0 || this.#admission !== null || this.#joining !== null || this.#pending.length > 0;
+    return (
+      this.#rows.length > 0 ||
+      this.#waiting.length > 0 ||
+      this.#admission !== null ||
+      this.#joining !== null ||
+      this.#pending.length > 0
+    );
   }
 
   #tick(): void {
@@ -183,7 +197,8 @@ export class Engine {
   }
 
   #startAdmission(): void {
-    const room = this.maxBatch - this.#rows.filter((s) => s.state !== "done").length - (this.#joining?.rows.length ?? 0);
+    const room =
+      this.maxBatch - this.#rows.filter((s) => s.state !== "done").length - (this.#joining?.rows.length ?? 0);
     // Cancelled before admission: let go at once.
     for (const s of this.#waiting.filter((s) => s.state === "done")) this.#finish([s]);
     this.#waiting.splice(0, this.#waiting.length, ...this.#waiting.filter((s) => s.state !== "done"));
@@ -193,7 +208,9 @@ export class Engine {
     // A sequence continuing a conversation's cache prefills alone, in that cache; the others
     // (an empty promptCache only takes their rows at the end) prefill together.
     const continues = (s: Sequence) => s.request.promptCache !== undefined && s.stats.cachedTokens > 0;
-    const rows = continues(first) ? [first] : this.#waiting.filter((s) => !continues(s)).slice(0, this.#solo ? undefined : room);
+    const rows = continues(first)
+      ? [first]
+      : this.#waiting.filter((s) => !continues(s)).slice(0, this.#solo ? undefined : room);
     this.#waiting.splice(0, this.#waiting.length, ...this.#waiting.filter((s) => !rows.includes(s)));
     const prompts = rows.map((s) => s.request.promptIds.slice(s.stats.cachedTokens));
     const length = Math.max(...prompts.map((p) => p.length));
@@ -233,13 +250,23 @@ export class Engine {
     const draws = a.rows.map((s) => s.draws);
     try {
       if (logits instanceof Tensor) {
-        using sampler = new DeviceSampler(a.rows.map((s) => s.request.settings), this.model.config.vocabSize, a.rows.map((s) => s.request.promptIds), draws);
+        using sampler = new DeviceSampler(
+          a.rows.map((s) => s.request.settings),
+          this.model.config.vocabSize,
+          a.rows.map((s) => s.request.promptIds),
+          draws,
+        );
         using constrainedLogits = maskedLogits(logits, a.rows, this.model.config.vocabSize);
         launched.picks = sampler.pick(constrainedLogits ?? logits, null);
         asyncEval(pickTensors(launched.picks));
       } else {
         maskOnHost(logits, a.rows, this.model.config.vocabSize);
-        launched.host = this.#pickOnHost(logits, a.rows, a.rows.map((s) => s.history), draws);
+        launched.host = this.#pickOnHost(
+          logits,
+          a.rows,
+          a.rows.map((s) => s.history),
+          draws,
+        );
       }
     } finally {
       if (logits instanceof Tensor) logits.dispose();
@@ -287,7 +314,8 @@ export class Engine {
     if (joining) parts.push({ cache: joining.cache, rows: joining.rows.map((_, i) => i) });
     this.#rows = [...staying, ...(joining?.rows ?? [])];
     try {
-      if (parts.length > 0) regroup(cache, parts, Math.max(...this.#rows.map((s) => s.request.maxTokens - s.generated.length)) + 1);
+      if (parts.length > 0)
+        regroup(cache, parts, Math.max(...this.#rows.map((s) => s.request.maxTokens - s.generated.length)) + 1);
     } finally {
       if (joining && !joining.borrowed) joining.cache.dispose();
       this.#finish(leaving);
@@ -327,7 +355,12 @@ export class Engine {
         for (const l of this.#pending.splice(0)) this.#read(l);
         maskOnHost(logits, rows, this.model.config.vocabSize);
       }
-      launched.host = this.#pickOnHost(logits, rows, rows.map((s, b) => [...s.history, inputs[b]!]), draws);
+      launched.host = this.#pickOnHost(
+        logits,
+        rows,
+        rows.map((s, b) => [...s.history, inputs[b]!]),
+        draws,
+      );
     } else {
       const { ids, owned } = this.#inputs(rows);
       try {
@@ -335,7 +368,9 @@ export class Engine {
         const sampler = this.#sampler!;
         if (constrained) {
           const padded = (cache as KVCache).padding.some((p) => p > 0);
-          using logits = this.#replay ? this.#tape(B, padded, "logits").step(ids)[0]! : forward(this.model, ids, { cache: cache as KVCache, graph: this.graph, lazy: true });
+          using logits = this.#replay
+            ? this.#tape(B, padded, "logits").step(ids)[0]!
+            : forward(this.model, ids, { cache: cache as KVCache, graph: this.graph, lazy: true });
           asyncEval([logits]);
           // The previous picks are read (their tensors kept until this pick is built on the ids).
           const previous = this.#pending.splice(0);
@@ -349,7 +384,11 @@ export class Engine {
         } else if (this.#replay) {
           // The step and its pick recorded together, once per batch shape and sampler structure.
           const tail = sampler.tail();
-          const tape = this.#tape(B, (cache as KVCache).padding.some((p) => p > 0), tail.structure);
+          const tape = this.#tape(
+            B,
+            (cache as KVCache).padding.some((p) => p > 0),
+            tail.structure,
+          );
           launched.picks = tail.adopt(tape.step(ids, tail));
         } else {
           using logits = forward(this.model, ids, { cache: cache as KVCache, graph: this.graph, lazy: true });
@@ -368,7 +407,12 @@ export class Engine {
   }
 
   /** Each row's pick from host logits [B, 1, V] (the CPU reference backend), or its Error. */
-  #pickOnHost(logits: CpuTensor, rows: readonly Sequence[], histories: readonly (readonly number[])[], draws: readonly number[]): (Pick | Error)[] {
+  #pickOnHost(
+    logits: CpuTensor,
+    rows: readonly Sequence[],
+    histories: readonly (readonly number[])[],
+    draws: readonly number[],
+  ): (Pick | Error)[] {
     const V = this.model.config.vocabSize;
     return rows.map((s, b) => {
       try {
@@ -382,7 +426,11 @@ export class Engine {
   /** The batch's input ids [B, 1] (uint32), gathered from the picks that made them. */
   #inputs(rows: readonly Sequence[]): { ids: Tensor; owned: boolean } {
     const first = rows[0]!.source!.launched;
-    if (first.picks && rows.length === first.rows.length && rows.every((s, b) => s.source!.launched === first && s.source!.row === b)) {
+    if (
+      first.picks &&
+      rows.length === first.rows.length &&
+      rows.every((s, b) => s.source!.launched === first && s.source!.row === b)
+    ) {
       return { ids: first.picks.tokens, owned: false };
     }
     const pieces: Tensor[] = [];
@@ -397,7 +445,12 @@ export class Engine {
           using index = Tensor.from(Int32Array.from(picked), [picked.length]);
           pieces.push(take(launched.picks.tokens, index, 0));
         } else {
-          pieces.push(Tensor.from(Uint32Array.from(picked, (r) => (launched.host![r] as Pick).token), [picked.length, 1]));
+          pieces.push(
+            Tensor.from(
+              Uint32Array.from(picked, (r) => (launched.host![r] as Pick).token),
+              [picked.length, 1],
+            ),
+          );
         }
         at = end;
       }
@@ -412,7 +465,10 @@ export class Engine {
     let tape = this.#tapes.get(key);
     if (!tape) {
       const cache = (this.#solo ?? this.#cache) as KVCache;
-      tape = new DecodeTape(this.model as Extract<Model, { backend: "mlx" }>, cache, this.graph, { output: "logits", onFallback: this.#onReplayFallback });
+      tape = new DecodeTape(this.model as Extract<Model, { backend: "mlx" }>, cache, this.graph, {
+        output: "logits",
+        onFallback: this.#onReplayFallback,
+      });
       this.#tapes.set(key, tape);
     }
     return tape;
@@ -422,7 +478,12 @@ export class Engine {
    * caller still needs them). */
   #read(launched: Launched, free = true): void {
     try {
-      const picks = launched.host ?? DeviceSampler.read(launched.picks!, launched.rows.map((s) => s.request.settings));
+      const picks =
+        launched.host ??
+        DeviceSampler.read(
+          launched.picks!,
+          launched.rows.map((s) => s.request.settings),
+        );
       for (const [b, s] of launched.rows.entries()) {
         if (s.source?.launched === launched) s.source = null;
         s.accept(picks[b]!);

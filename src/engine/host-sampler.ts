@@ -3,7 +3,16 @@
 // CDF in id order: with weights w = exp((filtered - max) / temperature) and their running sum c, the
 // token is the first whose c passes u * sum(w), u uniform in (0, 1) from a counter-based hash of the
 // sequence's seed and the draw's index (the same integer arithmetic on the host and the device).
-import { argmaxOf, filteredLogprobs, logSoftmax, mostProbable, processLogits, processes, samplingTemperature, type SamplingOptions } from "../sampling.ts";
+import {
+  argmaxOf,
+  filteredLogprobs,
+  logSoftmax,
+  mostProbable,
+  processLogits,
+  processes,
+  samplingTemperature,
+  type SamplingOptions,
+} from "../sampling.ts";
 
 export interface SamplerSettings extends SamplingOptions {
   seed: number;
@@ -68,7 +77,12 @@ function drawFrom(filtered: Float64Array, temperature: number, u: number): numbe
 }
 
 /** Picks a token from one row's logits on the host, as the device does (in float64). */
-export function pickOnHost(logits: Float32Array, history: readonly number[], settings: SamplerSettings, index: number): Pick {
+export function pickOnHost(
+  logits: Float32Array,
+  history: readonly number[],
+  settings: SamplerSettings,
+  index: number,
+): Pick {
   checkFinite(logits);
   const processed = processes(settings) ? processLogits(logits, history, settings) : logits;
   const lp = logSoftmax(processed);
@@ -76,7 +90,11 @@ export function pickOnHost(logits: Float32Array, history: readonly number[], set
   if (settings.temperature <= 0) {
     token = argmaxOf(processed);
   } else {
-    token = drawFrom(filteredLogprobs(lp, settings), samplingTemperature(settings.temperature), drawUniform(drawKey(settings.seed, index)));
+    token = drawFrom(
+      filteredLogprobs(lp, settings),
+      samplingTemperature(settings.temperature),
+      drawUniform(drawKey(settings.seed, index)),
+    );
   }
   if (settings.logprobs === undefined) return { token };
   return { token, logprob: lp[token]!, topLogprobs: mostProbable(lp, settings.logprobs) };
@@ -92,5 +110,6 @@ export function checkFinite(values: ArrayLike<number>): void {
     if (Number.isNaN(v) || v === Number.POSITIVE_INFINITY) peak = Number.NaN;
     else if (v > peak) peak = v;
   }
-  if (!Number.isFinite(peak)) throw new Error("generate: the model's logits are not finite (NaN or infinity); generation stopped");
+  if (!Number.isFinite(peak))
+    throw new Error("generate: the model's logits are not finite (NaN or infinity); generation stopped");
 }

@@ -27,7 +27,9 @@ function layout(parts: readonly CachePart<KVCache | HostKVCache>[]): Layout {
     return { trim, length: cache.offset - trim };
   });
   const offset = Math.max(...placed.map((p) => p.length));
-  const padding = parts.flatMap(({ cache, rows }, i) => rows.map((r) => cache.padding[r]! - placed[i]!.trim + offset - placed[i]!.length));
+  const padding = parts.flatMap(({ cache, rows }, i) =>
+    rows.map((r) => cache.padding[r]! - placed[i]!.trim + offset - placed[i]!.length),
+  );
   return { offset, parts: placed.map((p) => ({ ...p, at: offset - p.length })), padding };
 }
 
@@ -35,8 +37,16 @@ function layout(parts: readonly CachePart<KVCache | HostKVCache>[]): Layout {
 export function regroup(target: KVCache, parts: readonly CachePart<KVCache>[], room: number): void;
 export function regroup(target: HostKVCache, parts: readonly CachePart<HostKVCache>[], room: number): void;
 /** (A cache of either kind: its parts must be of the same kind.) */
-export function regroup(target: KVCache | HostKVCache, parts: readonly CachePart<KVCache | HostKVCache>[], room: number): void;
-export function regroup(target: KVCache | HostKVCache, parts: readonly CachePart<KVCache | HostKVCache>[], room: number): void {
+export function regroup(
+  target: KVCache | HostKVCache,
+  parts: readonly CachePart<KVCache | HostKVCache>[],
+  room: number,
+): void;
+export function regroup(
+  target: KVCache | HostKVCache,
+  parts: readonly CachePart<KVCache | HostKVCache>[],
+  room: number,
+): void {
   if (parts.length === 0 || parts.some((p) => p.rows.length === 0)) throw new Error("regroup: every part needs rows");
   if (!Number.isSafeInteger(room) || room < 0) throw new Error(`regroup: room must be an integer >= 0, got ${room}`);
   const plan = layout(parts);
@@ -49,7 +59,8 @@ function regroupMlx(target: KVCache, parts: readonly CachePart<KVCache>[], plan:
   const sources = parts.map((p) => p.cache.buffers());
   try {
     const [single] = parts;
-    const whole = parts.length === 1 && single!.rows.every((r, i) => r === i) && single!.rows.length === single!.cache.shape.batch;
+    const whole =
+      parts.length === 1 && single!.rows.every((r, i) => r === i) && single!.rows.length === single!.cache.shape.batch;
     if (whole && plan.parts[0]!.trim === 0 && capacity === single!.cache.shape.maxLength) {
       // The rows as they stand: the buffers are taken over, nothing is copied.
       target.setBuffers(sources[0]!, plan.offset, plan.padding);
@@ -63,9 +74,14 @@ function regroupMlx(target: KVCache, parts: readonly CachePart<KVCache>[], plan:
           let x = sources[i]![j]!;
           const dtype = x.dtype;
           const R = rows.length;
-          if (!(rows.length === cache.shape.batch && rows.every((r, k) => r === k))) x = take(x, Tensor.from(Int32Array.from(rows), [R]), 0);
+          if (!(rows.length === cache.shape.batch && rows.every((r, k) => r === k)))
+            x = take(x, Tensor.from(Int32Array.from(rows), [R]), 0);
           x = slice(x, [0, 0, trim, 0], [R, heads, trim + length, headDim]);
-          const around = [at > 0 ? zeros([R, heads, at, headDim], dtype) : null, x, capacity > plan.offset ? zeros([R, heads, capacity - plan.offset, headDim], dtype) : null];
+          const around = [
+            at > 0 ? zeros([R, heads, at, headDim], dtype) : null,
+            x,
+            capacity > plan.offset ? zeros([R, heads, capacity - plan.offset, headDim], dtype) : null,
+          ];
           const present = around.filter((t): t is Tensor => t !== null);
           return present.length === 1 ? present[0]! : concatenate(present, 2);
         });
@@ -82,7 +98,12 @@ function regroupMlx(target: KVCache, parts: readonly CachePart<KVCache>[], plan:
   }
 }
 
-function regroupHost(target: HostKVCache, parts: readonly CachePart<HostKVCache>[], plan: Layout, capacity: number): void {
+function regroupHost(
+  target: HostKVCache,
+  parts: readonly CachePart<HostKVCache>[],
+  plan: Layout,
+  capacity: number,
+): void {
   const { heads, headDim, layers } = target.shape;
   const rows = parts.reduce((n, p) => n + p.rows.length, 0);
   const sources = parts.map((p) => p.cache.buffers());

@@ -11,10 +11,31 @@
 // largest; ties at a threshold are kept together (the host's top-k and minTokensToKeep keep exactly
 // k: they differ only on tied values). The penalties gather the logits of each row's recent tokens,
 // change them and write them back (a few dozen values, not the vocabulary).
-import { add, argmax, argpartition, argsort, astype, concatenate, divide, greater, greaterEqual, logsumexp, max, multiply, reshape, slice, subtract, where } from "../ops/core.ts";
+import {
+  add,
+  argmax,
+  argpartition,
+  argsort,
+  astype,
+  concatenate,
+  divide,
+  greater,
+  greaterEqual,
+  logsumexp,
+  max,
+  multiply,
+  reshape,
+  slice,
+  subtract,
+  where,
+} from "../ops/core.ts";
 import { samplePick } from "../ops/fast.ts";
 // Every index the sampler gathers by is in range by construction (token ids, partition positions).
-import { putAlongAxisInRange as putAlongAxis, scatterAddAxisInRange as scatterAddAxis, takeAlongAxisInRange as takeAlongAxis } from "../ops/gather.ts";
+import {
+  putAlongAxisInRange as putAlongAxis,
+  scatterAddAxisInRange as scatterAddAxis,
+  takeAlongAxisInRange as takeAlongAxis,
+} from "../ops/gather.ts";
 import { processes, samplingTemperature } from "../sampling.ts";
 import type { Pick, SamplerSettings, TokenLogprob } from "./host-sampler.ts";
 import { Tensor, tidy } from "../tensor.ts";
@@ -73,12 +94,21 @@ export class DeviceSampler {
 
   /** `histories`: each row's tokens so far (prompt and generated ones already fed to the model);
    * `draws`: the index of each row's next draw (each pick advances them on the device). */
-  constructor(settings: readonly SamplerSettings[], vocabulary: number, histories: readonly (readonly number[])[], draws: readonly number[]) {
-    if (settings.length === 0 || histories.length !== settings.length || draws.length !== settings.length) throw new Error("DeviceSampler: one history and draw index per row");
+  constructor(
+    settings: readonly SamplerSettings[],
+    vocabulary: number,
+    histories: readonly (readonly number[])[],
+    draws: readonly number[],
+  ) {
+    if (settings.length === 0 || histories.length !== settings.length || draws.length !== settings.length)
+      throw new Error("DeviceSampler: one history and draw index per row");
     this.settings = settings;
     this.vocabulary = vocabulary;
     const V = vocabulary;
-    const own = (t: Tensor) => (this.#owned.push(t), t);
+    const own = (t: Tensor) => {
+      this.#owned.push(t);
+      return t;
+    };
     const sampled = settings.map((s) => s.temperature > 0);
     this.#greedyOnly = !sampled.some(Boolean) && !settings.some(processes);
     this.#alternatives = Math.min(V, Math.max(-1, ...settings.map((s) => s.logprobs ?? -1)));
@@ -105,16 +135,20 @@ export class DeviceSampler {
     }
     for (const [i, s] of settings.entries()) {
       for (const id of Object.keys(s.logitBias)) {
-        if (Number(id) >= V) throw new Error(`generate: logitBias names token id ${id}, past the vocabulary (${V}) (row ${i})`);
+        if (Number(id) >= V)
+          throw new Error(`generate: logitBias names token id ${id}, past the vocabulary (${V}) (row ${i})`);
       }
     }
     if (settings.some((s) => Object.keys(s.logitBias).length > 0)) {
       const bias = new Float32Array(settings.length * V);
-      for (const [i, s] of settings.entries()) for (const [id, b] of Object.entries(s.logitBias)) bias[i * V + Number(id)] = b;
+      for (const [i, s] of settings.entries())
+        for (const [id, b] of Object.entries(s.logitBias)) bias[i * V + Number(id)] = b;
       this.#bias = own(Tensor.from(bias, [settings.length, V]));
     }
     const contexts = {
-      repetition: settings.map((s) => (s.repetitionPenalty !== 0 && s.repetitionPenalty !== 1 ? s.repetitionContextSize : 0)),
+      repetition: settings.map((s) =>
+        s.repetitionPenalty !== 0 && s.repetitionPenalty !== 1 ? s.repetitionContextSize : 0,
+      ),
       presence: settings.map((s) => (s.presencePenalty !== 0 ? s.presenceContextSize : 0)),
       frequency: settings.map((s) => (s.frequencyPenalty !== 0 ? s.frequencyContextSize : 0)),
     };
@@ -124,12 +158,22 @@ export class DeviceSampler {
       for (const kind of ["repetition", "presence", "frequency"] as const) {
         if (!contexts[kind].some((c) => c > 0)) continue;
         const amount = settings.map((s, i) =>
-          kind === "repetition" ? (contexts.repetition[i]! > 0 ? s.repetitionPenalty : 1) : kind === "presence" ? s.presencePenalty : -s.frequencyPenalty,
+          kind === "repetition"
+            ? contexts.repetition[i]! > 0
+              ? s.repetitionPenalty
+              : 1
+            : kind === "presence"
+              ? s.presencePenalty
+              : -s.frequencyPenalty,
         );
         // The context's slots of each row: the last `context` of the width.
         const window = new Float32Array(settings.length * W);
         for (const [i, c] of contexts[kind].entries()) window.fill(1, i * W + W - c, (i + 1) * W);
-        this.#penalties.push({ kind, amount: own(column(amount)), window: own(Tensor.from(window, [settings.length, W])) });
+        this.#penalties.push({
+          kind,
+          amount: own(column(amount)),
+          window: own(Tensor.from(window, [settings.length, W])),
+        });
       }
       this.#carried.recent = tidy(() => recentOf(histories, W));
     }
@@ -153,7 +197,12 @@ export class DeviceSampler {
    * the logits and the step's ids (`inputs`, in an order fixed by `structure`), the ops that make
    * its outputs from them, and `adopt`, which takes a step's outputs as the picks (the draw indices
    * and recent tokens they carry replace the sampler's). */
-  tail(): { structure: string; inputs: Tensor[]; run: (logits: Tensor, ids: Tensor) => Tensor[]; adopt: (outputs: Tensor[]) => DevicePicks } {
+  tail(): {
+    structure: string;
+    inputs: Tensor[];
+    run: (logits: Tensor, ids: Tensor) => Tensor[];
+    adopt: (outputs: Tensor[]) => DevicePicks;
+  } {
     const carried = this.#carried;
     const inputs = [...this.#owned, ...carriedTensors(carried)];
     const run = (logits: Tensor, ids: Tensor) => {
@@ -175,7 +224,16 @@ export class DeviceSampler {
   /** What decides the ops of a pick (rows, which processors, whether a row samples, how many
    * alternatives). */
   #structure(): string {
-    return [this.rows, this.vocabulary, this.#greedyOnly, this.#params !== null, this.#bias !== null, this.#penalties.map((p) => p.kind).join("+"), this.width, this.#alternatives].join("|");
+    return [
+      this.rows,
+      this.vocabulary,
+      this.#greedyOnly,
+      this.#params !== null,
+      this.#bias !== null,
+      this.#penalties.map((p) => p.kind).join("+"),
+      this.width,
+      this.#alternatives,
+    ].join("|");
   }
 
   #keep(next: Carried): void {
@@ -198,7 +256,8 @@ export class DeviceSampler {
       let recent = carried.recent;
       if (inputs && recent) recent = remembered(recent, inputs);
       const x0 = logits.ndim === 3 ? reshape(logits, [B, V]) : logits;
-      if (this.#greedyOnly && this.#alternatives < 0) return { picks: { tokens: argmax(x0, -1, true), peak: max(x0, -1) }, carried: { draws: null, recent } };
+      if (this.#greedyOnly && this.#alternatives < 0)
+        return { picks: { tokens: argmax(x0, -1, true), peak: max(x0, -1) }, carried: { draws: null, recent } };
       // The processors work in float32; samplePick reads any float dtype.
       const processing = this.#bias !== null || recent !== null;
       const x = processing ? this.#processed(float32(x0), recent) : x0;
@@ -259,7 +318,10 @@ export class DeviceSampler {
       // one token carries the same value.
       const at = where(greater(active, 0), ids, newest);
       const seen = takeAlongAxis(x, at, -1);
-      const changed = kind === "repetition" ? where(greater(0, seen), multiply(seen, amount), divide(seen, amount)) : subtract(seen, amount);
+      const changed =
+        kind === "repetition"
+          ? where(greater(0, seen), multiply(seen, amount), divide(seen, amount))
+          : subtract(seen, amount);
       x = putAlongAxis(x, at, changed, -1);
     }
     return x;
@@ -274,11 +336,13 @@ export class DeviceSampler {
     const topValues = picks.topLogprobs?.toFloat32Array();
     const n = picks.topIds ? picks.topIds.shape[1]! : 0;
     return settings.map((s, b) => {
-      if (!Number.isFinite(peak[b]!)) return new Error("generate: the model's logits are not finite (NaN or infinity); generation stopped");
+      if (!Number.isFinite(peak[b]!))
+        return new Error("generate: the model's logits are not finite (NaN or infinity); generation stopped");
       const token = tokens[b]!;
       if (s.logprobs === undefined || !logprob) return { token };
       const top: TokenLogprob[] = [];
-      for (let j = 0; j < s.logprobs; j++) top.push({ token: topIds![b * n + n - 1 - j]!, logprob: topValues![b * n + n - 1 - j]! });
+      for (let j = 0; j < s.logprobs; j++)
+        top.push({ token: topIds![b * n + n - 1 - j]!, logprob: topValues![b * n + n - 1 - j]! });
       return { token, logprob: logprob[b]!, topLogprobs: top };
     });
   }

@@ -83,7 +83,14 @@ export class Sequence {
     this.request = request;
     this.history = [...request.promptIds];
     this.#stream = new TextStream(request.tokenizer);
-    this.stats = { promptTokens: request.promptIds.length, cachedTokens, generatedTokens: 0, prefillSeconds: 0, decodeSeconds: 0, finishReason: "length" };
+    this.stats = {
+      promptTokens: request.promptIds.length,
+      cachedTokens,
+      generatedTokens: 0,
+      prefillSeconds: 0,
+      decodeSeconds: 0,
+      finishReason: "length",
+    };
     if (request.constraint) this.stats.formatComplete = request.constraint.complete;
   }
 

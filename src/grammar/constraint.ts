@@ -24,15 +24,23 @@ const MAX_COMPILED = 64;
 
 /** The grammar of a response format (compiled once per distinct format), or null for free text. */
 export function grammarOf(format: ResponseFormat): Grammar | null {
-  if (format === null || typeof format !== "object" || Array.isArray(format)) throw new Error("responseFormat must be an object with a type");
+  if (format === null || typeof format !== "object" || Array.isArray(format))
+    throw new Error("responseFormat must be an object with a type");
   const keys: Record<string, string[]> = { text: [], json_object: [], json_schema: ["schema"], grammar: ["grammar"] };
   const type = (format as { type?: unknown }).type;
-  if (typeof type !== "string" || !(type in keys)) throw new Error(`responseFormat: type must be one of ${Object.keys(keys).join(", ")}, got ${JSON.stringify(type)}`);
+  if (typeof type !== "string" || !(type in keys))
+    throw new Error(`responseFormat: type must be one of ${Object.keys(keys).join(", ")}, got ${JSON.stringify(type)}`);
   for (const key of Object.keys(format)) {
-    if (key !== "type" && !keys[type]!.includes(key)) throw new Error(`responseFormat: unknown key '${key}' for type ${type}`);
+    if (key !== "type" && !keys[type]!.includes(key))
+      throw new Error(`responseFormat: unknown key '${key}' for type ${type}`);
   }
   if (format.type === "text") return null;
-  const id = format.type === "json_schema" ? `s${JSON.stringify(format.schema)}` : format.type === "grammar" ? `g${format.grammar}` : "o";
+  const id =
+    format.type === "json_schema"
+      ? `s${JSON.stringify(format.schema)}`
+      : format.type === "grammar"
+        ? `g${format.grammar}`
+        : "o";
   let grammar = compiled.get(id);
   if (grammar) {
     compiled.delete(id);
@@ -90,7 +98,8 @@ export class Constraint {
   accept(token: number): Error | null {
     const bytes = this.#pieces[token];
     const next = bytes ? this.grammar.advanceBytes(this.#state, bytes) : null;
-    if (!next) return new Error(`responseFormat: token ${token} does not continue the grammar (a mask was not applied)`);
+    if (!next)
+      return new Error(`responseFormat: token ${token} does not continue the grammar (a mask was not applied)`);
     this.#state = next;
     return null;
   }

@@ -66,14 +66,26 @@ function parse(source: string): Map<string, { body: Expr; at: number }> {
       return c;
     }
     const e = source[i + 1];
-    const simple: Record<string, number> = { n: 10, r: 13, t: 9, "\\": 0x5c, '"': 0x22, "[": 0x5b, "]": 0x5d, "-": 0x2d, "^": 0x5e, "/": 0x2f };
+    const simple: Record<string, number> = {
+      n: 10,
+      r: 13,
+      t: 9,
+      "\\": 0x5c,
+      '"': 0x22,
+      "[": 0x5b,
+      "]": 0x5d,
+      "-": 0x2d,
+      "^": 0x5e,
+      "/": 0x2f,
+    };
     if (e !== undefined && e in simple && (inClass || !"-^".includes(e))) {
       i += 2;
       return simple[e]!;
     }
     const digits = e === "x" ? 2 : e === "u" ? 4 : e === "U" ? 8 : 0;
     const hex = source.slice(i + 2, i + 2 + digits);
-    if (digits === 0 || !new RegExp(`^[0-9a-fA-F]{${digits}}$`).test(hex)) fail(source, i, `unknown escape '\\${e ?? ""}'`);
+    if (digits === 0 || !new RegExp(`^[0-9a-fA-F]{${digits}}$`).test(hex))
+      fail(source, i, `unknown escape '\\${e ?? ""}'`);
     const value = Number.parseInt(hex, 16);
     if (value > MAX_POINT) fail(source, i, `escape '\\${e}${hex}' is past U+10FFFF`);
     i += 2 + digits;
@@ -144,7 +156,8 @@ function parse(source: string): Map<string, { body: Expr; at: number }> {
           if (!r) fail(source, i, "malformed repetition '{...}'");
           const min = Number(r[1]);
           const max = r[2] === undefined ? min : r[3] === "" ? Infinity : Number(r[3]);
-          if (max < min || min > MAX_REPEAT || (max !== Infinity && max > MAX_REPEAT)) fail(source, i, `repetition ${r[0]} must have min <= max <= ${MAX_REPEAT}`);
+          if (max < min || min > MAX_REPEAT || (max !== Infinity && max > MAX_REPEAT))
+            fail(source, i, `repetition ${r[0]} must have min <= max <= ${MAX_REPEAT}`);
           item = { t: "repeat", body: item, min, max };
           i += r[0].length - 1;
         } else break;
@@ -290,7 +303,9 @@ export function compileGbnf(source: string): CompiledGrammar {
           if (lo < 0x80) ascii.fill(1, lo, Math.min(hi, 0x7f) + 1);
           if (hi >= 0x80) utf8Runs(Math.max(lo, 0x80), hi, runs);
         }
-        const options: Element[][] = runs.map((run) => run.map(([lo, hi]): Element => ({ kind: BYTES, set: setOf(lo, hi) })));
+        const options: Element[][] = runs.map((run) =>
+          run.map(([lo, hi]): Element => ({ kind: BYTES, set: setOf(lo, hi) })),
+        );
         if (ascii.some((x) => x)) {
           const id = sets.push(ascii) - 1;
           options.unshift([{ kind: BYTES, set: id }]);
@@ -303,7 +318,10 @@ export function compileGbnf(source: string): CompiledGrammar {
       case "repeat": {
         const body = lower(e.body, rule);
         size += body.length * Math.max(e.min, e.max === Infinity ? e.min + 1 : e.max);
-        if (size > MAX_ELEMENTS) throw new Error(`grammar: rule '${rule}' expands to more than ${MAX_ELEMENTS} elements (nested counted repetitions)`);
+        if (size > MAX_ELEMENTS)
+          throw new Error(
+            `grammar: rule '${rule}' expands to more than ${MAX_ELEMENTS} elements (nested counted repetitions)`,
+          );
         const out: Element[] = [];
         for (let k = 0; k < e.min; k++) out.push(...body);
         if (e.max === Infinity) {
@@ -344,7 +362,7 @@ export function compileGbnf(source: string): CompiledGrammar {
 }
 
 /** Throws if a rule can reach itself before reading a byte (the matcher would never stop expanding). */
-function checkLeftRecursion(bodies: ({ kind: number; rule?: number }[][])[], names: string[]): void {
+function checkLeftRecursion(bodies: { kind: number; rule?: number }[][][], names: string[]): void {
   const nullable = new Array<boolean>(bodies.length).fill(false);
   for (let changed = true; changed; ) {
     changed = false;
@@ -370,7 +388,9 @@ function checkLeftRecursion(bodies: ({ kind: number; rule?: number }[][])[], nam
     if (state[r] === 2) return;
     if (state[r] === 1) {
       const cycle = path.slice(path.indexOf(r)).map((x) => names[x]!.replace(/-\d+$/, ""));
-      throw new Error(`grammar: rule '${cycle[0]}' is left-recursive or repeats something that can be empty (${[...cycle, cycle[0]].join(" -> ")})`);
+      throw new Error(
+        `grammar: rule '${cycle[0]}' is left-recursive or repeats something that can be empty (${[...cycle, cycle[0]].join(" -> ")})`,
+      );
     }
     state[r] = 1;
     for (const s of starts[r]!) visit(s, [...path, r]);

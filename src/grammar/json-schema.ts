@@ -13,11 +13,37 @@
 type Schema = boolean | { [keyword: string]: unknown };
 
 const ANNOTATIONS = new Set([
-  "title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated", "readOnly", "writeOnly", "$defs", "definitions",
+  "title",
+  "description",
+  "default",
+  "examples",
+  "$schema",
+  "$id",
+  "$comment",
+  "deprecated",
+  "readOnly",
+  "writeOnly",
+  "$defs",
+  "definitions",
 ]);
 const KNOWN = new Set([
-  ...ANNOTATIONS, "type", "enum", "const", "properties", "required", "additionalProperties", "items", "prefixItems", "minItems", "maxItems",
-  "minLength", "maxLength", "anyOf", "oneOf", "allOf", "$ref",
+  ...ANNOTATIONS,
+  "type",
+  "enum",
+  "const",
+  "properties",
+  "required",
+  "additionalProperties",
+  "items",
+  "prefixItems",
+  "minItems",
+  "maxItems",
+  "minLength",
+  "maxLength",
+  "anyOf",
+  "oneOf",
+  "allOf",
+  "$ref",
 ]);
 
 /** Rule names the grammars built around a schema's use (root, tools.ts's). */
@@ -37,8 +63,12 @@ const PRIMITIVES: Record<string, string> = {
   array: `"[" space (value (space "," space value)* space)? "]"`,
 };
 const USES: Record<string, string[]> = {
-  string: ["char"], integer: ["integral-part"], number: ["integral-part"], value: ["object", "array", "string", "number", "boolean", "null"],
-  object: ["space", "string", "value"], array: ["space", "value"],
+  string: ["char"],
+  integer: ["integral-part"],
+  number: ["integral-part"],
+  value: ["object", "array", "string", "number", "boolean", "null"],
+  object: ["space", "string", "value"],
+  array: ["space", "value"],
 };
 
 /** A GBNF string literal for the text. */
@@ -87,29 +117,36 @@ class Converter {
   visit(schema: Schema, path: string): string {
     if (schema === true) return this.primitive("value");
     if (schema === false) throw new Error(`responseFormat: the schema at ${path} is false (no value is valid)`);
-    if (schema === null || typeof schema !== "object" || Array.isArray(schema)) throw new Error(`responseFormat: the schema at ${path} must be an object or a boolean`);
+    if (schema === null || typeof schema !== "object" || Array.isArray(schema))
+      throw new Error(`responseFormat: the schema at ${path} must be an object or a boolean`);
     for (const keyword of Object.keys(schema)) {
-      if (!KNOWN.has(keyword)) throw new Error(`responseFormat: unsupported JSON Schema keyword '${keyword}' at ${path}`);
+      if (!KNOWN.has(keyword))
+        throw new Error(`responseFormat: unsupported JSON Schema keyword '${keyword}' at ${path}`);
     }
     const hint = path.split("/").pop() || "root";
     if (schema["$ref"] !== undefined) return this.#ref(schema, path);
     if (schema["allOf"] !== undefined) {
       const all = schema["allOf"];
-      if (!Array.isArray(all) || all.length !== 1) throw new Error(`responseFormat: allOf at ${path} is supported with one schema only`);
-      if (Object.keys(schema).some((k) => !ANNOTATIONS.has(k) && k !== "allOf")) throw new Error(`responseFormat: allOf at ${path} cannot be combined with other keywords`);
+      if (!Array.isArray(all) || all.length !== 1)
+        throw new Error(`responseFormat: allOf at ${path} is supported with one schema only`);
+      if (Object.keys(schema).some((k) => !ANNOTATIONS.has(k) && k !== "allOf"))
+        throw new Error(`responseFormat: allOf at ${path} cannot be combined with other keywords`);
       return this.visit(all[0] as Schema, `${path}/allOf/0`);
     }
     for (const key of ["anyOf", "oneOf"] as const) {
       if (schema[key] === undefined) continue;
       const options = schema[key];
-      if (!Array.isArray(options) || options.length === 0) throw new Error(`responseFormat: ${key} at ${path} must be a non-empty array of schemas`);
-      if (Object.keys(schema).some((k) => !ANNOTATIONS.has(k) && k !== key)) throw new Error(`responseFormat: ${key} at ${path} cannot be combined with other keywords`);
+      if (!Array.isArray(options) || options.length === 0)
+        throw new Error(`responseFormat: ${key} at ${path} must be a non-empty array of schemas`);
+      if (Object.keys(schema).some((k) => !ANNOTATIONS.has(k) && k !== key))
+        throw new Error(`responseFormat: ${key} at ${path} cannot be combined with other keywords`);
       return this.rule(hint, options.map((s, i) => this.visit(s as Schema, `${path}/${key}/${i}`)).join(" | "));
     }
     if (schema["const"] !== undefined) return this.rule(`${hint}-const`, gbnfLiteral(JSON.stringify(schema["const"])));
     if (schema["enum"] !== undefined) {
       const values = schema["enum"];
-      if (!Array.isArray(values) || values.length === 0) throw new Error(`responseFormat: enum at ${path} must be a non-empty array`);
+      if (!Array.isArray(values) || values.length === 0)
+        throw new Error(`responseFormat: enum at ${path} must be a non-empty array`);
       return this.rule(`${hint}-enum`, values.map((v) => gbnfLiteral(JSON.stringify(v))).join(" | "));
     }
     let types = schema["type"];
@@ -139,18 +176,25 @@ class Converter {
       case "array":
         return this.#array(schema, path);
       default:
-        throw new Error(`responseFormat: unknown type ${JSON.stringify(type)} at ${path} (valid: string, number, integer, boolean, null, object, array)`);
+        throw new Error(
+          `responseFormat: unknown type ${JSON.stringify(type)} at ${path} (valid: string, number, integer, boolean, null, object, array)`,
+        );
     }
   }
 
   #count(schema: { [keyword: string]: unknown }, path: string, min: string, max: string): [number, number] {
     const lo = schema[min] ?? 0;
     const hi = schema[max] ?? Infinity;
-    for (const [k, v] of [[min, lo], [max, hi]] as const) {
-      if (!(Number.isSafeInteger(v) || v === Infinity) || (v as number) < 0) throw new Error(`responseFormat: ${k} at ${path} must be an integer >= 0`);
+    for (const [k, v] of [
+      [min, lo],
+      [max, hi],
+    ] as const) {
+      if (!(Number.isSafeInteger(v) || v === Infinity) || (v as number) < 0)
+        throw new Error(`responseFormat: ${k} at ${path} must be an integer >= 0`);
     }
     if ((hi as number) < (lo as number)) throw new Error(`responseFormat: ${max} < ${min} at ${path}`);
-    if ((lo as number) > 10_000 || (hi !== Infinity && (hi as number) > 10_000)) throw new Error(`responseFormat: ${min}/${max} at ${path} above 10000 are not supported`);
+    if ((lo as number) > 10_000 || (hi !== Infinity && (hi as number) > 10_000))
+      throw new Error(`responseFormat: ${min}/${max} at ${path} above 10000 are not supported`);
     return [lo as number, hi as number];
   }
 
@@ -158,17 +202,24 @@ class Converter {
     const [lo, hi] = this.#count(schema, path, "minLength", "maxLength");
     if (lo === 0 && hi === Infinity) return this.primitive("string");
     this.primitive("char");
-    return this.rule(`${path.split("/").pop() || "root"}-string`, `"\\"" char{${lo},${hi === Infinity ? "" : hi}} "\\""`);
+    return this.rule(
+      `${path.split("/").pop() || "root"}-string`,
+      `"\\"" char{${lo},${hi === Infinity ? "" : hi}} "\\""`,
+    );
   }
 
   #object(schema: { [keyword: string]: unknown }, path: string): string {
     const hint = path.split("/").pop() || "root";
     const properties = schema["properties"] ?? {};
-    if (properties === null || typeof properties !== "object" || Array.isArray(properties)) throw new Error(`responseFormat: properties at ${path} must be an object`);
+    if (properties === null || typeof properties !== "object" || Array.isArray(properties))
+      throw new Error(`responseFormat: properties at ${path} must be an object`);
     const required = schema["required"] ?? [];
-    if (!Array.isArray(required) || !required.every((r) => typeof r === "string")) throw new Error(`responseFormat: required at ${path} must be an array of property names`);
+    if (!Array.isArray(required) || !required.every((r) => typeof r === "string"))
+      throw new Error(`responseFormat: required at ${path} must be an array of property names`);
     const names = Object.keys(properties);
-    for (const r of required) if (!names.includes(r)) throw new Error(`responseFormat: required property '${r}' at ${path} is not in its properties`);
+    for (const r of required)
+      if (!names.includes(r))
+        throw new Error(`responseFormat: required property '${r}' at ${path} is not in its properties`);
     this.primitive("space");
     if (names.length === 0) {
       // A map: any keys, values of additionalProperties (default: any value).
@@ -190,10 +241,14 @@ class Converter {
     for (let i = names.length - 1; i >= 0; i--) {
       const rest = i + 1 < names.length ? ` ${after[i + 1]}` : "";
       const kv = `space "," space ${pairs[i]}${rest}`;
-      after[i] = required.includes(names[i]!) ? this.rule(`${hint}-after-${names[i]}`, kv) : this.rule(`${hint}-after-${names[i]}`, `${kv}${rest ? ` | ${rest.trim()}` : " | "}`);
+      after[i] = required.includes(names[i]!)
+        ? this.rule(`${hint}-after-${names[i]}`, kv)
+        : this.rule(`${hint}-after-${names[i]}`, `${kv}${rest ? ` | ${rest.trim()}` : " | "}`);
       const start = `${pairs[i]}${rest}`;
       const skip = i + 1 < names.length ? first[i + 1] : "";
-      first[i] = required.includes(names[i]!) ? this.rule(`${hint}-${names[i]}`, start) : this.rule(`${hint}-${names[i]}`, `${start} | ${skip ?? ""}`);
+      first[i] = required.includes(names[i]!)
+        ? this.rule(`${hint}-${names[i]}`, start)
+        : this.rule(`${hint}-${names[i]}`, `${start} | ${skip ?? ""}`);
     }
     return this.rule(hint, `"{" space ${first[0]} space "}"`);
   }
@@ -204,11 +259,16 @@ class Converter {
     const prefix = schema["prefixItems"];
     if (prefix !== undefined) {
       if (!Array.isArray(prefix)) throw new Error(`responseFormat: prefixItems at ${path} must be an array of schemas`);
-      if (schema["minItems"] !== undefined || schema["maxItems"] !== undefined) throw new Error(`responseFormat: prefixItems at ${path} with minItems/maxItems is not supported`);
+      if (schema["minItems"] !== undefined || schema["maxItems"] !== undefined)
+        throw new Error(`responseFormat: prefixItems at ${path} with minItems/maxItems is not supported`);
       const items = prefix.map((s, i) => this.visit(s as Schema, `${path}/prefixItems/${i}`));
-      return this.rule(hint, items.length === 0 ? `"[" space "]"` : `"[" space ${items.join(' space "," space ')} space "]"`);
+      return this.rule(
+        hint,
+        items.length === 0 ? `"[" space "]"` : `"[" space ${items.join(' space "," space ')} space "]"`,
+      );
     }
-    const item = schema["items"] === undefined ? this.primitive("value") : this.visit(schema["items"] as Schema, `${path}/items`);
+    const item =
+      schema["items"] === undefined ? this.primitive("value") : this.visit(schema["items"] as Schema, `${path}/items`);
     const [lo, hi] = this.#count(schema, path, "minItems", "maxItems");
     if (hi === 0) return this.rule(`${hint}-empty`, `"[" space "]"`);
     const more = `(space "," space ${item}){${Math.max(0, lo - 1)},${hi === Infinity ? "" : hi - 1}}`;
@@ -219,13 +279,16 @@ class Converter {
   #ref(schema: { [keyword: string]: unknown }, path: string): string {
     const ref = schema["$ref"];
     if (typeof ref !== "string") throw new Error(`responseFormat: $ref at ${path} must be a string`);
-    if (Object.keys(schema).some((k) => !ANNOTATIONS.has(k) && k !== "$ref")) throw new Error(`responseFormat: $ref at ${path} cannot be combined with other keywords`);
+    if (Object.keys(schema).some((k) => !ANNOTATIONS.has(k) && k !== "$ref"))
+      throw new Error(`responseFormat: $ref at ${path} cannot be combined with other keywords`);
     const known = this.#refs.get(ref);
     if (known) return known;
     const m = /^#\/(\$defs|definitions)\/([^/]+)$/.exec(ref);
-    const defs = m && typeof this.#root === "object" ? (this.#root[m[1]!] as Record<string, Schema> | undefined) : undefined;
+    const defs =
+      m && typeof this.#root === "object" ? (this.#root[m[1]!] as Record<string, Schema> | undefined) : undefined;
     const target = m ? defs?.[decodeURIComponent(m[2]!).replaceAll("~1", "/").replaceAll("~0", "~")] : undefined;
-    if (target === undefined) throw new Error(`responseFormat: $ref '${ref}' at ${path} does not name a schema in #/$defs or #/definitions`);
+    if (target === undefined)
+      throw new Error(`responseFormat: $ref '${ref}' at ${path} does not name a schema in #/$defs or #/definitions`);
     // Named before it is visited, so a recursive reference finds it.
     const name = this.rule(`ref-${m![2]}`, `__pending_${this.#refs.size}`);
     this.#refs.set(ref, name);

@@ -65,7 +65,8 @@ export class Grammar {
     const tops: Frame[] = [];
     const mark = this.#mark++;
     let accepting = false;
-    for (const start of compiled.alternatives[compiled.root]!) accepting = this.#expand(start, null, tops, mark) || accepting;
+    for (const start of compiled.alternatives[compiled.root]!)
+      accepting = this.#expand(start, null, tops, mark) || accepting;
     this.initial = new GrammarState(tops, accepting);
   }
 
@@ -96,7 +97,8 @@ export class Grammar {
     if (top.seen !== mark) {
       top.seen = mark;
       out.push(top);
-      if (out.length > MAX_STACKS) throw new Error(`grammar: more than ${MAX_STACKS} parses are alive at once (the grammar is too ambiguous)`);
+      if (out.length > MAX_STACKS)
+        throw new Error(`grammar: more than ${MAX_STACKS} parses are alive at once (the grammar is too ambiguous)`);
     }
     return false;
   }

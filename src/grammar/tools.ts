@@ -44,7 +44,8 @@ export function parseToolCalls(text: string): ParsedToolCall[] | null {
   const rest = text.replace(/<tool_call>\s*([\s\S]*?)\s*<\/tool_call>\s*/g, (_, body: string) => {
     try {
       const call = JSON.parse(body) as { name?: unknown; arguments?: unknown };
-      if (typeof call.name === "string") calls.push({ name: call.name, arguments: JSON.stringify(call.arguments ?? {}) });
+      if (typeof call.name === "string")
+        calls.push({ name: call.name, arguments: JSON.stringify(call.arguments ?? {}) });
       else calls.push({ name: "", arguments: "" });
     } catch {
       calls.push({ name: "", arguments: "" });

@@ -20,14 +20,18 @@ export function toCpu(t: TensorData): CpuTensor {
 }
 
 /** The dense weight of `module` on the host (dequantized once when packed). */
-export function denseWeight(weights: ReadonlyMap<string, TensorData>, module: string, quantization: QuantConfig | null): CpuTensor {
+export function denseWeight(
+  weights: ReadonlyMap<string, TensorData>,
+  module: string,
+  quantization: QuantConfig | null,
+): CpuTensor {
   if (!weights.has(`${module}.scales`)) {
     const w = weights.get(`${module}.weight`);
     if (!w) throw new Error(`missing weight '${module}.weight'`);
     return toCpu(w);
   }
   const p = quantizationFor(quantization, module);
-  if (!p || p.mode !== "affine") throw new Error(`'${module}': the CPU backend dequantizes affine weights only`);
+  if (p?.mode !== "affine") throw new Error(`'${module}': the CPU backend dequantizes affine weights only`);
   const triple = packedTriple(weights, module, p);
   let dense = hostCopies.get(triple.weight);
   if (!dense) {
@@ -40,7 +44,12 @@ export function denseWeight(weights: ReadonlyMap<string, TensorData>, module: st
 }
 
 /** y = x W^T (+ b) for the layer at `module`. */
-export function cpuLinear(x: CpuTensor, weights: ReadonlyMap<string, TensorData>, module: string, quantization: QuantConfig | null): CpuTensor {
+export function cpuLinear(
+  x: CpuTensor,
+  weights: ReadonlyMap<string, TensorData>,
+  module: string,
+  quantization: QuantConfig | null,
+): CpuTensor {
   const y = cpu.matmul(x, cpu.transpose(denseWeight(weights, module, quantization)));
   const bias = weights.get(`${module}.bias`);
   return bias ? cpu.add(y, toCpu(bias)) : y;

@@ -30,13 +30,14 @@ export interface Graph {
 type InputIds<N extends readonly string[]> = N extends readonly [`...${string}`]
   ? number[]
   : N extends readonly [...infer Required extends string[], `${string}?`]
-  ? InputIds<Required> | [...{ [I in keyof Required]: number }, number]
-  : { [I in keyof N]: number };
+    ? InputIds<Required> | [...{ [I in keyof Required]: number }, number]
+    : { [I in keyof N]: number };
 
 /** Arguments of a builder method: inputs, then attrs (optional for ops without any), then a name. */
-type BuilderArgs<K extends OpName> = Record<never, never> extends AttrsOf<K>
-  ? [inputs: InputIds<InputNamesOf<K>>, attrs?: AttrsOf<K>, name?: string]
-  : [inputs: InputIds<InputNamesOf<K>>, attrs: AttrsOf<K>, name?: string];
+type BuilderArgs<K extends OpName> =
+  Record<never, never> extends AttrsOf<K>
+    ? [inputs: InputIds<InputNamesOf<K>>, attrs?: AttrsOf<K>, name?: string]
+    : [inputs: InputIds<InputNamesOf<K>>, attrs: AttrsOf<K>, name?: string];
 
 /** A typed method per op: `b.rms_norm([x, weight], { eps, shift }, "model.norm")`. */
 export type OpMethods = { [K in OpName]: (...args: BuilderArgs<K>) => number };
@@ -49,7 +50,8 @@ export class GraphBuilder {
 
   constructor() {
     const methods: Record<string, (inputs: number[], attrs?: object, name?: string) => number> = {};
-    for (const op of Object.keys(OPS) as OpName[]) methods[op] = (inputs, attrs, name) => this.#append(op, inputs, attrs ?? {}, name);
+    for (const op of Object.keys(OPS) as OpName[])
+      methods[op] = (inputs, attrs, name) => this.#append(op, inputs, attrs ?? {}, name);
     this.ops = methods as unknown as OpMethods;
   }
 
@@ -58,10 +60,13 @@ export class GraphBuilder {
     const required = names.filter((n) => !n.endsWith("?")).length;
     const variadic = names.length === 1 && names[0]!.startsWith("...");
     if (!variadic && (inputs.length < required || inputs.length > names.length)) {
-      throw new Error(`${op}: ${inputs.length} inputs given, expected ${required === names.length ? required : `${required} to ${names.length}`} (${names.join(", ")})`);
+      throw new Error(
+        `${op}: ${inputs.length} inputs given, expected ${required === names.length ? required : `${required} to ${names.length}`} (${names.join(", ")})`,
+      );
     }
     for (const i of inputs) {
-      if (!Number.isInteger(i) || i < 0 || i >= this.nodes.length) throw new Error(`${op}: input ${i} is not an earlier node`);
+      if (!Number.isInteger(i) || i < 0 || i >= this.nodes.length)
+        throw new Error(`${op}: input ${i} is not an earlier node`);
     }
     const id = this.nodes.length;
     const node = { id, op, inputs: [...inputs], attrs, ...(name === undefined ? {} : { name }) } as Node;

@@ -41,7 +41,13 @@ interface FastRopeAttrs {
 
 /** MLX rope's options for a fast_rope node: its attributes and each example's offset. */
 function ropeOptions(offset: Tensor, attrs: FastRopeAttrs) {
-  return { dims: attrs.dims, base: attrs.base, scale: attrs.scale, offset, freqs: attrs.periods ? periodsTensor(attrs.periods) : null };
+  return {
+    dims: attrs.dims,
+    base: attrs.base,
+    scale: attrs.scale,
+    offset,
+    freqs: attrs.periods ? periodsTensor(attrs.periods) : null,
+  };
 }
 
 /** fast_rope on the CPU: q and k [B, H, T, D] rotated from each example's offset [B]. */
@@ -60,7 +66,11 @@ interface AttentionAttrs {
   window?: number;
 }
 
-function cpuAttentionOptions(keyMask: Value<CpuTensor> | undefined, offset: Value<CpuTensor> | undefined, attrs: { scale: number; causal: boolean }): cpu.AttentionOptions {
+function cpuAttentionOptions(
+  keyMask: Value<CpuTensor> | undefined,
+  offset: Value<CpuTensor> | undefined,
+  attrs: { scale: number; causal: boolean },
+): cpu.AttentionOptions {
   return { scale: attrs.scale, causal: attrs.causal, offset: num(offset, "offset"), keyMask: hostKeyMask(keyMask) };
 }
 
@@ -103,8 +113,10 @@ export const LAYER_OPS = {
   }),
   layer_norm: op<{ eps: number; axis: number }>()({
     inputs: ["x", "weight?", "bias?"],
-    mlx: ([x, weight, bias], { eps }) => layerNormPlain(mlx(x, "x"), optional(weight, mlx, "weight"), optional(bias, mlx, "bias"), eps),
-    cpu: ([x, weight, bias], { eps }) => cpu.layerNorm(host(x, "x"), optional(weight, host, "weight"), optional(bias, host, "bias"), eps),
+    mlx: ([x, weight, bias], { eps }) =>
+      layerNormPlain(mlx(x, "x"), optional(weight, mlx, "weight"), optional(bias, mlx, "bias"), eps),
+    cpu: ([x, weight, bias], { eps }) =>
+      cpu.layerNorm(host(x, "x"), optional(weight, host, "weight"), optional(bias, host, "bias"), eps),
   }),
   /** Rotate-half RoPE on q and k [B, H, T, D] at positions [B, T]: a container [q, k]. */
   apply_rotary_embedding: op<{ dims: number; base: number; scaling: RopeScaling }>()({
@@ -158,12 +170,21 @@ export const LAYER_OPS = {
       using kt = core.transpose(key, [0, 1, 3, 2]);
       using raw = core.matmul(query, kt);
       using scores = core.multiply(raw, scale);
-      const mask = attentionMask(batch, queries, key.shape[2]!, num(offset, "offset"), causal, optional(keyMask, mlx, "keyMask"), query.dtype);
+      const mask = attentionMask(
+        batch,
+        queries,
+        key.shape[2]!,
+        num(offset, "offset"),
+        causal,
+        optional(keyMask, mlx, "keyMask"),
+        query.dtype,
+      );
       using masked = mask ? core.add(scores, mask) : null;
       mask?.dispose();
       return core.softmax(masked ?? scores, -1, true);
     },
-    cpu: ([q, k, keyMask, offset], attrs) => cpu.attentionWeights(host(q, "q"), host(k, "k"), cpuAttentionOptions(keyMask, offset, attrs)),
+    cpu: ([q, k, keyMask, offset], attrs) =>
+      cpu.attentionWeights(host(q, "q"), host(k, "k"), cpuAttentionOptions(keyMask, offset, attrs)),
   }),
   attention_output: op()({
     inputs: ["weights", "v"],
@@ -179,8 +200,10 @@ export const LAYER_OPS = {
   }),
   fast_layer_norm: op<{ eps: number }>()({
     inputs: ["x", "weight?", "bias?"],
-    mlx: ([x, weight, bias], { eps }) => fast.layerNorm(mlx(x, "x"), optional(weight, mlx, "weight"), optional(bias, mlx, "bias"), eps),
-    cpu: ([x, weight, bias], { eps }) => cpu.layerNorm(host(x, "x"), optional(weight, host, "weight"), optional(bias, host, "bias"), eps),
+    mlx: ([x, weight, bias], { eps }) =>
+      fast.layerNorm(mlx(x, "x"), optional(weight, mlx, "weight"), optional(bias, mlx, "bias"), eps),
+    cpu: ([x, weight, bias], { eps }) =>
+      cpu.layerNorm(host(x, "x"), optional(weight, host, "weight"), optional(bias, host, "bias"), eps),
   }),
   /** Each example's first position [B] from positions [B, T]: its last position - (T - 1). The last
    * position is real even in a left-padded prompt (padding slots carry clamped positions), so
@@ -197,7 +220,10 @@ export const LAYER_OPS = {
     cpu: ([positions]) => {
       const p = host(positions, "positions");
       const [batch, length] = p.shape as [number, number];
-      return new CpuTensor(Float32Array.from({ length: batch }, (_, b) => p.data[b * length + length - 1]! - (length - 1)), [batch]);
+      return new CpuTensor(
+        Float32Array.from({ length: batch }, (_, b) => p.data[b * length + length - 1]! - (length - 1)),
+        [batch],
+      );
     },
   }),
   /** MLX rope on q and k [B, H, T, D] from each example's offset [B] (rope_offset): a container [q, k]. */
@@ -214,10 +240,22 @@ export const LAYER_OPS = {
   fast_qk_norm_rope: op<FastRopeAttrs & { eps: number }>()({
     inputs: ["q", "k", "q_weight", "k_weight", "offsets"],
     mlx: ([q, k, qWeight, kWeight, offsets], attrs) =>
-      fast.qkNormRope(mlx(q, "q"), mlx(k, "k"), mlx(qWeight, "q_weight"), mlx(kWeight, "k_weight"), attrs.eps, ropeOptions(mlx(offsets, "offsets"), attrs)),
+      fast.qkNormRope(
+        mlx(q, "q"),
+        mlx(k, "k"),
+        mlx(qWeight, "q_weight"),
+        mlx(kWeight, "k_weight"),
+        attrs.eps,
+        ropeOptions(mlx(offsets, "offsets"), attrs),
+      ),
     cpu: ([q, k, qWeight, kWeight, offsets], attrs) => {
       const normed = (x: CpuTensor, weight: CpuTensor) => cpu.rmsNorm(x, weight, attrs.eps);
-      return cpuRope(normed(host(q, "q"), host(qWeight, "q_weight")), normed(host(k, "k"), host(kWeight, "k_weight")), host(offsets, "offsets"), attrs);
+      return cpuRope(
+        normed(host(q, "q"), host(qWeight, "q_weight")),
+        normed(host(k, "k"), host(kWeight, "k_weight")),
+        host(offsets, "offsets"),
+        attrs,
+      );
     },
   }),
   /** MLX sdpa over q [B, H, T, D] and k, v [B, Hkv, S, D] (GQA native). Pure "causal" (or no mask
@@ -235,12 +273,16 @@ export const LAYER_OPS = {
       // Keys end at the query's position (a single query sees every key the cache returns, a
       // rotating cache's slots included): no mask needed, MLX's fast path.
       if (padding === null && (!causal || keys === at + queries || queries === 1)) {
-        return fast.scaledDotProductAttention(query, key, mlx(v, "v"), { scale, mask: causal && queries > 1 ? "causal" : null });
+        return fast.scaledDotProductAttention(query, key, mlx(v, "v"), {
+          scale,
+          mask: causal && queries > 1 ? "causal" : null,
+        });
       }
       using mask = attentionMask(batch, queries, keys, at, causal, padding, query.dtype);
       return fast.scaledDotProductAttention(query, key, mlx(v, "v"), { scale, mask });
     },
-    cpu: ([q, k, v, keyMask, offset], attrs) => cpu.attention(host(q, "q"), host(k, "k"), host(v, "v"), cpuAttentionOptions(keyMask, offset, attrs)),
+    cpu: ([q, k, v, keyMask, offset], attrs) =>
+      cpu.attention(host(q, "q"), host(k, "k"), host(v, "v"), cpuAttentionOptions(keyMask, offset, attrs)),
   }),
   fast_swiglu: op()({
     inputs: ["gate", "up"],
@@ -258,7 +300,8 @@ export const LAYER_OPS = {
       const [keys, values] = cache ? cache.updateAndFetch(layer, key, value) : [key, value];
       const at = num(offset, "offset");
       const queries = query.shape[2]!;
-      if (padding === null) return fast.scaledDotProductAttention(query, keys, values, { scale, mask: queries > 1 ? "causal" : null });
+      if (padding === null)
+        return fast.scaledDotProductAttention(query, keys, values, { scale, mask: queries > 1 ? "causal" : null });
       using mask = attentionMask(query.shape[0]!, queries, keys.shape[2]!, at, true, padding, query.dtype);
       return fast.scaledDotProductAttention(query, keys, values, { scale, mask });
     },

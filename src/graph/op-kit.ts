@@ -43,7 +43,11 @@ export interface RunContext<B extends BackendTypes> {
   group?: Group | null | undefined;
 }
 
-export type Kernel<A, B extends BackendTypes> = (inputs: readonly Value<B["tensor"]>[], attrs: A, context: RunContext<B>) => Value<B["tensor"]>;
+export type Kernel<A, B extends BackendTypes> = (
+  inputs: readonly Value<B["tensor"]>[],
+  attrs: A,
+  context: RunContext<B>,
+) => Value<B["tensor"]>;
 
 /** One op: input names in order (a trailing "?" marks an input that may be left out), both kernels. */
 export interface OpDefinition<A, N extends readonly string[] = readonly string[]> {
@@ -61,7 +65,11 @@ export function op<A = Record<never, never>>() {
 export function structural<A = Record<never, never>>() {
   return <const N extends readonly string[]>(
     inputs: N,
-    kernel: <B extends BackendTypes>(inputs: readonly Value<B["tensor"]>[], attrs: A, context: RunContext<B>) => Value<B["tensor"]>,
+    kernel: <B extends BackendTypes>(
+      inputs: readonly Value<B["tensor"]>[],
+      attrs: A,
+      context: RunContext<B>,
+    ) => Value<B["tensor"]>,
   ): OpDefinition<A, N> => ({ inputs, mlx: kernel, cpu: kernel });
 }
 

@@ -12,9 +12,29 @@ import { fusedLinear, linear, linearAdd } from "../quant/linear.ts";
 import { packedTriple } from "../quant/weights.ts";
 import { cpuLinear, denseWeight, toCpu } from "./cpu-weights.ts";
 import { LAYER_OPS } from "./layer-ops.ts";
-import { type BackendTypes, type CpuTypes, host, type Kernel, list, mlx, type MlxTypes, op, type OpDefinition, structural } from "./op-kit.ts";
+import {
+  type BackendTypes,
+  type CpuTypes,
+  host,
+  type Kernel,
+  list,
+  mlx,
+  type MlxTypes,
+  op,
+  type OpDefinition,
+  structural,
+} from "./op-kit.ts";
 
-export type { AttentionCache, BackendTypes, CpuTypes, Kernel, MlxTypes, OpDefinition, RunContext, Value } from "./op-kit.ts";
+export type {
+  AttentionCache,
+  BackendTypes,
+  CpuTypes,
+  Kernel,
+  MlxTypes,
+  OpDefinition,
+  RunContext,
+  Value,
+} from "./op-kit.ts";
 
 /** [start, stop] of each of `parts` equal slices of `shape` along `axis` (split). */
 function splitBounds(shape: readonly number[], parts: number, axis: number): [number[], number[]][] {
@@ -29,7 +49,10 @@ function splitBounds(shape: readonly number[], parts: number, axis: number): [nu
 /** [start, stop] of the last position of [B, T, D]. */
 function lastPositionBounds(shape: readonly number[]): [number[], number[]] {
   const [b, length, d] = shape as [number, number, number];
-  return [[0, length - 1, 0], [b, length, d]];
+  return [
+    [0, length - 1, 0],
+    [b, length, d],
+  ];
 }
 
 /** Reshape target where 0 copies the input's dimension at that axis (as ONNX's Reshape). */
@@ -77,7 +100,8 @@ export const OPS = {
    * one op for packed layers (linearAdd), the same values as the two. */
   dense_add: op<{ module: string }>()({
     inputs: ["x", "addend"],
-    mlx: ([x, addend], { module }, { weights, quantization }) => linearAdd(mlx(x, "x"), mlx(addend, "addend"), weights, module, quantization),
+    mlx: ([x, addend], { module }, { weights, quantization }) =>
+      linearAdd(mlx(x, "x"), mlx(addend, "addend"), weights, module, quantization),
     cpu: ([x, addend], { module }, context) => {
       const y = cpuLinear(host(x, "x"), context.weights, module, context.quantization);
       return cpu.add(y, host(addend, "addend"));
@@ -130,7 +154,11 @@ export const OPS = {
   }),
 
   // ---- elementwise and layout ----
-  add: op()({ inputs: ["a", "b"], mlx: ([a, b]) => core.add(mlx(a, "a"), mlx(b, "b")), cpu: ([a, b]) => cpu.add(host(a, "a"), host(b, "b")) }),
+  add: op()({
+    inputs: ["a", "b"],
+    mlx: ([a, b]) => core.add(mlx(a, "a"), mlx(b, "b")),
+    cpu: ([a, b]) => cpu.add(host(a, "a"), host(b, "b")),
+  }),
   subtract: op()({
     inputs: ["a", "b"],
     mlx: ([a, b]) => core.subtract(mlx(a, "a"), mlx(b, "b")),
@@ -153,7 +181,11 @@ export const OPS = {
     mlx: ([x], { factor }) => core.multiply(mlx(x, "x"), factor),
     cpu: ([x], { factor }) => cpu.multiply(host(x, "x"), factor),
   }),
-  matmul: op()({ inputs: ["a", "b"], mlx: ([a, b]) => core.matmul(mlx(a, "a"), mlx(b, "b")), cpu: ([a, b]) => cpu.matmul(host(a, "a"), host(b, "b")) }),
+  matmul: op()({
+    inputs: ["a", "b"],
+    mlx: ([a, b]) => core.matmul(mlx(a, "a"), mlx(b, "b")),
+    cpu: ([a, b]) => cpu.matmul(host(a, "a"), host(b, "b")),
+  }),
   /** A 0 in `shape` keeps the input's dimension at that axis. */
   reshape: op<{ shape: readonly number[] }>()({
     inputs: ["x"],
@@ -173,7 +205,11 @@ export const OPS = {
     cpu: ([x], { axes }) => cpu.transpose(host(x, "x"), axes),
   }),
   /** Over the last axis, in float32 internally (MLX's precise softmax). */
-  softmax: op()({ inputs: ["x"], mlx: ([x]) => core.softmax(mlx(x, "x"), -1, true), cpu: ([x]) => cpu.softmax(host(x, "x")) }),
+  softmax: op()({
+    inputs: ["x"],
+    mlx: ([x]) => core.softmax(mlx(x, "x"), -1, true),
+    cpu: ([x]) => cpu.softmax(host(x, "x")),
+  }),
   silu: op()({ inputs: ["x"], mlx: ([x]) => core.silu(mlx(x, "x")), cpu: ([x]) => cpu.silu(host(x, "x")) }),
   gelu: op<{ approximate: boolean }>()({
     inputs: ["x"],
@@ -186,7 +222,11 @@ export const OPS = {
     mlx: ([x], { parts, axis }) => {
       const t = mlx(x, "x");
       const size = t.shape[(axis + t.ndim) % t.ndim]! / parts;
-      return core.split(t, Array.from({ length: parts }, () => size), axis);
+      return core.split(
+        t,
+        Array.from({ length: parts }, () => size),
+        axis,
+      );
     },
     cpu: ([x], { parts, axis }) => {
       const t = host(x, "x");
@@ -222,7 +262,9 @@ export type InputNamesOf<K extends OpName> = (typeof OPS)[K]["inputs"];
 export type KernelTable<B extends BackendTypes> = { readonly [K in OpName]: Kernel<AttrsOf<K>, B> };
 
 function column<B extends BackendTypes>(pick: (definition: OpDefinition<never>) => Kernel<never, B>): KernelTable<B> {
-  return Object.fromEntries(Object.entries(OPS).map(([name, definition]) => [name, pick(definition as OpDefinition<never>)])) as unknown as KernelTable<B>;
+  return Object.fromEntries(
+    Object.entries(OPS).map(([name, definition]) => [name, pick(definition as OpDefinition<never>)]),
+  ) as unknown as KernelTable<B>;
 }
 
 export const MLX_KERNELS: KernelTable<MlxTypes> = column<MlxTypes>((d) => d.mlx);

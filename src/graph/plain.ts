@@ -47,7 +47,15 @@ export function applyRotary(x: Tensor, cos: Tensor, sin: Tensor, dims: number): 
 
 /** Additive mask [B or 1, 1, T, S] of `dtype`, or null when nothing is hidden: key j is visible to
  * query i (absolute position offset + i) when j <= offset + i (if causal) and keyMask[b, j] is set. */
-export function attentionMask(batch: number, queries: number, keys: number, offset: number, causal: boolean, keyMask: Tensor | null, dtype: DType): Tensor | null {
+export function attentionMask(
+  batch: number,
+  queries: number,
+  keys: number,
+  offset: number,
+  causal: boolean,
+  keyMask: Tensor | null,
+  dtype: DType,
+): Tensor | null {
   let mask: Tensor | null = null;
   if (causal) {
     const host = new Float32Array(queries * keys);

@@ -24,7 +24,8 @@ export function inverseFrequencies(dims: number, base: number, s: RopeScaling): 
       const highWavelength = s.originalMaxPositions! / s.highFreqFactor!;
       if (wavelength > lowWavelength) p = period * s.factor;
       else if (wavelength > highWavelength) {
-        const smooth = (s.originalMaxPositions! / wavelength - s.lowFreqFactor!) / (s.highFreqFactor! - s.lowFreqFactor!);
+        const smooth =
+          (s.originalMaxPositions! / wavelength - s.lowFreqFactor!) / (s.highFreqFactor! - s.lowFreqFactor!);
         p = period / ((1 - smooth) / s.factor + smooth);
       }
     }

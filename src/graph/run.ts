@@ -24,7 +24,11 @@ function collect<T>(value: Value<T> | undefined, into: T[]): void {
   else if (Array.isArray(value)) for (const v of value as readonly Value<T>[]) collect(v, into);
 }
 
-export function runGraph<B extends BackendTypes>(graph: Graph, kernels: KernelTable<B>, context: RunContext<B>): Record<string, Value<B["tensor"]>> {
+export function runGraph<B extends BackendTypes>(
+  graph: Graph,
+  kernels: KernelTable<B>,
+  context: RunContext<B>,
+): Record<string, Value<B["tensor"]>> {
   type T = B["tensor"];
   const values: Value<T>[] = new Array(graph.nodes.length);
   const made: T[] = [];

@@ -47,7 +47,9 @@ function weightFiles(dir: string): { files: string[]; expected: Map<string, stri
     const expected = new Map(Object.entries(map as Record<string, string>));
     return { files: [...new Set(expected.values())].sort(), expected };
   }
-  const files = readdirSync(dir).filter((f) => /^model.*\.safetensors$/.test(f)).sort();
+  const files = readdirSync(dir)
+    .filter((f) => /^model.*\.safetensors$/.test(f))
+    .sort();
   if (files.length === 0) throw new Error(`${dir}: no model*.safetensors files`);
   return { files, expected: null };
 }
@@ -70,11 +72,26 @@ export function isGguf(path: string): boolean {
 
 /** Loads a checkpoint directory. Weight data is mapped into MLX arrays without a copy; with `host`,
  * read into host memory instead (the CPU reference backend, no native library needed). */
-export function loadCheckpoint(dir: string, onProgress?: (loaded: number, total: number) => void, host?: false): Checkpoint<Tensor>;
-export function loadCheckpoint(dir: string, onProgress: ((loaded: number, total: number) => void) | undefined, host: true): Checkpoint<HostTensor>;
-export function loadCheckpoint(dir: string, onProgress?: (loaded: number, total: number) => void, host = false): Checkpoint<Tensor | HostTensor> {
+export function loadCheckpoint(
+  dir: string,
+  onProgress?: (loaded: number, total: number) => void,
+  host?: false,
+): Checkpoint<Tensor>;
+export function loadCheckpoint(
+  dir: string,
+  onProgress: ((loaded: number, total: number) => void) | undefined,
+  host: true,
+): Checkpoint<HostTensor>;
+export function loadCheckpoint(
+  dir: string,
+  onProgress?: (loaded: number, total: number) => void,
+  host = false,
+): Checkpoint<Tensor | HostTensor> {
   if (isGguf(dir)) {
-    if (host) throw new Error(`${dir}: GGUF files load on the MLX backend (backend: "mlx"); the CPU reference backend reads MLX-format checkpoints`);
+    if (host)
+      throw new Error(
+        `${dir}: GGUF files load on the MLX backend (backend: "mlx"); the CPU reference backend reads MLX-format checkpoints`,
+      );
     const checkpoint = { dir, ...loadGguf(dir) };
     onProgress?.(1, 1);
     return checkpoint;
@@ -93,14 +110,17 @@ export function loadCheckpoint(dir: string, onProgress?: (loaded: number, total:
       for (const [name, t] of tensors) {
         if (weights.has(name)) throw new Error(`${join(dir, file)}: tensor '${name}' appears in more than one shard`);
         if (expected && expected.get(name) !== file) {
-          throw new Error(`${join(dir, file)}: tensor '${name}' is not listed for this file in model.safetensors.index.json`);
+          throw new Error(
+            `${join(dir, file)}: tensor '${name}' is not listed for this file in model.safetensors.index.json`,
+          );
         }
         weights.set(name, t);
       }
       onProgress?.(i + 1, files.length);
     }
     for (const name of expected?.keys() ?? []) {
-      if (!weights.has(name)) throw new Error(`${dir}: tensor '${name}' listed in the index is missing from ${expected!.get(name)}`);
+      if (!weights.has(name))
+        throw new Error(`${dir}: tensor '${name}' listed in the index is missing from ${expected!.get(name)}`);
     }
     for (const key of weights.keys()) {
       if (!key.endsWith(".scales")) continue;

@@ -26,7 +26,8 @@ export interface GgufTensorInfo {
 function tensorBytes(t: GgufTensorInfo): number | null {
   const count = t.shape.reduce((a, b) => a * b, 1);
   const perBlock: Record<number, number> = { 2: 18, 3: 20, 8: 34 };
-  if (perBlock[t.type] !== undefined) return t.shape.at(-1)! % 32 === 0 ? (count / 32) * perBlock[t.type]! : Number.POSITIVE_INFINITY;
+  if (perBlock[t.type] !== undefined)
+    return t.shape.at(-1)! % 32 === 0 ? (count / 32) * perBlock[t.type]! : Number.POSITIVE_INFINITY;
   const element: Record<number, number> = { 0: 4, 1: 2, 30: 2 };
   return element[t.type] === undefined ? null : count * element[t.type]!;
 }
@@ -37,9 +38,38 @@ export interface GgufHeader {
 }
 
 const TYPE_NAMES: Record<number, string> = {
-  0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K",
-  15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16",
-  26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M", 30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
+  0: "F32",
+  1: "F16",
+  2: "Q4_0",
+  3: "Q4_1",
+  6: "Q5_0",
+  7: "Q5_1",
+  8: "Q8_0",
+  9: "Q8_1",
+  10: "Q2_K",
+  11: "Q3_K",
+  12: "Q4_K",
+  13: "Q5_K",
+  14: "Q6_K",
+  15: "Q8_K",
+  16: "IQ2_XXS",
+  17: "IQ2_XS",
+  18: "IQ3_XXS",
+  19: "IQ1_S",
+  20: "IQ4_NL",
+  21: "IQ3_S",
+  22: "IQ2_S",
+  23: "IQ4_XS",
+  24: "I8",
+  25: "I16",
+  26: "I32",
+  27: "I64",
+  28: "F64",
+  29: "IQ1_M",
+  30: "BF16",
+  34: "TQ1_0",
+  35: "TQ2_0",
+  39: "MXFP4",
 };
 const QUANTIZED: Record<number, number> = { 2: 4, 3: 4, 8: 8 };
 const DENSE = new Set([0, 1, 30]);
@@ -85,7 +115,8 @@ export function readGgufHeader(path: string): GgufHeader {
       },
     };
     need(4);
-    if (new TextDecoder().decode(buffer.subarray(0, 4)) !== "GGUF") throw new Error(`${path}: not a GGUF file (no GGUF magic)`);
+    if (new TextDecoder().decode(buffer.subarray(0, 4)) !== "GGUF")
+      throw new Error(`${path}: not a GGUF file (no GGUF magic)`);
     at = 4;
     const version = read.u32();
     if (version < 2 || version > 3) throw new Error(`${path}: GGUF version ${version} is not supported (2 or 3)`);
@@ -100,17 +131,28 @@ export function readGgufHeader(path: string): GgufHeader {
       const d = new DataView(buffer.buffer, buffer.byteOffset + at - start, n);
       at += n;
       switch (type) {
-        case 0: return d.getUint8(0);
-        case 1: return d.getInt8(0);
-        case 2: return d.getUint16(0, true);
-        case 3: return d.getInt16(0, true);
-        case 4: return d.getUint32(0, true);
-        case 5: return d.getInt32(0, true);
-        case 6: return d.getFloat32(0, true);
-        case 7: return d.getUint8(0) !== 0;
-        case 10: return Number(d.getBigUint64(0, true));
-        case 11: return Number(d.getBigInt64(0, true));
-        default: return d.getFloat64(0, true);
+        case 0:
+          return d.getUint8(0);
+        case 1:
+          return d.getInt8(0);
+        case 2:
+          return d.getUint16(0, true);
+        case 3:
+          return d.getInt16(0, true);
+        case 4:
+          return d.getUint32(0, true);
+        case 5:
+          return d.getInt32(0, true);
+        case 6:
+          return d.getFloat32(0, true);
+        case 7:
+          return d.getUint8(0) !== 0;
+        case 10:
+          return Number(d.getBigUint64(0, true));
+        case 11:
+          return Number(d.getBigInt64(0, true));
+        default:
+          return d.getFloat64(0, true);
       }
     };
     const metadata = new Map<string, unknown>();
@@ -140,12 +182,15 @@ export function readGgufHeader(path: string): GgufHeader {
     }
     // Every tensor's bytes must lie inside the file: MLX's reader maps it and would fault past the end.
     const alignment = metadata.get("general.alignment") ?? 32;
-    if (typeof alignment !== "number" || !Number.isSafeInteger(alignment) || alignment < 1) throw new Error(`${path}: general.alignment must be a positive integer`);
+    if (typeof alignment !== "number" || !Number.isSafeInteger(alignment) || alignment < 1)
+      throw new Error(`${path}: general.alignment must be a positive integer`);
     const dataStart = Math.ceil(at / alignment) * alignment;
     for (const t of tensors) {
       const bytes = tensorBytes(t);
       if (bytes !== null && dataStart + t.offset + bytes > size) {
-        throw new Error(`${path}: tensor '${t.name}' runs past the end of the file (${dataStart + t.offset + bytes} > ${size} bytes; truncated?)`);
+        throw new Error(
+          `${path}: tensor '${t.name}' runs past the end of the file (${dataStart + t.offset + bytes} > ${size} bytes; truncated?)`,
+        );
       }
     }
     return { metadata, tensors };
@@ -156,16 +201,33 @@ export function readGgufHeader(path: string): GgufHeader {
 
 /** llama.cpp's tensor name -> the HF module path the graphs read (suffix kept). */
 function hfName(name: string): string | null {
-  const top: Record<string, string> = { token_embd: "model.embed_tokens", output_norm: "model.norm", output: "lm_head" };
+  const top: Record<string, string> = {
+    token_embd: "model.embed_tokens",
+    output_norm: "model.norm",
+    output: "lm_head",
+  };
   const layer: Record<string, string> = {
-    attn_norm: "input_layernorm", attn_q: "self_attn.q_proj", attn_k: "self_attn.k_proj", attn_v: "self_attn.v_proj", attn_output: "self_attn.o_proj",
-    attn_q_norm: "self_attn.q_norm", attn_k_norm: "self_attn.k_norm", ffn_norm: "post_attention_layernorm", ffn_gate: "mlp.gate_proj",
-    ffn_up: "mlp.up_proj", ffn_down: "mlp.down_proj",
+    attn_norm: "input_layernorm",
+    attn_q: "self_attn.q_proj",
+    attn_k: "self_attn.k_proj",
+    attn_v: "self_attn.v_proj",
+    attn_output: "self_attn.o_proj",
+    attn_q_norm: "self_attn.q_norm",
+    attn_k_norm: "self_attn.k_norm",
+    ffn_norm: "post_attention_layernorm",
+    ffn_gate: "mlp.gate_proj",
+    ffn_up: "mlp.up_proj",
+    ffn_down: "mlp.down_proj",
   };
   const m = /^(?:blk\.(\d+)\.)?([a-z_]+)\.(weight|bias|scales|biases)$/.exec(name);
   if (!m) return null;
   const [, block, module, suffix] = m;
-  const path = block === undefined ? top[module!] : layer[module!] === undefined ? undefined : `model.layers.${block}.${layer[module!]}`;
+  const path =
+    block === undefined
+      ? top[module!]
+      : layer[module!] === undefined
+        ? undefined
+        : `model.layers.${block}.${layer[module!]}`;
   return path === undefined ? null : `${path}.${suffix}`;
 }
 
@@ -181,7 +243,9 @@ function configOf(header: GgufHeader, path: string): Record<string, unknown> {
   const meta = header.metadata;
   const arch = meta.get("general.architecture");
   if (typeof arch !== "string" || !ARCHITECTURES.includes(arch)) {
-    throw new Error(`${path}: GGUF architecture ${JSON.stringify(arch)} is not supported (supported: ${ARCHITECTURES.join(", ")})`);
+    throw new Error(
+      `${path}: GGUF architecture ${JSON.stringify(arch)} is not supported (supported: ${ARCHITECTURES.join(", ")})`,
+    );
   }
   const embedding = header.tensors.find((t) => t.name === "token_embd.weight");
   if (!embedding) throw new Error(`${path}: no token_embd.weight tensor`);
@@ -227,7 +291,9 @@ export function loadGguf(path: string): GgufCheckpoint {
   const header = readGgufHeader(path);
   for (const t of header.tensors) {
     if (!DENSE.has(t.type) && QUANTIZED[t.type] === undefined) {
-      throw new Error(`${path}: tensor '${t.name}' is ${TYPE_NAMES[t.type] ?? `type ${t.type}`}; supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0`);
+      throw new Error(
+        `${path}: tensor '${t.name}' is ${TYPE_NAMES[t.type] ?? `type ${t.type}`}; supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0`,
+      );
     }
   }
   const config = configOf(header, path);
@@ -249,7 +315,10 @@ export function loadGguf(path: string): GgufCheckpoint {
       return new Tensor(outPointer(), name);
     };
     for (const t of header.tensors) {
-      const names = QUANTIZED[t.type] === undefined ? [t.name] : [t.name, t.name.replace(/\.weight$/, ".scales"), t.name.replace(/\.weight$/, ".biases")];
+      const names =
+        QUANTIZED[t.type] === undefined
+          ? [t.name]
+          : [t.name, t.name.replace(/\.weight$/, ".scales"), t.name.replace(/\.weight$/, ".biases")];
       for (const name of names) weights.set(hfName(name)!, take(name));
     }
     if (config["model_type"] === "llama") unpermuteQueryKey(weights, config);
@@ -286,7 +355,10 @@ export function loadGguf(path: string): GgufCheckpoint {
 function unpermuteQueryKey(weights: Map<string, Tensor>, config: Record<string, unknown>): void {
   const layers = config["num_hidden_layers"] as number;
   for (let l = 0; l < layers; l++) {
-    for (const [proj, heads] of [["q_proj", config["num_attention_heads"]], ["k_proj", config["num_key_value_heads"]]] as const) {
+    for (const [proj, heads] of [
+      ["q_proj", config["num_attention_heads"]],
+      ["k_proj", config["num_key_value_heads"]],
+    ] as const) {
       for (const suffix of ["weight", "scales", "biases", "bias"]) {
         const key = `model.layers.${l}.self_attn.${proj}.${suffix}`;
         const w = weights.get(key);

@@ -72,13 +72,17 @@ export class HostTensor implements TensorData {
 }
 
 /** Every tensor of a .safetensors file, read into host memory. */
-export function loadSafetensorsHost(path: string): { tensors: Map<string, HostTensor>; metadata: Record<string, string> } {
+export function loadSafetensorsHost(path: string): {
+  tensors: Map<string, HostTensor>;
+  metadata: Record<string, string>;
+} {
   const file = new Uint8Array(readFileSync(path));
   const header = parseHeader(file, file.byteLength, path);
   const tensors = new Map<string, HostTensor>();
   for (const [name, e] of header.tensors) {
     const bytes = file.subarray(header.dataStart + e.begin, header.dataStart + e.end);
-    if (bytes.byteLength !== e.shape.reduce((a, b) => a * b, 1) * itemSize(e.dtype)) throw new Error(`${path}: tensor '${name}': byte span mismatch`);
+    if (bytes.byteLength !== e.shape.reduce((a, b) => a * b, 1) * itemSize(e.dtype))
+      throw new Error(`${path}: tensor '${name}': byte span mismatch`);
     tensors.set(name, new HostTensor(bytes, e.shape, e.dtype, name));
   }
   return { tensors, metadata: header.metadata };

@@ -6,8 +6,19 @@ import { Tensor } from "../tensor.ts";
 
 /** Safetensors dtype names we accept, and the MLX dtype each becomes. */
 const DTYPES: Record<string, DType> = {
-  BOOL: "bool", U8: "uint8", I8: "int8", U16: "uint16", I16: "int16", U32: "uint32", I32: "int32",
-  U64: "uint64", I64: "int64", F16: "float16", BF16: "bfloat16", F32: "float32", F64: "float64",
+  BOOL: "bool",
+  U8: "uint8",
+  I8: "int8",
+  U16: "uint16",
+  I16: "int16",
+  U32: "uint32",
+  I32: "int32",
+  U64: "uint64",
+  I64: "int64",
+  F16: "float16",
+  BF16: "bfloat16",
+  F32: "float32",
+  F64: "float64",
 };
 const NAMES = Object.fromEntries(Object.entries(DTYPES).map(([k, v]) => [v, k])) as Record<DType, string>;
 
@@ -41,7 +52,8 @@ export function parseHeader(prefix: Uint8Array, fileSize: number, source: string
   if (length > BigInt(MAX_HEADER_BYTES)) fail(`header length ${length} exceeds the ${MAX_HEADER_BYTES}-byte cap`);
   const headerBytes = Number(length);
   const dataStart = 8 + headerBytes;
-  if (dataStart > fileSize) fail(`header length ${headerBytes} runs past the end of the ${fileSize}-byte file (truncated?)`);
+  if (dataStart > fileSize)
+    fail(`header length ${headerBytes} runs past the end of the ${fileSize}-byte file (truncated?)`);
   if (prefix.byteLength < dataStart) fail("header not fully read");
   let json: unknown;
   try {
@@ -56,7 +68,8 @@ export function parseHeader(prefix: Uint8Array, fileSize: number, source: string
   for (const [name, raw] of Object.entries(json as Record<string, unknown>)) {
     if (name === "__metadata__") {
       if (raw === null || typeof raw !== "object" || Array.isArray(raw)) fail("__metadata__ is not an object");
-      for (const [k, v] of Object.entries(raw as object)) if (typeof v !== "string") fail(`__metadata__.${k} is not a string`);
+      for (const [k, v] of Object.entries(raw as object))
+        if (typeof v !== "string") fail(`__metadata__.${k} is not a string`);
       metadata = raw as Record<string, string>;
       continue;
     }
@@ -76,7 +89,8 @@ export function parseHeader(prefix: Uint8Array, fileSize: number, source: string
     if (end > dataSize) at(`data_offsets end ${end} beyond the ${dataSize}-byte data section (truncated?)`);
     const dims = shape as number[];
     const bytes = dims.reduce((a, b) => a * b, 1) * itemSize(mlxDtype!);
-    if (bytes !== end - begin) at(`shape [${dims}] of ${dtype} needs ${bytes} bytes but data_offsets span ${end - begin}`);
+    if (bytes !== end - begin)
+      at(`shape [${dims}] of ${dtype} needs ${bytes} bytes but data_offsets span ${end - begin}`);
     tensors.set(name, { dtype: mlxDtype!, shape: dims, begin, end });
   }
   const spans = [...tensors].filter(([, e]) => e.end > e.begin).sort((a, b) => a[1].begin - b[1].begin);
@@ -117,7 +131,15 @@ export function loadSafetensors(path: string): { tensors: Map<string, Tensor>; m
     for (const [name, e] of header.tensors) {
       const shape = e.shape.length > 0 ? Int32Array.from(e.shape) : null;
       check(
-        lib.mlx_array_new_mapped(outWords, map, header.dataStart + e.begin, e.end - e.begin, shape, e.shape.length, dtypeCode(e.dtype)),
+        lib.mlx_array_new_mapped(
+          outWords,
+          map,
+          header.dataStart + e.begin,
+          e.end - e.begin,
+          shape,
+          e.shape.length,
+          dtypeCode(e.dtype),
+        ),
         () => `${path}: tensor '${name}'`,
       );
       tensors.set(name, new Tensor(outPointer(), name));

@@ -14,10 +14,12 @@ export function buildBert(config: ModelConfig): Graph {
   const tokenTypes = b.input("tokenTypes");
   const keyMask = b.input("keyMask");
   const offset = o.constant([], { value: 0 });
-  const layerNorm = (x: number, path: string) => o.layer_norm([x, b.param(`${path}.weight`), b.param(`${path}.bias`)], { eps, axis: -1 }, path);
+  const layerNorm = (x: number, path: string) =>
+    o.layer_norm([x, b.param(`${path}.weight`), b.param(`${path}.bias`)], { eps, axis: -1 }, path);
   const dense = (x: number, module: string) => o.dense([x], { module }, module);
   const embedding = (x: number, module: string) => o.embedding([x], { module }, module);
-  const splitHeads = (x: number) => o.transpose([o.reshape([x], { shape: [0, 0, heads, headDim] })], { axes: [0, 2, 1, 3] });
+  const splitHeads = (x: number) =>
+    o.transpose([o.reshape([x], { shape: [0, 0, heads, headDim] })], { axes: [0, 2, 1, 3] });
 
   const words = embedding(ids, "embeddings.word_embeddings");
   const placed = o.add([words, embedding(positions, "embeddings.position_embeddings")]);
@@ -28,7 +30,11 @@ export function buildBert(config: ModelConfig): Graph {
     const q = splitHeads(dense(x, `${p}.attention.self.query`));
     const k = splitHeads(dense(x, `${p}.attention.self.key`));
     const v = splitHeads(dense(x, `${p}.attention.self.value`));
-    const weights = o.attention_weights([q, k, keyMask, offset], { scale: headDim ** -0.5, causal: false }, `${p}.attention`);
+    const weights = o.attention_weights(
+      [q, k, keyMask, offset],
+      { scale: headDim ** -0.5, causal: false },
+      `${p}.attention`,
+    );
     const dropped = o.dropout([weights], { rate: 0 });
     const attended = o.attention_output([dropped, v], {}, `${p}.attention`);
     const merged = o.reshape([o.transpose([attended], { axes: [0, 2, 1, 3] })], { shape: [0, 0, heads * headDim] });

@@ -38,7 +38,8 @@ function first(raw: Record<string, unknown>, keys: string[], fallback?: number):
 
 function required(raw: Record<string, unknown>, key: string): number {
   const v = raw[key];
-  if (typeof v !== "number" || !Number.isFinite(v)) throw new Error(`config.json: '${key}' must be a number, got ${JSON.stringify(v)}`);
+  if (typeof v !== "number" || !Number.isFinite(v))
+    throw new Error(`config.json: '${key}' must be a number, got ${JSON.stringify(v)}`);
   return v;
 }
 
@@ -69,10 +70,13 @@ function slidingWindow(raw: Record<string, unknown>, modelType: string): number 
   const types = raw["layer_types"];
   if (types !== undefined && types !== null) {
     if (!Array.isArray(types) || !types.every((t) => t === "full_attention" || t === "sliding_attention")) {
-      throw new Error(`config.json: 'layer_types' must list "full_attention" / "sliding_attention", got ${JSON.stringify(types)}`);
+      throw new Error(
+        `config.json: 'layer_types' must list "full_attention" / "sliding_attention", got ${JSON.stringify(types)}`,
+      );
     }
     const sliding = types.filter((t) => t === "sliding_attention").length;
-    if (sliding > 0 && sliding < types.length) throw new Error("config.json: 'layer_types' mixes full and sliding attention layers, which is not supported");
+    if (sliding > 0 && sliding < types.length)
+      throw new Error("config.json: 'layer_types' mixes full and sliding attention layers, which is not supported");
     if (sliding === 0) return undefined;
   } else if (modelType !== "mistral") {
     return undefined;
@@ -103,7 +107,9 @@ export function parseModelConfig(raw: Record<string, unknown>): ModelConfig {
     tieEmbeddings: Boolean(raw["tie_word_embeddings"] ?? false),
     attentionBias: Boolean(raw["attention_bias"] ?? false),
     eosTokenIds: Array.isArray(eos) ? (eos as number[]) : typeof eos === "number" ? [eos] : [],
-    maxPositions: ["max_position_embeddings", "n_positions", "n_ctx"].some((k) => raw[k] != null) ? first(raw, ["max_position_embeddings", "n_positions", "n_ctx"]) : undefined,
+    maxPositions: ["max_position_embeddings", "n_positions", "n_ctx"].some((k) => raw[k] != null)
+      ? first(raw, ["max_position_embeddings", "n_positions", "n_ctx"])
+      : undefined,
     slidingWindow: slidingWindow(raw, modelType),
   };
   return checkedConfig(config, raw["head_dim"] != null);
@@ -127,11 +133,24 @@ function checkedConfig(c: ModelConfig, explicitHeadDim: boolean): ModelConfig {
       throw new Error(`config.json: '${key}' must be a positive integer, got ${value}`);
     }
   }
-  if (c.heads % c.kvHeads !== 0) throw new Error(`config.json: num_attention_heads (${c.heads}) must be a multiple of num_key_value_heads (${c.kvHeads})`);
-  if (!explicitHeadDim && c.hiddenSize % c.heads !== 0) throw new Error(`config.json: hidden_size (${c.hiddenSize}) must be a multiple of num_attention_heads (${c.heads})`);
-  if (!(c.normEps > 0) || !Number.isFinite(c.normEps)) throw new Error(`config.json: the norm epsilon must be a positive number, got ${c.normEps}`);
-  if (!(c.ropeTheta > 0) || !Number.isFinite(c.ropeTheta)) throw new Error(`config.json: 'rope_theta' must be a positive number, got ${c.ropeTheta}`);
-  if (c.ropeDims <= 0 || c.ropeDims > c.headDim || c.ropeDims % 2 !== 0) throw new Error(`config.json: rotary dims ${c.ropeDims} (head_dim x partial_rotary_factor) must be even and in (0, head_dim]`);
-  for (const id of c.eosTokenIds) if (!Number.isSafeInteger(id) || id < 0) throw new Error(`config.json: 'eos_token_id' holds ${JSON.stringify(id)}, not a token id`);
+  if (c.heads % c.kvHeads !== 0)
+    throw new Error(
+      `config.json: num_attention_heads (${c.heads}) must be a multiple of num_key_value_heads (${c.kvHeads})`,
+    );
+  if (!explicitHeadDim && c.hiddenSize % c.heads !== 0)
+    throw new Error(
+      `config.json: hidden_size (${c.hiddenSize}) must be a multiple of num_attention_heads (${c.heads})`,
+    );
+  if (!(c.normEps > 0) || !Number.isFinite(c.normEps))
+    throw new Error(`config.json: the norm epsilon must be a positive number, got ${c.normEps}`);
+  if (!(c.ropeTheta > 0) || !Number.isFinite(c.ropeTheta))
+    throw new Error(`config.json: 'rope_theta' must be a positive number, got ${c.ropeTheta}`);
+  if (c.ropeDims <= 0 || c.ropeDims > c.headDim || c.ropeDims % 2 !== 0)
+    throw new Error(
+      `config.json: rotary dims ${c.ropeDims} (head_dim x partial_rotary_factor) must be even and in (0, head_dim]`,
+    );
+  for (const id of c.eosTokenIds)
+    if (!Number.isSafeInteger(id) || id < 0)
+      throw new Error(`config.json: 'eos_token_id' holds ${JSON.stringify(id)}, not a token id`);
   return c;
 }

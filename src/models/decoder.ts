@@ -55,11 +55,13 @@ export function buildDecoder(config: ModelConfig, spec: DecoderSpec, options: De
       ? o.rms_norm([x, b.param(`${path}.weight`)], { eps, shift: spec.norm.shift }, path)
       : o.layer_norm([x, b.param(`${path}.weight`), b.param(`${path}.bias`)], { eps, axis: -1 }, path);
   const dense = (x: number, module: string) => o.dense([x], { module }, module);
-  const splitHeads = (x: number, n: number) => o.transpose([o.reshape([x], { shape: [0, 0, n, headDim] })], { axes: [0, 2, 1, 3] });
+  const splitHeads = (x: number, n: number) =>
+    o.transpose([o.reshape([x], { shape: [0, 0, n, headDim] })], { axes: [0, 2, 1, 3] });
 
   let x = o.embedding([ids], { module: spec.embedding }, spec.embedding);
   if (spec.embeddingScale !== undefined) x = o.scale([x], { factor: spec.embeddingScale });
-  if (spec.positions.kind === "learned") x = o.add([x, o.embedding([positions], { module: spec.positions.table }, spec.positions.table)]);
+  if (spec.positions.kind === "learned")
+    x = o.add([x, o.embedding([positions], { module: spec.positions.table }, spec.positions.table)]);
   const frequencies = spec.positions.kind === "rope" ? b.param("rotary.inverse_frequencies") : -1;
 
   for (let l = 0; l < config.layers; l++) {
@@ -70,7 +72,11 @@ export function buildDecoder(config: ModelConfig, spec: DecoderSpec, options: De
     let v: number;
     if ("fused" in spec.qkv) {
       const parts = o.split([dense(h, `${p}.${spec.qkv.fused}`)], { parts: 3, axis: -1 });
-      [q, k, v] = [0, 1, 2].map((index) => splitHeads(o.get([parts], { index }), index === 0 ? heads : kvHeads)) as [number, number, number];
+      [q, k, v] = [0, 1, 2].map((index) => splitHeads(o.get([parts], { index }), index === 0 ? heads : kvHeads)) as [
+        number,
+        number,
+        number,
+      ];
     } else {
       q = splitHeads(dense(h, `${p}.${spec.qkv.q}`), heads);
       k = splitHeads(dense(h, `${p}.${spec.qkv.k}`), kvHeads);
@@ -81,14 +87,22 @@ export function buildDecoder(config: ModelConfig, spec: DecoderSpec, options: De
       k = o.rms_norm([k, b.param(`${p}.${spec.qkNorm.k}.weight`)], { eps, shift: 0 }, `${p}.${spec.qkNorm.k}`);
     }
     if (spec.positions.kind === "rope") {
-      const rotated = o.apply_rotary_embedding([q, k, positions, frequencies], { dims: config.ropeDims, base: config.ropeTheta, scaling: config.ropeScaling }, `${p}.rotary`);
+      const rotated = o.apply_rotary_embedding(
+        [q, k, positions, frequencies],
+        { dims: config.ropeDims, base: config.ropeTheta, scaling: config.ropeScaling },
+        `${p}.rotary`,
+      );
       q = o.get([rotated], { index: 0 });
       k = o.get([rotated], { index: 1 });
     }
     const cached = o.cache_update([k, v], { layer: l }, `${p}.cache`);
     const keys = o.repeat_interleave([o.get([cached], { index: 0 })], { repeats: heads / kvHeads, axis: 1 });
     const values = o.repeat_interleave([o.get([cached], { index: 1 })], { repeats: heads / kvHeads, axis: 1 });
-    const weights = o.attention_weights([q, keys, keyMask, offset], { scale: headDim ** -0.5, causal: true }, `${p}.attention`);
+    const weights = o.attention_weights(
+      [q, keys, keyMask, offset],
+      { scale: headDim ** -0.5, causal: true },
+      `${p}.attention`,
+    );
     const dropped = o.dropout([weights], { rate: 0 });
     const attended = o.attention_output([dropped, values], {}, `${p}.attention`);
     const merged = o.reshape([o.transpose([attended], { axes: [0, 2, 1, 3] })], { shape: [0, 0, heads * headDim] });

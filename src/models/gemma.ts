@@ -1,7 +1,7 @@
 // Gemma: Llama's layout with embeddings scaled by sqrt(hidden), rms_norm weights shifted by +1,
 // a GELU-gated MLP, and the head tied to the embeddings.
 import type { ModelConfig } from "./config.ts";
-import { type DecoderSpec } from "./decoder.ts";
+import type { DecoderSpec } from "./decoder.ts";
 import { llamaSpec } from "./llama.ts";
 
 export function gemmaSpec(config: ModelConfig): DecoderSpec {

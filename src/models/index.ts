@@ -93,25 +93,36 @@ export type Model = MlxModel | CpuModel;
 export interface LoadOptions {
   /** "auto" (default): MLX when the shim loads and 1.5 x the model fits memory, else "cpu". */
   backend?: BackendKind | string | undefined;
-  onProgress?: (loaded: number, total: number) => void | undefined;
+  onProgress?: ((loaded: number, total: number) => void) | undefined;
   /** Tensor parallelism over this process group (MLX; decoders with separate q/k/v): each rank keeps
    * its share of the heads and MLP features, as mlx-lm's shard_linear; outputs are summed with
    * all_sum. Start the ranks with `mlx-bun launch`. */
   group?: Group | undefined;
 }
 
-function architecture(dir: string, config: ModelConfig): { spec?: DecoderSpec; encoder?: (config: ModelConfig) => Graph } {
+function architecture(
+  dir: string,
+  config: ModelConfig,
+): { spec?: DecoderSpec; encoder?: (config: ModelConfig) => Graph } {
   const specOf = SPECS[config.modelType];
   const encoder = ENCODERS[config.modelType];
-  if (!specOf && !encoder) throw new Error(`${dir}: model_type '${config.modelType}' is not supported (supported: ${ARCHITECTURES.join(", ")})`);
+  if (!specOf && !encoder)
+    throw new Error(
+      `${dir}: model_type '${config.modelType}' is not supported (supported: ${ARCHITECTURES.join(", ")})`,
+    );
   return specOf ? { spec: specOf(config) } : { encoder: encoder! };
 }
 
-function graphs(config: ModelConfig, arch: ReturnType<typeof architecture>, sharded = false): (logits: "last" | "all") => Graph {
+function graphs(
+  config: ModelConfig,
+  arch: ReturnType<typeof architecture>,
+  sharded = false,
+): (logits: "last" | "all") => Graph {
   const built = new Map<string, Graph>();
   return (logits) => {
     const key = arch.encoder ? "encoder" : logits;
-    if (!built.has(key)) built.set(key, arch.encoder ? arch.encoder(config) : buildDecoder(config, arch.spec!, { logits, sharded }));
+    if (!built.has(key))
+      built.set(key, arch.encoder ? arch.encoder(config) : buildDecoder(config, arch.spec!, { logits, sharded }));
     return built.get(key)!;
   };
 }
@@ -130,14 +141,31 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
     const config = parseModelConfig(checkpoint.config);
     const arch = architecture(dir, config);
     const inverse = inverseFrequencies(config.ropeDims, config.ropeTheta, config.ropeScaling);
-    const frequencies = new HostTensor(new Uint8Array(inverse.buffer), [inverse.length], "float32", "rotary.inverse_frequencies");
-    const named = arch.encoder ? encoderNames<TensorData>(checkpoint.weights) : new Map<string, TensorData>(checkpoint.weights);
+    const frequencies = new HostTensor(
+      new Uint8Array(inverse.buffer),
+      [inverse.length],
+      "float32",
+      "rotary.inverse_frequencies",
+    );
+    const named = arch.encoder
+      ? encoderNames<TensorData>(checkpoint.weights)
+      : new Map<string, TensorData>(checkpoint.weights);
     const weights = new Map(named).set("rotary.inverse_frequencies", frequencies);
     const graph = graphs(config, arch);
     checkWeights(dir, graph("all"), weights, named.keys(), config, arch.encoder ? "required" : "optional");
     checkShapesOnHost(dir, graph("last"), weights, checkpoint.quantization);
     const dependents = new Set<{ dispose(): void }>();
-    return { kind: arch.encoder ? "encoder" : "decoder", backend, config, checkpoint, weights, dtype: activationDtype(checkpoint.weights), graph, dependents, dispose: disposer(dependents, () => checkpoint.dispose()) };
+    return {
+      kind: arch.encoder ? "encoder" : "decoder",
+      backend,
+      config,
+      checkpoint,
+      weights,
+      dtype: activationDtype(checkpoint.weights),
+      graph,
+      dependents,
+      dispose: disposer(dependents, () => checkpoint.dispose()),
+    };
   }
   const checkpoint = loadCheckpoint(dir, options.onProgress);
   const shards: Tensor[] = [];
@@ -187,15 +215,26 @@ export function loadModel(dir: string, options: LoadOptions = {}): Model {
 
 /** The layers the fused_projections rewrite groups (q, k, v; gate and up) get one weight each
  * (fuseLinears); the checkpoint's own tensors for them become views of it and are freed. */
-function fuseProjections(weights: Map<string, Tensor>, graph: (logits: "last" | "all") => Graph, checkpoint: Checkpoint<Tensor>, made: Tensor[]): void {
+function fuseProjections(
+  weights: Map<string, Tensor>,
+  graph: (logits: "last" | "all") => Graph,
+  checkpoint: Checkpoint<Tensor>,
+  made: Tensor[],
+): void {
   // Both graphs group the same layers; fuseLinears skips a group fused already.
-  const groups = (["last", "all"] as const).flatMap((logits) => rewrite(graph(logits)).nodes.flatMap((n) => (n.op === "dense_fused" ? [n.attrs.modules] : [])));
+  const groups = (["last", "all"] as const).flatMap((logits) =>
+    rewrite(graph(logits)).nodes.flatMap((n) => (n.op === "dense_fused" ? [n.attrs.modules] : [])),
+  );
   replaceInCheckpoint(checkpoint, weights, fuseLinears(weights, groups, checkpoint.quantization, made));
 }
 
 /** The checkpoint's tensors `replaced` (by key: the originals) become those of `weights`, and the
  * originals are freed. */
-function replaceInCheckpoint(checkpoint: Checkpoint<Tensor>, weights: ReadonlyMap<string, Tensor>, replaced: ReadonlyMap<string, Tensor>): void {
+function replaceInCheckpoint(
+  checkpoint: Checkpoint<Tensor>,
+  weights: ReadonlyMap<string, Tensor>,
+  replaced: ReadonlyMap<string, Tensor>,
+): void {
   for (const [key, original] of replaced) {
     if (checkpoint.weights.get(key) === original) checkpoint.weights.set(key, weights.get(key)!);
     original.dispose();
@@ -235,16 +274,41 @@ export interface CacheOptions {
  * its kv heads in its activation dtype. */
 export function createCache(model: MlxModel, batch: number, maxLength: number, options?: CacheOptions): KVCache;
 export function createCache(model: CpuModel, batch: number, maxLength: number, options?: CacheOptions): HostKVCache;
-export function createCache(model: Model, batch: number, maxLength: number, options?: CacheOptions): KVCache | HostKVCache;
-export function createCache(model: Model, batch: number, maxLength: number, options: CacheOptions = {}): KVCache | HostKVCache {
+export function createCache(
+  model: Model,
+  batch: number,
+  maxLength: number,
+  options?: CacheOptions,
+): KVCache | HostKVCache;
+export function createCache(
+  model: Model,
+  batch: number,
+  maxLength: number,
+  options: CacheOptions = {},
+): KVCache | HostKVCache {
   checkOptionNames("createCache", options, ["keep", "kvBits", "kvGroupSize"]);
   const { layers, kvHeads: heads, headDim } = model.config;
-  const shape = { layers, batch, heads, headDim, maxLength, dtype: model.dtype, keep: options.keep, kvBits: options.kvBits, kvGroupSize: options.kvGroupSize };
+  const shape = {
+    layers,
+    batch,
+    heads,
+    headDim,
+    maxLength,
+    dtype: model.dtype,
+    keep: options.keep,
+    kvBits: options.kvBits,
+    kvGroupSize: options.kvGroupSize,
+  };
   for (const [key, value] of Object.entries({ batch, maxLength })) {
-    if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`createCache: ${key} must be a positive integer, got ${value}`);
+    if (!Number.isSafeInteger(value) || value <= 0)
+      throw new Error(`createCache: ${key} must be a positive integer, got ${value}`);
   }
   const itemBytes = model.backend === "mlx" ? itemSize(model.dtype) : 4;
-  checkAllocation(`a KV cache of ${layers} layers x ${batch} x ${heads} heads x ${maxLength} positions x ${headDim}`, 2 * layers * batch * heads * maxLength * headDim * itemBytes, model.backend === "mlx" ? "mlx" : "host");
+  checkAllocation(
+    `a KV cache of ${layers} layers x ${batch} x ${heads} heads x ${maxLength} positions x ${headDim}`,
+    2 * layers * batch * heads * maxLength * headDim * itemBytes,
+    model.backend === "mlx" ? "mlx" : "host",
+  );
   return model.backend === "mlx" ? new KVCache(shape) : new HostKVCache({ ...shape, dtype: "float32" });
 }
 
@@ -252,15 +316,26 @@ export function createCache(model: Model, batch: number, maxLength: number, opti
  * one, or past the model's sliding window or `maxKvSize` a rotating one of that size (keeping the
  * first 4 positions for maxKvSize, as mlx-lm's max_kv_size does; none for a window). The prompt must
  * fit the rotating cache. */
-export function generationCache(model: Model, batch: number, promptLength: number, length: number, options: { maxKvSize?: number | undefined; kvBits?: number | undefined; kvGroupSize?: number | undefined } = {}): KVCache | HostKVCache {
+export function generationCache(
+  model: Model,
+  batch: number,
+  promptLength: number,
+  length: number,
+  options: { maxKvSize?: number | undefined; kvBits?: number | undefined; kvGroupSize?: number | undefined } = {},
+): KVCache | HostKVCache {
   const { maxKvSize, kvBits, kvGroupSize } = options;
   const window = model.config.slidingWindow;
   const bound = Math.min(window ?? Infinity, maxKvSize ?? Infinity);
   if (length <= bound) return createCache(model, batch, length, { kvBits, kvGroupSize });
-  if (kvBits !== undefined) throw new Error("a quantized KV cache does not rotate: kvBits does not combine with maxKvSize or a generation past the model's sliding window");
+  if (kvBits !== undefined)
+    throw new Error(
+      "a quantized KV cache does not rotate: kvBits does not combine with maxKvSize or a generation past the model's sliding window",
+    );
   const byWindow = window !== undefined && window === bound;
   if (promptLength > bound) {
-    throw new Error(`the prompt (${promptLength} tokens) is longer than ${byWindow ? `the model's sliding window (${window})` : `maxKvSize (${maxKvSize})`}; a rotating cache takes a prompt that fits it`);
+    throw new Error(
+      `the prompt (${promptLength} tokens) is longer than ${byWindow ? `the model's sliding window (${window})` : `maxKvSize (${maxKvSize})`}; a rotating cache takes a prompt that fits it`,
+    );
   }
   return createCache(model, batch, bound, { keep: byWindow ? 0 : 4 });
 }
@@ -269,12 +344,16 @@ export function generationCache(model: Model, batch: number, promptLength: numbe
 export function tokenIds(model: MlxModel, ids: readonly number[], shape: readonly number[]): Tensor;
 export function tokenIds(model: Model, ids: readonly number[], shape: readonly number[]): Tensor | CpuTensor;
 export function tokenIds(model: Model, ids: readonly number[], shape: readonly number[]): Tensor | CpuTensor {
-  return model.backend === "cpu" ? new CpuTensor(Float32Array.from(ids), shape) : Tensor.from(Int32Array.from(ids), shape);
+  return model.backend === "cpu"
+    ? new CpuTensor(Float32Array.from(ids), shape)
+    : Tensor.from(Int32Array.from(ids), shape);
 }
 
 /** A tensor of integers on the MLX backend (copied there when it is a host tensor). */
 function onMlx(t: TensorData): { tensor: Tensor; owned: boolean } {
-  return t instanceof Tensor ? { tensor: t, owned: false } : { tensor: Tensor.from(t.toInt32Array(), [...t.shape]), owned: true };
+  return t instanceof Tensor
+    ? { tensor: t, owned: false }
+    : { tensor: Tensor.from(t.toInt32Array(), [...t.shape]), owned: true };
 }
 
 function onHost(t: TensorData): CpuTensor {
@@ -293,15 +372,40 @@ export function encode(model: Model, ids: TensorData, options: EncodeOptions = {
   const graph = options.graph ?? model.graph("all");
   const types = options.tokenTypes ?? new CpuTensor(new Float32Array(batch * length), [batch, length]);
   if (model.backend === "cpu") {
-    const feeds = { ids: onHost(ids), positions: new CpuTensor(Float32Array.from(positions), [batch, length]), tokenTypes: onHost(types), keyMask: options.keyMask ? onHost(options.keyMask) : null };
-    const out = runGraph(graph, CPU_KERNELS, { weights: model.weights, quantization: model.checkpoint.quantization, feeds, cache: null });
+    const feeds = {
+      ids: onHost(ids),
+      positions: new CpuTensor(Float32Array.from(positions), [batch, length]),
+      tokenTypes: onHost(types),
+      keyMask: options.keyMask ? onHost(options.keyMask) : null,
+    };
+    const out = runGraph(graph, CPU_KERNELS, {
+      weights: model.weights,
+      quantization: model.checkpoint.quantization,
+      feeds,
+      cache: null,
+    });
     return out["hidden"] as CpuTensor;
   }
-  const inputs = [ids, Tensor.from(positions, [batch, length]), types, ...(options.keyMask ? [options.keyMask] : [])].map(onMlx);
+  const inputs = [
+    ids,
+    Tensor.from(positions, [batch, length]),
+    types,
+    ...(options.keyMask ? [options.keyMask] : []),
+  ].map(onMlx);
   try {
-    const [idsT, positionsT, typesT, maskT] = inputs.map((i) => i.tensor) as [Tensor, Tensor, Tensor, Tensor | undefined];
+    const [idsT, positionsT, typesT, maskT] = inputs.map((i) => i.tensor) as [
+      Tensor,
+      Tensor,
+      Tensor,
+      Tensor | undefined,
+    ];
     const feeds = { ids: idsT, positions: positionsT, tokenTypes: typesT, keyMask: maskT ?? null };
-    const out = runGraph(graph, mlxKernels(), { weights: model.weights, quantization: model.checkpoint.quantization, feeds, cache: null });
+    const out = runGraph(graph, mlxKernels(), {
+      weights: model.weights,
+      quantization: model.checkpoint.quantization,
+      feeds,
+      cache: null,
+    });
     return (out["hidden"] as Tensor).eval();
   } finally {
     inputs[1]!.tensor.dispose();
@@ -312,24 +416,32 @@ export function encode(model: Model, ids: TensorData, options: EncodeOptions = {
 /** ids [B, T] in the vocabulary, T within the position table, token types in the type table, key
  * mask of the same shape: the embedding gathers would otherwise read past their tables. */
 function checkEncoderInputs(model: Model, ids: TensorData, options: EncodeOptions): [number, number] {
-  if (ids.shape.length !== 2 || ids.shape.some((d) => d < 1)) throw new Error(`encode: ids must be [batch, length] with both >= 1, got [${ids.shape.join(", ")}]`);
+  if (ids.shape.length !== 2 || ids.shape.some((d) => d < 1))
+    throw new Error(`encode: ids must be [batch, length] with both >= 1, got [${ids.shape.join(", ")}]`);
   const [batch, length] = ids.shape as [number, number];
   const positions = model.weights.get("embeddings.position_embeddings.weight")?.shape[0];
   if (positions !== undefined && length > positions) {
-    throw new Error(`encode: ${length} tokens per row, but this model has ${positions} positions (max_position_embeddings); cut the input (embed() truncates)`);
+    throw new Error(
+      `encode: ${length} tokens per row, but this model has ${positions} positions (max_position_embeddings); cut the input (embed() truncates)`,
+    );
   }
   checkIds(ids, model.config.vocabSize, "encode: ids");
-  for (const [name, t] of [["tokenTypes", options.tokenTypes], ["keyMask", options.keyMask]] as const) {
+  for (const [name, t] of [
+    ["tokenTypes", options.tokenTypes],
+    ["keyMask", options.keyMask],
+  ] as const) {
     if (t !== undefined && (t.shape.length !== 2 || t.shape[0] !== batch || t.shape[1] !== length)) {
       throw new Error(`encode: ${name} must have the ids' shape [${batch}, ${length}], got [${t.shape.join(", ")}]`);
     }
   }
   const types = model.weights.get("embeddings.token_type_embeddings.weight")?.shape[0];
-  if (options.tokenTypes !== undefined && types !== undefined) checkIds(options.tokenTypes, types, "encode: tokenTypes");
+  if (options.tokenTypes !== undefined && types !== undefined)
+    checkIds(options.tokenTypes, types, "encode: tokenTypes");
   if (options.keyMask !== undefined && !(options.keyMask instanceof Tensor && !options.keyMask.available)) {
     const mask = options.keyMask.toFloat32Array();
     const bad = mask.findIndex((v) => v !== 0 && v !== 1);
-    if (bad >= 0) throw new Error(`encode: keyMask[${bad}] is ${mask[bad]}; the key mask holds 1 (real token) or 0 (padding)`);
+    if (bad >= 0)
+      throw new Error(`encode: keyMask[${bad}] is ${mask[bad]}; the key mask holds 1 (real token) or 0 (padding)`);
   }
   return [batch, length];
 }
@@ -356,7 +468,10 @@ export interface ForwardOptions {
 
 /** Feeds of one MLX forward over ids [B, T] at the cache's offset: positions (from each example's
  * first real token) and the key mask (padded batches only), as new tensors. */
-export function mlxFeeds(ids: Tensor, cache: KVCache | null): { positions: Tensor; keyMask: Tensor | null; offset: number } {
+export function mlxFeeds(
+  ids: Tensor,
+  cache: KVCache | null,
+): { positions: Tensor; keyMask: Tensor | null; offset: number } {
   const [batch, length] = ids.shape as [number, number];
   const offset = cache?.offset ?? 0;
   return {
@@ -367,7 +482,13 @@ export function mlxFeeds(ids: Tensor, cache: KVCache | null): { positions: Tenso
 }
 
 /** Runs the graph on MLX (lazily) and advances the cache; returns the logits. */
-export function runMlx(model: MlxModel, graph: Graph, ids: Tensor, cache: KVCache | null, feeds = mlxFeeds(ids, cache)): Tensor {
+export function runMlx(
+  model: MlxModel,
+  graph: Graph,
+  ids: Tensor,
+  cache: KVCache | null,
+  feeds = mlxFeeds(ids, cache),
+): Tensor {
   try {
     const out = runGraph(graph, mlxKernels(), {
       weights: model.weights,
@@ -403,15 +524,25 @@ export function forward(model: Model, ids: TensorData, options: ForwardOptions =
   checkIds(ids, model.config.vocabSize);
   const [batch, length] = ids.shape as [number, number];
   const { cache = null, logits = "last" } = options;
-  if (cache && cache.backend !== model.backend) throw new Error(`forward: the cache was made for the ${cache.backend} backend, the model runs on ${model.backend}`);
-  if (cache && cache.shape.batch !== batch) throw new Error(`forward: ids have batch ${batch}, the cache ${cache.shape.batch}`);
+  if (cache && cache.backend !== model.backend)
+    throw new Error(`forward: the cache was made for the ${cache.backend} backend, the model runs on ${model.backend}`);
+  if (cache && cache.shape.batch !== batch)
+    throw new Error(`forward: ids have batch ${batch}, the cache ${cache.shape.batch}`);
   const graph = options.graph ?? model.graph(logits);
   if (model.backend === "cpu") {
     const hostCache = cache as HostKVCache | null;
     const offset = hostCache?.offset ?? 0;
-    const positions = new CpuTensor(Float32Array.from(positionsFrom(batch, length, offset, hostCache?.padding)), [batch, length]);
+    const positions = new CpuTensor(Float32Array.from(positionsFrom(batch, length, offset, hostCache?.padding)), [
+      batch,
+      length,
+    ]);
     const feeds = { ids: onHost(ids), positions, offset, keyMask: hostCache?.keyMask(offset + length) ?? null };
-    const out = runGraph(graph, CPU_KERNELS, { quantization: model.checkpoint.quantization, weights: model.weights, feeds, cache: hostCache });
+    const out = runGraph(graph, CPU_KERNELS, {
+      quantization: model.checkpoint.quantization,
+      weights: model.weights,
+      feeds,
+      cache: hostCache,
+    });
     hostCache?.advance(length);
     return out["logits"] as CpuTensor;
   }

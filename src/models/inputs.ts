@@ -25,6 +25,7 @@ export function checkIds(ids: TensorData, vocabulary: number, what = "forward: i
 export function checkTokenIds(values: ArrayLike<number>, vocabulary: number, what: string): void {
   for (let i = 0; i < values.length; i++) {
     const id = values[i]!;
-    if (!Number.isInteger(id) || id < 0 || id >= vocabulary) throw new Error(`${what}[${i}] is ${id}; token ids are integers in [0, ${vocabulary}) for this model`);
+    if (!Number.isInteger(id) || id < 0 || id >= vocabulary)
+      throw new Error(`${what}[${i}] is ${id}; token ids are integers in [0, ${vocabulary}) for this model`);
   }
 }

@@ -106,7 +106,11 @@ export class DecodeTape {
       throw e;
     }
     this.#outputs = new BigUint64Array(result.length);
-    const status = lib.mlx_tape_record_end(this.#tape, BigUint64Array.from(result, (t) => BigInt(t.handle)), result.length);
+    const status = lib.mlx_tape_record_end(
+      this.#tape,
+      BigUint64Array.from(result, (t) => BigInt(t.handle)),
+      result.length,
+    );
     if (status !== 0) {
       this.#stop(`${String(lib.mlx_last_error())}`);
       return result;
@@ -121,7 +125,10 @@ export class DecodeTape {
     const lib = native();
     // The positions (as mlxFeeds makes them) as a bare MLX array, freed below: no Tensor per step.
     const positions = positionsFrom(batch, length, offset, this.cache.padding);
-    check(lib.mlx_array_new_data(outWords, positions, positions.byteLength, Int32Array.of(batch, length), 2, INT32), "DecodeTape: positions");
+    check(
+      lib.mlx_array_new_data(outWords, positions, positions.byteLength, Int32Array.of(batch, length), 2, INT32),
+      "DecodeTape: positions",
+    );
     const positionsHandle = outPointer();
     let keyMask: Tensor | null = null;
     try {
@@ -131,7 +138,7 @@ export class DecodeTape {
       inputs[0] = BigInt(handleOf(ids, "DecodeTape", "input"));
       inputs[1] = BigInt(positionsHandle);
       if (keyMask) inputs[2] = BigInt(keyMask.handle);
-      extra.forEach((t, i) => (inputs[(keyMask ? 3 : 2) + i] = BigInt(handleOf(t, "DecodeTape", "input"))));
+      for (const [i, t] of extra.entries()) inputs[(keyMask ? 3 : 2) + i] = BigInt(handleOf(t, "DecodeTape", "input"));
       const out = this.#outputs;
       check(lib.mlx_tape_run(out, out.length, this.#tape, inputs, inputs.length), "DecodeTape: replay");
       this.cache.advance(length);
@@ -164,7 +171,8 @@ export class DecodeTape {
       for (const t of reference) t.dispose();
       return replayed;
     }
-    if (replayed && differing !== undefined) failure += `: output ${differing} ${difference(replayed[differing]!, reference[differing]!)}`;
+    if (replayed && differing !== undefined)
+      failure += `: output ${differing} ${difference(replayed[differing]!, reference[differing]!)}`;
     for (const t of replayed ?? []) t.dispose();
     this.#stop(failure);
     return reference;

@@ -7,14 +7,30 @@ import type { ModelConfig } from "./config.ts";
 import type { DecoderSpec } from "./decoder.ts";
 
 /** A tensor-parallel rank's config: its share of the heads, kv heads and MLP features. */
-export function shardedConfig(dir: string, config: ModelConfig, spec: DecoderSpec | undefined, group: Group): ModelConfig {
+export function shardedConfig(
+  dir: string,
+  config: ModelConfig,
+  spec: DecoderSpec | undefined,
+  group: Group,
+): ModelConfig {
   if (!spec) throw new Error(`${dir}: tensor parallelism shards decoders; ${config.modelType} is an encoder`);
-  if ("fused" in spec.qkv) throw new Error(`${dir}: tensor parallelism needs separate q/k/v projections (${config.modelType} fuses them)`);
+  if ("fused" in spec.qkv)
+    throw new Error(`${dir}: tensor parallelism needs separate q/k/v projections (${config.modelType} fuses them)`);
   const n = group.size;
-  for (const [key, value] of [["num_attention_heads", config.heads], ["num_key_value_heads", config.kvHeads], ["intermediate_size", config.intermediateSize]] as const) {
-    if (value % n !== 0) throw new Error(`${dir}: ${key} (${value}) must be a multiple of the ${n} ranks for tensor parallelism`);
+  for (const [key, value] of [
+    ["num_attention_heads", config.heads],
+    ["num_key_value_heads", config.kvHeads],
+    ["intermediate_size", config.intermediateSize],
+  ] as const) {
+    if (value % n !== 0)
+      throw new Error(`${dir}: ${key} (${value}) must be a multiple of the ${n} ranks for tensor parallelism`);
   }
-  return { ...config, heads: config.heads / n, kvHeads: config.kvHeads / n, intermediateSize: config.intermediateSize / n };
+  return {
+    ...config,
+    heads: config.heads / n,
+    kvHeads: config.kvHeads / n,
+    intermediateSize: config.intermediateSize / n,
+  };
 }
 
 /** Replaces, in `weights`, the projections with this rank's share (mlx-lm's shard_linear): q/k/v,
@@ -22,7 +38,14 @@ export function shardedConfig(dir: string, config: ModelConfig, spec: DecoderSpe
  * columns ("sharded-to-all", whole quantization groups per rank; a bias there would be summed once per
  * rank, so it is refused). The shares made (copies) are pushed to `made` (the model frees them); returns
  * the tensors they replaced, by key. */
-export function shardWeights(dir: string, weights: Map<string, Tensor>, config: ModelConfig, spec: DecoderSpec, group: Group, made: Tensor[]): Map<string, Tensor> {
+export function shardWeights(
+  dir: string,
+  weights: Map<string, Tensor>,
+  config: ModelConfig,
+  spec: DecoderSpec,
+  group: Group,
+  made: Tensor[],
+): Map<string, Tensor> {
   const replaced = new Map<string, Tensor>();
   const n = group.size;
   const r = group.rank;
@@ -31,7 +54,10 @@ export function shardWeights(dir: string, weights: Map<string, Tensor>, config: 
     const t = weights.get(key);
     if (!t) return;
     const size = t.shape[axis]!;
-    if (size % n !== 0) throw new Error(`${dir}: '${key}' has ${size} ${axis === 0 ? "rows" : "columns"}, not a multiple of the ${n} ranks (whole quantization groups per rank)`);
+    if (size % n !== 0)
+      throw new Error(
+        `${dir}: '${key}' has ${size} ${axis === 0 ? "rows" : "columns"}, not a multiple of the ${n} ranks (whole quantization groups per rank)`,
+      );
     const start = t.shape.map(() => 0);
     const stop = [...t.shape];
     start[axis] = (r * size) / n;
@@ -49,7 +75,10 @@ export function shardWeights(dir: string, weights: Map<string, Tensor>, config: 
     const byOutput = [qkv.q, qkv.k, qkv.v, spec.mlp.up, ...(spec.mlp.kind === "gated" ? [spec.mlp.gate] : [])];
     for (const m of byOutput) for (const part of ["weight", "scales", "biases", "bias"]) split(`${p}.${m}.${part}`, 0);
     for (const m of [spec.output, spec.mlp.down]) {
-      if (weights.has(`${p}.${m}.bias`)) throw new Error(`${dir}: '${p}.${m}.bias' cannot be sharded by input features (it would be added once per rank)`);
+      if (weights.has(`${p}.${m}.bias`))
+        throw new Error(
+          `${dir}: '${p}.${m}.bias' cannot be sharded by input features (it would be added once per rank)`,
+        );
       for (const part of ["weight", "scales", "biases"]) split(`${p}.${m}.${part}`, 1);
     }
   }

@@ -26,7 +26,14 @@ export function encoderNames<W>(weights: ReadonlyMap<string, W>): Map<string, W>
  * a config whose layer count or names do not match its weights is an Error, not a smaller model.
  * Decoders' dense biases are optional (Qwen2 has them on q/k/v only); an encoder (BERT) has one on
  * every dense layer. */
-export function checkWeights(dir: string, graph: Graph, weights: ReadonlyMap<string, TensorData>, checkpointKeys: Iterable<string>, config: ModelConfig, biases: "required" | "optional"): void {
+export function checkWeights(
+  dir: string,
+  graph: Graph,
+  weights: ReadonlyMap<string, TensorData>,
+  checkpointKeys: Iterable<string>,
+  config: ModelConfig,
+  biases: "required" | "optional",
+): void {
   const used = new Set<string>();
   const missing: string[] = [];
   const need = (key: string, required: boolean) => {
@@ -45,30 +52,50 @@ export function checkWeights(dir: string, graph: Graph, weights: ReadonlyMap<str
       const source = graph.nodes[node.inputs[0]!];
       const isVocab = source?.op === "input" && source.attrs.feed === "ids";
       if (isVocab && rows !== undefined && rows < config.vocabSize) {
-        throw new Error(`${dir}: '${node.attrs.module}.weight' has ${rows} rows but config.json's vocab_size is ${config.vocabSize}`);
+        throw new Error(
+          `${dir}: '${node.attrs.module}.weight' has ${rows} rows but config.json's vocab_size is ${config.vocabSize}`,
+        );
       }
     }
   }
   if (missing.length > 0) {
-    throw new Error(`${dir}: ${missing.length} weight(s) the model needs are missing (num_hidden_layers ${config.layers}): ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ", ..." : ""}`);
+    throw new Error(
+      `${dir}: ${missing.length} weight(s) the model needs are missing (num_hidden_layers ${config.layers}): ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ", ..." : ""}`,
+    );
   }
   const unused = [...checkpointKeys].filter((k) => !used.has(k) && !IGNORABLE.some((p) => p.test(k)));
   if (unused.length > 0) {
-    throw new Error(`${dir}: ${unused.length} checkpoint tensor(s) the model never reads (does num_hidden_layers (${config.layers}) match the weights?): ${unused.slice(0, 5).join(", ")}${unused.length > 5 ? ", ..." : ""}`);
+    throw new Error(
+      `${dir}: ${unused.length} checkpoint tensor(s) the model never reads (does num_hidden_layers (${config.layers}) match the weights?): ${unused.slice(0, 5).join(", ")}${unused.length > 5 ? ", ..." : ""}`,
+    );
   }
 }
 
 /** Builds one forward over a single token on MLX without evaluating it: MLX checks every op's shapes
  * as it is made, so a weight whose shape does not fit the config (or the graph) is an Error here,
  * naming its layer, rather than at the first generate. Costs graph construction only. */
-export function checkShapes(dir: string, graph: Graph, weights: ReadonlyMap<string, Tensor>, quantization: Checkpoint["quantization"], group: Group | null = null): void {
+export function checkShapes(
+  dir: string,
+  graph: Graph,
+  weights: ReadonlyMap<string, Tensor>,
+  quantization: Checkpoint["quantization"],
+  group: Group | null = null,
+): void {
   const feeds = tidy(() => ({
     ids: Tensor.from(Int32Array.of(0), [1, 1]),
     positions: Tensor.from(Int32Array.of(0), [1, 1]),
     tokenTypes: Tensor.from(Int32Array.of(0), [1, 1]),
   }));
   try {
-    tidy(() => runGraph(graph, MLX_KERNELS, { weights, quantization, feeds: { ...feeds, offset: 0, keyMask: null }, cache: null, group }));
+    tidy(() =>
+      runGraph(graph, MLX_KERNELS, {
+        weights,
+        quantization,
+        feeds: { ...feeds, offset: 0, keyMask: null },
+        cache: null,
+        group,
+      }),
+    );
   } catch (e) {
     throw new Error(`${dir}: the weights do not fit config.json: ${(e as Error).message}`);
   } finally {
@@ -78,7 +105,12 @@ export function checkShapes(dir: string, graph: Graph, weights: ReadonlyMap<stri
 
 /** checkShapes for the CPU backend: its kernels compute as they go, so this runs one token (work the
  * first forward would do: packed weights are dequantized once and kept). */
-export function checkShapesOnHost(dir: string, graph: Graph, weights: ReadonlyMap<string, TensorData>, quantization: Checkpoint["quantization"]): void {
+export function checkShapesOnHost(
+  dir: string,
+  graph: Graph,
+  weights: ReadonlyMap<string, TensorData>,
+  quantization: Checkpoint["quantization"],
+): void {
   const zero = () => new CpuTensor(new Float32Array(1), [1, 1]);
   const feeds = { ids: zero(), positions: zero(), tokenTypes: zero(), offset: 0, keyMask: null };
   try {

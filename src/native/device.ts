@@ -49,7 +49,9 @@ export function memoryBudget(where: "mlx" | "host" = "mlx"): number {
 export function checkAllocation(what: string, bytes: number, where: "mlx" | "host" = "mlx"): void {
   const budget = memoryBudget(where);
   if (bytes > budget) {
-    throw new Error(`${what} needs ${(bytes / GIB).toFixed(2)} GiB, more than the ${(budget / GIB).toFixed(2)} GiB this device can hold (its memory less 2 GiB)`);
+    throw new Error(
+      `${what} needs ${(bytes / GIB).toFixed(2)} GiB, more than the ${(budget / GIB).toFixed(2)} GiB this device can hold (its memory less 2 GiB)`,
+    );
   }
 }
 

@@ -170,7 +170,12 @@ function table(): Table {
 export function libraryCandidates(): string[] {
   const fromEnv = process.env["MLXB_LIBRARY"];
   const repoRoot = join(import.meta.dir, "..", "..");
-  return [...(fromEnv ? [fromEnv] : []), join(repoRoot, "zig-out", "lib", "libmlxb.so"), runtimeLibrary("cuda13"), runtimeLibrary("cpu")];
+  return [
+    ...(fromEnv ? [fromEnv] : []),
+    join(repoRoot, "zig-out", "lib", "libmlxb.so"),
+    runtimeLibrary("cuda13"),
+    runtimeLibrary("cpu"),
+  ];
 }
 
 // biome-ignore lint: the symbol functions are typed loosely on purpose; ops.ts wraps each one.
@@ -186,12 +191,17 @@ export function native(): Native {
   const fromEnv = process.env["MLXB_LIBRARY"];
   if (fromEnv) {
     // The library asked for, or an Error: never another one in its place.
-    if (!existsSync(fromEnv)) throw (loadError = new Error(`MLXB_LIBRARY is ${fromEnv}, which does not exist; unset it or point it at a libmlxb.so`));
+    if (!existsSync(fromEnv))
+      throw (loadError = new Error(
+        `MLXB_LIBRARY is ${fromEnv}, which does not exist; unset it or point it at a libmlxb.so`,
+      ));
     try {
       loaded = dlopen(fromEnv, table()).symbols as unknown as Native;
       return loaded;
     } catch (e) {
-      throw (loadError = new Error(`MLXB_LIBRARY is ${fromEnv}, which does not load as the MLX shim: ${(e as Error).message}`));
+      throw (loadError = new Error(
+        `MLXB_LIBRARY is ${fromEnv}, which does not load as the MLX shim: ${(e as Error).message}`,
+      ));
     }
   }
   const candidates = libraryCandidates();
@@ -205,7 +215,9 @@ export function native(): Native {
     }
   }
   const tried = failures.length > 0 ? failures.join("; ") : `none of ${candidates.join(", ")} exists`;
-  loadError = new Error(`cannot load the MLX shim (${tried}); run \`bunx mlx-bun setup\` (in a checkout: \`bash scripts/setup.sh\`), or set MLXB_LIBRARY`);
+  loadError = new Error(
+    `cannot load the MLX shim (${tried}); run \`bunx mlx-bun setup\` (in a checkout: \`bash scripts/setup.sh\`), or set MLXB_LIBRARY`,
+  );
   throw loadError;
 }
 

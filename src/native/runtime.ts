@@ -29,7 +29,10 @@ export function shimHash(): string {
     const hasher = new Bun.CryptoHasher("sha256");
     const shim = join(PACKAGE_ROOT, "shim");
     // shim/ and shim/ext/ (the wrapper and our runtime and kernels).
-    const sources = (readdirSync(shim, { recursive: true }) as string[]).sort().map((f) => join(shim, f)).filter((f) => statSync(f).isFile());
+    const sources = (readdirSync(shim, { recursive: true }) as string[])
+      .sort()
+      .map((f) => join(shim, f))
+      .filter((f) => statSync(f).isFile());
     for (const file of [...sources, join(PACKAGE_ROOT, "build.zig")]) {
       hasher.update(file.slice(PACKAGE_ROOT.length));
       hasher.update(readFileSync(file));

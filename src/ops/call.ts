@@ -45,15 +45,19 @@ export function int32(value: number, op: string, name: string): number {
 /** A scalar float argument for the shim (an eps, a scale): an Error naming it when it is not a finite
  * number, or is below `min` (or not above it, with `above`). */
 export function finite(value: number, op: string, name: string, bound: { min?: number; above?: number } = {}): number {
-  if (typeof value !== "number" || !Number.isFinite(value)) throw new Error(`${op}: ${name} must be a finite number, got ${String(value)}`);
-  if (bound.min !== undefined && value < bound.min) throw new Error(`${op}: ${name} must be >= ${bound.min}, got ${value}`);
-  if (bound.above !== undefined && value <= bound.above) throw new Error(`${op}: ${name} must be > ${bound.above}, got ${value}`);
+  if (typeof value !== "number" || !Number.isFinite(value))
+    throw new Error(`${op}: ${name} must be a finite number, got ${String(value)}`);
+  if (bound.min !== undefined && value < bound.min)
+    throw new Error(`${op}: ${name} must be >= ${bound.min}, got ${value}`);
+  if (bound.above !== undefined && value <= bound.above)
+    throw new Error(`${op}: ${name} must be > ${bound.above}, got ${value}`);
   return value;
 }
 
 /** Normalises a possibly negative axis against ndim, with an Error naming the op. */
 export function axisOf(axis: number, ndim: number, op: string): number {
   const a = axis < 0 ? axis + ndim : axis;
-  if (!Number.isInteger(a) || a < 0 || a >= ndim) throw new Error(`${op}: axis ${axis} out of range for ${ndim} dimensions`);
+  if (!Number.isInteger(a) || a < 0 || a >= ndim)
+    throw new Error(`${op}: axis ${axis} out of range for ${ndim} dimensions`);
   return a;
 }

@@ -9,9 +9,33 @@ import { axisOf, call, handleOf, int32, ints, type Native } from "./call.ts";
 export { putAlongAxis, scatterAddAxis, take, takeAlongAxis } from "./gather.ts";
 
 type BinaryName =
-  | "mlx_add" | "mlx_subtract" | "mlx_multiply" | "mlx_divide" | "mlx_maximum" | "mlx_minimum" | "mlx_power" | "mlx_greater" | "mlx_greater_equal" | "mlx_less_equal"
-  | "mlx_equal" | "mlx_matmul" | "mlx_bitwise_xor" | "mlx_right_shift";
-type UnaryName = "mlx_rsqrt" | "mlx_sqrt" | "mlx_exp" | "mlx_log" | "mlx_negative" | "mlx_square" | "mlx_tanh" | "mlx_sigmoid" | "mlx_erf" | "mlx_cos" | "mlx_sin" | "mlx_silu";
+  | "mlx_add"
+  | "mlx_subtract"
+  | "mlx_multiply"
+  | "mlx_divide"
+  | "mlx_maximum"
+  | "mlx_minimum"
+  | "mlx_power"
+  | "mlx_greater"
+  | "mlx_greater_equal"
+  | "mlx_less_equal"
+  | "mlx_equal"
+  | "mlx_matmul"
+  | "mlx_bitwise_xor"
+  | "mlx_right_shift";
+type UnaryName =
+  | "mlx_rsqrt"
+  | "mlx_sqrt"
+  | "mlx_exp"
+  | "mlx_log"
+  | "mlx_negative"
+  | "mlx_square"
+  | "mlx_tanh"
+  | "mlx_sigmoid"
+  | "mlx_erf"
+  | "mlx_cos"
+  | "mlx_sin"
+  | "mlx_silu";
 
 /** A binary op; a number operand becomes a scalar of the tensor operand's dtype. Two tensors take
  * the short way: no closure, no scalar, the shim function looked up once. */
@@ -97,47 +121,74 @@ export function addmm(c: Tensor, a: Tensor, b: Tensor): Tensor {
 export function astype(a: Tensor, dtype: DType): Tensor {
   const h = handleOf(a, "astype", "a");
   const code = dtypeCode(dtype);
-  return call(() => `astype(${dtype})`, (lib, out) => lib.mlx_astype(out, h, code));
+  return call(
+    () => `astype(${dtype})`,
+    (lib, out) => lib.mlx_astype(out, h, code),
+  );
 }
 
 export function reshape(a: Tensor, shape: readonly number[]): Tensor {
   const h = handleOf(a, "reshape", "a");
-  return call(() => `reshape(${a.describe()} -> [${shape.join(",")}])`, (lib, out) => lib.mlx_reshape(out, h, ints(shape), shape.length));
+  return call(
+    () => `reshape(${a.describe()} -> [${shape.join(",")}])`,
+    (lib, out) => lib.mlx_reshape(out, h, ints(shape), shape.length),
+  );
 }
 
 /** Permutes axes; default reverses them. */
 export function transpose(a: Tensor, axes?: readonly number[]): Tensor {
   const h = handleOf(a, "transpose", "a");
   const perm = axes ?? a.shape.map((_, i) => a.ndim - 1 - i);
-  return call(() => `transpose(${a.describe()}, [${perm.join(",")}])`, (lib, out) => lib.mlx_transpose(out, h, ints(perm), perm.length));
+  return call(
+    () => `transpose(${a.describe()}, [${perm.join(",")}])`,
+    (lib, out) => lib.mlx_transpose(out, h, ints(perm), perm.length),
+  );
 }
 
 /** Strided slice over every axis: start/stop/strides have one entry per dimension. */
-export function slice(a: Tensor, start: readonly number[], stop: readonly number[], strides?: readonly number[]): Tensor {
+export function slice(
+  a: Tensor,
+  start: readonly number[],
+  stop: readonly number[],
+  strides?: readonly number[],
+): Tensor {
   const h = handleOf(a, "slice", "a");
   const step = strides ?? start.map(() => 1);
   if (start.length !== a.ndim || stop.length !== a.ndim || step.length !== a.ndim) {
     throw new Error(`slice: start/stop/strides need ${a.ndim} entries for ${a.describe()}`);
   }
-  return call(() => `slice(${a.describe()})`, (lib, out) => lib.mlx_slice(out, h, ints(start), ints(stop), ints(step), start.length));
+  return call(
+    () => `slice(${a.describe()})`,
+    (lib, out) => lib.mlx_slice(out, h, ints(start), ints(stop), ints(step), start.length),
+  );
 }
 
 /** A row-major copy of `a` (a view gets a buffer of its own, so it no longer holds its source's). */
 export function contiguous(a: Tensor): Tensor {
   const h = handleOf(a, "contiguous", "a");
-  return call(() => `contiguous(${a.describe()})`, (lib, out) => lib.mlx_contiguous(out, h));
+  return call(
+    () => `contiguous(${a.describe()})`,
+    (lib, out) => lib.mlx_contiguous(out, h),
+  );
 }
 
 /** Returns `src` with `src[start:stop:strides] = update`. */
-export function sliceUpdate(src: Tensor, update: Tensor, start: readonly number[], stop: readonly number[], strides?: readonly number[]): Tensor {
+export function sliceUpdate(
+  src: Tensor,
+  update: Tensor,
+  start: readonly number[],
+  stop: readonly number[],
+  strides?: readonly number[],
+): Tensor {
   const hs = handleOf(src, "sliceUpdate", "src");
   const hu = handleOf(update, "sliceUpdate", "update");
   const step = strides ?? start.map(() => 1);
   if (start.length !== src.ndim || stop.length !== src.ndim || step.length !== src.ndim) {
     throw new Error(`sliceUpdate: start/stop/strides need ${src.ndim} entries for ${src.describe()}`);
   }
-  return call(() => `sliceUpdate(${src.describe()}, ${update.describe()})`, (lib, out) =>
-    lib.mlx_slice_update(out, hs, hu, ints(start), ints(stop), ints(step), start.length),
+  return call(
+    () => `sliceUpdate(${src.describe()}, ${update.describe()})`,
+    (lib, out) => lib.mlx_slice_update(out, hs, hu, ints(start), ints(stop), ints(step), start.length),
   );
 }
 
@@ -241,8 +292,13 @@ export function logsumexp(a: Tensor, axes: number | readonly number[] = [], keep
 
 export function arange(start: number, stop: number, step = 1, dtype: DType = "float32"): Tensor {
   const code = dtypeCode(dtype);
-  for (const [name, value] of [["start", start], ["stop", stop], ["step", step]] as const) {
-    if (typeof value !== "number" || !Number.isFinite(value)) throw new Error(`arange: ${name} must be a finite number, got ${String(value)}`);
+  for (const [name, value] of [
+    ["start", start],
+    ["stop", stop],
+    ["step", step],
+  ] as const) {
+    if (typeof value !== "number" || !Number.isFinite(value))
+      throw new Error(`arange: ${name} must be a finite number, got ${String(value)}`);
   }
   if (step === 0) throw new Error("arange: step must not be 0");
   const length = Math.max(0, Math.ceil((stop - start) / step));
@@ -253,8 +309,14 @@ export function arange(start: number, stop: number, step = 1, dtype: DType = "fl
 /** Zeros of a shape, made on MLX's device (nothing copied from the host). */
 export function zeros(shape: readonly number[], dtype: DType = "float32"): Tensor {
   const code = dtypeCode(dtype);
-  checkAllocation(`zeros([${shape.join(", ")}], ${dtype})`, checkedShape(shape, "zeros").reduce((a, b) => a * b, 1) * itemSize(dtype));
-  return call(() => `zeros([${shape.join(",")}], ${dtype})`, (lib, out) => lib.mlx_zeros(out, ints(shape), shape.length, code));
+  checkAllocation(
+    `zeros([${shape.join(", ")}], ${dtype})`,
+    checkedShape(shape, "zeros").reduce((a, b) => a * b, 1) * itemSize(dtype),
+  );
+  return call(
+    () => `zeros([${shape.join(",")}], ${dtype})`,
+    (lib, out) => lib.mlx_zeros(out, ints(shape), shape.length, code),
+  );
 }
 
 function handlesOf(tensors: readonly Tensor[], op: string): BigUint64Array {
@@ -279,7 +341,10 @@ export function asyncEval(tensors: readonly Tensor[]): void {
 /** How many MLX primitives evaluating the tensors would run (nodes not yet evaluated). */
 export function pendingPrimitives(tensors: readonly Tensor[]): number {
   const out = new Int32Array(1);
-  check(native().mlx_graph_primitives(out, handlesOf(tensors, "pendingPrimitives"), tensors.length), "pendingPrimitives");
+  check(
+    native().mlx_graph_primitives(out, handlesOf(tensors, "pendingPrimitives"), tensors.length),
+    "pendingPrimitives",
+  );
   return out[0]!;
 }
 
@@ -289,7 +354,10 @@ export function pendingPrimitiveKinds(tensors: readonly Tensor[]): Map<string, n
   const needed = new BigUint64Array(1);
   check(native().mlx_graph_primitive_names(null, 0, needed, handles, tensors.length), "pendingPrimitiveKinds");
   const text = new Uint8Array(Number(needed[0]!));
-  check(native().mlx_graph_primitive_names(text, text.length, needed, handles, tensors.length), "pendingPrimitiveKinds");
+  check(
+    native().mlx_graph_primitive_names(text, text.length, needed, handles, tensors.length),
+    "pendingPrimitiveKinds",
+  );
   const kinds = new Map<string, number>();
   for (const name of new TextDecoder().decode(text.subarray(0, text.length - 1)).split("\n")) {
     if (name) kinds.set(name, (kinds.get(name) ?? 0) + 1);

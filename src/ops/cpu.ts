@@ -11,7 +11,8 @@ export class CpuTensor implements TensorData {
 
   constructor(data: Float32Array, shape: readonly number[]) {
     const size = shape.reduce((a, b) => a * b, 1);
-    if (size !== data.length) throw new Error(`CpuTensor: shape [${shape}] holds ${size} values, data has ${data.length}`);
+    if (size !== data.length)
+      throw new Error(`CpuTensor: shape [${shape}] holds ${size} values, data has ${data.length}`);
     this.data = data;
     this.shape = shape;
   }
@@ -79,7 +80,7 @@ export function broadcastShape(a: readonly number[], b: readonly number[], op = 
 function broadcastStrides(shape: readonly number[], target: readonly number[]): number[] {
   const own = stridesOf(shape);
   const offset = target.length - shape.length;
-  return target.map((d, i) => (i < offset || shape[i - offset] === 1 ? 0 : own[i - offset]!));
+  return target.map((_, i) => (i < offset || shape[i - offset] === 1 ? 0 : own[i - offset]!));
 }
 
 function binary(a: CpuTensor, b: CpuTensor, fn: (x: number, y: number) => number, op: string): CpuTensor {
@@ -115,10 +116,14 @@ function unary(a: CpuTensor, fn: (x: number) => number): CpuTensor {
 const scalar = (v: number) => new CpuTensor(Float32Array.of(v), []);
 const operand = (x: CpuTensor | number) => (typeof x === "number" ? scalar(x) : x);
 
-export const add = (a: CpuTensor | number, b: CpuTensor | number) => binary(operand(a), operand(b), (x, y) => x + y, "add");
-export const subtract = (a: CpuTensor | number, b: CpuTensor | number) => binary(operand(a), operand(b), (x, y) => x - y, "subtract");
-export const multiply = (a: CpuTensor | number, b: CpuTensor | number) => binary(operand(a), operand(b), (x, y) => x * y, "multiply");
-export const divide = (a: CpuTensor | number, b: CpuTensor | number) => binary(operand(a), operand(b), (x, y) => x / y, "divide");
+export const add = (a: CpuTensor | number, b: CpuTensor | number) =>
+  binary(operand(a), operand(b), (x, y) => x + y, "add");
+export const subtract = (a: CpuTensor | number, b: CpuTensor | number) =>
+  binary(operand(a), operand(b), (x, y) => x - y, "subtract");
+export const multiply = (a: CpuTensor | number, b: CpuTensor | number) =>
+  binary(operand(a), operand(b), (x, y) => x * y, "multiply");
+export const divide = (a: CpuTensor | number, b: CpuTensor | number) =>
+  binary(operand(a), operand(b), (x, y) => x / y, "divide");
 
 export const exp = (a: CpuTensor) => unary(a, Math.exp);
 export const rsqrt = (a: CpuTensor) => unary(a, (x) => 1 / Math.sqrt(x));
@@ -154,7 +159,8 @@ export function gelu(a: CpuTensor, approximate = false): CpuTensor {
 export function reshape(a: CpuTensor, shape: readonly number[]): CpuTensor {
   const known = shape.filter((d) => d !== -1).reduce((x, y) => x * y, 1);
   const resolved = shape.map((d) => (d === -1 ? a.size / known : d));
-  if (resolved.reduce((x, y) => x * y, 1) !== a.size) throw new Error(`reshape: cannot reshape [${a.shape.join(", ")}] into [${shape.join(", ")}]`);
+  if (resolved.reduce((x, y) => x * y, 1) !== a.size)
+    throw new Error(`reshape: cannot reshape [${a.shape.join(", ")}] into [${shape.join(", ")}]`);
   return new CpuTensor(a.data, resolved);
 }
 
@@ -167,7 +173,12 @@ export function transpose(a: CpuTensor, axes?: readonly number[]): CpuTensor {
 }
 
 /** Copies the view (shape, strides, offset) of `data` into a new row-major array. */
-function strided(data: Float32Array, shape: readonly number[], strides: readonly number[], offset: number): Float32Array {
+function strided(
+  data: Float32Array,
+  shape: readonly number[],
+  strides: readonly number[],
+  offset: number,
+): Float32Array {
   const out = new Float32Array(shape.reduce((x, y) => x * y, 1));
   const index = new Array<number>(shape.length).fill(0);
   let src = offset;
@@ -184,12 +195,25 @@ function strided(data: Float32Array, shape: readonly number[], strides: readonly
   return out;
 }
 
-export function slice(a: CpuTensor, start: readonly number[], stop: readonly number[], steps?: readonly number[]): CpuTensor {
+export function slice(
+  a: CpuTensor,
+  start: readonly number[],
+  stop: readonly number[],
+  steps?: readonly number[],
+): CpuTensor {
   const step = steps ?? start.map(() => 1);
   const shape = start.map((s, i) => Math.max(0, Math.ceil((stop[i]! - s) / step[i]!)));
   const own = stridesOf(a.shape);
   const offset = start.reduce((acc, s, i) => acc + s * own[i]!, 0);
-  return new CpuTensor(strided(a.data, shape, own.map((s, i) => s * step[i]!), offset), shape);
+  return new CpuTensor(
+    strided(
+      a.data,
+      shape,
+      own.map((s, i) => s * step[i]!),
+      offset,
+    ),
+    shape,
+  );
 }
 
 /** `src` with src[start:stop] = update (stride 1). */
@@ -397,7 +421,7 @@ export function attentionWeights(q: CpuTensor, k: CpuTensor, options: AttentionO
         const row = out.subarray(((b * heads + h) * length + t) * keys, ((b * heads + h) * length + t + 1) * keys);
         let max = Number.NEGATIVE_INFINITY;
         for (let s = 0; s < keys; s++) {
-          const visible = (!options.causal || s <= offset + t) && (!options.keyMask || options.keyMask[b * keys + s] !== 0);
+          const visible = (!options.causal || s <= offset + t) && options.keyMask?.[b * keys + s] !== 0;
           let score = Number.NEGATIVE_INFINITY;
           if (visible) {
             let dot = 0;
@@ -440,8 +464,16 @@ export function swiglu(gate: CpuTensor, up: CpuTensor): CpuTensor {
 
 /** Affine dequantization of a packed [rows, cols * bits / 32] uint32 weight (bits 2, 4, 8; groups along
  * the last axis): w = scale * q + bias. */
-export function dequantizeAffine(packed: Uint32Array, scales: CpuTensor, biases: CpuTensor, rows: number, groupSize: number, bits: number): CpuTensor {
-  if (32 % bits !== 0) throw new Error(`dequantizeAffine: ${bits}-bit values straddle words; the CPU reference handles 2, 4 and 8 bits`);
+export function dequantizeAffine(
+  packed: Uint32Array,
+  scales: CpuTensor,
+  biases: CpuTensor,
+  rows: number,
+  groupSize: number,
+  bits: number,
+): CpuTensor {
+  if (32 % bits !== 0)
+    throw new Error(`dequantizeAffine: ${bits}-bit values straddle words; the CPU reference handles 2, 4 and 8 bits`);
   const perWord = 32 / bits;
   const cols = (packed.length / rows) * perWord;
   const out = new Float32Array(rows * cols);

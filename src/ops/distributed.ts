@@ -30,7 +30,8 @@ export class Group {
   static init(options: { backend?: DistributedBackend; strict?: boolean } = {}): Group {
     const backend = options.backend ?? "any";
     const name = BACKEND_NAMES.get(backend);
-    if (!name) throw new Error(`Group.init: backend must be one of ${DISTRIBUTED_BACKENDS.join(", ")}, got '${backend}'`);
+    if (!name)
+      throw new Error(`Group.init: backend must be one of ${DISTRIBUTED_BACKENDS.join(", ")}, got '${backend}'`);
     const out = new BigUint64Array(1);
     check(native().mlx_distributed_init(out, name, options.strict === false ? 0 : 1), () => `Group.init(${backend})`);
     return new Group(pointerFromWord(out[0]!));

@@ -65,14 +65,40 @@ function ropeArguments(op: string, options: RopeOptions) {
 /** rmsNorm(q, qWeight, eps) and rmsNorm(k, kWeight, eps), each then rotated by `rope` with the same
  * options (Qwen3's per-head norms of q and k before RoPE), in one shim call: one kernel of the shim's
  * on a CUDA GPU (float32, bfloat16 or float16, q and k [B, H, T, D]), else MLX's four ops. */
-export function qkNormRope(q: Tensor, k: Tensor, qWeight: Tensor, kWeight: Tensor, eps: number, options: RopeOptions & { offset: Tensor }): [Tensor, Tensor] {
+export function qkNormRope(
+  q: Tensor,
+  k: Tensor,
+  qWeight: Tensor,
+  kWeight: Tensor,
+  eps: number,
+  options: RopeOptions & { offset: Tensor },
+): [Tensor, Tensor] {
   const op = "qkNormRope";
-  const handles = [handleOf(q, op, "q"), handleOf(k, op, "k"), handleOf(qWeight, op, "qWeight"), handleOf(kWeight, op, "kWeight")] as const;
+  const handles = [
+    handleOf(q, op, "q"),
+    handleOf(k, op, "k"),
+    handleOf(qWeight, op, "qWeight"),
+    handleOf(kWeight, op, "kWeight"),
+  ] as const;
   const { dims, traditional, base, scale, hf } = ropeArguments(op, options);
   const ho = handleOf(options.offset, op, "offset");
   const e = finite(eps, op, "eps", { min: 0 });
   const out = new BigUint64Array(2);
-  check(native().mlx_fast_qk_norm_rope(out.subarray(0, 1), out.subarray(1, 2), ...handles, e, dims, traditional, base, scale, ho, hf), op);
+  check(
+    native().mlx_fast_qk_norm_rope(
+      out.subarray(0, 1),
+      out.subarray(1, 2),
+      ...handles,
+      e,
+      dims,
+      traditional,
+      base,
+      scale,
+      ho,
+      hf,
+    ),
+    op,
+  );
   return [new Tensor(pointerFromWord(out[0]!)), new Tensor(pointerFromWord(out[1]!))];
 }
 
@@ -109,12 +135,29 @@ export function kvCacheAttention(
   options: { offset: number; scale: number; keyMask?: Tensor | null },
 ): { output: Tensor; keys: Tensor; values: Tensor } {
   const op = "kvCacheAttention";
-  const args = [handleOf(q, op, "q"), handleOf(k, op, "k"), handleOf(v, op, "v"), handleOf(cache.keys, op, "cache.keys"), handleOf(cache.values, op, "cache.values")];
+  const args = [
+    handleOf(q, op, "q"),
+    handleOf(k, op, "k"),
+    handleOf(v, op, "v"),
+    handleOf(cache.keys, op, "cache.keys"),
+    handleOf(cache.values, op, "cache.values"),
+  ];
   const mask = optionalHandleOf(options.keyMask, op, "keyMask");
   const offset = int32(options.offset, op, "offset");
   const scale = finite(options.scale, op, "scale", { above: 0 });
   const out = new BigUint64Array(3);
-  check(native().mlx_fast_kv_cache_attention(out.subarray(0, 1), out.subarray(1, 2), out.subarray(2, 3), ...args, offset, scale, mask), op);
+  check(
+    native().mlx_fast_kv_cache_attention(
+      out.subarray(0, 1),
+      out.subarray(1, 2),
+      out.subarray(2, 3),
+      ...args,
+      offset,
+      scale,
+      mask,
+    ),
+    op,
+  );
   const [output, keys, values] = Array.from(out, (h) => new Tensor(pointerFromWord(h)));
   return { output: output!, keys: keys!, values: values! };
 }
@@ -134,8 +177,17 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
  * are logits >= threshold)]. The rule is src/engine/host-sampler.ts's. */
 export function samplePick(logits: Tensor, params: Tensor, seeds: Tensor, draws: Tensor): [Tensor, Tensor, Tensor] {
   const op = "samplePick";
-  const handles = [handleOf(logits, op, "logits"), handleOf(params, op, "params"), handleOf(seeds, op, "seeds"), handleOf(draws, op, "draws")] as const;
+  const handles = [
+    handleOf(logits, op, "logits"),
+    handleOf(params, op, "params"),
+    handleOf(seeds, op, "seeds"),
+    handleOf(draws, op, "draws"),
+  ] as const;
   const out = new BigUint64Array(3);
   check(native().mlx_sample_pick(out.subarray(0, 1), out.subarray(1, 2), out.subarray(2, 3), ...handles), op);
-  return [new Tensor(pointerFromWord(out[0]!)), new Tensor(pointerFromWord(out[1]!)), new Tensor(pointerFromWord(out[2]!))];
+  return [
+    new Tensor(pointerFromWord(out[0]!)),
+    new Tensor(pointerFromWord(out[1]!)),
+    new Tensor(pointerFromWord(out[2]!)),
+  ];
 }

@@ -16,7 +16,14 @@ function gather(op: "take" | "takeAlongAxis", a: Tensor, indices: Tensor, axis: 
     : call(op, (lib, out) => lib.mlx_take_along_axis(out, ha, hi, ax, vouched));
 }
 
-function scatter(op: "putAlongAxis" | "scatterAddAxis", a: Tensor, indices: Tensor, values: Tensor, axis: number, inRange: boolean): Tensor {
+function scatter(
+  op: "putAlongAxis" | "scatterAddAxis",
+  a: Tensor,
+  indices: Tensor,
+  values: Tensor,
+  axis: number,
+  inRange: boolean,
+): Tensor {
   const ha = handleOf(a, op, "a");
   const hi = handleOf(indices, op, "indices");
   const hv = handleOf(values, op, "values");

@@ -8,7 +8,8 @@ function read(symbol: "mlx_get_active_memory" | "mlx_get_peak_memory" | "mlx_get
 
 /** A byte count for the shim (size_t): an Error naming the call unless it is an integer in [0, 2^53). */
 function bytesArgument(bytes: number, op: string): number {
-  if (typeof bytes !== "number" || !Number.isSafeInteger(bytes) || bytes < 0) throw new Error(`memory.${op}: bytes must be a non-negative integer, got ${String(bytes)}`);
+  if (typeof bytes !== "number" || !Number.isSafeInteger(bytes) || bytes < 0)
+    throw new Error(`memory.${op}: bytes must be a non-negative integer, got ${String(bytes)}`);
   return bytes;
 }
 

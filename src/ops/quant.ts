@@ -29,11 +29,16 @@ export type QuantParamsInput = { [K in keyof QuantParams]?: QuantParams[K] | und
  * size or bit count that is not a positive integer (the shim takes int32: NaN would pass as 0). */
 export function quantParams(p: QuantParamsInput = {}): QuantParams {
   const mode = p.mode ?? "affine";
-  if (!QUANT_MODES.includes(mode)) throw new Error(`unknown quantization mode '${mode}' (valid: ${QUANT_MODES.join(", ")})`);
+  if (!QUANT_MODES.includes(mode))
+    throw new Error(`unknown quantization mode '${mode}' (valid: ${QUANT_MODES.join(", ")})`);
   const groupSize = p.groupSize ?? DEFAULTS[mode].groupSize;
   const bits = p.bits ?? DEFAULTS[mode].bits;
-  for (const [name, value] of [["groupSize", groupSize], ["bits", bits]] as const) {
-    if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 1024) throw new Error(`quantization ${name} must be a positive integer, got ${String(value)}`);
+  for (const [name, value] of [
+    ["groupSize", groupSize],
+    ["bits", bits],
+  ] as const) {
+    if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 1024)
+      throw new Error(`quantization ${name} must be a positive integer, got ${String(value)}`);
   }
   return { mode, groupSize, bits };
 }
@@ -59,7 +64,10 @@ export function quantize(w: Tensor, params: QuantParamsInput = {}): QuantizedWei
   const { groupSize, bits, mode } = quantParams(params);
   const hw = handleOf(w, "quantize", "w");
   const out = new BigUint64Array(3);
-  check(native().mlx_quantize(out.subarray(0, 1), out.subarray(1, 2), out.subarray(2, 3), hw, groupSize, bits, cstr(mode)), () => `quantize(${w.describe()}, ${mode} ${bits}-bit group ${groupSize})`);
+  check(
+    native().mlx_quantize(out.subarray(0, 1), out.subarray(1, 2), out.subarray(2, 3), hw, groupSize, bits, cstr(mode)),
+    () => `quantize(${w.describe()}, ${mode} ${bits}-bit group ${groupSize})`,
+  );
   const wrap = (i: number) => (out[i] === 0n ? null : new Tensor(pointerFromWord(out[i]!)));
   return { weight: wrap(0)!, scales: wrap(1)!, biases: wrap(2) };
 }
@@ -71,8 +79,9 @@ export function dequantize(q: QuantizedWeight, params: QuantParamsInput = {}, dt
   const hs = handleOf(q.scales, "dequantize", "scales");
   const hb = optionalHandleOf(q.biases, "dequantize", "biases");
   const code = dtype ? dtypeCode(dtype) : -1;
-  return call(() => `dequantize(${q.weight.describe()}, ${mode} ${bits}-bit group ${groupSize})`, (lib, o) =>
-    lib.mlx_dequantize(o, hw, hs, hb, groupSize, bits, cstr(mode), code),
+  return call(
+    () => `dequantize(${q.weight.describe()}, ${mode} ${bits}-bit group ${groupSize})`,
+    (lib, o) => lib.mlx_dequantize(o, hw, hs, hb, groupSize, bits, cstr(mode), code),
   );
 }
 
@@ -94,19 +103,39 @@ export function quantizedMatmulAdd(x: Tensor, q: QuantizedWeight, addend: Tensor
  * of shape shapes[i] (a reshape of its columns; the sizes must take whole rows, adding up to the
  * product's). For one row of x (a decode step), one MLX node whose outputs are views of the product:
  * the same values as split and reshape, with fewer nodes. */
-export function quantizedMatmulSplit(x: Tensor, q: QuantizedWeight, shapes: readonly (readonly number[])[], params: ProductParams = {}): Tensor[] {
+export function quantizedMatmulSplit(
+  x: Tensor,
+  q: QuantizedWeight,
+  shapes: readonly (readonly number[])[],
+  params: ProductParams = {},
+): Tensor[] {
   const op = "quantizedMatmulSplit";
   if (shapes.length === 0) throw new Error(`${op}: no output shapes`);
   for (const s of shapes) {
-    if (s.some((d) => !Number.isInteger(d) || d < 0)) throw new Error(`${op}: output shape [${s.join(", ")}] has a dimension that is not a non-negative integer`);
+    if (s.some((d) => !Number.isInteger(d) || d < 0))
+      throw new Error(`${op}: output shape [${s.join(", ")}] has a dimension that is not a non-negative integer`);
   }
   const { groupSize, bits, mode, transpose, hx, hw, hs, hb } = productOperands(op, x, q, params);
   const out = new BigUint64Array(shapes.length);
   const ranks = Int32Array.from(shapes, (s) => s.length);
   const dims = Int32Array.from(shapes.flat());
   check(
-    native().mlx_quantized_matmul_split(out, shapes.length, hx, hw, hs, hb, ranks, dims.length > 0 ? dims : null, transpose, groupSize, bits, cstr(mode)),
-    () => `${op}(${x.describe()}, ${q.weight.describe()}, ${mode} ${bits}-bit group ${groupSize}, into ${shapes.map((s) => `[${s.join(", ")}]`).join(" ")})`,
+    native().mlx_quantized_matmul_split(
+      out,
+      shapes.length,
+      hx,
+      hw,
+      hs,
+      hb,
+      ranks,
+      dims.length > 0 ? dims : null,
+      transpose,
+      groupSize,
+      bits,
+      cstr(mode),
+    ),
+    () =>
+      `${op}(${x.describe()}, ${q.weight.describe()}, ${mode} ${bits}-bit group ${groupSize}, into ${shapes.map((s) => `[${s.join(", ")}]`).join(" ")})`,
   );
   return Array.from(out, (w) => new Tensor(pointerFromWord(w)));
 }
@@ -125,10 +154,17 @@ function productOperands(op: string, x: Tensor, q: QuantizedWeight, params: Prod
 }
 
 /** The shim call behind quantizedMatmul and quantizedMatmulAdd. */
-function quantizedProduct(op: string, x: Tensor, q: QuantizedWeight, addend: Tensor | null, params: ProductParams): Tensor {
+function quantizedProduct(
+  op: string,
+  x: Tensor,
+  q: QuantizedWeight,
+  addend: Tensor | null,
+  params: ProductParams,
+): Tensor {
   const { groupSize, bits, mode, transpose, hx, hw, hs, hb } = productOperands(op, x, q, params);
   const ha = addend ? handleOf(addend, op, "addend") : null;
-  const describe = () => `${op}(${[x, q.weight, ...(addend ? [addend] : [])].map((t) => t.describe()).join(", ")}, ${mode} ${bits}-bit group ${groupSize})`;
+  const describe = () =>
+    `${op}(${[x, q.weight, ...(addend ? [addend] : [])].map((t) => t.describe()).join(", ")}, ${mode} ${bits}-bit group ${groupSize})`;
   return call(describe, (lib, o) =>
     ha === null
       ? lib.mlx_quantized_matmul(o, hx, hw, hs, hb, transpose, groupSize, bits, cstr(mode))
@@ -141,4 +177,3 @@ export function disposeQuantized(q: QuantizedWeight): void {
   q.scales.dispose();
   q.biases?.dispose();
 }
-

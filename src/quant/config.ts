@@ -15,11 +15,13 @@ function params(raw: Record<string, unknown>, where: string, fallback: QuantPara
   const num = (key: string): number | undefined => {
     const v = raw[key];
     if (v === undefined) return undefined;
-    if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) throw new Error(`${where}.${key} must be a positive integer, got ${JSON.stringify(v)}`);
+    if (typeof v !== "number" || !Number.isInteger(v) || v <= 0)
+      throw new Error(`${where}.${key} must be a positive integer, got ${JSON.stringify(v)}`);
     return v;
   };
   const mode = raw["mode"];
-  if (mode !== undefined && typeof mode !== "string") throw new Error(`${where}.mode must be a string, got ${JSON.stringify(mode)}`);
+  if (mode !== undefined && typeof mode !== "string")
+    throw new Error(`${where}.mode must be a string, got ${JSON.stringify(mode)}`);
   try {
     return quantParams({
       groupSize: num("group_size") ?? fallback?.groupSize,
@@ -66,7 +68,8 @@ export function quantizationFor(config: QuantConfig | null, path: string): Quant
 /** The block in mlx-lm's config.json form (for writing a checkpoint back). */
 export function toConfigBlock(config: QuantConfig): Record<string, unknown> {
   const block: Record<string, unknown> = {};
-  if (config.global) Object.assign(block, { group_size: config.global.groupSize, bits: config.global.bits, mode: config.global.mode });
+  if (config.global)
+    Object.assign(block, { group_size: config.global.groupSize, bits: config.global.bits, mode: config.global.mode });
   for (const [path, p] of config.layers) {
     block[path] = p === false ? false : { group_size: p.groupSize, bits: p.bits, mode: p.mode };
   }

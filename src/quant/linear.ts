@@ -1,7 +1,13 @@
 // A linear layer by module path over a weight map: quantizedMatmul for packed layers, else matmul.
 import { onGpu } from "../native/device.ts";
 import { add, addmm, concatenate, matmul, reshape, slice, split, transpose } from "../ops/core.ts";
-import { dequantize, type QuantParams, quantizedMatmul, quantizedMatmulAdd, quantizedMatmulSplit } from "../ops/quant.ts";
+import {
+  dequantize,
+  type QuantParams,
+  quantizedMatmul,
+  quantizedMatmulAdd,
+  quantizedMatmulSplit,
+} from "../ops/quant.ts";
 import type { Tensor } from "../tensor.ts";
 import { type QuantConfig, quantizationFor } from "./config.ts";
 import { packedTriple } from "./weights.ts";
@@ -18,21 +24,30 @@ interface Layer {
   scales: Tensor | undefined;
   bias: Tensor | undefined;
   quantization: QuantConfig | null;
-  packed: { triple: { weight: Tensor; scales: Tensor; biases: Tensor | null }; params: QuantParams & { transpose: true } } | null;
+  packed: {
+    triple: { weight: Tensor; scales: Tensor; biases: Tensor | null };
+    params: QuantParams & { transpose: true };
+  } | null;
 }
 
 const layers = new WeakMap<ReadonlyMap<string, Tensor>, Map<string, Layer>>();
 
 /** The layer at `module`, from the cache while the map still holds the same tensors. A fused
  * layer (fuseLinears) is quantized as its first member (`paramsOf`). */
-function layerOf(weights: ReadonlyMap<string, Tensor>, module: string, quantization: QuantConfig | null, paramsOf = module): Layer {
+function layerOf(
+  weights: ReadonlyMap<string, Tensor>,
+  module: string,
+  quantization: QuantConfig | null,
+  paramsOf = module,
+): Layer {
   let known = layers.get(weights);
   if (!known) layers.set(weights, (known = new Map()));
   const weight = weights.get(`${module}.weight`);
   const scales = weights.get(`${module}.scales`);
   const bias = weights.get(`${module}.bias`);
   const hit = known.get(module);
-  if (hit && hit.weight === weight && hit.scales === scales && hit.bias === bias && hit.quantization === quantization) return hit;
+  if (hit && hit.weight === weight && hit.scales === scales && hit.bias === bias && hit.quantization === quantization)
+    return hit;
   if (!weight) throw new Error(`linear: no weight '${module}.weight'`);
   let packed: Layer["packed"] = null;
   if (scales) {
@@ -52,7 +67,13 @@ function dequantizesFor(x: Tensor): boolean {
 }
 
 /** y = x W^T (+ b) for the layer at `module` ("model.layers.0.self_attn.q_proj"). */
-export function linear(x: Tensor, weights: ReadonlyMap<string, Tensor>, module: string, quantization: QuantConfig | null, paramsOf = module): Tensor {
+export function linear(
+  x: Tensor,
+  weights: ReadonlyMap<string, Tensor>,
+  module: string,
+  quantization: QuantConfig | null,
+  paramsOf = module,
+): Tensor {
   const { weight, bias, packed } = layerOf(weights, module, quantization, paramsOf);
   let y: Tensor;
   if (packed) {
@@ -77,7 +98,13 @@ export function linear(x: Tensor, weights: ReadonlyMap<string, Tensor>, module: 
 
 /** linear(x, ...) + addend: for a packed layer without a bias, one op (quantizedMatmulAdd: the
  * decode-time kernels add it as they write, with the same result); otherwise linear, then add. */
-export function linearAdd(x: Tensor, addend: Tensor, weights: ReadonlyMap<string, Tensor>, module: string, quantization: QuantConfig | null): Tensor {
+export function linearAdd(
+  x: Tensor,
+  addend: Tensor,
+  weights: ReadonlyMap<string, Tensor>,
+  module: string,
+  quantization: QuantConfig | null,
+): Tensor {
   const { bias, packed } = layerOf(weights, module, quantization);
   if (packed && !bias && !dequantizesFor(x)) {
     return quantizedMatmulAdd(x, packed.triple, addend, packed.params);
@@ -95,7 +122,11 @@ const PARTS = ["weight", "scales", "biases", "bias"] as const;
 
 /** Whether `modules` can be one matmul: all present, all packed alike (same quantization, dtypes)
  * or all dense, biased alike, over the same input features. */
-function fusable(weights: ReadonlyMap<string, Tensor>, modules: readonly string[], quantization: QuantConfig | null): boolean {
+function fusable(
+  weights: ReadonlyMap<string, Tensor>,
+  modules: readonly string[],
+  quantization: QuantConfig | null,
+): boolean {
   const first = modules[0]!;
   const params = JSON.stringify(quantizationFor(quantization, first));
   const signature = (m: string) =>
@@ -104,7 +135,12 @@ function fusable(weights: ReadonlyMap<string, Tensor>, modules: readonly string[
       return t ? `${part}:${t.dtype}:${t.shape.slice(1).join("x")}` : "";
     }).join("|");
   const reference = signature(first);
-  return modules.every((m) => weights.has(`${m}.weight`) && signature(m) === reference && JSON.stringify(quantizationFor(quantization, m)) === params);
+  return modules.every(
+    (m) =>
+      weights.has(`${m}.weight`) &&
+      signature(m) === reference &&
+      JSON.stringify(quantizationFor(quantization, m)) === params,
+  );
 }
 
 /** Fuses the layers of each group into one weight (`fusedName`, rows concatenated) so that fusedLinear
@@ -112,7 +148,12 @@ function fusable(weights: ReadonlyMap<string, Tensor>, modules: readonly string[
  * weights need not be held twice). The fused tensors and views are appended to `made` (the caller
  * disposes them); returns the member tensors replaced, by key (the caller frees or keeps them).
  * Groups that cannot be fused are left as they are. */
-export function fuseLinears(weights: Map<string, Tensor>, groups: readonly (readonly string[])[], quantization: QuantConfig | null, made: Tensor[]): Map<string, Tensor> {
+export function fuseLinears(
+  weights: Map<string, Tensor>,
+  groups: readonly (readonly string[])[],
+  quantization: QuantConfig | null,
+  made: Tensor[],
+): Map<string, Tensor> {
   const replaced = new Map<string, Tensor>();
   for (const modules of groups) {
     const name = fusedName(modules);
@@ -163,7 +204,12 @@ export function fusedLinear(
   const { bias, packed } = layerOf(weights, name, quantization, modules[0]);
   if (packed && !bias && !dequantizesFor(x)) {
     const lead = x.shape.slice(0, -1);
-    return quantizedMatmulSplit(x, packed.triple, widths.map((w, i) => shapes[i] ?? [...lead, w]), packed.params);
+    return quantizedMatmulSplit(
+      x,
+      packed.triple,
+      widths.map((w, i) => shapes[i] ?? [...lead, w]),
+      packed.params,
+    );
   }
   using y = linear(x, weights, name, quantization, modules[0]);
   return split(y, widths, -1).map(shaped);

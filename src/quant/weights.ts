@@ -26,30 +26,43 @@ function unquantizable(weight: Tensor, p: QuantParams): string | null {
 }
 
 /** Checks a packed triple and returns its parts; errors name the key at fault. */
-export function packedTriple<W extends TensorData>(map: ReadonlyMap<string, W>, module: string, p: QuantParams): { weight: W; scales: W; biases: W | null } {
+export function packedTriple<W extends TensorData>(
+  map: ReadonlyMap<string, W>,
+  module: string,
+  p: QuantParams,
+): { weight: W; scales: W; biases: W | null } {
   const weight = map.get(`${module}.weight`);
   const scales = map.get(`${module}.scales`);
   const biases = map.get(`${module}.biases`) ?? null;
   if (!weight) throw new Error(`'${module}.scales' has no '${module}.weight'`);
   if (!scales) throw new Error(`'${module}.weight' is packed but '${module}.scales' is missing`);
-  if (p.mode === "affine" && !biases) throw new Error(`'${module}.biases' is missing (affine quantization needs biases)`);
+  if (p.mode === "affine" && !biases)
+    throw new Error(`'${module}.biases' is missing (affine quantization needs biases)`);
   if (p.mode !== "affine" && biases) throw new Error(`'${module}.biases' present but mode ${p.mode} has no biases`);
   if (weight.dtype !== "uint32") throw new Error(`'${module}.weight' is packed as ${weight.dtype}, expected uint32`);
   // affine: float scales and biases of one dtype; the fp4/fp8 modes: uint8 (e8m0 / e4m3) scales.
   const floating = ["float16", "bfloat16", "float32"];
   if (p.mode === "affine" ? !floating.includes(scales.dtype) : scales.dtype !== "uint8") {
-    throw new Error(`'${module}.scales' is ${scales.dtype}, but ${p.mode} quantization stores ${p.mode === "affine" ? "float16, bfloat16 or float32" : "uint8"} scales`);
+    throw new Error(
+      `'${module}.scales' is ${scales.dtype}, but ${p.mode} quantization stores ${p.mode === "affine" ? "float16, bfloat16 or float32" : "uint8"} scales`,
+    );
   }
-  if (biases && biases.dtype !== scales.dtype) throw new Error(`'${module}.biases' is ${biases.dtype} but '${module}.scales' is ${scales.dtype}`);
-  if (weight.ndim !== scales.ndim) throw new Error(`'${module}.scales' has rank ${scales.ndim} but '${module}.weight' has rank ${weight.ndim}`);
+  if (biases && biases.dtype !== scales.dtype)
+    throw new Error(`'${module}.biases' is ${biases.dtype} but '${module}.scales' is ${scales.dtype}`);
+  if (weight.ndim !== scales.ndim)
+    throw new Error(`'${module}.scales' has rank ${scales.ndim} but '${module}.weight' has rank ${weight.ndim}`);
   const lead = (t: TensorData) => t.shape.slice(0, -1).join(",");
   if (lead(weight) !== lead(scales)) {
-    throw new Error(`'${module}.scales' leading dims [${lead(scales)}] differ from '${module}.weight' [${lead(weight)}]`);
+    throw new Error(
+      `'${module}.scales' leading dims [${lead(scales)}] differ from '${module}.weight' [${lead(weight)}]`,
+    );
   }
   const inFeatures = (weight.shape[weight.ndim - 1]! * 32) / p.bits;
   const groups = scales.shape[scales.ndim - 1]!;
   if (groups * p.groupSize !== inFeatures) {
-    throw new Error(`'${module}.scales' has ${groups} groups but '${module}.weight' unpacks to ${inFeatures} features at ${p.bits} bits, group ${p.groupSize}`);
+    throw new Error(
+      `'${module}.scales' has ${groups} groups but '${module}.weight' unpacks to ${inFeatures} features at ${p.bits} bits, group ${p.groupSize}`,
+    );
   }
   if (biases && biases.shape.join(",") !== scales.shape.join(",")) {
     throw new Error(`'${module}.biases' shape [${biases.shape}] differs from '${module}.scales' [${scales.shape}]`);
@@ -120,12 +133,18 @@ export interface PostLoadOptions {
 
 /** Post-load quantization of eligible 2-D weights: both dims >= 2 * groupSize, in-features divisible
  * by groupSize, no vocab-sized dimension. Returns the new map and the config that describes it. */
-export function quantizeParams(map: WeightMap, options: PostLoadOptions = {}): { weights: WeightMap; config: QuantConfig } {
+export function quantizeParams(
+  map: WeightMap,
+  options: PostLoadOptions = {},
+): { weights: WeightMap; config: QuantConfig } {
   checkOptionNames("quantizeParams", options, ["bits", "groupSize", "skipVocabThreshold"]);
   const { bits = 4, groupSize = 64, skipVocabThreshold = 100_000 } = options;
-  if (![2, 3, 4, 5, 6, 8].includes(bits)) throw new Error(`quantizeParams: bits must be one of 2, 3, 4, 5, 6, 8, got ${String(bits)}`);
-  if (![32, 64, 128].includes(groupSize)) throw new Error(`quantizeParams: groupSize must be one of 32, 64, 128, got ${String(groupSize)}`);
-  if (typeof skipVocabThreshold !== "number" || !(skipVocabThreshold > 0)) throw new Error(`quantizeParams: skipVocabThreshold must be a positive number, got ${String(skipVocabThreshold)}`);
+  if (![2, 3, 4, 5, 6, 8].includes(bits))
+    throw new Error(`quantizeParams: bits must be one of 2, 3, 4, 5, 6, 8, got ${String(bits)}`);
+  if (![32, 64, 128].includes(groupSize))
+    throw new Error(`quantizeParams: groupSize must be one of 32, 64, 128, got ${String(groupSize)}`);
+  if (typeof skipVocabThreshold !== "number" || !(skipVocabThreshold > 0))
+    throw new Error(`quantizeParams: skipVocabThreshold must be a positive number, got ${String(skipVocabThreshold)}`);
   const config: QuantConfig = { global: { mode: "affine", bits, groupSize }, layers: new Map() };
   const eligible: Eligible = (_, w) =>
     w.ndim === 2 && w.shape.every((d) => d >= 2 * groupSize && d < skipVocabThreshold) && w.shape[1]! % groupSize === 0;

@@ -29,14 +29,24 @@ export function attnWeights(g: Rewriting): void {
 export function nativeAttention(g: Rewriting): void {
   for (const out of g.withOp("attention_output")) {
     const weights = g.weightsOf(out);
-    if (!weights || !weights.attrs.causal || weights.attrs.window !== undefined) continue;
+    if (!weights?.attrs.causal || weights.attrs.window !== undefined) continue;
     const keys = g.node(g.unrepeated(weights.inputs[1]!));
     const values = g.node(g.unrepeated(out.inputs[1]!));
-    if (keys.op !== "get" || values.op !== "get" || keys.inputs[0] !== values.inputs[0] || keys.attrs.index !== 0 || values.attrs.index !== 1) continue;
+    if (
+      keys.op !== "get" ||
+      values.op !== "get" ||
+      keys.inputs[0] !== values.inputs[0] ||
+      keys.attrs.index !== 0 ||
+      values.attrs.index !== 1
+    )
+      continue;
     const update = g.input(keys, 0);
     if (update.op !== "cache_update") continue;
     const [k, v] = update.inputs as [number, number];
     const [q, , mask, offset] = weights.inputs as [number, number, number, number];
-    g.replace(out.id, "native_attention", [q, k, v, mask, offset], { layer: update.attrs.layer, scale: weights.attrs.scale });
+    g.replace(out.id, "native_attention", [q, k, v, mask, offset], {
+      layer: update.attrs.layer,
+      scale: weights.attrs.scale,
+    });
   }
 }

@@ -5,7 +5,14 @@ import { attnWeights, nativeAttention, sdpa } from "./attention.ts";
 import { Rewriting } from "./match.ts";
 import { layerNorm, rmsNorm } from "./norms.ts";
 import { qkNormRope, rotaryEmbedding } from "./rotary.ts";
-import { denseResidual, dropout, fusedProjections, projectionShapes, singlePositionHeads, swiglu } from "./structure.ts";
+import {
+  denseResidual,
+  dropout,
+  fusedProjections,
+  projectionShapes,
+  singlePositionHeads,
+  swiglu,
+} from "./structure.ts";
 
 /** In application order. */
 export const REWRITERS = {

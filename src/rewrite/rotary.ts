@@ -30,7 +30,14 @@ export function qkNormRope(g: Rewriting): void {
   const uses = g.useCounts();
   for (const n of g.withOp("fast_rope")) {
     const [q, k] = [g.input(n, 0), g.input(n, 1)];
-    if (q.op !== "fast_rms_norm" || k.op !== "fast_rms_norm" || q.attrs.eps !== k.attrs.eps || uses[q.id] !== 1 || uses[k.id] !== 1) continue;
+    if (
+      q.op !== "fast_rms_norm" ||
+      k.op !== "fast_rms_norm" ||
+      q.attrs.eps !== k.attrs.eps ||
+      uses[q.id] !== 1 ||
+      uses[k.id] !== 1
+    )
+      continue;
     const [qx, qWeight, kx, kWeight] = [...q.inputs, ...k.inputs] as [number, number, number, number];
     g.replace(n.id, "fast_qk_norm_rope", [qx, kx, qWeight, kWeight, n.inputs[2]!], { ...n.attrs, eps: q.attrs.eps });
   }

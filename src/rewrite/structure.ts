@@ -32,8 +32,13 @@ export function fusedProjections(g: Rewriting): void {
   }
   for (const [input, layers] of byInput) {
     if (layers.length < 2) continue;
-    const fused = g.append("dense_fused", [input], { modules: layers.map((n) => n.attrs.module) }, fusedName(layers.map((n) => n.attrs.module)));
-    layers.forEach((n, index) => g.replace(n.id, "get", [fused], { index }));
+    const fused = g.append(
+      "dense_fused",
+      [input],
+      { modules: layers.map((n) => n.attrs.module) },
+      fusedName(layers.map((n) => n.attrs.module)),
+    );
+    for (const [index, n] of layers.entries()) g.replace(n.id, "get", [fused], { index });
   }
 }
 
@@ -48,7 +53,8 @@ export function projectionShapes(g: Rewriting): void {
   for (const get of g.withOp("get")) {
     const fused = g.input(get, 0);
     const reshape = reshapeOf.get(get.id);
-    if (fused.op !== "dense_fused" || uses[get.id] !== 1 || !reshape || reshape.attrs.shape.some((d) => d < 0)) continue;
+    if (fused.op !== "dense_fused" || uses[get.id] !== 1 || !reshape || reshape.attrs.shape.some((d) => d < 0))
+      continue;
     const shapes = fused.attrs.modules.map((_, i) => fused.attrs.shapes?.[i] ?? null);
     shapes[get.attrs.index] = reshape.attrs.shape;
     g.replace(fused.id, "dense_fused", fused.inputs, { ...fused.attrs, shapes });
@@ -89,7 +95,8 @@ export function singlePositionHeads(g: Rewriting): void {
   for (const n of g.withOp("reshape")) {
     const source = g.input(n, 0);
     const [b, t, width] = n.attrs.shape;
-    if (source.op !== "transpose" || !isSwap12(source.attrs.axes) || n.attrs.shape.length !== 3 || b !== 0 || t !== 0) continue;
+    if (source.op !== "transpose" || !isSwap12(source.attrs.axes) || n.attrs.shape.length !== 3 || b !== 0 || t !== 0)
+      continue;
     g.replace(n.id, "reshape", [source.inputs[0]!], { shape: [0, 1, width!] });
   }
 }

@@ -41,21 +41,42 @@ export function completionSite(model: Model, tokenizer: Tokenizer, modelId: stri
   function budget(c: Completion): { promptIds: number[]; maxTokens: number } {
     const promptIds = tokenizer.encode(c.prompt);
     const room = context === undefined ? Infinity : context - promptIds.length;
-    if (room < 1) throw new HttpError(400, `the prompt is ${promptIds.length} tokens; this model's context is ${context}`, c.kind === "chat" ? "messages" : "prompt", "invalid_request_error", "context_length_exceeded");
+    if (room < 1)
+      throw new HttpError(
+        400,
+        `the prompt is ${promptIds.length} tokens; this model's context is ${context}`,
+        c.kind === "chat" ? "messages" : "prompt",
+        "invalid_request_error",
+        "context_length_exceeded",
+      );
     const asked = c.options.maxTokens;
     if (asked !== undefined && asked > room) {
-      throw new HttpError(400, `the prompt (${promptIds.length} tokens) + max_tokens (${asked}) exceeds this model's context of ${context}`, "max_tokens", "invalid_request_error", "context_length_exceeded");
+      throw new HttpError(
+        400,
+        `the prompt (${promptIds.length} tokens) + max_tokens (${asked}) exceeds this model's context of ${context}`,
+        "max_tokens",
+        "invalid_request_error",
+        "context_length_exceeded",
+      );
     }
     return { promptIds, maxTokens: asked ?? Math.min(options.defaultMaxTokens ?? 512, room) };
   }
 
   /** Starts a request's generation on the engine (429 when the queue is full); its chunks go to the
    * job. A cancelled generation fails the job with 499. */
-  function start(generation: { promptIds: number[]; options: GenerateOptions; stats: Partial<GenerationStats> }, job: Job): { cancel(): void } {
+  function start(
+    generation: { promptIds: number[]; options: GenerateOptions; stats: Partial<GenerationStats> },
+    job: Job,
+  ): { cancel(): void } {
     if (stopped) throw new HttpError(503, "the server is stopping", null, "server_error");
     const { active, waiting } = engine.load;
     if (active >= engine.maxBatch && waiting >= maxQueue) {
-      throw new HttpError(429, `the server is busy: ${active} generating, ${waiting} waiting`, null, "rate_limit_error");
+      throw new HttpError(
+        429,
+        `the server is busy: ${active} generating, ${waiting} waiting`,
+        null,
+        "rate_limit_error",
+      );
     }
     const { promptIds, options, stats } = generation;
     const promptCache = pool.take(promptIds, options.maxTokens ?? 0);
@@ -77,7 +98,8 @@ export function completionSite(model: Model, tokenizer: Tokenizer, modelId: stri
     void (async () => {
       try {
         for await (const chunk of run.chunks) job.onChunk(chunk);
-        if (cancelled) job.fail(new HttpError(stopped ? 503 : 499, stopped ? "the server stopped" : "the client went away"));
+        if (cancelled)
+          job.fail(new HttpError(stopped ? 503 : 499, stopped ? "the server stopped" : "the client went away"));
         else job.done();
       } catch (e) {
         job.fail(stopped ? new HttpError(503, "the server stopped", null, "server_error") : e);
@@ -91,7 +113,13 @@ export function completionSite(model: Model, tokenizer: Tokenizer, modelId: stri
 
   async function complete(kind: "chat" | "text", body: Body, request: Request): Promise<Response> {
     if (body["model"] !== undefined && body["model"] !== modelId) {
-      throw new HttpError(404, `The model '${String(body["model"])}' does not exist (this server has '${modelId}')`, "model", "invalid_request_error", "model_not_found");
+      throw new HttpError(
+        404,
+        `The model '${String(body["model"])}' does not exist (this server has '${modelId}')`,
+        "model",
+        "invalid_request_error",
+        "model_not_found",
+      );
     }
     const c = parseCompletion(kind, body, tokenizer);
     const { promptIds, maxTokens } = budget(c);
@@ -109,24 +137,51 @@ export function completionSite(model: Model, tokenizer: Tokenizer, modelId: stri
     const object = kind === "chat" ? (c.stream ? "chat.completion.chunk" : "chat.completion") : "text_completion";
     const choiceOf = (text: string, scores: ReturnType<Logprobs["add"]>, finish: string | null) =>
       kind === "chat"
-        ? { index: 0, [c.stream ? "delta" : "message"]: c.stream ? (text ? { content: text } : {}) : { role: "assistant", content: text, refusal: null }, logprobs: scores ? { content: scores.chat, refusal: null } : null, finish_reason: finish }
+        ? {
+            index: 0,
+            [c.stream ? "delta" : "message"]: c.stream
+              ? text
+                ? { content: text }
+                : {}
+              : { role: "assistant", content: text, refusal: null },
+            logprobs: scores ? { content: scores.chat, refusal: null } : null,
+            finish_reason: finish,
+          }
         : { index: 0, text, logprobs: scores ? scores.text : null, finish_reason: finish };
 
     // With tools, a completed answer in the tool-call format is calls (OpenAI's tool_calls).
     const callsOf = (text: string) =>
-      c.tools && stats.finishReason === "stop" ? parseToolCalls(text)?.map((call) => ({ id: `call_${crypto.randomUUID().replaceAll("-", "")}`, type: "function", function: call })) : undefined;
+      c.tools && stats.finishReason === "stop"
+        ? parseToolCalls(text)?.map((call) => ({
+            id: `call_${crypto.randomUUID().replaceAll("-", "")}`,
+            type: "function",
+            function: call,
+          }))
+        : undefined;
 
     if (!c.stream) {
       let text = "";
       await new Promise<void>((resolve, reject) => {
-        const job: Job = { onChunk: (chunk) => ((text += chunk.text), logprobs.add(chunk)), done: resolve, fail: reject };
+        const job: Job = {
+          onChunk: (chunk) => {
+            text += chunk.text;
+            logprobs.add(chunk);
+          },
+          done: resolve,
+          fail: reject,
+        };
         const { cancel } = start(generation, job);
         request.signal.addEventListener("abort", cancel);
       });
       const scores = c.logprobs === undefined ? null : { chat: logprobs.chat, text: logprobs.text };
       const calls = callsOf(text);
       const choice = calls
-        ? { index: 0, message: { role: "assistant", content: null, tool_calls: calls, refusal: null }, logprobs: scores ? { content: scores.chat, refusal: null } : null, finish_reason: "tool_calls" }
+        ? {
+            index: 0,
+            message: { role: "assistant", content: null, tool_calls: calls, refusal: null },
+            logprobs: scores ? { content: scores.chat, refusal: null } : null,
+            finish_reason: "tool_calls",
+          }
         : choiceOf(text, scores, stats.finishReason ?? "length");
       return Response.json({ ...base, object, choices: [choice], usage: usage(), system_fingerprint: null });
     }
@@ -142,8 +197,15 @@ export function completionSite(model: Model, tokenizer: Tokenizer, modelId: stri
       if (controller) controller.enqueue(bytes);
       else events.push(bytes);
     };
-    const chunkOf = (choice: unknown, extra: object = {}) => ({ ...base, object, choices: [choice], system_fingerprint: null, ...extra });
-    if (kind === "chat") send(chunkOf({ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }));
+    const chunkOf = (choice: unknown, extra: object = {}) => ({
+      ...base,
+      object,
+      choices: [choice],
+      system_fingerprint: null,
+      ...extra,
+    });
+    if (kind === "chat")
+      send(chunkOf({ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }));
     let aborted = false;
     let finished = false;
     // With tools, an answer that opens with "<" (the grammar's tool-call format) is held back and
@@ -165,7 +227,14 @@ export function completionSite(model: Model, tokenizer: Tokenizer, modelId: stri
       done() {
         const calls = held ? callsOf(held) : undefined;
         if (calls) {
-          send(chunkOf({ index: 0, delta: { tool_calls: calls.map((call, index) => ({ index, ...call })) }, logprobs: null, finish_reason: null }));
+          send(
+            chunkOf({
+              index: 0,
+              delta: { tool_calls: calls.map((call, index) => ({ index, ...call })) },
+              logprobs: null,
+              finish_reason: null,
+            }),
+          );
           send(chunkOf({ index: 0, delta: {}, logprobs: null, finish_reason: "tool_calls" }));
         } else {
           if (held) send(chunkOf(choiceOf(held, null, null)));
@@ -211,13 +280,19 @@ export function completionSite(model: Model, tokenizer: Tokenizer, modelId: stri
       },
       cancel: abort,
     });
-    return new Response(stream, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" } });
+    return new Response(stream, {
+      headers: { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" },
+    });
   }
 
   return {
     complete,
     embeddings: () => {
-      throw new HttpError(400, `this server's model '${modelId}' is a decoder (${model.config.modelType}): embeddings need an encoder model (mlx-bun serve --model on one, e.g. all-MiniLM-L6-v2)`, "model");
+      throw new HttpError(
+        400,
+        `this server's model '${modelId}' is a decoder (${model.config.modelType}): embeddings need an encoder model (mlx-bun serve --model on one, e.g. all-MiniLM-L6-v2)`,
+        "model",
+      );
     },
     load: () => engine.load,
     async stop() {

@@ -16,7 +16,10 @@ export class HttpError extends Error {
 
 export function errorResponse(e: unknown): Response {
   const error = e instanceof HttpError ? e : new HttpError(400, (e as Error).message ?? String(e));
-  return Response.json({ error: { message: error.message, type: error.type, param: error.param, code: error.code } }, { status: error.status });
+  return Response.json(
+    { error: { message: error.message, type: error.type, param: error.param, code: error.code } },
+    { status: error.status },
+  );
 }
 
 export type Body = Record<string, unknown>;
@@ -29,7 +32,10 @@ export async function readBody(request: Request, limit: number, seconds: number)
   let timer: Timer | undefined;
   try {
     const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new HttpError(408, `the request body did not arrive within ${seconds} s`)), seconds * 1000);
+      timer = setTimeout(
+        () => reject(new HttpError(408, `the request body did not arrive within ${seconds} s`)),
+        seconds * 1000,
+      );
     });
     text = await Promise.race([request.text(), late]);
   } catch (e) {
@@ -45,7 +51,8 @@ export async function readBody(request: Request, limit: number, seconds: number)
   } catch (e) {
     throw new HttpError(400, `the request body is not valid JSON (${(e as Error).message})`);
   }
-  if (typeof body !== "object" || body === null || Array.isArray(body)) throw new HttpError(400, "the request body must be a JSON object");
+  if (typeof body !== "object" || body === null || Array.isArray(body))
+    throw new HttpError(400, "the request body must be a JSON object");
   return body as Body;
 }
 

@@ -8,5 +8,11 @@ try {
   await c.run();
   console.log(JSON.stringify({ outcome: "ok" }));
 } catch (e) {
-  console.log(JSON.stringify({ outcome: "error", isError: e instanceof Error, message: e instanceof Error ? e.message : String(e) }));
+  console.log(
+    JSON.stringify({
+      outcome: "error",
+      isError: e instanceof Error,
+      message: e instanceof Error ? e.message : String(e),
+    }),
+  );
 }

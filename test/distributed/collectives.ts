@@ -3,8 +3,18 @@
 import { Group, Tensor } from "../../src/index.ts";
 
 const group = Group.init({ backend: "ring" });
-using x = Tensor.from(Float32Array.from([1, 2, 3], (v) => v * (group.rank + 1)), [3]);
+using x = Tensor.from(
+  Float32Array.from([1, 2, 3], (v) => v * (group.rank + 1)),
+  [3],
+);
 using sum = group.allSum(x);
 using gathered = group.allGather(x);
-console.log(JSON.stringify({ rank: group.rank, size: group.size, sum: Array.from(sum.toFloat32Array()), gathered: Array.from(gathered.toFloat32Array()) }));
+console.log(
+  JSON.stringify({
+    rank: group.rank,
+    size: group.size,
+    sum: Array.from(sum.toFloat32Array()),
+    gathered: Array.from(gathered.toFloat32Array()),
+  }),
+);
 group.dispose();

@@ -14,7 +14,15 @@ const held = [...model.checkpoint.weights].map(([key, t]) => ({ projection: /_pr
 const bytes = held.reduce((n, w) => n + w.bytes, 0);
 const projectionBytes = held.reduce((n, w) => n + (w.projection ? w.bytes : 0), 0);
 console.log(
-  JSON.stringify({ rank: group?.rank ?? 0, size: group?.size ?? 1, heads: model.config.heads, tokens, logits: Array.from(logits.toFloat32Array()), bytes, projectionBytes }),
+  JSON.stringify({
+    rank: group?.rank ?? 0,
+    size: group?.size ?? 1,
+    heads: model.config.heads,
+    tokens,
+    logits: Array.from(logits.toFloat32Array()),
+    bytes,
+    projectionBytes,
+  }),
 );
 model.dispose();
 group?.dispose();

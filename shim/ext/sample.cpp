@@ -140,21 +140,22 @@ Row pick_row(std::vector<float>& x, const float* params, int64_t param_stride, f
   if (top_k > 0) threshold = std::max(threshold, kth_largest(x, std::min(top_k, V)));
   if (drop >= 0) {
     std::vector<double> e(V);
-    for (int64_t i = 0; i < V; i++) e[i] = std::exp(static_cast<double>(x[i]) - top);
+    for (int64_t i = 0; i < V; i++) e[i] = std::exp(x[i] - top);
     threshold = std::max(threshold, mass_threshold(x, e, drop));
   }
+  // Each kept token's weight, once (float exp; sums in double).
+  std::vector<float> w(V);
   double total = 0;
-  int64_t last = arg;
   for (int64_t i = 0; i < V; i++) {
-    if (x[i] >= threshold) total += std::exp((static_cast<double>(x[i]) - top) * inv_t);
+    w[i] = x[i] >= threshold ? std::exp((x[i] - top) * inv_t) : 0.f;
+    total += w[i];
   }
   const double target = static_cast<double>(u) * total;
   double run = 0;
+  int64_t last = arg;
   for (int64_t i = 0; i < V; i++) {
-    if (!(x[i] >= threshold)) continue;
-    const double w = std::exp((static_cast<double>(x[i]) - top) * inv_t);
-    if (w == 0) continue;
-    run += w;
+    if (w[i] == 0) continue;
+    run += w[i];
     last = i;
     if (run > target) return {static_cast<uint32_t>(i), top, threshold};
   }

@@ -1,6 +1,6 @@
-import { generate, type GenerationStats } from "../src/generate.ts";
+import { generate, type GenerationStats } from "../src/engine/generate.ts";
 import { DEFAULT_MODEL_DIR, loadModel } from "../src/models/index.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
+import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
 import { summarize, table } from "./stats.ts";
 
 export async function run(): Promise<Record<string, unknown>> {

@@ -4,10 +4,10 @@
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
-import { generateBatch } from "../src/batch.ts";
+import { generateBatch } from "../src/engine/batch.ts";
 import { loadModel } from "../src/models/index.ts";
 import { benchModel } from "./decode.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
+import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
 import { runPeer } from "./peer.ts";
 import { summarize, table } from "./stats.ts";
 

@@ -3,10 +3,10 @@
 // the same generation unconstrained, greedy and sampled (T 0.7), in alternating rounds (a 96-token
 // prompt, 96 new tokens, end-of-sequence ignored). The per-token overhead is 1 - constrained/free.
 // Models as MLXB_BENCH_MODELS (default: the default model; see decode.ts for the names).
-import type { GenerateOptions } from "../src/generate.ts";
+import type { GenerateOptions } from "../src/engine/generate.ts";
 import { jsonSchemaGrammar } from "../src/grammar/constraint.ts";
 import { DEFAULT_MODEL_DIR, loadModel } from "../src/models/index.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
+import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
 import { alternatingRounds, benchModel, decodeRate } from "./decode.ts";
 import { summarize, table } from "./stats.ts";
 

@@ -4,11 +4,11 @@
 // copy bandwidth measured in the shim with the bound it implies.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { generate, type GenerateOptions, type GenerationStats } from "../src/generate.ts";
+import { generate, type GenerateOptions, type GenerationStats } from "../src/engine/generate.ts";
 import { check, native } from "../src/native/ffi.ts";
 import { DEFAULT_MODEL_DIR, loadModel, type Model } from "../src/models/index.ts";
 import { BREAKDOWN_STEPS, type Breakdown, kindRows, STEP_COLUMNS, stepBreakdown, stepColumns } from "./step.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
+import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
 import { PEER_PYTHON, runPeer } from "./peer.ts";
 import { summarize, table } from "./stats.ts";
 

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { embed } from "../src/embed.ts";
 import { loadModel } from "../src/models/index.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
+import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
 import { summarize, table } from "./stats.ts";
 
 const ROOT = join(import.meta.dir, "..");

@@ -7,11 +7,11 @@
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { generateText } from "../src/generate.ts";
+import { generateText } from "../src/engine/generate.ts";
 import { saveSafetensors } from "../src/io/safetensors.ts";
 import { DEFAULT_MODEL_DIR, loadModel, type Model } from "../src/models/index.ts";
 import type { Tensor } from "../src/tensor.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
+import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
 import { alternatingRounds, decodeRate } from "./decode.ts";
 import { summarize, table } from "./stats.ts";
 

@@ -2,12 +2,12 @@
 // layers x kv heads x 2 x (head_dim values, or packed head_dim + a scale and a bias per group); the
 // plain cache's also measured as MLX active memory of a 4096-position cache) and greedy decode
 // tokens/s of a 256-token prompt + 128 tokens with each: plain, kvBits 8 and 4, maxKvSize 320.
-import { generate, type GenerateOptions, type GenerationStats } from "../src/generate.ts";
+import { generate, type GenerateOptions, type GenerationStats } from "../src/engine/generate.ts";
 import { itemSize } from "../src/dtype.ts";
 import { createCache, DEFAULT_MODEL_DIR, loadModel } from "../src/models/index.ts";
 import { evalAll } from "../src/ops/core.ts";
 import { memory } from "../src/ops/memory.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
+import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
 import { summarize, table } from "./stats.ts";
 
 const POSITIONS = 4096;

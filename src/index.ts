@@ -29,7 +29,7 @@ export {
 } from "./models/index.ts";
 export { type CacheShape, HostKVCache, KVCache } from "./kv-cache.ts";
 export { CpuTensor } from "./ops/cpu.ts";
-export { Tokenizer, type ChatMessage, type ChatTool } from "./tokenizer.ts";
+export { Tokenizer, type ChatMessage, type ChatTool } from "./tokenizer/tokenizer.ts";
 export {
   cosineSimilarity,
   embed,
@@ -47,14 +47,14 @@ export {
   type GenerationChunk,
   type GenerationStats,
   type ResponseFormat,
-} from "./generate.ts";
+} from "./engine/generate.ts";
 export { jsonSchemaGrammar } from "./grammar/json-schema.ts";
 export { rewrite, REWRITERS, DEFAULT_REWRITERS, type RewriterName } from "./rewrite/index.ts";
 export { type Graph, GraphBuilder, type Node, opCounts } from "./graph/graph.ts";
 export { OPS, type OpName } from "./graph/ops.ts";
-export { HttpError, serve, type Server, type ServeOptions } from "./server.ts";
-export { PROMPT_CACHE_FORMAT, PromptCache } from "./prompt-cache.ts";
-export { type BatchChunk, type BatchStats, generateBatch, generateBatchText } from "./batch.ts";
-export { type SpeculativeOptions, type SpeculativeStats, speculativeGenerate } from "./speculative.ts";
+export { HttpError, serve, type Server, type ServeOptions } from "./serve/server.ts";
+export { PROMPT_CACHE_FORMAT, PromptCache } from "./engine/prompt-cache.ts";
+export { type BatchChunk, type BatchStats, generateBatch, generateBatchText } from "./engine/batch.ts";
+export { type SpeculativeOptions, type SpeculativeStats, speculativeGenerate } from "./engine/speculative.ts";
 export { DISTRIBUTED_BACKENDS, type DistributedBackend, Group } from "./ops/distributed.ts";
-export { launch } from "./launch.ts";
+export { launch } from "./cli/launch.ts";

@@ -4,11 +4,11 @@ import { join } from "node:path";
 import { parseBackendKind, selectBackend, support, withFallback } from "../src/backend/dispatch.ts";
 import { MLX_KERNELS } from "../src/graph/ops.ts";
 import { runGraph } from "../src/graph/run.ts";
-import { generateText } from "../src/generate.ts";
+import { generateText } from "../src/engine/generate.ts";
 import { deviceInfo, setDevice, Tensor } from "../src/index.ts";
 import { KVCache } from "../src/kv-cache.ts";
 import { forward, loadModel, tokenIds } from "../src/models/index.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
+import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
 import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
 
 const GIB = 2 ** 30;

@@ -19,7 +19,7 @@ import {
   Tensor,
   Tokenizer,
 } from "../src/index.ts";
-import { DEFAULT_SAMPLING, logSoftmax, samplingDistribution } from "../src/sampling.ts";
+import { DEFAULT_SAMPLING, logSoftmax, samplingDistribution } from "../src/engine/sampling.ts";
 import { samplingCases } from "./helpers.ts";
 
 const cases = samplingCases();

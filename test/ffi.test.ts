@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mlxVersion } from "../src/native/device.ts";
 import { versions } from "../src/native/runtime.ts";
-import { libraryProblem } from "../src/setup.ts";
+import { libraryProblem } from "../src/cli/setup.ts";
 import { DTYPES, itemSize } from "../src/dtype.ts";
 import { returning, symbols } from "../src/native/ffi.ts";
 

@@ -3,11 +3,11 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { pickOnHost } from "../src/engine/host-sampler.ts";
-import { generate, generateText } from "../src/generate.ts";
-import { DEFAULT_SAMPLING } from "../src/sampling.ts";
+import { generate, generateText } from "../src/engine/generate.ts";
+import { DEFAULT_SAMPLING } from "../src/engine/sampling.ts";
 import { liveTensorCount } from "../src/index.ts";
 import { loadModel } from "../src/models/index.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
+import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
 import { decode, type EncodedArray, fixture } from "./helpers.ts";
 
 const dir = join(import.meta.dir, "fixtures", "data", "models", "qwen3");

@@ -17,12 +17,12 @@ const LAYERS: string[][] = [
   ["graph"],
   ["rewrite", "kv-cache.ts"],
   ["backend"],
-  ["models", "tokenizer.ts"],
-  ["sampling.ts", "prompt-cache.ts", "grammar"],
+  ["models", "tokenizer"],
+  ["grammar"],
   ["engine"],
-  ["generate.ts", "embed.ts", "batch.ts", "speculative.ts"],
+  ["embed.ts"],
   ["serve"],
-  ["cli.ts", "embed-cli.ts", "server.ts", "serve-cli.ts", "launch.ts", "index.ts", "setup.ts", "bin.ts"],
+  ["cli", "index.ts", "bin.ts"],
 ];
 
 function files(dir: string): string[] {

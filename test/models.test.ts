@@ -2,9 +2,9 @@
 // prefill logits at every position and 16 greedy decode steps through the KV cache.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { generateText } from "../src/generate.ts";
+import { generateText } from "../src/engine/generate.ts";
 import { createCache, forward, loadModel, rewrittenGraph } from "../src/models/index.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
+import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
 import { ops, Tensor } from "../src/index.ts";
 import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
 

@@ -3,10 +3,10 @@
 // probabilities; and generate's logprobs against mlx-lm's logits on a model fixture.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { generateText } from "../src/generate.ts";
+import { generateText } from "../src/engine/generate.ts";
 import { loadModel } from "../src/models/index.ts";
-import { DEFAULT_SAMPLING, logSoftmax, processLogits, samplingDistribution } from "../src/sampling.ts";
-import { Tokenizer } from "../src/tokenizer.ts";
+import { DEFAULT_SAMPLING, logSoftmax, processLogits, samplingDistribution } from "../src/engine/sampling.ts";
+import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
 import { decode, type EncodedArray, fixture, samplingCases } from "./helpers.ts";
 
 const cases = samplingCases();
@@ -35,7 +35,7 @@ describe("logprobs", () => {
     const model = loadModel(dir, { backend: "mlx" });
     const chunks: { token: number; logprob?: number; topLogprobs?: { token: number; logprob: number }[] }[] = [];
     const prompt = Array.from(decode(c.prompt).toInt32Array());
-    const { generate } = await import("../src/generate.ts");
+    const { generate } = await import("../src/engine/generate.ts");
     for await (const chunk of generate(model, Tokenizer.fromDir(dir), prompt, {
       maxTokens: 4,
       ignoreEos: true,

@@ -12,7 +12,7 @@ import {
   processes,
   samplingTemperature,
   type SamplingOptions,
-} from "../sampling.ts";
+} from "./sampling.ts";
 
 export interface SamplerSettings extends SamplingOptions {
   seed: number;

@@ -36,7 +36,7 @@ import {
   scatterAddAxisInRange as scatterAddAxis,
   takeAlongAxisInRange as takeAlongAxis,
 } from "../ops/gather.ts";
-import { processes, samplingTemperature } from "../sampling.ts";
+import { processes, samplingTemperature } from "./sampling.ts";
 import type { Pick, SamplerSettings, TokenLogprob } from "./host-sampler.ts";
 import { Tensor, tidy } from "../tensor.ts";
 

@@ -2,8 +2,8 @@
 // advances it: the tokens read, its text stream and stops, its stats, its chunks for the consumer,
 // cancellation, and where its next input id is (a row of a launched pick).
 import type { Constraint } from "../grammar/constraint.ts";
-import type { PromptCache } from "../prompt-cache.ts";
-import type { Tokenizer } from "../tokenizer.ts";
+import type { PromptCache } from "./prompt-cache.ts";
+import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import type { Pick, SamplerSettings, TokenLogprob } from "./host-sampler.ts";
 import type { DevicePicks } from "./sampler.ts";
 import { TextStream } from "./text.ts";

@@ -1,5 +1,5 @@
 // Streaming text of generated tokens, released as characters complete, with stop strings cut.
-import type { Tokenizer } from "../tokenizer.ts";
+import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 
 /** Text of a growing token list, decoding a short window per token (vLLM's incremental
  * detokenization): the text of the tokens since `prefix` past that of [prefix, read), released once

@@ -3,7 +3,7 @@
 // the next step: the tokens whose bytes the grammar takes, and the end-of-sequence tokens once the
 // output is a whole sentence. The decode engine applies the mask on the device before sampling.
 import { Tensor } from "../tensor.ts";
-import type { Tokenizer } from "../tokenizer.ts";
+import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { compileGbnf } from "./gbnf.ts";
 import { jsonObjectGrammar, jsonSchemaGrammar } from "./json-schema.ts";
 import { Grammar, type GrammarState } from "./matcher.ts";

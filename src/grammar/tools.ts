@@ -2,7 +2,7 @@
 // use were trained on: each call is <tool_call>{"name": ..., "arguments": {...}}</tool_call> (a
 // newline may follow the opening tag and precede the closing one), calls one per line. The grammar
 // constrains a call's JSON to one of the tools, its arguments to that tool's parameters schema.
-import type { ChatTool } from "../tokenizer.ts";
+import type { ChatTool } from "../tokenizer/tokenizer.ts";
 import { gbnfLiteral, jsonSchemaGrammar } from "./json-schema.ts";
 
 /** How the model may use the tools: OpenAI's tool_choice ("none": never; "auto": text or calls;

@@ -3,7 +3,7 @@
 // goes down the trie with the grammar's state, so a shared prefix is matched once and a refused byte
 // prunes every token under it. Masks are kept per grammar and state (a JSON object's keys, a string's
 // body: the states recur), as bitsets of the vocabulary.
-import type { Tokenizer } from "../tokenizer.ts";
+import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import type { Grammar, GrammarState } from "./matcher.ts";
 
 export class Vocabulary {

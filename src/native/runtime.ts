@@ -1,4 +1,4 @@
-// Where an installed runtime (MLX's library + the shim, made by `mlx-bun setup`, src/setup.ts) lives:
+// Where an installed runtime (MLX's library + the shim, made by `mlx-bun setup`, src/cli/setup.ts) lives:
 // a per-user, versioned cache directory.
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { homedir } from "node:os";

@@ -3,10 +3,16 @@
 // `maxQueue`, beyond it 429), whole or streamed as server-sent events; a client that goes away
 // cancels its sequence.
 import { Engine } from "../engine/engine.ts";
-import { type GenerateOptions, type GenerationChunk, type GenerationStats, generateOn, graphFor } from "../generate.ts";
+import {
+  type GenerateOptions,
+  type GenerationChunk,
+  type GenerationStats,
+  generateOn,
+  graphFor,
+} from "../engine/generate.ts";
 import { parseToolCalls } from "../grammar/tools.ts";
 import type { Model } from "../models/index.ts";
-import type { Tokenizer } from "../tokenizer.ts";
+import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { type Body, HttpError, type Site } from "./http.ts";
 import { type Completion, Logprobs, parseCompletion } from "./openai.ts";
 import { PromptCachePool } from "./prompt-caches.ts";

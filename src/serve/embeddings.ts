@@ -3,7 +3,7 @@
 // little-endian float32 (what the `openai` client asks for by default).
 import { embed } from "../embed.ts";
 import type { Model } from "../models/index.ts";
-import type { Tokenizer } from "../tokenizer.ts";
+import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { type Body, HttpError, type Site } from "./http.ts";
 
 /** OpenAI's limit on inputs per request. */

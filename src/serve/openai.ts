@@ -1,9 +1,9 @@
 // OpenAI's completion and chat request bodies, parsed into generate options (400s name the field),
 // and the logprobs of a response in both of OpenAI's formats.
-import type { GenerateOptions, GenerationChunk, ResponseFormat, TokenLogprob } from "../generate.ts";
+import type { GenerateOptions, GenerationChunk, ResponseFormat, TokenLogprob } from "../engine/generate.ts";
 import { grammarOf } from "../grammar/constraint.ts";
 import { type ToolChoice, toolCallGrammar } from "../grammar/tools.ts";
-import type { ChatMessage, ChatTool, Tokenizer } from "../tokenizer.ts";
+import type { ChatMessage, ChatTool, Tokenizer } from "../tokenizer/tokenizer.ts";
 import { type Body, HttpError } from "./http.ts";
 
 function optionalNumber(body: Body, key: string, check: (v: number) => boolean, range: string): number | undefined {

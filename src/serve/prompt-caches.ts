@@ -1,7 +1,7 @@
 // The KV caches of recent requests, kept so that a prompt continuing one is prefilled only past the
 // shared prefix.
 import type { Model } from "../models/index.ts";
-import { PromptCache } from "../prompt-cache.ts";
+import { PromptCache } from "../engine/prompt-cache.ts";
 
 /** The KV caches of recent requests, at most `size` kept while unused: a request takes the one that
  * shares the longest token prefix with its prompt and fits it (the engine then prefills only the

@@ -6,14 +6,14 @@
 // engine (serve/openai.ts parses and formats OpenAI's bodies; serve/prompt-caches.ts keeps recent
 // requests' KV caches); serve/embeddings.ts answers embeddings; serve/http.ts holds what they share.
 import { basename, join } from "node:path";
-import { loadModel, type Model } from "./models/index.ts";
-import { checkOptionNames } from "./options.ts";
-import { completionSite } from "./serve/completions.ts";
-import { embeddingSite } from "./serve/embeddings.ts";
-import { errorResponse, HttpError, readBody, type Site } from "./serve/http.ts";
-import { Tokenizer } from "./tokenizer.ts";
+import { loadModel, type Model } from "../models/index.ts";
+import { checkOptionNames } from "../options.ts";
+import { completionSite } from "./completions.ts";
+import { embeddingSite } from "./embeddings.ts";
+import { errorResponse, HttpError, readBody, type Site } from "./http.ts";
+import { Tokenizer } from "../tokenizer/tokenizer.ts";
 
-export { HttpError } from "./serve/http.ts";
+export { HttpError } from "./http.ts";
 
 export interface ServeOptions {
   /** Checkpoint directory. */

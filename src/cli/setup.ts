@@ -17,9 +17,9 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
-import { RUNTIME_TARGETS, type RuntimeTarget, runtimeDir, runtimeHome, versions } from "./native/runtime.ts";
+import { RUNTIME_TARGETS, type RuntimeTarget, runtimeDir, runtimeHome, versions } from "../native/runtime.ts";
 
-const PACKAGE_ROOT = join(import.meta.dir, "..");
+const PACKAGE_ROOT = join(import.meta.dir, "..", "..");
 
 function log(message: string): void {
   process.stderr.write(`[mlx-bun setup] ${message}\n`);

@@ -4,8 +4,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
-import { isGguf } from "./io/checkpoint.ts";
-import { readGgufHeader } from "./io/gguf.ts";
+import { isGguf } from "../io/checkpoint.ts";
+import { readGgufHeader } from "../io/gguf.ts";
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant" | "tool";

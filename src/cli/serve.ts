@@ -1,8 +1,8 @@
-// `mlx-bun serve`: the OpenAI-compatible server (src/server.ts) on a model directory.
-import { flags, numberFlag, UsageError } from "./cli.ts";
-import { isModelPath } from "./io/checkpoint.ts";
-import { DEFAULT_MODEL_DIR } from "./models/index.ts";
-import { serve } from "./server.ts";
+// `mlx-bun serve`: the OpenAI-compatible server (src/serve/server.ts) on a model directory.
+import { flags, numberFlag, UsageError } from "./generate.ts";
+import { isModelPath } from "../io/checkpoint.ts";
+import { DEFAULT_MODEL_DIR } from "../models/index.ts";
+import { serve } from "../serve/server.ts";
 
 const USAGE = `usage: mlx-bun serve [options]
   --model DIR          MLX-format checkpoint directory (default: the shipped default model)

@@ -13,8 +13,8 @@ import {
   sharedEngine,
   soloEngine,
 } from "./generate.ts";
-import type { Model } from "./models/index.ts";
-import type { Tokenizer } from "./tokenizer.ts";
+import type { Model } from "../models/index.ts";
+import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 
 /** A chunk of one row's output (`index`: the prompt's position in the list). */
 export interface BatchChunk extends GenerationChunk {

@@ -1,17 +1,17 @@
-// `mlx-bun generate` (and the demo, `bun run src/cli.ts`): load a model (default: the one
+// `mlx-bun generate` (and the demo, `bun run src/cli/generate.ts`): load a model (default: the one
 // scripts/setup.sh makes in a checkout) and stream generated text. Usage errors print one line and
 // exit 2; errors while running print one line and exit 1.
 import { existsSync, statSync } from "node:fs";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import { generate, type GenerationStats } from "./generate.ts";
-import { isGguf, isModelPath } from "./io/checkpoint.ts";
-import { DEFAULT_MODEL_DIR, loadModel } from "./models/index.ts";
-import { deviceInfo } from "./native/device.ts";
-import { PromptCache } from "./prompt-cache.ts";
-import { speculativeGenerate } from "./speculative.ts";
-import { Tokenizer } from "./tokenizer.ts";
+import { generate, type GenerationStats } from "../engine/generate.ts";
+import { isGguf, isModelPath } from "../io/checkpoint.ts";
+import { DEFAULT_MODEL_DIR, loadModel } from "../models/index.ts";
+import { deviceInfo } from "../native/device.ts";
+import { PromptCache } from "../engine/prompt-cache.ts";
+import { speculativeGenerate } from "../engine/speculative.ts";
+import { Tokenizer } from "../tokenizer/tokenizer.ts";
 
-const USAGE = `usage: mlx-bun generate [options]   (in a checkout: bun run src/cli.ts [options])
+const USAGE = `usage: mlx-bun generate [options]   (in a checkout: bun run src/cli/generate.ts [options])
   --model PATH         MLX-format checkpoint directory (config.json, model*.safetensors, tokenizer.json)
                        or a GGUF file (.gguf: llama, qwen2, qwen3; F16/BF16/F32, Q8_0, Q4_0, Q4_1)
                        (default: the model scripts/setup.sh makes)

@@ -3,8 +3,8 @@
 // prefix the target agrees with is kept, plus the target's own next token. The output is the
 // target's greedy decoding; the target runs once per round instead of once per token. Both KV caches
 // are rolled back (seek) past rejected tokens.
-import { checkFinite } from "./engine/host-sampler.ts";
-import { TextStream } from "./engine/text.ts";
+import { checkFinite } from "./host-sampler.ts";
+import { TextStream } from "./text.ts";
 import {
   checkedOptions,
   checkedPromptIds,
@@ -12,10 +12,10 @@ import {
   type GenerationChunk,
   type GenerationStats,
 } from "./generate.ts";
-import { createCache, forward, type Model, rewrittenGraph, tokenIds } from "./models/index.ts";
-import type { HostKVCache, KVCache } from "./kv-cache.ts";
+import { createCache, forward, type Model, rewrittenGraph, tokenIds } from "../models/index.ts";
+import type { HostKVCache, KVCache } from "../kv-cache.ts";
 import { argmaxOf } from "./sampling.ts";
-import type { Tokenizer } from "./tokenizer.ts";
+import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 
 export interface SpeculativeOptions extends GenerateOptions {
   /** Tokens the draft proposes per round (default 4). */

@@ -2,15 +2,15 @@
 // JSON lines, or with --query the texts ranked by cosine similarity to the query (semantic search).
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { flags, numberFlag, UsageError } from "./cli.ts";
-import { cosineSimilarity, embed, type EmbedOptions, POOLINGS, type Pooling } from "./embed.ts";
-import { loadModel } from "./models/index.ts";
+import { flags, numberFlag, UsageError } from "./generate.ts";
+import { cosineSimilarity, embed, type EmbedOptions, POOLINGS, type Pooling } from "../embed.ts";
+import { loadModel } from "../models/index.ts";
 import { embeddingModelDir } from "./setup.ts";
-import { Tokenizer } from "./tokenizer.ts";
+import { Tokenizer } from "../tokenizer/tokenizer.ts";
 
 /** In a checkout, the model scripts/setup.sh installs; else the one `mlx-bun setup --embedding-model` does. */
 function defaultModel(): string {
-  const checkout = join(import.meta.dir, "..", ".cache", "models", "all-MiniLM-L6-v2");
+  const checkout = join(import.meta.dir, "..", "..", ".cache", "models", "all-MiniLM-L6-v2");
   return existsSync(join(checkout, "config.json")) ? checkout : embeddingModelDir();
 }
 

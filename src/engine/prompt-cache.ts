@@ -2,11 +2,11 @@
 // and values it holds. generate({ promptCache }) prefills only what follows the longest common
 // token prefix of the new prompt and those tokens, then leaves the cache holding everything it fed.
 // Saved to / loaded from a safetensors file (the format is below).
-import { saveSafetensors, loadSafetensors } from "./io/safetensors.ts";
-import { type HostKVCache, KVCache } from "./kv-cache.ts";
-import { createCache, type Model } from "./models/index.ts";
-import { reshape, slice } from "./ops/core.ts";
-import { Tensor } from "./tensor.ts";
+import { saveSafetensors, loadSafetensors } from "../io/safetensors.ts";
+import { type HostKVCache, KVCache } from "../kv-cache.ts";
+import { createCache, type Model } from "../models/index.ts";
+import { reshape, slice } from "../ops/core.ts";
+import { Tensor } from "../tensor.ts";
 
 /** File format: tensors `layers.{l}.keys` and `layers.{l}.values` [batch 1, kv heads, tokens, head
  * dim] in the cache's dtype, and metadata:

@@ -1,24 +1,18 @@
 // Text generation: options checked here, then one sequence on the decode engine (src/engine/):
 // prefill, decode steps, sampling on the device, stops, streaming as an async iterator.
-import {
-  Engine,
-  type GenerationChunk,
-  type GenerationStats,
-  type Sequence,
-  type SequenceRequest,
-} from "./engine/engine.ts";
-import { engineFor } from "./engine/shared.ts";
-import type { Graph } from "./graph/graph.ts";
-import { Constraint, grammarOf, type ResponseFormat } from "./grammar/constraint.ts";
-import { generationCache, type Model, rewrittenGraph } from "./models/index.ts";
-import { checkTokenIds } from "./models/inputs.ts";
+import { Engine, type GenerationChunk, type GenerationStats, type Sequence, type SequenceRequest } from "./engine.ts";
+import { engineFor } from "./shared.ts";
+import type { Graph } from "../graph/graph.ts";
+import { Constraint, grammarOf, type ResponseFormat } from "../grammar/constraint.ts";
+import { generationCache, type Model, rewrittenGraph } from "../models/index.ts";
+import { checkTokenIds } from "../models/inputs.ts";
 import { DEFAULT_SAMPLING, type SamplingOptions } from "./sampling.ts";
 import { PromptCache } from "./prompt-cache.ts";
-import type { Tokenizer } from "./tokenizer.ts";
+import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 
-export type { GenerationChunk, GenerationStats } from "./engine/engine.ts";
-export type { TokenLogprob } from "./engine/host-sampler.ts";
-export type { ResponseFormat } from "./grammar/constraint.ts";
+export type { GenerationChunk, GenerationStats } from "./engine.ts";
+export type { TokenLogprob } from "./host-sampler.ts";
+export type { ResponseFormat } from "../grammar/constraint.ts";
 
 export interface GenerateOptions {
   maxTokens?: number | undefined;

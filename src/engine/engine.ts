@@ -16,23 +16,19 @@ import type { Graph } from "../graph/graph.ts";
 import type { HostKVCache, KVCache } from "../kv-cache.ts";
 import { createCache, forward, type Model, tokenIds } from "../models/index.ts";
 import { DecodeTape } from "../models/replay.ts";
-import { asyncEval, concatenate, take } from "../ops/core.ts";
+import { asyncEval } from "../ops/core.ts";
 import type { CpuTensor } from "../ops/cpu.ts";
 import { Tensor } from "../tensor.ts";
 import { maskedLogits, maskOnHost } from "./masks.ts";
-import { regroup } from "./regroup.ts";
-import { type Pick, pickOnHost } from "./host-sampler.ts";
+import { type Admission, chunkEnds, chunkIds, leftPadded } from "./admission.ts";
+import { hostStep, pickRowsOnHost, release, stepInputs } from "./inputs.ts";
+import { emptyBuffers, regroup } from "./regroup.ts";
 import { DeviceSampler, pickTensors } from "./sampler.ts";
 import { type Launched, Sequence, type SequenceRequest } from "./sequence.ts";
 
 export { Sequence, type GenerationChunk, type GenerationStats, type SequenceRequest } from "./sequence.ts";
 
 type Cache = KVCache | HostKVCache;
-
-function release(launched: Launched): void {
-  for (const t of launched.picks ? pickTensors(launched.picks) : []) t.dispose();
-  launched.picks = null;
-}
 
 export interface EngineOptions {
   /** The graph to run (the model's, or a rewritten one). */
@@ -48,19 +44,6 @@ export interface EngineOptions {
   solo?: Cache | undefined;
   /** Called once if decode steps cannot be replayed. */
   onReplayFallback?: ((reason: string) => void) | undefined;
-}
-
-interface Admission {
-  rows: Sequence[];
-  cache: Cache;
-  /** Each row's ids to prefill, left-padded to one length. */
-  ids: number[];
-  length: number;
-  /** Positions prefilled so far, and where each chunk ends. */
-  done: number;
-  ends: number[];
-  /** The cache is borrowed (a promptCache's, or the solo cache): not disposed after joining. */
-  borrowed: boolean;
 }
 
 export class Engine {
@@ -177,9 +160,7 @@ export class Engine {
       const end = a.ends.find((e) => e > a.done)!;
       const last = end === a.length;
       const B = a.rows.length;
-      const ids: number[] = [];
-      for (let b = 0; b < B; b++) ids.push(...a.ids.slice(b * a.length + a.done, b * a.length + end));
-      const chunk = tokenIds(this.model, ids, [B, end - a.done]);
+      const chunk = tokenIds(this.model, chunkIds(a, end), [B, end - a.done]);
       try {
         const logits = forward(this.model, chunk, { cache: a.cache, graph: this.graph, lazy: true });
         if (last) {
@@ -213,9 +194,10 @@ export class Engine {
       : this.#waiting.filter((s) => !continues(s)).slice(0, this.#solo ? undefined : room);
     this.#waiting.splice(0, this.#waiting.length, ...this.#waiting.filter((s) => !rows.includes(s)));
     const prompts = rows.map((s) => s.request.promptIds.slice(s.stats.cachedTokens));
-    const length = Math.max(...prompts.map((p) => p.length));
-    const pad = first.request.tokenizer.padTokenId ?? this.model.config.eosTokenIds[0] ?? 0;
-    const ids = prompts.flatMap((p) => [...new Array<number>(length - p.length).fill(pad), ...p]);
+    const { ids, length } = leftPadded(
+      prompts,
+      first.request.tokenizer.padTokenId ?? this.model.config.eosTokenIds[0] ?? 0,
+    );
     let cache: Cache;
     let borrowed = true;
     try {
@@ -233,13 +215,7 @@ export class Engine {
       this.#finish(rows);
       return;
     }
-    const ends: number[] = [];
-    // A quantized cache: the prompt but its last token at full precision, then the last token over
-    // the quantized cache (mlx-lm's quantized_kv_start 0).
-    if ("quantized" in cache && cache.quantized && length > 1) ends.push(length - 1);
-    for (let e = this.prefillChunk; e < length; e += this.prefillChunk) if (!ends.includes(e)) ends.push(e);
-    ends.push(length);
-    ends.sort((x, y) => x - y);
+    const ends = chunkEnds(length, this.prefillChunk, "quantized" in cache && cache.quantized);
     for (const s of rows) s.state = "prefilling";
     this.#admission = { rows, cache, ids, length, done: 0, ends, borrowed };
   }
@@ -248,25 +224,17 @@ export class Engine {
   #pickFirst(a: Admission, logits: Tensor | CpuTensor): void {
     const launched: Launched = { rows: a.rows, picks: null, host: null };
     const draws = a.rows.map((s) => s.draws);
+    const histories = a.rows.map((s) => s.history);
     try {
       if (logits instanceof Tensor) {
-        using sampler = new DeviceSampler(
-          a.rows.map((s) => s.request.settings),
-          this.model.config.vocabSize,
-          a.rows.map((s) => s.request.promptIds),
-          draws,
-        );
+        const settings = a.rows.map((s) => s.request.settings);
+        using sampler = new DeviceSampler(settings, this.model.config.vocabSize, histories, draws);
         using constrainedLogits = maskedLogits(logits, a.rows, this.model.config.vocabSize);
         launched.picks = sampler.pick(constrainedLogits ?? logits, null);
         asyncEval(pickTensors(launched.picks));
       } else {
         maskOnHost(logits, a.rows, this.model.config.vocabSize);
-        launched.host = this.#pickOnHost(
-          logits,
-          a.rows,
-          a.rows.map((s) => s.history),
-          draws,
-        );
+        launched.host = pickRowsOnHost(logits, a.rows, histories, draws);
       }
     } finally {
       if (logits instanceof Tensor) logits.dispose();
@@ -343,33 +311,21 @@ export class Engine {
     if (rows.length === 0 || rows.every((s) => s.complete)) return null;
     const cache = this.#solo ?? this.#cache!;
     const launched: Launched = { rows, picks: null, host: null };
-    const draws = rows.map((s) => s.draws);
     // Constrained rows need their previous tokens read before their masks: the step's logits are
     // launched first, and the masks made on the host while the device runs it.
     const constrained = rows.some((s) => s.request.constraint && s.state !== "done");
     if (this.model.backend === "cpu") {
-      const inputs = rows.map((s) => sourcePick(s));
-      using ids = tokenIds(this.model, inputs, [rows.length, 1]);
-      const logits = forward(this.model, ids, { cache: cache as HostKVCache, graph: this.graph });
-      if (constrained) {
+      launched.host = hostStep(this.model, this.graph, cache as HostKVCache, rows, constrained, () => {
         for (const l of this.#pending.splice(0)) this.#read(l);
-        maskOnHost(logits, rows, this.model.config.vocabSize);
-      }
-      launched.host = this.#pickOnHost(
-        logits,
-        rows,
-        rows.map((s, b) => [...s.history, inputs[b]!]),
-        draws,
-      );
+      });
     } else {
-      const { ids, owned } = this.#inputs(rows);
+      const { ids, owned } = stepInputs(rows);
       try {
         const B = rows.length;
         const sampler = this.#sampler!;
         if (constrained) {
-          const padded = (cache as KVCache).padding.some((p) => p > 0);
           using logits = this.#replay
-            ? this.#tape(B, padded, "logits").step(ids)[0]!
+            ? this.#tape(B, "logits").step(ids)[0]!
             : forward(this.model, ids, { cache: cache as KVCache, graph: this.graph, lazy: true });
           asyncEval([logits]);
           // The previous picks are read (their tensors kept until this pick is built on the ids).
@@ -384,12 +340,7 @@ export class Engine {
         } else if (this.#replay) {
           // The step and its pick recorded together, once per batch shape and sampler structure.
           const tail = sampler.tail();
-          const tape = this.#tape(
-            B,
-            (cache as KVCache).padding.some((p) => p > 0),
-            tail.structure,
-          );
-          launched.picks = tail.adopt(tape.step(ids, tail));
+          launched.picks = tail.adopt(this.#tape(B, tail.structure).step(ids, tail));
         } else {
           using logits = forward(this.model, ids, { cache: cache as KVCache, graph: this.graph, lazy: true });
           launched.picks = sampler.pick(logits, ids);
@@ -406,65 +357,12 @@ export class Engine {
     return launched;
   }
 
-  /** Each row's pick from host logits [B, 1, V] (the CPU reference backend), or its Error. */
-  #pickOnHost(
-    logits: CpuTensor,
-    rows: readonly Sequence[],
-    histories: readonly (readonly number[])[],
-    draws: readonly number[],
-  ): (Pick | Error)[] {
-    const V = this.model.config.vocabSize;
-    return rows.map((s, b) => {
-      try {
-        return pickOnHost(logits.data.subarray(b * V, (b + 1) * V), histories[b]!, s.request.settings, draws[b]!);
-      } catch (e) {
-        return e as Error;
-      }
-    });
-  }
-
-  /** The batch's input ids [B, 1] (uint32), gathered from the picks that made them. */
-  #inputs(rows: readonly Sequence[]): { ids: Tensor; owned: boolean } {
-    const first = rows[0]!.source!.launched;
-    if (
-      first.picks &&
-      rows.length === first.rows.length &&
-      rows.every((s, b) => s.source!.launched === first && s.source!.row === b)
-    ) {
-      return { ids: first.picks.tokens, owned: false };
-    }
-    const pieces: Tensor[] = [];
-    try {
-      let at = 0;
-      while (at < rows.length) {
-        const launched = rows[at]!.source!.launched;
-        let end = at;
-        while (end < rows.length && rows[end]!.source!.launched === launched) end++;
-        const picked = rows.slice(at, end).map((s) => s.source!.row);
-        if (launched.picks) {
-          using index = Tensor.from(Int32Array.from(picked), [picked.length]);
-          pieces.push(take(launched.picks.tokens, index, 0));
-        } else {
-          pieces.push(
-            Tensor.from(
-              Uint32Array.from(picked, (r) => (launched.host![r] as Pick).token),
-              [picked.length, 1],
-            ),
-          );
-        }
-        at = end;
-      }
-      return { ids: pieces.length === 1 ? pieces.pop()! : concatenate(pieces, 0), owned: true };
-    } finally {
-      for (const p of pieces) p.dispose();
-    }
-  }
-
-  #tape(batch: number, masked: boolean, structure: string): DecodeTape {
-    const key = `${batch}:${masked}:${structure}`;
+  /** The recorded step of this batch size, padding (with or without) and pick structure. */
+  #tape(batch: number, structure: string): DecodeTape {
+    const cache = (this.#solo ?? this.#cache) as KVCache;
+    const key = `${batch}:${cache.padding.some((p) => p > 0)}:${structure}`;
     let tape = this.#tapes.get(key);
     if (!tape) {
-      const cache = (this.#solo ?? this.#cache) as KVCache;
       tape = new DecodeTape(this.model as Extract<Model, { backend: "mlx" }>, cache, this.graph, {
         output: "logits",
         onFallback: this.#onReplayFallback,
@@ -525,16 +423,8 @@ export class Engine {
     if (this.#rows.length > 0 || this.#joining) return;
     const cache = this.#cache;
     if (cache && cache.shape.maxLength > 1) {
-      if (cache.backend === "mlx") {
-        const tiny = createCache(this.model, 1, 1) as KVCache;
-        try {
-          regroupTo(cache, tiny);
-        } finally {
-          tiny.dispose();
-        }
-      } else {
-        this.#cache = null;
-      }
+      if (cache.backend === "mlx") emptyBuffers(cache, createCache(this.model, 1, 1) as KVCache);
+      else this.#cache = null;
     }
   }
 
@@ -554,16 +444,4 @@ export class Engine {
   [Symbol.dispose](): void {
     this.dispose();
   }
-}
-
-/** The target takes the source's buffers as they stand. */
-function regroupTo(target: KVCache, source: KVCache): void {
-  regroup(target, [{ cache: source, rows: [0] }], source.shape.maxLength - source.offset);
-}
-
-/** The id a host-picked source made for a sequence. */
-function sourcePick(s: Sequence): number {
-  const { launched, row } = s.source!;
-  const pick = launched.host![row]!;
-  return pick instanceof Error ? 0 : pick.token;
 }

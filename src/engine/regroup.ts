@@ -126,3 +126,13 @@ function regroupHost(
   });
   target.setBuffers(buffers, plan.offset, plan.padding);
 }
+
+/** The cache lets its buffers go: it takes those of `tiny` (a one-row, one-position cache), which
+ * is disposed. */
+export function emptyBuffers(cache: KVCache, tiny: KVCache): void {
+  try {
+    regroup(cache, [{ cache: tiny, rows: [0] }], tiny.shape.maxLength - tiny.offset);
+  } finally {
+    tiny.dispose();
+  }
+}

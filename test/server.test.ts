@@ -1,49 +1,25 @@
 // The OpenAI-compatible server on 127.0.0.1, driven by the official `openai` client (chat,
-// completions, streaming, errors) and by raw requests for the hostile cases. Model: the shipped
-// default model on MLX.
+// completions, streaming, errors, concurrency, an encoder's embeddings). Model: the shipped default
+// model on MLX. Hostile requests: server-hostile.test.ts; constrained output: server-constrained.test.ts.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import Ajv from "ajv";
 import OpenAI from "openai";
 import { existsSync } from "node:fs";
-import { connect } from "node:net";
 import { join } from "node:path";
-import {
-  DEFAULT_MODEL_DIR,
-  embed,
-  generateText,
-  liveTensorCount,
-  loadModel,
-  serve,
-  type Server,
-  Tokenizer,
-} from "../src/index.ts";
+import { DEFAULT_MODEL_DIR, embed, generateText, loadModel, serve, type Server, Tokenizer } from "../src/index.ts";
+import { NO_EOS, servedDefaultModel } from "./server-setup.ts";
 
-const NO_EOS = { "0": -100 }; // logit_bias that keeps the default model from ending early
-
-let server: Server;
-let client: OpenAI;
-beforeAll(() => {
-  server = serve({ model: DEFAULT_MODEL_DIR, port: 0, backend: "mlx", maxConcurrent: 4, maxQueue: 8 });
-  client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "unused", maxRetries: 0 });
-});
-afterAll(() => server.stop());
-
-/** Waits until the server has no generation active or waiting. */
-async function idle(): Promise<void> {
-  for (let i = 0; i < 500 && (server.load().active > 0 || server.load().waiting > 0); i++) await Bun.sleep(10);
-  expect(server.load()).toEqual({ active: 0, waiting: 0 });
-}
+const served = servedDefaultModel();
 
 describe("the openai client", () => {
   test("models and health", async () => {
-    const models = await client.models.list();
+    const models = await served.client.models.list();
     expect(models.data.map((m) => m.id)).toEqual(["default-model"]);
-    const health = await (await fetch(`${server.url}/health`)).json();
+    const health = await (await fetch(`${served.server.url}/health`)).json();
     expect(health).toMatchObject({ status: "ok", model: "default-model" });
   });
 
   test("greedy completion equals the library's greedy generation, with usage and logprobs", async () => {
-    const completion = await client.completions.create({
+    const completion = await served.client.completions.create({
       model: "default-model",
       prompt: "The ship sailed",
       max_tokens: 12,
@@ -83,12 +59,12 @@ describe("the openai client", () => {
       seed: 7,
       logit_bias: NO_EOS,
     };
-    const whole = await client.chat.completions.create(request);
+    const whole = await served.client.chat.completions.create(request);
     expect(whole.object).toBe("chat.completion");
     expect(whole.choices[0]!.message.role).toBe("assistant");
     expect(whole.choices[0]!.finish_reason).toBe("length");
     expect(whole.usage!.completion_tokens).toBe(16);
-    const stream = await client.chat.completions.create({
+    const stream = await served.client.chat.completions.create({
       ...request,
       stream: true,
       stream_options: { include_usage: true },
@@ -109,7 +85,7 @@ describe("the openai client", () => {
   });
 
   test("a request continuing an earlier one reuses its KV cache (cached_tokens), with the same tokens", async () => {
-    const first = await client.completions.create({
+    const first = await served.client.completions.create({
       model: "default-model",
       prompt: "The river",
       max_tokens: 10,
@@ -117,7 +93,7 @@ describe("the openai client", () => {
       logit_bias: NO_EOS,
     });
     const prompt = `The river${first.choices[0]!.text} The ship`;
-    const second = await client.completions.create({
+    const second = await served.client.completions.create({
       model: "default-model",
       prompt,
       max_tokens: 10,
@@ -137,7 +113,7 @@ describe("the openai client", () => {
   });
 
   test("stop strings, chat logprobs", async () => {
-    const chat = await client.chat.completions.create({
+    const chat = await served.client.chat.completions.create({
       model: "default-model",
       messages: [{ role: "user", content: "Water" }],
       max_tokens: 20,
@@ -163,363 +139,29 @@ describe("the openai client", () => {
       throw new Error("no error");
     };
     const unknown = await err(
-      client.chat.completions.create({ model: "gpt-9", messages: [{ role: "user", content: "hi" }] }),
+      served.client.chat.completions.create({ model: "gpt-9", messages: [{ role: "user", content: "hi" }] }),
     );
     expect([unknown.status, unknown.code]).toEqual([404, "model_not_found"]);
-    const hot = await err(client.completions.create({ model: "default-model", prompt: "x", temperature: 5 }));
+    const hot = await err(served.client.completions.create({ model: "default-model", prompt: "x", temperature: 5 }));
     expect([hot.status, hot.param]).toEqual([400, "temperature"]);
-    const long = await err(client.completions.create({ model: "default-model", prompt: "word ".repeat(1100) }));
+    const long = await err(served.client.completions.create({ model: "default-model", prompt: "word ".repeat(1100) }));
     expect([long.status, long.code]).toEqual([400, "context_length_exceeded"]);
-    const tooMany = await err(client.completions.create({ model: "default-model", prompt: "x", max_tokens: 2000 }));
+    const tooMany = await err(
+      served.client.completions.create({ model: "default-model", prompt: "x", max_tokens: 2000 }),
+    );
     expect([tooMany.status, tooMany.code]).toEqual([400, "context_length_exceeded"]);
-    const n = await err(client.completions.create({ model: "default-model", prompt: "x", n: 2 }));
+    const n = await err(served.client.completions.create({ model: "default-model", prompt: "x", n: 2 }));
     expect([n.status, n.param]).toEqual([400, "n"]);
-  });
-});
-
-describe("hostile requests", () => {
-  const post = (path: string, body: string, headers: Record<string, string> = {}) =>
-    fetch(`${server.url}${path}`, {
-      method: "POST",
-      body,
-      headers: { "content-type": "application/json", ...headers },
-    });
-
-  test.each([
-    ["malformed JSON", "/v1/chat/completions", "{", 400, "not valid JSON"],
-    ["a JSON array", "/v1/completions", "[1]", 400, "must be a JSON object"],
-    [
-      "messages of the wrong type",
-      "/v1/chat/completions",
-      '{"messages": "hi"}',
-      400,
-      "'messages' must be a non-empty list",
-    ],
-    [
-      "a message without a role",
-      "/v1/chat/completions",
-      '{"messages": [{"content": "hi"}]}',
-      400,
-      "'messages[0].role'",
-    ],
-    ["a prompt of the wrong type", "/v1/completions", '{"prompt": 3}', 400, "'prompt' must be a string"],
-    [
-      "max_tokens of the wrong type",
-      "/v1/completions",
-      '{"prompt": "x", "max_tokens": "ten"}',
-      400,
-      "'max_tokens' must be an integer >= 1",
-    ],
-    ["a bad logit_bias", "/v1/completions", '{"prompt": "x", "logit_bias": {"abc": 1}}', 400, "'logit_bias'"],
-    [
-      "a logit_bias past the vocabulary",
-      "/v1/completions",
-      '{"prompt": "x", "logit_bias": {"99999": 1}, "max_tokens": 2}',
-      400,
-      "logitBias",
-    ],
-    [
-      "stream of the wrong type",
-      "/v1/completions",
-      '{"prompt": "x", "stream": "yes"}',
-      400,
-      "'stream' must be a boolean",
-    ],
-  ])("%s -> %d", async (_, path, body, status, message) => {
-    const response = await post(path, body);
-    expect(response.status).toBe(status);
-    const { error } = (await response.json()) as { error: { message: string; type: string } };
-    expect(error.message).toContain(message);
-    expect(error.type).toBe("invalid_request_error");
-  });
-
-  test("a decoder answers /v1/embeddings with a 400 that says so", async () => {
-    const response = await post("/v1/embeddings", JSON.stringify({ input: "hi" }));
-    expect(response.status).toBe(400);
-    expect(((await response.json()) as { error: { message: string } }).error.message).toContain(
-      "is a decoder (llama): embeddings need an encoder model",
-    );
-  });
-
-  test("an HTTP/1.0 request without a Host header is 400; a body that never completes is 408 after bodyTimeout", async () => {
-    const raw = (port: number, text: string) =>
-      new Promise<string>((resolve) => {
-        const socket = connect(port, "127.0.0.1", () => socket.write(text));
-        let out = "";
-        socket.on("data", (d) => (out += d));
-        socket.on("close", () => resolve(out));
-        setTimeout(() => {
-          socket.destroy();
-          resolve(`${out}(still open after 20 s)`);
-        }, 20_000);
-      });
-    expect(await raw(server.port, "GET /v1/models HTTP/1.0\r\n\r\n")).toMatch(
-      /^HTTP\/1\.[01] 400[\s\S]*the request has no Host header/,
-    );
-    const impatient = serve({ model: DEFAULT_MODEL_DIR, port: 0, backend: "mlx", bodyTimeout: 1 });
-    try {
-      const started = Date.now();
-      const answer = await raw(
-        impatient.port,
-        'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"prompt":',
-      );
-      expect(answer).toMatch(/^HTTP\/1\.1 408[\s\S]*did not arrive within 1 s/);
-      expect(answer).not.toContain("still open");
-      expect(Date.now() - started).toBeLessThan(15_000);
-    } finally {
-      await impatient.stop();
-    }
-  });
-
-  test("an oversized body is 413, an unknown route 404, a wrong method 405", async () => {
-    const big = await post("/v1/completions", JSON.stringify({ prompt: "x".repeat(2 ** 21) }));
-    expect(big.status).toBe(413);
-    expect((await fetch(`${server.url}/v2/nothing`)).status).toBe(404);
-    const wrong = await fetch(`${server.url}/v1/chat/completions`);
-    expect(wrong.status).toBe(405);
-    expect(((await wrong.json()) as { error: { message: string } }).error.message).toContain("allowed: POST");
-    const page = await fetch(`${server.url}/`);
-    expect(page.headers.get("content-type")).toContain("text/html");
-    expect(await page.text()).toContain("/v1/chat/completions");
-  });
-
-  test("a client that disconnects mid-stream stops its generation; nothing it made is left", async () => {
-    await idle();
-    // Tensors earlier tests dropped without disposing are collected first (not counted as this one's).
-    Bun.gc(true);
-    await Bun.sleep(20);
-    const before = liveTensorCount();
-    const abort = new AbortController();
-    const response = await fetch(`${server.url}/v1/completions`, {
-      method: "POST",
-      body: JSON.stringify({ prompt: "The ship sailed", max_tokens: 900, stream: true, logit_bias: NO_EOS }),
-      signal: abort.signal,
-    });
-    const reader = response.body!.getReader();
-    await reader.read();
-    expect(server.load().active).toBe(1);
-    abort.abort();
-    await idle();
-    expect(liveTensorCount()).toBeLessThanOrEqual(before);
-    // The server carries on.
-    const after = await client.completions.create({
-      model: "default-model",
-      prompt: "Water",
-      max_tokens: 4,
-      logit_bias: NO_EOS,
-    });
-    expect(after.usage!.completion_tokens).toBe(4);
-  });
-});
-
-describe("constrained output: response_format and tools", () => {
-  const ajv = new Ajv({ strict: false });
-  const person = {
-    type: "object",
-    properties: {
-      name: { type: "string", maxLength: 12 },
-      age: { type: "integer" },
-      pets: { type: "array", items: { enum: ["cat", "dog"] }, maxItems: 2 },
-    },
-    required: ["name", "age"],
-    additionalProperties: false,
-  };
-  const weather = {
-    type: "object",
-    properties: { city: { type: "string", maxLength: 12 }, unit: { enum: ["C", "F"] } },
-    required: ["city", "unit"],
-    additionalProperties: false,
-  };
-  const tools = [
-    {
-      type: "function" as const,
-      function: { name: "get_weather", description: "Weather in a city", parameters: weather },
-    },
-    {
-      type: "function" as const,
-      function: {
-        name: "get_time",
-        parameters: { type: "object", properties: { zone: { type: "string", maxLength: 8 } }, required: ["zone"] },
-      },
-    },
-  ];
-  const messages = [{ role: "user" as const, content: "Tell me about a person." }];
-
-  test("json_schema, whole and streamed, sampled: the content validates", async () => {
-    const response_format = { type: "json_schema" as const, json_schema: { name: "person", schema: person } };
-    for (const seed of [1, 2, 3]) {
-      const whole = await client.chat.completions.create({
-        model: "default-model",
-        messages,
-        max_tokens: 120,
-        seed,
-        response_format,
-      });
-      expect(whole.choices[0]!.finish_reason).toBe("stop");
-      expect(ajv.validate(person, JSON.parse(whole.choices[0]!.message.content!))).toBe(true);
-      const stream = await client.chat.completions.create({
-        model: "default-model",
-        messages,
-        max_tokens: 120,
-        seed,
-        response_format,
-        stream: true,
-      });
-      let text = "";
-      for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";
-      expect(text).toBe(whole.choices[0]!.message.content!);
-    }
-  });
-
-  test("json_object gives a JSON object (or stops at max_tokens inside one)", async () => {
-    // The default model often writes long strings: answers that end are objects, and some end.
-    let ended = 0;
-    for (const seed of [1, 2, 3, 4, 5, 6]) {
-      const completion = await client.chat.completions.create({
-        model: "default-model",
-        messages,
-        max_tokens: 100,
-        temperature: 0.7,
-        seed,
-        response_format: { type: "json_object" },
-      });
-      const { finish_reason, message } = completion.choices[0]!;
-      if (finish_reason === "length") {
-        expect(message.content!.startsWith("{")).toBe(true);
-        continue;
-      }
-      ended++;
-      const value = JSON.parse(message.content!);
-      expect(typeof value === "object" && value !== null && !Array.isArray(value)).toBe(true);
-    }
-    expect(ended).toBeGreaterThan(0);
-  });
-
-  test("a schema it cannot follow is a 400 naming the keyword", async () => {
-    const bad = { type: "json_schema" as const, json_schema: { name: "x", schema: { type: "string", pattern: "^a" } } };
-    const error = await client.chat.completions
-      .create({ model: "default-model", messages, response_format: bad })
-      .catch((e) => e);
-    expect(error.status).toBe(400);
-    expect(error.message).toContain("unsupported JSON Schema keyword 'pattern'");
-    const both = await client.chat.completions
-      .create({ model: "default-model", messages, response_format: { type: "json_object" }, tools })
-      .catch((e) => e);
-    expect(both.status).toBe(400);
-    const unknown = await client.chat.completions
-      .create({
-        model: "default-model",
-        messages,
-        tools,
-        tool_choice: { type: "function", function: { name: "nope" } },
-      })
-      .catch((e) => e);
-    expect(unknown.status).toBe(400);
-    expect(unknown.message).toContain("'nope'");
-  });
-
-  test("tool_choice required and named: tool_calls whose arguments validate against the tool's parameters", async () => {
-    for (const [seed, tool_choice] of [
-      [1, "required"],
-      [2, "required"],
-      [3, { type: "function", function: { name: "get_time" } }],
-    ] as const) {
-      const completion = await client.chat.completions.create({
-        model: "default-model",
-        messages: [{ role: "user", content: "Weather in Paris?" }],
-        max_tokens: 120,
-        seed,
-        tools,
-        tool_choice,
-      });
-      const choice = completion.choices[0]!;
-      expect(choice.finish_reason).toBe("tool_calls");
-      expect(choice.message.content).toBeNull();
-      const calls = choice.message.tool_calls!;
-      expect(calls.length).toBeGreaterThanOrEqual(1);
-      for (const call of calls) {
-        if (call.type !== "function") throw new Error("not a function call");
-        expect(call.id).toStartWith("call_");
-        const tool = tools.find((t) => t.function.name === call.function.name)!;
-        if (typeof tool_choice === "object") expect(call.function.name).toBe("get_time");
-        expect(ajv.validate(tool.function.parameters, JSON.parse(call.function.arguments))).toBe(true);
-      }
-    }
-  });
-
-  test("tool calls streamed, and a conversation that carries calls and their results", async () => {
-    const stream = await client.chat.completions.create({
-      model: "default-model",
-      messages: [{ role: "user", content: "Time?" }],
-      max_tokens: 120,
-      seed: 5,
-      tools,
-      tool_choice: "required",
-      stream: true,
-    });
-    const calls: { name?: string; arguments?: string }[] = [];
-    let finish: string | null = null;
-    for await (const chunk of stream) {
-      for (const call of chunk.choices[0]?.delta.tool_calls ?? [])
-        calls[call.index] = { name: call.function?.name, arguments: call.function?.arguments };
-      finish = chunk.choices[0]?.finish_reason ?? finish;
-    }
-    expect(finish).toBe("tool_calls");
-    expect(calls.length).toBeGreaterThanOrEqual(1);
-    for (const call of calls) expect(["get_weather", "get_time"]).toContain(call.name!);
-    const followUp = await client.chat.completions.create({
-      model: "default-model",
-      max_tokens: 8,
-      tools,
-      tool_choice: "none",
-      messages: [
-        { role: "user", content: "Weather in Paris?" },
-        {
-          role: "assistant",
-          content: null,
-          tool_calls: [
-            {
-              id: "call_1",
-              type: "function",
-              function: { name: "get_weather", arguments: `{"city":"Paris","unit":"C"}` },
-            },
-          ],
-        },
-        { role: "tool", tool_call_id: "call_1", content: "18 C, sunny" },
-      ],
-    });
-    expect(followUp.choices[0]!.message.tool_calls ?? []).toEqual([]);
-    expect(typeof followUp.choices[0]!.message.content).toBe("string");
-    await idle();
-  });
-
-  test("tool_choice auto: text or well-formed calls", async () => {
-    for (const seed of [1, 2, 3, 4]) {
-      const completion = await client.chat.completions.create({
-        model: "default-model",
-        messages: [{ role: "user", content: "Hello" }],
-        max_tokens: 60,
-        seed,
-        tools,
-      });
-      const choice = completion.choices[0]!;
-      if (choice.finish_reason === "tool_calls") {
-        for (const call of choice.message.tool_calls!)
-          if (call.type === "function") expect(() => JSON.parse(call.function.arguments)).not.toThrow();
-      } else {
-        expect(choice.message.content!.startsWith("<")).toBe(false);
-      }
-    }
   });
 });
 
 describe("concurrency", () => {
   test("concurrent streams are served round robin: each gets its first tokens before any finishes", async () => {
-    await idle();
+    await served.idle();
     const start = performance.now();
     const runs = await Promise.all(
       [0, 1, 2, 3].map(async (i) => {
-        const stream = await client.completions.create({
+        const stream = await served.client.completions.create({
           model: "default-model",
           prompt: `Request ${i}: the river`,
           max_tokens: 24,
@@ -543,7 +185,7 @@ describe("concurrency", () => {
   });
 
   test("requests joining a running batch, and one cancelled beside them, get the tokens each gets alone", async () => {
-    await idle();
+    await served.idle();
     const model = loadModel(DEFAULT_MODEL_DIR, { backend: "mlx" });
     const tokenizer = Tokenizer.fromDir(DEFAULT_MODEL_DIR);
     const alone = async (prompt: string, options: Record<string, number>) =>
@@ -552,7 +194,7 @@ describe("concurrency", () => {
     const b = { maxTokens: 12, temperature: 0.7, topP: 0.9, seed: 2 };
     const expected = [await alone("The old river", a), await alone("Water is", b)];
     model.dispose();
-    const stream = await client.completions.create({
+    const stream = await served.client.completions.create({
       model: "default-model",
       prompt: "The old river",
       max_tokens: a.maxTokens,
@@ -567,7 +209,7 @@ describe("concurrency", () => {
       textA += chunk.choices[0]?.text ?? "";
       if (joined || !textA) continue;
       // While A decodes: B joins, and C joins and goes away after two chunks.
-      joined = client.completions
+      joined = served.client.completions
         .create({
           model: "default-model",
           prompt: "Water is",
@@ -579,7 +221,7 @@ describe("concurrency", () => {
         })
         .then((r) => r.choices[0]!.text);
       const abort = new AbortController();
-      const c = await fetch(`${server.url}/v1/completions`, {
+      const c = await fetch(`${served.server.url}/v1/completions`, {
         method: "POST",
         body: JSON.stringify({ prompt: "A cancelled request", max_tokens: 300, stream: true, logit_bias: NO_EOS }),
         signal: abort.signal,
@@ -590,7 +232,7 @@ describe("concurrency", () => {
       abort.abort();
     }
     expect([textA, await joined!]).toEqual(expected);
-    await idle();
+    await served.idle();
   });
 
   test("serve options are checked", () => {

@@ -185,6 +185,9 @@ std::optional<mx::array> qmv_cuda(const mx::array& x, const mx::array& w, const 
 std::optional<Arrays> qk_norm_rope_cuda(const mx::array& q, const mx::array& k, const mx::array& q_weight, const mx::array& k_weight, float eps, int dims,
                                         bool traditional, std::optional<float> base, float scale, const mx::array& offset,
                                         const std::optional<mx::array>& periods);
+/** The product's elements [offsets[i], offsets[i] + size of shapes[i]) as arrays of those shapes:
+ * views of the one buffer the product's primitive fills, one node (shim/ext/split_product.cpp). */
+Arrays split_product(const mx::array& product, const std::vector<mx::Shape>& shapes, std::vector<int64_t> offsets);
 /** SamplePick on the GPU of a CUDA build (sample_cuda.cpp): whether its kernel for the dtype compiled,
  * and its evaluation (inputs logits, params, uniforms; outputs tokens, peak, threshold). */
 bool sample_kernel_ready(int device_index, mx::Dtype dtype);

@@ -1,6 +1,5 @@
 // Quantize / dequantize / quantized_matmul.
 #include "internal.h"
-#include "mlx/backend/common/utils.h"
 #include "mlx/primitives.h"
 
 using namespace mlxb;
@@ -51,54 +50,6 @@ mx::array quantized_product(const mx::array& x, const mx::array& w, const mx::ar
   return plus(mx::quantized_matmul(x, w, scales, biases, t, g, b, m));
 }
 
-/** A product node's result as several arrays: output i is the product's elements [offsets[i],
- * offsets[i] + its size) in its own shape, a view of the one buffer the product's primitive fills
- * (run as it would run alone). For a one-row product these are column ranges, so this is one node
- * where a split and reshapes would be several: the fused q, k and v projections in their heads'
- * shapes. */
-class SplitProduct : public mx::Primitive {
- public:
-  SplitProduct(mx::Stream stream, std::shared_ptr<mx::Primitive> product, mx::Shape shape, std::vector<int64_t> offsets)
-      : mx::Primitive(stream), product_(std::move(product)), shape_(std::move(shape)), offsets_(std::move(offsets)) {}
-
-  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
-    run(inputs, outputs, false);
-  }
-  void eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
-    run(inputs, outputs, true);
-  }
-  const char* name() const override {
-    return "SplitProduct";
-  }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    const auto& o = static_cast<const SplitProduct&>(other);
-    return product_->is_equivalent(*o.product_) && shape_ == o.shape_ && offsets_ == o.offsets_;
-  }
-
- private:
-  void run(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs, bool gpu) {
-    std::vector<mx::array> product{mx::array(shape_, outputs[0].dtype(), nullptr, {})};
-    if (gpu) {
-      product_->eval_gpu(inputs, product);
-    } else {
-      product_->eval_cpu(inputs, product);
-    }
-    for (size_t i = 0; i < outputs.size(); i++) {
-      auto& out = outputs[i];
-      mx::Strides strides(out.ndim(), 1);
-      for (int d = static_cast<int>(out.ndim()) - 2; d >= 0; d--) strides[d] = strides[d + 1] * out.shape(d + 1);
-      auto [size, row, col] = mx::check_contiguity(out.shape(), strides);
-      auto flags = product[0].flags();
-      flags.row_contiguous = row, flags.col_contiguous = col, flags.contiguous = true;
-      out.copy_shared_buffer(product[0], strides, flags, size, offsets_[i]);
-    }
-  }
-
-  std::shared_ptr<mx::Primitive> product_;
-  mx::Shape shape_;
-  std::vector<int64_t> offsets_;
-};
-
 /** quantized_product(x, ...) as arrays of `shapes` (in order, their sizes adding up to the
  * product's): for one row of x, one SplitProduct node over the product's own; else the product
  * split along its last axis and each part reshaped. */
@@ -119,9 +70,7 @@ Arrays quantized_product_split(const mx::array& x, const mx::array& w, const mx:
   if (rows == 1 && product.has_primitive() && x.size() > 0) {
     std::vector<int64_t> offsets{0};
     for (int c : cuts) offsets.push_back(c);
-    std::vector<mx::Dtype> dtypes(shapes.size(), product.dtype());
-    auto primitive = std::make_shared<SplitProduct>(product.primitive().stream(), product.primitive_ptr(), product.shape(), std::move(offsets));
-    return mx::array::make_arrays(shapes, dtypes, primitive, product.inputs());
+    return split_product(product, shapes, std::move(offsets));
   }
   auto parts = mx::split(product, cuts, -1);
   for (size_t i = 0; i < parts.size(); i++) parts[i] = mx::reshape(parts[i], shapes[i]);

@@ -1,5 +1,5 @@
-// Hostile calls, round 2 (continued): a temperature float32 cannot invert, unknown option names on
-// every public entry, prompt-cache files of another model or edited, the server's wrong routes.
+// Hostile calls: a temperature float32 cannot invert, unknown option names on every public entry,
+// prompt-cache files of another model or edited, the server's wrong routes.
 import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";

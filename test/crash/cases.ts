@@ -1,10 +1,10 @@
 // Hostile and careless calls through the public API, one per child process (test/crash.test.ts):
 // each either throws an Error (expect "error") or completes (expect "ok"); none may end the process
 // by a signal. Checkpoint cases copy the llama fixture into a temporary directory and damage it.
-// The cases live by area in cases-api.ts, cases-round2.ts, cases-gguf.ts and cases-entries.ts
+// The cases live by area in cases-api.ts, cases-device.ts, cases-gguf.ts and cases-entries.ts
 // (registered in this import order, so that a case's index is the same in every process).
 import "./cases-api.ts";
-import "./cases-round2.ts";
+import "./cases-device.ts";
 import "./cases-gguf.ts";
 import "./cases-entries.ts";
 import { existsSync } from "node:fs";

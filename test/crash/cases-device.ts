@@ -1,9 +1,9 @@
-// Hostile calls, round 2: gathers and scatters with indices computed on the device, ranges, rope,
-// memory limits, and constrained output.
+// Hostile calls: gathers and scatters with indices computed on the device, ranges, rope, memory
+// limits, and constrained output.
 import { DEFAULT_MODEL_DIR, fast, generateText, loadModel, memory, ops, Tensor, Tokenizer } from "../../src/index.ts";
 import { add, generateWith, heads, table } from "./harness.ts";
 
-// ---- round 2 (issue 34) ----
+// ---- indices computed on the device ----
 // Gathers and scatters with indices computed on the device: clamped into the axis (JAX's default),
 // never read past it. Each case checks the clamped values.
 const deviceIndex = (a: number, b: number) => ops.add(Tensor.from(Int32Array.of(a)), Tensor.from(Int32Array.of(b)));

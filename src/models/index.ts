@@ -1,18 +1,16 @@
 // A loaded model (load.ts) run one step at a time: forward, encode, its caches and token ids.
 import type { CpuModel, MlxModel, Model } from "./load.ts";
 import { checkOptionNames } from "../options.ts";
-import { withFallback } from "../backend/dispatch.ts";
-import { itemSize, type TensorData } from "../dtype.ts";
+import type { TensorData } from "../dtype.ts";
 import { checkAllocation } from "../native/device.ts";
 import type { Graph } from "../graph/graph.ts";
-import { CPU_KERNELS } from "../graph/ops.ts";
-import { runGraph } from "../graph/run.ts";
-import { HostKVCache, KVCache } from "../kv-cache.ts";
-import { evalAll } from "../ops/core.ts";
+import type { HostKVCache, KVCache } from "../kv-cache.ts";
 import { CpuTensor } from "../ops/cpu.ts";
 import { DEFAULT_REWRITERS, rewrite } from "../rewrite/index.ts";
 import { Tensor } from "../tensor.ts";
 import { checkIds, positionsFrom } from "./inputs.ts";
+import { backendOf, CPU_BACKEND, MLX_BACKEND, type ModelBackend, type Runnable, runOn } from "./backends.ts";
+import type { BackendTypes } from "../graph/ops.ts";
 
 export {
   ARCHITECTURES,
@@ -76,13 +74,13 @@ export function createCache(
     if (!Number.isSafeInteger(value) || value <= 0)
       throw new Error(`createCache: ${key} must be a positive integer, got ${value}`);
   }
-  const itemBytes = model.backend === "mlx" ? itemSize(model.dtype) : 4;
+  const backend = backendOf(model);
   checkAllocation(
     `a KV cache of ${layers} layers x ${batch} x ${heads} heads x ${maxLength} positions x ${headDim}`,
-    2 * layers * batch * heads * maxLength * headDim * itemBytes,
-    model.backend === "mlx" ? "mlx" : "host",
+    2 * layers * batch * heads * maxLength * headDim * backend.cacheItemBytes(model.dtype),
+    backend.memory,
   );
-  return model.backend === "mlx" ? new KVCache(shape) : new HostKVCache({ ...shape, dtype: "float32" });
+  return backend.cache(shape);
 }
 
 /** The KV cache a generation of `length` positions (`promptLength` of them the prompt) needs: a plain
@@ -117,20 +115,7 @@ export function generationCache(
 export function tokenIds(model: MlxModel, ids: readonly number[], shape: readonly number[]): Tensor;
 export function tokenIds(model: Model, ids: readonly number[], shape: readonly number[]): Tensor | CpuTensor;
 export function tokenIds(model: Model, ids: readonly number[], shape: readonly number[]): Tensor | CpuTensor {
-  return model.backend === "cpu"
-    ? new CpuTensor(Float32Array.from(ids), shape)
-    : Tensor.from(Int32Array.from(ids), shape);
-}
-
-/** A tensor of integers on the MLX backend (copied there when it is a host tensor). */
-function onMlx(t: TensorData): { tensor: Tensor; owned: boolean } {
-  return t instanceof Tensor
-    ? { tensor: t, owned: false }
-    : { tensor: Tensor.from(t.toInt32Array(), [...t.shape]), owned: true };
-}
-
-function onHost(t: TensorData): CpuTensor {
-  return t instanceof CpuTensor ? t : new CpuTensor(Float32Array.from(t.toInt32Array()), [...t.shape]);
+  return backendOf(model).ints(ids, shape);
 }
 
 /** Runs an encoder over ids [B, T]: last hidden states [B, T, hidden]. keyMask: [B, T], 1 = real token. */
@@ -140,55 +125,39 @@ export function encode(model: Model, ids: TensorData, options?: EncodeOptions): 
 export function encode(model: Model, ids: TensorData, options: EncodeOptions = {}): Tensor | CpuTensor {
   checkOptionNames("encode", options, ["tokenTypes", "keyMask", "graph"]);
   if (model.kind !== "encoder") throw new Error(`encode: ${model.config.modelType} is a decoder; use forward`);
-  const [batch, length] = checkEncoderInputs(model, ids, options);
-  const positions = positionsFrom(batch, length, 0);
+  checkEncoderInputs(model, ids, options);
   const graph = options.graph ?? model.graph("all");
+  return model.backend === "mlx"
+    ? encodeOn(MLX_BACKEND, model, ids, graph, options)
+    : encodeOn(CPU_BACKEND, model, ids, graph, options);
+}
+
+function encodeOn<B extends BackendTypes>(
+  backend: ModelBackend<B>,
+  model: Runnable<B>,
+  ids: TensorData,
+  graph: Graph,
+  options: EncodeOptions,
+): B["tensor"] {
+  const [batch, length] = ids.shape as [number, number];
+  const positions = backend.ints(positionsFrom(batch, length, 0), [batch, length]);
   const types = options.tokenTypes ?? new CpuTensor(new Float32Array(batch * length), [batch, length]);
-  if (model.backend === "cpu") {
-    const feeds = {
-      ids: onHost(ids),
-      positions: new CpuTensor(Float32Array.from(positions), [batch, length]),
-      tokenTypes: onHost(types),
-      keyMask: options.keyMask ? onHost(options.keyMask) : null,
-    };
-    const out = runGraph(graph, CPU_KERNELS, {
-      weights: model.weights,
-      quantization: model.checkpoint.quantization,
-      feeds,
-      cache: null,
-    });
-    return out["hidden"] as CpuTensor;
-  }
-  const inputs = [
-    ids,
-    Tensor.from(positions, [batch, length]),
-    types,
-    ...(options.keyMask ? [options.keyMask] : []),
-  ].map(onMlx);
+  const inputs = [ids, types, ...(options.keyMask ? [options.keyMask] : [])].map((t) => backend.adopt(t));
   try {
-    const [idsT, positionsT, typesT, maskT] = inputs.map((i) => i.tensor) as [
-      Tensor,
-      Tensor,
-      Tensor,
-      Tensor | undefined,
-    ];
-    const feeds = { ids: idsT, positions: positionsT, tokenTypes: typesT, keyMask: maskT ?? null };
-    const out = runGraph(graph, mlxKernels(), {
-      weights: model.weights,
-      quantization: model.checkpoint.quantization,
-      feeds,
-      cache: null,
-    });
-    return (out["hidden"] as Tensor).eval();
+    const [idsT, typesT, maskT] = inputs.map((i) => i.tensor);
+    const feeds = { ids: idsT!, positions, tokenTypes: typesT!, keyMask: maskT ?? null };
+    const hidden = runOn(backend, model, graph, feeds, null)["hidden"] as B["tensor"];
+    backend.evaluate([hidden]);
+    return hidden;
   } finally {
-    inputs[1]!.tensor.dispose();
+    positions.dispose();
     for (const i of inputs) if (i.owned) i.tensor.dispose();
   }
 }
 
 /** ids [B, T] in the vocabulary, T within the position table, token types in the type table, key
  * mask of the same shape: the embedding gathers would otherwise read past their tables. */
-function checkEncoderInputs(model: Model, ids: TensorData, options: EncodeOptions): [number, number] {
+function checkEncoderInputs(model: Model, ids: TensorData, options: EncodeOptions): void {
   if (ids.shape.length !== 2 || ids.shape.some((d) => d < 1))
     throw new Error(`encode: ids must be [batch, length] with both >= 1, got [${ids.shape.join(", ")}]`);
   const [batch, length] = ids.shape as [number, number];
@@ -216,7 +185,6 @@ function checkEncoderInputs(model: Model, ids: TensorData, options: EncodeOption
     if (bad >= 0)
       throw new Error(`encode: keyMask[${bad}] is ${mask[bad]}; the key mask holds 1 (real token) or 0 (padding)`);
   }
-  return [batch, length];
 }
 
 export interface EncodeOptions {
@@ -239,19 +207,47 @@ export interface ForwardOptions {
   lazy?: boolean | undefined;
 }
 
-/** Feeds of one MLX forward over ids [B, T] at the cache's offset: positions (from each example's
- * first real token) and the key mask (padded batches only), as new tensors. */
+/** Feeds of one forward over ids [B, T] at the cache's offset: positions (from each example's first
+ * real token) and the key mask (padded batches only), as new tensors of the backend. */
+function feedsOn<B extends BackendTypes>(
+  backend: ModelBackend<B>,
+  ids: B["tensor"],
+  cache: KVCache | HostKVCache | null,
+): { positions: B["tensor"]; keyMask: B["tensor"] | null; offset: number } {
+  const [batch, length] = ids.shape as [number, number];
+  const offset = cache?.offset ?? 0;
+  return {
+    positions: backend.ints(positionsFrom(batch, length, offset, cache?.padding), [batch, length]),
+    keyMask: (cache?.keyMask(offset + length) ?? null) as B["tensor"] | null,
+    offset,
+  };
+}
+
+/** One step's graph run (lazily on MLX) at the cache's offset, the cache advanced: the logits. */
+function stepOn<B extends BackendTypes>(
+  backend: ModelBackend<B>,
+  model: Runnable<B>,
+  graph: Graph,
+  ids: B["tensor"],
+  cache: KVCache | HostKVCache | null,
+  feeds = feedsOn(backend, ids, cache),
+): B["tensor"] {
+  try {
+    const out = runOn(backend, model, graph, { ids, ...feeds }, cache);
+    cache?.advance(ids.shape[1]!);
+    return out["logits"] as B["tensor"];
+  } finally {
+    feeds.positions.dispose();
+    feeds.keyMask?.dispose();
+  }
+}
+
+/** The feeds of an MLX step (models/replay.ts records and replays them). */
 export function mlxFeeds(
   ids: Tensor,
   cache: KVCache | null,
 ): { positions: Tensor; keyMask: Tensor | null; offset: number } {
-  const [batch, length] = ids.shape as [number, number];
-  const offset = cache?.offset ?? 0;
-  return {
-    positions: Tensor.from(positionsFrom(batch, length, offset, cache?.padding), [batch, length]),
-    keyMask: cache?.keyMask(offset + length) ?? null,
-    offset,
-  };
+  return feedsOn(MLX_BACKEND, ids, cache);
 }
 
 /** Runs the graph on MLX (lazily) and advances the cache; returns the logits. */
@@ -262,27 +258,7 @@ export function runMlx(
   cache: KVCache | null,
   feeds = mlxFeeds(ids, cache),
 ): Tensor {
-  try {
-    const out = runGraph(graph, mlxKernels(), {
-      weights: model.weights,
-      quantization: model.checkpoint.quantization,
-      feeds: { ids, positions: feeds.positions, offset: feeds.offset, keyMask: feeds.keyMask },
-      cache,
-      group: model.group,
-    });
-    cache?.advance(ids.shape[1]!);
-    return out["logits"] as Tensor;
-  } finally {
-    feeds.positions.dispose();
-    feeds.keyMask?.dispose();
-  }
-}
-
-let mlxTable: ReturnType<typeof withFallback> | undefined;
-
-/** The MLX kernels with per-op CPU fallback (made once). */
-function mlxKernels(): ReturnType<typeof withFallback> {
-  return (mlxTable ??= withFallback());
+  return stepOn(MLX_BACKEND, model, graph, ids, cache, feeds);
 }
 
 /** One forward pass over integer ids [B, T] at the cache's offset; the cache is extended. Returns
@@ -295,35 +271,30 @@ export function forward(model: Model, ids: TensorData, options: ForwardOptions =
   if (model.kind !== "decoder") throw new Error(`forward: ${model.config.modelType} is an encoder; use encode`);
   if (ids.ndim !== 2) throw new Error(`forward: ids must be [batch, length], got [${ids.shape.join(", ")}]`);
   checkIds(ids, model.config.vocabSize);
-  const [batch, length] = ids.shape as [number, number];
   const { cache = null, logits = "last" } = options;
   if (cache && cache.backend !== model.backend)
     throw new Error(`forward: the cache was made for the ${cache.backend} backend, the model runs on ${model.backend}`);
-  if (cache && cache.shape.batch !== batch)
-    throw new Error(`forward: ids have batch ${batch}, the cache ${cache.shape.batch}`);
+  if (cache && cache.shape.batch !== ids.shape[0])
+    throw new Error(`forward: ids have batch ${ids.shape[0]}, the cache ${cache.shape.batch}`);
   const graph = options.graph ?? model.graph(logits);
-  if (model.backend === "cpu") {
-    const hostCache = cache as HostKVCache | null;
-    const offset = hostCache?.offset ?? 0;
-    const positions = new CpuTensor(Float32Array.from(positionsFrom(batch, length, offset, hostCache?.padding)), [
-      batch,
-      length,
-    ]);
-    const feeds = { ids: onHost(ids), positions, offset, keyMask: hostCache?.keyMask(offset + length) ?? null };
-    const out = runGraph(graph, CPU_KERNELS, {
-      quantization: model.checkpoint.quantization,
-      weights: model.weights,
-      feeds,
-      cache: hostCache,
-    });
-    hostCache?.advance(length);
-    return out["logits"] as CpuTensor;
-  }
-  const input = onMlx(ids);
+  return model.backend === "mlx"
+    ? forwardOn(MLX_BACKEND, model, ids, graph, cache, options.lazy === true)
+    : forwardOn(CPU_BACKEND, model, ids, graph, cache, false);
+}
+
+function forwardOn<B extends BackendTypes>(
+  backend: ModelBackend<B>,
+  model: Runnable<B>,
+  ids: TensorData,
+  graph: Graph,
+  cache: KVCache | HostKVCache | null,
+  lazy: boolean,
+): B["tensor"] {
+  const input = backend.adopt(ids);
   try {
-    const result = runMlx(model, graph, input.tensor, cache as KVCache | null);
+    const result = stepOn(backend, model, graph, input.tensor, cache);
     // The cache's buffers are in the logits' graph: evaluating the logits evaluates them.
-    if (!options.lazy) evalAll([result]);
+    if (!lazy) backend.evaluate([result]);
     return result;
   } finally {
     if (input.owned) input.tensor.dispose();

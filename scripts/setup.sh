@@ -24,15 +24,16 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 # 1. Python venv: oracles + the libmlx.so that the shim links against + zig.
 VENV="$CACHE/venv"
-PY_STAMP="$VENV/.stamp-$TARGET-$MLX_VERSION-$MLX_LM_VERSION-$ZIG_VERSION-$GGUF_VERSION"
+PY_STAMP="$VENV/.stamp-$TARGET-$MLX_VERSION-$MLX_LM_VERSION-$ZIG_VERSION-$GGUF_VERSION-$CLANG_FORMAT_VERSION"
 if [ ! -f "$PY_STAMP" ]; then
-  log "python venv: mlx==$MLX_VERSION $MLX_WHEEL==$MLX_VERSION mlx-lm==$MLX_LM_VERSION ziglang==$ZIG_VERSION gguf==$GGUF_VERSION"
+  log "python venv: mlx==$MLX_VERSION $MLX_WHEEL==$MLX_VERSION mlx-lm==$MLX_LM_VERSION ziglang==$ZIG_VERSION gguf==$GGUF_VERSION clang-format==$CLANG_FORMAT_VERSION"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip
   # Both wheels install mlx/lib/libmlx.so: a target switch removes the other one first.
   "$VENV/bin/pip" uninstall -q -y mlx-cpu mlx-cuda-13 >/dev/null 2>&1 || true
   "$VENV/bin/pip" install -q --disable-pip-version-check \
-    "mlx==$MLX_VERSION" "$MLX_WHEEL==$MLX_VERSION" "mlx-lm==$MLX_LM_VERSION" "ziglang==$ZIG_VERSION" "gguf==$GGUF_VERSION" numpy
+    "mlx==$MLX_VERSION" "$MLX_WHEEL==$MLX_VERSION" "mlx-lm==$MLX_LM_VERSION" "ziglang==$ZIG_VERSION" "gguf==$GGUF_VERSION" \
+    "clang-format==$CLANG_FORMAT_VERSION" numpy
   rm -f "$VENV"/.stamp-*
   touch "$PY_STAMP"
 fi

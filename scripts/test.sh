@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: install everything (idempotent), regenerate oracle fixtures when their
 # scripts or the MLX version changed, type-check (tsc --noEmit, strict), check formatting and lint
-# (Biome), then run the whole bun:test suite.
+# (Biome for TypeScript, clang-format for the shim), then run the whole bun:test suite.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"
@@ -17,6 +17,8 @@ cd "$ROOT"
 echo "[test] tsc --noEmit (tsconfig.json, tsconfig.src.json): no type errors" >&2
 # Formatting and lint of src/, test/, bench/ and scripts/ (biome.json); `bun run format` fixes.
 "$ROOT/node_modules/.bin/biome" check .
+# The shim's C++ (.clang-format); `.cache/venv/bin/clang-format -i shim/*.{cpp,h} shim/ext/*.{cpp,h}` fixes.
+"$ROOT/.cache/venv/bin/clang-format" --dry-run --Werror shim/*.cpp shim/*.h shim/ext/*.cpp shim/ext/*.h
 # The install path: pack, bun add into a fresh project, mlx-bun setup, run, type-check.
 bash "$ROOT/scripts/consumer-test.sh"
 exec "$ROOT/.cache/bin/bun" test --timeout 60000 "$@"

@@ -80,7 +80,8 @@ int mlx_fast_scaled_dot_product_attention(mlx_array* out, mlx_array q, mlx_array
   return guard([&] {
     arr(q, "q"), arr(k, "k"), arr(v, "v");
     std::string mode = mask_mode ? mask_mode : "";
-    if (mask == nullptr) return emit1(out, {q, k, v}, [=](const Arrays& a) { return mx::fast::scaled_dot_product_attention(a[0], a[1], a[2], scale, mode, std::nullopt); });
+    if (mask == nullptr)
+      return emit1(out, {q, k, v}, [=](const Arrays& a) { return mx::fast::scaled_dot_product_attention(a[0], a[1], a[2], scale, mode, std::nullopt); });
     emit1(out, {q, k, v, mask}, [=](const Arrays& a) { return mx::fast::scaled_dot_product_attention(a[0], a[1], a[2], scale, mode, a[3]); });
   });
 }
@@ -88,9 +89,9 @@ int mlx_fast_scaled_dot_product_attention(mlx_array* out, mlx_array q, mlx_array
 // silu(gate) * up compiled into one primitive (elementwise, so shapeless: one trace serves every
 // shape), as mlx-lm's compiled swiglu.
 static const auto& compiled_swiglu() {
-  static const auto fn = mx::compile(
-      [](const std::vector<mx::array>& x) { return std::vector<mx::array>{mx::multiply(mx::multiply(x[0], mx::sigmoid(x[0])), x[1])}; },
-      /* shapeless */ true);
+  static const auto fn =
+      mx::compile([](const std::vector<mx::array>& x) { return std::vector<mx::array>{mx::multiply(mx::multiply(x[0], mx::sigmoid(x[0])), x[1])}; },
+                  /* shapeless */ true);
   return fn;
 }
 

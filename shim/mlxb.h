@@ -26,20 +26,20 @@ typedef void* mlx_array;
 /* The one dtype table: X(enum name, mlx-bun name, MLX C++ name, bytes per element), in mlx-c's
  * order (the enum's values). array.cpp maps codes to MLX dtypes from it; src/dtype.ts is checked
  * against it by test/ffi.test.ts. */
-#define MLXB_DTYPES(X)                          \
-  X(MLX_BOOL, bool, bool_, 1)                   \
-  X(MLX_UINT8, uint8, uint8, 1)                 \
-  X(MLX_UINT16, uint16, uint16, 2)              \
-  X(MLX_UINT32, uint32, uint32, 4)              \
-  X(MLX_UINT64, uint64, uint64, 8)              \
-  X(MLX_INT8, int8, int8, 1)                    \
-  X(MLX_INT16, int16, int16, 2)                 \
-  X(MLX_INT32, int32, int32, 4)                 \
-  X(MLX_INT64, int64, int64, 8)                 \
-  X(MLX_FLOAT16, float16, float16, 2)           \
-  X(MLX_FLOAT32, float32, float32, 4)           \
-  X(MLX_FLOAT64, float64, float64, 8)           \
-  X(MLX_BFLOAT16, bfloat16, bfloat16, 2)        \
+#define MLXB_DTYPES(X)                   \
+  X(MLX_BOOL, bool, bool_, 1)            \
+  X(MLX_UINT8, uint8, uint8, 1)          \
+  X(MLX_UINT16, uint16, uint16, 2)       \
+  X(MLX_UINT32, uint32, uint32, 4)       \
+  X(MLX_UINT64, uint64, uint64, 8)       \
+  X(MLX_INT8, int8, int8, 1)             \
+  X(MLX_INT16, int16, int16, 2)          \
+  X(MLX_INT32, int32, int32, 4)          \
+  X(MLX_INT64, int64, int64, 8)          \
+  X(MLX_FLOAT16, float16, float16, 2)    \
+  X(MLX_FLOAT32, float32, float32, 4)    \
+  X(MLX_FLOAT64, float64, float64, 8)    \
+  X(MLX_BFLOAT16, bfloat16, bfloat16, 2) \
   X(MLX_COMPLEX64, complex64, complex64, 8)
 
 #define MLXB_DTYPE_ENUM(code, name, mlx_name, bytes) code,
@@ -189,7 +189,8 @@ int mlx_sample_pick(mlx_array* tokens, mlx_array* peak, mlx_array* threshold, ml
 /* KV-cache attention in one call: writes k, v [B,Hkv,T,D] at `offset` into the caches [B,Hkv,S,D],
  * attends q [B,H,T,D] causally over positions [0, offset + T) (GQA when H > Hkv), honouring
  * key_mask [B,S] (nonzero = attend; NULL = none). Writes the output and the updated caches. */
-int mlx_fast_kv_cache_attention(mlx_array* out, mlx_array* k_cache_out, mlx_array* v_cache_out, mlx_array q, mlx_array k, mlx_array v, mlx_array k_cache, mlx_array v_cache, int offset, float scale, mlx_array key_mask);
+int mlx_fast_kv_cache_attention(mlx_array* out, mlx_array* k_cache_out, mlx_array* v_cache_out, mlx_array q, mlx_array k, mlx_array v, mlx_array k_cache,
+                                mlx_array v_cache, int offset, float scale, mlx_array key_mask);
 
 /* ---- KV cache: per layer, key and value buffers [B, H, max_length, D] made on the device, and the
  * number of positions written (the offset; advance it after each forward) ---- */
@@ -257,7 +258,8 @@ int mlx_tape_free(mlx_tape tape);
 int mlx_quantize(mlx_array* wq, mlx_array* scales, mlx_array* biases, mlx_array w, int group_size, int bits, const char* mode);
 /* dtype < 0: MLX's default output dtype (the scales' dtype). */
 int mlx_dequantize(mlx_array* out, mlx_array wq, mlx_array scales, mlx_array biases, int group_size, int bits, const char* mode, int dtype);
-int mlx_quantized_matmul(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, int transpose, int group_size, int bits, const char* mode);
+int mlx_quantized_matmul(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, int transpose, int group_size, int bits,
+                         const char* mode);
 /* x @ dequantize(wq)(^T) + addend as one op: the decode-time matvec kernels add it in their epilogue
  * (the product rounded to x's dtype first, as a separate add), else quantized_matmul, then add. */
 int mlx_quantized_matmul_add(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, mlx_array addend, int transpose, int group_size,

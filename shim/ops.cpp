@@ -3,28 +3,28 @@
 
 using namespace mlxb;
 
-#define MLXB_BINARY(name, expr)                                             \
-  int mlx_##name(mlx_array* out, mlx_array a_, mlx_array b_) {             \
-    return guard([&] {                                                      \
-      arr(a_, "a");                                                         \
-      arr(b_, "b");                                                         \
-      emit1(out, {a_, b_}, [](const Arrays& x) {                            \
-        const auto& a = x[0];                                               \
-        const auto& b = x[1];                                               \
-        return expr;                                                        \
-      });                                                                   \
-    });                                                                     \
+#define MLXB_BINARY(name, expr)                                \
+  int mlx_##name(mlx_array* out, mlx_array a_, mlx_array b_) { \
+    return guard([&] {                                         \
+      arr(a_, "a");                                            \
+      arr(b_, "b");                                            \
+      emit1(out, {a_, b_}, [](const Arrays& x) {               \
+        const auto& a = x[0];                                  \
+        const auto& b = x[1];                                  \
+        return expr;                                           \
+      });                                                      \
+    });                                                        \
   }
 
-#define MLXB_UNARY(name, expr)                                              \
-  int mlx_##name(mlx_array* out, mlx_array a_) {                           \
-    return guard([&] {                                                      \
-      arr(a_, "a");                                                         \
-      emit1(out, {a_}, [](const Arrays& x) {                                \
-        const auto& a = x[0];                                               \
-        return expr;                                                        \
-      });                                                                   \
-    });                                                                     \
+#define MLXB_UNARY(name, expr)                   \
+  int mlx_##name(mlx_array* out, mlx_array a_) { \
+    return guard([&] {                           \
+      arr(a_, "a");                              \
+      emit1(out, {a_}, [](const Arrays& x) {     \
+        const auto& a = x[0];                    \
+        return expr;                             \
+      });                                        \
+    });                                          \
   }
 
 namespace {
@@ -46,15 +46,32 @@ bool check_indices(const mx::array& indices, int64_t size) {
   if (!mx::issubdtype(indices.dtype(), mx::integer)) throw ArgumentError("indices must be integers");
   if (indices.status() != mx::array::Status::available || !indices.flags().row_contiguous || indices.data<void>() == nullptr) return false;
   switch (indices.dtype().val()) {
-    case mx::Dtype::Val::int8: check_range<int8_t>(indices, size); break;
-    case mx::Dtype::Val::int16: check_range<int16_t>(indices, size); break;
-    case mx::Dtype::Val::int32: check_range<int32_t>(indices, size); break;
-    case mx::Dtype::Val::int64: check_range<int64_t>(indices, size); break;
-    case mx::Dtype::Val::uint8: check_range<uint8_t>(indices, size); break;
-    case mx::Dtype::Val::uint16: check_range<uint16_t>(indices, size); break;
-    case mx::Dtype::Val::uint32: check_range<uint32_t>(indices, size); break;
-    case mx::Dtype::Val::uint64: check_range<uint64_t>(indices, size); break;
-    default: return false;
+    case mx::Dtype::Val::int8:
+      check_range<int8_t>(indices, size);
+      break;
+    case mx::Dtype::Val::int16:
+      check_range<int16_t>(indices, size);
+      break;
+    case mx::Dtype::Val::int32:
+      check_range<int32_t>(indices, size);
+      break;
+    case mx::Dtype::Val::int64:
+      check_range<int64_t>(indices, size);
+      break;
+    case mx::Dtype::Val::uint8:
+      check_range<uint8_t>(indices, size);
+      break;
+    case mx::Dtype::Val::uint16:
+      check_range<uint16_t>(indices, size);
+      break;
+    case mx::Dtype::Val::uint32:
+      check_range<uint32_t>(indices, size);
+      break;
+    case mx::Dtype::Val::uint64:
+      check_range<uint64_t>(indices, size);
+      break;
+    default:
+      return false;
   }
   return true;
 }
@@ -78,7 +95,8 @@ mx::array clamped(const mx::array& indices, int size) {
 // axis in [-ndim, ndim), normalized.
 int axis_of(int axis, const mx::array& a) {
   int ax = axis < 0 ? axis + static_cast<int>(a.ndim()) : axis;
-  if (ax < 0 || ax >= static_cast<int>(a.ndim())) throw ArgumentError("axis " + std::to_string(axis) + " out of range for " + std::to_string(a.ndim()) + " dimensions");
+  if (ax < 0 || ax >= static_cast<int>(a.ndim()))
+    throw ArgumentError("axis " + std::to_string(axis) + " out of range for " + std::to_string(a.ndim()) + " dimensions");
   return ax;
 }
 
@@ -232,7 +250,8 @@ int mlx_split(mlx_array* outs, int count, mlx_array a_, const int32_t* indices, 
     const auto& a = arr(a_, "a");
     if (outs == nullptr || count < 1) throw ArgumentError("split: out-pointers are null or fewer than one");
     int ax = axis < 0 ? axis + a.ndim() : axis;
-    if (ax < 0 || ax >= static_cast<int>(a.ndim())) throw ArgumentError("axis " + std::to_string(axis) + " out of range for " + std::to_string(a.ndim()) + " dimensions");
+    if (ax < 0 || ax >= static_cast<int>(a.ndim()))
+      throw ArgumentError("axis " + std::to_string(axis) + " out of range for " + std::to_string(a.ndim()) + " dimensions");
     auto at = shape_of(indices, count - 1);
     for (int i = 0; i < count - 1; i++) {
       if (at[i] < (i == 0 ? 0 : at[i - 1]) || at[i] > a.shape(ax)) throw ArgumentError("split indices must be ascending within the axis");
@@ -372,9 +391,7 @@ int mlx_arange(mlx_array* out, double start, double stop, double step, int dtype
 }
 
 int mlx_zeros(mlx_array* out, const int32_t* shape, int ndim, int dtype) {
-  return guard([&] {
-    put(out, mx::zeros(dims_of(shape, ndim), to_dtype(dtype)));
-  });
+  return guard([&] { put(out, mx::zeros(dims_of(shape, ndim), to_dtype(dtype))); });
 }
 
 } // extern "C"

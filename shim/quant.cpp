@@ -32,7 +32,7 @@ mx::array quantized_product(const mx::array& x, const mx::array& w, const mx::ar
     auto kernel_addend = inside ? addend : std::nullopt;
 #ifdef MLXB_CUDA
     auto ours = mx::default_device() == mx::Device::gpu ? qmv_cuda(x, w, scales, biases, t, g, b, m, kernel_addend)
-                                                         : qmv_cpu(x, w, scales, biases, t, g, b, m, kernel_addend);
+                                                        : qmv_cpu(x, w, scales, biases, t, g, b, m, kernel_addend);
 #else
     auto ours = qmv_cpu(x, w, scales, biases, t, g, b, m, kernel_addend);
 #endif
@@ -101,12 +101,14 @@ int mlx_dequantize(mlx_array* out, mlx_array wq, mlx_array scales, mlx_array bia
     if (dtype >= 0) dt = to_dtype(dtype);
     auto m = mode_of(mode);
     auto g = positive(group_size), b = positive(bits);
-    if (biases == nullptr) return emit1(out, {wq, scales}, [=](const Arrays& a) { return mx::dequantize(a[0], a[1], std::nullopt, g, b, m, std::nullopt, dt); });
+    if (biases == nullptr)
+      return emit1(out, {wq, scales}, [=](const Arrays& a) { return mx::dequantize(a[0], a[1], std::nullopt, g, b, m, std::nullopt, dt); });
     emit1(out, {wq, scales, biases}, [=](const Arrays& a) { return mx::dequantize(a[0], a[1], a[2], g, b, m, std::nullopt, dt); });
   });
 }
 
-int mlx_quantized_matmul(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, int transpose, int group_size, int bits, const char* mode) {
+int mlx_quantized_matmul(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, int transpose, int group_size, int bits,
+                         const char* mode) {
   return guard([&] {
     arr(x, "x"), arr(wq, "wq"), arr(scales, "scales");
     auto m = mode_of(mode);
@@ -149,7 +151,8 @@ int mlx_quantized_matmul_split(mlx_array* outs, int count, mlx_array x, mlx_arra
     bool t = transpose != 0;
     std::vector<mlx_array*> outputs;
     for (int i = 0; i < count; i++) outputs.push_back(&outs[i]);
-    if (biases == nullptr) return emit(outputs, {x, wq, scales}, [=](const Arrays& a) { return quantized_product_split(a[0], a[1], a[2], std::nullopt, t, g, b, m, shapes); });
+    if (biases == nullptr)
+      return emit(outputs, {x, wq, scales}, [=](const Arrays& a) { return quantized_product_split(a[0], a[1], a[2], std::nullopt, t, g, b, m, shapes); });
     emit(outputs, {x, wq, scales, biases}, [=](const Arrays& a) { return quantized_product_split(a[0], a[1], a[2], a[3], t, g, b, m, shapes); });
   });
 }

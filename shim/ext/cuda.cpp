@@ -50,11 +50,12 @@ const Cuda& cuda() {
     c.ok = bind(driver, "cuDeviceGet", c.cuDeviceGet) && bind(driver, "cuDeviceGetAttribute", c.cuDeviceGetAttribute) &&
            bind(driver, "cuModuleLoadData", c.cuModuleLoadData) && bind(driver, "cuModuleGetFunction", c.cuModuleGetFunction) &&
            bind(driver, "cuMemAllocAsync", c.cuMemAllocAsync) && bind(driver, "cuStreamSynchronize", c.cuStreamSynchronize) &&
-           bind(driver, "cuMemFree_v2", c.cuMemFree) && bind(driver, "cuMemFreeAsync", c.cuMemFreeAsync) && bind(driver, "cuDevicePrimaryCtxRetain", c.cuDevicePrimaryCtxRetain) &&
-           bind(driver, "cuCtxSetCurrent", c.cuCtxSetCurrent) && bind(nvrtc, "nvrtcCreateProgram", c.nvrtcCreateProgram) &&
-           bind(nvrtc, "nvrtcCompileProgram", c.nvrtcCompileProgram) && bind(nvrtc, "nvrtcGetProgramLogSize", c.nvrtcGetProgramLogSize) &&
-           bind(nvrtc, "nvrtcGetProgramLog", c.nvrtcGetProgramLog) && bind(nvrtc, "nvrtcGetCUBINSize", c.nvrtcGetCUBINSize) &&
-           bind(nvrtc, "nvrtcGetCUBIN", c.nvrtcGetCUBIN) && bind(nvrtc, "nvrtcDestroyProgram", c.nvrtcDestroyProgram);
+           bind(driver, "cuMemFree_v2", c.cuMemFree) && bind(driver, "cuMemFreeAsync", c.cuMemFreeAsync) &&
+           bind(driver, "cuDevicePrimaryCtxRetain", c.cuDevicePrimaryCtxRetain) && bind(driver, "cuCtxSetCurrent", c.cuCtxSetCurrent) &&
+           bind(nvrtc, "nvrtcCreateProgram", c.nvrtcCreateProgram) && bind(nvrtc, "nvrtcCompileProgram", c.nvrtcCompileProgram) &&
+           bind(nvrtc, "nvrtcGetProgramLogSize", c.nvrtcGetProgramLogSize) && bind(nvrtc, "nvrtcGetProgramLog", c.nvrtcGetProgramLog) &&
+           bind(nvrtc, "nvrtcGetCUBINSize", c.nvrtcGetCUBINSize) && bind(nvrtc, "nvrtcGetCUBIN", c.nvrtcGetCUBIN) &&
+           bind(nvrtc, "nvrtcDestroyProgram", c.nvrtcDestroyProgram);
     return c;
   }();
   return api;
@@ -197,7 +198,6 @@ CUfunc_st* mlxb::compile_kernel(int device_index, const std::string& source, con
   check_cuda(c.cuModuleGetFunction(&function, module, name), "cuModuleGetFunction");
   return function;
 }
-
 
 mx::allocator::Data mlxb::device_buffer(int device_index, size_t bytes) {
   return output_pool().take(device_index, bytes);

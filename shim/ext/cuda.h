@@ -39,7 +39,6 @@ CommandEncoder& get_command_encoder(Stream s);
 } // namespace mlx::core::cu
 #pragma GCC visibility pop
 
-
 namespace mlxb {
 
 namespace cu = mlx::core::cu;

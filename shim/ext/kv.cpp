@@ -116,12 +116,13 @@ Updated write_cache(KVCache& c, int l, const mx::array& k, const mx::array& v) {
     return u;
   }
   if (length != 1) {
-    throw ArgumentError("a rotating KV cache of " + std::to_string(c.max_length) + " positions at offset " + std::to_string(c.offset) + " takes one position at a time once full, got " + std::to_string(length));
+    throw ArgumentError("a rotating KV cache of " + std::to_string(c.max_length) + " positions at offset " + std::to_string(c.offset) +
+                        " takes one position at a time once full, got " + std::to_string(length));
   }
   int slot = c.keep + (c.offset - c.max_length) % (c.max_length - c.keep);
   bool in_place = !c.handed_out[l] && slot >= c.viewed[l];
   auto u = write_kv(c.keys[l], c.values[l], k, v, slot, in_place);
-  written(in_place, c.max_length);  // every slot is viewed
+  written(in_place, c.max_length); // every slot is viewed
   return {u.keys_all, u.values_all, u.keys_all, u.values_all};
 }
 
@@ -180,7 +181,8 @@ class DecodeAttention {
 
 extern "C" {
 
-int mlx_fast_kv_cache_attention(mlx_array* out, mlx_array* k_cache_out, mlx_array* v_cache_out, mlx_array q, mlx_array k, mlx_array v, mlx_array k_cache, mlx_array v_cache, int offset, float scale, mlx_array key_mask) {
+int mlx_fast_kv_cache_attention(mlx_array* out, mlx_array* k_cache_out, mlx_array* v_cache_out, mlx_array q, mlx_array k, mlx_array v, mlx_array k_cache,
+                                mlx_array v_cache, int offset, float scale, mlx_array key_mask) {
   return guard([&] {
     arr(q, "q"), arr(k, "k"), arr(v, "v"), arr(k_cache, "k_cache"), arr(v_cache, "v_cache");
     bool masked = key_mask != nullptr;
@@ -233,7 +235,8 @@ int mlx_kv_cache_advance(mlx_kv_cache c, int positions) {
 int mlx_kv_cache_seek(mlx_kv_cache c, int offset) {
   return guard([&] {
     auto& cache = *cache_of(c);
-    if (offset < 0 || offset > cache.max_length) throw ArgumentError("offset " + std::to_string(offset) + " out of range for a cache of length " + std::to_string(cache.max_length));
+    if (offset < 0 || offset > cache.max_length)
+      throw ArgumentError("offset " + std::to_string(offset) + " out of range for a cache of length " + std::to_string(cache.max_length));
     cache.offset = offset;
   });
 }
@@ -241,7 +244,8 @@ int mlx_kv_cache_seek(mlx_kv_cache c, int offset) {
 int mlx_kv_cache_rotate(mlx_kv_cache c, int keep) {
   return guard([&] {
     auto& cache = *cache_of(c);
-    if (keep < 0 || keep >= cache.max_length) throw ArgumentError("keep " + std::to_string(keep) + " out of range [0, " + std::to_string(cache.max_length) + ")");
+    if (keep < 0 || keep >= cache.max_length)
+      throw ArgumentError("keep " + std::to_string(keep) + " out of range [0, " + std::to_string(cache.max_length) + ")");
     cache.keep = keep;
   });
 }
@@ -250,7 +254,8 @@ int mlx_kv_cache_quantize(mlx_kv_cache c, int bits, int group) {
   return guard([&] {
     auto& cache = *cache_of(c);
     if (bits != 4 && bits != 8) throw ArgumentError("bits must be 4 or 8, got " + std::to_string(bits));
-    if (group <= 0 || cache.head_dim % group != 0) throw ArgumentError("group " + std::to_string(group) + " must divide head_dim " + std::to_string(cache.head_dim));
+    if (group <= 0 || cache.head_dim % group != 0)
+      throw ArgumentError("group " + std::to_string(group) + " must divide head_dim " + std::to_string(cache.head_dim));
     if (cache.offset != 0) throw ArgumentError("a KV cache is quantized while empty");
     if (cache.keep >= 0) throw ArgumentError("a rotating KV cache cannot be quantized");
     cache.bits = bits, cache.group = group;
@@ -259,7 +264,8 @@ int mlx_kv_cache_quantize(mlx_kv_cache c, int bits, int group) {
     cache.qkeys.clear(), cache.qvalues.clear();
     for (size_t l = 0; l < cache.keys.size(); l++) {
       for (auto* q : {&cache.qkeys, &cache.qvalues}) {
-        q->push_back({mx::zeros({cache.batch, cache.heads, cache.max_length, packed}, mx::uint32), mx::zeros({cache.batch, cache.heads, cache.max_length, groups}, dt),
+        q->push_back({mx::zeros({cache.batch, cache.heads, cache.max_length, packed}, mx::uint32),
+                      mx::zeros({cache.batch, cache.heads, cache.max_length, groups}, dt),
                       mx::zeros({cache.batch, cache.heads, cache.max_length, groups}, dt)});
       }
       // The dense buffers are not used any more: keep empty placeholders.
@@ -283,7 +289,8 @@ int mlx_kv_cache_set(mlx_kv_cache c, const mlx_array* keys, const mlx_array* val
   return guard([&] {
     auto& cache = *cache_of(c);
     if (cache.keep >= 0 || cache.bits > 0) throw ArgumentError("a rotating or quantized cache keeps its buffers");
-    if (layers != static_cast<int>(cache.keys.size())) throw ArgumentError("the cache has " + std::to_string(cache.keys.size()) + " layers, got " + std::to_string(layers));
+    if (layers != static_cast<int>(cache.keys.size()))
+      throw ArgumentError("the cache has " + std::to_string(cache.keys.size()) + " layers, got " + std::to_string(layers));
     auto k = arrays_of(keys, layers), v = arrays_of(values, layers);
     const auto& first = k.at(0);
     if (first.ndim() != 4) throw ArgumentError("buffers must be [B, H, S, D]");
@@ -291,11 +298,13 @@ int mlx_kv_cache_set(mlx_kv_cache c, const mlx_array* keys, const mlx_array* val
     for (int l = 0; l < layers; l++) {
       for (const auto* x : {&k[l], &v[l]}) {
         if (x->shape() != first.shape() || x->dtype() != dt || x->shape(1) != cache.heads || x->shape(3) != cache.head_dim) {
-          throw ArgumentError("layer " + std::to_string(l) + ": buffers must be [B, " + std::to_string(cache.heads) + ", S, " + std::to_string(cache.head_dim) + "] of one shape in the cache's dtype");
+          throw ArgumentError("layer " + std::to_string(l) + ": buffers must be [B, " + std::to_string(cache.heads) + ", S, " + std::to_string(cache.head_dim) +
+                              "] of one shape in the cache's dtype");
         }
       }
     }
-    if (offset < 0 || offset > first.shape(2)) throw ArgumentError("offset " + std::to_string(offset) + " out of range for buffers of length " + std::to_string(first.shape(2)));
+    if (offset < 0 || offset > first.shape(2))
+      throw ArgumentError("offset " + std::to_string(offset) + " out of range for buffers of length " + std::to_string(first.shape(2)));
     cache.keys = std::move(k), cache.values = std::move(v);
     cache.batch = first.shape(0), cache.max_length = first.shape(2), cache.offset = offset;
     cache.viewed.assign(layers, offset);
@@ -308,11 +317,14 @@ int mlx_kv_cache_update_fetch(mlx_array* keys, mlx_array* values, mlx_kv_cache c
     arr(k, "k"), arr(v, "v");
     CacheRef cache = cache_of(c);
     int l = layer_index(*cache, layer);
-    emit({keys, values}, {k, v}, [cache, l](const Arrays& a) {
-      auto u = write_cache(*cache, l, a[0], a[1]);
-      if (cache->bits == 0) cache->keys[l] = u.keys_all, cache->values[l] = u.values_all;
-      return Arrays{u.keys, u.values};
-    }, /* pure */ false);
+    emit(
+        {keys, values}, {k, v},
+        [cache, l](const Arrays& a) {
+          auto u = write_cache(*cache, l, a[0], a[1]);
+          if (cache->bits == 0) cache->keys[l] = u.keys_all, cache->values[l] = u.values_all;
+          return Arrays{u.keys, u.values};
+        },
+        /* pure */ false);
   });
 }
 
@@ -325,22 +337,25 @@ int mlx_kv_cache_attention(mlx_array* out, mlx_kv_cache c, int layer, mlx_array 
     std::vector<mlx_array> inputs{q, k, v};
     if (masked) inputs.push_back(key_mask);
     auto decode = std::make_shared<DecodeAttention>();
-    emit({out}, inputs, [cache, l, scale, masked, decode](const Arrays& a) {
-      // MLX's CUDA quantized matmul has no kernel for most attention shapes ("No implementation for
-      // problem shape 1x20x64x8" on the H100), so on the GPU attention reads the dequantized cache.
-      bool cpu = mx::default_device() == mx::Device::cpu;
-      if (cache->bits > 0 && cache->offset > 0 && a[0].shape(2) == 1 && !masked && cpu) {
-        // A decode step over a quantized cache: attention through quantized matmuls, as mlx-lm.
-        auto keys = store_quantized(*cache, cache->qkeys[l], a[1]);
-        auto values = store_quantized(*cache, cache->qvalues[l], a[2]);
-        return Arrays{quantized_attention(a[0], keys, values, scale, cache->group, cache->bits)};
-      }
-      auto u = write_cache(*cache, l, a[1], a[2]);
-      if (cache->bits == 0) cache->keys[l] = u.keys_all, cache->values[l] = u.values_all;
-      if (!masked && a[0].shape(2) == 1) return Arrays{(*decode)(a[0], u, scale)};
-      auto mask = masked ? std::optional<mx::array>(a[3]) : std::nullopt;
-      return Arrays{attend(a[0], u, cache->offset, scale, mask)};
-    }, /* pure */ false);
+    emit(
+        {out}, inputs,
+        [cache, l, scale, masked, decode](const Arrays& a) {
+          // MLX's CUDA quantized matmul has no kernel for most attention shapes ("No implementation for
+          // problem shape 1x20x64x8" on the H100), so on the GPU attention reads the dequantized cache.
+          bool cpu = mx::default_device() == mx::Device::cpu;
+          if (cache->bits > 0 && cache->offset > 0 && a[0].shape(2) == 1 && !masked && cpu) {
+            // A decode step over a quantized cache: attention through quantized matmuls, as mlx-lm.
+            auto keys = store_quantized(*cache, cache->qkeys[l], a[1]);
+            auto values = store_quantized(*cache, cache->qvalues[l], a[2]);
+            return Arrays{quantized_attention(a[0], keys, values, scale, cache->group, cache->bits)};
+          }
+          auto u = write_cache(*cache, l, a[1], a[2]);
+          if (cache->bits == 0) cache->keys[l] = u.keys_all, cache->values[l] = u.values_all;
+          if (!masked && a[0].shape(2) == 1) return Arrays{(*decode)(a[0], u, scale)};
+          auto mask = masked ? std::optional<mx::array>(a[3]) : std::nullopt;
+          return Arrays{attend(a[0], u, cache->offset, scale, mask)};
+        },
+        /* pure */ false);
   });
 }
 

@@ -19,7 +19,7 @@ void strided_copy_host(const mx::array& src, mx::array& dst, int64_t at) {
   const size_t item = src.itemsize();
   const auto* from = src.data<char>();
   auto* to = dst.data<char>();
-  const bool rows = src.strides(3) == 1 && dst.strides(3) == 1;  // whole rows of the last axis at once
+  const bool rows = src.strides(3) == 1 && dst.strides(3) == 1; // whole rows of the last axis at once
   for (int a = 0; a < src.shape(0); a++) {
     for (int b = 0; b < src.shape(1); b++) {
       for (int c = 0; c < src.shape(2); c++) {
@@ -72,12 +72,8 @@ class CacheWrite : public mx::Primitive {
 #endif
   }
 
-  const char* name() const override {
-    return "KVCacheWrite";
-  }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    return offset_ == static_cast<const CacheWrite&>(other).offset_;
-  }
+  const char* name() const override { return "KVCacheWrite"; }
+  bool is_equivalent(const mx::Primitive& other) const override { return offset_ == static_cast<const CacheWrite&>(other).offset_; }
 
  private:
   // Gives the outputs their memory (the buffers' own; fresh memory for a buffer not laid out in full)
@@ -123,8 +119,8 @@ Updated mlxb::write_kv(const mx::array& kc, const mx::array& vc, const mx::array
   int batch = k.shape(0), heads = k.shape(1), length = k.shape(2);
   for (const auto& [x, c, name] : {std::tuple{&k, &kc, "k"}, std::tuple{&v, &vc, "v"}}) {
     if (x->shape(0) != c->shape(0) || x->shape(1) != c->shape(1) || x->shape(3) != c->shape(3) || x->shape(2) != length) {
-      throw ArgumentError(std::string(name) + " [" + std::to_string(x->shape(0)) + ", " + std::to_string(x->shape(1)) + ", " + std::to_string(x->shape(2)) + ", " +
-                          std::to_string(x->shape(3)) + "] does not fit the cache");
+      throw ArgumentError(std::string(name) + " [" + std::to_string(x->shape(0)) + ", " + std::to_string(x->shape(1)) + ", " + std::to_string(x->shape(2)) +
+                          ", " + std::to_string(x->shape(3)) + "] does not fit the cache");
     }
   }
   int end = offset + length;
@@ -145,4 +141,3 @@ Updated mlxb::write_kv(const mx::array& kc, const mx::array& vc, const mx::array
                                     {kc, vc, std::move(keys), std::move(values)});
   return {out[0], out[1], out[2], out[3]};
 }
-

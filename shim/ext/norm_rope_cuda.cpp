@@ -140,9 +140,7 @@ class QKNormRopeCuda : public mx::Primitive {
   QKNormRopeCuda(mx::Stream stream, CUfunc_st* kernel, float eps, int dims, bool traditional, float base, float scale)
       : mx::Primitive(stream), kernel_(kernel), eps_(eps), dims_(dims), traditional_(traditional), base_(base), scale_(scale) {}
 
-  void eval_cpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("QKNormRopeCuda runs on the GPU only");
-  }
+  void eval_cpu(const std::vector<mx::array>&, std::vector<mx::array>&) override { throw std::runtime_error("QKNormRopeCuda runs on the GPU only"); }
 
   void eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
     const auto &q = inputs[0], &k = inputs[1], &wq = inputs[2], &wk = inputs[3], &offset = inputs[4];
@@ -174,9 +172,7 @@ class QKNormRopeCuda : public mx::Primitive {
     encoder.add_kernel_node_raw(kernel_, dim3{rows, 1, 1}, dim3{threads, 1, 1}, dim3{1, 1, 1}, static_cast<uint32_t>(p.dims_d * sizeof(float)), params);
   }
 
-  const char* name() const override {
-    return "QKNormRopeCuda";
-  }
+  const char* name() const override { return "QKNormRopeCuda"; }
 
   bool is_equivalent(const mx::Primitive& other) const override {
     const auto& o = static_cast<const QKNormRopeCuda&>(other);
@@ -193,9 +189,9 @@ class QKNormRopeCuda : public mx::Primitive {
 
 } // namespace
 
-std::optional<Arrays> mlxb::qk_norm_rope_cuda(const mx::array& q, const mx::array& k, const mx::array& q_weight, const mx::array& k_weight, float eps,
-                                                  int dims, bool traditional, std::optional<float> base, float scale, const mx::array& offset,
-                                                  const std::optional<mx::array>& periods) {
+std::optional<Arrays> mlxb::qk_norm_rope_cuda(const mx::array& q, const mx::array& k, const mx::array& q_weight, const mx::array& k_weight, float eps, int dims,
+                                              bool traditional, std::optional<float> base, float scale, const mx::array& offset,
+                                              const std::optional<mx::array>& periods) {
   auto stream = mx::default_stream(mx::default_device());
   const auto t = q.dtype();
   const int D = q.ndim() == 4 ? q.shape(3) : 0;

@@ -141,10 +141,14 @@ void matvec_avx2(const Problem<S>& p, const float* group_sums, int begin, int en
   int row = 0;
   for (; row + 4 <= p.rows; row += 4) matvec_rows_avx2<4>(p, group_sums, row, begin, end);
   switch (p.rows - row) {
-    case 3: return matvec_rows_avx2<3>(p, group_sums, row, begin, end);
-    case 2: return matvec_rows_avx2<2>(p, group_sums, row, begin, end);
-    case 1: return matvec_row_avx2(p, group_sums, row, begin, end);
-    default: return;
+    case 3:
+      return matvec_rows_avx2<3>(p, group_sums, row, begin, end);
+    case 2:
+      return matvec_rows_avx2<2>(p, group_sums, row, begin, end);
+    case 1:
+      return matvec_row_avx2(p, group_sums, row, begin, end);
+    default:
+      return;
   }
 }
 
@@ -184,9 +188,7 @@ class Helper {
     if (available_) std::thread([this] { loop(); }).detach();
   }
 
-  bool available() const {
-    return available_;
-  }
+  bool available() const { return available_; }
 
   template <typename A, typename B>
   void together(A&& a, B&& b) {
@@ -254,8 +256,10 @@ void matvec(const Problem<S>& p) {
   }
   static const bool avx2 = has_avx2();
   auto part = [&](int begin, int end) {
-    if (avx2) matvec_avx2(p, sums.data(), begin, end);
-    else matvec_scalar(p, sums.data(), begin, end);
+    if (avx2)
+      matvec_avx2(p, sums.data(), begin, end);
+    else
+      matvec_scalar(p, sums.data(), begin, end);
   };
   if (static_cast<int64_t>(p.rows) * p.n * p.k >= SPLIT_VALUES && helper().available()) {
     helper().together([&] { part(p.n / 2, p.n); }, [&] { part(0, p.n / 2); });
@@ -303,9 +307,12 @@ class QuantizedMatvecCpu : public mx::UnaryPrimitive {
     if (inputs.size() > 4) addend = mx::array::unsafe_weak_copy(inputs[4]);
     encoder.dispatch([x = mx::array::unsafe_weak_copy(inputs[0]), w = mx::array::unsafe_weak_copy(inputs[1]), scales = mx::array::unsafe_weak_copy(inputs[2]),
                       biases = mx::array::unsafe_weak_copy(inputs[3]), addend, out = mx::array::unsafe_weak_copy(out), rows, n, k, group = group_]() mutable {
-      if (x.dtype() == mx::float32) run<float>(x, w, scales, biases, addend, out, rows, n, k, group);
-      else if (x.dtype() == mx::bfloat16) run<mx::bfloat16_t>(x, w, scales, biases, addend, out, rows, n, k, group);
-      else run<mx::float16_t>(x, w, scales, biases, addend, out, rows, n, k, group);
+      if (x.dtype() == mx::float32)
+        run<float>(x, w, scales, biases, addend, out, rows, n, k, group);
+      else if (x.dtype() == mx::bfloat16)
+        run<mx::bfloat16_t>(x, w, scales, biases, addend, out, rows, n, k, group);
+      else
+        run<mx::float16_t>(x, w, scales, biases, addend, out, rows, n, k, group);
     });
   }
 
@@ -313,8 +320,8 @@ class QuantizedMatvecCpu : public mx::UnaryPrimitive {
    * (the weights always are; x may be a strided view), half-precision x widened to float once, the
    * float result rounded to T once (then the addend added, and rounded again). */
   template <typename T>
-  static void run(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases, const std::optional<mx::array>& addend, mx::array& out,
-                  int rows, int n, int k, int group) {
+  static void run(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases, const std::optional<mx::array>& addend,
+                  mx::array& out, int rows, int n, int k, int group) {
     std::vector<T> xs, ss, bs, as;
     std::vector<uint32_t> ws;
     const T* xt = row_major<T>(x, xs);
@@ -326,28 +333,25 @@ class QuantizedMatvecCpu : public mx::UnaryPrimitive {
       p.x = xt;
       p.out = o;
       matvec(p);
-      if (at) for (size_t i = 0; i < size; i++) o[i] += at[i];
+      if (at)
+        for (size_t i = 0; i < size; i++) o[i] += at[i];
     } else {
       std::vector<float> xf(xt, xt + static_cast<size_t>(rows) * k), of(size);
       p.x = xf.data();
       p.out = of.data();
       matvec(p);
-      if (at) for (size_t i = 0; i < size; i++) o[i] = static_cast<T>(static_cast<float>(static_cast<T>(of[i])) + static_cast<float>(at[i]));
-      else for (size_t i = 0; i < size; i++) o[i] = static_cast<T>(of[i]);
+      if (at)
+        for (size_t i = 0; i < size; i++) o[i] = static_cast<T>(static_cast<float>(static_cast<T>(of[i])) + static_cast<float>(at[i]));
+      else
+        for (size_t i = 0; i < size; i++) o[i] = static_cast<T>(of[i]);
     }
   }
 
-  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
-    throw std::runtime_error("QuantizedMatvecCpu runs on the CPU only");
-  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { throw std::runtime_error("QuantizedMatvecCpu runs on the CPU only"); }
 
-  const char* name() const override {
-    return "QuantizedMatvecCpu";
-  }
+  const char* name() const override { return "QuantizedMatvecCpu"; }
 
-  bool is_equivalent(const mx::Primitive& other) const override {
-    return group_ == static_cast<const QuantizedMatvecCpu&>(other).group_;
-  }
+  bool is_equivalent(const mx::Primitive& other) const override { return group_ == static_cast<const QuantizedMatvecCpu&>(other).group_; }
 
  private:
   int group_;
@@ -364,7 +368,8 @@ bool mlxb::own_matvec_off() {
 }
 
 std::optional<mx::array> mlxb::qmv_cpu(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
-                                       std::optional<int> group_size, std::optional<int> bits, const std::string& mode, const std::optional<mx::array>& addend) {
+                                       std::optional<int> group_size, std::optional<int> bits, const std::string& mode,
+                                       const std::optional<mx::array>& addend) {
   auto stream = mx::default_stream(mx::default_device());
   const int group = group_size.value_or(64);
   const auto t = x.dtype();

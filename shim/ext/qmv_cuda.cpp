@@ -95,9 +95,7 @@ class QuantizedMatvecCuda : public mx::UnaryPrimitive {
   QuantizedMatvecCuda(mx::Stream stream, int group, Kernel kernel, std::shared_ptr<mx::Primitive> fallback, std::shared_ptr<mx::Primitive> add)
       : mx::UnaryPrimitive(stream), group_(group), kernel_(kernel), fallback_(std::move(fallback)), add_(std::move(add)) {}
 
-  void eval_cpu(const std::vector<mx::array>&, mx::array&) override {
-    throw std::runtime_error("QuantizedMatvecCuda runs on the GPU only");
-  }
+  void eval_cpu(const std::vector<mx::array>&, mx::array&) override { throw std::runtime_error("QuantizedMatvecCuda runs on the GPU only"); }
 
   void eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto& x = inputs[0];
@@ -140,9 +138,7 @@ class QuantizedMatvecCuda : public mx::UnaryPrimitive {
                                 dim3{static_cast<unsigned>(32 * s.warps), 1, 1}, dim3{1, 1, 1}, 0, params);
   }
 
-  const char* name() const override {
-    return "QuantizedMatvecCuda";
-  }
+  const char* name() const override { return "QuantizedMatvecCuda"; }
 
   bool is_equivalent(const mx::Primitive& other) const override {
     const auto& o = static_cast<const QuantizedMatvecCuda&>(other);
@@ -159,7 +155,7 @@ class QuantizedMatvecCuda : public mx::UnaryPrimitive {
  * constructors, so they are taken from the nodes mx::quantized_matmul and mx::add build), one per
  * stream and group size. */
 std::pair<std::shared_ptr<mx::Primitive>, std::shared_ptr<mx::Primitive>> mlx_primitives(const mx::array& x, const mx::array& w, const mx::array& scales,
-                                                                                          const mx::array& biases, int group, const mx::Stream& stream) {
+                                                                                         const mx::array& biases, int group, const mx::Stream& stream) {
   static std::mutex mutex;
   static std::map<std::tuple<int, int, int>, std::pair<std::shared_ptr<mx::Primitive>, std::shared_ptr<mx::Primitive>>> primitives;
   std::lock_guard<std::mutex> lock(mutex);
@@ -174,7 +170,8 @@ std::pair<std::shared_ptr<mx::Primitive>, std::shared_ptr<mx::Primitive>> mlx_pr
 } // namespace
 
 std::optional<mx::array> mlxb::qmv_cuda(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
-                                        std::optional<int> group_size, std::optional<int> bits, const std::string& mode, const std::optional<mx::array>& addend) {
+                                        std::optional<int> group_size, std::optional<int> bits, const std::string& mode,
+                                        const std::optional<mx::array>& addend) {
   auto stream = mx::default_stream(mx::default_device());
   const int group = group_size.value_or(64);
   const auto t = x.dtype();

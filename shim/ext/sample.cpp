@@ -92,8 +92,10 @@ float mass_threshold(const std::vector<float>& x, const std::vector<double>& e, 
       if (run + mass[d] > bound) break;
       run += mass[d];
     }
-    if (d == 256) d = last;
-    else below = run;
+    if (d == 256)
+      d = last;
+    else
+      below = run;
     prefix |= static_cast<uint32_t>(d) << shift;
     mask |= 255u << shift;
   }
@@ -129,8 +131,10 @@ Row pick_row(std::vector<float>& x, const float* params, int64_t param_stride, f
   int64_t arg = 0;
   bool nan = false;
   for (int64_t i = 0; i < V; i++) {
-    if (std::isnan(x[i])) nan = true;
-    else if (x[i] > top) top = x[i], arg = i;
+    if (std::isnan(x[i]))
+      nan = true;
+    else if (x[i] > top)
+      top = x[i], arg = i;
   }
   if (nan) return {0, std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::quiet_NaN()};
   if (!std::isfinite(top)) return {0, top, top};
@@ -191,11 +195,15 @@ class SamplePick : public mx::Primitive {
     for (const auto& a : inputs) encoder.set_input_array(a);
     for (auto& o : outputs) encoder.set_output_array(o);
     encoder.dispatch([logits = mx::array::unsafe_weak_copy(inputs[0]), params = mx::array::unsafe_weak_copy(inputs[1]),
-                      seeds = mx::array::unsafe_weak_copy(inputs[2]), draws = mx::array::unsafe_weak_copy(inputs[3]), tokens = mx::array::unsafe_weak_copy(outputs[0]),
-                      peak = mx::array::unsafe_weak_copy(outputs[1]), threshold = mx::array::unsafe_weak_copy(outputs[2])]() mutable {
-      if (logits.dtype() == mx::float32) pick_rows<float>(logits, params, seeds, draws, tokens, peak, threshold);
-      else if (logits.dtype() == mx::bfloat16) pick_rows<mx::bfloat16_t>(logits, params, seeds, draws, tokens, peak, threshold);
-      else pick_rows<mx::float16_t>(logits, params, seeds, draws, tokens, peak, threshold);
+                      seeds = mx::array::unsafe_weak_copy(inputs[2]), draws = mx::array::unsafe_weak_copy(inputs[3]),
+                      tokens = mx::array::unsafe_weak_copy(outputs[0]), peak = mx::array::unsafe_weak_copy(outputs[1]),
+                      threshold = mx::array::unsafe_weak_copy(outputs[2])]() mutable {
+      if (logits.dtype() == mx::float32)
+        pick_rows<float>(logits, params, seeds, draws, tokens, peak, threshold);
+      else if (logits.dtype() == mx::bfloat16)
+        pick_rows<mx::bfloat16_t>(logits, params, seeds, draws, tokens, peak, threshold);
+      else
+        pick_rows<mx::float16_t>(logits, params, seeds, draws, tokens, peak, threshold);
     });
   }
 
@@ -207,13 +215,9 @@ class SamplePick : public mx::Primitive {
 #endif
   }
 
-  const char* name() const override {
-    return "SamplePick";
-  }
+  const char* name() const override { return "SamplePick"; }
 
-  bool is_equivalent(const mx::Primitive&) const override {
-    return true;
-  }
+  bool is_equivalent(const mx::Primitive&) const override { return true; }
 };
 
 } // namespace
@@ -225,7 +229,8 @@ int mlx_sample_pick(mlx_array* tokens, mlx_array* peak, mlx_array* threshold, ml
     const auto& s = arr(seeds, "seeds");
     const auto& d = arr(draws, "draws");
     if (l.ndim() != 2 || l.shape(0) < 1 || l.shape(1) < 1) throw ArgumentError("samplePick: logits must be [B, V] with B, V >= 1");
-    if (l.dtype() != mx::float32 && l.dtype() != mx::bfloat16 && l.dtype() != mx::float16) throw ArgumentError("samplePick: logits must be float32, bfloat16 or float16");
+    if (l.dtype() != mx::float32 && l.dtype() != mx::bfloat16 && l.dtype() != mx::float16)
+      throw ArgumentError("samplePick: logits must be float32, bfloat16 or float16");
     const int B = l.shape(0);
     if (p.dtype() != mx::float32 || p.ndim() != 2 || p.shape(0) != B || p.shape(1) != 5) throw ArgumentError("samplePick: params must be float32 [B, 5]");
     if (s.dtype() != mx::uint32 || s.ndim() != 2 || s.shape(0) != B || s.shape(1) != 2) throw ArgumentError("samplePick: seeds must be uint32 [B, 2]");
@@ -237,7 +242,8 @@ int mlx_sample_pick(mlx_array* tokens, mlx_array* peak, mlx_array* threshold, ml
       if (stream.device == mx::Device::gpu && !sample_kernel_ready(stream.device.index, a[0].dtype())) stream = mx::default_stream(mx::Device::cpu);
 #endif
       const int B = a[0].shape(0);
-      return mx::array::make_arrays({mx::Shape{B, 1}, mx::Shape{B}, mx::Shape{B}}, {mx::uint32, mx::float32, mx::float32}, std::make_shared<SamplePick>(stream), a);
+      return mx::array::make_arrays({mx::Shape{B, 1}, mx::Shape{B}, mx::Shape{B}}, {mx::uint32, mx::float32, mx::float32}, std::make_shared<SamplePick>(stream),
+                                    a);
     });
   });
 }

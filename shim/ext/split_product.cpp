@@ -19,15 +19,9 @@ class SplitProduct : public mx::Primitive {
   SplitProduct(mx::Stream stream, std::shared_ptr<mx::Primitive> product, mx::Shape shape, std::vector<int64_t> offsets)
       : mx::Primitive(stream), product_(std::move(product)), shape_(std::move(shape)), offsets_(std::move(offsets)) {}
 
-  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
-    run(inputs, outputs, false);
-  }
-  void eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
-    run(inputs, outputs, true);
-  }
-  const char* name() const override {
-    return "SplitProduct";
-  }
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override { run(inputs, outputs, false); }
+  void eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override { run(inputs, outputs, true); }
+  const char* name() const override { return "SplitProduct"; }
   bool is_equivalent(const mx::Primitive& other) const override {
     const auto& o = static_cast<const SplitProduct&>(other);
     return product_->is_equivalent(*o.product_) && shape_ == o.shape_ && offsets_ == o.offsets_;

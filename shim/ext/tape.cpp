@@ -17,7 +17,7 @@ namespace {
 // outputs (numbered across the op's nodes, in order).
 struct Ref {
   enum Kind : uint8_t { input, constant, node } kind;
-  int index;  // into the op's inputs, its constants, or its nodes' outputs
+  int index; // into the op's inputs, its constants, or its nodes' outputs
 };
 
 // The MLX nodes one pure op made, in dependency order, with their primitives, shapes and dtypes:
@@ -113,24 +113,24 @@ struct mlxb::Tape {
   struct Step {
     OpFn fn;
     std::vector<int> inputs, outputs;
-    std::optional<Nodes> nodes;  // pure ops
+    std::optional<Nodes> nodes; // pure ops
   };
   // What a replay runs: consecutive pure steps merged into one plan (one shape check and one pass
   // over their nodes), or one step that is not pure. Steps [first, last) of `steps`.
   struct Segment {
     size_t first, last;
-    std::vector<int> inputs, outputs;  // slots read from before the segment, and read after it
-    std::optional<Nodes> nodes;        // the merged plan of pure steps
+    std::vector<int> inputs, outputs; // slots read from before the segment, and read after it
+    std::optional<Nodes> nodes;       // the merged plan of pure steps
   };
   std::vector<Step> steps;
   std::vector<Segment> segments;
   std::vector<std::pair<int, mx::array>> constants;
   std::vector<int> inputs, outputs;
   int slots = 0;
-  std::unordered_map<mlx_array, int> slot_of;  // while recording
+  std::unordered_map<mlx_array, int> slot_of; // while recording
   std::string unsupported;
   bool finished = false;
-  int rebuilt = 0, called = 0;  // steps, of the last run
+  int rebuilt = 0, called = 0; // steps, of the last run
   // A run's working space, kept between runs (allocated afresh, it cost a fifth of a replay on the CPU)
   // and emptied after each: each slot's array by pointer (`env`: constants and inputs where they are,
   // results in `values`), the arrays a segment reads (`xs`), its nodes' outputs (`made`), its results.
@@ -165,12 +165,12 @@ int slot_for(Tape& t, mlx_array h) {
 Tape::Segment merged(const Tape& t, size_t first, size_t last, const std::vector<bool>& needed) {
   Tape::Segment seg{first, last, {}, {}, Nodes{}};
   Nodes& plan = *seg.nodes;
-  std::unordered_map<int, Ref> made;         // slot -> where the merged plan has it
-  std::unordered_map<int, int> input_index;  // slot -> index among the segment's inputs
+  std::unordered_map<int, Ref> made;        // slot -> where the merged plan has it
+  std::unordered_map<int, int> input_index; // slot -> index among the segment's inputs
   for (size_t s = first; s < last; s++) {
     const auto& step = t.steps[s];
     const Nodes& nodes = *step.nodes;
-    std::vector<Ref> from_input;  // the step's input i, in the merged plan
+    std::vector<Ref> from_input; // the step's input i, in the merged plan
     for (size_t i = 0; i < step.inputs.size(); i++) {
       int slot = step.inputs[i];
       if (auto it = made.find(slot); it != made.end()) {
@@ -213,13 +213,13 @@ Tape::Segment merged(const Tape& t, size_t first, size_t last, const std::vector
 // The recording's segments: runs of pure steps merged, other steps alone. Built from the end, so
 // that what later segments read is known when a run is merged.
 std::vector<Tape::Segment> segments_of(const Tape& t) {
-  std::vector<bool> needed(t.slots, false);  // read by the segments made so far or the outputs
+  std::vector<bool> needed(t.slots, false); // read by the segments made so far or the outputs
   for (int slot : t.outputs) needed[slot] = true;
   std::vector<Tape::Segment> reversed;
-  size_t end = t.steps.size();  // where the segment made last begins
+  size_t end = t.steps.size(); // where the segment made last begins
   for (size_t s = end; s-- > 0;) {
     const auto& step = t.steps[s];
-    if (step.nodes && s > 0 && t.steps[s - 1].nodes) continue;  // not the start of a run
+    if (step.nodes && s > 0 && t.steps[s - 1].nodes) continue; // not the start of a run
     reversed.push_back(step.nodes ? merged(t, s, end, needed) : Tape::Segment{s, s + 1, step.inputs, step.outputs, std::nullopt});
     for (int slot : reversed.back().inputs) needed[slot] = true;
     end = s;

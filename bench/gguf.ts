@@ -4,7 +4,7 @@
 // prompt for 96 greedy tokens in alternating rounds (tokens/s after the first; load time beside).
 // Then greedy parity with llama.cpp on the same files (F16, Q8_0, Q4_0): node-llama-cpp 3.21.1
 // (installed with npm into .cache/peers/ on first use, ~730 MB; MLXB_SKIP_LLAMA_CPP=1 skips it).
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateText } from "../src/engine/generate.ts";
@@ -13,36 +13,22 @@ import { DEFAULT_MODEL_DIR, loadModel, type Model } from "../src/models/index.ts
 import type { Tensor } from "../src/tensor.ts";
 import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
 import { alternatingRounds, decodeRate } from "./decode.ts";
+import { runLlamaCpp } from "./peer.ts";
 import { summarize, table } from "./stats.ts";
 
 const DATA = join(import.meta.dir, "..", "test", "fixtures", "data");
 const GGUF = join(DATA, "default-model-q4_0.gguf");
 const ROUNDS = 5;
-const LLAMA_CPP = "3.21.1";
-const PEERS = join(import.meta.dir, "..", ".cache", "peers", `node-llama-cpp-${LLAMA_CPP}`);
 
 /** node-llama-cpp's greedy tokens on each GGUF file beside ours: how many leading tokens agree. */
 async function parity(): Promise<Record<string, unknown>> {
-  if (!existsSync(join(PEERS, "node_modules", "node-llama-cpp"))) {
-    mkdirSync(PEERS, { recursive: true });
-    const npm = Bun.spawnSync(
-      ["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", PEERS, `node-llama-cpp@${LLAMA_CPP}`],
-      { stdout: "inherit", stderr: "inherit" },
-    );
-    if (npm.exitCode !== 0) throw new Error("bench gguf: npm install node-llama-cpp failed");
-  }
-  // Beside its node_modules, so that the script's import resolves there.
-  copyFileSync(join(import.meta.dir, "peers", "llama-cpp-greedy.mjs"), join(PEERS, "llama-cpp-greedy.mjs"));
   const prompt = [427, 2013, 3175, 272];
   const rows: (string | number)[][] = [];
   const out: Record<string, unknown> = {};
   for (const kind of ["f16", "q8_0", "q4_0"]) {
     const file = join(DATA, `default-model-${kind}.gguf`);
-    const peer = Bun.spawnSync(["node", join(PEERS, "llama-cpp-greedy.mjs"), file, JSON.stringify(prompt), "32"], {
-      stderr: "pipe",
-    });
-    if (peer.exitCode !== 0) throw new Error(`bench gguf: node-llama-cpp failed: ${peer.stderr.toString()}`);
-    const theirs = (JSON.parse(peer.stdout.toString().trim().split("\n").pop()!) as { tokens: number[] }).tokens;
+    const theirs = (runLlamaCpp("llama-cpp-greedy.mjs", [file, JSON.stringify(prompt), "32"]) as { tokens: number[] })
+      .tokens;
     const model = loadModel(file, { backend: "mlx" });
     const ours = (await generateText(model, Tokenizer.fromDir(file), prompt, { maxTokens: 32, ignoreEos: true }))
       .tokens;

@@ -22,6 +22,7 @@ const benches: Record<string, () => Promise<{ run: () => unknown }>> = {
   sampling: () => import("./sampling.ts"),
   constrained: () => import("./constrained.ts"),
   gguf: () => import("./gguf.ts"),
+  cpu: () => import("./cpu.ts"),
   "tensor-parallel": () => import("./tensor-parallel.ts"),
 };
 

@@ -1,4 +1,6 @@
-// Runs a Python peer script from bench/peers/ with the oracle venv and parses its JSON output.
+// Runs a peer script from bench/peers/ and parses its JSON output: Python ones with the oracle venv,
+// node-llama-cpp ones with Node beside the pinned node-llama-cpp (installed into .cache/peers/).
+import { copyFileSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 
 const ROOT = join(import.meta.dir, "..");
@@ -8,6 +10,38 @@ export const PEER_PYTHON = process.env.MLXB_PYTHON ?? join(ROOT, ".cache", "venv
 
 export function runPeer(script: string, args: string[] = []): unknown {
   const result = Bun.spawnSync([PEER_PYTHON, join(ROOT, "bench", "peers", script), ...args], { stderr: "pipe" });
+  if (result.exitCode !== 0) throw new Error(`peer ${script} failed: ${result.stderr.toString()}`);
+  const lines = result.stdout.toString().trim().split("\n");
+  return JSON.parse(lines[lines.length - 1]!);
+}
+
+/** The node-llama-cpp version benched against (newer releases may not install here). */
+export const LLAMA_CPP = "3.21.1";
+const LLAMA_CPP_DIR = join(ROOT, ".cache", "peers", `node-llama-cpp-${LLAMA_CPP}`);
+
+/** Runs bench/peers/SCRIPT (an .mjs importing node-llama-cpp) with Node: its last stdout line as
+ * JSON. node-llama-cpp is installed with npm on first use (~730 MB). */
+export function runLlamaCpp(script: string, args: string[]): unknown {
+  if (!existsSync(join(LLAMA_CPP_DIR, "node_modules", "node-llama-cpp"))) {
+    mkdirSync(LLAMA_CPP_DIR, { recursive: true });
+    const npm = Bun.spawnSync(
+      [
+        "npm",
+        "install",
+        "--silent",
+        "--no-audit",
+        "--no-fund",
+        "--prefix",
+        LLAMA_CPP_DIR,
+        `node-llama-cpp@${LLAMA_CPP}`,
+      ],
+      { stdout: "inherit", stderr: "inherit" },
+    );
+    if (npm.exitCode !== 0) throw new Error("bench: npm install node-llama-cpp failed");
+  }
+  // Beside its node_modules, so that the script's import resolves there.
+  copyFileSync(join(ROOT, "bench", "peers", script), join(LLAMA_CPP_DIR, script));
+  const result = Bun.spawnSync(["node", join(LLAMA_CPP_DIR, script), ...args], { stderr: "pipe" });
   if (result.exitCode !== 0) throw new Error(`peer ${script} failed: ${result.stderr.toString()}`);
   const lines = result.stdout.toString().trim().split("\n");
   return JSON.parse(lines[lines.length - 1]!);

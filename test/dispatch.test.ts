@@ -9,7 +9,7 @@ import { deviceInfo, setDevice, Tensor } from "../src/index.ts";
 import { KVCache } from "../src/kv-cache.ts";
 import { forward, loadModel, tokenIds } from "../src/models/index.ts";
 import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
-import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
+import { decode, decodeIds, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
 
 const GIB = 2 ** 30;
 const cases = fixture<Record<string, { prompt: EncodedArray; tokens: number[] }>>("models.json");
@@ -138,7 +138,7 @@ describe("generate on every backend", () => {
   for (const name of Object.keys(cases)) {
     test(`${name}: models loaded for cpu, mlx and auto generate mlx-lm's greedy tokens`, async () => {
       const tokenizer = Tokenizer.fromDir(dir(name));
-      const prompt = Array.from(decode(cases[name]!.prompt).toInt32Array());
+      const prompt = decodeIds(cases[name]!.prompt);
       for (const backend of ["cpu", "mlx", "auto"]) {
         const model = loadModel(dir(name), { backend });
         expect(model.backend).toBe(backend === "cpu" ? "cpu" : "mlx");

@@ -58,6 +58,7 @@ describe("errors", () => {
 describe("tidy", () => {
   test("disposes what the callback made except what it returns; nested scopes hand results out", async () => {
     const { tidy, liveTensorCount } = await import("../src/index.ts");
+    Tensor.collectForgotten(); // what earlier tests left to the collector goes now, not mid-count
     const before = liveTensorCount();
     const kept = tidy(() => {
       const a = Tensor.from([1, 2, 3]);

@@ -23,6 +23,12 @@ export function decode(a: EncodedArray): Tensor {
   return Tensor.fromBytes(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), a.shape, a.dtype);
 }
 
+/** An encoded integer array's values (the decoded tensor disposed). */
+export function decodeIds(a: EncodedArray): number[] {
+  using t = decode(a);
+  return Array.from(t.toInt32Array());
+}
+
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
   let worst = 0;

@@ -6,7 +6,7 @@ import { generateText } from "../src/engine/generate.ts";
 import { createCache, forward, loadModel, rewrittenGraph } from "../src/models/index.ts";
 import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
 import { ops, Tensor } from "../src/index.ts";
-import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
+import { decode, decodeIds, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
 
 interface Case {
   quantized: boolean;
@@ -58,7 +58,7 @@ describe("padded batches", () => {
     "%s: left-padded prompts in one batch give each prompt's own logits (prefill and decode)",
     (name) => {
       const model = loadModel(join(import.meta.dir, "fixtures", "data", "models", name), { backend: "mlx" });
-      const prompt = Array.from(decode(cases[name]!.prompt).toInt32Array());
+      const prompt = decodeIds(cases[name]!.prompt);
       const prompts = [prompt, prompt.slice(3)];
       const steps = 4;
       const alone = prompts.map((p) => {
@@ -132,12 +132,9 @@ describe("bfloat16 4-bit qwen3 (the dtype of released MLX checkpoints) vs mlx-lm
     logits.dispose();
     cache.dispose();
     expect(tokens).toEqual(c.tokens);
-    const { tokens: generated } = await generateText(
-      model,
-      Tokenizer.fromDir(dir),
-      Array.from(decode(c.prompt).toInt32Array()),
-      { maxTokens: c.tokens.length },
-    );
+    const { tokens: generated } = await generateText(model, Tokenizer.fromDir(dir), decodeIds(c.prompt), {
+      maxTokens: c.tokens.length,
+    });
     expect(generated).toEqual(c.tokens);
     model.dispose();
   });

@@ -7,7 +7,7 @@ import { type Graph, GraphBuilder, opCounts } from "../src/graph/graph.ts";
 import { ops, Tensor } from "../src/index.ts";
 import { createCache, encode, forward, loadModel, type MlxModel } from "../src/models/index.ts";
 import { DEFAULT_REWRITERS, REWRITERS, rewrite, singlePositionGraph } from "../src/rewrite/index.ts";
-import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
+import { decode, decodeIds, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
 
 const STEPS = 32;
 const TOLERANCE = 1e-4;
@@ -41,7 +41,7 @@ const variants: [string, string[]][] = [
 for (const name of Object.keys(cases)) {
   describe(`rewrite: ${name}`, () => {
     const model = loadModel(join(import.meta.dir, "fixtures", "data", "models", name), { backend: "mlx" });
-    const prompt = Array.from(decode(cases[name]!.prompt).toInt32Array());
+    const prompt = decodeIds(cases[name]!.prompt);
     const plain = greedy(model, prompt, {});
     const before = model.graph("last").nodes.length;
 
@@ -204,7 +204,7 @@ describe("rewrite: what each rewriter replaces, and what it leaves", () => {
 describe("rewrite: left-padded batches", () => {
   /** Prefill of two left-padded prompts and 4 decode steps; logits per step. */
   function padded(model: MlxModel, graph: Graph | undefined): Float32Array[] {
-    const prompt = Array.from(decode(cases.qwen3!.prompt).toInt32Array());
+    const prompt = decodeIds(cases.qwen3!.prompt);
     const width = prompt.length;
     const cache = createCache(model, 2, width + 5);
     cache.setLeftPadding([0, 3]);

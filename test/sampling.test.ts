@@ -7,7 +7,7 @@ import { generateText } from "../src/engine/generate.ts";
 import { loadModel } from "../src/models/index.ts";
 import { DEFAULT_SAMPLING, logSoftmax, processLogits, samplingDistribution } from "../src/engine/sampling.ts";
 import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
-import { decode, type EncodedArray, fixture, samplingCases } from "./helpers.ts";
+import { decode, decodeIds, type EncodedArray, fixture, samplingCases } from "./helpers.ts";
 
 const cases = samplingCases();
 
@@ -34,7 +34,7 @@ describe("logprobs", () => {
     const dir = join(import.meta.dir, "fixtures", "data", "models", "qwen3");
     const model = loadModel(dir, { backend: "mlx" });
     const chunks: { token: number; logprob?: number; topLogprobs?: { token: number; logprob: number }[] }[] = [];
-    const prompt = Array.from(decode(c.prompt).toInt32Array());
+    const prompt = decodeIds(c.prompt);
     const { generate } = await import("../src/engine/generate.ts");
     for await (const chunk of generate(model, Tokenizer.fromDir(dir), prompt, {
       maxTokens: 4,

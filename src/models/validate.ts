@@ -87,15 +87,16 @@ export function checkShapes(
     tokenTypes: Tensor.from(Int32Array.of(0), [1, 1]),
   }));
   try {
-    tidy(() =>
+    // The outputs are not returned: tidy disposes them with everything else the graph made.
+    tidy(() => {
       runGraph(graph, MLX_KERNELS, {
         weights,
         quantization,
         feeds: { ...feeds, offset: 0, keyMask: null },
         cache: null,
         group,
-      }),
-    );
+      });
+    });
   } catch (e) {
     throw new Error(`${dir}: the weights do not fit config.json: ${(e as Error).message}`);
   } finally {

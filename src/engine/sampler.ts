@@ -52,9 +52,8 @@ export interface DevicePicks {
   topLogprobs?: Tensor;
 }
 
-function column(values: readonly number[], dtype: "float32" | "int32" = "float32"): Tensor {
-  const host = dtype === "int32" ? Int32Array.from(values) : Float32Array.from(values);
-  return Tensor.from(host, [values.length, 1]);
+function column(values: readonly number[]): Tensor {
+  return Tensor.from(Float32Array.from(values), [values.length, 1]);
 }
 
 /** The recent tokens of each row (the penalties' context), kept on the device: [B, width] ids and

@@ -11,7 +11,7 @@ int mlx_fast_rms_norm(mlx_array* out, mlx_array x, mlx_array weight, float eps) 
   return guard([&] {
     arr(x, "x");
     if (weight == nullptr) return emit1(out, {x}, [eps](const Arrays& a) { return mx::fast::rms_norm(a[0], std::nullopt, eps); });
-    emit1(out, {x, weight}, [eps](const Arrays& a) { return mx::fast::rms_norm(a[0], a[1], eps); });
+    emit1(out, {x, weight}, [eps](const Arrays& a) { return rms_norm(a[0], a[1], eps); });
   });
 }
 
@@ -41,8 +41,8 @@ int mlx_fast_rope(mlx_array* out, mlx_array x, int dims, int traditional, float 
     arr(x, "x");
     auto b = rope_base(base, freqs);
     bool t = traditional != 0;
-    if (freqs == nullptr) return emit1(out, {x}, [=](const Arrays& a) { return mx::fast::rope(a[0], dims, t, b, scale, offset, std::nullopt); });
-    emit1(out, {x, freqs}, [=](const Arrays& a) { return mx::fast::rope(a[0], dims, t, b, scale, offset, a[1]); });
+    if (freqs == nullptr) return emit1(out, {x}, [=](const Arrays& a) { return rope(a[0], dims, t, b, scale, mx::array(offset), std::nullopt); });
+    emit1(out, {x, freqs}, [=](const Arrays& a) { return rope(a[0], dims, t, b, scale, mx::array(offset), a[1]); });
   });
 }
 
@@ -51,8 +51,8 @@ int mlx_fast_rope_dynamic(mlx_array* out, mlx_array x, int dims, int traditional
     arr(x, "x"), arr(offset, "offset");
     auto b = rope_base(base, freqs);
     bool t = traditional != 0;
-    if (freqs == nullptr) return emit1(out, {x, offset}, [=](const Arrays& a) { return mx::fast::rope(a[0], dims, t, b, scale, a[1], std::nullopt); });
-    emit1(out, {x, offset, freqs}, [=](const Arrays& a) { return mx::fast::rope(a[0], dims, t, b, scale, a[1], a[2]); });
+    if (freqs == nullptr) return emit1(out, {x, offset}, [=](const Arrays& a) { return rope(a[0], dims, t, b, scale, a[1], std::nullopt); });
+    emit1(out, {x, offset, freqs}, [=](const Arrays& a) { return rope(a[0], dims, t, b, scale, a[1], a[2]); });
   });
 }
 
@@ -70,7 +70,7 @@ int mlx_fast_qk_norm_rope(mlx_array* q_out, mlx_array* k_out, mlx_array q, mlx_a
 #ifdef MLXB_CUDA
       if (auto fused = qk_norm_rope_cuda(a[0], a[1], a[2], a[3], eps, dims, t, b, scale, a[4], periods)) return *fused;
 #endif
-      auto rotate = [&](const mx::array& x, const mx::array& w) { return mx::fast::rope(mx::fast::rms_norm(x, w, eps), dims, t, b, scale, a[4], periods); };
+      auto rotate = [&](const mx::array& x, const mx::array& w) { return rope(rms_norm(x, w, eps), dims, t, b, scale, a[4], periods); };
       return Arrays{rotate(a[0], a[2]), rotate(a[1], a[3])};
     });
   });
@@ -80,9 +80,8 @@ int mlx_fast_scaled_dot_product_attention(mlx_array* out, mlx_array q, mlx_array
   return guard([&] {
     arr(q, "q"), arr(k, "k"), arr(v, "v");
     std::string mode = mask_mode ? mask_mode : "";
-    if (mask == nullptr)
-      return emit1(out, {q, k, v}, [=](const Arrays& a) { return mx::fast::scaled_dot_product_attention(a[0], a[1], a[2], scale, mode, std::nullopt); });
-    emit1(out, {q, k, v, mask}, [=](const Arrays& a) { return mx::fast::scaled_dot_product_attention(a[0], a[1], a[2], scale, mode, a[3]); });
+    if (mask == nullptr) return emit1(out, {q, k, v}, [=](const Arrays& a) { return attention(a[0], a[1], a[2], scale, mode, std::nullopt); });
+    emit1(out, {q, k, v, mask}, [=](const Arrays& a) { return attention(a[0], a[1], a[2], scale, mode, a[3]); });
   });
 }
 

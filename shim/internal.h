@@ -172,9 +172,19 @@ inline bool matvec_fits(const mx::array& x, const mx::array& w, const mx::array&
 /** x @ dequantize(w)^T (+ addend, rounded as a separate add would be: the product is rounded to
  * x's dtype first) by the CPU kernel of ours (qmv_cpu.cpp) when the inputs fit it: a few rows
  * (float32, bfloat16, float16) against 4-bit affine weights; else nullopt. `addend`, when given, has
- * the product's shape and dtype. */
+ * the product's shape and dtype. int8: x quantized to int8 per block of 64 (qmv_cpu_int8.cpp) where
+ * the CPU has AVX-512 VNNI and the group is a multiple of 64; then any number of rows fits. */
 std::optional<mx::array> qmv_cpu(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
-                                 std::optional<int> group_size, std::optional<int> bits, const std::string& mode, const std::optional<mx::array>& addend);
+                                 std::optional<int> group_size, std::optional<int> bits, const std::string& mode, bool int8,
+                                 const std::optional<mx::array>& addend);
+
+/** mx::fast::rms_norm (weight given), mx::fast::rope (array offset) and
+ * mx::fast::scaled_dot_product_attention: one node of ours each on the CPU where the inputs fit
+ * (shim/ext/fast_cpu.cpp; MLX's CPU backend builds them from many small ops), else MLX's op. */
+mx::array rms_norm(const mx::array& x, const mx::array& weight, float eps);
+mx::array rope(const mx::array& x, int dims, bool traditional, std::optional<float> base, float scale, const mx::array& offset,
+               const std::optional<mx::array>& periods);
+mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, const std::string& mode, const std::optional<mx::array>& mask);
 
 /** The same on the GPU of a CUDA build (qmv_cuda.cpp; only built with -Dcuda=true). */
 std::optional<mx::array> qmv_cuda(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,

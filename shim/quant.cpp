@@ -18,7 +18,8 @@ std::string mode_of(const char* mode) {
  * add). MLX's kernels divide by zero on an empty x or w (no rows, no outputs, or an empty inner axis),
  * so then the product is zeros of the shape MLX infers (an empty sum is 0), without its kernel. */
 mx::array quantized_product(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool t,
-                            std::optional<int> g, std::optional<int> b, const std::string& m, const std::optional<mx::array>& addend = std::nullopt) {
+                            std::optional<int> g, std::optional<int> b, const std::string& m, bool int8,
+                            const std::optional<mx::array>& addend = std::nullopt) {
   auto plus = [&](mx::array y) { return addend ? mx::add(y, *addend) : y; };
   if (x.size() == 0 || w.size() == 0) {
     auto shaped = mx::quantized_matmul(x, w, scales, biases, t, g, b, m); // validates and infers the shape
@@ -32,9 +33,9 @@ mx::array quantized_product(const mx::array& x, const mx::array& w, const mx::ar
     auto kernel_addend = inside ? addend : std::nullopt;
 #ifdef MLXB_CUDA
     auto ours = mx::default_device() == mx::Device::gpu ? qmv_cuda(x, w, scales, biases, t, g, b, m, kernel_addend)
-                                                        : qmv_cpu(x, w, scales, biases, t, g, b, m, kernel_addend);
+                                                        : qmv_cpu(x, w, scales, biases, t, g, b, m, int8, kernel_addend);
 #else
-    auto ours = qmv_cpu(x, w, scales, biases, t, g, b, m, kernel_addend);
+    auto ours = qmv_cpu(x, w, scales, biases, t, g, b, m, int8, kernel_addend);
 #endif
     if (ours) return inside ? *ours : plus(*ours);
   }
@@ -54,8 +55,8 @@ mx::array quantized_product(const mx::array& x, const mx::array& w, const mx::ar
  * product's): for one row of x, one SplitProduct node over the product's own; else the product
  * split along its last axis and each part reshaped. */
 Arrays quantized_product_split(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool t,
-                               std::optional<int> g, std::optional<int> b, const std::string& m, const std::vector<mx::Shape>& shapes) {
-  auto product = quantized_product(x, w, scales, biases, t, g, b, m);
+                               std::optional<int> g, std::optional<int> b, const std::string& m, bool int8, const std::vector<mx::Shape>& shapes) {
+  auto product = quantized_product(x, w, scales, biases, t, g, b, m, int8);
   const int64_t width = product.shape(-1), rows = product.size() / std::max<int64_t>(width, 1);
   mx::Shape cuts;
   int64_t at = 0;
@@ -108,33 +109,34 @@ int mlx_dequantize(mlx_array* out, mlx_array wq, mlx_array scales, mlx_array bia
 }
 
 int mlx_quantized_matmul(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, int transpose, int group_size, int bits,
-                         const char* mode) {
+                         const char* mode, int int8_activations) {
   return guard([&] {
     arr(x, "x"), arr(wq, "wq"), arr(scales, "scales");
     auto m = mode_of(mode);
     auto g = positive(group_size), b = positive(bits);
-    bool t = transpose != 0;
-    if (biases == nullptr) return emit1(out, {x, wq, scales}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], std::nullopt, t, g, b, m); });
-    emit1(out, {x, wq, scales, biases}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], a[3], t, g, b, m); });
+    bool t = transpose != 0, i8 = int8_activations != 0;
+    if (biases == nullptr)
+      return emit1(out, {x, wq, scales}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], std::nullopt, t, g, b, m, i8); });
+    emit1(out, {x, wq, scales, biases}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], a[3], t, g, b, m, i8); });
   });
 }
 
 int mlx_quantized_matmul_add(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, mlx_array addend, int transpose, int group_size,
-                             int bits, const char* mode) {
+                             int bits, const char* mode, int int8_activations) {
   return guard([&] {
     arr(x, "x"), arr(wq, "wq"), arr(scales, "scales"), arr(addend, "addend");
     auto m = mode_of(mode);
     auto g = positive(group_size), b = positive(bits);
-    bool t = transpose != 0;
+    bool t = transpose != 0, i8 = int8_activations != 0;
     if (biases == nullptr) {
-      return emit1(out, {x, wq, scales, addend}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], std::nullopt, t, g, b, m, a[3]); });
+      return emit1(out, {x, wq, scales, addend}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], std::nullopt, t, g, b, m, i8, a[3]); });
     }
-    emit1(out, {x, wq, scales, biases, addend}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], a[3], t, g, b, m, a[4]); });
+    emit1(out, {x, wq, scales, biases, addend}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], a[3], t, g, b, m, i8, a[4]); });
   });
 }
 
 int mlx_quantized_matmul_split(mlx_array* outs, int count, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, const int32_t* ranks,
-                               const int32_t* dims, int transpose, int group_size, int bits, const char* mode) {
+                               const int32_t* dims, int transpose, int group_size, int bits, const char* mode, int int8_activations) {
   return guard([&] {
     arr(x, "x"), arr(wq, "wq"), arr(scales, "scales");
     if (outs == nullptr || count < 1) throw ArgumentError("quantized_matmul_split: out-pointers are null or fewer than one");
@@ -148,12 +150,12 @@ int mlx_quantized_matmul_split(mlx_array* outs, int count, mlx_array x, mlx_arra
     }
     auto m = mode_of(mode);
     auto g = positive(group_size), b = positive(bits);
-    bool t = transpose != 0;
+    bool t = transpose != 0, i8 = int8_activations != 0;
     std::vector<mlx_array*> outputs;
     for (int i = 0; i < count; i++) outputs.push_back(&outs[i]);
     if (biases == nullptr)
-      return emit(outputs, {x, wq, scales}, [=](const Arrays& a) { return quantized_product_split(a[0], a[1], a[2], std::nullopt, t, g, b, m, shapes); });
-    emit(outputs, {x, wq, scales, biases}, [=](const Arrays& a) { return quantized_product_split(a[0], a[1], a[2], a[3], t, g, b, m, shapes); });
+      return emit(outputs, {x, wq, scales}, [=](const Arrays& a) { return quantized_product_split(a[0], a[1], a[2], std::nullopt, t, g, b, m, i8, shapes); });
+    emit(outputs, {x, wq, scales, biases}, [=](const Arrays& a) { return quantized_product_split(a[0], a[1], a[2], a[3], t, g, b, m, i8, shapes); });
   });
 }
 

@@ -1,5 +1,6 @@
 // fast.qkNormRope (Qwen3's q/k norms and the rope after them in one call) against MLX's rms_norm then
-// rope on each of q and k. On the CPU the shim runs those very ops: equal bit for bit. On a CUDA GPU
+// rope on each of q and k. On the CPU the shim runs those very ops (its CPU kernels, fast_cpu.cpp):
+// equal bit for bit. On a CUDA GPU
 // it is one kernel of ours (shim/ext/norm_rope_cuda.cpp), checked to have run (one QKNormRopeCuda node,
 // no RMSNorm or RoPE). In bfloat16 and float16 every element is within one unit in the last place of
 // MLX's and at most 1% are not bit-equal (the sum of squares is reduced in another order; the

@@ -1,13 +1,14 @@
 // mlx-bun (MLX) on a model directory or GGUF file, in a process of its own: one short warm-up
 // generation, then the prompt ids and COUNT greedy tokens. Usage: bun mlxb-rate.ts PATH '[ids]' COUNT
+// [ACTIVATIONS] (loadModel's cpuActivations: float, the default, or int8)
 // Prints one JSON line: { prefill (prompt tokens / time to the first token), decode (tokens/s after
 // the first), rss (peak resident bytes of this process) }.
 import { generate } from "../../src/engine/generate.ts";
 import { loadModel } from "../../src/models/index.ts";
 import { Tokenizer } from "../../src/tokenizer/tokenizer.ts";
 
-const [path, ids, count] = Bun.argv.slice(2) as [string, string, string];
-const model = loadModel(path, { backend: "mlx" });
+const [path, ids, count, activations] = Bun.argv.slice(2) as [string, string, string, "float" | "int8" | undefined];
+const model = loadModel(path, { backend: "mlx", cpuActivations: activations });
 const tokenizer = Tokenizer.fromDir(path);
 const prompt = JSON.parse(ids) as number[];
 

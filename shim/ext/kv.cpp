@@ -130,17 +130,17 @@ Updated write_cache(KVCache& c, int l, const mx::array& k, const mx::array& v) {
 // honouring key_mask [B, >= offset + T] (nonzero = attend) when given.
 mx::array attend(const mx::array& q, const Updated& u, int offset, float scale, const std::optional<mx::array>& key_mask) {
   int batch = u.keys.shape(0), end = u.keys.shape(2);
-  if (!key_mask && q.shape(2) == 1) return mx::fast::scaled_dot_product_attention(q, u.keys, u.values, scale, "", std::nullopt);
+  if (!key_mask && q.shape(2) == 1) return attention(q, u.keys, u.values, scale, "", std::nullopt);
   if (!key_mask) {
     // Keys are exactly [0, offset + T): MLX's bottom-right-aligned causal mask is the right one.
-    return mx::fast::scaled_dot_product_attention(q, u.keys, u.values, scale, q.shape(2) > 1 ? "causal" : "", std::nullopt);
+    return attention(q, u.keys, u.values, scale, q.shape(2) > 1 ? "causal" : "", std::nullopt);
   }
   auto visible = mx::slice(*key_mask, {0, 0}, {batch, end});
   auto allowed = mx::reshape(mx::not_equal(visible, mx::array(0, visible.dtype())), {batch, 1, 1, end});
   int queries = q.shape(2);
   auto rows = mx::reshape(mx::add(mx::arange(queries), mx::array(offset)), {queries, 1});
   auto causal = mx::greater_equal(rows, mx::reshape(mx::arange(end), {1, end}));
-  return mx::fast::scaled_dot_product_attention(q, u.keys, u.values, scale, "", mx::logical_and(allowed, causal));
+  return attention(q, u.keys, u.values, scale, "", mx::logical_and(allowed, causal));
 }
 
 // One-query attention without a mask, as attend() makes it, remembering the node MLX's op made when
@@ -156,7 +156,7 @@ class DecodeAttention {
         u.values.dtype() == dtype_ && same_but_length(u.keys, key_shape_) && same_but_length(u.values, value_shape_)) {
       return mx::array(out_shape_, dtype_, primitive_, {q, u.keys, u.values});
     }
-    auto out = mx::fast::scaled_dot_product_attention(q, u.keys, u.values, scale, "", std::nullopt);
+    auto out = attention(q, u.keys, u.values, scale, "", std::nullopt);
     primitive_.reset();
     const auto& in = out.inputs();
     if (out.has_primitive() && out.siblings().empty() && in.size() == 3 && in[0].id() == q.id() && in[1].id() == u.keys.id() && in[2].id() == u.values.id() &&

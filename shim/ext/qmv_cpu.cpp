@@ -7,7 +7,9 @@
 // read, the output rounded once). It is an MLX primitive (QuantizedMatvecCpu) built by qmv_cpu()
 // in place of QuantizedMatmul when the inputs fit (and of the add after it, given an addend);
 // anything else (other devices, dtypes, modes, bit widths, many rows) keeps MLX's op. MLXB_QMV=mlx
-// turns it off (for comparisons), as the CUDA one.
+// turns it off (for comparisons), as the CUDA one. With int8 activations asked for (and AVX-512 VNNI
+// present, the group a multiple of 64) the products go to qmv_cpu_int8.cpp's kernel, for any number
+// of rows.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -15,12 +17,14 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <functional>
+#include <limits>
 #include <mutex>
 #include <thread>
 #include <type_traits>
 #include <unistd.h>
 
 #include "internal.h"
+#include "qmv_cpu.h"
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "mlx/primitives.h"
@@ -32,16 +36,7 @@ namespace {
 /** Rows of x up to which this kernel is used (decode: 1; small batches). */
 constexpr int MAX_ROWS = 32;
 
-/** S: the scales' and biases' element type (float, mx::bfloat16_t or mx::float16_t). */
-template <typename S>
-struct Problem {
-  const float* x;
-  const uint32_t* w;
-  const S* scales;
-  const S* biases;
-  float* out;
-  int rows, n, k, group;
-};
+using qmv::Problem;
 
 /** One row's out[row, j] for j in [begin, end) (two accumulators per group): sum over groups of scale * (q . x) + bias * sum(x). The q . x
  * products stay in vector registers, scaled per group; one horizontal sum per output. */
@@ -243,8 +238,9 @@ bool has_avx2() {
   return b & (1u << 5);
 }
 
+/** int8: x quantized to int8 per block (qmv_cpu_int8.cpp); the caller checked that it can run. */
 template <typename S>
-void matvec(const Problem<S>& p) {
+void matvec(const Problem<S>& p, bool int8) {
   const int groups = p.k / p.group;
   std::vector<float> sums(static_cast<size_t>(p.rows) * groups);
   for (int r = 0; r < p.rows; r++) {
@@ -255,8 +251,12 @@ void matvec(const Problem<S>& p) {
     }
   }
   static const bool avx2 = has_avx2();
+  qmv::Int8Rows xq;
+  if (int8) xq = qmv::quantize_rows(p.x, p.rows, p.k);
   auto part = [&](int begin, int end) {
-    if (avx2)
+    if (!xq.values.empty())
+      qmv::matvec_int8(p, xq, sums.data(), begin, end);
+    else if (avx2)
       matvec_avx2(p, sums.data(), begin, end);
     else
       matvec_scalar(p, sums.data(), begin, end);
@@ -293,7 +293,7 @@ const T* row_major(const mx::array& a, std::vector<T>& copy) {
  * one: added to the product rounded to the output dtype, as a separate add would. */
 class QuantizedMatvecCpu : public mx::UnaryPrimitive {
  public:
-  QuantizedMatvecCpu(mx::Stream stream, int group) : mx::UnaryPrimitive(stream), group_(group) {}
+  QuantizedMatvecCpu(mx::Stream stream, int group, bool int8) : mx::UnaryPrimitive(stream), group_(group), int8_(int8) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     out.set_data(mx::allocator::malloc(out.nbytes()));
@@ -306,13 +306,14 @@ class QuantizedMatvecCpu : public mx::UnaryPrimitive {
     std::optional<mx::array> addend;
     if (inputs.size() > 4) addend = mx::array::unsafe_weak_copy(inputs[4]);
     encoder.dispatch([x = mx::array::unsafe_weak_copy(inputs[0]), w = mx::array::unsafe_weak_copy(inputs[1]), scales = mx::array::unsafe_weak_copy(inputs[2]),
-                      biases = mx::array::unsafe_weak_copy(inputs[3]), addend, out = mx::array::unsafe_weak_copy(out), rows, n, k, group = group_]() mutable {
+                      biases = mx::array::unsafe_weak_copy(inputs[3]), addend, out = mx::array::unsafe_weak_copy(out), rows, n, k, group = group_,
+                      int8 = int8_]() mutable {
       if (x.dtype() == mx::float32)
-        run<float>(x, w, scales, biases, addend, out, rows, n, k, group);
+        run<float>(x, w, scales, biases, addend, out, rows, n, k, group, int8);
       else if (x.dtype() == mx::bfloat16)
-        run<mx::bfloat16_t>(x, w, scales, biases, addend, out, rows, n, k, group);
+        run<mx::bfloat16_t>(x, w, scales, biases, addend, out, rows, n, k, group, int8);
       else
-        run<mx::float16_t>(x, w, scales, biases, addend, out, rows, n, k, group);
+        run<mx::float16_t>(x, w, scales, biases, addend, out, rows, n, k, group, int8);
     });
   }
 
@@ -321,7 +322,7 @@ class QuantizedMatvecCpu : public mx::UnaryPrimitive {
    * float result rounded to T once (then the addend added, and rounded again). */
   template <typename T>
   static void run(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases, const std::optional<mx::array>& addend,
-                  mx::array& out, int rows, int n, int k, int group) {
+                  mx::array& out, int rows, int n, int k, int group, bool int8) {
     std::vector<T> xs, ss, bs, as;
     std::vector<uint32_t> ws;
     const T* xt = row_major<T>(x, xs);
@@ -332,14 +333,14 @@ class QuantizedMatvecCpu : public mx::UnaryPrimitive {
     if constexpr (std::is_same_v<T, float>) {
       p.x = xt;
       p.out = o;
-      matvec(p);
+      matvec(p, int8);
       if (at)
         for (size_t i = 0; i < size; i++) o[i] += at[i];
     } else {
       std::vector<float> xf(xt, xt + static_cast<size_t>(rows) * k), of(size);
       p.x = xf.data();
       p.out = of.data();
-      matvec(p);
+      matvec(p, int8);
       if (at)
         for (size_t i = 0; i < size; i++) o[i] = static_cast<T>(static_cast<float>(static_cast<T>(of[i])) + static_cast<float>(at[i]));
       else
@@ -351,10 +352,14 @@ class QuantizedMatvecCpu : public mx::UnaryPrimitive {
 
   const char* name() const override { return "QuantizedMatvecCpu"; }
 
-  bool is_equivalent(const mx::Primitive& other) const override { return group_ == static_cast<const QuantizedMatvecCpu&>(other).group_; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    const auto& o = static_cast<const QuantizedMatvecCpu&>(other);
+    return group_ == o.group_ && int8_ == o.int8_;
+  }
 
  private:
   int group_;
+  bool int8_;
 };
 
 } // namespace
@@ -368,17 +373,20 @@ bool mlxb::own_matvec_off() {
 }
 
 std::optional<mx::array> mlxb::qmv_cpu(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
-                                       std::optional<int> group_size, std::optional<int> bits, const std::string& mode,
+                                       std::optional<int> group_size, std::optional<int> bits, const std::string& mode, bool int8,
                                        const std::optional<mx::array>& addend) {
   auto stream = mx::default_stream(mx::default_device());
   const int group = group_size.value_or(64);
   const auto t = x.dtype();
-  const bool fits = stream.device == mx::Device::cpu && matvec_fits(x, w, scales, biases, transpose, group, bits, mode, MAX_ROWS) && group % 8 == 0 &&
+  static const bool int8_available = qmv::int8_available();
+  const bool use_int8 = int8 && int8_available && qmv::int8_fits(group);
+  const int max_rows = use_int8 ? std::numeric_limits<int>::max() : MAX_ROWS;
+  const bool fits = stream.device == mx::Device::cpu && matvec_fits(x, w, scales, biases, transpose, group, bits, mode, max_rows) && group % 8 == 0 &&
                     (t == mx::float32 || t == mx::bfloat16 || t == mx::float16) && scales.dtype() == t && biases->dtype() == t;
   if (!fits) return std::nullopt;
   auto shape = x.shape();
   shape.back() = w.shape(0);
   std::vector<mx::array> inputs{x, w, scales, *biases};
   if (addend) inputs.push_back(*addend);
-  return mx::array(shape, t, std::make_shared<QuantizedMatvecCpu>(stream, group), std::move(inputs));
+  return mx::array(shape, t, std::make_shared<QuantizedMatvecCpu>(stream, group, use_int8), std::move(inputs));
 }

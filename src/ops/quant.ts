@@ -44,7 +44,14 @@ export function quantParams(p: QuantParamsInput = {}): QuantParams {
 }
 
 const PARAM_NAMES = ["groupSize", "bits", "mode"] as const;
-const PRODUCT_PARAM_NAMES = [...PARAM_NAMES, "transpose"] as const;
+const PRODUCT_PARAM_NAMES = [...PARAM_NAMES, "transpose", "activations"] as const;
+
+/** What a quantized product does with x on the CPU: "float" (default) keeps it as it is; "int8"
+ * lets the shim's CPU kernel quantize it to int8 per block of 64 values (AVX-512 VNNI, 4-bit
+ * affine weights with a group size that is a multiple of 64; elsewhere x stays float): faster and
+ * approximate (see LoadOptions.cpuActivations). */
+export const ACTIVATIONS = ["float", "int8"] as const;
+export type Activations = (typeof ACTIVATIONS)[number];
 
 /** A packed weight: `weight` (uint32), `scales`, and `biases` for the affine mode. */
 export interface QuantizedWeight {
@@ -85,7 +92,7 @@ export function dequantize(q: QuantizedWeight, params: QuantParamsInput = {}, dt
   );
 }
 
-type ProductParams = QuantParamsInput & { transpose?: boolean | undefined };
+type ProductParams = QuantParamsInput & { transpose?: boolean | undefined; activations?: Activations | undefined };
 
 /** x @ dequantize(w)^T (transpose, the Linear layout) or x @ dequantize(w). */
 export function quantizedMatmul(x: Tensor, q: QuantizedWeight, params: ProductParams = {}): Tensor {
@@ -115,7 +122,7 @@ export function quantizedMatmulSplit(
     if (s.some((d) => !Number.isInteger(d) || d < 0))
       throw new Error(`${op}: output shape [${s.join(", ")}] has a dimension that is not a non-negative integer`);
   }
-  const { groupSize, bits, mode, transpose, hx, hw, hs, hb } = productOperands(op, x, q, params);
+  const { groupSize, bits, mode, transpose, int8, hx, hw, hs, hb } = productOperands(op, x, q, params);
   const out = new BigUint64Array(shapes.length);
   const ranks = Int32Array.from(shapes, (s) => s.length);
   const dims = Int32Array.from(shapes.flat());
@@ -133,6 +140,7 @@ export function quantizedMatmulSplit(
       groupSize,
       bits,
       cstr(mode),
+      int8,
     ),
     () =>
       `${op}(${x.describe()}, ${q.weight.describe()}, ${mode} ${bits}-bit group ${groupSize}, into ${shapes.map((s) => `[${s.join(", ")}]`).join(" ")})`,
@@ -146,11 +154,15 @@ function productOperands(op: string, x: Tensor, q: QuantizedWeight, params: Prod
   checkOptionNames(op, params, PRODUCT_PARAM_NAMES);
   const { groupSize, bits, mode } = quantParams(params);
   const transpose = (params.transpose ?? true) ? 1 : 0;
+  const activations = params.activations ?? "float";
+  if (!ACTIVATIONS.includes(activations))
+    throw new Error(`${op}: activations must be one of ${ACTIVATIONS.join(", ")}, got '${String(activations)}'`);
+  const int8 = activations === "int8" ? 1 : 0;
   const hx = handleOf(x, op, "x");
   const hw = handleOf(q.weight, op, "weight");
   const hs = handleOf(q.scales, op, "scales");
   const hb = optionalHandleOf(q.biases, op, "biases");
-  return { groupSize, bits, mode, transpose, hx, hw, hs, hb };
+  return { groupSize, bits, mode, transpose, int8, hx, hw, hs, hb };
 }
 
 /** The shim call behind quantizedMatmul and quantizedMatmulAdd. */
@@ -161,14 +173,14 @@ function quantizedProduct(
   addend: Tensor | null,
   params: ProductParams,
 ): Tensor {
-  const { groupSize, bits, mode, transpose, hx, hw, hs, hb } = productOperands(op, x, q, params);
+  const { groupSize, bits, mode, transpose, int8, hx, hw, hs, hb } = productOperands(op, x, q, params);
   const ha = addend ? handleOf(addend, op, "addend") : null;
   const describe = () =>
     `${op}(${[x, q.weight, ...(addend ? [addend] : [])].map((t) => t.describe()).join(", ")}, ${mode} ${bits}-bit group ${groupSize})`;
   return call(describe, (lib, o) =>
     ha === null
-      ? lib.mlx_quantized_matmul(o, hx, hw, hs, hb, transpose, groupSize, bits, cstr(mode))
-      : lib.mlx_quantized_matmul_add(o, hx, hw, hs, hb, ha, transpose, groupSize, bits, cstr(mode)),
+      ? lib.mlx_quantized_matmul(o, hx, hw, hs, hb, transpose, groupSize, bits, cstr(mode), int8)
+      : lib.mlx_quantized_matmul_add(o, hx, hw, hs, hb, ha, transpose, groupSize, bits, cstr(mode), int8),
   );
 }
 

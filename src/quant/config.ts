@@ -1,12 +1,15 @@
 // mlx-lm's `quantization` block of config.json: global group_size / bits / mode side by side with
 // per-layer keys whose value is `false` (keep that layer dense) or an object overriding the globals.
-import { type QuantMode, type QuantParams, quantParams } from "../ops/quant.ts";
+import { type Activations, type QuantMode, type QuantParams, quantParams } from "../ops/quant.ts";
 
 export interface QuantConfig {
   /** Global parameters; null when the block sets none (only per-layer entries). */
   global: QuantParams | null;
   /** Per-layer entries by module path ("model.layers.0.mlp.gate_proj"): false = skip. */
   layers: Map<string, QuantParams | false>;
+  /** What the model's quantized products do with their input on the CPU (loadModel's
+   * cpuActivations; absent: "float"). Not part of the checkpoint's config. */
+  activations?: Activations | undefined;
 }
 
 const GLOBAL_KEYS = new Set(["group_size", "bits", "mode"]);

@@ -2,6 +2,7 @@
 import { onGpu } from "../native/device.ts";
 import { add, addmm, concatenate, matmul, reshape, slice, split, transpose } from "../ops/core.ts";
 import {
+  type Activations,
   dequantize,
   type QuantParams,
   quantizedMatmul,
@@ -15,7 +16,8 @@ import { packedTriple } from "./weights.ts";
 /** MLX's CPU quantized matmul is a plain loop: at 512 rows x 4096 x 4096 it takes 8.4 s where
  * dequantizing and a BLAS matmul take ~0.1 s (bench/quant.ts). So on the CPU, inputs of at least
  * this many rows (prefill) dequantize the weight for the call; decode, a batch's up to 32 rows
- * included, keeps quantizedMatmul (the shim's matvec kernel, shim/ext/qmv_cpu.cpp, takes up to 32). */
+ * included, keeps quantizedMatmul (the shim's matvec kernel, shim/ext/qmv_cpu.cpp, takes up to 32).
+ * With int8 activations the shim's kernel takes any number of rows: nothing is dequantized. */
 export const CPU_DEQUANTIZE_ROWS = 33;
 
 /** A layer's tensors and quantization, resolved and checked once per weight map. */
@@ -26,7 +28,7 @@ interface Layer {
   quantization: QuantConfig | null;
   packed: {
     triple: { weight: Tensor; scales: Tensor; biases: Tensor | null };
-    params: QuantParams & { transpose: true };
+    params: QuantParams & { transpose: true; activations: Activations };
   } | null;
 }
 
@@ -53,7 +55,8 @@ function layerOf(
   if (scales) {
     const params = quantizationFor(quantization, paramsOf);
     if (!params) throw new Error(`linear: '${module}' is packed but the quantization config leaves it dense`);
-    packed = { triple: packedTriple(weights, module, params), params: { ...params, transpose: true } };
+    const activations = quantization?.activations ?? "float";
+    packed = { triple: packedTriple(weights, module, params), params: { ...params, transpose: true, activations } };
   }
   const layer = { weight, scales, bias, quantization, packed };
   known.set(module, layer);
@@ -61,9 +64,9 @@ function layerOf(
 }
 
 /** Whether a packed layer's product with x dequantizes the weight (the CPU at CPU_DEQUANTIZE_ROWS
- * rows or more) instead of running quantizedMatmul. */
-function dequantizesFor(x: Tensor): boolean {
-  return !onGpu() && x.size / x.shape[x.ndim - 1]! >= CPU_DEQUANTIZE_ROWS;
+ * rows or more, with float activations) instead of running quantizedMatmul. */
+function dequantizesFor(x: Tensor, packed: NonNullable<Layer["packed"]>): boolean {
+  return !onGpu() && packed.params.activations === "float" && x.size / x.shape[x.ndim - 1]! >= CPU_DEQUANTIZE_ROWS;
 }
 
 /** y = x W^T (+ b) for the layer at `module` ("model.layers.0.self_attn.q_proj"). */
@@ -77,7 +80,7 @@ export function linear(
   const { weight, bias, packed } = layerOf(weights, module, quantization, paramsOf);
   let y: Tensor;
   if (packed) {
-    if (dequantizesFor(x)) {
+    if (dequantizesFor(x, packed)) {
       const { mode, groupSize, bits } = packed.params;
       using dense = dequantize(packed.triple, { mode, groupSize, bits });
       using denseT = transpose(dense);
@@ -106,7 +109,7 @@ export function linearAdd(
   quantization: QuantConfig | null,
 ): Tensor {
   const { bias, packed } = layerOf(weights, module, quantization);
-  if (packed && !bias && !dequantizesFor(x)) {
+  if (packed && !bias && !dequantizesFor(x, packed)) {
     return quantizedMatmulAdd(x, packed.triple, addend, packed.params);
   }
   using y = linear(x, weights, module, quantization);
@@ -202,7 +205,7 @@ export function fusedLinear(
   if (!weights.has(`${name}.weight`)) return modules.map((m, i) => shaped(linear(x, weights, m, quantization), i));
   const widths = modules.map((m) => weights.get(`${m}.weight`)!.shape[0]!);
   const { bias, packed } = layerOf(weights, name, quantization, modules[0]);
-  if (packed && !bias && !dequantizesFor(x)) {
+  if (packed && !bias && !dequantizesFor(x, packed)) {
     const lead = x.shape.slice(0, -1);
     return quantizedMatmulSplit(
       x,

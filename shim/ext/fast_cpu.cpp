@@ -1,0 +1,294 @@
+// CPU kernels for the fast ops that MLX's CPU backend builds from many small ops each: rms_norm
+// (~10 nodes), rope (~25) and attention (~8). A decode step of the default model made ~860 nodes, at
+// several microseconds of dispatch each; as one node per op it makes a fifth of that. Each kernel
+// follows MLX's fallback (mlx/fast.cpp) in what it computes and where it rounds: arithmetic in
+// float32, and for bfloat16 / float16 inputs a rounding wherever MLX's ops round (their outputs).
+// Inputs may be strided views (a transposed q, a slice of the cache); outputs are row-contiguous.
+// Anything else (other devices, dtypes, array masks, sinks) goes to MLX's op.
+#include <cmath>
+#include <limits>
+#include <type_traits>
+
+#include "internal.h"
+#include "mlx/allocator.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/primitives.h"
+
+using namespace mlxb;
+
+namespace {
+
+bool on_cpu() {
+  return mx::default_stream(mx::default_device()).device == mx::Device::cpu;
+}
+
+bool floating(mx::Dtype t) {
+  return t == mx::float32 || t == mx::bfloat16 || t == mx::float16;
+}
+
+/** A value rounded to T and back (what an MLX op with output dtype T stores). */
+template <typename T>
+inline float round_to(float v) {
+  if constexpr (std::is_same_v<T, float>)
+    return v;
+  else
+    return static_cast<float>(static_cast<T>(v));
+}
+
+/** Element offset of row `row` of `a` (rows: every index but the last, in row-major order). */
+int64_t row_start(const mx::array& a, int64_t row) {
+  int64_t at = 0;
+  for (int d = static_cast<int>(a.ndim()) - 2; d >= 0; d--) {
+    at += (row % a.shape(d)) * a.strides()[d];
+    row /= a.shape(d);
+  }
+  return at;
+}
+
+/** Allocates out and registers the arrays with the stream's encoder, which it returns (for the
+ * kernel's dispatch; the kernel's weak copy of out is made after this). */
+mx::cpu::CommandEncoder& prepare(const mx::Stream& stream, const std::vector<mx::array>& inputs, mx::array& out) {
+  out.set_data(mx::allocator::malloc(out.nbytes()));
+  auto& encoder = mx::cpu::get_command_encoder(stream);
+  for (const auto& a : inputs) encoder.set_input_array(a);
+  encoder.set_output_array(out);
+  return encoder;
+}
+
+/** Runs f.template operator()<T>() for the floating dtype T of `t`. */
+template <typename F>
+void by_dtype(mx::Dtype t, F&& f) {
+  if (t == mx::float32)
+    f.template operator()<float>();
+  else if (t == mx::bfloat16)
+    f.template operator()<mx::bfloat16_t>();
+  else
+    f.template operator()<mx::float16_t>();
+}
+
+std::vector<mx::array> weak(const std::vector<mx::array>& xs) {
+  std::vector<mx::array> out;
+  for (const auto& x : xs) out.push_back(mx::array::unsafe_weak_copy(x));
+  return out;
+}
+
+/** x * rsqrt(mean(x^2) + eps) over the last axis, rounded to x's dtype, times weight [D]. */
+class RmsNormCpu : public mx::UnaryPrimitive {
+ public:
+  RmsNormCpu(mx::Stream stream, float eps) : mx::UnaryPrimitive(stream), eps_(eps) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    prepare(stream(), inputs, out).dispatch([in = weak(inputs), out = mx::array::unsafe_weak_copy(out), eps = eps_]() mutable {
+      by_dtype(out.dtype(), [&]<typename T>() { run<T>(in[0], in[1], out, eps); });
+    });
+  }
+
+  template <typename T>
+  static void run(const mx::array& x, const mx::array& w, mx::array& out, float eps) {
+    const int64_t d = x.shape(-1), rows = x.size() / d, xs = x.strides().back(), ws = w.strides()[0];
+    const T* wp = w.data<T>();
+    T* o = out.data<T>();
+    for (int64_t r = 0; r < rows; r++) {
+      const T* xr = x.data<T>() + row_start(x, r);
+      float sum = 0;
+      for (int64_t i = 0; i < d; i++) {
+        float v = static_cast<float>(xr[i * xs]);
+        sum += v * v;
+      }
+      const float scale = 1.0f / std::sqrt(sum / static_cast<float>(d) + eps);
+      T* orow = o + r * d;
+      for (int64_t i = 0; i < d; i++) orow[i] = static_cast<T>(round_to<T>(static_cast<float>(xr[i * xs]) * scale) * static_cast<float>(wp[i * ws]));
+    }
+  }
+
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { throw std::runtime_error("RmsNormCpu runs on the CPU only"); }
+  const char* name() const override { return "RmsNormCpu"; }
+  bool is_equivalent(const mx::Primitive& other) const override { return eps_ == static_cast<const RmsNormCpu&>(other).eps_; }
+
+ private:
+  float eps_;
+};
+
+/** Rotary embedding of x [B, ..., T, D] at positions (t + offset[b]) * scale, as mx::fast::rope: the
+ * first `dims` features rotated in pairs (traditional: adjacent; else the two halves), the rest
+ * copied. Inputs: x, offset (int32, one or B values), and the periods when given (else base). */
+class RopeCpu : public mx::UnaryPrimitive {
+ public:
+  RopeCpu(mx::Stream stream, int dims, bool traditional, float base, float scale) : mx::UnaryPrimitive(stream), params_{dims, traditional, base, scale} {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    prepare(stream(), inputs, out).dispatch([in = weak(inputs), out = mx::array::unsafe_weak_copy(out), p = params_]() mutable {
+      by_dtype(out.dtype(), [&]<typename T>() { run<T>(in, out, p); });
+    });
+  }
+
+  struct Params {
+    int dims;
+    bool traditional;
+    float base, scale;
+    bool operator==(const Params&) const = default;
+  };
+
+  template <typename T>
+  static void run(const std::vector<mx::array>& in, mx::array& out, const Params& p) {
+    const mx::array& x = in[0];
+    const mx::array& offset = in[1];
+    const int half = p.dims / 2;
+    // MLX: exp(arange(0, -half, -1) * (log(base) / half)), or 1 / periods; all float32.
+    std::vector<float> inverse(half);
+    if (in.size() > 2) {
+      const mx::array& periods = in[2];
+      for (int i = 0; i < half; i++) inverse[i] = 1.0f / static_cast<float>(periods.data<float>()[i * periods.strides()[0]]);
+    } else {
+      const float step = static_cast<float>(std::log(p.base) / half);
+      for (int i = 0; i < half; i++) inverse[i] = std::exp(static_cast<float>(-i) * step);
+    }
+    const int64_t d = x.shape(-1), t_len = x.shape(-2), rows = x.size() / d, per_batch = x.size() / x.shape(0) / d, xs = x.strides().back();
+    const int32_t* offsets = offset.data<int32_t>();
+    const bool per_example = offset.size() > 1;
+    std::vector<float> cosines(half), sines(half);
+    T* o = out.data<T>();
+    for (int64_t r = 0; r < rows; r++) {
+      const int64_t b = r / per_batch, t = r % t_len;
+      const float position = (static_cast<float>(t) + static_cast<float>(offsets[per_example ? b * offset.strides()[0] : 0])) * p.scale;
+      for (int i = 0; i < half; i++) {
+        const float theta = position * inverse[i];
+        cosines[i] = round_to<T>(std::cos(theta));
+        sines[i] = round_to<T>(std::sin(theta));
+      }
+      const T* xr = x.data<T>() + row_start(x, r);
+      T* orow = o + r * d;
+      for (int i = 0; i < half; i++) {
+        const int64_t i1 = p.traditional ? 2 * i : i, i2 = p.traditional ? 2 * i + 1 : i + half;
+        const float x1 = static_cast<float>(xr[i1 * xs]), x2 = static_cast<float>(xr[i2 * xs]);
+        const float c = cosines[i], s = sines[i];
+        orow[i1] = static_cast<T>(round_to<T>(x1 * c) - round_to<T>(x2 * s));
+        orow[i2] = static_cast<T>(round_to<T>(x1 * s) + round_to<T>(x2 * c));
+      }
+      for (int64_t i = p.dims; i < d; i++) orow[i] = xr[i * xs];
+    }
+  }
+
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { throw std::runtime_error("RopeCpu runs on the CPU only"); }
+  const char* name() const override { return "RopeCpu"; }
+  bool is_equivalent(const mx::Primitive& other) const override { return params_ == static_cast<const RopeCpu&>(other).params_; }
+
+ private:
+  Params params_;
+};
+
+/** softmax(scale q k^T (causal: bottom-right aligned)) v for q [B, Hq, Tq, D], k [B, H, S, D], v [B, H,
+ * S, Dv] (GQA: Hq a multiple of H). As MLX's fallback: q scaled and scores rounded to the dtype,
+ * softmax in float32, its weights rounded, the weighted sum accumulated in float32. */
+class AttentionCpu : public mx::UnaryPrimitive {
+ public:
+  AttentionCpu(mx::Stream stream, float scale, bool causal) : mx::UnaryPrimitive(stream), scale_(scale), causal_(causal) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    prepare(stream(), inputs, out).dispatch([in = weak(inputs), out = mx::array::unsafe_weak_copy(out), scale = scale_, causal = causal_]() mutable {
+      by_dtype(out.dtype(), [&]<typename T>() { run<T>(in[0], in[1], in[2], out, scale, causal); });
+    });
+  }
+
+  template <typename T>
+  static void run(const mx::array& q, const mx::array& k, const mx::array& v, mx::array& out, float scale, bool causal) {
+    const int batch = q.shape(0), q_heads = q.shape(1), queries = q.shape(2), dim = q.shape(3);
+    const int kv_heads = k.shape(1), keys = k.shape(2), v_dim = v.shape(3);
+    const int repeats = q_heads / kv_heads;
+    const auto &qs = q.strides(), &ks = k.strides(), &vs = v.strides();
+    const T* qp = q.data<T>();
+    const T* kp = k.data<T>();
+    const T* vp = v.data<T>();
+    T* o = out.data<T>();
+    const float scale_t = round_to<T>(scale);
+    std::vector<float> query(dim), weights(keys), acc(v_dim);
+    for (int b = 0; b < batch; b++) {
+      for (int h = 0; h < q_heads; h++) {
+        const int kvh = h / repeats;
+        const T* kb = kp + b * ks[0] + kvh * ks[1];
+        const T* vb = vp + b * vs[0] + kvh * vs[1];
+        for (int t = 0; t < queries; t++) {
+          const T* qr = qp + b * qs[0] + h * qs[1] + t * qs[2];
+          for (int i = 0; i < dim; i++) query[i] = round_to<T>(scale_t * static_cast<float>(qr[i * qs[3]]));
+          const int visible = causal ? keys - queries + t + 1 : keys;
+          float peak = -std::numeric_limits<float>::infinity();
+          for (int j = 0; j < visible; j++) {
+            const T* kr = kb + j * ks[2];
+            float s = 0;
+            if (ks[3] == 1)
+              for (int i = 0; i < dim; i++) s += query[i] * static_cast<float>(kr[i]);
+            else
+              for (int i = 0; i < dim; i++) s += query[i] * static_cast<float>(kr[i * ks[3]]);
+            weights[j] = round_to<T>(s);
+            peak = std::max(peak, weights[j]);
+          }
+          float total = 0;
+          for (int j = 0; j < visible; j++) total += (weights[j] = std::exp(weights[j] - peak));
+          std::fill(acc.begin(), acc.end(), 0.0f);
+          for (int j = 0; j < visible; j++) {
+            const float p = round_to<T>(weights[j] / total);
+            const T* vr = vb + j * vs[2];
+            if (vs[3] == 1)
+              for (int i = 0; i < v_dim; i++) acc[i] += p * static_cast<float>(vr[i]);
+            else
+              for (int i = 0; i < v_dim; i++) acc[i] += p * static_cast<float>(vr[i * vs[3]]);
+          }
+          T* orow = o + ((static_cast<int64_t>(b) * q_heads + h) * queries + t) * v_dim;
+          for (int i = 0; i < v_dim; i++) orow[i] = static_cast<T>(acc[i]);
+        }
+      }
+    }
+  }
+
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { throw std::runtime_error("AttentionCpu runs on the CPU only"); }
+  const char* name() const override { return "AttentionCpu"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    const auto& o = static_cast<const AttentionCpu&>(other);
+    return scale_ == o.scale_ && causal_ == o.causal_;
+  }
+
+ private:
+  float scale_;
+  bool causal_;
+};
+
+/** Queries up to which the attention kernel is used: decode and short drafts (a long prompt's
+ * attention is a matmul, which MLX's BLAS does better). */
+constexpr int ATTENTION_MAX_QUERIES = 16;
+
+mx::Stream cpu_stream() {
+  return mx::default_stream(mx::default_device());
+}
+
+} // namespace
+
+mx::array mlxb::rms_norm(const mx::array& x, const mx::array& weight, float eps) {
+  const auto t = x.dtype();
+  if (on_cpu() && floating(t) && x.ndim() >= 1 && x.size() > 0 && weight.dtype() == t && weight.ndim() == 1 && weight.shape(0) == x.shape(-1))
+    return mx::array(x.shape(), t, std::make_shared<RmsNormCpu>(cpu_stream(), eps), {x, weight});
+  return mx::fast::rms_norm(x, weight, eps);
+}
+
+mx::array mlxb::rope(const mx::array& x, int dims, bool traditional, std::optional<float> base, float scale, const mx::array& offset,
+                     const std::optional<mx::array>& periods) {
+  const auto t = x.dtype();
+  const bool fits = on_cpu() && floating(t) && x.ndim() >= 3 && x.size() > 0 && dims > 0 && dims % 2 == 0 && dims <= x.shape(-1) &&
+                    offset.dtype() == mx::int32 && offset.ndim() <= 1 && (offset.size() == 1 || offset.size() == static_cast<size_t>(x.shape(0))) &&
+                    (periods ? periods->dtype() == mx::float32 && periods->ndim() == 1 && periods->shape(0) == dims / 2 : base.has_value());
+  if (!fits) return mx::fast::rope(x, dims, traditional, base, scale, offset, periods);
+  std::vector<mx::array> inputs{x, offset};
+  if (periods) inputs.push_back(*periods);
+  return mx::array(x.shape(), t, std::make_shared<RopeCpu>(cpu_stream(), dims, traditional, base.value_or(0.0f), scale), std::move(inputs));
+}
+
+mx::array mlxb::attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, const std::string& mode,
+                          const std::optional<mx::array>& mask) {
+  const auto t = q.dtype();
+  const bool fits = on_cpu() && floating(t) && !mask && (mode.empty() || mode == "causal") && q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4 &&
+                    k.dtype() == t && v.dtype() == t && q.size() > 0 && k.size() > 0 && q.shape(2) <= ATTENTION_MAX_QUERIES && k.shape(0) == q.shape(0) &&
+                    v.shape(0) == q.shape(0) && k.shape(1) == v.shape(1) && q.shape(1) % k.shape(1) == 0 && k.shape(3) == q.shape(3) &&
+                    v.shape(2) == k.shape(2) && (mode.empty() || q.shape(2) <= k.shape(2));
+  if (!fits) return mx::fast::scaled_dot_product_attention(q, k, v, scale, mode, mask);
+  mx::Shape shape{q.shape(0), q.shape(1), q.shape(2), v.shape(3)};
+  return mx::array(std::move(shape), t, std::make_shared<AttentionCpu>(cpu_stream(), scale, mode == "causal"), {q, k, v});
+}

@@ -1,0 +1,109 @@
+// The CPU kernels of shim/ext/fast_cpu.cpp (rms_norm, rope, attention): on the CPU each fast op is one
+// node of ours (test/ops.test.ts checks their values against Python MLX's ops on contiguous inputs),
+// and a strided view in gives what its contiguous copy gives, bit for bit (the kernels read strides).
+// On a GPU MLX's own ops run and only the values are checked (against the same ops on copies).
+import { expect, test } from "bun:test";
+import { deviceInfo, type DType, fast, ops, Tensor } from "../src/index.ts";
+
+const onCpu = deviceInfo().device === "cpu";
+
+function random(n: number, seed: number): Float32Array {
+  let s = seed;
+  return Float32Array.from({ length: n }, () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * 4 - 2);
+}
+
+function tensor(shape: number[], seed: number, dtype: DType): Tensor {
+  using f = Tensor.from(
+    random(
+      shape.reduce((a, b) => a * b, 1),
+      seed,
+    ),
+    shape,
+  );
+  return ops.astype(f, dtype);
+}
+
+/** [B, T, H, D] made, transposed to [B, H, T, D]: a strided view, and its contiguous copy. */
+function strided(b: number, t: number, h: number, d: number, seed: number, dtype: DType): [Tensor, Tensor] {
+  using made = tensor([b, t, h, d], seed, dtype);
+  const view = ops.transpose(made, [0, 2, 1, 3]);
+  return [view, ops.contiguous(view)];
+}
+
+/** Primitive kinds of the pending graph of `t` (its producing node and what it waits on). */
+function kinds(t: Tensor): string[] {
+  return [...ops.pendingPrimitiveKinds([t]).keys()];
+}
+
+function expectSame(a: Tensor, b: Tensor): void {
+  expect(a.shape).toEqual(b.shape);
+  expect(Array.from(a.toFloat32Array())).toEqual(Array.from(b.toFloat32Array()));
+}
+
+for (const dtype of ["float32", "bfloat16", "float16"] as const) {
+  test(`${dtype}: rms_norm of a strided view equals that of its copy; one RmsNormCpu node on the CPU`, () => {
+    const [view, copy] = strided(2, 3, 4, 64, 1, dtype);
+    using w = tensor([64], 2, dtype);
+    using a = fast.rmsNorm(view, w, 1e-5);
+    using b = fast.rmsNorm(copy, w, 1e-5);
+    if (onCpu) expect(kinds(a)).toContain("RmsNormCpu");
+    if (onCpu) expect(kinds(a)).not.toContain("Rsqrt");
+    expectSame(a, b);
+    view.dispose();
+    copy.dispose();
+  });
+
+  test(`${dtype}: rope of a strided view equals that of its copy (per-example offsets); one RopeCpu node`, () => {
+    const [view, copy] = strided(2, 5, 4, 32, 3, dtype);
+    using offsets = Tensor.from(Int32Array.from([0, 17]), [2]);
+    for (const traditional of [false, true]) {
+      const options = { dims: 24, traditional, base: 10000, scale: 1, offset: offsets };
+      using a = fast.rope(view, options);
+      using b = fast.rope(copy, options);
+      if (onCpu) expect(kinds(a)).toContain("RopeCpu");
+      if (onCpu) expect(kinds(a)).not.toContain("Cos");
+      expectSame(a, b);
+    }
+    view.dispose();
+    copy.dispose();
+  });
+
+  test(`${dtype}: attention over sliced keys and values (a cache's view) equals it over copies; GQA, causal`, () => {
+    const [q, qCopy] = strided(2, 3, 8, 16, 4, dtype);
+    using cacheK = tensor([2, 2, 12, 16], 5, dtype);
+    using cacheV = tensor([2, 2, 12, 16], 6, dtype);
+    using k = ops.slice(cacheK, [0, 0, 0, 0], [2, 2, 7, 16]);
+    using v = ops.slice(cacheV, [0, 0, 0, 0], [2, 2, 7, 16]);
+    using kCopy = ops.contiguous(k);
+    using vCopy = ops.contiguous(v);
+    for (const mask of ["causal", null] as const) {
+      using a = fast.scaledDotProductAttention(q, k, v, { scale: 0.25, mask });
+      using b = fast.scaledDotProductAttention(qCopy, kCopy, vCopy, { scale: 0.25, mask });
+      if (onCpu) expect(kinds(a)).toContain("AttentionCpu");
+      if (onCpu) expect(kinds(a)).not.toContain("Softmax");
+      expect(a.shape).toEqual([2, 8, 3, 16]);
+      expectSame(a, b);
+    }
+    q.dispose();
+    qCopy.dispose();
+  });
+}
+
+test("attention with an array mask, or more queries than the kernel takes, stays MLX's", () => {
+  using q = tensor([1, 2, 20, 8], 7, "float32");
+  using k = tensor([1, 2, 20, 8], 8, "float32");
+  using a = fast.scaledDotProductAttention(q, k, k, { scale: 0.3, mask: "causal" });
+  if (onCpu) expect(kinds(a)).not.toContain("AttentionCpu");
+  using mask = Tensor.from(new Float32Array(20 * 20), [1, 1, 20, 20]);
+  using one = tensor([1, 2, 1, 8], 9, "float32");
+  using m = ops.slice(mask, [0, 0, 0, 0], [1, 1, 1, 20]);
+  using b = fast.scaledDotProductAttention(one, k, k, { scale: 0.3, mask: m });
+  if (onCpu) expect(kinds(b)).not.toContain("AttentionCpu");
+  // Both equal the one-query kernel's where they overlap: the last query of a causal pass sees
+  // every key, as the unmasked single query does.
+  using last = ops.slice(q, [0, 0, 19, 0], [1, 2, 20, 8]);
+  using c = fast.scaledDotProductAttention(last, k, k, { scale: 0.3, mask: null });
+  using aLast = ops.slice(a, [0, 0, 19, 0], [1, 2, 20, 8]);
+  const diff = Math.max(...Array.from(c.toFloat32Array(), (x, i) => Math.abs(x - aLast.toFloat32Array()[i]!)));
+  expect(diff).toBeLessThan(1e-5);
+});

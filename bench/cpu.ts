@@ -1,7 +1,8 @@
 // CPU decode and prefill against llama.cpp (node-llama-cpp, its prebuilt CPU binary) on the same
 // weights: the default model as mlx-bun runs it (its MLX 4-bit checkpoint, and the Q4_0 GGUF file
 // that scripts/fixtures/gguf_files.py writes from it) and as llama.cpp runs the Q4_0 and Q8_0 GGUF
-// files with 1 and 2 threads (this machine's cores). A 96-token prompt as ids, 128 greedy tokens;
+// files with 1 and 2 threads (this machine's cores); mlx-bun also with loadModel's cpuActivations
+// "int8" (llama.cpp's Q4_0 path quantizes activations to int8 too). A 96-token prompt as ids, 128 greedy tokens;
 // every side in a fresh process per round, rounds alternating; prefill = prompt tokens / time to the
 // first token, decode = tokens/s after it, peak RSS of the process. Ratios against llama.cpp's best
 // Q4_0 configuration.
@@ -23,9 +24,9 @@ interface Rates {
   rss: number;
 }
 
-function mlxb(path: string): Rates {
+function mlxb(path: string, activations: "float" | "int8" = "float"): Rates {
   const run = Bun.spawnSync(
-    ["bun", join(import.meta.dir, "peers", "mlxb-rate.ts"), path, JSON.stringify(PROMPT), String(NEW)],
+    ["bun", join(import.meta.dir, "peers", "mlxb-rate.ts"), path, JSON.stringify(PROMPT), String(NEW), activations],
     { stderr: "pipe" },
   );
   if (run.exitCode !== 0) throw new Error(`bench cpu: mlx-bun failed: ${run.stderr.toString()}`);
@@ -39,6 +40,7 @@ export async function run(): Promise<Record<string, unknown>> {
   }
   const sides: Record<string, () => Rates> = {
     "mlx-bun, MLX 4-bit (group 64)": () => mlxb(DEFAULT_MODEL_DIR),
+    "mlx-bun, MLX 4-bit, int8 activations": () => mlxb(DEFAULT_MODEL_DIR, "int8"),
     "mlx-bun, GGUF Q4_0": () => mlxb(file("q4_0")),
   };
   const threads = Array.from({ length: availableParallelism() }, (_, i) => i + 1);

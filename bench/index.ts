@@ -20,6 +20,7 @@ const benches: Record<string, () => Promise<{ run: () => unknown }>> = {
   speculative: () => import("./speculative.ts"),
   "kv-cache": () => import("./kv-cache.ts"),
   sampling: () => import("./sampling.ts"),
+  pick: () => import("./pick.ts"),
   constrained: () => import("./constrained.ts"),
   gguf: () => import("./gguf.ts"),
   cpu: () => import("./cpu.ts"),

@@ -97,7 +97,7 @@ static const auto& compiled_swiglu() {
 int mlx_fast_swiglu(mlx_array* out, mlx_array gate, mlx_array up) {
   return guard([&] {
     arr(gate, "gate"), arr(up, "up");
-    emit1(out, {gate, up}, [](const Arrays& a) { return compiled_swiglu()(a).at(0); });
+    emit1(out, {gate, up}, [](const Arrays& a) { return swiglu(a[0], a[1], [&] { return compiled_swiglu()(a).at(0); }); });
   });
 }
 

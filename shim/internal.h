@@ -185,6 +185,9 @@ mx::array rms_norm(const mx::array& x, const mx::array& weight, float eps);
 mx::array rope(const mx::array& x, int dims, bool traditional, std::optional<float> base, float scale, const mx::array& offset,
                const std::optional<mx::array>& periods);
 mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, const std::string& mode, const std::optional<mx::array>& mask);
+/** silu(gate) * up: one vectorized node of ours on the CPU (same results as MLX's compiled swiglu),
+ * else `otherwise()`. */
+mx::array swiglu(const mx::array& gate, const mx::array& up, const std::function<mx::array()>& otherwise);
 
 /** The same on the GPU of a CUDA build (qmv_cuda.cpp; only built with -Dcuda=true). */
 std::optional<mx::array> qmv_cuda(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,

@@ -5,20 +5,12 @@
 // (the kernel is not used). The errors measured on this project's 2-core EPYC (Zen 4): products
 // within 7.5e-3 of their largest magnitude (bound 1.5e-2); the default model's prompt logits (4
 // positions, magnitudes up to 16.3) within 0.40 of mlx-lm's (bound 0.6; the float path's are within
-// 1e-4) and 32 of 32 greedy tokens equal (bound: at least 30).
+// 1e-4); teacher-forced along mlx-lm's 32 greedy tokens, the argmax is mlx-lm's token at 32 of 32
+// positions (bound: at least 30); a free-running generation matched 32 of 32 with one build of the
+// shim and 2 of 32 with another (a near-tie at position 3 flipped, shifting the rest).
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
-import {
-  DEFAULT_MODEL_DIR,
-  deviceInfo,
-  forward,
-  generateText,
-  loadModel,
-  ops,
-  quant,
-  Tensor,
-  Tokenizer,
-} from "../src/index.ts";
+import { DEFAULT_MODEL_DIR, deviceInfo, forward, loadModel, ops, quant, Tensor } from "../src/index.ts";
 import { decode, type EncodedArray, fixture, maxAbsDiff } from "./helpers.ts";
 
 const flags = (() => {
@@ -78,17 +70,25 @@ test("a bad activations value is an Error naming it", () => {
 
 const f = fixture<{ ids: number[]; logits: EncodedArray; greedy: number[] }>("default_model.json");
 
-test("default model with int8 activations: prompt logits within 0.6 of mlx-lm's, >= 30 of 32 greedy tokens equal", async () => {
+test("default model with int8 activations: prompt logits within 0.6 of mlx-lm's; >= 30 of mlx-lm's 32 greedy tokens are its argmax", () => {
   const model = loadModel(DEFAULT_MODEL_DIR, { backend: "mlx", cpuActivations: "int8" });
-  const tokenizer = Tokenizer.fromDir(DEFAULT_MODEL_DIR);
   using ids = Tensor.from(Int32Array.from(f.ids), [1, f.ids.length]);
   using logits = forward(model, ids, { logits: "all" });
   const error = maxAbsDiff(logits.toFloat32Array(), decode(f.logits).toFloat32Array());
   expect(error).toBeLessThanOrEqual(vnni ? 0.6 : 1e-4);
   if (vnni) expect(error).toBeGreaterThan(1e-4);
-  const { tokens } = await generateText(model, tokenizer, f.ids, { maxTokens: 32, temperature: 0, ignoreEos: true });
-  const equal = tokens.filter((t, i) => t === f.greedy[i]).length;
-  expect(tokens.length).toBe(32);
+  // Teacher-forced along mlx-lm's greedy sequence (one near-tie flipped in a free run shifts every
+  // later token; position 3 here is one: its top two logits are 0.016 apart in float).
+  const sequence = [...f.ids, ...f.greedy];
+  using all = Tensor.from(Int32Array.from(sequence.slice(0, -1)), [1, sequence.length - 1]);
+  using every = forward(model, all, { logits: "all" });
+  const vocab = every.shape[2]!;
+  const values = every.toFloat32Array();
+  let equal = 0;
+  f.greedy.forEach((token, i) => {
+    const row = values.subarray((f.ids.length - 1 + i) * vocab, (f.ids.length + i) * vocab);
+    if (row.indexOf(Math.max(...row)) === token) equal++;
+  });
   expect(equal).toBeGreaterThanOrEqual(30);
   model.dispose();
 });

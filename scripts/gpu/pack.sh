@@ -78,10 +78,11 @@ log "shim against the CUDA libmlx.so"
 (cd "$ROOT" && ZIG_GLOBAL_CACHE_DIR="$CACHE/zig-global" zig build -Doptimize=ReleaseFast -Dmlx="$STAGE/site/mlx" -Dcuda=true --prefix "$STAGE/shim")
 
 cp "$(readlink -f "$CACHE/bin/bun")" "$STAGE/bin/bun"
-# The runtime's node_modules: the type checker and type packages (~40 MB) stay here.
+# The runtime's node_modules: the type checker, type packages and the formatter (~140 MB) stay here.
 cp -r "$ROOT/node_modules" "$STAGE/repo/node_modules"
 rm -rf "$STAGE/repo/node_modules/typescript" "$STAGE/repo/node_modules/@typescript" "$STAGE/repo/node_modules/.bin/tsc" \
-  "$STAGE/repo/node_modules/bun-types" "$STAGE/repo/node_modules/@types" "$STAGE/repo/node_modules/undici-types"
+  "$STAGE/repo/node_modules/bun-types" "$STAGE/repo/node_modules/@types" "$STAGE/repo/node_modules/undici-types" \
+  "$STAGE/repo/node_modules/@biomejs" "$STAGE/repo/node_modules/.bin/biome"
 
 log "compressing"
 mkdir -p "$(dirname "$OUT")"

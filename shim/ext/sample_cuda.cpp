@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "cuda.h"
+#include "mlx/allocator.h"
 #include "mlx/primitives.h"
 
 using namespace mlxb;
@@ -322,7 +323,11 @@ void mlxb::sample_pick_cuda(const mx::Stream& stream, const std::vector<mx::arra
   CUfunc_st* kernel = kernel_for(stream.device.index, logits.dtype());
   if (!kernel) throw std::runtime_error("SamplePick: the CUDA kernel is unavailable");
   auto& encoder = cu::get_command_encoder(stream);
-  for (auto& o : outputs) o.set_data(device_buffer(stream.device.index, o.nbytes()));
+  // The outputs are read by the host every step (the tokens; the peak): MLX's allocator gives managed
+  // memory, which the host reads in place. A device buffer of the shim's pool (device_buffer) would
+  // be moved to managed memory by that read and freed, and the next step's allocation would
+  // synchronize the device: ~0.45 ms a step on an H200, the sampled rate 0.66x greedy's.
+  for (auto& o : outputs) o.set_data(mx::allocator::malloc(o.nbytes()));
   for (const auto& a : inputs) encoder.set_input_array(a);
   for (const auto& o : outputs) encoder.set_output_array(o);
   Params p{logits.shape(1), logits.strides(0), logits.strides(1), params.strides(0), params.strides(1), seeds.strides(0), seeds.strides(1), draws.strides(0)};

@@ -185,6 +185,10 @@ mx::array rms_norm(const mx::array& x, const mx::array& weight, float eps);
 mx::array rope(const mx::array& x, int dims, bool traditional, std::optional<float> base, float scale, const mx::array& offset,
                const std::optional<mx::array>& periods);
 mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, const std::string& mode, const std::optional<mx::array>& mask);
+/** mx::dequantize: one node of ours on the CPU for the affine mode (2, 4 or 8 bits; the output in the
+ * scales' dtype), where MLX's CPU backend builds ~50 (shim/ext/dequantize_cpu.cpp); else MLX's. */
+mx::array dequantize(const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, std::optional<int> group_size,
+                     std::optional<int> bits, const std::string& mode, std::optional<mx::Dtype> dtype);
 /** silu(gate) * up: one vectorized node of ours on the CPU (same results as MLX's compiled swiglu),
  * else `otherwise()`. */
 mx::array swiglu(const mx::array& gate, const mx::array& up, const std::function<mx::array()>& otherwise);

@@ -104,7 +104,7 @@ int mlx_dequantize(mlx_array* out, mlx_array wq, mlx_array scales, mlx_array bia
     auto g = positive(group_size), b = positive(bits);
     if (biases == nullptr)
       return emit1(out, {wq, scales}, [=](const Arrays& a) { return mx::dequantize(a[0], a[1], std::nullopt, g, b, m, std::nullopt, dt); });
-    emit1(out, {wq, scales, biases}, [=](const Arrays& a) { return mx::dequantize(a[0], a[1], a[2], g, b, m, std::nullopt, dt); });
+    emit1(out, {wq, scales, biases}, [=](const Arrays& a) { return dequantize(a[0], a[1], a[2], g, b, m, dt); });
   });
 }
 

@@ -16,7 +16,18 @@ interface Case {
   roundTripMaxError: number;
 }
 
-const data = fixture<{ w: EncodedArray; x: EncodedArray; xt: EncodedArray; cases: Case[] }>("quant.json");
+interface HalfCase {
+  dtype: string;
+  groupSize: number;
+  bits: number;
+  weight: EncodedArray;
+  scales: EncodedArray;
+  biases: EncodedArray;
+  dequantized: EncodedArray;
+}
+const data = fixture<{ w: EncodedArray; x: EncodedArray; xt: EncodedArray; cases: Case[]; half: HalfCase[] }>(
+  "quant.json",
+);
 
 function sameBytes(got: Tensor, expected: Tensor): void {
   expect(got.shape).toEqual(expected.shape);
@@ -79,6 +90,24 @@ describe("quantization vs Python MLX", () => {
       } finally {
         quant.disposeQuantized(q);
       }
+    });
+  }
+
+  for (const c of data.half) {
+    test(`dequantize, ${c.dtype} scales, ${c.bits}-bit group ${c.groupSize}: MLX's values (on the CPU bit for bit)`, () => {
+      using weight = decode(c.weight);
+      using scales = decode(c.scales);
+      using biases = decode(c.biases);
+      using expected = decode(c.dequantized);
+      using deq = quant.dequantize({ weight, scales, biases }, { groupSize: c.groupSize, bits: c.bits });
+      expect(deq.dtype).toBe(expected.dtype);
+      if (!onGpu) expect(ops.pendingPrimitiveKinds([deq]).has("DequantizeCpu")).toBe(true);
+      const e = expected.toFloat32Array();
+      // A GPU may fuse the multiply-add: one unit in the last place of the largest value.
+      const tolerance = onGpu
+        ? Math.max(...Array.from(e, Math.abs)) * (c.dtype === "bfloat16" ? 2 ** -7 : 2 ** -10)
+        : 0;
+      expect(maxAbsDiff(deq.toFloat32Array(), e)).toBeLessThanOrEqual(tolerance);
     });
   }
 

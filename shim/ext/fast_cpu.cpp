@@ -11,6 +11,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "cpu_rows.h"
 #include "internal.h"
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
@@ -26,25 +27,6 @@ bool on_cpu() {
 
 bool floating(mx::Dtype t) {
   return t == mx::float32 || t == mx::bfloat16 || t == mx::float16;
-}
-
-/** A value rounded to T and back (what an MLX op with output dtype T stores). */
-template <typename T>
-inline float round_to(float v) {
-  if constexpr (std::is_same_v<T, float>)
-    return v;
-  else
-    return static_cast<float>(static_cast<T>(v));
-}
-
-/** Element offset of row `row` of `a` (rows: every index but the last, in row-major order). */
-int64_t row_start(const mx::array& a, int64_t row) {
-  int64_t at = 0;
-  for (int d = static_cast<int>(a.ndim()) - 2; d >= 0; d--) {
-    at += (row % a.shape(d)) * a.strides()[d];
-    row /= a.shape(d);
-  }
-  return at;
 }
 
 /** Allocates out and registers the arrays with the stream's encoder, which it returns (for the

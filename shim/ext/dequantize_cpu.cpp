@@ -2,10 +2,8 @@
 // mask per value of a word, broadcasts, a concatenation), and a decode step dequantizes the token's
 // embedding row every step (a third of the default model's nodes). Values as MLX's op computes them:
 // q * scale + bias in the scales' dtype, each op's result rounded to it.
-#include "cpu_rows.h"
+#include "cpu_kernel.h"
 #include "internal.h"
-#include "mlx/allocator.h"
-#include "mlx/backend/cpu/encoder.h"
 #include "mlx/primitives.h"
 
 using namespace mlxb;
@@ -18,18 +16,8 @@ class DequantizeCpu : public mx::UnaryPrimitive {
   DequantizeCpu(mx::Stream stream, int group, int bits) : mx::UnaryPrimitive(stream), group_(group), bits_(bits) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    for (const auto& a : inputs) encoder.set_input_array(a);
-    encoder.set_output_array(out);
-    encoder.dispatch([w = mx::array::unsafe_weak_copy(inputs[0]), s = mx::array::unsafe_weak_copy(inputs[1]), b = mx::array::unsafe_weak_copy(inputs[2]),
-                      out = mx::array::unsafe_weak_copy(out), group = group_, bits = bits_]() mutable {
-      if (out.dtype() == mx::float32)
-        run<float>(w, s, b, out, group, bits);
-      else if (out.dtype() == mx::bfloat16)
-        run<mx::bfloat16_t>(w, s, b, out, group, bits);
-      else
-        run<mx::float16_t>(w, s, b, out, group, bits);
+    prepare(stream(), inputs, out).dispatch([in = weak(inputs), out = mx::array::unsafe_weak_copy(out), group = group_, bits = bits_]() mutable {
+      by_dtype(out.dtype(), [&]<typename T>() { run<T>(in[0], in[1], in[2], out, group, bits); });
     });
   }
 
@@ -71,9 +59,8 @@ mx::array mlxb::dequantize(const mx::array& w, const mx::array& scales, const st
                            std::optional<int> bits, const std::string& mode, std::optional<mx::Dtype> dtype) {
   const int g = group_size.value_or(64), b = bits.value_or(4);
   const auto t = scales.dtype();
-  const bool fits = mx::default_stream(mx::default_device()).device == mx::Device::cpu && mode == "affine" && biases && (b == 2 || b == 4 || b == 8) &&
-                    (t == mx::float32 || t == mx::bfloat16 || t == mx::float16) && dtype.value_or(t) == t && biases->dtype() == t && w.dtype() == mx::uint32 &&
-                    w.ndim() >= 1 && w.ndim() == scales.ndim() && biases->shape() == scales.shape() && g > 0 && w.size() > 0 && [&] {
+  const bool fits = on_cpu() && mode == "affine" && biases && (b == 2 || b == 4 || b == 8) && floating(t) && dtype.value_or(t) == t && biases->dtype() == t &&
+                    w.dtype() == mx::uint32 && w.ndim() >= 1 && w.ndim() == scales.ndim() && biases->shape() == scales.shape() && g > 0 && w.size() > 0 && [&] {
                       for (int d = 0; d + 1 < static_cast<int>(w.ndim()); d++)
                         if (w.shape(d) != scales.shape(d)) return false;
                       const int64_t k = static_cast<int64_t>(w.shape(-1)) * 32 / b;
@@ -82,5 +69,5 @@ mx::array mlxb::dequantize(const mx::array& w, const mx::array& scales, const st
   if (!fits) return mx::dequantize(w, scales, biases, group_size, bits, mode, std::nullopt, dtype);
   auto shape = w.shape();
   shape.back() = w.shape(-1) * 32 / b;
-  return mx::array(std::move(shape), t, std::make_shared<DequantizeCpu>(mx::default_stream(mx::default_device()), g, b), {w, scales, *biases});
+  return mx::array(std::move(shape), t, std::make_shared<DequantizeCpu>(cpu_stream(), g, b), {w, scales, *biases});
 }

@@ -11,50 +11,13 @@
 #include <limits>
 #include <type_traits>
 
-#include "cpu_rows.h"
+#include "cpu_kernel.h"
 #include "internal.h"
-#include "mlx/allocator.h"
-#include "mlx/backend/cpu/encoder.h"
 #include "mlx/primitives.h"
 
 using namespace mlxb;
 
 namespace {
-
-bool on_cpu() {
-  return mx::default_stream(mx::default_device()).device == mx::Device::cpu;
-}
-
-bool floating(mx::Dtype t) {
-  return t == mx::float32 || t == mx::bfloat16 || t == mx::float16;
-}
-
-/** Allocates out and registers the arrays with the stream's encoder, which it returns (for the
- * kernel's dispatch; the kernel's weak copy of out is made after this). */
-mx::cpu::CommandEncoder& prepare(const mx::Stream& stream, const std::vector<mx::array>& inputs, mx::array& out) {
-  out.set_data(mx::allocator::malloc(out.nbytes()));
-  auto& encoder = mx::cpu::get_command_encoder(stream);
-  for (const auto& a : inputs) encoder.set_input_array(a);
-  encoder.set_output_array(out);
-  return encoder;
-}
-
-/** Runs f.template operator()<T>() for the floating dtype T of `t`. */
-template <typename F>
-void by_dtype(mx::Dtype t, F&& f) {
-  if (t == mx::float32)
-    f.template operator()<float>();
-  else if (t == mx::bfloat16)
-    f.template operator()<mx::bfloat16_t>();
-  else
-    f.template operator()<mx::float16_t>();
-}
-
-std::vector<mx::array> weak(const std::vector<mx::array>& xs) {
-  std::vector<mx::array> out;
-  for (const auto& x : xs) out.push_back(mx::array::unsafe_weak_copy(x));
-  return out;
-}
 
 /** x * rsqrt(mean(x^2) + eps) over the last axis, rounded to x's dtype, times weight [D]. */
 class RmsNormCpu : public mx::UnaryPrimitive {
@@ -298,10 +261,6 @@ class SwigluCpu : public mx::UnaryPrimitive {
   const char* name() const override { return "SwigluCpu"; }
   bool is_equivalent(const mx::Primitive&) const override { return true; }
 };
-
-mx::Stream cpu_stream() {
-  return mx::default_stream(mx::default_device());
-}
 
 } // namespace
 

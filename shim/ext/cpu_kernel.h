@@ -1,4 +1,4 @@
-// What the CPU kernels of fast_cpu.cpp and dequantize_cpu.cpp share: their dispatch on the CPU
+// What the CPU kernels of fast_cpu.cpp, dequantize_cpu.cpp and qmv_cpu.cpp share: their dispatch on the CPU
 // stream, a dtype switch, reading rows of strided arrays and rounding as an op with a half-precision
 // output does.
 #pragma once

@@ -23,10 +23,9 @@
 #include <type_traits>
 #include <unistd.h>
 
+#include "cpu_kernel.h"
 #include "internal.h"
 #include "qmv_cpu.h"
-#include "mlx/allocator.h"
-#include "mlx/backend/cpu/encoder.h"
 #include "mlx/primitives.h"
 
 using namespace mlxb;
@@ -296,24 +295,12 @@ class QuantizedMatvecCpu : public mx::UnaryPrimitive {
   QuantizedMatvecCpu(mx::Stream stream, int group, bool int8) : mx::UnaryPrimitive(stream), group_(group), int8_(int8) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    for (const auto& a : inputs) encoder.set_input_array(a);
-    encoder.set_output_array(out);
     const int k = static_cast<int>(inputs[0].shape(-1));
     const int n = static_cast<int>(out.shape(-1));
     const int rows = static_cast<int>(inputs[0].size() / k);
-    std::optional<mx::array> addend;
-    if (inputs.size() > 4) addend = mx::array::unsafe_weak_copy(inputs[4]);
-    encoder.dispatch([x = mx::array::unsafe_weak_copy(inputs[0]), w = mx::array::unsafe_weak_copy(inputs[1]), scales = mx::array::unsafe_weak_copy(inputs[2]),
-                      biases = mx::array::unsafe_weak_copy(inputs[3]), addend, out = mx::array::unsafe_weak_copy(out), rows, n, k, group = group_,
-                      int8 = int8_]() mutable {
-      if (x.dtype() == mx::float32)
-        run<float>(x, w, scales, biases, addend, out, rows, n, k, group, int8);
-      else if (x.dtype() == mx::bfloat16)
-        run<mx::bfloat16_t>(x, w, scales, biases, addend, out, rows, n, k, group, int8);
-      else
-        run<mx::float16_t>(x, w, scales, biases, addend, out, rows, n, k, group, int8);
+    prepare(stream(), inputs, out).dispatch([in = weak(inputs), out = mx::array::unsafe_weak_copy(out), rows, n, k, group = group_, int8 = int8_]() mutable {
+      const auto addend = in.size() > 4 ? std::optional<mx::array>(in[4]) : std::nullopt;
+      by_dtype(in[0].dtype(), [&]<typename T>() { run<T>(in[0], in[1], in[2], in[3], addend, out, rows, n, k, group, int8); });
     });
   }
 

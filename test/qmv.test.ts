@@ -1,16 +1,21 @@
 // The decode-sized 4-bit matmul kernels of the shim against MLX's own dequantize + matmul: on the
-// CPU shim/ext/qmv_cpu.cpp (<= 32 rows: a decode batch), on a CUDA GPU shim/ext/qmv_cuda.cpp (<= 8 rows;
+// CPU shim/ext/qmv_cpu.cpp (with AVX2 any number of rows), on a CUDA GPU shim/ext/qmv_cuda.cpp (<= 8 rows;
 // each of float32, bfloat16 or float16). Each case also checks which primitive ran, so a silent
 // fallback to MLX's QuantizedMatmul fails the test; relative error <= 1e-5 in float32, strided
 // inputs, and the shapes they do not take (more rows, 8 bits) left to MLX.
 import { expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
 import { deviceInfo, memory, ops, quant, Tensor } from "../src/index.ts";
 
 /** The shim's kernel on this machine's default device: on the GPU of Linux (MLX's CUDA build) the
  * CUDA one, on the CPU the CPU one; Metal has none of ours. */
 const onCuda = deviceInfo().device === "gpu" && process.platform === "linux";
 const ourKernel = onCuda ? "QuantizedMatvecCuda" : deviceInfo().device === "cpu" ? "QuantizedMatvecCpu" : null;
-const MAX_ROWS = onCuda ? 8 : 32;
+/** Rows the kernel takes: on a CUDA GPU up to 8; on the CPU any number with AVX2 (from 8 rows by
+ * tiles), else up to 32. */
+const cpuHasAvx2 =
+  process.arch === "x64" && existsSync("/proc/cpuinfo") && / avx2 /.test(readFileSync("/proc/cpuinfo", "utf8"));
+const MAX_ROWS = onCuda ? 8 : cpuHasAvx2 ? Number.POSITIVE_INFINITY : 32;
 
 function expectedKind(rows: number, bits: number, features: number, groupSize: number): string {
   if (rows <= MAX_ROWS && bits === 4 && ourKernel !== null) return ourKernel;
@@ -41,6 +46,9 @@ test.each([
   [14, 96, 128, 64, 4], // blocks of 4 rows and a remainder of 2
   [32, 64, 128, 32, 4],
   [33, 64, 64, 64, 4],
+  [8, 40, 128, 64, 4], // the CPU's tile kernel: a partial tile of 8 columns
+  [47, 530, 256, 32, 4], // tiles of 16 columns and a remainder of 2; register blocks of 6 rows and a remainder of 5
+  [200, 96, 192, 64, 4], // blocks of 96 rows and a remainder of 8
   [1, 256, 128, 64, 8],
 ])(
   "rows %d, out %d, in %d, group %d, %d bits: equal to MLX's dequantize + matmul",
@@ -84,6 +92,7 @@ test.skipIf(ourKernel === null).each([
   ["bfloat16", 5, 300, 1024, 128, 2 ** -8],
   ["float16", 1, 1024, 2048, 64, 2 ** -10],
   ["float16", 8, 64, 256, 64, 2 ** -10],
+  ["bfloat16", 40, 300, 512, 64, 2 ** -8],
 ] as const)(
   "%s, rows %d, out %d, in %d, group %d: equal to float32 math on the same values",
   (dtype, rows, out, features, groupSize, bound) => {

@@ -1,15 +1,17 @@
-// A CPU kernel for the decode-time quantized matmul: x [..., K] (a few rows; float32, bfloat16 or
-// float16) times a 4-bit affine weight [N, K] (packed uint32, scales and biases of x's dtype, group
-// size a multiple of 8), as mx::quantized_matmul(x, w, scales, biases, transpose=true). MLX's CPU
-// quantized matmul runs at under 1 GB/s on x86 (a decode step of a 29M-parameter model: 20 ms); this
-// one reads the packed weights with AVX2 (7-13x MLX's on this machine's 2-core EPYC for decode-sized
-// matmuls). Arithmetic is float32 (half-precision x is widened once, scales and biases as they are
-// read, the output rounded once). It is an MLX primitive (QuantizedMatvecCpu) built by qmv_cpu()
+// A CPU kernel for the 4-bit quantized matmul: x [..., K] (float32, bfloat16 or float16) times a
+// 4-bit affine weight [N, K] (packed uint32, scales and biases of x's dtype, group size a multiple of
+// 8), as mx::quantized_matmul(x, w, scales, biases, transpose=true). MLX's CPU quantized matmul runs
+// at under 1 GB/s on x86 (a decode step of a 29M-parameter model: 20 ms; a prompt 2 GFLOP/s); this
+// one reads the packed weights with AVX2: for a few rows one pass over the weights per four rows
+// (7-13x MLX's on this machine's 2-core EPYC for decode-sized matmuls), from TILE_ROWS rows by tiles
+// (qmv_cpu_tiles.cpp: prompts and batches, 75-150 GFLOP/s on the two cores; no dequantized copy of
+// the weight). Arithmetic is float32 (half-precision x is widened once, scales and biases as they
+// are read, the output rounded once). It is an MLX primitive (QuantizedMatvecCpu) built by qmv_cpu()
 // in place of QuantizedMatmul when the inputs fit (and of the add after it, given an addend);
-// anything else (other devices, dtypes, modes, bit widths, many rows) keeps MLX's op. MLXB_QMV=mlx
-// turns it off (for comparisons), as the CUDA one. With int8 activations asked for (and AVX-512 VNNI
-// present, the group a multiple of 64) the products go to qmv_cpu_int8.cpp's kernel, for any number
-// of rows.
+// anything else (other devices, dtypes, modes, bit widths; without AVX2, more than 32 rows) keeps
+// MLX's op. MLXB_QMV=mlx turns it off (for comparisons), as the CUDA one. With int8 activations asked
+// for (and AVX-512 VNNI present, the group a multiple of 64) the products go to qmv_cpu_int8.cpp's
+// kernel.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -32,8 +34,13 @@ using namespace mlxb;
 
 namespace {
 
-/** Rows of x up to which this kernel is used (decode: 1; small batches). */
-constexpr int MAX_ROWS = 32;
+/** Rows of x up to which the kernel is used without AVX2 (its scalar loop: decode and small batches;
+ * more rows go to MLX's matmul over the dequantized weight, shim/quant.cpp). With AVX2 any number. */
+constexpr int SCALAR_MAX_ROWS = 32;
+
+/** Rows of x from which the float products go to the tile kernel (qmv_cpu_tiles.cpp): below, unpacking
+ * a tile costs more than it saves (measured on this project's 2-core EPYC, 1536 x 512 to 8192 x 512). */
+constexpr int TILE_ROWS = 8;
 
 using qmv::Problem;
 
@@ -129,9 +136,11 @@ __attribute__((target("avx2,fma"))) void matvec_rows_avx2(const Problem<S>& p, c
   }
 }
 
-/** Every row, in blocks of up to four rows per pass over the weights. */
+/** Every row: in blocks of up to four rows per pass over the weights, or for TILE_ROWS rows and more
+ * by tiles. */
 template <typename S>
 void matvec_avx2(const Problem<S>& p, const float* group_sums, int begin, int end) {
+  if (p.rows >= TILE_ROWS) return qmv::matmul_tiles(p, group_sums, begin, end);
   int row = 0;
   for (; row + 4 <= p.rows; row += 4) matvec_rows_avx2<4>(p, group_sums, row, begin, end);
   switch (p.rows - row) {
@@ -367,7 +376,8 @@ std::optional<mx::array> mlxb::qmv_cpu(const mx::array& x, const mx::array& w, c
   const auto t = x.dtype();
   static const bool int8_available = qmv::int8_available();
   const bool use_int8 = int8 && int8_available && qmv::int8_fits(group);
-  const int max_rows = use_int8 ? std::numeric_limits<int>::max() : MAX_ROWS;
+  static const bool avx2 = has_avx2();
+  const int max_rows = use_int8 || avx2 ? std::numeric_limits<int>::max() : SCALAR_MAX_ROWS;
   const bool fits = stream.device == mx::Device::cpu && matvec_fits(x, w, scales, biases, transpose, group, bits, mode, max_rows) && group % 8 == 0 &&
                     (t == mx::float32 || t == mx::bfloat16 || t == mx::float16) && scales.dtype() == t && biases->dtype() == t;
   if (!fits) return std::nullopt;

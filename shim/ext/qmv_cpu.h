@@ -36,6 +36,11 @@ inline bool int8_fits(int group) {
   return group % 64 == 0;
 }
 
+/** out[r, j] for j in [begin, end), every row, by tiles of the weights unpacked once for a block of
+ * rows (qmv_cpu_tiles.cpp; AVX2 and FMA). */
+template <typename S>
+void matmul_tiles(const Problem<S>& p, const float* group_sums, int begin, int end);
+
 Int8Rows quantize_rows(const float* x, int rows, int k);
 
 /** out[r, j] for j in [begin, end): sum over blocks of weight scale * x scale * (q . xq) (an int32 dot

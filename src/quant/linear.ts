@@ -1,9 +1,7 @@
 // A linear layer by module path over a weight map: quantizedMatmul for packed layers, else matmul.
-import { onGpu } from "../native/device.ts";
 import { add, addmm, concatenate, matmul, reshape, slice, split, transpose } from "../ops/core.ts";
 import {
   type Activations,
-  dequantize,
   type QuantParams,
   quantizedMatmul,
   quantizedMatmulAdd,
@@ -12,13 +10,6 @@ import {
 import type { Tensor } from "../tensor.ts";
 import { type QuantConfig, quantizationFor } from "./config.ts";
 import { packedTriple } from "./weights.ts";
-
-/** MLX's CPU quantized matmul is a plain loop: at 512 rows x 4096 x 4096 it takes 8.4 s where
- * dequantizing and a BLAS matmul take ~0.1 s (bench/quant.ts). So on the CPU, inputs of at least
- * this many rows (prefill) dequantize the weight for the call; decode, a batch's up to 32 rows
- * included, keeps quantizedMatmul (the shim's matvec kernel, shim/ext/qmv_cpu.cpp, takes up to 32).
- * With int8 activations the shim's kernel takes any number of rows: nothing is dequantized. */
-export const CPU_DEQUANTIZE_ROWS = 33;
 
 /** A layer's tensors and quantization, resolved and checked once per weight map. */
 interface Layer {
@@ -63,12 +54,6 @@ function layerOf(
   return layer;
 }
 
-/** Whether a packed layer's product with x dequantizes the weight (the CPU at CPU_DEQUANTIZE_ROWS
- * rows or more, with float activations) instead of running quantizedMatmul. */
-function dequantizesFor(x: Tensor, packed: NonNullable<Layer["packed"]>): boolean {
-  return !onGpu() && packed.params.activations === "float" && x.size / x.shape[x.ndim - 1]! >= CPU_DEQUANTIZE_ROWS;
-}
-
 /** y = x W^T (+ b) for the layer at `module` ("model.layers.0.self_attn.q_proj"). */
 export function linear(
   x: Tensor,
@@ -80,14 +65,7 @@ export function linear(
   const { weight, bias, packed } = layerOf(weights, module, quantization, paramsOf);
   let y: Tensor;
   if (packed) {
-    if (dequantizesFor(x, packed)) {
-      const { mode, groupSize, bits } = packed.params;
-      using dense = dequantize(packed.triple, { mode, groupSize, bits });
-      using denseT = transpose(dense);
-      y = matmul(x, denseT);
-    } else {
-      y = quantizedMatmul(x, packed.triple, packed.params);
-    }
+    y = quantizedMatmul(x, packed.triple, packed.params);
   } else {
     using wt = transpose(weight);
     // One primitive for product and bias, as mlx.nn.Linear.
@@ -109,7 +87,7 @@ export function linearAdd(
   quantization: QuantConfig | null,
 ): Tensor {
   const { bias, packed } = layerOf(weights, module, quantization);
-  if (packed && !bias && !dequantizesFor(x, packed)) {
+  if (packed && !bias) {
     return quantizedMatmulAdd(x, packed.triple, addend, packed.params);
   }
   using y = linear(x, weights, module, quantization);
@@ -205,7 +183,7 @@ export function fusedLinear(
   if (!weights.has(`${name}.weight`)) return modules.map((m, i) => shaped(linear(x, weights, m, quantization), i));
   const widths = modules.map((m) => weights.get(`${m}.weight`)!.shape[0]!);
   const { bias, packed } = layerOf(weights, name, quantization, modules[0]);
-  if (packed && !bias && !dequantizesFor(x, packed)) {
+  if (packed && !bias) {
     const lead = x.shape.slice(0, -1);
     return quantizedMatmulSplit(
       x,

@@ -185,6 +185,9 @@ mx::array rms_norm(const mx::array& x, const mx::array& weight, float eps);
 mx::array rope(const mx::array& x, int dims, bool traditional, std::optional<float> base, float scale, const mx::array& offset,
                const std::optional<mx::array>& periods);
 mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, const std::string& mode, const std::optional<mx::array>& mask);
+/** Causal (bottom-right aligned) attention that also skips the keys key_mask [B, >= keys] (int32)
+ * holds 0 for: one node of ours on the CPU (a batch's decode step), else nullopt. */
+std::optional<mx::array> attention_key_mask(const mx::array& q, const mx::array& k, const mx::array& v, float scale, const mx::array& key_mask);
 /** mx::dequantize: one node of ours on the CPU for the affine mode (2, 4 or 8 bits; the output in the
  * scales' dtype), where MLX's CPU backend builds ~50 (shim/ext/dequantize_cpu.cpp); else MLX's. */
 mx::array dequantize(const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, std::optional<int> group_size,

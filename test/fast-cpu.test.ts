@@ -3,7 +3,7 @@
 // and a strided view in gives what its contiguous copy gives, bit for bit (the kernels read strides).
 // On a GPU MLX's own ops run and only the values are checked (against the same ops on copies).
 import { expect, test } from "bun:test";
-import { deviceInfo, type DType, fast, ops, Tensor } from "../src/index.ts";
+import { deviceInfo, type DType, fast, KVCache, ops, Tensor } from "../src/index.ts";
 
 const onCpu = deviceInfo().device === "cpu";
 
@@ -121,3 +121,58 @@ test("attention with an array mask stays MLX's; a long causal pass is the kernel
   const diff = Math.max(...Array.from(c.toFloat32Array(), (x, i) => Math.abs(x - aLast.toFloat32Array()[i]!)));
   expect(diff).toBeLessThan(1e-5);
 });
+
+// A batch's left padding: the cache's attention with a key mask (decode rows of a batch, and their
+// prompts) is one AttentionCpu node on the CPU, equal to MLX's attention with the same mask as an
+// explicit -inf/0 array (float32: within 1e-6 of the largest value; bfloat16: one ulp of it).
+for (const [dtype, bound] of [
+  ["float32", 1e-6],
+  ["bfloat16", 2 ** -7],
+] as const) {
+  test(`${dtype}: cache attention with left padding (a prompt, then a decode step) equals MLX's with the mask`, () => {
+    const [batch, heads, kvHeads, dim, padding] = [2, 4, 2, 8, [2, 0]];
+    using cache = new KVCache({ layers: 1, batch, heads: kvHeads, headDim: dim, maxLength: 16, dtype });
+    cache.setLeftPadding(padding);
+    using k0 = tensor([batch, kvHeads, 5, dim], 21, dtype);
+    using v0 = tensor([batch, kvHeads, 5, dim], 22, dtype);
+    using k1 = tensor([batch, kvHeads, 1, dim], 23, dtype);
+    using v1 = tensor([batch, kvHeads, 1, dim], 24, dtype);
+    using keys = ops.concatenate([k0, k1], 2);
+    using values = ops.concatenate([v0, v1], 2);
+    for (const [queries, offset, k, v, seed] of [
+      [5, 0, k0, v0, 25],
+      [1, 5, k1, v1, 26],
+    ] as const) {
+      using q = tensor([batch, heads, queries, dim], seed, dtype);
+      using mask = cache.keyMask(offset + queries);
+      using got = cache.attend(0, q, k, v, { scale: 0.35, keyMask: mask });
+      if (onCpu) expect(kinds(got)).toContain("AttentionCpu");
+      cache.advance(queries);
+      const length = offset + queries;
+      const additive = new Float32Array(batch * queries * length);
+      for (let b = 0; b < batch; b++)
+        for (let t = 0; t < queries; t++)
+          for (let j = 0; j < length; j++)
+            if (j < padding[b]! || j > offset + t) additive[(b * queries + t) * length + j] = -Infinity;
+      using m32 = Tensor.from(additive, [batch, 1, queries, length]);
+      using m = ops.astype(m32, dtype);
+      using kk = ops.slice(keys, [0, 0, 0, 0], [batch, kvHeads, length, dim]);
+      using vv = ops.slice(values, [0, 0, 0, 0], [batch, kvHeads, length, dim]);
+      using want = fast.scaledDotProductAttention(q, kk, vv, { scale: 0.35, mask: m });
+      // A padded query that sees no key at all (b 0's first prompt positions) is NaN on both sides
+      // and unused: only the others are compared.
+      const a = got.toFloat32Array();
+      const w = want.toFloat32Array();
+      const seen = (i: number) => {
+        const t = Math.floor(i / dim) % queries;
+        const b = Math.floor(i / (dim * queries * heads));
+        return offset + t >= padding[b]!;
+      };
+      const compared = Array.from(w.keys()).filter(seen);
+      expect(compared.length).toBeGreaterThan(w.length / 2);
+      const peak = Math.max(...compared.map((i) => Math.abs(w[i]!)));
+      const worst = Math.max(...compared.map((i) => Math.abs(a[i]! - w[i]!)));
+      expect(worst).toBeLessThanOrEqual(bound * peak);
+    }
+  });
+}

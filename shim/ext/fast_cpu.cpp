@@ -134,7 +134,8 @@ float dot(const float* a, const T* b, int n) {
 }
 
 /** softmax(scale q k^T (causal: bottom-right aligned)) v for q [B, Hq, Tq, D], k [B, H, S, D], v [B, H,
- * S, Dv] (GQA: Hq a multiple of H). As MLX's fallback: q scaled and scores rounded to the dtype,
+ * S, Dv] (GQA: Hq a multiple of H), with an optional key mask [B, >= S] (int32, nonzero: attend; a
+ * batch's left padding). As MLX's fallback: q scaled and scores rounded to the dtype,
  * softmax in float32, its weights rounded, the weighted sum accumulated in float32. */
 class AttentionCpu : public mx::UnaryPrimitive {
  public:
@@ -142,12 +143,14 @@ class AttentionCpu : public mx::UnaryPrimitive {
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     prepare(stream(), inputs, out).dispatch([in = weak(inputs), out = mx::array::unsafe_weak_copy(out), scale = scale_, causal = causal_]() mutable {
-      by_dtype(out.dtype(), [&]<typename T>() { run<T>(in[0], in[1], in[2], out, scale, causal); });
+      const auto key_mask = in.size() > 3 ? std::optional<mx::array>(in[3]) : std::nullopt;
+      by_dtype(out.dtype(), [&]<typename T>() { run<T>(in[0], in[1], in[2], key_mask, out, scale, causal); });
     });
   }
 
   template <typename T>
-  static void run(const mx::array& q, const mx::array& k, const mx::array& v, mx::array& out, float scale, bool causal) {
+  static void run(const mx::array& q, const mx::array& k, const mx::array& v, const std::optional<mx::array>& key_mask, mx::array& out, float scale,
+                  bool causal) {
     const int batch = q.shape(0), q_heads = q.shape(1), queries = q.shape(2), dim = q.shape(3);
     const int kv_heads = k.shape(1), keys = k.shape(2), v_dim = v.shape(3);
     const int repeats = q_heads / kv_heads;
@@ -163,6 +166,8 @@ class AttentionCpu : public mx::UnaryPrimitive {
         const int kvh = h / repeats;
         const T* kb = kp + b * ks[0] + kvh * ks[1];
         const T* vb = vp + b * vs[0] + kvh * vs[1];
+        // The batch row's key mask (nonzero: attend): a masked key's score is -inf, as MLX's where.
+        auto attends = [&, b](int j) { return !key_mask || key_mask->data<int32_t>()[b * key_mask->strides(0) + j * key_mask->strides(1)] != 0; };
         for (int t = 0; t < queries; t++) {
           const T* qr = qp + b * qs[0] + h * qs[1] + t * qs[2];
           for (int i = 0; i < dim; i++) query[i] = round_to<T>(scale_t * static_cast<float>(qr[i * qs[3]]));
@@ -173,13 +178,14 @@ class AttentionCpu : public mx::UnaryPrimitive {
             float s = ks[3] == 1 ? dot(query.data(), kr, dim) : 0.0f;
             if (ks[3] != 1)
               for (int i = 0; i < dim; i++) s += query[i] * static_cast<float>(kr[i * ks[3]]);
-            weights[j] = round_to<T>(s);
+            weights[j] = attends(j) ? round_to<T>(s) : -std::numeric_limits<float>::infinity();
             peak = std::max(peak, weights[j]);
           }
           float total = 0;
           for (int j = 0; j < visible; j++) total += (weights[j] = std::exp(weights[j] - peak));
           std::fill(acc.begin(), acc.end(), 0.0f);
           for (int j = 0; j < visible; j++) {
+            if (weights[j] == 0.0f) continue; // a masked key (its value may be anything)
             const float p = round_to<T>(weights[j] / total);
             const T* vr = vb + j * vs[2];
             if (vs[3] == 1)
@@ -262,6 +268,14 @@ class SwigluCpu : public mx::UnaryPrimitive {
   bool is_equivalent(const mx::Primitive&) const override { return true; }
 };
 
+/** q, k and v as AttentionCpu takes them (causal: no more queries than keys). */
+bool attention_fits(const mx::array& q, const mx::array& k, const mx::array& v, bool causal) {
+  const auto t = q.dtype();
+  return floating(t) && q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4 && k.dtype() == t && v.dtype() == t && q.size() > 0 && k.size() > 0 &&
+         k.shape(0) == q.shape(0) && v.shape(0) == q.shape(0) && k.shape(1) == v.shape(1) && q.shape(1) % k.shape(1) == 0 && k.shape(3) == q.shape(3) &&
+         v.shape(2) == k.shape(2) && (!causal || q.shape(2) <= k.shape(2));
+}
+
 } // namespace
 
 mx::array mlxb::rms_norm(const mx::array& x, const mx::array& weight, float eps) {
@@ -290,14 +304,18 @@ mx::array mlxb::swiglu(const mx::array& gate, const mx::array& up, const std::fu
   return otherwise();
 }
 
+std::optional<mx::array> mlxb::attention_key_mask(const mx::array& q, const mx::array& k, const mx::array& v, float scale, const mx::array& key_mask) {
+  const bool fits = on_cpu() && key_mask.dtype() == mx::int32 && key_mask.ndim() == 2 && q.ndim() == 4 && key_mask.shape(0) == q.shape(0) &&
+                    key_mask.shape(1) >= k.shape(2) && attention_fits(q, k, v, true);
+  if (!fits) return std::nullopt;
+  mx::Shape shape{q.shape(0), q.shape(1), q.shape(2), v.shape(3)};
+  return mx::array(std::move(shape), q.dtype(), std::make_shared<AttentionCpu>(cpu_stream(), scale, true), {q, k, v, key_mask});
+}
+
 mx::array mlxb::attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, const std::string& mode,
                           const std::optional<mx::array>& mask) {
-  const auto t = q.dtype();
-  const bool fits = on_cpu() && floating(t) && !mask && (mode.empty() || mode == "causal") && q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4 &&
-                    k.dtype() == t && v.dtype() == t && q.size() > 0 && k.size() > 0 && k.shape(0) == q.shape(0) && v.shape(0) == q.shape(0) &&
-                    k.shape(1) == v.shape(1) && q.shape(1) % k.shape(1) == 0 && k.shape(3) == q.shape(3) && v.shape(2) == k.shape(2) &&
-                    (mode.empty() || q.shape(2) <= k.shape(2));
+  const bool fits = on_cpu() && !mask && (mode.empty() || mode == "causal") && attention_fits(q, k, v, mode == "causal");
   if (!fits) return mx::fast::scaled_dot_product_attention(q, k, v, scale, mode, mask);
   mx::Shape shape{q.shape(0), q.shape(1), q.shape(2), v.shape(3)};
-  return mx::array(std::move(shape), t, std::make_shared<AttentionCpu>(cpu_stream(), scale, mode == "causal"), {q, k, v});
+  return mx::array(std::move(shape), q.dtype(), std::make_shared<AttentionCpu>(cpu_stream(), scale, mode == "causal"), {q, k, v});
 }

@@ -135,6 +135,8 @@ mx::array attend(const mx::array& q, const Updated& u, int offset, float scale, 
     // Keys are exactly [0, offset + T): MLX's bottom-right-aligned causal mask is the right one.
     return attention(q, u.keys, u.values, scale, q.shape(2) > 1 ? "causal" : "", std::nullopt);
   }
+  // Keys are [0, offset + T) again, so the causal part is bottom-right aligned.
+  if (auto ours = attention_key_mask(q, u.keys, u.values, scale, *key_mask)) return *ours;
   auto visible = mx::slice(*key_mask, {0, 0}, {batch, end});
   auto allowed = mx::reshape(mx::not_equal(visible, mx::array(0, visible.dtype())), {batch, 1, 1, end});
   int queries = q.shape(2);

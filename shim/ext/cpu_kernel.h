@@ -1,9 +1,10 @@
 // What the CPU kernels of fast_cpu.cpp, dequantize_cpu.cpp and qmv_cpu.cpp share: their dispatch on the CPU
-// stream, a dtype switch, reading rows of strided arrays and rounding as an op with a half-precision
-// output does.
+// stream, a dtype switch, reading rows of strided arrays, rounding as an op with a half-precision
+// output does, and a second core (cpu_kernel.cpp).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <type_traits>
 
 #include "internal.h"
@@ -71,5 +72,12 @@ inline std::vector<mx::array> weak(const std::vector<mx::array>& xs) {
   for (const auto& x : xs) out.push_back(mx::array::unsafe_weak_copy(x));
   return out;
 }
+
+/** A helper thread is there to take half of a kernel's work (two cores or more; not
+ * MLXB_QMV_THREADS=1). */
+bool two_cores();
+
+/** Runs a on the helper thread and b on this one; returns when both are done (two_cores() first). */
+void together(const std::function<void()>& a, const std::function<void()>& b);
 
 } // namespace mlxb

@@ -124,6 +124,24 @@ class RopeCpu : public mx::UnaryPrimitive {
   Params params_;
 };
 
+/** MLX's CPU exp (mlx/backend/cpu/simd/math.h: 2^(x log2 e) as a bit-shifted integer power times
+ * Cephes' polynomial, fused multiply-adds), written to vectorize: the same float for every input. */
+inline float exp_like_mlx(float in) {
+  const float x = in * 1.442695f;
+  const float ipart = std::floor(x + 0.5f), fpart = x - ipart;
+  float p = 1.535336188319500e-4f;
+  p = __builtin_fmaf(p, fpart, 1.339887440266574e-3f);
+  p = __builtin_fmaf(p, fpart, 9.618437357674640e-3f);
+  p = __builtin_fmaf(p, fpart, 5.550332471162809e-2f);
+  p = __builtin_fmaf(p, fpart, 2.402264791363012e-1f);
+  p = __builtin_fmaf(p, fpart, 6.931472028550421e-1f);
+  p = __builtin_fmaf(p, fpart, 1.000000000000000f);
+  const float power = __builtin_bit_cast(float, (static_cast<int>(ipart) + 127) << 23);
+  float result = std::isnan(in) ? in : power * p;
+  result = in > 88.0f ? std::numeric_limits<float>::infinity() : result;
+  return in < -88.0f ? 0.0f : result;
+}
+
 /** The dot product of a and b (n values), summed in any order (vectorized). */
 template <typename T>
 float dot(const float* a, const T* b, int n) {
@@ -138,6 +156,9 @@ float dot(const float* a, const T* b, int n) {
  * batch's left padding). As MLX's fallback: q scaled and scores rounded to the dtype,
  * softmax in float32, its weights rounded, the weighted sum accumulated in float32. */
 class AttentionCpu : public mx::UnaryPrimitive {
+  /** Multiply-adds (scores and weighted sums) from which the heads are split between two cores. */
+  static constexpr int64_t SPLIT_WORK = 1 << 20;
+
  public:
   AttentionCpu(mx::Stream stream, float scale, bool causal) : mx::UnaryPrimitive(stream), scale_(scale), causal_(causal) {}
 
@@ -160,44 +181,76 @@ class AttentionCpu : public mx::UnaryPrimitive {
     const T* vp = v.data<T>();
     T* o = out.data<T>();
     const float scale_t = round_to<T>(scale);
-    std::vector<float> query(dim), weights(keys), acc(v_dim);
-    for (int b = 0; b < batch; b++) {
-      for (int h = 0; h < q_heads; h++) {
-        const int kvh = h / repeats;
+    // One unit of work: a batch row's key/value head and the query heads that share it (GQA), so each
+    // key and value row is read once for all of them.
+    auto part = [&](int begin, int end) {
+      std::vector<float> query(static_cast<size_t>(repeats) * dim), weights(static_cast<size_t>(repeats) * keys), acc(static_cast<size_t>(repeats) * v_dim),
+          total(repeats);
+      for (int unit = begin; unit < end; unit++) {
+        const int b = unit / kv_heads, kvh = unit % kv_heads;
         const T* kb = kp + b * ks[0] + kvh * ks[1];
         const T* vb = vp + b * vs[0] + kvh * vs[1];
         // The batch row's key mask (nonzero: attend): a masked key's score is -inf, as MLX's where.
-        auto attends = [&, b](int j) { return !key_mask || key_mask->data<int32_t>()[b * key_mask->strides(0) + j * key_mask->strides(1)] != 0; };
+        const int32_t* mask = key_mask ? key_mask->data<int32_t>() + b * key_mask->strides(0) : nullptr;
+        const int64_t mask_stride = key_mask ? key_mask->strides(1) : 0;
         for (int t = 0; t < queries; t++) {
-          const T* qr = qp + b * qs[0] + h * qs[1] + t * qs[2];
-          for (int i = 0; i < dim; i++) query[i] = round_to<T>(scale_t * static_cast<float>(qr[i * qs[3]]));
+          for (int r = 0; r < repeats; r++) {
+            const T* qr = qp + b * qs[0] + (kvh * repeats + r) * qs[1] + t * qs[2];
+            for (int i = 0; i < dim; i++) query[r * dim + i] = round_to<T>(scale_t * static_cast<float>(qr[i * qs[3]]));
+          }
           const int visible = causal ? keys - queries + t + 1 : keys;
-          float peak = -std::numeric_limits<float>::infinity();
           for (int j = 0; j < visible; j++) {
             const T* kr = kb + j * ks[2];
-            float s = ks[3] == 1 ? dot(query.data(), kr, dim) : 0.0f;
-            if (ks[3] != 1)
-              for (int i = 0; i < dim; i++) s += query[i] * static_cast<float>(kr[i * ks[3]]);
-            weights[j] = attends(j) ? round_to<T>(s) : -std::numeric_limits<float>::infinity();
-            peak = std::max(peak, weights[j]);
+            const bool attends = !mask || mask[j * mask_stride] != 0;
+            for (int r = 0; r < repeats; r++) {
+              float s = 0;
+              if (!attends)
+                s = -std::numeric_limits<float>::infinity();
+              else if (ks[3] == 1)
+                s = round_to<T>(dot(query.data() + r * dim, kr, dim));
+              else {
+                for (int i = 0; i < dim; i++) s += query[r * dim + i] * static_cast<float>(kr[i * ks[3]]);
+                s = round_to<T>(s);
+              }
+              weights[static_cast<size_t>(r) * keys + j] = s;
+            }
           }
-          float total = 0;
-          for (int j = 0; j < visible; j++) total += (weights[j] = std::exp(weights[j] - peak));
+          for (int r = 0; r < repeats; r++) {
+            float* w = weights.data() + static_cast<size_t>(r) * keys;
+            float peak = -std::numeric_limits<float>::infinity();
+            for (int j = 0; j < visible; j++) peak = std::max(peak, w[j]);
+            for (int j = 0; j < visible; j++) w[j] = exp_like_mlx(w[j] - peak);
+            float sum = 0;
+            for (int j = 0; j < visible; j++) sum += w[j];
+            total[r] = sum;
+          }
           std::fill(acc.begin(), acc.end(), 0.0f);
           for (int j = 0; j < visible; j++) {
-            if (weights[j] == 0.0f) continue; // a masked key (its value may be anything)
-            const float p = round_to<T>(weights[j] / total);
             const T* vr = vb + j * vs[2];
-            if (vs[3] == 1)
-              for (int i = 0; i < v_dim; i++) acc[i] += p * static_cast<float>(vr[i]);
-            else
-              for (int i = 0; i < v_dim; i++) acc[i] += p * static_cast<float>(vr[i * vs[3]]);
+            for (int r = 0; r < repeats; r++) {
+              const float e = weights[static_cast<size_t>(r) * keys + j];
+              if (e == 0.0f) continue; // a masked key (its value may be anything)
+              const float p = round_to<T>(e / total[r]);
+              float* a = acc.data() + r * v_dim;
+              if (vs[3] == 1)
+                for (int i = 0; i < v_dim; i++) a[i] += p * static_cast<float>(vr[i]);
+              else
+                for (int i = 0; i < v_dim; i++) a[i] += p * static_cast<float>(vr[i * vs[3]]);
+            }
           }
-          T* orow = o + ((static_cast<int64_t>(b) * q_heads + h) * queries + t) * v_dim;
-          for (int i = 0; i < v_dim; i++) orow[i] = static_cast<T>(acc[i]);
+          for (int r = 0; r < repeats; r++) {
+            T* orow = o + ((static_cast<int64_t>(b) * q_heads + kvh * repeats + r) * queries + t) * v_dim;
+            for (int i = 0; i < v_dim; i++) orow[i] = static_cast<T>(acc[r * v_dim + i]);
+          }
         }
       }
-    }
+    };
+    const int units = batch * kv_heads;
+    const int64_t work = static_cast<int64_t>(batch) * q_heads * queries * keys * (dim + v_dim);
+    if (units >= 2 && work >= SPLIT_WORK && two_cores())
+      together([&] { part(units / 2, units); }, [&] { part(0, units / 2); });
+    else
+      part(0, units);
   }
 
   void eval_gpu(const std::vector<mx::array>&, mx::array&) override { throw std::runtime_error("AttentionCpu runs on the CPU only"); }
@@ -211,24 +264,6 @@ class AttentionCpu : public mx::UnaryPrimitive {
   float scale_;
   bool causal_;
 };
-
-/** MLX's CPU exp (mlx/backend/cpu/simd/math.h: 2^(x log2 e) as a bit-shifted integer power times
- * Cephes' polynomial, fused multiply-adds), written to vectorize: the same float for every input. */
-inline float exp_like_mlx(float in) {
-  const float x = in * 1.442695f;
-  const float ipart = std::floor(x + 0.5f), fpart = x - ipart;
-  float p = 1.535336188319500e-4f;
-  p = __builtin_fmaf(p, fpart, 1.339887440266574e-3f);
-  p = __builtin_fmaf(p, fpart, 9.618437357674640e-3f);
-  p = __builtin_fmaf(p, fpart, 5.550332471162809e-2f);
-  p = __builtin_fmaf(p, fpart, 2.402264791363012e-1f);
-  p = __builtin_fmaf(p, fpart, 6.931472028550421e-1f);
-  p = __builtin_fmaf(p, fpart, 1.000000000000000f);
-  const float power = __builtin_bit_cast(float, (static_cast<int>(ipart) + 127) << 23);
-  float result = std::isnan(in) ? in : power * p;
-  result = in > 88.0f ? std::numeric_limits<float>::infinity() : result;
-  return in < -88.0f ? 0.0f : result;
-}
 
 /** silu(gate) * up, elementwise (gate and up of one shape and dtype; strided views allowed), as
  * MLX's compiled swiglu computes it: sigmoid(g) = g < 0 ? y : 1 - y with y = 1 / (1 + exp(|g|))

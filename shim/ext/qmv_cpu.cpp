@@ -16,14 +16,9 @@
 
 #include <algorithm>
 #include <cpuid.h>
-#include <condition_variable>
 #include <cstdlib>
-#include <functional>
 #include <limits>
-#include <mutex>
-#include <thread>
 #include <type_traits>
-#include <unistd.h>
 
 #include "cpu_kernel.h"
 #include "internal.h"
@@ -179,60 +174,6 @@ void matvec_scalar(const Problem<S>& p, const float* group_sums, int begin, int 
  * the helper; smaller ones cost less than the handoff. */
 constexpr int64_t SPLIT_VALUES = 1 << 21;
 
-/** One more thread for the larger matvecs, so that a decode step's weights are read by two cores:
- * together(a, b) runs a on the helper and b here and returns when both are done. Unavailable on a
- * single-core machine or when MLXB_QMV_THREADS=1. Made on first use and never stopped (a detached
- * thread waiting on a condition variable). */
-class Helper {
- public:
-  Helper() {
-    const char* threads = std::getenv("MLXB_QMV_THREADS");
-    available_ = std::thread::hardware_concurrency() >= 2 && !(threads && std::string(threads) == "1");
-    if (available_) std::thread([this] { loop(); }).detach();
-  }
-
-  bool available() const { return available_; }
-
-  template <typename A, typename B>
-  void together(A&& a, B&& b) {
-    std::lock_guard<std::mutex> one_caller(caller_); // one split at a time (MLX may run CPU streams concurrently)
-    std::unique_lock<std::mutex> lock(mutex_);
-    job_ = a;
-    pending_ = true;
-    lock.unlock();
-    wake_.notify_one();
-    b();
-    lock.lock();
-    done_.wait(lock, [this] { return !pending_; });
-    job_ = nullptr;
-  }
-
- private:
-  void loop() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    for (;;) {
-      wake_.wait(lock, [this] { return pending_; });
-      auto job = job_;
-      lock.unlock();
-      job();
-      lock.lock();
-      pending_ = false;
-      done_.notify_one();
-    }
-  }
-
-  bool available_ = false;
-  std::mutex caller_, mutex_;
-  std::condition_variable wake_, done_;
-  std::function<void()> job_;
-  bool pending_ = false;
-};
-
-Helper& helper() {
-  static Helper* h = new Helper(); // never destroyed: its thread outlives static destruction
-  return *h;
-}
-
 /** AVX2 and FMA usable: CPUID says so and the OS saves the YMM registers (XGETBV). */
 bool has_avx2() {
   unsigned a, b, c, d;
@@ -269,8 +210,8 @@ void matvec(const Problem<S>& p, bool int8) {
     else
       matvec_scalar(p, sums.data(), begin, end);
   };
-  if (static_cast<int64_t>(p.rows) * p.n * p.k >= SPLIT_VALUES && helper().available()) {
-    helper().together([&] { part(p.n / 2, p.n); }, [&] { part(0, p.n / 2); });
+  if (static_cast<int64_t>(p.rows) * p.n * p.k >= SPLIT_VALUES && two_cores()) {
+    together([&] { part(p.n / 2, p.n); }, [&] { part(0, p.n / 2); });
   } else {
     part(0, p.n);
   }

@@ -1,7 +1,8 @@
 // Server load: N concurrent streaming clients (1, 8, 16), each asking for one 32-token sampled
 // completion (temperature 0.7, top-p 0.9, its own seed), against `mlx-bun serve` and `mlx_lm.server`
 // on this machine with the same checkpoint (the default model, or MLXB_BENCH_SERVE_MODEL: a name as
-// decode.ts takes): aggregate generated tokens/s and p50/p99 time to first token. Then, for mlx-bun,
+// decode.ts takes): aggregate generated tokens/s and p50/p99 time to first token, each count's round
+// after a warm-up round of the same count. Then, for mlx-bun,
 // a late request: one client's time to first token alone, and while 15 others decode. Each server
 // runs in a child process; the clients run here.
 import { basename, join } from "node:path";
@@ -150,8 +151,10 @@ export async function run(): Promise<Record<string, unknown>> {
     names.set(base, s.name === "mlx-bun serve" ? MODEL_ID : MODEL_DIR);
     try {
       await waitFor(`${base}/v1/models`, child);
-      await load(base, 2); // warm-up
       for (const n of CLIENTS) {
+        // A warm-up round at each count first: a server records each batch shape's step once for
+        // its life (so does mlx_lm.server's compiled sampling); the measured round is the second.
+        await load(base, n);
         const r = await load(base, n);
         rows.push([s.name, n, r.tokensPerSecond, r.ttftP50, r.ttftP99, r.tokens]);
         results[`${s.name} x${n}`] = r;

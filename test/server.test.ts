@@ -7,6 +7,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { DEFAULT_MODEL_DIR, embed, generateText, loadModel, serve, type Server, Tokenizer } from "../src/index.ts";
 import { NO_EOS, servedDefaultModel } from "./server-setup.ts";
+import { MIN_REUSED_TOKENS } from "../src/serve/prompt-caches.ts";
 
 const served = servedDefaultModel();
 
@@ -85,14 +86,18 @@ describe("the openai client", () => {
   });
 
   test("a request continuing an earlier one reuses its KV cache (cached_tokens), with the same tokens", async () => {
+    // A kept cache is reused for a shared prefix of MIN_REUSED_TOKENS or more: a long first prompt.
+    const opening = "The river ran past the mill and the old stone bridge, and the boats went down to the sea. ".repeat(
+      4,
+    );
     const first = await served.client.completions.create({
       model: "default-model",
-      prompt: "The river",
+      prompt: opening,
       max_tokens: 10,
       temperature: 0,
       logit_bias: NO_EOS,
     });
-    const prompt = `The river${first.choices[0]!.text} The ship`;
+    const prompt = `${opening}${first.choices[0]!.text} The ship`;
     const second = await served.client.completions.create({
       model: "default-model",
       prompt,
@@ -102,7 +107,18 @@ describe("the openai client", () => {
     });
     const cached = (second.usage as { prompt_tokens_details?: { cached_tokens: number } }).prompt_tokens_details!
       .cached_tokens;
-    expect(cached).toBeGreaterThan(5);
+    expect(cached).toBeGreaterThanOrEqual(MIN_REUSED_TOKENS);
+    // A short shared prefix is recomputed instead (the request is admitted with the others).
+    const short = await served.client.completions.create({
+      model: "default-model",
+      prompt: "The river ran past",
+      max_tokens: 4,
+      temperature: 0,
+      logit_bias: NO_EOS,
+    });
+    expect(
+      (short.usage as { prompt_tokens_details?: { cached_tokens: number } }).prompt_tokens_details!.cached_tokens,
+    ).toBe(0);
     const model = loadModel(DEFAULT_MODEL_DIR, { backend: "mlx" });
     const fresh = await generateText(model, Tokenizer.fromDir(DEFAULT_MODEL_DIR), prompt, {
       maxTokens: 10,

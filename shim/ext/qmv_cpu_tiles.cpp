@@ -80,26 +80,36 @@ __attribute__((target("avx2,fma"))) void multiply_tile(const float* tile, int gr
   }
 }
 
-/** multiply_tile for `rows` rows: register blocks of 6 and one block of the rest. */
+/** multiply_tile for R rows from `r`. */
+template <int R>
+void multiply_block(const float* tile, int group, const float* x, size_t k, const float* sums, int groups, const float* scale, const float* bias, float* totals,
+                    int r) {
+  multiply_tile<R>(tile, group, x + r * k, k, sums + static_cast<size_t>(r) * groups, groups, scale, bias, totals + r * COLS);
+}
+
+/** multiply_tile for `rows` rows: register blocks of 6, the last 7 to 9 rows as two blocks of 3 to 5
+ * (a block of 1 or 2 rows has too few accumulators to cover the FMA latency), fewer as one. */
 void multiply_rows(const float* tile, int group, const float* x, size_t k, const float* sums, int groups, const float* scale, const float* bias, float* totals,
                    int rows) {
   int r = 0;
-  for (; r + REGISTER_ROWS <= rows; r += REGISTER_ROWS)
-    multiply_tile<REGISTER_ROWS>(tile, group, x + r * k, k, sums + static_cast<size_t>(r) * groups, groups, scale, bias, totals + r * COLS);
-  const float* xr = x + r * k;
-  const float* sr = sums + static_cast<size_t>(r) * groups;
-  float* tr = totals + r * COLS;
+  for (; rows - r >= REGISTER_ROWS + 4; r += REGISTER_ROWS) multiply_block<REGISTER_ROWS>(tile, group, x, k, sums, groups, scale, bias, totals, r);
+  if (rows - r > REGISTER_ROWS) {
+    multiply_block<4>(tile, group, x, k, sums, groups, scale, bias, totals, r);
+    r += 4;
+  }
   switch (rows - r) {
+    case 6:
+      return multiply_block<6>(tile, group, x, k, sums, groups, scale, bias, totals, r);
     case 5:
-      return multiply_tile<5>(tile, group, xr, k, sr, groups, scale, bias, tr);
+      return multiply_block<5>(tile, group, x, k, sums, groups, scale, bias, totals, r);
     case 4:
-      return multiply_tile<4>(tile, group, xr, k, sr, groups, scale, bias, tr);
+      return multiply_block<4>(tile, group, x, k, sums, groups, scale, bias, totals, r);
     case 3:
-      return multiply_tile<3>(tile, group, xr, k, sr, groups, scale, bias, tr);
+      return multiply_block<3>(tile, group, x, k, sums, groups, scale, bias, totals, r);
     case 2:
-      return multiply_tile<2>(tile, group, xr, k, sr, groups, scale, bias, tr);
+      return multiply_block<2>(tile, group, x, k, sums, groups, scale, bias, totals, r);
     case 1:
-      return multiply_tile<1>(tile, group, xr, k, sr, groups, scale, bias, tr);
+      return multiply_block<1>(tile, group, x, k, sums, groups, scale, bias, totals, r);
     default:
       return;
   }

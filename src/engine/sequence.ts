@@ -54,6 +54,8 @@ export interface Launched {
   rows: Sequence[];
   picks: DevicePicks | null;
   host: (Pick | Error)[] | null;
+  /** Its tokens were given to its rows already (an admission's first tokens, read early). */
+  delivered?: boolean;
 }
 
 /** A sequence in the engine: its stream of chunks, stats and state. */
@@ -191,7 +193,8 @@ export class Sequence {
 
   /** Whether this sequence's last token is picked or being picked (no further step needed). */
   get complete(): boolean {
-    return this.state === "done" || this.generated.length + (this.source ? 1 : 0) >= this.request.maxTokens;
+    const unread = this.source && !this.source.launched.delivered ? 1 : 0;
+    return this.state === "done" || this.generated.length + unread >= this.request.maxTokens;
   }
 
   #push(chunk: GenerationChunk): void {

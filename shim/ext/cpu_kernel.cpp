@@ -1,4 +1,6 @@
 // The CPU kernels' second core: one helper thread that takes half of a large kernel's work.
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <functional>
@@ -6,14 +8,18 @@
 #include <string>
 #include <thread>
 
+#include <immintrin.h>
+
 #include "cpu_kernel.h"
 
 namespace {
 
 /** One more thread, so that a large kernel (a decode step's larger matvecs, a batch's attention) runs
  * on two cores: together(a, b) runs a on the helper and b here and returns when both are done.
- * Unavailable on a single-core machine or when MLXB_QMV_THREADS=1. Made on first use and never
- * stopped (a detached thread waiting on a condition variable). */
+ * Between jobs the helper polls for the next one for a while (a step's kernels come tens of
+ * microseconds apart; waking a sleeping thread costs about as much as a small kernel), then sleeps
+ * on a condition variable. Unavailable on a single-core machine or when MLXB_QMV_THREADS=1. Made on
+ * first use and never stopped (a detached thread). */
 class Helper {
  public:
   Helper() {
@@ -26,36 +32,37 @@ class Helper {
 
   void together(const std::function<void()>& a, const std::function<void()>& b) {
     std::lock_guard<std::mutex> one_caller(caller_); // one split at a time (MLX may run CPU streams concurrently)
-    std::unique_lock<std::mutex> lock(mutex_);
-    job_ = a;
-    pending_ = true;
-    lock.unlock();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = &a;
+      pending_.store(true, std::memory_order_release);
+    }
     wake_.notify_one();
     b();
-    lock.lock();
-    done_.wait(lock, [this] { return !pending_; });
-    job_ = nullptr;
+    while (pending_.load(std::memory_order_acquire)) _mm_pause();
   }
 
  private:
   void loop() {
-    std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
-      wake_.wait(lock, [this] { return pending_; });
-      auto job = job_;
-      lock.unlock();
-      job();
-      lock.lock();
-      pending_ = false;
-      done_.notify_one();
+      // Poll, then sleep until a job comes.
+      const auto until = std::chrono::steady_clock::now() + POLL;
+      while (!pending_.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < until) _mm_pause();
+      if (!pending_.load(std::memory_order_acquire)) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [this] { return pending_.load(std::memory_order_acquire); });
+      }
+      (*job_)();
+      pending_.store(false, std::memory_order_release);
     }
   }
 
+  static constexpr std::chrono::microseconds POLL{200};
   bool available_ = false;
   std::mutex caller_, mutex_;
-  std::condition_variable wake_, done_;
-  std::function<void()> job_;
-  bool pending_ = false;
+  std::condition_variable wake_;
+  const std::function<void()>* job_ = nullptr;
+  std::atomic<bool> pending_{false};
 };
 
 Helper& helper() {

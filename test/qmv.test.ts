@@ -92,7 +92,8 @@ test.skipIf(ourKernel === null).each([
   ["bfloat16", 5, 300, 1024, 128, 2 ** -8],
   ["float16", 1, 1024, 2048, 64, 2 ** -10],
   ["float16", 8, 64, 256, 64, 2 ** -10],
-  ["bfloat16", 40, 300, 512, 64, 2 ** -8],
+  // (More rows than the CUDA kernel takes: the CPU's tile kernel only.)
+  ...(onCuda ? [] : ([["bfloat16", 40, 300, 512, 64, 2 ** -8]] as const)),
 ] as const)(
   "%s, rows %d, out %d, in %d, group %d: equal to float32 math on the same values",
   (dtype, rows, out, features, groupSize, bound) => {

@@ -8,6 +8,8 @@
 // left (regroup.ts); (3) one decode step is launched for every running sequence, fed the ids picked
 // by the previous step still on the device, and its tokens picked on the device (sampler.ts); (4)
 // only then are the previous picks read, so the host work of step t+1 overlaps the device's step t.
+// An admission's first tokens are the exception: they are read at once and the tick ends there, so a
+// request that arrives while others decode gets its first token without waiting for their step.
 // A step of each batch shape and sampler structure, its pick included, is recorded once and
 // replayed (models/replay.ts) for the engine's life. A batch with constrained rows (a responseFormat)
 // reads the previous picks before its own pick: the step's logits are launched first, the rows'

@@ -16,10 +16,10 @@ namespace {
 
 /** One more thread, so that a large kernel (a decode step's larger matvecs, a batch's attention) runs
  * on two cores: together(a, b) runs a on the helper and b here and returns when both are done.
- * Between jobs the helper polls for the next one for a while (a step's kernels come tens of
- * microseconds apart; waking a sleeping thread costs about as much as a small kernel), then sleeps
- * on a condition variable. Unavailable on a single-core machine or when MLXB_QMV_THREADS=1. Made on
- * first use and never stopped (a detached thread). */
+ * Each side polls for a while before it sleeps on a condition variable: the helper for its next job
+ * (a step's kernels come tens of microseconds apart; waking a sleeping thread costs about as much as
+ * a small kernel), the caller for the helper's half. Unavailable on a single-core machine or when
+ * MLXB_QMV_THREADS=1. Made on first use and never stopped (a detached thread). */
 class Helper {
  public:
   Helper() {
@@ -39,7 +39,13 @@ class Helper {
     }
     wake_.notify_one();
     b();
-    while (pending_.load(std::memory_order_acquire)) _mm_pause();
+    // Poll for the helper's half, then sleep until it is done (the helper may have lost its core).
+    const auto until = std::chrono::steady_clock::now() + POLL;
+    while (pending_.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < until) _mm_pause();
+    if (pending_.load(std::memory_order_acquire)) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, [this] { return !pending_.load(std::memory_order_acquire); });
+    }
   }
 
  private:
@@ -53,14 +59,18 @@ class Helper {
         wake_.wait(lock, [this] { return pending_.load(std::memory_order_acquire); });
       }
       (*job_)();
-      pending_.store(false, std::memory_order_release);
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        pending_.store(false, std::memory_order_release);
+      }
+      done_.notify_one();
     }
   }
 
   static constexpr std::chrono::microseconds POLL{200};
   bool available_ = false;
   std::mutex caller_, mutex_;
-  std::condition_variable wake_;
+  std::condition_variable wake_, done_;
   const std::function<void()>* job_ = nullptr;
   std::atomic<bool> pending_{false};
 };

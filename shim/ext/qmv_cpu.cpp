@@ -175,7 +175,7 @@ void matvec_scalar(const Problem<S>& p, const float* group_sums, int begin, int 
 constexpr int64_t SPLIT_VALUES = 1 << 21;
 
 /** AVX2 and FMA usable: CPUID says so and the OS saves the YMM registers (XGETBV). */
-bool has_avx2() {
+bool detect_avx2() {
   unsigned a, b, c, d;
   if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
   bool fma = c & (1u << 12), osxsave = c & (1u << 27);
@@ -185,6 +185,12 @@ bool has_avx2() {
   if ((lo & 6) != 6) return false;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
   return b & (1u << 5);
+}
+
+/** detect_avx2(), asked once. */
+bool has_avx2() {
+  static const bool available = detect_avx2();
+  return available;
 }
 
 /** int8: x quantized to int8 per block (qmv_cpu_int8.cpp); the caller checked that it can run. */
@@ -199,7 +205,7 @@ void matvec(const Problem<S>& p, bool int8) {
       sums[static_cast<size_t>(r) * groups + g] = s;
     }
   }
-  static const bool avx2 = has_avx2();
+  const bool avx2 = has_avx2();
   qmv::Int8Rows xq;
   if (int8) xq = qmv::quantize_rows(p.x, p.rows, p.k);
   auto part = [&](int begin, int end) {
@@ -317,7 +323,7 @@ std::optional<mx::array> mlxb::qmv_cpu(const mx::array& x, const mx::array& w, c
   const auto t = x.dtype();
   static const bool int8_available = qmv::int8_available();
   const bool use_int8 = int8 && int8_available && qmv::int8_fits(group);
-  static const bool avx2 = has_avx2();
+  const bool avx2 = has_avx2();
   const int max_rows = use_int8 || avx2 ? std::numeric_limits<int>::max() : SCALAR_MAX_ROWS;
   const bool fits = stream.device == mx::Device::cpu && matvec_fits(x, w, scales, biases, transpose, group, bits, mode, max_rows) && group % 8 == 0 &&
                     (t == mx::float32 || t == mx::bfloat16 || t == mx::float16) && scales.dtype() == t && biases->dtype() == t;

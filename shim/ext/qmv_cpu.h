@@ -28,6 +28,16 @@ struct Int8Rows {
   std::vector<float> scales;
 };
 
+/** Calls kernel.template operator()<R>() with R = rows, for rows in [1, MAX] (a kernel templated on
+ * its number of rows: the rest of a batch after its full register blocks); nothing for 0. */
+template <int MAX, typename F>
+void with_rows(int rows, F&& kernel) {
+  if constexpr (MAX > 0) {
+    if (rows == MAX) return kernel.template operator()<MAX>();
+    with_rows<MAX - 1>(rows, kernel);
+  }
+}
+
 /** AVX-512 VNNI (and the OS saving ZMM state): the int8 kernel can run. */
 bool int8_available();
 

@@ -125,24 +125,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void multiply_rows_int8(c
   for (; r + REGISTER_ROWS <= rows; r += REGISTER_ROWS)
     multiply_block_int8<REGISTER_ROWS>(tile, xq, row_blocks, row + r, block, weight_scales, totals + r * COLS);
   float* t = totals + r * COLS;
-  switch (rows - r) {
-    case 7:
-      return multiply_block_int8<7>(tile, xq, row_blocks, row + r, block, weight_scales, t);
-    case 6:
-      return multiply_block_int8<6>(tile, xq, row_blocks, row + r, block, weight_scales, t);
-    case 5:
-      return multiply_block_int8<5>(tile, xq, row_blocks, row + r, block, weight_scales, t);
-    case 4:
-      return multiply_block_int8<4>(tile, xq, row_blocks, row + r, block, weight_scales, t);
-    case 3:
-      return multiply_block_int8<3>(tile, xq, row_blocks, row + r, block, weight_scales, t);
-    case 2:
-      return multiply_block_int8<2>(tile, xq, row_blocks, row + r, block, weight_scales, t);
-    case 1:
-      return multiply_block_int8<1>(tile, xq, row_blocks, row + r, block, weight_scales, t);
-    default:
-      return;
-  }
+  with_rows<REGISTER_ROWS - 1>(rows - r, [&]<int R>() { multiply_block_int8<R>(tile, xq, row_blocks, row + r, block, weight_scales, t); });
 }
 
 /** The many-rows product: tiles of 16 columns x one 64-value block unpacked once for a block of
@@ -223,16 +206,7 @@ void matvec_int8(const Problem<S>& p, const Int8Rows& xq, const float* group_sum
   if (p.rows >= TILE_ROWS) return tiles_int8(p, xq, group_sums, begin, end);
   int row = 0;
   for (; row + 4 <= p.rows; row += 4) rows_int8<4>(p, xq, group_sums, row, begin, end);
-  switch (p.rows - row) {
-    case 3:
-      return rows_int8<3>(p, xq, group_sums, row, begin, end);
-    case 2:
-      return rows_int8<2>(p, xq, group_sums, row, begin, end);
-    case 1:
-      return rows_int8<1>(p, xq, group_sums, row, begin, end);
-    default:
-      return;
-  }
+  with_rows<3>(p.rows - row, [&]<int R>() { rows_int8<R>(p, xq, group_sums, row, begin, end); });
 }
 
 template void matvec_int8(const Problem<float>&, const Int8Rows&, const float*, int, int);

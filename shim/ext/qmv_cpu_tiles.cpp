@@ -97,22 +97,7 @@ void multiply_rows(const float* tile, int group, const float* x, size_t k, const
     multiply_block<4>(tile, group, x, k, sums, groups, scale, bias, totals, r);
     r += 4;
   }
-  switch (rows - r) {
-    case 6:
-      return multiply_block<6>(tile, group, x, k, sums, groups, scale, bias, totals, r);
-    case 5:
-      return multiply_block<5>(tile, group, x, k, sums, groups, scale, bias, totals, r);
-    case 4:
-      return multiply_block<4>(tile, group, x, k, sums, groups, scale, bias, totals, r);
-    case 3:
-      return multiply_block<3>(tile, group, x, k, sums, groups, scale, bias, totals, r);
-    case 2:
-      return multiply_block<2>(tile, group, x, k, sums, groups, scale, bias, totals, r);
-    case 1:
-      return multiply_block<1>(tile, group, x, k, sums, groups, scale, bias, totals, r);
-    default:
-      return;
-  }
+  with_rows<REGISTER_ROWS>(rows - r, [&]<int R>() { multiply_block<R>(tile, group, x, k, sums, groups, scale, bias, totals, r); });
 }
 
 } // namespace

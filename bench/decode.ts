@@ -1,15 +1,18 @@
 // End-to-end prefill and decode tokens/s, mlx-bun vs mlx_lm.generate on the same checkpoint and prompt
-// ids, greedy, same token count, for a short and a long case; plus where a decode step's time goes
+// ids, greedy, same token count, for each case (MLXB_BENCH_CASES), with llama.cpp's CUDA build as a
+// third side on a GPU; plus (unless MLXB_BENCH_BREAKDOWN=0) where a decode step's time goes
 // on each side (host build, the async eval call, the wait for the token, primitives per step), and
-// copy bandwidth measured in the shim with the bound it implies.
+// the device's read bandwidth measured in the shim with the decode bound it implies.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { generate, type GenerateOptions, type GenerationStats } from "../src/engine/generate.ts";
+import { itemSize } from "../src/dtype.ts";
+import { deviceInfo } from "../src/native/device.ts";
 import { check, native } from "../src/native/ffi.ts";
 import { DEFAULT_MODEL_DIR, loadModel, type Model } from "../src/models/index.ts";
 import { BREAKDOWN_STEPS, type Breakdown, kindRows, STEP_COLUMNS, stepBreakdown, stepColumns } from "./step.ts";
 import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
-import { PEER_PYTHON, runPeer } from "./peer.ts";
+import { PEER_PYTHON, runLlamaCpp, runPeer } from "./peer.ts";
 import { summarize, table } from "./stats.ts";
 
 const ROOT = join(import.meta.dir, "..");
@@ -41,16 +44,56 @@ export async function alternatingRounds(
   for (let r = 1; r <= rounds; r++) for (const [mode, run] of Object.entries(modes)) rates[mode]!.push(await run(r));
   return rates;
 }
-/** Prompt tokens, generated tokens, timed repeats (after one warm-up). */
-const CASES = [
-  { name: "short", prompt: 128, tokens: 32, repeats: 3 },
-  { name: "long", prompt: 1024, tokens: 256, repeats: 3 },
-] as const;
+/** The cases: prompt tokens + generated tokens, from MLXB_BENCH_CASES ("128+32,1024+256" unless
+ * set; e.g. "512+128"); each timed 3 times after one warm-up. */
+const CASES = (process.env.MLXB_BENCH_CASES ?? "128+32,1024+256").split(",").map((c) => {
+  const [prompt, tokens] = c.split("+").map(Number);
+  if (!Number.isInteger(prompt) || !Number.isInteger(tokens) || prompt! < 1 || tokens! < 2)
+    throw new Error(`MLXB_BENCH_CASES: '${c}' is not PROMPT+TOKENS (integers, at least 1 and 2)`);
+  return { name: c.trim(), prompt: prompt!, tokens: tokens!, repeats: 3 };
+});
 
-export function copyBandwidth(): number {
+/** llama.cpp (node-llama-cpp's CUDA build, every layer on the GPU) as a third side when MLX runs on
+ * a GPU, unless MLXB_BENCH_LLAMA=0: a random-weight Q4_0 GGUF file in the checkpoint's shape
+ * (peers/make_bench_gguf.py, made on first use). */
+function llamaCppCuda(
+  dir: string,
+  prompt: number[],
+  tokens: number,
+  repeats: number,
+): { prefill: number; decode: number }[] {
+  const file = join(ROOT, ".cache", "models", `${dir.split("/").pop()}-random-q4_0.gguf`);
+  if (!existsSync(file)) runPeer("make_bench_gguf.py", [dir, file]);
+  return Array.from(
+    { length: repeats },
+    () =>
+      runLlamaCpp("llama-cpp-rate.mjs", [file, JSON.stringify(prompt), String(tokens), "4", "cuda"]) as {
+        prefill: number;
+        decode: number;
+      },
+  );
+}
+
+/** The default device's read bandwidth (bytes/s): best of 10 sums of a 4 GiB buffer on a GPU, 1 GiB
+ * on a CPU (the shim's mlx_bench_read_bandwidth). */
+export function readBandwidth(): number {
   const out = new Float64Array(1);
-  check(native().mlx_bench_copy_bandwidth(out, 256 * 2 ** 20, 10), "copy bandwidth");
+  const bytes = deviceInfo().device === "gpu" ? 4 * 2 ** 30 : 2 ** 30;
+  check(native().mlx_bench_read_bandwidth(out, bytes, 10), "read bandwidth");
   return out[0]!;
+}
+
+/** Bytes one decode step reads at `context` positions: every weight once, except an embedding table
+ * that is not also the output layer (its lookup reads one row), plus the keys and values of the KV
+ * cache (the model's activation dtype). */
+export function bytesPerToken(model: Model, context: number): number {
+  const c = model.config;
+  let bytes = 0;
+  for (const [name, t] of model.checkpoint.weights) {
+    const lookupOnly = !c.tieEmbeddings && name.startsWith("model.embed_tokens.");
+    bytes += lookupOnly ? t.nbytes / c.vocabSize : t.nbytes;
+  }
+  return bytes + 2 * c.layers * c.kvHeads * c.headDim * context * itemSize(model.dtype);
 }
 
 /** The models to run: MLXB_BENCH_MODELS, comma-separated: "default", or a shape of
@@ -96,17 +139,19 @@ async function ours(dir: string, prompt: number[], maxTokens: number, repeats: n
         decode: (stats.generatedTokens! - 1) / stats.decodeSeconds!,
       });
   }
-  const bytes = [...model.checkpoint.weights.values()].reduce((n, t) => n + t.nbytes, 0);
+  // The mean context of a decode step: the prompt plus half the generated tokens.
+  const bytes = bytesPerToken(model, prompt.length + maxTokens / 2);
   model.dispose();
   return { runs, bytes, tokens };
 }
 
 export async function run(): Promise<Record<string, unknown>> {
-  const bandwidth = copyBandwidth();
-  const results: Record<string, unknown> = { copyBandwidthGBs: bandwidth / 1e9 };
+  const bandwidth = readBandwidth();
+  const results: Record<string, unknown> = { readBandwidthGBs: bandwidth / 1e9 };
   const rows: (string | number)[][] = [];
   const steps: (string | number)[][] = [];
   const kinds: (string | number)[][] = [];
+  const withLlama = deviceInfo().device === "gpu" && process.env.MLXB_BENCH_LLAMA !== "0";
   for (const dir of MODELS.map(benchModel)) {
     const name = dir.split("/").pop()!;
     for (const c of CASES) {
@@ -116,6 +161,7 @@ export async function run(): Promise<Record<string, unknown>> {
         runs: { prefill: number; decode: number }[];
         tokens: number[];
       };
+      const llama = withLlama ? llamaCppCuda(dir, prompt, c.tokens, c.repeats) : null;
       let same = 0;
       while (same < c.tokens && mine.tokens[same] === peer.tokens[same]) same++;
       const pick = (runs: { prefill: number; decode: number }[], key: "prefill" | "decode") =>
@@ -124,26 +170,35 @@ export async function run(): Promise<Record<string, unknown>> {
       for (const key of ["prefill", "decode"] as const) {
         const a = pick(mine.runs, key);
         const b = pick(peer.runs, key);
+        const l = llama ? pick(llama, key) : null;
         const decode = key === "decode";
         const label = `${name} ${c.name} ${key}`;
         rows.push([
           label,
           a.median,
           b.median,
+          l ? l.median : "-",
           a.median / b.median,
+          l ? a.median / l.median : "-",
+          decode ? mine.bytes / 1e6 : "-",
           decode ? bound : "-",
+          decode ? a.median / bound : "-",
           decode ? `${same}/${c.tokens}` : "-",
           a.spread,
           b.spread,
+          l ? l.spread : "-",
         ]);
         results[label] = {
           mlxBun: a,
           mlxLm: b,
+          llamaCppCuda: l ?? undefined,
+          bytesPerToken: decode ? mine.bytes : undefined,
           boundTokensPerSecond: decode ? bound : undefined,
           sameGreedyTokens: decode ? same : undefined,
         };
       }
     }
+    if (process.env.MLXB_BENCH_BREAKDOWN === "0") continue;
     const model = loadModel(dir, { backend: "mlx" });
     for (const c of CASES) {
       const prompt = Array.from({ length: c.prompt }, (_, i) => (i * 37) % 1000);
@@ -158,24 +213,40 @@ export async function run(): Promise<Record<string, unknown>> {
         steps.push([`${name} ${c.name} ${who}`, ...stepColumns(b, lm)]);
       }
       results[`${name} ${c.name} step`] = { replayed, executor, mlxLm: lm };
-      if (c.name === "short") kinds.push(...kindRows(name, replayed, lm));
+      if (c === CASES[0]) kinds.push(...kindRows(name, replayed, lm));
     }
     model.dispose();
   }
   table(
-    `End to end, greedy (tokens/s): short = 128-token prompt, 32 tokens; long = 1024-token prompt, 256 tokens. Copy bandwidth ${(bandwidth / 1e9).toFixed(1)} GB/s; ` +
-      "bound = bandwidth / weight bytes read per token; same = leading greedy tokens equal to mlx-lm's. " +
+    `End to end, greedy (tokens/s), case = prompt tokens + generated tokens. Read bandwidth ${(bandwidth / 1e9).toFixed(1)} GB/s (best sum of a ${deviceInfo().device === "gpu" ? 4 : 1} GiB buffer); ` +
+      "MB read/token = weights read by a decode step (an untied embedding table: one row) + the KV cache at the mean context; " +
+      "bound = read bandwidth / those bytes; share = mlx-bun / bound; same = leading greedy tokens equal to mlx-lm's; " +
+      "llama.cpp = node-llama-cpp's CUDA build on a random Q4_0 GGUF of the same shape (on a GPU only). " +
       "mlx-bun runs its default (rewritten) graph with replayed decode steps.",
-    ["model, case, phase", "mlx-bun", "mlx-lm", "ratio bun/lm", "bound", "same", "spread bun", "spread lm"],
+    [
+      "model, case, phase",
+      "mlx-bun",
+      "mlx-lm",
+      "llama.cpp",
+      "bun/lm",
+      "bun/llama.cpp",
+      "MB read/token",
+      "bound",
+      "share",
+      "same",
+      "spread bun",
+      "spread lm",
+      "spread llama.cpp",
+    ],
     rows,
   );
   table(
-    `One decode step (ms, mean of ${BREAKDOWN_STEPS - 4} after 4; after the short case's 128-token prompt or the long case's 1024): host build, the async eval call, the wait for the token; primitives per step`,
+    `One decode step (ms, mean of ${BREAKDOWN_STEPS - 4} after 4; after each case's prompt): host build, the async eval call, the wait for the token; primitives per step`,
     ["model, who", ...STEP_COLUMNS],
     steps,
   );
   table(
-    "Primitives per decode step by kind, where mlx-bun's (replay) and mlx-lm's counts differ (short case)",
+    "Primitives per decode step by kind, where mlx-bun's (replay) and mlx-lm's counts differ (first case)",
     ["model, primitive", "mlx-bun", "mlx-lm"],
     kinds,
   );

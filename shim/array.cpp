@@ -1,7 +1,9 @@
 // Array lifetime, queries, evaluation and host transfer.
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <unordered_set>
 #include <variant>
 
@@ -213,18 +215,22 @@ int mlx_graph_primitive_names(char* out, size_t cap, size_t* needed, const mlx_a
   });
 }
 
-int mlx_bench_copy_bandwidth(double* out, size_t nbytes, int repeats) {
+int mlx_bench_read_bandwidth(double* out, size_t nbytes, int repeats) {
   return guard([&] {
-    auto src = mx::ones({static_cast<int>(nbytes / 4)}, mx::float32);
+    if (out == nullptr) throw ArgumentError("out-pointer is null");
+    if (repeats < 1) throw ArgumentError("repeats must be at least 1");
+    if (nbytes < 4 || nbytes / 4 > static_cast<size_t>(std::numeric_limits<int>::max())) throw ArgumentError("nbytes must be 4 B to 8 GiB");
+    auto src = mx::full({static_cast<int>(nbytes / 4)}, 1.0f, mx::float32);
     src.eval();
-    // One warm-up, then time `repeats` full copies (each reads and writes nbytes).
-    mx::eval(mx::copy(src + 0.0f));
-    auto start = std::chrono::steady_clock::now();
+    // One warm-up sum, then the best of `repeats`: each reads the buffer once and writes one float.
+    mx::eval(mx::sum(src));
+    double best = std::numeric_limits<double>::infinity();
     for (int i = 0; i < repeats; i++) {
-      mx::eval(mx::copy(src + static_cast<float>(i)));
+      auto start = std::chrono::steady_clock::now();
+      mx::eval(mx::sum(src));
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    *out = 2.0 * static_cast<double>(nbytes) * repeats / seconds;
+    *out = static_cast<double>(src.nbytes()) / best;
   });
 }
 

@@ -82,8 +82,10 @@ int mlx_graph_primitives(int* out, const mlx_array* arrays, int count);
 /* Those primitives' names, one per line; writes the bytes needed (with the NUL) to *needed and the
  * names to out when cap is enough (out may be null to ask the size). */
 int mlx_graph_primitive_names(char* out, size_t cap, size_t* needed, const mlx_array* arrays, int count);
-/* Copies one memory-bandwidth-sized buffer n times on the default device; writes bytes/s. */
-int mlx_bench_copy_bandwidth(double* out, size_t nbytes, int repeats);
+/* Read bandwidth of the default device: the best of `repeats` timed sums of one float32 buffer of
+ * nbytes (4 GiB and more on a GPU: launch and sync are then a small share), each timed from the
+ * host around eval; writes bytes read per second. */
+int mlx_bench_read_bandwidth(double* out, size_t nbytes, int repeats);
 /* MLX's own cost of one eager op, in C++ with no binding: ns per mx::add(a, b) whose result is
  * destroyed at once, best of `repeats` runs of `count` (the floor under any binding's add + free). */
 int mlx_bench_add_floor(double* out, mlx_array a, mlx_array b, int count, int repeats);

@@ -4,7 +4,9 @@
 # same file is unpacked already (a warm machine keeps /tmp), then, once Bun and the payload are both
 # there, points Bun, the shim, Python and MLX at them and runs the given command in the repo root.
 # The first call carries bun.tar.xz (command: bash scripts/gpu/device.sh true), the next ones the
-# payload. docs/gpu.md.
+# payload. node-llama-cpp's CUDA build (pack-llama.sh), when a bench wants it, comes in parts
+# (.gpu/llama-cuda.part*, one or two per call, each with .gpu/llama-cuda.sum), kept in
+# /tmp/mlxb-gpu/llama-parts until all have come, then joined into /tmp/mlxb-gpu/llama. docs/gpu.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BASE=/tmp/mlxb-gpu
@@ -22,6 +24,31 @@ unpack() {
 if [ -f "$ROOT/.gpu/bun.tar.xz" ]; then unpack "$ROOT/.gpu/bun.tar.xz" "$BASE/bun"; fi
 if [ -f "$ROOT/.gpu/payload.tar.xz" ]; then unpack "$ROOT/.gpu/payload.tar.xz" "$BASE/main"; fi
 if [ -f "$ROOT/.gpu/fixtures.tar.xz" ]; then unpack "$ROOT/.gpu/fixtures.tar.xz" "$BASE/fixtures"; fi
+if [ -f "$ROOT/.gpu/llama-cuda.sum" ]; then
+  parts="$BASE/llama-parts"
+  if [ "$(cat "$parts/sum" 2>/dev/null)" != "$(cat "$ROOT/.gpu/llama-cuda.sum")" ]; then
+    rm -rf "$parts"
+    mkdir -p "$parts"
+    cp "$ROOT/.gpu/llama-cuda.sum" "$parts/sum"
+  fi
+  for part in "$ROOT"/.gpu/llama-cuda.part*; do [ -f "$part" ] && cp "$part" "$parts/"; done
+  read -r sum size count < "$parts/sum"
+  if [ "$(cat "$BASE/llama/.stamp" 2>/dev/null)" != "$sum $size" ]; then
+    if [ "$(ls "$parts" | grep -c '^llama-cuda.part')" = "$count" ] && [ "$(cat "$parts"/llama-cuda.part* | cksum)" = "$sum $size" ]; then
+      rm -rf "$BASE/llama"
+      mkdir -p "$BASE/llama"
+      cat "$parts"/llama-cuda.part* | xz -d | tar -x -C "$BASE/llama"
+      echo "$sum $size" > "$BASE/llama/.stamp"
+    else
+      echo "device.sh: node-llama-cpp parts so far: $(ls "$parts" | grep '^llama-cuda.part' | tr '\n' ' ')(of $count)"
+    fi
+  fi
+fi
+if [ -f "$BASE/llama/.stamp" ]; then
+  export MLXB_LLAMA_CPP_DIR="$BASE/llama" MLXB_LLAMA_CPP_LIBS=/usr/local/cuda/lib64
+  # llama.cpp's CUDA kernels are PTX, compiled by the driver on first use: cached across calls.
+  export CUDA_CACHE_PATH="$BASE/cuda-cache" CUDA_CACHE_MAXSIZE=4294967296
+fi
 if [ ! -f "$BASE/bun/.stamp" ] || [ ! -f "$BASE/main/.stamp" ]; then
   echo "device.sh: unpacked so far: $(ls "$BASE" 2>/dev/null | tr '\n' ' ')(needs bun and main; carry the missing part)"
   [ "$*" = true ] && exit 0 || exit 1
@@ -47,6 +74,7 @@ export PATH="$BASE/bun/bin:$PATH"
 export PYTHONPATH="$GPU/site${PYTHONPATH:+:$PYTHONPATH}"
 export MLXB_PYTHON="$(command -v python3)"
 export MLXB_LIBRARY="$GPU/shim/lib/libmlxb.so"
+export MLXB_KERNEL_TIMES="$GPU/shim/lib/libkernel_times.so"
 export LD_LIBRARY_PATH="$GPU/site/mlx/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if [ -z "${CUDA_HOME:-}" ] && [ -d /usr/local/cuda ]; then export CUDA_HOME=/usr/local/cuda; fi
 cd "$ROOT"

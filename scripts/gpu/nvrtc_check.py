@@ -3,6 +3,7 @@ run time (cuda.cpp: -arch=sm_90 -default-device), for each DTYPE: catches a kern
 compile before a GPU machine is spent on it. Needs libnvrtc (PyPI nvidia-cuda-nvrtc, cu13); no GPU.
 
 usage: python3 scripts/gpu/nvrtc_check.py path/to/libnvrtc.so.13 shim/ext/sample_cuda.cpp ...
+A source whose kernels take more macros names them after a colon: attention_cuda.cpp:D=128,G=4.
 """
 import ctypes
 import re
@@ -26,7 +27,9 @@ def compile_source(nvrtc, source: str, name: str) -> str | None:
 def main() -> int:
     nvrtc = ctypes.CDLL(sys.argv[1])
     failed = 0
-    for path in sys.argv[2:]:
+    for arg in sys.argv[2:]:
+        path, _, macros = arg.partition(":")
+        defines = "".join(f"#define {m.replace('=', ' ')}\n" for m in macros.split(",") if m)
         text = open(path).read()
         sources = re.findall(r'R"CUDA\((.*?)\)CUDA"', text, re.S)
         if not sources:
@@ -34,8 +37,8 @@ def main() -> int:
             failed += 1
         for source in sources:
             for dtype in (0, 1, 2):
-                log = compile_source(nvrtc, f"#define DTYPE {dtype}\n{source}", path)
-                print(f"{path} DTYPE {dtype}: {'ok' if log is None else 'FAILED'}")
+                log = compile_source(nvrtc, f"#define DTYPE {dtype}\n{defines}{source}", path)
+                print(f"{arg} DTYPE {dtype}: {'ok' if log is None else 'FAILED'}")
                 if log is not None:
                     print(log)
                     failed += 1

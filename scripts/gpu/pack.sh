@@ -3,7 +3,7 @@
 # machine has no network and takes 64 MiB of files per call, so the payload holds, xz'd:
 #   site/   MLX's CUDA build (PyPI mlx-cuda-13, the version setup.sh pins) with libmlx.so stripped of
 #           its symbol table and its machine code for other GPU architectures zeroed
-#           (prune_fatbin.py; default sm_90, the H100/H200), plus Python mlx and mlx-lm for the
+#           (prune_fatbin.py; default sm_90, the H100/H200), plus Python mlx, mlx-lm and gguf for the
 #           machine's python3 (the benchmark peer and the oracle of a few tests)
 #   bin/    Bun;   shim/  libmlxb.so built here against that libmlx.so
 #   repo/   node_modules (ignored by git)
@@ -35,16 +35,16 @@ bash "$ROOT/scripts/setup.sh"
 bash "$ROOT/scripts/fixtures.sh"
 export PATH="$CACHE/bin:$PATH"
 
-log "wheels: mlx-cuda-13, mlx (cp$PYVER), mlx-lm"
+log "wheels: mlx-cuda-13, mlx (cp$PYVER), mlx-lm, gguf (bench decode's GGUF files for llama.cpp)"
 mkdir -p "$WHEELS"
 "$CACHE/venv/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: \
   --python-version "$PYVER" --implementation cp --platform manylinux_2_35_x86_64 -d "$WHEELS" \
-  "mlx-cuda-13==$MLX_VERSION" "mlx==$MLX_VERSION" "mlx-lm==$MLX_LM_VERSION"
+  "mlx-cuda-13==$MLX_VERSION" "mlx==$MLX_VERSION" "mlx-lm==$MLX_LM_VERSION" "gguf==$GGUF_VERSION"
 
 log "staging in $STAGE"
 rm -rf "$STAGE"
 mkdir -p "$STAGE/site" "$STAGE/bin" "$STAGE/repo"
-for wheel in "mlx_cuda_13-$MLX_VERSION-"*.whl "mlx-$MLX_VERSION-cp${PYVER/./}-"*.whl "mlx_lm-$MLX_LM_VERSION-"*.whl; do
+for wheel in "mlx_cuda_13-$MLX_VERSION-"*.whl "mlx-$MLX_VERSION-cp${PYVER/./}-"*.whl "mlx_lm-$MLX_LM_VERSION-"*.whl "gguf-$GGUF_VERSION-"*.whl; do
   unzip -q -o "$WHEELS"/$wheel -d "$STAGE/site"
 done
 LIB="$STAGE/site/mlx/lib/libmlx.so"
@@ -76,6 +76,21 @@ LD_LIBRARY_PATH="$NVRTC_LIB" python3 "$ROOT/scripts/gpu/nvrtc_check.py" "$NVRTC_
 
 log "shim against the CUDA libmlx.so"
 (cd "$ROOT" && ZIG_GLOBAL_CACHE_DIR="$CACHE/zig-global" zig build -Doptimize=ReleaseFast -Dmlx="$STAGE/site/mlx" -Dcuda=true --prefix "$STAGE/shim")
+
+# The kernel-time profiler (scripts/gpu/kernel_times.cpp, used by profile-step.ts), against
+# nvidia-cuda-cupti's headers and the CUDA runtime's; it finds libcupti.so.13 in site/nvidia on the
+# machine (PyTorch's, linked there by device.sh).
+log "kernel_times profiler (nvidia-cuda-cupti, nvidia-cuda-runtime $CUDA_CRT headers)"
+CUPTI="$CACHE/gpu/cupti"
+if [ ! -f "$CUPTI/nvidia/cu13/include/cupti.h" ] || [ ! -f "$CUPTI/nvidia/cu13/include/cuda.h" ]; then
+  rm -rf "$CUPTI"
+  "$CACHE/venv/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$CUPTI" \
+    "nvidia-cuda-cupti==$CUDA_CRT" "nvidia-cuda-runtime==$CUDA_CRT"
+  for wheel in "$CUPTI"/*.whl; do unzip -q -o "$wheel" 'nvidia/cu13/include/*' 'nvidia/cu13/lib/libcupti*' -d "$CUPTI" || true; done
+fi
+zig c++ -shared -fPIC -O2 -target x86_64-linux-gnu.2.28 -I "$CUPTI/nvidia/cu13/include" -I "$STAGE/site/cuda-crt" \
+  -Wl,-rpath,'$ORIGIN/../../site/nvidia/cu13/lib' "$ROOT/scripts/gpu/kernel_times.cpp" \
+  "$CUPTI/nvidia/cu13/lib/libcupti.so.13" -o "$STAGE/shim/lib/libkernel_times.so"
 
 cp "$(readlink -f "$CACHE/bin/bun")" "$STAGE/bin/bun"
 # The runtime's node_modules: the type checker, type packages and the formatter (~140 MB) stay here.

@@ -33,7 +33,7 @@ export const symbols = {
   mlx_array_available: [P, P],
   mlx_graph_primitives: [P, P, i32],
   mlx_graph_primitive_names: [P, u64, P, P, i32],
-  mlx_bench_copy_bandwidth: [P, u64, i32],
+  mlx_bench_read_bandwidth: [P, u64, i32],
   mlx_bench_add_floor: [P, P, P, i32, i32],
 
   mlx_add: [P, P, P],

@@ -3,7 +3,7 @@
 // kt_start() begins a window (records of earlier kernels are dropped), kt_stop(path) flushes CUPTI's
 // buffers and writes one JSON object to path: the window's span (first kernel start to last kernel
 // end), busy time (union of kernel intervals), and per kernel name (demangled, template arguments
-// kept) its count and total ns. Built by scripts/gpu/pack.sh against nvidia-cuda-cupti's headers; on
+// kept) and grid its count and total ns. Built by scripts/gpu/pack.sh against nvidia-cuda-cupti's headers; on
 // the machine it finds libcupti.so.13 in its PyTorch's nvidia/cu13/lib.
 #include <cupti.h>
 #include <cxxabi.h>
@@ -51,7 +51,9 @@ void CUPTIAPI completed(CUcontext, uint32_t, uint8_t* buffer, size_t, size_t val
   while (cuptiActivityGetNextRecord(buffer, valid, &record) == CUPTI_SUCCESS) {
     if (record->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL || !collecting) continue;
     auto* k = reinterpret_cast<CUpti_ActivityKernel10*>(record);
-    kernels.push_back({demangled(k->name), k->start, k->end});
+    // The grid tells calls of one kernel apart (a matvec's matrices by their rows).
+    std::string grid = " [" + std::to_string(k->gridX) + "," + std::to_string(k->gridY) + "," + std::to_string(k->gridZ) + "]";
+    kernels.push_back({demangled(k->name) + grid, k->start, k->end});
   }
   std::free(buffer);
 }

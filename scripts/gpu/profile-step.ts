@@ -56,12 +56,17 @@ console.log(
     `${(report.kernels / steps).toFixed(1)} kernels/step, GPU span ${perStep(report.spanNs).toFixed(1)} µs/step, ` +
     `busy ${perStep(report.busyNs).toFixed(1)} µs/step (${((report.busyNs / report.spanNs) * 100).toFixed(1)}% of span)`,
 );
-const short = (s: string) => (s.length > 110 ? `${s.slice(0, 107)}...` : s);
+/** A kernel's name cut to 90 characters, its grid kept. */
+const short = (s: string) => {
+  const at = s.lastIndexOf(" [");
+  const [name, grid] = at < 0 ? [s, ""] : [s.slice(0, at), s.slice(at)];
+  return (name.length > 90 ? `${name.slice(0, 87)}...` : name) + grid;
+};
 table(
-  "Kernels by GPU time per step",
+  "Kernels (and grids) by GPU time per step",
   ["kernel", "per step", "µs/step", "share of busy", "µs each"],
   report.byName
     .sort((a, b) => b.ns - a.ns)
-    .slice(0, 30)
+    .slice(0, 40)
     .map((k) => [short(k.name), k.count / steps, perStep(k.ns), k.ns / report.busyNs, k.ns / k.count / 1000]),
 );

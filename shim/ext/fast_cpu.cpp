@@ -349,6 +349,10 @@ std::optional<mx::array> mlxb::attention_key_mask(const mx::array& q, const mx::
 
 mx::array mlxb::attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, const std::string& mode,
                           const std::optional<mx::array>& mask) {
+#ifdef MLXB_CUDA
+  if (!mask && mode.empty() && q.ndim() == 4 && q.shape(2) == 1)
+    if (auto ours = decode_attention_cuda(q, k, v, scale)) return *ours;
+#endif
   const bool fits = on_cpu() && !mask && (mode.empty() || mode == "causal") && attention_fits(q, k, v, mode == "causal");
   if (!fits) return mx::fast::scaled_dot_product_attention(q, k, v, scale, mode, mask);
   mx::Shape shape{q.shape(0), q.shape(1), q.shape(2), v.shape(3)};

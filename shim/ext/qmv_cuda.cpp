@@ -26,27 +26,32 @@ namespace {
 constexpr int MAX_ROWS = 8;
 
 /** The launch shape of a kernel variant: output rows per warp, chunk steps per load batch, warps
- * per block. */
+ * per block, warps sharing rows (splitting k; divides warps). */
 struct Shape {
-  int rows_per_warp, unroll, warps;
+  int rows_per_warp, unroll, warps, split;
+  auto key() const { return std::make_tuple(rows_per_warp, unroll, warps, split); }
 };
 
 /** Rows of x decide the shape. One row (decode): 4 output rows per warp, measured best of six
- * shapes on an H200 (2-2.6 TB/s for the 8B shapes' large matrices, bfloat16). More rows: fewer output
- * rows per warp, so that no variant spills registers (checked with ptxas -v for every rows count).
- * MLXB_QMV_SHAPE="R,U,W" overrides it (tuning; R and U 1-8, W 1-32, else ignored). */
-Shape shape_for(int rows) {
+ * shapes on an H200 (2-2.6 TB/s for the 8B shapes' large matrices, bfloat16); a matrix of fewer than
+ * SPLIT_BELOW rows and k of 2048 or more has 4 warps share each 4 rows (fewer rows leave too few
+ * warps to keep loads in flight). More rows: fewer output rows per warp, so that no variant spills
+ * registers (checked with ptxas -v for every rows count). MLXB_QMV_SHAPE="R,U,W[,S]" overrides it
+ * (tuning; R and U 1-8, W 1-32, S dividing W, else ignored). */
+constexpr int SPLIT_BELOW = 16384;
+Shape shape_for(int rows, int n, int k) {
   static const char* forced = std::getenv("MLXB_QMV_SHAPE");
   if (forced) {
-    Shape s{};
+    Shape s{0, 0, 0, 1};
     // Bounded so that a block stays launchable (<= 1024 threads) and the registers plausible.
-    if (std::sscanf(forced, "%d,%d,%d", &s.rows_per_warp, &s.unroll, &s.warps) == 3 && s.rows_per_warp > 0 && s.rows_per_warp <= 8 && s.unroll > 0 &&
-        s.unroll <= 8 && s.warps > 0 && s.warps <= 32)
+    int read = std::sscanf(forced, "%d,%d,%d,%d", &s.rows_per_warp, &s.unroll, &s.warps, &s.split);
+    if (read >= 3 && s.rows_per_warp > 0 && s.rows_per_warp <= 8 && s.unroll > 0 && s.unroll <= 8 && s.warps > 0 && s.warps <= 32 && s.split > 0 &&
+        s.warps % s.split == 0)
       return s;
   }
-  if (rows == 1) return {4, 1, 4};
-  if (rows == 2) return {2, 1, 4};
-  return {1, 1, 4};
+  if (rows == 1) return n < SPLIT_BELOW && k >= 2048 ? Shape{4, 1, 4, 4} : Shape{4, 1, 4, 1};
+  if (rows == 2) return {2, 1, 4, 1};
+  return {1, 1, 4, 1};
 }
 
 struct Kernel {
@@ -59,28 +64,31 @@ struct Kernel {
 CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, bool add, const Shape& shape) {
   std::string source = "#define DTYPE " + std::to_string(dtype_code(dtype)) + "\n#define GROUP " + std::to_string(group) + "\n#define ROWS " +
                        std::to_string(rows) + "\n#define R " + std::to_string(shape.rows_per_warp) + "\n#define U " + std::to_string(shape.unroll) +
-                       "\n#define WARPS " + std::to_string(shape.warps) + "\n#define ADD " + std::to_string(add ? 1 : 0) + "\n" + QMV_CUDA_SOURCE;
+                       "\n#define WARPS " + std::to_string(shape.warps) + "\n#define SPLIT " + std::to_string(shape.split) + "\n#define ADD " +
+                       std::to_string(add ? 1 : 0) + "\n" + QMV_CUDA_SOURCE;
   return compile_kernel(device_index, source, "mlxb_qmv.cu", "mlxb_qmv");
 }
 
-/** The compiled variant for (dtype, group, rows, add) on the device, compiled on first use; a null
- * function when that fails (reported once on stderr; the caller then uses MLX's op). */
-Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool add) {
+/** The compiled variant for (dtype, group, rows, add) and the shape for an [n, k] weight on the
+ * device, compiled on first use; a null function when that fails (reported once on stderr; the
+ * caller then uses MLX's op). */
+Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool add, int n, int k) {
   static std::mutex mutex;
-  static std::map<std::tuple<int, int, int, int, bool>, Kernel> kernels;
+  static std::map<std::tuple<int, int, int, int, bool, std::tuple<int, int, int, int>>, Kernel> kernels;
   static bool warned = false;
   std::lock_guard<std::mutex> lock(mutex);
-  auto key = std::make_tuple(device_index, dtype_code(dtype), group, rows, add);
+  const Shape shape = shape_for(rows, n, k);
+  auto key = std::make_tuple(device_index, dtype_code(dtype), group, rows, add, shape.key());
   if (auto it = kernels.find(key); it != kernels.end()) return it->second;
-  Kernel k{nullptr, shape_for(rows)};
+  Kernel kernel{nullptr, shape};
   try {
-    k.function = compile(device_index, dtype, group, rows, add, k.shape);
+    kernel.function = compile(device_index, dtype, group, rows, add, kernel.shape);
   } catch (const std::exception& e) {
     if (!warned) std::fprintf(stderr, "mlx-bun: the CUDA 4-bit matvec kernel is unavailable (%s); using MLX's quantized_matmul\n", e.what());
     warned = true;
   }
-  kernels[key] = k;
-  return k;
+  kernels[key] = kernel;
+  return kernel;
 }
 
 bool aligned16(const mx::array& a) {
@@ -133,7 +141,7 @@ class QuantizedMatvecCuda : public mx::UnaryPrimitive {
     int k = static_cast<int>(x.shape(-1));
     void* params[] = {&xp, &wp, &sp, &bp, &ap, &op, &n, &k};
     const Shape& s = kernel_.shape;
-    const unsigned rows_per_block = static_cast<unsigned>(s.rows_per_warp * s.warps);
+    const unsigned rows_per_block = static_cast<unsigned>(s.rows_per_warp * s.warps / s.split);
     encoder.add_kernel_node_raw(kernel_.function, dim3{(static_cast<unsigned>(n) + rows_per_block - 1) / rows_per_block, 1, 1},
                                 dim3{static_cast<unsigned>(32 * s.warps), 1, 1}, dim3{1, 1, 1}, 0, params);
   }
@@ -180,7 +188,7 @@ std::optional<mx::array> mlxb::qmv_cuda(const mx::array& x, const mx::array& w, 
                     biases->dtype() == t;
   if (!fits) return std::nullopt;
   const int rows = static_cast<int>(x.size() / x.shape(-1));
-  Kernel kernel = kernel_for(stream.device.index, t, group, rows, addend.has_value());
+  Kernel kernel = kernel_for(stream.device.index, t, group, rows, addend.has_value(), w.shape(0), x.shape(-1));
   if (!kernel.function) return std::nullopt;
   auto shape = x.shape();
   shape.back() = w.shape(0);

@@ -6,7 +6,9 @@
 //
 // Each warp computes R consecutive output rows; its 32 lanes split k in 32-value chunks (one 16-byte
 // load of packed weights per row and chunk), so a warp reads 512 contiguous bytes per row and chunk
-// step, U steps' loads issued together.
+// step, U steps' loads issued together. SPLIT warps of a block share their R rows, each taking every
+// SPLIT-th step of k, and add up through shared memory: more warps in flight for a matrix of few
+// rows and long k (a decode step's down projection).
 // A weight value is turned into the float 1 + q/16 with one shift and one mask-or (q in the top
 // mantissa bits of 1.0f), so a chunk's dot product a = sum (1 + q/16) x and the chunk's sum of x, xs,
 // give sum q x = 16 (a - xs); with the chunk's scale s and bias b the chunk adds
@@ -83,9 +85,12 @@ __device__ __forceinline__ float dot8(u32 word, const float* x, float a) {
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
 mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict__ scales, const T* __restrict__ biases,
          const T* __restrict__ addend, T* __restrict__ out, int n, int k) {
-  const int lane = threadIdx.x & 31;
-  const int row0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * R;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int part = warp % SPLIT;
+  const int row0 = (blockIdx.x * (WARPS / SPLIT) + warp / SPLIT) * R;
+#if SPLIT == 1
   if (row0 >= n) return;
+#endif
   const int words = k >> 3;
   const int groups = k / GROUP;
   const int chunks = k >> 5;
@@ -96,7 +101,7 @@ mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict
     for (int r = 0; r < R; r++) acc[m][r] = 0.f;
 
   // U chunks per lane per step, their loads issued before any arithmetic.
-  for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
+  for (int c0 = lane + 32 * U * part; c0 < chunks; c0 += 32 * U * SPLIT) {
     uint4 q[U][R];
     float s[U][R], b[U][R];
 #pragma unroll
@@ -137,6 +142,9 @@ mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict
     }
   }
 
+#if SPLIT > 1
+  __shared__ float parts[WARPS][ROWS][R];
+#endif
 #pragma unroll
   for (int m = 0; m < ROWS; m++)
 #pragma unroll
@@ -144,6 +152,19 @@ mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict
       float v = acc[m][r];
 #pragma unroll
       for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, offset);
+#if SPLIT > 1
+      if (lane == 0) parts[warp][m][r] = v;
+    }
+  __syncthreads();
+  if (part != 0) return;
+#pragma unroll
+  for (int m = 0; m < ROWS; m++)
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      float v = 0.f;
+#pragma unroll
+      for (int p = 0; p < SPLIT; p++) v += parts[warp + p][m][r];
+#endif
       if (lane == 0 && row0 + r < n) {
         const size_t at = (size_t)m * n + row0 + r;
 #if ADD

@@ -1,0 +1,322 @@
+// One query position's attention over a KV cache on the GPU, split over the keys (flash-decoding):
+// MLX's decode kernel (sdpav_1pass) gives each query head one block, so a step keeps a few dozen of
+// an H200's 132 SMs busy (qwen3-8b shape at 576 keys: 19.5 us a layer; this kernel 14.6 us, the
+// step's wall time 4146 -> 3973 us, one A/B run on one H200). Here a block
+// takes a chunk of the keys of one KV head for all the query heads that share it (GQA), so the
+// keys and values are read once, by hundreds of blocks; the last block of a KV head to finish merges
+// its chunks (one kernel node, as MLX's: a step's host cost grows with its nodes).
+// Arithmetic as MLX's kernel: float32, q pre-scaled by scale * log2(e), exp2, an online softmax per
+// warp; chunks merged by their maxima; the output rounded once to the dtype. Only the summation
+// order differs from MLX's.
+// An MLX primitive (DecodeAttentionCuda) with one kernel node on MLX's command encoder; the kernel
+// compiled by NVRTC on first use (cuda.h); MLX's attention where it does not fit or does not compile.
+//
+// CUDA build only (zig build -Dcuda=true).
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <tuple>
+
+#include "cuda.h"
+#include "mlx/primitives.h"
+
+using namespace mlxb;
+
+namespace {
+
+// DTYPE: 0 float32, 1 bfloat16, 2 float16. D: head dim (64 or 128); G: query heads per KV head.
+// Grid (chunks, KV heads, batch), 4 warps; a warp takes every 4th key of the chunk, each lane D / 32
+// consecutive dims. Each block writes per query head of its chunk the unnormalized sum of weighted
+// values [D] and (max, sum of weights), float32; then counts itself done in its KV head's counter,
+// and the block that counts last merges the head's chunks into out [B, Hq, 1, D] and sets the
+// counter back to 0.
+constexpr const char* SOURCE = R"CUDA(
+#if DTYPE == 1
+typedef unsigned short T;
+__device__ __forceinline__ float load(T v) { return __uint_as_float(((unsigned)v) << 16); }
+__device__ __forceinline__ T round_to(float f) {
+  unsigned u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (T)((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (T)(u >> 16);
+}
+#elif DTYPE == 2
+typedef unsigned short T;
+__device__ __forceinline__ float load(T v) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v)); return f; }
+__device__ __forceinline__ T round_to(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+#else
+typedef float T;
+__device__ __forceinline__ float load(T v) { return v; }
+__device__ __forceinline__ T round_to(float f) { return f; }
+#endif
+
+#define WARPS 4
+#define MAX_CHUNKS 128
+#define INFINITY __int_as_float(0x7f800000)
+#define E (D / 32)
+
+struct Params {
+  long long q_strides[2], k_strides[3], v_strides[3];
+  int kv_heads, keys, chunk, chunks;
+  float scale_log2;
+};
+
+/** E consecutive values at p as floats. */
+__device__ __forceinline__ void load_row(const T* p, float* out) {
+#pragma unroll
+  for (int e = 0; e < E; e++) out[e] = load(p[e]);
+}
+
+extern "C" __global__ void __launch_bounds__(WARPS * 32)
+mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, float* part_o, float* part_ml, int* counters,
+               T* __restrict__ out, Params p) {
+  const int chunk = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int first = chunk * p.chunk, last = min(first + p.chunk, p.keys);
+  float qr[G][E], o[G][E], m[G], l[G];
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+    const T* qp = q + b * p.q_strides[0] + (long long)(h * G + g) * p.q_strides[1] + lane * E;
+    load_row(qp, qr[g]);
+#pragma unroll
+    for (int e = 0; e < E; e++) qr[g][e] *= p.scale_log2, o[g][e] = 0.f;
+    m[g] = -INFINITY, l[g] = 0.f;
+  }
+  const T* kb = k + b * p.k_strides[0] + h * p.k_strides[1] + lane * E;
+  const T* vb = v + b * p.v_strides[0] + h * p.v_strides[1] + lane * E;
+  for (int t = first + warp; t < last; t += WARPS) {
+    float kr[E], vr[E];
+    load_row(kb + t * p.k_strides[2], kr);
+    load_row(vb + t * p.v_strides[2], vr);
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+      float s = 0.f;
+#pragma unroll
+      for (int e = 0; e < E; e++) s = fmaf(qr[g][e], kr[e], s);
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+      const float mn = fmaxf(m[g], s);
+      const float alpha = exp2f(m[g] - mn), w = exp2f(s - mn);
+      l[g] = l[g] * alpha + w;
+#pragma unroll
+      for (int e = 0; e < E; e++) o[g][e] = fmaf(o[g][e], alpha, w * vr[e]);
+      m[g] = mn;
+    }
+  }
+  // The warps' parts merged through shared memory: per warp and head its max, sum and values.
+  __shared__ float sm_o[WARPS][G][D];
+  __shared__ float sm_m[WARPS][G], sm_l[WARPS][G];
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+#pragma unroll
+    for (int e = 0; e < E; e++) sm_o[warp][g][lane * E + e] = o[g][e];
+    if (lane == 0) sm_m[warp][g] = m[g], sm_l[warp][g] = l[g];
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * D; i += WARPS * 32) {
+    const int g = i / D, d = i % D;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < WARPS; w++) mx = fmaxf(mx, sm_m[w][g]);
+    float sum = 0.f, acc = 0.f;
+#pragma unroll
+    for (int w = 0; w < WARPS; w++) {
+      // A warp without keys has max -inf and adds nothing.
+      const float f = sm_m[w][g] == -INFINITY ? 0.f : exp2f(sm_m[w][g] - mx);
+      sum += sm_l[w][g] * f;
+      acc += sm_o[w][g][d] * f;
+    }
+    const long long row = ((long long)b * p.kv_heads * G + h * G + g) * p.chunks + chunk;
+    part_o[row * D + d] = acc;
+    if (d == 0) part_ml[2 * row] = mx, part_ml[2 * row + 1] = sum;
+  }
+  // The last block of this KV head (the counter's count) merges.
+  __shared__ int merging;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) merging = atomicAdd(&counters[b * p.kv_heads + h], 1) == p.chunks - 1;
+  __syncthreads();
+  if (!merging) return;
+  __threadfence();
+  // Each head's chunk weights (2^(max - largest max) / the sum), a warp per head, lanes over chunks;
+  // then every output value's weighted sum, its loads independent of each other.
+  __shared__ float weights[G][MAX_CHUNKS];
+  for (int g = warp; g < G; g += WARPS) {
+    const long long row0 = ((long long)b * p.kv_heads * G + h * G + g) * p.chunks;
+    float mx = -INFINITY;
+    for (int c = lane; c < p.chunks; c += 32) mx = fmaxf(mx, __ldcg(part_ml + 2 * (row0 + c)));
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    float sum = 0.f;
+    for (int c = lane; c < p.chunks; c += 32) {
+      const float f = exp2f(__ldcg(part_ml + 2 * (row0 + c)) - mx);
+      weights[g][c] = f;
+      sum += __ldcg(part_ml + 2 * (row0 + c) + 1) * f;
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    __syncwarp();
+    for (int c = lane; c < p.chunks; c += 32) weights[g][c] /= sum;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * D; i += WARPS * 32) {
+    const int g = i / D, d = i % D;
+    const float* po = part_o + ((long long)b * p.kv_heads * G + h * G + g) * p.chunks * D + d;
+    float acc = 0.f;
+#pragma unroll 8
+    for (int c = 0; c < p.chunks; c++) acc = fmaf(weights[g][c], __ldcg(po + (long long)c * D), acc);
+    out[((long long)b * p.kv_heads * G + h * G + g) * D + d] = round_to(acc);
+  }
+  if (threadIdx.x == 0) counters[b * p.kv_heads + h] = 0;
+}
+)CUDA";
+
+struct Params {
+  long long q_strides[2], k_strides[3], v_strides[3];
+  int kv_heads, keys, chunk, chunks;
+  float scale_log2;
+};
+
+/** The kernel for (dtype, head dim, query heads per KV head) on the device, compiled on first use;
+ * null when that fails (reported once on stderr; the caller then uses MLX's attention). */
+CUfunc_st* kernel_for(int device_index, mx::Dtype dtype, int d, int g) {
+  static std::mutex mutex;
+  static std::map<std::tuple<int, int, int, int>, CUfunc_st*> cache;
+  static bool warned = false;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto key = std::make_tuple(device_index, dtype_code(dtype), d, g);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  CUfunc_st* f = nullptr;
+  try {
+    const std::string source =
+        "#define DTYPE " + std::to_string(dtype_code(dtype)) + "\n#define D " + std::to_string(d) + "\n#define G " + std::to_string(g) + "\n" + SOURCE;
+    f = compile_kernel(device_index, source, "mlxb_attention.cu", "mlxb_attention");
+  } catch (const std::exception& e) {
+    if (!warned) std::fprintf(stderr, "mlx-bun: the CUDA decode attention kernel is unavailable (%s); using MLX's attention\n", e.what());
+    warned = true;
+  }
+  cache[key] = f;
+  return f;
+}
+
+// The blocks' done-counters: zeros on the device, made once per device when a graph first uses the
+// kernel; a call takes the next B * Hkv of them (round the ring), and the kernel sets each back to 0
+// when its head is merged. A ring so long that the calls sharing counters are thousands of decode
+// steps apart: two calls running at once never do.
+constexpr int COUNTERS = 1 << 20;
+struct Ring {
+  std::optional<mx::array> zeros;
+  int next = 0;
+};
+std::mutex rings_mutex;
+std::map<int, Ring> rings;
+
+/** Makes the device's ring (an evaluated int32 array of zeros) unless made: on the thread building
+ * the graph, not inside an evaluation. */
+void make_ring(int device_index, const mx::Stream& stream) {
+  std::lock_guard<std::mutex> lock(rings_mutex);
+  auto& ring = rings[device_index];
+  if (ring.zeros) return;
+  ring.zeros = mx::zeros({COUNTERS}, mx::int32, stream);
+  ring.zeros->eval();
+}
+
+/** Where this call's `count` counters start on the device (make_ring ran for it). */
+int* counters_for(int device_index, int count) {
+  std::lock_guard<std::mutex> lock(rings_mutex);
+  auto& ring = rings.at(device_index);
+  if (ring.next + count > COUNTERS) ring.next = 0;
+  int* at = static_cast<int*>(device_pointer(*ring.zeros)) + ring.next;
+  ring.next += count;
+  return at;
+}
+
+// Blocks aimed at per step (a few per SM of an H100/H200), the fewest keys a chunk takes, the most
+// chunks a head has (the kernel's MAX_CHUNKS: its merge keeps a weight per chunk in shared memory).
+constexpr int TARGET_BLOCKS = 512;
+constexpr int MIN_CHUNK = 32;
+constexpr int MAX_CHUNKS = 128;
+
+/** Inputs q [B, Hq, 1, D], keys and values [B, Hkv, L, D] (any strides but a unit one for the last
+ * axis); output [B, Hq, 1, D], row-contiguous. */
+class DecodeAttentionCuda : public mx::UnaryPrimitive {
+ public:
+  DecodeAttentionCuda(mx::Stream stream, CUfunc_st* kernel, float scale) : mx::UnaryPrimitive(stream), kernel_(kernel), scale_(scale) {}
+
+  void eval_cpu(const std::vector<mx::array>&, mx::array&) override { throw std::runtime_error("DecodeAttentionCuda runs on the GPU only"); }
+
+  void eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto &q = inputs[0], &k = inputs[1], &v = inputs[2];
+    const int batch = q.shape(0), q_heads = q.shape(1), d = q.shape(3), kv_heads = k.shape(1), keys = k.shape(2);
+    Params p{};
+    p.q_strides[0] = q.strides(0), p.q_strides[1] = q.strides(1);
+    for (int i = 0; i < 3; i++) p.k_strides[i] = k.strides(i), p.v_strides[i] = v.strides(i);
+    p.kv_heads = kv_heads, p.keys = keys;
+    const int by_blocks = std::clamp(TARGET_BLOCKS / (batch * kv_heads), 1, MAX_CHUNKS);
+    p.chunks = std::max(1, std::min(by_blocks, (keys + MIN_CHUNK - 1) / MIN_CHUNK));
+    p.chunk = (keys + p.chunks - 1) / p.chunks;
+    p.chunks = (keys + p.chunk - 1) / p.chunk; // no empty chunk
+    p.scale_log2 = scale_ * 1.4426950408889634f;
+
+    const int device = stream().device.index;
+    const size_t rows = static_cast<size_t>(batch) * q_heads * p.chunks;
+    // The chunks' partial results: kept until the GPU is done with them.
+    mx::array part_o({static_cast<int>(rows * d)}, mx::float32, nullptr, {});
+    mx::array part_ml({static_cast<int>(rows * 2)}, mx::float32, nullptr, {});
+    part_o.set_data(device_buffer(device, part_o.nbytes()));
+    part_ml.set_data(device_buffer(device, part_ml.nbytes()));
+    out.set_data(device_buffer(device, out.nbytes()));
+
+    auto& encoder = cu::get_command_encoder(stream());
+    for (const auto& a : inputs) encoder.set_input_array(a);
+    encoder.set_output_array(out);
+    void* qp = device_pointer(q);
+    void* kp = device_pointer(k);
+    void* vp = device_pointer(v);
+    void* op = device_pointer(part_o);
+    void* mp = device_pointer(part_ml);
+    void* cp = counters_for(device, batch * kv_heads);
+    void* outp = device_pointer(out);
+    void* params[] = {&qp, &kp, &vp, &op, &mp, &cp, &outp, &p};
+    encoder.add_kernel_node_raw(kernel_, dim3{static_cast<unsigned>(p.chunks), static_cast<unsigned>(kv_heads), static_cast<unsigned>(batch)}, dim3{128, 1, 1},
+                                dim3{1, 1, 1}, 0, params);
+    encoder.add_completed_handler([part_o, part_ml]() {});
+  }
+
+  const char* name() const override { return "DecodeAttentionCuda"; }
+
+  bool is_equivalent(const mx::Primitive& other) const override {
+    const auto& o = static_cast<const DecodeAttentionCuda&>(other);
+    return kernel_ == o.kernel_ && scale_ == o.scale_;
+  }
+
+ private:
+  CUfunc_st* kernel_;
+  float scale_;
+};
+
+} // namespace
+
+std::optional<mx::array> mlxb::decode_attention_cuda(const mx::array& q, const mx::array& k, const mx::array& v, float scale) {
+  auto stream = mx::default_stream(mx::default_device());
+  const auto t = q.dtype();
+  const bool fits = stream.device == mx::Device::gpu && (t == mx::float32 || t == mx::bfloat16 || t == mx::float16) && q.ndim() == 4 && k.ndim() == 4 &&
+                    v.ndim() == 4 && k.dtype() == t && v.dtype() == t && q.shape(2) == 1 && (q.shape(3) == 64 || q.shape(3) == 128) &&
+                    k.shape(3) == q.shape(3) && v.shape(3) == q.shape(3) && q.shape(0) == k.shape(0) && v.shape(0) == k.shape(0) && v.shape(1) == k.shape(1) &&
+                    v.shape(2) == k.shape(2) && k.shape(1) > 0 && k.shape(2) > 0 && q.shape(1) % k.shape(1) == 0 && q.shape(1) / k.shape(1) <= 8 &&
+                    q.strides(3) == 1 && k.strides(3) == 1 && v.strides(3) == 1;
+  // MLXB_CUDA_ATTENTION=mlx keeps MLX's kernel (for comparison).
+  static const bool wanted = [] {
+    const char* v = std::getenv("MLXB_CUDA_ATTENTION");
+    return v == nullptr || std::string(v) != "mlx";
+  }();
+  if (!fits || !wanted) return std::nullopt;
+  CUfunc_st* kernel = kernel_for(stream.device.index, t, q.shape(3), q.shape(1) / k.shape(1));
+  if (!kernel) return std::nullopt;
+  make_ring(stream.device.index, stream);
+  return mx::array(q.shape(), t, std::make_shared<DecodeAttentionCuda>(stream, kernel, scale), {q, k, v});
+}

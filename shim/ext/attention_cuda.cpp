@@ -1,10 +1,10 @@
 // One query position's attention over a KV cache on the GPU, split over the keys (flash-decoding):
 // MLX's decode kernel (sdpav_1pass) gives each query head one block, so a step keeps a few dozen of
 // an H200's 132 SMs busy (qwen3-8b shape at 576 keys: 19.5 us a layer; this kernel 14.6 us, the
-// step's wall time 4146 -> 3973 us, one A/B run on one H200). Here a block
-// takes a chunk of the keys of one KV head for all the query heads that share it (GQA), so the
-// keys and values are read once, by hundreds of blocks; the last block of a KV head to finish merges
-// its chunks (one kernel node, as MLX's: a step's host cost grows with its nodes).
+// step's wall time 4146 -> 3973 us, one A/B run on one H200). Here a block takes a chunk of the keys
+// of one KV head for all the query heads that share it (GQA), so the keys and values are read once,
+// by hundreds of blocks; the last block of a KV head to finish merges its chunks (one kernel node,
+// as MLX's: a step's host cost grows with its nodes).
 // Arithmetic as MLX's kernel: float32, q pre-scaled by scale * log2(e), exp2, an online softmax per
 // warp; chunks merged by their maxima; the output rounded once to the dtype. Only the summation
 // order differs from MLX's.
@@ -15,10 +15,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <string>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <tuple>
 
 #include "cuda.h"
@@ -61,7 +61,7 @@ __device__ __forceinline__ T round_to(float f) { return f; }
 
 struct Params {
   long long q_strides[2], k_strides[3], v_strides[3];
-  int kv_heads, keys, chunk, chunks;
+  int kv_heads, keys, chunk_keys, chunks;
   float scale_log2;
 };
 
@@ -76,7 +76,7 @@ mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __rest
                T* __restrict__ out, Params p) {
   const int chunk = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int first = chunk * p.chunk, last = min(first + p.chunk, p.keys);
+  const int first = chunk * p.chunk_keys, last = min(first + p.chunk_keys, p.keys);
   float qr[G][E], o[G][E], m[G], l[G];
 #pragma unroll
   for (int g = 0; g < G; g++) {
@@ -177,7 +177,7 @@ mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __rest
 
 struct Params {
   long long q_strides[2], k_strides[3], v_strides[3];
-  int kv_heads, keys, chunk, chunks;
+  int kv_heads, keys, chunk_keys, chunks;
   float scale_log2;
 };
 
@@ -258,8 +258,8 @@ class DecodeAttentionCuda : public mx::UnaryPrimitive {
     p.kv_heads = kv_heads, p.keys = keys;
     const int by_blocks = std::clamp(TARGET_BLOCKS / (batch * kv_heads), 1, MAX_CHUNKS);
     p.chunks = std::max(1, std::min(by_blocks, (keys + MIN_CHUNK - 1) / MIN_CHUNK));
-    p.chunk = (keys + p.chunks - 1) / p.chunks;
-    p.chunks = (keys + p.chunk - 1) / p.chunk; // no empty chunk
+    p.chunk_keys = (keys + p.chunks - 1) / p.chunks;
+    p.chunks = (keys + p.chunk_keys - 1) / p.chunk_keys; // no empty chunk
     p.scale_log2 = scale_ * 1.4426950408889634f;
 
     const int device = stream().device.index;

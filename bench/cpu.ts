@@ -11,12 +11,11 @@ import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { DEFAULT_MODEL_DIR } from "../src/models/index.ts";
-import { benchModel } from "./decode.ts";
-import { runLlamaCpp, runPeer } from "./peer.ts";
+import { benchModel, randomQ4Gguf } from "./decode.ts";
+import { runLlamaCpp } from "./peer.ts";
 import { summarize, table } from "./stats.ts";
 
-const ROOT = join(import.meta.dir, "..");
-const DATA = join(ROOT, "test", "fixtures", "data");
+const DATA = join(import.meta.dir, "..", "test", "fixtures", "data");
 const PROMPT = Array.from({ length: 96 }, (_, t) => 1 + ((t * 37 + 11) % 8191));
 const NEW = 128;
 const ROUNDS = 3;
@@ -65,8 +64,7 @@ function sides(name: string): Record<string, () => Rates> {
   // shape (speed does not depend on the values; Q4_0 and MLX's 4-bit with float32 scales read about
   // the same bytes).
   const dir = benchModel(name);
-  const gguf = join(ROOT, ".cache", "models", `${dir.split("/").pop()}-random-q4_0.gguf`);
-  if (!existsSync(gguf)) runPeer("make_bench_gguf.py", [dir, gguf]);
+  const gguf = randomQ4Gguf(dir);
   return {
     "mlx-bun, MLX 4-bit (group 64)": () => mlxb(dir),
     "mlx-bun, MLX 4-bit, int8 activations": () => mlxb(dir, "int8"),

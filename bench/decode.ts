@@ -53,17 +53,23 @@ const CASES = (process.env.MLXB_BENCH_CASES ?? "128+32,1024+256").split(",").map
   return { name: c.trim(), prompt: prompt!, tokens: tokens!, repeats: 3 };
 });
 
+/** A GGUF file of random Q4_0 weights in the shape of the checkpoint in `dir`, for llama.cpp
+ * (peers/make_bench_gguf.py; made on first use, in .cache/models/). */
+export function randomQ4Gguf(dir: string): string {
+  const file = join(ROOT, ".cache", "models", `${dir.split("/").pop()}-random-q4_0.gguf`);
+  if (!existsSync(file)) runPeer("make_bench_gguf.py", [dir, file]);
+  return file;
+}
+
 /** llama.cpp (node-llama-cpp's CUDA build, every layer on the GPU) as a third side when MLX runs on
- * a GPU, unless MLXB_BENCH_LLAMA=0: a random-weight Q4_0 GGUF file in the checkpoint's shape
- * (peers/make_bench_gguf.py, made on first use). */
+ * a GPU, unless MLXB_BENCH_LLAMA=0, on a random Q4_0 GGUF file of the checkpoint's shape. */
 function llamaCppCuda(
   dir: string,
   prompt: number[],
   tokens: number,
   repeats: number,
 ): { prefill: number; decode: number }[] {
-  const file = join(ROOT, ".cache", "models", `${dir.split("/").pop()}-random-q4_0.gguf`);
-  if (!existsSync(file)) runPeer("make_bench_gguf.py", [dir, file]);
+  const file = randomQ4Gguf(dir);
   return Array.from(
     { length: repeats },
     () =>

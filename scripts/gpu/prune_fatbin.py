@@ -11,6 +11,7 @@ usage: prune_fatbin.py LIBRARY KEEP_SM   (e.g. libmlx.so 90; edits LIBRARY in pl
 
 import struct
 import sys
+from collections.abc import Iterator
 
 FATBIN_MAGIC = 0xBA55ED50
 KIND_PTX, KIND_ELF = 1, 2
@@ -33,27 +34,40 @@ def fatbin_section(data: bytes) -> tuple[int, int]:
     raise SystemExit("no .nv_fatbin section")
 
 
-def prune(data: bytearray, keep_sm: int) -> dict[str, int]:
+def fat_binaries(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """Each fat binary of the .nv_fatbin section: (its offset, header size, body size), read before
+    it is yielded (a caller may rewrite it)."""
     start, size = fatbin_section(data)
     pos, end = start, start + size
-    kept = zeroed = 0
     while pos + 16 <= end:
         magic, _, header_size, body_size = struct.unpack_from("<IHHQ", data, pos)
         if magic != FATBIN_MAGIC:  # alignment padding between fat binaries
             pos += 8
             continue
-        entry, body_end = pos + header_size, pos + header_size + body_size
-        while entry < body_end:
-            kind, _, entry_header, payload = struct.unpack_from("<HHIQ", data, entry)
-            arch, = struct.unpack_from("<I", data, entry + 28)
+        yield pos, header_size, body_size
+        pos += header_size + body_size
+
+
+def entries(data: bytes, body: int, body_end: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """The entries of a fat binary's body: (offset, kind, header size, payload size, architecture)."""
+    entry = body
+    while entry < body_end:
+        kind, _, entry_header, payload = struct.unpack_from("<HHIQ", data, entry)
+        arch, = struct.unpack_from("<I", data, entry + 28)
+        yield entry, kind, entry_header, payload, arch
+        entry += entry_header + payload
+
+
+def prune(data: bytearray, keep_sm: int) -> dict[str, int]:
+    kept = zeroed = 0
+    for pos, header_size, body_size in fat_binaries(data):
+        for entry, kind, entry_header, payload, arch in entries(data, pos + header_size, pos + header_size + body_size):
             first = entry + entry_header
             if kind == KIND_ELF and arch == keep_sm:
                 kept += payload
             elif kind in (KIND_ELF, KIND_PTX):
                 data[first:first + payload] = bytes(payload)
                 zeroed += payload
-            entry = first + payload
-        pos = body_end
     if kept == 0:
         raise SystemExit(f"no sm_{keep_sm} machine code found; nothing written")
     return {"kept": kept, "zeroed": zeroed}

@@ -17,31 +17,22 @@ import struct
 import subprocess
 import sys
 
-from prune_fatbin import FATBIN_MAGIC, KIND_PTX, fatbin_section
+from prune_fatbin import KIND_PTX, entries, fat_binaries
 
-COMPRESSED_SIZE, ARCH, MINOR, RAW_SIZE = 16, 28, 24, 56  # offsets in a PTX entry's header
+COMPRESSED_SIZE, MINOR, RAW_SIZE = 16, 24, 56  # offsets in a PTX entry's header
 
 
 def retarget(data: bytearray, sm: int, version: str) -> dict[str, int]:
     major, minor = (int(v) for v in version.split("."))
-    start, size = fatbin_section(data)
-    pos, end = start, start + size
     kept = dropped = 0
-    while pos + 16 <= end:
-        magic, _, header_size, body_size = struct.unpack_from("<IHHQ", data, pos)
-        if magic != FATBIN_MAGIC:  # alignment padding between fat binaries
-            pos += 8
-            continue
+    for pos, header_size, body_size in fat_binaries(data):
         body, body_end = pos + header_size, pos + header_size + body_size
-        entry, chosen = body, None
-        while entry < body_end:
-            kind, _, entry_header, payload = struct.unpack_from("<HHIQ", data, entry)
-            if kind == KIND_PTX and struct.unpack_from("<I", data, entry + ARCH)[0] == sm:
+        chosen = None
+        for entry, kind, entry_header, payload, arch in entries(data, body, body_end):
+            if kind == KIND_PTX and arch == sm:
                 chosen = (entry, entry_header, payload)
-            entry += entry_header + payload
         if chosen is None:
             dropped += 1
-            pos = body_end
             continue
         entry, entry_header, payload = chosen
         header = bytearray(data[entry : entry + entry_header])
@@ -63,7 +54,6 @@ def retarget(data: bytearray, sm: int, version: str) -> dict[str, int]:
         data[body:body_end] = new_body + bytes(body_size - len(new_body))
         struct.pack_into("<Q", data, pos + 8, len(new_body))
         kept += 1
-        pos = body_end
     if kept == 0:
         raise SystemExit(f"no compute_{sm} PTX found; nothing written")
     return {"kept": kept, "dropped": dropped}

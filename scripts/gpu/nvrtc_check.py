@@ -4,8 +4,10 @@ compile before a GPU machine is spent on it. Needs libnvrtc (PyPI nvidia-cuda-nv
 
 usage: python3 scripts/gpu/nvrtc_check.py path/to/libnvrtc.so.13 shim/ext/sample_cuda.cpp ...
 A source whose kernels take more macros names them after a colon: attention_cuda.cpp:D=128,G=4.
+Sources built on cuda.h's dtype_source are checked with it in front.
 """
 import ctypes
+import os
 import re
 import sys
 
@@ -32,6 +34,11 @@ def main() -> int:
         defines = "".join(f"#define {m.replace('=', ' ')}\n" for m in macros.split(",") if m)
         text = open(path).read()
         sources = re.findall(r'R"CUDA\((.*?)\)CUDA"', text, re.S)
+        # A source that starts with cuda.h's dtype_source gets it here too.
+        if "dtype_source(" in text:
+            cuda_h = open(os.path.join(os.path.dirname(path), "cuda.h")).read()
+            prelude = re.findall(r'R"CUDA\((.*?)\)CUDA"', cuda_h, re.S)[0]
+            sources = [prelude + source for source in sources]
         if not sources:
             print(f"{path}: no R\"CUDA(...)CUDA\" source")
             failed += 1

@@ -28,35 +28,16 @@ using namespace mlxb;
 
 namespace {
 
-// DTYPE: 0 float32, 1 bfloat16, 2 float16. D: head dim (64 or 128); G: query heads per KV head.
+// After cuda.h's dtype_source. D: head dim (64 or 128); G: query heads per KV head.
 // Grid (chunks, KV heads, batch), 4 warps; a warp takes every 4th key of the chunk, each lane D / 32
 // consecutive dims. Each block writes per query head of its chunk the unnormalized sum of weighted
 // values [D] and (max, sum of weights), float32; then counts itself done in its KV head's counter,
 // and the block that counts last merges the head's chunks into out [B, Hq, 1, D] and sets the
 // counter back to 0.
 constexpr const char* SOURCE = R"CUDA(
-#if DTYPE == 1
-typedef unsigned short T;
-__device__ __forceinline__ float load(T v) { return __uint_as_float(((unsigned)v) << 16); }
-__device__ __forceinline__ T round_to(float f) {
-  unsigned u = __float_as_uint(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (T)((u >> 16) | 0x40);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (T)(u >> 16);
-}
-#elif DTYPE == 2
-typedef unsigned short T;
-__device__ __forceinline__ float load(T v) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v)); return f; }
-__device__ __forceinline__ T round_to(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
-#else
-typedef float T;
-__device__ __forceinline__ float load(T v) { return v; }
-__device__ __forceinline__ T round_to(float f) { return f; }
-#endif
 
 #define WARPS 4
 #define MAX_CHUNKS 128
-#define INFINITY __int_as_float(0x7f800000)
 #define E (D / 32)
 
 struct Params {
@@ -192,8 +173,7 @@ CUfunc_st* kernel_for(int device_index, mx::Dtype dtype, int d, int g) {
   if (auto it = cache.find(key); it != cache.end()) return it->second;
   CUfunc_st* f = nullptr;
   try {
-    const std::string source =
-        "#define DTYPE " + std::to_string(dtype_code(dtype)) + "\n#define D " + std::to_string(d) + "\n#define G " + std::to_string(g) + "\n" + SOURCE;
+    const std::string source = "#define D " + std::to_string(d) + "\n#define G " + std::to_string(g) + "\n" + dtype_source(dtype) + SOURCE;
     f = compile_kernel(device_index, source, "mlxb_attention.cu", "mlxb_attention");
   } catch (const std::exception& e) {
     if (!warned) std::fprintf(stderr, "mlx-bun: the CUDA decode attention kernel is unavailable (%s); using MLX's attention\n", e.what());

@@ -62,6 +62,33 @@ inline int dtype_code(mx::Dtype t) {
   return 2;
 }
 
+/** The start of a kernel source of the shim's for a dtype: DTYPE (dtype_code), T (the element type),
+ * load (T to float), round_to (float to T: to nearest even, NaN kept a NaN, as MLX converts) and
+ * INFINITY (NVRTC has no math.h). */
+inline std::string dtype_source(mx::Dtype t) {
+  return "#define DTYPE " + std::to_string(dtype_code(t)) + "\n" + R"CUDA(
+#if DTYPE == 1
+typedef unsigned short T;
+__device__ __forceinline__ float load(T v) { return __uint_as_float(((unsigned)v) << 16); }
+__device__ __forceinline__ T round_to(float f) {
+  unsigned u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (T)((u >> 16) | 0x40);  // NaN stays NaN
+  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+  return (T)(u >> 16);
+}
+#elif DTYPE == 2
+typedef unsigned short T;
+__device__ __forceinline__ float load(T v) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v)); return f; }
+__device__ __forceinline__ T round_to(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+#else
+typedef float T;
+__device__ __forceinline__ float load(T v) { return v; }
+__device__ __forceinline__ T round_to(float f) { return f; }
+#endif
+#define INFINITY __int_as_float(0x7f800000)
+)CUDA";
+}
+
 /** The array's data on the device (MLX's gpu_ptr). */
 void* device_pointer(const mx::array& a);
 

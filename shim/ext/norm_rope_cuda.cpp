@@ -21,27 +21,9 @@ using namespace mlxb;
 
 namespace {
 
-// One block per row (example b, head h, position t) of q, then of k. DTYPE: 0 float32, 1 bfloat16,
-// 2 float16. The row's normalized values are kept in shared memory (dynamic: D floats).
+// One block per row (example b, head h, position t) of q, then of k (after cuda.h's dtype_source).
+// The row's normalized values are kept in shared memory (dynamic: D floats).
 constexpr const char* SOURCE = R"CUDA(
-#if DTYPE == 1
-typedef unsigned short T;
-__device__ float load(T v) { return __uint_as_float(((unsigned)v) << 16); }
-__device__ T round_to(float f) {
-  unsigned u = __float_as_uint(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (T)((u >> 16) | 0x40);  // NaN stays NaN
-  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
-  return (T)(u >> 16);
-}
-#elif DTYPE == 2
-typedef unsigned short T;
-__device__ float load(T v) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v)); return f; }
-__device__ T round_to(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
-#else
-typedef float T;
-__device__ float load(T v) { return v; }
-__device__ T round_to(float f) { return f; }
-#endif
 
 struct Params {
   long long q_strides[4], k_strides[4];
@@ -124,7 +106,7 @@ CUfunc_st* kernel_for(int device_index, mx::Dtype dtype) {
   if (auto it = kernels.find(key); it != kernels.end()) return it->second;
   CUfunc_st* f = nullptr;
   try {
-    f = compile_kernel(device_index, "#define DTYPE " + std::to_string(dtype_code(dtype)) + "\n" + SOURCE, "mlxb_qk_norm_rope.cu", "mlxb_qk_norm_rope");
+    f = compile_kernel(device_index, dtype_source(dtype) + SOURCE, "mlxb_qk_norm_rope.cu", "mlxb_qk_norm_rope");
   } catch (const std::exception& e) {
     if (!warned) std::fprintf(stderr, "mlx-bun: the CUDA q/k norm + rope kernel is unavailable (%s); using MLX's rms_norm and rope\n", e.what());
     warned = true;

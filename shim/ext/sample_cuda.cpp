@@ -18,20 +18,8 @@ using namespace mlxb;
 namespace {
 
 constexpr const char* SOURCE = R"CUDA(
-#if DTYPE == 1
-typedef unsigned short T;
-__device__ __forceinline__ float load(T v) { return __uint_as_float(((unsigned)v) << 16); }
-#elif DTYPE == 2
-typedef unsigned short T;
-__device__ __forceinline__ float load(T v) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v)); return f; }
-#else
-typedef float T;
-__device__ __forceinline__ float load(T v) { return v; }
-#endif
 
 #define FULL 0xffffffffu
-// NVRTC has no math.h.
-#define INFINITY __int_as_float(0x7f800000)
 #define THREADS 1024
 #define WARPS (THREADS / 32)
 
@@ -303,7 +291,7 @@ CUfunc_st* kernel_for(int device_index, mx::Dtype dtype) {
   if (auto it = kernels.find(key); it != kernels.end()) return it->second;
   CUfunc_st* f = nullptr;
   try {
-    f = compile_kernel(device_index, "#define DTYPE " + std::to_string(dtype_code(dtype)) + "\n" + SOURCE, "mlxb_sample_pick.cu", "mlxb_sample_pick");
+    f = compile_kernel(device_index, dtype_source(dtype) + SOURCE, "mlxb_sample_pick.cu", "mlxb_sample_pick");
   } catch (const std::exception& e) {
     if (!warned) std::fprintf(stderr, "mlx-bun: the CUDA sampling kernel is unavailable (%s); picks run on the CPU\n", e.what());
     warned = true;

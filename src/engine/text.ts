@@ -1,12 +1,18 @@
 // Streaming text of generated tokens, released as characters complete, with stop strings cut.
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 
-/** Text of a growing token list, decoding a short window per token (vLLM's incremental
- * detokenization): the text of the tokens since `prefix` past that of [prefix, read), released once
- * it does not end in an incomplete character. Decoded without the clean-up of spaces before
- * punctuation (as mlx-lm's streaming detokenizers): it would remove characters already released. */
+/** Text of a growing token list, released as characters complete. A byte-level tokenizer's tokens
+ * are bytes (GPT-2's alphabet), so their text is a streaming UTF-8 decode of each token's bytes
+ * (as mlx-lm's BPE streaming detokenizer). Other decoders (SentencePiece's spaces and byte fallback)
+ * decode a short window per token (vLLM's incremental detokenization): the text of the tokens since
+ * `prefix` past that of [prefix, read), released once it does not end in an incomplete character.
+ * Both without the clean-up of spaces before punctuation (as mlx-lm's streaming detokenizers): it
+ * would remove characters already released. */
 export class TextStream {
   readonly #tokenizer: Tokenizer;
+  /** Each token's bytes, for a byte-level tokenizer (null for special tokens: skipped). */
+  readonly #bytes: readonly (Uint8Array | null)[] | null;
+  readonly #utf8 = new TextDecoder("utf-8");
   readonly #tokens: number[] = [];
   #prefix = 0;
   #read = 0;
@@ -15,6 +21,7 @@ export class TextStream {
 
   constructor(tokenizer: Tokenizer) {
     this.#tokenizer = tokenizer;
+    this.#bytes = tokenizer.byteLevel ? tokenizer.tokenBytes() : null;
   }
 
   #pending(): { before: string; after: string } {
@@ -26,6 +33,10 @@ export class TextStream {
 
   /** Adds a token; returns the text it completes ("" while a character is incomplete). */
   push(token: number): string {
+    if (this.#bytes) {
+      const bytes = this.#bytes[token];
+      return bytes ? this.#utf8.decode(bytes, { stream: true }) : "";
+    }
     this.#tokens.push(token);
     const { before, after } = this.#pending();
     if (after.length <= before.length || after.endsWith("\uFFFD")) return "";
@@ -36,6 +47,7 @@ export class TextStream {
 
   /** The text held back, released as it is. */
   flush(): string {
+    if (this.#bytes) return this.#utf8.decode();
     const { before, after } = this.#pending();
     this.#prefix = this.#read = this.#tokens.length;
     return after.slice(before.length);

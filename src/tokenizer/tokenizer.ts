@@ -117,6 +117,12 @@ export class Tokenizer {
     return out;
   }
 
+  /** Whether the decoder is byte-level BPE's alone: a text is then the UTF-8 decode of its tokens'
+   * bytes (tokenBytes), with nothing stripped or replaced. */
+  get byteLevel(): boolean {
+    return (this.#json.decoder as { type?: unknown } | null | undefined)?.type === "ByteLevel";
+  }
+
   get hasChatTemplate(): boolean {
     return this.#template !== null;
   }

@@ -205,10 +205,11 @@ std::optional<mx::array> qmv_cuda(const mx::array& x, const mx::array& w, const 
 std::optional<Arrays> qk_norm_rope_cuda(const mx::array& q, const mx::array& k, const mx::array& q_weight, const mx::array& k_weight, float eps, int dims,
                                         bool traditional, std::optional<float> base, float scale, const mx::array& offset,
                                         const std::optional<mx::array>& periods);
-/** Attention of one query position (q [B, Hq, 1, D], no mask) over keys and values [B, Hkv, L, D],
- * split over the keys, as one primitive of ours on the GPU of a CUDA build when the inputs fit it
- * (attention_cuda.cpp: D 64 or 128, up to 8 query heads per KV head); else nullopt. */
-std::optional<mx::array> decode_attention_cuda(const mx::array& q, const mx::array& k, const mx::array& v, float scale);
+/** Attention of one query position (q [B, Hq, 1, D]) over keys and values [B, Hkv, L, D], honouring
+ * key_mask [B, >= L] (int32, nonzero: attend) when given (a batch's left padding), split over the keys, as one primitive of ours on the GPU of a CUDA build
+ * when the inputs fit it (attention_cuda.cpp: D 64 or 128, up to 8 query heads per KV head); else nullopt. */
+std::optional<mx::array> decode_attention_cuda(const mx::array& q, const mx::array& k, const mx::array& v, float scale,
+                                               const std::optional<mx::array>& key_mask = std::nullopt);
 /** The product's elements [offsets[i], offsets[i] + size of shapes[i]) as arrays of those shapes:
  * views of the one buffer the product's primitive fills, one node (shim/ext/split_product.cpp). */
 Arrays split_product(const mx::array& product, const std::vector<mx::Shape>& shapes, std::vector<int64_t> offsets);

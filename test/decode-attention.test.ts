@@ -4,14 +4,15 @@
 // MLX's with MLXB_CUDA_ATTENTION=mlx),
 // for head dims 64 and 128, query heads per KV head 1 to 8, keys from 1 to over a thousand (one and
 // many chunks), keys and values as views of a longer cache (strided), batches; an unsupported head
-// dim (80) goes to MLX's kernel. On the CPU the float32 cases check the CPU kernel (fast_cpu.cpp);
+// dim (80) goes to MLX's kernel; and a batch's decode step with left padding (the KV cache's key
+// mask). On the CPU the float32 cases check the CPU kernel (fast_cpu.cpp);
 // its bfloat16 and float16 results round the scores and weights to the dtype as MLX's CPU attention
 // does (fast-cpu.test.ts compares them with MLX's), so these cases run on a CUDA GPU only.
 // Bounds: float32 within 1e-5 of the output's largest magnitude (float32 sums of up to 2200 terms
 // in another order); bfloat16 and float16 within one unit in the last place of the reference (the
 // kernel computes in float32 and rounds the output once).
 import { expect, test } from "bun:test";
-import { deviceInfo, type DType, fast, ops, Tensor } from "../src/index.ts";
+import { deviceInfo, type DType, fast, KVCache, ops, Tensor } from "../src/index.ts";
 
 const onCuda = deviceInfo().device === "gpu" && process.platform === "linux";
 const split = onCuda && process.env.MLXB_CUDA_ATTENTION !== "mlx";
@@ -31,6 +32,9 @@ interface Case {
   dim: number;
   /** Keys and values are the first `keys` positions of a cache this long (a strided view). */
   cache?: number;
+  /** Left padding per batch row: keys before it are masked (a batch's decode step through the KV
+   * cache, with the cache's key mask). */
+  padding?: number[];
 }
 
 const CASES: [string, Case][] = [
@@ -55,6 +59,14 @@ const CASES: [string, Case][] = [
     { dtype: "float32", batch: 3, qHeads: 4, kvHeads: 2, keys: 2200, dim: 64, cache: 2300 },
   ],
   ["float32, head 80 (MLX's kernel)", { dtype: "float32", batch: 1, qHeads: 4, kvHeads: 2, keys: 50, dim: 80 }],
+  [
+    "float32, batch 3 left-padded 0 / 37 / 299 of 300 keys",
+    { dtype: "float32", batch: 3, qHeads: 8, kvHeads: 4, keys: 300, dim: 64, padding: [0, 37, 299] },
+  ],
+  [
+    "bfloat16, batch 4 left-padded 5 / 0 / 64 / 100 of 120 keys",
+    { dtype: "bfloat16", batch: 4, qHeads: 16, kvHeads: 8, keys: 120, dim: 128, padding: [5, 0, 64, 100] },
+  ],
 ];
 
 function check(c: Case): void {
@@ -87,7 +99,9 @@ function check(c: Case): void {
     const stop = [c.batch, c.kvHeads, c.keys, c.dim];
     const k = c.cache ? keep(ops.slice(kAll, [0, 0, 0, 0], stop)) : kAll;
     const v = c.cache ? keep(ops.slice(vAll, [0, 0, 0, 0], stop)) : vAll;
-    const got = keep(fast.scaledDotProductAttention(q, k, v, { scale }));
+    const got = keep(
+      c.padding ? paddedStep(c, q, k, v, scale, keep) : fast.scaledDotProductAttention(q, k, v, { scale }),
+    );
     if (onCuda)
       expect(ops.pendingPrimitiveKinds([got]).get("DecodeAttentionCuda")).toBe(split && c.dim !== 80 ? 1 : undefined);
     expect(got.shape).toEqual([c.batch, c.qHeads, 1, c.dim]);
@@ -103,7 +117,9 @@ function check(c: Case): void {
       for (let h = 0; h < c.qHeads; h++) {
         const qAt = (b * c.qHeads + h) * c.dim;
         const kvAt = (t: number) => ((b * c.kvHeads + Math.floor(h / group)) * length + t) * c.dim;
+        const first = c.padding?.[b] ?? 0;
         const scores = Array.from({ length: c.keys }, (_, t) => {
+          if (t < first) return Number.NEGATIVE_INFINITY;
           let s = 0;
           for (let d = 0; d < c.dim; d++) s += qs[qAt + d]! * ks[kvAt(t) + d]!;
           return s * scale;
@@ -125,6 +141,30 @@ function check(c: Case): void {
     }
   } finally {
     for (const t of made) t.dispose();
+  }
+}
+
+/** The last of `keys` positions as a batch's decode step: the others written to a left-padded KV
+ * cache, then the step's attention through the cache with its key mask. */
+function paddedStep(c: Case, q: Tensor, k: Tensor, v: Tensor, scale: number, keep: (t: Tensor) => Tensor): Tensor {
+  const cache = new KVCache({
+    layers: 1,
+    batch: c.batch,
+    heads: c.kvHeads,
+    headDim: c.dim,
+    maxLength: c.keys + 3,
+    dtype: c.dtype,
+  });
+  try {
+    cache.setLeftPadding(c.padding!);
+    const at = (t: Tensor, from: number, to: number) =>
+      keep(ops.slice(t, [0, 0, from, 0], [c.batch, c.kvHeads, to, c.dim]));
+    for (const t of cache.updateAndFetch(0, at(k, 0, c.keys - 1), at(v, 0, c.keys - 1))) keep(t);
+    cache.advance(c.keys - 1);
+    const mask = keep(cache.keyMask(c.keys)!);
+    return cache.attend(0, q, at(k, c.keys - 1, c.keys), at(v, c.keys - 1, c.keys), { scale, keyMask: mask });
+  } finally {
+    cache.dispose();
   }
 }
 

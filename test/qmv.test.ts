@@ -1,5 +1,5 @@
 // The decode-sized 4-bit matmul kernels of the shim against MLX's own dequantize + matmul: on the
-// CPU shim/ext/qmv_cpu.cpp (with AVX2 any number of rows), on a CUDA GPU shim/ext/qmv_cuda.cpp (<= 8 rows;
+// CPU shim/ext/qmv_cpu.cpp (with AVX2 any number of rows), on a CUDA GPU shim/ext/qmv_cuda.cpp (<= 32 rows;
 // each of float32, bfloat16 or float16). Each case also checks which primitive ran, so a silent
 // fallback to MLX's QuantizedMatmul fails the test; relative error <= 1e-5 in float32, strided
 // inputs, and the shapes they do not take (more rows, 8 bits) left to MLX.
@@ -11,11 +11,11 @@ import { deviceInfo, memory, ops, quant, Tensor } from "../src/index.ts";
  * CUDA one, on the CPU the CPU one; Metal has none of ours. */
 const onCuda = deviceInfo().device === "gpu" && process.platform === "linux";
 const ourKernel = onCuda ? "QuantizedMatvecCuda" : deviceInfo().device === "cpu" ? "QuantizedMatvecCpu" : null;
-/** Rows the kernel takes: on a CUDA GPU up to 8; on the CPU any number with AVX2 (from 8 rows by
+/** Rows the kernel takes: on a CUDA GPU up to 32; on the CPU any number with AVX2 (from 8 rows by
  * tiles), else up to 32. */
 const cpuHasAvx2 =
   process.arch === "x64" && existsSync("/proc/cpuinfo") && / avx2 /.test(readFileSync("/proc/cpuinfo", "utf8"));
-const MAX_ROWS = onCuda ? 8 : cpuHasAvx2 ? Number.POSITIVE_INFINITY : 32;
+const MAX_ROWS = onCuda ? 32 : cpuHasAvx2 ? Number.POSITIVE_INFINITY : 32;
 
 function expectedKind(rows: number, bits: number, features: number, groupSize: number): string {
   if (rows <= MAX_ROWS && bits === 4 && ourKernel !== null) return ourKernel;
@@ -43,7 +43,8 @@ test.each([
   [3, 300, 1024, 128, 4],
   [8, 64, 64, 64, 4],
   [9, 64, 64, 64, 4],
-  [14, 96, 128, 64, 4], // blocks of 4 rows and a remainder of 2
+  [14, 96, 128, 64, 4], // blocks of 4 rows and a remainder of 2; on a CUDA GPU the 16-row variant
+  [21, 200, 256, 64, 4], // on a CUDA GPU the 32-row variant, 11 of its rows past x's
   [32, 64, 128, 32, 4],
   [33, 64, 64, 64, 4],
   [8, 40, 128, 64, 4], // the CPU's tile kernel: a partial tile of 8 columns
@@ -92,6 +93,8 @@ test.skipIf(ourKernel === null).each([
   ["bfloat16", 5, 300, 1024, 128, 2 ** -8],
   ["float16", 1, 1024, 2048, 64, 2 ** -10],
   ["float16", 8, 64, 256, 64, 2 ** -10],
+  ["bfloat16", 16, 517, 512, 32, 2 ** -8],
+  ["float16", 27, 300, 1024, 128, 2 ** -10],
   // (More rows than the CUDA kernel takes: the CPU's tile kernel only.)
   ...(onCuda ? [] : ([["bfloat16", 40, 300, 512, 64, 2 ** -8]] as const)),
 ] as const)(
@@ -168,6 +171,7 @@ test.each([
   ["bfloat16", 1, 4096, 1024, 64],
   ["bfloat16", 2, 517, 512, 32],
   ["float16", 8, 64, 256, 64],
+  ["bfloat16", 16, 517, 512, 32],
 ] as const)(
   "quantizedMatmulAdd %s, rows %d, out %d, in %d, group %d: one op, equal to quantizedMatmul then add bit for bit",
   (dtype, rows, out, features, groupSize) => {

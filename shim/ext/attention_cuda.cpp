@@ -30,10 +30,9 @@ namespace {
 
 // After cuda.h's dtype_source. D: head dim (64 or 128); G: query heads per KV head.
 // Grid (chunks, KV heads, batch), 4 warps; a warp takes every 4th key of the chunk, each lane D / 32
-// consecutive dims. Each block writes per query head of its chunk the unnormalized sum of weighted
-// values [D] and (max, sum of weights), float32; then counts itself done in its KV head's counter,
-// and the block that counts last merges the head's chunks into out [B, Hq, 1, D] and sets the
-// counter back to 0.
+// consecutive dims; keys whose key_mask entry (int32 [B, >= keys], when given) is 0 are skipped. Each block writes per query head of its chunk the unnormalized
+// sum of weighted values [D] and (max, sum of weights), float32; then counts itself done in its KV head's counter, and the block that counts last merges the
+// head's chunks into out [B, Hq, 1, D] and sets the counter back to 0.
 constexpr const char* SOURCE = R"CUDA(
 
 #define WARPS 4
@@ -41,7 +40,7 @@ constexpr const char* SOURCE = R"CUDA(
 #define E (D / 32)
 
 struct Params {
-  long long q_strides[2], k_strides[3], v_strides[3];
+  long long q_strides[2], k_strides[3], v_strides[3], mask_strides[2];
   int kv_heads, keys, chunk_keys, chunks;
   float scale_log2;
 };
@@ -53,8 +52,8 @@ __device__ __forceinline__ void load_row(const T* p, float* out) {
 }
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
-mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, float* part_o, float* part_ml, int* counters,
-               T* __restrict__ out, Params p) {
+mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const int* __restrict__ key_mask, float* part_o,
+               float* part_ml, int* counters, T* __restrict__ out, Params p) {
   const int chunk = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int first = chunk * p.chunk_keys, last = min(first + p.chunk_keys, p.keys);
@@ -69,7 +68,9 @@ mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __rest
   }
   const T* kb = k + b * p.k_strides[0] + h * p.k_strides[1] + lane * E;
   const T* vb = v + b * p.v_strides[0] + h * p.v_strides[1] + lane * E;
+  const int* mask = key_mask ? key_mask + b * p.mask_strides[0] : nullptr;
   for (int t = first + warp; t < last; t += WARPS) {
+    if (mask && mask[t * p.mask_strides[1]] == 0) continue; // a padding key: weight 0
     float kr[E], vr[E];
     load_row(kb + t * p.k_strides[2], kr);
     load_row(vb + t * p.v_strides[2], vr);
@@ -104,6 +105,7 @@ mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __rest
 #pragma unroll
     for (int w = 0; w < WARPS; w++) mx = fmaxf(mx, sm_m[w][g]);
     float sum = 0.f, acc = 0.f;
+    // (A chunk of padding keys only keeps max -inf and sum 0: it weighs 0 in the merge.)
 #pragma unroll
     for (int w = 0; w < WARPS; w++) {
       // A warp without keys has max -inf and adds nothing.
@@ -157,7 +159,7 @@ mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __rest
 )CUDA";
 
 struct Params {
-  long long q_strides[2], k_strides[3], v_strides[3];
+  long long q_strides[2], k_strides[3], v_strides[3], mask_strides[2];
   int kv_heads, keys, chunk_keys, chunks;
   float scale_log2;
 };
@@ -222,7 +224,8 @@ constexpr int MIN_CHUNK = 32;
 constexpr int MAX_CHUNKS = 128;
 
 /** Inputs q [B, Hq, 1, D], keys and values [B, Hkv, L, D] (any strides but a unit one for the last
- * axis); output [B, Hq, 1, D], row-contiguous. */
+ * axis), and optionally a key mask [B, >= L] (int32, nonzero: attend; a batch's left padding); output
+ * [B, Hq, 1, D], row-contiguous. */
 class DecodeAttentionCuda : public mx::UnaryPrimitive {
  public:
   DecodeAttentionCuda(mx::Stream stream, CUfunc_st* kernel, float scale) : mx::UnaryPrimitive(stream), kernel_(kernel), scale_(scale) {}
@@ -231,10 +234,12 @@ class DecodeAttentionCuda : public mx::UnaryPrimitive {
 
   void eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto &q = inputs[0], &k = inputs[1], &v = inputs[2];
+    const mx::array* mask = inputs.size() > 3 ? &inputs[3] : nullptr;
     const int batch = q.shape(0), q_heads = q.shape(1), d = q.shape(3), kv_heads = k.shape(1), keys = k.shape(2);
     Params p{};
     p.q_strides[0] = q.strides(0), p.q_strides[1] = q.strides(1);
     for (int i = 0; i < 3; i++) p.k_strides[i] = k.strides(i), p.v_strides[i] = v.strides(i);
+    if (mask) p.mask_strides[0] = mask->strides(0), p.mask_strides[1] = mask->strides(1);
     p.kv_heads = kv_heads, p.keys = keys;
     const int by_blocks = std::clamp(TARGET_BLOCKS / (batch * kv_heads), 1, MAX_CHUNKS);
     p.chunks = std::max(1, std::min(by_blocks, (keys + MIN_CHUNK - 1) / MIN_CHUNK));
@@ -257,11 +262,12 @@ class DecodeAttentionCuda : public mx::UnaryPrimitive {
     void* qp = device_pointer(q);
     void* kp = device_pointer(k);
     void* vp = device_pointer(v);
+    void* maskp = mask ? device_pointer(*mask) : nullptr;
     void* op = device_pointer(part_o);
     void* mp = device_pointer(part_ml);
     void* cp = counters_for(device, batch * kv_heads);
     void* outp = device_pointer(out);
-    void* params[] = {&qp, &kp, &vp, &op, &mp, &cp, &outp, &p};
+    void* params[] = {&qp, &kp, &vp, &maskp, &op, &mp, &cp, &outp, &p};
     encoder.add_kernel_node_raw(kernel_, dim3{static_cast<unsigned>(p.chunks), static_cast<unsigned>(kv_heads), static_cast<unsigned>(batch)}, dim3{128, 1, 1},
                                 dim3{1, 1, 1}, 0, params);
     encoder.add_completed_handler([part_o, part_ml]() {});
@@ -281,14 +287,16 @@ class DecodeAttentionCuda : public mx::UnaryPrimitive {
 
 } // namespace
 
-std::optional<mx::array> mlxb::decode_attention_cuda(const mx::array& q, const mx::array& k, const mx::array& v, float scale) {
+std::optional<mx::array> mlxb::decode_attention_cuda(const mx::array& q, const mx::array& k, const mx::array& v, float scale,
+                                                     const std::optional<mx::array>& key_mask) {
   auto stream = mx::default_stream(mx::default_device());
   const auto t = q.dtype();
-  const bool fits = stream.device == mx::Device::gpu && (t == mx::float32 || t == mx::bfloat16 || t == mx::float16) && q.ndim() == 4 && k.ndim() == 4 &&
-                    v.ndim() == 4 && k.dtype() == t && v.dtype() == t && q.shape(2) == 1 && (q.shape(3) == 64 || q.shape(3) == 128) &&
-                    k.shape(3) == q.shape(3) && v.shape(3) == q.shape(3) && q.shape(0) == k.shape(0) && v.shape(0) == k.shape(0) && v.shape(1) == k.shape(1) &&
-                    v.shape(2) == k.shape(2) && k.shape(1) > 0 && k.shape(2) > 0 && q.shape(1) % k.shape(1) == 0 && q.shape(1) / k.shape(1) <= 8 &&
-                    q.strides(3) == 1 && k.strides(3) == 1 && v.strides(3) == 1;
+  const bool fits =
+      stream.device == mx::Device::gpu && (t == mx::float32 || t == mx::bfloat16 || t == mx::float16) && q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4 &&
+      k.dtype() == t && v.dtype() == t && q.shape(2) == 1 && (q.shape(3) == 64 || q.shape(3) == 128) && k.shape(3) == q.shape(3) && v.shape(3) == q.shape(3) &&
+      q.shape(0) == k.shape(0) && v.shape(0) == k.shape(0) && v.shape(1) == k.shape(1) && v.shape(2) == k.shape(2) && k.shape(1) > 0 && k.shape(2) > 0 &&
+      q.shape(1) % k.shape(1) == 0 && q.shape(1) / k.shape(1) <= 8 && q.strides(3) == 1 && k.strides(3) == 1 && v.strides(3) == 1 &&
+      (!key_mask || (key_mask->dtype() == mx::int32 && key_mask->ndim() == 2 && key_mask->shape(0) == q.shape(0) && key_mask->shape(1) >= k.shape(2)));
   // MLXB_CUDA_ATTENTION=mlx keeps MLX's kernel (for comparison).
   static const bool wanted = [] {
     const char* v = std::getenv("MLXB_CUDA_ATTENTION");
@@ -298,5 +306,7 @@ std::optional<mx::array> mlxb::decode_attention_cuda(const mx::array& q, const m
   CUfunc_st* kernel = kernel_for(stream.device.index, t, q.shape(3), q.shape(1) / k.shape(1));
   if (!kernel) return std::nullopt;
   make_ring(stream.device.index, stream);
-  return mx::array(q.shape(), t, std::make_shared<DecodeAttentionCuda>(stream, kernel, scale), {q, k, v});
+  std::vector<mx::array> inputs{q, k, v};
+  if (key_mask) inputs.push_back(*key_mask);
+  return mx::array(q.shape(), t, std::make_shared<DecodeAttentionCuda>(stream, kernel, scale), std::move(inputs));
 }

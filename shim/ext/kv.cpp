@@ -137,6 +137,12 @@ mx::array attend(const mx::array& q, const Updated& u, int offset, float scale, 
   }
   // Keys are [0, offset + T) again, so the causal part is bottom-right aligned.
   if (auto ours = attention_key_mask(q, u.keys, u.values, scale, *key_mask)) return *ours;
+#ifdef MLXB_CUDA
+  // A batch's decode step on a CUDA GPU: one node of ours (MLX's attention with an array mask is a
+  // matmul, softmax and select, and the mask takes a few nodes more, per layer).
+  if (q.shape(2) == 1)
+    if (auto ours = decode_attention_cuda(q, u.keys, u.values, scale, key_mask)) return *ours;
+#endif
   auto visible = mx::slice(*key_mask, {0, 0}, {batch, end});
   auto allowed = mx::reshape(mx::not_equal(visible, mx::array(0, visible.dtype())), {batch, 1, 1, end});
   int queries = q.shape(2);

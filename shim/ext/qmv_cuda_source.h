@@ -2,7 +2,8 @@
 // by NVRTC (the machine's, which libmlx.so already loads), one variant per (dtype, group, rows).
 //
 // out[m, j] = sum_i x[m, i] * (scale[j, g(i)] * q[j, i] + bias[j, g(i)]) for 4-bit affine weights
-// q packed 8 per uint32 (value i of a word at bits 4i..4i+3, MLX's layout), x row-major [ROWS, k].
+// q packed 8 per uint32 (value i of a word at bits 4i..4i+3, MLX's layout), x row-major [rows, k]
+// (rows <= ROWS: a variant serves a range of row counts; the rows past x's repeat its last, unwritten).
 //
 // Each warp computes R consecutive output rows; its 32 lanes split k in 32-value chunks (one 16-byte
 // load of packed weights per row and chunk), so a warp reads 512 contiguous bytes per row and chunk
@@ -84,7 +85,7 @@ __device__ __forceinline__ float dot8(u32 word, const float* x, float a) {
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
 mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict__ scales, const T* __restrict__ biases,
-         const T* __restrict__ addend, T* __restrict__ out, int n, int k) {
+         const T* __restrict__ addend, T* __restrict__ out, int n, int k, int rows) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int part = warp % SPLIT;
   const int row0 = (blockIdx.x * (WARPS / SPLIT) + warp / SPLIT) * R;
@@ -122,7 +123,7 @@ mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict
       if (c >= chunks) break;
 #pragma unroll
       for (int m = 0; m < ROWS; m++) {
-        const T* xm = x + (size_t)m * k + c * 32;
+        const T* xm = x + (size_t)min(m, rows - 1) * k + c * 32;
         float a[R], xs = 0.f, v[8];
 #pragma unroll
         for (int r = 0; r < R; r++) a[r] = 0.f;
@@ -165,7 +166,7 @@ mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict
 #pragma unroll
       for (int p = 0; p < SPLIT; p++) v += parts[warp + p][m][r];
 #endif
-      if (lane == 0 && row0 + r < n) {
+      if (lane == 0 && row0 + r < n && m < rows) {
         const size_t at = (size_t)m * n + row0 + r;
 #if ADD
         v = to_float(from_float(v)) + to_float(addend[at]);

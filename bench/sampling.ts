@@ -1,6 +1,7 @@
 // Sampled decoding against greedy on one stream: the decode rate (tokens/s after the first token)
 // of generate with temperature 0.7 + top-p 0.9, and with top-k 40 + repetition penalty 1.1, beside
-// greedy, in alternating rounds (a 96-token prompt, 96 new tokens). Models as MLXB_BENCH_MODELS
+// greedy, in alternating rounds (a 96-token prompt, 256 new tokens: shorter runs of the default model
+// on a GPU spread by 30-40% between rounds). Models as MLXB_BENCH_MODELS
 // (default: the default model; see decode.ts for the names).
 import { DEFAULT_MODEL_DIR, loadModel } from "../src/models/index.ts";
 import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
@@ -8,8 +9,8 @@ import { alternatingRounds, benchModel, decodeRate } from "./decode.ts";
 import { summarize, table } from "./stats.ts";
 
 const PROMPT = 96;
-const NEW = 96;
-const ROUNDS = 5;
+const NEW = 256;
+const ROUNDS = 7;
 const MODES: Record<string, Record<string, number>> = {
   greedy: {},
   "T 0.7, top-p 0.9": { temperature: 0.7, topP: 0.9 },

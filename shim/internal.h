@@ -217,6 +217,10 @@ Arrays split_product(const mx::array& product, const std::vector<mx::Shape>& sha
  * and its evaluation (inputs logits, params, uniforms; outputs tokens, peak, threshold). */
 bool sample_kernel_ready(int device_index, mx::Dtype dtype);
 void sample_pick_cuda(const mx::Stream& stream, const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs);
+/** Penalize on the GPU of a CUDA build (sample_cuda.cpp): whether its kernel for the dtype compiled,
+ * and its evaluation (inputs logits, ids, params; output the penalized logits, float32). */
+bool penalize_kernel_ready(int device_index, mx::Dtype dtype);
+void penalize_cuda(const mx::Stream& stream, const std::vector<mx::array>& inputs, mx::array& out);
 /** Bytes of the device buffers holding the outputs of the shim's GPU primitives (cuda.h's
  * device_buffer) in use (in_use) or idle in their pool; freeing the idle ones. CUDA build only. */
 size_t device_buffer_bytes(bool in_use);

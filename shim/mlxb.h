@@ -187,6 +187,11 @@ int mlx_fast_swiglu(mlx_array* out, mlx_array gate, mlx_array up);
  * [B] uint32: tokens [B, 1] uint32, each row's max [B] (NaN if it holds one) and the filters'
  * threshold [B] (kept: x >= threshold). */
 int mlx_sample_pick(mlx_array* tokens, mlx_array* peak, mlx_array* threshold, mlx_array logits, mlx_array params, mlx_array seeds, mlx_array draws);
+/* The sampler's penalties over each row's recent ids (shim/ext/sample.cpp): logits [B, V] (float32,
+ * bfloat16 or float16), ids [B, W] int32 (-1: an empty slot), params [B, 6] float32 (repetition
+ * penalty, its context, presence penalty, its context, frequency penalty, its context; a context
+ * counts the last slots; 0: off) -> the penalized logits [B, V] float32. */
+int mlx_penalize(mlx_array* out, mlx_array logits, mlx_array ids, mlx_array params);
 
 /* KV-cache attention in one call: writes k, v [B,Hkv,T,D] at `offset` into the caches [B,Hkv,S,D],
  * attends q [B,H,T,D] causally over positions [0, offset + T) (GQA when H > Hkv), honouring

@@ -220,6 +220,79 @@ class SamplePick : public mx::Primitive {
   bool is_equivalent(const mx::Primitive&) const override { return true; }
 };
 
+/** Penalize's rule for one row (logits x as float32 in place): each distinct id among the last
+ * repetition-context ids divided by the penalty (multiplied when negative), among the last presence-
+ * context ids lowered by the presence penalty, and lowered by the frequency penalty once per slot of
+ * the last frequency-context ids that holds it (in slot order). ids: the row's W recent ids (-1: an
+ * empty slot); params: (repetition, its context, presence, its context, frequency, its context). */
+void penalize_row(float* x, int64_t V, const int32_t* ids, int64_t id_stride, int64_t W, const float* params, int64_t param_stride) {
+  const float repetition = params[0], presence = params[2 * param_stride], frequency = params[4 * param_stride];
+  const int64_t from[3] = {W - static_cast<int64_t>(params[param_stride]), W - static_cast<int64_t>(params[3 * param_stride]),
+                           W - static_cast<int64_t>(params[5 * param_stride])};
+  for (int64_t w = 0; w < W; w++) {
+    const int32_t id = ids[w * id_stride];
+    if (id < 0 || id >= V) continue;
+    bool first = true;
+    for (int64_t u = 0; u < w && first; u++) first = ids[u * id_stride] != id;
+    if (!first) continue;
+    bool in[2] = {false, false};
+    for (int64_t u = w; u < W; u++)
+      if (ids[u * id_stride] == id) in[0] = in[0] || u >= from[0], in[1] = in[1] || u >= from[1];
+    float v = x[id];
+    if (in[0]) v = v < 0 ? v * repetition : v / repetition;
+    if (in[1]) v -= presence;
+    for (int64_t u = std::max(w, from[2]); u < W; u++)
+      if (ids[u * id_stride] == id) v -= frequency;
+    x[id] = v;
+  }
+}
+
+template <typename T>
+void penalize_rows(const mx::array& logits, const mx::array& ids, const mx::array& params, mx::array& out) {
+  const int64_t B = logits.shape(0), V = logits.shape(1), W = ids.shape(1);
+  const T* l = logits.data<T>();
+  float* o = out.data<float>();
+  for (int64_t b = 0; b < B; b++) {
+    for (int64_t i = 0; i < V; i++) o[b * V + i] = static_cast<float>(l[b * logits.strides(0) + i * logits.strides(1)]);
+    penalize_row(o + b * V, V, ids.data<int32_t>() + b * ids.strides(0), ids.strides(1), W, params.data<float>() + b * params.strides(0), params.strides(1));
+  }
+}
+
+/** The penalties (repetition, presence, frequency) over each row's recent ids as one node: what
+ * some dozen MLX ops did (gathers, selects, scatters). */
+class Penalize : public mx::UnaryPrimitive {
+ public:
+  explicit Penalize(mx::Stream stream) : mx::UnaryPrimitive(stream) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    auto& encoder = mx::cpu::get_command_encoder(stream());
+    for (const auto& a : inputs) encoder.set_input_array(a);
+    encoder.set_output_array(out);
+    encoder.dispatch([logits = mx::array::unsafe_weak_copy(inputs[0]), ids = mx::array::unsafe_weak_copy(inputs[1]),
+                      params = mx::array::unsafe_weak_copy(inputs[2]), out = mx::array::unsafe_weak_copy(out)]() mutable {
+      if (logits.dtype() == mx::float32)
+        penalize_rows<float>(logits, ids, params, out);
+      else if (logits.dtype() == mx::bfloat16)
+        penalize_rows<mx::bfloat16_t>(logits, ids, params, out);
+      else
+        penalize_rows<mx::float16_t>(logits, ids, params, out);
+    });
+  }
+
+  void eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+#ifdef MLXB_CUDA
+    penalize_cuda(stream(), inputs, out);
+#else
+    throw std::runtime_error("Penalize: no GPU kernel in this build");
+#endif
+  }
+
+  const char* name() const override { return "Penalize"; }
+
+  bool is_equivalent(const mx::Primitive&) const override { return true; }
+};
+
 } // namespace
 
 int mlx_sample_pick(mlx_array* tokens, mlx_array* peak, mlx_array* threshold, mlx_array logits, mlx_array params, mlx_array seeds, mlx_array draws) {
@@ -244,6 +317,28 @@ int mlx_sample_pick(mlx_array* tokens, mlx_array* peak, mlx_array* threshold, ml
       const int B = a[0].shape(0);
       return mx::array::make_arrays({mx::Shape{B, 1}, mx::Shape{B}, mx::Shape{B}}, {mx::uint32, mx::float32, mx::float32}, std::make_shared<SamplePick>(stream),
                                     a);
+    });
+  });
+}
+
+int mlx_penalize(mlx_array* out, mlx_array logits, mlx_array ids, mlx_array params) {
+  return guard([&] {
+    const auto& l = arr(logits, "logits");
+    const auto& i = arr(ids, "ids");
+    const auto& p = arr(params, "params");
+    if (l.ndim() != 2 || l.shape(0) < 1 || l.shape(1) < 1) throw ArgumentError("penalize: logits must be [B, V] with B, V >= 1");
+    if (l.dtype() != mx::float32 && l.dtype() != mx::bfloat16 && l.dtype() != mx::float16)
+      throw ArgumentError("penalize: logits must be float32, bfloat16 or float16");
+    const int B = l.shape(0);
+    if (i.dtype() != mx::int32 || i.ndim() != 2 || i.shape(0) != B) throw ArgumentError("penalize: ids must be int32 [B, W]");
+    if (p.dtype() != mx::float32 || p.ndim() != 2 || p.shape(0) != B || p.shape(1) != 6) throw ArgumentError("penalize: params must be float32 [B, 6]");
+    emit({out}, {logits, ids, params}, [](const Arrays& a) {
+      auto stream = mx::default_stream(mx::default_device());
+#ifdef MLXB_CUDA
+      // The GPU kernel is compiled on first use; without it the penalties run on the CPU.
+      if (stream.device == mx::Device::gpu && !penalize_kernel_ready(stream.device.index, a[0].dtype())) stream = mx::default_stream(mx::Device::cpu);
+#endif
+      return Arrays{mx::array(a[0].shape(), mx::float32, std::make_shared<Penalize>(stream), a)};
     });
   });
 }

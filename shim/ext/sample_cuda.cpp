@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <string>
+#include <tuple>
 
 #include "cuda.h"
 #include "mlx/allocator.h"
@@ -282,33 +284,109 @@ struct Params {
   long long vocab, row_stride, col_stride, param_row, param_col, seed_row, seed_col, draw_stride;
 };
 
-CUfunc_st* kernel_for(int device_index, mx::Dtype dtype) {
+// Penalize's kernel (the rule: sample.cpp's penalize_row). One block per row: the row copied to
+// the float32 output, then a thread per recent slot; the thread of an id's first slot applies that
+// id's penalties (the other slots holding it do nothing).
+constexpr const char* PENALIZE_SOURCE = R"CUDA(
+
+struct PenalizeParams {
+  long long vocab, row_stride, col_stride, width, id_row, id_col, param_row, param_col;
+};
+
+extern "C" __global__ void mlxb_penalize(const T* __restrict__ x, const int* __restrict__ ids, const float* __restrict__ params, float* __restrict__ out,
+                                         PenalizeParams p) {
+  const long long b = blockIdx.x;
+  const T* xr = x + b * p.row_stride;
+  float* o = out + b * p.vocab;
+  for (long long i = threadIdx.x; i < p.vocab; i += blockDim.x) o[i] = load(xr[i * p.col_stride]);
+  __syncthreads();
+  const int* row = ids + b * p.id_row;
+  const float* pr = params + b * p.param_row;
+  const long long W = p.width;
+  const float repetition = pr[0], presence = pr[2 * p.param_col], frequency = pr[4 * p.param_col];
+  const long long from_rep = W - (long long)pr[p.param_col], from_pres = W - (long long)pr[3 * p.param_col],
+                  from_freq = W - (long long)pr[5 * p.param_col];
+  for (long long w = threadIdx.x; w < W; w += blockDim.x) {
+    const int id = row[w * p.id_col];
+    if (id < 0 || id >= p.vocab) continue;
+    bool first = true;
+    for (long long u = 0; u < w && first; u++) first = row[u * p.id_col] != id;
+    if (!first) continue;
+    bool in_rep = false, in_pres = false;
+    for (long long u = w; u < W; u++)
+      if (row[u * p.id_col] == id) in_rep = in_rep || u >= from_rep, in_pres = in_pres || u >= from_pres;
+    float v = o[id];
+    if (in_rep) v = v < 0.f ? v * repetition : v / repetition;
+    if (in_pres) v -= presence;
+    for (long long u = max(w, from_freq); u < W; u++)
+      if (row[u * p.id_col] == id) v -= frequency;
+    o[id] = v;
+  }
+}
+)CUDA";
+
+struct PenalizeParams {
+  long long vocab, row_stride, col_stride, width, id_row, id_col, param_row, param_col;
+};
+
+/** The kernel `name` of `source` for the dtype on the device, compiled on first use; null when that
+ * fails (reported once on stderr; the primitive then runs on the CPU). */
+CUfunc_st* kernel_for(int device_index, mx::Dtype dtype, const char* source, const std::string& name) {
   static std::mutex mutex;
-  static std::map<std::pair<int, int>, CUfunc_st*> kernels;
+  static std::map<std::tuple<int, int, std::string>, CUfunc_st*> kernels;
   static bool warned = false;
   std::lock_guard<std::mutex> lock(mutex);
-  auto key = std::make_pair(device_index, dtype_code(dtype));
+  auto key = std::make_tuple(device_index, dtype_code(dtype), name);
   if (auto it = kernels.find(key); it != kernels.end()) return it->second;
   CUfunc_st* f = nullptr;
   try {
-    f = compile_kernel(device_index, dtype_source(dtype) + SOURCE, "mlxb_sample_pick.cu", "mlxb_sample_pick");
+    f = compile_kernel(device_index, dtype_source(dtype) + source, (name + ".cu").c_str(), name.c_str());
   } catch (const std::exception& e) {
-    if (!warned) std::fprintf(stderr, "mlx-bun: the CUDA sampling kernel is unavailable (%s); picks run on the CPU\n", e.what());
+    if (!warned) std::fprintf(stderr, "mlx-bun: a CUDA sampling kernel (%s) is unavailable (%s); it runs on the CPU\n", name.c_str(), e.what());
     warned = true;
   }
   kernels[key] = f;
   return f;
 }
 
+CUfunc_st* pick_kernel(int device_index, mx::Dtype dtype) {
+  return kernel_for(device_index, dtype, SOURCE, "mlxb_sample_pick");
+}
+
+CUfunc_st* penalize_kernel(int device_index, mx::Dtype dtype) {
+  return kernel_for(device_index, dtype, PENALIZE_SOURCE, "mlxb_penalize");
+}
+
 } // namespace
 
 bool mlxb::sample_kernel_ready(int device_index, mx::Dtype dtype) {
-  return kernel_for(device_index, dtype) != nullptr;
+  return pick_kernel(device_index, dtype) != nullptr;
+}
+
+bool mlxb::penalize_kernel_ready(int device_index, mx::Dtype dtype) {
+  return penalize_kernel(device_index, dtype) != nullptr;
+}
+
+void mlxb::penalize_cuda(const mx::Stream& stream, const std::vector<mx::array>& inputs, mx::array& out) {
+  const auto &logits = inputs[0], &ids = inputs[1], &params = inputs[2];
+  CUfunc_st* kernel = penalize_kernel(stream.device.index, logits.dtype());
+  if (!kernel) throw std::runtime_error("Penalize: the CUDA kernel is unavailable");
+  auto& encoder = cu::get_command_encoder(stream);
+  out.set_data(mx::allocator::malloc(out.nbytes()));
+  for (const auto& a : inputs) encoder.set_input_array(a);
+  encoder.set_output_array(out);
+  PenalizeParams p{logits.shape(1), logits.strides(0), logits.strides(1), ids.shape(1), ids.strides(0), ids.strides(1), params.strides(0), params.strides(1)};
+  void* lp = device_pointer(logits);
+  void* ip = device_pointer(ids);
+  void* pp = device_pointer(params);
+  void* op = device_pointer(out);
+  void* args[] = {&lp, &ip, &pp, &op, &p};
+  encoder.add_kernel_node_raw(kernel, dim3{static_cast<unsigned>(logits.shape(0)), 1, 1}, dim3{256, 1, 1}, dim3{1, 1, 1}, 0, args);
 }
 
 void mlxb::sample_pick_cuda(const mx::Stream& stream, const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
   const auto &logits = inputs[0], &params = inputs[1], &seeds = inputs[2], &draws = inputs[3];
-  CUfunc_st* kernel = kernel_for(stream.device.index, logits.dtype());
+  CUfunc_st* kernel = pick_kernel(stream.device.index, logits.dtype());
   if (!kernel) throw std::runtime_error("SamplePick: the CUDA kernel is unavailable");
   auto& encoder = cu::get_command_encoder(stream);
   // The outputs are read by the host every step (the tokens; the peak): MLX's allocator gives managed

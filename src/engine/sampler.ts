@@ -9,8 +9,8 @@
 // token (ascending) whose inclusive cumulative mass passes 1 - topP, min-p what lies at or above
 // max + log(minP) (or among the minTokensToKeep largest), top-k what lies at or above the k-th
 // largest; ties at a threshold are kept together (the host's top-k and minTokensToKeep keep exactly
-// k: they differ only on tied values). The penalties gather the logits of each row's recent tokens,
-// change them and write them back (a few dozen values, not the vocabulary).
+// k: they differ only on tied values). The penalties are one primitive too (penalize): it changes
+// the logits of each row's recent tokens (a few dozen values, not the vocabulary).
 import {
   add,
   argmax,
@@ -18,24 +18,17 @@ import {
   argsort,
   astype,
   concatenate,
-  divide,
-  greater,
   greaterEqual,
   logsumexp,
   max,
-  multiply,
   reshape,
   slice,
   subtract,
   where,
 } from "../ops/core.ts";
-import { samplePick } from "../ops/fast.ts";
+import { penalize, samplePick } from "../ops/fast.ts";
 // Every index the sampler gathers by is in range by construction (token ids, partition positions).
-import {
-  putAlongAxisInRange as putAlongAxis,
-  scatterAddAxisInRange as scatterAddAxis,
-  takeAlongAxisInRange as takeAlongAxis,
-} from "../ops/gather.ts";
+import { takeAlongAxisInRange as takeAlongAxis } from "../ops/gather.ts";
 import { processes, samplingTemperature } from "./sampling.ts";
 import type { Pick, SamplerSettings, TokenLogprob } from "./host-sampler.ts";
 import { Tensor, tidy } from "../tensor.ts";
@@ -52,15 +45,10 @@ export interface DevicePicks {
   topLogprobs?: Tensor;
 }
 
-function column(values: readonly number[]): Tensor {
-  return Tensor.from(Float32Array.from(values), [values.length, 1]);
-}
-
-/** The recent tokens of each row (the penalties' context), kept on the device: [B, width] ids and
- * [B, width] 1/0 for the slots that hold a token (a short history leaves the first ones empty). */
+/** The recent tokens of each row (the penalties' context), kept on the device: [B, width] int32 ids,
+ * oldest first, -1 for a slot without a token (a short history leaves the first ones empty). */
 interface Recent {
   ids: Tensor;
-  filled: Tensor;
 }
 
 /** What a pick hands the next one, on the device: each row's next draw index [B] uint32 (when a row
@@ -71,7 +59,7 @@ interface Carried {
 }
 
 function carriedTensors(c: Carried): Tensor[] {
-  return [...(c.draws ? [c.draws] : []), ...(c.recent ? [c.recent.ids, c.recent.filled] : [])];
+  return [...(c.draws ? [c.draws] : []), ...(c.recent ? [c.recent.ids] : [])];
 }
 
 /** The per-row settings of one batch of sequences as tensors (made once per batch composition), and
@@ -87,7 +75,8 @@ export class DeviceSampler {
   #params: Tensor | null = null;
   #seeds: Tensor | null = null;
   #bias: Tensor | null = null;
-  #penalties: { kind: "repetition" | "presence" | "frequency"; amount: Tensor; window: Tensor }[] = [];
+  /** penalize's per-row params [B, 6], when a row has a penalty. */
+  #penalties: Tensor | null = null;
   readonly #greedyOnly: boolean;
   readonly #alternatives: number;
 
@@ -152,29 +141,23 @@ export class DeviceSampler {
       frequency: settings.map((s) => (s.frequencyPenalty !== 0 ? s.frequencyContextSize : 0)),
     };
     this.width = Math.max(0, ...Object.values(contexts).flat());
-    const W = this.width;
-    if (W > 0) {
-      for (const kind of ["repetition", "presence", "frequency"] as const) {
-        if (!contexts[kind].some((c) => c > 0)) continue;
-        const amount = settings.map((s, i) =>
-          kind === "repetition"
-            ? contexts.repetition[i]! > 0
-              ? s.repetitionPenalty
-              : 1
-            : kind === "presence"
-              ? s.presencePenalty
-              : -s.frequencyPenalty,
+    if (this.width > 0) {
+      const params = new Float32Array(settings.length * 6);
+      for (const [i, s] of settings.entries()) {
+        params.set(
+          [
+            s.repetitionPenalty,
+            contexts.repetition[i]!,
+            s.presencePenalty,
+            contexts.presence[i]!,
+            s.frequencyPenalty,
+            contexts.frequency[i]!,
+          ],
+          i * 6,
         );
-        // The context's slots of each row: the last `context` of the width.
-        const window = new Float32Array(settings.length * W);
-        for (const [i, c] of contexts[kind].entries()) window.fill(1, i * W + W - c, (i + 1) * W);
-        this.#penalties.push({
-          kind,
-          amount: own(column(amount)),
-          window: own(Tensor.from(window, [settings.length, W])),
-        });
       }
-      this.#carried.recent = tidy(() => recentOf(histories, W));
+      this.#penalties = own(Tensor.from(params, [settings.length, 6]));
+      this.#carried.recent = recentOf(histories, this.width);
     }
   }
 
@@ -214,7 +197,7 @@ export class DeviceSampler {
       if (this.#alternatives >= 0) picks.logprob = rest.shift()!;
       if (this.#alternatives > 0) [picks.topIds, picks.topLogprobs] = [rest.shift()!, rest.shift()!];
       const draws = carried.draws ? rest.shift()! : null;
-      this.#keep({ draws, recent: carried.recent ? { ids: rest[0]!, filled: rest[1]! } : null });
+      this.#keep({ draws, recent: carried.recent ? { ids: rest[0]! } : null });
       return picks;
     };
     return { structure: this.#structure(), inputs, run, adopt };
@@ -229,7 +212,7 @@ export class DeviceSampler {
       this.#greedyOnly,
       this.#params !== null,
       this.#bias !== null,
-      this.#penalties.map((p) => p.kind).join("+"),
+      this.#penalties !== null,
       this.width,
       this.#alternatives,
     ].join("|");
@@ -238,10 +221,7 @@ export class DeviceSampler {
   #keep(next: Carried): void {
     const now = this.#carried;
     if (next.draws !== now.draws) now.draws?.dispose();
-    if (next.recent !== now.recent) {
-      now.recent?.ids.dispose();
-      now.recent?.filled.dispose();
-    }
+    if (next.recent !== now.recent) now.recent?.ids.dispose();
     this.#carried = next;
   }
 
@@ -259,7 +239,7 @@ export class DeviceSampler {
         return { picks: { tokens: argmax(x0, -1, true), peak: max(x0, -1) }, carried: { draws: null, recent } };
       // The processors work in float32; samplePick reads any float dtype.
       const processing = this.#bias !== null || recent !== null;
-      const x = processing ? this.#processed(float32(x0), recent) : x0;
+      const x = processing ? this.#processed(x0, recent) : x0;
       let tokens: Tensor;
       let peak: Tensor;
       let draws: Tensor | null = null;
@@ -288,7 +268,7 @@ export class DeviceSampler {
    * -infinity for the masked ones (the processors apply first; rows without filters keep all). */
   filteredLogprobs(logits: Tensor): Tensor {
     return tidy(() => {
-      const x = this.#processed(float32(logits), this.#carried.recent);
+      const x = float32(this.#processed(logits, this.#carried.recent));
       const lp = subtract(x, logsumexp(x, -1, true));
       if (!this.#params) return lp;
       using draws = Tensor.from(new Uint32Array(this.rows), [this.rows]);
@@ -298,32 +278,11 @@ export class DeviceSampler {
     });
   }
 
-  /** Logits after the processors: bias, then the penalties over each row's recent tokens. */
+  /** Logits after the processors (float32 when there are any): bias, then the penalties over each
+   * row's recent tokens. */
   #processed(x: Tensor, recent: Recent | null): Tensor {
-    if (this.#bias) x = add(x, this.#bias);
-    if (!recent) return x;
-    const { ids, filled } = recent;
-    const B = this.rows;
-    const W = this.width;
-    // The newest recent token of each row: always there, and inside every context.
-    const newest = slice(ids, [0, W - 1], [B, W]);
-    for (const { kind, amount, window } of this.#penalties) {
-      const active = multiply(filled, window);
-      if (kind === "frequency") {
-        x = scatterAddAxis(x, ids, multiply(active, amount), -1);
-        continue;
-      }
-      // Set semantics: slots outside a row's context point at its newest token, so every write to
-      // one token carries the same value.
-      const at = where(greater(active, 0), ids, newest);
-      const seen = takeAlongAxis(x, at, -1);
-      const changed =
-        kind === "repetition"
-          ? where(greater(0, seen), multiply(seen, amount), divide(seen, amount))
-          : subtract(seen, amount);
-      x = putAlongAxis(x, at, changed, -1);
-    }
-    return x;
+    if (this.#bias) x = add(float32(x), this.#bias);
+    return recent && this.#penalties ? penalize(x, recent.ids, this.#penalties) : x;
   }
 
   /** The picks read to the host, one per row: an Error for a row whose logits are not finite. */
@@ -356,14 +315,11 @@ export class DeviceSampler {
   }
 }
 
-/** The recent tokens with each row's input id appended (the oldest slot drops out): new tensors. */
+/** The recent tokens with each row's input id ([B, 1]) appended (the oldest slot drops out): new tensors. */
 function remembered(recent: Recent, inputs: Tensor): Recent {
   const [B, W] = recent.ids.shape as [number, number];
-  // From host data (a recorded step takes it as a constant; zeros() is an op a tape cannot replay).
-  using ones = Tensor.from(new Float32Array(B).fill(1), [B, 1]);
-  const ids = concatenate([slice(recent.ids, [0, 1], [B, W]), astype(reshape(inputs, [B, 1]), "int32")], 1);
-  const filled = concatenate([slice(recent.filled, [0, 1], [B, W]), ones], 1);
-  return { ids, filled };
+  const input = inputs.dtype === "int32" ? inputs : astype(inputs, "int32");
+  return { ids: concatenate([slice(recent.ids, [0, 1], [B, W]), input], 1) };
 }
 
 function float32(x: Tensor): Tensor {
@@ -388,12 +344,10 @@ function largestOf(x: Tensor, n: number): [Tensor, Tensor] {
 /** The recent tokens of a new batch from the rows' histories: the last `width` of each. */
 function recentOf(histories: readonly (readonly number[])[], width: number): Recent {
   const B = histories.length;
-  const ids = new Int32Array(B * width);
-  const filled = new Float32Array(B * width);
+  const ids = new Int32Array(B * width).fill(-1);
   for (const [b, history] of histories.entries()) {
     const tail = history.slice(Math.max(0, history.length - width));
     ids.set(tail, b * width + width - tail.length);
-    filled.fill(1, b * width + width - tail.length, (b + 1) * width);
   }
-  return { ids: Tensor.from(ids, [B, width]), filled: Tensor.from(filled, [B, width]) };
+  return { ids: Tensor.from(ids, [B, width]) };
 }

@@ -169,6 +169,19 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
   return call("swiglu", (lib, out) => lib.mlx_fast_swiglu(out, hg, hu));
 }
 
+/** The sampler's penalties as one primitive of the shim's (shim/ext/sample.cpp; a CUDA kernel on a
+ * GPU): logits [B, V] (any float dtype), ids [B, W] int32 (each row's recent tokens, oldest first; -1:
+ * an empty slot), params [B, 6] float32 (repetition penalty, its context, presence penalty, its
+ * context, frequency penalty, its context; a context counts the last slots, 0: off) -> float32
+ * logits with each distinct id of the repetition context divided by the penalty (multiplied when
+ * negative), of the presence context lowered by its penalty, and lowered by the frequency penalty
+ * once per slot of its context holding it. The rule of src/engine/sampling.ts's processLogits. */
+export function penalize(logits: Tensor, ids: Tensor, params: Tensor): Tensor {
+  const op = "penalize";
+  const handles = [handleOf(logits, op, "logits"), handleOf(ids, op, "ids"), handleOf(params, op, "params")] as const;
+  return call(op, (lib, out) => lib.mlx_penalize(out, ...handles));
+}
+
 /** The sampler's pick as one primitive of the shim's (shim/ext/sample.cpp; a CUDA kernel on a GPU):
  * per row of logits [B, V] with params [B, 5] float32 (1/temperature or 0 for greedy, 1 - topP or -1,
  * log(minP) or -infinity, minTokensToKeep, topK or 0), seeds [B, 2] uint32 (low and high 32 bits)

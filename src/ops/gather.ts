@@ -1,8 +1,8 @@
 // Gathers and scatters along an axis. MLX does not bound-check their indices (an index past the end
 // reads or writes anywhere), so the shim checks indices whose values are on the host and clamps the
 // others on the device into [-size, size - 1], as JAX does by default. The public ops (re-exported by
-// core.ts) always do; the `inRange` ones here are for indices in range by construction (an argmax or
-// a partition over the same axis, the engine's own token ids) and skip the clamp: not public.
+// core.ts) always do; takeAlongAxisInRange is for indices in range by construction (an argmax or a
+// partition over the same axis) and skips the clamp: not public.
 import type { Tensor } from "../tensor.ts";
 import { call, handleOf, int32 } from "./call.ts";
 
@@ -22,16 +22,14 @@ function scatter(
   indices: Tensor,
   values: Tensor,
   axis: number,
-  inRange: boolean,
 ): Tensor {
   const ha = handleOf(a, op, "a");
   const hi = handleOf(indices, op, "indices");
   const hv = handleOf(values, op, "values");
   const ax = int32(axis, op, "axis");
-  const vouched = inRange ? 1 : 0;
   return op === "putAlongAxis"
-    ? call(op, (lib, out) => lib.mlx_put_along_axis(out, ha, hi, hv, ax, vouched))
-    : call(op, (lib, out) => lib.mlx_scatter_add_axis(out, ha, hi, hv, ax, vouched));
+    ? call(op, (lib, out) => lib.mlx_put_along_axis(out, ha, hi, hv, ax, 0))
+    : call(op, (lib, out) => lib.mlx_scatter_add_axis(out, ha, hi, hv, ax, 0));
 }
 
 /** Gathers `indices` along `axis` (embedding lookup: take(table, ids, 0)). */
@@ -46,25 +44,15 @@ export function takeAlongAxis(a: Tensor, indices: Tensor, axis = -1): Tensor {
 
 /** `a` with `values` written at `indices` along `axis` (numpy's put_along_axis). */
 export function putAlongAxis(a: Tensor, indices: Tensor, values: Tensor, axis = -1): Tensor {
-  return scatter("putAlongAxis", a, indices, values, axis, false);
+  return scatter("putAlongAxis", a, indices, values, axis);
 }
 
 /** `a` with `values` added at `indices` along `axis`; repeated indices add up. */
 export function scatterAddAxis(a: Tensor, indices: Tensor, values: Tensor, axis = -1): Tensor {
-  return scatter("scatterAddAxis", a, indices, values, axis, false);
+  return scatter("scatterAddAxis", a, indices, values, axis);
 }
 
 /** takeAlongAxis() for indices in range by construction: not clamped. */
 export function takeAlongAxisInRange(a: Tensor, indices: Tensor, axis = -1): Tensor {
   return gather("takeAlongAxis", a, indices, axis, true);
-}
-
-/** putAlongAxis() for indices in range by construction: not clamped. */
-export function putAlongAxisInRange(a: Tensor, indices: Tensor, values: Tensor, axis = -1): Tensor {
-  return scatter("putAlongAxis", a, indices, values, axis, true);
-}
-
-/** scatterAddAxis() for indices in range by construction: not clamped. */
-export function scatterAddAxisInRange(a: Tensor, indices: Tensor, values: Tensor, axis = -1): Tensor {
-  return scatter("scatterAddAxis", a, indices, values, axis, true);
 }

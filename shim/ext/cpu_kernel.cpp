@@ -1,4 +1,5 @@
 // The CPU kernels' second core: one helper thread that takes half of a large kernel's work.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -15,11 +16,14 @@
 namespace {
 
 /** One more thread, so that a large kernel (a decode step's larger matvecs, a batch's attention) runs
- * on two cores: together(a, b) runs a on the helper and b here and returns when both are done.
+ * on two cores: share(work) posts `work` to the helper and runs it here too; work takes chunks from a
+ * counter until none is left, so whichever side starts late takes fewer (a sleeping helper wakes in
+ * tens of microseconds; a fixed half each left the caller waiting for it). When the caller runs out
+ * of chunks before the helper has taken the job, it takes the job back and returns at once.
  * Each side polls for a while before it sleeps on a condition variable: the helper for its next job
- * (a step's kernels come tens of microseconds apart; waking a sleeping thread costs about as much as
- * a small kernel), the caller for the helper's half. Unavailable on a single-core machine or when
- * MLXB_QMV_THREADS=1. Made on first use and never stopped (a detached thread). */
+ * (a step's kernels come tens of microseconds apart), the caller for the helper's last chunk.
+ * Unavailable on a single-core machine or when MLXB_QMV_THREADS=1. Made on first use and never
+ * stopped (a detached thread). */
 class Helper {
  public:
   Helper() {
@@ -30,21 +34,24 @@ class Helper {
 
   bool available() const { return available_; }
 
-  void together(const std::function<void()>& a, const std::function<void()>& b) {
-    std::lock_guard<std::mutex> one_caller(caller_); // one split at a time (MLX may run CPU streams concurrently)
+  void share(const std::function<void()>& work) {
+    std::lock_guard<std::mutex> one_caller(caller_); // one job at a time (MLX may run CPU streams concurrently)
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      job_ = &a;
-      pending_.store(true, std::memory_order_release);
+      job_ = &work;
+      state_.store(POSTED, std::memory_order_release);
     }
     wake_.notify_one();
-    b();
-    // Poll for the helper's half, then sleep until it is done (the helper may have lost its core).
+    work();
+    // Not taken yet: taken back (the chunks are all done).
+    int expected = POSTED;
+    if (state_.compare_exchange_strong(expected, IDLE, std::memory_order_acq_rel)) return;
+    // Poll for the helper's last chunk, then sleep until it is done (the helper may have lost its core).
     const auto until = std::chrono::steady_clock::now() + POLL;
-    while (pending_.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < until) _mm_pause();
-    if (pending_.load(std::memory_order_acquire)) {
+    while (state_.load(std::memory_order_acquire) != IDLE && std::chrono::steady_clock::now() < until) _mm_pause();
+    if (state_.load(std::memory_order_acquire) != IDLE) {
       std::unique_lock<std::mutex> lock(mutex_);
-      done_.wait(lock, [this] { return !pending_.load(std::memory_order_acquire); });
+      done_.wait(lock, [this] { return state_.load(std::memory_order_acquire) == IDLE; });
     }
   }
 
@@ -53,26 +60,30 @@ class Helper {
     for (;;) {
       // Poll, then sleep until a job comes.
       const auto until = std::chrono::steady_clock::now() + POLL;
-      while (!pending_.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < until) _mm_pause();
-      if (!pending_.load(std::memory_order_acquire)) {
+      while (state_.load(std::memory_order_acquire) != POSTED && std::chrono::steady_clock::now() < until) _mm_pause();
+      if (state_.load(std::memory_order_acquire) != POSTED) {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [this] { return pending_.load(std::memory_order_acquire); });
+        wake_.wait(lock, [this] { return state_.load(std::memory_order_acquire) == POSTED; });
       }
+      int expected = POSTED;
+      if (!state_.compare_exchange_strong(expected, TAKEN, std::memory_order_acq_rel)) continue; // taken back
       (*job_)();
       {
         std::lock_guard<std::mutex> lock(mutex_);
-        pending_.store(false, std::memory_order_release);
+        state_.store(IDLE, std::memory_order_release);
       }
       done_.notify_one();
     }
   }
 
   static constexpr std::chrono::microseconds POLL{200};
+  /** The job's state: none, posted (the helper may take it, or the caller take it back), taken. */
+  enum : int { IDLE, POSTED, TAKEN };
   bool available_ = false;
   std::mutex caller_, mutex_;
   std::condition_variable wake_, done_;
   const std::function<void()>* job_ = nullptr;
-  std::atomic<bool> pending_{false};
+  std::atomic<int> state_{IDLE};
 };
 
 Helper& helper() {
@@ -82,10 +93,11 @@ Helper& helper() {
 
 } // namespace
 
-bool mlxb::two_cores() {
-  return helper().available();
-}
-
-void mlxb::together(const std::function<void()>& a, const std::function<void()>& b) {
-  helper().together(a, b);
+void mlxb::in_chunks(int64_t n, int64_t chunk, const std::function<void(int64_t, int64_t)>& f) {
+  // A helper thread is there when there are two cores or more (and not MLXB_QMV_THREADS=1).
+  if (n <= chunk || !helper().available()) return f(0, n);
+  std::atomic<int64_t> next{0};
+  helper().share([&] {
+    for (int64_t begin; (begin = next.fetch_add(chunk, std::memory_order_relaxed)) < n;) f(begin, std::min(n, begin + chunk));
+  });
 }

@@ -73,11 +73,8 @@ inline std::vector<mx::array> weak(const std::vector<mx::array>& xs) {
   return out;
 }
 
-/** A helper thread is there to take half of a kernel's work (two cores or more; not
- * MLXB_QMV_THREADS=1). */
-bool two_cores();
-
-/** Runs a on the helper thread and b on this one; returns when both are done (two_cores() first). */
-void together(const std::function<void()>& a, const std::function<void()>& b);
+/** f(begin, end) over [0, n) in chunks of `chunk`, on this thread and the helper together when there
+ * are two cores (each taking the next chunk as it is free); returns when all are done. */
+void in_chunks(int64_t n, int64_t chunk, const std::function<void(int64_t, int64_t)>& f);
 
 } // namespace mlxb

@@ -247,8 +247,8 @@ class AttentionCpu : public mx::UnaryPrimitive {
     };
     const int units = batch * kv_heads;
     const int64_t work = static_cast<int64_t>(batch) * q_heads * queries * keys * (dim + v_dim);
-    if (units >= 2 && work >= SPLIT_WORK && two_cores())
-      together([&] { part(units / 2, units); }, [&] { part(0, units / 2); });
+    if (work >= SPLIT_WORK)
+      in_chunks(units, std::max(1, units / 8), [&](int64_t begin, int64_t end) { part(begin, end); });
     else
       part(0, units);
   }

@@ -216,11 +216,11 @@ void matvec(const Problem<S>& p, bool int8) {
     else
       matvec_scalar(p, sums.data(), begin, end);
   };
-  if (static_cast<int64_t>(p.rows) * p.n * p.k >= SPLIT_VALUES && two_cores()) {
-    together([&] { part(p.n / 2, p.n); }, [&] { part(0, p.n / 2); });
-  } else {
+  // Chunks of a multiple of 16 columns (the tiles' width), about 8 of them.
+  if (static_cast<int64_t>(p.rows) * p.n * p.k >= SPLIT_VALUES)
+    in_chunks(p.n, std::max(16, (p.n / 8 + 15) / 16 * 16), [&](int64_t begin, int64_t end) { part(begin, end); });
+  else
     part(0, p.n);
-  }
 }
 
 /** The array's elements in row-major order: its own data when it is row-contiguous, else copied into

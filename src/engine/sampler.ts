@@ -212,8 +212,7 @@ export class DeviceSampler {
       this.#greedyOnly,
       this.#params !== null,
       this.#bias !== null,
-      this.#penalties !== null,
-      this.width,
+      this.width, // (0: no penalties)
       this.#alternatives,
     ].join("|");
   }

@@ -135,6 +135,17 @@ describe("penalize", () => {
     using ints = Tensor.from(Int32Array.of(1, 2, 3), [1, 3]);
     expect(() => penalize(ints, ids, params)).toThrow(/penalize: logits/);
   });
+
+  test("ids past the vocabulary or negative are skipped; a NaN context is none, a huge one all slots", () => {
+    using x = Tensor.from(logits.subarray(0, V), [1, V]);
+    using ids = Tensor.from(Int32Array.of(5000, -7, 3, 2 ** 31 - 1, 3), [1, 5]);
+    using params = Tensor.from(Float32Array.of(2, Number.NaN, 0.5, 1e30, 0.25, Number.POSITIVE_INFINITY), [1, 6]);
+    using got = penalize(x, ids, params);
+    const out = got.toFloat32Array();
+    const want = Float32Array.from(logits.subarray(0, V));
+    want[3] = want[3]! - 0.5 - 0.25 - 0.25;
+    expect(Array.from(out)).toEqual(Array.from(want));
+  });
 });
 
 describe("logprobs", () => {

@@ -227,8 +227,9 @@ class SamplePick : public mx::Primitive {
  * empty slot); params: (repetition, its context, presence, its context, frequency, its context). */
 void penalize_row(float* x, int64_t V, const int32_t* ids, int64_t id_stride, int64_t W, const float* params, int64_t param_stride) {
   const float repetition = params[0], presence = params[2 * param_stride], frequency = params[4 * param_stride];
-  const int64_t from[3] = {W - static_cast<int64_t>(params[param_stride]), W - static_cast<int64_t>(params[3 * param_stride]),
-                           W - static_cast<int64_t>(params[5 * param_stride])};
+  // A context as a count of slots in [0, W] (below 1 or NaN: none; past W: all).
+  const auto start = [W](float context) { return W - (context >= 1 ? static_cast<int64_t>(std::min(context, static_cast<float>(W))) : 0); };
+  const int64_t from[3] = {start(params[param_stride]), start(params[3 * param_stride]), start(params[5 * param_stride])};
   for (int64_t w = 0; w < W; w++) {
     const int32_t id = ids[w * id_stride];
     if (id < 0 || id >= V) continue;

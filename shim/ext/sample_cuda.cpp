@@ -304,8 +304,11 @@ extern "C" __global__ void mlxb_penalize(const T* __restrict__ x, const int* __r
   const float* pr = params + b * p.param_row;
   const long long W = p.width;
   const float repetition = pr[0], presence = pr[2 * p.param_col], frequency = pr[4 * p.param_col];
-  const long long from_rep = W - (long long)pr[p.param_col], from_pres = W - (long long)pr[3 * p.param_col],
-                  from_freq = W - (long long)pr[5 * p.param_col];
+  // A context as a count of slots in [0, W] (below 1 or NaN: none; past W: all).
+  const float contexts[3] = {pr[p.param_col], pr[3 * p.param_col], pr[5 * p.param_col]};
+  long long from[3];
+  for (int i = 0; i < 3; i++) from[i] = W - (contexts[i] >= 1.f ? (long long)fminf(contexts[i], (float)W) : 0);
+  const long long from_rep = from[0], from_pres = from[1], from_freq = from[2];
   for (long long w = threadIdx.x; w < W; w += blockDim.x) {
     const int id = row[w * p.id_col];
     if (id < 0 || id >= p.vocab) continue;

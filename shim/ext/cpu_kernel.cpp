@@ -1,4 +1,4 @@
-// The CPU kernels' second core: one helper thread that takes half of a large kernel's work.
+// The CPU kernels' second core: one helper thread that shares a large kernel's work by chunks.
 #include <algorithm>
 #include <atomic>
 #include <chrono>

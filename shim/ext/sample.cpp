@@ -25,6 +25,7 @@
 #include <cstring>
 #include <limits>
 
+#include "cpu_kernel.h"
 #include "internal.h"
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
@@ -198,12 +199,7 @@ class SamplePick : public mx::Primitive {
                       seeds = mx::array::unsafe_weak_copy(inputs[2]), draws = mx::array::unsafe_weak_copy(inputs[3]),
                       tokens = mx::array::unsafe_weak_copy(outputs[0]), peak = mx::array::unsafe_weak_copy(outputs[1]),
                       threshold = mx::array::unsafe_weak_copy(outputs[2])]() mutable {
-      if (logits.dtype() == mx::float32)
-        pick_rows<float>(logits, params, seeds, draws, tokens, peak, threshold);
-      else if (logits.dtype() == mx::bfloat16)
-        pick_rows<mx::bfloat16_t>(logits, params, seeds, draws, tokens, peak, threshold);
-      else
-        pick_rows<mx::float16_t>(logits, params, seeds, draws, tokens, peak, threshold);
+      by_dtype(logits.dtype(), [&]<typename T>() { pick_rows<T>(logits, params, seeds, draws, tokens, peak, threshold); });
     });
   }
 
@@ -266,19 +262,10 @@ class Penalize : public mx::UnaryPrimitive {
   explicit Penalize(mx::Stream stream) : mx::UnaryPrimitive(stream) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    for (const auto& a : inputs) encoder.set_input_array(a);
-    encoder.set_output_array(out);
-    encoder.dispatch([logits = mx::array::unsafe_weak_copy(inputs[0]), ids = mx::array::unsafe_weak_copy(inputs[1]),
-                      params = mx::array::unsafe_weak_copy(inputs[2]), out = mx::array::unsafe_weak_copy(out)]() mutable {
-      if (logits.dtype() == mx::float32)
-        penalize_rows<float>(logits, ids, params, out);
-      else if (logits.dtype() == mx::bfloat16)
-        penalize_rows<mx::bfloat16_t>(logits, ids, params, out);
-      else
-        penalize_rows<mx::float16_t>(logits, ids, params, out);
-    });
+    auto& encoder = prepare(stream(), inputs, out);
+    encoder.dispatch(
+        [logits = mx::array::unsafe_weak_copy(inputs[0]), ids = mx::array::unsafe_weak_copy(inputs[1]), params = mx::array::unsafe_weak_copy(inputs[2]),
+         out = mx::array::unsafe_weak_copy(out)]() mutable { by_dtype(logits.dtype(), [&]<typename T>() { penalize_rows<T>(logits, ids, params, out); }); });
   }
 
   void eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) override {

@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import Ajv from "ajv";
 import { compileGbnf } from "../src/grammar/gbnf.ts";
 import { jsonSchemaGrammar } from "../src/grammar/json-schema.ts";
-import { Grammar } from "../src/grammar/matcher.ts";
+import { Grammar, type GrammarState } from "../src/grammar/matcher.ts";
 import { allowedTokens, has, vocabularyOf } from "../src/grammar/vocabulary.ts";
 import { DEFAULT_MODEL_DIR, generateText, loadModel, Tokenizer } from "../src/index.ts";
 
@@ -135,32 +135,59 @@ describe("JSON Schema to grammar", () => {
   });
 });
 
+/** A state as its stacks' element positions, top first (frame ids differ between grammars). */
+function stacks(state: GrammarState): string {
+  const paths = state.tops.map((top) => {
+    const path: number[] = [];
+    for (let f: typeof top | null = top; f; f = f.below) path.push(f.pos);
+    return path.join(">");
+  });
+  return `${state.accepting ? "accepting " : ""}${paths.sort().join(" | ")}`;
+}
+
 test("a state's token mask is the set of tokens whose bytes the grammar takes (brute force)", () => {
-  const g = grammar(
-    jsonSchemaGrammar({
-      type: "object",
-      properties: { name: { type: "string" }, n: { type: "number" } },
-      required: ["name"],
-    }),
-  );
+  const source = jsonSchemaGrammar({
+    type: "object",
+    properties: { name: { type: "string" }, n: { type: "number" } },
+    required: ["name"],
+  });
+  // The reference matches every byte afresh (no interned states, no remembered transitions); the
+  // grammars under test keep them, one with room for 3 states (it starts over again and again).
+  const reference = new Grammar(compileGbnf(source), source, 0);
   const vocabulary = vocabularyOf(tokenizer, 8192);
   const pieces = tokenizer.tokenBytes();
-  for (const prefix of ["", `{"name": "`, `{"name":"ab\\`, `{"name":"x", "n": 1`, `{"name":"x"`]) {
-    const state = g.advanceBytes(g.initial, new TextEncoder().encode(prefix))!;
-    expect(state).not.toBeNull();
-    const mask = allowedTokens(g, vocabulary, state);
-    let allowed = 0;
-    for (let id = 0; id < 8192; id++) {
-      const bytes = pieces[id];
-      const expected =
-        bytes !== null && bytes !== undefined && bytes.length > 0 && g.advanceBytes(state, bytes) !== null;
-      if (has(mask, id) !== expected)
-        throw new Error(
-          `prefix ${JSON.stringify(prefix)}: token ${id} ${JSON.stringify(tokenizer.decode([id]))} mask ${has(mask, id)}, brute force ${expected}`,
-        );
-      allowed += Number(expected);
+  const prefixes = ["", `{"name": "`, `{"name":"ab\\`, `{"name":"x", "n": 1`, `{"name":"x"`];
+  for (const g of [grammar(source), new Grammar(compileGbnf(source), source, 3)]) {
+    for (const pass of [1, 2]) {
+      for (const prefix of prefixes) {
+        const text = new TextEncoder().encode(prefix);
+        const state = g.advanceBytes(g.initial, text)!;
+        const expectedState = reference.advanceBytes(reference.initial, text)!;
+        expect(state).not.toBeNull();
+        expect(stacks(state)).toBe(stacks(expectedState));
+        const mask = allowedTokens(g, vocabulary, state);
+        let allowed = 0;
+        for (let id = 0; id < 8192; id++) {
+          const bytes = pieces[id];
+          const expected =
+            bytes !== null &&
+            bytes !== undefined &&
+            bytes.length > 0 &&
+            reference.advanceBytes(expectedState, bytes) !== null;
+          if (has(mask, id) !== expected)
+            throw new Error(
+              `pass ${pass}, prefix ${JSON.stringify(prefix)}: token ${id} ${JSON.stringify(tokenizer.decode([id]))} mask ${has(mask, id)}, brute force ${expected}`,
+            );
+          // A transition remembered by the walk gives the state the reference reaches.
+          if (expected)
+            expect(stacks(g.advanceBytes(state, bytes!)!)).toBe(stacks(reference.advanceBytes(expectedState, bytes!)!));
+          allowed += Number(expected);
+        }
+        expect(allowed).toBeGreaterThan(0);
+      }
+      // The second pass finds its masks made: the walks start over from states read again.
+      g.masks.delete(vocabulary);
     }
-    expect(allowed).toBeGreaterThan(0);
   }
 });
 

@@ -6,8 +6,11 @@
 //
 // Stacks are hash-consed (one object per distinct stack, per grammar), so a state is known by the ids
 // of its stacks' tops: equal states have equal keys, across sequences too, and a token mask computed
-// for a state (vocabulary.ts) is reused whenever a sequence is there again. A rule reference that
-// ends its alternative pushes nothing (a tail call), so repetitions do not grow the stacks.
+// for a state (vocabulary.ts) is reused whenever a sequence is there again. States are interned too
+// (one object per key) and remember the transitions taken from them, so a byte read from a state seen
+// before is a lookup: a token mask's walk over the vocabulary meets the same few states again and
+// again (inside a string, after any letter). A rule reference that ends its alternative pushes
+// nothing (a tail call), so repetitions do not grow the stacks.
 import { type CompiledGrammar, END, REF } from "./gbnf.ts";
 
 /** A stack node: `pos` is the element to match next (on top) or where the enclosing rule continues. */
@@ -21,25 +24,25 @@ interface Frame {
 
 /** The most stacks a state may hold (an ambiguous grammar can multiply them). */
 const MAX_STACKS = 4096;
+/** The most states a grammar keeps interned with their transitions; past it they start over. */
+const MAX_STATES = 1 << 16;
 
 /** A set of live stacks (their tops); `accepting` when a stack has finished the root rule. */
 export class GrammarState {
   readonly tops: readonly Frame[];
   readonly accepting: boolean;
-  #key: string | null = null;
+  /** Equal for equal states of one grammar. */
+  readonly key: string;
+  /** The transitions taken from this state (null: the byte is refused), valid in `generation`. */
+  readonly next = new Map<number, GrammarState | null>();
+  generation: number;
 
-  constructor(tops: Frame[], accepting: boolean) {
+  constructor(tops: Frame[], accepting: boolean, generation: number) {
     this.tops = tops;
     this.accepting = accepting;
-  }
-
-  /** Equal for equal states of one grammar. */
-  get key(): string {
-    if (this.#key === null) {
-      const ids = this.tops.map((t) => t.id).sort((a, b) => a - b);
-      this.#key = (this.accepting ? "a" : "") + ids.join(",");
-    }
-    return this.#key;
+    this.generation = generation;
+    const ids = tops.map((t) => t.id).sort((a, b) => a - b);
+    this.key = (accepting ? "a" : "") + ids.join(",");
   }
 
   /** Whether nothing can follow (the root rule finished and no stack waits on a byte). */
@@ -55,19 +58,43 @@ export class Grammar {
   readonly #frames = new Map<number, Frame>();
   #nextId = 1;
   #mark = 1;
+  /** Interned states by key; cleared (a new generation) when it holds `#maxStates`. */
+  readonly #states = new Map<string, GrammarState>();
+  readonly #maxStates: number;
+  #generation = 0;
   readonly initial: GrammarState;
   /** Token masks by state key, per vocabulary (vocabulary.ts fills it). */
   readonly masks = new WeakMap<object, Map<string, Uint32Array>>();
 
-  constructor(compiled: CompiledGrammar, source: string) {
+  /** `maxStates`: the most states kept interned with their transitions (0: none, every byte is
+   * matched afresh). */
+  constructor(compiled: CompiledGrammar, source: string, maxStates = MAX_STATES) {
     this.compiled = compiled;
     this.source = source;
+    this.#maxStates = maxStates;
     const tops: Frame[] = [];
     const mark = this.#mark++;
     let accepting = false;
     for (const start of compiled.alternatives[compiled.root]!)
       accepting = this.#expand(start, null, tops, mark) || accepting;
-    this.initial = new GrammarState(tops, accepting);
+    this.initial = this.#intern(tops, accepting);
+  }
+
+  /** The one state of these tops. */
+  #intern(tops: Frame[], accepting: boolean): GrammarState {
+    const state = new GrammarState(tops, accepting, this.#generation);
+    if (this.#maxStates === 0) return state;
+    const known = this.#states.get(state.key);
+    if (known) return known;
+    if (this.#states.size >= this.#maxStates) {
+      // Start over: states of older generations drop their transitions when next read, so the ones
+      // no sequence holds become garbage.
+      this.#states.clear();
+      this.#generation++;
+      state.generation = this.#generation;
+    }
+    this.#states.set(state.key, state);
+    return state;
   }
 
   #frame(pos: number, below: Frame | null): Frame {
@@ -105,6 +132,19 @@ export class Grammar {
 
   /** The state after one byte, or null when no stack takes it. */
   advance(state: GrammarState, byte: number): GrammarState | null {
+    if (this.#maxStates === 0) return this.#step(state, byte);
+    if (state.generation !== this.#generation) {
+      state.next.clear();
+      state.generation = this.#generation;
+    }
+    const known = state.next.get(byte);
+    if (known !== undefined) return known;
+    const next = this.#step(state, byte);
+    state.next.set(byte, next);
+    return next;
+  }
+
+  #step(state: GrammarState, byte: number): GrammarState | null {
     const { arg, sets } = this.compiled;
     const out: Frame[] = [];
     const mark = this.#mark++;
@@ -113,7 +153,7 @@ export class Grammar {
       if (sets[arg[top.pos]!]![byte] === 1) accepting = this.#expand(top.pos + 1, top.below, out, mark) || accepting;
     }
     if (out.length === 0 && !accepting) return null;
-    return new GrammarState(out, accepting);
+    return this.#intern(out, accepting);
   }
 
   /** The state after `bytes`, or null where one is refused. */

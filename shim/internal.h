@@ -196,17 +196,9 @@ mx::array dequantize(const mx::array& w, const mx::array& scales, const std::opt
  * else `otherwise()`. */
 mx::array swiglu(const mx::array& gate, const mx::array& up, const std::function<mx::array()>& otherwise);
 
-/** An RMS norm applied to x before a product (rms_norm(x, weight, eps)). */
-struct RmsNorm {
-  mx::array weight;
-  float eps;
-};
-
-/** The same on the GPU of a CUDA build (qmv_cuda.cpp; only built with -Dcuda=true); with `norm`, of
- * rms_norm(x, norm->weight, norm->eps) (normalized inside the kernel), else nullopt. */
+/** The same on the GPU of a CUDA build (qmv_cuda.cpp; only built with -Dcuda=true). */
 std::optional<mx::array> qmv_cuda(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
-                                  std::optional<int> group_size, std::optional<int> bits, const std::string& mode, const std::optional<mx::array>& addend,
-                                  const std::optional<RmsNorm>& norm = std::nullopt);
+                                  std::optional<int> group_size, std::optional<int> bits, const std::string& mode, const std::optional<mx::array>& addend);
 /** rms_norm of q and of k [B, H, T, D] (weights [D]), then rope on both (dims, traditional, base or
  * periods, scale, offset as mx::fast::rope takes them), as one primitive of ours on the GPU of a CUDA
  * build when the inputs fit it (norm_rope_cuda.cpp); else nullopt. */

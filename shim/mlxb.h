@@ -265,21 +265,20 @@ int mlx_tape_free(mlx_tape tape);
 int mlx_quantize(mlx_array* wq, mlx_array* scales, mlx_array* biases, mlx_array w, int group_size, int bits, const char* mode);
 /* dtype < 0: MLX's default output dtype (the scales' dtype). */
 int mlx_dequantize(mlx_array* out, mlx_array wq, mlx_array scales, mlx_array biases, int group_size, int bits, const char* mode, int dtype);
-/* rms_norm(x, norm_weight, norm_eps) (when norm_weight is not NULL) @ dequantize(wq)(^T) (+ addend,
- * when not NULL). The decode-time matvec kernels add the addend in their epilogue (the product rounded
- * to x's dtype first, as a separate add would), and on a GPU normalize x in their prologue (rounded as
- * rms_norm rounds); elsewhere the ops run one after another.
- * int8_activations != 0: on the CPU, the shim's matvec kernel may quantize x to int8 per block of 64
+/* int8_activations != 0: on the CPU, the shim's matvec kernel may quantize x to int8 per block of 64
  * values (AVX-512 VNNI; 4-bit affine, group a multiple of 64; any number of rows): faster, approximate.
  * Else (and wherever that kernel does not run) x stays as it is. */
-int mlx_quantized_matmul(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, mlx_array addend, mlx_array norm_weight, float norm_eps,
-                         int transpose, int group_size, int bits, const char* mode, int int8_activations);
-/* mlx_quantized_matmul (without addend) as `count` arrays: output i has shape
- * dims[sum(ranks[:i]) ..][:ranks[i]] and takes the next size(i) / rows columns of each row of the
- * product (a split along the last axis, each part reshaped). For one row of x, one node whose outputs
- * are views of the product. */
-int mlx_quantized_matmul_split(mlx_array* outs, int count, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, mlx_array norm_weight, float norm_eps,
-                               const int32_t* ranks, const int32_t* dims, int transpose, int group_size, int bits, const char* mode, int int8_activations);
+int mlx_quantized_matmul(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, int transpose, int group_size, int bits,
+                         const char* mode, int int8_activations);
+/* x @ dequantize(wq)(^T) + addend as one op: the decode-time matvec kernels add it in their epilogue
+ * (the product rounded to x's dtype first, as a separate add), else quantized_matmul, then add. */
+int mlx_quantized_matmul_add(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, mlx_array addend, int transpose, int group_size,
+                             int bits, const char* mode, int int8_activations);
+/* x @ dequantize(wq)(^T) as `count` arrays: output i has shape dims[sum(ranks[:i]) ..][:ranks[i]] and
+ * takes the next size(i) / rows columns of each row of the product (a split along the last axis,
+ * each part reshaped). For one row of x, one node whose outputs are views of the product. */
+int mlx_quantized_matmul_split(mlx_array* outs, int count, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, const int32_t* ranks,
+                               const int32_t* dims, int transpose, int group_size, int bits, const char* mode, int int8_activations);
 
 /* ---- files: a read-only, copy-on-write mapping whose bytes back arrays without a copy ---- */
 typedef void* mlx_file_map;

@@ -16,34 +16,27 @@ std::string mode_of(const char* mode) {
   return mode ? mode : "affine";
 }
 
-/** rms_norm(x) (with `norm`) @ dequantize(w)(^T) (+ addend): one of the shim's matvec kernels where
- * they fit (the addend added in the kernel when it has the product's shape and dtype; on a GPU the
- * norm too), else MLX's quantized_matmul (and add). MLX's kernels divide by zero on an empty x or w
- * (no rows, no outputs, or an empty inner axis), so then the product is zeros of the shape MLX infers
- * (an empty sum is 0), without its kernel. */
-mx::array quantized_product(const mx::array& raw_x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool t,
-                            std::optional<int> g, std::optional<int> b, const std::string& m, bool int8, const std::optional<mx::array>& addend = std::nullopt,
-                            const std::optional<RmsNorm>& norm = std::nullopt) {
+/** x @ dequantize(w)(^T) (+ addend): one of the shim's matvec kernels where they fit (the addend
+ * added in the kernel when it has the product's shape and dtype), else MLX's quantized_matmul (and
+ * add). MLX's kernels divide by zero on an empty x or w (no rows, no outputs, or an empty inner axis),
+ * so then the product is zeros of the shape MLX infers (an empty sum is 0), without its kernel. */
+mx::array quantized_product(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool t,
+                            std::optional<int> g, std::optional<int> b, const std::string& m, bool int8,
+                            const std::optional<mx::array>& addend = std::nullopt) {
   auto plus = [&](mx::array y) { return addend ? mx::add(y, *addend) : y; };
-  // The addend goes into the kernel when it is exactly the product's shape and dtype.
-  auto shape = raw_x.shape();
-  if (!shape.empty() && w.ndim() > 0) shape.back() = w.shape(0);
-  const bool inside = t && addend && addend->shape() == shape && addend->dtype() == raw_x.dtype();
-  const auto kernel_addend = inside ? addend : std::nullopt;
-  const bool gpu = mx::default_device() == mx::Device::gpu;
-#ifdef MLXB_CUDA
-  if (norm && gpu && biases && raw_x.size() > 0 && w.size() > 0) {
-    if (auto ours = qmv_cuda(raw_x, w, scales, biases, t, g, b, m, kernel_addend, norm)) return inside ? *ours : plus(*ours);
-  }
-#endif
-  const mx::array x = norm ? rms_norm(raw_x, norm->weight, norm->eps) : raw_x;
   if (x.size() == 0 || w.size() == 0) {
     auto shaped = mx::quantized_matmul(x, w, scales, biases, t, g, b, m); // validates and infers the shape
     return plus(mx::zeros(shaped.shape(), shaped.dtype()));
   }
   if (biases) {
+    // The addend goes into the kernel when it is exactly the product's shape and dtype.
+    auto shape = x.shape();
+    shape.back() = w.shape(0);
+    bool inside = t && addend && addend->shape() == shape && addend->dtype() == x.dtype();
+    auto kernel_addend = inside ? addend : std::nullopt;
 #ifdef MLXB_CUDA
-    auto ours = gpu ? qmv_cuda(x, w, scales, biases, t, g, b, m, kernel_addend) : qmv_cpu(x, w, scales, biases, t, g, b, m, int8, kernel_addend);
+    auto ours = mx::default_device() == mx::Device::gpu ? qmv_cuda(x, w, scales, biases, t, g, b, m, kernel_addend)
+                                                        : qmv_cpu(x, w, scales, biases, t, g, b, m, int8, kernel_addend);
 #else
     auto ours = qmv_cpu(x, w, scales, biases, t, g, b, m, int8, kernel_addend);
 #endif
@@ -53,7 +46,7 @@ mx::array quantized_product(const mx::array& raw_x, const mx::array& w, const mx
   // rows x 4096 x 4096): where the shim's kernel did not take a prompt-sized x (no AVX2), the product
   // is a BLAS matmul over the weight dequantized for the call.
   const int64_t rows = x.size() / x.shape(-1);
-  if (!gpu && biases && rows >= CPU_DEQUANTIZE_ROWS) {
+  if (mx::default_device() == mx::Device::cpu && biases && rows >= CPU_DEQUANTIZE_ROWS) {
     auto dense = mlxb::dequantize(w, scales, biases, g, b, m, std::nullopt);
     return plus(mx::matmul(x, t ? mx::swapaxes(dense, -1, -2) : dense));
   }
@@ -62,7 +55,7 @@ mx::array quantized_product(const mx::array& raw_x, const mx::array& w, const mx
   // one group) gave relative errors near 1 on an H200 for rows 9 and 33 (inner 64, group 64): there
   // the product is matmul over the dequantized weight.
   int k = x.shape(-1);
-  if (gpu && biases && t && m == "affine" && k % 64 == 0 && k <= g.value_or(64)) {
+  if (mx::default_device() == mx::Device::gpu && biases && t && m == "affine" && k % 64 == 0 && k <= g.value_or(64)) {
     return plus(mx::matmul(x, mx::swapaxes(mx::dequantize(w, scales, biases, g, b, m, std::nullopt, x.dtype()), -1, -2)));
   }
 #endif
@@ -73,9 +66,8 @@ mx::array quantized_product(const mx::array& raw_x, const mx::array& w, const mx
  * product's): for one row of x, one SplitProduct node over the product's own; else the product
  * split along its last axis and each part reshaped. */
 Arrays quantized_product_split(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool t,
-                               std::optional<int> g, std::optional<int> b, const std::string& m, bool int8, const std::vector<mx::Shape>& shapes,
-                               const std::optional<RmsNorm>& norm) {
-  auto product = quantized_product(x, w, scales, biases, t, g, b, m, int8, std::nullopt, norm);
+                               std::optional<int> g, std::optional<int> b, const std::string& m, bool int8, const std::vector<mx::Shape>& shapes) {
+  auto product = quantized_product(x, w, scales, biases, t, g, b, m, int8);
   const int64_t width = product.shape(-1), rows = product.size() / std::max<int64_t>(width, 1);
   mx::Shape cuts;
   int64_t at = 0;
@@ -127,41 +119,37 @@ int mlx_dequantize(mlx_array* out, mlx_array wq, mlx_array scales, mlx_array bia
   });
 }
 
-/** The inputs of a product: x, wq, scales, then biases, the addend and the norm weight where given;
- * `norm_of(a)` the norm from them. */
-struct ProductInputs {
-  std::vector<mlx_array> handles;
-  bool biased, added, normed;
-  float eps;
-
-  ProductInputs(mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, mlx_array addend, mlx_array norm_weight, float norm_eps)
-      : handles{x, wq, scales}, biased(biases != nullptr), added(addend != nullptr), normed(norm_weight != nullptr), eps(norm_eps) {
-    arr(x, "x"), arr(wq, "wq"), arr(scales, "scales");
-    if (biased) handles.push_back(biases);
-    if (added) handles.push_back(addend);
-    if (normed) handles.push_back(norm_weight);
-    if (normed && !(norm_eps >= 0.f)) throw ArgumentError("norm_eps must be a non-negative number");
-  }
-  std::optional<mx::array> biases(const Arrays& a) const { return biased ? std::optional<mx::array>(a[3]) : std::nullopt; }
-  std::optional<mx::array> addend(const Arrays& a) const { return added ? std::optional<mx::array>(a[biased ? 4 : 3]) : std::nullopt; }
-  std::optional<RmsNorm> norm(const Arrays& a) const { return normed ? std::optional<RmsNorm>(RmsNorm{a.back(), eps}) : std::nullopt; }
-};
-
-int mlx_quantized_matmul(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, mlx_array addend, mlx_array norm_weight, float norm_eps,
-                         int transpose, int group_size, int bits, const char* mode, int int8_activations) {
+int mlx_quantized_matmul(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, int transpose, int group_size, int bits,
+                         const char* mode, int int8_activations) {
   return guard([&] {
-    ProductInputs in(x, wq, scales, biases, addend, norm_weight, norm_eps);
+    arr(x, "x"), arr(wq, "wq"), arr(scales, "scales");
     auto m = mode_of(mode);
     auto g = positive(group_size), b = positive(bits);
     bool t = transpose != 0, i8 = int8_activations != 0;
-    emit1(out, in.handles, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], in.biases(a), t, g, b, m, i8, in.addend(a), in.norm(a)); });
+    if (biases == nullptr)
+      return emit1(out, {x, wq, scales}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], std::nullopt, t, g, b, m, i8); });
+    emit1(out, {x, wq, scales, biases}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], a[3], t, g, b, m, i8); });
   });
 }
 
-int mlx_quantized_matmul_split(mlx_array* outs, int count, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, mlx_array norm_weight, float norm_eps,
-                               const int32_t* ranks, const int32_t* dims, int transpose, int group_size, int bits, const char* mode, int int8_activations) {
+int mlx_quantized_matmul_add(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, mlx_array addend, int transpose, int group_size,
+                             int bits, const char* mode, int int8_activations) {
   return guard([&] {
-    ProductInputs in(x, wq, scales, biases, nullptr, norm_weight, norm_eps);
+    arr(x, "x"), arr(wq, "wq"), arr(scales, "scales"), arr(addend, "addend");
+    auto m = mode_of(mode);
+    auto g = positive(group_size), b = positive(bits);
+    bool t = transpose != 0, i8 = int8_activations != 0;
+    if (biases == nullptr) {
+      return emit1(out, {x, wq, scales, addend}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], std::nullopt, t, g, b, m, i8, a[3]); });
+    }
+    emit1(out, {x, wq, scales, biases, addend}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], a[3], t, g, b, m, i8, a[4]); });
+  });
+}
+
+int mlx_quantized_matmul_split(mlx_array* outs, int count, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, const int32_t* ranks,
+                               const int32_t* dims, int transpose, int group_size, int bits, const char* mode, int int8_activations) {
+  return guard([&] {
+    arr(x, "x"), arr(wq, "wq"), arr(scales, "scales");
     if (outs == nullptr || count < 1) throw ArgumentError("quantized_matmul_split: out-pointers are null or fewer than one");
     auto rank = ints_of(ranks, count);
     std::vector<mx::Shape> shapes;
@@ -176,7 +164,9 @@ int mlx_quantized_matmul_split(mlx_array* outs, int count, mlx_array x, mlx_arra
     bool t = transpose != 0, i8 = int8_activations != 0;
     std::vector<mlx_array*> outputs;
     for (int i = 0; i < count; i++) outputs.push_back(&outs[i]);
-    emit(outputs, in.handles, [=](const Arrays& a) { return quantized_product_split(a[0], a[1], a[2], in.biases(a), t, g, b, m, i8, shapes, in.norm(a)); });
+    if (biases == nullptr)
+      return emit(outputs, {x, wq, scales}, [=](const Arrays& a) { return quantized_product_split(a[0], a[1], a[2], std::nullopt, t, g, b, m, i8, shapes); });
+    emit(outputs, {x, wq, scales, biases}, [=](const Arrays& a) { return quantized_product_split(a[0], a[1], a[2], a[3], t, g, b, m, i8, shapes); });
   });
 }
 

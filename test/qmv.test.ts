@@ -5,7 +5,7 @@
 // inputs, and the shapes they do not take (more rows, 8 bits) left to MLX.
 import { expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
-import { deviceInfo, fast, memory, ops, quant, Tensor } from "../src/index.ts";
+import { deviceInfo, memory, ops, quant, Tensor } from "../src/index.ts";
 
 /** The shim's kernel on this machine's default device: on the GPU of Linux (MLX's CUDA build) the
  * CUDA one, on the CPU the CPU one; Metal has none of ours. */
@@ -217,82 +217,6 @@ test("quantizedMatmulAdd: a broadcast addend, a strided x, and a wrong addend", 
   // An addend that does not broadcast to the product: an Error naming the op, the process lives on.
   using wrong = Tensor.from(random(3 * 5, 61), [3, 5]);
   expect(() => quant.quantizedMatmulAdd(x, q, wrong)).toThrow(/quantizedMatmulAdd/);
-  quant.disposeQuantized(q);
-});
-
-// A norm before the product (the norm_dense rewrite: a layer's input norm and its q/k/v or gate/up):
-// on a CUDA GPU the kernel normalizes x as it reads it (one node: no RMSNorm), rounded as rms_norm
-// rounds, its sum of squares added in another order (a normalized value may differ in its last bit);
-// elsewhere, and where the rows do not fit the kernel's shared memory, rms_norm then the product.
-test.each([
-  ["float32", 1, 1536, 512, 64, false],
-  ["bfloat16", 1, 4096, 1024, 64, true],
-  ["float16", 3, 300, 1024, 128, false],
-  ["bfloat16", 16, 517, 512, 32, true],
-  ["float32", 32, 96, 1024, 64, false], // 128 KiB of rows: past the kernel's shared memory
-] as const)(
-  "quantizedMatmul with a norm, %s, rows %d, out %d, in %d, group %d, addend %s: equal to rmsNorm then the product",
-  (dtype, rows, out, features, groupSize, withAddend) => {
-    using w32 = Tensor.from(random(out * features, 79), [out, features]);
-    using w = ops.astype(w32, dtype);
-    const q = quant.quantize(w, { groupSize, bits: 4 });
-    using x32 = Tensor.from(
-      random(rows * features, 83).map((v) => 8 * v),
-      [rows, features],
-    );
-    using x = ops.astype(x32, dtype);
-    using n32 = Tensor.from(
-      random(features, 89).map((v) => 1 + v),
-      [features],
-    );
-    using weight = ops.astype(n32, dtype);
-    using r32 = Tensor.from(random(rows * out, 97), [rows, out]);
-    using r = ops.astype(r32, dtype);
-    ops.evalAll([x, weight, r, q.weight, q.scales, q.biases!]);
-    const params = { groupSize, bits: 4, norm: { weight, eps: 1e-6 } };
-    using got = withAddend ? quant.quantizedMatmulAdd(x, q, r, params) : quant.quantizedMatmul(x, q, params);
-    const kinds = [...ops.pendingPrimitiveKinds([got]).keys()];
-    const fused = onCuda && rows * features * (dtype === "float32" ? 4 : 2) <= 48 * 1024;
-    if (ourKernel !== null) expect(kinds).toContain(ourKernel);
-    if (fused) expect(ops.pendingPrimitives([got])).toBe(1);
-    else expect(ops.pendingPrimitives([got])).toBe(2);
-    using normed = fast.rmsNorm(x, weight, 1e-6);
-    using product = quant.quantizedMatmul(normed, q, { groupSize, bits: 4 });
-    using want = withAddend ? ops.add(product, r) : ops.astype(product, dtype);
-    expect(got.dtype).toBe(dtype);
-    if (!fused) expect(Buffer.compare(got.toBytes(), want.toBytes())).toBe(0);
-    else
-      expect(relativeError(got.toFloat32Array(), want.toFloat32Array())).toBeLessThanOrEqual(
-        dtype === "float32" ? 1e-5 : 2 ** -6,
-      );
-    quant.disposeQuantized(q);
-  },
-);
-
-test("quantizedMatmul with a norm: a strided x, a wrong norm weight, a bad eps", () => {
-  using w = Tensor.from(random(96 * 128, 101), [96, 128]);
-  const q = quant.quantize(w, { groupSize: 64, bits: 4 });
-  using weight = Tensor.from(
-    random(128, 103).map((v) => 1 + v),
-    [128],
-  );
-  // A strided x (a transposed view): the kernel's fallback normalizes a copy; the values are its
-  // contiguous copy's.
-  using base = Tensor.from(random(128 * 2, 107), [128, 2]);
-  using strided = ops.transpose(base, [1, 0]);
-  using copy = Tensor.from(strided.toFloat32Array(), [2, 128]);
-  using a = quant.quantizedMatmul(strided, q, { norm: { weight, eps: 1e-5 } });
-  using b = quant.quantizedMatmul(copy, q, { norm: { weight, eps: 1e-5 } });
-  using normed = fast.rmsNorm(copy, weight, 1e-5);
-  using c = quant.quantizedMatmul(normed, q);
-  expect(relativeError(a.toFloat32Array(), b.toFloat32Array())).toBeLessThanOrEqual(1e-5);
-  expect(relativeError(b.toFloat32Array(), c.toFloat32Array())).toBeLessThanOrEqual(1e-5);
-  // A norm weight that is not x's last axis: an Error naming the op; a negative eps is refused.
-  using short = Tensor.from(random(64, 109), [64]);
-  expect(() => quant.quantizedMatmul(copy, q, { norm: { weight: short, eps: 1e-5 } }).toFloat32Array()).toThrow(
-    /quantizedMatmul/,
-  );
-  expect(() => quant.quantizedMatmul(copy, q, { norm: { weight, eps: -1 } })).toThrow(/norm must be/);
   quant.disposeQuantized(q);
 });
 

@@ -16,10 +16,6 @@
 // 16 s a + (b - 16 s) xs. All arithmetic is float32; x, scales, biases and out are DTYPE.
 // ADD 1: out = the product rounded to DTYPE, plus addend[m, j] (DTYPE, out's shape), rounded again:
 // what a separate add of the rounded product would give.
-// NORM 1: x is first RMS-normalized per row with weight nw [k] and eps, as MLX's rms_norm rounds it
-// (x times rsqrt(mean(x^2) + eps), rounded to DTYPE, times the weight, rounded again): the block
-// writes its rows normalized into shared memory (dynamic, ROWS * k values) and reads x from there.
-// The sum of squares is reduced in another order than MLX's kernel (its last bit may differ).
 #pragma once
 
 namespace mlxb {
@@ -87,44 +83,9 @@ __device__ __forceinline__ float dot8(u32 word, const float* x, float a) {
   return a;
 }
 
-#if NORM
-/** The block's rows of x normalized into `normed` (rows * k values; every thread takes part). */
-__device__ __forceinline__ void normalize_rows(const T* __restrict__ x, const T* __restrict__ nw, float eps, int k, int rows, T* normed) {
-  __shared__ float partial[WARPS];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int m = 0; m < rows; m++) {
-    const T* xm = x + (size_t)m * k;
-    float sum = 0.f;
-    for (int i = threadIdx.x; i < k; i += WARPS * 32) {
-      const float v = to_float(xm[i]);
-      sum += v * v;
-    }
-#pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset);
-    if (lane == 0) partial[warp] = sum;
-    __syncthreads();
-    float total = 0.f;
-#pragma unroll
-    for (int w = 0; w < WARPS; w++) total += partial[w];
-    const float normalizer = rsqrtf(total / (float)k + eps);
-    for (int i = threadIdx.x; i < k; i += WARPS * 32)
-      normed[(size_t)m * k + i] = from_float(to_float(nw[i]) * to_float(from_float(to_float(xm[i]) * normalizer)));
-    __syncthreads(); // partial is written again for the next row; normed is read after the last
-  }
-}
-#endif
-
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
-mlxb_qmv(const T* __restrict__ x_in, const u32* __restrict__ w, const T* __restrict__ scales, const T* __restrict__ biases,
-         const T* __restrict__ addend, const T* __restrict__ nw, float eps, T* __restrict__ out, int n, int k, int rows) {
-#if NORM
-  extern __shared__ __align__(16) unsigned char normed_bytes[];
-  T* normed = reinterpret_cast<T*>(normed_bytes);
-  normalize_rows(x_in, nw, eps, k, rows, normed);
-  const T* x = normed;
-#else
-  const T* __restrict__ x = x_in;
-#endif
+mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict__ scales, const T* __restrict__ biases,
+         const T* __restrict__ addend, T* __restrict__ out, int n, int k, int rows) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int part = warp % SPLIT;
   const int row0 = (blockIdx.x * (WARPS / SPLIT) + warp / SPLIT) * R;

@@ -22,7 +22,6 @@ import {
   type MlxTypes,
   op,
   type OpDefinition,
-  optional,
   structural,
 } from "./op-kit.ts";
 
@@ -112,32 +111,25 @@ export const OPS = {
    * their fused weight when the loader made it (fuseLinears), outputs split; one dense each on the
    * CPU and for layers that could not be fused. A container of the outputs, in `modules` order;
    * output i reshaped to shapes[i] where that is given (0 keeps the output's dimension, as reshape;
-   * the single-position graph folds the heads' reshapes in: projectionShapes). With `norm_weight`
-   * (the norm_dense rewrite), the input is rms_norm(x, norm_weight, normEps) first: on a GPU the
-   * decode-time matvec normalizes as it reads x. */
-  dense_fused: op<{ modules: readonly string[]; shapes?: readonly (readonly number[] | null)[]; normEps?: number }>()({
-    inputs: ["x", "norm_weight?"],
-    mlx: ([x, normWeight], { modules, shapes, normEps }, { weights, quantization }) => {
+   * the single-position graph folds the heads' reshapes in: projectionShapes). */
+  dense_fused: op<{ modules: readonly string[]; shapes?: readonly (readonly number[] | null)[] }>()({
+    inputs: ["x"],
+    mlx: ([x], { modules, shapes }, { weights, quantization }) => {
       const t = mlx(x, "x");
-      const norm = optional(normWeight, mlx, "norm_weight");
-      const normed = norm ? { weight: norm, eps: normEps ?? 0 } : undefined;
-      if (!shapes) return fusedLinear(t, weights, modules, quantization, [], normed);
+      if (!shapes) return fusedLinear(t, weights, modules, quantization);
       const lead = t.shape.slice(0, -1);
       const targets = modules.map((m, i) => {
         const shape = shapes[i];
         return shape ? reshapeTarget([...lead, weights.get(`${m}.weight`)!.shape[0]!], shape) : null;
       });
-      return fusedLinear(t, weights, modules, quantization, targets, normed);
+      return fusedLinear(t, weights, modules, quantization, targets);
     },
-    cpu: ([x, normWeight], { modules, shapes, normEps }, context) => {
-      const norm = optional(normWeight, host, "norm_weight");
-      const input = norm ? cpu.rmsNorm(host(x, "x"), norm, normEps ?? 0) : host(x, "x");
-      return modules.map((m, i) => {
-        const y = cpuLinear(input, context.weights, m, context.quantization);
+    cpu: ([x], { modules, shapes }, context) =>
+      modules.map((m, i) => {
+        const y = cpuLinear(host(x, "x"), context.weights, m, context.quantization);
         const shape = shapes?.[i];
         return shape ? cpu.reshape(y, reshapeTarget(y.shape, shape)) : y;
-      });
-    },
+      }),
   }),
   /** Rows of the embedding table at `module` (packed tables: gather, then dequantize the rows). */
   embedding: op<{ module: string }>()({

@@ -44,7 +44,7 @@ export function quantParams(p: QuantParamsInput = {}): QuantParams {
 }
 
 const PARAM_NAMES = ["groupSize", "bits", "mode"] as const;
-const PRODUCT_PARAM_NAMES = [...PARAM_NAMES, "transpose", "activations", "norm"] as const;
+const PRODUCT_PARAM_NAMES = [...PARAM_NAMES, "transpose", "activations"] as const;
 
 /** What a quantized product does with x on the CPU: "float" (default) keeps it as it is; "int8"
  * lets the shim's CPU kernel quantize it to int8 per block of 64 values (AVX-512 VNNI, 4-bit
@@ -92,18 +92,7 @@ export function dequantize(q: QuantizedWeight, params: QuantParamsInput = {}, dt
   );
 }
 
-/** An RMS norm of x before the product: rmsNorm(x, weight, eps) (weight [x's last axis]). */
-export interface ProductNorm {
-  weight: Tensor;
-  eps: number;
-}
-
-type ProductParams = QuantParamsInput & {
-  transpose?: boolean | undefined;
-  activations?: Activations | undefined;
-  /** x is normalized first (on a GPU inside the decode-time matvec kernel: one node fewer). */
-  norm?: ProductNorm | undefined;
-};
+type ProductParams = QuantParamsInput & { transpose?: boolean | undefined; activations?: Activations | undefined };
 
 /** x @ dequantize(w)^T (transpose, the Linear layout) or x @ dequantize(w). */
 export function quantizedMatmul(x: Tensor, q: QuantizedWeight, params: ProductParams = {}): Tensor {
@@ -133,7 +122,7 @@ export function quantizedMatmulSplit(
     if (s.some((d) => !Number.isInteger(d) || d < 0))
       throw new Error(`${op}: output shape [${s.join(", ")}] has a dimension that is not a non-negative integer`);
   }
-  const { groupSize, bits, mode, transpose, int8, hx, hw, hs, hb, hn, eps } = productOperands(op, x, q, params);
+  const { groupSize, bits, mode, transpose, int8, hx, hw, hs, hb } = productOperands(op, x, q, params);
   const out = new BigUint64Array(shapes.length);
   const ranks = Int32Array.from(shapes, (s) => s.length);
   const dims = Int32Array.from(shapes.flat());
@@ -145,8 +134,6 @@ export function quantizedMatmulSplit(
       hw,
       hs,
       hb,
-      hn,
-      eps,
       ranks,
       dims.length > 0 ? dims : null,
       transpose,
@@ -175,11 +162,7 @@ function productOperands(op: string, x: Tensor, q: QuantizedWeight, params: Prod
   const hw = handleOf(q.weight, op, "weight");
   const hs = handleOf(q.scales, op, "scales");
   const hb = optionalHandleOf(q.biases, op, "biases");
-  const norm = params.norm;
-  if (norm !== undefined && (typeof norm !== "object" || norm === null || !(norm.eps >= 0)))
-    throw new Error(`${op}: norm must be { weight, eps } with eps a non-negative number`);
-  const hn = norm ? handleOf(norm.weight, op, "norm.weight") : null;
-  return { groupSize, bits, mode, transpose, int8, hx, hw, hs, hb, hn, eps: norm?.eps ?? 0 };
+  return { groupSize, bits, mode, transpose, int8, hx, hw, hs, hb };
 }
 
 /** The shim call behind quantizedMatmul and quantizedMatmulAdd. */
@@ -190,12 +173,14 @@ function quantizedProduct(
   addend: Tensor | null,
   params: ProductParams,
 ): Tensor {
-  const { groupSize, bits, mode, transpose, int8, hx, hw, hs, hb, hn, eps } = productOperands(op, x, q, params);
+  const { groupSize, bits, mode, transpose, int8, hx, hw, hs, hb } = productOperands(op, x, q, params);
   const ha = addend ? handleOf(addend, op, "addend") : null;
   const describe = () =>
     `${op}(${[x, q.weight, ...(addend ? [addend] : [])].map((t) => t.describe()).join(", ")}, ${mode} ${bits}-bit group ${groupSize})`;
   return call(describe, (lib, o) =>
-    lib.mlx_quantized_matmul(o, hx, hw, hs, hb, ha, hn, eps, transpose, groupSize, bits, cstr(mode), int8),
+    ha === null
+      ? lib.mlx_quantized_matmul(o, hx, hw, hs, hb, transpose, groupSize, bits, cstr(mode), int8)
+      : lib.mlx_quantized_matmul_add(o, hx, hw, hs, hb, ha, transpose, groupSize, bits, cstr(mode), int8),
   );
 }
 

@@ -1,9 +1,7 @@
 // A linear layer by module path over a weight map: quantizedMatmul for packed layers, else matmul.
 import { add, addmm, concatenate, matmul, reshape, slice, split, transpose } from "../ops/core.ts";
-import { rmsNorm } from "../ops/fast.ts";
 import {
   type Activations,
-  type ProductNorm,
   type QuantParams,
   quantizedMatmul,
   quantizedMatmulAdd,
@@ -164,18 +162,16 @@ export function fuseLinears(
   return replaced;
 }
 
-/** The layers `modules` over one input (rmsNorm(x, norm) first, when given): one matmul over their
- * fused weight when fuseLinears made it (outputs split along the last axis), else one linear each;
- * output i reshaped to shapes[i] where given. A packed fused layer without bias is one op
- * (quantizedMatmulSplit: for one row, one MLX node for the norm, the product, the split and the
- * reshapes). */
+/** The layers `modules` over one input: one matmul over their fused weight when fuseLinears made it
+ * (outputs split along the last axis), else one linear each; output i reshaped to shapes[i] where
+ * given. A packed fused layer without bias is one op (quantizedMatmulSplit: for one row, one MLX node
+ * for the product, the split and the reshapes). */
 export function fusedLinear(
   x: Tensor,
   weights: ReadonlyMap<string, Tensor>,
   modules: readonly string[],
   quantization: QuantConfig | null,
   shapes: readonly (readonly number[] | null)[] = [],
-  norm?: ProductNorm,
 ): Tensor[] {
   const name = fusedName(modules);
   const shaped = (y: Tensor, i: number) => {
@@ -184,21 +180,18 @@ export function fusedLinear(
     using unshaped = y;
     return reshape(unshaped, shape);
   };
-  const fused = weights.has(`${name}.weight`) ? layerOf(weights, name, quantization, modules[0]) : null;
-  if (fused?.packed && !fused.bias) {
+  if (!weights.has(`${name}.weight`)) return modules.map((m, i) => shaped(linear(x, weights, m, quantization), i));
+  const widths = modules.map((m) => weights.get(`${m}.weight`)!.shape[0]!);
+  const { bias, packed } = layerOf(weights, name, quantization, modules[0]);
+  if (packed && !bias) {
     const lead = x.shape.slice(0, -1);
-    const widths = modules.map((m) => weights.get(`${m}.weight`)!.shape[0]!);
     return quantizedMatmulSplit(
       x,
-      fused.packed.triple,
+      packed.triple,
       widths.map((w, i) => shapes[i] ?? [...lead, w]),
-      { ...fused.packed.params, norm },
+      packed.params,
     );
   }
-  using normed = norm ? rmsNorm(x, norm.weight, norm.eps) : null;
-  const input = normed ?? x;
-  if (!fused) return modules.map((m, i) => shaped(linear(input, weights, m, quantization), i));
-  const widths = modules.map((m) => weights.get(`${m}.weight`)!.shape[0]!);
-  using y = linear(input, weights, name, quantization, modules[0]);
+  using y = linear(x, weights, name, quantization, modules[0]);
   return split(y, widths, -1).map(shaped);
 }

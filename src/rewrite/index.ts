@@ -3,7 +3,7 @@
 import type { Graph } from "../graph/graph.ts";
 import { attnWeights, nativeAttention, sdpa } from "./attention.ts";
 import { Rewriting } from "./match.ts";
-import { layerNorm, normDense, rmsNorm } from "./norms.ts";
+import { layerNorm, rmsNorm } from "./norms.ts";
 import { qkNormRope, rotaryEmbedding } from "./rotary.ts";
 import {
   denseResidual,
@@ -24,7 +24,6 @@ export const REWRITERS = {
   swiglu,
   fused_projections: fusedProjections,
   dense_residual: denseResidual,
-  norm_dense: normDense,
   native_attention: nativeAttention,
   sdpa,
   attn_weights: attnWeights,

@@ -7,6 +7,11 @@ using namespace mlxb;
 namespace {
 /** Rows of x from which a CPU product that the shim's kernel did not take dequantizes the weight. */
 constexpr int64_t CPU_DEQUANTIZE_ROWS = 33;
+/** Rows of x from which a GPU product of affine weights is a matmul over the weight dequantized for
+ * the call (a prompt): MLX's CUDA quantized matmul kernels compute prompt-sized products at about a
+ * tenth of the GPU's matmul rate, the dequantized weight costs a few bytes per weight value read and
+ * written once, and from about this many rows cuBLAS's matmul more than makes up for it. */
+constexpr int64_t GPU_DEQUANTIZE_ROWS = 128;
 
 std::optional<int> positive(int v) {
   if (v <= 0) return std::nullopt;
@@ -51,11 +56,11 @@ mx::array quantized_product(const mx::array& x, const mx::array& w, const mx::ar
     return plus(mx::matmul(x, t ? mx::swapaxes(dense, -1, -2) : dense));
   }
 #ifdef MLXB_CUDA
-  // MLX 0.32's Hopper kernel (qmm_sm90: affine, transposed, inner axis a multiple of 64 and at most
-  // one group) gave relative errors near 1 on an H200 for rows 9 and 33 (inner 64, group 64): there
-  // the product is matmul over the dequantized weight.
+  // A prompt (GPU_DEQUANTIZE_ROWS), and where MLX 0.32's Hopper kernel would run (qmm_sm90: affine,
+  // transposed, inner axis a multiple of 64 and at most one group; it gave relative errors near 1 on
+  // an H200 for rows 9 and 33, inner 64, group 64): matmul over the dequantized weight.
   int k = x.shape(-1);
-  if (mx::default_device() == mx::Device::gpu && biases && t && m == "affine" && k % 64 == 0 && k <= g.value_or(64)) {
+  if (mx::default_device() == mx::Device::gpu && biases && t && m == "affine" && (rows >= GPU_DEQUANTIZE_ROWS || (k % 64 == 0 && k <= g.value_or(64)))) {
     return plus(mx::matmul(x, mx::swapaxes(mx::dequantize(w, scales, biases, g, b, m, std::nullopt, x.dtype()), -1, -2)));
   }
 #endif

@@ -19,9 +19,11 @@ const MAX_ROWS = onCuda ? 32 : cpuHasAvx2 ? Number.POSITIVE_INFINITY : 32;
 
 function expectedKind(rows: number, bits: number, features: number, groupSize: number): string {
   if (rows <= MAX_ROWS && bits === 4 && ourKernel !== null) return ourKernel;
-  // Where MLX's Hopper kernel would run (an inner axis of one group, a multiple of 64), the shim
-  // multiplies by the dequantized weight: that kernel's results were wrong on an H200 (shim/quant.cpp).
-  return onCuda && features % 64 === 0 && features <= groupSize ? "Matmul" : "QuantizedMatmul";
+  // A prompt's rows the kernels do not take (on a GPU from 128, on the CPU from 33), and where MLX's
+  // Hopper kernel would run (an inner axis of one group, a multiple of 64; its results were wrong on
+  // an H200): the shim multiplies by the dequantized weight (shim/quant.cpp).
+  if (onCuda) return rows >= 128 || (features % 64 === 0 && features <= groupSize) ? "Matmul" : "QuantizedMatmul";
+  return deviceInfo().device === "cpu" && rows >= 33 ? "Matmul" : "QuantizedMatmul";
 }
 
 function random(n: number, seed: number): Float32Array {
@@ -49,7 +51,8 @@ test.each([
   [33, 64, 64, 64, 4],
   [8, 40, 128, 64, 4], // the CPU's tile kernel: a partial tile of 8 columns
   [47, 530, 256, 32, 4], // tiles of 16 columns and a remainder of 2; register blocks of 6 rows and a remainder of 5
-  [200, 96, 192, 64, 4], // blocks of 96 rows and a remainder of 8
+  [200, 96, 192, 64, 4], // blocks of 96 rows and a remainder of 8; on a GPU a matmul over the dequantized weight
+  [128, 64, 256, 32, 8], // 8 bits: on a GPU a matmul over the dequantized weight too
   [1, 256, 128, 64, 8],
 ])(
   "rows %d, out %d, in %d, group %d, %d bits: equal to MLX's dequantize + matmul",

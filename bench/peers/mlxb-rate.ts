@@ -1,5 +1,6 @@
-// mlx-bun (MLX) on a model directory or GGUF file, in a process of its own: one short warm-up
-// generation, then the prompt ids and COUNT greedy tokens. Usage: bun mlxb-rate.ts PATH '[ids]' COUNT
+// mlx-bun (MLX) on a model directory or GGUF file, in a process of its own: a warm-up generation on
+// a prompt of the same length (the prompt reversed: no prefix to reuse), as llama-cpp-rate.mjs warms
+// up on the whole prompt, then the prompt ids and COUNT greedy tokens. Usage: bun mlxb-rate.ts PATH '[ids]' COUNT
 // [ACTIVATIONS] (loadModel's cpuActivations: float, the default, or int8)
 // Prints one JSON line: { prefill (prompt tokens / time to the first token), decode (tokens/s after
 // the first), rss (peak resident bytes of this process) }.
@@ -24,6 +25,6 @@ async function rates(tokens: number[], n: number): Promise<{ prefill: number; de
   };
 }
 
-await rates(prompt.slice(0, 8), 4);
+await rates([...prompt].reverse(), 4);
 const measured = await rates(prompt, Number(count));
 console.log(JSON.stringify({ ...measured, rss: process.resourceUsage().maxRSS * 1024 }));

@@ -152,7 +152,7 @@ test("a state's token mask is the set of tokens whose bytes the grammar takes (b
     required: ["name"],
   });
   // The reference matches every byte afresh (no interned states, no remembered transitions); the
-  // grammars under test keep them, one with room for 3 states (it starts over again and again).
+  // grammars under test keep them, one with room for 3 transitions (it starts over again and again).
   const reference = new Grammar(compileGbnf(source), source, 0);
   const vocabulary = vocabularyOf(tokenizer, 8192);
   const pieces = tokenizer.tokenBytes();

@@ -24,8 +24,9 @@ interface Frame {
 
 /** The most stacks a state may hold (an ambiguous grammar can multiply them). */
 const MAX_STACKS = 4096;
-/** The most states a grammar keeps interned with their transitions; past it they start over. */
-const MAX_STATES = 1 << 16;
+/** The most transitions a grammar remembers (each a map entry; every interned state but the first
+ * was reached by one, so this bounds the states too); past it the interned states start over. */
+const MAX_TRANSITIONS = 1 << 20;
 
 /** A set of live stacks (their tops); `accepting` when a stack has finished the root rule. */
 export class GrammarState {
@@ -58,20 +59,22 @@ export class Grammar {
   readonly #frames = new Map<number, Frame>();
   #nextId = 1;
   #mark = 1;
-  /** Interned states by key; cleared (a new generation) when it holds `#maxStates`. */
+  /** Interned states by key, and the transitions remembered in this generation; both start over
+   * (a new generation) past `#maxTransitions`. */
   readonly #states = new Map<string, GrammarState>();
-  readonly #maxStates: number;
+  #transitions = 0;
+  readonly #maxTransitions: number;
   #generation = 0;
   readonly initial: GrammarState;
   /** Token masks by state key, per vocabulary (vocabulary.ts fills it). */
   readonly masks = new WeakMap<object, Map<string, Uint32Array>>();
 
-  /** `maxStates`: the most states kept interned with their transitions (0: none, every byte is
-   * matched afresh). */
-  constructor(compiled: CompiledGrammar, source: string, maxStates = MAX_STATES) {
+  /** `maxTransitions`: the most transitions remembered before the interned states start over (0:
+   * none, every byte is matched afresh). */
+  constructor(compiled: CompiledGrammar, source: string, maxTransitions = MAX_TRANSITIONS) {
     this.compiled = compiled;
     this.source = source;
-    this.#maxStates = maxStates;
+    this.#maxTransitions = maxTransitions;
     const tops: Frame[] = [];
     const mark = this.#mark++;
     let accepting = false;
@@ -83,16 +86,9 @@ export class Grammar {
   /** The one state of these tops. */
   #intern(tops: Frame[], accepting: boolean): GrammarState {
     const state = new GrammarState(tops, accepting, this.#generation);
-    if (this.#maxStates === 0) return state;
+    if (this.#maxTransitions === 0) return state;
     const known = this.#states.get(state.key);
     if (known) return known;
-    if (this.#states.size >= this.#maxStates) {
-      // Start over: states of older generations drop their transitions when next read, so the ones
-      // no sequence holds become garbage.
-      this.#states.clear();
-      this.#generation++;
-      state.generation = this.#generation;
-    }
     this.#states.set(state.key, state);
     return state;
   }
@@ -132,7 +128,14 @@ export class Grammar {
 
   /** The state after one byte, or null when no stack takes it. */
   advance(state: GrammarState, byte: number): GrammarState | null {
-    if (this.#maxStates === 0) return this.#step(state, byte);
+    if (this.#maxTransitions === 0) return this.#step(state, byte);
+    if (this.#transitions >= this.#maxTransitions) {
+      // Start over: states of older generations drop their transitions when next read, so the ones
+      // no sequence holds become garbage.
+      this.#states.clear();
+      this.#transitions = 0;
+      this.#generation++;
+    }
     if (state.generation !== this.#generation) {
       state.next.clear();
       state.generation = this.#generation;
@@ -141,6 +144,7 @@ export class Grammar {
     if (known !== undefined) return known;
     const next = this.#step(state, byte);
     state.next.set(byte, next);
+    this.#transitions++;
     return next;
   }
 

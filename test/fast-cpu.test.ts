@@ -89,6 +89,39 @@ for (const dtype of ["float32", "bfloat16", "float16"] as const) {
   });
 }
 
+// Keys and values in contiguous rows of 64 or 128 go by 16 keys at once (AVX-512: the 16 dot products
+// summed by one shuffle tree, the weighted sum held in registers); keys whose last axis is strided
+// (a transposed view) go one at a time. Both take the same inputs: the scores' sums in another order
+// may differ in their last bit (and, rounded to bfloat16 or float16, by one of its steps).
+for (const dtype of ["float32", "bfloat16", "float16"] as const) {
+  for (const [dim, keys, queries] of [
+    [64, 40, 1],
+    [128, 300, 1],
+    [64, 37, 5],
+  ] as const) {
+    test(`${dtype}: attention of ${queries} queries over ${keys} keys of ${dim}: the 16-key path equals the one-key path`, () => {
+      using q = tensor([2, 4, queries, dim], 21, dtype);
+      using k = tensor([2, 2, keys, dim], 22, dtype);
+      using v = tensor([2, 2, keys, dim], 23, dtype);
+      // The same keys with a strided last axis: [B, H, D, L] made, swapped to [B, H, L, D].
+      using kT = ops.contiguous(ops.transpose(k, [0, 1, 3, 2]));
+      using kView = ops.transpose(kT, [0, 1, 3, 2]);
+      for (const mask of ["causal", null] as const) {
+        using a = fast.scaledDotProductAttention(q, k, v, { scale: 0.3, mask });
+        using b = fast.scaledDotProductAttention(q, kView, v, { scale: 0.3, mask });
+        if (onCpu) expect(kinds(a)).toContain("AttentionCpu");
+        const x = a.toFloat32Array();
+        const y = b.toFloat32Array();
+        const largest = Math.max(...y.map(Math.abs));
+        const bound = dtype === "float32" ? 1e-5 * largest : 2 ** -7 * largest;
+        let worst = 0;
+        for (let i = 0; i < x.length; i++) worst = Math.max(worst, Math.abs(x[i]! - y[i]!));
+        expect(worst).toBeLessThanOrEqual(bound);
+      }
+    });
+  }
+}
+
 for (const dtype of ["float32", "bfloat16"] as const) {
   test(`${dtype}: swiglu of a product's two halves (strided views) equals it of their copies; one SwigluCpu node`, () => {
     using product = tensor([3, 2, 96], 10, dtype);

@@ -9,6 +9,7 @@
 #include <string>
 #include <thread>
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include "cpu_kernel.h"
@@ -100,4 +101,15 @@ void mlxb::in_chunks(int64_t n, int64_t chunk, const std::function<void(int64_t,
   helper().share([&] {
     for (int64_t begin; (begin = next.fetch_add(chunk, std::memory_order_relaxed)) < n;) f(begin, std::min(n, begin + chunk));
   });
+}
+
+bool mlxb::avx512_available(bool vnni) {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false; // OSXSAVE
+  unsigned lo, hi;
+  __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if ((lo & 0xE6) != 0xE6) return false; // XMM, YMM, opmask and ZMM state saved
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool f = b & (1u << 16), bw = b & (1u << 30), has_vnni = c & (1u << 11);
+  return f && bw && (has_vnni || !vnni);
 }

@@ -77,4 +77,8 @@ inline std::vector<mx::array> weak(const std::vector<mx::array>& xs) {
  * are two cores (each taking the next chunk as it is free); returns when all are done. */
 void in_chunks(int64_t n, int64_t chunk, const std::function<void(int64_t, int64_t)>& f);
 
+/** Whether this CPU (and the OS, which must save the registers) runs AVX-512 F and BW, and with
+ * `vnni` also AVX-512 VNNI; checked by CPUID. */
+bool avx512_available(bool vnni);
+
 } // namespace mlxb

@@ -7,6 +7,8 @@
 // sums may be taken in another order (vectorized). The attention kernel takes prompts too: it skips
 // the causal half of the scores and materializes none of them (a 96-token prompt of the default
 // model: its evaluation took 52 ms against 77 with MLX's masked matmuls).
+#include <immintrin.h>
+
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -151,6 +153,60 @@ float dot(const float* a, const T* b, int n) {
   return s;
 }
 
+/** 16 consecutive values of p as float lanes. */
+template <typename T>
+__attribute__((target("avx512f"))) inline __m512 load16(const T* p) {
+  if constexpr (std::is_same_v<T, float>) {
+    return _mm512_loadu_ps(p);
+  } else if constexpr (std::is_same_v<T, mx::bfloat16_t>) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+  } else {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+}
+
+/** Lane l: the sum of a[l]'s 16 lanes (a tree of shuffles and adds over the 16 vectors at once, in
+ * place of a horizontal sum each). */
+__attribute__((target("avx512f"))) inline __m512 sums16(const __m512* a) {
+  __m512 b[8], c[4], d[2];
+  // Each step halves the vectors and the lanes each key still spreads over.
+  for (int i = 0; i < 8; i++) b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44), _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xEE));
+  for (int i = 0; i < 4; i++) c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0x88), _mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0xDD));
+  for (int i = 0; i < 2; i++) d[i] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * i], c[2 * i + 1], 0x44), _mm512_shuffle_ps(c[2 * i], c[2 * i + 1], 0xEE));
+  const __m512 e = _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], 0x88), _mm512_shuffle_ps(d[0], d[1], 0xDD));
+  // e's lane 4k + m holds key 4m + k.
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutexvar_ps(order, e);
+}
+
+/** The scores (unrounded dot products) of 16 keys from k (rows `stride` apart, D = 16 * CD values
+ * each, contiguous) with the query q (float): out[0..16). */
+template <int CD, typename T>
+__attribute__((target("avx512f"))) void scores16(const float* q, const T* k, int64_t stride, float* out) {
+  __m512 acc[16];
+  for (int l = 0; l < 16; l++) acc[l] = _mm512_setzero_ps();
+  for (int c = 0; c < CD; c++) {
+    const __m512 qc = _mm512_loadu_ps(q + 16 * c);
+    for (int l = 0; l < 16; l++) acc[l] = _mm512_fmadd_ps(qc, load16(k + l * stride + 16 * c), acc[l]);
+  }
+  _mm512_storeu_ps(out, sums16(acc));
+}
+
+/** acc[0 .. 16 * CV) += p_j v_j over the keys j < visible whose weight e_j is not 0 (a masked key's
+ * value may be anything), p_j = e_j / total rounded to T; values' rows `stride` apart, contiguous. */
+template <int CV, typename T>
+__attribute__((target("avx512f"))) void weighted_sum16(const float* e, int visible, float total, const T* v, int64_t stride, float* out) {
+  __m512 acc[CV];
+  for (int c = 0; c < CV; c++) acc[c] = _mm512_setzero_ps();
+  for (int j = 0; j < visible; j++) {
+    if (e[j] == 0.0f) continue;
+    const __m512 p = _mm512_set1_ps(round_to<T>(e[j] / total));
+    const T* vr = v + j * stride;
+    for (int c = 0; c < CV; c++) acc[c] = _mm512_fmadd_ps(p, load16(vr + 16 * c), acc[c]);
+  }
+  for (int c = 0; c < CV; c++) _mm512_storeu_ps(out + 16 * c, acc[c]);
+}
+
 /** softmax(scale q k^T (causal: bottom-right aligned)) v for q [B, Hq, Tq, D], k [B, H, S, D], v [B, H,
  * S, Dv] (GQA: Hq a multiple of H), with an optional key mask [B, >= S] (int32, nonzero: attend; a
  * batch's left padding). As MLX's fallback: q scaled and scores rounded to the dtype,
@@ -181,6 +237,10 @@ class AttentionCpu : public mx::UnaryPrimitive {
     const T* vp = v.data<T>();
     T* o = out.data<T>();
     const float scale_t = round_to<T>(scale);
+    // The 16-lane paths: AVX-512, contiguous rows of 64 or 128 values.
+    static const bool wide = avx512_available(/* vnni */ false);
+    const bool wide_keys = wide && ks[3] == 1 && (dim == 64 || dim == 128);
+    const bool wide_values = wide && vs[3] == 1 && (v_dim == 64 || v_dim == 128);
     // One unit of work: a batch row's key/value head and the query heads that share it (GQA), so each
     // key and value row is read once for all of them.
     auto part = [&](int begin, int end) {
@@ -199,7 +259,25 @@ class AttentionCpu : public mx::UnaryPrimitive {
             for (int i = 0; i < dim; i++) query[r * dim + i] = round_to<T>(scale_t * static_cast<float>(qr[i * qs[3]]));
           }
           const int visible = causal ? keys - queries + t + 1 : keys;
-          for (int j = 0; j < visible; j++) {
+          // Blocks of 16 keys at once where the 16-lane path runs (contiguous rows of 64 or 128).
+          int first = 0;
+          if (wide_keys) {
+            for (; first + 16 <= visible; first += 16) {
+              for (int r = 0; r < repeats; r++) {
+                float* w = weights.data() + static_cast<size_t>(r) * keys + first;
+                if (dim == 64)
+                  scores16<4>(query.data() + r * dim, kb + first * ks[2], ks[2], w);
+                else
+                  scores16<8>(query.data() + r * dim, kb + first * ks[2], ks[2], w);
+                for (int l = 0; l < 16; l++) w[l] = round_to<T>(w[l]);
+              }
+              if (mask)
+                for (int l = 0; l < 16; l++)
+                  if (mask[(first + l) * mask_stride] == 0)
+                    for (int r = 0; r < repeats; r++) weights[static_cast<size_t>(r) * keys + first + l] = -std::numeric_limits<float>::infinity();
+            }
+          }
+          for (int j = first; j < visible; j++) {
             const T* kr = kb + j * ks[2];
             const bool attends = !mask || mask[j * mask_stride] != 0;
             for (int r = 0; r < repeats; r++) {
@@ -225,7 +303,16 @@ class AttentionCpu : public mx::UnaryPrimitive {
             total[r] = sum;
           }
           std::fill(acc.begin(), acc.end(), 0.0f);
-          for (int j = 0; j < visible; j++) {
+          if (wide_values) {
+            for (int r = 0; r < repeats; r++) {
+              const float* e = weights.data() + static_cast<size_t>(r) * keys;
+              if (v_dim == 64)
+                weighted_sum16<4>(e, visible, total[r], vb, vs[2], acc.data() + r * v_dim);
+              else
+                weighted_sum16<8>(e, visible, total[r], vb, vs[2], acc.data() + r * v_dim);
+            }
+          }
+          for (int j = 0; j < (wide_values ? 0 : visible); j++) {
             const T* vr = vb + j * vs[2];
             for (int r = 0; r < repeats; r++) {
               const float e = weights[static_cast<size_t>(r) * keys + j];

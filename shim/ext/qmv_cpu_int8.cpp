@@ -10,11 +10,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cpuid.h>
 #include <vector>
 
 #include "mlx/types/bf16.h"
 #include "mlx/types/half_types.h"
+#include "cpu_kernel.h"
 #include "qmv_cpu.h"
 
 namespace mlxb::qmv {
@@ -170,14 +170,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tiles_int8(const Pro
 } // namespace
 
 bool int8_available() {
-  unsigned a, b, c, d;
-  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false; // OSXSAVE
-  unsigned lo, hi;
-  __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-  if ((lo & 0xE6) != 0xE6) return false; // XMM, YMM, opmask and ZMM state saved
-  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-  const bool f = b & (1u << 16), bw = b & (1u << 30), vnni = c & (1u << 11);
-  return f && bw && vnni;
+  return avx512_available(/* vnni */ true);
 }
 
 Int8Rows quantize_rows(const float* x, int rows, int k) {

@@ -75,19 +75,39 @@ constexpr int REGISTER_ROWS = 8;
 /** The tile of 16 columns from j0 for one 64-value block of the weights, laid out for VNNI:
  * tile[i * 16 + c] holds column c's 4 weights at positions 4i..4i+3 of the block (in x's order: the
  * even positions, then the odd ones), as bytes 0..15. Column c's block is unpacked into 16 dwords,
- * then the 16 x 16 dwords are transposed by gathers. */
+ * then the 16 x 16 dwords are transposed in registers (dwords, then quadwords, then 128-bit lanes
+ * interleaved: 64 shuffles). */
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void unpack_tile_int8(const uint8_t* w, size_t row_bytes, int cols, int block, int32_t* tile) {
-  alignas(64) int32_t columns[COLS * COLS];
   const __m256i low = _mm256_set1_epi8(0x0F);
+  __m512i r[COLS], t[COLS], u[COLS];
   for (int c = 0; c < COLS; c++) {
     const uint8_t* packed_at = w + static_cast<size_t>(c < cols ? c : 0) * row_bytes + block * (BLOCK / 2);
     const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(packed_at));
     const __m256i even = _mm256_and_si256(packed, low);
     const __m256i odd = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
-    _mm512_store_si512(columns + c * COLS, _mm512_inserti64x4(_mm512_castsi256_si512(even), odd, 1));
+    r[c] = _mm512_inserti64x4(_mm512_castsi256_si512(even), odd, 1);
   }
-  const __m512i across = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(COLS));
-  for (int i = 0; i < COLS; i++) _mm512_store_si512(tile + i * COLS, _mm512_i32gather_epi32(_mm512_add_epi32(across, _mm512_set1_epi32(i)), columns, 4));
+  // Per 128-bit lane L: t[2p] = (r[2p][4L], r[2p+1][4L], r[2p][4L+1], r[2p+1][4L+1]), t[2p+1] the next two.
+  for (int p = 0; p < COLS / 2; p++) {
+    t[2 * p] = _mm512_unpacklo_epi32(r[2 * p], r[2 * p + 1]);
+    t[2 * p + 1] = _mm512_unpackhi_epi32(r[2 * p], r[2 * p + 1]);
+  }
+  // u[4g + m], lane L: dword 4L + m of columns 4g..4g+3.
+  for (int g = 0; g < COLS / 4; g++) {
+    u[4 * g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+    u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+    u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+    u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+  }
+  // Row 4L + m of the tile: lane L of u[m], u[4 + m], u[8 + m], u[12 + m].
+  for (int m = 0; m < 4; m++) {
+    const __m512i even_a = _mm512_shuffle_i32x4(u[m], u[4 + m], 0x88), even_b = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0x88);
+    const __m512i odd_a = _mm512_shuffle_i32x4(u[m], u[4 + m], 0xDD), odd_b = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0xDD);
+    _mm512_store_si512(tile + m * COLS, _mm512_shuffle_i32x4(even_a, even_b, 0x88));
+    _mm512_store_si512(tile + (8 + m) * COLS, _mm512_shuffle_i32x4(even_a, even_b, 0xDD));
+    _mm512_store_si512(tile + (4 + m) * COLS, _mm512_shuffle_i32x4(odd_a, odd_b, 0x88));
+    _mm512_store_si512(tile + (12 + m) * COLS, _mm512_shuffle_i32x4(odd_a, odd_b, 0xDD));
+  }
 }
 
 /** For R rows (their int8 blocks at x, one row every `row_blocks` blocks; their scales likewise):

@@ -28,6 +28,12 @@ const MAX_STACKS = 4096;
  * was reached by one, so this bounds the states too); past it the interned states start over. */
 const MAX_TRANSITIONS = 1 << 20;
 
+/** The key of the state of these tops: equal for equal states of one grammar. */
+function stateKey(tops: readonly Frame[], accepting: boolean): string {
+  const ids = tops.map((t) => t.id).sort((a, b) => a - b);
+  return (accepting ? "a" : "") + ids.join(",");
+}
+
 /** A set of live stacks (their tops); `accepting` when a stack has finished the root rule. */
 export class GrammarState {
   readonly tops: readonly Frame[];
@@ -38,12 +44,11 @@ export class GrammarState {
   readonly next = new Map<number, GrammarState | null>();
   generation: number;
 
-  constructor(tops: Frame[], accepting: boolean, generation: number) {
+  constructor(tops: Frame[], accepting: boolean, generation: number, key = stateKey(tops, accepting)) {
     this.tops = tops;
     this.accepting = accepting;
     this.generation = generation;
-    const ids = tops.map((t) => t.id).sort((a, b) => a - b);
-    this.key = (accepting ? "a" : "") + ids.join(",");
+    this.key = key;
   }
 
   /** Whether nothing can follow (the root rule finished and no stack waits on a byte). */
@@ -85,11 +90,12 @@ export class Grammar {
 
   /** The one state of these tops. */
   #intern(tops: Frame[], accepting: boolean): GrammarState {
-    const state = new GrammarState(tops, accepting, this.#generation);
-    if (this.#maxTransitions === 0) return state;
-    const known = this.#states.get(state.key);
+    if (this.#maxTransitions === 0) return new GrammarState(tops, accepting, this.#generation);
+    const key = stateKey(tops, accepting);
+    const known = this.#states.get(key);
     if (known) return known;
-    this.#states.set(state.key, state);
+    const state = new GrammarState(tops, accepting, this.#generation, key);
+    this.#states.set(key, state);
     return state;
   }
 

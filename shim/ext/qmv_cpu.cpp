@@ -52,6 +52,7 @@ __attribute__((target("avx2,fma"))) void matvec_row_avx2(const Problem<S>& p, co
     const float* x = p.x + static_cast<size_t>(r) * p.k;
     const float* sums = group_sums + static_cast<size_t>(r) * groups;
     for (int j = begin; j < end; j++) {
+      qmv::prefetch_ahead(p, j, 1);
       const uint32_t* w = p.w + static_cast<size_t>(j) * words;
       const S* s = p.scales + static_cast<size_t>(j) * groups;
       const S* b = p.biases + static_cast<size_t>(j) * groups;
@@ -100,6 +101,7 @@ __attribute__((target("avx2,fma"))) void matvec_rows_avx2(const Problem<S>& p, c
     sums[r] = group_sums + static_cast<size_t>(row + r) * groups;
   }
   for (int j = begin; j < end; j++) {
+    qmv::prefetch_ahead(p, j, 1);
     const uint32_t* w = p.w + static_cast<size_t>(j) * words;
     const S* s = p.scales + static_cast<size_t>(j) * groups;
     const S* b = p.biases + static_cast<size_t>(j) * groups;
@@ -157,6 +159,7 @@ void matvec_scalar(const Problem<S>& p, const float* group_sums, int begin, int 
   for (int r = 0; r < p.rows; r++) {
     const float* x = p.x + static_cast<size_t>(r) * p.k;
     for (int j = begin; j < end; j++) {
+      qmv::prefetch_ahead(p, j, 1);
       const uint32_t* w = p.w + static_cast<size_t>(j) * words;
       float total = 0;
       for (int g = 0; g < groups; g++) {
@@ -207,7 +210,7 @@ void matvec(const Problem<S>& p, bool int8) {
   }
   const bool avx2 = has_avx2();
   qmv::Int8Rows xq;
-  if (int8) xq = qmv::quantize_rows(p.x, p.rows, p.k);
+  if (int8) xq = qmv::quantize_rows(p.x, p.rows, p.k, p.group);
   auto part = [&](int begin, int end) {
     if (!xq.values.empty())
       qmv::matvec_int8(p, xq, sums.data(), begin, end);

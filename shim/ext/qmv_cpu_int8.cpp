@@ -3,13 +3,14 @@
 // with the 4-bit weights is one AVX-512 VNNI instruction (64 unsigned nibbles times 64 signed bytes,
 // summed in int32), scaled by the weight's and x's scales in float. The bias term uses x's exact
 // float sums, so only the q . x term carries the rounding of x (at most half a step of 1/127 of the
-// block's largest magnitude per value). For a few rows each 64-value block of a weight row is
-// dotted with each row's block; for a prompt's rows the weights go by tiles of 16 columns laid out
-// so that one VNNI instruction dots 4 positions of all 16 with a row's 4 values.
+// block's largest magnitude per value). For a few rows the weights are read once per four rows, two
+// blocks a load (groups of 64), and prefetched ahead; for a prompt's rows the weights go by tiles of
+// 16 columns laid out so that one VNNI instruction dots 4 positions of all 16 with a row's 4 values.
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "mlx/types/bf16.h"
@@ -63,6 +64,98 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void rows_int8(const Prob
     }
     for (int r = 0; r < R; r++) p.out[static_cast<size_t>(row + r) * p.n + j] = _mm512_reduce_add_ps(total[r]) + offset[r];
   }
+}
+
+/** 8 values of S from `at` as floats (lanes past `mask` zero). */
+template <typename S>
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) __m256 load8(const S* at, __mmask8 mask) {
+  if constexpr (std::is_same_v<S, float>) {
+    return _mm256_maskz_loadu_ps(mask, at);
+  } else {
+    const __m128i bits = _mm_maskz_loadu_epi16(mask, at);
+    if constexpr (std::is_same_v<S, mlx::core::float16_t>)
+      return _mm256_cvtph_ps(bits);
+    else
+      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16)); // bfloat16: the high half of a float
+  }
+}
+
+/** The sums of a, b, c and d's 16 lanes: halves added pairwise across the four vectors (lanes of 128
+ * bits, then within them), so four horizontal sums cost 9 shuffles and adds instead of 32. */
+__attribute__((target("avx512f"))) inline __m128 sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+  const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
+  __m512 abcd = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD)); // 128-bit lane i: 4 partials of the i-th
+  abcd = _mm512_add_ps(abcd, _mm512_permute_ps(abcd, 0x4E));
+  abcd = _mm512_add_ps(abcd, _mm512_permute_ps(abcd, 0xB1));
+  return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), abcd));
+}
+
+/** rows_int8 for groups of 64 and an even number of blocks, x laid out in pairs of blocks (pairs_fit),
+ * C columns from j at once: one 64-byte load holds two blocks of a weight row, its low nibbles dotted
+ * with both blocks' even positions and its high nibbles with their odd ones (two VNNI instructions;
+ * lanes 0-7 are the first block's, 8-15 the second's), so a pair costs one float conversion and one
+ * multiply-add with a vector of the two blocks' scales. The scales and the bias term (bias * the
+ * exact float sums of x) go 8 groups at a time; the R x C outputs' horizontal sums go four at once
+ * (sum4: per output, one chain of dependent shuffles was most of the kernel's time). */
+template <int R, int C, typename S>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma"))) void paired_int8(const Problem<S>& p, const Int8Rows& xq, const float* group_sums,
+                                                                                          int row, int j) {
+  const int blocks = p.k / BLOCK;
+  prefetch_ahead(p, j, C);
+  const __m512i low = _mm512_set1_epi8(0x0F);
+  const __m512i zero = _mm512_setzero_si512();
+  __m512 total[R][C];
+  __m256 offset[R][C];
+  for (int r = 0; r < R; r++)
+    for (int c = 0; c < C; c++) total[r][c] = _mm512_setzero_ps(), offset[r][c] = _mm256_setzero_ps();
+  for (int b0 = 0; b0 < blocks; b0 += 8) {
+    const int n = std::min(8, blocks - b0);
+    const __mmask8 mask = static_cast<__mmask8>((1u << n) - 1);
+    __m512 scales[R][C];
+    for (int c = 0; c < C; c++) {
+      const size_t at = static_cast<size_t>(j + c) * blocks + b0;
+      const __m256 weight_scales = load8(p.scales + at, mask), biases = load8(p.biases + at, mask);
+      for (int r = 0; r < R; r++) {
+        const size_t x_at = static_cast<size_t>(row + r) * blocks + b0;
+        scales[r][c] = _mm512_castps256_ps512(_mm256_mul_ps(weight_scales, _mm256_maskz_loadu_ps(mask, xq.scales.data() + x_at)));
+        offset[r][c] = _mm256_fmadd_ps(biases, _mm256_maskz_loadu_ps(mask, group_sums + x_at), offset[r][c]);
+      }
+    }
+    for (int b = 0; b < n; b += 2) {
+      // Lanes 0-7 take block b's scale, lanes 8-15 block b + 1's.
+      const __m512i pair = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(b)), _mm256_set1_epi32(b + 1), 1);
+      for (int c = 0; c < C; c++) {
+        const uint8_t* w = reinterpret_cast<const uint8_t*>(p.w + static_cast<size_t>(j + c) * (p.k / 8)) + (b0 + b) * (BLOCK / 2);
+        const __m512i packed = _mm512_loadu_si512(w);
+        const __m512i even = _mm512_and_si512(packed, low);
+        const __m512i odd = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low);
+        for (int r = 0; r < R; r++) {
+          const int8_t* x = xq.values.data() + (static_cast<size_t>(row + r) * blocks + b0 + b) * BLOCK;
+          const __m512i dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, even, _mm512_loadu_si512(x)), odd, _mm512_loadu_si512(x + BLOCK));
+          total[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(pair, scales[r][c]), total[r][c]);
+        }
+      }
+    }
+  }
+  // Outputs in groups of four (the last padded with zeros).
+  constexpr int OUTPUTS = R * C, PADDED = (OUTPUTS + 3) / 4 * 4;
+  __m512 sums[PADDED];
+  for (int i = 0; i < PADDED; i++)
+    sums[i] = i < OUTPUTS ? _mm512_add_ps(total[i / C][i % C], _mm512_zextps256_ps512(offset[i / C][i % C])) : _mm512_setzero_ps();
+  alignas(16) float out[PADDED];
+  for (int i = 0; i < PADDED; i += 4) _mm_store_ps(out + i, sum4(sums[i], sums[i + 1], sums[i + 2], sums[i + 3]));
+  for (int i = 0; i < OUTPUTS; i++) p.out[static_cast<size_t>(row + i / C) * p.n + j + i % C] = out[i];
+}
+
+/** paired_int8 over columns [begin, end) for R rows from `row`: 4 / R columns at a time (R x C
+ * accumulators and scale vectors fit the 32 vector registers), the rest one at a time. */
+template <int R, typename S>
+void paired_rows_int8(const Problem<S>& p, const Int8Rows& xq, const float* group_sums, int row, int begin, int end) {
+  constexpr int C = R == 1 ? 4 : R == 2 ? 2 : 1;
+  int j = begin;
+  for (; j + C <= end; j += C) paired_int8<R, C>(p, xq, group_sums, row, j);
+  for (; j < end; j++) paired_int8<R, 1>(p, xq, group_sums, row, j);
 }
 
 /** Output columns per tile of the many-rows kernel: one AVX-512 vector of int32 lanes. */
@@ -193,9 +286,15 @@ bool int8_available() {
   return avx512_available(/* vnni */ true);
 }
 
-Int8Rows quantize_rows(const float* x, int rows, int k) {
+/** Whether the products of `rows` rows go by paired_rows_int8 (x laid out in pairs of blocks). */
+static bool pairs_fit(int rows, int k, int group) {
+  return rows < TILE_ROWS && group == BLOCK && (k / BLOCK) % 2 == 0;
+}
+
+Int8Rows quantize_rows(const float* x, int rows, int k, int group) {
   const int blocks = k / BLOCK;
-  Int8Rows q{std::vector<int8_t>(static_cast<size_t>(rows) * k), std::vector<float>(static_cast<size_t>(rows) * blocks)};
+  const bool pairs = pairs_fit(rows, k, group);
+  Int8Rows q{std::vector<int8_t>(static_cast<size_t>(rows) * k), std::vector<float>(static_cast<size_t>(rows) * blocks), pairs};
   for (int r = 0; r < rows; r++) {
     for (int c = 0; c < blocks; c++) {
       const float* xb = x + static_cast<size_t>(r) * k + c * BLOCK;
@@ -204,10 +303,17 @@ Int8Rows quantize_rows(const float* x, int rows, int k) {
       const float scale = peak / 127.0f, inverse = peak > 0 ? 127.0f / peak : 0.0f;
       const size_t at = static_cast<size_t>(r) * blocks + c;
       q.scales[at] = scale;
-      int8_t* out = q.values.data() + at * BLOCK;
+      // One block: its even positions, then its odd ones. A pair (blocks 2m, 2m + 1): both blocks' even
+      // positions, then both odd ones.
+      int8_t* even = q.values.data() + at * BLOCK;
+      int8_t* odd = even + BLOCK / 2;
+      if (pairs) {
+        even = q.values.data() + (at - c % 2) * BLOCK + (c % 2) * (BLOCK / 2);
+        odd = even + BLOCK;
+      }
       for (int i = 0; i < BLOCK / 2; i++) {
-        out[i] = static_cast<int8_t>(std::nearbyint(xb[2 * i] * inverse));
-        out[BLOCK / 2 + i] = static_cast<int8_t>(std::nearbyint(xb[2 * i + 1] * inverse));
+        even[i] = static_cast<int8_t>(std::nearbyint(xb[2 * i] * inverse));
+        odd[i] = static_cast<int8_t>(std::nearbyint(xb[2 * i + 1] * inverse));
       }
     }
   }
@@ -218,6 +324,10 @@ template <typename S>
 void matvec_int8(const Problem<S>& p, const Int8Rows& xq, const float* group_sums, int begin, int end) {
   if (p.rows >= TILE_ROWS) return tiles_int8(p, xq, group_sums, begin, end);
   int row = 0;
+  if (xq.paired) {
+    for (; row + 4 <= p.rows; row += 4) paired_rows_int8<4>(p, xq, group_sums, row, begin, end);
+    return with_rows<3>(p.rows - row, [&]<int R>() { paired_rows_int8<R>(p, xq, group_sums, row, begin, end); });
+  }
   for (; row + 4 <= p.rows; row += 4) rows_int8<4>(p, xq, group_sums, row, begin, end);
   with_rows<3>(p.rows - row, [&]<int R>() { rows_int8<R>(p, xq, group_sums, row, begin, end); });
 }

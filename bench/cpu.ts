@@ -18,7 +18,7 @@ import { summarize, table } from "./stats.ts";
 const DATA = join(import.meta.dir, "..", "test", "fixtures", "data");
 const PROMPT = Array.from({ length: 96 }, (_, t) => 1 + ((t * 37 + 11) % 8191));
 const NEW = 128;
-const ROUNDS = 3;
+const ROUNDS = Number(process.env.MLXB_BENCH_ROUNDS ?? 5);
 
 interface Rates {
   prefill: number;

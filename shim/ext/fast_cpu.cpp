@@ -95,22 +95,29 @@ class RopeCpu : public mx::UnaryPrimitive {
     const int64_t d = x.shape(-1), t_len = x.shape(-2), rows = x.size() / d, per_batch = x.size() / x.shape(0) / d, xs = x.strides().back();
     const int32_t* offsets = offset.data<int32_t>();
     const bool per_example = offset.size() > 1;
-    std::vector<float> cosines(half), sines(half);
+    // The angles of each position, once (every head's rows at a position share them).
+    const int64_t positions = (per_example ? x.shape(0) : 1) * t_len;
+    std::vector<float> cosines(positions * half), sines(positions * half);
+    for (int64_t at = 0; at < positions; at++) {
+      const int64_t b = at / t_len, t = at % t_len;
+      const float position = (static_cast<float>(t) + static_cast<float>(offsets[b * (per_example ? offset.strides()[0] : 0)])) * p.scale;
+      for (int i = 0; i < half; i++) {
+        const float theta = position * inverse[i];
+        cosines[at * half + i] = round_to<T>(std::cos(theta));
+        sines[at * half + i] = round_to<T>(std::sin(theta));
+      }
+    }
     T* o = out.data<T>();
     for (int64_t r = 0; r < rows; r++) {
       const int64_t b = r / per_batch, t = r % t_len;
-      const float position = (static_cast<float>(t) + static_cast<float>(offsets[per_example ? b * offset.strides()[0] : 0])) * p.scale;
-      for (int i = 0; i < half; i++) {
-        const float theta = position * inverse[i];
-        cosines[i] = round_to<T>(std::cos(theta));
-        sines[i] = round_to<T>(std::sin(theta));
-      }
+      const float* row_cosines = cosines.data() + ((per_example ? b * t_len : 0) + t) * half;
+      const float* row_sines = sines.data() + ((per_example ? b * t_len : 0) + t) * half;
       const T* xr = x.data<T>() + row_start(x, r);
       T* orow = o + r * d;
       for (int i = 0; i < half; i++) {
         const int64_t i1 = p.traditional ? 2 * i : i, i2 = p.traditional ? 2 * i + 1 : i + half;
         const float x1 = static_cast<float>(xr[i1 * xs]), x2 = static_cast<float>(xr[i2 * xs]);
-        const float c = cosines[i], s = sines[i];
+        const float c = row_cosines[i], s = row_sines[i];
         orow[i1] = static_cast<T>(round_to<T>(x1 * c) - round_to<T>(x2 * s));
         orow[i2] = static_cast<T>(round_to<T>(x1 * s) + round_to<T>(x2 * c));
       }

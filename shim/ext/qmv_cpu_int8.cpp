@@ -256,7 +256,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tiles_int8(const Pro
     const int rows = std::min(ROW_BLOCK, p.rows - r0);
     for (int j0 = begin; j0 < end; j0 += COLS) {
       const int cols = std::min(COLS, end - j0);
-      std::fill(totals.begin(), totals.end(), 0.0f);
+      for (int r = 0; r < rows; r++) _mm512_storeu_ps(totals.data() + r * COLS, _mm512_setzero_ps());
       for (int c = 0; c < blocks; c++) {
         const int g = c / per_group;
         if (c % per_group == 0) {
@@ -275,7 +275,8 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tiles_int8(const Pro
         unpack_tile_int8(w + static_cast<size_t>(j0) * row_bytes, row_bytes, cols, c, tile);
         multiply_rows_int8(tile, xq, blocks, r0, rows, c, _mm512_load_ps(scale), totals.data());
       }
-      for (int r = 0; r < rows; r++) std::copy_n(totals.data() + r * COLS, cols, p.out + static_cast<size_t>(r0 + r) * p.n + j0);
+      const __mmask16 mask = static_cast<__mmask16>((1u << cols) - 1);
+      for (int r = 0; r < rows; r++) _mm512_mask_storeu_ps(p.out + static_cast<size_t>(r0 + r) * p.n + j0, mask, _mm512_loadu_ps(totals.data() + r * COLS));
     }
   }
 }

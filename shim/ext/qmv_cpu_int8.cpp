@@ -249,34 +249,40 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tiles_int8(const Pro
   const int blocks = p.k / BLOCK, groups = p.k / p.group, per_group = p.group / BLOCK;
   const size_t row_bytes = static_cast<size_t>(p.k) / 2;
   alignas(64) int32_t tile[COLS * COLS];
-  alignas(64) float scale[COLS], bias[COLS];
+  alignas(64) float scale[COLS];
   std::vector<float> totals(static_cast<size_t>(std::min(p.rows, ROW_BLOCK)) * COLS);
+  std::vector<float> biases(static_cast<size_t>(groups) * COLS); // the tile's 16 columns' biases, per group
   const uint8_t* w = reinterpret_cast<const uint8_t*>(p.w);
   for (int r0 = 0; r0 < p.rows; r0 += ROW_BLOCK) {
     const int rows = std::min(ROW_BLOCK, p.rows - r0);
     for (int j0 = begin; j0 < end; j0 += COLS) {
       const int cols = std::min(COLS, end - j0);
+      for (int g = 0; g < groups; g++)
+        for (int col = 0; col < COLS; col++)
+          biases[g * COLS + col] = static_cast<float>(p.biases[static_cast<size_t>(j0 + (col < cols ? col : 0)) * groups + g]);
       for (int r = 0; r < rows; r++) _mm512_storeu_ps(totals.data() + r * COLS, _mm512_setzero_ps());
       for (int c = 0; c < blocks; c++) {
-        const int g = c / per_group;
         if (c % per_group == 0) {
-          for (int col = 0; col < COLS; col++) {
-            const size_t at = static_cast<size_t>(j0 + (col < cols ? col : 0)) * groups + g;
-            scale[col] = static_cast<float>(p.scales[at]);
-            bias[col] = static_cast<float>(p.biases[at]);
-          }
-          // The bias term of this group: bias * the rows' exact float sums.
-          const __m512 b = _mm512_load_ps(bias);
-          for (int r = 0; r < rows; r++) {
-            float* t = totals.data() + r * COLS;
-            _mm512_storeu_ps(t, _mm512_fmadd_ps(b, _mm512_set1_ps(group_sums[static_cast<size_t>(r0 + r) * groups + g]), _mm512_loadu_ps(t)));
-          }
+          for (int col = 0; col < COLS; col++)
+            scale[col] = static_cast<float>(p.scales[static_cast<size_t>(j0 + (col < cols ? col : 0)) * groups + c / per_group]);
+        }
+        // The 16 columns' next cache line (two blocks a line), or the next tile's first, is fetched
+        // while this block is multiplied: the hardware's prefetchers do not follow 16 strided rows.
+        if (c % 2 == 0) {
+          const size_t ahead = c + 2 < blocks ? static_cast<size_t>(j0) * row_bytes + (c + 2) * (BLOCK / 2) : static_cast<size_t>(j0 + COLS) * row_bytes;
+          for (int col = 0; col < COLS; col++) __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(w) + ahead + col * row_bytes));
         }
         unpack_tile_int8(w + static_cast<size_t>(j0) * row_bytes, row_bytes, cols, c, tile);
         multiply_rows_int8(tile, xq, blocks, r0, rows, c, _mm512_load_ps(scale), totals.data());
       }
+      // Out: the totals plus the bias term, bias * the rows' exact float sums per group.
       const __mmask16 mask = static_cast<__mmask16>((1u << cols) - 1);
-      for (int r = 0; r < rows; r++) _mm512_mask_storeu_ps(p.out + static_cast<size_t>(r0 + r) * p.n + j0, mask, _mm512_loadu_ps(totals.data() + r * COLS));
+      for (int r = 0; r < rows; r++) {
+        const float* sums = group_sums + static_cast<size_t>(r0 + r) * groups;
+        __m512 total = _mm512_loadu_ps(totals.data() + r * COLS);
+        for (int g = 0; g < groups; g++) total = _mm512_fmadd_ps(_mm512_loadu_ps(biases.data() + g * COLS), _mm512_set1_ps(sums[g]), total);
+        _mm512_mask_storeu_ps(p.out + static_cast<size_t>(r0 + r) * p.n + j0, mask, total);
+      }
     }
   }
 }

@@ -200,19 +200,24 @@ bool has_avx2() {
 template <typename S>
 void matvec(const Problem<S>& p, bool int8) {
   const int groups = p.k / p.group;
-  std::vector<float> sums(static_cast<size_t>(p.rows) * groups);
-  for (int r = 0; r < p.rows; r++) {
-    for (int g = 0; g < groups; g++) {
-      float s = 0;
-      for (int i = g * p.group; i < (g + 1) * p.group; i++) s += p.x[static_cast<size_t>(r) * p.k + i];
-      sums[static_cast<size_t>(r) * groups + g] = s;
+  qmv::Int8Rows xq;
+  std::vector<float> sums;
+  if (int8) {
+    xq = qmv::quantize_rows(p.x, p.rows, p.k, p.group);
+    sums = std::move(xq.sums);
+  } else {
+    sums.resize(static_cast<size_t>(p.rows) * groups);
+    for (int r = 0; r < p.rows; r++) {
+      for (int g = 0; g < groups; g++) {
+        float s = 0;
+        for (int i = g * p.group; i < (g + 1) * p.group; i++) s += p.x[static_cast<size_t>(r) * p.k + i];
+        sums[static_cast<size_t>(r) * groups + g] = s;
+      }
     }
   }
   const bool avx2 = has_avx2();
-  qmv::Int8Rows xq;
-  if (int8) xq = qmv::quantize_rows(p.x, p.rows, p.k, p.group);
   auto part = [&](int begin, int end) {
-    if (!xq.values.empty())
+    if (int8)
       qmv::matvec_int8(p, xq, sums.data(), begin, end);
     else if (avx2)
       matvec_avx2(p, sums.data(), begin, end);

@@ -30,6 +30,8 @@ struct Int8Rows {
   std::vector<int8_t> values;
   std::vector<float> scales;
   bool paired = false;
+  /** The exact float sums of x per row and group (for the bias term; summed 16 lanes at a time). */
+  std::vector<float> sums;
 };
 
 /** Bytes of the weights ahead of the columns being read that the one-pass kernels prefetch: the
@@ -77,7 +79,7 @@ inline bool int8_fits(int group) {
 template <typename S>
 void matmul_tiles(const Problem<S>& p, const float* group_sums, int begin, int end);
 
-/** x's rows quantized, laid out for the kernel that matvec_int8 picks for `rows` rows and `group`. */
+/** x's rows quantized, laid out for the kernel that matvec_int8 picks for `rows` rows and `group`, with their sums per group. */
 Int8Rows quantize_rows(const float* x, int rows, int k, int group);
 
 /** out[r, j] for j in [begin, end): sum over blocks of weight scale * x scale * (q . xq) (an int32 dot

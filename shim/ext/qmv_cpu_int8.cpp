@@ -298,30 +298,41 @@ static bool pairs_fit(int rows, int k, int group) {
   return rows < TILE_ROWS && group == BLOCK && (k / BLOCK) % 2 == 0;
 }
 
-Int8Rows quantize_rows(const float* x, int rows, int k, int group) {
-  const int blocks = k / BLOCK;
+/** 16 values times `scaled`, rounded to int8 (round half to even, the default rounding mode), at `to`. */
+__attribute__((target("avx512f"))) static inline void store_int8(int8_t* to, __m512 values, __m512 scaled) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(to), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(values, scaled))));
+}
+
+__attribute__((target("avx512f,avx512bw"))) Int8Rows quantize_rows(const float* x, int rows, int k, int group) {
+  const int blocks = k / BLOCK, groups = k / group, per_group = group / BLOCK;
   const bool pairs = pairs_fit(rows, k, group);
-  Int8Rows q{std::vector<int8_t>(static_cast<size_t>(rows) * k), std::vector<float>(static_cast<size_t>(rows) * blocks), pairs};
+  Int8Rows q{std::vector<int8_t>(static_cast<size_t>(rows) * k), std::vector<float>(static_cast<size_t>(rows) * blocks), pairs,
+             std::vector<float>(static_cast<size_t>(rows) * groups)};
+  const __m512i even_index = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd_index = _mm512_add_epi32(even_index, _mm512_set1_epi32(1));
   for (int r = 0; r < rows; r++) {
     for (int c = 0; c < blocks; c++) {
       const float* xb = x + static_cast<size_t>(r) * k + c * BLOCK;
-      float peak = 0;
-      for (int i = 0; i < BLOCK; i++) peak = std::max(peak, std::fabs(xb[i]));
+      const __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16), v2 = _mm512_loadu_ps(xb + 32), v3 = _mm512_loadu_ps(xb + 48);
+      const float peak =
+          _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)), _mm512_max_ps(_mm512_abs_ps(v2), _mm512_abs_ps(v3))));
       const float scale = peak / 127.0f, inverse = peak > 0 ? 127.0f / peak : 0.0f;
       const size_t at = static_cast<size_t>(r) * blocks + c;
       q.scales[at] = scale;
+      q.sums[static_cast<size_t>(r) * groups + c / per_group] += _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(v0, v1), _mm512_add_ps(v2, v3)));
       // One block: its even positions, then its odd ones. A pair (blocks 2m, 2m + 1): both blocks' even
-      // positions, then both odd ones.
+      // positions, then both odd ones. Each value round-half-even(x * inverse) (the default rounding mode).
       int8_t* even = q.values.data() + at * BLOCK;
       int8_t* odd = even + BLOCK / 2;
       if (pairs) {
         even = q.values.data() + (at - c % 2) * BLOCK + (c % 2) * (BLOCK / 2);
         odd = even + BLOCK;
       }
-      for (int i = 0; i < BLOCK / 2; i++) {
-        even[i] = static_cast<int8_t>(std::nearbyint(xb[2 * i] * inverse));
-        odd[i] = static_cast<int8_t>(std::nearbyint(xb[2 * i + 1] * inverse));
-      }
+      const __m512 scaled = _mm512_set1_ps(inverse);
+      store_int8(even, _mm512_permutex2var_ps(v0, even_index, v1), scaled);
+      store_int8(even + 16, _mm512_permutex2var_ps(v2, even_index, v3), scaled);
+      store_int8(odd, _mm512_permutex2var_ps(v0, odd_index, v1), scaled);
+      store_int8(odd + 16, _mm512_permutex2var_ps(v2, odd_index, v3), scaled);
     }
   }
   return q;

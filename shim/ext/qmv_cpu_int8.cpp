@@ -109,31 +109,31 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma"))) void pa
   __m256 offset[R][C];
   for (int r = 0; r < R; r++)
     for (int c = 0; c < C; c++) total[r][c] = _mm512_setzero_ps(), offset[r][c] = _mm256_setzero_ps();
-  for (int b0 = 0; b0 < blocks; b0 += 8) {
-    const int n = std::min(8, blocks - b0);
-    const __mmask8 mask = static_cast<__mmask8>((1u << n) - 1);
-    __m512 scales[R][C];
-    for (int c = 0; c < C; c++) {
+  // Column after column (the weights read in order: interleaving the columns' rows was slower once
+  // they came from memory, 2.2 -> 3.6 ms for the qwen3-0.6b shape's products).
+  for (int c = 0; c < C; c++) {
+    const uint8_t* w = reinterpret_cast<const uint8_t*>(p.w + static_cast<size_t>(j + c) * (p.k / 8));
+    for (int b0 = 0; b0 < blocks; b0 += 8) {
+      const int n = std::min(8, blocks - b0);
+      const __mmask8 mask = static_cast<__mmask8>((1u << n) - 1);
       const size_t at = static_cast<size_t>(j + c) * blocks + b0;
       const __m256 weight_scales = load8(p.scales + at, mask), biases = load8(p.biases + at, mask);
+      __m512 scales[R];
       for (int r = 0; r < R; r++) {
         const size_t x_at = static_cast<size_t>(row + r) * blocks + b0;
-        scales[r][c] = _mm512_castps256_ps512(_mm256_mul_ps(weight_scales, _mm256_maskz_loadu_ps(mask, xq.scales.data() + x_at)));
+        scales[r] = _mm512_castps256_ps512(_mm256_mul_ps(weight_scales, _mm256_maskz_loadu_ps(mask, xq.scales.data() + x_at)));
         offset[r][c] = _mm256_fmadd_ps(biases, _mm256_maskz_loadu_ps(mask, group_sums + x_at), offset[r][c]);
       }
-    }
-    for (int b = 0; b < n; b += 2) {
-      // Lanes 0-7 take block b's scale, lanes 8-15 block b + 1's.
-      const __m512i pair = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(b)), _mm256_set1_epi32(b + 1), 1);
-      for (int c = 0; c < C; c++) {
-        const uint8_t* w = reinterpret_cast<const uint8_t*>(p.w + static_cast<size_t>(j + c) * (p.k / 8)) + (b0 + b) * (BLOCK / 2);
-        const __m512i packed = _mm512_loadu_si512(w);
+      for (int b = 0; b < n; b += 2) {
+        // Lanes 0-7 take block b's scale, lanes 8-15 block b + 1's.
+        const __m512i pair = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(b)), _mm256_set1_epi32(b + 1), 1);
+        const __m512i packed = _mm512_loadu_si512(w + (b0 + b) * (BLOCK / 2));
         const __m512i even = _mm512_and_si512(packed, low);
         const __m512i odd = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low);
         for (int r = 0; r < R; r++) {
           const int8_t* x = xq.values.data() + (static_cast<size_t>(row + r) * blocks + b0 + b) * BLOCK;
           const __m512i dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, even, _mm512_loadu_si512(x)), odd, _mm512_loadu_si512(x + BLOCK));
-          total[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(pair, scales[r][c]), total[r][c]);
+          total[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(pair, scales[r]), total[r][c]);
         }
       }
     }

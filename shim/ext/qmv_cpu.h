@@ -34,11 +34,14 @@ struct Int8Rows {
   std::vector<float> sums;
 };
 
-/** Bytes of the weights ahead of the columns being read that the one-pass kernels prefetch: the
- * hardware's prefetchers alone left them waiting on memory once a step's other data (the KV cache,
- * the activations) had pushed the weights out of the last-level cache (33 int8 products of the
- * default model in a loop that reads 8 MB of other data between passes, this project's 2-core EPYC:
- * 1100 µs, 16 GB/s; prefetched 4 KB ahead 720 µs; 1, 2, 8 and 16 KB: 870, 790, 770, 820 µs). */
+/** Bytes of the weights ahead of the columns being read that the one-pass kernels prefetch (into the
+ * L2 cache): the hardware's prefetchers alone left them waiting on memory once a step's other data
+ * (the KV cache, the activations) had pushed the weights out of the last-level cache (33 int8
+ * products of the default model in a loop that reads 8 MB of other data between passes, this
+ * project's 2-core EPYC: 1100 µs, 16 GB/s; prefetched 4 KB ahead 720 µs; 1, 2, 8 and 16 KB: 870,
+ * 790, 770, 820 µs). Into L2 rather than L1: end to end, alternating fresh processes, int8 decode of
+ * the default model 520 -> 611 tok/s and of the qwen3-0.6b shape 35 -> 45 (medians of 5; there the
+ * L1 prefetch was slower than none, 40). */
 constexpr size_t PREFETCH_AHEAD = 4096;
 
 /** Prefetches the weight rows, scales and biases of `count` columns PREFETCH_AHEAD bytes of weights
@@ -47,12 +50,12 @@ template <typename S>
 inline void prefetch_ahead(const Problem<S>& p, int j, int count) {
   const size_t row_bytes = static_cast<size_t>(p.k) / 2, group_bytes = static_cast<size_t>(p.k / p.group) * sizeof(S);
   const uintptr_t w = reinterpret_cast<uintptr_t>(p.w) + j * row_bytes + PREFETCH_AHEAD;
-  for (size_t i = 0; i < count * row_bytes; i += 64) __builtin_prefetch(reinterpret_cast<const void*>(w + i));
+  for (size_t i = 0; i < count * row_bytes; i += 64) __builtin_prefetch(reinterpret_cast<const void*>(w + i), 0, 2);
   const size_t ahead = (j + std::max<size_t>(1, PREFETCH_AHEAD / row_bytes)) * group_bytes;
   const uintptr_t s = reinterpret_cast<uintptr_t>(p.scales) + ahead, b = reinterpret_cast<uintptr_t>(p.biases) + ahead;
   for (size_t i = 0; i < count * group_bytes; i += 64) {
-    __builtin_prefetch(reinterpret_cast<const void*>(s + i));
-    __builtin_prefetch(reinterpret_cast<const void*>(b + i));
+    __builtin_prefetch(reinterpret_cast<const void*>(s + i), 0, 2);
+    __builtin_prefetch(reinterpret_cast<const void*>(b + i), 0, 2);
   }
 }
 

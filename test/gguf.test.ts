@@ -66,7 +66,7 @@ describe("GGUF checkpoints", () => {
     const tokenizer = Tokenizer.fromDir(file("default-model-f16.gguf"));
     const { tokens } = await generateText(model, tokenizer, f.ids, { maxTokens: 32, ignoreEos: true });
     model.dispose();
-    expect(tokens).toEqual(reference.greedy);
+    expect(tokens).toEqual(reference.greedy.slice(0, 32));
     const q8 = loadModel(file("default-model-q8_0.gguf"), { backend: "mlx" });
     expect(q8.checkpoint.weights.get("model.layers.0.mlp.up_proj.weight")!.dtype).toBe("uint32");
     // float16 in the file; float32 on a CPU device (src/io/gguf.ts).

@@ -30,7 +30,7 @@ struct Int8Rows {
   std::vector<int8_t> values;
   std::vector<float> scales;
   bool paired = false;
-  /** The exact float sums of x per row and group (for the bias term; summed 16 lanes at a time). */
+  /** The float sums of x (not of its int8 values) per row and group, for the bias term. */
   std::vector<float> sums;
 };
 

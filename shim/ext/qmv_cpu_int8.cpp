@@ -96,7 +96,7 @@ __attribute__((target("avx512f"))) inline __m128 sum4(__m512 a, __m512 b, __m512
  * with both blocks' even positions and its high nibbles with their odd ones (two VNNI instructions;
  * lanes 0-7 are the first block's, 8-15 the second's), so a pair costs one float conversion and one
  * multiply-add with a vector of the two blocks' scales. The scales and the bias term (bias * the
- * exact float sums of x) go 8 groups at a time; the R x C outputs' horizontal sums go four at once
+ * float sums of x, not of its int8 values) go 8 groups at a time; the R x C outputs' horizontal sums go four at once
  * (sum4: per output, one chain of dependent shuffles was most of the kernel's time). */
 template <int R, int C, typename S>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma"))) void paired_int8(const Problem<S>& p, const Int8Rows& xq, const float* group_sums,
@@ -148,8 +148,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma"))) void pa
   for (int i = 0; i < OUTPUTS; i++) p.out[static_cast<size_t>(row + i / C) * p.n + j + i % C] = out[i];
 }
 
-/** paired_int8 over columns [begin, end) for R rows from `row`: 4 / R columns at a time (R x C
- * accumulators and scale vectors fit the 32 vector registers), the rest one at a time. */
+/** paired_int8 over columns [begin, end) for R rows from `row`: 4 / R columns at a time (their R x C
+ * accumulators and bias terms fit the 32 vector registers), the rest one at a time. */
 template <int R, typename S>
 void paired_rows_int8(const Problem<S>& p, const Int8Rows& xq, const float* group_sums, int row, int begin, int end) {
   constexpr int C = R == 1 ? 4 : R == 2 ? 2 : 1;

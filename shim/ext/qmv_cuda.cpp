@@ -3,7 +3,8 @@
 // 32, 64 or 128), as mx::quantized_matmul(x, w, scales, biases, transpose=true). MLX's CUDA qmv
 // reads the weights at ~0.8-1.0 TB/s on an H100 (one 8-byte load per lane in flight), which is most
 // of a large model's decode step. This one (qmv_cuda_source.h) keeps several 16-byte loads per lane
-// in flight. It is an MLX primitive (QuantizedMatvecCuda) built by qmv_cuda() in place of
+// in flight; for bfloat16/float16 it sums on the tensor cores (mma.m16n8k16), so that
+// its cost hardly grows with the rows of a batch's decode step. It is an MLX primitive (QuantizedMatvecCuda) built by qmv_cuda() in place of
 // QuantizedMatmul when the inputs fit (and of the add after it, given an addend); its eval_gpu adds
 // one kernel node to MLX's command encoder (MLX's CUDA graph) like MLX's own primitives. The kernel
 // is compiled by NVRTC on first use; if that fails, MLX's op is used. MLXB_QMV=mlx turns it off (for
@@ -31,33 +32,58 @@ int variant_rows(int rows) {
   return rows <= 8 ? rows : rows <= 16 ? 16 : 32;
 }
 
-/** The launch shape of a kernel variant: output rows per warp, chunk steps per load batch, warps
- * per block, warps sharing rows (splitting k; divides warps). */
+/** The launch shape of a kernel variant: output rows per warp, load batches (chunk steps, or groups
+ * for the tensor-core kernel) issued together, warps per block, warps sharing rows (splitting k;
+ * divides warps), and whether it is the tensor-core kernel (16 rows per warp). */
 struct Shape {
   int rows_per_warp, unroll, warps, split;
-  auto key() const { return std::make_tuple(rows_per_warp, unroll, warps, split); }
+  bool mma;
+  auto key() const { return std::make_tuple(rows_per_warp, unroll, warps, split, mma); }
 };
 
-/** Rows of x decide the shape. One row (decode): 4 output rows per warp, measured best of six
- * shapes on an H200 (2-2.6 TB/s for the 8B shapes' large matrices, bfloat16); a matrix of fewer than
+/** Whether x's dtype takes the tensor-core kernel (bfloat16/float16; any rows the primitive takes,
+ * up to 32), unless MLXB_QMV_MMA=0 (comparisons). Its compile fails on GPUs before sm_80, which then
+ * get the other kernel. */
+bool mma_fits(mx::Dtype t, int rows) {
+  static const bool off = [] {
+    const char* v = std::getenv("MLXB_QMV_MMA");
+    return v && std::string(v) == "0";
+  }();
+  return !off && (t == mx::bfloat16 || t == mx::float16) && rows <= MAX_ROWS;
+}
+
+/** The tensor-core kernel's shape: a warp per 16 output rows over all of k, two steps' loads issued
+ * together (8 KB of weights a warp for one row of x and group 64), 8 warps a block; 4 for matrices
+ * of at most 2048 rows. Measured on an H200 (scripts/gpu/qmv-tune.ts, bfloat16, group 64, one row):
+ * splitting k over 2-8 warps was slower for every qwen3-8b/0.6b matrix (e.g. 151936 x 4096: 125 µs
+ * unsplit, 160-175 split), one step's loads at a time slower for all but the 1024-row ones. */
+Shape mma_shape(int n) {
+  return n <= 2048 ? Shape{16, 1, 4, 1, true} : Shape{16, 2, 8, 1, true};
+}
+
+/** The shape of a variant: the tensor-core kernel's above; for the other (float32 x, GPUs before
+ * sm_80, MLXB_QMV_MMA=0) rows of x decide it. One row (decode): 4 output rows per warp, measured best
+ * of six shapes on an H200 (2-2.6 TB/s for the 8B shapes' large matrices, bfloat16); a matrix of fewer than
  * SPLIT_BELOW rows and k of 2048 or more has 4 warps share each 4 rows (fewer rows leave too few
  * warps to keep loads in flight). More rows: fewer output rows per warp, so that no variant spills
  * registers (checked with ptxas -v for every rows count). MLXB_QMV_SHAPE="R,U,W[,S]" overrides it
- * (tuning; R and U 1-8, W 1-32, S dividing W, else ignored). */
+ * (tuning; R and U 1-8, W 1-32, S dividing W, else ignored; R is 16 for the tensor-core kernel). */
 constexpr int SPLIT_BELOW = 16384;
-Shape shape_for(int rows, int n, int k) {
+Shape shape_for(bool mma, int rows, int n, int k) {
   static const char* forced = std::getenv("MLXB_QMV_SHAPE");
   if (forced) {
-    Shape s{0, 0, 0, 1};
+    Shape s{0, 0, 0, 1, mma};
     // Bounded so that a block stays launchable (<= 1024 threads) and the registers plausible.
     int read = std::sscanf(forced, "%d,%d,%d,%d", &s.rows_per_warp, &s.unroll, &s.warps, &s.split);
-    if (read >= 3 && s.rows_per_warp > 0 && s.rows_per_warp <= 8 && s.unroll > 0 && s.unroll <= 8 && s.warps > 0 && s.warps <= 32 && s.split > 0 &&
+    if (mma) s.rows_per_warp = 16;
+    if (read >= 3 && s.rows_per_warp > 0 && s.rows_per_warp <= 16 && s.unroll > 0 && s.unroll <= 8 && s.warps > 0 && s.warps <= 32 && s.split > 0 &&
         s.warps % s.split == 0)
       return s;
   }
-  if (rows == 1) return n < SPLIT_BELOW && k >= 2048 ? Shape{4, 1, 4, 4} : Shape{4, 1, 4, 1};
-  if (rows == 2) return {2, 1, 4, 1};
-  return {1, 1, 4, 1};
+  if (mma) return mma_shape(n);
+  if (rows == 1) return n < SPLIT_BELOW && k >= 2048 ? Shape{4, 1, 4, 4, false} : Shape{4, 1, 4, 1, false};
+  if (rows == 2) return {2, 1, 4, 1, false};
+  return {1, 1, 4, 1, false};
 }
 
 struct Kernel {
@@ -70,8 +96,8 @@ struct Kernel {
 CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, bool add, const Shape& shape) {
   std::string source = "#define DTYPE " + std::to_string(dtype_code(dtype)) + "\n#define GROUP " + std::to_string(group) + "\n#define ROWS " +
                        std::to_string(rows) + "\n#define R " + std::to_string(shape.rows_per_warp) + "\n#define U " + std::to_string(shape.unroll) +
-                       "\n#define WARPS " + std::to_string(shape.warps) + "\n#define SPLIT " + std::to_string(shape.split) + "\n#define ADD " +
-                       std::to_string(add ? 1 : 0) + "\n" + QMV_CUDA_SOURCE;
+                       "\n#define WARPS " + std::to_string(shape.warps) + "\n#define SPLIT " + std::to_string(shape.split) + "\n#define MMA " +
+                       std::to_string(shape.mma ? 1 : 0) + "\n#define ADD " + std::to_string(add ? 1 : 0) + "\n" + QMV_CUDA_SOURCE;
   return compile_kernel(device_index, source, "mlxb_qmv.cu", "mlxb_qmv");
 }
 
@@ -80,21 +106,30 @@ CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, bool 
  * caller then uses MLX's op). */
 Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool add, int n, int k) {
   static std::mutex mutex;
-  static std::map<std::tuple<int, int, int, int, bool, std::tuple<int, int, int, int>>, Kernel> kernels;
+  static std::map<std::tuple<int, int, int, int, bool, std::tuple<int, int, int, int, bool>>, Kernel> kernels;
   static bool warned = false;
   std::lock_guard<std::mutex> lock(mutex);
-  const Shape shape = shape_for(rows, n, k);
-  auto key = std::make_tuple(device_index, dtype_code(dtype), group, rows, add, shape.key());
-  if (auto it = kernels.find(key); it != kernels.end()) return it->second;
-  Kernel kernel{nullptr, shape};
-  try {
-    kernel.function = compile(device_index, dtype, group, rows, add, kernel.shape);
-  } catch (const std::exception& e) {
-    if (!warned) std::fprintf(stderr, "mlx-bun: the CUDA 4-bit matvec kernel is unavailable (%s); using MLX's quantized_matmul\n", e.what());
-    warned = true;
+  // The tensor-core kernel's variants: 1, 2, 4, 8, 16 or 32 rows; before sm_80 its compile fails and
+  // the other kernel is used.
+  for (bool mma : {true, false}) {
+    if (mma && !mma_fits(dtype, rows)) continue;
+    const int variant = mma ? (rows <= 2 ? rows : rows <= 4 ? 4 : rows <= 8 ? 8 : rows <= 16 ? 16 : 32) : variant_rows(rows);
+    const Shape shape = shape_for(mma, rows, n, k);
+    auto key = std::make_tuple(device_index, dtype_code(dtype), group, variant, add, shape.key());
+    auto it = kernels.find(key);
+    if (it == kernels.end()) {
+      Kernel kernel{nullptr, shape};
+      try {
+        kernel.function = compile(device_index, dtype, group, variant, add, kernel.shape);
+      } catch (const std::exception& e) {
+        if (!mma && !warned) std::fprintf(stderr, "mlx-bun: the CUDA 4-bit matvec kernel is unavailable (%s); using MLX's quantized_matmul\n", e.what());
+        if (!mma) warned = true;
+      }
+      it = kernels.emplace(key, kernel).first;
+    }
+    if (it->second.function) return it->second;
   }
-  kernels[key] = kernel;
-  return kernel;
+  return Kernel{};
 }
 
 bool aligned16(const mx::array& a) {
@@ -195,7 +230,7 @@ std::optional<mx::array> mlxb::qmv_cuda(const mx::array& x, const mx::array& w, 
                     biases->dtype() == t;
   if (!fits) return std::nullopt;
   const int rows = static_cast<int>(x.size() / x.shape(-1));
-  Kernel kernel = kernel_for(stream.device.index, t, group, variant_rows(rows), addend.has_value(), w.shape(0), x.shape(-1));
+  Kernel kernel = kernel_for(stream.device.index, t, group, rows, addend.has_value(), w.shape(0), x.shape(-1));
   if (!kernel.function) return std::nullopt;
   auto shape = x.shape();
   shape.back() = w.shape(0);

@@ -1,5 +1,6 @@
 // CUDA C++ source of the decode-time quantized matmul kernel of qmv_cuda.cpp, compiled at run time
-// by NVRTC (the machine's, which libmlx.so already loads), one variant per (dtype, group, rows).
+// by NVRTC (the machine's, which libmlx.so already loads), one variant per (dtype, group, rows); MMA
+// 1 selects the tensor-core kernel (bfloat16/float16), else the one described here.
 //
 // out[m, j] = sum_i x[m, i] * (scale[j, g(i)] * q[j, i] + bias[j, g(i)]) for 4-bit affine weights
 // q packed 8 per uint32 (value i of a word at bits 4i..4i+3, MLX's layout), x row-major [rows, k]
@@ -83,6 +84,239 @@ __device__ __forceinline__ float dot8(u32 word, const float* x, float a) {
   return a;
 }
 
+#if MMA && DTYPE != 0
+// The tensor-core variant (bfloat16/float16, 1-32 rows of x, sm_80 and later). A warp computes a tile
+// of 16 output rows with mma.m16n8k16 (float32 accumulation): A = the tile's weights as the values
+// 1 + q/16 (exact in DTYPE), B = x, its 8 columns being GPS groups of each of x's rows: column c holds
+// x row c / GPS at the k positions of group c % GPS of the step and zeros elsewhere, so one
+// accumulator holds each group's dot product apart (a step covers GPS groups of every row).
+// Lane (g, t) (g = lane / 4, t = lane % 4) holds A's rows g and g + 8 and B's column g, at the k
+// positions the fragment layout gives thread t; a dot product does not care in which order its k
+// positions come, so thread t's positions are VPL consecutive values of the step per load (the four
+// threads of a row read 4 VPL contiguous values). A word's values pair as (v, v + 4) (one shift and
+// one mask-or a pair), and x's pairs are permuted to match (one byte permute a pair). A second mma
+// with A = 1 gives each group's sum of x in the product's layout; a group then adds
+// 16 s a + (b - 16 s) xs, as above, and x's row sums its GPS columns at the end.
+#if DTYPE == 1
+#define ONE_PAIR 0x3F803F80u
+#define PAIR_MASK 0x00780078u
+#define PAIR_LOW 3
+#define MMA_TYPE "bf16"
+#else
+#define ONE_PAIR 0x3C003C00u
+#define PAIR_MASK 0x03C003C0u
+#define PAIR_LOW 6
+#define MMA_TYPE "f16"
+#endif
+#if ROWS == 1
+#define GPS 8
+#elif ROWS == 2
+#define GPS 4
+#elif ROWS <= 4
+#define GPS 2
+#else
+#define GPS 1
+#endif
+// Blocks of 8 B columns: more than 8 rows of x take ROWS / 8 mmas per fragment of A.
+#define NB (ROWS > 8 ? (ROWS + 7) / 8 : 1)
+#define LANE_VALUES (GPS * GROUP / 4)                  // a lane's values of one row in a step
+#define VPL (LANE_VALUES < 32 ? LANE_VALUES : 32)     // ... in one load (8, 16 or 32)
+#define LOADS (LANE_VALUES / VPL)
+#define WPL (VPL / 8)                                  // words a load
+
+/** Values s and s + 4 of a packed word as the pair (1 + q/16) in DTYPE (low half: value s). */
+template <int s>
+__device__ __forceinline__ u32 weight_pair(u32 word) {
+  const u32 bits = (4 * s >= PAIR_LOW) ? (word >> (4 * s - PAIR_LOW)) : (word << (PAIR_LOW - 4 * s));
+  u32 r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(bits), "r"(PAIR_MASK), "r"(ONE_PAIR));  // (a & b) | c
+  return r;
+}
+
+/** d += A B for one m16n8k16 fragment (float32 accumulators). */
+__device__ __forceinline__ void mma(float* d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32." MMA_TYPE "." MMA_TYPE ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/** A lane's WPL packed words of one row in one load. */
+struct Words { u32 v[WPL]; };
+__device__ __forceinline__ Words load_words(const u32* p) {
+  Words r;
+#if WPL == 1
+  r.v[0] = __ldg(p);
+#elif WPL == 2
+  uint2 a = __ldg(reinterpret_cast<const uint2*>(p));
+  r.v[0] = a.x; r.v[1] = a.y;
+#else
+  uint4 a = __ldg(reinterpret_cast<const uint4*>(p));
+  r.v[0] = a.x; r.v[1] = a.y; r.v[2] = a.z; r.v[3] = a.w;
+#endif
+  return r;
+}
+
+/** What a lane needs to add one step's product: its B columns' x rows (one per block of 8 columns)
+ * and group, the groups of its accumulators' columns, its two weight rows. */
+struct Lane {
+  const T* xr[NB];
+  int column_group, group0, group1, ra, rb, t, groups, steps;
+};
+
+/** Adds step s's product to acc, given the lane's LOADS loads of packed words of rows ra and rb. */
+__device__ __forceinline__ void add_step(const Lane& l, const Words* qa, const Words* qb, int s, const T* __restrict__ scales,
+                                         const T* __restrict__ biases, float (*acc)[4]) {
+  float dot[NB][4], xs[NB][4];
+#pragma unroll
+  for (int c = 0; c < NB; c++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) dot[c][i] = xs[c][i] = 0.f;
+#pragma unroll
+  for (int j = 0; j < LOADS; j++) {
+    const int at = s * GPS * GROUP + 4 * VPL * j + VPL * l.t;
+    const int group = (4 * VPL * j + VPL * l.t) / GROUP;  // of the step
+    const bool mine = group == l.column_group && s * GPS + group < l.groups;
+#pragma unroll
+    for (int i = 0; i < WPL; i++) {
+      const u32 a = qa[j].v[i], b = qb[j].v[i];
+      const u32 a0 = weight_pair<0>(a), b0 = weight_pair<0>(b), a1 = weight_pair<1>(a), b1 = weight_pair<1>(b);
+      const u32 a2 = weight_pair<2>(a), b2 = weight_pair<2>(b), a3 = weight_pair<3>(a), b3 = weight_pair<3>(b);
+#pragma unroll
+      for (int c = 0; c < NB; c++) {
+        uint4 v = make_uint4(0u, 0u, 0u, 0u);
+        if (mine) v = *reinterpret_cast<const uint4*>(l.xr[c] + at + 8 * i);
+        // x pairs (0,1) (2,3) (4,5) (6,7) -> (0,4) (1,5) (2,6) (3,7)
+        const u32 p0 = __byte_perm(v.x, v.z, 0x5410), p1 = __byte_perm(v.x, v.z, 0x7632);
+        const u32 p2 = __byte_perm(v.y, v.w, 0x5410), p3 = __byte_perm(v.y, v.w, 0x7632);
+        mma(dot[c], a0, b0, a1, b1, p0, p1);
+        mma(dot[c], a2, b2, a3, b3, p2, p3);
+        mma(xs[c], ONE_PAIR, ONE_PAIR, ONE_PAIR, ONE_PAIR, p0, p1);
+        mma(xs[c], ONE_PAIR, ONE_PAIR, ONE_PAIR, ONE_PAIR, p2, p3);
+      }
+    }
+  }
+  // dot/xs: (row g, column 2t), (row g, column 2t + 1), (row g + 8, column 2t), (row g + 8, column 2t + 1).
+  const int G0 = min(s * GPS + l.group0, l.groups - 1), G1 = min(s * GPS + l.group1, l.groups - 1);
+  const size_t a0 = (size_t)l.ra * l.groups, b0 = (size_t)l.rb * l.groups;
+  const float sa0 = 16.f * to_float(scales[a0 + G0]), sa1 = 16.f * to_float(scales[a0 + G1]);
+  const float sb0 = 16.f * to_float(scales[b0 + G0]), sb1 = 16.f * to_float(scales[b0 + G1]);
+  const float ba0 = to_float(biases[a0 + G0]) - sa0, ba1 = to_float(biases[a0 + G1]) - sa1;
+  const float bb0 = to_float(biases[b0 + G0]) - sb0, bb1 = to_float(biases[b0 + G1]) - sb1;
+#pragma unroll
+  for (int c = 0; c < NB; c++) {
+    acc[c][0] += sa0 * dot[c][0] + ba0 * xs[c][0];
+    acc[c][1] += sa1 * dot[c][1] + ba1 * xs[c][1];
+    acc[c][2] += sb0 * dot[c][2] + bb0 * xs[c][2];
+    acc[c][3] += sb1 * dot[c][3] + bb1 * xs[c][3];
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(WARPS * 32)
+mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict__ scales, const T* __restrict__ biases,
+         const T* __restrict__ addend, T* __restrict__ out, int n, int k, int rows) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int part = warp % SPLIT;
+  const int row0 = (blockIdx.x * (WARPS / SPLIT) + warp / SPLIT) * 16;
+#if SPLIT == 1
+  if (row0 >= n) return;
+#endif
+  Lane l;
+  l.groups = k / GROUP;
+  l.steps = (l.groups + GPS - 1) / GPS;
+  l.ra = min(row0 + g, n - 1);
+  l.rb = min(row0 + g + 8, n - 1);
+  // This lane's B columns: x rows 8 c + g / GPS, group g % GPS of each step.
+#pragma unroll
+  for (int c = 0; c < NB; c++) l.xr[c] = x + (size_t)min(8 * c + g / GPS, rows - 1) * k;
+  l.column_group = g % GPS;
+  // The groups of this lane's accumulators: columns 2t and 2t + 1.
+  l.group0 = (2 * t) % GPS;
+  l.group1 = (2 * t + 1) % GPS;
+  l.t = t;
+  float acc[NB][4];
+#pragma unroll
+  for (int c = 0; c < NB; c++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) acc[c][i] = 0.f;
+
+  const u32* wa = w + (size_t)l.ra * (k >> 3);
+  const u32* wb = w + (size_t)l.rb * (k >> 3);
+  for (int step = part; step < l.steps; step += U * SPLIT) {
+    Words qa[U][LOADS], qb[U][LOADS];
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+      for (int j = 0; j < LOADS; j++) {
+        // Load j of this step: values 4 VPL j + VPL t of the step's span, clamped into the row.
+        const int at = min((step + u * SPLIT) * GPS * GROUP + 4 * VPL * j + VPL * t, k - VPL);
+        qa[u][j] = load_words(wa + at / 8);
+        qb[u][j] = load_words(wb + at / 8);
+      }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int s = step + u * SPLIT;
+      if (s >= l.steps) break;  // the same for every lane: the mmas stay converged
+      add_step(l, qa[u], qb[u], s, scales, biases, acc);
+    }
+  }
+
+#if SPLIT > 1
+  __shared__ float parts[WARPS][NB * 4][32];
+#pragma unroll
+  for (int c = 0; c < NB; c++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) parts[warp][4 * c + i][lane] = acc[c][i];
+  __syncthreads();
+  if (part != 0 || row0 >= n) return;
+#pragma unroll
+  for (int c = 0; c < NB; c++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      float v = 0.f;
+#pragma unroll
+      for (int p = 0; p < SPLIT; p++) v += parts[warp + p][4 * c + i][lane];
+      acc[c][i] = v;
+    }
+#endif
+#pragma unroll
+  for (int c = 0; c < NB; c++) {
+    // An x row's GPS columns: columns 2t and 2t + 1 of this lane, then lanes t ^ 1, t ^ 2 as needed.
+#if GPS > 1
+    float ra_sum = acc[c][0] + acc[c][1], rb_sum = acc[c][2] + acc[c][3];
+#if GPS >= 4
+    ra_sum += __shfl_xor_sync(0xFFFFFFFFu, ra_sum, 1);
+    rb_sum += __shfl_xor_sync(0xFFFFFFFFu, rb_sum, 1);
+#endif
+#if GPS == 8
+    ra_sum += __shfl_xor_sync(0xFFFFFFFFu, ra_sum, 2);
+    rb_sum += __shfl_xor_sync(0xFFFFFFFFu, rb_sum, 2);
+#endif
+#endif
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int row = row0 + g + 8 * (i >> 1);
+#if GPS == 1
+      // Columns 2t and 2t + 1 are x rows 8 c + 2t and 8 c + 2t + 1.
+      const int m = 8 * c + 2 * t + (i & 1);
+      float v = acc[c][i];
+#else
+      // x row (2t) / GPS, written by the first lane of its columns, once per output row.
+      const int m = (2 * t) / GPS;
+      if ((i & 1) || (2 * t) % GPS != 0) continue;
+      float v = i == 0 ? ra_sum : rb_sum;
+#endif
+      if (row < n && m < rows) {
+        const size_t at = (size_t)m * n + row;
+#if ADD
+        v = to_float(from_float(v)) + to_float(addend[at]);
+#endif
+        out[at] = from_float(v);
+      }
+    }
+  }
+}
+#else
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
 mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict__ scales, const T* __restrict__ biases,
          const T* __restrict__ addend, T* __restrict__ out, int n, int k, int rows) {
@@ -175,6 +409,7 @@ mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict
       }
     }
 }
+#endif
 )CUDA";
 
 } // namespace mlxb

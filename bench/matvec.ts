@@ -2,28 +2,37 @@
 // shim/ext/qmv_cpu.cpp on the CPU) against MLX's QuantizedMatmul, side by side in one run (MLX's in a
 // child process with MLXB_QMV=mlx, which the shim reads once). Each timing evaluates one graph of
 // CHAIN independent matvecs over copies of the weight that together exceed the caches (so weights
-// come from memory, as in a decode step), reported per matvec: median of the repeats, and the
-// weight bytes read per second. Also the largest error against float32 math on the same values.
-import { deviceInfo, ops, quant, Tensor } from "../src/index.ts";
+// come from memory, as in a decode step), reported per matvec: median of the repeats, the weight
+// bytes read per second and, on a GPU, their share of its read bandwidth (the decode bench's bound;
+// MLX's sum on this CPU reads far below what a core can, so there it is no bound).
+// Also the largest error against float32 math on the same values. Weights and x are made on the
+// device (a sine hash), so that the large shapes take seconds.
+// MLXB_BENCH_MATVEC_ROWS: rows of x, comma-separated (default 1; a batch's decode step has one a
+// sequence). MLXB_BENCH_MATVEC_MLX=0 leaves MLX's side out (for trying launch shapes of ours with
+// MLXB_QMV_SHAPE, or MLXB_QMV_MMA=0 for the CUDA kernel's float32 form: docs/gpu.md).
+import { deviceInfo, ops, quant } from "../src/index.ts";
 import { evalAll } from "../src/ops/core.ts";
+import { readBandwidth } from "./decode.ts";
 import { summarize, table } from "./stats.ts";
 
 const CHAIN = 64;
 const REPEATS = 12;
 const GROUP = 64;
+const ROWS = (process.env.MLXB_BENCH_MATVEC_ROWS ?? "1").split(",").map((r) => {
+  const rows = Number(r);
+  if (!Number.isInteger(rows) || rows < 1) throw new Error(`MLXB_BENCH_MATVEC_ROWS: '${r}' is not a positive integer`);
+  return rows;
+});
+const WITH_MLX = process.env.MLXB_BENCH_MATVEC_MLX !== "0";
 
 interface Row {
   shape: string;
+  rows: number;
   kernel: string;
   us: number;
   spread: number;
   gbs: number;
   error: number;
-}
-
-function random(n: number, seed: number, scale: number): Float32Array {
-  let s = seed;
-  return Float32Array.from({ length: n }, () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31 - 0.5) * scale);
 }
 
 /** (dtype, out, in): a GPU gets the qwen3-8b/0.6b projections and lm_heads in bfloat16; the CPU a
@@ -37,6 +46,8 @@ function cases(): { shapes: ["bfloat16" | "float32", number, number][]; bytesOfC
       [4096, 12288],
       [151936, 4096],
       [4096, 1024],
+      [6144, 1024],
+      [1024, 3072],
       [151936, 1024],
     ];
     return { shapes: shapes.map(([n, k]) => ["bfloat16", n, k]), bytesOfCopies: 200e6 };
@@ -55,92 +66,131 @@ function cases(): { shapes: ["bfloat16" | "float32", number, number][]; bytesOfC
   };
 }
 
+/** sin(i * step) * scale for i < rows * cols, as a [rows, cols] tensor of the dtype, made on the device. */
+function sines(rows: number, cols: number, step: number, scale: number, dtype: "bfloat16" | "float32") {
+  using i = ops.arange(0, rows * cols, 1, "float32");
+  using angle = ops.multiply(i, step);
+  using s = ops.sin(angle);
+  using scaled = ops.multiply(s, scale);
+  using shaped = ops.reshape(scaled, [rows, cols]);
+  return ops.astype(shaped, dtype).eval();
+}
+
 function measure(): Row[] {
   const { shapes, bytesOfCopies } = cases();
-  const rows: Row[] = [];
+  const out: Row[] = [];
   for (const [dtype, n, k] of shapes) {
     const bytes = n * k * 0.5 + n * (k / GROUP) * 2 * (dtype === "float32" ? 4 : 2);
     const copies = Math.max(2, Math.ceil(bytesOfCopies / bytes));
-    using w32 = Tensor.from(random(n * k, 7, 0.1), [n, k]);
-    using w = ops.astype(w32, dtype);
     const qs: quant.QuantizedWeight[] = [];
-    for (let c = 0; c < copies; c++) {
-      const q = quant.quantize(w, { groupSize: GROUP, bits: 4 });
-      evalAll([q.weight, q.scales, q.biases!]);
-      qs.push(q);
+    {
+      using w = sines(n, k, 12.9898, 0.1, dtype);
+      for (let c = 0; c < copies; c++) {
+        const q = quant.quantize(w, { groupSize: GROUP, bits: 4 });
+        evalAll([q.weight, q.scales, q.biases!]);
+        qs.push(q);
+      }
     }
-    using x32 = Tensor.from(random(k, 11, 1), [1, k]);
-    using x = ops.astype(x32, dtype).eval();
-    using got = quant.quantizedMatmul(x, qs[0]!, { groupSize: GROUP });
-    const kernel = [...ops.pendingPrimitiveKinds([got]).keys()].join(",");
-    using got32 = ops.astype(got, "float32");
     using scales = ops.astype(qs[0]!.scales, "float32");
     using biases = ops.astype(qs[0]!.biases!, "float32");
     using dense = quant.dequantize({ weight: qs[0]!.weight, scales, biases }, { groupSize: GROUP });
     using wt = ops.transpose(dense, [1, 0]);
-    using xf = ops.astype(x, "float32");
-    using want = ops.matmul(xf, wt);
-    const g = got32.toFloat32Array(),
-      v = want.toFloat32Array();
-    let worst = 0,
-      largest = 0;
-    for (let i = 0; i < g.length; i++) {
-      worst = Math.max(worst, Math.abs(g[i]! - v[i]!));
-      largest = Math.max(largest, Math.abs(v[i]!));
+    for (const rows of ROWS) {
+      using x = sines(rows, k, 0.7, 1, dtype);
+      using got = quant.quantizedMatmul(x, qs[0]!, { groupSize: GROUP });
+      const kernel = [...ops.pendingPrimitiveKinds([got]).keys()].join(",");
+      using got32 = ops.astype(got, "float32");
+      using xf = ops.astype(x, "float32");
+      using want = ops.matmul(xf, wt);
+      const g = got32.toFloat32Array(),
+        v = want.toFloat32Array();
+      let worst = 0,
+        largest = 0;
+      for (let i = 0; i < g.length; i++) {
+        worst = Math.max(worst, Math.abs(g[i]! - v[i]!));
+        largest = Math.max(largest, Math.abs(v[i]!));
+      }
+      const times: number[] = [];
+      for (let r = 0; r < REPEATS + 2; r++) {
+        const outs = Array.from({ length: CHAIN }, (_, i) =>
+          quant.quantizedMatmul(x, qs[i % copies]!, { groupSize: GROUP }),
+        );
+        const start = Bun.nanoseconds();
+        evalAll(outs);
+        if (r >= 2) times.push((Bun.nanoseconds() - start) / 1e3 / CHAIN);
+        for (const o of outs) o.dispose();
+      }
+      const t = summarize(times);
+      out.push({
+        shape: `${n} x ${k} ${dtype}`,
+        rows,
+        kernel,
+        us: t.median,
+        spread: t.spread,
+        gbs: bytes / t.median / 1e3,
+        error: worst / largest,
+      });
     }
-    const times: number[] = [];
-    for (let r = 0; r < REPEATS + 2; r++) {
-      const outs = Array.from({ length: CHAIN }, (_, i) =>
-        quant.quantizedMatmul(x, qs[i % copies]!, { groupSize: GROUP }),
-      );
-      const start = Bun.nanoseconds();
-      evalAll(outs);
-      if (r >= 2) times.push((Bun.nanoseconds() - start) / 1e3 / CHAIN);
-      for (const o of outs) o.dispose();
-    }
-    const t = summarize(times);
-    rows.push({
-      shape: `${n} x ${k} ${dtype}`,
-      kernel,
-      us: t.median,
-      spread: t.spread,
-      gbs: bytes / t.median / 1e3,
-      error: worst / largest,
-    });
     for (const q of qs) quant.disposeQuantized(q);
   }
-  return rows;
+  return out;
 }
 
 export function run(): Record<string, unknown> {
+  const bandwidth = deviceInfo().device === "gpu" ? readBandwidth() / 1e9 : null;
   const ours = measure();
-  const child = Bun.spawnSync([process.execPath, import.meta.path, "--child"], {
-    env: { ...process.env, MLXB_QMV: "mlx" },
-    stderr: "pipe",
-  });
-  if (child.exitCode !== 0) throw new Error(`bench matvec: the MLXB_QMV=mlx child failed: ${child.stderr.toString()}`);
-  const mlx = JSON.parse(child.stdout.toString().trim().split("\n").pop()!) as Row[];
+  let mlx: Row[] | null = null;
+  if (WITH_MLX) {
+    const child = Bun.spawnSync([process.execPath, import.meta.path, "--child"], {
+      env: { ...process.env, MLXB_QMV: "mlx" },
+      stderr: "pipe",
+    });
+    if (child.exitCode !== 0)
+      throw new Error(`bench matvec: the MLXB_QMV=mlx child failed: ${child.stderr.toString()}`);
+    mlx = JSON.parse(child.stdout.toString().trim().split("\n").pop()!) as Row[];
+  }
+  const share = bandwidth
+    ? `; share = of the read bandwidth (${bandwidth.toFixed(0)} GB/s, best sum of a 4 GiB buffer)`
+    : "";
   table(
-    `4-bit matvec (group ${GROUP}, 1 row), µs per matvec in a graph of ${CHAIN}; GB/s of weights read; error: max |out - float32 math| / max |out|`,
-    ["out x in", "ours", "µs", "GB/s", "MLX's", "µs", "GB/s", "MLX/ours", "err ours", "err MLX", "spread o/m"],
+    `4-bit matvec (group ${GROUP}), µs per matvec in a graph of ${CHAIN}; GB/s of weights read${share}; ` +
+      "error: max |out - float32 math| / max |out|" +
+      (process.env.MLXB_QMV_SHAPE ? `; ours with MLXB_QMV_SHAPE=${process.env.MLXB_QMV_SHAPE}` : "") +
+      (process.env.MLXB_QMV_MMA === "0" ? "; ours with MLXB_QMV_MMA=0" : ""),
+    [
+      "out x in",
+      "rows",
+      "ours",
+      "µs",
+      "GB/s",
+      ...(bandwidth ? ["share"] : []),
+      "err ours",
+      ...(mlx ? ["MLX's", "µs", "GB/s", "MLX/ours", "err MLX", "spread o/m"] : ["spread"]),
+    ],
     ours.map((o, i) => {
-      const m = mlx[i]!;
-      return [
+      const m = mlx?.[i];
+      const mine = [
         o.shape,
+        String(o.rows),
         o.kernel,
         o.us,
         o.gbs,
+        ...(bandwidth ? [o.gbs / bandwidth] : []),
+        o.error.toExponential(1),
+      ];
+      if (!m) return [...mine, o.spread.toFixed(2)];
+      return [
+        ...mine,
         m.kernel,
         m.us,
         m.gbs,
         m.us / o.us,
-        o.error.toExponential(1),
         m.error.toExponential(1),
         `${o.spread.toFixed(2)}/${m.spread.toFixed(2)}`,
       ];
     }),
   );
-  return { ours, mlx };
+  return { readBandwidthGBs: bandwidth, ours, mlx };
 }
 
 if (import.meta.main && process.argv.includes("--child")) console.log(JSON.stringify(measure()));

@@ -54,7 +54,7 @@ bool mma_fits(mx::Dtype t, int rows) {
 
 /** The tensor-core kernel's shape: a warp per 16 output rows over all of k, two steps' loads issued
  * together (8 KB of weights a warp for one row of x and group 64), 8 warps a block; 4 for matrices
- * of at most 2048 rows. Measured on an H200 (scripts/gpu/qmv-tune.ts, bfloat16, group 64, one row):
+ * of at most 2048 rows. Measured on an H200 (bench matvec, bfloat16, group 64, one row):
  * splitting k over 2-8 warps was slower for every qwen3-8b/0.6b matrix (e.g. 151936 x 4096: 125 µs
  * unsplit, 160-175 split), one step's loads at a time slower for all but the 1024-row ones. */
 Shape mma_shape(int n) {

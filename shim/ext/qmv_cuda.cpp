@@ -102,15 +102,15 @@ CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, bool 
 }
 
 /** The compiled variant for (dtype, group, rows, add) and the shape for an [n, k] weight on the
- * device, compiled on first use; a null function when that fails (reported once on stderr; the
- * caller then uses MLX's op). */
+ * device, compiled on first use: the tensor-core kernel where it fits, else (or when its compile
+ * fails) the float32 one; a null function when both fail (the caller then uses MLX's op). Each
+ * kind's first failure is said on stderr. */
 Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool add, int n, int k) {
   static std::mutex mutex;
   static std::map<std::tuple<int, int, int, int, bool, std::tuple<int, int, int, int, bool>>, Kernel> kernels;
-  static bool warned = false;
+  static bool warned[2] = {false, false}; // [mma]: each failure said once on stderr
   std::lock_guard<std::mutex> lock(mutex);
-  // The tensor-core kernel's variants: 1, 2, 4, 8, 16 or 32 rows; before sm_80 its compile fails and
-  // the other kernel is used.
+  // The tensor-core kernel's variants: 1, 2, 4, 8, 16 or 32 rows (its compile fails before sm_80).
   for (bool mma : {true, false}) {
     if (mma && !mma_fits(dtype, rows)) continue;
     const int variant = mma ? (rows <= 2 ? rows : rows <= 4 ? 4 : rows <= 8 ? 8 : rows <= 16 ? 16 : 32) : variant_rows(rows);
@@ -122,8 +122,10 @@ Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool a
       try {
         kernel.function = compile(device_index, dtype, group, variant, add, kernel.shape);
       } catch (const std::exception& e) {
-        if (!mma && !warned) std::fprintf(stderr, "mlx-bun: the CUDA 4-bit matvec kernel is unavailable (%s); using MLX's quantized_matmul\n", e.what());
-        if (!mma) warned = true;
+        if (!warned[mma])
+          std::fprintf(stderr, "mlx-bun: the CUDA 4-bit matvec %s is unavailable (%s); using %s\n", mma ? "on the tensor cores" : "kernel", e.what(),
+                       mma ? "its float32 form" : "MLX's quantized_matmul");
+        warned[mma] = true;
       }
       it = kernels.emplace(key, kernel).first;
     }

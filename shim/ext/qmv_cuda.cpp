@@ -3,9 +3,9 @@
 // 32, 64 or 128), as mx::quantized_matmul(x, w, scales, biases, transpose=true). MLX's CUDA qmv
 // reads the weights at ~0.8-1.0 TB/s on an H100 (one 8-byte load per lane in flight), which is most
 // of a large model's decode step. This one (qmv_cuda_source.h) keeps several 16-byte loads per lane
-// in flight; for bfloat16/float16 it sums on the tensor cores (mma.m16n8k16), so that
-// its cost hardly grows with the rows of a batch's decode step. It is an MLX primitive (QuantizedMatvecCuda) built by qmv_cuda() in place of
-// QuantizedMatmul when the inputs fit (and of the add after it, given an addend); its eval_gpu adds
+// in flight; for bfloat16/float16 it sums on the tensor cores (mma.m16n8k16), so that its cost
+// hardly grows with the rows of a batch's decode step. It is an MLX primitive (QuantizedMatvecCuda)
+// built by qmv_cuda() in place of QuantizedMatmul when the inputs fit (and of the add after it, given an addend); its eval_gpu adds
 // one kernel node to MLX's command encoder (MLX's CUDA graph) like MLX's own primitives. The kernel
 // is compiled by NVRTC on first use; if that fails, MLX's op is used. MLXB_QMV=mlx turns it off (for
 // comparisons).
@@ -26,9 +26,11 @@ namespace {
 
 constexpr int MAX_ROWS = 32;
 
-/** The rows of the kernel variant serving x's rows: each count up to 8, then 16 and 32 (a batch's
- * decode step; fewer variants to compile, the weights still read once). */
-int variant_rows(int rows) {
+/** The rows of the kernel variant serving x's rows (fewer variants to compile, the weights still
+ * read once): for the tensor-core kernel 1, 2, 4, 8, 16 or 32 (its steps and fragments change only
+ * there), for the other each count up to 8, then 16 and 32. */
+int variant_rows(bool mma, int rows) {
+  if (mma && rows > 2 && rows <= 8) return rows <= 4 ? 4 : 8;
   return rows <= 8 ? rows : rows <= 16 ? 16 : 32;
 }
 
@@ -41,15 +43,15 @@ struct Shape {
   auto key() const { return std::make_tuple(rows_per_warp, unroll, warps, split, mma); }
 };
 
-/** Whether x's dtype takes the tensor-core kernel (bfloat16/float16; any rows the primitive takes,
- * up to 32), unless MLXB_QMV_MMA=0 (comparisons). Its compile fails on GPUs before sm_80, which then
+/** Whether x's dtype takes the tensor-core kernel (bfloat16/float16, every row count the primitive
+ * takes), unless MLXB_QMV_MMA=0 (comparisons). Its compile fails on GPUs before sm_80, which then
  * get the other kernel. */
-bool mma_fits(mx::Dtype t, int rows) {
+bool mma_fits(mx::Dtype t) {
   static const bool off = [] {
     const char* v = std::getenv("MLXB_QMV_MMA");
     return v && std::string(v) == "0";
   }();
-  return !off && (t == mx::bfloat16 || t == mx::float16) && rows <= MAX_ROWS;
+  return !off && (t == mx::bfloat16 || t == mx::float16);
 }
 
 /** The tensor-core kernel's shape: a warp per 16 output rows over all of k, two steps' loads issued
@@ -110,10 +112,9 @@ Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool a
   static std::map<std::tuple<int, int, int, int, bool, std::tuple<int, int, int, int, bool>>, Kernel> kernels;
   static bool warned[2] = {false, false}; // [mma]: each failure said once on stderr
   std::lock_guard<std::mutex> lock(mutex);
-  // The tensor-core kernel's variants: 1, 2, 4, 8, 16 or 32 rows (its compile fails before sm_80).
   for (bool mma : {true, false}) {
-    if (mma && !mma_fits(dtype, rows)) continue;
-    const int variant = mma ? (rows <= 2 ? rows : rows <= 4 ? 4 : rows <= 8 ? 8 : rows <= 16 ? 16 : 32) : variant_rows(rows);
+    if (mma && !mma_fits(dtype)) continue;
+    const int variant = variant_rows(mma, rows);
     const Shape shape = shape_for(mma, rows, n, k);
     auto key = std::make_tuple(device_index, dtype_code(dtype), group, variant, add, shape.key());
     auto it = kernels.find(key);

@@ -1,8 +1,11 @@
 // Decode-sized 4-bit matvecs: the shim's own kernel (shim/ext/qmv_cuda.cpp on a CUDA GPU,
 // shim/ext/qmv_cpu.cpp on the CPU) against MLX's QuantizedMatmul, side by side in one run (MLX's in a
-// child process with MLXB_QMV=mlx, which the shim reads once). Each timing evaluates one graph of
-// CHAIN independent matvecs over copies of the weight that together exceed the caches (so weights
-// come from memory, as in a decode step), reported per matvec: median of the repeats, the weight
+// child process with MLXB_QMV=mlx, which the shim reads once). Each timing evaluates one graph of a
+// chain of CHAIN matvecs over copies of the weight that together exceed the caches (so weights come
+// from memory, as in a decode step), each adding the previous one's output (quantizedMatmulAdd, the
+// decode's residual form: ours one kernel, MLX's its QuantizedMatmul and an Add), so that they run one
+// after another as a step's do (independent ones overlap on a GPU, hiding a kernel that does not
+// fill it by itself), reported per matvec: median of the repeats, the weight
 // bytes read per second and, on a GPU, their share of its read bandwidth (the decode bench's bound;
 // MLX's sum on this CPU reads far below what a core can, so there it is no bound).
 // Also the largest error against float32 math on the same values. Weights and x are made on the
@@ -10,7 +13,7 @@
 // MLXB_BENCH_MATVEC_ROWS: rows of x, comma-separated (default 1; a batch's decode step has one a
 // sequence). MLXB_BENCH_MATVEC_MLX=0 leaves MLX's side out (for trying launch shapes of ours with
 // MLXB_QMV_SHAPE, or MLXB_QMV_MMA=0 for the CUDA kernel's float32 form: docs/gpu.md).
-import { deviceInfo, ops, quant } from "../src/index.ts";
+import { deviceInfo, ops, quant, type Tensor } from "../src/index.ts";
 import { evalAll } from "../src/ops/core.ts";
 import { readBandwidth } from "./decode.ts";
 import { summarize, table } from "./stats.ts";
@@ -97,7 +100,8 @@ function measure(): Row[] {
     using wt = ops.transpose(dense, [1, 0]);
     for (const rows of ROWS) {
       using x = sines(rows, k, 0.7, 1, dtype);
-      using got = quant.quantizedMatmul(x, qs[0]!, { groupSize: GROUP });
+      using zero = ops.zeros([rows, n], dtype).eval();
+      using got = quant.quantizedMatmulAdd(x, qs[0]!, zero, { groupSize: GROUP });
       const kernel = [...ops.pendingPrimitiveKinds([got]).keys()].join(",");
       using got32 = ops.astype(got, "float32");
       using xf = ops.astype(x, "float32");
@@ -112,11 +116,11 @@ function measure(): Row[] {
       }
       const times: number[] = [];
       for (let r = 0; r < REPEATS + 2; r++) {
-        const outs = Array.from({ length: CHAIN }, (_, i) =>
-          quant.quantizedMatmul(x, qs[i % copies]!, { groupSize: GROUP }),
-        );
+        const outs: Tensor[] = [];
+        for (let i = 0; i < CHAIN; i++)
+          outs.push(quant.quantizedMatmulAdd(x, qs[i % copies]!, outs[i - 1] ?? zero, { groupSize: GROUP }));
         const start = Bun.nanoseconds();
-        evalAll(outs);
+        evalAll([outs[CHAIN - 1]!]);
         if (r >= 2) times.push((Bun.nanoseconds() - start) / 1e3 / CHAIN);
         for (const o of outs) o.dispose();
       }
@@ -153,7 +157,8 @@ export function run(): Record<string, unknown> {
     ? `; share = of the read bandwidth (${bandwidth.toFixed(0)} GB/s, best sum of a 4 GiB buffer)`
     : "";
   table(
-    `4-bit matvec (group ${GROUP}), µs per matvec in a graph of ${CHAIN}; GB/s of weights read${share}; ` +
+    `4-bit matvec (group ${GROUP}), µs per matvec in a chain of ${CHAIN} (each adds the previous output; ` +
+      `MLX's: QuantizedMatmul + Add); GB/s of weights read${share}; ` +
       "error: max |out - float32 math| / max |out|" +
       (process.env.MLXB_QMV_SHAPE ? `; ours with MLXB_QMV_SHAPE=${process.env.MLXB_QMV_SHAPE}` : "") +
       (process.env.MLXB_QMV_MMA === "0" ? "; ours with MLXB_QMV_MMA=0" : ""),

@@ -90,16 +90,21 @@ test("a strided x (a transposed view) gives the same result as its contiguous co
 // them. The reference is float32 math on the same half-precision values; the output is rounded once
 // to the dtype (bfloat16 keeps 8 significant bits, float16 11), so the bound is that rounding of the
 // largest output, with room for float32 accumulation order. On a CUDA GPU these take the
-// tensor-core kernel, whose steps cover 8 / 4 / 2 / 1 groups for 1 / 2 / 3-4 / 5-32 rows (8 rows of x
-// a fragment, 16 and 32 rows in two and four): the cases include a partial last step (3 groups, 12
-// groups of 128, 10 of 32 with 3 rows) and x's rows repeated past its last (3 rows in the 4-row
-// variant, 6 in the 8-row one, 27 in the 32-row one).
+// tensor-core kernel (one row only where k >= 4096 or n >= 65536, else the float32 kernel), whose
+// steps cover 8 / 4 / 2 / 1 groups for 1 / 2 / 3-4 / 5-32 rows (8 rows of x a fragment, 16 and 32
+// rows in two and four), 8 warps sharing each 16 rows (every 8th step each) below 65536 rows: the
+// cases include a partial last step (3 groups, 12 groups of 128, 10 of 32 with 3 rows, 65 and 193
+// groups of 64 with one row: a warp with two steps, and with four issuing three at a time) and x's
+// rows repeated past its last (3 rows in the 4-row variant, 6 in the 8-row one, 27 in the 32-row one).
 test.skipIf(ourKernel === null).each([
   ["bfloat16", 1, 4096, 1024, 64, 2 ** -8],
   ["bfloat16", 1, 100, 192, 64, 2 ** -8],
   ["bfloat16", 1, 24, 1536, 128, 2 ** -8],
   ["float16", 3, 40, 320, 32, 2 ** -10],
   ["bfloat16", 6, 200, 4096, 64, 2 ** -8],
+  ["bfloat16", 1, 40, 4160, 64, 2 ** -8],
+  ["bfloat16", 1, 24, 12352, 64, 2 ** -8],
+  ["float16", 1, 65552, 128, 64, 2 ** -10],
   ["bfloat16", 2, 517, 512, 32, 2 ** -8],
   ["bfloat16", 5, 300, 1024, 128, 2 ** -8],
   ["float16", 1, 1024, 2048, 64, 2 ** -10],
@@ -181,6 +186,7 @@ test.each([
   ["float32", 3, 300, 1024, 128],
   ["bfloat16", 1, 4096, 1024, 64],
   ["bfloat16", 1, 100, 192, 64],
+  ["bfloat16", 1, 40, 4160, 64],
   ["bfloat16", 2, 517, 512, 32],
   ["float16", 3, 40, 320, 32],
   ["float16", 8, 64, 256, 64],

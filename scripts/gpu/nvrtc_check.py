@@ -4,25 +4,31 @@ compile before a GPU machine is spent on it. Needs libnvrtc (PyPI nvidia-cuda-nv
 
 usage: python3 scripts/gpu/nvrtc_check.py path/to/libnvrtc.so.13 shim/ext/sample_cuda.cpp ...
 A source whose kernels take more macros names them after a colon: attention_cuda.cpp:D=128,G=4.
-Sources built on cuda.h's dtype_source are checked with it in front.
+Sources built on cuda.h's dtype_source are checked with it in front. With PTXAS_VERBOSE=1 each
+compile also prints ptxas's registers, spills and shared memory per kernel (-v).
 """
 import ctypes
 import os
 import re
 import sys
 
+VERBOSE = os.environ.get("PTXAS_VERBOSE") == "1"
+
 
 def compile_source(nvrtc, source: str, name: str) -> str | None:
     program = ctypes.c_void_p()
     if nvrtc.nvrtcCreateProgram(ctypes.byref(program), source.encode(), name.encode(), 0, None, None) != 0:
         return "nvrtcCreateProgram failed"
-    options = (ctypes.c_char_p * 2)(b"-arch=sm_90", b"-default-device")
-    result = nvrtc.nvrtcCompileProgram(program, 2, options)
+    flags = [b"-arch=sm_90", b"-default-device"] + ([b"--ptxas-options=-v"] if VERBOSE else [])
+    options = (ctypes.c_char_p * len(flags))(*flags)
+    result = nvrtc.nvrtcCompileProgram(program, len(flags), options)
     size = ctypes.c_size_t()
     nvrtc.nvrtcGetProgramLogSize(program, ctypes.byref(size))
     log = ctypes.create_string_buffer(size.value)
     nvrtc.nvrtcGetProgramLog(program, log)
     nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
+    if result == 0 and VERBOSE:
+        print(log.value.decode().strip())
     return log.value.decode() if result != 0 else None
 
 

@@ -43,10 +43,9 @@ struct Shape {
   auto key() const { return std::make_tuple(rows_per_warp, unroll, warps, split, mma); }
 };
 
-/** Whether x's dtype takes the tensor-core kernel (bfloat16/float16, every row count the primitive
- * takes), unless MLXB_QMV_MMA=0 (comparisons). Its compile fails on GPUs before sm_80, which then
- * get the other kernel. */
-bool mma_fits(mx::Dtype t) {
+/** Whether x's dtype takes the tensor-core kernel (bfloat16/float16), unless MLXB_QMV_MMA=0
+ * (comparisons). Its compile fails on GPUs before sm_80, which then get the other kernel. */
+bool mma_dtype(mx::Dtype t) {
   static const bool off = [] {
     const char* v = std::getenv("MLXB_QMV_MMA");
     return v && std::string(v) == "0";
@@ -54,24 +53,40 @@ bool mma_fits(mx::Dtype t) {
   return !off && (t == mx::bfloat16 || t == mx::float16);
 }
 
-/** The tensor-core kernel's shape: a warp per 16 output rows over all of k, two steps' loads issued
- * together (8 KB of weights a warp for one row of x and group 64), 8 warps a block; 4 for matrices
- * of at most 2048 rows. Measured on an H200 (bench matvec, bfloat16, group 64, one row):
- * splitting k over 2-8 warps was slower for every qwen3-8b/0.6b matrix (e.g. 151936 x 4096: 125 µs
- * unsplit, 160-175 split), one step's loads at a time slower for all but the 1024-row ones. */
-Shape mma_shape(int n) {
-  return n <= 2048 ? Shape{16, 1, 4, 1, true} : Shape{16, 2, 8, 1, true};
+/** Rows of 16 or more outputs: a vocabulary-sized product (an lm_head), whose 16-row tiles alone
+ * fill the GPU. */
+constexpr int LARGE_N = 65536;
+
+/** Whether an [n, k] product over `rows` rows of x takes the tensor-core kernel: every batch, and one
+ * row (decode) where it measured faster than the float32 kernel (k >= 4096, or an lm_head); one row
+ * of k < 4096 (a 0.6B-sized layer) was equal or slower (docs/performance.md). */
+bool mma_fits(mx::Dtype t, int rows, int n, int k) {
+  return mma_dtype(t) && (rows > 1 || k >= 4096 || n >= LARGE_N);
 }
 
-/** The shape of a variant: the tensor-core kernel's above; for the other (float32 x, GPUs before
- * sm_80, MLXB_QMV_MMA=0) rows of x decide it. One row (decode): 4 output rows per warp, measured best
+/** The tensor-core kernel's shape: a warp per 16 output rows; for an lm_head 8 warps a block each
+ * over all of k (2 sharing rows at one row of x and k >= 4096), for the others 16 warps a block, 8
+ * sharing each 16 rows (each taking every 8th step of k: a 4096-row matrix then has 256 blocks,
+ * not 32), one row of x issuing up to 3 steps' loads together (all of a warp's at k = 12288).
+ * Measured on an H200 (bench matvec, bfloat16, group 64, chained as a decode step's): e.g. one row,
+ * 4096 x 4096 10.2-10.4 µs against 34.6 for a warp over all of k (32 blocks), 12.5 for the float32
+ * kernel; 4096 x 12288 17.0 (88.3, 21.2); eight rows 6144 x 4096 18.3 (55.2, 70.7). */
+Shape mma_shape(int rows, int n, int k, int group) {
+  if (n >= LARGE_N) return {16, 2, 8, rows == 1 && k >= 4096 ? 2 : 1, true};
+  const int per_step = (rows == 1 ? 8 : rows == 2 ? 4 : rows <= 4 ? 2 : 1) * group; // GPS groups
+  const int steps = (k + per_step - 1) / per_step;
+  return {16, rows == 1 ? std::min(3, std::max(1, (steps + 7) / 8)) : 1, 16, 8, true};
+}
+
+/** The shape of a variant: the tensor-core kernel's above; for the other (float32 x, one row of a
+ * small matrix, GPUs before sm_80, MLXB_QMV_MMA=0) rows of x decide it. One row (decode): 4 output rows per warp, measured best
  * of six shapes on an H200 (2-2.6 TB/s for the 8B shapes' large matrices, bfloat16); a matrix of fewer than
  * SPLIT_BELOW rows and k of 2048 or more has 4 warps share each 4 rows (fewer rows leave too few
  * warps to keep loads in flight). More rows: fewer output rows per warp, so that no variant spills
  * registers (checked with ptxas -v for every rows count). MLXB_QMV_SHAPE="R,U,W[,S]" overrides it
  * (tuning; R and U 1-8, W 1-32, S dividing W, else ignored; R is 16 for the tensor-core kernel). */
 constexpr int SPLIT_BELOW = 16384;
-Shape shape_for(bool mma, int rows, int n, int k) {
+Shape shape_for(bool mma, int rows, int n, int k, int group) {
   static const char* forced = std::getenv("MLXB_QMV_SHAPE");
   if (forced) {
     Shape s{0, 0, 0, 1, mma};
@@ -82,7 +97,7 @@ Shape shape_for(bool mma, int rows, int n, int k) {
         s.warps % s.split == 0)
       return s;
   }
-  if (mma) return mma_shape(n);
+  if (mma) return mma_shape(rows, n, k, group);
   if (rows == 1) return n < SPLIT_BELOW && k >= 2048 ? Shape{4, 1, 4, 4, false} : Shape{4, 1, 4, 1, false};
   if (rows == 2) return {2, 1, 4, 1, false};
   return {1, 1, 4, 1, false};
@@ -113,9 +128,9 @@ Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool a
   static bool warned[2] = {false, false}; // [mma]: each failure said once on stderr
   std::lock_guard<std::mutex> lock(mutex);
   for (bool mma : {true, false}) {
-    if (mma && !mma_fits(dtype)) continue;
+    if (mma && !mma_fits(dtype, rows, n, k)) continue;
     const int variant = variant_rows(mma, rows);
-    const Shape shape = shape_for(mma, rows, n, k);
+    const Shape shape = shape_for(mma, rows, n, k, group);
     auto key = std::make_tuple(device_index, dtype_code(dtype), group, variant, add, shape.key());
     auto it = kernels.find(key);
     if (it == kernels.end()) {

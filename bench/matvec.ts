@@ -38,8 +38,9 @@ interface Row {
   error: number;
 }
 
-/** (dtype, out, in): a GPU gets the qwen3-8b/0.6b projections and lm_heads in bfloat16; the CPU a
- * small model's in float32 and bfloat16. */
+/** (dtype, out, in): a GPU gets the qwen3-8b/0.6b projections and lm_heads in bfloat16, and a
+ * 256 x 512 product that reads almost nothing (a chained kernel's floor: launch, dependency and one
+ * memory round trip); the CPU a small model's in float32 and bfloat16. */
 function cases(): { shapes: ["bfloat16" | "float32", number, number][]; bytesOfCopies: number } {
   if (deviceInfo().device === "gpu") {
     const shapes: [number, number][] = [
@@ -52,6 +53,7 @@ function cases(): { shapes: ["bfloat16" | "float32", number, number][]; bytesOfC
       [6144, 1024],
       [1024, 3072],
       [151936, 1024],
+      [256, 512],
     ];
     return { shapes: shapes.map(([n, k]) => ["bfloat16", n, k]), bytesOfCopies: 200e6 };
   }

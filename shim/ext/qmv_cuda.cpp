@@ -3,8 +3,9 @@
 // 32, 64 or 128), as mx::quantized_matmul(x, w, scales, biases, transpose=true). MLX's CUDA qmv
 // reads the weights at ~0.8-1.0 TB/s on an H100 (one 8-byte load per lane in flight), which is most
 // of a large model's decode step. This one (qmv_cuda_source.h) keeps several 16-byte loads per lane
-// in flight; for bfloat16/float16 it sums on the tensor cores (mma.m16n8k16), so that its cost
-// hardly grows with the rows of a batch's decode step. It is an MLX primitive (QuantizedMatvecCuda)
+// in flight; for bfloat16/float16 it sums on the tensor cores (mma.m16n8k16: every batch, and one
+// row of a matrix with k >= 4096 or an lm_head's rows), so that its cost hardly grows with the rows
+// of a batch's decode step. It is an MLX primitive (QuantizedMatvecCuda)
 // built by qmv_cuda() in place of QuantizedMatmul when the inputs fit (and of the add after it, given an addend); its eval_gpu adds
 // one kernel node to MLX's command encoder (MLX's CUDA graph) like MLX's own primitives. The kernel
 // is compiled by NVRTC on first use; if that fails, MLX's op is used. MLXB_QMV=mlx turns it off (for

@@ -54,8 +54,8 @@ bool mma_dtype(mx::Dtype t) {
   return !off && (t == mx::bfloat16 || t == mx::float16);
 }
 
-/** Rows of 16 or more outputs: a vocabulary-sized product (an lm_head), whose 16-row tiles alone
- * fill the GPU. */
+/** Output rows from which a product is taken for an lm_head (a vocabulary's rows): its 16-row tiles
+ * alone fill the GPU. */
 constexpr int LARGE_N = 65536;
 
 /** Whether an [n, k] product over `rows` rows of x takes the tensor-core kernel: every batch, and one
@@ -74,9 +74,10 @@ bool mma_fits(mx::Dtype t, int rows, int n, int k) {
  * kernel; 4096 x 12288 17.0 (88.3, 21.2); eight rows 6144 x 4096 18.3 (55.2, 70.7). */
 Shape mma_shape(int rows, int n, int k, int group) {
   if (n >= LARGE_N) return {16, 2, 8, rows == 1 && k >= 4096 ? 2 : 1, true};
-  const int per_step = (rows == 1 ? 8 : rows == 2 ? 4 : rows <= 4 ? 2 : 1) * group; // GPS groups
+  const int split = 8;
+  const int per_step = (rows == 1 ? 8 : rows == 2 ? 4 : rows <= 4 ? 2 : 1) * group; // the kernel's GPS groups
   const int steps = (k + per_step - 1) / per_step;
-  return {16, rows == 1 ? std::min(3, std::max(1, (steps + 7) / 8)) : 1, 16, 8, true};
+  return {16, rows == 1 ? std::min(3, std::max(1, (steps + split - 1) / split)) : 1, 16, split, true};
 }
 
 /** The shape of a variant: the tensor-core kernel's above; for the other (float32 x, one row of a

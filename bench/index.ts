@@ -9,6 +9,7 @@ const benches: Record<string, () => Promise<{ run: () => unknown }>> = {
   "fast-ops": () => import("./fast-ops.ts"),
   quant: () => import("./quant.ts"),
   matvec: () => import("./matvec.ts"),
+  attention: () => import("./attention.ts"),
   decode: () => import("./decode.ts"),
   step: () => import("./step.ts"),
   rewrite: () => import("./rewrite.ts"),

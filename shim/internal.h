@@ -210,6 +210,12 @@ std::optional<Arrays> qk_norm_rope_cuda(const mx::array& q, const mx::array& k, 
  * when the inputs fit it (attention_cuda.cpp: D 64 or 128, up to 8 query heads per KV head); else nullopt. */
 std::optional<mx::array> decode_attention_cuda(const mx::array& q, const mx::array& k, const mx::array& v, float scale,
                                                const std::optional<mx::array>& key_mask = std::nullopt);
+/** The same over the first `keys` positions of a layer's KV buffers [B, Hkv, S, D] while writing the
+ * step's key and value (k_new, v_new [B, Hkv, 1, D], the buffers' dtype) into them at position
+ * `at` < keys, in place (the caller vouches that nothing reads the old values there: a KV cache's
+ * in-place write, kv.cpp), as one primitive: (out, the buffers after the write); else nullopt. */
+std::optional<Arrays> decode_attention_write_cuda(const mx::array& q, const mx::array& k_buffer, const mx::array& v_buffer, const mx::array& k_new,
+                                                  const mx::array& v_new, int at, int keys, float scale, const std::optional<mx::array>& key_mask);
 /** The product's elements [offsets[i], offsets[i] + size of shapes[i]) as arrays of those shapes:
  * views of the one buffer the product's primitive fills, one node (shim/ext/split_product.cpp). */
 Arrays split_product(const mx::array& product, const std::vector<mx::Shape>& shapes, std::vector<int64_t> offsets);

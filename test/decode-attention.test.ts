@@ -32,6 +32,9 @@ interface Case {
   dim: number;
   /** Keys and values are the first `keys` positions of a cache this long (a strided view). */
   cache?: number;
+  /** Keys and values start this many elements into rows of dim + shift (a view not aligned for
+   * vector loads: the kernel that loads one value at a time). */
+  shift?: number;
   /** Left padding per batch row: keys before it are masked (a batch's decode step through the KV
    * cache, with the cache's key mask). */
   padding?: number[];
@@ -57,6 +60,10 @@ const CASES: [string, Case][] = [
   [
     "float32, batch 3, 2200 keys",
     { dtype: "float32", batch: 3, qHeads: 4, kvHeads: 2, keys: 2200, dim: 64, cache: 2300 },
+  ],
+  [
+    "bfloat16, 32 over 8, 300 keys starting one element into wider rows",
+    { dtype: "bfloat16", batch: 1, qHeads: 32, kvHeads: 8, keys: 300, dim: 128, shift: 1 },
   ],
   ["float32, head 80 (MLX's kernel)", { dtype: "float32", batch: 1, qHeads: 4, kvHeads: 2, keys: 50, dim: 80 }],
   [
@@ -94,11 +101,14 @@ function check(c: Case): void {
         ),
       );
     const q = input([c.batch, c.qHeads, 1, c.dim], 1);
-    const kAll = input([c.batch, c.kvHeads, length, c.dim], 2);
-    const vAll = input([c.batch, c.kvHeads, length, c.dim], 3);
-    const stop = [c.batch, c.kvHeads, c.keys, c.dim];
-    const k = c.cache ? keep(ops.slice(kAll, [0, 0, 0, 0], stop)) : kAll;
-    const v = c.cache ? keep(ops.slice(vAll, [0, 0, 0, 0], stop)) : vAll;
+    const shift = c.shift ?? 0;
+    const width = c.dim + shift;
+    const kAll = input([c.batch, c.kvHeads, length, width], 2);
+    const vAll = input([c.batch, c.kvHeads, length, width], 3);
+    const stop = [c.batch, c.kvHeads, c.keys, width];
+    const view = (all: Tensor) => (c.cache || shift ? keep(ops.slice(all, [0, 0, 0, shift], stop)) : all);
+    const k = view(kAll);
+    const v = view(vAll);
     const got = keep(
       c.padding ? paddedStep(c, q, k, v, scale, keep) : fast.scaledDotProductAttention(q, k, v, { scale }),
     );
@@ -116,7 +126,7 @@ function check(c: Case): void {
     for (let b = 0; b < c.batch; b++)
       for (let h = 0; h < c.qHeads; h++) {
         const qAt = (b * c.qHeads + h) * c.dim;
-        const kvAt = (t: number) => ((b * c.kvHeads + Math.floor(h / group)) * length + t) * c.dim;
+        const kvAt = (t: number) => ((b * c.kvHeads + Math.floor(h / group)) * length + t) * width + shift;
         const first = c.padding?.[b] ?? 0;
         const scores = Array.from({ length: c.keys }, (_, t) => {
           if (t < first) return Number.NEGATIVE_INFINITY;

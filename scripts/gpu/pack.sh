@@ -73,7 +73,7 @@ unzip -q -o "$CACHE"/gpu/nvrtc/nvidia_cuda_nvrtc-*.whl 'nvidia/cu13/lib/*' -d "$
 NVRTC_LIB="$CACHE/gpu/nvrtc/nvidia/cu13/lib"
 LD_LIBRARY_PATH="$NVRTC_LIB" python3 "$ROOT/scripts/gpu/nvrtc_check.py" "$NVRTC_LIB/libnvrtc.so.13" \
   "$ROOT/shim/ext/kv_cuda.cpp" "$ROOT/shim/ext/norm_rope_cuda.cpp" "$ROOT/shim/ext/sample_cuda.cpp" \
-  "$ROOT/shim/ext/attention_cuda.cpp:D=128,G=4" "$ROOT/shim/ext/attention_cuda.cpp:D=64,G=1" "$ROOT/shim/ext/attention_cuda.cpp:D=128,G=8" \
+  "$ROOT/shim/ext/attention_cuda.cpp:D=128,G=4,VECTOR=1" "$ROOT/shim/ext/attention_cuda.cpp:D=64,G=1,VECTOR=1" "$ROOT/shim/ext/attention_cuda.cpp:D=128,G=8,VECTOR=0" \
   "$ROOT/shim/ext/qmv_cuda_source.h:GROUP=64,ROWS=1,R=4,U=1,WARPS=4,SPLIT=4,ADD=1" "$ROOT/shim/ext/qmv_cuda_source.h:GROUP=32,ROWS=8,R=1,U=2,WARPS=4,SPLIT=1,ADD=0" \
   "$ROOT/shim/ext/qmv_cuda_source.h:GROUP=64,ROWS=32,R=1,U=1,WARPS=4,SPLIT=1,ADD=1" \
   "$ROOT/shim/ext/qmv_cuda_source.h:GROUP=64,ROWS=1,R=16,U=2,WARPS=8,SPLIT=1,MMA=1,ADD=1" "$ROOT/shim/ext/qmv_cuda_source.h:GROUP=32,ROWS=4,R=16,U=1,WARPS=16,SPLIT=8,MMA=1,ADD=0" \

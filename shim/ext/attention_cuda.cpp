@@ -4,7 +4,11 @@
 // step's wall time 4146 -> 3973 us, one A/B run on one H200). Here a block takes a chunk of the keys
 // of one KV head for all the query heads that share it (GQA), so the keys and values are read once,
 // by hundreds of blocks; the last block of a KV head to finish merges its chunks (one kernel node,
-// as MLX's: a step's host cost grows with its nodes).
+// as MLX's: a step's host cost grows with its nodes), its loads of the chunks' parts issued together
+// (14.7 -> 11.8 us a layer on the 8B, CUPTI, thirteenth session).
+// A decode step's KV cache write can go inside it (decode_attention_write_cuda, used by kv.cpp): the
+// warp that meets the new position reads its key and value from the step's k and v and stores them
+// into the cache, which saves the write's two copy kernels a layer.
 // Arithmetic as MLX's kernel: float32, q pre-scaled by scale * log2(e), exp2, an online softmax per
 // warp; chunks merged by their maxima; the output rounded once to the dtype. Only the summation
 // order differs from MLX's.
@@ -28,11 +32,13 @@ using namespace mlxb;
 
 namespace {
 
-// After cuda.h's dtype_source. D: head dim (64 or 128); G: query heads per KV head.
+// After cuda.h's dtype_source. D: head dim (64 or 128); G: query heads per KV head; VECTOR: a
+// lane's D / 32 values loaded at once (the inputs aligned for it).
 // Grid (chunks, KV heads, batch), 4 warps; a warp takes every 4th key of the chunk, each lane D / 32
-// consecutive dims; keys whose key_mask entry (int32 [B, >= keys], when given) is 0 are skipped. Each block writes per query head of its chunk the unnormalized
-// sum of weighted values [D] and (max, sum of weights), float32; then counts itself done in its KV head's counter, and the block that counts last merges the
-// head's chunks into out [B, Hq, 1, D] and sets the counter back to 0.
+// consecutive dims; keys whose key_mask entry (int32 [B, >= keys], when given) is 0 are skipped. Each
+// block writes per query head of its chunk the unnormalized sum of weighted values [D] and (max, sum
+// of weights), float32; then counts itself done in its KV head's counter, and the block that counts
+// last merges the head's chunks into out [B, Hq, 1, D] and sets the counter back to 0.
 constexpr const char* SOURCE = R"CUDA(
 
 #define WARPS 4
@@ -40,20 +46,40 @@ constexpr const char* SOURCE = R"CUDA(
 #define E (D / 32)
 
 struct Params {
-  long long q_strides[2], k_strides[3], v_strides[3], mask_strides[2];
-  int kv_heads, keys, chunk_keys, chunks;
+  long long q_strides[2], k_strides[3], v_strides[3], mask_strides[2], k_new_strides[2], v_new_strides[2];
+  int kv_heads, keys, chunk_keys, chunks, at;
   float scale_log2;
 };
 
-/** E consecutive values at p as floats. */
+/** E consecutive values at p as floats: in one load when VECTOR (p aligned to their size). */
+struct __align__(E * sizeof(T)) Row {
+  T v[E];
+};
 __device__ __forceinline__ void load_row(const T* p, float* out) {
+#if !VECTOR
 #pragma unroll
   for (int e = 0; e < E; e++) out[e] = load(p[e]);
+#else
+  const Row r = *reinterpret_cast<const Row*>(p);
+#pragma unroll
+  for (int e = 0; e < E; e++) out[e] = load(r.v[e]);
+#endif
+}
+
+/** E consecutive values copied from `from` to `to` (as load_row loads them). */
+__device__ __forceinline__ void copy_row(const T* from, T* to) {
+#if !VECTOR
+#pragma unroll
+  for (int e = 0; e < E; e++) to[e] = from[e];
+#else
+  *reinterpret_cast<Row*>(to) = *reinterpret_cast<const Row*>(from);
+#endif
 }
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
 mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const int* __restrict__ key_mask, float* part_o,
-               float* part_ml, int* counters, T* __restrict__ out, Params p) {
+               float* part_ml, int* counters, T* __restrict__ out, const T* __restrict__ k_new, const T* __restrict__ v_new, T* k_write, T* v_write,
+               Params p) {
   const int chunk = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int first = chunk * p.chunk_keys, last = min(first + p.chunk_keys, p.keys);
@@ -69,11 +95,22 @@ mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __rest
   const T* kb = k + b * p.k_strides[0] + h * p.k_strides[1] + lane * E;
   const T* vb = v + b * p.v_strides[0] + h * p.v_strides[1] + lane * E;
   const int* mask = key_mask ? key_mask + b * p.mask_strides[0] : nullptr;
+  // The step's own key and value (at p.at, when given) come from k_new and v_new, and the warp that
+  // meets them writes them into the cache there: no other block reads that position.
+  const T* knb = k_new ? k_new + b * p.k_new_strides[0] + h * p.k_new_strides[1] + lane * E : nullptr;
+  const T* vnb = v_new ? v_new + b * p.v_new_strides[0] + h * p.v_new_strides[1] + lane * E : nullptr;
   for (int t = first + warp; t < last; t += WARPS) {
+    const bool fresh = t == p.at;
+    if (fresh) {
+      const long long kat = b * p.k_strides[0] + h * p.k_strides[1] + t * p.k_strides[2] + lane * E;
+      const long long vat = b * p.v_strides[0] + h * p.v_strides[1] + t * p.v_strides[2] + lane * E;
+      copy_row(knb, k_write + kat);
+      copy_row(vnb, v_write + vat);
+    }
     if (mask && mask[t * p.mask_strides[1]] == 0) continue; // a padding key: weight 0
     float kr[E], vr[E];
-    load_row(kb + t * p.k_strides[2], kr);
-    load_row(vb + t * p.v_strides[2], vr);
+    load_row(fresh ? knb : kb + t * p.k_strides[2], kr);
+    load_row(fresh ? vnb : vb + t * p.v_strides[2], vr);
 #pragma unroll
     for (int g = 0; g < G; g++) {
       float s = 0.f;
@@ -125,57 +162,82 @@ mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __rest
   __syncthreads();
   if (!merging) return;
   __threadfence();
-  // Each head's chunk weights (2^(max - largest max) / the sum), a warp per head, lanes over chunks;
-  // then every output value's weighted sum, its loads independent of each other.
+  // Each head's chunk weights (2^(max - largest max) / the sum), a warp per head, each lane holding
+  // chunks lane, lane + 32, ... (one load of max and sum each); then every output value's weighted
+  // sum, a thread's R values' loads of a chunk issued together.
   __shared__ float weights[G][MAX_CHUNKS];
   for (int g = warp; g < G; g += WARPS) {
-    const long long row0 = ((long long)b * p.kv_heads * G + h * G + g) * p.chunks;
+    const float2* ml = reinterpret_cast<const float2*>(part_ml) + ((long long)b * p.kv_heads * G + h * G + g) * p.chunks;
+    float2 mine[MAX_CHUNKS / 32];
     float mx = -INFINITY;
-    for (int c = lane; c < p.chunks; c += 32) mx = fmaxf(mx, __ldcg(part_ml + 2 * (row0 + c)));
+#pragma unroll
+    for (int j = 0; j < MAX_CHUNKS / 32; j++) {
+      const int c = lane + 32 * j;
+      mine[j] = c < p.chunks ? __ldcg(ml + c) : make_float2(-INFINITY, 0.f);
+      mx = fmaxf(mx, mine[j].x);
+    }
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
     float sum = 0.f;
-    for (int c = lane; c < p.chunks; c += 32) {
-      const float f = exp2f(__ldcg(part_ml + 2 * (row0 + c)) - mx);
-      weights[g][c] = f;
-      sum += __ldcg(part_ml + 2 * (row0 + c) + 1) * f;
+#pragma unroll
+    for (int j = 0; j < MAX_CHUNKS / 32; j++) {
+      mine[j].x = mine[j].x == -INFINITY ? 0.f : exp2f(mine[j].x - mx);
+      sum += mine[j].y * mine[j].x;
     }
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    __syncwarp();
-    for (int c = lane; c < p.chunks; c += 32) weights[g][c] /= sum;
+#pragma unroll
+    for (int j = 0; j < MAX_CHUNKS / 32; j++) {
+      const int c = lane + 32 * j;
+      if (c < p.chunks) weights[g][c] = mine[j].x / sum;
+    }
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < G * D; i += WARPS * 32) {
-    const int g = i / D, d = i % D;
-    const float* po = part_o + ((long long)b * p.kv_heads * G + h * G + g) * p.chunks * D + d;
-    float acc = 0.f;
-#pragma unroll 8
-    for (int c = 0; c < p.chunks; c++) acc = fmaf(weights[g][c], __ldcg(po + (long long)c * D), acc);
-    out[((long long)b * p.kv_heads * G + h * G + g) * D + d] = round_to(acc);
+  constexpr int R = (G * D + WARPS * 32 - 1) / (WARPS * 32);
+  const float* po[R];
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    const int i = min((int)threadIdx.x + r * WARPS * 32, G * D - 1), g = i / D, d = i % D;
+    po[r] = part_o + ((long long)b * p.kv_heads * G + h * G + g) * p.chunks * D + d;
+    acc[r] = 0.f;
+  }
+#pragma unroll 4
+  for (int c = 0; c < p.chunks; c++) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      const int g = min((int)threadIdx.x + r * WARPS * 32, G * D - 1) / D;
+      acc[r] = fmaf(weights[g][c], __ldcg(po[r] + (long long)c * D), acc[r]);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    const int i = threadIdx.x + r * WARPS * 32;
+    if (i < G * D) out[((long long)b * p.kv_heads * G + h * G + i / D) * D + i % D] = round_to(acc[r]);
   }
   if (threadIdx.x == 0) counters[b * p.kv_heads + h] = 0;
 }
 )CUDA";
 
 struct Params {
-  long long q_strides[2], k_strides[3], v_strides[3], mask_strides[2];
-  int kv_heads, keys, chunk_keys, chunks;
+  long long q_strides[2], k_strides[3], v_strides[3], mask_strides[2], k_new_strides[2], v_new_strides[2];
+  int kv_heads, keys, chunk_keys, chunks, at;
   float scale_log2;
 };
 
 /** The kernel for (dtype, head dim, query heads per KV head) on the device, compiled on first use;
  * null when that fails (reported once on stderr; the caller then uses MLX's attention). */
-CUfunc_st* kernel_for(int device_index, mx::Dtype dtype, int d, int g) {
+CUfunc_st* kernel_for(int device_index, mx::Dtype dtype, int d, int g, bool vector) {
   static std::mutex mutex;
-  static std::map<std::tuple<int, int, int, int>, CUfunc_st*> cache;
+  static std::map<std::tuple<int, int, int, int, bool>, CUfunc_st*> cache;
   static bool warned = false;
   std::lock_guard<std::mutex> lock(mutex);
-  auto key = std::make_tuple(device_index, dtype_code(dtype), d, g);
+  auto key = std::make_tuple(device_index, dtype_code(dtype), d, g, vector);
   if (auto it = cache.find(key); it != cache.end()) return it->second;
   CUfunc_st* f = nullptr;
   try {
-    const std::string source = "#define D " + std::to_string(d) + "\n#define G " + std::to_string(g) + "\n" + dtype_source(dtype) + SOURCE;
+    const std::string source = "#define D " + std::to_string(d) + "\n#define G " + std::to_string(g) + "\n#define VECTOR " + std::to_string(vector ? 1 : 0) +
+                               "\n" + dtype_source(dtype) + SOURCE;
     f = compile_kernel(device_index, source, "mlxb_attention.cu", "mlxb_attention");
   } catch (const std::exception& e) {
     if (!warned) std::fprintf(stderr, "mlx-bun: the CUDA decode attention kernel is unavailable (%s); using MLX's attention\n", e.what());
@@ -221,33 +283,78 @@ int* counters_for(int device_index, int count) {
 // chunks a head has (the kernel's MAX_CHUNKS: its merge keeps a weight per chunk in shared memory).
 constexpr int TARGET_BLOCKS = 512;
 constexpr int MIN_CHUNK = 32;
+
+/** (fewest keys a chunk, blocks aimed at): MLXB_ATTENTION_CHUNKS=MIN,TARGET for trying others (bench
+ * attention), else the constants above. */
+std::pair<int, int> chunking() {
+  static const std::pair<int, int> chosen = [] {
+    const char* v = std::getenv("MLXB_ATTENTION_CHUNKS");
+    int min_chunk = MIN_CHUNK, target = TARGET_BLOCKS;
+    if (v && std::sscanf(v, "%d,%d", &min_chunk, &target) != 2) min_chunk = MIN_CHUNK, target = TARGET_BLOCKS;
+    return std::make_pair(std::max(1, min_chunk), std::max(1, target));
+  }();
+  return chosen;
+}
 constexpr int MAX_CHUNKS = 128;
 
-/** Inputs q [B, Hq, 1, D], keys and values [B, Hkv, L, D] (any strides but a unit one for the last
- * axis), and optionally a key mask [B, >= L] (int32, nonzero: attend; a batch's left padding); output
- * [B, Hq, 1, D], row-contiguous. */
-class DecodeAttentionCuda : public mx::UnaryPrimitive {
+/** Inputs q [B, Hq, 1, D], keys and values [B, Hkv, S, D] (any strides but a unit one for the last
+ * axis), when writing (at >= 0) the step's key and value [B, Hkv, 1, D], and optionally a key mask
+ * [B, >= keys] (int32, nonzero: attend; a batch's left padding). Attends the first `keys` positions
+ * when writing, else all of them.
+ * Outputs [B, Hq, 1, D], row-contiguous, and when writing the keys' and values' buffers after the
+ * write at position `at`: the input buffers' memory (a KV cache's write in place, as kv_write.cpp's
+ * CacheWrite: the caller vouches that nothing reads the old values there). */
+class DecodeAttentionCuda : public mx::Primitive {
  public:
-  DecodeAttentionCuda(mx::Stream stream, CUfunc_st* kernel, float scale) : mx::UnaryPrimitive(stream), kernel_(kernel), scale_(scale) {}
+  DecodeAttentionCuda(mx::Stream stream, CUfunc_st* kernel, float scale, int keys, int at, bool masked)
+      : mx::Primitive(stream), kernel_(kernel), scale_(scale), keys_(keys), at_(at), masked_(masked) {}
 
-  void eval_cpu(const std::vector<mx::array>&, mx::array&) override { throw std::runtime_error("DecodeAttentionCuda runs on the GPU only"); }
+  void eval_cpu(const std::vector<mx::array>&, std::vector<mx::array>&) override { throw std::runtime_error("DecodeAttentionCuda runs on the GPU only"); }
 
-  void eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) override {
-    const auto &q = inputs[0], &k = inputs[1], &v = inputs[2];
-    const mx::array* mask = inputs.size() > 3 ? &inputs[3] : nullptr;
-    const int batch = q.shape(0), q_heads = q.shape(1), d = q.shape(3), kv_heads = k.shape(1), keys = k.shape(2);
+  void eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+    const bool writes = at_ >= 0;
+    const auto& q = inputs[0];
+    const mx::array* k_new = writes ? &inputs[3] : nullptr;
+    const mx::array* v_new = writes ? &inputs[4] : nullptr;
+    const mx::array* mask = masked_ ? &inputs.back() : nullptr;
+    auto& out = outputs[0];
+    const int device = stream().device.index;
+    auto& encoder = cu::get_command_encoder(stream());
+    if (writes) {
+      // The buffers after the write are the input buffers' memory (copied first if not laid out in
+      // full: never so for a KV cache's buffers in practice).
+      for (int j = 0; j < 2; j++) {
+        const auto& buffer = inputs[1 + j];
+        auto& all = outputs[1 + j];
+        if (buffer.flags().row_contiguous && buffer.size() == buffer.data_size()) {
+          all.copy_shared_buffer(buffer);
+        } else {
+          all.set_data(device_buffer(device, all.nbytes()));
+          strided_copy_cuda(stream(), buffer, all, 0);
+        }
+      }
+    }
+    const auto& k = writes ? outputs[1] : inputs[1];
+    const auto& v = writes ? outputs[2] : inputs[2];
+    const int batch = q.shape(0), q_heads = q.shape(1), d = q.shape(3), kv_heads = k.shape(1);
     Params p{};
     p.q_strides[0] = q.strides(0), p.q_strides[1] = q.strides(1);
     for (int i = 0; i < 3; i++) p.k_strides[i] = k.strides(i), p.v_strides[i] = v.strides(i);
     if (mask) p.mask_strides[0] = mask->strides(0), p.mask_strides[1] = mask->strides(1);
-    p.kv_heads = kv_heads, p.keys = keys;
-    const int by_blocks = std::clamp(TARGET_BLOCKS / (batch * kv_heads), 1, MAX_CHUNKS);
-    p.chunks = std::max(1, std::min(by_blocks, (keys + MIN_CHUNK - 1) / MIN_CHUNK));
+    if (writes) {
+      for (int i = 0; i < 2; i++) p.k_new_strides[i] = k_new->strides(i), p.v_new_strides[i] = v_new->strides(i);
+    }
+    // Without a write, every key of k (kv.cpp's DecodeAttention reuses this primitive for steps of
+    // more keys); with one, the first keys_.
+    const int keys = writes ? keys_ : k.shape(2);
+    p.kv_heads = kv_heads, p.keys = keys, p.at = at_;
+    const auto [min_chunk, target_blocks] = chunking();
+    const int by_blocks = std::clamp(target_blocks / (batch * kv_heads), 1, MAX_CHUNKS);
+    p.chunks = std::max(1, std::min(by_blocks, (keys + min_chunk - 1) / min_chunk));
     p.chunk_keys = (keys + p.chunks - 1) / p.chunks;
     p.chunks = (keys + p.chunk_keys - 1) / p.chunk_keys; // no empty chunk
     p.scale_log2 = scale_ * 1.4426950408889634f;
 
-    const int device = stream().device.index;
     const size_t rows = static_cast<size_t>(batch) * q_heads * p.chunks;
     // The chunks' partial results: kept until the GPU is done with them.
     mx::array part_o({static_cast<int>(rows * d)}, mx::float32, nullptr, {});
@@ -256,19 +363,35 @@ class DecodeAttentionCuda : public mx::UnaryPrimitive {
     part_ml.set_data(device_buffer(device, part_ml.nbytes()));
     out.set_data(device_buffer(device, out.nbytes()));
 
-    auto& encoder = cu::get_command_encoder(stream());
     for (const auto& a : inputs) encoder.set_input_array(a);
-    encoder.set_output_array(out);
+    for (const auto& o : outputs) encoder.set_output_array(o);
     void* qp = device_pointer(q);
     void* kp = device_pointer(k);
     void* vp = device_pointer(v);
+    void* knp = writes ? device_pointer(*k_new) : nullptr;
+    void* vnp = writes ? device_pointer(*v_new) : nullptr;
+    // The vector loads need each lane's values aligned to their size; else the kernel that loads
+    // them one by one (compiled now, on first need).
+    const int e = d / 32;
+    const auto aligned = [&](const void* ptr, std::initializer_list<int64_t> strides) {
+      bool ok = reinterpret_cast<uintptr_t>(ptr) % (e * q.itemsize()) == 0;
+      for (auto s : strides) ok = ok && s % e == 0;
+      return ok;
+    };
+    CUfunc_st* kernel = kernel_;
+    if (!aligned(qp, {q.strides(0), q.strides(1)}) || !aligned(kp, {k.strides(0), k.strides(1), k.strides(2)}) ||
+        !aligned(vp, {v.strides(0), v.strides(1), v.strides(2)}) || (writes && !aligned(knp, {k_new->strides(0), k_new->strides(1)})) ||
+        (writes && !aligned(vnp, {v_new->strides(0), v_new->strides(1)}))) {
+      kernel = kernel_for(device, q.dtype(), d, q_heads / kv_heads, false);
+      if (!kernel) throw std::runtime_error("the CUDA decode attention kernel for unaligned inputs did not compile");
+    }
     void* maskp = mask ? device_pointer(*mask) : nullptr;
     void* op = device_pointer(part_o);
     void* mp = device_pointer(part_ml);
     void* cp = counters_for(device, batch * kv_heads);
     void* outp = device_pointer(out);
-    void* params[] = {&qp, &kp, &vp, &maskp, &op, &mp, &cp, &outp, &p};
-    encoder.add_kernel_node_raw(kernel_, dim3{static_cast<unsigned>(p.chunks), static_cast<unsigned>(kv_heads), static_cast<unsigned>(batch)}, dim3{128, 1, 1},
+    void* params[] = {&qp, &kp, &vp, &maskp, &op, &mp, &cp, &outp, &knp, &vnp, &kp, &vp, &p};
+    encoder.add_kernel_node_raw(kernel, dim3{static_cast<unsigned>(p.chunks), static_cast<unsigned>(kv_heads), static_cast<unsigned>(batch)}, dim3{128, 1, 1},
                                 dim3{1, 1, 1}, 0, params);
     encoder.add_completed_handler([part_o, part_ml]() {});
   }
@@ -277,36 +400,68 @@ class DecodeAttentionCuda : public mx::UnaryPrimitive {
 
   bool is_equivalent(const mx::Primitive& other) const override {
     const auto& o = static_cast<const DecodeAttentionCuda&>(other);
-    return kernel_ == o.kernel_ && scale_ == o.scale_;
+    return kernel_ == o.kernel_ && scale_ == o.scale_ && keys_ == o.keys_ && at_ == o.at_ && masked_ == o.masked_;
   }
 
  private:
   CUfunc_st* kernel_;
   float scale_;
+  int keys_, at_;
+  bool masked_;
 };
+
+/** Whether the kernel takes q [B, Hq, 1, D] over the first `keys` positions of k and v [B, Hkv, S, D]
+ * with the key mask: on this build's GPU, float32/bfloat16/float16, D 64 or 128, up to 8 query heads
+ * per KV head, unit strides on the last axis. */
+bool fits(const mx::Stream& stream, const mx::array& q, const mx::array& k, const mx::array& v, int keys, const std::optional<mx::array>& key_mask) {
+  const auto t = q.dtype();
+  return stream.device == mx::Device::gpu && (t == mx::float32 || t == mx::bfloat16 || t == mx::float16) && q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4 &&
+         k.dtype() == t && v.dtype() == t && q.shape(2) == 1 && (q.shape(3) == 64 || q.shape(3) == 128) && k.shape(3) == q.shape(3) &&
+         v.shape(3) == q.shape(3) && q.shape(0) == k.shape(0) && v.shape(0) == k.shape(0) && v.shape(1) == k.shape(1) && v.shape(2) == k.shape(2) &&
+         k.shape(1) > 0 && keys > 0 && keys <= k.shape(2) && q.shape(1) % k.shape(1) == 0 && q.shape(1) / k.shape(1) <= 8 && q.strides(3) == 1 &&
+         k.strides(3) == 1 && v.strides(3) == 1 &&
+         (!key_mask || (key_mask->dtype() == mx::int32 && key_mask->ndim() == 2 && key_mask->shape(0) == q.shape(0) && key_mask->shape(1) >= keys));
+}
+
+/** The kernel for q's dtype and shape, made ready (its ring of counters too); null where
+ * MLXB_CUDA_ATTENTION=mlx keeps MLX's kernel (for comparison) or it did not compile. */
+CUfunc_st* ready_kernel(const mx::Stream& stream, const mx::array& q, const mx::array& k) {
+  static const bool wanted = [] {
+    const char* v = std::getenv("MLXB_CUDA_ATTENTION");
+    return v == nullptr || std::string(v) != "mlx";
+  }();
+  if (!wanted) return nullptr;
+  CUfunc_st* kernel = kernel_for(stream.device.index, q.dtype(), q.shape(3), q.shape(1) / k.shape(1), true);
+  if (kernel) make_ring(stream.device.index, stream);
+  return kernel;
+}
 
 } // namespace
 
 std::optional<mx::array> mlxb::decode_attention_cuda(const mx::array& q, const mx::array& k, const mx::array& v, float scale,
                                                      const std::optional<mx::array>& key_mask) {
   auto stream = mx::default_stream(mx::default_device());
-  const auto t = q.dtype();
-  const bool fits =
-      stream.device == mx::Device::gpu && (t == mx::float32 || t == mx::bfloat16 || t == mx::float16) && q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4 &&
-      k.dtype() == t && v.dtype() == t && q.shape(2) == 1 && (q.shape(3) == 64 || q.shape(3) == 128) && k.shape(3) == q.shape(3) && v.shape(3) == q.shape(3) &&
-      q.shape(0) == k.shape(0) && v.shape(0) == k.shape(0) && v.shape(1) == k.shape(1) && v.shape(2) == k.shape(2) && k.shape(1) > 0 && k.shape(2) > 0 &&
-      q.shape(1) % k.shape(1) == 0 && q.shape(1) / k.shape(1) <= 8 && q.strides(3) == 1 && k.strides(3) == 1 && v.strides(3) == 1 &&
-      (!key_mask || (key_mask->dtype() == mx::int32 && key_mask->ndim() == 2 && key_mask->shape(0) == q.shape(0) && key_mask->shape(1) >= k.shape(2)));
-  // MLXB_CUDA_ATTENTION=mlx keeps MLX's kernel (for comparison).
-  static const bool wanted = [] {
-    const char* v = std::getenv("MLXB_CUDA_ATTENTION");
-    return v == nullptr || std::string(v) != "mlx";
-  }();
-  if (!fits || !wanted) return std::nullopt;
-  CUfunc_st* kernel = kernel_for(stream.device.index, t, q.shape(3), q.shape(1) / k.shape(1));
+  if (!fits(stream, q, k, v, k.ndim() == 4 ? k.shape(2) : 0, key_mask)) return std::nullopt;
+  CUfunc_st* kernel = ready_kernel(stream, q, k);
   if (!kernel) return std::nullopt;
-  make_ring(stream.device.index, stream);
   std::vector<mx::array> inputs{q, k, v};
   if (key_mask) inputs.push_back(*key_mask);
-  return mx::array(q.shape(), t, std::make_shared<DecodeAttentionCuda>(stream, kernel, scale), std::move(inputs));
+  return mx::array(q.shape(), q.dtype(), std::make_shared<DecodeAttentionCuda>(stream, kernel, scale, -1, -1, key_mask.has_value()), std::move(inputs));
+}
+
+std::optional<Arrays> mlxb::decode_attention_write_cuda(const mx::array& q, const mx::array& k_buffer, const mx::array& v_buffer, const mx::array& k_new,
+                                                        const mx::array& v_new, int at, int keys, float scale, const std::optional<mx::array>& key_mask) {
+  auto stream = mx::default_stream(mx::default_device());
+  const auto fits_new = [&](const mx::array& x, const mx::array& buffer) {
+    return x.ndim() == 4 && x.dtype() == q.dtype() && x.shape(0) == buffer.shape(0) && x.shape(1) == buffer.shape(1) && x.shape(2) == 1 &&
+           x.shape(3) == buffer.shape(3) && x.strides(3) == 1;
+  };
+  if (!fits(stream, q, k_buffer, v_buffer, keys, key_mask) || !fits_new(k_new, k_buffer) || !fits_new(v_new, v_buffer) || at < 0 || at >= keys)
+    return std::nullopt;
+  CUfunc_st* kernel = ready_kernel(stream, q, k_buffer);
+  if (!kernel) return std::nullopt;
+  std::vector<mx::array> inputs{q, k_buffer, v_buffer, k_new, v_new};
+  if (key_mask) inputs.push_back(*key_mask);
+  auto primitive = std::make_shared<DecodeAttentionCuda>(stream, kernel, scale, keys, at, key_mask.has_value());
+  return mx::array::make_arrays({q.shape(), k_buffer.shape(), v_buffer.shape()}, {q.dtype(), q.dtype(), q.dtype()}, std::move(primitive), std::move(inputs));
 }

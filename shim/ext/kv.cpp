@@ -93,38 +93,63 @@ mx::array quantized_attention(const mx::array& q, const std::vector<mx::array>& 
   return repeats > 1 ? mx::reshape(out, {batch, heads, length, dim}) : out;
 }
 
-// write_kv() at the cache's offset, or for a full rotating cache at the slot the position rotates to;
-// then the keys and values returned are every slot. A quantized cache: write_quantized().
-//
-// A write goes into the layer's buffers in place (one KVCacheWrite node) when what it overwrites
-// cannot be read with the old values: the buffers were not handed out whole, and it writes at or past
-// the end of every view of them handed out (positions only grow, except after a seek back:
-// speculative decoding, the replay's check, a prompt cache). Else MLX's ops write it (the buffers
-// copied unless MLX finds them donatable).
-Updated write_cache(KVCache& c, int l, const mx::array& k, const mx::array& v) {
-  if (c.bits > 0) return write_quantized(c, l, k, v);
-  int length = k.ndim() == 4 ? k.shape(2) : 0;
-  // The layer's state after a write (in place or not) whose views end at `end`.
-  auto written = [&](bool in_place, int end) {
-    c.viewed[l] = in_place ? std::max(c.viewed[l], end) : end;
-    c.handed_out[l] = false;
-  };
+// Where a write of `length` positions goes in layer l: at the cache's offset, or for a full rotating
+// cache (one position at a time) at the slot the position rotates to, whose keys and values attended
+// are then every slot (`all`). In place when what it overwrites cannot be read with the old values:
+// the buffers were not handed out whole, and it writes at or past the end of every view of them
+// handed out (positions only grow, except after a seek back: speculative decoding, the replay's
+// check, a prompt cache). `end`: where the views of the buffers end after the write.
+struct Slot {
+  int at;
+  bool in_place, all;
+  int end;
+};
+Slot slot_of(const KVCache& c, int l, int length) {
   if (c.keep < 0 || c.offset + length <= c.max_length) {
-    bool in_place = !c.handed_out[l] && c.offset >= c.viewed[l];
-    auto u = write_kv(c.keys[l], c.values[l], k, v, c.offset, in_place);
-    written(in_place, c.offset + length);
-    return u;
+    return {c.offset, !c.handed_out[l] && c.offset >= c.viewed[l], false, c.offset + length};
   }
   if (length != 1) {
     throw ArgumentError("a rotating KV cache of " + std::to_string(c.max_length) + " positions at offset " + std::to_string(c.offset) +
                         " takes one position at a time once full, got " + std::to_string(length));
   }
-  int slot = c.keep + (c.offset - c.max_length) % (c.max_length - c.keep);
-  bool in_place = !c.handed_out[l] && slot >= c.viewed[l];
-  auto u = write_kv(c.keys[l], c.values[l], k, v, slot, in_place);
-  written(in_place, c.max_length); // every slot is viewed
-  return {u.keys_all, u.values_all, u.keys_all, u.values_all};
+  int at = c.keep + (c.offset - c.max_length) % (c.max_length - c.keep);
+  return {at, !c.handed_out[l] && at >= c.viewed[l], true, c.max_length};
 }
+
+// The layer's state after a write at `s` (in place or not).
+void written(KVCache& c, int l, const Slot& s, bool in_place) {
+  c.viewed[l] = in_place ? std::max(c.viewed[l], s.end) : s.end;
+  c.handed_out[l] = false;
+}
+
+// write_kv() where slot_of() says, in place when it allows; the keys and values returned are the
+// positions written so far (every slot for a full rotating cache). A quantized cache:
+// write_quantized(). Else MLX's ops write it (the buffers copied unless MLX finds them donatable).
+Updated write_cache(KVCache& c, int l, const mx::array& k, const mx::array& v) {
+  if (c.bits > 0) return write_quantized(c, l, k, v);
+  const Slot s = slot_of(c, l, k.ndim() == 4 ? k.shape(2) : 0);
+  auto u = write_kv(c.keys[l], c.values[l], k, v, s.at, s.in_place);
+  written(c, l, s, s.in_place);
+  if (s.all) return {u.keys_all, u.values_all, u.keys_all, u.values_all};
+  return u;
+}
+
+#ifdef MLXB_CUDA
+// A decode step's write and attention as one node of ours (the write inside the attention kernel:
+// attention_cuda.cpp) where the write goes in place into a dense cache and the kernel fits; else
+// nullopt (write_cache and the attention then run as before).
+std::optional<mx::array> write_attend_cuda(KVCache& c, int l, const mx::array& q, const mx::array& k, const mx::array& v, float scale,
+                                           const std::optional<mx::array>& key_mask) {
+  if (c.bits > 0 || q.ndim() != 4 || q.shape(2) != 1 || k.ndim() != 4 || k.shape(2) != 1) return std::nullopt;
+  const Slot s = slot_of(c, l, 1);
+  if (!s.in_place) return std::nullopt;
+  auto r = decode_attention_write_cuda(q, c.keys[l], c.values[l], k, v, s.at, s.all ? c.max_length : c.offset + 1, scale, key_mask);
+  if (!r) return std::nullopt;
+  c.keys[l] = (*r)[1], c.values[l] = (*r)[2];
+  written(c, l, s, true);
+  return (*r)[0];
+}
+#endif
 
 // Causal attention of q [B, Hq, T, D] over keys/values [B, H, offset + T, D] (GQA when Hq > H),
 // honouring key_mask [B, >= offset + T] (nonzero = attend) when given.
@@ -357,10 +382,13 @@ int mlx_kv_cache_attention(mlx_array* out, mlx_kv_cache c, int layer, mlx_array 
             auto values = store_quantized(*cache, cache->qvalues[l], a[2]);
             return Arrays{quantized_attention(a[0], keys, values, scale, cache->group, cache->bits)};
           }
+          auto mask = masked ? std::optional<mx::array>(a[3]) : std::nullopt;
+#ifdef MLXB_CUDA
+          if (auto out = write_attend_cuda(*cache, l, a[0], a[1], a[2], scale, mask)) return Arrays{*out};
+#endif
           auto u = write_cache(*cache, l, a[1], a[2]);
           if (cache->bits == 0) cache->keys[l] = u.keys_all, cache->values[l] = u.values_all;
           if (!masked && a[0].shape(2) == 1) return Arrays{(*decode)(a[0], u, scale)};
-          auto mask = masked ? std::optional<mx::array>(a[3]) : std::nullopt;
           return Arrays{attend(a[0], u, cache->offset, scale, mask)};
         },
         /* pure */ false);

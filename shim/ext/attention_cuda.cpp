@@ -51,30 +51,37 @@ struct Params {
   float scale_log2;
 };
 
-/** E consecutive values at p as floats: in one load when VECTOR (p aligned to their size). */
+/** A lane's E consecutive values of a row, as stored. */
 struct __align__(E * sizeof(T)) Row {
   T v[E];
 };
-__device__ __forceinline__ void load_row(const T* p, float* out) {
+/** The row at p: in one load when VECTOR (p aligned to its size). */
+__device__ __forceinline__ Row load_raw(const T* p) {
+#if !VECTOR
+  Row r;
+#pragma unroll
+  for (int e = 0; e < E; e++) r.v[e] = p[e];
+  return r;
+#else
+  return *reinterpret_cast<const Row*>(p);
+#endif
+}
+__device__ __forceinline__ void store_raw(T* p, const Row& r) {
 #if !VECTOR
 #pragma unroll
-  for (int e = 0; e < E; e++) out[e] = load(p[e]);
+  for (int e = 0; e < E; e++) p[e] = r.v[e];
 #else
-  const Row r = *reinterpret_cast<const Row*>(p);
+  *reinterpret_cast<Row*>(p) = r;
+#endif
+}
+__device__ __forceinline__ void to_float(const Row& r, float* out) {
 #pragma unroll
   for (int e = 0; e < E; e++) out[e] = load(r.v[e]);
-#endif
 }
 
-/** E consecutive values copied from `from` to `to` (as load_row loads them). */
-__device__ __forceinline__ void copy_row(const T* from, T* to) {
-#if !VECTOR
-#pragma unroll
-  for (int e = 0; e < E; e++) to[e] = from[e];
-#else
-  *reinterpret_cast<Row*>(to) = *reinterpret_cast<const Row*>(from);
-#endif
-}
+// Keys a warp loads at once (all their loads in flight together: a key's round trip to memory, not
+// its arithmetic, is what a warp's loop waits on); fewer where the scores would need many registers.
+#define BATCH (G * E <= 16 ? 8 : 4)
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
 mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const int* __restrict__ key_mask, float* part_o,
@@ -87,7 +94,7 @@ mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __rest
 #pragma unroll
   for (int g = 0; g < G; g++) {
     const T* qp = q + b * p.q_strides[0] + (long long)(h * G + g) * p.q_strides[1] + lane * E;
-    load_row(qp, qr[g]);
+    to_float(load_raw(qp), qr[g]);
 #pragma unroll
     for (int e = 0; e < E; e++) qr[g][e] *= p.scale_log2, o[g][e] = 0.f;
     m[g] = -INFINITY, l[g] = 0.f;
@@ -95,34 +102,69 @@ mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __rest
   const T* kb = k + b * p.k_strides[0] + h * p.k_strides[1] + lane * E;
   const T* vb = v + b * p.v_strides[0] + h * p.v_strides[1] + lane * E;
   const int* mask = key_mask ? key_mask + b * p.mask_strides[0] : nullptr;
-  // The step's own key and value (at p.at, when given) come from k_new and v_new, and the warp that
-  // meets them writes them into the cache there: no other block reads that position.
+  // The step's own key and value (at p.at, when given) come from k_new and v_new, and the warp whose
+  // keys hold that position writes them into the cache there: no other block reads it.
   const T* knb = k_new ? k_new + b * p.k_new_strides[0] + h * p.k_new_strides[1] + lane * E : nullptr;
   const T* vnb = v_new ? v_new + b * p.v_new_strides[0] + h * p.v_new_strides[1] + lane * E : nullptr;
-  for (int t = first + warp; t < last; t += WARPS) {
-    const bool fresh = t == p.at;
-    if (fresh) {
-      const long long kat = b * p.k_strides[0] + h * p.k_strides[1] + t * p.k_strides[2] + lane * E;
-      const long long vat = b * p.v_strides[0] + h * p.v_strides[1] + t * p.v_strides[2] + lane * E;
-      copy_row(knb, k_write + kat);
-      copy_row(vnb, v_write + vat);
+  if (p.at >= first && p.at < last && (p.at - first) % WARPS == warp) {
+    store_raw(k_write + b * p.k_strides[0] + h * p.k_strides[1] + p.at * p.k_strides[2] + lane * E, load_raw(knb));
+    store_raw(v_write + b * p.v_strides[0] + h * p.v_strides[1] + p.at * p.v_strides[2] + lane * E, load_raw(vnb));
+  }
+  for (int t0 = first + warp; t0 < last; t0 += BATCH * WARPS) {
+    Row kraw[BATCH], vraw[BATCH];
+    bool use[BATCH];
+#pragma unroll
+    for (int j = 0; j < BATCH; j++) {
+      const int t = t0 + j * WARPS;
+      use[j] = t < last && !(mask && mask[t * p.mask_strides[1]] == 0); // a padding key: weight 0
+      if (t < last) {
+        kraw[j] = load_raw(t == p.at ? knb : kb + t * p.k_strides[2]);
+        vraw[j] = load_raw(t == p.at ? vnb : vb + t * p.v_strides[2]);
+      }
     }
-    if (mask && mask[t * p.mask_strides[1]] == 0) continue; // a padding key: weight 0
-    float kr[E], vr[E];
-    load_row(fresh ? knb : kb + t * p.k_strides[2], kr);
-    load_row(fresh ? vnb : vb + t * p.v_strides[2], vr);
+    // The batch's scores, then one online-softmax update per head.
+    float s[BATCH][G];
+#pragma unroll
+    for (int j = 0; j < BATCH; j++) {
+      float kr[E];
+      to_float(kraw[j], kr);
+#pragma unroll
+      for (int g = 0; g < G; g++) {
+        float x = 0.f;
+#pragma unroll
+        for (int e = 0; e < E; e++) x = fmaf(qr[g][e], kr[e], x);
+        s[j][g] = x;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < BATCH; j++) {
+#pragma unroll
+      for (int g = 0; g < G; g++) {
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) s[j][g] += __shfl_xor_sync(0xffffffffu, s[j][g], off);
+        if (!use[j]) s[j][g] = -INFINITY;
+      }
+    }
 #pragma unroll
     for (int g = 0; g < G; g++) {
-      float s = 0.f;
+      float mn = m[g];
 #pragma unroll
-      for (int e = 0; e < E; e++) s = fmaf(qr[g][e], kr[e], s);
+      for (int j = 0; j < BATCH; j++) mn = fmaxf(mn, s[j][g]);
+      if (mn == -INFINITY) continue; // no key of this batch counts (and none before it)
+      const float alpha = exp2f(m[g] - mn);
+      l[g] *= alpha;
 #pragma unroll
-      for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-      const float mn = fmaxf(m[g], s);
-      const float alpha = exp2f(m[g] - mn), w = exp2f(s - mn);
-      l[g] = l[g] * alpha + w;
+      for (int e = 0; e < E; e++) o[g][e] *= alpha;
 #pragma unroll
-      for (int e = 0; e < E; e++) o[g][e] = fmaf(o[g][e], alpha, w * vr[e]);
+      for (int j = 0; j < BATCH; j++) {
+        if (!use[j]) continue; // (its values may not have been loaded)
+        const float w = exp2f(s[j][g] - mn);
+        float vr[E];
+        to_float(vraw[j], vr);
+        l[g] += w;
+#pragma unroll
+        for (int e = 0; e < E; e++) o[g][e] = fmaf(w, vr[e], o[g][e]);
+      }
       m[g] = mn;
     }
   }

@@ -8,39 +8,13 @@
 // The qwen3-8b (32 query heads over 8) and qwen3-0.6b (16 over 8) shapes, head dim 128, bfloat16,
 // at several numbers of keys. MLXB_ATTENTION_CHUNKS=MIN,TARGET tries other chunkings of ours.
 import { deviceInfo, fast, ops, type Tensor } from "../src/index.ts";
-import { evalAll } from "../src/ops/core.ts";
 import { readBandwidth } from "./decode.ts";
-import { summarize, table } from "./stats.ts";
+import { chainMicros, childRows, type KernelRow, relativeError, sideBySide, sines } from "./side-by-side.ts";
 
 const CHAIN = 64;
 const REPEATS = 12;
 const DIM = 128;
 const WITH_MLX = process.env.MLXB_BENCH_ATTENTION_MLX !== "0" && deviceInfo().device === "gpu";
-
-interface Row {
-  shape: string;
-  keys: number;
-  kernel: string;
-  us: number;
-  spread: number;
-  gbs: number;
-  error: number;
-}
-
-/** sin(i * step) * scale for i < the shape's size, of the dtype, made on the device. */
-function sines(shape: number[], step: number, scale: number, dtype: "bfloat16" | "float32"): Tensor {
-  using i = ops.arange(
-    0,
-    shape.reduce((a, b) => a * b, 1),
-    1,
-    "float32",
-  );
-  using angle = ops.multiply(i, step);
-  using s = ops.sin(angle);
-  using scaled = ops.multiply(s, scale);
-  using shaped = ops.reshape(scaled, shape);
-  return ops.astype(shaped, dtype).eval();
-}
 
 /** softmax(q k^T * scale) v in float32 for q [1, Hq, 1, D] over k, v [1, Hkv, L, D]. */
 function reference(q: Tensor, k: Tensor, v: Tensor, scale: number): Float32Array {
@@ -60,8 +34,8 @@ function reference(q: Tensor, k: Tensor, v: Tensor, scale: number): Float32Array
   return out.toFloat32Array();
 }
 
-function measure(): Row[] {
-  const out: Row[] = [];
+function measure(): KernelRow[] {
+  const out: KernelRow[] = [];
   const gpu = deviceInfo().device === "gpu";
   const heads: [string, number, number][] = [
     ["qwen3-8b", 32, 8],
@@ -84,33 +58,17 @@ function measure(): Row[] {
       using got = fast.scaledDotProductAttention(q, ks[0]!, vs[0]!, { scale });
       const kernel = [...ops.pendingPrimitiveKinds([got]).keys()].join(",");
       using got32 = ops.astype(got, "float32");
-      const g = got32.toFloat32Array();
-      const want = reference(q, ks[0]!, vs[0]!, scale);
-      let worst = 0,
-        largest = 0;
-      for (let i = 0; i < g.length; i++) {
-        worst = Math.max(worst, Math.abs(g[i]! - want[i]!));
-        largest = Math.max(largest, Math.abs(want[i]!));
-      }
-      const times: number[] = [];
-      for (let r = 0; r < REPEATS + 2; r++) {
-        const outs: Tensor[] = [];
-        for (let i = 0; i < CHAIN; i++)
-          outs.push(fast.scaledDotProductAttention(outs[i - 1] ?? q, ks[i % copies]!, vs[i % copies]!, { scale }));
-        const start = Bun.nanoseconds();
-        evalAll([outs[CHAIN - 1]!]);
-        if (r >= 2) times.push((Bun.nanoseconds() - start) / 1e3 / CHAIN);
-        for (const o of outs) o.dispose();
-      }
-      const t = summarize(times);
+      const error = relativeError(got32.toFloat32Array(), reference(q, ks[0]!, vs[0]!, scale));
+      const t = chainMicros(CHAIN, REPEATS, (previous, i) =>
+        fast.scaledDotProductAttention(previous ?? q, ks[i % copies]!, vs[i % copies]!, { scale }),
+      );
       out.push({
-        shape: `${name} ${hq}/${hkv} ${dtype}`,
-        keys,
+        labels: [`${name} ${hq}/${hkv} ${dtype}`, String(keys)],
         kernel,
         us: t.median,
         spread: t.spread,
         gbs: bytes / t.median / 1e3,
-        error: worst / largest,
+        error,
       });
       for (const x of [...ks, ...vs]) x.dispose();
     }
@@ -121,56 +79,17 @@ function measure(): Row[] {
 export function run(): Record<string, unknown> {
   const bandwidth = deviceInfo().device === "gpu" ? readBandwidth() / 1e9 : null;
   const ours = measure();
-  let mlx: Row[] | null = null;
-  if (WITH_MLX) {
-    const child = Bun.spawnSync([process.execPath, import.meta.path, "--child"], {
-      env: { ...process.env, MLXB_CUDA_ATTENTION: "mlx" },
-      stderr: "pipe",
-    });
-    if (child.exitCode !== 0)
-      throw new Error(`bench attention: the MLXB_CUDA_ATTENTION=mlx child failed: ${child.stderr.toString()}`);
-    mlx = JSON.parse(child.stdout.toString().trim().split("\n").pop()!) as Row[];
-  }
-  const share = bandwidth
-    ? `; share = of the read bandwidth (${bandwidth.toFixed(0)} GB/s, best sum of a 4 GiB buffer)`
-    : "";
-  table(
+  const mlx = WITH_MLX ? childRows(import.meta.path, { MLXB_CUDA_ATTENTION: "mlx" }, "attention") : null;
+  sideBySide(
     `Decode attention (1 query, head dim ${DIM}), µs per attention in a chain of ${CHAIN} (each one's output the ` +
-      `next one's query); GB/s of keys and values read${share}; error: max |out - float32 math| / max |out|` +
+      "next one's query); GB/s of keys and values read" +
       (process.env.MLXB_ATTENTION_CHUNKS
         ? `; ours with MLXB_ATTENTION_CHUNKS=${process.env.MLXB_ATTENTION_CHUNKS}`
         : ""),
-    [
-      "shape",
-      "keys",
-      "ours",
-      "µs",
-      "GB/s",
-      ...(bandwidth ? ["share"] : []),
-      "err ours",
-      ...(mlx ? ["MLX's", "µs", "MLX/ours", "err MLX", "spread o/m"] : ["spread"]),
-    ],
-    ours.map((o, i) => {
-      const m = mlx?.[i];
-      const mine = [
-        o.shape,
-        String(o.keys),
-        o.kernel,
-        o.us,
-        o.gbs,
-        ...(bandwidth ? [o.gbs / bandwidth] : []),
-        o.error.toExponential(1),
-      ];
-      if (!m) return [...mine, o.spread.toFixed(2)];
-      return [
-        ...mine,
-        m.kernel,
-        m.us,
-        m.us / o.us,
-        m.error.toExponential(1),
-        `${o.spread.toFixed(2)}/${m.spread.toFixed(2)}`,
-      ];
-    }),
+    ["shape", "keys"],
+    ours,
+    mlx,
+    bandwidth,
   );
   return { readBandwidthGBs: bandwidth, ours, mlx };
 }

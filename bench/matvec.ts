@@ -13,10 +13,10 @@
 // MLXB_BENCH_MATVEC_ROWS: rows of x, comma-separated (default 1; a batch's decode step has one a
 // sequence). MLXB_BENCH_MATVEC_MLX=0 leaves MLX's side out (for trying launch shapes of ours with
 // MLXB_QMV_SHAPE, or MLXB_QMV_MMA=0 for the CUDA kernel's float32 form: docs/gpu.md).
-import { deviceInfo, ops, quant, type Tensor } from "../src/index.ts";
+import { deviceInfo, ops, quant } from "../src/index.ts";
 import { evalAll } from "../src/ops/core.ts";
 import { readBandwidth } from "./decode.ts";
-import { summarize, table } from "./stats.ts";
+import { chainMicros, childRows, type KernelRow, relativeError, sideBySide, sines } from "./side-by-side.ts";
 
 const CHAIN = 64;
 const REPEATS = 12;
@@ -27,16 +27,6 @@ const ROWS = (process.env.MLXB_BENCH_MATVEC_ROWS ?? "1").split(",").map((r) => {
   return rows;
 });
 const WITH_MLX = process.env.MLXB_BENCH_MATVEC_MLX !== "0";
-
-interface Row {
-  shape: string;
-  rows: number;
-  kernel: string;
-  us: number;
-  spread: number;
-  gbs: number;
-  error: number;
-}
 
 /** (dtype, out, in): a GPU gets the qwen3-8b/0.6b projections and lm_heads in bfloat16, and a
  * 256 x 512 product that reads almost nothing (a chained kernel's floor: launch, dependency and one
@@ -71,25 +61,15 @@ function cases(): { shapes: ["bfloat16" | "float32", number, number][]; bytesOfC
   };
 }
 
-/** sin(i * step) * scale for i < rows * cols, as a [rows, cols] tensor of the dtype, made on the device. */
-function sines(rows: number, cols: number, step: number, scale: number, dtype: "bfloat16" | "float32") {
-  using i = ops.arange(0, rows * cols, 1, "float32");
-  using angle = ops.multiply(i, step);
-  using s = ops.sin(angle);
-  using scaled = ops.multiply(s, scale);
-  using shaped = ops.reshape(scaled, [rows, cols]);
-  return ops.astype(shaped, dtype).eval();
-}
-
-function measure(): Row[] {
+function measure(): KernelRow[] {
   const { shapes, bytesOfCopies } = cases();
-  const out: Row[] = [];
+  const out: KernelRow[] = [];
   for (const [dtype, n, k] of shapes) {
     const bytes = n * k * 0.5 + n * (k / GROUP) * 2 * (dtype === "float32" ? 4 : 2);
     const copies = Math.max(2, Math.ceil(bytesOfCopies / bytes));
     const qs: quant.QuantizedWeight[] = [];
     {
-      using w = sines(n, k, 12.9898, 0.1, dtype);
+      using w = sines([n, k], 12.9898, 0.1, dtype);
       for (let c = 0; c < copies; c++) {
         const q = quant.quantize(w, { groupSize: GROUP, bits: 4 });
         evalAll([q.weight, q.scales, q.biases!]);
@@ -101,40 +81,24 @@ function measure(): Row[] {
     using dense = quant.dequantize({ weight: qs[0]!.weight, scales, biases }, { groupSize: GROUP });
     using wt = ops.transpose(dense, [1, 0]);
     for (const rows of ROWS) {
-      using x = sines(rows, k, 0.7, 1, dtype);
+      using x = sines([rows, k], 0.7, 1, dtype);
       using zero = ops.zeros([rows, n], dtype).eval();
       using got = quant.quantizedMatmulAdd(x, qs[0]!, zero, { groupSize: GROUP });
       const kernel = [...ops.pendingPrimitiveKinds([got]).keys()].join(",");
       using got32 = ops.astype(got, "float32");
       using xf = ops.astype(x, "float32");
       using want = ops.matmul(xf, wt);
-      const g = got32.toFloat32Array(),
-        v = want.toFloat32Array();
-      let worst = 0,
-        largest = 0;
-      for (let i = 0; i < g.length; i++) {
-        worst = Math.max(worst, Math.abs(g[i]! - v[i]!));
-        largest = Math.max(largest, Math.abs(v[i]!));
-      }
-      const times: number[] = [];
-      for (let r = 0; r < REPEATS + 2; r++) {
-        const outs: Tensor[] = [];
-        for (let i = 0; i < CHAIN; i++)
-          outs.push(quant.quantizedMatmulAdd(x, qs[i % copies]!, outs[i - 1] ?? zero, { groupSize: GROUP }));
-        const start = Bun.nanoseconds();
-        evalAll([outs[CHAIN - 1]!]);
-        if (r >= 2) times.push((Bun.nanoseconds() - start) / 1e3 / CHAIN);
-        for (const o of outs) o.dispose();
-      }
-      const t = summarize(times);
+      const error = relativeError(got32.toFloat32Array(), want.toFloat32Array());
+      const t = chainMicros(CHAIN, REPEATS, (previous, i) =>
+        quant.quantizedMatmulAdd(x, qs[i % copies]!, previous ?? zero, { groupSize: GROUP }),
+      );
       out.push({
-        shape: `${n} x ${k} ${dtype}`,
-        rows,
+        labels: [`${n} x ${k} ${dtype}`, String(rows)],
         kernel,
         us: t.median,
         spread: t.spread,
         gbs: bytes / t.median / 1e3,
-        error: worst / largest,
+        error,
       });
     }
     for (const q of qs) quant.disposeQuantized(q);
@@ -145,57 +109,16 @@ function measure(): Row[] {
 export function run(): Record<string, unknown> {
   const bandwidth = deviceInfo().device === "gpu" ? readBandwidth() / 1e9 : null;
   const ours = measure();
-  let mlx: Row[] | null = null;
-  if (WITH_MLX) {
-    const child = Bun.spawnSync([process.execPath, import.meta.path, "--child"], {
-      env: { ...process.env, MLXB_QMV: "mlx" },
-      stderr: "pipe",
-    });
-    if (child.exitCode !== 0)
-      throw new Error(`bench matvec: the MLXB_QMV=mlx child failed: ${child.stderr.toString()}`);
-    mlx = JSON.parse(child.stdout.toString().trim().split("\n").pop()!) as Row[];
-  }
-  const share = bandwidth
-    ? `; share = of the read bandwidth (${bandwidth.toFixed(0)} GB/s, best sum of a 4 GiB buffer)`
-    : "";
-  table(
+  const mlx = WITH_MLX ? childRows(import.meta.path, { MLXB_QMV: "mlx" }, "matvec") : null;
+  sideBySide(
     `4-bit matvec (group ${GROUP}), µs per matvec in a chain of ${CHAIN} (each adds the previous output; ` +
-      `MLX's: QuantizedMatmul + Add); GB/s of weights read${share}; ` +
-      "error: max |out - float32 math| / max |out|" +
+      `MLX's: QuantizedMatmul + Add); GB/s of weights read` +
       (process.env.MLXB_QMV_SHAPE ? `; ours with MLXB_QMV_SHAPE=${process.env.MLXB_QMV_SHAPE}` : "") +
       (process.env.MLXB_QMV_MMA === "0" ? "; ours with MLXB_QMV_MMA=0" : ""),
-    [
-      "out x in",
-      "rows",
-      "ours",
-      "µs",
-      "GB/s",
-      ...(bandwidth ? ["share"] : []),
-      "err ours",
-      ...(mlx ? ["MLX's", "µs", "GB/s", "MLX/ours", "err MLX", "spread o/m"] : ["spread"]),
-    ],
-    ours.map((o, i) => {
-      const m = mlx?.[i];
-      const mine = [
-        o.shape,
-        String(o.rows),
-        o.kernel,
-        o.us,
-        o.gbs,
-        ...(bandwidth ? [o.gbs / bandwidth] : []),
-        o.error.toExponential(1),
-      ];
-      if (!m) return [...mine, o.spread.toFixed(2)];
-      return [
-        ...mine,
-        m.kernel,
-        m.us,
-        m.gbs,
-        m.us / o.us,
-        m.error.toExponential(1),
-        `${o.spread.toFixed(2)}/${m.spread.toFixed(2)}`,
-      ];
-    }),
+    ["out x in", "rows"],
+    ours,
+    mlx,
+    bandwidth,
   );
   return { readBandwidthGBs: bandwidth, ours, mlx };
 }

@@ -116,9 +116,9 @@ Slot slot_of(const KVCache& c, int l, int length) {
   return {at, !c.handed_out[l] && at >= c.viewed[l], true, c.max_length};
 }
 
-// The layer's state after a write at `s` (in place or not).
-void written(KVCache& c, int l, const Slot& s, bool in_place) {
-  c.viewed[l] = in_place ? std::max(c.viewed[l], s.end) : s.end;
+// The layer's state after a write at `s` (in place where it allows).
+void written(KVCache& c, int l, const Slot& s) {
+  c.viewed[l] = s.in_place ? std::max(c.viewed[l], s.end) : s.end;
   c.handed_out[l] = false;
 }
 
@@ -129,7 +129,7 @@ Updated write_cache(KVCache& c, int l, const mx::array& k, const mx::array& v) {
   if (c.bits > 0) return write_quantized(c, l, k, v);
   const Slot s = slot_of(c, l, k.ndim() == 4 ? k.shape(2) : 0);
   auto u = write_kv(c.keys[l], c.values[l], k, v, s.at, s.in_place);
-  written(c, l, s, s.in_place);
+  written(c, l, s);
   if (s.all) return {u.keys_all, u.values_all, u.keys_all, u.values_all};
   return u;
 }
@@ -146,7 +146,7 @@ std::optional<mx::array> write_attend_cuda(KVCache& c, int l, const mx::array& q
   auto r = decode_attention_write_cuda(q, c.keys[l], c.values[l], k, v, s.at, s.all ? c.max_length : c.offset + 1, scale, key_mask);
   if (!r) return std::nullopt;
   c.keys[l] = (*r)[1], c.values[l] = (*r)[2];
-  written(c, l, s, true);
+  written(c, l, s);
   return (*r)[0];
 }
 #endif

@@ -1,10 +1,11 @@
 // One query position's attention over a KV cache (a decode step's, per layer): the shim's kernel
 // (shim/ext/attention_cuda.cpp on a CUDA GPU, fast_cpu.cpp on the CPU) against MLX's (in a child
-// process with MLXB_CUDA_ATTENTION=mlx, which the shim reads once; on the CPU ours only). Each timing evaluates one graph of a chain of CHAIN attentions, each one's output the next
-// one's query (so they run one after another, as a step's layers do), over copies of the keys and
-// values that together exceed the caches (as a step's layers read theirs from memory); reported per
-// attention: median of the repeats, the key and value bytes read per second and, on a GPU, their
-// share of its read bandwidth. Also the largest error of the first link against float32 math.
+// process with MLXB_CUDA_ATTENTION=mlx, which the shim reads once; on the CPU ours only). Each
+// timing evaluates one graph of a chain of CHAIN attentions, each one's output the next one's query
+// (so they run one after another, as a step's layers do), over copies of the keys and values that
+// together exceed the caches (as a step's layers read theirs from memory); reported per attention:
+// median of the repeats, the key and value bytes read per second and, on a GPU, their share of its
+// read bandwidth. Also the largest error of the first link against float32 math.
 // The qwen3-8b (32 query heads over 8) and qwen3-0.6b (16 over 8) shapes, head dim 128, bfloat16,
 // at several numbers of keys. MLXB_ATTENTION_CHUNKS=MIN,TARGET tries other chunkings of ours.
 import { deviceInfo, fast, ops, type Tensor } from "../src/index.ts";

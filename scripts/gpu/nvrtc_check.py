@@ -5,14 +5,47 @@ compile before a GPU machine is spent on it. Needs libnvrtc (PyPI nvidia-cuda-nv
 usage: python3 scripts/gpu/nvrtc_check.py path/to/libnvrtc.so.13 shim/ext/sample_cuda.cpp ...
 A source whose kernels take more macros names them after a colon: attention_cuda.cpp:D=128,G=4.
 Sources built on cuda.h's dtype_source are checked with it in front. With PTXAS_VERBOSE=1 each
-compile also prints ptxas's registers, spills and shared memory per kernel (-v).
+compile also prints ptxas's registers, spills and shared memory per kernel (-v). With
+NVDISASM=path/to/nvdisasm (PyPI nvidia-cuda-nvdisasm) each compile also prints the order in which the
+machine code issues its memory and tensor-core instructions, one letter each: G a global load (g
+predicated), S a global store, s a shared load or store, M an mma, B a barrier (ptxas may move a
+load far from where the source puts it: docs/performance.md, fourteenth session).
 """
 import ctypes
 import os
 import re
+import subprocess
 import sys
+import tempfile
 
 VERBOSE = os.environ.get("PTXAS_VERBOSE") == "1"
+NVDISASM = os.environ.get("NVDISASM")
+
+
+def issue_order(nvrtc, program) -> str:
+    """The compiled kernel's memory and mma instructions in machine-code order, a letter each."""
+    size = ctypes.c_size_t()
+    nvrtc.nvrtcGetCUBINSize(program, ctypes.byref(size))
+    cubin = ctypes.create_string_buffer(size.value)
+    nvrtc.nvrtcGetCUBIN(program, cubin)
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin.raw)
+        f.flush()
+        sass = subprocess.run([NVDISASM, "-c", f.name], capture_output=True, text=True, check=True).stdout
+    letters = []
+    for line in sass.splitlines():
+        predicated = re.search(r"@!?U?P\d", line) is not None
+        if re.search(r"\bLDG\.", line):
+            letters.append("g" if predicated else "G")
+        elif re.search(r"\bSTG\.", line):
+            letters.append("S")
+        elif re.search(r"\b(LDS|STS)\b", line):
+            letters.append("s")
+        elif "HMMA" in line:
+            letters.append("M")
+        elif re.search(r"\bBAR\b", line):
+            letters.append("B")
+    return "".join(letters)
 
 
 def compile_source(nvrtc, source: str, name: str) -> str | None:
@@ -26,9 +59,11 @@ def compile_source(nvrtc, source: str, name: str) -> str | None:
     nvrtc.nvrtcGetProgramLogSize(program, ctypes.byref(size))
     log = ctypes.create_string_buffer(size.value)
     nvrtc.nvrtcGetProgramLog(program, log)
-    nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
     if result == 0 and VERBOSE:
         print(log.value.decode().strip())
+    if result == 0 and NVDISASM:
+        print(f"issue order: {issue_order(nvrtc, program)}")
+    nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
     return log.value.decode() if result != 0 else None
 
 

@@ -25,6 +25,9 @@ namespace {
 // The row's normalized values are kept in shared memory (dynamic: D floats).
 constexpr const char* SOURCE = R"CUDA(
 
+// Values of a row a thread loads before the reduction (the launch gives D / 2 threads, at least 32).
+#define PER 2
+
 struct Params {
   long long q_strides[4], k_strides[4];
   long long w_stride_q, w_stride_k, offset_stride, freq_stride;
@@ -36,23 +39,38 @@ extern "C" __global__ void mlxb_qk_norm_rope(const T* q, const T* k, const T* wq
                                              T* q_out, T* k_out, Params p) {
   extern __shared__ float normed[];
   __shared__ float partial[32];
-  long long row = blockIdx.x;
-  const long long q_rows = (long long)p.batch * p.q_heads * p.length;
+  // Rows are a grid's blocks (fewer than 2^31): 32-bit index arithmetic (64-bit division is a long
+  // routine, before the first load).
+  unsigned row = blockIdx.x;
+  const unsigned q_rows = (unsigned)p.batch * p.q_heads * p.length;
   const bool is_q = row < q_rows;
   if (!is_q) row -= q_rows;
-  const int heads = is_q ? p.q_heads : p.k_heads;
+  const unsigned heads = is_q ? p.q_heads : p.k_heads;
   const long long* s = is_q ? p.q_strides : p.k_strides;
   const T* w = is_q ? wq : wk;
   const long long ws = is_q ? p.w_stride_q : p.w_stride_k;
-  T* out = (is_q ? q_out : k_out) + row * p.dims_d;
-  const int t = (int)(row % p.length);
-  const int h = (int)((row / p.length) % heads);
-  const int b = (int)(row / ((long long)p.length * heads));
+  T* out = (is_q ? q_out : k_out) + (long long)row * p.dims_d;
+  const int t = (int)(row % (unsigned)p.length);
+  const int h = (int)((row / (unsigned)p.length) % heads);
+  const int b = (int)(row / ((unsigned)p.length * heads));
   const T* in = (is_q ? q : k) + b * s[0] + h * s[1] + t * s[2];
   const int D = p.dims_d;
 
+  // A thread's first PER values of the row and of the weight, and the position's offset, loaded
+  // together before the reduction (one memory round trip, not three in turn); the rest, if the row
+  // is longer, in the loops after.
+  float xv[PER], wv[PER];
+#pragma unroll
+  for (int j = 0; j < PER; j++) {
+    const int d = threadIdx.x + j * blockDim.x;
+    xv[j] = d < D ? load(in[d * s[3]]) : 0.f;
+    wv[j] = d < D ? load(w[d * ws]) : 0.f;
+  }
+  const int offset_b = offset[b * p.offset_stride];
   float sum = 0.f;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+#pragma unroll
+  for (int j = 0; j < PER; j++) sum += xv[j] * xv[j];
+  for (int d = threadIdx.x + PER * blockDim.x; d < D; d += blockDim.x) {
     float v = load(in[d * s[3]]);
     sum += v * v;
   }
@@ -66,14 +84,19 @@ extern "C" __global__ void mlxb_qk_norm_rope(const T* q, const T* k, const T* wq
   }
   __syncthreads();
   const float normalizer = rsqrtf(partial[0] / (float)D + p.eps);
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+#pragma unroll
+  for (int j = 0; j < PER; j++) {
+    const int d = threadIdx.x + j * blockDim.x;
+    if (d < D) normed[d] = load(round_to(wv[j] * load(round_to(xv[j] * normalizer))));
+  }
+  for (int d = threadIdx.x + PER * blockDim.x; d < D; d += blockDim.x) {
     float y = load(round_to(load(in[d * s[3]]) * normalizer));
     normed[d] = load(round_to(load(w[d * ws]) * y));
   }
   __syncthreads();
 
   const int half = p.dims / 2;
-  const float position = p.scale * (float)(offset[b * p.offset_stride] + t);
+  const float position = p.scale * (float)(offset_b + t);
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
     float inv_freq = p.has_freqs ? (float)(1.0 / (double)freqs[i * p.freq_stride]) : exp2f(-((float)i / (float)half) * p.log2_base);
     float theta = position * inv_freq;

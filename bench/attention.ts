@@ -9,8 +9,7 @@
 // The qwen3-8b (32 query heads over 8) and qwen3-0.6b (16 over 8) shapes, head dim 128, bfloat16,
 // at several numbers of keys. MLXB_ATTENTION_CHUNKS=MIN,TARGET tries other chunkings of ours.
 import { deviceInfo, fast, ops, type Tensor } from "../src/index.ts";
-import { readBandwidth } from "./decode.ts";
-import { chainMicros, childRows, type KernelRow, relativeError, sideBySide, sines } from "./side-by-side.ts";
+import { chainMicros, type KernelRow, relativeError, runSideBySide, sines } from "./side-by-side.ts";
 
 const CHAIN = 64;
 const REPEATS = 12;
@@ -78,21 +77,20 @@ function measure(): KernelRow[] {
 }
 
 export function run(): Record<string, unknown> {
-  const bandwidth = deviceInfo().device === "gpu" ? readBandwidth() / 1e9 : null;
-  const ours = measure();
-  const mlx = WITH_MLX ? childRows(import.meta.path, { MLXB_CUDA_ATTENTION: "mlx" }, "attention") : null;
-  sideBySide(
-    `Decode attention (1 query, head dim ${DIM}), µs per attention in a chain of ${CHAIN} (each one's output the ` +
+  return runSideBySide({
+    bench: "attention",
+    script: import.meta.path,
+    measure,
+    withMlx: WITH_MLX,
+    mlxEnv: { MLXB_CUDA_ATTENTION: "mlx" },
+    title:
+      `Decode attention (1 query, head dim ${DIM}), µs per attention in a chain of ${CHAIN} (each one's output the ` +
       "next one's query); GB/s of keys and values read" +
       (process.env.MLXB_ATTENTION_CHUNKS
         ? `; ours with MLXB_ATTENTION_CHUNKS=${process.env.MLXB_ATTENTION_CHUNKS}`
         : ""),
-    ["shape", "keys"],
-    ours,
-    mlx,
-    bandwidth,
-  );
-  return { readBandwidthGBs: bandwidth, ours, mlx };
+    labels: ["shape", "keys"],
+  });
 }
 
 if (import.meta.main && process.argv.includes("--child")) console.log(JSON.stringify(measure()));

@@ -15,8 +15,7 @@
 // MLXB_QMV_SHAPE, or MLXB_QMV_MMA=0 for the CUDA kernel's float32 form: docs/gpu.md).
 import { deviceInfo, ops, quant } from "../src/index.ts";
 import { evalAll } from "../src/ops/core.ts";
-import { readBandwidth } from "./decode.ts";
-import { chainMicros, childRows, type KernelRow, relativeError, sideBySide, sines } from "./side-by-side.ts";
+import { chainMicros, type KernelRow, relativeError, runSideBySide, sines } from "./side-by-side.ts";
 
 const CHAIN = 64;
 const REPEATS = 12;
@@ -107,20 +106,19 @@ function measure(): KernelRow[] {
 }
 
 export function run(): Record<string, unknown> {
-  const bandwidth = deviceInfo().device === "gpu" ? readBandwidth() / 1e9 : null;
-  const ours = measure();
-  const mlx = WITH_MLX ? childRows(import.meta.path, { MLXB_QMV: "mlx" }, "matvec") : null;
-  sideBySide(
-    `4-bit matvec (group ${GROUP}), µs per matvec in a chain of ${CHAIN} (each adds the previous output; ` +
+  return runSideBySide({
+    bench: "matvec",
+    script: import.meta.path,
+    measure,
+    withMlx: WITH_MLX,
+    mlxEnv: { MLXB_QMV: "mlx" },
+    title:
+      `4-bit matvec (group ${GROUP}), µs per matvec in a chain of ${CHAIN} (each adds the previous output; ` +
       `MLX's: QuantizedMatmul + Add); GB/s of weights read` +
       (process.env.MLXB_QMV_SHAPE ? `; ours with MLXB_QMV_SHAPE=${process.env.MLXB_QMV_SHAPE}` : "") +
       (process.env.MLXB_QMV_MMA === "0" ? "; ours with MLXB_QMV_MMA=0" : ""),
-    ["out x in", "rows"],
-    ours,
-    mlx,
-    bandwidth,
-  );
-  return { readBandwidthGBs: bandwidth, ours, mlx };
+    labels: ["out x in", "rows"],
+  });
 }
 
 if (import.meta.main && process.argv.includes("--child")) console.log(JSON.stringify(measure()));

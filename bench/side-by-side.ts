@@ -1,8 +1,9 @@
 // What the kernel benches (matvec, attention) share: inputs made on the device, MLX's side measured
 // in a child process (the shim reads its switch to MLX's kernel once per process), and the table of
 // both sides.
-import { ops, type Tensor } from "../src/index.ts";
+import { deviceInfo, ops, type Tensor } from "../src/index.ts";
 import { evalAll } from "../src/ops/core.ts";
+import { readBandwidth } from "./decode.ts";
 import { type Sample, summarize, table } from "./stats.ts";
 
 /** One measured case of a kernel bench. */
@@ -125,4 +126,23 @@ export function sideBySide(
       ];
     }),
   );
+}
+
+/** A kernel bench's run: ours measured here, MLX's (when `withMlx`) in a child process of `script`
+ * under `mlxEnv`, printed side by side with a GPU's read bandwidth; what it returns is the results
+ * file's entry. */
+export function runSideBySide(options: {
+  bench: string;
+  script: string;
+  measure: () => KernelRow[];
+  withMlx: boolean;
+  mlxEnv: Record<string, string>;
+  title: string;
+  labels: string[];
+}): Record<string, unknown> {
+  const bandwidth = deviceInfo().device === "gpu" ? readBandwidth() / 1e9 : null;
+  const ours = options.measure();
+  const mlx = options.withMlx ? childRows(options.script, options.mlxEnv, options.bench) : null;
+  sideBySide(options.title, options.labels, ours, mlx, bandwidth);
+  return { readBandwidthGBs: bandwidth, ours, mlx };
 }

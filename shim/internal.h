@@ -199,6 +199,11 @@ mx::array swiglu(const mx::array& gate, const mx::array& up, const std::function
 /** The same on the GPU of a CUDA build (qmv_cuda.cpp; only built with -Dcuda=true). */
 std::optional<mx::array> qmv_cuda(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
                                   std::optional<int> group_size, std::optional<int> bits, const std::string& mode, const std::optional<mx::array>& addend);
+/** x @ dequantize(w)^T + addend, and MLX's rms_norm of that (weight norm_weight, eps), as one node of
+ * two outputs on the GPU of a CUDA build (qmv_cuda.cpp: the kernel's last warp to finish writes the
+ * norm) where the inputs fit; else nullopt. */
+std::optional<Arrays> qmv_cuda_add_norm(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases, std::optional<int> group_size,
+                                        std::optional<int> bits, const std::string& mode, const mx::array& addend, const mx::array& norm_weight, float eps);
 /** rms_norm of q and of k [B, H, T, D] (weights [D]), then rope on both (dims, traditional, base or
  * periods, scale, offset as mx::fast::rope takes them), as one primitive of ours on the GPU of a CUDA
  * build when the inputs fit it (norm_rope_cuda.cpp); else nullopt. */

@@ -274,6 +274,12 @@ int mlx_quantized_matmul(mlx_array* out, mlx_array x, mlx_array wq, mlx_array sc
  * (the product rounded to x's dtype first, as a separate add), else quantized_matmul, then add. */
 int mlx_quantized_matmul_add(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, mlx_array addend, int transpose, int group_size,
                              int bits, const char* mode, int int8_activations);
+/* outs[0] = x @ dequantize(wq)^T + addend (as quantized_matmul_add, transposed), outs[1] = rms_norm(outs[0],
+ * norm_weight, eps) (as fast_rms_norm): on the GPU one node where the decode-time matvec fits (its last
+ * warp to finish writes the norm; the sum of squares may add in another order than MLX's kernel),
+ * else the two ops. transpose must be 1. */
+int mlx_quantized_matmul_add_norm(mlx_array* outs, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, mlx_array addend, mlx_array norm_weight,
+                                  float eps, int transpose, int group_size, int bits, const char* mode, int int8_activations);
 /* x @ dequantize(wq)(^T) as `count` arrays: output i has shape dims[sum(ranks[:i]) ..][:ranks[i]] and
  * takes the next size(i) / rows columns of each row of the product (a split along the last axis,
  * each part reshaped). For one row of x, one node whose outputs are views of the product. */

@@ -67,6 +67,20 @@ mx::array quantized_product(const mx::array& x, const mx::array& w, const mx::ar
   return plus(mx::quantized_matmul(x, w, scales, biases, t, g, b, m));
 }
 
+/** quantized_product(x, ..., addend) and rms_norm of it (norm_weight, eps): on the GPU of a CUDA build
+ * one node of the shim's matvec where it fits (its last warp writes the norm), else the two ops. */
+Arrays quantized_product_add_norm(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool t,
+                                  std::optional<int> g, std::optional<int> b, const std::string& m, bool int8, const mx::array& addend,
+                                  const mx::array& norm_weight, float eps) {
+#ifdef MLXB_CUDA
+  if (mx::default_device() == mx::Device::gpu && biases && t && x.size() > 0 && w.size() > 0) {
+    if (auto made = qmv_cuda_add_norm(x, w, scales, *biases, g, b, m, addend, norm_weight, eps)) return *made;
+  }
+#endif
+  auto sum = quantized_product(x, w, scales, biases, t, g, b, m, int8, addend);
+  return {sum, rms_norm(sum, norm_weight, eps)};
+}
+
 /** quantized_product(x, ...) as arrays of `shapes` (in order, their sizes adding up to the
  * product's): for one row of x, one SplitProduct node over the product's own; else the product
  * split along its last axis and each part reshaped. */
@@ -148,6 +162,25 @@ int mlx_quantized_matmul_add(mlx_array* out, mlx_array x, mlx_array wq, mlx_arra
       return emit1(out, {x, wq, scales, addend}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], std::nullopt, t, g, b, m, i8, a[3]); });
     }
     emit1(out, {x, wq, scales, biases, addend}, [=](const Arrays& a) { return quantized_product(a[0], a[1], a[2], a[3], t, g, b, m, i8, a[4]); });
+  });
+}
+
+int mlx_quantized_matmul_add_norm(mlx_array* outs, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, mlx_array addend, mlx_array norm_weight,
+                                  float eps, int transpose, int group_size, int bits, const char* mode, int int8_activations) {
+  return guard([&] {
+    arr(x, "x"), arr(wq, "wq"), arr(scales, "scales"), arr(addend, "addend"), arr(norm_weight, "norm_weight");
+    if (outs == nullptr) throw ArgumentError("quantized_matmul_add_norm: out-pointers are null");
+    if (transpose == 0) throw ArgumentError("quantized_matmul_add_norm: transpose must be 1 (the Linear layout)");
+    auto m = mode_of(mode);
+    auto g = positive(group_size), b = positive(bits);
+    bool t = transpose != 0, i8 = int8_activations != 0;
+    std::vector<mlx_array*> outputs{&outs[0], &outs[1]};
+    if (biases == nullptr) {
+      return emit(outputs, {x, wq, scales, addend, norm_weight},
+                  [=](const Arrays& a) { return quantized_product_add_norm(a[0], a[1], a[2], std::nullopt, t, g, b, m, i8, a[3], a[4], eps); });
+    }
+    emit(outputs, {x, wq, scales, biases, addend, norm_weight},
+         [=](const Arrays& a) { return quantized_product_add_norm(a[0], a[1], a[2], a[3], t, g, b, m, i8, a[4], a[5], eps); });
   });
 }
 

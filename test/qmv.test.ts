@@ -5,7 +5,7 @@
 // inputs, and the shapes they do not take (more rows, 8 bits) left to MLX.
 import { expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
-import { deviceInfo, memory, ops, quant, Tensor } from "../src/index.ts";
+import { deviceInfo, fast, memory, ops, quant, Tensor } from "../src/index.ts";
 
 /** The shim's kernel on this machine's default device: on the GPU of Linux (MLX's CUDA build) the
  * CUDA one, on the CPU the CPU one; Metal has none of ours. */
@@ -236,6 +236,87 @@ test("quantizedMatmulAdd: a broadcast addend, a strided x, and a wrong addend", 
   // An addend that does not broadcast to the product: an Error naming the op, the process lives on.
   using wrong = Tensor.from(random(3 * 5, 61), [3, 5]);
   expect(() => quant.quantizedMatmulAdd(x, q, wrong)).toThrow(/quantizedMatmulAdd/);
+  quant.disposeQuantized(q);
+});
+
+// quantizedMatmulAddNorm: quantizedMatmulAdd and the next rms_norm of its result as one op. The sum
+// is quantizedMatmulAdd's bit for bit; the norm is fast.rmsNorm's: on the CPU the same ops (bit for
+// bit), on a CUDA GPU written by the kernel's last warp, its sum of squares added in another order
+// than MLX's kernel (a normalizer may differ in its last bit; through the norm's two roundings a
+// value by up to two units of the dtype: <= 2^-6 of it in bfloat16, 2^-9 in float16; 1e-5 of the
+// largest in float32). On a CUDA GPU the
+// one node is the kernel's (no RMSNorm, no Add).
+function withinUnits(got: Float32Array, want: Float32Array, dtype: "float32" | "bfloat16" | "float16"): boolean {
+  const largest = Math.max(...want.map(Math.abs));
+  const units = dtype === "bfloat16" ? 2 ** -6 : 2 ** -9;
+  return got.every((g, i) => {
+    const w = want[i]!;
+    return dtype === "float32" ? Math.abs(g - w) <= 1e-5 * largest : Math.abs(g - w) <= units * Math.abs(w);
+  });
+}
+
+test.each([
+  ["float32", 1, 1536, 512, 64],
+  ["bfloat16", 1, 4096, 1024, 64],
+  ["bfloat16", 1, 1024, 4096, 64],
+  ["bfloat16", 1, 100, 192, 64],
+  ["float16", 3, 40, 320, 32],
+  ["bfloat16", 8, 517, 512, 32],
+  ["bfloat16", 21, 200, 256, 64],
+] as const)(
+  "quantizedMatmulAddNorm %s, rows %d, out %d, in %d, group %d: the sum and its rms_norm",
+  (dtype, rows, out, features, groupSize) => {
+    using w32 = Tensor.from(random(out * features, 67), [out, features]);
+    using w = ops.astype(w32, dtype);
+    const q = quant.quantize(w, { groupSize, bits: 4 });
+    using x32 = Tensor.from(random(rows * features, 71), [rows, features]);
+    using x = ops.astype(x32, dtype);
+    using r32 = Tensor.from(random(rows * out, 73), [rows, out]);
+    using r = ops.astype(r32, dtype);
+    using g32 = Tensor.from(random(out, 79), [out]);
+    using g = ops.astype(g32, dtype);
+    const [sum, normed] = quant.quantizedMatmulAddNorm(x, q, r, g, 1e-6, { groupSize, bits: 4 });
+    using s = sum;
+    using n = normed;
+    if (onCuda) {
+      const kinds = [...ops.pendingPrimitiveKinds([s, n]).keys()];
+      expect(kinds).toContain(ourKernel!);
+      expect(kinds).not.toContain("RMSNorm");
+      expect(kinds).not.toContain("Add");
+    }
+    using want = quant.quantizedMatmulAdd(x, q, r, { groupSize, bits: 4 });
+    using wantNormed = fast.rmsNorm(want, g, 1e-6);
+    expect(s.dtype).toBe(dtype);
+    expect(n.dtype).toBe(dtype);
+    expect(Buffer.compare(s.toBytes(), want.toBytes())).toBe(0);
+    if (onCuda) expect(withinUnits(n.toFloat32Array(), wantNormed.toFloat32Array(), dtype)).toBe(true);
+    else expect(Buffer.compare(n.toBytes(), wantNormed.toBytes())).toBe(0);
+    quant.disposeQuantized(q);
+  },
+);
+
+test("quantizedMatmulAddNorm: a strided x gives its contiguous copy's values; bad arguments are Errors naming the op", () => {
+  using w = Tensor.from(random(96 * 128, 83), [96, 128]);
+  const q = quant.quantize(w, { groupSize: 64, bits: 4 });
+  using r = Tensor.from(random(2 * 96, 89), [2, 96]);
+  using g = Tensor.from(random(96, 97), [96]);
+  using base = Tensor.from(random(128 * 2, 101), [128, 2]);
+  using strided = ops.transpose(base, [1, 0]);
+  using copy = Tensor.from(strided.toFloat32Array(), [2, 128]);
+  const [a0, a1] = quant.quantizedMatmulAddNorm(strided, q, r, g, 1e-5);
+  const [b0, b1] = quant.quantizedMatmulAddNorm(copy, q, r, g, 1e-5);
+  using _a0 = a0;
+  using _a1 = a1;
+  using _b0 = b0;
+  using _b1 = b1;
+  expect(relativeError(a0.toFloat32Array(), b0.toFloat32Array())).toBeLessThanOrEqual(1e-5);
+  expect(relativeError(a1.toFloat32Array(), b1.toFloat32Array())).toBeLessThanOrEqual(1e-5);
+  using short = Tensor.from(random(95, 103), [95]);
+  expect(() => quant.quantizedMatmulAddNorm(copy, q, r, short, 1e-5)).toThrow(/quantizedMatmulAddNorm/);
+  expect(() => quant.quantizedMatmulAddNorm(copy, q, r, g, Number.NaN)).toThrow(/quantizedMatmulAddNorm: eps/);
+  expect(() => quant.quantizedMatmulAddNorm(copy, q, r, g, 1e-5, { transpose: false })).toThrow(
+    /transpose must be true/,
+  );
   quant.disposeQuantized(q);
 });
 

@@ -136,6 +136,14 @@ describe("rewrite: what each rewriter replaces, and what it leaves", () => {
     // block adds its attention output to its MLP output (one dense_add), then the residual (an add).
     expect(counts("llama", ["dense_residual"])).toMatchObject({ dense_add: 4, dense: 11 });
     expect(counts("phi", ["dense_residual"])).toMatchObject({ dense_add: 2, add: 2 });
+    // Each residual sum's next norm (the post-attention norm, the next layer's input norm, the final
+    // norm) joins its dense_add; the first layer's input norm (of the embedding) stays. Phi's layer
+    // norms and GPT-2's are not rms norms.
+    const normed = counts("llama", ["rms_norm", "dense_residual", "dense_residual_norm"]);
+    expect(normed).toMatchObject({ dense_add_norm: 4, fast_rms_norm: 1 });
+    expect(normed.dense_add).toBeUndefined();
+    expect(counts("llama", ["rms_norm", "dense_residual_norm"]).dense_add_norm).toBeUndefined();
+    expect(counts("phi", ["layer_norm", "dense_residual", "dense_residual_norm"]).dense_add_norm).toBeUndefined();
   });
 
   test("fused projections: the loader makes one weight per group, the layers' own tensors become views of it", () => {
@@ -196,7 +204,7 @@ describe("rewrite: what each rewriter replaces, and what it leaves", () => {
   test("unknown rewriter names list the valid ones", () => {
     const m = new GraphBuilder();
     expect(() => rewrite(m.build({ x: m.input("x") }), { only: ["rms_norm", "fuse_all"] })).toThrow(
-      /rewrite: unknown rewriter\(s\) fuse_all \(valid: dropout, rms_norm, layer_norm, rotary_embedding, qk_norm_rope, swiglu, fused_projections, dense_residual, native_attention, sdpa, attn_weights\)/,
+      /rewrite: unknown rewriter\(s\) fuse_all \(valid: dropout, rms_norm, layer_norm, rotary_embedding, qk_norm_rope, swiglu, fused_projections, dense_residual, dense_residual_norm, native_attention, sdpa, attn_weights\)/,
     );
   });
 });

@@ -289,38 +289,6 @@ CUfunc_st* kernel_for(int device_index, mx::Dtype dtype, int d, int g, bool vect
   return f;
 }
 
-// The blocks' done-counters: zeros on the device, made once per device when a graph first uses the
-// kernel; a call takes the next B * Hkv of them (round the ring), and the kernel sets each back to 0
-// when its head is merged. A ring so long that the calls sharing counters are thousands of decode
-// steps apart: two calls running at once never do.
-constexpr int COUNTERS = 1 << 20;
-struct Ring {
-  std::optional<mx::array> zeros;
-  int next = 0;
-};
-std::mutex rings_mutex;
-std::map<int, Ring> rings;
-
-/** Makes the device's ring (an evaluated int32 array of zeros) unless made: on the thread building
- * the graph, not inside an evaluation. */
-void make_ring(int device_index, const mx::Stream& stream) {
-  std::lock_guard<std::mutex> lock(rings_mutex);
-  auto& ring = rings[device_index];
-  if (ring.zeros) return;
-  ring.zeros = mx::zeros({COUNTERS}, mx::int32, stream);
-  ring.zeros->eval();
-}
-
-/** Where this call's `count` counters start on the device (make_ring ran for it). */
-int* counters_for(int device_index, int count) {
-  std::lock_guard<std::mutex> lock(rings_mutex);
-  auto& ring = rings.at(device_index);
-  if (ring.next + count > COUNTERS) ring.next = 0;
-  int* at = static_cast<int*>(device_pointer(*ring.zeros)) + ring.next;
-  ring.next += count;
-  return at;
-}
-
 // Blocks aimed at per step (a few per SM of an H100/H200), the fewest keys a chunk takes, the most
 // chunks a head has (the kernel's MAX_CHUNKS: its merge keeps a weight per chunk in shared memory).
 constexpr int TARGET_BLOCKS = 512;
@@ -474,7 +442,7 @@ CUfunc_st* ready_kernel(const mx::Stream& stream, const mx::array& q, const mx::
   }();
   if (!wanted) return nullptr;
   CUfunc_st* kernel = kernel_for(stream.device.index, q.dtype(), q.shape(3), q.shape(1) / k.shape(1), true);
-  if (kernel) make_ring(stream.device.index, stream);
+  if (kernel) make_counter_ring(stream.device.index, stream);
   return kernel;
 }
 

@@ -6,6 +6,7 @@
 
 #include <map>
 #include <mutex>
+#include <optional>
 
 using namespace mlxb;
 
@@ -213,4 +214,38 @@ size_t mlxb::device_buffer_bytes(bool in_use) {
 
 void mlxb::device_buffers_release() {
   output_pool().release();
+}
+
+namespace {
+
+// The done-counters of the shim's kernels whose last block (or warp) to finish completes the work
+// (attention_cuda.cpp's merge, qmv_cuda.cpp's norm): zeros on the device, made once per device when a
+// graph first uses such a kernel; a call takes the next `count` of them (round the ring), and the
+// kernel sets each back to 0 when done. A ring so long that the calls sharing counters are
+// thousands of decode steps apart: two calls running at once never do.
+constexpr int COUNTERS = 1 << 20;
+struct Ring {
+  std::optional<mx::array> zeros;
+  int next = 0;
+};
+std::mutex rings_mutex;
+std::map<int, Ring> rings;
+
+} // namespace
+
+void mlxb::make_counter_ring(int device_index, const mx::Stream& stream) {
+  std::lock_guard<std::mutex> lock(rings_mutex);
+  auto& ring = rings[device_index];
+  if (ring.zeros) return;
+  ring.zeros = mx::zeros({COUNTERS}, mx::int32, stream);
+  ring.zeros->eval();
+}
+
+int* mlxb::counters_for(int device_index, int count) {
+  std::lock_guard<std::mutex> lock(rings_mutex);
+  auto& ring = rings.at(device_index);
+  if (ring.next + count > COUNTERS) ring.next = 0;
+  int* at = static_cast<int*>(device_pointer(*ring.zeros)) + ring.next;
+  ring.next += count;
+  return at;
 }

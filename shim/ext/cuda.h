@@ -92,4 +92,12 @@ __device__ __forceinline__ T round_to(float f) { return f; }
 /** The array's data on the device (MLX's gpu_ptr). */
 void* device_pointer(const mx::array& a);
 
+/** Makes the device's ring of done-counters (an evaluated int32 array of zeros) unless made: on the
+ * thread building the graph, not inside an evaluation. */
+void make_counter_ring(int device_index, const mx::Stream& stream);
+
+/** Where a call's `count` done-counters start on the device (make_counter_ring ran for it): zeros,
+ * which the kernel sets back to 0 when done. */
+int* counters_for(int device_index, int count);
+
 } // namespace mlxb

@@ -18,6 +18,7 @@
 #include <mutex>
 
 #include "cuda.h"
+#include "mlx/fast.h"
 #include "mlx/primitives.h"
 #include "qmv_cuda_source.h"
 
@@ -112,33 +113,34 @@ struct Kernel {
 
 /** Compiles the variant for (dtype, group, rows, add, shape) for the device's architecture and loads
  * it; throws with NVRTC's log or the driver's error. */
-CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, bool add, const Shape& shape) {
+CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, bool add, bool norm, const Shape& shape) {
   std::string source = "#define DTYPE " + std::to_string(dtype_code(dtype)) + "\n#define GROUP " + std::to_string(group) + "\n#define ROWS " +
                        std::to_string(rows) + "\n#define R " + std::to_string(shape.rows_per_warp) + "\n#define U " + std::to_string(shape.unroll) +
                        "\n#define WARPS " + std::to_string(shape.warps) + "\n#define SPLIT " + std::to_string(shape.split) + "\n#define MMA " +
-                       std::to_string(shape.mma ? 1 : 0) + "\n#define ADD " + std::to_string(add ? 1 : 0) + "\n" + QMV_CUDA_SOURCE;
+                       std::to_string(shape.mma ? 1 : 0) + "\n#define ADD " + std::to_string(add ? 1 : 0) + "\n#define NORM " + std::to_string(norm ? 1 : 0) +
+                       "\n" + QMV_CUDA_SOURCE;
   return compile_kernel(device_index, source, "mlxb_qmv.cu", "mlxb_qmv");
 }
 
-/** The compiled variant for (dtype, group, rows, add) and the shape for an [n, k] weight on the
+/** The compiled variant for (dtype, group, rows, add, norm) and the shape for an [n, k] weight on the
  * device, compiled on first use: the tensor-core kernel where it fits, else (or when its compile
  * fails) the float32 one; a null function when both fail (the caller then uses MLX's op). Each
  * kind's first failure is said on stderr. */
-Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool add, int n, int k) {
+Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool add, bool norm, int n, int k) {
   static std::mutex mutex;
-  static std::map<std::tuple<int, int, int, int, bool, std::tuple<int, int, int, int, bool>>, Kernel> kernels;
+  static std::map<std::tuple<int, int, int, int, bool, bool, std::tuple<int, int, int, int, bool>>, Kernel> kernels;
   static bool warned[2] = {false, false}; // [mma]: each failure said once on stderr
   std::lock_guard<std::mutex> lock(mutex);
   for (bool mma : {true, false}) {
     if (mma && !mma_fits(dtype, rows, n, k)) continue;
     const int variant = variant_rows(mma, rows);
     const Shape shape = shape_for(mma, rows, n, k, group);
-    auto key = std::make_tuple(device_index, dtype_code(dtype), group, variant, add, shape.key());
+    auto key = std::make_tuple(device_index, dtype_code(dtype), group, variant, add, norm, shape.key());
     auto it = kernels.find(key);
     if (it == kernels.end()) {
       Kernel kernel{nullptr, shape};
       try {
-        kernel.function = compile(device_index, dtype, group, variant, add, kernel.shape);
+        kernel.function = compile(device_index, dtype, group, variant, add, norm, kernel.shape);
       } catch (const std::exception& e) {
         if (!warned[mma])
           std::fprintf(stderr, "mlx-bun: the CUDA 4-bit matvec %s is unavailable (%s); using %s\n", mma ? "on the tensor cores" : "kernel", e.what(),
@@ -157,18 +159,22 @@ bool aligned16(const mx::array& a) {
 }
 
 /** x @ dequantize(w)^T, plus a fifth input (the addend, the product's shape and dtype) when there is
- * one (the kernel's ADD variant). */
-class QuantizedMatvecCuda : public mx::UnaryPrimitive {
+ * one (the kernel's ADD variant); with a sixth (a norm's weight: NORM), a second output, MLX's
+ * rms_norm of the first with that weight and eps. */
+class QuantizedMatvecCuda : public mx::Primitive {
  public:
-  /** fallback: MLX's QuantizedMatmul for the same parameters; add: MLX's Add, for an addend. */
-  QuantizedMatvecCuda(mx::Stream stream, int group, Kernel kernel, std::shared_ptr<mx::Primitive> fallback, std::shared_ptr<mx::Primitive> add)
-      : mx::UnaryPrimitive(stream), group_(group), kernel_(kernel), fallback_(std::move(fallback)), add_(std::move(add)) {}
+  /** fallback: MLX's QuantizedMatmul for the same parameters; add: MLX's Add, for an addend; norm:
+   * MLX's RMSNorm, for a norm. */
+  QuantizedMatvecCuda(mx::Stream stream, int group, Kernel kernel, std::shared_ptr<mx::Primitive> fallback, std::shared_ptr<mx::Primitive> add,
+                      std::shared_ptr<mx::Primitive> norm = nullptr, float eps = 0.f)
+      : mx::Primitive(stream), group_(group), kernel_(kernel), fallback_(std::move(fallback)), add_(std::move(add)), norm_(std::move(norm)), eps_(eps) {}
 
-  void eval_cpu(const std::vector<mx::array>&, mx::array&) override { throw std::runtime_error("QuantizedMatvecCuda runs on the GPU only"); }
+  void eval_cpu(const std::vector<mx::array>&, std::vector<mx::array>&) override { throw std::runtime_error("QuantizedMatvecCuda runs on the GPU only"); }
 
-  void eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+  void eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
     const auto& x = inputs[0];
-    const bool add = inputs.size() > 4;
+    const bool add = inputs.size() > 4, norm = inputs.size() > 5;
+    auto& out = outputs[0];
     auto& encoder = cu::get_command_encoder(stream());
     // Layouts the kernel does not read (strided or misaligned views) go to MLX's own primitives,
     // which copy them; in a decode graph the inputs are contiguous.
@@ -177,31 +183,39 @@ class QuantizedMatvecCuda : public mx::UnaryPrimitive {
     if (!plain || !aligned16(x) || !aligned16(inputs[1])) {
       std::vector<mx::array> product{inputs.begin(), inputs.begin() + 4};
       if (!add) {
-        std::vector<mx::array> outputs{out}; // shares out's data: filling it fills out
-        fallback_->eval_gpu(product, outputs);
+        std::vector<mx::array> first{out}; // shares out's data: filling it fills out
+        fallback_->eval_gpu(product, first);
         return;
       }
       // The product into a temporary, kept until the GPU is done with it, then MLX's add.
       std::vector<mx::array> temporary{mx::array(out.shape(), out.dtype(), nullptr, {})};
       fallback_->eval_gpu(product, temporary);
-      std::vector<mx::array> outputs{out};
-      add_->eval_gpu({temporary[0], inputs[4]}, outputs);
+      std::vector<mx::array> first{out};
+      add_->eval_gpu({temporary[0], inputs[4]}, first);
       encoder.add_completed_handler([kept = temporary[0]]() {});
+      if (norm) {
+        std::vector<mx::array> second{outputs[1]};
+        norm_->eval_gpu({out, inputs[5]}, second);
+      }
       return;
     }
-    out.set_data(device_buffer(stream().device.index, out.nbytes()));
+    for (auto& o : outputs) o.set_data(device_buffer(stream().device.index, o.nbytes()));
     for (const auto& a : inputs) encoder.set_input_array(a);
-    encoder.set_output_array(out);
+    for (const auto& o : outputs) encoder.set_output_array(o);
     void* xp = device_pointer(x);
     void* wp = device_pointer(inputs[1]);
     void* sp = device_pointer(inputs[2]);
     void* bp = device_pointer(inputs[3]);
     void* ap = add ? device_pointer(inputs[4]) : nullptr;
     void* op = device_pointer(out);
+    void* nwp = norm ? device_pointer(inputs[5]) : nullptr;
+    void* np = norm ? device_pointer(outputs[1]) : nullptr;
     int n = static_cast<int>(out.shape(-1));
     int k = static_cast<int>(x.shape(-1));
     int rows = static_cast<int>(x.size() / x.shape(-1));
-    void* params[] = {&xp, &wp, &sp, &bp, &ap, &op, &n, &k, &rows};
+    void* counter = norm ? counters_for(stream().device.index, 1) : nullptr;
+    float eps = eps_;
+    void* params[] = {&xp, &wp, &sp, &bp, &ap, &op, &n, &k, &rows, &nwp, &np, &counter, &eps};
     const Shape& s = kernel_.shape;
     const unsigned rows_per_block = static_cast<unsigned>(s.rows_per_warp * s.warps / s.split);
     encoder.add_kernel_node_raw(kernel_.function, dim3{(static_cast<unsigned>(n) + rows_per_block - 1) / rows_per_block, 1, 1},
@@ -212,13 +226,14 @@ class QuantizedMatvecCuda : public mx::UnaryPrimitive {
 
   bool is_equivalent(const mx::Primitive& other) const override {
     const auto& o = static_cast<const QuantizedMatvecCuda&>(other);
-    return group_ == o.group_ && kernel_.function == o.kernel_.function;
+    return group_ == o.group_ && kernel_.function == o.kernel_.function && eps_ == o.eps_;
   }
 
  private:
   int group_;
   Kernel kernel_;
-  std::shared_ptr<mx::Primitive> fallback_, add_;
+  std::shared_ptr<mx::Primitive> fallback_, add_, norm_;
+  float eps_;
 };
 
 /** MLX's QuantizedMatmul primitive for these inputs, and its Add (libmlx.so does not export their
@@ -239,9 +254,13 @@ std::pair<std::shared_ptr<mx::Primitive>, std::shared_ptr<mx::Primitive>> mlx_pr
 
 } // namespace
 
-std::optional<mx::array> mlxb::qmv_cuda(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
-                                        std::optional<int> group_size, std::optional<int> bits, const std::string& mode,
-                                        const std::optional<mx::array>& addend) {
+namespace {
+
+/** The product's node (qmv_cuda, qmv_cuda_add_norm), or nullopt where the inputs do not fit the
+ * kernels or none compiles. */
+std::optional<Arrays> matvec_node(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
+                                  std::optional<int> group_size, std::optional<int> bits, const std::string& mode, const std::optional<mx::array>& addend,
+                                  const std::optional<mx::array>& norm_weight, float eps) {
   auto stream = mx::default_stream(mx::default_device());
   const int group = group_size.value_or(64);
   const auto t = x.dtype();
@@ -250,12 +269,46 @@ std::optional<mx::array> mlxb::qmv_cuda(const mx::array& x, const mx::array& w, 
                     biases->dtype() == t;
   if (!fits) return std::nullopt;
   const int rows = static_cast<int>(x.size() / x.shape(-1));
-  Kernel kernel = kernel_for(stream.device.index, t, group, rows, addend.has_value(), w.shape(0), x.shape(-1));
+  const bool norm = norm_weight.has_value();
+  Kernel kernel = kernel_for(stream.device.index, t, group, rows, addend.has_value(), norm, w.shape(0), x.shape(-1));
   if (!kernel.function) return std::nullopt;
   auto shape = x.shape();
   shape.back() = w.shape(0);
   auto [fallback, add] = mlx_primitives(x, w, scales, *biases, group, stream);
   std::vector<mx::array> inputs{x, w, scales, *biases};
   if (addend) inputs.push_back(*addend);
-  return mx::array(shape, t, std::make_shared<QuantizedMatvecCuda>(stream, group, kernel, std::move(fallback), std::move(add)), std::move(inputs));
+  if (!norm)
+    return Arrays{mx::array(shape, t, std::make_shared<QuantizedMatvecCuda>(stream, group, kernel, std::move(fallback), std::move(add)), std::move(inputs))};
+  inputs.push_back(*norm_weight);
+  make_counter_ring(stream.device.index, stream);
+  auto rms = mx::fast::rms_norm(*norm_weight, *norm_weight, eps).primitive_ptr(); // MLX's RMSNorm, for layouts the kernel does not read
+  auto node = std::make_shared<QuantizedMatvecCuda>(stream, group, kernel, std::move(fallback), std::move(add), std::move(rms), eps);
+  return mx::array::make_arrays({shape, shape}, {t, t}, std::move(node), std::move(inputs));
+}
+
+} // namespace
+
+std::optional<mx::array> mlxb::qmv_cuda(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
+                                        std::optional<int> group_size, std::optional<int> bits, const std::string& mode,
+                                        const std::optional<mx::array>& addend) {
+  auto made = matvec_node(x, w, scales, biases, transpose, group_size, bits, mode, addend, std::nullopt, 0.f);
+  if (!made) return std::nullopt;
+  return (*made)[0];
+}
+
+std::optional<Arrays> mlxb::qmv_cuda_add_norm(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
+                                              std::optional<int> group_size, std::optional<int> bits, const std::string& mode, const mx::array& addend,
+                                              const mx::array& norm_weight, float eps) {
+  static const bool off = [] {
+    const char* v = std::getenv("MLXB_QMV_NORM");
+    return v && std::string(v) == "0";
+  }();
+  if (off) return std::nullopt; // MLXB_QMV_NORM=0: the product, then MLX's rms_norm (comparisons)
+  auto shape = x.shape();
+  shape.back() = w.shape(0);
+  const auto t = x.dtype();
+  // The addend exactly the product's shape and dtype, the norm's weight one value a column.
+  if (addend.shape() != shape || addend.dtype() != t || norm_weight.dtype() != t || norm_weight.ndim() != 1 || norm_weight.shape(0) != w.shape(0))
+    return std::nullopt;
+  return matvec_node(x, w, scales, biases, true, group_size, bits, mode, addend, norm_weight, eps);
 }

@@ -17,6 +17,10 @@
 // 16 s a + (b - 16 s) xs. All arithmetic is float32; x, scales, biases and out are DTYPE.
 // ADD 1: out = the product rounded to DTYPE, plus addend[m, j] (DTYPE, out's shape), rounded again:
 // what a separate add of the rounded product would give.
+// NORM 1 (with ADD): also normed = MLX's rms_norm of each row of out with weight norm_w and eps, by the
+// last block to finish (a done-counter): the sum of squares in float32, the normalizer
+// rsqrt(mean + eps), x * normalizer rounded to DTYPE, times the weight, rounded again (MLX's
+// roundings; its sum of squares adds in another order, so the normalizer may differ in its last bit).
 #pragma once
 
 namespace mlxb {
@@ -83,6 +87,81 @@ __device__ __forceinline__ float dot8(u32 word, const float* x, float a) {
   a = fmaf(one_plus_sixteenth<7>(word), x[7], a);
   return a;
 }
+
+
+#if NORM
+// Values of out in one 16-byte vector.
+#define NORM_VECTOR (16 / (int)sizeof(T))
+
+/** Element e of a 16-byte vector of T as a float. */
+__device__ __forceinline__ float vector_value(const uint4& v, int e) {
+  const u32 word = e / (NORM_VECTOR / 4) == 0 ? v.x : e / (NORM_VECTOR / 4) == 1 ? v.y : e / (NORM_VECTOR / 4) == 2 ? v.z : v.w;
+#if DTYPE == 0
+  return __uint_as_float(word);
+#else
+  return to_float((T)((e & 1) ? word >> 16 : word & 0xFFFFu));
+#endif
+}
+
+/** The sum over the block of each thread's v (every thread gets it). */
+__device__ __forceinline__ float block_sum(float v, float* partial) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, offset);
+  __syncthreads();  // partial free (a previous row's sum read)
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = v;
+  __syncthreads();
+  v = 0.f;
+  for (int i = 0; i < (int)(blockDim.x >> 5); i++) v += partial[i];
+  return v;
+}
+
+/** Run by every thread of every block after its stores: counts the block done, and the last block to
+ * finish (all others' stores then visible) writes normed (see NORM above) and sets the counter back
+ * to 0. Its threads read a row in 16-byte vectors where n allows (a multiple of NORM_VECTOR: the rows
+ * are then 16-byte aligned, as out's buffer is), else value by value. */
+__device__ __forceinline__ void norm_if_last(const T* out, const T* __restrict__ norm_w, T* __restrict__ normed, int* counter, int n, int rows,
+                                             float eps) {
+  __shared__ float partial[32];
+  __shared__ int last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(counter, 1) == (int)gridDim.x - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const bool vectors = n % NORM_VECTOR == 0;
+  for (int m = 0; m < rows; m++) {
+    const T* row = out + (size_t)m * n;
+    T* normed_row = normed + (size_t)m * n;
+    float sum = 0.f;
+    if (vectors) {
+      for (int i = threadIdx.x * NORM_VECTOR; i < n; i += blockDim.x * NORM_VECTOR) {
+        const uint4 v = __ldcg(reinterpret_cast<const uint4*>(row + i));  // other blocks' stores: not through L1
+#pragma unroll
+        for (int e = 0; e < NORM_VECTOR; e++) sum += vector_value(v, e) * vector_value(v, e);
+      }
+    } else {
+      for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const float v = to_float(__ldcg(row + i));
+        sum += v * v;
+      }
+    }
+    const float normalizer = rsqrtf(block_sum(sum, partial) / (float)n + eps);
+    if (vectors) {
+      for (int i = threadIdx.x * NORM_VECTOR; i < n; i += blockDim.x * NORM_VECTOR) {
+        const uint4 v = __ldcg(reinterpret_cast<const uint4*>(row + i)), g = *reinterpret_cast<const uint4*>(norm_w + i);
+#pragma unroll
+        for (int e = 0; e < NORM_VECTOR; e++)
+          normed_row[i + e] = from_float(vector_value(g, e) * to_float(from_float(vector_value(v, e) * normalizer)));
+      }
+    } else {
+      for (int i = threadIdx.x; i < n; i += blockDim.x)
+        normed_row[i] = from_float(to_float(norm_w[i]) * to_float(from_float(to_float(__ldcg(row + i)) * normalizer)));
+    }
+  }
+  if (threadIdx.x == 0) *counter = 0;
+}
+#endif
 
 #if MMA && DTYPE != 0
 // The tensor-core variant (bfloat16/float16, 1-32 rows of x, sm_80 and later). A warp computes a tile
@@ -211,9 +290,9 @@ __device__ __forceinline__ void add_step(const Lane& l, const Words* qa, const W
   }
 }
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32)
-mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict__ scales, const T* __restrict__ biases,
-         const T* __restrict__ addend, T* __restrict__ out, int n, int k, int rows) {
+/** The product (and addend) into out; the kernel mlxb_qmv below. */
+__device__ __forceinline__ void product(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict__ scales, const T* __restrict__ biases,
+                                        const T* __restrict__ addend, T* __restrict__ out, int n, int k, int rows) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int part = warp % SPLIT;
@@ -317,9 +396,9 @@ mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict
   }
 }
 #else
-extern "C" __global__ void __launch_bounds__(WARPS * 32)
-mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict__ scales, const T* __restrict__ biases,
-         const T* __restrict__ addend, T* __restrict__ out, int n, int k, int rows) {
+/** The product (and addend) into out; the kernel mlxb_qmv below. */
+__device__ __forceinline__ void product(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict__ scales, const T* __restrict__ biases,
+                                        const T* __restrict__ addend, T* __restrict__ out, int n, int k, int rows) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int part = warp % SPLIT;
   const int row0 = (blockIdx.x * (WARPS / SPLIT) + warp / SPLIT) * R;
@@ -410,6 +489,16 @@ mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict
     }
 }
 #endif
+
+extern "C" __global__ void __launch_bounds__(WARPS * 32)
+mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict__ scales, const T* __restrict__ biases,
+         const T* __restrict__ addend, T* __restrict__ out, int n, int k, int rows, const T* __restrict__ norm_w, T* __restrict__ normed,
+         int* counter, float eps) {
+  product(x, w, scales, biases, addend, out, n, k, rows);
+#if NORM
+  norm_if_last(out, norm_w, normed, counter, n, rows, eps);
+#endif
+}
 )CUDA";
 
 } // namespace mlxb

@@ -8,7 +8,7 @@ import * as core from "../ops/core.ts";
 import * as cpu from "../ops/cpu.ts";
 import { dequantize } from "../ops/quant.ts";
 import { quantizationFor } from "../quant/config.ts";
-import { fusedLinear, linear, linearAdd } from "../quant/linear.ts";
+import { fusedLinear, linear, linearAdd, linearAddNorm } from "../quant/linear.ts";
 import { packedTriple } from "../quant/weights.ts";
 import { cpuLinear, denseWeight, toCpu } from "./cpu-weights.ts";
 import { LAYER_OPS } from "./layer-ops.ts";
@@ -105,6 +105,19 @@ export const OPS = {
     cpu: ([x, addend], { module }, context) => {
       const y = cpuLinear(host(x, "x"), context.weights, module, context.quantization);
       return cpu.add(y, host(addend, "addend"));
+    },
+  }),
+  /** [dense_add(x, addend), fast_rms_norm of it with `weight`] (the dense_residual_norm rewrite: a
+   * residual sum and the next norm of it): on MLX one op for packed layers (linearAddNorm; on a CUDA
+   * GPU the decode-time matvec writes the norm too). A container [sum, normed]. */
+  dense_add_norm: op<{ module: string; eps: number }>()({
+    inputs: ["x", "addend", "weight"],
+    mlx: ([x, addend, weight], { module, eps }, { weights, quantization }) =>
+      linearAddNorm(mlx(x, "x"), mlx(addend, "addend"), mlx(weight, "weight"), eps, weights, module, quantization),
+    cpu: ([x, addend, weight], { module, eps }, context) => {
+      const y = cpuLinear(host(x, "x"), context.weights, module, context.quantization);
+      const sum = cpu.add(y, host(addend, "addend"));
+      return [sum, cpu.rmsNorm(sum, host(weight, "weight"), eps)];
     },
   }),
   /** Several dense layers over one input (the fused_projections rewrite): on MLX one matmul over

@@ -106,6 +106,34 @@ export function quantizedMatmulAdd(x: Tensor, q: QuantizedWeight, addend: Tensor
   return quantizedProduct("quantizedMatmulAdd", x, q, addend, params);
 }
 
+/** [quantizedMatmulAdd(x, q, addend, params), fast rmsNorm of it (normWeight, eps)] as one op: for a
+ * decode step on a CUDA GPU one node of the shim's matvec, whose last warp to finish writes the norm
+ * (MLX's roundings; the sum of squares may add in another order, so a normalizer can differ in its
+ * last bit); otherwise the two ops. Transposed (the Linear layout) only. */
+export function quantizedMatmulAddNorm(
+  x: Tensor,
+  q: QuantizedWeight,
+  addend: Tensor,
+  normWeight: Tensor,
+  eps: number,
+  params: ProductParams = {},
+): [Tensor, Tensor] {
+  const op = "quantizedMatmulAddNorm";
+  if (params.transpose === false) throw new Error(`${op}: transpose must be true (the Linear layout)`);
+  if (typeof eps !== "number" || !Number.isFinite(eps))
+    throw new Error(`${op}: eps must be a finite number, got ${String(eps)}`);
+  const { groupSize, bits, mode, int8, hx, hw, hs, hb } = productOperands(op, x, q, params);
+  const ha = handleOf(addend, op, "addend");
+  const hn = handleOf(normWeight, op, "normWeight");
+  const out = new BigUint64Array(2);
+  check(
+    native().mlx_quantized_matmul_add_norm(out, hx, hw, hs, hb, ha, hn, eps, 1, groupSize, bits, cstr(mode), int8),
+    () =>
+      `${op}(${[x, q.weight, addend, normWeight].map((t) => t.describe()).join(", ")}, ${mode} ${bits}-bit group ${groupSize})`,
+  );
+  return [new Tensor(pointerFromWord(out[0]!)), new Tensor(pointerFromWord(out[1]!))];
+}
+
 /** quantizedMatmul(x, q, params) as several tensors: the product's last axis split into parts, part i
  * of shape shapes[i] (a reshape of its columns; the sizes must take whole rows, adding up to the
  * product's). For one row of x (a decode step), one MLX node whose outputs are views of the product:

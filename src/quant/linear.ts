@@ -5,9 +5,11 @@ import {
   type QuantParams,
   quantizedMatmul,
   quantizedMatmulAdd,
+  quantizedMatmulAddNorm,
   quantizedMatmulSplit,
 } from "../ops/quant.ts";
 import type { Tensor } from "../tensor.ts";
+import { rmsNorm as fastRmsNorm } from "../ops/fast.ts";
 import { type QuantConfig, quantizationFor } from "./config.ts";
 import { packedTriple } from "./weights.ts";
 
@@ -92,6 +94,28 @@ export function linearAdd(
   }
   using y = linear(x, weights, module, quantization);
   return add(y, addend);
+}
+
+/** [linearAdd(x, addend, ...), rmsNorm of it with normWeight and eps]: for a packed layer without a
+ * bias one op (quantizedMatmulAddNorm: on a CUDA GPU the decode-time matvec writes the norm too). */
+export function linearAddNorm(
+  x: Tensor,
+  addend: Tensor,
+  normWeight: Tensor,
+  eps: number,
+  weights: ReadonlyMap<string, Tensor>,
+  module: string,
+  quantization: QuantConfig | null,
+): [Tensor, Tensor] {
+  const { bias, packed } = layerOf(weights, module, quantization);
+  if (packed && !bias) return quantizedMatmulAddNorm(x, packed.triple, addend, normWeight, eps, packed.params);
+  const sum = linearAdd(x, addend, weights, module, quantization);
+  try {
+    return [sum, fastRmsNorm(sum, normWeight, eps)];
+  } catch (e) {
+    sum.dispose();
+    throw e;
+  }
 }
 
 /** The weight-map name of several layers fused into one (rows concatenated in this order). */

@@ -7,6 +7,7 @@ import { layerNorm, rmsNorm } from "./norms.ts";
 import { qkNormRope, rotaryEmbedding } from "./rotary.ts";
 import {
   denseResidual,
+  denseResidualNorm,
   dropout,
   fusedProjections,
   projectionShapes,
@@ -24,6 +25,7 @@ export const REWRITERS = {
   swiglu,
   fused_projections: fusedProjections,
   dense_residual: denseResidual,
+  dense_residual_norm: denseResidualNorm,
   native_attention: nativeAttention,
   sdpa,
   attn_weights: attnWeights,

@@ -177,6 +177,43 @@ test.each([
   expect(Array.from(got.toFloat32Array())).toEqual(new Array(shape[0] * shape[1]).fill(0));
 });
 
+/** Operands of `dtype` for a product with an addend: a 4-bit weight [out, features] quantized by
+ * groupSize, x [rows, features] and the addend [rows, out] (random with seeds[0..2]); `of` makes more
+ * of the dtype. Disposed together. */
+function addOperands(
+  dtype: "float32" | "bfloat16" | "float16",
+  rows: number,
+  out: number,
+  features: number,
+  groupSize: number,
+  seeds: readonly [number, number, number],
+) {
+  const made: Tensor[] = [];
+  const of = (shape: number[], seed: number) => {
+    using values = Tensor.from(
+      random(
+        shape.reduce((a, b) => a * b, 1),
+        seed,
+      ),
+      shape,
+    );
+    const t = ops.astype(values, dtype);
+    made.push(t);
+    return t;
+  };
+  const q = quant.quantize(of([out, features], seeds[0]), { groupSize, bits: 4 });
+  return {
+    q,
+    x: of([rows, features], seeds[1]),
+    r: of([rows, out], seeds[2]),
+    of,
+    [Symbol.dispose]() {
+      for (const t of made) t.dispose();
+      quant.disposeQuantized(q);
+    },
+  };
+}
+
 // quantizedMatmulAdd: the kernels add the addend as they write the product, rounded to the dtype
 // first as the separate add rounds it, so the one op equals quantizedMatmul, then add, bit for bit.
 // Its primitives are the kernel's alone (no Add); an addend the kernel does not take (broadcast, other
@@ -194,13 +231,8 @@ test.each([
 ] as const)(
   "quantizedMatmulAdd %s, rows %d, out %d, in %d, group %d: one op, equal to quantizedMatmul then add bit for bit",
   (dtype, rows, out, features, groupSize) => {
-    using w32 = Tensor.from(random(out * features, 29), [out, features]);
-    using w = ops.astype(w32, dtype);
-    const q = quant.quantize(w, { groupSize, bits: 4 });
-    using x32 = Tensor.from(random(rows * features, 31), [rows, features]);
-    using x = ops.astype(x32, dtype);
-    using r32 = Tensor.from(random(rows * out, 37), [rows, out]);
-    using r = ops.astype(r32, dtype);
+    using operands = addOperands(dtype, rows, out, features, groupSize, [29, 31, 37]);
+    const { q, x, r } = operands;
     using got = quant.quantizedMatmulAdd(x, q, r, { groupSize, bits: 4 });
     const kinds = [...ops.pendingPrimitiveKinds([got]).keys()];
     if (ourKernel !== null) {
@@ -211,7 +243,6 @@ test.each([
     using want = ops.add(product, r);
     expect(got.dtype).toBe(dtype);
     expect(Buffer.compare(got.toBytes(), want.toBytes())).toBe(0);
-    quant.disposeQuantized(q);
   },
 );
 
@@ -266,15 +297,9 @@ test.each([
 ] as const)(
   "quantizedMatmulAddNorm %s, rows %d, out %d, in %d, group %d: the sum and its rms_norm",
   (dtype, rows, out, features, groupSize) => {
-    using w32 = Tensor.from(random(out * features, 67), [out, features]);
-    using w = ops.astype(w32, dtype);
-    const q = quant.quantize(w, { groupSize, bits: 4 });
-    using x32 = Tensor.from(random(rows * features, 71), [rows, features]);
-    using x = ops.astype(x32, dtype);
-    using r32 = Tensor.from(random(rows * out, 73), [rows, out]);
-    using r = ops.astype(r32, dtype);
-    using g32 = Tensor.from(random(out, 79), [out]);
-    using g = ops.astype(g32, dtype);
+    using operands = addOperands(dtype, rows, out, features, groupSize, [67, 71, 73]);
+    const { q, x, r } = operands;
+    const g = operands.of([out], 79);
     const [sum, normed] = quant.quantizedMatmulAddNorm(x, q, r, g, 1e-6, { groupSize, bits: 4 });
     using s = sum;
     using n = normed;
@@ -291,7 +316,6 @@ test.each([
     expect(Buffer.compare(s.toBytes(), want.toBytes())).toBe(0);
     if (onCuda) expect(withinUnits(n.toFloat32Array(), wantNormed.toFloat32Array(), dtype)).toBe(true);
     else expect(Buffer.compare(n.toBytes(), wantNormed.toBytes())).toBe(0);
-    quant.disposeQuantized(q);
   },
 );
 

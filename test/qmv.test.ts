@@ -319,7 +319,7 @@ test.each([
   },
 );
 
-test("quantizedMatmulAddNorm: a strided x gives its contiguous copy's values; bad arguments are Errors naming the op", () => {
+test("quantizedMatmulAddNorm: a strided x, and a norm weight one element into its buffer (not 16-byte aligned), give their contiguous copies' values; bad arguments are Errors naming the op", () => {
   using w = Tensor.from(random(96 * 128, 83), [96, 128]);
   const q = quant.quantize(w, { groupSize: 64, bits: 4 });
   using r = Tensor.from(random(2 * 96, 89), [2, 96]);
@@ -335,6 +335,17 @@ test("quantizedMatmulAddNorm: a strided x gives its contiguous copy's values; ba
   using _b1 = b1;
   expect(relativeError(a0.toFloat32Array(), b0.toFloat32Array())).toBeLessThanOrEqual(1e-5);
   expect(relativeError(a1.toFloat32Array(), b1.toFloat32Array())).toBeLessThanOrEqual(1e-5);
+  using wider = Tensor.from(random(97, 107), [97]);
+  using shifted = ops.slice(wider, [1], [97]);
+  using shiftedCopy = Tensor.from(shifted.toFloat32Array(), [96]);
+  const [c0, c1] = quant.quantizedMatmulAddNorm(copy, q, r, shifted, 1e-5);
+  const [d0, d1] = quant.quantizedMatmulAddNorm(copy, q, r, shiftedCopy, 1e-5);
+  using _c0 = c0;
+  using _c1 = c1;
+  using _d0 = d0;
+  using _d1 = d1;
+  expect(Buffer.compare(c0.toBytes(), d0.toBytes())).toBe(0);
+  expect(relativeError(c1.toFloat32Array(), d1.toFloat32Array())).toBeLessThanOrEqual(1e-5);
   using short = Tensor.from(random(95, 103), [95]);
   expect(() => quant.quantizedMatmulAddNorm(copy, q, r, short, 1e-5)).toThrow(/quantizedMatmulAddNorm/);
   expect(() => quant.quantizedMatmulAddNorm(copy, q, r, g, Number.NaN)).toThrow(/quantizedMatmulAddNorm: eps/);

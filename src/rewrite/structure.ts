@@ -82,11 +82,10 @@ export function denseResidual(g: Rewriting): void {
  * the matvec's last warp writes the norm, a kernel and an MLX node fewer. Run after dense_residual
  * and rms_norm. */
 export function denseResidualNorm(g: Rewriting): void {
-  const done = new Set<number>();
   for (const n of g.withOp("fast_rms_norm")) {
+    // A second norm of one sum finds it a get already (replaced below): only the first joins it.
     const sum = g.input(n, 0);
-    if (sum.op !== "dense_add" || done.has(sum.id)) continue;
-    done.add(sum.id);
+    if (sum.op !== "dense_add") continue;
     const fused = g.append("dense_add_norm", [...sum.inputs, n.inputs[1]!], {
       module: sum.attrs.module,
       eps: n.attrs.eps,

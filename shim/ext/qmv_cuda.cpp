@@ -180,8 +180,7 @@ class QuantizedMatvecCuda : public mx::Primitive {
     // which copy them; in a decode graph the inputs are contiguous.
     bool plain = true;
     for (const auto& a : inputs) plain = plain && a.flags().row_contiguous;
-    // The kernel's norm reads its weight in 16-byte vectors.
-    if (!plain || !aligned16(x) || !aligned16(inputs[1]) || (norm && !aligned16(inputs[5]))) {
+    if (!plain || !aligned16(x) || !aligned16(inputs[1])) {
       std::vector<mx::array> product{inputs.begin(), inputs.begin() + 4};
       if (!add) {
         std::vector<mx::array> first{out}; // shares out's data: filling it fills out

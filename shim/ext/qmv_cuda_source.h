@@ -117,8 +117,9 @@ __device__ __forceinline__ float block_sum(float v, float* partial) {
 
 /** Run by every thread of every block after its stores: counts the block done, and the last block to
  * finish (all others' stores then visible) writes normed (see NORM above) and sets the counter back
- * to 0. Its threads read a row in 16-byte vectors where n allows (a multiple of NORM_VECTOR: the rows
- * are then 16-byte aligned, as out's buffer is), else value by value. */
+ * to 0. Its threads read a row and the weight in 16-byte vectors where n allows (a multiple of
+ * NORM_VECTOR: the rows are then 16-byte aligned, as out's buffer is) and the weight is 16-byte
+ * aligned (not so a view at an offset), else value by value. */
 __device__ __forceinline__ void norm_if_last(const T* out, const T* __restrict__ norm_w, T* __restrict__ normed, int* counter, int n, int rows,
                                              float eps) {
   __shared__ float partial[32];
@@ -129,7 +130,7 @@ __device__ __forceinline__ void norm_if_last(const T* out, const T* __restrict__
   __syncthreads();
   if (!last) return;
   __threadfence();
-  const bool vectors = n % NORM_VECTOR == 0;
+  const bool vectors = n % NORM_VECTOR == 0 && reinterpret_cast<size_t>(norm_w) % 16 == 0;
   for (int m = 0; m < rows; m++) {
     const T* row = out + (size_t)m * n;
     T* normed_row = normed + (size_t)m * n;

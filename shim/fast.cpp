@@ -5,6 +5,15 @@
 
 using namespace mlxb;
 
+// silu(gate) * up compiled into one primitive (elementwise, so shapeless: one trace serves every
+// shape), as mlx-lm's compiled swiglu.
+mx::array mlxb::compiled_swiglu(const mx::array& gate, const mx::array& up) {
+  static const auto fn =
+      mx::compile([](const std::vector<mx::array>& x) { return std::vector<mx::array>{mx::multiply(mx::multiply(x[0], mx::sigmoid(x[0])), x[1])}; },
+                  /* shapeless */ true);
+  return fn({gate, up}).at(0);
+}
+
 extern "C" {
 
 int mlx_fast_rms_norm(mlx_array* out, mlx_array x, mlx_array weight, float eps) {
@@ -85,19 +94,10 @@ int mlx_fast_scaled_dot_product_attention(mlx_array* out, mlx_array q, mlx_array
   });
 }
 
-// silu(gate) * up compiled into one primitive (elementwise, so shapeless: one trace serves every
-// shape), as mlx-lm's compiled swiglu.
-static const auto& compiled_swiglu() {
-  static const auto fn =
-      mx::compile([](const std::vector<mx::array>& x) { return std::vector<mx::array>{mx::multiply(mx::multiply(x[0], mx::sigmoid(x[0])), x[1])}; },
-                  /* shapeless */ true);
-  return fn;
-}
-
 int mlx_fast_swiglu(mlx_array* out, mlx_array gate, mlx_array up) {
   return guard([&] {
     arr(gate, "gate"), arr(up, "up");
-    emit1(out, {gate, up}, [](const Arrays& a) { return swiglu(a[0], a[1], [&] { return compiled_swiglu()(a).at(0); }); });
+    emit1(out, {gate, up}, [](const Arrays& a) { return swiglu(a[0], a[1], [&] { return compiled_swiglu(a[0], a[1]); }); });
   });
 }
 

@@ -204,6 +204,14 @@ std::optional<mx::array> qmv_cuda(const mx::array& x, const mx::array& w, const 
  * norm) where the inputs fit; else nullopt. */
 std::optional<Arrays> qmv_cuda_add_norm(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases, std::optional<int> group_size,
                                         std::optional<int> bits, const std::string& mode, const mx::array& addend, const mx::array& norm_weight, float eps);
+/** silu(gate) * up of x @ dequantize(w)^T's halves (w a fused gate/up weight: a gate's rows, then an
+ * up's), as one node of the shim's matvec on the GPU of a CUDA build where it fits (one bfloat16 row,
+ * the tensor-core kernel's PAIR: each value rounded as the product writes it, then MLX's swiglu);
+ * else nullopt. */
+std::optional<mx::array> qmv_cuda_swiglu(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
+                                         std::optional<int> group_size, std::optional<int> bits, const std::string& mode);
+/** MLX's compiled swiglu of gate and up (fast.cpp; what mx::compile makes of silu(gate) * up). */
+mx::array compiled_swiglu(const mx::array& gate, const mx::array& up);
 /** rms_norm of q and of k [B, H, T, D] (weights [D]), then rope on both (dims, traditional, base or
  * periods, scale, offset as mx::fast::rope takes them), as one primitive of ours on the GPU of a CUDA
  * build when the inputs fit it (norm_rope_cuda.cpp); else nullopt. */

@@ -280,6 +280,11 @@ int mlx_quantized_matmul_add(mlx_array* out, mlx_array x, mlx_array wq, mlx_arra
  * else the two ops. transpose must be 1. */
 int mlx_quantized_matmul_add_norm(mlx_array* outs, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, mlx_array addend, mlx_array norm_weight,
                                   float eps, int transpose, int group_size, int bits, const char* mode, int int8_activations);
+/* silu(gate) * up where [gate, up] are the halves of x @ dequantize(wq)^T along its last axis (wq a fused
+ * gate/up weight: a gate's rows, then an up's): the same values as the product, split, then
+ * mlx_fast_swiglu; on a CUDA GPU one node for one bfloat16 row. transpose must be 1. */
+int mlx_quantized_matmul_swiglu(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, int transpose, int group_size, int bits,
+                                const char* mode, int int8_activations);
 /* x @ dequantize(wq)(^T) as `count` arrays: output i has shape dims[sum(ranks[:i]) ..][:ranks[i]] and
  * takes the next size(i) / rows columns of each row of the product (a split along the last axis,
  * each part reshaped). For one row of x, one node whose outputs are views of the product. */

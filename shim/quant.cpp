@@ -81,6 +81,23 @@ Arrays quantized_product_add_norm(const mx::array& x, const mx::array& w, const 
   return {sum, rms_norm(sum, norm_weight, eps)};
 }
 
+/** silu(gate) * up where [gate, up] = quantized_product(x, w, ...) split in halves along its last axis
+ * (w a fused gate/up weight): on the GPU of a CUDA build one node of the shim's matvec where it fits
+ * (qmv_cuda_swiglu), else the product, its halves, then swiglu (as fast_swiglu makes it). */
+mx::array quantized_product_swiglu(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool t,
+                                   std::optional<int> g, std::optional<int> b, const std::string& m, bool int8) {
+#ifdef MLXB_CUDA
+  if (mx::default_device() == mx::Device::gpu && biases && t && x.size() > 0 && w.size() > 0) {
+    if (auto made = qmv_cuda_swiglu(x, w, scales, *biases, g, b, m)) return *made;
+  }
+#endif
+  auto product = quantized_product(x, w, scales, biases, t, g, b, m, int8);
+  const int width = product.shape(-1);
+  if (width % 2 != 0) throw ArgumentError("the product has " + std::to_string(width) + " columns, not a gate's and an up's alike");
+  auto halves = mx::split(product, 2, -1);
+  return swiglu(halves[0], halves[1], [&] { return compiled_swiglu(halves[0], halves[1]); });
+}
+
 /** quantized_product(x, ...) as arrays of `shapes` (in order, their sizes adding up to the
  * product's): for one row of x, one SplitProduct node over the product's own; else the product
  * split along its last axis and each part reshaped. */
@@ -181,6 +198,20 @@ int mlx_quantized_matmul_add_norm(mlx_array* outs, mlx_array x, mlx_array wq, ml
     }
     emit(outputs, {x, wq, scales, biases, addend, norm_weight},
          [=](const Arrays& a) { return quantized_product_add_norm(a[0], a[1], a[2], a[3], t, g, b, m, i8, a[4], a[5], eps); });
+  });
+}
+
+int mlx_quantized_matmul_swiglu(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, int transpose, int group_size, int bits,
+                                const char* mode, int int8_activations) {
+  return guard([&] {
+    arr(x, "x"), arr(wq, "wq"), arr(scales, "scales");
+    if (transpose == 0) throw ArgumentError("quantized_matmul_swiglu: transpose must be 1 (the Linear layout)");
+    auto m = mode_of(mode);
+    auto g = positive(group_size), b = positive(bits);
+    bool i8 = int8_activations != 0;
+    if (biases == nullptr)
+      return emit1(out, {x, wq, scales}, [=](const Arrays& a) { return quantized_product_swiglu(a[0], a[1], a[2], std::nullopt, true, g, b, m, i8); });
+    emit1(out, {x, wq, scales, biases}, [=](const Arrays& a) { return quantized_product_swiglu(a[0], a[1], a[2], a[3], true, g, b, m, i8); });
   });
 }
 

@@ -355,6 +355,73 @@ test("quantizedMatmulAddNorm: a strided x, and a norm weight one element into it
   quant.disposeQuantized(q);
 });
 
+// quantizedMatmulSwiglu: the swiglu of a fused gate/up product's halves. On a CUDA GPU, for one
+// bfloat16 row of a matrix the tensor-core kernel takes, one node: the kernel sums each gate row with
+// its up row in the product's order and runs MLX's compiled-swiglu instructions on their bfloat16
+// values, so it equals the product split and MLX's swiglu bit for bit; elsewhere those ops.
+test.each([
+  ["bfloat16", 1, 1024, 4096, 64],
+  ["bfloat16", 1, 100, 4096, 64],
+  ["bfloat16", 1, 200, 8192, 128],
+  ["bfloat16", 1, 256, 1024, 64],
+  ["bfloat16", 3, 64, 512, 32],
+  ["float16", 1, 64, 4096, 64],
+  ["float32", 2, 64, 256, 64],
+] as const)(
+  "quantizedMatmulSwiglu %s, rows %d, halves of %d, in %d, group %d: the product split, then swiglu, bit for bit",
+  (dtype, rows, half, features, groupSize) => {
+    using operands = addOperands(dtype, rows, 2 * half, features, groupSize, [151, 157, 163]);
+    const { q, x } = operands;
+    using got = quant.quantizedMatmulSwiglu(x, q, { groupSize, bits: 4 });
+    if (onCuda && dtype === "bfloat16" && rows === 1 && features >= 4096) {
+      const kinds = [...ops.pendingPrimitiveKinds([got]).keys()];
+      expect(kinds).toContain(ourKernel!);
+      expect(kinds).not.toContain("Compiled");
+    }
+    const [gate, up] = quant.quantizedMatmulSplit(
+      x,
+      q,
+      [
+        [rows, half],
+        [rows, half],
+      ],
+      { groupSize, bits: 4 },
+    );
+    using g = gate!;
+    using u = up!;
+    using want = fast.swiglu(g, u);
+    expect(got.dtype).toBe(dtype);
+    expect(got.shape).toEqual([rows, half]);
+    expect(Buffer.compare(got.toBytes(), want.toBytes())).toBe(0);
+  },
+);
+
+test("quantizedMatmulSwiglu and quantizedMatmul: an x not 16-byte aligned gives its copy's values; a weight of an odd number of rows is an Error naming the op", () => {
+  using w = Tensor.from(random(64 * 4096, 167), [64, 4096]);
+  using wb = ops.astype(w, "bfloat16");
+  const q = quant.quantize(wb, { groupSize: 64, bits: 4 });
+  using wider32 = Tensor.from(random(4097, 173), [1, 4097]);
+  using wider = ops.astype(wider32, "bfloat16");
+  using shifted = ops.slice(wider, [0, 1], [1, 4097]);
+  using copy = ops.astype(Tensor.from(shifted.toFloat32Array(), [1, 4096]), "bfloat16");
+  // On a CUDA GPU the kernel reads a copy of the misaligned x (MLX's product would fault on it).
+  using a = quant.quantizedMatmulSwiglu(shifted, q);
+  using b = quant.quantizedMatmulSwiglu(copy, q);
+  expect(Buffer.compare(a.toBytes(), b.toBytes())).toBe(0);
+  using c = quant.quantizedMatmul(shifted, q);
+  using d = quant.quantizedMatmul(copy, q);
+  expect(Buffer.compare(c.toBytes(), d.toBytes())).toBe(0);
+  using odd = Tensor.from(random(63 * 256, 179), [63, 256]);
+  const qo = quant.quantize(odd, { groupSize: 64, bits: 4 });
+  using x = Tensor.from(random(256, 181), [1, 256]);
+  expect(() => quant.quantizedMatmulSwiglu(x, qo)).toThrow(
+    /quantizedMatmulSwiglu: weight .* does not have an even number of rows/,
+  );
+  expect(() => quant.quantizedMatmulSwiglu(x, qo, { transpose: false })).toThrow(/transpose must be true/);
+  quant.disposeQuantized(q);
+  quant.disposeQuantized(qo);
+});
+
 // quantizedMatmulSplit: the product's columns as several tensors, each in its own shape (the fused q,
 // k and v projections in their heads' shapes). For one row, one node (SplitProduct) around the
 // product's own primitive, whose outputs are views of its buffer; for more rows, the product split

@@ -144,6 +144,13 @@ describe("rewrite: what each rewriter replaces, and what it leaves", () => {
     expect(normed.dense_add).toBeUndefined();
     expect(counts("llama", ["rms_norm", "dense_residual_norm"]).dense_add_norm).toBeUndefined();
     expect(counts("phi", ["layer_norm", "dense_residual", "dense_residual_norm"]).dense_add_norm).toBeUndefined();
+    // An MLP's fused gate and up layers and the swiglu of them: one dense_fused_swiglu a layer (the
+    // q, k, v group stays a dense_fused); without the swiglu rewrite there is no fast_swiglu to join.
+    const mlp = counts("llama", ["swiglu", "fused_projections", "fused_swiglu"]);
+    expect(mlp).toMatchObject({ dense_fused_swiglu: 2, dense_fused: 2 });
+    expect(mlp.fast_swiglu).toBeUndefined();
+    expect(counts("llama", ["fused_projections", "fused_swiglu"]).dense_fused_swiglu).toBeUndefined();
+    expect(counts("gemma", ["swiglu", "fused_projections", "fused_swiglu"]).dense_fused_swiglu).toBeUndefined();
   });
 
   test("fused projections: the loader makes one weight per group, the layers' own tensors become views of it", () => {
@@ -204,7 +211,7 @@ describe("rewrite: what each rewriter replaces, and what it leaves", () => {
   test("unknown rewriter names list the valid ones", () => {
     const m = new GraphBuilder();
     expect(() => rewrite(m.build({ x: m.input("x") }), { only: ["rms_norm", "fuse_all"] })).toThrow(
-      /rewrite: unknown rewriter\(s\) fuse_all \(valid: dropout, rms_norm, layer_norm, rotary_embedding, qk_norm_rope, swiglu, fused_projections, dense_residual, dense_residual_norm, native_attention, sdpa, attn_weights\)/,
+      /rewrite: unknown rewriter\(s\) fuse_all \(valid: dropout, rms_norm, layer_norm, rotary_embedding, qk_norm_rope, swiglu, fused_projections, fused_swiglu, dense_residual, dense_residual_norm, native_attention, sdpa, attn_weights\)/,
     );
   });
 });

@@ -7,7 +7,10 @@
 // row of a matrix with k >= 4096 or an lm_head's rows), so that its cost hardly grows with the rows
 // of a batch's decode step. It is an MLX primitive (QuantizedMatvecCuda)
 // built by qmv_cuda() in place of QuantizedMatmul when the inputs fit (and of the add after it, given an addend); its eval_gpu adds
-// one kernel node to MLX's command encoder (MLX's CUDA graph) like MLX's own primitives. The kernel
+// one kernel node to MLX's command encoder (MLX's CUDA graph) like MLX's own primitives; an x it
+// does not read (strided, or not 16-byte aligned) is first copied by the shim's strided copy. Built by
+// qmv_cuda_swiglu() for a fused gate/up weight, it writes silu(gate) * up of the product's halves
+// (the PAIR variant, one bfloat16 row). The kernel
 // is compiled by NVRTC on first use; if that fails, MLX's op is used. MLXB_QMV=mlx turns it off (for
 // comparisons).
 //
@@ -18,6 +21,7 @@
 #include <mutex>
 
 #include "cuda.h"
+#include "mlx/backend/common/utils.h"
 #include "mlx/fast.h"
 #include "mlx/primitives.h"
 #include "qmv_cuda_source.h"
@@ -113,12 +117,12 @@ struct Kernel {
 
 /** Compiles the variant for (dtype, group, rows, add, shape) for the device's architecture and loads
  * it; throws with NVRTC's log or the driver's error. */
-CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, bool add, bool norm, const Shape& shape) {
+CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, bool add, bool norm, bool pair, const Shape& shape) {
   std::string source = "#define DTYPE " + std::to_string(dtype_code(dtype)) + "\n#define GROUP " + std::to_string(group) + "\n#define ROWS " +
                        std::to_string(rows) + "\n#define R " + std::to_string(shape.rows_per_warp) + "\n#define U " + std::to_string(shape.unroll) +
                        "\n#define WARPS " + std::to_string(shape.warps) + "\n#define SPLIT " + std::to_string(shape.split) + "\n#define MMA " +
                        std::to_string(shape.mma ? 1 : 0) + "\n#define ADD " + std::to_string(add ? 1 : 0) + "\n#define NORM " + std::to_string(norm ? 1 : 0) +
-                       "\n" + QMV_CUDA_SOURCE;
+                       "\n#define PAIR " + std::to_string(pair ? 1 : 0) + "\n" + QMV_CUDA_SOURCE;
   return compile_kernel(device_index, source, "mlxb_qmv.cu", "mlxb_qmv");
 }
 
@@ -126,21 +130,24 @@ CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, bool 
  * device, compiled on first use: the tensor-core kernel where it fits, else (or when its compile
  * fails) the float32 one; a null function when both fail (the caller then uses MLX's op). Each
  * kind's first failure is said on stderr. */
-Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool add, bool norm, int n, int k) {
+Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool add, bool norm, bool pair, int n, int k) {
   static std::mutex mutex;
-  static std::map<std::tuple<int, int, int, int, bool, bool, std::tuple<int, int, int, int, bool>>, Kernel> kernels;
+  static std::map<std::tuple<int, int, int, int, bool, bool, bool, std::tuple<int, int, int, int, bool>>, Kernel> kernels;
   static bool warned[2] = {false, false}; // [mma]: each failure said once on stderr
   std::lock_guard<std::mutex> lock(mutex);
   for (bool mma : {true, false}) {
     if (mma && !mma_fits(dtype, rows, n, k)) continue;
+    // PAIR takes the kind the whole product takes (the same sums), or none.
+    if (pair && !mma && mma_fits(dtype, rows, n, k)) break;
     const int variant = variant_rows(mma, rows);
     const Shape shape = shape_for(mma, rows, n, k, group);
-    auto key = std::make_tuple(device_index, dtype_code(dtype), group, variant, add, norm, shape.key());
+    if (pair && shape.rows_per_warp % 2 != 0) break; // PAIR: half a warp's rows gate rows, half up rows
+    auto key = std::make_tuple(device_index, dtype_code(dtype), group, variant, add, norm, pair, shape.key());
     auto it = kernels.find(key);
     if (it == kernels.end()) {
       Kernel kernel{nullptr, shape};
       try {
-        kernel.function = compile(device_index, dtype, group, variant, add, norm, kernel.shape);
+        kernel.function = compile(device_index, dtype, group, variant, add, norm, pair, kernel.shape);
       } catch (const std::exception& e) {
         if (!warned[mma])
           std::fprintf(stderr, "mlx-bun: the CUDA 4-bit matvec %s is unavailable (%s); using %s\n", mma ? "on the tensor cores" : "kernel", e.what(),
@@ -164,24 +171,60 @@ bool aligned16(const mx::array& a) {
 class QuantizedMatvecCuda : public mx::Primitive {
  public:
   /** fallback: MLX's QuantizedMatmul for the same parameters; add: MLX's Add, for an addend; norm:
-   * MLX's RMSNorm, for a norm. */
+   * MLX's RMSNorm, for a norm; swiglu: MLX's compiled swiglu, for a PAIR kernel (w a gate's rows then
+   * an up's: the output is silu(gate) * up). */
   QuantizedMatvecCuda(mx::Stream stream, int group, Kernel kernel, std::shared_ptr<mx::Primitive> fallback, std::shared_ptr<mx::Primitive> add,
-                      std::shared_ptr<mx::Primitive> norm = nullptr, float eps = 0.f)
-      : mx::Primitive(stream), group_(group), kernel_(kernel), fallback_(std::move(fallback)), add_(std::move(add)), norm_(std::move(norm)), eps_(eps) {}
+                      std::shared_ptr<mx::Primitive> norm = nullptr, float eps = 0.f, std::shared_ptr<mx::Primitive> swiglu = nullptr)
+      : mx::Primitive(stream),
+        group_(group),
+        kernel_(kernel),
+        fallback_(std::move(fallback)),
+        add_(std::move(add)),
+        norm_(std::move(norm)),
+        eps_(eps),
+        swiglu_(std::move(swiglu)) {}
 
   void eval_cpu(const std::vector<mx::array>&, std::vector<mx::array>&) override { throw std::runtime_error("QuantizedMatvecCuda runs on the GPU only"); }
 
   void eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
-    const auto& x = inputs[0];
     const bool add = inputs.size() > 4, norm = inputs.size() > 5;
     auto& out = outputs[0];
     auto& encoder = cu::get_command_encoder(stream());
-    // Layouts the kernel does not read (strided or misaligned views) go to MLX's own primitives,
-    // which copy them; in a decode graph the inputs are contiguous.
-    bool plain = true;
-    for (const auto& a : inputs) plain = plain && a.flags().row_contiguous;
-    if (!plain || !aligned16(x) || !aligned16(inputs[1])) {
-      std::vector<mx::array> product{inputs.begin(), inputs.begin() + 4};
+    // An x the kernel does not read (strided, or not 16-byte aligned: MLX's product would fault on
+    // it too) is copied first; in a decode graph it is contiguous.
+    mx::array x = inputs[0];
+    if ((!x.flags().row_contiguous || !aligned16(x)) && x.ndim() <= 4) {
+      x = contiguous_copy(inputs[0]);
+      encoder.add_completed_handler([kept = x]() {});
+    }
+    // Other layouts the kernel does not read (a strided weight or addend: not made by the loader or
+    // a model's graph) go to MLX's own primitives.
+    bool plain = x.flags().row_contiguous && aligned16(x) && aligned16(inputs[1]);
+    for (size_t i = 1; i < inputs.size(); i++) plain = plain && inputs[i].flags().row_contiguous;
+    if (!plain) {
+      std::vector<mx::array> product{x, inputs[1], inputs[2], inputs[3]};
+      if (swiglu_) {
+        // MLX's product of all 2n rows into a temporary (one row of x), then its swiglu of the halves.
+        const int64_t n = out.shape(-1);
+        auto whole_shape = out.shape();
+        whole_shape.back() = static_cast<int>(2 * n);
+        std::vector<mx::array> whole{mx::array(whole_shape, out.dtype(), nullptr, {})};
+        fallback_->eval_gpu(product, whole);
+        auto half = [&](int64_t offset) {
+          mx::Strides strides(out.ndim(), 1);
+          for (int d = static_cast<int>(out.ndim()) - 2; d >= 0; d--) strides[d] = strides[d + 1] * whole_shape[d + 1];
+          auto [size, row, col] = mx::check_contiguity(out.shape(), strides);
+          auto flags = whole[0].flags();
+          flags.row_contiguous = row, flags.col_contiguous = col, flags.contiguous = true;
+          mx::array h(out.shape(), out.dtype(), nullptr, {});
+          h.copy_shared_buffer(whole[0], strides, flags, size, offset);
+          return h;
+        };
+        std::vector<mx::array> result{out};
+        swiglu_->eval_gpu({half(0), half(n)}, result);
+        encoder.add_completed_handler([kept = whole[0]]() {});
+        return;
+      }
       if (!add) {
         std::vector<mx::array> first{out}; // shares out's data: filling it fills out
         fallback_->eval_gpu(product, first);
@@ -200,7 +243,8 @@ class QuantizedMatvecCuda : public mx::Primitive {
       return;
     }
     for (auto& o : outputs) o.set_data(device_buffer(stream().device.index, o.nbytes()));
-    for (const auto& a : inputs) encoder.set_input_array(a);
+    encoder.set_input_array(x);
+    for (size_t i = 1; i < inputs.size(); i++) encoder.set_input_array(inputs[i]);
     for (const auto& o : outputs) encoder.set_output_array(o);
     void* xp = device_pointer(x);
     void* wp = device_pointer(inputs[1]);
@@ -217,12 +261,33 @@ class QuantizedMatvecCuda : public mx::Primitive {
     float eps = eps_;
     void* params[] = {&xp, &wp, &sp, &bp, &ap, &op, &n, &k, &rows, &nwp, &np, &counter, &eps};
     const Shape& s = kernel_.shape;
-    const unsigned rows_per_block = static_cast<unsigned>(s.rows_per_warp * s.warps / s.split);
+    // PAIR (swiglu_): a block's rows are half gate rows, half up rows: half as many outputs.
+    const unsigned rows_per_block = static_cast<unsigned>(s.rows_per_warp * s.warps / s.split / (swiglu_ ? 2 : 1));
     encoder.add_kernel_node_raw(kernel_.function, dim3{(static_cast<unsigned>(n) + rows_per_block - 1) / rows_per_block, 1, 1},
                                 dim3{static_cast<unsigned>(32 * s.warps), 1, 1}, dim3{1, 1, 1}, 0, params);
   }
 
   const char* name() const override { return "QuantizedMatvecCuda"; }
+
+  /** A row-contiguous copy of a (at most 4 dimensions) in a buffer of the shim's (16-byte aligned),
+   * made by the shim's strided copy on this stream. */
+  mx::array contiguous_copy(const mx::array& a) {
+    mx::array copy(a.shape(), a.dtype(), nullptr, {});
+    copy.set_data(device_buffer(stream().device.index, a.nbytes()));
+    auto as4 = [](const mx::array& v, bool row_major) {
+      mx::Shape shape(4 - v.ndim(), 1);
+      mx::Strides strides(4 - v.ndim(), 0);
+      shape.insert(shape.end(), v.shape().begin(), v.shape().end());
+      strides.insert(strides.end(), v.strides().begin(), v.strides().end());
+      if (row_major)
+        for (int d = 3; d >= 0; d--) strides[d] = d == 3 ? 1 : strides[d + 1] * shape[d + 1];
+      mx::array view(shape, v.dtype(), nullptr, {});
+      view.copy_shared_buffer(v, strides, v.flags(), v.data_size(), 0);
+      return view;
+    };
+    strided_copy_cuda(stream(), as4(a, false), as4(copy, true), 0);
+    return copy;
+  }
 
   bool is_equivalent(const mx::Primitive& other) const override {
     const auto& o = static_cast<const QuantizedMatvecCuda&>(other);
@@ -234,6 +299,7 @@ class QuantizedMatvecCuda : public mx::Primitive {
   Kernel kernel_;
   std::shared_ptr<mx::Primitive> fallback_, add_, norm_;
   float eps_;
+  std::shared_ptr<mx::Primitive> swiglu_;
 };
 
 /** MLX's QuantizedMatmul primitive for these inputs, and its Add (libmlx.so does not export their
@@ -270,7 +336,7 @@ std::optional<Arrays> matvec_node(const mx::array& x, const mx::array& w, const 
   if (!fits) return std::nullopt;
   const int rows = static_cast<int>(x.size() / x.shape(-1));
   const bool norm = norm_weight.has_value();
-  Kernel kernel = kernel_for(stream.device.index, t, group, rows, addend.has_value(), norm, w.shape(0), x.shape(-1));
+  Kernel kernel = kernel_for(stream.device.index, t, group, rows, addend.has_value(), norm, false, w.shape(0), x.shape(-1));
   if (!kernel.function) return std::nullopt;
   auto shape = x.shape();
   shape.back() = w.shape(0);
@@ -311,4 +377,32 @@ std::optional<Arrays> mlxb::qmv_cuda_add_norm(const mx::array& x, const mx::arra
   if (addend.shape() != shape || addend.dtype() != t || norm_weight.dtype() != t || norm_weight.ndim() != 1 || norm_weight.shape(0) != w.shape(0))
     return std::nullopt;
   return matvec_node(x, w, scales, biases, true, group_size, bits, mode, addend, norm_weight, eps);
+}
+
+std::optional<mx::array> mlxb::qmv_cuda_swiglu(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
+                                               std::optional<int> group_size, std::optional<int> bits, const std::string& mode) {
+  static const bool off = [] {
+    const char* v = std::getenv("MLXB_QMV_SWIGLU");
+    return v && std::string(v) == "0";
+  }();
+  // MLXB_QMV_SWIGLU=0: the product, split, then MLX's swiglu (comparisons). PAIR: one bfloat16 row.
+  auto stream = mx::default_stream(mx::default_device());
+  const int group = group_size.value_or(64);
+  const auto t = x.dtype();
+  if (off || t != mx::bfloat16 || x.size() != x.shape(-1) || w.ndim() != 2 || w.shape(0) % 2 != 0) return std::nullopt;
+  const bool fits = stream.device == mx::Device::gpu && matvec_fits(x, w, scales, biases, true, group, bits, mode, MAX_ROWS) &&
+                    (group == 32 || group == 64 || group == 128) && scales.dtype() == t && biases.dtype() == t;
+  if (!fits) return std::nullopt;
+  // The kind and shape the whole product would take (the same steps in the same order for each row,
+  // so the same sums); the kernel then writes the n = rows / 2 values of the swiglu.
+  Kernel kernel = kernel_for(stream.device.index, t, group, 1, false, false, true, static_cast<int>(w.shape(0)), x.shape(-1));
+  if (!kernel.function) return std::nullopt;
+  auto shape = x.shape();
+  shape.back() = static_cast<int>(w.shape(0) / 2);
+  auto [fallback, add] = mlx_primitives(x, w, scales, biases, group, stream);
+  // MLX's swiglu, for layouts the kernel does not read (two arrays: one array twice is one input of
+  // the compiled function).
+  auto swiglu = compiled_swiglu(mx::zeros(shape, t), mx::zeros(shape, t)).primitive_ptr();
+  auto node = std::make_shared<QuantizedMatvecCuda>(stream, group, kernel, std::move(fallback), std::move(add), nullptr, 0.f, std::move(swiglu));
+  return mx::array(shape, t, std::move(node), {x, w, scales, biases});
 }

@@ -17,6 +17,13 @@
 // 16 s a + (b - 16 s) xs. All arithmetic is float32; x, scales, biases and out are DTYPE.
 // ADD 1: out = the product rounded to DTYPE, plus addend[m, j] (DTYPE, out's shape), rounded again:
 // what a separate add of the rounded product would give.
+// PAIR 1 (bfloat16, one row of x; not with ADD): w holds 2n rows, a gate's n then an up's n (a fused
+// gate/up projection); out[j] = silu(gate_j) * up_j, each product rounded to bfloat16 as the product
+// kernel writes it, then MLX's compiled swiglu's instructions for bfloat16 (its Sigmoid and Multiply
+// functors and half-type operators: every step rounded to bfloat16 as there): bit for bit the
+// product, split, and MLX's swiglu. A warp's rows are half gate rows, half the same rows of the up
+// half (the tensor-core tile: rows g and g + 8 of a lane; the float32 kernel: its first R / 2 rows
+// and its last), each summed in the product kernel's order; the launch is the whole product's.
 // NORM 1 (with ADD): also normed = MLX's rms_norm of each row of out with weight norm_w and eps, by the
 // last block to finish (a done-counter): the sum of squares in float32, the normalizer
 // rsqrt(mean + eps), x * normalizer rounded to DTYPE, times the weight, rounded again (MLX's
@@ -65,6 +72,35 @@ __device__ __forceinline__ void unpack2(u32 w, float* v) {
 __device__ __forceinline__ void load8(const T* p, float* v) {
   uint4 a = *reinterpret_cast<const uint4*>(p);
   unpack2(a.x, v); unpack2(a.y, v + 2); unpack2(a.z, v + 4); unpack2(a.w, v + 6);
+}
+#endif
+
+#if PAIR
+#if DTYPE != 1 || ROWS != 1 || ADD || NORM
+#error "PAIR is for one bfloat16 row of x, without an addend"
+#endif
+/** A float rounded to bfloat16 (the conversion instruction itself: its NaNs as MLX's). */
+__device__ __forceinline__ u16 round_bf16(float f) { u16 h; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+__device__ __forceinline__ float bf16_float(u16 h) { return __uint_as_float(((u32)h) << 16); }
+__device__ __forceinline__ u16 mul_bf16(u16 a, u16 b) { u16 d; asm("mul.rn.bf16 %0, %1, %2;" : "=h"(d) : "h"(a), "h"(b)); return d; }
+
+/** silu(g) * u for bfloat16 g and u, as MLX's compiled swiglu: y = 1 / (1 + exp(|g|)) and
+ * sigmoid = g < 0 ? y : 1 - y, exp as ex2.approx of |g| log2(e), each of exp, 1 + e, 1 / d and 1 - y
+ * rounded to bfloat16, then the products g * sigmoid and that * u (bfloat16 multiplies). */
+__device__ __forceinline__ u16 swiglu1(u16 g, u16 u) {
+  float scaled, e;
+  asm("mul.rn.f32 %0, %1, %2;" : "=f"(scaled) : "f"(bf16_float(g & 0x7FFFu)), "f"(__uint_as_float(0x3FB8AA3Cu)));
+  asm("ex2.approx.f32 %0, %1;" : "=f"(e) : "f"(scaled));
+  float d, y;
+  asm("add.rn.f32 %0, %1, 0f3F800000;" : "=f"(d) : "f"(bf16_float(round_bf16(e))));
+  asm("rcp.rn.f32 %0, %1;" : "=f"(y) : "f"(bf16_float(round_bf16(d))));
+  u16 sigmoid = round_bf16(y);
+  if (!(bf16_float(g) < 0.f)) {
+    float rest;
+    asm("sub.rn.f32 %0, 0f3F800000, %1;" : "=f"(rest) : "f"(bf16_float(sigmoid)));
+    sigmoid = round_bf16(rest);
+  }
+  return mul_bf16(mul_bf16(g, sigmoid), u);
 }
 #endif
 
@@ -297,15 +333,21 @@ __device__ __forceinline__ void product(const T* __restrict__ x, const u32* __re
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int part = warp % SPLIT;
-  const int row0 = (blockIdx.x * (WARPS / SPLIT) + warp / SPLIT) * 16;
+  // PAIR: a tile's 8 outputs (its rows: 8 gate rows, then their up rows n further).
+  const int row0 = (blockIdx.x * (WARPS / SPLIT) + warp / SPLIT) * (PAIR ? 8 : 16);
 #if SPLIT == 1
   if (row0 >= n) return;
 #endif
   Lane l;
   l.groups = k / GROUP;
   l.steps = (l.groups + GPS - 1) / GPS;
+#if PAIR
+  l.ra = min(row0 + g, n - 1);
+  l.rb = n + l.ra;
+#else
   l.ra = min(row0 + g, n - 1);
   l.rb = min(row0 + g + 8, n - 1);
+#endif
   // This lane's B columns: x rows 8 c + g / GPS, group g % GPS of each step.
 #pragma unroll
   for (int c = 0; c < NB; c++) l.xr[c] = x + (size_t)min(8 * c + g / GPS, rows - 1) * k;
@@ -373,6 +415,9 @@ __device__ __forceinline__ void product(const T* __restrict__ x, const u32* __re
     rb_sum += __shfl_xor_sync(0xFFFFFFFFu, rb_sum, 2);
 #endif
 #endif
+#if PAIR  // (GPS 8: one row of x) the gate row's value and its up row's, in the first lane of the columns
+    if (t == 0 && row0 + g < n) out[row0 + g] = swiglu1(from_float(ra_sum), from_float(rb_sum));
+#else
 #pragma unroll
     for (int i = 0; i < 4; i++) {
       const int row = row0 + g + 8 * (i >> 1);
@@ -394,6 +439,7 @@ __device__ __forceinline__ void product(const T* __restrict__ x, const u32* __re
         out[at] = from_float(v);
       }
     }
+#endif
   }
 }
 #else
@@ -402,13 +448,17 @@ __device__ __forceinline__ void product(const T* __restrict__ x, const u32* __re
                                         const T* __restrict__ addend, T* __restrict__ out, int n, int k, int rows) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int part = warp % SPLIT;
-  const int row0 = (blockIdx.x * (WARPS / SPLIT) + warp / SPLIT) * R;
+  // PAIR: the warp's R / 2 outputs (its rows: R / 2 gate rows, then their up rows n further).
+  const int row0 = (blockIdx.x * (WARPS / SPLIT) + warp / SPLIT) * (PAIR ? R / 2 : R);
 #if SPLIT == 1
   if (row0 >= n) return;
 #endif
   const int words = k >> 3;
   const int groups = k / GROUP;
   const int chunks = k >> 5;
+#if PAIR && R % 2 != 0
+#error "PAIR takes an even number of rows a warp"
+#endif
   float acc[ROWS][R];
 #pragma unroll
   for (int m = 0; m < ROWS; m++)
@@ -425,7 +475,11 @@ __device__ __forceinline__ void product(const T* __restrict__ x, const u32* __re
       const int g = (c * 32) / GROUP;
 #pragma unroll
       for (int r = 0; r < R; r++) {
+#if PAIR
+        const int row = r < R / 2 ? min(row0 + r, n - 1) : n + min(row0 + r - R / 2, n - 1);
+#else
         const int row = min(row0 + r, n - 1);
+#endif
         q[u][r] = __ldg(reinterpret_cast<const uint4*>(w + (size_t)row * words) + c);
         s[u][r] = 16.f * to_float(scales[(size_t)row * groups + g]);
         b[u][r] = to_float(biases[(size_t)row * groups + g]);
@@ -457,6 +511,44 @@ __device__ __forceinline__ void product(const T* __restrict__ x, const u32* __re
     }
   }
 
+#if PAIR
+  // Each row's sum as the product kernel makes it (lanes, then the SPLIT warps in order), then the
+  // swiglu of a gate row's and its up row's values rounded to bfloat16.
+  float sums[ROWS][R];
+#pragma unroll
+  for (int m = 0; m < ROWS; m++)
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      float v = acc[m][r];
+#pragma unroll
+      for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, offset);
+      sums[m][r] = v;
+    }
+#if SPLIT > 1
+  __shared__ float parts[WARPS][ROWS][R];
+  if (lane == 0)
+#pragma unroll
+    for (int m = 0; m < ROWS; m++)
+#pragma unroll
+      for (int r = 0; r < R; r++) parts[warp][m][r] = sums[m][r];
+  __syncthreads();
+  if (part != 0) return;
+#pragma unroll
+  for (int m = 0; m < ROWS; m++)
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      float v = 0.f;
+#pragma unroll
+      for (int p = 0; p < SPLIT; p++) v += parts[warp + p][m][r];
+      sums[m][r] = v;
+    }
+#endif
+#pragma unroll
+  for (int m = 0; m < ROWS; m++)
+#pragma unroll
+    for (int r = 0; r < R / 2; r++)
+      if (lane == 0 && row0 + r < n && m < rows) out[(size_t)m * n + row0 + r] = swiglu1(from_float(sums[m][r]), from_float(sums[m][R / 2 + r]));
+#else
 #if SPLIT > 1
   __shared__ float parts[WARPS][ROWS][R];
 #endif
@@ -488,6 +580,7 @@ __device__ __forceinline__ void product(const T* __restrict__ x, const u32* __re
         out[at] = from_float(v);
       }
     }
+#endif
 }
 #endif
 

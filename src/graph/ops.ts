@@ -8,7 +8,7 @@ import * as core from "../ops/core.ts";
 import * as cpu from "../ops/cpu.ts";
 import { dequantize } from "../ops/quant.ts";
 import { quantizationFor } from "../quant/config.ts";
-import { fusedLinear, linear, linearAdd, linearAddNorm } from "../quant/linear.ts";
+import { fusedLinear, fusedLinearSwiglu, linear, linearAdd, linearAddNorm } from "../quant/linear.ts";
 import { packedTriple } from "../quant/weights.ts";
 import { cpuLinear, denseWeight, toCpu } from "./cpu-weights.ts";
 import { LAYER_OPS } from "./layer-ops.ts";
@@ -143,6 +143,19 @@ export const OPS = {
         const shape = shapes?.[i];
         return shape ? cpu.reshape(y, reshapeTarget(y.shape, shape)) : y;
       }),
+  }),
+  /** fast_swiglu of an MLP's gate and up layers over one input (the fused_swiglu rewrite): on MLX one
+   * op for their fused packed weight (fusedLinearSwiglu; on a CUDA GPU the decode-time matvec writes
+   * the swiglu of the two halves it sums), else the layers and the swiglu. */
+  dense_fused_swiglu: op<{ gate: string; up: string }>()({
+    inputs: ["x"],
+    mlx: ([x], { gate, up }, { weights, quantization }) =>
+      fusedLinearSwiglu(mlx(x, "x"), weights, gate, up, quantization),
+    cpu: ([x], { gate, up }, context) =>
+      cpu.swiglu(
+        cpuLinear(host(x, "x"), context.weights, gate, context.quantization),
+        cpuLinear(host(x, "x"), context.weights, up, context.quantization),
+      ),
   }),
   /** Rows of the embedding table at `module` (packed tables: gather, then dequantize the rows). */
   embedding: op<{ module: string }>()({

@@ -228,7 +228,9 @@ function fuseProjections(
 ): void {
   // Both graphs group the same layers; fuseLinears skips a group fused already.
   const groups = (["last", "all"] as const).flatMap((logits) =>
-    rewrite(graph(logits)).nodes.flatMap((n) => (n.op === "dense_fused" ? [n.attrs.modules] : [])),
+    rewrite(graph(logits)).nodes.flatMap((n) =>
+      n.op === "dense_fused" ? [n.attrs.modules] : n.op === "dense_fused_swiglu" ? [[n.attrs.gate, n.attrs.up]] : [],
+    ),
   );
   replaceInCheckpoint(checkpoint, weights, fuseLinears(weights, groups, checkpoint.quantization, made));
 }

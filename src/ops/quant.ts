@@ -134,6 +134,25 @@ export function quantizedMatmulAddNorm(
   return [new Tensor(pointerFromWord(out[0]!)), new Tensor(pointerFromWord(out[1]!))];
 }
 
+/** silu(gate) * up where [gate, up] are the halves of quantizedMatmul(x, q) along its last axis (q a
+ * fused gate/up weight: a gate's rows, then an up's, as the loader fuses an MLP's projections): the
+ * same values as the product, split, then fast swiglu. On a CUDA GPU one node for one bfloat16 row
+ * (the decode-time matvec sums a gate row and its up row together and writes their swiglu). */
+export function quantizedMatmulSwiglu(x: Tensor, q: QuantizedWeight, params: ProductParams = {}): Tensor {
+  const op = "quantizedMatmulSwiglu";
+  if (params.transpose === false) throw new Error(`${op}: transpose must be true (the Linear layout)`);
+  const { groupSize, bits, mode, int8, hx, hw, hs, hb } = productOperands(op, x, q, params);
+  const rows = q.weight.shape[0];
+  if (q.weight.shape.length !== 2 || rows === undefined || rows % 2 !== 0)
+    throw new Error(
+      `${op}: weight ${q.weight.describe()} does not have an even number of rows (a gate's, then an up's)`,
+    );
+  return call(
+    () => `${op}(${x.describe()}, ${q.weight.describe()}, ${mode} ${bits}-bit group ${groupSize})`,
+    (lib, out) => lib.mlx_quantized_matmul_swiglu(out, hx, hw, hs, hb, 1, groupSize, bits, cstr(mode), int8),
+  );
+}
+
 /** quantizedMatmul(x, q, params) as several tensors: the product's last axis split into parts, part i
  * of shape shapes[i] (a reshape of its columns; the sizes must take whole rows, adding up to the
  * product's). For one row of x (a decode step), one MLX node whose outputs are views of the product:

@@ -7,9 +7,10 @@ import {
   quantizedMatmulAdd,
   quantizedMatmulAddNorm,
   quantizedMatmulSplit,
+  quantizedMatmulSwiglu,
 } from "../ops/quant.ts";
 import type { Tensor } from "../tensor.ts";
-import { rmsNorm as fastRmsNorm } from "../ops/fast.ts";
+import { rmsNorm as fastRmsNorm, swiglu as fastSwiglu } from "../ops/fast.ts";
 import { type QuantConfig, quantizationFor } from "./config.ts";
 import { packedTriple } from "./weights.ts";
 
@@ -115,6 +116,31 @@ export function linearAddNorm(
   } catch (e) {
     sum.dispose();
     throw e;
+  }
+}
+
+/** swiglu(gate(x), up(x)) for an MLP's gate and up layers: for their fused packed weight without a
+ * bias one op (quantizedMatmulSwiglu: on a CUDA GPU the decode-time matvec writes the swiglu of its
+ * two halves), else fusedLinear's outputs through fast swiglu; the same values either way. */
+export function fusedLinearSwiglu(
+  x: Tensor,
+  weights: ReadonlyMap<string, Tensor>,
+  gate: string,
+  up: string,
+  quantization: QuantConfig | null,
+): Tensor {
+  const name = fusedName([gate, up]);
+  const widths = [gate, up].map((m) => weights.get(`${m}.weight`)?.shape[0]);
+  if (weights.has(`${name}.weight`) && widths[0] === widths[1]) {
+    const { bias, packed } = layerOf(weights, name, quantization, gate);
+    if (packed && !bias) return quantizedMatmulSwiglu(x, packed.triple, packed.params);
+  }
+  const [g, u] = fusedLinear(x, weights, [gate, up], quantization);
+  try {
+    return fastSwiglu(g!, u!);
+  } finally {
+    g!.dispose();
+    u!.dispose();
   }
 }
 

@@ -42,10 +42,14 @@ export class Rewriting {
     for (const k of Object.keys(this.outputs)) if (this.outputs[k] === from) this.outputs[k] = to;
   }
 
-  /** How many times each node's value is used (as an input, counted per input, or as an output). */
-  useCounts(): number[] {
+  /** How many times each node's value is used (as an input, counted per input, or as an output);
+   * with `live`, only by nodes the outputs still reach (not by nodes an earlier rewrite replaced). */
+  useCounts(live = false): number[] {
     const uses = this.nodes.map(() => 0);
-    for (const n of this.nodes) for (const i of n.inputs) uses[i]!++;
+    const users = live
+      ? reachable({ nodes: this.nodes, outputs: this.outputs }).map((id) => this.nodes[id]!)
+      : this.nodes;
+    for (const n of users) for (const i of n.inputs) uses[i]!++;
     for (const id of Object.values(this.outputs)) uses[id]!++;
     return uses;
   }

@@ -81,23 +81,6 @@ Arrays quantized_product_add_norm(const mx::array& x, const mx::array& w, const 
   return {sum, rms_norm(sum, norm_weight, eps)};
 }
 
-/** silu(gate) * up where [gate, up] = quantized_product(x, w, ...) split in halves along its last axis
- * (w a fused gate/up weight): on the GPU of a CUDA build one node of the shim's matvec where it fits
- * (qmv_cuda_swiglu), else the product, its halves, then swiglu (as fast_swiglu makes it). */
-mx::array quantized_product_swiglu(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool t,
-                                   std::optional<int> g, std::optional<int> b, const std::string& m, bool int8) {
-#ifdef MLXB_CUDA
-  if (mx::default_device() == mx::Device::gpu && biases && t && x.size() > 0 && w.size() > 0) {
-    if (auto made = qmv_cuda_swiglu(x, w, scales, *biases, g, b, m)) return *made;
-  }
-#endif
-  auto product = quantized_product(x, w, scales, biases, t, g, b, m, int8);
-  const int width = product.shape(-1);
-  if (width % 2 != 0) throw ArgumentError("the product has " + std::to_string(width) + " columns, not a gate's and an up's alike");
-  auto halves = mx::split(product, 2, -1);
-  return swiglu(halves[0], halves[1], [&] { return compiled_swiglu(halves[0], halves[1]); });
-}
-
 /** quantized_product(x, ...) as arrays of `shapes` (in order, their sizes adding up to the
  * product's): for one row of x, one SplitProduct node over the product's own; else the product
  * split along its last axis and each part reshaped. */
@@ -123,6 +106,24 @@ Arrays quantized_product_split(const mx::array& x, const mx::array& w, const mx:
   auto parts = mx::split(product, cuts, -1);
   for (size_t i = 0; i < parts.size(); i++) parts[i] = mx::reshape(parts[i], shapes[i]);
   return parts;
+}
+/** silu(gate) * up where [gate, up] = quantized_product(x, w, ...) split in halves along its last axis
+ * (w a fused gate/up weight): on the GPU of a CUDA build one node of the shim's matvec where it fits
+ * (qmv_cuda_swiglu), else the product's halves (quantized_product_split), then swiglu (as fast_swiglu makes it). */
+mx::array quantized_product_swiglu(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool t,
+                                   std::optional<int> g, std::optional<int> b, const std::string& m, bool int8) {
+#ifdef MLXB_CUDA
+  if (mx::default_device() == mx::Device::gpu && biases && t && x.size() > 0 && w.size() > 0) {
+    if (auto made = qmv_cuda_swiglu(x, w, scales, *biases, g, b, m)) return *made;
+  }
+#endif
+  if (!t || w.ndim() != 2 || w.shape(0) % 2 != 0)
+    throw ArgumentError("the weight's " + std::to_string(w.ndim() == 2 ? w.shape(0) : 0) + " rows are not a gate's and an up's alike");
+  auto half = x.shape();
+  half.back() = w.shape(0) / 2;
+  // The halves as quantized_product_split makes them (for one row, one node whose outputs are views).
+  auto halves = quantized_product_split(x, w, scales, biases, t, g, b, m, int8, {half, half});
+  return swiglu(halves[0], halves[1], [&] { return compiled_swiglu(halves[0], halves[1]); });
 }
 } // namespace
 

@@ -133,7 +133,7 @@ CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, bool 
 Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool add, bool norm, bool pair, int n, int k) {
   static std::mutex mutex;
   static std::map<std::tuple<int, int, int, int, bool, bool, bool, std::tuple<int, int, int, int, bool>>, Kernel> kernels;
-  static bool warned[2] = {false, false}; // [mma]: each failure said once on stderr
+  static bool warned[2][2] = {}; // [pair][mma]: each kind's first failure said on stderr
   std::lock_guard<std::mutex> lock(mutex);
   for (bool mma : {true, false}) {
     if (mma && !mma_fits(dtype, rows, n, k)) continue;
@@ -149,10 +149,12 @@ Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool a
       try {
         kernel.function = compile(device_index, dtype, group, variant, add, norm, pair, kernel.shape);
       } catch (const std::exception& e) {
-        if (!warned[mma])
+        if (pair && !warned[pair][mma])
+          std::fprintf(stderr, "mlx-bun: the CUDA 4-bit matvec writing an MLP's swiglu is unavailable (%s); using the product and MLX's swiglu\n", e.what());
+        else if (!warned[pair][mma])
           std::fprintf(stderr, "mlx-bun: the CUDA 4-bit matvec %s is unavailable (%s); using %s\n", mma ? "on the tensor cores" : "kernel", e.what(),
                        mma ? "its float32 form" : "MLX's quantized_matmul");
-        warned[mma] = true;
+        warned[pair][mma] = true;
       }
       it = kernels.emplace(key, kernel).first;
     }

@@ -17,8 +17,8 @@
 // 16 s a + (b - 16 s) xs. All arithmetic is float32; x, scales, biases and out are DTYPE.
 // ADD 1: out = the product rounded to DTYPE, plus addend[m, j] (DTYPE, out's shape), rounded again:
 // what a separate add of the rounded product would give.
-// PAIR 1 (bfloat16, one row of x; not with ADD): w holds 2n rows, a gate's n then an up's n (a fused
-// gate/up projection); out[j] = silu(gate_j) * up_j, each product rounded to bfloat16 as the product
+// PAIR 1 (bfloat16, one row of x, sm_90 for mul.rn.bf16; not with ADD): w holds 2n rows, a gate's n
+// then an up's n (a fused gate/up projection); out[j] = silu(gate_j) * up_j, each product rounded to bfloat16 as the product
 // kernel writes it, then MLX's compiled swiglu's instructions for bfloat16 (its Sigmoid and Multiply
 // functors and half-type operators: every step rounded to bfloat16 as there): bit for bit the
 // product, split, and MLX's swiglu. A warp's rows are half gate rows, half the same rows of the up

@@ -107,6 +107,7 @@ Arrays quantized_product_split(const mx::array& x, const mx::array& w, const mx:
   for (size_t i = 0; i < parts.size(); i++) parts[i] = mx::reshape(parts[i], shapes[i]);
   return parts;
 }
+
 /** silu(gate) * up where [gate, up] = quantized_product(x, w, ...) split in halves along its last axis
  * (w a fused gate/up weight): on the GPU of a CUDA build one node of the shim's matvec where it fits
  * (qmv_cuda_swiglu), else the product's halves (quantized_product_split), then swiglu (as fast_swiglu makes it). */
@@ -117,7 +118,7 @@ mx::array quantized_product_swiglu(const mx::array& x, const mx::array& w, const
     if (auto made = qmv_cuda_swiglu(x, w, scales, *biases, g, b, m)) return *made;
   }
 #endif
-  if (!t || w.ndim() != 2 || w.shape(0) % 2 != 0)
+  if (w.ndim() != 2 || w.shape(0) % 2 != 0)
     throw ArgumentError("the weight's " + std::to_string(w.ndim() == 2 ? w.shape(0) : 0) + " rows are not a gate's and an up's alike");
   auto half = x.shape();
   half.back() = w.shape(0) / 2;

@@ -232,6 +232,10 @@ std::optional<Arrays> decode_attention_write_cuda(const mx::array& q, const mx::
 /** The product's elements [offsets[i], offsets[i] + size of shapes[i]) as arrays of those shapes:
  * views of the one buffer the product's primitive fills, one node (shim/ext/split_product.cpp). */
 Arrays split_product(const mx::array& product, const std::vector<mx::Shape>& shapes, std::vector<int64_t> offsets);
+/** out (an array of its own shape, without data) as the product's elements [offset, offset + its
+ * size), row-major, a view of the product's buffer (SplitProduct's outputs; a one-row product's
+ * column ranges). */
+void share_elements(const mx::array& product, mx::array& out, int64_t offset);
 /** SamplePick on the GPU of a CUDA build (sample_cuda.cpp): whether its kernel for the dtype compiled,
  * and its evaluation (inputs logits, params, uniforms; outputs tokens, peak, threshold). */
 bool sample_kernel_ready(int device_index, mx::Dtype dtype);

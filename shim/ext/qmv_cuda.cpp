@@ -21,7 +21,6 @@
 #include <mutex>
 
 #include "cuda.h"
-#include "mlx/backend/common/utils.h"
 #include "mlx/fast.h"
 #include "mlx/primitives.h"
 #include "qmv_cuda_source.h"
@@ -213,13 +212,8 @@ class QuantizedMatvecCuda : public mx::Primitive {
         std::vector<mx::array> whole{mx::array(whole_shape, out.dtype(), nullptr, {})};
         fallback_->eval_gpu(product, whole);
         auto half = [&](int64_t offset) {
-          mx::Strides strides(out.ndim(), 1);
-          for (int d = static_cast<int>(out.ndim()) - 2; d >= 0; d--) strides[d] = strides[d + 1] * whole_shape[d + 1];
-          auto [size, row, col] = mx::check_contiguity(out.shape(), strides);
-          auto flags = whole[0].flags();
-          flags.row_contiguous = row, flags.col_contiguous = col, flags.contiguous = true;
           mx::array h(out.shape(), out.dtype(), nullptr, {});
-          h.copy_shared_buffer(whole[0], strides, flags, size, offset);
+          share_elements(whole[0], h, offset);
           return h;
         };
         std::vector<mx::array> result{out};

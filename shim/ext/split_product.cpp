@@ -35,15 +35,7 @@ class SplitProduct : public mx::Primitive {
     } else {
       product_->eval_cpu(inputs, product);
     }
-    for (size_t i = 0; i < outputs.size(); i++) {
-      auto& out = outputs[i];
-      mx::Strides strides(out.ndim(), 1);
-      for (int d = static_cast<int>(out.ndim()) - 2; d >= 0; d--) strides[d] = strides[d + 1] * out.shape(d + 1);
-      auto [size, row, col] = mx::check_contiguity(out.shape(), strides);
-      auto flags = product[0].flags();
-      flags.row_contiguous = row, flags.col_contiguous = col, flags.contiguous = true;
-      out.copy_shared_buffer(product[0], strides, flags, size, offsets_[i]);
-    }
+    for (size_t i = 0; i < outputs.size(); i++) share_elements(product[0], outputs[i], offsets_[i]);
   }
 
   std::shared_ptr<mx::Primitive> product_;
@@ -52,6 +44,15 @@ class SplitProduct : public mx::Primitive {
 };
 
 } // namespace
+
+void mlxb::share_elements(const mx::array& product, mx::array& out, int64_t offset) {
+  mx::Strides strides(out.ndim(), 1);
+  for (int d = static_cast<int>(out.ndim()) - 2; d >= 0; d--) strides[d] = strides[d + 1] * out.shape(d + 1);
+  auto [size, row, col] = mx::check_contiguity(out.shape(), strides);
+  auto flags = product.flags();
+  flags.row_contiguous = row, flags.col_contiguous = col, flags.contiguous = true;
+  out.copy_shared_buffer(product, strides, flags, size, offset);
+}
 
 Arrays mlxb::split_product(const mx::array& product, const std::vector<mx::Shape>& shapes, std::vector<int64_t> offsets) {
   std::vector<mx::Dtype> dtypes(shapes.size(), product.dtype());

@@ -5,7 +5,8 @@
 // of one KV head for all the query heads that share it (GQA), so the keys and values are read once,
 // by hundreds of blocks; the last block of a KV head to finish merges its chunks (one kernel node,
 // as MLX's: a step's host cost grows with its nodes), its loads of the chunks' parts issued together
-// (14.7 -> 11.8 us a layer on the 8B, CUPTI, thirteenth session).
+// (14.7 -> 11.8 us a layer on the 8B, CUPTI, thirteenth session), those of the first chunks before the
+// chunk weights (10.1 / 9.8 -> 9.5 / 9.4 us, eighteenth session).
 // A decode step's KV cache write can go inside it (decode_attention_write_cuda, used by kv.cpp): the
 // warp that meets the new position reads its key and value from the step's k and v and stores them
 // into the cache, which saves the write's two copy kernels a layer.
@@ -204,9 +205,25 @@ mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __rest
   __syncthreads();
   if (!merging) return;
   __threadfence();
-  // Each head's chunk weights (2^(max - largest max) / the sum), a warp per head, each lane holding
-  // chunks lane, lane + 32, ... (one load of max and sum each); then every output value's weighted
-  // sum, a thread's R values' loads of a chunk issued together.
+  // A thread's R output values' parts of the first MERGE_BATCH chunks, loaded before the chunk weights
+  // (they do not depend on them): the two sets of loads in flight together. Then each head's chunk
+  // weights (2^(max - largest max) / the sum), a warp per head, each lane holding chunks lane,
+  // lane + 32, ... (one load of max and sum each); then every output value's weighted sum, in chunk
+  // order, a further batch's loads issued together.
+  constexpr int R = (G * D + WARPS * 32 - 1) / (WARPS * 32);
+  constexpr int MERGE_BATCH = 128 / R < MAX_CHUNKS ? 128 / R : MAX_CHUNKS;
+  const float* po[R];
+  float acc[R], held[MERGE_BATCH][R];
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    const int i = min((int)threadIdx.x + r * WARPS * 32, G * D - 1), g = i / D, d = i % D;
+    po[r] = part_o + ((long long)b * p.kv_heads * G + h * G + g) * p.chunks * D + d;
+    acc[r] = 0.f;
+  }
+#pragma unroll
+  for (int c = 0; c < MERGE_BATCH; c++)
+#pragma unroll
+    for (int r = 0; r < R; r++) held[c][r] = c < p.chunks ? __ldcg(po[r] + (long long)c * D) : 0.f;
   __shared__ float weights[G][MAX_CHUNKS];
   for (int g = warp; g < G; g += WARPS) {
     const float2* ml = reinterpret_cast<const float2*>(part_ml) + ((long long)b * p.kv_heads * G + h * G + g) * p.chunks;
@@ -235,21 +252,20 @@ mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __rest
     }
   }
   __syncthreads();
-  constexpr int R = (G * D + WARPS * 32 - 1) / (WARPS * 32);
-  const float* po[R];
-  float acc[R];
+  for (int c0 = 0; c0 < p.chunks; c0 += MERGE_BATCH) {
+    if (c0 > 0)
 #pragma unroll
-  for (int r = 0; r < R; r++) {
-    const int i = min((int)threadIdx.x + r * WARPS * 32, G * D - 1), g = i / D, d = i % D;
-    po[r] = part_o + ((long long)b * p.kv_heads * G + h * G + g) * p.chunks * D + d;
-    acc[r] = 0.f;
-  }
-#pragma unroll 4
-  for (int c = 0; c < p.chunks; c++) {
+      for (int c = 0; c < MERGE_BATCH; c++)
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-      const int g = min((int)threadIdx.x + r * WARPS * 32, G * D - 1) / D;
-      acc[r] = fmaf(weights[g][c], __ldcg(po[r] + (long long)c * D), acc[r]);
+        for (int r = 0; r < R; r++) held[c][r] = c0 + c < p.chunks ? __ldcg(po[r] + (long long)(c0 + c) * D) : 0.f;
+#pragma unroll
+    for (int c = 0; c < MERGE_BATCH; c++) {
+      if (c0 + c >= p.chunks) break;
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        const int g = min((int)threadIdx.x + r * WARPS * 32, G * D - 1) / D;
+        acc[r] = fmaf(weights[g][c0 + c], held[c][r], acc[r]);
+      }
     }
   }
 #pragma unroll

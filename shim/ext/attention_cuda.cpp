@@ -199,12 +199,16 @@ mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __rest
   }
   // The last block of this KV head (the counter's count) merges.
   __shared__ int merging;
-  __threadfence();
+  // The block's stores ordered before its count by the barrier and one thread's fences (as a
+  // cooperative grid's sync does), the other blocks' stores before the merging block's reads likewise.
   __syncthreads();
-  if (threadIdx.x == 0) merging = atomicAdd(&counters[b * p.kv_heads + h], 1) == p.chunks - 1;
+  if (threadIdx.x == 0) {
+    __threadfence();
+    merging = atomicAdd(&counters[b * p.kv_heads + h], 1) == p.chunks - 1;
+    if (merging) __threadfence();
+  }
   __syncthreads();
   if (!merging) return;
-  __threadfence();
   // A thread's R output values' parts of the first MERGE_BATCH chunks, loaded before the chunk weights
   // (they do not depend on them): the two sets of loads in flight together. Then each head's chunk
   // weights (2^(max - largest max) / the sum), a warp per head, each lane holding chunks lane,

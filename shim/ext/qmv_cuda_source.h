@@ -160,12 +160,16 @@ __device__ __forceinline__ void norm_if_last(const T* out, const T* __restrict__
                                              float eps) {
   __shared__ float partial[32];
   __shared__ int last;
-  __threadfence();
+  // The block's stores ordered before its count by the barrier and one thread's fences (as a
+  // cooperative grid's sync does), the other blocks' stores before the last block's reads likewise.
   __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(counter, 1) == (int)gridDim.x - 1;
+  if (threadIdx.x == 0) {
+    __threadfence();
+    last = atomicAdd(counter, 1) == (int)gridDim.x - 1;
+    if (last) __threadfence();
+  }
   __syncthreads();
   if (!last) return;
-  __threadfence();
   const bool vectors = n % NORM_VECTOR == 0 && reinterpret_cast<size_t>(norm_w) % 16 == 0;
   for (int m = 0; m < rows; m++) {
     const T* row = out + (size_t)m * n;

@@ -4,8 +4,8 @@
 # sm_90 only compute_90 PTX written by CUDA 13.1, which the machine's driver (CUDA 13.0) refuses:
 # retarget_ptx.py keeps that PTX alone in each fat binary with its ISA version lowered to 9.0
 # (MLXB_GPU_PTX), the other architectures' code zeroed (124 -> ~22 MB xz'd). The xz'd tarball is cut
-# into parts of 38 MiB, .gpu/llama-cuda.part0..N, each carried by its own call while the machine is
-# warm, with .gpu/llama-cuda.sum (the whole file's checksum and its part count); device.sh joins them
+# into parts of 12 MiB, .gpu/llama-cuda.part0..N (a part fits a call beside the payload and the
+# working tree, ~21 MB with the default model: 64 MiB a call), carried while the machine is warm, with .gpu/llama-cuda.sum (the whole file's checksum and its part count); device.sh joins them
 # once all are there. Left out: the other platforms' binaries and llama.cpp's source bundle (a build
 # from source is never asked for). Env: MLXB_GPU_SM (default 90), MLXB_GPU_PTX (default 9.0).
 set -euo pipefail
@@ -33,7 +33,7 @@ log "compressing (xz -9, a few minutes)"
 mkdir -p "$ROOT/.gpu"
 rm -f "$OUT".part* "$OUT.sum"
 tar -C "$STAGE" -cf - node_modules | xz -T0 -9 > "$OUT.tar.xz"
-split -b 38M -d -a 1 "$OUT.tar.xz" "$OUT.part"
+split -b 12M -d -a 1 "$OUT.tar.xz" "$OUT.part"
 echo "$(cksum < "$OUT.tar.xz") $(ls "$OUT".part* | wc -l)" > "$OUT.sum"
 rm "$OUT.tar.xz"
 log "$(cat "$OUT.sum" | awk '{ print $3 }') parts: $(ls "$OUT".part* | tr '\n' ' ')"

@@ -5,8 +5,9 @@
 # retarget_ptx.py keeps that PTX alone in each fat binary with its ISA version lowered to 9.0
 # (MLXB_GPU_PTX), the other architectures' code zeroed (124 -> ~22 MB xz'd). The xz'd tarball is cut
 # into parts of 12 MiB, .gpu/llama-cuda.part0..N (a part fits a call beside the payload and the
-# working tree, ~21 MB with the default model: 64 MiB a call), carried while the machine is warm, with .gpu/llama-cuda.sum (the whole file's checksum and its part count); device.sh joins them
-# once all are there. Left out: the other platforms' binaries and llama.cpp's source bundle (a build
+# working tree, ~21 MB with the default model: 64 MiB a call), carried while the machine is warm,
+# with .gpu/llama-cuda.sum (the whole file's checksum and its part count); device.sh joins them once
+# all are there. Left out: the other platforms' binaries and llama.cpp's source bundle (a build
 # from source is never asked for). Env: MLXB_GPU_SM (default 90), MLXB_GPU_PTX (default 9.0).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

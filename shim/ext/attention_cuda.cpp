@@ -224,10 +224,13 @@ mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __rest
     po[r] = part_o + ((long long)b * p.kv_heads * G + h * G + g) * p.chunks * D + d;
     acc[r] = 0.f;
   }
+  auto load_batch = [&](int c0) {
 #pragma unroll
-  for (int c = 0; c < MERGE_BATCH; c++)
+    for (int c = 0; c < MERGE_BATCH; c++)
 #pragma unroll
-    for (int r = 0; r < R; r++) held[c][r] = c < p.chunks ? __ldcg(po[r] + (long long)c * D) : 0.f;
+      for (int r = 0; r < R; r++) held[c][r] = c0 + c < p.chunks ? __ldcg(po[r] + (long long)(c0 + c) * D) : 0.f;
+  };
+  load_batch(0);
   __shared__ float weights[G][MAX_CHUNKS];
   for (int g = warp; g < G; g += WARPS) {
     const float2* ml = reinterpret_cast<const float2*>(part_ml) + ((long long)b * p.kv_heads * G + h * G + g) * p.chunks;
@@ -257,11 +260,7 @@ mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __rest
   }
   __syncthreads();
   for (int c0 = 0; c0 < p.chunks; c0 += MERGE_BATCH) {
-    if (c0 > 0)
-#pragma unroll
-      for (int c = 0; c < MERGE_BATCH; c++)
-#pragma unroll
-        for (int r = 0; r < R; r++) held[c][r] = c0 + c < p.chunks ? __ldcg(po[r] + (long long)(c0 + c) * D) : 0.f;
+    if (c0 > 0) load_batch(c0);
 #pragma unroll
     for (int c = 0; c < MERGE_BATCH; c++) {
       if (c0 + c >= p.chunks) break;

@@ -30,6 +30,8 @@ for ((round = 0; round < rounds; round++)); do
   for spec in "$a" "$b"; do
     echo "== ${spec:-(the payload as packed)}"
     mapfile -t vars < <(assignments "$spec")
-    env "${vars[@]}" bun scripts/gpu/profile-step.ts "$model" 512 32 | grep -E "wall|$pattern" | head -12
+    # The first 12 matching lines, all the output read (an early exit would end the run by SIGPIPE
+    # under pipefail).
+    env "${vars[@]}" bun scripts/gpu/profile-step.ts "$model" 512 32 | awk -v p="wall|$pattern" '$0 ~ p && n++ < 12'
   done
 done

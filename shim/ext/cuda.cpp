@@ -166,6 +166,20 @@ OutputPool& output_pool() {
 
 } // namespace
 
+int mlxb::multiprocessors(int device_index) {
+  static std::mutex mutex;
+  static std::map<int, int> counts; // by device index: asked of the driver once
+  std::lock_guard<std::mutex> lock(mutex);
+  if (auto it = counts.find(device_index); it != counts.end()) return it->second;
+  const Cuda& c = cuda();
+  if (!c.ok) throw std::runtime_error("the CUDA driver or NVRTC library is not loaded");
+  int device = 0, count = 0;
+  check_cuda(c.cuDeviceGet(&device, device_index), "cuDeviceGet");
+  check_cuda(c.cuDeviceGetAttribute(&count, 16, device), "multiprocessor count"); // CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
+  counts.emplace(device_index, count);
+  return count;
+}
+
 CUfunc_st* mlxb::compile_kernel(int device_index, const std::string& source, const char* file, const char* name) {
   const Cuda& c = cuda();
   if (!c.ok) throw std::runtime_error("the CUDA driver or NVRTC library is not loaded");

@@ -50,6 +50,9 @@ void check_cuda(int result, const char* what);
  * "C"); throws with NVRTC's log or the driver's error. `file` names the source in the log. */
 CUfunc_st* compile_kernel(int device_index, const std::string& source, const char* file, const char* name);
 
+/** The device's streaming multiprocessors (CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT). */
+int multiprocessors(int device_index);
+
 /** Device memory of `bytes` for an output of one of the shim's primitives (MLX's allocator does not
  * export its device-memory entry; its exported malloc gives managed memory): from a pool of device
  * buffers, each back in the pool when MLX releases the array. */

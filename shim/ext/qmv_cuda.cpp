@@ -45,7 +45,8 @@ int variant_rows(bool mma, int rows) {
 struct Shape {
   int rows_per_warp, unroll, warps, split;
   bool mma;
-  auto key() const { return std::make_tuple(rows_per_warp, unroll, warps, split, mma); }
+  bool one_wave = false; // see one_wave below
+  auto key() const { return std::make_tuple(rows_per_warp, unroll, warps, split, mma, one_wave); }
 };
 
 /** Whether x's dtype takes the tensor-core kernel (bfloat16/float16), unless MLXB_QMV_MMA=0
@@ -109,6 +110,21 @@ Shape shape_for(bool mma, int rows, int n, int k, int group) {
   return {1, 1, 4, 1, false};
 }
 
+/** Whether a tensor-core product's grid for n weight rows fits the device's SMs at one block each,
+ * unless MLXB_QMV_ONE_WAVE=0 (comparisons). Such a kernel is compiled with a minimum of one block an
+ * SM in its launch bounds, where ptxas then gives a one-step product ~100 registers instead of 64
+ * and issues more of a warp's weight loads before its first mma: two blocks an SM are of no use to a
+ * grid that has at most one block for each (the 8B's o_proj: 128 blocks on an H200's 132 SMs). */
+bool one_wave(int device_index, const Shape& shape, int n) {
+  static const bool off = [] {
+    const char* v = std::getenv("MLXB_QMV_ONE_WAVE");
+    return v && std::string(v) == "0";
+  }();
+  if (off || !shape.mma) return false;
+  const long long rows_per_block = static_cast<long long>(shape.rows_per_warp) * shape.warps / shape.split;
+  return (n + rows_per_block - 1) / rows_per_block <= multiprocessors(device_index);
+}
+
 struct Kernel {
   CUfunc_st* function = nullptr;
   Shape shape{};
@@ -121,7 +137,8 @@ CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, bool 
                        std::to_string(rows) + "\n#define R " + std::to_string(shape.rows_per_warp) + "\n#define U " + std::to_string(shape.unroll) +
                        "\n#define WARPS " + std::to_string(shape.warps) + "\n#define SPLIT " + std::to_string(shape.split) + "\n#define MMA " +
                        std::to_string(shape.mma ? 1 : 0) + "\n#define ADD " + std::to_string(add ? 1 : 0) + "\n#define NORM " + std::to_string(norm ? 1 : 0) +
-                       "\n#define PAIR " + std::to_string(pair ? 1 : 0) + "\n" + QMV_CUDA_SOURCE;
+                       "\n#define PAIR " + std::to_string(pair ? 1 : 0) + "\n#define ONE_WAVE " + std::to_string(shape.one_wave ? 1 : 0) + "\n" +
+                       QMV_CUDA_SOURCE;
   return compile_kernel(device_index, source, "mlxb_qmv.cu", "mlxb_qmv");
 }
 
@@ -131,7 +148,7 @@ CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, bool 
  * kind's first failure is said on stderr. */
 Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool add, bool norm, bool pair, int n, int k) {
   static std::mutex mutex;
-  static std::map<std::tuple<int, int, int, int, bool, bool, bool, std::tuple<int, int, int, int, bool>>, Kernel> kernels;
+  static std::map<std::tuple<int, int, int, int, bool, bool, bool, std::tuple<int, int, int, int, bool, bool>>, Kernel> kernels;
   static bool warned[2][2] = {}; // [pair][mma]: each kind's first failure said on stderr
   std::lock_guard<std::mutex> lock(mutex);
   for (bool mma : {true, false}) {
@@ -139,8 +156,9 @@ Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool a
     // PAIR takes the kind the whole product takes (the same sums), or none.
     if (pair && !mma && mma_fits(dtype, rows, n, k)) break;
     const int variant = variant_rows(mma, rows);
-    const Shape shape = shape_for(mma, rows, n, k, group);
+    Shape shape = shape_for(mma, rows, n, k, group);
     if (pair && shape.rows_per_warp % 2 != 0) break; // PAIR: half a warp's rows gate rows, half up rows
+    shape.one_wave = one_wave(device_index, shape, n);
     auto key = std::make_tuple(device_index, dtype_code(dtype), group, variant, add, norm, pair, shape.key());
     auto it = kernels.find(key);
     if (it == kernels.end()) {

@@ -588,7 +588,14 @@ __device__ __forceinline__ void product(const T* __restrict__ x, const u32* __re
 }
 #endif
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32)
+// ONE_WAVE 1: a grid of at most one block an SM (qmv_cuda.cpp's one_wave): its registers unbounded
+// by a second block.
+#if ONE_WAVE
+#define BOUNDS __launch_bounds__(WARPS * 32, 1)
+#else
+#define BOUNDS __launch_bounds__(WARPS * 32)
+#endif
+extern "C" __global__ void BOUNDS
 mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict__ scales, const T* __restrict__ biases,
          const T* __restrict__ addend, T* __restrict__ out, int n, int k, int rows, const T* __restrict__ norm_w, T* __restrict__ normed,
          int* counter, float eps) {

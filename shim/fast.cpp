@@ -14,6 +14,15 @@ mx::array mlxb::compiled_swiglu(const mx::array& gate, const mx::array& up) {
   return fn({gate, up}).at(0);
 }
 
+Arrays mlxb::qk_norm_rope(const mx::array& q, const mx::array& k, const mx::array& q_weight, const mx::array& k_weight, float eps, int dims, bool traditional,
+                          std::optional<float> base, float scale, const mx::array& offset, const std::optional<mx::array>& periods) {
+#ifdef MLXB_CUDA
+  if (auto fused = qk_norm_rope_cuda(q, k, q_weight, k_weight, eps, dims, traditional, base, scale, offset, periods)) return *fused;
+#endif
+  auto rotate = [&](const mx::array& x, const mx::array& w) { return rope(rms_norm(x, w, eps), dims, traditional, base, scale, offset, periods); };
+  return Arrays{rotate(q, q_weight), rotate(k, k_weight)};
+}
+
 extern "C" {
 
 int mlx_fast_rms_norm(mlx_array* out, mlx_array x, mlx_array weight, float eps) {
@@ -38,11 +47,6 @@ int mlx_fast_layer_norm(mlx_array* out, mlx_array x, mlx_array weight, mlx_array
       return mx::fast::layer_norm(a[0], w, b, eps);
     });
   });
-}
-
-static std::optional<float> rope_base(float base, mlx_array freqs) {
-  if (freqs != nullptr || std::isnan(base)) return std::nullopt;
-  return base;
 }
 
 int mlx_fast_rope(mlx_array* out, mlx_array x, int dims, int traditional, float base, float scale, int offset, mlx_array freqs) {
@@ -76,11 +80,7 @@ int mlx_fast_qk_norm_rope(mlx_array* q_out, mlx_array* k_out, mlx_array q, mlx_a
     emit({q_out, k_out}, inputs, [=](const Arrays& a) {
       std::optional<mx::array> periods;
       if (a.size() > 5) periods = a[5];
-#ifdef MLXB_CUDA
-      if (auto fused = qk_norm_rope_cuda(a[0], a[1], a[2], a[3], eps, dims, t, b, scale, a[4], periods)) return *fused;
-#endif
-      auto rotate = [&](const mx::array& x, const mx::array& w) { return rope(rms_norm(x, w, eps), dims, t, b, scale, a[4], periods); };
-      return Arrays{rotate(a[0], a[2]), rotate(a[1], a[3])};
+      return qk_norm_rope(a[0], a[1], a[2], a[3], eps, dims, t, b, scale, a[4], periods);
     });
   });
 }

@@ -1,6 +1,8 @@
 // Helpers shared by the shim's translation units: handle conversion and the exception fence.
 #pragma once
 
+#include <cmath>
+
 #include <functional>
 #include <initializer_list>
 #include <string>
@@ -132,6 +134,12 @@ inline mx::Shape shape_of(const int32_t* values, int n) {
   return mx::Shape(values, values + n);
 }
 
+// A rope's base as the C API gives it: none where periods (freqs) are given or base is NaN.
+inline std::optional<float> rope_base(float base, mlx_array freqs) {
+  if (freqs != nullptr || std::isnan(base)) return std::nullopt;
+  return base;
+}
+
 // The shape of a new array: no negative dimension.
 inline mx::Shape dims_of(const int32_t* values, int n) {
   auto s = shape_of(values, n);
@@ -210,8 +218,22 @@ std::optional<Arrays> qmv_cuda_add_norm(const mx::array& x, const mx::array& w, 
  * else nullopt. */
 std::optional<mx::array> qmv_cuda_swiglu(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
                                          std::optional<int> group_size, std::optional<int> bits, const std::string& mode);
+/** A fused q/k/v projection of one row (w: q_heads + 2 k_heads heads of D rows) as q, k and v in
+ * `shapes` ([1, q_heads, 1, D], [1, k_heads, 1, D] twice) with q and k normed and rotated as
+ * qk_norm_rope makes them, as one node of the shim's matvec on the GPU of a CUDA build where it fits
+ * (qmv_cuda.cpp: the kernel's QK_NORM_ROPE epilogue); else nullopt. */
+std::optional<Arrays> qmv_cuda_qk_norm_rope(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
+                                            std::optional<int> group_size, std::optional<int> bits, const std::string& mode,
+                                            const std::vector<mx::Shape>& shapes, const mx::array& q_weight, const mx::array& k_weight, float eps, int dims,
+                                            bool traditional, std::optional<float> base, float scale, const mx::array& offset,
+                                            const std::optional<mx::array>& periods);
 /** MLX's compiled swiglu of gate and up (fast.cpp; what mx::compile makes of silu(gate) * up). */
 mx::array compiled_swiglu(const mx::array& gate, const mx::array& up);
+/** rms_norm of q and of k [B, H, T, D] (weights [D]), then rope on both (dims, traditional, base or
+ * periods, scale, offset as mx::fast::rope takes them): qk_norm_rope_cuda where it fits, else MLX's
+ * four ops (fast.cpp). */
+Arrays qk_norm_rope(const mx::array& q, const mx::array& k, const mx::array& q_weight, const mx::array& k_weight, float eps, int dims, bool traditional,
+                    std::optional<float> base, float scale, const mx::array& offset, const std::optional<mx::array>& periods);
 /** rms_norm of q and of k [B, H, T, D] (weights [D]), then rope on both (dims, traditional, base or
  * periods, scale, offset as mx::fast::rope takes them), as one primitive of ours on the GPU of a CUDA
  * build when the inputs fit it (norm_rope_cuda.cpp); else nullopt. */

@@ -285,6 +285,14 @@ int mlx_quantized_matmul_add_norm(mlx_array* outs, mlx_array x, mlx_array wq, ml
  * mlx_fast_swiglu; on a CUDA GPU one node for one bfloat16 row. transpose must be 1. */
 int mlx_quantized_matmul_swiglu(mlx_array* out, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, int transpose, int group_size, int bits,
                                 const char* mode, int int8_activations);
+/* A fused q/k/v projection (wq: q_heads + 2 k_heads heads of D rows) as q, k and v of shapes
+ * dims[0..4), [4..8), [8..12) ([B, q_heads, 1, D], [B, k_heads, 1, D] twice), q and k then normed and
+ * rotated as mlx_fast_qk_norm_rope (rope_dims, traditional, base or freqs, scale, offset): the same
+ * values as mlx_quantized_matmul_split, then that; on a CUDA GPU one node for one row. Writes three
+ * handles. */
+int mlx_quantized_matmul_qk_norm_rope(mlx_array* outs, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, const int32_t* dims, mlx_array q_weight,
+                                      mlx_array k_weight, mlx_array offset, mlx_array freqs, float eps, int rope_dims, int traditional, float base, float scale,
+                                      int group_size, int bits, const char* mode, int int8_activations);
 /* x @ dequantize(wq)(^T) as `count` arrays: output i has shape dims[sum(ranks[:i]) ..][:ranks[i]] and
  * takes the next size(i) / rows columns of each row of the product (a split along the last axis,
  * each part reshaped). For one row of x, one node whose outputs are views of the product. */

@@ -126,6 +126,25 @@ mx::array quantized_product_swiglu(const mx::array& x, const mx::array& w, const
   auto halves = quantized_product_split(x, w, scales, biases, t, g, b, m, int8, {half, half});
   return swiglu(halves[0], halves[1], [&] { return compiled_swiglu(halves[0], halves[1]); });
 }
+
+/** q, k, v = quantized_product_split(x, w, ..., shapes) (w a fused q/k/v projection), q and k then
+ * normed and rotated (qk_norm_rope): on the GPU of a CUDA build one node of the shim's matvec where it
+ * fits (qmv_cuda_qk_norm_rope: one row of x, the heads' shapes), else those ops. */
+Arrays quantized_product_qk_norm_rope(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool t,
+                                      std::optional<int> g, std::optional<int> b, const std::string& m, bool int8, const std::vector<mx::Shape>& shapes,
+                                      const mx::array& q_weight, const mx::array& k_weight, float eps, int dims, bool traditional, std::optional<float> base,
+                                      float scale, const mx::array& offset, const std::optional<mx::array>& periods) {
+  if (shapes.size() != 3) throw ArgumentError("quantized_matmul_qk_norm_rope: " + std::to_string(shapes.size()) + " output shapes, not q's, k's and v's");
+#ifdef MLXB_CUDA
+  if (mx::default_device() == mx::Device::gpu && biases && t && !int8 && x.size() > 0 && w.size() > 0) {
+    if (auto made = qmv_cuda_qk_norm_rope(x, w, scales, *biases, g, b, m, shapes, q_weight, k_weight, eps, dims, traditional, base, scale, offset, periods))
+      return *made;
+  }
+#endif
+  auto parts = quantized_product_split(x, w, scales, biases, t, g, b, m, int8, shapes);
+  auto qk = qk_norm_rope(parts[0], parts[1], q_weight, k_weight, eps, dims, traditional, base, scale, offset, periods);
+  return {qk[0], qk[1], parts[2]};
+}
 } // namespace
 
 extern "C" {
@@ -238,6 +257,32 @@ int mlx_quantized_matmul_split(mlx_array* outs, int count, mlx_array x, mlx_arra
     if (biases == nullptr)
       return emit(outputs, {x, wq, scales}, [=](const Arrays& a) { return quantized_product_split(a[0], a[1], a[2], std::nullopt, t, g, b, m, i8, shapes); });
     emit(outputs, {x, wq, scales, biases}, [=](const Arrays& a) { return quantized_product_split(a[0], a[1], a[2], a[3], t, g, b, m, i8, shapes); });
+  });
+}
+
+int mlx_quantized_matmul_qk_norm_rope(mlx_array* outs, mlx_array x, mlx_array wq, mlx_array scales, mlx_array biases, const int32_t* dims, mlx_array q_weight,
+                                      mlx_array k_weight, mlx_array offset, mlx_array freqs, float eps, int rope_dims, int traditional, float base, float scale,
+                                      int group_size, int bits, const char* mode, int int8_activations) {
+  return guard([&] {
+    arr(x, "x"), arr(wq, "wq"), arr(scales, "scales"), arr(q_weight, "q_weight"), arr(k_weight, "k_weight"), arr(offset, "offset");
+    if (outs == nullptr) throw ArgumentError("quantized_matmul_qk_norm_rope: out-pointers are null");
+    std::vector<mx::Shape> shapes;
+    for (int i = 0; i < 3; i++) shapes.push_back(dims_of(dims + 4 * i, 4));
+    auto m = mode_of(mode);
+    auto g = positive(group_size), b = positive(bits);
+    auto rb = rope_base(base, freqs);
+    bool tr = traditional != 0, i8 = int8_activations != 0;
+    std::vector<mlx_array> inputs{x, wq, scales, q_weight, k_weight, offset};
+    if (biases != nullptr) inputs.push_back(biases);
+    if (freqs != nullptr) inputs.push_back(freqs);
+    const bool has_biases = biases != nullptr, has_freqs = freqs != nullptr;
+    emit({&outs[0], &outs[1], &outs[2]}, inputs, [=](const Arrays& a) {
+      std::optional<mx::array> bs, periods;
+      size_t at = 6;
+      if (has_biases) bs = a[at++];
+      if (has_freqs) periods = a[at++];
+      return quantized_product_qk_norm_rope(a[0], a[1], a[2], bs, true, g, b, m, i8, shapes, a[3], a[4], eps, rope_dims, tr, rb, scale, a[5], periods);
+    });
   });
 }
 

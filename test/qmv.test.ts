@@ -428,6 +428,92 @@ test("quantizedMatmulSwiglu and quantizedMatmul: an x not 16-byte aligned gives 
   quant.disposeQuantized(qo);
 });
 
+// quantizedMatmulQkNormRope: a fused q/k/v projection in its heads' shapes with q and k then normed
+// and rotated (Qwen3's q/k norms and rope). On a CUDA GPU, for one row, one node: the matvec's last
+// block of each q or k head norms and rotates it with the q/k norm + rope kernel's own row code, so
+// the result equals the product split and that kernel bit for bit; elsewhere those ops.
+test.each([
+  ["bfloat16", 1, 32, 8, 128, 4096, 64, false], // the qwen3-8b shape: the tensor-core kernel
+  ["bfloat16", 1, 16, 8, 128, 1024, 64, false], // the qwen3-0.6b shape: the float32 kernel
+  ["float16", 1, 4, 2, 64, 512, 32, true],
+  ["float32", 1, 4, 2, 64, 256, 64, false],
+  ["bfloat16", 2, 4, 2, 64, 512, 64, false], // two rows: the ops
+] as const)(
+  "quantizedMatmulQkNormRope %s, rows %d, %d q and %d k heads of %d, in %d, group %d, periods %p: the product split, then qkNormRope, bit for bit",
+  (dtype, rows, qHeads, kHeads, headDim, features, groupSize, periods) => {
+    const out = (qHeads + 2 * kHeads) * headDim;
+    using operands = addOperands(dtype, rows, out, features, groupSize, [191, 193, 197]);
+    const { q, x: x2 } = operands;
+    using x = ops.reshape(x2, [rows, 1, features]);
+    using wq32 = Tensor.from(random(headDim, 199), [headDim]);
+    using wk32 = Tensor.from(random(headDim, 211), [headDim]);
+    using wq = ops.astype(wq32, dtype);
+    using wk = ops.astype(wk32, dtype);
+    using offset = Tensor.from(Int32Array.of(37), []);
+    using freqs = periods
+      ? Tensor.from(
+          Float32Array.from({ length: headDim / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / headDim)),
+          [headDim / 2],
+        )
+      : null;
+    const rope = { dims: headDim, base: 1000000, scale: 1, offset, freqs };
+    const shapes = [
+      [rows, qHeads, 1, headDim],
+      [rows, kHeads, 1, headDim],
+      [rows, kHeads, 1, headDim],
+    ];
+    const got = quant.quantizedMatmulQkNormRope(x, q, shapes, wq, wk, 1e-6, rope, { groupSize, bits: 4 });
+    using gq = got[0];
+    using gk = got[1];
+    using gv = got[2];
+    if (onCuda && rows === 1) expect([...ops.pendingPrimitiveKinds(got).keys()]).toContain("QkvNormRopeCuda");
+    const parts = quant.quantizedMatmulSplit(x, q, shapes, { groupSize, bits: 4 });
+    using pq = parts[0]!;
+    using pk = parts[1]!;
+    using pv = parts[2]!;
+    const [wantQ, wantK] = fast.qkNormRope(pq, pk, wq, wk, 1e-6, rope);
+    using rq = wantQ;
+    using rk = wantK;
+    for (const [a, b] of [
+      [gq, rq],
+      [gk, rk],
+      [gv, pv],
+    ] as const) {
+      expect(a.dtype).toBe(dtype);
+      expect(a.shape).toEqual(b.shape);
+      expect(Buffer.compare(a.toBytes(), b.toBytes())).toBe(0);
+    }
+  },
+);
+
+test("quantizedMatmulQkNormRope: shapes that are not q's, k's and v's are an Error naming the op", () => {
+  using w = Tensor.from(random(3 * 64 * 256, 223), [3 * 64, 256]);
+  const q = quant.quantize(w, { groupSize: 64, bits: 4 });
+  using x = Tensor.from(random(256, 227), [1, 1, 256]);
+  using wn = Tensor.from(random(64, 229), [64]);
+  using offset = Tensor.from(Int32Array.of(0), []);
+  const rope = { dims: 64, base: 10000, scale: 1, offset };
+  expect(() => quant.quantizedMatmulQkNormRope(x, q, [[1, 1, 1, 64]], wn, wn, 1e-6, rope)).toThrow(
+    /quantizedMatmulQkNormRope: shapes must be q's, k's and v's/,
+  );
+  expect(() =>
+    quant.quantizedMatmulQkNormRope(
+      x,
+      q,
+      [
+        [1, 1, 1, 64],
+        [1, 1, 1, 64],
+        [1, 1, 1, 32],
+      ],
+      wn,
+      wn,
+      1e-6,
+      rope,
+    ),
+  ).toThrow(/quantizedMatmulQkNormRope|columns/);
+  quant.disposeQuantized(q);
+});
+
 // quantizedMatmulSplit: the product's columns as several tensors, each in its own shape (the fused q,
 // k and v projections in their heads' shapes). For one row, one node (SplitProduct) around the
 // product's own primitive, whose outputs are views of its buffer; for more rows, the product split

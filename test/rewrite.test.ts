@@ -58,7 +58,7 @@ for (const name of Object.keys(cases)) {
       });
     }
 
-    test(`single-position graph: ${STEPS} one-token steps equal the general graph's bit for bit, heads split and merged by one reshape each (none after a fused projection)`, () => {
+    test(`single-position graph: ${STEPS} one-token steps equal the general graph's bit for bit, heads split and merged by one reshape each (none after a fused projection; a fused projection's q and k normed and rotated by it)`, () => {
       const general = rewrite(model.graph("last"));
       const single = singlePositionGraph(general);
       const reference = greedy(model, prompt, { prefill: general, decode: general });
@@ -66,12 +66,20 @@ for (const name of Object.keys(cases)) {
       for (let s = 0; s <= STEPS; s++) expect(maxAbsDiff(got.logits[s]!, reference.logits[s]!)).toBe(0);
       expect(got.tokens).toEqual(reference.tokens);
       // q, k, v split and the output merged: a reshape + transpose pair each, now one reshape; where
-      // q, k and v are one fused projection, it makes them in their heads' shapes (no reshape left).
+      // q, k and v are one fused projection, it makes them in their heads' shapes (no reshape left),
+      // and where q and k are then normed and rotated (Qwen3), it does that too (the norm + rope node
+      // and the projection's three gets become the new node's three).
       const folded = single.nodes
-        .flatMap((n) => (n.op === "dense_fused" ? (n.attrs.shapes ?? []) : []))
+        .flatMap((n) =>
+          n.op === "dense_fused" ? (n.attrs.shapes ?? []) : n.op === "dense_fused_qk_norm_rope" ? n.attrs.shapes : [],
+        )
         .filter((s) => s !== null).length;
-      expect(folded).toBe(opCounts(general)["dense_fused"] ? 3 * model.config.layers : 0);
-      expect(general.nodes.length - single.nodes.length).toBe(4 * model.config.layers + folded);
+      const fused = opCounts(general)["dense_fused"] ?? 0;
+      expect(folded).toBe(fused ? 3 * model.config.layers : 0);
+      const normed = opCounts(single)["dense_fused_qk_norm_rope"] ?? 0;
+      expect(normed).toBe(fused && opCounts(general)["fast_qk_norm_rope"] ? model.config.layers : 0);
+      expect(opCounts(single)["fast_qk_norm_rope"] ?? 0).toBe((opCounts(general)["fast_qk_norm_rope"] ?? 0) - normed);
+      expect(general.nodes.length - single.nodes.length).toBe(4 * model.config.layers + folded + 3 * normed);
       expect(opCounts(single)["transpose"] ?? 0).toBe(0);
       // More than one position: the reshapes cannot hold them, and say so.
       using cache = createCache(model, 1, prompt.length + 1);

@@ -4,7 +4,8 @@ compile before a GPU machine is spent on it. Needs libnvrtc (PyPI nvidia-cuda-nv
 
 usage: python3 scripts/gpu/nvrtc_check.py path/to/libnvrtc.so.13 shim/ext/sample_cuda.cpp ...
 A source whose kernels take more macros names them after a colon: attention_cuda.cpp:D=128,G=4.
-Sources built on cuda.h's dtype_source are checked with it in front. With PTXAS_VERBOSE=1 each
+Sources built on cuda.h's dtype_source are checked with it in front (and norm_rope_row.h's row
+where a source uses it, or for the matvec's QK_NORM_ROPE=1). With PTXAS_VERBOSE=1 each
 compile also prints ptxas's registers, spills and shared memory per kernel (-v). With
 NVDISASM=path/to/nvdisasm (PyPI nvidia-cuda-nvdisasm) each compile also prints the order in which the
 machine code issues its memory and tensor-core instructions, one letter each: G a global load (g
@@ -75,11 +76,15 @@ def main() -> int:
         defines = "".join(f"#define {m.replace('=', ' ')}\n" for m in macros.split(",") if m)
         text = open(path).read()
         sources = re.findall(r'R"CUDA\((.*?)\)CUDA"', text, re.S)
-        # A source that starts with cuda.h's dtype_source gets it here too.
-        if "dtype_source(" in text:
-            cuda_h = open(os.path.join(os.path.dirname(path), "cuda.h")).read()
-            prelude = re.findall(r'R"CUDA\((.*?)\)CUDA"', cuda_h, re.S)[0]
-            sources = [prelude + source for source in sources]
+        # A source that starts with cuda.h's dtype_source gets it here too, and one that uses
+        # norm_rope_row.h's row (norm_rope_cuda.cpp; the matvec's QK_NORM_ROPE variant) both.
+        def header_source(name: str) -> str:
+            return re.findall(r'R"CUDA\((.*?)\)CUDA"', open(os.path.join(os.path.dirname(path), name)).read(), re.S)[0]
+
+        if "NORM_ROPE_ROW_SOURCE" in text or "QK_NORM_ROPE=1" in macros:
+            sources = [header_source("cuda.h") + header_source("norm_rope_row.h") + source for source in sources]
+        elif "dtype_source(" in text:
+            sources = [header_source("cuda.h") + source for source in sources]
         if not sources:
             print(f"{path}: no R\"CUDA(...)CUDA\" source")
             failed += 1

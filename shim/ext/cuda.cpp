@@ -233,7 +233,7 @@ void mlxb::device_buffers_release() {
 namespace {
 
 // The done-counters of the shim's kernels whose last block (or warp) to finish completes the work
-// (attention_cuda.cpp's merge, qmv_cuda.cpp's norm): zeros on the device, made once per device when a
+// (attention_cuda.cpp's merge, qmv_cuda.cpp's norm and q/k norm + rope): zeros on the device, made once per device when a
 // graph first uses such a kernel; a call takes the next `count` of them (round the ring), and the
 // kernel sets each back to 0 when done. A ring so long that the calls sharing counters are
 // thousands of decode steps apart: two calls running at once never do.

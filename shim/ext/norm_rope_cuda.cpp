@@ -15,19 +15,16 @@
 #include <mutex>
 
 #include "cuda.h"
+#include "norm_rope_row.h"
 #include "mlx/primitives.h"
 
 using namespace mlxb;
 
 namespace {
 
-// One block per row (example b, head h, position t) of q, then of k (after cuda.h's dtype_source).
-// The row's normalized values are kept in shared memory (dynamic: D floats).
+// One block per row (example b, head h, position t) of q, then of k (after cuda.h's dtype_source and
+// norm_rope_row.h's row): the row's normalized values kept in shared memory (dynamic: D floats).
 constexpr const char* SOURCE = R"CUDA(
-
-// Values of a row a thread loads before the reduction (the launch gives D / 2 threads, at least 32).
-#define PER 2
-
 struct Params {
   long long q_strides[4], k_strides[4];
   long long w_stride_q, w_stride_k, offset_stride, freq_stride;
@@ -54,60 +51,10 @@ extern "C" __global__ void mlxb_qk_norm_rope(const T* q, const T* k, const T* wq
   const int h = (int)((row / (unsigned)p.length) % heads);
   const int b = (int)(row / ((unsigned)p.length * heads));
   const T* in = (is_q ? q : k) + b * s[0] + h * s[1] + t * s[2];
-  const int D = p.dims_d;
-
-  // A thread's first PER values of the row and of the weight, and the position's offset, loaded
-  // together before the reduction (one memory round trip, not three in turn); the rest, if the row
-  // is longer, in the loops after.
-  float xv[PER], wv[PER];
-#pragma unroll
-  for (int j = 0; j < PER; j++) {
-    const int d = threadIdx.x + j * blockDim.x;
-    xv[j] = d < D ? load(in[d * s[3]]) : 0.f;
-    wv[j] = d < D ? load(w[d * ws]) : 0.f;
-  }
-  const int offset_b = offset[b * p.offset_stride];
-  float sum = 0.f;
-#pragma unroll
-  for (int j = 0; j < PER; j++) sum += xv[j] * xv[j];
-  for (int d = threadIdx.x + PER * blockDim.x; d < D; d += blockDim.x) {
-    float v = load(in[d * s[3]]);
-    sum += v * v;
-  }
-  for (int m = 16; m > 0; m >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, m);
-  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = sum;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float v = threadIdx.x < (blockDim.x + 31) / 32 ? partial[threadIdx.x] : 0.f;
-    for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
-    if (threadIdx.x == 0) partial[0] = v;
-  }
-  __syncthreads();
-  const float normalizer = rsqrtf(partial[0] / (float)D + p.eps);
-#pragma unroll
-  for (int j = 0; j < PER; j++) {
-    const int d = threadIdx.x + j * blockDim.x;
-    if (d < D) normed[d] = load(round_to(wv[j] * load(round_to(xv[j] * normalizer))));
-  }
-  for (int d = threadIdx.x + PER * blockDim.x; d < D; d += blockDim.x) {
-    float y = load(round_to(load(in[d * s[3]]) * normalizer));
-    normed[d] = load(round_to(load(w[d * ws]) * y));
-  }
-  __syncthreads();
-
-  const int half = p.dims / 2;
-  const float position = p.scale * (float)(offset_b + t);
-  for (int i = threadIdx.x; i < half; i += blockDim.x) {
-    float inv_freq = p.has_freqs ? (float)(1.0 / (double)freqs[i * p.freq_stride]) : exp2f(-((float)i / (float)half) * p.log2_base);
-    float theta = position * inv_freq;
-    float c = cosf(theta), sn = sinf(theta);
-    int i1 = p.traditional ? 2 * i : i;
-    int i2 = p.traditional ? i1 + 1 : i + half;
-    float x1 = normed[i1], x2 = normed[i2];
-    out[i1] = round_to(x1 * c - x2 * sn);
-    out[i2] = round_to(x1 * sn + x2 * c);
-  }
-  for (int d = p.dims + threadIdx.x; d < D; d += blockDim.x) out[d] = round_to(normed[d]);
+  RopeParams rope;
+  rope.freq_stride = p.freq_stride, rope.dims = p.dims, rope.traditional = p.traditional, rope.has_freqs = p.has_freqs;
+  rope.scale = p.scale, rope.log2_base = p.log2_base;
+  norm_rope_row(in, s[3], w, ws, p.dims_d, p.eps, offset + b * p.offset_stride, t, rope, freqs, out, normed, partial, blockDim.x);
 }
 )CUDA";
 
@@ -129,7 +76,7 @@ CUfunc_st* kernel_for(int device_index, mx::Dtype dtype) {
   if (auto it = kernels.find(key); it != kernels.end()) return it->second;
   CUfunc_st* f = nullptr;
   try {
-    f = compile_kernel(device_index, dtype_source(dtype) + SOURCE, "mlxb_qk_norm_rope.cu", "mlxb_qk_norm_rope");
+    f = compile_kernel(device_index, dtype_source(dtype) + NORM_ROPE_ROW_SOURCE + SOURCE, "mlxb_qk_norm_rope.cu", "mlxb_qk_norm_rope");
   } catch (const std::exception& e) {
     if (!warned) std::fprintf(stderr, "mlx-bun: the CUDA q/k norm + rope kernel is unavailable (%s); using MLX's rms_norm and rope\n", e.what());
     warned = true;

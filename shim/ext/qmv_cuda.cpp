@@ -15,6 +15,7 @@
 // comparisons).
 //
 // Built only against MLX's CUDA libmlx.so (zig build -Dcuda=true), on the plumbing of cuda.h.
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -22,6 +23,7 @@
 
 #include "cuda.h"
 #include "mlx/fast.h"
+#include "norm_rope_row.h"
 #include "mlx/primitives.h"
 #include "qmv_cuda_source.h"
 
@@ -132,46 +134,51 @@ struct Kernel {
 
 /** Compiles the variant for (dtype, group, rows, add, shape) for the device's architecture and loads
  * it; throws with NVRTC's log or the driver's error. */
-CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, bool add, bool norm, bool pair, const Shape& shape) {
+CUfunc_st* compile(int device_index, mx::Dtype dtype, int group, int rows, bool add, bool norm, bool pair, bool qk_norm_rope, const Shape& shape) {
   std::string source = "#define DTYPE " + std::to_string(dtype_code(dtype)) + "\n#define GROUP " + std::to_string(group) + "\n#define ROWS " +
                        std::to_string(rows) + "\n#define R " + std::to_string(shape.rows_per_warp) + "\n#define U " + std::to_string(shape.unroll) +
                        "\n#define WARPS " + std::to_string(shape.warps) + "\n#define SPLIT " + std::to_string(shape.split) + "\n#define MMA " +
                        std::to_string(shape.mma ? 1 : 0) + "\n#define ADD " + std::to_string(add ? 1 : 0) + "\n#define NORM " + std::to_string(norm ? 1 : 0) +
-                       "\n#define PAIR " + std::to_string(pair ? 1 : 0) + "\n#define ONE_WAVE " + std::to_string(shape.one_wave ? 1 : 0) + "\n" +
-                       QMV_CUDA_SOURCE;
-  return compile_kernel(device_index, source, "mlxb_qmv.cu", "mlxb_qmv");
+                       "\n#define PAIR " + std::to_string(pair ? 1 : 0) + "\n#define QK_NORM_ROPE " + std::to_string(qk_norm_rope ? 1 : 0) +
+                       "\n#define ONE_WAVE " + std::to_string(shape.one_wave ? 1 : 0) + "\n" +
+                       (qk_norm_rope ? dtype_source(dtype) + NORM_ROPE_ROW_SOURCE : "") + QMV_CUDA_SOURCE;
+  return compile_kernel(device_index, source, "mlxb_qmv.cu", qk_norm_rope ? "mlxb_qmv_qk_norm_rope" : "mlxb_qmv");
 }
 
 /** The compiled variant for (dtype, group, rows, add, norm) and the shape for an [n, k] weight on the
  * device, compiled on first use: the tensor-core kernel where it fits, else (or when its compile
  * fails) the float32 one; a null function when both fail (the caller then uses MLX's op). Each
  * kind's first failure is said on stderr. */
-Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool add, bool norm, bool pair, int n, int k) {
+Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool add, bool norm, bool pair, int n, int k, bool qk_norm_rope = false) {
   static std::mutex mutex;
-  static std::map<std::tuple<int, int, int, int, bool, bool, bool, std::tuple<int, int, int, int, bool, bool>>, Kernel> kernels;
-  static bool warned[2][2] = {}; // [pair][mma]: each kind's first failure said on stderr
+  static std::map<std::tuple<int, int, int, int, bool, bool, bool, bool, std::tuple<int, int, int, int, bool, bool>>, Kernel> kernels;
+  static bool warned[3][2] = {}; // [plain, pair, q/k norm + rope][mma]: each kind's first failure said on stderr
+  const int kind = qk_norm_rope ? 2 : pair ? 1 : 0;
   std::lock_guard<std::mutex> lock(mutex);
   for (bool mma : {true, false}) {
     if (mma && !mma_fits(dtype, rows, n, k)) continue;
-    // PAIR takes the kind the whole product takes (the same sums), or none.
-    if (pair && !mma && mma_fits(dtype, rows, n, k)) break;
+    // PAIR and QK_NORM_ROPE take the kind the whole product takes (the same sums), or none.
+    if ((pair || qk_norm_rope) && !mma && mma_fits(dtype, rows, n, k)) break;
     const int variant = variant_rows(mma, rows);
     Shape shape = shape_for(mma, rows, n, k, group);
     if (pair && shape.rows_per_warp % 2 != 0) break; // PAIR: half a warp's rows gate rows, half up rows
-    shape.one_wave = one_wave(device_index, shape, n);
-    auto key = std::make_tuple(device_index, dtype_code(dtype), group, variant, add, norm, pair, shape.key());
+    shape.one_wave = !qk_norm_rope && one_wave(device_index, shape, n);
+    auto key = std::make_tuple(device_index, dtype_code(dtype), group, variant, add, norm, pair, qk_norm_rope, shape.key());
     auto it = kernels.find(key);
     if (it == kernels.end()) {
       Kernel kernel{nullptr, shape};
       try {
-        kernel.function = compile(device_index, dtype, group, variant, add, norm, pair, kernel.shape);
+        kernel.function = compile(device_index, dtype, group, variant, add, norm, pair, qk_norm_rope, kernel.shape);
       } catch (const std::exception& e) {
-        if (pair && !warned[pair][mma])
+        if (kind == 1 && !warned[kind][mma])
           std::fprintf(stderr, "mlx-bun: the CUDA 4-bit matvec writing an MLP's swiglu is unavailable (%s); using the product and MLX's swiglu\n", e.what());
-        else if (!warned[pair][mma])
+        else if (kind == 2 && !warned[kind][mma])
+          std::fprintf(stderr, "mlx-bun: the CUDA 4-bit matvec writing q and k normed and rotated is unavailable (%s); using %s\n", e.what(),
+                       mma ? "its float32 form" : "the product and the q/k norm + rope kernel");
+        else if (!warned[kind][mma])
           std::fprintf(stderr, "mlx-bun: the CUDA 4-bit matvec %s is unavailable (%s); using %s\n", mma ? "on the tensor cores" : "kernel", e.what(),
                        mma ? "its float32 form" : "MLX's quantized_matmul");
-        warned[pair][mma] = true;
+        warned[kind][mma] = true;
       }
       it = kernels.emplace(key, kernel).first;
     }
@@ -182,6 +189,26 @@ Kernel kernel_for(int device_index, mx::Dtype dtype, int group, int rows, bool a
 
 bool aligned16(const mx::array& a) {
   return reinterpret_cast<uintptr_t>(device_pointer(a)) % 16 == 0;
+}
+
+/** A row-contiguous copy of a (at most 4 dimensions) in a buffer of the shim's (16-byte aligned),
+ * made by the shim's strided copy on the stream. */
+mx::array contiguous_copy(const mx::Stream& stream, const mx::array& a) {
+  mx::array copy(a.shape(), a.dtype(), nullptr, {});
+  copy.set_data(device_buffer(stream.device.index, a.nbytes()));
+  auto as4 = [](const mx::array& v, bool row_major) {
+    mx::Shape shape(4 - v.ndim(), 1);
+    mx::Strides strides(4 - v.ndim(), 0);
+    shape.insert(shape.end(), v.shape().begin(), v.shape().end());
+    strides.insert(strides.end(), v.strides().begin(), v.strides().end());
+    if (row_major)
+      for (int d = 3; d >= 0; d--) strides[d] = d == 3 ? 1 : strides[d + 1] * shape[d + 1];
+    mx::array view(shape, v.dtype(), nullptr, {});
+    view.copy_shared_buffer(v, strides, v.flags(), v.data_size(), 0);
+    return view;
+  };
+  strided_copy_cuda(stream, as4(a, false), as4(copy, true), 0);
+  return copy;
 }
 
 /** x @ dequantize(w)^T, plus a fifth input (the addend, the product's shape and dtype) when there is
@@ -213,7 +240,7 @@ class QuantizedMatvecCuda : public mx::Primitive {
     // it too) is copied first; in a decode graph it is contiguous.
     mx::array x = inputs[0];
     if ((!x.flags().row_contiguous || !aligned16(x)) && x.ndim() <= 4) {
-      x = contiguous_copy(inputs[0]);
+      x = contiguous_copy(stream(), inputs[0]);
       encoder.add_completed_handler([kept = x]() {});
     }
     // Other layouts the kernel does not read (a strided weight or addend: not made by the loader or
@@ -283,26 +310,6 @@ class QuantizedMatvecCuda : public mx::Primitive {
 
   const char* name() const override { return "QuantizedMatvecCuda"; }
 
-  /** A row-contiguous copy of a (at most 4 dimensions) in a buffer of the shim's (16-byte aligned),
-   * made by the shim's strided copy on this stream. */
-  mx::array contiguous_copy(const mx::array& a) {
-    mx::array copy(a.shape(), a.dtype(), nullptr, {});
-    copy.set_data(device_buffer(stream().device.index, a.nbytes()));
-    auto as4 = [](const mx::array& v, bool row_major) {
-      mx::Shape shape(4 - v.ndim(), 1);
-      mx::Strides strides(4 - v.ndim(), 0);
-      shape.insert(shape.end(), v.shape().begin(), v.shape().end());
-      strides.insert(strides.end(), v.strides().begin(), v.strides().end());
-      if (row_major)
-        for (int d = 3; d >= 0; d--) strides[d] = d == 3 ? 1 : strides[d + 1] * shape[d + 1];
-      mx::array view(shape, v.dtype(), nullptr, {});
-      view.copy_shared_buffer(v, strides, v.flags(), v.data_size(), 0);
-      return view;
-    };
-    strided_copy_cuda(stream(), as4(a, false), as4(copy, true), 0);
-    return copy;
-  }
-
   bool is_equivalent(const mx::Primitive& other) const override {
     const auto& o = static_cast<const QuantizedMatvecCuda&>(other);
     return group_ == o.group_ && kernel_.function == o.kernel_.function && eps_ == o.eps_;
@@ -366,6 +373,90 @@ std::optional<Arrays> matvec_node(const mx::array& x, const mx::array& w, const 
   return mx::array::make_arrays({shape, shape}, {t, t}, std::move(node), std::move(inputs));
 }
 
+/** The host's copy of the kernel's QkParams (qmv_cuda_source.h, norm_rope_row.h's RopeParams). */
+struct RopeParams {
+  long long freq_stride;
+  int dims, traditional, has_freqs;
+  float scale, log2_base;
+};
+struct QkParams {
+  RopeParams rope;
+  int q_heads, k_heads, head_dim;
+  float eps;
+};
+
+/** A fused q/k/v projection of one row whose q and k heads come out normed and rotated (the kernel's
+ * QK_NORM_ROPE variant): inputs x, w, scales, biases, q_weight, k_weight, offset (int32, one value)
+ * and, with periods, the periods (float32 [dims / 2]); outputs q [1, q_heads, 1, D], k and v
+ * [1, k_heads, 1, D], v a view of the product's last rows (the product's buffer, whose q and k rows
+ * only the kernel reads). Made for the dtypes and shapes the kernel reads (qmv_cuda_qk_norm_rope); an
+ * input laid out otherwise (known only once evaluated) is copied at evaluation. */
+class QkvNormRopeCuda : public mx::Primitive {
+ public:
+  QkvNormRopeCuda(mx::Stream stream, Kernel kernel, QkParams params) : mx::Primitive(stream), kernel_(kernel), params_(params) {}
+
+  void eval_cpu(const std::vector<mx::array>&, std::vector<mx::array>&) override { throw std::runtime_error("QkvNormRopeCuda runs on the GPU only"); }
+
+  void eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+    const int device = stream().device.index;
+    auto& encoder = cu::get_command_encoder(stream());
+    // An input the kernel does not read as it is (strided, or x or w not 16-byte aligned: none in a
+    // decode graph) is copied first.
+    std::vector<mx::array> in(inputs);
+    for (size_t i = 0; i < in.size(); i++) {
+      if (in[i].flags().row_contiguous && (i > 1 || aligned16(in[i]))) continue;
+      in[i] = contiguous_copy(stream(), inputs[i]);
+      encoder.add_completed_handler([kept = in[i]]() {});
+    }
+    const auto& x = in[0];
+    const auto& w = in[1];
+    int n = static_cast<int>(w.shape(0));
+    int k = static_cast<int>(x.shape(-1));
+    mx::array product({n}, outputs[0].dtype(), nullptr, {});
+    product.set_data(device_buffer(device, product.nbytes()));
+    outputs[0].set_data(device_buffer(device, outputs[0].nbytes()));
+    outputs[1].set_data(device_buffer(device, outputs[1].nbytes()));
+    share_elements(product, outputs[2], static_cast<int64_t>(params_.q_heads + params_.k_heads) * params_.head_dim);
+    for (const auto& a : in) encoder.set_input_array(a);
+    encoder.set_output_array(product);
+    encoder.set_output_array(outputs[0]);
+    encoder.set_output_array(outputs[1]);
+    void* xp = device_pointer(x);
+    void* wp = device_pointer(w);
+    void* sp = device_pointer(in[2]);
+    void* bp = device_pointer(in[3]);
+    void* op = device_pointer(product);
+    void* wqp = device_pointer(in[4]);
+    void* wkp = device_pointer(in[5]);
+    void* offp = device_pointer(in[6]);
+    void* fp = in.size() > 7 ? device_pointer(in[7]) : nullptr;
+    void* qp = device_pointer(outputs[0]);
+    void* kp = device_pointer(outputs[1]);
+    void* counters = counters_for(device, params_.q_heads + params_.k_heads);
+    QkParams p = params_;
+    p.rope.freq_stride = in.size() > 7 ? in[7].strides(0) : 0;
+    void* params[] = {&xp, &wp, &sp, &bp, &op, &n, &k, &wqp, &wkp, &offp, &fp, &qp, &kp, &counters, &p};
+    const Shape& s = kernel_.shape;
+    const unsigned rows_per_block = static_cast<unsigned>(s.rows_per_warp * s.warps / s.split);
+    encoder.add_kernel_node_raw(kernel_.function, dim3{(static_cast<unsigned>(n) + rows_per_block - 1) / rows_per_block, 1, 1},
+                                dim3{static_cast<unsigned>(32 * s.warps), 1, 1}, dim3{1, 1, 1}, 0, params);
+  }
+
+  const char* name() const override { return "QkvNormRopeCuda"; }
+
+  bool is_equivalent(const mx::Primitive& other) const override {
+    const auto& o = static_cast<const QkvNormRopeCuda&>(other);
+    const auto &a = params_, &b = o.params_;
+    return kernel_.function == o.kernel_.function && a.q_heads == b.q_heads && a.k_heads == b.k_heads && a.head_dim == b.head_dim && a.eps == b.eps &&
+           a.rope.dims == b.rope.dims && a.rope.traditional == b.rope.traditional && a.rope.has_freqs == b.rope.has_freqs && a.rope.scale == b.rope.scale &&
+           a.rope.log2_base == b.rope.log2_base;
+  }
+
+ private:
+  Kernel kernel_;
+  QkParams params_;
+};
+
 } // namespace
 
 std::optional<mx::array> mlxb::qmv_cuda(const mx::array& x, const mx::array& w, const mx::array& scales, const std::optional<mx::array>& biases, bool transpose,
@@ -419,4 +510,42 @@ std::optional<mx::array> mlxb::qmv_cuda_swiglu(const mx::array& x, const mx::arr
   auto swiglu = compiled_swiglu(mx::zeros(shape, t), mx::zeros(shape, t)).primitive_ptr();
   auto node = std::make_shared<QuantizedMatvecCuda>(stream, group, kernel, std::move(fallback), std::move(add), nullptr, 0.f, std::move(swiglu));
   return mx::array(shape, t, std::move(node), {x, w, scales, biases});
+}
+
+std::optional<Arrays> mlxb::qmv_cuda_qk_norm_rope(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
+                                                  std::optional<int> group_size, std::optional<int> bits, const std::string& mode,
+                                                  const std::vector<mx::Shape>& shapes, const mx::array& q_weight, const mx::array& k_weight, float eps,
+                                                  int dims, bool traditional, std::optional<float> base, float scale, const mx::array& offset,
+                                                  const std::optional<mx::array>& periods) {
+  static const bool off = [] {
+    const char* v = std::getenv("MLXB_QMV_QK_NORM_ROPE");
+    return v && std::string(v) == "0";
+  }();
+  // MLXB_QMV_QK_NORM_ROPE=0: the product's parts, then the q/k norm + rope kernel (comparisons).
+  auto stream = mx::default_stream(mx::default_device());
+  const int group = group_size.value_or(64);
+  const auto t = x.dtype();
+  if (off || stream.device != mx::Device::gpu || x.size() != x.shape(-1) || shapes.size() != 3 || w.ndim() != 2) return std::nullopt;
+  // q [1, Hq, 1, D], k and v [1, Hk, 1, D]: the product's rows, a head's D at a time.
+  for (const auto& s : shapes)
+    if (s.size() != 4 || s[0] != 1 || s[2] != 1 || s[3] != shapes[0][3]) return std::nullopt;
+  const int q_heads = shapes[0][1], k_heads = shapes[1][1], D = shapes[0][3];
+  if (shapes[2][1] != k_heads || static_cast<int64_t>(q_heads + 2 * k_heads) * D != w.shape(0)) return std::nullopt;
+  auto vector = [&](const mx::array& a, mx::Dtype dtype, int size) { return a.dtype() == dtype && a.ndim() == 1 && a.shape(0) == size; };
+  const bool fits = matvec_fits(x, w, scales, biases, true, group, bits, mode, 1) && (group == 32 || group == 64 || group == 128) &&
+                    (t == mx::float32 || t == mx::bfloat16 || t == mx::float16) && scales.dtype() == t && biases.dtype() == t && D % 2 == 0 && D <= 512 &&
+                    dims > 0 && dims % 2 == 0 && dims <= D && vector(q_weight, t, D) && vector(k_weight, t, D) && offset.dtype() == mx::int32 &&
+                    offset.size() == 1 && (base.has_value() != periods.has_value()) && (!periods || vector(*periods, mx::float32, dims / 2));
+  if (!fits) return std::nullopt;
+  Kernel kernel = kernel_for(stream.device.index, t, group, 1, false, false, false, static_cast<int>(w.shape(0)), x.shape(-1), true);
+  // The epilogue's row code takes D / 2 threads (in warps) of the block.
+  if (!kernel.function || 32 * kernel.shape.warps < std::max(32, (D / 2 + 31) / 32 * 32)) return std::nullopt;
+  make_counter_ring(stream.device.index, stream);
+  QkParams p{};
+  p.rope.dims = dims, p.rope.traditional = traditional ? 1 : 0, p.rope.has_freqs = periods ? 1 : 0;
+  p.rope.scale = scale, p.rope.log2_base = std::log2(base.value_or(1.f));
+  p.q_heads = q_heads, p.k_heads = k_heads, p.head_dim = D, p.eps = eps;
+  std::vector<mx::array> inputs{x, w, scales, biases, q_weight, k_weight, offset};
+  if (periods) inputs.push_back(*periods);
+  return mx::array::make_arrays(shapes, {t, t, t}, std::make_shared<QkvNormRopeCuda>(stream, kernel, p), std::move(inputs));
 }

@@ -28,6 +28,11 @@
 // last block to finish (a done-counter): the sum of squares in float32, the normalizer
 // rsqrt(mean + eps), x * normalizer rounded to DTYPE, times the weight, rounded again (MLX's
 // roundings; its sum of squares adds in another order, so the normalizer may differ in its last bit).
+// QK_NORM_ROPE 1 (one row of x; not with ADD, NORM or PAIR; after cuda.h's dtype_source and
+// norm_rope_row.h's row): w is a fused q/k/v projection, its rows q_heads + 2 k_heads heads of
+// head_dim; the kernel mlxb_qmv_qk_norm_rope also writes q and k normed and rotated (the q/k norm +
+// rope kernel's norm_rope_row, so its bits): the last block to finish a q or k head's rows (a counter
+// a head) does that head.
 #pragma once
 
 namespace mlxb {
@@ -588,6 +593,65 @@ __device__ __forceinline__ void product(const T* __restrict__ x, const u32* __re
 }
 #endif
 
+#if QK_NORM_ROPE
+#if ADD || NORM || PAIR || ROWS != 1
+#error "QK_NORM_ROPE is for one row of x and a plain product"
+#endif
+// The product's rows a block writes (16 a warp for the tensor-core kernel), and the longest head.
+#if MMA && DTYPE != 0
+#define BLOCK_ROWS (16 * WARPS / SPLIT)
+#else
+#define BLOCK_ROWS (R * WARPS / SPLIT)
+#endif
+#define MAX_HEAD_DIM 512
+
+struct QkParams {
+  RopeParams rope;
+  int q_heads, k_heads, head_dim;
+  float eps;
+};
+
+/** Run by every thread of every block after the product's stores (out: [n], the q heads', then the
+ * k heads', then the v heads' rows): for each q or k head whose rows this block wrote, counts the
+ * block done in the head's counter, and the last of the head's blocks (all their stores then
+ * visible) writes the head normed and rotated into q_out or k_out (a head's row each) and sets its
+ * counter back to 0. */
+__device__ __forceinline__ void qk_norm_rope_if_last(const T* out, int n, const T* __restrict__ wq, const T* __restrict__ wk, const int* offset,
+                                                     const float* freqs, T* q_out, T* k_out, int* counters, const QkParams& p) {
+  __shared__ float normed[MAX_HEAD_DIM];
+  __shared__ float partial[32];
+  __shared__ int last;
+  const int D = p.head_dim;
+  const int first = blockIdx.x * BLOCK_ROWS, end = min(first + BLOCK_ROWS, n);
+  __syncthreads();  // the block's stores made
+  for (int h = first / D; h * D < end && h < p.q_heads + p.k_heads; h++) {
+    const int blocks = (h * D + D - 1) / BLOCK_ROWS - (h * D) / BLOCK_ROWS + 1;  // that write head h's rows
+    if (threadIdx.x == 0) {
+      __threadfence();
+      last = atomicAdd(&counters[h], 1) == blocks - 1;
+      if (last) __threadfence();
+    }
+    __syncthreads();
+    if (last) {
+      const bool is_q = h < p.q_heads;
+      T* row = is_q ? q_out + (size_t)h * D : k_out + (size_t)(h - p.q_heads) * D;
+      norm_rope_row(out + (size_t)h * D, 1, is_q ? wq : wk, 1, D, p.eps, offset, 0, p.rope, freqs, row, normed, partial, norm_rope_threads(D));
+      if (threadIdx.x == 0) counters[h] = 0;
+    }
+    __syncthreads();  // `last` read by every thread before the next head's count
+  }
+}
+
+// Held to the product's own registers (64 for the one-row tensor-core product: two blocks an SM;
+// the epilogue alone would take it to 72).
+extern "C" __global__ void __launch_bounds__(WARPS * 32, 1024 / (WARPS * 32))
+mlxb_qmv_qk_norm_rope(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict__ scales, const T* __restrict__ biases,
+                      T* __restrict__ out, int n, int k, const T* __restrict__ wq, const T* __restrict__ wk, const int* offset, const float* freqs,
+                      T* q_out, T* k_out, int* counters, QkParams p) {
+  product(x, w, scales, biases, nullptr, out, n, k, 1);
+  qk_norm_rope_if_last(out, n, wq, wk, offset, freqs, q_out, k_out, counters, p);
+}
+#else
 // ONE_WAVE 1: a grid of at most one block an SM (qmv_cuda.cpp's one_wave): its registers unbounded
 // by a second block.
 #if ONE_WAVE
@@ -604,6 +668,7 @@ mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict
   norm_if_last(out, norm_w, normed, counter, n, rows, eps);
 #endif
 }
+#endif
 )CUDA";
 
 } // namespace mlxb

@@ -31,7 +31,7 @@ function hostKeyMask(v: Value<CpuTensor> | undefined): Int32Array | null {
   return mask ? Int32Array.from(mask.data) : null;
 }
 
-interface FastRopeAttrs {
+export interface FastRopeAttrs {
   dims: number;
   base: number;
   scale: number;
@@ -40,7 +40,7 @@ interface FastRopeAttrs {
 }
 
 /** MLX rope's options for a fast_rope node: its attributes and each example's offset. */
-function ropeOptions(offset: Tensor, attrs: FastRopeAttrs) {
+export function ropeOptions(offset: Tensor, attrs: FastRopeAttrs) {
   return {
     dims: attrs.dims,
     base: attrs.base,
@@ -51,7 +51,12 @@ function ropeOptions(offset: Tensor, attrs: FastRopeAttrs) {
 }
 
 /** fast_rope on the CPU: q and k [B, H, T, D] rotated from each example's offset [B]. */
-function cpuRope(query: CpuTensor, key: CpuTensor, offsets: CpuTensor, attrs: FastRopeAttrs): [CpuTensor, CpuTensor] {
+export function cpuRope(
+  query: CpuTensor,
+  key: CpuTensor,
+  offsets: CpuTensor,
+  attrs: FastRopeAttrs,
+): [CpuTensor, CpuTensor] {
   const [batch, , length] = query.shape as [number, number, number];
   const first = offsets.data;
   const p = Int32Array.from({ length: batch * length }, (_, i) => first[Math.floor(i / length)]! + (i % length));

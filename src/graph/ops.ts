@@ -6,12 +6,20 @@
 // does not compile: OPS's type is what GraphBuilder and the executor are typed by.
 import * as core from "../ops/core.ts";
 import * as cpu from "../ops/cpu.ts";
+import type { CpuTensor } from "../ops/cpu.ts";
 import { dequantize } from "../ops/quant.ts";
 import { quantizationFor } from "../quant/config.ts";
-import { fusedLinear, fusedLinearSwiglu, linear, linearAdd, linearAddNorm } from "../quant/linear.ts";
+import {
+  fusedLinear,
+  fusedLinearQkNormRope,
+  fusedLinearSwiglu,
+  linear,
+  linearAdd,
+  linearAddNorm,
+} from "../quant/linear.ts";
 import { packedTriple } from "../quant/weights.ts";
 import { cpuLinear, denseWeight, toCpu } from "./cpu-weights.ts";
-import { LAYER_OPS } from "./layer-ops.ts";
+import { cpuRope, type FastRopeAttrs, LAYER_OPS, ropeOptions } from "./layer-ops.ts";
 import {
   type BackendTypes,
   type CpuTypes,
@@ -156,6 +164,51 @@ export const OPS = {
         cpuLinear(host(x, "x"), context.weights, gate, context.quantization),
         cpuLinear(host(x, "x"), context.weights, up, context.quantization),
       ),
+  }),
+  /** dense_fused over an attention's q, k and v layers in their heads' shapes (the single-position
+   * graph's, projectionShapes), then fast_qk_norm_rope of q and k (the qk_norm_projection rewrite):
+   * [q, k, v]. On MLX one op for their fused packed weight (fusedLinearQkNormRope; on a CUDA GPU, for
+   * one row, the matvec writes q and k normed and rotated), else the layers and the norm + rope. */
+  dense_fused_qk_norm_rope: op<
+    FastRopeAttrs & {
+      eps: number;
+      modules: readonly [string, string, string];
+      shapes: readonly [readonly number[], readonly number[], readonly number[]];
+    }
+  >()({
+    inputs: ["x", "q_weight", "k_weight", "offsets"],
+    mlx: ([x, qWeight, kWeight, offsets], attrs, { weights, quantization }) => {
+      const t = mlx(x, "x");
+      const lead = t.shape.slice(0, -1);
+      const targets = attrs.modules.map((m, i) =>
+        reshapeTarget([...lead, weights.get(`${m}.weight`)!.shape[0]!], attrs.shapes[i]!),
+      ) as [number[], number[], number[]];
+      return fusedLinearQkNormRope(
+        t,
+        weights,
+        attrs.modules,
+        targets,
+        mlx(qWeight, "q_weight"),
+        mlx(kWeight, "k_weight"),
+        attrs.eps,
+        ropeOptions(mlx(offsets, "offsets"), attrs),
+        quantization,
+      );
+    },
+    cpu: ([x, qWeight, kWeight, offsets], attrs, context) => {
+      const [q, k, v] = attrs.modules.map((m, i) => {
+        const y = cpuLinear(host(x, "x"), context.weights, m, context.quantization);
+        return cpu.reshape(y, reshapeTarget(y.shape, attrs.shapes[i]!));
+      }) as [CpuTensor, CpuTensor, CpuTensor];
+      const normed = (t: CpuTensor, weight: CpuTensor) => cpu.rmsNorm(t, weight, attrs.eps);
+      const [qr, kr] = cpuRope(
+        normed(q, host(qWeight, "q_weight")),
+        normed(k, host(kWeight, "k_weight")),
+        host(offsets, "offsets"),
+        attrs,
+      );
+      return [qr, kr, v];
+    },
   }),
   /** Rows of the embedding table at `module` (packed tables: gather, then dequantize the rows). */
   embedding: op<{ module: string }>()({

@@ -136,6 +136,7 @@ export const symbols = {
   mlx_quantized_matmul_add_norm: [P, P, P, P, P, P, P, f32, i32, i32, i32, cstring, i32],
   mlx_quantized_matmul_swiglu: [P, P, P, P, P, i32, i32, i32, cstring, i32],
   mlx_quantized_matmul_split: [P, i32, P, P, P, P, P, P, i32, i32, i32, cstring, i32],
+  mlx_quantized_matmul_qk_norm_rope: [P, P, P, P, P, P, P, P, P, P, f32, i32, i32, f32, f32, i32, i32, cstring, i32],
 
   mlx_file_map_open: [P, P, cstring],
   mlx_file_map_close: [P],

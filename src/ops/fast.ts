@@ -51,7 +51,7 @@ export function rope(x: Tensor, options: RopeOptions): Tensor {
 
 /** The shim's rope arguments from the options (`op` names the caller in errors): base NaN when
  * freqs are given. */
-function ropeArguments(op: string, options: RopeOptions) {
+export function ropeArguments(op: string, options: RopeOptions) {
   checkOptionNames(op, options, ["dims", "traditional", "base", "scale", "offset", "freqs"]);
   const { traditional = false } = options;
   const dims = int32(options.dims, op, "dims");

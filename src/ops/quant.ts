@@ -3,7 +3,8 @@ import { check, native, pointerFromWord } from "../native/ffi.ts";
 import { dtypeCode, type DType } from "../dtype.ts";
 import { Tensor } from "../tensor.ts";
 import { checkOptionNames } from "../options.ts";
-import { call, handleOf, optionalHandleOf } from "./call.ts";
+import { call, finite, handleOf, optionalHandleOf } from "./call.ts";
+import { type RopeOptions, ropeArguments } from "./fast.ts";
 
 export const QUANT_MODES = ["affine", "mxfp4", "mxfp8", "nvfp4"] as const;
 export type QuantMode = (typeof QUANT_MODES)[number];
@@ -193,6 +194,63 @@ export function quantizedMatmulSplit(
       `${op}(${x.describe()}, ${q.weight.describe()}, ${mode} ${bits}-bit group ${groupSize}, into ${shapes.map((s) => `[${s.join(", ")}]`).join(" ")})`,
   );
   return Array.from(out, (w) => new Tensor(pointerFromWord(w)));
+}
+
+/** quantizedMatmulSplit(x, q, shapes) of a fused q/k/v projection (shapes: q's [B, Hq, 1, D], then
+ * k's and v's [B, Hk, 1, D]) with q and k then put through qkNormRope(q, k, qWeight, kWeight, eps,
+ * rope): [q, k, v]. For one row of x on a CUDA GPU, one node (the matvec writes q and k normed and
+ * rotated as the q/k norm + rope kernel makes them); else those ops. */
+export function quantizedMatmulQkNormRope(
+  x: Tensor,
+  q: QuantizedWeight,
+  shapes: readonly (readonly number[])[],
+  qWeight: Tensor,
+  kWeight: Tensor,
+  eps: number,
+  rope: RopeOptions & { offset: Tensor },
+  params: ProductParams = {},
+): [Tensor, Tensor, Tensor] {
+  const op = "quantizedMatmulQkNormRope";
+  if (shapes.length !== 3 || shapes.some((s) => s.length !== 4))
+    throw new Error(`${op}: shapes must be q's, k's and v's, each of 4 dimensions`);
+  for (const s of shapes) {
+    if (s.some((d) => !Number.isInteger(d) || d < 0))
+      throw new Error(`${op}: output shape [${s.join(", ")}] has a dimension that is not a non-negative integer`);
+  }
+  const { groupSize, bits, mode, transpose, int8, hx, hw, hs, hb } = productOperands(op, x, q, params);
+  if (transpose !== 1) throw new Error(`${op}: transpose must be true (the Linear layout)`);
+  const { dims, traditional, base, scale, hf } = ropeArguments(op, rope);
+  const hqw = handleOf(qWeight, op, "qWeight");
+  const hkw = handleOf(kWeight, op, "kWeight");
+  const ho = handleOf(rope.offset, op, "offset");
+  const e = finite(eps, op, "eps", { min: 0 });
+  const out = new BigUint64Array(3);
+  check(
+    native().mlx_quantized_matmul_qk_norm_rope(
+      out,
+      hx,
+      hw,
+      hs,
+      hb,
+      Int32Array.from(shapes.flat()),
+      hqw,
+      hkw,
+      ho,
+      hf,
+      e,
+      dims,
+      traditional,
+      base,
+      scale,
+      groupSize,
+      bits,
+      cstr(mode),
+      int8,
+    ),
+    () => `${op}(${x.describe()}, ${q.weight.describe()}, ${mode} ${bits}-bit group ${groupSize})`,
+  );
+  const [qo, ko, vo] = Array.from(out, (w) => new Tensor(pointerFromWord(w)));
+  return [qo!, ko!, vo!];
 }
 
 /** The parameters and handles every quantized product passes to the shim (`op` names the caller in

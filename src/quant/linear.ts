@@ -6,11 +6,17 @@ import {
   quantizedMatmul,
   quantizedMatmulAdd,
   quantizedMatmulAddNorm,
+  quantizedMatmulQkNormRope,
   quantizedMatmulSplit,
   quantizedMatmulSwiglu,
 } from "../ops/quant.ts";
 import type { Tensor } from "../tensor.ts";
-import { rmsNorm as fastRmsNorm, swiglu as fastSwiglu } from "../ops/fast.ts";
+import {
+  qkNormRope as fastQkNormRope,
+  rmsNorm as fastRmsNorm,
+  type RopeOptions,
+  swiglu as fastSwiglu,
+} from "../ops/fast.ts";
 import { type QuantConfig, quantizationFor } from "./config.ts";
 import { packedTriple } from "./weights.ts";
 
@@ -141,6 +147,39 @@ export function fusedLinearSwiglu(
   } finally {
     g!.dispose();
     u!.dispose();
+  }
+}
+
+/** fusedLinear(x, weights, [q, k, v], quantization, shapes) for an attention's q, k and v
+ * projections in their heads' shapes (q [B, Hq, 1, D], k and v [B, Hk, 1, D]), then qkNormRope of q
+ * and k: [q, k, v]. One op for their fused packed weight (quantizedMatmulQkNormRope: on a CUDA GPU,
+ * for one row, the matvec writes q and k normed and rotated); else the layers, then qkNormRope. */
+export function fusedLinearQkNormRope(
+  x: Tensor,
+  weights: ReadonlyMap<string, Tensor>,
+  modules: readonly [string, string, string],
+  shapes: readonly [readonly number[], readonly number[], readonly number[]],
+  qWeight: Tensor,
+  kWeight: Tensor,
+  eps: number,
+  rope: RopeOptions & { offset: Tensor },
+  quantization: QuantConfig | null,
+): [Tensor, Tensor, Tensor] {
+  const name = fusedName(modules);
+  if (weights.has(`${name}.weight`)) {
+    const { bias, packed } = layerOf(weights, name, quantization, modules[0]);
+    if (packed && !bias)
+      return quantizedMatmulQkNormRope(x, packed.triple, shapes, qWeight, kWeight, eps, rope, packed.params);
+  }
+  const [q, k, v] = fusedLinear(x, weights, modules, quantization, shapes);
+  try {
+    return [...fastQkNormRope(q!, k!, qWeight, kWeight, eps, rope), v!];
+  } catch (e) {
+    v!.dispose();
+    throw e;
+  } finally {
+    q!.dispose();
+    k!.dispose();
   }
 }
 

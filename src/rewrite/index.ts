@@ -12,6 +12,7 @@ import {
   fusedProjections,
   fusedSwiglu,
   projectionShapes,
+  qkNormProjection,
   singlePositionHeads,
   swiglu,
 } from "./structure.ts";
@@ -52,7 +53,8 @@ export function rewrite(graph: Graph, options: { only?: string[] } = {}): Graph 
 
 /** A rewritten graph for steps of one position (decode): head splits and merges as single reshapes
  * (singlePositionHeads), those of fused projections made by the projection itself
- * (projectionShapes). Equal to `graph` for T = 1 only; DecodeTape records its one-token steps with
+ * (projectionShapes), and a fused q/k/v projection's q and k normed and rotated by it
+ * (qkNormProjection). Equal to `graph` for T = 1 only; DecodeTape records its one-token steps with
  * it and checks the first replay against `graph` run normally. */
 export function singlePositionGraph(graph: Graph): Graph {
   const heads = new Rewriting(graph);
@@ -60,5 +62,8 @@ export function singlePositionGraph(graph: Graph): Graph {
   // Pruned first: the reshapes singlePositionHeads replaced still count as uses until then.
   const projections = new Rewriting(heads.finish());
   projectionShapes(projections);
-  return projections.finish();
+  // Pruned first: the gets projectionShapes bypassed still count as uses until then.
+  const normed = new Rewriting(projections.finish());
+  qkNormProjection(normed);
+  return normed.finish();
 }

@@ -62,6 +62,36 @@ export function projectionShapes(g: Rewriting): void {
   }
 }
 
+/** fast_qk_norm_rope(get(F, 0), get(F, 1), ...) where F = dense_fused(x) of an attention's q, k and v
+ * layers in their heads' shapes (projectionShapes) and each get has no other use ->
+ * dense_fused_qk_norm_rope(x, ...), whose outputs are q and k normed and rotated, and v: on a CUDA
+ * GPU, for a decode step, the matvec writes q and k normed and rotated, a kernel and an MLX node
+ * fewer. Single-position graphs, after projectionShapes. */
+export function qkNormProjection(g: Rewriting): void {
+  const uses = g.useCounts();
+  const values = new Map<number, NodeOf<"get">>(); // the get of output 2 (v), by the node it reads
+  for (const n of g.withOp("get")) if (n.attrs.index === 2) values.set(n.inputs[0]!, n);
+  for (const n of g.withOp("fast_qk_norm_rope")) {
+    const [q, k] = [g.input(n, 0), g.input(n, 1)];
+    if (q.op !== "get" || k.op !== "get" || q.attrs.index !== 0 || k.attrs.index !== 1) continue;
+    if (q.inputs[0] !== k.inputs[0] || uses[q.id] !== 1 || uses[k.id] !== 1) continue;
+    const fused = g.input(q, 0);
+    const v = values.get(fused.id);
+    if (fused.op !== "dense_fused" || fused.attrs.modules.length !== 3 || uses[fused.id] !== 3 || !v) continue;
+    const [qShape, kShape, vShape] = fused.attrs.shapes ?? [];
+    if (!qShape || !kShape || !vShape) continue;
+    const [qm, km, vm] = fused.attrs.modules as [string, string, string];
+    const [, , qWeight, kWeight, offsets] = n.inputs as [number, number, number, number, number];
+    const made = g.append("dense_fused_qk_norm_rope", [fused.inputs[0]!, qWeight, kWeight, offsets], {
+      ...n.attrs,
+      modules: [qm, km, vm],
+      shapes: [qShape, kShape, vShape],
+    });
+    g.bypass(n.id, made);
+    g.replace(v.id, "get", [made], { index: 2 });
+  }
+}
+
 /** add(r, dense(x)) where that add is the dense's only use -> dense_add(x, r): on MLX one op for a
  * packed layer (the decode-time matvec kernels add the residual as they write the product, rounded as
  * the separate add rounds it). Either operand order (float addition commutes). */

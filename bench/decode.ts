@@ -80,8 +80,9 @@ function llamaCppCuda(
   );
 }
 
-/** The default device's read bandwidth (bytes/s): best of 10 sums of a 4 GiB buffer on a GPU, 1 GiB
- * on a CPU (the shim's mlx_bench_read_bandwidth). */
+/** The default device's read bandwidth (bytes/s): best of 10 sums of a 4 GiB buffer on a GPU (on CUDA
+ * each a kernel of the shim's reading it 4 times), 1 GiB on a CPU (the shim's
+ * mlx_bench_read_bandwidth). */
 export function readBandwidth(): number {
   const out = new Float64Array(1);
   const bytes = deviceInfo().device === "gpu" ? 4 * 2 ** 30 : 2 ** 30;
@@ -224,7 +225,7 @@ export async function run(): Promise<Record<string, unknown>> {
     model.dispose();
   }
   table(
-    `End to end, greedy (tokens/s), case = prompt tokens + generated tokens. Read bandwidth ${(bandwidth / 1e9).toFixed(1)} GB/s (best sum of a ${deviceInfo().device === "gpu" ? 4 : 1} GiB buffer); ` +
+    `End to end, greedy (tokens/s), case = prompt tokens + generated tokens. Read bandwidth ${(bandwidth / 1e9).toFixed(1)} GB/s (best of 10 sums of a ${deviceInfo().device === "gpu" ? "4 GiB buffer, on CUDA each reading it 4 times" : "1 GiB buffer"}); ` +
       "MB read/token = weights read by a decode step (an untied embedding table: one row) + the KV cache at the mean context; " +
       "bound = read bandwidth / those bytes; share = mlx-bun / bound; same = leading greedy tokens equal to mlx-lm's; " +
       "llama.cpp = node-llama-cpp's CUDA build on a random Q4_0 GGUF of the same shape (on a GPU only). " +

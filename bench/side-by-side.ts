@@ -91,7 +91,7 @@ export function sideBySide(
   bandwidth: number | null,
 ): void {
   const share = bandwidth
-    ? `; share = of the read bandwidth (${bandwidth.toFixed(0)} GB/s, best sum of a 4 GiB buffer)`
+    ? `; share = of the read bandwidth (${bandwidth.toFixed(0)} GB/s, the decode bench's probe)`
     : "";
   table(
     `${title}${share}; error: max |out - float32 math| / max |out|`,

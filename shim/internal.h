@@ -227,6 +227,10 @@ std::optional<Arrays> qmv_cuda_qk_norm_rope(const mx::array& x, const mx::array&
                                             const std::vector<mx::Shape>& shapes, const mx::array& q_weight, const mx::array& k_weight, float eps, int dims,
                                             bool traditional, std::optional<float> base, float scale, const mx::array& offset,
                                             const std::optional<mx::array>& periods);
+/** The partial sums (float32, a few a multiprocessor) of an evaluated, row-contiguous, 16-byte aligned
+ * float32 buffer read `passes` times by a kernel of ours that only streams it, on the GPU of a CUDA
+ * build (read_cuda.cpp: the read-bandwidth probe of `bench decode`). */
+mx::array read_sum_cuda(const mx::array& src, int passes);
 /** MLX's compiled swiglu of gate and up (fast.cpp; what mx::compile makes of silu(gate) * up). */
 mx::array compiled_swiglu(const mx::array& gate, const mx::array& up);
 /** rms_norm of q and of k [B, H, T, D] (weights [D]), then rope on both (dims, traditional, base or

@@ -84,7 +84,8 @@ int mlx_graph_primitives(int* out, const mlx_array* arrays, int count);
 int mlx_graph_primitive_names(char* out, size_t cap, size_t* needed, const mlx_array* arrays, int count);
 /* Read bandwidth of the default device: the best of `repeats` timed sums of one float32 buffer of
  * nbytes (4 GiB and more on a GPU: launch and sync are then a small share), each timed from the
- * host around eval; writes bytes read per second. */
+ * host around eval (on the GPU of a CUDA build by a kernel of the shim's that only streams the
+ * buffer, else MLX's sum); writes bytes read per second. */
 int mlx_bench_read_bandwidth(double* out, size_t nbytes, int repeats);
 /* MLX's own cost of one eager op, in C++ with no binding: ns per mx::add(a, b) whose result is
  * destroyed at once, best of `repeats` runs of `count` (the floor under any binding's add + free). */

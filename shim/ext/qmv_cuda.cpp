@@ -53,11 +53,15 @@ struct Shape {
 
 /** Whether x's dtype takes the tensor-core kernel (bfloat16/float16), unless MLXB_QMV_MMA=0
  * (comparisons). Its compile fails on GPUs before sm_80, which then get the other kernel. */
+/** Whether the environment variable `name` is "0": a switch that turns one of the kernel's forms off
+ * (for comparisons; docs/gpu.md lists them). Read once by each caller's static. */
+bool switched_off(const char* name) {
+  const char* v = std::getenv(name);
+  return v && std::string(v) == "0";
+}
+
 bool mma_dtype(mx::Dtype t) {
-  static const bool off = [] {
-    const char* v = std::getenv("MLXB_QMV_MMA");
-    return v && std::string(v) == "0";
-  }();
+  static const bool off = switched_off("MLXB_QMV_MMA");
   return !off && (t == mx::bfloat16 || t == mx::float16);
 }
 
@@ -118,10 +122,7 @@ Shape shape_for(bool mma, int rows, int n, int k, int group) {
  * and issues more of a warp's weight loads before its first mma: two blocks an SM are of no use to a
  * grid that has at most one block for each (the 8B's o_proj: 128 blocks on an H200's 132 SMs). */
 bool one_wave(int device_index, const Shape& shape, int n) {
-  static const bool off = [] {
-    const char* v = std::getenv("MLXB_QMV_ONE_WAVE");
-    return v && std::string(v) == "0";
-  }();
+  static const bool off = switched_off("MLXB_QMV_ONE_WAVE");
   if (off || !shape.mma) return false;
   const long long rows_per_block = static_cast<long long>(shape.rows_per_warp) * shape.warps / shape.split;
   return (n + rows_per_block - 1) / rows_per_block <= multiprocessors(device_index);
@@ -470,10 +471,7 @@ std::optional<mx::array> mlxb::qmv_cuda(const mx::array& x, const mx::array& w, 
 std::optional<Arrays> mlxb::qmv_cuda_add_norm(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
                                               std::optional<int> group_size, std::optional<int> bits, const std::string& mode, const mx::array& addend,
                                               const mx::array& norm_weight, float eps) {
-  static const bool off = [] {
-    const char* v = std::getenv("MLXB_QMV_NORM");
-    return v && std::string(v) == "0";
-  }();
+  static const bool off = switched_off("MLXB_QMV_NORM");
   if (off) return std::nullopt; // MLXB_QMV_NORM=0: the product, then MLX's rms_norm (comparisons)
   auto shape = x.shape();
   shape.back() = w.shape(0);
@@ -486,10 +484,7 @@ std::optional<Arrays> mlxb::qmv_cuda_add_norm(const mx::array& x, const mx::arra
 
 std::optional<mx::array> mlxb::qmv_cuda_swiglu(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
                                                std::optional<int> group_size, std::optional<int> bits, const std::string& mode) {
-  static const bool off = [] {
-    const char* v = std::getenv("MLXB_QMV_SWIGLU");
-    return v && std::string(v) == "0";
-  }();
+  static const bool off = switched_off("MLXB_QMV_SWIGLU");
   // MLXB_QMV_SWIGLU=0: the product, split, then MLX's swiglu (comparisons). PAIR: one bfloat16 row.
   auto stream = mx::default_stream(mx::default_device());
   const int group = group_size.value_or(64);
@@ -517,10 +512,7 @@ std::optional<Arrays> mlxb::qmv_cuda_qk_norm_rope(const mx::array& x, const mx::
                                                   const std::vector<mx::Shape>& shapes, const mx::array& q_weight, const mx::array& k_weight, float eps,
                                                   int dims, bool traditional, std::optional<float> base, float scale, const mx::array& offset,
                                                   const std::optional<mx::array>& periods) {
-  static const bool off = [] {
-    const char* v = std::getenv("MLXB_QMV_QK_NORM_ROPE");
-    return v && std::string(v) == "0";
-  }();
+  static const bool off = switched_off("MLXB_QMV_QK_NORM_ROPE");
   // MLXB_QMV_QK_NORM_ROPE=0: the product's parts, then the q/k norm + rope kernel (comparisons).
   auto stream = mx::default_stream(mx::default_device());
   const int group = group_size.value_or(64);

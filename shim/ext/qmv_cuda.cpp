@@ -51,8 +51,6 @@ struct Shape {
   auto key() const { return std::make_tuple(rows_per_warp, unroll, warps, split, mma, one_wave); }
 };
 
-/** Whether x's dtype takes the tensor-core kernel (bfloat16/float16), unless MLXB_QMV_MMA=0
- * (comparisons). Its compile fails on GPUs before sm_80, which then get the other kernel. */
 /** Whether the environment variable `name` is "0": a switch that turns one of the kernel's forms off
  * (for comparisons; docs/gpu.md lists them). Read once by each caller's static. */
 bool switched_off(const char* name) {
@@ -60,6 +58,8 @@ bool switched_off(const char* name) {
   return v && std::string(v) == "0";
 }
 
+/** Whether x's dtype takes the tensor-core kernel (bfloat16/float16), unless MLXB_QMV_MMA=0
+ * (comparisons). Its compile fails on GPUs before sm_80, which then get the other kernel. */
 bool mma_dtype(mx::Dtype t) {
   static const bool off = switched_off("MLXB_QMV_MMA");
   return !off && (t == mx::bfloat16 || t == mx::float16);

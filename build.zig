@@ -43,7 +43,7 @@ pub fn build(b: *std.Build) void {
     // shim/ext/: our runtime and kernels (the tape, the KV cache object, the CPU and CUDA kernels),
     // built on MLX internals that shim/ext/README.md lists.
     module.addCSourceFiles(.{ .root = b.path("shim/ext"), .files = &.{ "cpu_kernel.cpp", "dequantize_cpu.cpp", "fast_cpu.cpp", "kv.cpp", "kv_write.cpp", "qmv_cpu.cpp", "qmv_cpu_int8.cpp", "qmv_cpu_tiles.cpp", "sample.cpp", "split_product.cpp", "tape.cpp" }, .flags = flags });
-    if (cuda) module.addCSourceFiles(.{ .root = b.path("shim/ext"), .files = &.{ "attention_cuda.cpp", "cuda.cpp", "qmv_cuda.cpp", "kv_cuda.cpp", "norm_rope_cuda.cpp", "read_cuda.cpp", "sample_cuda.cpp" }, .flags = flags });
+    if (cuda) module.addCSourceFiles(.{ .root = b.path("shim/ext"), .files = &.{ "attention_cuda.cpp", "cuda.cpp", "qmv_cuda.cpp", "kv_cuda.cpp", "norm_rope_cuda.cpp", "read_cuda.cpp", "sample_cuda.cpp", "step_graph_cuda.cpp" }, .flags = flags });
     module.addObjectFile(.{ .cwd_relative = b.fmt("{s}/lib/libmlx.so", .{mlx}) });
     module.addObjectFile(.{ .cwd_relative = b.fmt("/usr/lib/{s}/libstdc++.so.6", .{multiarch}) });
     module.addObjectFile(.{ .cwd_relative = b.fmt("/lib/{s}/libgcc_s.so.1", .{multiarch}) });

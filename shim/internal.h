@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <initializer_list>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -253,8 +254,35 @@ std::optional<mx::array> decode_attention_cuda(const mx::array& q, const mx::arr
  * step's key and value (k_new, v_new [B, Hkv, 1, D], the buffers' dtype) into them at position
  * `at` < keys, in place (the caller vouches that nothing reads the old values there: a KV cache's
  * in-place write, kv.cpp), as one primitive: (out, the buffers after the write); else nullopt. */
+/** Where a decode step's KV cache write goes when a captured step is launched again (step graphs):
+ * the position written and the number of keys attended at the next step, or nullopt where that write
+ * would not go in place into the captured buffers; `taken()` records the write as the cache's. Made
+ * by kv.cpp for decode_attention_write_cuda while a step is captured. */
+struct CacheSlots {
+  virtual ~CacheSlots() = default;
+  virtual std::optional<std::pair<int, int>> next() const = 0;
+  virtual void taken() = 0;
+};
 std::optional<Arrays> decode_attention_write_cuda(const mx::array& q, const mx::array& k_buffer, const mx::array& v_buffer, const mx::array& k_new,
-                                                  const mx::array& v_new, int at, int keys, float scale, const std::optional<mx::array>& key_mask);
+                                                  const mx::array& v_new, int at, int keys, float scale, const std::optional<mx::array>& key_mask,
+                                                  std::shared_ptr<CacheSlots> slots = nullptr);
+/** Step graphs (step_graph_cuda.cpp; CUDA build only): a decode step captured as one CUDA graph of
+ * its own and launched again without MLX's per-kernel encoding. */
+struct StepGraph;
+/** The step: its results from its inputs; `cache_ops` counts the ops on the KV cache it called. */
+using StepFn = std::function<Arrays(const Arrays& inputs, int& cache_ops)>;
+/** Runs `step` over copies of `inputs` (evaluated, row-contiguous) into `results`, evaluating them
+ * with MLX's encoder held to one graph, and keeps that graph, with every buffer it touches, as the
+ * StepGraph returned; `results` are then copies made after it (lazy). Null, with `why`, where the step
+ * cannot be launched again from its graph (`results` are then the step's own, evaluated as usual). */
+std::shared_ptr<StepGraph> capture_step(const Arrays& inputs, const StepFn& step, Arrays& results, std::string& why);
+/** The captured step's next launch over `inputs` (the shapes and dtypes captured): its results, lazy
+ * (one node). Throws, changing nothing, where the KV cache no longer takes its writes in place. */
+Arrays launch_step(const std::shared_ptr<StepGraph>& graph, const Arrays& inputs);
+/** Whether a step is being captured on this thread. */
+bool step_capture_active();
+/** While a step is captured: one of its KV cache ops made its write's CacheSlots. */
+void step_capture_cache_write();
 /** The product's elements [offsets[i], offsets[i] + size of shapes[i]) as arrays of those shapes:
  * views of the one buffer the product's primitive fills, one node (shim/ext/split_product.cpp). */
 Arrays split_product(const mx::array& product, const std::vector<mx::Shape>& shapes, std::vector<int64_t> offsets);

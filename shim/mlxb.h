@@ -259,6 +259,18 @@ int mlx_tape_run(mlx_array* outputs, int count, mlx_tape tape, const mlx_array* 
  * their shapes and dtypes) and ops that ran their function again (the KV cache's, or new shapes). */
 int mlx_tape_last_run(int* rebuilt, int* called, mlx_tape tape);
 int mlx_tape_free(mlx_tape tape);
+/* Step graphs (MLX's CUDA backend only; an error elsewhere): runs the recorded ops as mlx_tape_run
+ * does, evaluating them, and keeps the step as one CUDA graph of its own when it can be launched again
+ * from it (*captured = 1; else 0, and mlx_tape_capture_failure says why). */
+int mlx_tape_capture(mlx_array* outputs, int count, mlx_tape tape, const mlx_array* inputs, int input_count, int* captured);
+/* Launches the captured step on new inputs (the captured shapes and dtypes): new handles for its
+ * outputs, lazy. An error, changing nothing, when the tape holds no captured step or the KV cache no
+ * longer takes its writes in place (the captured step is then of no use: release it). */
+int mlx_tape_launch(mlx_array* outputs, int count, mlx_tape tape, const mlx_array* inputs, int input_count);
+/* Lets the captured step go (waits for its last launch). */
+int mlx_tape_release_capture(mlx_tape tape);
+/* Why the last capture kept no graph ("" when it did). */
+const char* mlx_tape_capture_failure(mlx_tape tape);
 
 /* ---- quantization (mode: "affine", "mxfp4", "mxfp8", "nvfp4") ---- */
 /* Writes the packed weights, the scales and, for affine, the biases (else *biases = NULL).

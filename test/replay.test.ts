@@ -7,7 +7,7 @@ import type { Graph } from "../src/graph/graph.ts";
 import { check, native, pointerFromWord } from "../src/native/ffi.ts";
 import { createCache, forward, loadModel, type MlxModel, rewrittenGraph } from "../src/models/index.ts";
 import { DecodeTape } from "../src/models/replay.ts";
-import { ops, Tensor } from "../src/index.ts";
+import { deviceInfo, ops, Tensor } from "../src/index.ts";
 import { decode, type EncodedArray, fixture } from "./helpers.ts";
 
 const STEPS = 12;
@@ -171,5 +171,69 @@ describe("replay: steps that cannot be replayed", () => {
     expect(run([5])).toEqual({ d: [60, 100], a: [15, 25], counts: [1, 2] });
     expect(run([0, -1])).toEqual({ d: [-10, -38], a: [10, 19], counts: [3, 0] });
     lib.mlx_tape_free(tape);
+  });
+});
+
+// Step graphs: on MLX's CUDA backend the first replay is captured as one CUDA graph and later steps
+// launch it (their inputs copied in, the attention's cache position and chunk count set on its
+// node); elsewhere the capture is refused and steps replay. Either way the logits are the executor's,
+// bit for bit, across the attention's chunk counts (a chunk per 32 keys) and a seek back (the graph
+// is then dropped: the cache no longer takes its writes in place).
+describe("replay: step graphs", () => {
+  const onCuda = deviceInfo().device === "gpu" && process.platform === "linux";
+  const LONG = 80;
+  const SEEK_AT = 60;
+
+  function run(model: MlxModel, graph: Graph, prompt: Tensor, stepGraph: boolean | null) {
+    const cache = createCache(model, 1, prompt.shape[1]! + LONG + 1);
+    const tape = stepGraph === null ? null : new DecodeTape(model, cache, graph, { stepGraph });
+    let logits = forward(model, prompt, { cache, graph });
+    const out: Uint8Array[] = [];
+    let launchesBeforeSeek = 0;
+    for (let s = 0; s < LONG; s++) {
+      using next = ops.argmax(logits, -1);
+      const token = next.toInt32Array()[0]!;
+      logits.dispose();
+      if (s === SEEK_AT) {
+        launchesBeforeSeek = tape?.graphLaunches ?? 0;
+        cache.seek(cache.offset - 3);
+      }
+      using ids = Tensor.from(Int32Array.of(token), [1, 1]);
+      logits = tape ? tape.step(ids)[0]! : forward(model, ids, { cache, graph, lazy: true });
+      out.push(logits.toBytes());
+    }
+    logits.dispose();
+    const result = { out, launchesBeforeSeek, launches: tape?.graphLaunches ?? 0, failure: tape?.captureFailure ?? "" };
+    tape?.dispose();
+    cache.dispose();
+    return result;
+  }
+
+  test(`${LONG} greedy steps with a seek back: launched or replayed, the executor's logits`, () => {
+    // The default model: its heads (64 dims) fit the shim's CUDA decode attention.
+    const model = loadModel(join(import.meta.dir, "..", "default-model"), { backend: "mlx" });
+    using prompt = Tensor.from(
+      Int32Array.from({ length: 24 }, (_, i) => (i * 37 + 5) % 8192),
+      [1, 24],
+    );
+    const graph = rewrittenGraph(model, "last");
+    const reference = run(model, graph, prompt, null);
+    const launched = run(model, graph, prompt, true);
+    const replayed = run(model, graph, prompt, false);
+    for (let s = 0; s < LONG; s++) {
+      expect(Buffer.compare(launched.out[s]!, reference.out[s]!)).toBe(0);
+      expect(Buffer.compare(replayed.out[s]!, reference.out[s]!)).toBe(0);
+    }
+    expect(replayed.launches).toBe(0);
+    if (onCuda) {
+      // Steps 1-3 record, check and capture; every later one before the seek is launched. The step
+      // after the seek writes out of place (refused), the next is captured again, the rest launched.
+      expect(launched.failure).toBe("");
+      expect(launched.launchesBeforeSeek).toBe(SEEK_AT - 3);
+      expect(launched.launches).toBe(LONG - 5);
+    } else {
+      expect(launched.launches).toBe(0);
+      expect(launched.failure).toContain("CUDA");
+    }
   });
 });

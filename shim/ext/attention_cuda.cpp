@@ -18,6 +18,7 @@
 //
 // CUDA build only (zig build -Dcuda=true).
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -326,6 +327,63 @@ std::pair<int, int> chunking() {
 }
 constexpr int MAX_CHUNKS = 128;
 
+/** The most chunks a KV head's keys are split into for a batch of `batch` rows. */
+int most_chunks(int batch, int kv_heads) {
+  return std::clamp(chunking().second / (batch * kv_heads), 1, MAX_CHUNKS);
+}
+
+/** p's keys, write position and chunks for attending `keys` keys while writing at `at`. */
+void set_keys(Params& p, int keys, int at, int batch) {
+  p.keys = keys, p.at = at;
+  p.chunks = std::max(1, std::min(most_chunks(batch, p.kv_heads), (keys + chunking().first - 1) / chunking().first));
+  p.chunk_keys = (keys + p.chunks - 1) / p.chunks;
+  p.chunks = (keys + p.chunk_keys - 1) / p.chunk_keys; // no empty chunk
+}
+
+/** The kernel's arguments but its Params: q, k, v, key_mask, part_o, part_ml, counters, out, k_new,
+ * v_new, and the buffers after the write (k, v again). */
+using Pointers = std::array<void*, 12>;
+
+/** The attention node of a captured step (step graphs): launched at each later step at the cache
+ * position its CacheSlots give, over the same buffers (its parts sized for the most chunks). */
+class CapturedAttention : public NodeUpdater {
+ public:
+  CapturedAttention(CUfunc_st* kernel, const Pointers& pointers, const Params& p, int batch, std::shared_ptr<CacheSlots> slots)
+      : kernel_(kernel), pointers_(pointers), params_(p), batch_(batch), slots_(std::move(slots)) {}
+
+  std::shared_ptr<NodeLaunch> next() override {
+    auto slot = slots_->next();
+    if (!slot) return nullptr;
+    auto launch = std::make_shared<Launch>();
+    launch->values = pointers_;
+    launch->p = params_;
+    set_keys(launch->p, slot->second, slot->first, batch_);
+    launch->function = kernel_;
+    launch->grid = dim3{static_cast<unsigned>(launch->p.chunks), static_cast<unsigned>(launch->p.kv_heads), static_cast<unsigned>(batch_)};
+    launch->block = dim3{128, 1, 1};
+    return launch;
+  }
+
+  void taken() override { slots_->taken(); }
+
+ private:
+  struct Launch : NodeLaunch {
+    Pointers values;
+    Params p;
+    void* addresses[13];
+    void** params() override {
+      for (size_t i = 0; i < values.size(); i++) addresses[i] = &values[i];
+      addresses[12] = &p;
+      return addresses;
+    }
+  };
+  CUfunc_st* kernel_;
+  Pointers pointers_;
+  Params params_;
+  int batch_;
+  std::shared_ptr<CacheSlots> slots_;
+};
+
 /** Inputs q [B, Hq, 1, D], keys and values [B, Hkv, S, D] (any strides but a unit one for the last
  * axis), when writing (at >= 0) the step's key and value [B, Hkv, 1, D], and optionally a key mask
  * [B, >= keys] (int32, nonzero: attend; a batch's left padding). Attends the first `keys` positions
@@ -335,8 +393,8 @@ constexpr int MAX_CHUNKS = 128;
  * CacheWrite: the caller vouches that nothing reads the old values there). */
 class DecodeAttentionCuda : public mx::Primitive {
  public:
-  DecodeAttentionCuda(mx::Stream stream, CUfunc_st* kernel, float scale, int keys, int at, bool masked)
-      : mx::Primitive(stream), kernel_(kernel), scale_(scale), keys_(keys), at_(at), masked_(masked) {}
+  DecodeAttentionCuda(mx::Stream stream, CUfunc_st* kernel, float scale, int keys, int at, bool masked, std::shared_ptr<CacheSlots> slots = nullptr)
+      : mx::Primitive(stream), kernel_(kernel), scale_(scale), keys_(keys), at_(at), masked_(masked), slots_(std::move(slots)) {}
 
   void eval_cpu(const std::vector<mx::array>&, std::vector<mx::array>&) override { throw std::runtime_error("DecodeAttentionCuda runs on the GPU only"); }
 
@@ -376,16 +434,14 @@ class DecodeAttentionCuda : public mx::Primitive {
     // Without a write, every key of k (kv.cpp's DecodeAttention reuses this primitive for steps of
     // more keys); with one, the first keys_.
     const int keys = writes ? keys_ : k.shape(2);
-    p.kv_heads = kv_heads, p.keys = keys, p.at = at_;
-    const auto [min_chunk, target_blocks] = chunking();
-    const int by_blocks = std::clamp(target_blocks / (batch * kv_heads), 1, MAX_CHUNKS);
-    p.chunks = std::max(1, std::min(by_blocks, (keys + min_chunk - 1) / min_chunk));
-    p.chunk_keys = (keys + p.chunks - 1) / p.chunks;
-    p.chunks = (keys + p.chunk_keys - 1) / p.chunk_keys; // no empty chunk
+    p.kv_heads = kv_heads;
+    set_keys(p, keys, at_, batch);
     p.scale_log2 = scale_ * 1.4426950408889634f;
 
-    const size_t rows = static_cast<size_t>(batch) * q_heads * p.chunks;
-    // The chunks' partial results: kept until the GPU is done with them.
+    // The chunks' partial results: kept until the GPU is done with them. Sized for the most chunks
+    // in a step being captured, whose later launches attend more keys.
+    const bool captured = slots_ && step_capture_active();
+    const size_t rows = static_cast<size_t>(batch) * q_heads * (captured ? most_chunks(batch, kv_heads) : p.chunks);
     mx::array part_o({static_cast<int>(rows * d)}, mx::float32, nullptr, {});
     mx::array part_ml({static_cast<int>(rows * 2)}, mx::float32, nullptr, {});
     part_o.set_data(device_buffer(device, part_o.nbytes()));
@@ -423,6 +479,10 @@ class DecodeAttentionCuda : public mx::Primitive {
     encoder.add_kernel_node_raw(kernel, dim3{static_cast<unsigned>(p.chunks), static_cast<unsigned>(kv_heads), static_cast<unsigned>(batch)}, dim3{128, 1, 1},
                                 dim3{1, 1, 1}, 0, params);
     encoder.add_completed_handler([part_o, part_ml]() {});
+    if (captured) {
+      step_capture_keep(part_o), step_capture_keep(part_ml);
+      step_capture_node(std::make_shared<CapturedAttention>(kernel, Pointers{qp, kp, vp, maskp, op, mp, cp, outp, knp, vnp, kp, vp}, p, batch, slots_));
+    }
   }
 
   const char* name() const override { return "DecodeAttentionCuda"; }
@@ -437,6 +497,7 @@ class DecodeAttentionCuda : public mx::Primitive {
   float scale_;
   int keys_, at_;
   bool masked_;
+  std::shared_ptr<CacheSlots> slots_; // while a step is captured: where its later launches write
 };
 
 /** Whether the kernel takes q [B, Hq, 1, D] over the first `keys` positions of k and v [B, Hkv, S, D]
@@ -479,7 +540,8 @@ std::optional<mx::array> mlxb::decode_attention_cuda(const mx::array& q, const m
 }
 
 std::optional<Arrays> mlxb::decode_attention_write_cuda(const mx::array& q, const mx::array& k_buffer, const mx::array& v_buffer, const mx::array& k_new,
-                                                        const mx::array& v_new, int at, int keys, float scale, const std::optional<mx::array>& key_mask) {
+                                                        const mx::array& v_new, int at, int keys, float scale, const std::optional<mx::array>& key_mask,
+                                                        std::shared_ptr<CacheSlots> slots) {
   auto stream = mx::default_stream(mx::default_device());
   const auto fits_new = [&](const mx::array& x, const mx::array& buffer) {
     return x.ndim() == 4 && x.dtype() == q.dtype() && x.shape(0) == buffer.shape(0) && x.shape(1) == buffer.shape(1) && x.shape(2) == 1 &&
@@ -491,6 +553,6 @@ std::optional<Arrays> mlxb::decode_attention_write_cuda(const mx::array& q, cons
   if (!kernel) return std::nullopt;
   std::vector<mx::array> inputs{q, k_buffer, v_buffer, k_new, v_new};
   if (key_mask) inputs.push_back(*key_mask);
-  auto primitive = std::make_shared<DecodeAttentionCuda>(stream, kernel, scale, keys, at, key_mask.has_value());
+  auto primitive = std::make_shared<DecodeAttentionCuda>(stream, kernel, scale, keys, at, key_mask.has_value(), std::move(slots));
   return mx::array::make_arrays({q.shape(), k_buffer.shape(), v_buffer.shape()}, {q.dtype(), q.dtype(), q.dtype()}, std::move(primitive), std::move(inputs));
 }

@@ -64,6 +64,14 @@ const Cuda& cuda() {
 
 } // namespace
 
+void* mlxb::driver_symbol(const char* name) {
+  static void* driver = [] {
+    void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+    return lib ? lib : dlopen("libcuda.so.1", RTLD_NOW);
+  }();
+  return driver ? dlsym(driver, name) : nullptr;
+}
+
 void mlxb::check_cuda(int result, const char* what) {
   if (result != 0) throw std::runtime_error(std::string("CUDA: ") + what + " failed (CUDA error " + std::to_string(result) + ")");
 }

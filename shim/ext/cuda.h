@@ -34,6 +34,7 @@ class CommandEncoder {
   void set_output_array(const array& arr);
   void add_kernel_node_raw(CUfunc_st* func, dim3 grid, dim3 block, dim3 cluster, uint32_t smem_bytes, void** params);
   void add_completed_handler(std::function<void()> task);
+  void commit();
 };
 CommandEncoder& get_command_encoder(Stream s);
 } // namespace mlx::core::cu
@@ -91,6 +92,39 @@ __device__ __forceinline__ T round_to(float f) { return f; }
 #define INFINITY __int_as_float(0x7f800000)
 )CUDA";
 }
+
+/** The entry point `name` of the CUDA driver libmlx.so loaded (libcuda.so.1), or null. */
+void* driver_symbol(const char* name);
+
+// ---- step graphs (step_graph_cuda.cpp): what the shim's kernels tell a step being captured ----
+
+/** A kernel node's next launch in a captured step (what cuGraphExecKernelNodeSetParams takes): its
+ * function, grid, block, dynamic shared memory, and the addresses of its parameters' values, valid
+ * while this object lives. */
+struct NodeLaunch {
+  CUfunc_st* function = nullptr;
+  dim3 grid{1, 1, 1}, block{1, 1, 1};
+  uint32_t smem = 0;
+  virtual ~NodeLaunch() = default;
+  virtual void** params() = 0;
+};
+
+/** A kernel node of a captured step whose launch changes from step to step: `next()` makes the next
+ * step's launch without changing anything (null where that step cannot be launched from the
+ * capture), `taken()` is called once every node's next launch was made. */
+struct NodeUpdater {
+  virtual ~NodeUpdater() = default;
+  virtual std::shared_ptr<NodeLaunch> next() = 0;
+  virtual void taken() = 0;
+};
+
+/** While a step is captured: the kernel node this thread's encoder made last (add_kernel_node_raw)
+ * is launched at later steps as `updater` says. Nothing otherwise. */
+void step_capture_node(std::shared_ptr<NodeUpdater> updater);
+
+/** While a step is captured: keeps `a` (a kernel's temporary, held by a completion handler) for as
+ * long as the captured step. Nothing otherwise. */
+void step_capture_keep(const mx::array& a);
 
 /** The array's data on the device (MLX's gpu_ptr). */
 void* device_pointer(const mx::array& a);

@@ -138,15 +138,41 @@ Updated write_cache(KVCache& c, int l, const mx::array& k, const mx::array& v) {
 // A decode step's write and attention as one node of ours (the write inside the attention kernel:
 // attention_cuda.cpp) where the write goes in place into a dense cache and the kernel fits; else
 // nullopt (write_cache and the attention then run as before).
-std::optional<mx::array> write_attend_cuda(KVCache& c, int l, const mx::array& q, const mx::array& k, const mx::array& v, float scale,
+// The write's slots at the steps a captured step is launched again (step graphs): where the layer's
+// next write goes, as long as it goes in place into the buffers the step captured.
+class LayerSlots : public CacheSlots {
+ public:
+  LayerSlots(CacheRef cache, int l) : cache_(std::move(cache)), l_(l), keys_(cache_->keys[l].data_shared_ptr()), values_(cache_->values[l].data_shared_ptr()) {}
+
+  std::optional<std::pair<int, int>> next() const override {
+    const KVCache& c = *cache_;
+    if (c.bits > 0 || c.keys[l_].data_shared_ptr() != keys_ || c.values[l_].data_shared_ptr() != values_) return std::nullopt;
+    const Slot s = slot_of(c, l_, 1);
+    if (!s.in_place) return std::nullopt;
+    return std::make_pair(s.at, s.all ? c.max_length : c.offset + 1);
+  }
+
+  void taken() override { written(*cache_, l_, slot_of(*cache_, l_, 1)); }
+
+ private:
+  CacheRef cache_;
+  int l_;
+  std::shared_ptr<mx::array::Data> keys_, values_; // the buffers written in place
+};
+
+std::optional<mx::array> write_attend_cuda(const CacheRef& cache, int l, const mx::array& q, const mx::array& k, const mx::array& v, float scale,
                                            const std::optional<mx::array>& key_mask) {
+  KVCache& c = *cache;
   if (c.bits > 0 || q.ndim() != 4 || q.shape(2) != 1 || k.ndim() != 4 || k.shape(2) != 1) return std::nullopt;
   const Slot s = slot_of(c, l, 1);
   if (!s.in_place) return std::nullopt;
-  auto r = decode_attention_write_cuda(q, c.keys[l], c.values[l], k, v, s.at, s.all ? c.max_length : c.offset + 1, scale, key_mask);
+  std::shared_ptr<CacheSlots> slots;
+  if (step_capture_active()) slots = std::make_shared<LayerSlots>(cache, l);
+  auto r = decode_attention_write_cuda(q, c.keys[l], c.values[l], k, v, s.at, s.all ? c.max_length : c.offset + 1, scale, key_mask, slots);
   if (!r) return std::nullopt;
   c.keys[l] = (*r)[1], c.values[l] = (*r)[2];
   written(c, l, s);
+  if (slots) step_capture_cache_write();
   return (*r)[0];
 }
 #endif
@@ -384,7 +410,7 @@ int mlx_kv_cache_attention(mlx_array* out, mlx_kv_cache c, int layer, mlx_array 
           }
           auto mask = masked ? std::optional<mx::array>(a[3]) : std::nullopt;
 #ifdef MLXB_CUDA
-          if (auto out = write_attend_cuda(*cache, l, a[0], a[1], a[2], scale, mask)) return Arrays{*out};
+          if (auto out = write_attend_cuda(cache, l, a[0], a[1], a[2], scale, mask)) return Arrays{*out};
 #endif
           auto u = write_cache(*cache, l, a[1], a[2]);
           if (cache->bits == 0) cache->keys[l] = u.keys_all, cache->values[l] = u.values_all;

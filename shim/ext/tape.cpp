@@ -131,6 +131,9 @@ struct mlxb::Tape {
   std::string unsupported;
   bool finished = false;
   int rebuilt = 0, called = 0; // steps, of the last run
+  // The step captured as one CUDA graph (step graphs, CUDA build), or why not.
+  std::shared_ptr<StepGraph> graph;
+  std::string capture_failure;
   // A run's working space, kept between runs (allocated afresh, it cost a fifth of a replay on the CPU)
   // and emptied after each: each slot's array by pointer (`env`: constants and inputs where they are,
   // results in `values`), the arrays a segment reads (`xs`), its nodes' outputs (`made`), its results.
@@ -227,6 +230,79 @@ std::vector<Tape::Segment> segments_of(const Tape& t) {
   return {reversed.rbegin(), reversed.rend()};
 }
 
+// The checks of a replay: a complete recording, not while recording, and the counts.
+void check_run(const Tape& tape, int count, int input_count) {
+  if (!tape.finished || !tape.unsupported.empty()) throw ArgumentError("the tape holds no complete recording");
+  if (recording != nullptr) throw ArgumentError("cannot replay while a tape records");
+  if (input_count != static_cast<int>(tape.inputs.size())) {
+    throw ArgumentError("the tape takes " + std::to_string(tape.inputs.size()) + " inputs, got " + std::to_string(input_count));
+  }
+  if (count != static_cast<int>(tape.outputs.size())) {
+    throw ArgumentError("the tape makes " + std::to_string(tape.outputs.size()) + " outputs, asked for " + std::to_string(count));
+  }
+}
+
+// One replay: the step's `count` outputs from `given` (its inputs, in order).
+Arrays run(Tape& tape, int count, const Arrays& given) {
+  check_run(tape, count, static_cast<int>(given.size()));
+  auto& [env, xs, values, made, results] = tape.scratch;
+  // The run's arrays are let go at the end (they live on in the graph made), also on an error.
+  struct Release {
+    Tape::Scratch& s;
+    ~Release() {
+      for (auto& v : s.values) v.reset();
+      s.made.clear(), s.results.clear();
+    }
+  } release{tape.scratch};
+  env.assign(tape.slots, nullptr);
+  values.resize(tape.slots);
+  for (const auto& [slot, value] : tape.constants) env[slot] = &value;
+  for (size_t i = 0; i < given.size(); i++) env[tape.inputs[i]] = &given[i];
+  auto read = [&](const std::vector<int>& slots) {
+    xs.clear();
+    for (int slot : slots) xs.push_back(env[slot]);
+    results.clear();
+  };
+  auto keep = [&](const std::vector<int>& slots) {
+    for (size_t j = 0; j < results.size(); j++) {
+      values[slots[j]] = std::move(results[j]);
+      env[slots[j]] = &*values[slots[j]];
+    }
+  };
+  // MLXB_TAPE_CALLS=1: every op through its function (to compare the two ways of replaying).
+  static const bool slow = std::getenv("MLXB_TAPE_CALLS") != nullptr;
+  tape.rebuilt = tape.called = 0;
+  for (const auto& seg : tape.segments) {
+    if (seg.nodes && !slow) {
+      read(seg.inputs);
+      if (rebuild(*seg.nodes, xs, made, results)) {
+        tape.rebuilt += static_cast<int>(seg.last - seg.first);
+        keep(seg.outputs);
+        continue;
+      }
+    }
+    // Step by step: rebuilt where its inputs' shapes hold, else its function called.
+    for (size_t s = seg.first; s < seg.last; s++) {
+      const auto& step = tape.steps[s];
+      read(step.inputs);
+      if (step.nodes && !slow && rebuild(*step.nodes, xs, made, results)) {
+        tape.rebuilt++;
+      } else {
+        tape.called++;
+        Arrays args;
+        args.reserve(xs.size());
+        for (const auto* x : xs) args.push_back(*x);
+        results = step.fn(args);
+      }
+      keep(step.outputs);
+    }
+  }
+  Arrays out;
+  out.reserve(count);
+  for (int i = 0; i < count; i++) out.push_back(*env[tape.outputs[i]]);
+  return out;
+}
+
 } // namespace
 
 void mlxb::record(const std::vector<mlx_array>& inputs, const Arrays& xs, const std::vector<mlx_array>& outputs, const Arrays& results, OpFn fn, bool pure) {
@@ -293,69 +369,58 @@ int mlx_tape_record_end(mlx_tape t, const mlx_array* outputs, int count) {
 int mlx_tape_run(mlx_array* outputs, int count, mlx_tape t, const mlx_array* inputs, int input_count) {
   return guard([&] {
     Tape& tape = tape_of(t);
-    if (!tape.finished || !tape.unsupported.empty()) throw ArgumentError("the tape holds no complete recording");
-    if (recording != nullptr) throw ArgumentError("cannot replay while a tape records");
-    if (input_count != static_cast<int>(tape.inputs.size())) {
-      throw ArgumentError("the tape takes " + std::to_string(tape.inputs.size()) + " inputs, got " + std::to_string(input_count));
-    }
-    if (count != static_cast<int>(tape.outputs.size())) {
-      throw ArgumentError("the tape makes " + std::to_string(tape.outputs.size()) + " outputs, asked for " + std::to_string(count));
-    }
-    auto given = arrays_of(inputs, input_count);
-    auto& [env, xs, values, made, results] = tape.scratch;
-    // The run's arrays are let go at the end (they live on in the graph made), also on an error.
-    struct Release {
-      Tape::Scratch& s;
-      ~Release() {
-        for (auto& v : s.values) v.reset();
-        s.made.clear(), s.results.clear();
-      }
-    } release{tape.scratch};
-    env.assign(tape.slots, nullptr);
-    values.resize(tape.slots);
-    for (const auto& [slot, value] : tape.constants) env[slot] = &value;
-    for (size_t i = 0; i < given.size(); i++) env[tape.inputs[i]] = &given[i];
-    auto read = [&](const std::vector<int>& slots) {
-      xs.clear();
-      for (int slot : slots) xs.push_back(env[slot]);
-      results.clear();
-    };
-    auto keep = [&](const std::vector<int>& slots) {
-      for (size_t j = 0; j < results.size(); j++) {
-        values[slots[j]] = std::move(results[j]);
-        env[slots[j]] = &*values[slots[j]];
-      }
-    };
-    // MLXB_TAPE_CALLS=1: every op through its function (to compare the two ways of replaying).
-    static const bool slow = std::getenv("MLXB_TAPE_CALLS") != nullptr;
-    tape.rebuilt = tape.called = 0;
-    for (const auto& seg : tape.segments) {
-      if (seg.nodes && !slow) {
-        read(seg.inputs);
-        if (rebuild(*seg.nodes, xs, made, results)) {
-          tape.rebuilt += static_cast<int>(seg.last - seg.first);
-          keep(seg.outputs);
-          continue;
-        }
-      }
-      // Step by step: rebuilt where its inputs' shapes hold, else its function called.
-      for (size_t s = seg.first; s < seg.last; s++) {
-        const auto& step = tape.steps[s];
-        read(step.inputs);
-        if (step.nodes && !slow && rebuild(*step.nodes, xs, made, results)) {
-          tape.rebuilt++;
-        } else {
-          tape.called++;
-          Arrays args;
-          args.reserve(xs.size());
-          for (const auto* x : xs) args.push_back(*x);
-          results = step.fn(args);
-        }
-        keep(step.outputs);
-      }
-    }
-    for (int i = 0; i < count; i++) store(&outputs[i], *env[tape.outputs[i]]);
+    auto results = run(tape, count, arrays_of(inputs, input_count));
+    for (int i = 0; i < count; i++) store(&outputs[i], results[i]);
   });
+}
+
+int mlx_tape_capture(mlx_array* outputs, int count, mlx_tape t, const mlx_array* inputs, int input_count, int* captured) {
+  return guard([&] {
+    Tape& tape = tape_of(t);
+    if (captured == nullptr) throw ArgumentError("out-pointer is null");
+#ifdef MLXB_CUDA
+    auto given = arrays_of(inputs, input_count);
+    check_run(tape, count, input_count);
+    Arrays results;
+    tape.graph.reset();
+    tape.capture_failure.clear();
+    tape.graph = capture_step(
+        given,
+        [&](const Arrays& xs, int& cache_ops) {
+          auto r = run(tape, count, xs);
+          cache_ops = tape.called;
+          return r;
+        },
+        results, tape.capture_failure);
+    *captured = tape.graph ? 1 : 0;
+    for (int i = 0; i < count; i++) store(&outputs[i], results[i]);
+#else
+    (void)outputs, (void)count, (void)inputs, (void)input_count;
+    throw ArgumentError("a step is captured as a CUDA graph on MLX's CUDA backend only");
+#endif
+  });
+}
+
+int mlx_tape_launch(mlx_array* outputs, int count, mlx_tape t, const mlx_array* inputs, int input_count) {
+  return guard([&] {
+    Tape& tape = tape_of(t);
+    if (!tape.graph) throw ArgumentError("the tape holds no captured step");
+    check_run(tape, count, input_count);
+#ifdef MLXB_CUDA
+    auto results = launch_step(tape.graph, arrays_of(inputs, input_count));
+    for (int i = 0; i < count; i++) store(&outputs[i], results[i]);
+#else
+    (void)outputs, (void)inputs;
+#endif
+  });
+}
+
+int mlx_tape_release_capture(mlx_tape t) {
+  return guard([&] { tape_of(t).graph.reset(); });
+}
+
+const char* mlx_tape_capture_failure(mlx_tape t) {
+  return t == nullptr ? "" : static_cast<Tape*>(t)->capture_failure.c_str();
 }
 
 int mlx_tape_last_run(int* rebuilt, int* called, mlx_tape t) {

@@ -5,6 +5,9 @@
 // function of its inputs and the cache (a host value baked into an op) falls back to running
 // normally; later steps replay. Ops on the KV cache act on the
 // cache as it stands, so replays write at the current offset.
+// On MLX's CUDA backend the first replay is also captured as one CUDA graph of its own (step graphs:
+// shim/ext/step_graph_cuda.cpp) and later steps launch that graph instead of having MLX encode their
+// kernels one by one: their inputs copied in, the cache position set on the attention kernels.
 import type { Pointer } from "bun:ffi";
 import type { Graph } from "../graph/graph.ts";
 import type { KVCache } from "../kv-cache.ts";
@@ -33,7 +36,14 @@ export interface DecodeTapeOptions {
   output?: "logits" | "argmax";
   /** Called once if the step cannot be replayed (then every step runs normally). */
   onFallback?: (reason: string) => void;
+  /** Whether replays on MLX's CUDA backend launch the step as one captured CUDA graph (default: yes,
+   * unless MLXB_STEP_GRAPH=0). Batches with left padding never do (their key mask grows each step). */
+  stepGraph?: boolean;
 }
+
+/** Captures a tape may make: a step graph dropped (the KV cache moved: a regroup, a seek back) is
+ * captured again at the next step, up to this many times. */
+const MAX_CAPTURES = 4;
 
 /** One decode step (ids [B, 1] in) of an MLX model over a KV cache, replayed after the first. */
 export class DecodeTape {
@@ -44,6 +54,12 @@ export class DecodeTape {
   #onFallback: (reason: string) => void;
   #state: State = "record";
   #tape: Pointer | null = null;
+  // Step graphs: "capture" at the next replay, "launch" once captured, "off" where not wanted or not
+  // possible.
+  #graph: "capture" | "launch" | "off";
+  #captures = 0;
+  #captureFailure = "";
+  #launches = 0;
   // A replay's output handles, kept between steps.
   #outputs: BigUint64Array;
 
@@ -54,6 +70,17 @@ export class DecodeTape {
     this.output = options.output ?? "logits";
     this.#outputs = new BigUint64Array(this.output === "logits" ? 1 : 2);
     this.#onFallback = options.onFallback ?? (() => {});
+    this.#graph = (options.stepGraph ?? process.env["MLXB_STEP_GRAPH"] !== "0") ? "capture" : "off";
+  }
+
+  /** Steps launched as the captured CUDA graph so far. */
+  get graphLaunches(): number {
+    return this.#launches;
+  }
+
+  /** Why the step was not captured as a CUDA graph ("" if it was, or was not tried). */
+  get captureFailure(): string {
+    return this.#captureFailure;
   }
 
   /** Whether steps now replay the recording. */
@@ -140,13 +167,52 @@ export class DecodeTape {
       if (keyMask) inputs[2] = BigInt(keyMask.handle);
       for (const [i, t] of extra.entries()) inputs[(keyMask ? 3 : 2) + i] = BigInt(handleOf(t, "DecodeTape", "input"));
       const out = this.#outputs;
-      check(lib.mlx_tape_run(out, out.length, this.#tape, inputs, inputs.length), "DecodeTape: replay");
+      if (keyMask) this.#dropGraph(false);
+      // Not while the first replay is checked against a normal run.
+      const graphs = this.#state === "replay";
+      if (
+        graphs &&
+        this.#graph === "launch" &&
+        lib.mlx_tape_launch(out, out.length, this.#tape, inputs, inputs.length) === 0
+      ) {
+        this.#launches++;
+      } else {
+        // No graph, or the KV cache moved under it (nothing launched): captured anew, or replayed.
+        if (graphs && this.#graph === "launch") this.#dropGraph(this.#captures < MAX_CAPTURES);
+        if (graphs && this.#graph === "capture") this.#capture(inputs);
+        else check(lib.mlx_tape_run(out, out.length, this.#tape, inputs, inputs.length), "DecodeTape: replay");
+      }
       this.cache.advance(length);
       return Array.from(out, (h) => new Tensor(pointerFromWord(h)));
     } finally {
       lib.mlx_array_free(positionsHandle);
       keyMask?.dispose();
     }
+  }
+
+  /** This step replayed and captured as a CUDA graph (step graphs); a capture that keeps no graph
+   * leaves the step replayed as usual. */
+  #capture(inputs: BigUint64Array): void {
+    const lib = native();
+    const out = this.#outputs;
+    const captured = new Int32Array(1);
+    this.#captures++;
+    if (lib.mlx_tape_capture(out, out.length, this.#tape, inputs, inputs.length, captured) !== 0) {
+      // Refused before the step ran (not MLX's CUDA backend, an input not laid out for a copy).
+      this.#captureFailure = String(lib.mlx_last_error());
+      this.#graph = "off";
+      check(lib.mlx_tape_run(out, out.length, this.#tape, inputs, inputs.length), "DecodeTape: replay");
+      return;
+    }
+    // A step the cache did not take in place (after a seek back) is captured again at the next one.
+    this.#captureFailure = captured[0] ? "" : String(lib.mlx_tape_capture_failure(this.#tape));
+    this.#graph = captured[0] ? "launch" : this.#captures < MAX_CAPTURES ? "capture" : "off";
+  }
+
+  /** Lets a captured graph go; `again`: captured anew at the next replay, else graphs off. */
+  #dropGraph(again: boolean): void {
+    if (this.#graph === "launch" && this.#tape !== null) native().mlx_tape_release_capture(this.#tape);
+    if (this.#graph !== "off") this.#graph = again ? "capture" : "off";
   }
 
   /** The first replay, checked against a normal run of the same step (both write the same keys and

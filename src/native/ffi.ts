@@ -128,6 +128,10 @@ export const symbols = {
   mlx_tape_run: [P, i32, P, P, i32],
   mlx_tape_last_run: [P, P, P],
   mlx_tape_free: [P],
+  mlx_tape_capture: [P, i32, P, P, i32, P],
+  mlx_tape_launch: [P, i32, P, P, i32],
+  mlx_tape_release_capture: [P],
+  mlx_tape_capture_failure: [P],
 
   mlx_quantize: [P, P, P, P, i32, i32, cstring],
   mlx_dequantize: [P, P, P, P, i32, i32, cstring, i32],
@@ -157,6 +161,7 @@ export const symbols = {
 export const returning: Partial<Record<keyof typeof symbols, FFIType>> = {
   mlx_last_error: cstring,
   mlx_version_string: cstring,
+  mlx_tape_capture_failure: cstring,
 };
 
 type Table = { [K in keyof typeof symbols]: { args: (typeof symbols)[K]; returns: FFIType } };

@@ -21,6 +21,7 @@
 // CUDA build only (zig build -Dcuda=true).
 #include <dlfcn.h>
 
+#include <cstddef>
 #include <cstdio>
 
 #include "cuda.h"
@@ -93,6 +94,13 @@ struct EncoderMembers {
   std::vector<GraphNodeMirror> concurrent_nodes;
   std::vector<std::shared_ptr<mx::array::Data>> temporaries;
 };
+
+// The offsets MLX 0.32.4's commit_impl and needs_commit read these at (libmlx.so's x86-64 code).
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Winvalid-offsetof"
+static_assert(offsetof(EncoderMembers, graph) == 0x10 && offsetof(EncoderMembers, node_count) == 0x28 && offsetof(EncoderMembers, from_nodes) == 0x30 &&
+              offsetof(EncoderMembers, to_nodes) == 0x48 && offsetof(EncoderMembers, temporaries) == 0xb8);
+#pragma clang diagnostic pop
 
 // The kernel node the driver made last on this thread (cuGraphAddKernelNode_v2 below).
 thread_local void* made_node = nullptr;

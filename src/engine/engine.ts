@@ -438,6 +438,8 @@ export class Engine {
     this.#sampler?.dispose();
     this.#sampler = null;
     if (this.#rows.length > 0 || this.#joining) return;
+    // Captured step graphs hold the cache's buffers, which an idle engine lets go.
+    for (const tape of this.#tapes.values()) tape.releaseGraph();
     const cache = this.#cache;
     if (cache && cache.shape.maxLength > 1) {
       if (cache.backend === "mlx") emptyBuffers(cache, createCache(this.model, 1, 1) as KVCache);

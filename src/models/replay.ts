@@ -41,8 +41,9 @@ export interface DecodeTapeOptions {
   stepGraph?: boolean;
 }
 
-/** Captures a tape may make: a step graph dropped (the KV cache moved: a regroup, a seek back) is
- * captured again at the next step, up to this many times. */
+/** Captures a tape makes in a row without a launch between them: a step graph dropped (the KV cache
+ * moved: a regroup, a seek back) or refused (a write out of place) is captured again at the next
+ * step, up to this many times. */
 const MAX_CAPTURES = 4;
 
 /** One decode step (ids [B, 1] in) of an MLX model over a KV cache, replayed after the first. */
@@ -57,7 +58,7 @@ export class DecodeTape {
   // Step graphs: "capture" at the next replay, "launch" once captured, "off" where not wanted or not
   // possible.
   #graph: "capture" | "launch" | "off";
-  #captures = 0;
+  #captures = 0; // since the last launch
   #captureFailure = "";
   #launches = 0;
   // A replay's output handles, kept between steps.
@@ -76,6 +77,13 @@ export class DecodeTape {
   /** Steps launched as the captured CUDA graph so far. */
   get graphLaunches(): number {
     return this.#launches;
+  }
+
+  /** Lets the captured CUDA graph go, with the buffers it holds (the KV cache's among them); the
+   * next replay captures anew. For a caller about to free or replace the cache's buffers. */
+  releaseGraph(): void {
+    this.#dropGraph(true);
+    this.#captures = 0;
   }
 
   /** Why the step was not captured as a CUDA graph ("" if it was, or was not tried). */
@@ -176,6 +184,7 @@ export class DecodeTape {
         lib.mlx_tape_launch(out, out.length, this.#tape, inputs, inputs.length) === 0
       ) {
         this.#launches++;
+        this.#captures = 0;
       } else {
         // No graph, or the KV cache moved under it (nothing launched): captured anew, or replayed.
         if (graphs && this.#graph === "launch") this.#dropGraph(this.#captures < MAX_CAPTURES);

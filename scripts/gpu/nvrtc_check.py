@@ -1,5 +1,5 @@
 """Compiles the CUDA kernel sources of shim/ext/*_cuda.cpp with NVRTC for sm_90, as the shim does at
-run time (cuda.cpp: -arch=sm_90 -default-device), for each DTYPE: catches a kernel that will not
+run time (cuda.cpp: -arch=sm_90 -default-device, cuda.h's DEPENDENT_LAUNCH_SOURCE in front), for each DTYPE: catches a kernel that will not
 compile before a GPU machine is spent on it. Needs libnvrtc (PyPI nvidia-cuda-nvrtc, cu13); no GPU.
 
 usage: python3 scripts/gpu/nvrtc_check.py path/to/libnvrtc.so.13 shim/ext/sample_cuda.cpp ...
@@ -81,10 +81,13 @@ def main() -> int:
         def header_source(name: str) -> str:
             return re.findall(r'R"CUDA\((.*?)\)CUDA"', open(os.path.join(os.path.dirname(path), name)).read(), re.S)[0]
 
+        # compile_kernel puts cuda.h's DEPENDENT_LAUNCH_SOURCE in front of every source.
+        dependent = re.search(r'DEPENDENT_LAUNCH_SOURCE = R"CUDA\((.*?)\)CUDA"', open(os.path.join(os.path.dirname(path), "cuda.h")).read(), re.S)[1]
         if "NORM_ROPE_ROW_SOURCE" in text or "QK_NORM_ROPE=1" in macros:
             sources = [header_source("cuda.h") + header_source("norm_rope_row.h") + source for source in sources]
         elif "dtype_source(" in text:
             sources = [header_source("cuda.h") + source for source in sources]
+        sources = [dependent + source for source in sources]
         if not sources:
             print(f"{path}: no R\"CUDA(...)CUDA\" source")
             failed += 1

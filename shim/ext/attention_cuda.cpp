@@ -89,6 +89,8 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32)
 mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const int* __restrict__ key_mask, float* part_o,
                float* part_ml, int* counters, T* __restrict__ out, const T* __restrict__ k_new, const T* __restrict__ v_new, T* k_write, T* v_write,
                Params p) {
+  WAIT_FOR_UPSTREAM();
+  LAUNCH_DOWNSTREAM();
   const int chunk = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int first = chunk * p.chunk_keys, last = min(first + p.chunk_keys, p.keys);

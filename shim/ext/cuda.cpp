@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 
 using namespace mlxb;
 
@@ -188,6 +189,12 @@ int mlxb::multiprocessors(int device_index) {
   return count;
 }
 
+namespace {
+// The kernels compiled from a source that runs WAIT_FOR_UPSTREAM() (waits_for_upstream).
+std::mutex waiting_mutex;
+std::set<CUfunc_st*> waiting;
+} // namespace
+
 CUfunc_st* mlxb::compile_kernel(int device_index, const std::string& source, const char* file, const char* name) {
   const Cuda& c = cuda();
   if (!c.ok) throw std::runtime_error("the CUDA driver or NVRTC library is not loaded");
@@ -199,7 +206,8 @@ CUfunc_st* mlxb::compile_kernel(int device_index, const std::string& source, con
   std::string arch = "-arch=sm_" + std::to_string(major) + std::to_string(minor);
   const char* options[] = {arch.c_str(), "-default-device"};
   void* program = nullptr;
-  check_cuda(c.nvrtcCreateProgram(&program, source.c_str(), file, 0, nullptr, nullptr), "nvrtcCreateProgram");
+  const std::string full = DEPENDENT_LAUNCH_SOURCE + source;
+  check_cuda(c.nvrtcCreateProgram(&program, full.c_str(), file, 0, nullptr, nullptr), "nvrtcCreateProgram");
   std::string cubin, failure;
   if (c.nvrtcCompileProgram(program, 2, options) != 0) {
     size_t size = 0;
@@ -219,7 +227,16 @@ CUfunc_st* mlxb::compile_kernel(int device_index, const std::string& source, con
   CUfunc_st* function = nullptr;
   check_cuda(c.cuModuleLoadData(&module, cubin.data()), "cuModuleLoadData");
   check_cuda(c.cuModuleGetFunction(&function, module, name), "cuModuleGetFunction");
+  if (source.find("WAIT_FOR_UPSTREAM()") != std::string::npos) {
+    std::lock_guard<std::mutex> lock(waiting_mutex);
+    waiting.insert(function);
+  }
   return function;
+}
+
+bool mlxb::waits_for_upstream(CUfunc_st* f) {
+  std::lock_guard<std::mutex> lock(waiting_mutex);
+  return waiting.count(f) != 0;
 }
 
 mx::allocator::Data mlxb::device_buffer(int device_index, size_t bytes) {

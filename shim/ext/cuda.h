@@ -47,8 +47,9 @@ namespace cu = mlx::core::cu;
 /** Throws "CUDA: <what> failed (CUDA error n)" for a nonzero result of a driver call. */
 void check_cuda(int result, const char* what);
 
-/** Compiles `source` with NVRTC for the device's architecture and loads its kernel `name` (extern
- * "C"); throws with NVRTC's log or the driver's error. `file` names the source in the log. */
+/** Compiles `source` (after DEPENDENT_LAUNCH_SOURCE) with NVRTC for the device's architecture and
+ * loads its kernel `name` (extern "C"); throws with NVRTC's log or the driver's error. `file` names
+ * the source in the log. */
 CUfunc_st* compile_kernel(int device_index, const std::string& source, const char* file, const char* name);
 
 /** The device's streaming multiprocessors (CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT). */
@@ -125,6 +126,24 @@ void step_capture_node(std::shared_ptr<NodeUpdater> updater);
 /** While a step is captured: keeps `a` (a kernel's temporary, held by a completion handler) for as
  * long as the captured step. Nothing otherwise. */
 void step_capture_keep(const mx::array& a);
+
+/** What compile_kernel puts in front of every kernel source: WAIT_FOR_UPSTREAM(), to be run before a
+ * kernel's first access to memory another kernel writes, and LAUNCH_DOWNSTREAM(), which lets the
+ * kernels waiting on this one be launched (sm_90 and later; nothing before). In a captured step the
+ * edges into a kernel whose source runs WAIT_FOR_UPSTREAM() from another kernel are made programmatic
+ * (step_graph_cuda.cpp): its blocks launch while the kernel before it finishes, and wait there. */
+inline constexpr const char* DEPENDENT_LAUNCH_SOURCE = R"CUDA(
+#if __CUDA_ARCH__ >= 900
+#define WAIT_FOR_UPSTREAM() asm volatile("griddepcontrol.wait;" ::: "memory")
+#define LAUNCH_DOWNSTREAM() asm volatile("griddepcontrol.launch_dependents;" :::)
+#else
+#define WAIT_FOR_UPSTREAM()
+#define LAUNCH_DOWNSTREAM()
+#endif
+)CUDA";
+
+/** Whether `f` was compiled from a source that runs WAIT_FOR_UPSTREAM(). */
+bool waits_for_upstream(CUfunc_st* f);
 
 /** The array's data on the device (MLX's gpu_ptr). */
 void* device_pointer(const mx::array& a);

@@ -36,6 +36,8 @@ extern "C" __global__ void mlxb_qk_norm_rope(const T* q, const T* k, const T* wq
                                              T* q_out, T* k_out, Params p) {
   extern __shared__ float normed[];
   __shared__ float partial[32];
+  WAIT_FOR_UPSTREAM();
+  LAUNCH_DOWNSTREAM();
   // Rows are a grid's blocks (fewer than 2^31): 32-bit index arithmetic (64-bit division is a long
   // routine, before the first load).
   unsigned row = blockIdx.x;

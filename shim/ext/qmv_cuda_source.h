@@ -648,6 +648,8 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 1024 / (WARPS * 32))
 mlxb_qmv_qk_norm_rope(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict__ scales, const T* __restrict__ biases,
                       T* __restrict__ out, int n, int k, const T* __restrict__ wq, const T* __restrict__ wk, const int* offset, const float* freqs,
                       T* q_out, T* k_out, int* counters, QkParams p) {
+  WAIT_FOR_UPSTREAM();
+  LAUNCH_DOWNSTREAM();
   product(x, w, scales, biases, nullptr, out, n, k, 1);
   qk_norm_rope_if_last(out, n, wq, wk, offset, freqs, q_out, k_out, counters, p);
 }
@@ -663,6 +665,8 @@ extern "C" __global__ void BOUNDS
 mlxb_qmv(const T* __restrict__ x, const u32* __restrict__ w, const T* __restrict__ scales, const T* __restrict__ biases,
          const T* __restrict__ addend, T* __restrict__ out, int n, int k, int rows, const T* __restrict__ norm_w, T* __restrict__ normed,
          int* counter, float eps) {
+  WAIT_FOR_UPSTREAM();
+  LAUNCH_DOWNSTREAM();
   product(x, w, scales, biases, addend, out, n, k, rows);
 #if NORM
   norm_if_last(out, norm_w, normed, counter, n, rows, eps);

@@ -23,6 +23,7 @@
 
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 
 #include "cuda.h"
 #include "mlx/primitives.h"
@@ -55,8 +56,17 @@ struct Driver {
   int (*copy)(uintptr_t dst, uintptr_t src, size_t bytes, void* stream);
   int (*synchronize)(void* stream);
   int (*add_kernel_node)(void** node, void* graph, void* const* dependencies, size_t count, const void* params);
+  int (*node_type)(void* node, int* type);
+  int (*kernel_node_params)(void* node, KernelNodeParams* params);
   bool ok = false;
 };
+
+// CUgraphEdgeData, and the values of a programmatic edge (the driver's cuda.h).
+struct EdgeData {
+  unsigned char from_port, to_port, type, reserved[5];
+};
+constexpr EdgeData PROGRAMMATIC_EDGE{1 /* CU_GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC */, 0, 1 /* CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC */, {}};
+constexpr int NODE_KERNEL = 0; // CU_GRAPH_NODE_TYPE_KERNEL
 
 template <typename F>
 bool bind(const char* name, F& fn) {
@@ -71,7 +81,8 @@ const Driver& driver() {
            bind("cuGraphGetNodes", g.get_nodes) && bind("cuGraphInstantiateWithFlags", g.instantiate) && bind("cuGraphLaunch", g.launch) &&
            bind("cuGraphExecKernelNodeSetParams_v2", g.set_kernel_params) && bind("cuGraphExecDestroy", g.exec_destroy) &&
            bind("cuGraphDestroy", g.graph_destroy) && bind("cuMemcpyAsync", g.copy) && bind("cuStreamSynchronize", g.synchronize) &&
-           bind("cuGraphAddKernelNode_v2", g.add_kernel_node);
+           bind("cuGraphAddKernelNode_v2", g.add_kernel_node) && bind("cuGraphNodeGetType", g.node_type) &&
+           bind("cuGraphKernelNodeGetParams_v2", g.kernel_node_params);
     return g;
   }();
   return d;
@@ -121,6 +132,20 @@ void fail(Capture& c, const std::string& why) {
   if (c.failure.empty()) c.failure = why;
 }
 
+/** Whether the edge from -> to of a captured step is made programmatic: both kernel nodes, `to` a
+ * kernel that waits for its upstream kernels (cuda.h's WAIT_FOR_UPSTREAM), so that its blocks launch
+ * while `from` finishes. MLXB_STEP_GRAPH_PDL=0: plain edges, for comparisons. */
+bool dependent_launch(const Driver& d, void* from, void* to) {
+  static const bool wanted = [] {
+    const char* v = std::getenv("MLXB_STEP_GRAPH_PDL");
+    return !(v && std::string(v) == "0");
+  }();
+  int from_type = -1, to_type = -1;
+  if (!wanted || d.node_type(from, &from_type) != 0 || d.node_type(to, &to_type) != 0 || from_type != NODE_KERNEL || to_type != NODE_KERNEL) return false;
+  KernelNodeParams p{};
+  return d.kernel_node_params(to, &p) == 0 && waits_for_upstream(p.func);
+}
+
 /** The step's graph in MLX's encoder about to be committed, copied into `c` with its edges. */
 void take_graph(Capture& c, EncoderMembers& m) {
   const Driver& d = driver();
@@ -137,7 +162,11 @@ void take_graph(Capture& c, EncoderMembers& m) {
     if (d.find_in_clone(&from[i], m.from_nodes[i], copy) != 0 || d.find_in_clone(&to[i], m.to_nodes[i], copy) != 0)
       return fail(c, "an edge's node is not in the step's graph");
   }
-  if (!from.empty() && d.add_dependencies(copy, from.data(), to.data(), nullptr, from.size()) != 0) return fail(c, "cuGraphAddDependencies failed");
+  std::vector<EdgeData> edges(from.size());
+  for (size_t i = 0; i < from.size(); i++) {
+    if (dependent_launch(d, m.from_nodes[i], m.to_nodes[i])) edges[i] = PROGRAMMATIC_EDGE;
+  }
+  if (!from.empty() && d.add_dependencies(copy, from.data(), to.data(), edges.data(), from.size()) != 0) return fail(c, "cuGraphAddDependencies failed");
   for (auto& [node, updater] : c.nodes) {
     void* in_copy = nullptr;
     if (d.find_in_clone(&in_copy, node, copy) != 0) return fail(c, "a node to update is not in the step's graph");

@@ -36,6 +36,15 @@ struct Cuda {
   bool ok = false;
 };
 
+/** The CUDA driver libmlx.so loaded (libcuda.so.1), or null. */
+void* driver_library() {
+  static void* driver = [] {
+    void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+    return lib ? lib : dlopen("libcuda.so.1", RTLD_NOW);
+  }();
+  return driver;
+}
+
 template <typename F>
 bool bind(void* lib, const char* name, F& fn) {
   fn = lib ? reinterpret_cast<F>(dlsym(lib, name)) : nullptr;
@@ -45,8 +54,7 @@ bool bind(void* lib, const char* name, F& fn) {
 const Cuda& cuda() {
   static const Cuda api = [] {
     Cuda c{};
-    void* driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-    if (!driver) driver = dlopen("libcuda.so.1", RTLD_NOW);
+    void* driver = driver_library();
     void* nvrtc = dlopen("libnvrtc.so.13", RTLD_NOW | RTLD_NOLOAD);
     if (!nvrtc) nvrtc = dlopen("libnvrtc.so.13", RTLD_NOW);
     c.ok = bind(driver, "cuDeviceGet", c.cuDeviceGet) && bind(driver, "cuDeviceGetAttribute", c.cuDeviceGetAttribute) &&
@@ -66,10 +74,7 @@ const Cuda& cuda() {
 } // namespace
 
 void* mlxb::driver_symbol(const char* name) {
-  static void* driver = [] {
-    void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-    return lib ? lib : dlopen("libcuda.so.1", RTLD_NOW);
-  }();
+  void* driver = driver_library();
   return driver ? dlsym(driver, name) : nullptr;
 }
 

@@ -294,6 +294,11 @@ void share_elements(const mx::array& product, mx::array& out, int64_t offset);
  * and its evaluation (inputs logits, params, uniforms; outputs tokens, peak, threshold). */
 bool sample_kernel_ready(int device_index, mx::Dtype dtype);
 void sample_pick_cuda(const mx::Stream& stream, const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs);
+/** GreedyPick on the GPU of a CUDA build (sample_cuda.cpp): whether its kernel for the dtype compiled
+ * (and its done-counters made: on the thread building the graph), and its evaluation (input the
+ * logits [B, V]; outputs the tokens [B, 1] uint32 and each row's max [B] in the logits' dtype). */
+bool greedy_kernel_ready(const mx::Stream& stream, mx::Dtype dtype);
+void greedy_pick_cuda(const mx::Stream& stream, const mx::array& logits, std::vector<mx::array>& outputs);
 /** Penalize on the GPU of a CUDA build (sample_cuda.cpp): whether its kernel for the dtype compiled,
  * and its evaluation (inputs logits, ids, params; output the penalized logits, float32). */
 bool penalize_kernel_ready(int device_index, mx::Dtype dtype);

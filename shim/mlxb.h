@@ -188,6 +188,10 @@ int mlx_fast_swiglu(mlx_array* out, mlx_array gate, mlx_array up);
  * [B] uint32: tokens [B, 1] uint32, each row's max [B] (NaN if it holds one) and the filters'
  * threshold [B] (kept: x >= threshold). */
 int mlx_sample_pick(mlx_array* tokens, mlx_array* peak, mlx_array* threshold, mlx_array logits, mlx_array params, mlx_array seeds, mlx_array draws);
+/* The greedy pick (shim/ext/sample.cpp): per row of logits [B, V] (float32, bfloat16, float16) its
+ * first argmax (tokens [B, 1] uint32) and its max ([B], the logits' dtype): one node of the shim's on
+ * a CUDA GPU (MLXB_GREEDY_PICK=mlx: MLX's argmax and max, as elsewhere). */
+int mlx_greedy_pick(mlx_array* tokens, mlx_array* peak, mlx_array logits);
 /* The sampler's penalties over each row's recent ids (shim/ext/sample.cpp): logits [B, V] (float32,
  * bfloat16 or float16), ids [B, W] int32 (-1: an empty slot), params [B, 6] float32 (repetition
  * penalty, its context, presence penalty, its context, frequency penalty, its context; a context

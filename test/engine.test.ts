@@ -8,7 +8,7 @@ import { pickOnHost, type SamplerSettings } from "../src/engine/host-sampler.ts"
 import { Engine, type SequenceRequest } from "../src/engine/engine.ts";
 import { DeviceSampler } from "../src/engine/sampler.ts";
 import { astype, slice, transpose } from "../src/ops/core.ts";
-import { samplePick } from "../src/ops/fast.ts";
+import { greedyPick, samplePick } from "../src/ops/fast.ts";
 import {
   DEFAULT_MODEL_DIR,
   generate,
@@ -217,6 +217,70 @@ describe("samplePick (the pick's primitive)", () => {
     expect(() => samplePick(logits, p, floatSeeds, draws)).toThrow(/seeds/);
     using two = Tensor.from(Uint32Array.of(0, 0), [2]);
     expect(() => samplePick(logits, p, seeds, two)).toThrow(/draws/);
+  });
+});
+
+// The greedy pick: one node of the shim's on a CUDA GPU (split over blocks of a row's ranges, merged
+// by the row's last block), MLX's argmax and max elsewhere. Against the host's rule: the first index
+// of the largest value, a NaN larger than any number.
+describe("greedyPick", () => {
+  function reference(values: Float32Array, V: number, row: number): { token: number; peak: number } {
+    let token = 0;
+    let peak = values[row * V]!;
+    for (let i = 1; i < V; i++) {
+      const v = values[row * V + i]!;
+      if (Number.isNaN(peak)) break;
+      if (Number.isNaN(v) || v > peak) [token, peak] = [i, v];
+    }
+    return { token, peak };
+  }
+
+  function check(logits: Tensor): void {
+    const [B, V] = logits.shape as [number, number];
+    const values = logits.toFloat32Array();
+    const [tokens, peak] = greedyPick(logits);
+    using _t = tokens;
+    using _p = peak;
+    expect(tokens.shape).toEqual([B, 1]);
+    expect(peak.dtype).toBe(logits.dtype);
+    const got = tokens.toInt32Array();
+    const peaks = peak.toFloat32Array();
+    for (let b = 0; b < B; b++) {
+      const want = reference(values, V, b);
+      expect(got[b]).toBe(want.token);
+      expect(Object.is(peaks[b], want.peak) || (Number.isNaN(peaks[b]!) && Number.isNaN(want.peak))).toBe(true);
+    }
+  }
+
+  test("a vocabulary of 151936 in bfloat16: ties to the first index, the last index, a flat row", () => {
+    const V = 151936;
+    let s = 12345;
+    const values = Float32Array.from({ length: 3 * V }, () => {
+      s = (s * 1103515245 + 12345) >>> 0;
+      return (s / 2 ** 32) * 20 - 10;
+    });
+    values[5000] = 30;
+    values[140000] = 30;
+    values[2 * V - 1] = 31;
+    values.fill(-2, 2 * V, 3 * V);
+    using f = Tensor.from(values, [3, V]);
+    using logits = astype(f, "bfloat16");
+    check(logits);
+  });
+
+  test("float32 rows: all -infinity, +infinity, NaNs (the first one), and a strided view", () => {
+    const V = 5000;
+    const values = Float32Array.from({ length: 4 * V }, (_, i) => Math.sin(i) * 3);
+    values.fill(Number.NEGATIVE_INFINITY, 0, V);
+    values[V + 4321] = Number.POSITIVE_INFINITY;
+    values[2 * V + 77] = Number.NaN;
+    values[2 * V + 4000] = Number.NaN;
+    using logits = Tensor.from(values, [4, V]);
+    check(logits);
+    // Every other column of the rows: a view with a column stride of 2.
+    using wide = Tensor.from(values, [2, 2 * V]);
+    using strided = slice(wide, [0, 0], [2, 2 * V], [1, 2]);
+    check(strided);
   });
 });
 

@@ -216,6 +216,29 @@ class SamplePick : public mx::Primitive {
   bool is_equivalent(const mx::Primitive&) const override { return true; }
 };
 
+/** Each row's first argmax and max as one node of the shim's on the GPU of a CUDA build (the greedy
+ * pick: MLX's argmax and max are a node and a one-block pass over the row each); elsewhere the pick is
+ * those two ops. */
+class GreedyPick : public mx::Primitive {
+ public:
+  explicit GreedyPick(mx::Stream stream) : mx::Primitive(stream) {}
+
+  void eval_cpu(const std::vector<mx::array>&, std::vector<mx::array>&) override { throw std::runtime_error("GreedyPick runs on the GPU only"); }
+
+  void eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+#ifdef MLXB_CUDA
+    greedy_pick_cuda(stream(), inputs[0], outputs);
+#else
+    (void)inputs, (void)outputs;
+    throw std::runtime_error("GreedyPick: no GPU kernel in this build");
+#endif
+  }
+
+  const char* name() const override { return "GreedyPick"; }
+
+  bool is_equivalent(const mx::Primitive&) const override { return true; }
+};
+
 /** Penalize's rule for one row (logits x as float32 in place): each distinct id among the last
  * repetition-context ids divided by the penalty (multiplied when negative), among the last presence-
  * context ids lowered by the presence penalty, and lowered by the frequency penalty once per slot of
@@ -305,6 +328,30 @@ int mlx_sample_pick(mlx_array* tokens, mlx_array* peak, mlx_array* threshold, ml
       const int B = a[0].shape(0);
       return mx::array::make_arrays({mx::Shape{B, 1}, mx::Shape{B}, mx::Shape{B}}, {mx::uint32, mx::float32, mx::float32}, std::make_shared<SamplePick>(stream),
                                     a);
+    });
+  });
+}
+
+int mlx_greedy_pick(mlx_array* tokens, mlx_array* peak, mlx_array logits) {
+  return guard([&] {
+    const auto& l = arr(logits, "logits");
+    if (l.ndim() != 2 || l.shape(0) < 1 || l.shape(1) < 1) throw ArgumentError("greedyPick: logits must be [B, V] with B, V >= 1");
+    if (l.dtype() != mx::float32 && l.dtype() != mx::bfloat16 && l.dtype() != mx::float16)
+      throw ArgumentError("greedyPick: logits must be float32, bfloat16 or float16");
+    emit({tokens, peak}, {logits}, [](const Arrays& a) {
+      auto stream = mx::default_stream(mx::default_device());
+#ifdef MLXB_CUDA
+      static const bool wanted = [] {
+        const char* v = std::getenv("MLXB_GREEDY_PICK");
+        return !(v && std::string(v) == "mlx");
+      }();
+      // The GPU kernel is compiled on first use; without it (or MLXB_GREEDY_PICK=mlx) MLX's ops.
+      if (wanted && stream.device == mx::Device::gpu && greedy_kernel_ready(stream, a[0].dtype())) {
+        const int B = a[0].shape(0);
+        return mx::array::make_arrays({mx::Shape{B, 1}, mx::Shape{B}}, {mx::uint32, a[0].dtype()}, std::make_shared<GreedyPick>(stream), a);
+      }
+#endif
+      return Arrays{mx::argmax(a[0], -1, true), mx::max(a[0], -1)};
     });
   });
 }

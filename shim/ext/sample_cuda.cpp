@@ -5,6 +5,7 @@
 // deterministic. Compiled by NVRTC on first use (cuda.h).
 //
 // CUDA build only (zig build -Dcuda=true).
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -332,6 +333,82 @@ struct PenalizeParams {
   long long vocab, row_stride, col_stride, width, id_row, id_col, param_row, param_col;
 };
 
+// The greedy pick (GreedyPick, sample.cpp): each row's first argmax and its max as MLX's argmax and
+// max give them (a NaN is larger than any number: the first NaN's index and NaN), split over blocks of
+// 256 threads, each a contiguous range of the row; the last block of a row to finish (a done-counter
+// a row) merges the ranges' results in order. Grid (blocks, rows).
+constexpr const char* GREEDY_SOURCE = R"CUDA(
+
+#define THREADS 256
+
+struct GreedyParams {
+  long long vocab, row_stride, col_stride;
+  int blocks;
+};
+
+/** (v, i) replaces (best, at) when larger (a NaN larger than any number), or equal at a lower index. */
+__device__ __forceinline__ void take(float& best, int& at, float v, int i) {
+  const bool v_nan = v != v, best_nan = best != best;
+  const bool better = (v_nan || best_nan) ? v_nan && (!best_nan || i < at) : v > best || (v == best && i < at);
+  if (better) best = v, at = i;
+}
+
+/** The block's best value and first index over its threads' (best, at), in thread 0. */
+__device__ __forceinline__ void block_best(float& best, int& at) {
+  __shared__ float values[THREADS / 32];
+  __shared__ int indices[THREADS / 32];
+  for (int o = 16; o > 0; o >>= 1) take(best, at, __shfl_down_sync(0xffffffffu, best, o), __shfl_down_sync(0xffffffffu, at, o));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) values[warp] = best, indices[warp] = at;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < THREADS / 32; w++) take(best, at, values[w], indices[w]);
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) mlxb_greedy_pick(const T* logits, float* part_value, int* part_index, int* counters,
+                                                                      unsigned* tokens, T* peak, GreedyParams p) {
+  WAIT_FOR_UPSTREAM();
+  LAUNCH_DOWNSTREAM();
+  const int row = blockIdx.y;
+  const long long per = (p.vocab + p.blocks - 1) / p.blocks;
+  const long long first = blockIdx.x * per, last = min(first + per, p.vocab);
+  const T* x = logits + row * p.row_stride;
+  float best = -INFINITY;
+  int at = 0x7fffffff;
+  // Eight loads a thread issued together (a range of 2048 is one such round), then the rest.
+  long long i = first + threadIdx.x;
+  for (; i + 7 * THREADS < last; i += 8 * THREADS) {
+    float v[8];
+#pragma unroll
+    for (int u = 0; u < 8; u++) v[u] = load(x[(i + u * THREADS) * p.col_stride]);
+#pragma unroll
+    for (int u = 0; u < 8; u++) take(best, at, v[u], (int)(i + u * THREADS));
+  }
+  for (; i < last; i += THREADS) take(best, at, load(x[i * p.col_stride]), (int)i);
+  block_best(best, at);
+  __shared__ bool merges;
+  if (threadIdx.x == 0) {
+    part_value[row * p.blocks + blockIdx.x] = best;
+    part_index[row * p.blocks + blockIdx.x] = at;
+    __threadfence();
+    merges = atomicAdd(&counters[row], 1) == p.blocks - 1;
+  }
+  __syncthreads();
+  if (!merges) return;
+  // The row's last block: the ranges' results (at most THREADS of them), merged.
+  __threadfence();
+  best = -INFINITY, at = 0x7fffffff;
+  if (threadIdx.x < p.blocks) take(best, at, __ldcg(part_value + row * p.blocks + threadIdx.x), __ldcg(part_index + row * p.blocks + threadIdx.x));
+  block_best(best, at);
+  if (threadIdx.x == 0) {
+    tokens[row] = at < p.vocab ? (unsigned)at : 0u;
+    peak[row] = round_to(best);
+    counters[row] = 0;
+  }
+}
+)CUDA";
+
 /** The kernel `name` of `source` for the dtype on the device, compiled on first use; null when that
  * fails (reported once on stderr; the primitive then runs on the CPU). */
 CUfunc_st* kernel_for(int device_index, mx::Dtype dtype, const char* source, const std::string& name) {
@@ -360,6 +437,18 @@ CUfunc_st* penalize_kernel(int device_index, mx::Dtype dtype) {
   return kernel_for(device_index, dtype, PENALIZE_SOURCE, "mlxb_penalize");
 }
 
+CUfunc_st* greedy_kernel(int device_index, mx::Dtype dtype) {
+  return kernel_for(device_index, dtype, GREEDY_SOURCE, "mlxb_greedy_pick");
+}
+
+struct GreedyParams {
+  long long vocab, row_stride, col_stride;
+  int blocks;
+};
+
+// A block a range of this many logits (at most 256 blocks a row: the merge's one value a thread).
+constexpr long long GREEDY_RANGE = 2048;
+
 } // namespace
 
 bool mlxb::sample_kernel_ready(int device_index, mx::Dtype dtype) {
@@ -385,6 +474,39 @@ void mlxb::penalize_cuda(const mx::Stream& stream, const std::vector<mx::array>&
   void* op = device_pointer(out);
   void* args[] = {&lp, &ip, &pp, &op, &p};
   encoder.add_kernel_node_raw(kernel, dim3{static_cast<unsigned>(logits.shape(0)), 1, 1}, dim3{256, 1, 1}, dim3{1, 1, 1}, 0, args);
+}
+
+bool mlxb::greedy_kernel_ready(const mx::Stream& stream, mx::Dtype dtype) {
+  if (greedy_kernel(stream.device.index, dtype) == nullptr) return false;
+  make_counter_ring(stream.device.index, stream);
+  return true;
+}
+
+void mlxb::greedy_pick_cuda(const mx::Stream& stream, const mx::array& logits, std::vector<mx::array>& outputs) {
+  CUfunc_st* kernel = greedy_kernel(stream.device.index, logits.dtype());
+  if (!kernel) throw std::runtime_error("GreedyPick: the CUDA kernel is unavailable");
+  auto& encoder = cu::get_command_encoder(stream);
+  const int rows = logits.shape(0);
+  const long long vocab = logits.shape(1);
+  GreedyParams p{vocab, logits.strides(0), logits.strides(1), static_cast<int>(std::min<long long>(256, (vocab + GREEDY_RANGE - 1) / GREEDY_RANGE))};
+  // Read by the host every step: managed memory (see sample_pick_cuda).
+  for (auto& o : outputs) o.set_data(mx::allocator::malloc(o.nbytes()));
+  mx::array part_value({rows * p.blocks}, mx::float32, nullptr, {});
+  mx::array part_index({rows * p.blocks}, mx::int32, nullptr, {});
+  part_value.set_data(device_buffer(stream.device.index, part_value.nbytes()));
+  part_index.set_data(device_buffer(stream.device.index, part_index.nbytes()));
+  encoder.set_input_array(logits);
+  for (const auto& o : outputs) encoder.set_output_array(o);
+  void* lp = device_pointer(logits);
+  void* vp = device_pointer(part_value);
+  void* ip = device_pointer(part_index);
+  void* cp = counters_for(stream.device.index, rows);
+  void* to = device_pointer(outputs[0]);
+  void* po = device_pointer(outputs[1]);
+  void* args[] = {&lp, &vp, &ip, &cp, &to, &po, &p};
+  encoder.add_kernel_node_raw(kernel, dim3{static_cast<unsigned>(p.blocks), static_cast<unsigned>(rows), 1}, dim3{256, 1, 1}, dim3{1, 1, 1}, 0, args);
+  encoder.add_completed_handler([part_value, part_index]() {});
+  step_capture_keep(part_value), step_capture_keep(part_index);
 }
 
 void mlxb::sample_pick_cuda(const mx::Stream& stream, const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {

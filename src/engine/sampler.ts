@@ -9,24 +9,23 @@
 // token (ascending) whose inclusive cumulative mass passes 1 - topP, min-p what lies at or above
 // max + log(minP) (or among the minTokensToKeep largest), top-k what lies at or above the k-th
 // largest; ties at a threshold are kept together (the host's top-k and minTokensToKeep keep exactly
-// k: they differ only on tied values). The penalties are one primitive too (penalize): it changes
+// k: they differ only on tied values). Greedy rows take greedyPick (argmax and max; one primitive
+// on a CUDA GPU). The penalties are one primitive too (penalize): it changes
 // the logits of each row's recent tokens (a few dozen values, not the vocabulary).
 import {
   add,
-  argmax,
   argpartition,
   argsort,
   astype,
   concatenate,
   greaterEqual,
   logsumexp,
-  max,
   reshape,
   slice,
   subtract,
   where,
 } from "../ops/core.ts";
-import { penalize, samplePick } from "../ops/fast.ts";
+import { greedyPick, penalize, samplePick } from "../ops/fast.ts";
 // Every index the sampler gathers by is in range by construction (token ids, partition positions).
 import { takeAlongAxisInRange as takeAlongAxis } from "../ops/gather.ts";
 import { processes, samplingTemperature } from "./sampling.ts";
@@ -234,8 +233,10 @@ export class DeviceSampler {
       let recent = carried.recent;
       if (inputs && recent) recent = remembered(recent, inputs);
       const x0 = logits.ndim === 3 ? reshape(logits, [B, V]) : logits;
-      if (this.#greedyOnly && this.#alternatives < 0)
-        return { picks: { tokens: argmax(x0, -1, true), peak: max(x0, -1) }, carried: { draws: null, recent } };
+      if (this.#greedyOnly && this.#alternatives < 0) {
+        const [tokens, peak] = greedyPick(x0);
+        return { picks: { tokens, peak }, carried: { draws: null, recent } };
+      }
       // The processors work in float32; samplePick reads any float dtype.
       const processing = this.#bias !== null || recent !== null;
       const x = processing ? this.#processed(x0, recent) : x0;
@@ -248,8 +249,7 @@ export class DeviceSampler {
         using one = Tensor.from(Uint32Array.of(1), [1]);
         draws = add(carried.draws!, one);
       } else {
-        tokens = argmax(x, -1, true);
-        peak = max(x, -1);
+        [tokens, peak] = greedyPick(x);
       }
       const next = { draws, recent };
       if (this.#alternatives < 0) return { picks: { tokens, peak }, carried: next };

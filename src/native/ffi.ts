@@ -102,6 +102,7 @@ export const symbols = {
   mlx_fast_swiglu: [P, P, P],
   mlx_fast_kv_cache_attention: [P, P, P, P, P, P, P, P, i32, f32, P],
   mlx_sample_pick: [P, P, P, P, P, P, P],
+  mlx_greedy_pick: [P, P, P],
   mlx_penalize: [P, P, P, P],
 
   mlx_kv_cache_new: [P, i32, i32, i32, i32, i32, i32],

@@ -182,6 +182,17 @@ export function penalize(logits: Tensor, ids: Tensor, params: Tensor): Tensor {
   return call(op, (lib, out) => lib.mlx_penalize(out, ...handles));
 }
 
+/** The greedy pick of logits [B, V]: [each row's first argmax [B, 1] uint32, its max [B] (the logits'
+ * dtype)], as argmax(logits, -1, true) and max(logits, -1) give them; one primitive of the shim's on a
+ * CUDA GPU (shim/ext/sample.cpp, sample_cuda.cpp), those two ops elsewhere. */
+export function greedyPick(logits: Tensor): [Tensor, Tensor] {
+  const op = "greedyPick";
+  const handle = handleOf(logits, op, "logits");
+  const out = new BigUint64Array(2);
+  check(native().mlx_greedy_pick(out.subarray(0, 1), out.subarray(1, 2), handle), op);
+  return [new Tensor(pointerFromWord(out[0]!)), new Tensor(pointerFromWord(out[1]!))];
+}
+
 /** The sampler's pick as one primitive of the shim's (shim/ext/sample.cpp; a CUDA kernel on a GPU):
  * per row of logits [B, V] with params [B, 5] float32 (1/temperature or 0 for greedy, 1 - topP or -1,
  * log(minP) or -infinity, minTokensToKeep, topK or 0), seeds [B, 2] uint32 (low and high 32 bits)

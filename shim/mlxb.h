@@ -262,6 +262,9 @@ int mlx_tape_run(mlx_array* outputs, int count, mlx_tape tape, const mlx_array* 
 /* Of the last run: ops rebuilt from the nodes they made when recorded (pure ops whose inputs kept
  * their shapes and dtypes) and ops that ran their function again (the KV cache's, or new shapes). */
 int mlx_tape_last_run(int* rebuilt, int* called, mlx_tape tape);
+/* Whether the recorded step's input `index` is read by a pure op (one replays rebuild while the
+ * input's shape holds), rather than only by ops on the KV cache. */
+int mlx_tape_input_pure(int* out, mlx_tape tape, int index);
 int mlx_tape_free(mlx_tape tape);
 /* Step graphs (MLX's CUDA backend only; an error elsewhere): runs the recorded ops as mlx_tape_run
  * does, evaluating them, and keeps the step as one CUDA graph of its own when it can be launched again

@@ -210,6 +210,35 @@ describe("replay: step graphs", () => {
     return result;
   }
 
+  test("a batch of two rows, one left-padded: launched (a key mask of the cache's whole length) or replayed, the executor's logits", () => {
+    const model = loadModel(join(import.meta.dir, "..", "default-model"), { backend: "mlx" });
+    const graph = rewrittenGraph(model, "last");
+    const STEPS = 40;
+    const prompt = Int32Array.from({ length: 2 * 20 }, (_, i) => (i < 5 ? 0 : (i * 53 + 11) % 8192));
+    const go = (stepGraph: boolean | null) => {
+      using cache = createCache(model, 2, 20 + STEPS + 1);
+      cache.setLeftPadding([5, 0]);
+      using tape = stepGraph === null ? null : new DecodeTape(model, cache, graph, { stepGraph });
+      using ids0 = Tensor.from(prompt, [2, 20]);
+      let logits = forward(model, ids0, { cache, graph });
+      const out: Uint8Array[] = [];
+      for (let s = 0; s < STEPS; s++) {
+        using next = ops.argmax(logits, -1);
+        const tokens = next.toInt32Array();
+        logits.dispose();
+        using ids = Tensor.from(Int32Array.from(tokens), [2, 1]);
+        logits = tape ? tape.step(ids)[0]! : forward(model, ids, { cache, graph, lazy: true });
+        out.push(logits.toBytes());
+      }
+      logits.dispose();
+      return { out, launches: tape?.graphLaunches ?? 0 };
+    };
+    const reference = go(null);
+    const launched = go(true);
+    for (let s = 0; s < STEPS; s++) expect(Buffer.compare(launched.out[s]!, reference.out[s]!)).toBe(0);
+    expect(launched.launches).toBe(onCuda ? STEPS - 3 : 0);
+  });
+
   test(`${LONG} greedy steps with a seek back: launched or replayed, the executor's logits`, () => {
     // The default model: its heads (64 dims) fit the shim's CUDA decode attention.
     const model = loadModel(join(import.meta.dir, "..", "default-model"), { backend: "mlx" });

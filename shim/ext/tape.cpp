@@ -5,6 +5,7 @@
 // ops is merged into one plan when the recording ends: one shape check and one pass over its nodes
 // instead of one per op. Arrays a recorded op reads that the step did not make and that are not
 // declared inputs are constants of the tape (weights, scalars).
+#include <algorithm>
 #include <unordered_map>
 
 #include "internal.h"
@@ -421,6 +422,21 @@ int mlx_tape_release_capture(mlx_tape t) {
 
 const char* mlx_tape_capture_failure(mlx_tape t) {
   return t == nullptr ? "" : static_cast<Tape*>(t)->capture_failure.c_str();
+}
+
+int mlx_tape_input_pure(int* out, mlx_tape t, int index) {
+  return guard([&] {
+    if (out == nullptr) throw ArgumentError("out-pointer is null");
+    const Tape& tape = tape_of(t);
+    if (!tape.finished) throw ArgumentError("the tape holds no complete recording");
+    if (index < 0 || index >= static_cast<int>(tape.inputs.size()))
+      throw ArgumentError("input " + std::to_string(index) + " out of range for a tape of " + std::to_string(tape.inputs.size()) + " inputs");
+    const int slot = tape.inputs[index];
+    *out = 0;
+    for (const auto& step : tape.steps) {
+      if (step.nodes && std::find(step.inputs.begin(), step.inputs.end(), slot) != step.inputs.end()) *out = 1;
+    }
+  });
 }
 
 int mlx_tape_last_run(int* rebuilt, int* called, mlx_tape t) {

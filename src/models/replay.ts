@@ -37,7 +37,8 @@ export interface DecodeTapeOptions {
   /** Called once if the step cannot be replayed (then every step runs normally). */
   onFallback?: (reason: string) => void;
   /** Whether replays on MLX's CUDA backend launch the step as one captured CUDA graph (default: yes,
-   * unless MLXB_STEP_GRAPH=0). Batches with left padding never do (their key mask grows each step). */
+   * unless MLXB_STEP_GRAPH=0). A batch with left padding does where its key mask is read by the KV
+   * cache's ops only (a rewritten graph's), and its cache does not rotate. */
   stepGraph?: boolean;
 }
 
@@ -59,6 +60,8 @@ export class DecodeTape {
   // possible.
   #graph: "capture" | "launch" | "off";
   #captures = 0; // since the last launch
+  #maskPure: boolean | null = null;
+  #mask: { key: string; tensor: Tensor } | null = null;
   #captureFailure = "";
   #launches = 0;
   // A replay's output handles, kept between steps.
@@ -84,6 +87,7 @@ export class DecodeTape {
   releaseGraph(): void {
     this.#dropGraph(true);
     this.#captures = 0;
+    this.#dropMask();
   }
 
   /** Why the step was not captured as a CUDA graph ("" if it was, or was not tried). */
@@ -165,9 +169,18 @@ export class DecodeTape {
       "DecodeTape: positions",
     );
     const positionsHandle = outPointer();
-    let keyMask: Tensor | null = null;
+    // Not while the first replay is checked against a normal run.
+    const graphs = this.#state === "replay";
+    // A batch with left padding: step graphs take a key mask of the cache's whole length (the same
+    // every step, so the captured step's input keeps its shape) where only the KV cache's ops read it
+    // (they read the positions attended); else each step's mask is its own.
+    const padded = this.cache.padding.some((p) => p > 0);
+    const fixedMask =
+      padded && graphs && this.#graph !== "off" && this.cache.keep === undefined && !this.#maskReadByPureOps();
+    let ownMask: Tensor | null = null;
     try {
-      keyMask = this.cache.keyMask(offset + length);
+      ownMask = fixedMask ? null : this.cache.keyMask(offset + length);
+      const keyMask = fixedMask ? this.#wholeMask() : ownMask;
       const extra = tail?.inputs ?? [];
       const inputs = new BigUint64Array((keyMask ? 3 : 2) + extra.length);
       inputs[0] = BigInt(handleOf(ids, "DecodeTape", "input"));
@@ -175,9 +188,7 @@ export class DecodeTape {
       if (keyMask) inputs[2] = BigInt(keyMask.handle);
       for (const [i, t] of extra.entries()) inputs[(keyMask ? 3 : 2) + i] = BigInt(handleOf(t, "DecodeTape", "input"));
       const out = this.#outputs;
-      if (keyMask) this.#dropGraph(false);
-      // Not while the first replay is checked against a normal run.
-      const graphs = this.#state === "replay";
+      if (graphs && ownMask) this.#dropGraph(false);
       if (
         graphs &&
         this.#graph === "launch" &&
@@ -195,8 +206,33 @@ export class DecodeTape {
       return Array.from(out, (h) => new Tensor(pointerFromWord(h)));
     } finally {
       lib.mlx_array_free(positionsHandle);
-      keyMask?.dispose();
+      ownMask?.dispose();
     }
+  }
+
+  /** Whether the recorded step reads its key mask (input 2) in a pure op, not only in the KV cache's. */
+  #maskReadByPureOps(): boolean {
+    if (this.#maskPure === null) {
+      const out = new Int32Array(1);
+      check(native().mlx_tape_input_pure(out, this.#tape, 2), "DecodeTape: key mask");
+      this.#maskPure = out[0] !== 0;
+    }
+    return this.#maskPure;
+  }
+
+  #dropMask(): void {
+    this.#mask?.tensor.dispose();
+    this.#mask = null;
+  }
+
+  /** The key mask of the cache's whole length for its rows' padding (made again when they change). */
+  #wholeMask(): Tensor {
+    const key = `${this.cache.shape.maxLength}:${this.cache.padding.join(",")}`;
+    if (this.#mask?.key !== key) {
+      this.#mask?.tensor.dispose();
+      this.#mask = { key, tensor: this.cache.keyMask(this.cache.shape.maxLength)! };
+    }
+    return this.#mask.tensor;
   }
 
   /** This step replayed and captured as a CUDA graph (step graphs); a capture that keeps no graph
@@ -207,21 +243,25 @@ export class DecodeTape {
     const captured = new Int32Array(1);
     this.#captures++;
     if (lib.mlx_tape_capture(out, out.length, this.#tape, inputs, inputs.length, captured) !== 0) {
-      // Refused before the step ran (not MLX's CUDA backend, an input not laid out for a copy).
+      // Refused before the step ran (not MLX's CUDA backend, an input not laid out for a copy): the
+      // step replays with the inputs given (a whole key mask too, let go after: the step holds it).
       this.#captureFailure = String(lib.mlx_last_error());
       this.#graph = "off";
       check(lib.mlx_tape_run(out, out.length, this.#tape, inputs, inputs.length), "DecodeTape: replay");
+      this.#dropMask();
       return;
     }
     // A step the cache did not take in place (after a seek back) is captured again at the next one.
     this.#captureFailure = captured[0] ? "" : String(lib.mlx_tape_capture_failure(this.#tape));
     this.#graph = captured[0] ? "launch" : this.#captures < MAX_CAPTURES ? "capture" : "off";
+    if (this.#graph === "off") this.#dropMask();
   }
 
   /** Lets a captured graph go; `again`: captured anew at the next replay, else graphs off. */
   #dropGraph(again: boolean): void {
     if (this.#graph === "launch" && this.#tape !== null) native().mlx_tape_release_capture(this.#tape);
     if (this.#graph !== "off") this.#graph = again ? "capture" : "off";
+    if (this.#graph === "off") this.#dropMask();
   }
 
   /** The first replay, checked against a normal run of the same step (both write the same keys and
@@ -254,6 +294,7 @@ export class DecodeTape {
   }
 
   #stop(reason?: string): void {
+    this.#dropMask();
     if (this.#tape !== null) native().mlx_tape_free(this.#tape);
     this.#tape = null;
     this.#state = "off";

@@ -128,6 +128,7 @@ export const symbols = {
   mlx_tape_record_end: [P, P, i32],
   mlx_tape_run: [P, i32, P, P, i32],
   mlx_tape_last_run: [P, P, P],
+  mlx_tape_input_pure: [P, P, i32],
   mlx_tape_free: [P],
   mlx_tape_capture: [P, i32, P, P, i32, P],
   mlx_tape_launch: [P, i32, P, P, i32],

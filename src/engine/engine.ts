@@ -294,6 +294,8 @@ export class Engine {
     if (staying.length > 0) parts.push({ cache, rows: staying.map((s) => this.#rows.indexOf(s)) });
     if (joining) parts.push({ cache: joining.cache, rows: joining.rows.map((_, i) => i) });
     this.#rows = [...staying, ...(joining?.rows ?? [])];
+    // The cache's buffers are made anew: captured step graphs (which hold the old ones) go.
+    for (const tape of this.#tapes.values()) tape.releaseGraph();
     try {
       if (parts.length > 0)
         regroup(cache, parts, Math.max(...this.#rows.map((s) => s.request.maxTokens - s.generated.length)) + 1);

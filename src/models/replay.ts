@@ -85,7 +85,7 @@ export class DecodeTape {
   /** Lets the captured CUDA graph go, with the buffers it holds (the KV cache's among them); the
    * next replay captures anew. For a caller about to free or replace the cache's buffers. */
   releaseGraph(): void {
-    this.#dropGraph(true);
+    this.#graphTo("capture");
     this.#captures = 0;
     this.#dropMask();
   }
@@ -188,7 +188,7 @@ export class DecodeTape {
       if (keyMask) inputs[2] = BigInt(keyMask.handle);
       for (const [i, t] of extra.entries()) inputs[(keyMask ? 3 : 2) + i] = BigInt(handleOf(t, "DecodeTape", "input"));
       const out = this.#outputs;
-      if (graphs && ownMask) this.#dropGraph(false);
+      if (graphs && ownMask) this.#graphTo("off");
       if (
         graphs &&
         this.#graph === "launch" &&
@@ -198,7 +198,7 @@ export class DecodeTape {
         this.#captures = 0;
       } else {
         // No graph, or the KV cache moved under it (nothing launched): captured anew, or replayed.
-        if (graphs && this.#graph === "launch") this.#dropGraph(this.#captures < MAX_CAPTURES);
+        if (graphs && this.#graph === "launch") this.#graphTo(this.#captures < MAX_CAPTURES ? "capture" : "off");
         if (graphs && this.#graph === "capture") this.#capture(inputs);
         else check(lib.mlx_tape_run(out, out.length, this.#tape, inputs, inputs.length), "DecodeTape: replay");
       }
@@ -246,22 +246,23 @@ export class DecodeTape {
       // Refused before the step ran (not MLX's CUDA backend, an input not laid out for a copy): the
       // step replays with the inputs given (a whole key mask too, let go after: the step holds it).
       this.#captureFailure = String(lib.mlx_last_error());
-      this.#graph = "off";
       check(lib.mlx_tape_run(out, out.length, this.#tape, inputs, inputs.length), "DecodeTape: replay");
-      this.#dropMask();
+      this.#graphTo("off");
       return;
     }
     // A step the cache did not take in place (after a seek back) is captured again at the next one.
     this.#captureFailure = captured[0] ? "" : String(lib.mlx_tape_capture_failure(this.#tape));
-    this.#graph = captured[0] ? "launch" : this.#captures < MAX_CAPTURES ? "capture" : "off";
-    if (this.#graph === "off") this.#dropMask();
+    this.#graphTo(captured[0] ? "launch" : this.#captures < MAX_CAPTURES ? "capture" : "off");
   }
 
-  /** Lets a captured graph go; `again`: captured anew at the next replay, else graphs off. */
-  #dropGraph(again: boolean): void {
-    if (this.#graph === "launch" && this.#tape !== null) native().mlx_tape_release_capture(this.#tape);
-    if (this.#graph !== "off") this.#graph = again ? "capture" : "off";
-    if (this.#graph === "off") this.#dropMask();
+  /** Step graphs to `next` ("off" stays off): a captured graph let go when it leaves "launch", the
+   * whole key mask when graphs go off. */
+  #graphTo(next: "capture" | "launch" | "off"): void {
+    if (this.#graph === "off") return;
+    if (this.#graph === "launch" && next !== "launch" && this.#tape !== null)
+      native().mlx_tape_release_capture(this.#tape);
+    this.#graph = next;
+    if (next === "off") this.#dropMask();
   }
 
   /** The first replay, checked against a normal run of the same step (both write the same keys and

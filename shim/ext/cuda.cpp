@@ -239,6 +239,15 @@ CUfunc_st* mlxb::compile_kernel(int device_index, const std::string& source, con
   return function;
 }
 
+CUfunc_st* mlxb::kernel_once(int device_index, const char* source, const char* file, const char* name) {
+  static std::mutex mutex;
+  static std::map<std::pair<int, std::string>, CUfunc_st*> kernels;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto& f = kernels[{device_index, name}];
+  if (!f) f = compile_kernel(device_index, source, file, name);
+  return f;
+}
+
 bool mlxb::waits_for_upstream(CUfunc_st* f) {
   std::lock_guard<std::mutex> lock(waiting_mutex);
   return waiting.count(f) != 0;

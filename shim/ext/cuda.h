@@ -52,6 +52,10 @@ void check_cuda(int result, const char* what);
  * the source in the log. */
 CUfunc_st* compile_kernel(int device_index, const std::string& source, const char* file, const char* name);
 
+/** compile_kernel's kernel `name` of `source` on the device, compiled on its first call for that
+ * device and name (under a lock) and kept; throws when it does not compile. */
+CUfunc_st* kernel_once(int device_index, const char* source, const char* file, const char* name);
+
 /** The device's streaming multiprocessors (CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT). */
 int multiprocessors(int device_index);
 

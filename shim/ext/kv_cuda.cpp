@@ -2,8 +2,6 @@
 // row-contiguous one at an element offset, as one kernel node on MLX's command encoder. The kernel is
 // compiled by NVRTC on first use (cuda.h). CUDA build only.
 #include <algorithm>
-#include <map>
-#include <mutex>
 
 #include "cuda.h"
 
@@ -47,15 +45,6 @@ struct Copy4 {
   long long at, total;
 };
 
-CUfunc_st* copy_kernel(int device_index) {
-  static std::mutex mutex;
-  static std::map<int, CUfunc_st*> kernels;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto& k = kernels[device_index];
-  if (!k) k = compile_kernel(device_index, COPY_SOURCE, "mlxb_copy4.cu", "mlxb_copy4");
-  return k;
-}
-
 } // namespace
 
 void mlxb::strided_copy_cuda(const mx::Stream& stream, const mx::array& src, const mx::array& dst, int64_t at) {
@@ -72,5 +61,6 @@ void mlxb::strided_copy_cuda(const mx::Stream& stream, const mx::array& src, con
   int item = static_cast<int>(src.itemsize());
   void* params[] = {&s, &d, &p, &item};
   const unsigned blocks = static_cast<unsigned>(std::min<long long>((p.total + 255) / 256, 65535));
-  encoder.add_kernel_node_raw(copy_kernel(stream.device.index), dim3{blocks, 1, 1}, dim3{256, 1, 1}, dim3{1, 1, 1}, 0, params);
+  encoder.add_kernel_node_raw(kernel_once(stream.device.index, COPY_SOURCE, "mlxb_copy4.cu", "mlxb_copy4"), dim3{blocks, 1, 1}, dim3{256, 1, 1}, dim3{1, 1, 1},
+                              0, params);
 }

@@ -6,8 +6,6 @@
 // NVRTC on first use (cuda.h).
 //
 // CUDA build only (zig build -Dcuda=true).
-#include <map>
-#include <mutex>
 
 #include "cuda.h"
 #include "mlx/primitives.h"
@@ -48,12 +46,7 @@ extern "C" __global__ void __launch_bounds__(512) mlxb_read_sum(const uint4* __r
 
 /** The kernel on the device, compiled on first use; throws when it does not compile. */
 CUfunc_st* read_kernel(int device_index) {
-  static std::mutex mutex;
-  static std::map<int, CUfunc_st*> kernels;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto& f = kernels[device_index];
-  if (!f) f = compile_kernel(device_index, SOURCE, "mlxb_read_sum.cu", "mlxb_read_sum");
-  return f;
+  return kernel_once(device_index, SOURCE, "mlxb_read_sum.cu", "mlxb_read_sum");
 }
 
 /** Input a row-contiguous, 16-byte aligned float32 buffer; output the blocks' partial sums of it read

@@ -480,9 +480,8 @@ class DecodeAttentionCuda : public mx::Primitive {
     void* params[] = {&qp, &kp, &vp, &maskp, &op, &mp, &cp, &outp, &knp, &vnp, &kp, &vp, &p};
     encoder.add_kernel_node_raw(kernel, dim3{static_cast<unsigned>(p.chunks), static_cast<unsigned>(kv_heads), static_cast<unsigned>(batch)}, dim3{128, 1, 1},
                                 dim3{1, 1, 1}, 0, params);
-    encoder.add_completed_handler([part_o, part_ml]() {});
+    keep_until_done(encoder, part_o), keep_until_done(encoder, part_ml);
     if (captured) {
-      step_capture_keep(part_o), step_capture_keep(part_ml);
       step_capture_node(std::make_shared<CapturedAttention>(kernel, Pointers{qp, kp, vp, maskp, op, mp, cp, outp, knp, vnp, kp, vp}, p, batch, slots_));
     }
   }

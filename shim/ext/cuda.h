@@ -127,9 +127,9 @@ struct NodeUpdater {
  * is launched at later steps as `updater` says. Nothing otherwise. */
 void step_capture_node(std::shared_ptr<NodeUpdater> updater);
 
-/** While a step is captured: keeps `a` (a kernel's temporary, held by a completion handler) for as
- * long as the captured step. Nothing otherwise. */
-void step_capture_keep(const mx::array& a);
+/** Keeps `a` (a kernel's temporary) until the GPU is done with the work queued so far (a completion
+ * handler of the encoder's), and while a step is captured, for as long as the captured step. */
+void keep_until_done(cu::CommandEncoder& encoder, const mx::array& a);
 
 /** What compile_kernel puts in front of every kernel source: WAIT_FOR_UPSTREAM(), to be run before a
  * kernel's first access to memory another kernel writes, and LAUNCH_DOWNSTREAM(), which lets the

@@ -242,7 +242,7 @@ class QuantizedMatvecCuda : public mx::Primitive {
     mx::array x = inputs[0];
     if ((!x.flags().row_contiguous || !aligned16(x)) && x.ndim() <= 4) {
       x = contiguous_copy(stream(), inputs[0]);
-      encoder.add_completed_handler([kept = x]() {});
+      keep_until_done(encoder, x);
     }
     // Other layouts the kernel does not read (a strided weight or addend: not made by the loader or
     // a model's graph) go to MLX's own primitives.
@@ -264,7 +264,7 @@ class QuantizedMatvecCuda : public mx::Primitive {
         };
         std::vector<mx::array> result{out};
         swiglu_->eval_gpu({half(0), half(n)}, result);
-        encoder.add_completed_handler([kept = whole[0]]() {});
+        keep_until_done(encoder, whole[0]);
         return;
       }
       if (!add) {
@@ -277,7 +277,7 @@ class QuantizedMatvecCuda : public mx::Primitive {
       fallback_->eval_gpu(product, temporary);
       std::vector<mx::array> first{out};
       add_->eval_gpu({temporary[0], inputs[4]}, first);
-      encoder.add_completed_handler([kept = temporary[0]]() {});
+      keep_until_done(encoder, temporary[0]);
       if (norm) {
         std::vector<mx::array> second{outputs[1]};
         norm_->eval_gpu({out, inputs[5]}, second);
@@ -407,7 +407,7 @@ class QkvNormRopeCuda : public mx::Primitive {
     for (size_t i = 0; i < in.size(); i++) {
       if (in[i].flags().row_contiguous && (i > 1 || aligned16(in[i]))) continue;
       in[i] = contiguous_copy(stream(), inputs[i]);
-      encoder.add_completed_handler([kept = in[i]]() {});
+      keep_until_done(encoder, in[i]);
     }
     const auto& x = in[0];
     const auto& w = in[1];

@@ -505,8 +505,7 @@ void mlxb::greedy_pick_cuda(const mx::Stream& stream, const mx::array& logits, s
   void* po = device_pointer(outputs[1]);
   void* args[] = {&lp, &vp, &ip, &cp, &to, &po, &p};
   encoder.add_kernel_node_raw(kernel, dim3{static_cast<unsigned>(p.blocks), static_cast<unsigned>(rows), 1}, dim3{256, 1, 1}, dim3{1, 1, 1}, 0, args);
-  encoder.add_completed_handler([part_value, part_index]() {});
-  step_capture_keep(part_value), step_capture_keep(part_index);
+  keep_until_done(encoder, part_value), keep_until_done(encoder, part_index);
 }
 
 void mlxb::sample_pick_cuda(const mx::Stream& stream, const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {

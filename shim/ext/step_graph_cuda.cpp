@@ -241,7 +241,8 @@ void mlxb::step_capture_node(std::shared_ptr<NodeUpdater> updater) {
   capturing->nodes.emplace_back(made_node, std::move(updater));
 }
 
-void mlxb::step_capture_keep(const mx::array& a) {
+void mlxb::keep_until_done(cu::CommandEncoder& encoder, const mx::array& a) {
+  encoder.add_completed_handler([kept = a]() {});
   if (capturing) capturing->kept.push_back(a);
 }
 

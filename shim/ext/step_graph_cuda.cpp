@@ -27,6 +27,7 @@
 
 #include "cuda.h"
 #include "mlx/primitives.h"
+#include "mlx/version.h"
 
 using namespace mlxb;
 
@@ -88,7 +89,9 @@ const Driver& driver() {
   return d;
 }
 
-// The members of MLX 0.32.4's cu::CommandEncoder read here, in its order (the class's first members).
+// The members of MLX 0.32.4's cu::CommandEncoder read here, in its order (the class's first members);
+// capture_step refuses another release (mx::version()).
+constexpr const char* ENCODER_LAYOUT_VERSION = "0.32.4";
 struct GraphNodeMirror {
   void* node;
   std::string node_type, id;
@@ -336,6 +339,13 @@ std::shared_ptr<StepGraph> mlxb::capture_step(const Arrays& given, const StepFn&
   auto stream = mx::default_stream(mx::default_device());
   if (stream.device != mx::Device::gpu) throw ArgumentError("a step is captured on the GPU only");
   if (capturing) throw ArgumentError("a step is already being captured");
+  // The encoder's members are read in one MLX release's layout: another libmlx.so runs the step as usual.
+  if (std::string(mx::version()) != ENCODER_LAYOUT_VERSION) {
+    int cache_ops = 0;
+    results = step(given, cache_ops);
+    why = std::string("MLX ") + mx::version() + " is loaded, and step graphs read MLX " + ENCODER_LAYOUT_VERSION + "'s command encoder";
+    return nullptr;
+  }
   mx::eval(given);
   for (size_t i = 0; i < given.size(); i++) {
     if (!laid_out(given[i])) throw ArgumentError("input " + std::to_string(i) + " is not laid out row-contiguous");

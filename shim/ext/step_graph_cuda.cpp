@@ -135,6 +135,16 @@ void fail(Capture& c, const std::string& why) {
   if (c.failure.empty()) c.failure = why;
 }
 
+/** MLXB_STEP_GRAPH_TRACE=1: each capture's graph and outcome on stderr, and each launch waited for
+ * and checked there (a GPU run's triage: a fault then names the launch that made it). */
+bool tracing() {
+  static const bool on = [] {
+    const char* v = std::getenv("MLXB_STEP_GRAPH_TRACE");
+    return v && std::string(v) == "1";
+  }();
+  return on;
+}
+
 /** Whether the edge from -> to of a captured step is made programmatic: both kernel nodes, `to` a
  * kernel that waits for its upstream kernels (cuda.h's WAIT_FOR_UPSTREAM), so that its blocks launch
  * while `from` finishes. MLXB_STEP_GRAPH_PDL=0: plain edges, for comparisons. */
@@ -166,9 +176,11 @@ void take_graph(Capture& c, EncoderMembers& m) {
       return fail(c, "an edge's node is not in the step's graph");
   }
   std::vector<EdgeData> edges(from.size());
+  int programmatic = 0;
   for (size_t i = 0; i < from.size(); i++) {
-    if (dependent_launch(d, m.from_nodes[i], m.to_nodes[i])) edges[i] = PROGRAMMATIC_EDGE;
+    if (dependent_launch(d, m.from_nodes[i], m.to_nodes[i])) edges[i] = PROGRAMMATIC_EDGE, programmatic++;
   }
+  if (tracing()) std::fprintf(stderr, "mlx-bun step graph: %zu nodes, %zu edges (%d programmatic)\n", count, from.size(), programmatic);
   if (!from.empty() && d.add_dependencies(copy, from.data(), to.data(), edges.data(), from.size()) != 0) return fail(c, "cuGraphAddDependencies failed");
   for (auto& [node, updater] : c.nodes) {
     void* in_copy = nullptr;
@@ -261,6 +273,7 @@ struct mlxb::StepGraph {
   Arrays kept;
   std::vector<std::shared_ptr<mx::array::Data>> kept_data;
   std::vector<std::pair<void*, std::shared_ptr<NodeUpdater>>> nodes; // nodes of `graph`
+  int launches = 0;                                                  // traced ones (tracing())
 
   ~StepGraph() {
     // The buffers (released after this body) may still be in use by a launch: wait for it.
@@ -309,6 +322,10 @@ class StepOutputs : public mx::Primitive {
         check_cuda(d.set_kernel_params(g.exec, g.nodes[i].first, &p), "cuGraphExecKernelNodeSetParams");
       }
       check_cuda(d.launch(g.exec, g.stream), "cuGraphLaunch");
+      if (tracing()) {
+        check_cuda(d.synchronize(g.stream), "the step graph's launch");
+        std::fprintf(stderr, "mlx-bun step graph: launch %d done\n", ++g.launches);
+      }
     }
     for (size_t i = 0; i < outputs.size(); i++) {
       outputs[i].set_data(mx::allocator::malloc(outputs[i].nbytes()));
@@ -380,6 +397,9 @@ std::shared_ptr<StepGraph> mlxb::capture_step(const Arrays& given, const StepFn&
     fail(c, "a KV cache op of the step is not a decode attention writing in place (" + std::to_string(cache_ops) + " ops, " + std::to_string(c.cache_writes) +
                 " writes, " + std::to_string(c.nodes.size()) + " nodes)");
   if (c.failure.empty() && d.instantiate(&g->exec, g->graph, 0) != 0) fail(c, "cuGraphInstantiate failed");
+  if (tracing())
+    std::fprintf(stderr, "mlx-bun step graph: %s (%zu attention nodes, %zu arrays and %zu buffers kept)\n", c.failure.empty() ? "captured" : c.failure.c_str(),
+                 c.nodes.size(), c.kept.size(), c.kept_data.size());
   if (!c.failure.empty()) {
     why = c.failure;
     return nullptr; // the step ran as usual: `results` stand

@@ -38,6 +38,26 @@
 namespace mlxb {
 
 inline constexpr const char* QMV_CUDA_SOURCE = R"CUDA(
+// The variant's switches not given are off (qmv_cuda.cpp's compile gives them all; a check of the
+// source with a few, as pack.sh's, compiles too).
+#ifndef MMA
+#define MMA 0
+#endif
+#ifndef ADD
+#define ADD 0
+#endif
+#ifndef NORM
+#define NORM 0
+#endif
+#ifndef PAIR
+#define PAIR 0
+#endif
+#ifndef QK_NORM_ROPE
+#define QK_NORM_ROPE 0
+#endif
+#ifndef ONE_WAVE
+#define ONE_WAVE 0
+#endif
 typedef unsigned int u32;
 typedef unsigned short u16;
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdlib>
 
 #include <functional>
 #include <initializer_list>
@@ -35,6 +36,13 @@ int guard(F&& body) {
 struct ArgumentError : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
+
+/** Whether the environment variable `name` is set to `value` (the shim's switches for comparisons
+ * and triage, docs/gpu.md; each caller reads it once into a static). */
+inline bool env_is(const char* name, const char* value) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::string(v) == value;
+}
 
 inline const mx::array& arr(mlx_array h, const char* name) {
   if (h == nullptr) throw ArgumentError(std::string("array argument '") + name + "' is null");

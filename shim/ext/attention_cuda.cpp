@@ -517,10 +517,7 @@ bool fits(const mx::Stream& stream, const mx::array& q, const mx::array& k, cons
 /** The kernel for q's dtype and shape, made ready (its ring of counters too); null where
  * MLXB_CUDA_ATTENTION=mlx keeps MLX's kernel (for comparison) or it did not compile. */
 CUfunc_st* ready_kernel(const mx::Stream& stream, const mx::array& q, const mx::array& k) {
-  static const bool wanted = [] {
-    const char* v = std::getenv("MLXB_CUDA_ATTENTION");
-    return v == nullptr || std::string(v) != "mlx";
-  }();
+  static const bool wanted = !env_is("MLXB_CUDA_ATTENTION", "mlx");
   if (!wanted) return nullptr;
   CUfunc_st* kernel = kernel_for(stream.device.index, q.dtype(), q.shape(3), q.shape(1) / k.shape(1), true);
   if (kernel) make_counter_ring(stream.device.index, stream);

@@ -316,10 +316,7 @@ class QuantizedMatvecCpu : public mx::UnaryPrimitive {
 } // namespace
 
 bool mlxb::own_matvec_off() {
-  static const bool off = [] {
-    const char* v = std::getenv("MLXB_QMV");
-    return v != nullptr && std::string(v) == "mlx";
-  }();
+  static const bool off = env_is("MLXB_QMV", "mlx");
   return off;
 }
 

@@ -54,8 +54,7 @@ struct Shape {
 /** Whether the environment variable `name` is "0": a switch that turns one of the kernel's forms off
  * (for comparisons; docs/gpu.md lists them). Read once by each caller's static. */
 bool switched_off(const char* name) {
-  const char* v = std::getenv(name);
-  return v && std::string(v) == "0";
+  return env_is(name, "0");
 }
 
 /** Whether x's dtype takes the tensor-core kernel (bfloat16/float16), unless MLXB_QMV_MMA=0

@@ -341,10 +341,7 @@ int mlx_greedy_pick(mlx_array* tokens, mlx_array* peak, mlx_array logits) {
     emit({tokens, peak}, {logits}, [](const Arrays& a) {
       auto stream = mx::default_stream(mx::default_device());
 #ifdef MLXB_CUDA
-      static const bool wanted = [] {
-        const char* v = std::getenv("MLXB_GREEDY_PICK");
-        return !(v && std::string(v) == "mlx");
-      }();
+      static const bool wanted = !env_is("MLXB_GREEDY_PICK", "mlx");
       // The GPU kernel is compiled on first use; without it (or MLXB_GREEDY_PICK=mlx) MLX's ops.
       if (wanted && stream.device == mx::Device::gpu && greedy_kernel_ready(stream, a[0].dtype())) {
         const int B = a[0].shape(0);

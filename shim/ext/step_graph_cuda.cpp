@@ -138,10 +138,7 @@ void fail(Capture& c, const std::string& why) {
 /** MLXB_STEP_GRAPH_TRACE=1: each capture's graph and outcome on stderr, and each launch waited for
  * and checked there (a GPU run's triage: a fault then names the launch that made it). */
 bool tracing() {
-  static const bool on = [] {
-    const char* v = std::getenv("MLXB_STEP_GRAPH_TRACE");
-    return v && std::string(v) == "1";
-  }();
+  static const bool on = env_is("MLXB_STEP_GRAPH_TRACE", "1");
   return on;
 }
 
@@ -149,10 +146,7 @@ bool tracing() {
  * kernel that waits for its upstream kernels (cuda.h's WAIT_FOR_UPSTREAM), so that its blocks launch
  * while `from` finishes. MLXB_STEP_GRAPH_PDL=0: plain edges, for comparisons. */
 bool dependent_launch(const Driver& d, void* from, void* to) {
-  static const bool wanted = [] {
-    const char* v = std::getenv("MLXB_STEP_GRAPH_PDL");
-    return !(v && std::string(v) == "0");
-  }();
+  static const bool wanted = !env_is("MLXB_STEP_GRAPH_PDL", "0");
   int from_type = -1, to_type = -1;
   if (!wanted || d.node_type(from, &from_type) != 0 || d.node_type(to, &to_type) != 0 || from_type != NODE_KERNEL || to_type != NODE_KERNEL) return false;
   KernelNodeParams p{};

@@ -1,0 +1,175 @@
+"""Times variants of the matvec kernel (shim/ext/qmv_cuda_source.h) alone, outside MLX: each compiled
+with NVRTC as the shim compiles it, launched through the CUDA driver on PyTorch's stream in a chain of
+CUDA-graph-captured launches over distinct weights (LAYERS copies, so that L2 does not hold them: a
+decode step's order), the chain replayed and timed by CUDA events. No host time per kernel: µs a
+call is the GPU's, as CUPTI would give it in a graph (plus the graph's launch gaps, ~1 µs a node).
+
+usage (on the GPU machine, through device.sh): python3 scripts/gpu/qmv_lab.py [SOURCE] CASE ...
+  CASE: name:n:k:MACROS  e.g. o:4096:4096:R=16,U=1,WARPS=16,SPLIT=8,ONE_WAVE=1,ADD=1,NORM=1
+  MMA=1, ROWS=1, GROUP=64, DTYPE=1 (bfloat16) unless given; PAIR=1 takes n as the gate's rows
+  (the weight has 2n). SOURCE (default the shim's header) may be another copy of it (a branch's).
+Prints µs a call and the read rate (weights, scales and biases) for each case.
+"""
+import ctypes
+import os
+import re
+import sys
+
+import torch
+
+LAYERS = int(os.environ.get("LAB_LAYERS", "36"))
+REPEATS = int(os.environ.get("LAB_REPEATS", "20"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXT = os.path.join(HERE, "..", "..", "shim", "ext")
+
+
+def nvrtc_library() -> ctypes.CDLL:
+    import glob
+
+    site = os.path.dirname(os.path.dirname(torch.__file__))
+    for pattern in [os.path.join(site, "nvidia", "cu13", "lib", "libnvrtc.so.13"), os.path.join(site, "nvidia", "*", "lib", "libnvrtc.so*")]:
+        found = sorted(glob.glob(pattern))
+        if found:
+            return ctypes.CDLL(found[0])
+    return ctypes.CDLL("libnvrtc.so.13")
+
+
+NVRTC = nvrtc_library()
+CU = ctypes.CDLL("libcuda.so.1")
+
+
+def check(result: int, what: str) -> None:
+    if result != 0:
+        raise RuntimeError(f"{what} failed: {result}")
+
+
+def raw(path: str, name: str | None = None) -> str:
+    text = open(path).read()
+    if name:
+        return re.search(name + r' = R"CUDA\((.*?)\)CUDA"', text, re.S)[1]
+    return re.findall(r'R"CUDA\((.*?)\)CUDA"', text, re.S)[0]
+
+
+def compile_kernel(source: str, name: str) -> ctypes.c_void_p:
+    program = ctypes.c_void_p()
+    check(NVRTC.nvrtcCreateProgram(ctypes.byref(program), source.encode(), b"lab.cu", 0, None, None), "nvrtcCreateProgram")
+    flags = [b"-arch=sm_90", b"-default-device"]
+    result = NVRTC.nvrtcCompileProgram(program, len(flags), (ctypes.c_char_p * len(flags))(*flags))
+    if result != 0:
+        size = ctypes.c_size_t()
+        NVRTC.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        NVRTC.nvrtcGetProgramLog(program, log)
+        raise RuntimeError(log.value.decode())
+    size = ctypes.c_size_t()
+    NVRTC.nvrtcGetCUBINSize(program, ctypes.byref(size))
+    cubin = ctypes.create_string_buffer(size.value)
+    NVRTC.nvrtcGetCUBIN(program, cubin)
+    module, function = ctypes.c_void_p(), ctypes.c_void_p()
+    check(CU.cuModuleLoadData(ctypes.byref(module), cubin), "cuModuleLoadData")
+    check(CU.cuModuleGetFunction(ctypes.byref(function), module, name.encode()), "cuModuleGetFunction")
+    return function
+
+
+def run_case(source_path: str, case: str) -> None:
+    label, n, k, macros = case.split(":")
+    n, k = int(n), int(k)
+    m = {"MMA": "1", "ROWS": "1", "GROUP": "64", "DTYPE": "1", "R": "16", "U": "1", "WARPS": "16", "SPLIT": "8"}
+    for item in filter(None, macros.split(",")):
+        key, _, value = item.partition("=")
+        m[key] = value
+    defines = "".join(f"#define {key} {value}\n" for key, value in m.items())
+    source = raw(os.path.join(EXT, "cuda.h"), "DEPENDENT_LAUNCH_SOURCE") + defines + raw(source_path)
+    function = compile_kernel(source, "mlxb_qmv")
+    pair, add, norm = m.get("PAIR") == "1", m.get("ADD") == "1", m.get("NORM") == "1"
+    parts_out, norm_in = m.get("PARTS") == "1", m.get("NORM_IN") == "1"
+    group = int(m["GROUP"])
+    rows_w = 2 * n if pair else n
+    dev = torch.device("cuda")
+    ws = [torch.randint(-(2**31), 2**31 - 1, (rows_w, k // 8), dtype=torch.int32, device=dev) for _ in range(LAYERS)]
+    ss = [(torch.rand(rows_w, k // group, device=dev) * 0.01).to(torch.bfloat16) for _ in range(LAYERS)]
+    bs = [(torch.rand(rows_w, k // group, device=dev) * 0.01 - 0.005).to(torch.bfloat16) for _ in range(LAYERS)]
+    x = torch.randn(1, k, device=dev).to(torch.bfloat16)
+    out = torch.zeros(1, n, device=dev, dtype=torch.bfloat16)
+    addend = torch.randn(1, n, device=dev).to(torch.bfloat16)
+    norm_w = torch.ones(n, device=dev, dtype=torch.bfloat16)
+    normed = torch.zeros(1, n, device=dev, dtype=torch.bfloat16)
+    counter = torch.zeros(4, device=dev, dtype=torch.int32)
+    # NORM_IN's sums of squares (a producer's PARTS: one a 16-row tile of x's k), PARTS' output.
+    part_count = (k + 15) // 16
+    parts_in = torch.full((part_count,), 16.0, device=dev, dtype=torch.float32)
+    in_norm_w = torch.ones(k, device=dev, dtype=torch.bfloat16)
+    parts = torch.zeros((n + 15) // 16, device=dev, dtype=torch.float32)
+    rows_per_block = 16 * int(m["WARPS"]) // int(m["SPLIT"]) // (2 if pair else 1)
+    grid = (n + rows_per_block - 1) // rows_per_block
+    threads = 32 * int(m["WARPS"])
+
+    # Arguments as the shim passes them (qmv_cuda.cpp): x w scales biases addend out n k rows norm_w normed counter eps
+    # parts_in part_count parts_out (for a source with the PARTS and NORM_IN forms; a kernel of fewer parameters ignores the rest).
+    keep = []
+
+    def launch(layer: int) -> None:
+        values = [
+            ctypes.c_void_p(x.data_ptr()),
+            ctypes.c_void_p(ws[layer].data_ptr()),
+            ctypes.c_void_p(ss[layer].data_ptr()),
+            ctypes.c_void_p(bs[layer].data_ptr()),
+            ctypes.c_void_p(addend.data_ptr() if add else 0),
+            ctypes.c_void_p(out.data_ptr()),
+            ctypes.c_int(n),
+            ctypes.c_int(k),
+            ctypes.c_int(1),
+            ctypes.c_void_p(norm_w.data_ptr() if norm else in_norm_w.data_ptr() if norm_in else 0),
+            ctypes.c_void_p(normed.data_ptr() if norm else 0),
+            ctypes.c_void_p(counter.data_ptr() if norm else 0),
+            ctypes.c_float(1e-6),
+            ctypes.c_void_p(parts_in.data_ptr() if norm_in else 0),
+            ctypes.c_int(part_count if norm_in else 0),
+            ctypes.c_void_p(parts.data_ptr() if parts_out else 0),
+        ]
+        params = (ctypes.c_void_p * len(values))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values])
+        keep.append((values, params))
+        stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)  # the capture's, inside the graph
+        shared = k * 2 if norm_in else 0  # NORM_IN's x normed in dynamic shared memory
+        check(CU.cuLaunchKernel(function, grid, 1, 1, threads, 1, 1, shared, stream, params, None), "cuLaunchKernel")
+
+    for layer in range(LAYERS):
+        launch(layer)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for layer in range(LAYERS):
+            launch(layer)
+    torch.cuda.synchronize()
+    graph.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    best = float("inf")
+    for _ in range(REPEATS):
+        start.record()
+        graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        best = min(best, start.elapsed_time(end) * 1000 / LAYERS)
+    read = rows_w * k // 2 + 2 * rows_w * (k // group) * 2
+    print(f"{label:<24} n {n:>6} k {k:>6} grid {grid:>5} x {threads:>4}  {best:7.2f} µs  {read / best / 1e6:5.2f} TB/s  [{macros}]", flush=True)
+    del graph, ws, ss, bs
+
+
+def main() -> int:
+    args = sys.argv[1:]
+    source_path = os.path.join(EXT, "qmv_cuda_source.h")
+    if args and not re.match(r"^[^:]+:\d+:\d+:", args[0]):
+        source_path = args.pop(0)
+    torch.cuda.init()
+    torch.zeros(1, device="cuda")
+    for case in args:
+        try:
+            run_case(source_path, case)
+        except Exception as error:  # a variant that does not compile or launch: say so, go on
+            print(f"{case}: {str(error).strip()[:300]}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

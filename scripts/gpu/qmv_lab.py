@@ -4,13 +4,16 @@ CUDA-graph-captured launches over distinct weights (LAYERS copies, so that L2 do
 decode step's order), the chain replayed and timed by CUDA events. No host time per kernel: µs a
 call is the GPU's, as CUPTI would give it in a graph (plus the graph's launch gaps, ~1 µs a node).
 
-usage (on the GPU machine, through device.sh): python3 scripts/gpu/qmv_lab.py [SOURCE] CASE ...
+usage (on the GPU machine, its PyTorch; no payload): python3 scripts/gpu/qmv_lab.py [SOURCE] CASE ...
   CASE: name:n:k:MACROS  e.g. o:4096:4096:R=16,U=1,WARPS=16,SPLIT=8,ONE_WAVE=1,ADD=1,NORM=1
   MMA=1, ROWS=1, GROUP=64, DTYPE=1 (bfloat16) unless given; PAIR=1 takes n as the gate's rows
-  (the weight has 2n). SOURCE (default the shim's header) may be another copy of it (a branch's).
+  (the weight has 2n); QK_NORM_ROPE=1 runs mlxb_qmv_qk_norm_rope on heads of 128, 8 of them k's
+  and 8 v's, the rest of n q's (Qwen3's q/k norm + rope after the product, rope base 1e6).
+  SOURCE (default the shim's header) may be another copy of it (a branch's).
 Prints µs a call and the read rate (weights, scales and biases) for each case.
 """
 import ctypes
+import math
 import os
 import re
 import sys
@@ -71,6 +74,15 @@ def compile_kernel(source: str, name: str) -> ctypes.c_void_p:
     return function
 
 
+class RopeParams(ctypes.Structure):
+    _fields_ = [("freq_stride", ctypes.c_longlong), ("dims", ctypes.c_int), ("traditional", ctypes.c_int), ("has_freqs", ctypes.c_int),
+                ("scale", ctypes.c_float), ("log2_base", ctypes.c_float)]
+
+
+class QkParams(ctypes.Structure):
+    _fields_ = [("rope", RopeParams), ("q_heads", ctypes.c_int), ("k_heads", ctypes.c_int), ("head_dim", ctypes.c_int), ("eps", ctypes.c_float)]
+
+
 def run_case(source_path: str, case: str) -> None:
     label, n, k, macros = case.split(":")
     n, k = int(n), int(k)
@@ -79,10 +91,14 @@ def run_case(source_path: str, case: str) -> None:
         key, _, value = item.partition("=")
         m[key] = value
     defines = "".join(f"#define {key} {value}\n" for key, value in m.items())
-    source = raw(os.path.join(EXT, "cuda.h"), "DEPENDENT_LAUNCH_SOURCE") + defines + raw(source_path)
-    function = compile_kernel(source, "mlxb_qmv")
+    qk = m.get("QK_NORM_ROPE") == "1"
+    # The q/k/v kernel's source as the shim's: cuda.h's dtype source and norm_rope_row.h's row first.
+    rows_source = raw(os.path.join(EXT, "cuda.h")) + raw(os.path.join(EXT, "norm_rope_row.h")) if qk else ""
+    source = raw(os.path.join(EXT, "cuda.h"), "DEPENDENT_LAUNCH_SOURCE") + defines + rows_source + raw(source_path)
+    function = compile_kernel(source, "mlxb_qmv_qk_norm_rope" if qk else "mlxb_qmv")
     pair, add, norm = m.get("PAIR") == "1", m.get("ADD") == "1", m.get("NORM") == "1"
-    parts_out, norm_in = m.get("PARTS") == "1", m.get("NORM_IN") == "1"
+    parts_out, norm_in, grid_norm = m.get("PARTS") == "1", m.get("NORM_IN") == "1", m.get("GRID_NORM") == "1"
+    norm = norm or grid_norm  # GRID_NORM writes the norm too (its counters and a float a block besides)
     group = int(m["GROUP"])
     rows_w = 2 * n if pair else n
     dev = torch.device("cuda")
@@ -100,16 +116,49 @@ def run_case(source_path: str, case: str) -> None:
     parts_in = torch.full((part_count,), 16.0, device=dev, dtype=torch.float32)
     in_norm_w = torch.ones(k, device=dev, dtype=torch.bfloat16)
     parts = torch.zeros((n + 15) // 16, device=dev, dtype=torch.float32)
+    head_dim, k_heads = 128, 8
+    q_heads = n // head_dim - 2 * k_heads
+    qk_w = torch.ones(head_dim, device=dev, dtype=torch.bfloat16)
+    position = torch.full((1,), 37, device=dev, dtype=torch.int32)
+    q_out = torch.zeros(max(q_heads, 1) * head_dim, device=dev, dtype=torch.bfloat16)
+    k_out = torch.zeros(k_heads * head_dim, device=dev, dtype=torch.bfloat16)
+    head_counters = torch.zeros(q_heads + k_heads + 1, device=dev, dtype=torch.int32)
+    qk_params = QkParams(RopeParams(0, head_dim, 0, 0, 1.0, math.log2(1e6)), max(q_heads, 0), k_heads, head_dim, 1e-6)
     rows_per_block = 16 * int(m["WARPS"]) // int(m["SPLIT"]) // (2 if pair else 1)
     grid = (n + rows_per_block - 1) // rows_per_block
     threads = 32 * int(m["WARPS"])
 
     # Arguments as the shim passes them (qmv_cuda.cpp): x w scales biases addend out n k rows norm_w normed counter eps
-    # parts_in part_count parts_out (for a source with the PARTS and NORM_IN forms; a kernel of fewer parameters ignores the rest).
+    # parts_in part_count parts_out (for a source with the PARTS, NORM_IN and GRID_NORM forms; a kernel of fewer
+    # parameters ignores the rest).
     keep = []
 
+    def qk_values(layer: int) -> list:
+        # x w scales biases out n k wq wk offset freqs q_out k_out counters p norm_w parts_in part_count norm_eps
+        return [
+            ctypes.c_void_p(x.data_ptr()),
+            ctypes.c_void_p(ws[layer].data_ptr()),
+            ctypes.c_void_p(ss[layer].data_ptr()),
+            ctypes.c_void_p(bs[layer].data_ptr()),
+            ctypes.c_void_p(out.data_ptr()),
+            ctypes.c_int(n),
+            ctypes.c_int(k),
+            ctypes.c_void_p(qk_w.data_ptr()),
+            ctypes.c_void_p(qk_w.data_ptr()),
+            ctypes.c_void_p(position.data_ptr()),
+            ctypes.c_void_p(0),
+            ctypes.c_void_p(q_out.data_ptr()),
+            ctypes.c_void_p(k_out.data_ptr()),
+            ctypes.c_void_p(head_counters.data_ptr()),
+            qk_params,
+            ctypes.c_void_p(in_norm_w.data_ptr() if norm_in else 0),
+            ctypes.c_void_p(parts_in.data_ptr() if norm_in else 0),
+            ctypes.c_int(part_count if norm_in else 0),
+            ctypes.c_float(1e-6),
+        ]
+
     def launch(layer: int) -> None:
-        values = [
+        values = qk_values(layer) if qk else [
             ctypes.c_void_p(x.data_ptr()),
             ctypes.c_void_p(ws[layer].data_ptr()),
             ctypes.c_void_p(ss[layer].data_ptr()),
@@ -125,7 +174,7 @@ def run_case(source_path: str, case: str) -> None:
             ctypes.c_float(1e-6),
             ctypes.c_void_p(parts_in.data_ptr() if norm_in else 0),
             ctypes.c_int(part_count if norm_in else 0),
-            ctypes.c_void_p(parts.data_ptr() if parts_out else 0),
+            ctypes.c_void_p(parts.data_ptr() if parts_out or grid_norm else 0),
         ]
         params = (ctypes.c_void_p * len(values))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values])
         keep.append((values, params))

@@ -74,6 +74,39 @@ def compile_kernel(source: str, name: str) -> ctypes.c_void_p:
     return function
 
 
+def launch_kernel(function: ctypes.c_void_p, grid: tuple, threads: int, shared: int, values: list, keep: list) -> None:
+    """Launches function on PyTorch's current stream (a graph's capture stream inside one) with the
+    kernel's arguments as ctypes values (kept alive in keep)."""
+    params = (ctypes.c_void_p * len(values))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values])
+    keep.append((values, params))
+    stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+    check(CU.cuLaunchKernel(function, *grid, threads, 1, 1, shared, stream, params, None), "cuLaunchKernel")
+
+
+def time_layers(launch) -> float:
+    """µs a launch: launch(layer) for LAYERS layers captured in a CUDA graph, the best of REPEATS replays."""
+    for layer in range(LAYERS):
+        launch(layer)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for layer in range(LAYERS):
+            launch(layer)
+    torch.cuda.synchronize()
+    graph.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    best = float("inf")
+    for _ in range(REPEATS):
+        start.record()
+        graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        best = min(best, start.elapsed_time(end) * 1000 / LAYERS)
+    del graph
+    return best
+
+
 class RopeParams(ctypes.Structure):
     _fields_ = [("freq_stride", ctypes.c_longlong), ("dims", ctypes.c_int), ("traditional", ctypes.c_int), ("has_freqs", ctypes.c_int),
                 ("scale", ctypes.c_float), ("log2_base", ctypes.c_float)]
@@ -176,33 +209,13 @@ def run_case(source_path: str, case: str) -> None:
             ctypes.c_int(part_count if norm_in else 0),
             ctypes.c_void_p(parts.data_ptr() if parts_out or grid_norm else 0),
         ]
-        params = (ctypes.c_void_p * len(values))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values])
-        keep.append((values, params))
-        stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)  # the capture's, inside the graph
         shared = k * 2 if norm_in else 0  # NORM_IN's x normed in dynamic shared memory
-        check(CU.cuLaunchKernel(function, grid, 1, 1, threads, 1, 1, shared, stream, params, None), "cuLaunchKernel")
+        launch_kernel(function, (grid, 1, 1), threads, shared, values, keep)
 
-    for layer in range(LAYERS):
-        launch(layer)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for layer in range(LAYERS):
-            launch(layer)
-    torch.cuda.synchronize()
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    best = float("inf")
-    for _ in range(REPEATS):
-        start.record()
-        graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        best = min(best, start.elapsed_time(end) * 1000 / LAYERS)
+    best = time_layers(launch)
     read = rows_w * k // 2 + 2 * rows_w * (k // group) * 2
     print(f"{label:<24} n {n:>6} k {k:>6} grid {grid:>5} x {threads:>4}  {best:7.2f} µs  {read / best / 1e6:5.2f} TB/s  [{macros}]", flush=True)
-    del graph, ws, ss, bs
+    del ws, ss, bs
 
 
 def main() -> int:

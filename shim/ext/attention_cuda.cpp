@@ -45,6 +45,9 @@ constexpr const char* SOURCE = R"CUDA(
 
 #define WARPS 4
 #define MAX_CHUNKS 128
+#ifndef MERGE
+#define MERGE 1  // 0: a timing trial of scripts/gpu/attention_lab.py only (the chunks' parts, no merge: out unwritten)
+#endif
 #define E (D / 32)
 
 struct Params {
@@ -200,6 +203,9 @@ mlxb_attention(const T* __restrict__ q, const T* __restrict__ k, const T* __rest
     part_o[row * D + d] = acc;
     if (d == 0) part_ml[2 * row] = mx, part_ml[2 * row + 1] = sum;
   }
+#if !MERGE
+  return;
+#endif
   // The last block of this KV head (the counter's count) merges.
   __shared__ int merging;
   // The block's stores ordered before its count by the barrier and one thread's fences (as a

@@ -13,6 +13,7 @@ usage (on the GPU machine, its PyTorch; no payload): python3 scripts/gpu/qmv_lab
 Prints µs a call and the read rate (weights, scales and biases) for each case.
 """
 import ctypes
+import glob
 import math
 import os
 import re
@@ -27,8 +28,6 @@ EXT = os.path.join(HERE, "..", "..", "shim", "ext")
 
 
 def nvrtc_library() -> ctypes.CDLL:
-    import glob
-
     site = os.path.dirname(os.path.dirname(torch.__file__))
     for pattern in [os.path.join(site, "nvidia", "cu13", "lib", "libnvrtc.so.13"), os.path.join(site, "nvidia", "*", "lib", "libnvrtc.so*")]:
         found = sorted(glob.glob(pattern))

@@ -17,9 +17,8 @@ import sys
 
 import torch
 
-from qmv_lab import EXT, compile_kernel, launch_kernel, raw, time_layers
+from qmv_lab import EXT, LAYERS, compile_kernel, launch_kernel, macros_of, raw, run_cases, time_layers
 
-LAYERS = int(os.environ.get("LAB_LAYERS", "36"))
 MAX_CHUNKS = 128  # the kernel's
 
 
@@ -43,10 +42,7 @@ class Params(ctypes.Structure):
 def run_case(case: str) -> None:
     label, keys, macros = case.split(":")
     keys = int(keys)
-    m = {"D": "128", "G": "4", "VECTOR": "1"}
-    for item in filter(None, macros.split(",")):
-        key, _, value = item.partition("=")
-        m[key] = value
+    m = macros_of(macros, {"D": "128", "G": "4", "VECTOR": "1"})
     kv_heads, min_chunk, target = int(m.pop("KV", "8")), int(m.pop("CHUNK", "32")), int(m.pop("TARGET", "512"))
     d, g = int(m["D"]), int(m["G"])
     defines = "".join(f"#define {key} {value}\n" for key, value in m.items())
@@ -90,16 +86,5 @@ def run_case(case: str) -> None:
     del caches
 
 
-def main() -> int:
-    torch.cuda.init()
-    torch.zeros(1, device="cuda")
-    for case in sys.argv[1:]:
-        try:
-            run_case(case)
-        except Exception as error:  # a variant that does not compile or launch: say so, go on
-            print(f"{case}: {str(error).strip()[:300]}", flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cases(run_case, sys.argv[1:]))

@@ -106,6 +106,27 @@ def time_layers(launch) -> float:
     return best
 
 
+def macros_of(text: str, defaults: dict) -> dict:
+    """A case's macros (KEY=VALUE, comma-separated) over the defaults."""
+    m = dict(defaults)
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        m[key] = value
+    return m
+
+
+def run_cases(run, cases: list) -> int:
+    """run(case) for each case; one that does not compile or launch is said, and the others go on."""
+    torch.cuda.init()
+    torch.zeros(1, device="cuda")
+    for case in cases:
+        try:
+            run(case)
+        except Exception as error:
+            print(f"{case}: {str(error).strip()[:300]}", flush=True)
+    return 0
+
+
 class RopeParams(ctypes.Structure):
     _fields_ = [("freq_stride", ctypes.c_longlong), ("dims", ctypes.c_int), ("traditional", ctypes.c_int), ("has_freqs", ctypes.c_int),
                 ("scale", ctypes.c_float), ("log2_base", ctypes.c_float)]
@@ -118,10 +139,7 @@ class QkParams(ctypes.Structure):
 def run_case(source_path: str, case: str) -> None:
     label, n, k, macros = case.split(":")
     n, k = int(n), int(k)
-    m = {"MMA": "1", "ROWS": "1", "GROUP": "64", "DTYPE": "1", "R": "16", "U": "1", "WARPS": "16", "SPLIT": "8"}
-    for item in filter(None, macros.split(",")):
-        key, _, value = item.partition("=")
-        m[key] = value
+    m = macros_of(macros, {"MMA": "1", "ROWS": "1", "GROUP": "64", "DTYPE": "1", "R": "16", "U": "1", "WARPS": "16", "SPLIT": "8"})
     defines = "".join(f"#define {key} {value}\n" for key, value in m.items())
     qk = m.get("QK_NORM_ROPE") == "1"
     # The q/k/v kernel's source as the shim's: cuda.h's dtype source and norm_rope_row.h's row first.
@@ -222,14 +240,7 @@ def main() -> int:
     source_path = os.path.join(EXT, "qmv_cuda_source.h")
     if args and not re.match(r"^[^:]+:\d+:\d+:", args[0]):
         source_path = args.pop(0)
-    torch.cuda.init()
-    torch.zeros(1, device="cuda")
-    for case in args:
-        try:
-            run_case(source_path, case)
-        except Exception as error:  # a variant that does not compile or launch: say so, go on
-            print(f"{case}: {str(error).strip()[:300]}", flush=True)
-    return 0
+    return run_cases(lambda case: run_case(source_path, case), args)
 
 
 if __name__ == "__main__":

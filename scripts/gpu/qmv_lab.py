@@ -10,7 +10,11 @@ usage (on the GPU machine, its PyTorch; no payload): python3 scripts/gpu/qmv_lab
   (the weight has 2n); QK_NORM_ROPE=1 runs mlxb_qmv_qk_norm_rope on heads of 128, 8 of them k's
   and 8 v's, the rest of n q's (Qwen3's q/k norm + rope after the product, rope base 1e6).
   SOURCE (default the shim's header) may be another copy of it (a branch's).
-Prints µs a call and the read rate (weights, scales and biases) for each case.
+Prints µs a call and the read rate (weights, scales and biases) for each case, and checks the last
+layer's outputs against PyTorch's float32 of the same bfloat16 values (the product dequantized,
+with its addend, swiglu, norm, tiles' sums of squares, q/k norm + rope; NORM_IN's x normed first):
+the largest difference in units of bfloat16's rounding of each value, MISMATCH past 4 (the kernel
+sums in another order and rounds in between as MLX does).
 """
 import ctypes
 import glob
@@ -158,17 +162,17 @@ def run_case(source_path: str, case: str) -> None:
     x = torch.randn(1, k, device=dev).to(torch.bfloat16)
     out = torch.zeros(1, n, device=dev, dtype=torch.bfloat16)
     addend = torch.randn(1, n, device=dev).to(torch.bfloat16)
-    norm_w = torch.ones(n, device=dev, dtype=torch.bfloat16)
+    norm_w = (1 + 0.5 * torch.randn(n, device=dev)).to(torch.bfloat16)
     normed = torch.zeros(1, n, device=dev, dtype=torch.bfloat16)
     counter = torch.zeros(4, device=dev, dtype=torch.int32)
     # NORM_IN's sums of squares (a producer's PARTS: one a 16-row tile of x's k), PARTS' output.
     part_count = (k + 15) // 16
-    parts_in = torch.full((part_count,), 16.0, device=dev, dtype=torch.float32)
-    in_norm_w = torch.ones(k, device=dev, dtype=torch.bfloat16)
+    parts_in = torch.rand(part_count, device=dev, dtype=torch.float32) * 64
+    in_norm_w = (1 + 0.5 * torch.randn(k, device=dev)).to(torch.bfloat16)
     parts = torch.zeros((n + 15) // 16, device=dev, dtype=torch.float32)
     head_dim, k_heads = 128, 8
     q_heads = n // head_dim - 2 * k_heads
-    qk_w = torch.ones(head_dim, device=dev, dtype=torch.bfloat16)
+    qk_w = (1 + 0.5 * torch.randn(head_dim, device=dev)).to(torch.bfloat16)
     position = torch.full((1,), 37, device=dev, dtype=torch.int32)
     q_out = torch.zeros(max(q_heads, 1) * head_dim, device=dev, dtype=torch.bfloat16)
     k_out = torch.zeros(k_heads * head_dim, device=dev, dtype=torch.bfloat16)
@@ -231,8 +235,70 @@ def run_case(source_path: str, case: str) -> None:
 
     best = time_layers(launch)
     read = rows_w * k // 2 + 2 * rows_w * (k // group) * 2
-    print(f"{label:<24} n {n:>6} k {k:>6} grid {grid:>5} x {threads:>4}  {best:7.2f} µs  {read / best / 1e6:5.2f} TB/s  [{macros}]", flush=True)
+    # The last layer's outputs against float32 of the same values.
+    xs = x.float()
+    if norm_in:
+        normalizer = torch.rsqrt(parts_in.sum() / k + 1e-6)
+        xs = bf16(in_norm_w.float() * bf16(xs * normalizer))
+    product = xs @ dequantized(ws[-1], ss[-1], bs[-1], group).T
+    worst = {}
+    if pair:
+        worst["out"] = ulps(out, swiglu(bf16(product[:, :n]), bf16(product[:, n:])))
+    elif qk:
+        worst["out"] = ulps(out, product)
+        heads = bf16(out.float()).view(-1, head_dim)
+        worst["q/k"] = ulps(torch.cat([q_out, k_out]).view(-1, head_dim)[: q_heads + k_heads], norm_rope(heads[: q_heads + k_heads], qk_w, 37))
+    else:
+        value = bf16(bf16(product) + addend.float()) if add else product
+        worst["out"] = ulps(out, value)
+        if norm:
+            worst["norm"] = ulps(normed, bf16(norm_w.float() * bf16(value * torch.rsqrt(value.square().mean() + 1e-6))))
+        if parts_out:
+            padded = torch.nn.functional.pad(value.flatten(), (0, (-n) % 16))
+            worst["parts"] = ((parts - padded.view(-1, 16).square().sum(1)).abs() / (parts.abs() + 1e-3)).max().item() * 2**8
+    verdict = "  ".join(f"{key} {value:.1f}" for key, value in worst.items())
+    verdict += "  MISMATCH" if not max(worst.values()) <= 4 else ""
+    print(f"{label:<24} n {n:>6} k {k:>6} grid {grid:>5} x {threads:>4}  {best:7.2f} µs  {read / best / 1e6:5.2f} TB/s  ulps {verdict}  [{macros}]", flush=True)
     del ws, ss, bs
+
+
+def bf16(t: torch.Tensor) -> torch.Tensor:
+    """t rounded to bfloat16, as float32."""
+    return t.to(torch.bfloat16).float()
+
+
+def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up with MLX's roundings (the kernel's swiglu1): exp(|gate|), 1 + e, 1 / d and the
+    sigmoid each rounded, then gate * sigmoid and that * up."""
+    y = bf16(1 / bf16(1 + bf16(torch.exp(gate.abs()))))
+    sigmoid = torch.where(gate < 0, y, bf16(1 - y))
+    return bf16(bf16(gate * sigmoid) * up)
+
+
+def dequantized(w: torch.Tensor, scales: torch.Tensor, biases: torch.Tensor, group: int) -> torch.Tensor:
+    """The float32 weights of packed 4-bit w (eight values a word, the first in the low bits)."""
+    shifts = torch.arange(0, 32, 4, device=w.device, dtype=torch.int32)
+    q = ((w.unsqueeze(-1) >> shifts) & 0xF).flatten(1).float()
+    rows, k = q.shape
+    return (q.view(rows, k // group, group) * scales.float().unsqueeze(-1) + biases.float().unsqueeze(-1)).view(rows, k)
+
+
+def ulps(got: torch.Tensor, want: torch.Tensor) -> float:
+    """The largest difference of got from want in units of bfloat16's rounding at want (2^-8 of its
+    magnitude, at least that of 2^-6)."""
+    want = want.float().flatten()
+    unit = torch.clamp(want.abs(), min=2**-6) * 2**-8
+    return ((got.float().flatten() - want).abs() / unit).max().item()
+
+
+def norm_rope(heads: torch.Tensor, weight: torch.Tensor, position: int) -> torch.Tensor:
+    """Each head (a row) rms-normed with weight (eps 1e-6) and rotated by rope at position (all its
+    dims, base 1e6, halves paired), MLX's roundings: the norm as NORM's, the rotation rounded once."""
+    normed = bf16(weight.float() * bf16(heads * torch.rsqrt(heads.square().mean(-1, keepdim=True) + 1e-6)))
+    half = heads.shape[-1] // 2
+    angle = position * 1e6 ** (-torch.arange(half, device=heads.device, dtype=torch.float32) / half)
+    a, b = normed[:, :half], normed[:, half:]
+    return torch.cat([a * angle.cos() - b * angle.sin(), a * angle.sin() + b * angle.cos()], -1)
 
 
 def main() -> int:

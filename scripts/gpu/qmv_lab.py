@@ -12,9 +12,9 @@ usage (on the GPU machine, its PyTorch; no payload): python3 scripts/gpu/qmv_lab
   SOURCE (default the shim's header) may be another copy of it (a branch's).
 Prints µs a call and the read rate (weights, scales and biases) for each case, and checks the last
 layer's outputs against PyTorch's float32 of the same bfloat16 values (the product dequantized,
-with its addend, swiglu, norm, tiles' sums of squares, q/k norm + rope; NORM_IN's x normed first):
-the largest difference in units of bfloat16's rounding of each value, MISMATCH past 4 (the kernel
-sums in another order and rounds in between as MLX does).
+with its addend, swiglu, norm, tiles' sums of squares, q/k norm + rope and v's rows; NORM_IN's x
+normed first): the largest difference in units of bfloat16's rounding of each value, MISMATCH past
+4 (the kernel sums in another order and rounds in between as MLX does).
 """
 import ctypes
 import glob
@@ -245,9 +245,11 @@ def run_case(source_path: str, case: str) -> None:
     if pair:
         worst["out"] = ulps(out, swiglu(bf16(product[:, :n]), bf16(product[:, n:])))
     elif qk:
-        worst["out"] = ulps(out, product)
-        heads = bf16(out.float()).view(-1, head_dim)
-        worst["q/k"] = ulps(torch.cat([q_out, k_out]).view(-1, head_dim)[: q_heads + k_heads], norm_rope(heads[: q_heads + k_heads], qk_w, 37))
+        # The v rows of out (its q and k rows are the kernel's own), q and k normed and rotated.
+        qk_rows = (q_heads + k_heads) * head_dim
+        worst["v"] = ulps(out[:, qk_rows:], product[:, qk_rows:])
+        heads = bf16(product[:, :qk_rows]).view(-1, head_dim)
+        worst["q/k"] = ulps(torch.cat([q_out, k_out]).view(-1, head_dim)[: q_heads + k_heads], norm_rope(heads, qk_w, 37))
     else:
         value = bf16(bf16(product) + addend.float()) if add else product
         worst["out"] = ulps(out, value)

@@ -9,9 +9,9 @@ where a source uses it, or for the matvec's QK_NORM_ROPE=1). With PTXAS_VERBOSE=
 compile also prints ptxas's registers, spills and shared memory per kernel (-v). With
 NVDISASM=path/to/nvdisasm (PyPI nvidia-cuda-nvdisasm) each compile also prints the order in which the
 machine code issues its memory and tensor-core instructions, one letter each: G a global load (g
-predicated), S a global store, s a shared load or store, M an mma, B a barrier, L a
-local (spilled) load or store (ptxas may move a
-load far from where the source puts it: docs/performance.md, fourteenth session).
+predicated), S a global store, s a shared load or store, M an mma, B a barrier, L a local (spilled)
+load or store (ptxas may move a load far from where the source puts it: docs/performance.md,
+fourteenth session).
 """
 import ctypes
 import os

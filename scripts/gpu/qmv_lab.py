@@ -257,7 +257,7 @@ def run_case(source_path: str, case: str) -> None:
             worst["norm"] = ulps(normed, bf16(norm_w.float() * bf16(value * torch.rsqrt(value.square().mean() + 1e-6))))
         if parts_out:
             padded = torch.nn.functional.pad(value.flatten(), (0, (-n) % 16))
-            worst["parts"] = ((parts - padded.view(-1, 16).square().sum(1)).abs() / (parts.abs() + 1e-3)).max().item() * 2**8
+            worst["parts"] = ulps(parts, padded.view(-1, 16).square().sum(1))
     verdict = "  ".join(f"{key} {value:.1f}" for key, value in worst.items())
     verdict += "  MISMATCH" if not max(worst.values()) <= 4 else ""
     print(f"{label:<24} n {n:>6} k {k:>6} grid {grid:>5} x {threads:>4}  {best:7.2f} µs  {read / best / 1e6:5.2f} TB/s  ulps {verdict}  [{macros}]", flush=True)

@@ -178,7 +178,8 @@ def run_case(source_path: str, case: str) -> None:
     k_out = torch.zeros(k_heads * head_dim, device=dev, dtype=torch.bfloat16)
     head_counters = torch.zeros(q_heads + k_heads + 1, device=dev, dtype=torch.int32)
     qk_params = QkParams(RopeParams(0, head_dim, 0, 0, 1.0, math.log2(1e6)), max(q_heads, 0), k_heads, head_dim, 1e-6)
-    rows_per_block = 16 * int(m["WARPS"]) // int(m["SPLIT"]) // (2 if pair else 1)
+    # A warp's rows: 16 on the tensor cores, R in the float32 kernel (MMA=0); PAIR's outputs half that.
+    rows_per_block = (16 if m["MMA"] == "1" else int(m["R"])) * int(m["WARPS"]) // int(m["SPLIT"]) // (2 if pair else 1)
     grid = (n + rows_per_block - 1) // rows_per_block
     threads = 32 * int(m["WARPS"])
 

@@ -240,7 +240,7 @@ def run_case(source_path: str, case: str) -> None:
     xs = x.float()
     if norm_in:
         normalizer = torch.rsqrt(parts_in.sum() / k + 1e-6)
-        xs = bf16(in_norm_w.float() * bf16(xs * normalizer))
+        xs = normed_as_mlx(xs, in_norm_w, normalizer)
     product = xs @ dequantized(ws[-1], ss[-1], bs[-1], group).T
     worst = {}
     if pair:
@@ -255,7 +255,7 @@ def run_case(source_path: str, case: str) -> None:
         value = bf16(bf16(product) + addend.float()) if add else product
         worst["out"] = ulps(out, value)
         if norm:
-            worst["norm"] = ulps(normed, bf16(norm_w.float() * bf16(value * torch.rsqrt(value.square().mean() + 1e-6))))
+            worst["norm"] = ulps(normed, normed_as_mlx(value, norm_w, torch.rsqrt(value.square().mean() + 1e-6)))
         if parts_out:
             padded = torch.nn.functional.pad(value.flatten(), (0, (-n) % 16))
             worst["parts"] = ulps(parts, padded.view(-1, 16).square().sum(1))
@@ -268,6 +268,12 @@ def run_case(source_path: str, case: str) -> None:
 def bf16(t: torch.Tensor) -> torch.Tensor:
     """t rounded to bfloat16, as float32."""
     return t.to(torch.bfloat16).float()
+
+
+def normed_as_mlx(x: torch.Tensor, weight: torch.Tensor, normalizer: torch.Tensor) -> torch.Tensor:
+    """x's rms norm given its normalizer, with MLX's roundings: x times the normalizer rounded to
+    bfloat16, times the weight, rounded again."""
+    return bf16(weight.float() * bf16(x * normalizer))
 
 
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -296,8 +302,8 @@ def ulps(got: torch.Tensor, want: torch.Tensor) -> float:
 
 def norm_rope(heads: torch.Tensor, weight: torch.Tensor, position: int) -> torch.Tensor:
     """Each head (a row) rms-normed with weight (eps 1e-6) and rotated by rope at position (all its
-    dims, base 1e6, halves paired), MLX's roundings: the norm as NORM's, the rotation rounded once."""
-    normed = bf16(weight.float() * bf16(heads * torch.rsqrt(heads.square().mean(-1, keepdim=True) + 1e-6)))
+    dims, base 1e6, halves paired), MLX's roundings: the norm's, the rotation rounded once."""
+    normed = normed_as_mlx(heads, weight, torch.rsqrt(heads.square().mean(-1, keepdim=True) + 1e-6))
     half = heads.shape[-1] // 2
     angle = position * 1e6 ** (-torch.arange(half, device=heads.device, dtype=torch.float32) / half)
     a, b = normed[:, :half], normed[:, half:]

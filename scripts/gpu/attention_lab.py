@@ -1,6 +1,6 @@
 """Times variants of the decode attention kernel (shim/ext/attention_cuda.cpp) alone, outside MLX, as
 qmv_lab.py does the matvec's: compiled with NVRTC as the shim compiles it, launched for one query
-position over LAYERS distinct KV caches (so that L2 does not hold them) in a CUDA graph, the step's
+position over LAYERS distinct KV caches (so that L2 does not hold them; LAB_DISTINCT fewer) in a CUDA graph, the step's
 key and value written into the cache as in a decode step; µs a call as CUPTI gives it.
 
 usage (on the GPU machine, its PyTorch; no payload): python3 scripts/gpu/attention_lab.py CASE ...
@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from qmv_lab import EXT, LAYERS, compile_kernel, launch_kernel, macros_of, raw, run_cases, time_layers
+from qmv_lab import DISTINCT, EXT, LAYERS, compile_kernel, launch_kernel, macros_of, raw, run_cases, time_layers
 
 MAX_CHUNKS = 128  # the kernel's
 
@@ -55,7 +55,7 @@ def run_case(case: str) -> None:
     chunks = (keys + chunk_keys - 1) // chunk_keys
     q_heads = kv_heads * g
     dev, bf16 = torch.device("cuda"), torch.bfloat16
-    caches = [(torch.randn(1, kv_heads, keys, d, device=dev).to(bf16), torch.randn(1, kv_heads, keys, d, device=dev).to(bf16)) for _ in range(LAYERS)]
+    caches = [(torch.randn(1, kv_heads, keys, d, device=dev).to(bf16), torch.randn(1, kv_heads, keys, d, device=dev).to(bf16)) for _ in range(DISTINCT)]
     q = torch.randn(1, q_heads, 1, d, device=dev).to(bf16)
     k_new = torch.randn(1, kv_heads, 1, d, device=dev).to(bf16)
     v_new = torch.randn(1, kv_heads, 1, d, device=dev).to(bf16)
@@ -75,7 +75,7 @@ def run_case(case: str) -> None:
     keep: list = []
 
     def launch(layer: int) -> None:
-        k, v = caches[layer]
+        k, v = caches[layer % DISTINCT]
         pointers = [q, k, v, None, part_o, part_ml, counters, out, k_new, v_new, k, v]
         values = [ctypes.c_void_p(t.data_ptr() if t is not None else 0) for t in pointers] + [p]
         launch_kernel(function, (chunks, kv_heads, 1), 128, 0, values, keep)

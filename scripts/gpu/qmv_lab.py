@@ -27,6 +27,9 @@ import torch
 
 LAYERS = int(os.environ.get("LAB_LAYERS", "36"))
 REPEATS = int(os.environ.get("LAB_REPEATS", "20"))
+# Distinct weights (or KV caches) the LAYERS launches cycle through: fewer than LAYERS lets L2 hold
+# them (LAB_DISTINCT=1: every launch reads weights L2 holds; what a product costs besides DRAM).
+DISTINCT = max(1, min(LAYERS, int(os.environ.get("LAB_DISTINCT", str(LAYERS)))))
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXT = os.path.join(HERE, "..", "..", "shim", "ext")
 
@@ -156,9 +159,9 @@ def run_case(source_path: str, case: str) -> None:
     group = int(m["GROUP"])
     rows_w = 2 * n if pair else n
     dev = torch.device("cuda")
-    ws = [torch.randint(-(2**31), 2**31 - 1, (rows_w, k // 8), dtype=torch.int32, device=dev) for _ in range(LAYERS)]
-    ss = [(torch.rand(rows_w, k // group, device=dev) * 0.01).to(torch.bfloat16) for _ in range(LAYERS)]
-    bs = [(torch.rand(rows_w, k // group, device=dev) * 0.01 - 0.005).to(torch.bfloat16) for _ in range(LAYERS)]
+    ws = [torch.randint(-(2**31), 2**31 - 1, (rows_w, k // 8), dtype=torch.int32, device=dev) for _ in range(DISTINCT)]
+    ss = [(torch.rand(rows_w, k // group, device=dev) * 0.01).to(torch.bfloat16) for _ in range(DISTINCT)]
+    bs = [(torch.rand(rows_w, k // group, device=dev) * 0.01 - 0.005).to(torch.bfloat16) for _ in range(DISTINCT)]
     x = torch.randn(1, k, device=dev).to(torch.bfloat16)
     out = torch.zeros(1, n, device=dev, dtype=torch.bfloat16)
     addend = torch.randn(1, n, device=dev).to(torch.bfloat16)
@@ -213,6 +216,7 @@ def run_case(source_path: str, case: str) -> None:
         ]
 
     def launch(layer: int) -> None:
+        layer %= DISTINCT
         values = qk_values(layer) if qk else [
             ctypes.c_void_p(x.data_ptr()),
             ctypes.c_void_p(ws[layer].data_ptr()),
@@ -241,7 +245,8 @@ def run_case(source_path: str, case: str) -> None:
     if norm_in:
         normalizer = torch.rsqrt(parts_in.sum() / k + 1e-6)
         xs = normed_as_mlx(xs, in_norm_w, normalizer)
-    product = xs @ dequantized(ws[-1], ss[-1], bs[-1], group).T
+    last = (LAYERS - 1) % DISTINCT  # the last launch's weights
+    product = xs @ dequantized(ws[last], ss[last], bs[last], group).T
     worst = {}
     if pair:
         worst["out"] = ulps(out, swiglu(bf16(product[:, :n]), bf16(product[:, n:])))

@@ -3,14 +3,19 @@
 # gguf.test.ts (the all-MiniLM-L6-v2 checkpoint and the GGUF files are larger than a call can carry;
 # server.test.ts reports its encoder tests as skipped there, crash cases on GGUF files are left out), MLX_ENABLE_TF32=0 (the float32 oracle tolerances assume it), four
 # files at a time, each file a `bun test` of its own. Prints each file's result and time, then the
-# failures; exits 1 when any file fails. Run through device.sh (docs/gpu.md):
-#   bash scripts/gpu/device.sh bash scripts/gpu/test.sh
+# failures; exits 1 when any file fails. Files given as arguments run instead of all of them. Run
+# through device.sh (docs/gpu.md):
+#   bash scripts/gpu/device.sh bash scripts/gpu/test.sh [test/qmv.test.ts ...]
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 LOGS="$(mktemp -d)"
 export MLX_ENABLE_TF32=0 LOGS
-files=$(ls test/*.test.ts | grep -v -e '^test/embed.test.ts$' -e '^test/gguf.test.ts$')
+if [ $# -gt 0 ]; then
+  files=$(printf '%s\n' "$@")
+else
+  files=$(ls test/*.test.ts | grep -v -e '^test/embed.test.ts$' -e '^test/gguf.test.ts$')
+fi
 start=$(date +%s)
 # One file: its log in $LOGS, one summary line (seconds, exit status, pass/fail/skip counts).
 run_one() {

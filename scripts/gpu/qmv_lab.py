@@ -10,6 +10,8 @@ usage (on the GPU machine, its PyTorch; no payload): python3 scripts/gpu/qmv_lab
   (the weight has 2n); QK_NORM_ROPE=1 runs mlxb_qmv_qk_norm_rope on heads of 128, 8 of them k's
   and 8 v's, the rest of n q's (Qwen3's q/k norm + rope after the product, rope base 1e6).
   SOURCE (default the shim's header) may be another copy of it (a branch's).
+  EMPTY=1: a kernel that does nothing (its programmatic wait only) on n blocks of k threads: the
+  floor a kernel of that grid costs in the chain (its launch, its blocks' start and end).
 Prints µs a call and the read rate (weights, scales and biases) for each case, and checks the last
 layer's outputs against PyTorch's float32 of the same bfloat16 values (the product dequantized,
 with its addend, swiglu, norm, tiles' sums of squares, q/k norm + rope and v's rows; NORM_IN's x
@@ -143,9 +145,18 @@ class QkParams(ctypes.Structure):
     _fields_ = [("rope", RopeParams), ("q_heads", ctypes.c_int), ("k_heads", ctypes.c_int), ("head_dim", ctypes.c_int), ("eps", ctypes.c_float)]
 
 
+EMPTY_SOURCE = 'extern "C" __global__ void mlxb_empty() { WAIT_FOR_UPSTREAM(); LAUNCH_DOWNSTREAM(); }'
+
+
 def run_case(source_path: str, case: str) -> None:
     label, n, k, macros = case.split(":")
     n, k = int(n), int(k)
+    if macros_of(macros, {}).get("EMPTY") == "1":
+        function = compile_kernel(raw(os.path.join(EXT, "cuda.h"), "DEPENDENT_LAUNCH_SOURCE") + EMPTY_SOURCE, "mlxb_empty")
+        keep: list = []
+        best = time_layers(lambda layer: launch_kernel(function, (n, 1, 1), k, 0, [], keep))
+        print(f"{label:<24} grid {n:>5} x {k:>4}  {best:7.2f} µs  [{macros}]", flush=True)
+        return
     m = macros_of(macros, {"MMA": "1", "ROWS": "1", "GROUP": "64", "DTYPE": "1", "R": "16", "U": "1", "WARPS": "16", "SPLIT": "8"})
     defines = "".join(f"#define {key} {value}\n" for key, value in m.items())
     qk = m.get("QK_NORM_ROPE") == "1"

@@ -1,7 +1,8 @@
 """Times variants of the decode attention kernel (shim/ext/attention_cuda.cpp) alone, outside MLX, as
 qmv_lab.py does the matvec's: compiled with NVRTC as the shim compiles it, launched for one query
-position over LAYERS distinct KV caches (so that L2 does not hold them; LAB_DISTINCT fewer) in a CUDA graph, the step's
-key and value written into the cache as in a decode step; µs a call as CUPTI gives it.
+position over LAYERS distinct KV caches (so that L2 does not hold them; LAB_DISTINCT fewer) in a
+CUDA graph, the step's key and value written into the cache as in a decode step; µs a call as CUPTI
+gives it.
 
 usage (on the GPU machine, its PyTorch; no payload): python3 scripts/gpu/attention_lab.py CASE ...
   CASE: name:keys:MACROS  e.g. 8b:512:D=128,G=4,KV=8  (bfloat16; VECTOR=1 unless given)
